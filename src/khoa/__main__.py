@@ -1,0 +1,3 @@
+from khoa.cli.main import main
+
+main()

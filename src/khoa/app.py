@@ -1,0 +1,269 @@
+"""The ASGI application: routes admin endpoints and runs the AWS request pipeline.
+
+decode → authenticate → validate → handler → encode. Nothing below this module knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from khoa.auth.principal import Principal
+from khoa.auth.sigv4 import SignedRequest, parse_authorization, unrecognized_client
+from khoa.clock import wall_clock
+from khoa.observe.metrics import Metrics
+from khoa.protocol import awsjson
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError, internal_failure
+from khoa.runtime import Runtime
+from khoa.services.base import Service
+from khoa.settings import Settings
+
+log = logging.getLogger("khoa")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON = b"application/json"
+
+
+class Response:
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = _JSON,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(payload).encode())
+
+
+class KhoaApp:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.metrics = Metrics()
+
+    # -- ASGI ------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics":
+            body = await self._read_body(receive, 64 * 1024)
+            response = self._admin(scope, path, body)
+        else:
+            body = await self._read_body(receive, self.runtime.settings.max_body_bytes)
+            if body is None:
+                response = Response(
+                    413,
+                    awsjson.encode_error(
+                        AWSError(
+                            "RequestEntityTooLargeException",
+                            "The request body exceeds the maximum allowed size.",
+                            413,
+                        )
+                    ),
+                    awsjson.CONTENT_TYPE,
+                )
+            else:
+                response = self.handle_api(scope, body)
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *response.headers,
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.runtime.jobs.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.jobs.stop()
+                self.runtime.engine.dispose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _read_body(receive: Receive, limit: int) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    # -- admin endpoints -------------------------------------------------------------------------
+    def _admin(self, scope: Scope, path: str, body: bytes | None) -> Response:
+        method = scope["method"]
+        settings = self.runtime.settings
+        if path == "/_khoa/health" and method in ("GET", "HEAD"):
+            return _json_response(200, {"status": "ok", "sealed": False, "dev": settings.dev})
+        if path == "/_khoa/ready" and method in ("GET", "HEAD"):
+            try:
+                with self.runtime.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except Exception:  # noqa: BLE001 - any database failure means not ready
+                return _json_response(503, {"status": "unavailable", "database": "down"})
+            return _json_response(200, {"status": "ok", "sealed": False, "database": "ok"})
+        if path == "/metrics" and method == "GET":
+            return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
+        if path in ("/_khoa/reset", "/moto-api/reset") and method == "POST" and settings.dev:
+            self.runtime.reset()
+            return _json_response(200, {"status": "ok"})
+        if settings.dev or settings.test_clock:
+            if path == "/_khoa/clock/advance" and method == "POST":
+                try:
+                    seconds = float(json.loads(body or b"{}").get("seconds", 0))
+                    self.runtime.clock.advance(timedelta(seconds=seconds))
+                except (ValueError, TypeError, AttributeError):
+                    return _json_response(400, {"error": 'expected {"seconds": N} with N >= 0'})
+                return _json_response(200, {"now": self.runtime.clock.now().isoformat()})
+            if path == "/_khoa/jobs/run" and method == "POST":
+                return _json_response(200, {"ran": self.runtime.jobs.run_due()})
+        return _json_response(404, {"error": "not found"})
+
+    # -- the AWS pipeline ------------------------------------------------------------------------
+    def handle_api(self, scope: Scope, body: bytes) -> Response:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope["headers"]:
+            headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        target = (headers.get("x-amz-target") or [""])[0]
+        prefix, _, operation = target.rpartition(".")
+        service = self.runtime.services.get(prefix)
+        service_name = service.name if service else "unknown"
+        try:
+            if service is None:
+                raise AWSError("UnknownOperationException", "")
+            result = self._dispatch(scope, headers, body, service, operation, request_id)
+            response = Response(200, awsjson.encode_body(result), awsjson.CONTENT_TYPE)
+            outcome = "ok"
+        except AWSError as error:
+            status = error.status
+            if status == 400 and service is not None:
+                status = service.model.error_status(error.code)
+            response = Response(status, awsjson.encode_error(error), awsjson.CONTENT_TYPE)
+            outcome = error.code
+        except Exception:
+            log.exception("request %s (%s.%s) failed", request_id, service_name, operation)
+            failure = internal_failure()
+            response = Response(500, awsjson.encode_error(failure), awsjson.CONTENT_TYPE)
+            outcome = failure.code
+        response.headers.append((b"x-amzn-requestid", request_id.encode()))
+        known_operation = service is not None and operation in service.handlers
+        label = operation if known_operation else "unknown"
+        self.metrics.requests.labels(service_name, label, outcome).inc()
+        self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
+        return response
+
+    def _dispatch(
+        self,
+        scope: Scope,
+        headers: dict[str, list[str]],
+        body: bytes,
+        service: Service,
+        operation: str,
+        request_id: str,
+    ) -> dict[str, Any]:
+        principal, region = self._authenticate(scope, headers, body, service)
+        handler = service.handlers.get(operation)
+        if handler is None:
+            raise AWSError("UnknownOperationException", "")
+        params = service.model.validate(operation, awsjson.decode_body(body))
+        client = scope.get("client")
+        ctx = RequestContext(
+            runtime=self.runtime,
+            principal=principal,
+            region=region,
+            request_id=request_id,
+            service=service.name,
+            operation=operation,
+            now=self.runtime.clock.now(),
+            source_ip=client[0] if client else "",
+            user_agent=(headers.get("user-agent") or [""])[0],
+        )
+        return handler(ctx, params)
+
+    def _authenticate(
+        self, scope: Scope, headers: dict[str, list[str]], body: bytes, service: Service
+    ) -> tuple[Principal, str]:
+        runtime = self.runtime
+        if runtime.settings.dev:
+            return Principal.account_root(runtime.dev_account_id), self._scope_region(headers)
+        request = SignedRequest(
+            method=scope["method"],
+            raw_path=scope.get("raw_path", b"/").decode("latin-1").split("?")[0] or scope["path"],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        credentials: dict[str, Any] = {}
+
+        def lookup(access_key_id: str) -> str | None:
+            credential = runtime.credentials.lookup(access_key_id)
+            if credential is None:
+                return None
+            credentials["value"] = credential
+            return credential.secret
+
+        try:
+            verified = runtime.verifier.verify(
+                request,
+                service=service.signing_name,
+                now=wall_clock(),
+                skew=service.skew,
+                lookup_secret=lookup,
+            )
+        except AWSError as error:
+            self.metrics.auth_failures.labels(error.code).inc()
+            raise
+        if verified.session_token is not None:
+            self.metrics.auth_failures.labels("UnrecognizedClientException").inc()
+            raise unrecognized_client()
+        principal: Principal = credentials["value"].principal
+        return principal, verified.region
+
+    def _scope_region(self, headers: dict[str, list[str]]) -> str:
+        header = (headers.get("authorization") or [""])[0]
+        if header:
+            credential = parse_authorization(header)[1].get("Credential", "")
+            parts = credential.split("/")
+            if len(parts) == 5 and parts[2]:
+                return parts[2]
+        return self.runtime.settings.default_region
+
+
+def create_app(settings: Settings | None = None) -> KhoaApp:
+    """Build the app; with no settings, read them from the environment (how workers start)."""
+    return KhoaApp(Runtime.build(settings or Settings.from_env()))

@@ -1,0 +1,30 @@
+"""Who a request is from, after authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    ``kind`` follows CloudTrail's ``userIdentity.type`` (Root, IAMUser, AssumedRole), so the audit trail
+    and policy evaluation can use it directly.
+    """
+
+    account_id: str
+    arn: str
+    user_id: str
+    kind: str
+    access_key_id: str = ""
+
+    @classmethod
+    def account_root(cls, account_id: str, access_key_id: str = "") -> Principal:
+        return cls(
+            account_id=account_id,
+            arn=f"arn:aws:iam::{account_id}:root",
+            user_id=account_id,
+            kind="Root",
+            access_key_id=access_key_id,
+        )

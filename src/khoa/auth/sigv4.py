@@ -1,0 +1,284 @@
+"""AWS Signature Version 4 verification (the Authorization-header form SDKs and the CLI send).
+
+The server recomputes the signature from the request exactly as the client did and compares the two
+in constant time. Every refusal uses the code, status and message AWS returns for the same fault, so
+SDK retry and error handling behave the same against Khoa as against AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote
+
+from khoa.protocol.errors import AWSError
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+_TERMINATOR = "aws4_request"
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """The parts of an HTTP request that SigV4 covers."""
+
+    method: str
+    raw_path: str
+    query_string: str
+    headers: dict[str, list[str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    access_key_id: str
+    region: str
+    service: str
+    session_token: str | None
+
+
+def _first(headers: dict[str, list[str]], name: str) -> str | None:
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+def _missing_token() -> AWSError:
+    return AWSError("MissingAuthenticationTokenException", "Missing Authentication Token", 400)
+
+
+def _incomplete(message: str) -> AWSError:
+    return AWSError("IncompleteSignatureException", message, 400)
+
+
+def _invalid(message: str) -> AWSError:
+    return AWSError("InvalidSignatureException", message, 400)
+
+
+def unrecognized_client() -> AWSError:
+    return AWSError(
+        "UnrecognizedClientException", "The security token included in the request is invalid.", 400
+    )
+
+
+def parse_authorization(header: str) -> tuple[str, dict[str, str]]:
+    """Split ``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...``."""
+    algorithm, _, rest = header.strip().partition(" ")
+    parts: dict[str, str] = {}
+    for item in rest.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            parts[key.strip()] = value.strip()
+    return algorithm, parts
+
+
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    k_date = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
+    k_region = hmac.new(k_date, region.encode(), hashlib.sha256).digest()
+    k_service = hmac.new(k_region, service.encode(), hashlib.sha256).digest()
+    return hmac.new(k_service, _TERMINATOR.encode(), hashlib.sha256).digest()
+
+
+def _canonical_uri(raw_path: str) -> str:
+    path = raw_path or "/"
+    normalized = posixpath.normpath(path)
+    if path.endswith("/") and normalized != "/":
+        normalized += "/"
+    if normalized.startswith("//"):
+        normalized = "/" + normalized.lstrip("/")
+    return quote(normalized, safe="/~")
+
+
+def _canonical_query(query_string: str) -> str:
+    pairs: list[tuple[str, str]] = []
+    for item in query_string.split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if key == "X-Amz-Signature":
+            continue
+        pairs.append(
+            (
+                quote(unquote(key.replace("+", " ")), safe="-_.~"),
+                quote(unquote(value.replace("+", " ")), safe="-_.~"),
+            )
+        )
+    pairs.sort()
+    return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def _canonical_headers(headers: dict[str, list[str]], signed: Iterable[str]) -> str:
+    lines = []
+    for name in signed:
+        values = headers.get(name, [])
+        joined = ",".join(" ".join(v.split()) for v in values)
+        lines.append(f"{name}:{joined}\n")
+    return "".join(lines)
+
+
+def canonical_request(request: SignedRequest, signed_headers: list[str]) -> str:
+    payload_hash = hashlib.sha256(request.body).hexdigest()
+    declared = request.headers.get("x-amz-content-sha256")
+    if declared and declared[0] == "UNSIGNED-PAYLOAD":
+        payload_hash = "UNSIGNED-PAYLOAD"
+    return "\n".join(
+        [
+            request.method,
+            _canonical_uri(request.raw_path),
+            _canonical_query(request.query_string),
+            _canonical_headers(request.headers, signed_headers),
+            ";".join(signed_headers),
+            payload_hash,
+        ]
+    )
+
+
+def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
+
+
+def _request_time(request: SignedRequest, authorization: str) -> tuple[str, datetime]:
+    raw = _first(request.headers, "x-amz-date")
+    if raw is None:
+        date_header = _first(request.headers, "date")
+        if date_header is None:
+            raise _incomplete(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a "
+                f"'Date' header. Authorization={authorization}"
+            )
+        from email.utils import parsedate_to_datetime
+
+        try:
+            parsed = parsedate_to_datetime(date_header)
+        except (TypeError, ValueError):
+            raise _incomplete(
+                f"Date must be in ISO-8601 'basic format'. Got '{date_header}'. "
+                "See http://en.wikipedia.org/wiki/ISO_8601"
+            ) from None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.strftime(_AMZ_DATE_FORMAT), parsed
+    try:
+        parsed = datetime.strptime(raw, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise _incomplete(
+            f"Date must be in ISO-8601 'basic format'. Got '{raw}'. See http://en.wikipedia.org/wiki/ISO_8601"
+        ) from None
+    return raw, parsed
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.strftime(_AMZ_DATE_FORMAT)
+
+
+def check_skew(amz_date: str, signed_at: datetime, now: datetime, skew: timedelta) -> None:
+    minutes = int(skew.total_seconds() // 60)
+    if signed_at < now - skew:
+        raise _invalid(
+            f"Signature expired: {amz_date} is now earlier than {_fmt(now - skew)} "
+            f"({_fmt(now)} - {minutes} min.)"
+        )
+    if signed_at > now + skew:
+        raise _invalid(
+            f"Signature not yet current: {amz_date} is still later than {_fmt(now + skew)} "
+            f"({_fmt(now)} + {minutes} min.)"
+        )
+
+
+SecretLookup = Callable[[str], "str | None"]
+
+
+class SigV4Verifier:
+    """Verifies SigV4 header signatures; caches derived signing keys (they change once a day)."""
+
+    def __init__(self, max_cached_keys: int = 4096) -> None:
+        self._keys: dict[tuple[str, str, str, str, str], bytes] = {}
+        self._max = max_cached_keys
+
+    def _signing_key(self, secret: str, akid: str, date: str, region: str, service: str) -> bytes:
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()
+        cache_key = (akid, fingerprint, date, region, service)
+        key = self._keys.get(cache_key)
+        if key is None:
+            if len(self._keys) >= self._max:
+                self._keys.clear()
+            key = signing_key(secret, date, region, service)
+            self._keys[cache_key] = key
+        return key
+
+    def parse(self, request: SignedRequest) -> tuple[str, dict[str, str]] | None:
+        header = _first(request.headers, "authorization")
+        if header is None:
+            return None
+        return header, parse_authorization(header)[1]
+
+    def verify(
+        self,
+        request: SignedRequest,
+        *,
+        service: str,
+        now: datetime,
+        skew: timedelta,
+        lookup_secret: SecretLookup,
+    ) -> VerifiedSignature:
+        header = _first(request.headers, "authorization")
+        if header is None:
+            raise _missing_token()
+        algorithm, parts = parse_authorization(header)
+        if algorithm != ALGORITHM:
+            raise _incomplete(f"Unsupported AWS 'algorithm': '{algorithm}'")
+        missing = [name for name in ("Credential", "Signature", "SignedHeaders") if not parts.get(name)]
+        if missing:
+            raise _incomplete(
+                " ".join(f"Authorization header requires '{m}' parameter." for m in missing)
+                + f" Authorization={header}"
+            )
+        credential = parts["Credential"]
+        scope_parts = credential.split("/")
+        if len(scope_parts) != 5:
+            raise _incomplete(
+                "Credential must have exactly 5 slash-delimited elements, e.g. "
+                f"keyid/date/region/service/term, got '{credential}'"
+            )
+        akid, date, region, scoped_service, terminator = scope_parts
+        amz_date, signed_at = _request_time(request, header)
+        if terminator != _TERMINATOR:
+            raise _invalid(
+                f"Credential should be scoped with a valid terminator: '{_TERMINATOR}', not '{terminator}'. "
+            )
+        if scoped_service != service:
+            raise _invalid(f"Credential should be scoped to correct service: '{service}'. ")
+        if not _REGION_RE.match(region):
+            raise _invalid("Credential should be scoped to a valid region. ")
+        if date != amz_date[:8]:
+            raise _invalid(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
+                f"from HTTP: '{date}' != '{amz_date[:8]}', from '{amz_date}'."
+            )
+        signed_headers = parts["SignedHeaders"].split(";")
+        if "host" not in signed_headers and ":authority" not in signed_headers:
+            raise _invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+        check_skew(amz_date, signed_at, now, skew)
+        secret = lookup_secret(akid)
+        if secret is None:
+            raise unrecognized_client()
+        scope = f"{date}/{region}/{scoped_service}/{_TERMINATOR}"
+        to_sign = string_to_sign(amz_date, scope, canonical_request(request, signed_headers))
+        key = self._signing_key(secret, akid, date, region, scoped_service)
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, parts["Signature"]):
+            raise _invalid(SIGNATURE_MISMATCH)
+        token = _first(request.headers, "x-amz-security-token")
+        return VerifiedSignature(
+            access_key_id=akid, region=region, service=scoped_service, session_token=token
+        )

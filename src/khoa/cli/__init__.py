@@ -1,0 +1,1 @@
+"""The ``khoa`` command line."""

@@ -1,0 +1,1 @@
+"""The only package that touches key bytes. No I/O beyond the seal backends, no knowledge of AWS."""

@@ -1,0 +1,96 @@
+"""Background work (scheduled deletions, automatic rotation) run by one leader at a time.
+
+Every worker process runs a :class:`JobRunner`, but a job pass only happens while the process holds
+the ``jobs`` lease row in the database, so several processes or machines on one database never run
+the same due work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.clock import Clock, wall_clock
+from khoa.storage import schema
+
+log = logging.getLogger("khoa.jobs")
+
+Job = Callable[[datetime], None]
+_LEASE_SECONDS = 30.0
+
+
+class JobRunner:
+    def __init__(self, engine: Engine, clock: Clock, interval_seconds: float) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._interval = interval_seconds
+        self._jobs: list[tuple[str, Job]] = []
+        self._holder = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, name: str, job: Job) -> None:
+        self._jobs.append((name, job))
+
+    def acquire_lease(self) -> bool:
+        now = wall_clock().timestamp()
+        table = schema.leases
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(table)
+                .where(table.c.name == "jobs")
+                .where(or_(table.c.holder == self._holder, table.c.expires_at < now))
+                .values(holder=self._holder, expires_at=now + _LEASE_SECONDS)
+            )
+            if result.rowcount:
+                return True
+            exists = conn.execute(select(table.c.name).where(table.c.name == "jobs")).first()
+        if exists:
+            return False
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(table).values(name="jobs", holder=self._holder, expires_at=now + _LEASE_SECONDS)
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def run_due(self) -> int:
+        """Run every job once if this process is the leader; returns how many jobs ran."""
+        if not self.acquire_lease():
+            return 0
+        now = self._clock.now()
+        ran = 0
+        for name, job in self._jobs:
+            try:
+                job(now)
+                ran += 1
+            except Exception:
+                log.exception("background job %s failed", name)
+        return ran
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self.run_due()
+            except Exception:
+                log.exception("job pass failed")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,1 @@
+"""Wire protocols: decoding AWS requests and encoding AWS responses and errors."""

@@ -1,0 +1,33 @@
+"""What a service package provides: its botocore model and a dispatch table of plain handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from khoa.protocol.context import RequestContext
+from khoa.protocol.model import ServiceModel
+
+Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service reachable over awsJson1_1.
+
+    ``signing_name`` is the SigV4 credential-scope service; ``skew`` the clock skew AWS tolerates for it.
+    """
+
+    name: str
+    signing_name: str
+    target_prefix: str
+    model: ServiceModel
+    handlers: dict[str, Handler]
+    skew: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.handlers) - set(self.model.operations)
+        if unknown:
+            raise ValueError(f"{self.name}: handlers for operations not in the model: {sorted(unknown)}")

@@ -1,0 +1,148 @@
+"""Aliases: friendly names for keys, per account and region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors, specs
+from khoa.services.kms.resolve import (
+    alias_arn,
+    alias_target,
+    decode_marker,
+    encode_marker,
+    kms,
+    require_not_pending_deletion,
+    resolve_key,
+)
+from khoa.services.kms.store import KeyRecord
+from khoa.storage import schema
+
+_ALIASES = schema.kms_aliases
+_ALIAS_DOCS = "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+
+
+def _check_name(name: str) -> None:
+    if not name.startswith("alias/"):
+        raise errors.validation(f'Alias must start with the prefix "alias/". {_ALIAS_DOCS}')
+    if name.startswith("alias/aws/"):
+        raise AWSError("NotAuthorizedException", "")
+    if name == "alias/":
+        raise errors.invalid_alias_name(f"Alias name cannot be empty. {_ALIAS_DOCS}")
+
+
+def _kind(key: KeyRecord) -> str:
+    if key.key_spec == specs.SYMMETRIC:
+        return "symmetric"
+    if key.key_spec in specs.HMAC_SPECS:
+        return f"hmac:{key.key_spec}"
+    return "asymmetric"
+
+
+def _target(ctx: RequestContext, ref: str) -> KeyRecord:
+    key = resolve_key(ctx, ref, allow_alias=False)
+    if key.key_manager == "AWS":
+        raise errors.unsupported(f"{key.arn} is an AWS managed key: its alias cannot be changed.")
+    require_not_pending_deletion(key)
+    return key
+
+
+def create_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["AliasName"]
+    _check_name(name)
+    key = _target(ctx, params["TargetKeyId"])
+    now = ctx.now.timestamp()
+    try:
+        with kms(ctx).engine.begin() as conn:
+            conn.execute(
+                insert(_ALIASES).values(
+                    account_id=ctx.account_id,
+                    region=ctx.region,
+                    alias_name=name,
+                    target_key_id=key.key_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    except IntegrityError:
+        raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists") from None
+    return {}
+
+
+def update_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["AliasName"]
+    _check_name(name)
+    current_id = alias_target(ctx, name)
+    if current_id is None:
+        raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
+    key = _target(ctx, params["TargetKeyId"])
+    current = kms(ctx).keys.get(ctx.account_id, ctx.region, current_id)
+    if current is not None and (_kind(current) != _kind(key) or current.key_usage != key.key_usage):
+        raise errors.validation(
+            f"{key.arn} is not the same type of key and key usage as the alias's current "
+            "key; an alias can only move to a key of the same type and usage."
+        )
+    with kms(ctx).engine.begin() as conn:
+        conn.execute(
+            update(_ALIASES)
+            .where(_ALIASES.c.account_id == ctx.account_id)
+            .where(_ALIASES.c.region == ctx.region)
+            .where(_ALIASES.c.alias_name == name)
+            .values(target_key_id=key.key_id, updated_at=ctx.now.timestamp())
+        )
+    return {}
+
+
+def delete_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["AliasName"]
+    _check_name(name)
+    with kms(ctx).engine.begin() as conn:
+        result = conn.execute(
+            delete(_ALIASES)
+            .where(_ALIASES.c.account_id == ctx.account_id)
+            .where(_ALIASES.c.region == ctx.region)
+            .where(_ALIASES.c.alias_name == name)
+        )
+    if not result.rowcount:
+        raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
+    return {}
+
+
+def list_aliases(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    limit = params.get("Limit", 100)
+    offset = decode_marker(params.get("Marker"))
+    query = (
+        select(_ALIASES).where(_ALIASES.c.account_id == ctx.account_id).where(_ALIASES.c.region == ctx.region)
+    )
+    if params.get("KeyId"):
+        key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+        query = query.where(_ALIASES.c.target_key_id == key.key_id)
+    with kms(ctx).engine.connect() as conn:
+        rows = conn.execute(query.order_by(_ALIASES.c.alias_name).limit(limit + 1).offset(offset)).all()
+    aliases = [
+        {
+            "AliasName": r.alias_name,
+            "AliasArn": alias_arn(ctx, r.alias_name),
+            "TargetKeyId": r.target_key_id,
+            "CreationDate": from_epoch(r.created_at),
+            "LastUpdatedDate": from_epoch(r.updated_at),
+        }
+        for r in rows[:limit]
+    ]
+    result: dict[str, Any] = {"Aliases": aliases, "Truncated": len(rows) > limit}
+    if len(rows) > limit:
+        result["NextMarker"] = encode_marker(offset + limit)
+    return result
+
+
+OPERATIONS = {
+    "CreateAlias": create_alias,
+    "UpdateAlias": update_alias,
+    "DeleteAlias": delete_alias,
+    "ListAliases": list_aliases,
+}

@@ -1,0 +1,215 @@
+"""Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant.
+
+Grants are stored now and accepted (with their tokens) by every operation that takes GrantTokens;
+the identity issue makes them widen access in policy evaluation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.services.kms import errors
+from khoa.services.kms.resolve import (
+    decode_marker,
+    encode_marker,
+    kms,
+    require_not_pending_deletion,
+    resolve_key,
+)
+from khoa.services.kms.store import key_arn
+from khoa.storage import schema
+
+_GRANTS = schema.kms_grants
+_TOKEN_PREFIX = b"khoa-grant-v1:"
+
+
+def make_grant_token(grant_id: str) -> str:
+    raw = _TOKEN_PREFIX + grant_id.encode() + b":" + secrets.token_hex(16).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def grant_id_from_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise errors.invalid_grant_token() from None
+    if not raw.startswith(_TOKEN_PREFIX):
+        raise errors.invalid_grant_token()
+    grant_id, _, _ = raw[len(_TOKEN_PREFIX) :].decode(errors="replace").partition(":")
+    if len(grant_id) != 64:
+        raise errors.invalid_grant_token()
+    return grant_id
+
+
+def check_grant_tokens(tokens: list[str]) -> None:
+    """Grant tokens must be tokens Khoa issued; their grants take effect immediately."""
+    for token in tokens:
+        grant_id_from_token(token)
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "KeyId": key_arn(row.region, row.account_id, row.key_id),
+        "GrantId": row.grant_id,
+        "CreationDate": from_epoch(row.created_at),
+        "GranteePrincipal": row.grantee_principal,
+        "IssuingAccount": row.issuing_account,
+        "Operations": json.loads(row.operations),
+    }
+    if row.name:
+        entry["Name"] = row.name
+    if row.retiring_principal:
+        entry["RetiringPrincipal"] = row.retiring_principal
+    if row.constraints:
+        entry["Constraints"] = json.loads(row.constraints)
+    return entry
+
+
+def _select_with_region():  # type: ignore[no-untyped-def]
+    keys = schema.kms_keys
+    return select(_GRANTS, keys.c.region).join(keys, keys.c.key_id == _GRANTS.c.key_id)
+
+
+def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    check_grant_tokens(params.get("GrantTokens", []))
+    grantee = params.get("GranteePrincipal") or params.get("GranteeServicePrincipal")
+    if not grantee:
+        raise errors.validation(
+            "1 validation error detected: Value null at 'granteePrincipal' failed to "
+            "satisfy constraint: Member must not be null"
+        )
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_not_pending_deletion(key)
+    if key.state == "PendingImport":
+        raise errors.invalid_state(f"{key.arn} is pending import.")
+    constraints = params.get("Constraints")
+    if constraints and "EncryptionContextSubset" in constraints and "EncryptionContextEquals" in constraints:
+        raise errors.validation(
+            "Grant constraints can have EncryptionContextSubset or EncryptionContextEquals, not both."
+        )
+    if params.get("DryRun"):
+        raise errors.dry_run()
+    operations = json.dumps(sorted(set(params["Operations"])))
+    constraint_text = json.dumps(constraints, sort_keys=True) if constraints else None
+    retiring = params.get("RetiringPrincipal") or params.get("RetiringServicePrincipal")
+    name = params.get("Name")
+    engine = kms(ctx).engine
+    if name:
+        with engine.connect() as conn:
+            existing = conn.execute(
+                select(_GRANTS).where(_GRANTS.c.key_id == key.key_id).where(_GRANTS.c.name == name)
+            ).first()
+        if existing is not None and (
+            existing.grantee_principal,
+            existing.retiring_principal,
+            existing.operations,
+            existing.constraints,
+        ) == (grantee, retiring, operations, constraint_text):
+            return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
+    grant_id = secrets.token_hex(32)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(_GRANTS).values(
+                grant_id=grant_id,
+                key_id=key.key_id,
+                account_id=ctx.account_id,
+                name=name,
+                grantee_principal=grantee,
+                retiring_principal=retiring,
+                operations=operations,
+                constraints=constraint_text,
+                issuing_account=f"arn:aws:iam::{ctx.account_id}:root",
+                created_at=ctx.now.timestamp(),
+            )
+        )
+    return {"GrantToken": make_grant_token(grant_id), "GrantId": grant_id}
+
+
+def _page(ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, Any]:
+    limit = params.get("Limit", 50)
+    offset = decode_marker(params.get("Marker"))
+    with kms(ctx).engine.connect() as conn:
+        rows = conn.execute(
+            query.order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id).limit(limit + 1).offset(offset)
+        ).all()
+    result: dict[str, Any] = {"Grants": [_entry(r) for r in rows[:limit]], "Truncated": len(rows) > limit}
+    if len(rows) > limit:
+        result["NextMarker"] = encode_marker(offset + limit)
+    return result
+
+
+def list_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    query = _select_with_region().where(_GRANTS.c.key_id == key.key_id)
+    if params.get("GrantId"):
+        query = query.where(_GRANTS.c.grant_id == params["GrantId"])
+    grantee = params.get("GranteePrincipal") or params.get("GranteeServicePrincipal")
+    if grantee:
+        query = query.where(_GRANTS.c.grantee_principal == grantee)
+    return _page(ctx, query, params)
+
+
+def list_retirable_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    query = (
+        _select_with_region()
+        .where(_GRANTS.c.account_id == ctx.account_id)
+        .where(_GRANTS.c.retiring_principal == params["RetiringPrincipal"])
+    )
+    return _page(ctx, query, params)
+
+
+def _delete_grant(ctx: RequestContext, key_id: str, grant_id: str) -> None:
+    with kms(ctx).engine.begin() as conn:
+        result = conn.execute(
+            delete(_GRANTS).where(_GRANTS.c.key_id == key_id).where(_GRANTS.c.grant_id == grant_id)
+        )
+    if not result.rowcount:
+        raise errors.not_found(f"Grant ID {grant_id} not found")
+
+
+def retire_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    token = params.get("GrantToken")
+    if token:
+        grant_id = grant_id_from_token(token)
+        with kms(ctx).engine.connect() as conn:
+            key_id = conn.execute(
+                select(_GRANTS.c.key_id)
+                .where(_GRANTS.c.grant_id == grant_id)
+                .where(_GRANTS.c.account_id == ctx.account_id)
+            ).scalar()
+        if key_id is None:
+            raise errors.not_found(f"Grant ID {grant_id} not found")
+    elif params.get("KeyId") and params.get("GrantId"):
+        key_id = resolve_key(ctx, params["KeyId"], allow_alias=False).key_id
+        grant_id = params["GrantId"]
+    else:
+        raise errors.validation("Either GrantToken, or both KeyId and GrantId, must be specified.")
+    if params.get("DryRun"):
+        raise errors.dry_run()
+    _delete_grant(ctx, key_id, grant_id)
+    return {}
+
+
+def revoke_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    if params.get("DryRun"):
+        raise errors.dry_run()
+    _delete_grant(ctx, key.key_id, params["GrantId"])
+    return {}
+
+
+OPERATIONS = {
+    "CreateGrant": create_grant,
+    "ListGrants": list_grants,
+    "ListRetirableGrants": list_retirable_grants,
+    "RetireGrant": retire_grant,
+    "RevokeGrant": revoke_grant,
+}

@@ -1,0 +1,178 @@
+"""Bring your own key: GetParametersForImport, ImportKeyMaterial, DeleteImportedKeyMaterial.
+
+The wrapping private key lives only sealed in storage; imported material is sealed like generated
+material, and only a digest is kept after deletion so that only the same material can come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
+from sqlalchemy import delete, insert, select
+
+from khoa.crypto import keymaterial
+from khoa.crypto.keymaterial import CryptoFailure
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors, specs
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.resolve import kms, require_not_pending_deletion, resolve_key
+from khoa.services.kms.store import KeyRecord
+from khoa.storage import schema
+
+_PARAMS = schema.kms_import_parameters
+_VALID_FOR = timedelta(hours=24)
+_WRAPPING_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
+_OAEP = {
+    "RSAES_OAEP_SHA_1": "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256": "RSAES_OAEP_SHA_256",
+    "RSA_AES_KEY_WRAP_SHA_1": "RSAES_OAEP_SHA_1",
+    "RSA_AES_KEY_WRAP_SHA_256": "RSAES_OAEP_SHA_256",
+}
+
+
+def _binding(token_id: str) -> str:
+    return f"kms_import_parameters:{token_id}"
+
+
+def _external(ctx: RequestContext, ref: str) -> KeyRecord:
+    key = resolve_key(ctx, ref, allow_alias=False)
+    if key.origin != "EXTERNAL":
+        raise errors.unsupported(f"{key.arn} origin is {key.origin} which is not valid for this operation.")
+    require_not_pending_deletion(key)
+    return key
+
+
+def get_parameters_for_import(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _external(ctx, params["KeyId"])
+    algorithm = params["WrappingAlgorithm"]
+    spec = params["WrappingKeySpec"]
+    if algorithm not in _OAEP or spec not in _WRAPPING_BITS:
+        raise errors.unsupported(f"Wrapping algorithm {algorithm} with {spec} is not supported by Khoa.")
+    if algorithm.startswith("RSAES_OAEP") and key.key_spec not in (specs.SYMMETRIC, *specs.HMAC_SPECS):
+        raise errors.validation(
+            f"{algorithm} cannot wrap {key.key_spec} key material: use "
+            "RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256."
+        )
+    wrapping = keymaterial.generate_rsa(_WRAPPING_BITS[spec])
+    token_id = secrets.token_hex(32)
+    valid_to = ctx.now + _VALID_FOR
+    with kms(ctx).engine.begin() as conn:
+        conn.execute(
+            insert(_PARAMS).values(
+                token_id=token_id,
+                key_id=key.key_id,
+                wrapping_algorithm=algorithm,
+                wrapping_key_sealed=kms(ctx).barrier.seal(wrapping, _binding(token_id)),
+                valid_to=valid_to.timestamp(),
+            )
+        )
+    return {
+        "KeyId": key.arn,
+        "ImportToken": bytes.fromhex(token_id),
+        "PublicKey": keymaterial.public_key_der(wrapping),
+        "ParametersValidTo": valid_to,
+    }
+
+
+def _unwrap(private: bytes, algorithm: str, wrapped: bytes) -> bytes:
+    try:
+        if algorithm.startswith("RSAES_OAEP"):
+            return keymaterial.rsa_decrypt(private, _OAEP[algorithm], wrapped)
+        size = keymaterial.rsa_modulus_bytes(private)
+        aes_key = keymaterial.rsa_decrypt(private, _OAEP[algorithm], wrapped[:size])
+        return aes_key_unwrap_with_padding(aes_key, wrapped[size:])
+    except (CryptoFailure, InvalidUnwrap, ValueError):
+        raise errors.invalid_ciphertext() from None
+
+
+def _check_material(key: KeyRecord, material: bytes) -> None:
+    if key.key_spec == specs.SYMMETRIC:
+        ok = len(material) == 32
+    elif key.key_spec in specs.HMAC_SPECS:
+        ok = len(material) == specs.HMAC_SPECS[key.key_spec]
+    else:
+        try:
+            ok = keymaterial.describe_private(material) == key.key_spec
+        except CryptoFailure:
+            ok = False
+    if not ok:
+        raise AWSError(
+            "IncorrectKeyMaterialException",
+            f"The key material is not valid {key.key_spec} key material for {key.arn}.",
+        )
+
+
+def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _external(ctx, params["KeyId"])
+    model = params.get("ExpirationModel", "KEY_MATERIAL_EXPIRES")
+    valid_to = params.get("ValidTo")
+    if model == "KEY_MATERIAL_EXPIRES" and valid_to is None:
+        raise errors.validation("A ValidTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES")
+    if model == "KEY_MATERIAL_DOES_NOT_EXPIRE" and valid_to is not None:
+        raise errors.validation(
+            "A ValidTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE"
+        )
+    if valid_to is not None and not ctx.now < valid_to <= ctx.now + timedelta(days=365):
+        raise errors.validation("ValidTo must be in the future and at most 365 days from now.")
+    token_id = params["ImportToken"].hex()
+    with kms(ctx).engine.connect() as conn:
+        row = conn.execute(select(_PARAMS).where(_PARAMS.c.token_id == token_id)).first()
+    if row is None or row.key_id != key.key_id:
+        raise AWSError("InvalidImportTokenException", "The import token is invalid for this key.")
+    if row.valid_to < ctx.now.timestamp():
+        raise AWSError("ExpiredImportTokenException", "The import token has expired.")
+    wrapping = kms(ctx).barrier.open(row.wrapping_key_sealed, _binding(token_id))
+    material = _unwrap(wrapping, row.wrapping_algorithm, params["EncryptedKeyMaterial"])
+    _check_material(key, material)
+    previous = kms(ctx).keys.material_digest(key.key_id)
+    digest = hashlib.sha256(b"khoa-material-digest" + material).hexdigest()
+    if previous is not None and previous != digest:
+        raise AWSError(
+            "IncorrectKeyMaterialException",
+            "The key material in the request is different from the key material previously "
+            f"imported into {key.arn}.",
+        )
+    version_id = kms(ctx).keys.set_imported_material(
+        key.key_id,
+        material,
+        ctx.now.timestamp(),
+        state="Enabled",
+        expiration_model=model,
+        valid_to=valid_to.timestamp() if valid_to is not None else None,
+    )
+    return {"KeyId": key.arn, "KeyMaterialId": version_id}
+
+
+def delete_imported_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _external(ctx, params["KeyId"])
+    kms(ctx).keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
+    with kms(ctx).engine.begin() as conn:
+        conn.execute(delete(_PARAMS).where(_PARAMS.c.key_id == key.key_id))
+    result: dict[str, Any] = {"KeyId": key.arn}
+    if key.current_version_id:
+        result["KeyMaterialId"] = key.current_version_id
+    return result
+
+
+def expire_imported_material(backend: KmsBackend, now: float) -> list[str]:
+    """The job for ValidTo: expired imported material is deleted and the key waits for a new import."""
+    expired = []
+    for key in backend.keys.due("valid_to", now):
+        if key.state == "PendingDeletion":
+            backend.keys.drop_imported_material(key.key_id, valid_to=None)
+        else:
+            backend.keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
+        expired.append(key.key_id)
+    return expired
+
+
+OPERATIONS = {
+    "GetParametersForImport": get_parameters_for_import,
+    "ImportKeyMaterial": import_key_material,
+    "DeleteImportedKeyMaterial": delete_imported_key_material,
+}

@@ -1,0 +1,249 @@
+"""Key lifecycle: CreateKey, DescribeKey, ListKeys, description, enable/disable, scheduled deletion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from khoa.clock import from_epoch
+from khoa.crypto import keymaterial
+from khoa.protocol.context import RequestContext
+from khoa.services.kms import errors, specs
+from khoa.services.kms.policy_doc import default_key_policy, validate_key_policy
+from khoa.services.kms.resolve import (
+    decode_marker,
+    encode_marker,
+    kms,
+    require_customer_managed,
+    require_not_pending_deletion,
+    resolve_key,
+)
+from khoa.services.kms.store import KeyRecord, new_material_id
+from khoa.services.kms.tags import store_tags, validate_tags
+
+DEFAULT_PENDING_WINDOW_DAYS = 30
+
+
+def generate_material(spec: str) -> bytes:
+    if spec == specs.SYMMETRIC:
+        return keymaterial.random_bytes(32)
+    if spec in specs.HMAC_SPECS:
+        return keymaterial.random_bytes(specs.HMAC_SPECS[spec])
+    if spec in specs.RSA_SPECS:
+        return keymaterial.generate_rsa(specs.RSA_SPECS[spec])
+    return keymaterial.generate_ec(specs.ECC_SPECS[spec])
+
+
+def key_metadata(key: KeyRecord) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "AWSAccountId": key.account_id,
+        "KeyId": key.key_id,
+        "Arn": key.arn,
+        "CreationDate": key.created,
+        "Enabled": key.state == "Enabled",
+        "Description": key.description,
+        "KeyUsage": key.key_usage,
+        "KeyState": key.state,
+        "Origin": key.origin,
+        "KeyManager": key.key_manager,
+        "CustomerMasterKeySpec": key.key_spec,
+        "KeySpec": key.key_spec,
+        "MultiRegion": key.multi_region,
+    }
+    meta.update(specs.algorithms(key.key_spec, key.key_usage))
+    if key.state == "PendingDeletion":
+        meta["DeletionDate"] = from_epoch(key.deletion_date)
+        meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    if key.origin == "EXTERNAL":
+        meta["ExpirationModel"] = key.expiration_model or "KEY_MATERIAL_DOES_NOT_EXPIRE"
+        if key.valid_to is not None:
+            meta["ValidTo"] = from_epoch(key.valid_to)
+    if key.current_version_id and key.state != "PendingImport":
+        meta["CurrentKeyMaterialId"] = key.current_version_id
+    return meta
+
+
+def _choose_spec(params: dict[str, Any]) -> str:
+    if "KeySpec" in params and "CustomerMasterKeySpec" in params:
+        raise errors.validation(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
+            "CustomerMasterKeySpec is deprecated."
+        )
+    spec: str = params.get("KeySpec") or params.get("CustomerMasterKeySpec") or specs.SYMMETRIC
+    if spec not in specs.ALLOWED_USAGES:
+        raise errors.unsupported(f"KeySpec {spec} is not supported by Khoa.")
+    return spec
+
+
+def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    spec = _choose_spec(params)
+    usage = params.get("KeyUsage", "ENCRYPT_DECRYPT")
+    if usage not in specs.ALLOWED_USAGES[spec]:
+        raise errors.validation(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
+    origin = params.get("Origin", "AWS_KMS")
+    if origin in ("AWS_CLOUDHSM", "EXTERNAL_KEY_STORE") or params.get("CustomKeyStoreId"):
+        raise errors.unsupported("Custom key stores are not supported by Khoa.")
+    if params.get("MultiRegion"):
+        raise errors.unsupported("Multi-Region keys are not supported by Khoa.")
+    policy = params.get("Policy")
+    if policy is not None:
+        validate_key_policy(policy)
+    tags = params.get("Tags", [])
+    validate_tags(tags)
+    now = ctx.now.timestamp()
+    key_id = str(uuid.uuid4())
+    external = origin == "EXTERNAL"
+    material = None if external else generate_material(spec)
+    record = KeyRecord(
+        key_id=key_id,
+        account_id=ctx.account_id,
+        region=ctx.region,
+        description=params.get("Description", ""),
+        key_spec=spec,
+        key_usage=usage,
+        origin=origin,
+        key_manager="CUSTOMER",
+        state="PendingImport" if external else "Enabled",
+        created_at=now,
+        deletion_date=None,
+        pending_window_days=None,
+        policy=policy or default_key_policy(ctx.account_id),
+        rotation_enabled=False,
+        rotation_period_days=None,
+        next_rotation_at=None,
+        on_demand_started_at=None,
+        current_version_id=None if external else new_material_id(),
+        valid_to=None,
+        expiration_model=None,
+        multi_region=False,
+    )
+    kms(ctx).keys.insert(record, material, now)
+    if tags:
+        store_tags(kms(ctx).engine, key_id, tags)
+    return {"KeyMetadata": key_metadata(record)}
+
+
+def describe_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"KeyMetadata": key_metadata(resolve_key(ctx, params["KeyId"]))}
+
+
+def list_keys(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    limit = params.get("Limit", 100)
+    offset = decode_marker(params.get("Marker"))
+    page = kms(ctx).keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
+    result: dict[str, Any] = {
+        "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:limit]],
+        "Truncated": len(page) > limit,
+    }
+    if len(page) > limit:
+        result["NextMarker"] = encode_marker(offset + limit)
+    return result
+
+
+def update_key_description(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_customer_managed(key, "UpdateKeyDescription")
+    require_not_pending_deletion(key)
+    kms(ctx).keys.update(key.key_id, description=params["Description"])
+    return {}
+
+
+def enable_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_customer_managed(key, "EnableKey")
+    require_not_pending_deletion(key)
+    if key.state == "PendingImport":
+        raise errors.invalid_state(f"{key.arn} is pending import.")
+    kms(ctx).keys.update(key.key_id, state="Enabled")
+    return {}
+
+
+def disable_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_customer_managed(key, "DisableKey")
+    require_not_pending_deletion(key)
+    if key.state == "PendingImport":
+        raise errors.invalid_state(f"{key.arn} is pending import.")
+    kms(ctx).keys.update(key.key_id, state="Disabled")
+    return {}
+
+
+def schedule_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    days = params.get("PendingWindowInDays", DEFAULT_PENDING_WINDOW_DAYS)
+    if not 7 <= days <= 30:
+        bound = "greater than or equal to 7" if days < 7 else "less than or equal to 30"
+        raise errors.validation(
+            f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' "
+            f"failed to satisfy constraint: Member must have value {bound}"
+        )
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_customer_managed(key, "ScheduleKeyDeletion")
+    require_not_pending_deletion(key)
+    deletion = ctx.now + timedelta(days=days)
+    kms(ctx).keys.update(
+        key.key_id, state="PendingDeletion", deletion_date=deletion.timestamp(), pending_window_days=days
+    )
+    return {
+        "KeyId": key.arn,
+        "DeletionDate": deletion,
+        "KeyState": "PendingDeletion",
+        "PendingWindowInDays": days,
+    }
+
+
+def cancel_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    if key.state != "PendingDeletion":
+        raise errors.invalid_state(f"{key.arn} is not pending deletion.")
+    kms(ctx).keys.update(key.key_id, state="Disabled", deletion_date=None, pending_window_days=None)
+    return {"KeyId": key.arn}
+
+
+def get_key_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    name = params.get("PolicyName", "default")
+    if name != "default":
+        raise errors.not_found("No such policy exists")
+    return {"Policy": key.policy, "PolicyName": "default"}
+
+
+def put_key_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    require_customer_managed(key, "PutKeyPolicy")
+    if params.get("PolicyName", "default") != "default":
+        raise errors.not_found("No such policy exists")
+    validate_key_policy(params["Policy"])
+    require_not_pending_deletion(key)
+    kms(ctx).keys.update(key.key_id, policy=params["Policy"])
+    return {}
+
+
+def list_key_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    resolve_key(ctx, params["KeyId"], allow_alias=False)
+    return {"PolicyNames": ["default"], "Truncated": False}
+
+
+def destroy_due_keys(backend: Any, now: float) -> list[str]:
+    """The job that ends a deletion window: the key and its material are gone for good."""
+    destroyed = []
+    for key in backend.keys.due("deletion_date", now):
+        if key.state == "PendingDeletion":
+            backend.keys.destroy(key.key_id)
+            destroyed.append(key.key_id)
+    return destroyed
+
+
+OPERATIONS = {
+    "CreateKey": create_key,
+    "DescribeKey": describe_key,
+    "ListKeys": list_keys,
+    "UpdateKeyDescription": update_key_description,
+    "EnableKey": enable_key,
+    "DisableKey": disable_key,
+    "ScheduleKeyDeletion": schedule_key_deletion,
+    "CancelKeyDeletion": cancel_key_deletion,
+    "GetKeyPolicy": get_key_policy,
+    "PutKeyPolicy": put_key_policy,
+    "ListKeyPolicies": list_key_policies,
+}

@@ -1,0 +1,134 @@
+"""Turning the key identifiers callers send (key id, key ARN, alias name, alias ARN) into keys.
+
+Also holds the state and usage checks every cryptographic operation makes, with AWS's errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+from sqlalchemy import select
+
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.store import KeyRecord, key_arn
+from khoa.storage import schema
+
+
+def kms(ctx: RequestContext) -> KmsBackend:
+    return ctx.runtime.kms
+
+
+def alias_arn(ctx: RequestContext, alias_name: str) -> str:
+    return f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{alias_name}"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
+    except ValueError:
+        return False
+
+
+def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
+    table = schema.kms_aliases
+    with kms(ctx).engine.connect() as conn:
+        return conn.execute(
+            select(table.c.target_key_id)
+            .where(table.c.account_id == ctx.account_id)
+            .where(table.c.region == ctx.region)
+            .where(table.c.alias_name == alias_name)
+        ).scalar()
+
+
+def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
+    """Find the key ``ref`` names in the caller's account and region, or raise NotFoundException."""
+    key_id = ref
+    if ref.startswith("arn:"):
+        parts = ref.split(":", 5)
+        if len(parts) != 6 or parts[2] != "kms":
+            raise errors.invalid_key_id(ref)
+        _, _, _, region, account, resource = parts
+        if resource.startswith("alias/") and allow_alias:
+            if region != ctx.region or account != ctx.account_id:
+                raise errors.not_found(f"Alias {ref} is not found.")
+            target = alias_target(ctx, resource)
+            if target is None:
+                raise errors.not_found(f"Alias {ref} is not found.")
+            key_id = target
+        elif resource.startswith("key/"):
+            key_id = resource[4:]
+            if not _is_uuid(key_id):
+                raise errors.invalid_key_id(ref)
+            if region != ctx.region or account != ctx.account_id:
+                raise errors.key_not_found(ref)
+        else:
+            raise errors.invalid_key_id(ref)
+    elif ref.startswith("alias/"):
+        if not allow_alias:
+            raise errors.invalid_key_id(ref)
+        target = alias_target(ctx, ref)
+        if target is None:
+            raise errors.not_found(f"Alias {alias_arn(ctx, ref)} is not found.")
+        key_id = target
+    elif not _is_uuid(ref):
+        raise errors.invalid_key_id(ref)
+    record = kms(ctx).keys.get(ctx.account_id, ctx.region, key_id.lower())
+    if record is None:
+        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, key_id))
+    return record
+
+
+def state_error(key: KeyRecord) -> AWSError | None:
+    """The error AWS returns for using a key in a state that forbids cryptographic operations."""
+    if key.state == "Enabled":
+        return None
+    if key.state == "Disabled":
+        return errors.disabled(key.arn)
+    if key.state == "PendingDeletion":
+        return errors.invalid_state(f"{key.arn} is pending deletion.")
+    if key.state == "PendingImport":
+        return errors.invalid_state(f"{key.arn} is pending import.")
+    return errors.invalid_state(f"{key.arn} is {key.state}.")
+
+
+def require_usable(key: KeyRecord, usage: str, operation: str) -> None:
+    problem = state_error(key)
+    if problem is not None:
+        raise problem
+    if key.key_usage != usage:
+        raise errors.invalid_key_usage(
+            f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
+        )
+
+
+def require_not_pending_deletion(key: KeyRecord) -> None:
+    if key.state == "PendingDeletion":
+        raise errors.invalid_state(f"{key.arn} is pending deletion.")
+
+
+def require_customer_managed(key: KeyRecord, operation: str) -> None:
+    if key.key_manager == "AWS":
+        raise errors.unsupported(f"{key.arn} is an AWS managed key: {operation} is not allowed on it.")
+
+
+def encode_marker(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"khoa:{offset}".encode()).decode()
+
+
+def decode_marker(marker: str | None) -> int:
+    if not marker:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(marker.encode()).decode()
+        prefix, _, value = text.partition(":")
+        offset = int(value)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise errors.invalid_marker() from None
+    if prefix != "khoa" or offset < 0:
+        raise errors.invalid_marker()
+    return offset

@@ -1,0 +1,266 @@
+"""Persistence of KMS keys and their material versions.
+
+Material is sealed by the barrier with a binding to its key and version, and opened material is
+cached per process by version id: a version's material never changes, and every use re-reads the key
+row first, so a deleted or disabled key is refused before any cached material is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from khoa.clock import from_epoch
+from khoa.crypto.barrier import Barrier
+from khoa.storage import schema
+
+_KEYS = schema.kms_keys
+_VERSIONS = schema.kms_key_versions
+
+
+@dataclass
+class KeyRecord:
+    key_id: str
+    account_id: str
+    region: str
+    description: str
+    key_spec: str
+    key_usage: str
+    origin: str
+    key_manager: str
+    state: str
+    created_at: float
+    deletion_date: float | None
+    pending_window_days: int | None
+    policy: str
+    rotation_enabled: bool
+    rotation_period_days: int | None
+    next_rotation_at: float | None
+    on_demand_started_at: float | None
+    current_version_id: str | None
+    valid_to: float | None
+    expiration_model: str | None
+    multi_region: bool
+
+    @property
+    def arn(self) -> str:
+        return key_arn(self.region, self.account_id, self.key_id)
+
+    @property
+    def created(self) -> datetime:
+        created = from_epoch(self.created_at)
+        assert created is not None
+        return created
+
+    @classmethod
+    def from_row(cls, row: Any) -> KeyRecord:
+        mapping = row._mapping
+        return cls(**{f.name: mapping[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    version_id: str
+    seq: int
+    created_at: float
+    rotation_type: str | None
+    has_material: bool
+
+
+def key_arn(region: str, account_id: str, key_id: str) -> str:
+    return f"arn:aws:kms:{region}:{account_id}:key/{key_id}"
+
+
+def new_material_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _binding(key_id: str, version_id: str) -> str:
+    return f"kms_key_versions:{key_id}:{version_id}"
+
+
+class KeyStore:
+    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+        self.engine = engine
+        self._barrier = barrier
+        self._material: dict[str, bytes] = {}
+
+    # -- keys -------------------------------------------------------------------------------------
+    def get(self, account_id: str, region: str, key_id: str) -> KeyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_KEYS)
+                .where(_KEYS.c.key_id == key_id)
+                .where(_KEYS.c.account_id == account_id)
+                .where(_KEYS.c.region == region)
+            ).first()
+        return None if row is None else KeyRecord.from_row(row)
+
+    def insert(self, record: KeyRecord, material: bytes | None, now: float) -> None:
+        values = {f.name: getattr(record, f.name) for f in fields(KeyRecord)}
+        with self.engine.begin() as conn:
+            conn.execute(insert(_KEYS).values(**values))
+            if material is not None and record.current_version_id is not None:
+                self._insert_version(conn, record.key_id, record.current_version_id, 1, material, now, None)
+
+    def update(self, key_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**values))
+
+    def list_page(self, account_id: str, region: str, limit: int, offset: int) -> list[KeyRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_KEYS)
+                .where(_KEYS.c.account_id == account_id)
+                .where(_KEYS.c.region == region)
+                .order_by(_KEYS.c.created_at, _KEYS.c.key_id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [KeyRecord.from_row(r) for r in rows]
+
+    def due(self, column: str, now: float) -> list[KeyRecord]:
+        col = _KEYS.c[column]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_KEYS).where(col.is_not(None)).where(col <= now)).all()
+        return [KeyRecord.from_row(r) for r in rows]
+
+    def destroy(self, key_id: str) -> None:
+        """Delete a key, its material, aliases, tags and grants: its ciphertexts become undecryptable."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(schema.kms_aliases).where(schema.kms_aliases.c.target_key_id == key_id))
+            conn.execute(delete(schema.kms_tags).where(schema.kms_tags.c.key_id == key_id))
+            conn.execute(delete(schema.kms_grants).where(schema.kms_grants.c.key_id == key_id))
+            conn.execute(
+                delete(schema.kms_import_parameters).where(schema.kms_import_parameters.c.key_id == key_id)
+            )
+            conn.execute(delete(_VERSIONS).where(_VERSIONS.c.key_id == key_id))
+            conn.execute(delete(_KEYS).where(_KEYS.c.key_id == key_id))
+        self._material.clear()
+
+    # -- material versions ------------------------------------------------------------------------
+    def _insert_version(
+        self,
+        conn: Connection,
+        key_id: str,
+        version_id: str,
+        seq: int,
+        material: bytes,
+        now: float,
+        rotation_type: str | None,
+    ) -> None:
+        conn.execute(
+            insert(_VERSIONS).values(
+                version_id=version_id,
+                key_id=key_id,
+                seq=seq,
+                material_sealed=self._barrier.seal(material, _binding(key_id, version_id)),
+                material_digest=hashlib.sha256(b"khoa-material-digest" + material).hexdigest(),
+                created_at=now,
+                rotation_type=rotation_type,
+            )
+        )
+
+    def add_version(
+        self, key_id: str, material: bytes, now: float, rotation_type: str | None, **key_values: Any
+    ) -> str:
+        """Add new material and make it current, atomically with any other key-row changes."""
+        version_id = new_material_id()
+        with self.engine.begin() as conn:
+            seq = (
+                conn.execute(
+                    select(func.coalesce(func.max(_VERSIONS.c.seq), 0)).where(_VERSIONS.c.key_id == key_id)
+                ).scalar_one()
+                + 1
+            )
+            self._insert_version(conn, key_id, version_id, seq, material, now, rotation_type)
+            conn.execute(
+                update(_KEYS)
+                .where(_KEYS.c.key_id == key_id)
+                .values(current_version_id=version_id, **key_values)
+            )
+        return version_id
+
+    def material(self, key_id: str, version_id: str) -> bytes | None:
+        cached = self._material.get(version_id)
+        if cached is not None:
+            return cached
+        with self.engine.connect() as conn:
+            sealed = conn.execute(
+                select(_VERSIONS.c.material_sealed)
+                .where(_VERSIONS.c.version_id == version_id)
+                .where(_VERSIONS.c.key_id == key_id)
+            ).scalar()
+        if sealed is None:
+            return None
+        material = self._barrier.open(sealed, _binding(key_id, version_id))
+        if len(self._material) > 100_000:
+            self._material.clear()
+        self._material[version_id] = material
+        return material
+
+    def versions(self, key_id: str) -> list[VersionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    _VERSIONS.c.version_id,
+                    _VERSIONS.c.seq,
+                    _VERSIONS.c.created_at,
+                    _VERSIONS.c.rotation_type,
+                    _VERSIONS.c.material_sealed.is_not(None),
+                )
+                .where(_VERSIONS.c.key_id == key_id)
+                .order_by(_VERSIONS.c.seq)
+            ).all()
+        return [VersionRecord(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def material_digest(self, key_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(_VERSIONS.c.material_digest)
+                .where(_VERSIONS.c.key_id == key_id)
+                .order_by(_VERSIONS.c.seq)
+                .limit(1)
+            ).scalar()
+
+    def set_imported_material(self, key_id: str, material: bytes, now: float, **key_values: Any) -> str:
+        """Store (or restore) imported material as the key's single version."""
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(_VERSIONS.c.version_id)
+                .where(_VERSIONS.c.key_id == key_id)
+                .order_by(_VERSIONS.c.seq)
+                .limit(1)
+            ).scalar()
+            version_id = existing or new_material_id()
+            if existing:
+                conn.execute(
+                    update(_VERSIONS)
+                    .where(_VERSIONS.c.version_id == existing)
+                    .values(material_sealed=self._barrier.seal(material, _binding(key_id, existing)))
+                )
+            else:
+                self._insert_version(conn, key_id, version_id, 1, material, now, None)
+            conn.execute(
+                update(_KEYS)
+                .where(_KEYS.c.key_id == key_id)
+                .values(current_version_id=version_id, **key_values)
+            )
+        self._material.pop(version_id, None)
+        return version_id
+
+    def drop_imported_material(self, key_id: str, **key_values: Any) -> None:
+        """Destroy imported material but keep the digest so only the same material can return."""
+        with self.engine.begin() as conn:
+            conn.execute(update(_VERSIONS).where(_VERSIONS.c.key_id == key_id).values(material_sealed=None))
+            conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**key_values))
+        self._material.clear()
+
+    def clear_cache(self) -> None:
+        self._material.clear()

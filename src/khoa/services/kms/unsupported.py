@@ -1,0 +1,61 @@
+"""Operations outside Khoa's scope (custom key stores, multi-Region keys), answered as AWS does for keys
+and stores that do not have those features, never with a fake success."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors
+from khoa.services.kms.resolve import resolve_key
+
+
+def _store_not_found(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    raise AWSError(
+        "CustomKeyStoreNotFoundException",
+        f"Custom key store {params.get('CustomKeyStoreId', '')} does not exist: Khoa does not "
+        "support custom key stores.",
+    )
+
+
+def create_custom_key_store(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    raise errors.unsupported("Custom key stores are not supported by Khoa.")
+
+
+def describe_custom_key_stores(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("CustomKeyStoreId") or params.get("CustomKeyStoreName"):
+        return _store_not_found(ctx, params)
+    return {"CustomKeyStores": [], "Truncated": False}
+
+
+def _not_multi_region(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    raise errors.unsupported(f"{key.arn} is not a multi-Region key.")
+
+
+def _no_kem(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(ctx, params["KeyId"])
+    raise errors.invalid_key_usage(
+        f"{key.arn} is not an ML-KEM key: Khoa does not support key encapsulation yet."
+    )
+
+
+def get_key_last_usage(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    resolve_key(ctx, params["KeyId"])
+    raise errors.unsupported("Key usage tracking is not supported by Khoa yet.")
+
+
+OPERATIONS = {
+    "CreateCustomKeyStore": create_custom_key_store,
+    "DescribeCustomKeyStores": describe_custom_key_stores,
+    "ConnectCustomKeyStore": _store_not_found,
+    "DisconnectCustomKeyStore": _store_not_found,
+    "DeleteCustomKeyStore": _store_not_found,
+    "UpdateCustomKeyStore": _store_not_found,
+    "ReplicateKey": _not_multi_region,
+    "UpdatePrimaryRegion": _not_multi_region,
+    "GetKeyLastUsage": get_key_last_usage,
+    "Encapsulate": _no_kem,
+    "Decapsulate": _no_kem,
+}

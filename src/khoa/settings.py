@@ -1,0 +1,83 @@
+"""Configuration: command-line flags win over ``KHOA_*`` environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REGION = "us-east-1"
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 9440
+    data_dir: Path = Path(".khoa")
+    database_url: str = ""
+    workers: int = 1
+    dev: bool = False
+    seal_backend: str = "file"
+    passphrase: str = ""
+    account_id: str = ""
+    root_access_key_id: str = ""
+    root_secret_access_key: str = ""
+    default_region: str = DEFAULT_REGION
+    max_body_bytes: int = 1024 * 1024
+    job_interval_seconds: float = 10.0
+    test_clock: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'khoa.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = os.environ
+        settings = cls(
+            host=env.get("KHOA_HOST", cls.host),
+            port=int(env.get("KHOA_PORT", cls.port)),
+            data_dir=Path(env.get("KHOA_DATA_DIR", str(cls.data_dir))),
+            database_url=env.get("KHOA_DATABASE_URL", ""),
+            workers=int(env.get("KHOA_WORKERS", cls.workers)),
+            dev=_env_bool("KHOA_DEV"),
+            seal_backend=env.get("KHOA_SEAL_BACKEND", cls.seal_backend),
+            passphrase=env.get("KHOA_PASSPHRASE", ""),
+            account_id=env.get("KHOA_ACCOUNT_ID", ""),
+            root_access_key_id=env.get("KHOA_ROOT_ACCESS_KEY_ID", ""),
+            root_secret_access_key=env.get("KHOA_ROOT_SECRET_ACCESS_KEY", ""),
+            default_region=env.get("KHOA_DEFAULT_REGION", DEFAULT_REGION),
+            max_body_bytes=int(env.get("KHOA_MAX_BODY_BYTES", cls.max_body_bytes)),
+            job_interval_seconds=float(env.get("KHOA_JOB_INTERVAL_SECONDS", cls.job_interval_seconds)),
+            test_clock=_env_bool("KHOA_TEST_CLOCK"),
+            tls_cert=env.get("KHOA_TLS_CERT", ""),
+            tls_key=env.get("KHOA_TLS_KEY", ""),
+        )
+        known = {f.name for f in fields(cls)}
+        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a worker process."""
+        return {
+            "KHOA_HOST": self.host,
+            "KHOA_PORT": str(self.port),
+            "KHOA_DATA_DIR": str(self.data_dir),
+            "KHOA_DATABASE_URL": self.database_url,
+            "KHOA_WORKERS": str(self.workers),
+            "KHOA_DEV": "1" if self.dev else "0",
+            "KHOA_SEAL_BACKEND": self.seal_backend,
+            "KHOA_DEFAULT_REGION": self.default_region,
+            "KHOA_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "KHOA_JOB_INTERVAL_SECONDS": str(self.job_interval_seconds),
+            "KHOA_TEST_CLOCK": "1" if self.test_clock else "0",
+        }

@@ -1,0 +1,64 @@
+"""Shared fixtures: real server processes, boto3 clients, and the outside services tests may need."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.server import KhoaServer
+
+REQUIRE_SERVICES = os.environ.get("KHOA_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get("KHOA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def missing_service(reason: str) -> None:
+    """Skip visibly, or fail when CI says the services must be there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    """One shared server (SQLite, signatures checked, test clock on) for most integration tests."""
+    instance = KhoaServer(tmp_path_factory.mktemp("khoa") / "data").start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def kms(server: KhoaServer) -> Any:
+    return server.client("kms")
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[KhoaServer]:
+    """A private server for tests that move the clock, restart or kill it."""
+    instance = KhoaServer(tmp_path / "data")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session, dropped afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except Exception as exc:
+        missing_service(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
+        raise
+    name = f"khoa_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -1,0 +1,128 @@
+"""Start and stop real ``khoa server`` processes for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+ACCOUNT_ID = "111122223333"
+ACCESS_KEY_ID = "AKIAKHOATESTROOT0001"
+SECRET_ACCESS_KEY = "khoa-test-secret-access-key-0000000000001"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class KhoaServer:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    database_url: str = ""
+    dev: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KHOA_")}
+        env.update(
+            {
+                "KHOA_ACCOUNT_ID": ACCOUNT_ID,
+                "KHOA_ROOT_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                "KHOA_ROOT_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+                "KHOA_TEST_CLOCK": "1",
+                "KHOA_JOB_INTERVAL_SECONDS": "3600",
+            }
+        )
+        if self.database_url:
+            env["KHOA_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 30.0) -> KhoaServer:
+        args = [
+            sys.executable,
+            "-m",
+            "khoa",
+            "server",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        if self.dev:
+            args.append("--dev")
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"khoa server exited with {self.process.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/_khoa/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("khoa server did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def client(self, service: str = "kms", region: str = REGION, **kwargs: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=kwargs.pop("aws_access_key_id", ACCESS_KEY_ID),
+            aws_secret_access_key=kwargs.pop("aws_secret_access_key", SECRET_ACCESS_KEY),
+            config=Config(retries={"max_attempts": 1}),
+            **kwargs,
+        )
+
+    def post(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.endpoint}{path}", data=json.dumps(payload or {}).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    def advance_clock(self, seconds: float) -> None:
+        self.post("/_khoa/clock/advance", {"seconds": seconds})
+
+    def run_jobs(self) -> None:
+        self.post("/_khoa/jobs/run")
