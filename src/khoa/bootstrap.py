@@ -56,8 +56,16 @@ def _meta_put_if_absent(engine: Engine, name: str, value: bytes) -> bytes:
 def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier:
     """Obtain the root key from the seal backend and prove it matches this database."""
     if settings.seal_backend == "file":
-        if not create and not (settings.data_dir / "root.key").exists():
-            raise SealError(f"no root key at {settings.data_dir / 'root.key'}")
+        key_path = settings.data_dir / "root.key"
+        if not key_path.exists():
+            if not create:
+                raise SealError(f"no root key at {key_path}")
+            if _meta_get(engine, "barrier_check") is not None:
+                # Creating a new key here could never open this database's data: refuse, change nothing.
+                raise SealError(
+                    f"no root key at {key_path}, but this database holds data sealed under one: "
+                    "restore that root key file (or start with the seal backend the database was created with)"
+                )
         key, created = load_or_create_file_key(settings.data_dir)
         if created:
             log.warning(
@@ -68,6 +76,11 @@ def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier
     elif settings.seal_backend == "passphrase":
         salt = _meta_get(engine, "passphrase_salt")
         if salt is None:
+            if _meta_get(engine, "barrier_check") is not None:
+                raise SealError(
+                    "this database was not sealed with the passphrase backend "
+                    "(start it with the seal backend it was created with)"
+                )
             salt = _meta_put_if_absent(engine, "passphrase_salt", os.urandom(16))
         key = derive_passphrase_key(settings.passphrase, salt)
     else:

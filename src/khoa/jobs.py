@@ -62,6 +62,17 @@ class JobRunner:
         except IntegrityError:
             return False
 
+    def release_lease(self) -> None:
+        """Give up the lease (at shutdown) so a restarted or other process need not wait for it to expire."""
+        table = schema.leases
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.name == "jobs")
+                .where(table.c.holder == self._holder)
+                .values(expires_at=0.0)
+            )
+
     def run_due(self) -> int:
         """Run every job once if this process is the leader; returns how many jobs ran."""
         if not self.acquire_lease():
@@ -94,3 +105,7 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        try:
+            self.release_lease()
+        except Exception:
+            log.exception("could not release the jobs lease")

@@ -14,11 +14,18 @@ from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
 from khoa.jobs import JobRunner
 from khoa.services import kms as kms_service
+from khoa.services import secretsmanager as secretsmanager_service
+from khoa.services import ssm as ssm_service
 from khoa.services.base import Service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.imports import expire_imported_material
 from khoa.services.kms.keys import destroy_due_keys
 from khoa.services.kms.rotation import rotate_due_keys
+from khoa.services.secretsmanager.backend import SecretsBackend
+from khoa.services.secretsmanager.operations import destroy_due_secrets
+from khoa.services.secretsmanager.replication import Replication
+from khoa.services.ssm.backend import ParametersBackend
+from khoa.services.ssm.parameters import expire_due
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
@@ -46,6 +53,9 @@ class Runtime:
     verifier: SigV4Verifier
     kms: KmsBackend
     jobs: JobRunner
+    secrets: SecretsBackend
+    secrets_replication: Replication
+    parameters: ParametersBackend
     services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
 
@@ -63,23 +73,38 @@ class Runtime:
             verifier=SigV4Verifier(),
             kms=KmsBackend(engine, barrier),
             jobs=JobRunner(engine, clock, settings.job_interval_seconds),
+            secrets=SecretsBackend(engine),
+            secrets_replication=Replication(),
+            parameters=ParametersBackend(engine),
             dev_account_id=first_account_id(engine) or "",
         )
-        for service in (kms_service.build_service(),):
+        for service in (
+            kms_service.build_service(),
+            secretsmanager_service.build_service(),
+            ssm_service.build_service(),
+        ):
             runtime.services[service.target_prefix] = service
         runtime.jobs.register(
             "kms.destroy_due_keys",
-            lambda now: log_done("destroyed", destroy_due_keys(runtime.kms, now.timestamp())),
+            lambda now: log_done("destroyed key", destroy_due_keys(runtime.kms, now.timestamp())),
         )
         runtime.jobs.register(
             "kms.rotate_due_keys",
-            lambda now: log_done("rotated", rotate_due_keys(runtime.kms, now.timestamp())),
+            lambda now: log_done("rotated key", rotate_due_keys(runtime.kms, now.timestamp())),
         )
         runtime.jobs.register(
             "kms.expire_imported_material",
             lambda now: log_done(
                 "expired material of", expire_imported_material(runtime.kms, now.timestamp())
             ),
+        )
+        runtime.jobs.register(
+            "secretsmanager.destroy_due_secrets",
+            lambda now: log_done("deleted secret", destroy_due_secrets(runtime.secrets, now.timestamp())),
+        )
+        runtime.jobs.register(
+            "ssm.expire_parameters",
+            lambda now: log_done("expired parameter", expire_due(runtime.parameters, now.timestamp())),
         )
         return runtime
 
@@ -91,6 +116,6 @@ class Runtime:
         self.kms.keys.clear_cache()
 
 
-def log_done(verb: str, key_ids: list[str]) -> None:
-    for key_id in key_ids:
-        log.info("background job %s key %s", verb, key_id)
+def log_done(verb: str, resource_ids: list[str]) -> None:
+    for resource_id in resource_ids:
+        log.info("background job %s %s", verb, resource_id)

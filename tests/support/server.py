@@ -124,5 +124,11 @@ class KhoaServer:
     def advance_clock(self, seconds: float) -> None:
         self.post("/_khoa/clock/advance", {"seconds": seconds})
 
-    def run_jobs(self) -> None:
-        self.post("/_khoa/jobs/run")
+    def run_jobs(self) -> int:
+        """Run due background work now; returns how many jobs ran (0: this process is not the leader)."""
+        return int(self.post("/_khoa/jobs/run").get("ran", 0))
+
+    @property
+    def log_path(self) -> Path:
+        """Where start() sends the server's output."""
+        return self.data_dir.parent / f"server-{self.port}.log"

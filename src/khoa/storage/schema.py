@@ -142,3 +142,125 @@ leases = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# -- Secrets Manager ------------------------------------------------------------------------------
+
+sm_secrets = Table(
+    "sm_secrets",
+    metadata,
+    Column("secret_id", String(36), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("arn", String(1024), nullable=False),
+    Column("description", Text),
+    Column("kms_key_id", String(2048)),
+    Column("created_at", Float, nullable=False),
+    Column("last_changed_at", Float, nullable=False),
+    Column("last_accessed_at", Float),
+    Column("deleted_at", Float),
+    Column("deletion_due_at", Float),
+    Column("rotation_enabled", Boolean, nullable=False),
+    Column("rotation_lambda_arn", String(2048)),
+    Column("rotation_rules", Text),
+    Column("last_rotated_at", Float),
+    Column("next_rotation_at", Float),
+    Column("resource_policy", Text),
+    Column("primary_region", String(32)),
+    Column("primary_secret_id", String(36)),
+    Column("owning_service", String(128)),
+    Column("secret_type", String(256)),
+    Index("ux_sm_secrets_name", "account_id", "region", "name", unique=True),
+    Index("ux_sm_secrets_arn", "arn", unique=True),
+    Index("ix_sm_secrets_deletion_due", "deletion_due_at"),
+)
+
+sm_versions = Table(
+    "sm_versions",
+    metadata,
+    Column("secret_id", String(36), ForeignKey("sm_secrets.secret_id", ondelete="CASCADE"), primary_key=True),
+    Column("version_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_accessed_at", Float),
+    Column("value_kind", String(8), nullable=False),
+    Column("kms_key_arn", String(2048), nullable=False),
+    Column("encrypted_data_key", LargeBinary, nullable=False),
+    Column("encrypted_value", LargeBinary, nullable=False),
+    Index("ix_sm_versions_created", "secret_id", "created_at"),
+)
+
+sm_stages = Table(
+    "sm_stages",
+    metadata,
+    Column("secret_id", String(36), ForeignKey("sm_secrets.secret_id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", String(256), primary_key=True),
+    Column("version_id", String(64), nullable=False),
+)
+
+sm_tags = Table(
+    "sm_tags",
+    metadata,
+    Column("secret_id", String(36), ForeignKey("sm_secrets.secret_id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_key", String(128), primary_key=True),
+    Column("tag_value", String(256), nullable=False),
+    Column("position", Integer, nullable=False),
+)
+
+# -- SSM Parameter Store --------------------------------------------------------------------------
+
+ssm_parameters = Table(
+    "ssm_parameters",
+    metadata,
+    Column("param_id", String(36), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(2048), nullable=False),
+    Column("parent_path", String(2048), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("policies", Text),
+    Column("expires_at", Float),
+    Index("ux_ssm_parameters_name", "account_id", "region", "name", unique=True),
+    Index("ix_ssm_parameters_parent", "account_id", "region", "parent_path", "name"),
+    Index("ix_ssm_parameters_expires", "expires_at"),
+)
+
+ssm_parameter_versions = Table(
+    "ssm_parameter_versions",
+    metadata,
+    Column(
+        "param_id", String(36), ForeignKey("ssm_parameters.param_id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("version", Integer, primary_key=True),
+    Column("param_type", String(16), nullable=False),
+    Column("value", Text),
+    Column("ciphertext", LargeBinary),
+    Column("key_id", String(2048)),
+    Column("description", Text),
+    Column("allowed_pattern", String(1024)),
+    Column("data_type", String(128), nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("policies", Text),
+    Column("modified_at", Float, nullable=False),
+    Column("modified_by", String(2048), nullable=False),
+)
+
+ssm_labels = Table(
+    "ssm_labels",
+    metadata,
+    Column(
+        "param_id", String(36), ForeignKey("ssm_parameters.param_id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("label", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+ssm_tags = Table(
+    "ssm_tags",
+    metadata,
+    Column(
+        "param_id", String(36), ForeignKey("ssm_parameters.param_id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("tag_key", String(128), primary_key=True),
+    Column("tag_value", String(256), nullable=False),
+)

@@ -34,6 +34,9 @@ def _check_name(name: str) -> None:
         raise AWSError("NotAuthorizedException", "")
     if name == "alias/":
         raise errors.invalid_alias_name(f"Alias name cannot be empty. {_ALIAS_DOCS}")
+    if ":" in name:
+        # The model's pattern admits ':', but alias names may only hold [a-zA-Z0-9/_-].
+        raise errors.validation(f"{name} contains invalid characters for an alias")
 
 
 def _kind(key: KeyRecord) -> str:
@@ -45,6 +48,8 @@ def _kind(key: KeyRecord) -> str:
 
 
 def _target(ctx: RequestContext, ref: str) -> KeyRecord:
+    if ref.startswith("alias/") or (ref.startswith("arn:") and ":alias/" in ref):
+        raise errors.validation("Aliases must refer to keys. Not aliases")
     key = resolve_key(ctx, ref, allow_alias=False)
     if key.key_manager == "AWS":
         raise errors.unsupported(f"{key.arn} is an AWS managed key: its alias cannot be changed.")

@@ -10,7 +10,7 @@ from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
 from khoa.services.kms.grants import check_grant_tokens
 from khoa.services.kms.resolve import kms, require_usable, resolve_key, state_error
-from khoa.services.kms.store import KeyRecord, key_arn
+from khoa.services.kms.store import KeyRecord
 
 _DATA_KEY_BYTES = {"AES_256": 32, "AES_128": 16}
 _KEY_PAIR_SPECS = {
@@ -65,7 +65,8 @@ def _encrypt_with(
     limit = specs.rsa_max_plaintext(key.key_spec, algorithm)
     if len(plaintext) > limit:
         raise errors.validation(
-            f"Plaintext is too long for {algorithm} with a {key.key_spec} key: the maximum is {limit} bytes."
+            f"Algorithm {algorithm} and key spec {key.key_spec} cannot encrypt data "
+            f"larger than {limit} bytes."
         )
     _, private = _current_material(ctx, key)
     return keymaterial.rsa_encrypt(private, algorithm, plaintext), None
@@ -107,11 +108,15 @@ def _decrypt(
         parsed = ciphertext.parse(blob)
     except ciphertext.InvalidCiphertext:
         raise errors.invalid_ciphertext() from None
-    if named is not None and named.key_id != parsed.key_id:
-        raise errors.incorrect_key()
-    key = named or kms(ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+    key = named if named is not None and named.key_id == parsed.key_id else None
     if key is None:
-        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
+        # A blob naming no key of this account and region is corrupt (its key id is not
+        # authenticated until the key is found), so it is an invalid ciphertext, not a missing key.
+        key = kms(ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+        if key is None:
+            raise errors.invalid_ciphertext()
+        if named is not None:
+            raise errors.incorrect_key()
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     if key.key_spec != specs.SYMMETRIC:
         raise errors.invalid_key_usage(f"{key.arn} does not support the encryption algorithm {algorithm}.")
@@ -260,10 +265,7 @@ def generate_random(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         raise AWSError("CustomKeyStoreNotFoundException", "Custom key stores are not supported by Khoa.")
     count = params.get("NumberOfBytes")
     if count is None:
-        raise errors.validation(
-            "1 validation error detected: Value null at 'numberOfBytes' failed to "
-            "satisfy constraint: Member must not be null"
-        )
+        raise errors.validation("NumberOfBytes is required.")
     return {"Plaintext": keymaterial.random_bytes(count)}
 
 
@@ -274,9 +276,7 @@ def _signing_key(
     require_usable(key, "SIGN_VERIFY", operation)
     algorithm = params["SigningAlgorithm"]
     if algorithm not in specs.algorithms(key.key_spec, key.key_usage).get("SigningAlgorithms", []):
-        raise errors.invalid_key_usage(
-            f"Signing algorithm {algorithm} is not compatible with the key spec {key.key_spec} of {key.arn}."
-        )
+        raise errors.invalid_key_usage(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
     message_type = params.get("MessageType", "RAW")
     if message_type not in ("RAW", "DIGEST"):
         raise errors.unsupported(f"MessageType {message_type} is not supported for {key.key_spec} keys.")
@@ -312,9 +312,7 @@ def _mac_key(ctx: RequestContext, params: dict[str, Any], operation: str) -> tup
     require_usable(key, "GENERATE_VERIFY_MAC", operation)
     algorithm = params["MacAlgorithm"]
     if algorithm not in specs.algorithms(key.key_spec, key.key_usage).get("MacAlgorithms", []):
-        raise errors.invalid_key_usage(
-            f"MAC algorithm {algorithm} is not compatible with the key spec {key.key_spec} of {key.arn}."
-        )
+        raise errors.invalid_key_usage(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
     _, material = _current_material(ctx, key)
     return key, material
 

@@ -104,16 +104,19 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     engine = kms(ctx).engine
     if name:
         with engine.connect() as conn:
-            existing = conn.execute(
+            same_name = conn.execute(
                 select(_GRANTS).where(_GRANTS.c.key_id == key.key_id).where(_GRANTS.c.name == name)
-            ).first()
-        if existing is not None and (
-            existing.grantee_principal,
-            existing.retiring_principal,
-            existing.operations,
-            existing.constraints,
-        ) == (grantee, retiring, operations, constraint_text):
-            return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
+            ).all()
+        # A name can label several grants (same name, different parameters); a retry of any of
+        # those requests must find its own grant.
+        for existing in same_name:
+            if (
+                existing.grantee_principal,
+                existing.retiring_principal,
+                existing.operations,
+                existing.constraints,
+            ) == (grantee, retiring, operations, constraint_text):
+                return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
     grant_id = secrets.token_hex(32)
     with engine.begin() as conn:
         conn.execute(

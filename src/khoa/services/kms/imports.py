@@ -53,7 +53,8 @@ def get_parameters_for_import(ctx: RequestContext, params: dict[str, Any]) -> di
     spec = params["WrappingKeySpec"]
     if algorithm not in _OAEP or spec not in _WRAPPING_BITS:
         raise errors.unsupported(f"Wrapping algorithm {algorithm} with {spec} is not supported by Khoa.")
-    if algorithm.startswith("RSAES_OAEP") and key.key_spec not in (specs.SYMMETRIC, *specs.HMAC_SPECS):
+    # AWS: RSAES_OAEP wraps every kind of key material except RSA private keys (too large for OAEP).
+    if algorithm.startswith("RSAES_OAEP") and key.key_spec in specs.RSA_SPECS:
         raise errors.validation(
             f"{algorithm} cannot wrap {key.key_spec} key material: use "
             "RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256."

@@ -55,8 +55,9 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
     if key.state == "PendingDeletion":
         meta["DeletionDate"] = from_epoch(key.deletion_date)
         meta["PendingDeletionWindowInDays"] = key.pending_window_days
-    if key.origin == "EXTERNAL":
-        meta["ExpirationModel"] = key.expiration_model or "KEY_MATERIAL_DOES_NOT_EXPIRE"
+    if key.origin == "EXTERNAL" and key.state != "PendingImport" and key.expiration_model:
+        # AWS reports ExpirationModel only while the key has imported material.
+        meta["ExpirationModel"] = key.expiration_model
         if key.valid_to is not None:
             meta["ValidTo"] = from_epoch(key.valid_to)
     if key.current_version_id and key.state != "PendingImport":
@@ -78,6 +79,10 @@ def _choose_spec(params: dict[str, Any]) -> str:
 
 def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     spec = _choose_spec(params)
+    if spec != specs.SYMMETRIC and "KeyUsage" not in params:
+        raise errors.validation(
+            "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys."
+        )
     usage = params.get("KeyUsage", "ENCRYPT_DECRYPT")
     if usage not in specs.ALLOWED_USAGES[spec]:
         raise errors.validation(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
@@ -196,7 +201,13 @@ def cancel_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     key = resolve_key(ctx, params["KeyId"], allow_alias=False)
     if key.state != "PendingDeletion":
         raise errors.invalid_state(f"{key.arn} is not pending deletion.")
-    kms(ctx).keys.update(key.key_id, state="Disabled", deletion_date=None, pending_window_days=None)
+    # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
+    # returns to PendingImport, as in AWS; every other key comes back Disabled.
+    has_material = key.current_version_id is not None and (
+        kms(ctx).keys.material(key.key_id, key.current_version_id) is not None
+    )
+    state = "Disabled" if has_material else "PendingImport"
+    kms(ctx).keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
     return {"KeyId": key.arn}
 
 

@@ -98,12 +98,10 @@ def list_key_rotations(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     page = versions[offset : offset + limit]
     rotations = []
     for version in page:
-        entry: dict[str, Any] = {
-            "KeyId": key.arn,
-            "KeyMaterialId": version.version_id,
-            "RotationDate": from_epoch(version.created_at),
-        }
+        entry: dict[str, Any] = {"KeyId": key.arn, "KeyMaterialId": version.version_id}
         if version.rotation_type:
+            # AWS omits RotationDate and RotationType for the key's first material.
+            entry["RotationDate"] = from_epoch(version.created_at)
             entry["RotationType"] = version.rotation_type
         entry["KeyMaterialState"] = (
             "CURRENT" if version.version_id == key.current_version_id else "NON_CURRENT"

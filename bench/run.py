@@ -1,0 +1,737 @@
+"""``make bench``: KMS Encrypt, Decrypt and GenerateDataKey throughput, Khoa beside moto's server.
+
+For each server configuration (moto, then Khoa under uvicorn and granian with 1 and 2 workers) this
+starts the server on a free loopback port with a fresh data directory, creates a symmetric key, and
+for each operation builds one SigV4-signed request with botocore (signed just before the run, so it
+sits well inside the 5-minute skew window), hands it to ``wrk`` through a generated Lua script,
+warms up, then measures. wrk replays the same bytes on every connection, so the load generator costs
+little CPU; it still shares the machine's cores with the server, and the table reports how much CPU
+each side used.
+
+Environment knobs (all optional):
+
+    KHOA_BENCH_SECONDS      measured seconds per operation           (default 10)
+    KHOA_BENCH_WARMUP       warm-up seconds per operation            (default 3)
+    KHOA_BENCH_CONNECTIONS  open connections                          (default 64)
+    KHOA_BENCH_THREADS      wrk threads                               (default 2)
+    KHOA_BENCH_SERVERS      comma list of configurations to run       (default: all; see CONFIGS)
+    KHOA_BENCH_OPS          comma list of Encrypt,Decrypt,GenerateDataKey
+    KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
+                            same load and print where the time goes (bench/results/profile-*.txt)
+    KHOA_BENCH_OUTPUT       where to write the Markdown report (default bench/results/latest.md)
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+
+ACCOUNT_ID = "111122223333"
+ACCESS_KEY_ID = "AKIAKHOABENCHROOT001"
+SECRET_ACCESS_KEY = "khoa-bench-secret-access-key-000000000001"
+REGION = "us-east-1"
+
+OPERATIONS = ("Encrypt", "Decrypt", "GenerateDataKey")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+SECONDS = env_int("KHOA_BENCH_SECONDS", 10)
+WARMUP = env_int("KHOA_BENCH_WARMUP", 3)
+CONNECTIONS = env_int("KHOA_BENCH_CONNECTIONS", 64)
+THREADS = env_int("KHOA_BENCH_THREADS", 2)
+BIN = Path(sys.executable).parent
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the load generator ---------------------------------------------------------------------------
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing: installing it from Debian (apt-get install -y wrk)")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+        if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, **quiet).returncode:
+            subprocess.run(["apt-get", "update", "-q"], check=False, **quiet)
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, **quiet)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    sys.exit(
+        "bench: the load generator `wrk` is not installed and could not be installed here.\n"
+        "       Install it (Debian/Ubuntu: `sudo apt-get install wrk`; macOS: `brew install wrk`) "
+        "and run `make bench` again. There is no Python fallback: a Python client would be the "
+        "bottleneck and the numbers would mean nothing."
+    )
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout + out.stderr).splitlines()[0].split(" Copyright")[0].strip()
+
+
+def lua_string(value: str | bytes) -> str:
+    data = value.encode() if isinstance(value, str) else value
+    parts = ['"']
+    for byte in data:
+        char = chr(byte)
+        if char in '"\\' or byte < 32 or byte > 126:
+            parts.append(f"\\{byte:03d}")
+        else:
+            parts.append(char)
+    parts.append('"')
+    return "".join(parts)
+
+
+@dataclass
+class SignedCall:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def sign(endpoint: str, operation: str, payload: dict[str, Any]) -> SignedCall:
+    """One request exactly as an SDK would send it, signed now with SigV4 (botocore's signer)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    host = endpoint.split("://", 1)[1]
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    request = AWSRequest(
+        method="POST",
+        url=f"{endpoint}/",
+        data=body,
+        headers={
+            "Host": host,
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"TrentService.{operation}",
+            "User-Agent": "khoa-bench/wrk",
+        },
+    )
+    SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "kms", REGION).add_auth(request)
+    return SignedCall("POST", "/", dict(request.headers.items()), body)
+
+
+def check_once(endpoint: str, call: SignedCall) -> dict[str, Any]:
+    """Send the exact request wrk will replay and insist on a 200, so errors are never benchmarked."""
+    host, port = endpoint.split("://", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(call.method, call.path, body=call.body, headers=call.headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"{call.headers['X-Amz-Target']} answered {response.status}: {raw[:300]!r}")
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
+def write_script(call: SignedCall, directory: Path, name: str) -> Path:
+    lines = [
+        f"-- generated by bench/run.py at {datetime.now(UTC).isoformat()}: one pre-signed request",
+        f"wrk.method = {lua_string(call.method)}",
+        f"wrk.path = {lua_string(call.path)}",
+        f"wrk.body = {lua_string(call.body)}",
+        "wrk.headers = {}",
+    ]
+    for name_, value in call.headers.items():
+        lines.append(f"wrk.headers[{lua_string(name_)}] = {lua_string(value)}")
+    script = directory / f"{name}.lua"
+    script.write_text("\n".join(lines) + "\n\n" + (BENCH / "report.lua").read_text())
+    return script
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    non_2xx: int
+    wrk_cpu: float  # CPU seconds the load generator used
+    server_cpu: float  # CPU seconds the server's process tree used
+    raw: str
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def run_wrk(wrk: str, url: str, script: Path, seconds: int, server_pid: int) -> WrkResult:
+    args = [
+        wrk,
+        f"-t{min(THREADS, CONNECTIONS)}",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    cpu_before = tree_cpu_seconds(server_pid)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_after = tree_cpu_seconds(server_pid)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    line = next((x for x in done.stdout.splitlines() if x.startswith("KHOA_BENCH_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result line:\n{done.stdout}\n{done.stderr}")
+    data = json.loads(line.split(" ", 1)[1])
+    errors = data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"]
+    wrk_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    return WrkResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        errors=errors,
+        non_2xx=data["status_errors"],
+        wrk_cpu=wrk_cpu,
+        server_cpu=cpu_after - cpu_before,
+        raw=done.stdout,
+    )
+
+
+# -- process accounting ---------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) for every process, from /proc (Linux only)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields_ = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields_[1]), (int(fields_[11]) + int(fields_[12])) / _TICK)
+    return stats
+
+
+def tree_pids(pid: int) -> list[int]:
+    if not Path("/proc").is_dir():
+        return [pid]
+    stats = _proc_stats()
+    children: dict[int, list[int]] = defaultdict(list)
+    for child, (parent, _) in stats.items():
+        children[parent].append(child)
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    if not Path("/proc").is_dir():
+        return 0.0
+    stats = _proc_stats()
+    return sum(stats[p][1] for p in tree_pids(pid) if p in stats)
+
+
+def tree_rss_mib(pid: int) -> float:
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+# -- servers --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_", "GRANIAN_"))}
+    env.update(
+        {
+            "KHOA_ACCOUNT_ID": ACCOUNT_ID,
+            "KHOA_ROOT_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "KHOA_ROOT_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@dataclass
+class Config:
+    name: str  # short id used in KHOA_BENCH_SERVERS
+    label: str  # what the table shows
+    kind: str  # moto | khoa-uvicorn | khoa-granian
+    workers: int = 1
+
+
+CONFIGS = [
+    Config("moto", "moto_server (5.2.1, Werkzeug threaded)", "moto"),
+    Config("khoa-uvicorn-w1", "Khoa · uvicorn+httptools+uvloop · 1 worker", "khoa-uvicorn", 1),
+    Config("khoa-uvicorn-w2", "Khoa · uvicorn+httptools+uvloop · 2 workers", "khoa-uvicorn", 2),
+    Config("khoa-granian-w1", "Khoa · granian (asgi, uvloop) · 1 worker", "khoa-granian", 1),
+    Config("khoa-granian-w2", "Khoa · granian (asgi, uvloop) · 2 workers", "khoa-granian", 2),
+]
+
+
+@dataclass
+class RunningServer:
+    config: Config
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    data_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """Python processes that serve requests (the leaves of the process tree)."""
+        pids = tree_pids(self.process.pid)
+        if len(pids) == 1:
+            return pids
+        stats = _proc_stats()
+        parents = {stats[p][0] for p in pids if p in stats}
+        return [p for p in pids if p not in parents and p != self.process.pid]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # A worker that outlived its supervisor is still in the group we created.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _spawn(config: Config, args: list[str], env: dict[str, str], port: int, workdir: Path) -> RunningServer:
+    log_path = workdir / f"{config.name}.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            args,
+            env=env,
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so stop() reaches every worker
+        )
+    return RunningServer(config, port, process, log_path)
+
+
+def _wait_ready(server: RunningServer, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = server.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{server.config.name} exited with {server.process.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{server.endpoint}{path}", timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"{server.config.name} did not become ready in {timeout:.0f}s")
+
+
+def _khoa_settings_env(data_dir: Path, port: int, workers: int) -> dict[str, str]:
+    from khoa.settings import Settings
+
+    return Settings(host="127.0.0.1", port=port, data_dir=data_dir, workers=workers).to_env()
+
+
+def start_server(config: Config, workdir: Path) -> RunningServer:
+    port = free_port()
+    env = base_env()
+    if config.kind == "moto":
+        env["MOTO_ACCOUNT_ID"] = ACCOUNT_ID
+        moto_server = BIN / "moto_server"
+        if moto_server.exists():
+            args = [str(moto_server), "-H", "127.0.0.1", "-p", str(port)]
+        else:
+            args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        server = _spawn(config, args, env, port, workdir)
+        _wait_ready(server, "/moto-api/")
+        return server
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=workdir))
+    if config.kind == "khoa-uvicorn":
+        args = [
+            sys.executable,
+            "-m",
+            "khoa",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            str(config.workers),
+        ]
+    elif config.kind == "khoa-granian":
+        granian = BIN / "granian"
+        if not granian.exists():
+            raise SkipConfig("granian is not installed (pip install granian)")
+        # `khoa server` runs prepare() (migrate, root key, first account) before workers start; do
+        # the same here, then hand workers the settings through KHOA_* variables as the CLI does.
+        prepare = (
+            "import sys; from pathlib import Path; from khoa.cli.main import prepare; "
+            "from khoa.settings import Settings; prepare(Settings.from_env(data_dir=Path(sys.argv[1])))"
+        )
+        prepared = subprocess.run(
+            [sys.executable, "-c", prepare, str(data_dir)], env=env, capture_output=True, text=True
+        )
+        if prepared.returncode != 0:
+            raise RuntimeError(f"khoa prepare() failed:\n{prepared.stderr[-3000:]}")
+        env.update(_khoa_settings_env(data_dir, port, config.workers))
+        args = [
+            str(granian),
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(config.workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "khoa.app:create_app",
+        ]
+    else:
+        raise ValueError(config.kind)
+    server = _spawn(config, args, env, port, workdir)
+    server.data_dir = data_dir
+    _wait_ready(server, "/_khoa/health")
+    return server
+
+
+class SkipConfig(Exception):
+    pass
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+def kms_client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "kms",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        config=BotoConfig(retries={"max_attempts": 1}),
+    )
+
+
+def payloads(endpoint: str) -> dict[str, dict[str, Any]]:
+    """Create a key on the server and the three request bodies that use it."""
+    client = kms_client(endpoint)
+    key_id = client.create_key(Description="khoa bench")["KeyMetadata"]["KeyId"]
+    plaintext = os.urandom(64)
+    blob = client.encrypt(KeyId=key_id, Plaintext=plaintext)["CiphertextBlob"]
+    assert client.decrypt(CiphertextBlob=blob)["Plaintext"] == plaintext
+    return {
+        "Encrypt": {"KeyId": key_id, "Plaintext": base64.b64encode(plaintext).decode()},
+        "Decrypt": {"CiphertextBlob": base64.b64encode(blob).decode()},
+        "GenerateDataKey": {"KeyId": key_id, "KeySpec": "AES_256"},
+    }
+
+
+@dataclass
+class Row:
+    operation: str
+    config: Config
+    result: WrkResult | None
+    note: str = ""
+
+
+def measure(wrk: str, server: RunningServer, operations: list[str], workdir: Path) -> list[Row]:
+    rows = []
+    bodies = payloads(server.endpoint)
+    for operation in operations:
+        # Sign just before each wrk run: warm-up plus measurement stays far inside the 5-minute skew.
+        call = sign(server.endpoint, operation, bodies[operation])
+        check_once(server.endpoint, call)
+        script = write_script(call, workdir, f"{server.config.name}-{operation}")
+        if WARMUP > 0:
+            run_wrk(wrk, server.endpoint + "/", script, WARMUP, server.process.pid)
+        result = run_wrk(wrk, server.endpoint + "/", script, SECONDS, server.process.pid)
+        (workdir / f"{server.config.name}-{operation}.wrk.txt").write_text(result.raw)
+        note = ""
+        if result.non_2xx or result.errors:
+            note = f"{result.non_2xx} non-2xx, {result.errors} socket errors/timeouts"
+        log(
+            f"{server.config.name:16} {operation:16} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms  server CPU {result.server_cpu / result.seconds:.2f}  "
+            f"wrk CPU {result.wrk_cpu / result.seconds:.2f}" + (f"  !! {note}" if note else "")
+        )
+        rows.append(Row(operation, server.config, result, note))
+    return rows
+
+
+def fmt_ms(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, float]) -> str:
+    moto = {r.operation: r.result.rps for r in rows if r.config.kind == "moto" and r.result}
+    cpu_model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = [
+        "# Khoa benchmark: KMS over awsJson1_1, beside moto",
+        "",
+        f"- run: {started.strftime('%Y-%m-%d %H:%M UTC')}, {SECONDS} s per operation after "
+        f"{WARMUP} s warm-up, {CONNECTIONS} connections, {wrk_name} with {THREADS} threads replaying one "
+        "pre-signed SigV4 request per operation (signature checked by Khoa; moto does not check)",
+        f"- machine: {os.cpu_count()} CPUs ({cpu_model}), Python {platform.python_version()}; "
+        "**the load generator shares these cores with the server** (CPU columns: cores busy on "
+        "average during the run, 1.00 = one core)",
+        "- Khoa: SQLite (WAL) in a fresh temp data dir, file seal backend, SigV4 on, default settings",
+        "",
+        "| Operation | Server | req/s | p50 ms | p99 ms | × moto | server CPU | wrk CPU | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for operation in OPERATIONS:
+        for row in rows:
+            if row.operation != operation:
+                continue
+            if row.result is None:
+                out.append(f"| {operation} | {row.config.label} | – | – | – | – | – | – | {row.note} |")
+                continue
+            r = row.result
+            ratio = f"{r.rps / moto[operation]:.1f}×" if moto.get(operation) else "–"
+            out.append(
+                f"| {operation} | {row.config.label} | {r.rps:,.0f} | {fmt_ms(r.p50_ms)} | "
+                f"{fmt_ms(r.p99_ms)} | {ratio} | {r.server_cpu / r.seconds:.2f} | "
+                f"{r.wrk_cpu / r.seconds:.2f} | {row.note} |"
+            )
+    if rss:
+        out += ["", "RSS after the run (whole process tree): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items())]
+    out += [
+        "",
+        "Targets (docs/design.md §7): Decrypt ≥ 5,000 req/s with p99 ≤ 20 ms, ≥ 7× moto.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# -- profiling (KHOA_BENCH_PROFILE=1) -------------------------------------------------------------
+def summarize_collapsed(path: Path, top: int = 30) -> str:
+    """Inclusive and self sample shares per function from py-spy's collapsed (raw) output."""
+    inclusive: dict[str, int] = defaultdict(int)
+    own: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].rsplit(":", 1)[0] + ")" if " (" in f else f
+                  for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1]] += count
+    if not total:
+        return "(no samples)"
+    lines = [f"{total} samples", "", "inclusive  self   function"]
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * count / total:6.1f}%  {100 * own.get(frame, 0) / total:5.1f}%  {frame}")
+    lines += ["", "top self time:"]
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * count / total:6.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+def profile(wrk: str, workdir: Path, operations: list[str]) -> None:
+    py_spy = BIN / "py-spy"
+    if not py_spy.exists() and not shutil.which("py-spy"):
+        log("KHOA_BENCH_PROFILE=1 needs py-spy (pip install py-spy): skipping the profile")
+        return
+    py_spy_cmd = str(py_spy if py_spy.exists() else shutil.which("py-spy"))
+    config = next(c for c in CONFIGS if c.name == "khoa-uvicorn-w1")
+    server = start_server(config, workdir)
+    try:
+        bodies = payloads(server.endpoint)
+        for operation in operations:
+            call = sign(server.endpoint, operation, bodies[operation])
+            check_once(server.endpoint, call)
+            script = write_script(call, workdir, f"profile-{operation}")
+            run_wrk(wrk, server.endpoint + "/", script, WARMUP or 2, server.process.pid)
+            raw = RESULTS / f"profile-{operation}.collapsed"
+            spy = subprocess.Popen(
+                [
+                    py_spy_cmd,
+                    "record",
+                    "--pid",
+                    str(server.process.pid),
+                    "--duration",
+                    str(SECONDS),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(0.5)
+            result = run_wrk(wrk, server.endpoint + "/", script, SECONDS, server.process.pid)
+            _, err = spy.communicate(timeout=SECONDS + 60)
+            if spy.returncode != 0 or not raw.exists():
+                log(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}")
+                return
+            summary = (
+                f"# {operation} on {config.label} under py-spy: {result.rps:.0f} req/s while sampled\n\n"
+                + summarize_collapsed(raw)
+            )
+            (RESULTS / f"profile-{operation}.txt").write_text(summary + "\n")
+            print(f"\n## Profile: {operation}\n\n```\n{summary}\n```")
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    wrk = ensure_wrk()
+    wrk_name = wrk_version(wrk)
+    selected = [s.strip() for s in os.environ.get("KHOA_BENCH_SERVERS", "").split(",") if s.strip()]
+    configs = [c for c in CONFIGS if not selected or c.name in selected]
+    unknown = set(selected) - {c.name for c in CONFIGS}
+    if unknown:
+        sys.exit(f"bench: unknown KHOA_BENCH_SERVERS entries {sorted(unknown)}; known: {[c.name for c in CONFIGS]}")
+    operations = [o.strip() for o in os.environ.get("KHOA_BENCH_OPS", "").split(",") if o.strip()] or list(
+        OPERATIONS
+    )
+    if set(operations) - set(OPERATIONS):
+        sys.exit(f"bench: KHOA_BENCH_OPS must name operations from {OPERATIONS}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    rows: list[Row] = []
+    rss: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="khoa-bench-") as tmp:
+        workdir = Path(tmp)
+        for config in configs:
+            log(f"starting {config.name}")
+            try:
+                server = start_server(config, workdir)
+            except SkipConfig as skip:
+                log(f"skipping {config.name}: {skip}")
+                rows += [Row(op, config, None, f"skipped: {skip}") for op in operations]
+                continue
+            except (RuntimeError, subprocess.CalledProcessError) as error:
+                log(f"{config.name} failed to start: {error}")
+                rows += [Row(op, config, None, "failed to start") for op in operations]
+                continue
+            try:
+                rows += measure(wrk, server, operations, workdir)
+                rss[config.name] = tree_rss_mib(server.process.pid)
+            except (RuntimeError, OSError) as error:
+                log(f"{config.name} failed: {error}")
+                rows += [Row(op, config, None, f"failed: {str(error)[:80]}") for op in operations]
+            finally:
+                server.stop()
+                for wrk_log in workdir.glob(f"{config.name}-*.wrk.txt"):
+                    shutil.copy(wrk_log, RESULTS / wrk_log.name)
+                if server.log_path.exists():
+                    shutil.copy(server.log_path, RESULTS / server.log_path.name)
+        report = render(rows, wrk_name, started, rss)
+        output = Path(os.environ.get("KHOA_BENCH_OUTPUT", RESULTS / "latest.md"))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report)
+        print(report)
+        log(f"wrote {output}")
+        if os.environ.get("KHOA_BENCH_PROFILE", "") not in ("", "0"):
+            profile(wrk, workdir, operations)
+    return 0 if all(r.result is not None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""KMS as other services use it (Secrets Manager, Parameter Store).
+
+These calls go through the same key resolution, key-state and usage checks as the public API, so a
+disabled or deleted key makes a secret unreadable exactly as it does in AWS. The context records the
+calling service (``kms:ViaService``) for policy evaluation. AWS-managed keys (``alias/aws/<service>``)
+are created on first use, as AWS does.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from khoa.crypto import ciphertext, keymaterial
+from khoa.protocol.context import RequestContext
+from khoa.services.kms import errors, specs
+from khoa.services.kms.keys import generate_material
+from khoa.services.kms.resolve import alias_target, kms, require_usable, resolve_key
+from khoa.services.kms.store import KeyRecord, key_arn, new_material_id
+from khoa.storage import schema
+
+_MANAGED_DESCRIPTIONS = {
+    "secretsmanager": "Default key that protects my Secrets Manager data when no other key is defined",
+    "ssm": "Default key that protects my SSM parameters when no other key is defined",
+}
+
+
+def via(ctx: RequestContext, service: str) -> RequestContext:
+    """The context for a KMS call a service makes on its caller's behalf."""
+    extras = {**ctx.extras, "kms:ViaService": f"{service}.{ctx.region}.amazonaws.com"}
+    return replace(ctx, service="kms", extras=extras)
+
+
+def _managed_policy(account_id: str, region: str, service: str) -> str:
+    via_service = f"{service}.{region}.amazonaws.com"
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Id": f"auto-{service}-2",
+            "Statement": [
+                {
+                    "Sid": f"Allow access through {service} for all principals in the account that are "
+                    f"authorized to use {service}",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": [
+                        "kms:Encrypt",
+                        "kms:Decrypt",
+                        "kms:ReEncrypt*",
+                        "kms:GenerateDataKey*",
+                        "kms:CreateGrant",
+                        "kms:DescribeKey",
+                    ],
+                    "Resource": "*",
+                    "Condition": {
+                        "StringEquals": {"kms:CallerAccount": account_id, "kms:ViaService": via_service}
+                    },
+                },
+                {
+                    "Sid": "Allow direct access to key metadata to the account",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": ["kms:Describe*", "kms:Get*", "kms:List*", "kms:RevokeGrant"],
+                    "Resource": "*",
+                },
+            ],
+        },
+        indent=2,
+    )
+
+
+def aws_managed_key(ctx: RequestContext, service: str) -> KeyRecord:
+    """The ``alias/aws/<service>`` key of the caller's account and region, created on first use."""
+    alias = f"alias/aws/{service}"
+    target = alias_target(ctx, alias)
+    if target is None:
+        now = ctx.now.timestamp()
+        key_id = str(uuid.uuid4())
+        record = KeyRecord(
+            key_id=key_id,
+            account_id=ctx.account_id,
+            region=ctx.region,
+            description=_MANAGED_DESCRIPTIONS.get(service, f"Default key for {service}"),
+            key_spec=specs.SYMMETRIC,
+            key_usage="ENCRYPT_DECRYPT",
+            origin="AWS_KMS",
+            key_manager="AWS",
+            state="Enabled",
+            created_at=now,
+            deletion_date=None,
+            pending_window_days=None,
+            policy=_managed_policy(ctx.account_id, ctx.region, service),
+            rotation_enabled=True,
+            rotation_period_days=365,
+            next_rotation_at=now + 365 * 86400.0,
+            on_demand_started_at=None,
+            current_version_id=new_material_id(),
+            valid_to=None,
+            expiration_model=None,
+            multi_region=False,
+        )
+        kms(ctx).keys.insert(record, generate_material(specs.SYMMETRIC), now)
+        try:
+            with kms(ctx).engine.begin() as conn:
+                conn.execute(
+                    insert(schema.kms_aliases).values(
+                        account_id=ctx.account_id,
+                        region=ctx.region,
+                        alias_name=alias,
+                        target_key_id=key_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            kms(ctx).keys.destroy(key_id)  # another process created it first; use theirs
+        target = alias_target(ctx, alias)
+        assert target is not None
+    record_found = kms(ctx).keys.get(ctx.account_id, ctx.region, target)
+    if record_found is None:
+        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, target))
+    return record_found
+
+
+def encryption_key(ctx: RequestContext, key_ref: str | None, service: str) -> KeyRecord:
+    """The symmetric key a service should encrypt with: the named one, or the AWS-managed default."""
+    kms_ctx = via(ctx, service)
+    key = resolve_key(kms_ctx, key_ref) if key_ref else aws_managed_key(kms_ctx, service)
+    require_usable(key, "ENCRYPT_DECRYPT", "Encrypt")
+    if key.key_spec != specs.SYMMETRIC:
+        raise errors.invalid_key_usage(f"{key.arn} is not a symmetric encryption KMS key.")
+    return key
+
+
+def _material(ctx: RequestContext, key: KeyRecord, version_id: str) -> bytes:
+    material = kms(ctx).keys.material(key.key_id, version_id)
+    if material is None:
+        raise errors.invalid_ciphertext()
+    return material
+
+
+def encrypt(ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict[str, str]) -> bytes:
+    version_id = key.current_version_id
+    if version_id is None:
+        raise errors.invalid_state(f"{key.arn} is pending import.")
+    return ciphertext.encrypt(_material(ctx, key, version_id), key.key_id, version_id, plaintext, context)
+
+
+def generate_data_key(ctx: RequestContext, key: KeyRecord, context: dict[str, str]) -> tuple[bytes, bytes]:
+    """A fresh 256-bit data key and its ciphertext under ``key``."""
+    plaintext = keymaterial.random_bytes(32)
+    return plaintext, encrypt(ctx, key, plaintext, context)
+
+
+def decrypt(
+    ctx: RequestContext, blob: bytes, context: dict[str, str], service: str
+) -> tuple[KeyRecord, bytes]:
+    """Decrypt a blob this account made, refusing keys in the wrong state as KMS Decrypt does."""
+    kms_ctx = via(ctx, service)
+    try:
+        parsed = ciphertext.parse(blob)
+    except ciphertext.InvalidCiphertext:
+        raise errors.invalid_ciphertext() from None
+    key = kms(kms_ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+    if key is None:
+        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
+    require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
+    try:
+        return key, ciphertext.decrypt(_material(kms_ctx, key, parsed.material_id), parsed, context)
+    except ciphertext.InvalidCiphertext:
+        raise errors.invalid_ciphertext() from None

@@ -1,0 +1,63 @@
+"""Secrets Manager's error codes, with the messages AWS Secrets Manager returns."""
+
+from __future__ import annotations
+
+from khoa.protocol.errors import AWSError
+
+NOT_FOUND = "Secrets Manager can't find the specified secret."
+
+
+def not_found(message: str = NOT_FOUND) -> AWSError:
+    return AWSError("ResourceNotFoundException", message)
+
+
+def invalid_parameter(message: str) -> AWSError:
+    return AWSError("InvalidParameterException", message)
+
+
+def invalid_request(message: str) -> AWSError:
+    return AWSError("InvalidRequestException", message)
+
+
+def exists(message: str) -> AWSError:
+    return AWSError("ResourceExistsException", message)
+
+
+def limit_exceeded(message: str) -> AWSError:
+    return AWSError("LimitExceededException", message)
+
+
+def marked_for_deletion() -> AWSError:
+    return invalid_request(
+        "You can't perform this operation on the secret because it was marked for deletion."
+    )
+
+
+def encryption_failure() -> AWSError:
+    return AWSError(
+        "EncryptionFailure",
+        "Secrets Manager can't encrypt the protected secret text using the "
+        "provided KMS key. Check that the KMS key is available, enabled, and not in an invalid state.",
+    )
+
+
+def decryption_failure() -> AWSError:
+    return AWSError(
+        "DecryptionFailure",
+        "Secrets Manager can't decrypt the protected secret text using the provided KMS key.",
+    )
+
+
+def malformed_policy(message: str) -> AWSError:
+    return AWSError("MalformedPolicyDocumentException", message)
+
+
+def public_policy() -> AWSError:
+    return AWSError(
+        "PublicPolicyException",
+        "You can't attach a resource-based policy that allows broad access to the secret.",
+    )
+
+
+def invalid_next_token() -> AWSError:
+    return AWSError("InvalidNextTokenException", "The NextToken value is invalid.")

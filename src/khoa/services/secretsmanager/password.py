@@ -1,0 +1,45 @@
+"""GetRandomPassword: a password from the OS CSPRNG with AWS's character classes and options."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from khoa.protocol.context import RequestContext
+from khoa.services.secretsmanager import errors
+
+PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def get_random_password(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    length = params.get("PasswordLength", 32)
+    excluded = set(params.get("ExcludeCharacters", ""))
+    classes = []
+    if not params.get("ExcludeLowercase", False):
+        classes.append(string.ascii_lowercase)
+    if not params.get("ExcludeUppercase", False):
+        classes.append(string.ascii_uppercase)
+    if not params.get("ExcludeNumbers", False):
+        classes.append(string.digits)
+    if not params.get("ExcludePunctuation", False):
+        classes.append(PUNCTUATION)
+    if params.get("IncludeSpace", False):
+        classes.append(" ")
+    pools = [[c for c in group if c not in excluded] for group in classes]
+    pools = [p for p in pools if p]
+    if not pools:
+        raise errors.invalid_parameter("You excluded every character: the password can't be generated.")
+    require_each = params.get("RequireEachIncludedType", True)
+    if require_each and length < len(pools):
+        raise errors.invalid_parameter(
+            f"The password length must be at least {len(pools)} to include each character type."
+        )
+    alphabet = [c for pool in pools for c in pool]
+    while True:
+        password = [secrets.choice(alphabet) for _ in range(length)]
+        if not require_each or all(any(c in pool for c in password) for pool in pools):
+            return {"RandomPassword": "".join(password)}
+
+
+OPERATIONS = {"GetRandomPassword": get_random_password}

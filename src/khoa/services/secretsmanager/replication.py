@@ -1,0 +1,267 @@
+"""Replication of a secret to other regions of the same Khoa server.
+
+A replica is a read-only secret in another region with the primary's name and ARN suffix; each of
+its versions is re-encrypted under a KMS key of the replica's own region (that region's
+``aws/secretsmanager`` key unless one is named). Every write to the primary is mirrored right after it
+commits, so replicas are always InSync; writes to a replica are refused, as in AWS.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.base import Handler
+from khoa.services.secretsmanager import errors, names, values
+from khoa.services.secretsmanager.store import SECRETS, STAGES, TAGS, VERSIONS, SecretRecord
+
+_REGION_FIELDS = (
+    "description",
+    "rotation_enabled",
+    "rotation_lambda_arn",
+    "rotation_rules",
+    "last_rotated_at",
+    "next_rotation_at",
+    "last_changed_at",
+    "secret_type",
+    "deleted_at",
+    "deletion_due_at",
+)
+
+
+class Replication:
+    """Replica bookkeeping for one process; all state lives in the database."""
+
+    def replicas(self, ctx: RequestContext, primary: SecretRecord) -> list[SecretRecord]:
+        with ctx.runtime.secrets.engine.connect() as conn:
+            rows = conn.execute(
+                select(SECRETS)
+                .where(SECRETS.c.primary_secret_id == primary.secret_id)
+                .order_by(SECRETS.c.region)
+            ).all()
+        return [SecretRecord.from_row(r) for r in rows]
+
+    def has_replicas(self, ctx: RequestContext, record: SecretRecord) -> bool:
+        return bool(self.replicas(ctx, record))
+
+    def status(self, ctx: RequestContext, record: SecretRecord) -> list[dict[str, Any]]:
+        if record.primary_secret_id is not None:
+            return []
+        result = []
+        for replica in self.replicas(ctx, record):
+            entry: dict[str, Any] = {
+                "Region": replica.region,
+                "Status": "InSync",
+                "KmsKeyId": replica.kms_key_id or "alias/aws/secretsmanager",
+            }
+            if replica.last_accessed_at is not None:
+                entry["LastAccessedDate"] = from_epoch(replica.last_accessed_at)
+            result.append(entry)
+        return result
+
+    def sync(self, ctx: RequestContext, primary: SecretRecord) -> None:
+        """Make every replica mirror the primary's versions, labels, tags and metadata."""
+        store = ctx.runtime.secrets.store
+        primary_versions = {v.version_id: v for v in store.versions(primary.secret_id)}
+        primary_stages = store.read_stages(primary.secret_id)
+        primary_tags = store.tags(primary.secret_id)
+        for replica in self.replicas(ctx, primary):
+            rctx = replace(ctx, region=replica.region)
+            key = values.encryption_key(rctx, replica.kms_key_id)
+            have = {v.version_id for v in store.versions(replica.secret_id)}
+            sealed = {}
+            for version_id in set(primary_versions) - have:
+                version = primary_versions[version_id]
+                plaintext = values.open_value(
+                    ctx,
+                    primary.arn,
+                    version_id,
+                    version.value_kind,
+                    version.encrypted_data_key,
+                    version.encrypted_value,
+                )
+                sealed[version_id] = (
+                    version,
+                    values.seal(rctx, key, replica.arn, version_id, version.value_kind, plaintext),
+                )
+            with ctx.runtime.secrets.engine.begin() as conn:
+                for version_id in have - set(primary_versions):
+                    conn.execute(
+                        delete(VERSIONS)
+                        .where(VERSIONS.c.secret_id == replica.secret_id)
+                        .where(VERSIONS.c.version_id == version_id)
+                    )
+                for version_id, (version, value) in sealed.items():
+                    conn.execute(
+                        insert(VERSIONS).values(
+                            secret_id=replica.secret_id,
+                            version_id=version_id,
+                            created_at=version.created_at,
+                            last_accessed_at=None,
+                            value_kind=value.kind,
+                            kms_key_arn=value.kms_key_arn,
+                            encrypted_data_key=value.encrypted_data_key,
+                            encrypted_value=value.encrypted_value,
+                        )
+                    )
+                conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica.secret_id))
+                for stage, version_id in primary_stages.items():
+                    conn.execute(
+                        insert(STAGES).values(secret_id=replica.secret_id, stage=stage, version_id=version_id)
+                    )
+                conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica.secret_id))
+                for position, tag in enumerate(primary_tags, 1):
+                    conn.execute(
+                        insert(TAGS).values(
+                            secret_id=replica.secret_id,
+                            tag_key=tag["Key"],
+                            tag_value=tag["Value"],
+                            position=position,
+                        )
+                    )
+                conn.execute(
+                    update(SECRETS)
+                    .where(SECRETS.c.secret_id == replica.secret_id)
+                    .values(**{f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"})
+                )
+
+
+def _primary(ctx: RequestContext, secret_id: str) -> SecretRecord:
+    record = names.require(ctx, ctx.runtime.secrets.store, secret_id)
+    if record.primary_secret_id is not None:
+        raise errors.invalid_request(
+            "Operation is not permitted on a replica secret. Use the primary secret instead."
+        )
+    return record
+
+
+def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    primary = _primary(ctx, params["SecretId"])
+    store = ctx.runtime.secrets.store
+    replication: Replication = ctx.runtime.secrets_replication
+    statuses = []
+    suffix = primary.arn[-7:]
+    for spec in params["AddReplicaRegions"]:
+        region = spec.get("Region")
+        if not region or region == ctx.region:
+            raise errors.invalid_parameter("Replica Regions must differ from the primary secret's Region.")
+        rctx = replace(ctx, region=region)
+        existing = store.by_name(ctx.account_id, region, primary.name)
+        if existing is not None and existing.primary_secret_id == primary.secret_id:
+            statuses.append(
+                {
+                    "Region": region,
+                    "Status": "InSync",
+                    "KmsKeyId": existing.kms_key_id or "alias/aws/secretsmanager",
+                }
+            )
+            continue
+        if existing is not None:
+            if not params.get("ForceOverwriteReplicaSecret", False):
+                statuses.append(
+                    {
+                        "Region": region,
+                        "Status": "Failed",
+                        "StatusMessage": "Secret with this name already exists in this region",
+                    }
+                )
+                continue
+            store.destroy(existing.secret_id)
+        try:
+            key = values.encryption_key(rctx, spec.get("KmsKeyId"))
+        except AWSError as exc:
+            statuses.append({"Region": region, "Status": "Failed", "StatusMessage": exc.message or exc.code})
+            continue
+        arn = f"arn:aws:secretsmanager:{region}:{ctx.account_id}:secret:{primary.name}{suffix}"
+        replica = replace(
+            primary,
+            secret_id=str(uuid.uuid4()),
+            region=region,
+            arn=arn,
+            kms_key_id=key.arn if spec.get("KmsKeyId") else None,
+            last_accessed_at=None,
+            resource_policy=None,
+            primary_region=ctx.region,
+            primary_secret_id=primary.secret_id,
+        )
+        with ctx.runtime.secrets.engine.begin() as conn:
+            conn.execute(insert(SECRETS).values(**replica.values()))
+        statuses.append(
+            {
+                "Region": region,
+                "Status": "InSync",
+                "KmsKeyId": replica.kms_key_id or "alias/aws/secretsmanager",
+            }
+        )
+    replication.sync(ctx, primary)
+    return {"ARN": primary.arn, "ReplicationStatus": statuses}
+
+
+def remove_regions_from_replication(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    primary = _primary(ctx, params["SecretId"])
+    replication: Replication = ctx.runtime.secrets_replication
+    removing = set(params["RemoveReplicaRegions"])
+    for replica in replication.replicas(ctx, primary):
+        if replica.region in removing:
+            ctx.runtime.secrets.store.destroy(replica.secret_id)
+    return {"ARN": primary.arn, "ReplicationStatus": replication.status(ctx, primary)}
+
+
+def stop_replication_to_replica(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+    if record.primary_secret_id is None:
+        raise errors.invalid_request(
+            "This secret is not a replica: StopReplicationToReplica promotes a replica."
+        )
+    ctx.runtime.secrets.store.update(
+        record.secret_id, primary_secret_id=None, primary_region=None, last_changed_at=ctx.now.timestamp()
+    )
+    return {"ARN": record.arn}
+
+
+def _cross_account(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _primary(ctx, params["SecretId"])
+    raise errors.invalid_request("Cross-account replication is not supported by Khoa.")
+
+
+def mirrored(handler: Handler) -> Handler:
+    """Wrap a write: refuse it on replicas, and mirror the primary to its replicas after it commits."""
+
+    def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        store = ctx.runtime.secrets.store
+        record = names.find(ctx, store, params["SecretId"])
+        if record is not None and record.primary_secret_id is not None:
+            raise errors.invalid_request(
+                "Operation is not permitted on a replica secret. Use the primary secret instead."
+            )
+        result = handler(ctx, params)
+        if record is not None:
+            fresh = store.by_id(record.secret_id)
+            replication: Replication = ctx.runtime.secrets_replication
+            if fresh is not None and replication.replicas(ctx, fresh):
+                replication.sync(ctx, fresh)
+        return result
+
+    return wrapped
+
+
+def wrap_all(
+    handlers: dict[str, Handler], names_: tuple[str, ...], wrapper: Callable[[Handler], Handler] = mirrored
+) -> dict[str, Handler]:
+    return {name: (wrapper(h) if name in names_ else h) for name, h in handlers.items()}
+
+
+OPERATIONS = {
+    "ReplicateSecretToRegions": replicate_secret_to_regions,
+    "RemoveRegionsFromReplication": remove_regions_from_replication,
+    "StopReplicationToReplica": stop_replication_to_replica,
+    "AssociateCrossAccountReplica": _cross_account,
+    "DisassociateCrossAccountReplica": _cross_account,
+}

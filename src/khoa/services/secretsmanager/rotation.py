@@ -1,0 +1,73 @@
+"""RotateSecret / CancelRotateSecret bookkeeping: rotation configuration and NextRotationDate.
+
+Running the rotation function's steps is the rotation engine's job (a later issue); here Khoa records
+the configuration exactly as AWS reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.services.secretsmanager import errors, names, schedule, stages
+
+_LAMBDA_ARN = re.compile(r"^arn:aws:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$")
+
+
+def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+    lambda_arn = params.get("RotationLambdaARN") or record.rotation_lambda_arn
+    if not lambda_arn:
+        raise errors.invalid_request("No Lambda rotation function ARN is associated with this secret.")
+    if not _LAMBDA_ARN.match(lambda_arn):
+        raise errors.invalid_parameter(
+            "RotationLambdaARN must be a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)."
+        )
+    current_stages = ctx.runtime.secrets.store.read_stages(record.secret_id)
+    if (
+        stages.PENDING in current_stages
+        and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
+    ):
+        raise errors.invalid_request("A previous rotation isn't complete. That rotation will be reattempted.")
+    rules = params.get("RotationRules") or record.rules
+    if rules is not None:
+        schedule.validate(rules)
+    last = from_epoch(record.last_rotated_at) or from_epoch(record.created_at)
+    assert last is not None
+    next_at = schedule.next_rotation(rules, last if record.last_rotated_at else ctx.now) if rules else None
+    ctx.runtime.secrets.store.update(
+        record.secret_id,
+        rotation_enabled=rules is not None,
+        rotation_lambda_arn=lambda_arn,
+        rotation_rules=json.dumps(rules) if rules else None,
+        next_rotation_at=next_at.timestamp() if next_at else None,
+        last_changed_at=ctx.now.timestamp(),
+    )
+    return {
+        "ARN": record.arn,
+        "Name": record.name,
+        "VersionId": params.get("ClientRequestToken") or str(uuid.uuid4()),
+    }
+
+
+def cancel_rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+    if not record.rotation_enabled and not record.rotation_lambda_arn:
+        raise errors.invalid_request(
+            "You can't cancel rotation because this secret isn't configured for rotation."
+        )
+    ctx.runtime.secrets.store.update(
+        record.secret_id, rotation_enabled=False, next_rotation_at=None, last_changed_at=ctx.now.timestamp()
+    )
+    result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
+    pending = ctx.runtime.secrets.store.read_stages(record.secret_id).get(stages.PENDING)
+    if pending:
+        result["VersionId"] = pending
+    return result
+
+
+OPERATIONS = {"RotateSecret": rotate_secret, "CancelRotateSecret": cancel_rotate_secret}

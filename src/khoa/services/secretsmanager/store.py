@@ -1,0 +1,206 @@
+"""Secrets Manager persistence: secrets, encrypted versions, staging labels and tags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from khoa.storage import schema
+
+SECRETS = schema.sm_secrets
+VERSIONS = schema.sm_versions
+STAGES = schema.sm_stages
+TAGS = schema.sm_tags
+
+
+@dataclass
+class SecretRecord:
+    secret_id: str
+    account_id: str
+    region: str
+    name: str
+    arn: str
+    description: str | None
+    kms_key_id: str | None
+    created_at: float
+    last_changed_at: float
+    last_accessed_at: float | None
+    deleted_at: float | None
+    deletion_due_at: float | None
+    rotation_enabled: bool
+    rotation_lambda_arn: str | None
+    rotation_rules: str | None
+    last_rotated_at: float | None
+    next_rotation_at: float | None
+    resource_policy: str | None
+    primary_region: str | None
+    primary_secret_id: str | None
+    owning_service: str | None
+    secret_type: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> SecretRecord:
+        mapping = row._mapping
+        return cls(**{f.name: mapping[f.name] for f in fields(cls)})
+
+    def values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def rules(self) -> dict[str, Any] | None:
+        return json.loads(self.rotation_rules) if self.rotation_rules else None
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    version_id: str
+    created_at: float
+    last_accessed_at: float | None
+    value_kind: str
+    kms_key_arn: str
+    encrypted_data_key: bytes
+    encrypted_value: bytes
+
+
+class SecretStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(SECRETS)
+                .where(SECRETS.c.account_id == account_id)
+                .where(SECRETS.c.region == region)
+                .where(SECRETS.c.name == name)
+            ).first()
+        return None if row is None else SecretRecord.from_row(row)
+
+    def by_arn(self, arn: str) -> SecretRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
+        return None if row is None else SecretRecord.from_row(row)
+
+    def by_id(self, secret_id: str) -> SecretRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(SECRETS).where(SECRETS.c.secret_id == secret_id)).first()
+        return None if row is None else SecretRecord.from_row(row)
+
+    def update(self, secret_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(**values))
+
+    # -- versions and stages -----------------------------------------------------------------------
+    def stages(self, conn: Connection, secret_id: str) -> dict[str, str]:
+        rows = conn.execute(
+            select(STAGES.c.stage, STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)
+        ).all()
+        return {r[0]: r[1] for r in rows}
+
+    def read_stages(self, secret_id: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return self.stages(conn, secret_id)
+
+    @staticmethod
+    def write_stages(conn: Connection, secret_id: str, before: dict[str, str], after: dict[str, str]) -> None:
+        for stage in set(before) - set(after):
+            conn.execute(delete(STAGES).where(STAGES.c.secret_id == secret_id).where(STAGES.c.stage == stage))
+        for stage, version_id in after.items():
+            if stage not in before:
+                conn.execute(insert(STAGES).values(secret_id=secret_id, stage=stage, version_id=version_id))
+            elif before[stage] != version_id:
+                conn.execute(
+                    update(STAGES)
+                    .where(STAGES.c.secret_id == secret_id)
+                    .where(STAGES.c.stage == stage)
+                    .values(version_id=version_id)
+                )
+
+    def version(self, secret_id: str, version_id: str) -> VersionRecord | None:
+        with self.engine.connect() as conn:
+            return self.version_in(conn, secret_id, version_id)
+
+    @staticmethod
+    def version_in(conn: Connection, secret_id: str, version_id: str) -> VersionRecord | None:
+        row = conn.execute(
+            select(VERSIONS)
+            .where(VERSIONS.c.secret_id == secret_id)
+            .where(VERSIONS.c.version_id == version_id)
+        ).first()
+        if row is None:
+            return None
+        return VersionRecord(
+            row.version_id,
+            row.created_at,
+            row.last_accessed_at,
+            row.value_kind,
+            row.kms_key_arn,
+            row.encrypted_data_key,
+            row.encrypted_value,
+        )
+
+    def versions(self, secret_id: str) -> list[VersionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(VERSIONS).where(VERSIONS.c.secret_id == secret_id).order_by(VERSIONS.c.created_at)
+            ).all()
+        return [
+            VersionRecord(
+                r.version_id,
+                r.created_at,
+                r.last_accessed_at,
+                r.value_kind,
+                r.kms_key_arn,
+                r.encrypted_data_key,
+                r.encrypted_value,
+            )
+            for r in rows
+        ]
+
+    # -- tags ----------------------------------------------------------------------------------------
+    def tags(self, secret_id: str) -> list[dict[str, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(TAGS.c.tag_key, TAGS.c.tag_value)
+                .where(TAGS.c.secret_id == secret_id)
+                .order_by(TAGS.c.position)
+            ).all()
+        return [{"Key": r[0], "Value": r[1]} for r in rows]
+
+    def many_tags(self, secret_ids: list[str]) -> dict[str, list[dict[str, str]]]:
+        result: dict[str, list[dict[str, str]]] = {sid: [] for sid in secret_ids}
+        if not secret_ids:
+            return result
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(TAGS.c.secret_id, TAGS.c.tag_key, TAGS.c.tag_value)
+                .where(TAGS.c.secret_id.in_(secret_ids))
+                .order_by(TAGS.c.position)
+            ).all()
+        for sid, key, value in rows:
+            result[sid].append({"Key": key, "Value": value})
+        return result
+
+    def many_stages(self, secret_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        result: dict[str, dict[str, list[str]]] = {sid: {} for sid in secret_ids}
+        if not secret_ids:
+            return result
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(STAGES.c.secret_id, STAGES.c.version_id, STAGES.c.stage).where(
+                    STAGES.c.secret_id.in_(secret_ids)
+                )
+            ).all()
+        for sid, version_id, stage in rows:
+            result[sid].setdefault(version_id, []).append(stage)
+        return result
+
+    def destroy(self, secret_id: str) -> None:
+        with self.engine.begin() as conn:
+            for table in (STAGES, TAGS, VERSIONS):
+                conn.execute(delete(table).where(table.c.secret_id == secret_id))
+            conn.execute(delete(SECRETS).where(SECRETS.c.secret_id == secret_id))

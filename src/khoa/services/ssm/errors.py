@@ -1,0 +1,35 @@
+"""Parameter Store's error codes, with the messages AWS Systems Manager returns."""
+
+from __future__ import annotations
+
+from khoa.protocol.errors import AWSError
+
+NAME_RULES = (
+    'Parameter name: can\'t be prefixed with "aws" or "ssm" (case-insensitive). If formed as a path, it can '
+    "consist of sub-paths divided by slash symbol; each sub-path can be formed as a mix of letters, "
+    "numbers and the following 3 symbols .-_"
+)
+
+
+def not_found(message: str = "") -> AWSError:
+    return AWSError("ParameterNotFound", message)
+
+
+def version_not_found(message: str) -> AWSError:
+    return AWSError("ParameterVersionNotFound", message)
+
+
+def already_exists() -> AWSError:
+    return AWSError(
+        "ParameterAlreadyExists",
+        "The parameter already exists. To overwrite this value, set the overwrite option in the "
+        "request to true.",
+    )
+
+
+def validation(message: str) -> AWSError:
+    return AWSError("ValidationException", message)
+
+
+def code(name: str, message: str) -> AWSError:
+    return AWSError(name, message)

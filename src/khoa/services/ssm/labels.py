@@ -1,0 +1,84 @@
+"""LabelParameterVersion and UnlabelParameterVersion. A label is on one version at a time."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import delete, insert, update
+
+from khoa.protocol.context import RequestContext
+from khoa.services.ssm import errors, names
+from khoa.services.ssm.store import LABELS
+
+MAX_LABELS_PER_VERSION = 10
+_LABEL = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
+
+
+def valid_label(label: str) -> bool:
+    lowered = label.lower()
+    return bool(_LABEL.match(label)) and not label[0].isdigit() and not lowered.startswith(("aws", "ssm"))
+
+
+def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    store = ctx.runtime.parameters.store
+    row = store.get(ctx.account_id, ctx.region, names.parse_selector(ctx, params["Name"]).name)
+    if row is None:
+        raise errors.not_found()
+    number = params.get("ParameterVersion", row.version)
+    if store.version(row.param_id, number) is None:
+        raise errors.version_not_found(
+            f"Systems Manager could not find version {number} of {row.name}. Verify "
+            "the version and try again."
+        )
+    current = store.labels(row.param_id)
+    invalid = [label for label in params["Labels"] if not valid_label(label)]
+    wanted = [label for label in dict.fromkeys(params["Labels"]) if valid_label(label)]
+    after = {**current, **{label: number for label in wanted}}
+    if Counter(after.values())[number] > MAX_LABELS_PER_VERSION:
+        raise errors.code(
+            "ParameterVersionLabelLimitExceeded",
+            "A parameter version can have maximum 10 labels.Move one or more labels to another "
+            "version and try again.",
+        )
+    with ctx.runtime.parameters.engine.begin() as conn:
+        for label in wanted:
+            if label not in current:
+                conn.execute(insert(LABELS).values(param_id=row.param_id, label=label, version=number))
+            elif current[label] != number:
+                conn.execute(
+                    update(LABELS)
+                    .where(LABELS.c.param_id == row.param_id)
+                    .where(LABELS.c.label == label)
+                    .values(version=number)
+                )
+    return {"InvalidLabels": invalid, "ParameterVersion": number}
+
+
+def unlabel_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    store = ctx.runtime.parameters.store
+    row = store.get(ctx.account_id, ctx.region, names.parse_selector(ctx, params["Name"]).name)
+    if row is None:
+        raise errors.not_found()
+    number = params["ParameterVersion"]
+    if store.version(row.param_id, number) is None:
+        raise errors.version_not_found(
+            f"Systems Manager could not find version {number} of {row.name}. Verify "
+            "the version and try again."
+        )
+    current = store.labels(row.param_id)
+    removed = [label for label in dict.fromkeys(params["Labels"]) if current.get(label) == number]
+    invalid = [label for label in params["Labels"] if current.get(label) != number]
+    with ctx.runtime.parameters.engine.begin() as conn:
+        for label in removed:
+            conn.execute(
+                delete(LABELS).where(LABELS.c.param_id == row.param_id).where(LABELS.c.label == label)
+            )
+    return {"RemovedLabels": removed, "InvalidLabels": invalid}
+
+
+OPERATIONS = {
+    "LabelParameterVersion": label_parameter_version,
+    "UnlabelParameterVersion": unlabel_parameter_version,
+}

@@ -1,0 +1,414 @@
+"""PutParameter, GetParameter(s), DeleteParameter(s) and GetParameterHistory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.ssm import errors, names, policies, values
+from khoa.services.ssm.backend import ParametersBackend
+from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, ParameterStore, VersionRow
+
+STANDARD_MAX = 4096
+ADVANCED_MAX = 8192
+MAX_VERSIONS = 100
+REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
+_DATA_TYPES = ("text", "aws:ec2:image", "aws:ssm:integration")
+_AMI = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+
+
+def backend(ctx: RequestContext) -> ParametersBackend:
+    return ctx.runtime.parameters
+
+
+def store(ctx: RequestContext) -> ParameterStore:
+    return ctx.runtime.parameters.store
+
+
+def _choose_tier(requested: str | None, existing: ParameterRow | None, value: str, has_policies: bool) -> str:
+    tier = requested or (existing.tier if existing else "Standard")
+    if tier == "Intelligent-Tiering":
+        needs_advanced = (
+            len(value) > STANDARD_MAX
+            or has_policies
+            or (existing is not None and existing.tier == "Advanced")
+        )
+        tier = "Advanced" if needs_advanced else "Standard"
+    if existing is not None and existing.tier == "Advanced" and tier == "Standard":
+        raise errors.validation(
+            "This parameter uses the advanced-parameter tier. You can't downgrade a parameter "
+            "from the advanced-parameter tier to the standard-parameter tier. If necessary, "
+            "you can delete the advanced parameter and recreate it as a standard parameter."
+        )
+    limit = ADVANCED_MAX if tier == "Advanced" else STANDARD_MAX
+    if len(value) > limit:
+        if tier == "Standard":
+            raise errors.validation(
+                "Standard tier parameters support a maximum parameter value of 4096 "
+                "characters. To create a larger parameter value, upgrade the parameter to "
+                "use the advanced-parameter tier. For more information, see "
+                "https://docs.aws.amazon.com/systems-manager/latest/userguide/"
+                "parameter-store-advanced-parameters.html"
+            )
+        raise errors.validation(
+            "Advanced tier parameters support a maximum parameter value of 8192 characters."
+        )
+    if has_policies and tier != "Advanced":
+        raise errors.code(
+            "IncompatiblePolicyException",
+            "Parameter policies are supported only by advanced-tier parameters.",
+        )
+    return tier
+
+
+def _check_value(params: dict[str, Any], param_type: str, value: str) -> None:
+    pattern = params.get("AllowedPattern")
+    if pattern is not None:
+        try:
+            compiled = re.compile(pattern)
+        except re.error:
+            raise errors.code(
+                "InvalidAllowedPatternException",
+                f"The allowed pattern {pattern} is not a valid regular expression.",
+            ) from None
+        if compiled.fullmatch(value) is None:
+            raise errors.code(
+                "ParameterPatternMismatchException",
+                f"Parameter value, cannot be validated against allowedPattern: {pattern}",
+            )
+    data_type = params.get("DataType", "text")
+    if data_type not in _DATA_TYPES:
+        raise errors.validation(
+            f"The following data type is not supported: {data_type} (Data type names are all lowercase.)"
+        )
+    if data_type == "aws:ec2:image" and (param_type != "String" or not _AMI.match(value)):
+        raise errors.validation(f"Parameter value {value} is not a valid AMI ID for data type aws:ec2:image.")
+    if param_type == "StringList" and any(item == "" for item in value.split(",")) and value != "":
+        raise errors.validation("StringList values are comma-separated and must not contain empty items.")
+    if params.get("KeyId") and param_type != "SecureString":
+        raise errors.validation("KeyId is required for SecureString type parameter only.")
+
+
+def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["Name"]
+    names.validate(name)
+    value: str = params["Value"]
+    overwrite = params.get("Overwrite", False)
+    if params.get("Tags") and overwrite:
+        raise errors.validation(
+            "Invalid request: tags and overwrite can't be used together. To create a parameter "
+            "with tags, please remove overwrite flag. To update tags for an existing parameter, "
+            "please use AddTagsToResource or RemoveTagsFromResource."
+        )
+    existing = store(ctx).get(ctx.account_id, ctx.region, name)
+    if existing is not None and not overwrite:
+        raise errors.already_exists()
+    previous = store(ctx).version(existing.param_id, existing.version) if existing else None
+    param_type = params.get("Type") or (previous.param_type if previous else None)
+    if param_type is None:
+        raise errors.validation("A parameter type is required when you create a parameter.")
+    if not value:
+        raise errors.validation(
+            "1 validation error detected: Value '' at 'value' failed to satisfy constraint: "
+            "Member must have length greater than or equal to 1"
+        )
+    _check_value(params, param_type, value)
+    policy_list = policies.parse(params["Policies"]) if params.get("Policies") else []
+    tier = _choose_tier(params.get("Tier"), existing, value, bool(policy_list))
+    arn = names.parameter_arn(ctx, name)
+    key_id = None
+    ciphertext = None
+    stored_value: str | None = value
+    if param_type == "SecureString":
+        key_id = params.get("KeyId") or (
+            previous.key_id if previous and previous.param_type == "SecureString" else values.DEFAULT_KEY
+        )
+        ciphertext = values.encrypt(ctx, key_id, arn, value)
+        stored_value = None
+    now = ctx.now.timestamp()
+    policies_text = json.dumps(policy_list) if policy_list else None
+    version_values = {
+        "param_type": param_type,
+        "value": stored_value,
+        "ciphertext": ciphertext,
+        "key_id": key_id,
+        "description": params.get("Description", previous.description if previous else None),
+        "allowed_pattern": params.get("AllowedPattern", previous.allowed_pattern if previous else None),
+        "data_type": params.get("DataType", previous.data_type if previous else "text"),
+        "tier": tier,
+        "policies": policies_text,
+        "modified_at": now,
+        "modified_by": ctx.principal.arn,
+    }
+    expires = policies.expires_at(policy_list)
+    try:
+        with backend(ctx).engine.begin() as conn:
+            if existing is None:
+                param_id = str(uuid.uuid4())
+                version = 1
+                conn.execute(
+                    insert(PARAMS).values(
+                        param_id=param_id,
+                        account_id=ctx.account_id,
+                        region=ctx.region,
+                        name=name,
+                        parent_path=names.parent_path(name),
+                        version=1,
+                        tier=tier,
+                        policies=policies_text,
+                        expires_at=expires,
+                    )
+                )
+                for tag in params.get("Tags", []):
+                    conn.execute(
+                        insert(TAGS).values(param_id=param_id, tag_key=tag["Key"], tag_value=tag["Value"])
+                    )
+            else:
+                param_id = existing.param_id
+                version = existing.version + 1
+                _make_room(conn, param_id, name)
+                result = conn.execute(
+                    update(PARAMS)
+                    .where(PARAMS.c.param_id == param_id)
+                    .where(PARAMS.c.version == existing.version)
+                    .values(version=version, tier=tier, policies=policies_text, expires_at=expires)
+                )
+                if result.rowcount != 1:
+                    raise errors.code(
+                        "TooManyUpdates",
+                        "There are concurrent updates for the resource that you are "
+                        "trying to update. Please try again.",
+                    )
+            conn.execute(insert(VERSIONS).values(param_id=param_id, version=version, **version_values))
+    except IntegrityError:
+        raise errors.already_exists() from None
+    return {"Version": version, "Tier": tier}
+
+
+def _make_room(conn: Any, param_id: str, name: str) -> None:
+    versions = (
+        conn.execute(
+            select(VERSIONS.c.version).where(VERSIONS.c.param_id == param_id).order_by(VERSIONS.c.version)
+        )
+        .scalars()
+        .all()
+    )
+    if len(versions) < MAX_VERSIONS:
+        return
+    oldest = versions[0]
+    labelled = conn.execute(
+        select(LABELS.c.label).where(LABELS.c.param_id == param_id).where(LABELS.c.version == oldest)
+    ).first()
+    if labelled is not None:
+        raise errors.code(
+            "ParameterMaxVersionLimitExceeded",
+            f"You attempted to create a new version of {name} by calling the PutParameter API with "
+            "the overwrite flag. Version 1, the oldest version, can't be deleted because it has a "
+            "label associated with it. Move the label to another version of the parameter, and try "
+            "again.",
+        )
+    conn.execute(delete(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == oldest))
+
+
+def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow, VersionRow]:
+    row = store(ctx).get(ctx.account_id, ctx.region, selector.name)
+    if row is None:
+        raise errors.not_found()
+    number = row.version
+    if selector.version is not None:
+        number = selector.version
+    elif selector.label is not None:
+        labelled = store(ctx).labels(row.param_id).get(selector.label)
+        if labelled is None:
+            raise errors.version_not_found(
+                f"Systems Manager could not find version with label {selector.label} "
+                f"of parameter {selector.name}. Verify the label and try again."
+            )
+        number = labelled
+    version = store(ctx).version(row.param_id, number)
+    if version is None:
+        raise errors.version_not_found(
+            f"Systems Manager could not find version {number} of {selector.name}. "
+            "Verify the version and try again."
+        )
+    return row, version
+
+
+def plain_value(ctx: RequestContext, name: str, version: VersionRow, with_decryption: bool) -> str:
+    if version.param_type != "SecureString":
+        return version.value or ""
+    assert version.ciphertext is not None
+    if not with_decryption:
+        return base64.b64encode(version.ciphertext).decode()
+    return values.decrypt(ctx, names.parameter_arn(ctx, name), version.ciphertext)
+
+
+def render(
+    ctx: RequestContext,
+    row: ParameterRow,
+    version: VersionRow,
+    with_decryption: bool,
+    selector: names.Selector | None = None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "Name": row.name,
+        "Type": version.param_type,
+        "Value": plain_value(ctx, row.name, version, with_decryption),
+        "Version": version.version,
+        "LastModifiedDate": from_epoch(version.modified_at),
+        "ARN": names.parameter_arn(ctx, row.name),
+        "DataType": version.data_type,
+    }
+    if selector is not None and selector.raw:
+        result["Selector"] = selector.raw
+    return result
+
+
+def _get_one(ctx: RequestContext, name: str, with_decryption: bool) -> dict[str, Any]:
+    if name.startswith(REFERENCE_PREFIX):
+        from khoa.services.ssm.references import secret_parameter
+
+        return secret_parameter(ctx, name, with_decryption)
+    selector = names.parse_selector(ctx, name)
+    row, version = resolve(ctx, selector)
+    return render(ctx, row, version, with_decryption, selector)
+
+
+def get_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"Parameter": _get_one(ctx, params["Name"], params.get("WithDecryption", False))}
+
+
+def get_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+    invalid: list[str] = []
+    seen: set[str] = set()
+    for name in params["Names"]:
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            found.append(_get_one(ctx, name, params.get("WithDecryption", False)))
+        except AWSError as error:
+            if error.code in ("ParameterNotFound", "ParameterVersionNotFound", "ValidationException"):
+                invalid.append(name)
+            else:
+                raise
+    return {"Parameters": found, "InvalidParameters": invalid}
+
+
+def delete_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = names.parse_selector(ctx, params["Name"]).name
+    row = store(ctx).get(ctx.account_id, ctx.region, name)
+    if row is None:
+        raise errors.not_found()
+    destroy(backend(ctx), row.param_id)
+    return {}
+
+
+def delete_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    deleted: list[str] = []
+    invalid: list[str] = []
+    for name in params["Names"]:
+        row = store(ctx).get(ctx.account_id, ctx.region, name)
+        if row is None:
+            invalid.append(name)
+            continue
+        destroy(backend(ctx), row.param_id)
+        deleted.append(name)
+    return {"DeletedParameters": deleted, "InvalidParameters": invalid}
+
+
+def destroy(parameters: ParametersBackend, param_id: str) -> None:
+    with parameters.engine.begin() as conn:
+        for table in (LABELS, TAGS, VERSIONS):
+            conn.execute(delete(table).where(table.c.param_id == param_id))
+        conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))
+
+
+def get_parameter_history(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = names.parse_selector(ctx, params["Name"]).name
+    row = store(ctx).get(ctx.account_id, ctx.region, name)
+    if row is None:
+        raise errors.not_found()
+    labels_by_version: dict[int, list[str]] = {}
+    for label, number in sorted(store(ctx).labels(row.param_id).items()):
+        labels_by_version.setdefault(number, []).append(label)
+    history = store(ctx).versions(row.param_id)
+    limit = params.get("MaxResults", 50)
+    offset = _decode_token(params.get("NextToken"))
+    page = history[offset : offset + limit]
+    now = ctx.now.timestamp()
+    entries = []
+    for version in page:
+        entry: dict[str, Any] = {
+            "Name": row.name,
+            "Type": version.param_type,
+            "LastModifiedDate": from_epoch(version.modified_at),
+            "LastModifiedUser": version.modified_by,
+            "Value": plain_value(ctx, row.name, version, params.get("WithDecryption", False)),
+            "Version": version.version,
+            "Labels": labels_by_version.get(version.version, []),
+            "Tier": version.tier,
+            "Policies": policies.describe(version.policies, now),
+            "DataType": version.data_type,
+        }
+        if version.key_id:
+            entry["KeyId"] = version.key_id
+        if version.description:
+            entry["Description"] = version.description
+        if version.allowed_pattern:
+            entry["AllowedPattern"] = version.allowed_pattern
+        entries.append(entry)
+    result: dict[str, Any] = {"Parameters": entries}
+    if offset + limit < len(history):
+        result["NextToken"] = _encode_token(offset + limit)
+    return result
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"h:{offset}".encode()).decode()
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        prefix, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        offset = int(number)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.code("InvalidNextToken", "The specified token isn't valid.") from None
+    if prefix != "h" or offset < 0:
+        raise errors.code("InvalidNextToken", "The specified token isn't valid.")
+    return offset
+
+
+def expire_due(parameters: ParametersBackend, now: float) -> list[str]:
+    """The job for Expiration policies: an expired parameter is deleted, as in AWS."""
+    with parameters.engine.connect() as conn:
+        due = conn.execute(
+            select(PARAMS.c.param_id, PARAMS.c.name)
+            .where(PARAMS.c.expires_at.is_not(None))
+            .where(PARAMS.c.expires_at <= now)
+        ).all()
+    for param_id, _ in due:
+        destroy(parameters, param_id)
+    return [name for _, name in due]
+
+
+OPERATIONS = {
+    "PutParameter": put_parameter,
+    "GetParameter": get_parameter,
+    "GetParameters": get_parameters,
+    "DeleteParameter": delete_parameter,
+    "DeleteParameters": delete_parameters,
+    "GetParameterHistory": get_parameter_history,
+}

@@ -1,0 +1,84 @@
+"""AddTagsToResource, RemoveTagsFromResource and ListTagsForResource for parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from khoa.protocol.context import RequestContext
+from khoa.services.ssm import errors, names
+from khoa.services.ssm.store import TAGS, ParameterRow
+
+MAX_TAGS = 50
+
+
+def _parameter(ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
+    if params["ResourceType"] != "Parameter":
+        raise errors.code(
+            "InvalidResourceType",
+            "The resource type is not valid: Khoa's Parameter Store tags "
+            "parameters only (ResourceType Parameter).",
+        )
+    resource_id: str = params["ResourceId"]
+    name = names.from_arn(ctx, resource_id) if resource_id.startswith("arn:") else resource_id
+    row = ctx.runtime.parameters.store.get(ctx.account_id, ctx.region, name)
+    if row is None:
+        raise errors.code(
+            "InvalidResourceId",
+            "The resource ID is not valid. Verify that you entered the correct ID and try again.",
+        )
+    return row
+
+
+def add_tags_to_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = _parameter(ctx, params)
+    for tag in params["Tags"]:
+        if tag["Key"].lower().startswith("aws:"):
+            raise errors.validation("Tag keys beginning with aws: are reserved.")
+    with ctx.runtime.parameters.engine.begin() as conn:
+        existing = set(conn.execute(select(TAGS.c.tag_key).where(TAGS.c.param_id == row.param_id)).scalars())
+        latest = {t["Key"]: t["Value"] for t in params["Tags"]}
+        if len(existing | set(latest)) > MAX_TAGS:
+            raise errors.code(
+                "TooManyTagsError",
+                f"The Targets parameter includes too many tags. A resource can have at most {MAX_TAGS} tags.",
+            )
+        for key, value in latest.items():
+            if key in existing:
+                conn.execute(
+                    update(TAGS)
+                    .where(TAGS.c.param_id == row.param_id)
+                    .where(TAGS.c.tag_key == key)
+                    .values(tag_value=value)
+                )
+            else:
+                conn.execute(insert(TAGS).values(param_id=row.param_id, tag_key=key, tag_value=value))
+    return {}
+
+
+def remove_tags_from_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = _parameter(ctx, params)
+    with ctx.runtime.parameters.engine.begin() as conn:
+        conn.execute(
+            delete(TAGS).where(TAGS.c.param_id == row.param_id).where(TAGS.c.tag_key.in_(params["TagKeys"]))
+        )
+    return {}
+
+
+def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = _parameter(ctx, params)
+    with ctx.runtime.parameters.engine.connect() as conn:
+        rows = conn.execute(
+            select(TAGS.c.tag_key, TAGS.c.tag_value)
+            .where(TAGS.c.param_id == row.param_id)
+            .order_by(TAGS.c.tag_key)
+        ).all()
+    return {"TagList": [{"Key": r[0], "Value": r[1]} for r in rows]}
+
+
+OPERATIONS = {
+    "AddTagsToResource": add_tags_to_resource,
+    "RemoveTagsFromResource": remove_tags_from_resource,
+    "ListTagsForResource": list_tags_for_resource,
+}

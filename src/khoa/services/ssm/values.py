@@ -1,0 +1,41 @@
+"""SecureString values: encrypted by KMS Encrypt with the context ``{"PARAMETER_ARN": arn}``.
+
+The stored ciphertext is exactly what GetParameter returns (base64) when WithDecryption is false, and
+decrypting it goes through KMS's key-state checks, so a disabled key makes the value unreadable.
+"""
+
+from __future__ import annotations
+
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import internal as kms_internal
+from khoa.services.ssm import errors
+
+SERVICE = "ssm"
+DEFAULT_KEY = "alias/aws/ssm"
+
+
+def _invalid_key(ctx: RequestContext, error: AWSError) -> AWSError:
+    return errors.code(
+        "InvalidKeyId",
+        f"{error.message} (Service: AWSKMS; Status Code: 400; Error Code: "
+        f"{error.code}; Request ID: {ctx.request_id}; Proxy: null)",
+    )
+
+
+def encrypt(ctx: RequestContext, key_id: str | None, arn: str, value: str) -> bytes:
+    try:
+        key = kms_internal.encryption_key(ctx, key_id if key_id and key_id != DEFAULT_KEY else None, SERVICE)
+        return kms_internal.encrypt(
+            kms_internal.via(ctx, SERVICE), key, value.encode(), {"PARAMETER_ARN": arn}
+        )
+    except AWSError as error:
+        raise _invalid_key(ctx, error) from None
+
+
+def decrypt(ctx: RequestContext, arn: str, blob: bytes) -> str:
+    try:
+        _, plaintext = kms_internal.decrypt(ctx, blob, {"PARAMETER_ARN": arn}, SERVICE)
+    except AWSError as error:
+        raise _invalid_key(ctx, error) from None
+    return plaintext.decode()
