@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy import text
 
+from khoa.auth.credentials import Credential, check_session_token
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import SignedRequest, parse_authorization, unrecognized_client
+from khoa.auth.sigv4 import SignedRequest, parse_authorization
 from khoa.clock import wall_clock
 from khoa.observe.metrics import Metrics
-from khoa.protocol import awsjson
+from khoa.protocol import awsjson, awsquery
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError, internal_failure
 from khoa.runtime import Runtime
@@ -36,7 +37,7 @@ _JSON = b"application/json"
 
 
 class Response:
-    __slots__ = ("body", "content_type", "headers", "status")
+    __slots__ = ("body", "content_type", "headers", "outcome", "status")
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class Response:
         self.body = body
         self.content_type = content_type
         self.headers = headers or []
+        self.outcome = "ok"
 
 
 def _json_response(status: int, payload: dict[str, Any]) -> Response:
@@ -84,6 +86,7 @@ class KhoaApp:
                         )
                     ),
                     awsjson.CONTENT_TYPE,
+                    [(b"x-amzn-requestid", str(uuid.uuid4()).encode())],
                 )
             else:
                 response = self.handle_api(scope, body)
@@ -160,26 +163,32 @@ class KhoaApp:
         for raw_name, raw_value in scope["headers"]:
             headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
         target = (headers.get("x-amz-target") or [""])[0]
-        prefix, _, operation = target.rpartition(".")
-        service = self.runtime.services.get(prefix)
+        form: dict[str, str] | None = None
+        if target:
+            prefix, _, operation = target.rpartition(".")
+            service = self.runtime.services.get(prefix)
+        else:
+            form = awsquery.parse_form(body, scope.get("query_string", b"").decode("latin-1"))
+            operation = form.get("Action", "")
+            service = self.runtime.query_services.get(self._scope_service(headers) or "sts")
         service_name = service.name if service else "unknown"
         try:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
-            result = self._dispatch(scope, headers, body, service, operation, request_id)
-            response = Response(200, awsjson.encode_body(result), awsjson.CONTENT_TYPE)
+            result = self._dispatch(scope, headers, body, form, service, operation, request_id)
+            if service.protocol == "query":
+                encoded = service.query_encoder.encode(operation, result, request_id)
+                response = Response(200, encoded, awsquery.CONTENT_TYPE)
+            else:
+                response = Response(200, awsjson.encode_body(result), awsjson.CONTENT_TYPE)
             outcome = "ok"
         except AWSError as error:
-            status = error.status
-            if status == 400 and service is not None:
-                status = service.model.error_status(error.code)
-            response = Response(status, awsjson.encode_error(error), awsjson.CONTENT_TYPE)
-            outcome = error.code
+            response = self._error_response(service, error, request_id)
+            outcome = response.outcome
         except Exception:
             log.exception("request %s (%s.%s) failed", request_id, service_name, operation)
-            failure = internal_failure()
-            response = Response(500, awsjson.encode_error(failure), awsjson.CONTENT_TYPE)
-            outcome = failure.code
+            response = self._error_response(service, internal_failure(), request_id)
+            outcome = "InternalFailure"
         response.headers.append((b"x-amzn-requestid", request_id.encode()))
         known_operation = service is not None and operation in service.handlers
         label = operation if known_operation else "unknown"
@@ -187,11 +196,28 @@ class KhoaApp:
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
 
+    @staticmethod
+    def _error_response(service: Service | None, error: AWSError, request_id: str) -> Response:
+        if service is not None and service.protocol == "query":
+            error = awsquery.query_auth_error(error)
+            status = error.status if error.status != 400 else service.model.error_status(error.code)
+            response = Response(
+                status, service.query_encoder.encode_error(error, request_id), awsquery.CONTENT_TYPE
+            )
+        else:
+            status = error.status
+            if status == 400 and service is not None:
+                status = service.model.error_status(error.code)
+            response = Response(status, awsjson.encode_error(error), awsjson.CONTENT_TYPE)
+        response.outcome = error.code
+        return response
+
     def _dispatch(
         self,
         scope: Scope,
         headers: dict[str, list[str]],
         body: bytes,
+        form: dict[str, str] | None,
         service: Service,
         operation: str,
         request_id: str,
@@ -199,8 +225,15 @@ class KhoaApp:
         principal, region = self._authenticate(scope, headers, body, service)
         handler = service.handlers.get(operation)
         if handler is None:
+            if service.protocol == "query":
+                raise AWSError(
+                    "InvalidAction",
+                    f"Could not find operation {operation} for version "
+                    f"{service.model.metadata.get('apiVersion')}",
+                )
             raise AWSError("UnknownOperationException", "")
-        params = service.model.validate(operation, awsjson.decode_body(body))
+        raw = service.query_decoder.decode(operation, form) if form is not None else awsjson.decode_body(body)
+        params = service.model.validate(operation, raw)
         client = scope.get("client")
         ctx = RequestContext(
             runtime=self.runtime,
@@ -213,6 +246,8 @@ class KhoaApp:
             source_ip=client[0] if client else "",
             user_agent=(headers.get("user-agent") or [""])[0],
         )
+        if service.authorizer is not None:
+            service.authorizer(ctx, params)
         return handler(ctx, params)
 
     def _authenticate(
@@ -248,11 +283,19 @@ class KhoaApp:
         except AWSError as error:
             self.metrics.auth_failures.labels(error.code).inc()
             raise
-        if verified.session_token is not None:
-            self.metrics.auth_failures.labels("UnrecognizedClientException").inc()
-            raise unrecognized_client()
-        principal: Principal = credentials["value"].principal
-        return principal, verified.region
+        credential: Credential = credentials["value"]
+        try:
+            check_session_token(credential, verified.session_token, wall_clock().timestamp())
+        except AWSError as error:
+            self.metrics.auth_failures.labels(error.code).inc()
+            raise
+        return credential.principal, verified.region
+
+    @staticmethod
+    def _scope_service(headers: dict[str, list[str]]) -> str | None:
+        header = (headers.get("authorization") or [""])[0]
+        parts = parse_authorization(header)[1].get("Credential", "").split("/") if header else []
+        return parts[3] if len(parts) == 5 else None
 
     def _scope_region(self, headers: dict[str, list[str]]) -> str:
         header = (headers.get("authorization") or [""])[0]

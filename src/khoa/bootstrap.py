@@ -63,8 +63,8 @@ def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier
             if _meta_get(engine, "barrier_check") is not None:
                 # Creating a new key here could never open this database's data: refuse, change nothing.
                 raise SealError(
-                    f"no root key at {key_path}, but this database holds data sealed under one: "
-                    "restore that root key file (or start with the seal backend the database was created with)"
+                    f"no root key at {key_path}, but this database holds data sealed under one: restore "
+                    "that root key file (or start with the seal backend the database was created with)"
                 )
         key, created = load_or_create_file_key(settings.data_dir)
         if created:

@@ -12,10 +12,12 @@ from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
 from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
+from khoa.iam.directory import Directory
 from khoa.jobs import JobRunner
 from khoa.services import kms as kms_service
 from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
+from khoa.services import sts as sts_service
 from khoa.services.base import Service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.imports import expire_imported_material
@@ -56,7 +58,9 @@ class Runtime:
     secrets: SecretsBackend
     secrets_replication: Replication
     parameters: ParametersBackend
+    directory: Directory
     services: dict[str, Service] = field(default_factory=dict)
+    query_services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
 
     @classmethod
@@ -76,6 +80,7 @@ class Runtime:
             secrets=SecretsBackend(engine),
             secrets_replication=Replication(),
             parameters=ParametersBackend(engine),
+            directory=Directory(engine),
             dev_account_id=first_account_id(engine) or "",
         )
         for service in (
@@ -84,6 +89,8 @@ class Runtime:
             ssm_service.build_service(),
         ):
             runtime.services[service.target_prefix] = service
+        for service in (sts_service.build_service(),):
+            runtime.query_services[service.signing_name] = service
         runtime.jobs.register(
             "kms.destroy_due_keys",
             lambda now: log_done("destroyed key", destroy_due_keys(runtime.kms, now.timestamp())),

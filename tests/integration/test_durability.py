@@ -7,13 +7,21 @@ import hmac
 import os
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from khoa.crypto.barrier import Barrier
+from khoa.services.kms.store import KeyRecord, KeyStore, new_material_id
+from khoa.storage import schema
+from khoa.storage.database import create_database_engine, migrate
 from tests.support.server import KhoaServer
 
 DAY = 86400
@@ -94,7 +102,9 @@ def test_state_survives_restart(fresh_server: KhoaServer) -> None:
     public = serialization.load_der_public_key(public_before)
     assert isinstance(public, ec.EllipticCurvePublicKey)
     public.verify(signature, b"m", ec.ECDSA(hashes.SHA256()))
-    assert kms.verify_mac(KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_384", Mac=mac)["MacValid"]
+    assert kms.verify_mac(KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_384", Mac=mac)[
+        "MacValid"
+    ]
     assert (
         kms.decrypt(
             KeyId=rsa_key["KeyId"],
@@ -153,7 +163,9 @@ def test_kill_during_create_key_burst(fresh_server: KhoaServer) -> None:
             marker = f"w{worker}-{n}"
             try:
                 meta = kms.create_key(
-                    Description=marker, Tags=[{"TagKey": "marker", "TagValue": marker}], **SPECS[n % len(SPECS)]
+                    Description=marker,
+                    Tags=[{"TagKey": "marker", "TagValue": marker}],
+                    **SPECS[n % len(SPECS)],
                 )["KeyMetadata"]
             except (BotoCoreError, ClientError, OSError):
                 return  # the server died under us: this request was never acknowledged
@@ -206,3 +218,48 @@ def test_hmac_material_is_stable_across_restarts(fresh_server: KhoaServer) -> No
     after = kms.generate_mac(KeyId=key["KeyId"], Message=b"stable", MacAlgorithm="HMAC_SHA_256")["Mac"]
     assert after == before
     assert not hmac.compare_digest(after, hmac.new(b"\0" * 32, b"stable", hashlib.sha256).digest())
+
+
+def test_key_row_material_and_tags_commit_together(tmp_path: Path) -> None:
+    """KeyStore.insert writes the key, its first material and its tags in one transaction."""
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
+    migrate(engine)
+    store = KeyStore(engine, Barrier(os.urandom(32)))
+    record = KeyRecord(
+        key_id=str(uuid.uuid4()),
+        account_id="111122223333",
+        region="us-east-1",
+        description="",
+        key_spec="SYMMETRIC_DEFAULT",
+        key_usage="ENCRYPT_DECRYPT",
+        origin="AWS_KMS",
+        key_manager="CUSTOMER",
+        state="Enabled",
+        created_at=time.time(),
+        deletion_date=None,
+        pending_window_days=None,
+        policy="{}",
+        rotation_enabled=False,
+        rotation_period_days=None,
+        next_rotation_at=None,
+        on_demand_started_at=None,
+        current_version_id=new_material_id(),
+        valid_to=None,
+        expiration_model=None,
+        multi_region=False,
+    )
+    material = os.urandom(32)
+    store.insert(record, material, time.time(), tags={"a": "1", "b": "2"})
+    assert store.material(record.key_id, record.current_version_id or "") == material
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(schema.kms_tags.c.tag_key, schema.kms_tags.c.tag_value)).all()) == {
+            "a": "1",
+            "b": "2",
+        }
+    # A failing insert (the key exists) leaves nothing behind: no extra tags, no second version.
+    with pytest.raises(IntegrityError):
+        store.insert(record, os.urandom(32), time.time(), tags={"c": "3"})
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.kms_tags.c.tag_key)).scalars().all() == ["a", "b"]
+        assert len(conn.execute(select(schema.kms_key_versions.c.version_id)).all()) == 1
+    engine.dispose()

@@ -267,7 +267,7 @@ def test_re_encrypt_between_keys_with_context_change(client: Any, keys: dict[str
     moved = client.re_encrypt(
         CiphertextBlob=blob,
         SourceEncryptionContext={"stage": "one"},
-        DestinationKeyId=b["Alias"] if "Alias" in b else b["KeyId"],
+        DestinationKeyId=b["Arn"],
         DestinationEncryptionContext={"stage": "two"},
     )
     assert moved["ResponseMetadata"]["HTTPStatusCode"] == 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -35,7 +35,8 @@ def test_schedule_key_deletion_response_and_state(kms: Any) -> None:
     assert scheduled["KeyId"] == key["Arn"]
     assert scheduled["KeyState"] == "PendingDeletion"
     assert scheduled["PendingWindowInDays"] == 7
-    assert abs(scheduled["DeletionDate"] - (datetime.now(UTC) + timedelta(days=7))) < timedelta(minutes=10)
+    # The key's CreationDate is "now" on the server's (domain) clock.
+    assert abs(scheduled["DeletionDate"] - (key["CreationDate"] + timedelta(days=7))) < timedelta(minutes=10)
 
     described = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
     assert described["KeyState"] == "PendingDeletion"
@@ -56,7 +57,7 @@ def test_default_window_is_30_days(kms: Any) -> None:
     key = kms.create_key()["KeyMetadata"]
     scheduled = kms.schedule_key_deletion(KeyId=key["Arn"])
     assert scheduled["PendingWindowInDays"] == 30
-    assert abs(scheduled["DeletionDate"] - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=10)
+    assert abs(scheduled["DeletionDate"] - (key["CreationDate"] + timedelta(days=30))) < timedelta(minutes=10)
 
 
 @pytest.mark.parametrize("days", [1, 6, 31, 365])
@@ -103,7 +104,9 @@ def test_key_is_destroyed_when_the_window_ends(fresh_server: KhoaServer) -> None
     survivor = kms.create_key()["KeyMetadata"]
     rescued = kms.create_key()["KeyMetadata"]
     kms.create_alias(AliasName="alias/doomed", TargetKeyId=doomed["KeyId"])
-    kms.create_grant(KeyId=doomed["KeyId"], GranteePrincipal="arn:aws:iam::111122223333:root", Operations=["Decrypt"])
+    kms.create_grant(
+        KeyId=doomed["KeyId"], GranteePrincipal="arn:aws:iam::111122223333:root", Operations=["Decrypt"]
+    )
     kms.enable_key_rotation(KeyId=doomed["KeyId"])
     kms.rotate_key_on_demand(KeyId=doomed["KeyId"])
     old = kms.encrypt(KeyId=doomed["KeyId"], Plaintext=b"last words", EncryptionContext={"c": "1"})
@@ -144,7 +147,9 @@ def test_key_is_destroyed_when_the_window_ends(fresh_server: KhoaServer) -> None
     server.stop()
     with sqlite3.connect(fresh_server.data_dir / "khoa.db") as db:
         for table in ("kms_keys", "kms_key_versions", "kms_tags", "kms_grants"):
-            count = db.execute(f"SELECT COUNT(*) FROM {table} WHERE key_id = ?", (doomed["KeyId"],)).fetchone()
+            count = db.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE key_id = ?", (doomed["KeyId"],)
+            ).fetchone()
             assert count == (0,), table
         assert db.execute(
             "SELECT COUNT(*) FROM kms_aliases WHERE target_key_id = ?", (doomed["KeyId"],)

@@ -128,7 +128,9 @@ def test_list_grants_filters_and_paging(kms: Any, key: dict[str, Any]) -> None:
     assert sorted(seen) == sorted([*ids, odd["GrantId"]])
 
     # The paginator boto3 ships works too.
-    paginated = kms.get_paginator("list_grants").paginate(KeyId=key["KeyId"], PaginationConfig={"PageSize": 2})
+    paginated = kms.get_paginator("list_grants").paginate(
+        KeyId=key["KeyId"], PaginationConfig={"PageSize": 2}
+    )
     assert sorted(g["GrantId"] for page in paginated for g in page["Grants"]) == sorted(seen)
 
     assert error_code(kms.list_grants, KeyId=key["KeyId"], Marker="not-a-marker") == "InvalidMarkerException"
@@ -238,7 +240,11 @@ def test_create_grant_errors(kms: Any, key: dict[str, Any]) -> None:
     )
     assert (
         error_code(
-            kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=GRANTEE, Operations=["Encrypt"], DryRun=True
+            kms.create_grant,
+            KeyId=key["KeyId"],
+            GranteePrincipal=GRANTEE,
+            Operations=["Encrypt"],
+            DryRun=True,
         )
         == "DryRunOperationException"
     )
@@ -261,3 +267,52 @@ def test_grants_go_with_their_key(kms: Any) -> None:
     # Listing grants of a key pending deletion still works (AWS allows ListGrants in that state).
     kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
     assert len(grants_of(kms, key["KeyId"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("create", "allowed", "refused"),
+    [
+        ({}, ["Encrypt", "GenerateDataKeyPair", "ReEncryptTo", "DescribeKey"], ["Sign", "GetPublicKey"]),
+        (
+            {"KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"},
+            ["Encrypt", "Decrypt", "GetPublicKey", "RetireGrant"],
+            ["GenerateDataKey", "Sign"],
+        ),
+        (
+            {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"},
+            ["Sign", "Verify", "GetPublicKey", "CreateGrant"],
+            ["Decrypt", "GenerateMac"],
+        ),
+        (
+            {"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"},
+            ["GenerateMac", "VerifyMac", "DescribeKey"],
+            ["Encrypt", "GetPublicKey"],
+        ),
+    ],
+    ids=["symmetric", "rsa-encrypt", "ecc-sign", "hmac"],
+)
+def test_grant_operations_must_fit_the_key(
+    kms: Any, create: dict[str, str], allowed: list[str], refused: list[str]
+) -> None:
+    key = kms.create_key(**create)["KeyMetadata"]
+    kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=GRANTEE, Operations=allowed)
+    for operation in refused:
+        code = error_code(
+            kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=GRANTEE, Operations=[allowed[0], operation]
+        )
+        assert code == "ValidationException", operation
+    assert len(grants_of(kms, key["KeyId"])) == 1
+
+
+def test_encryption_context_constraints_need_a_symmetric_key(kms: Any) -> None:
+    key = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    for constraint in ("EncryptionContextSubset", "EncryptionContextEquals"):
+        code = error_code(
+            kms.create_grant,
+            KeyId=key["KeyId"],
+            GranteePrincipal=GRANTEE,
+            Operations=["Decrypt"],
+            Constraints={constraint: {"a": "b"}},
+        )
+        assert code == "ValidationException"
+    assert grants_of(kms, key["KeyId"]) == []

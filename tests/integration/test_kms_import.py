@@ -81,12 +81,14 @@ def test_import_symmetric_material(kms: Any, algorithm: str, spec: str) -> None:
     assert key["Enabled"] is False
     assert "CurrentKeyMaterialId" not in key
 
-    params = kms.get_parameters_for_import(KeyId=key["KeyId"], WrappingAlgorithm=algorithm, WrappingKeySpec=spec)
+    params = kms.get_parameters_for_import(
+        KeyId=key["KeyId"], WrappingAlgorithm=algorithm, WrappingKeySpec=spec
+    )
     assert params["KeyId"] == key["Arn"]
     public = serialization.load_der_public_key(params["PublicKey"])
     assert isinstance(public, rsa.RSAPublicKey)
     assert public.key_size == int(spec.split("_")[1])
-    valid_for = params["ParametersValidTo"] - datetime.now(UTC)
+    valid_for = params["ParametersValidTo"] - key["CreationDate"]
     assert timedelta(hours=23) < valid_for <= timedelta(hours=24, minutes=5)
 
     material = os.urandom(32)
@@ -111,7 +113,7 @@ def test_import_symmetric_material(kms: Any, algorithm: str, spec: str) -> None:
 
 def test_import_with_valid_to(kms: Any) -> None:
     key = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
-    valid_to = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    valid_to = (key["CreationDate"] + timedelta(days=30)).replace(microsecond=0)
     import_material(
         kms, key["KeyId"], os.urandom(32), ValidTo=valid_to, ExpirationModel="KEY_MATERIAL_EXPIRES"
     )
@@ -136,14 +138,14 @@ def test_import_parameter_validation(kms: Any) -> None:
     assert error_code(kms.import_key_material, **base, ExpirationModel="KEY_MATERIAL_EXPIRES") == (
         "ValidationException"
     )
-    future = datetime.now(UTC) + timedelta(days=1)
+    future = key["CreationDate"] + timedelta(days=1)
     assert (
         error_code(
             kms.import_key_material, **base, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE", ValidTo=future
         )
         == "ValidationException"
     )
-    past = datetime.now(UTC) - timedelta(days=1)
+    past = key["CreationDate"] - timedelta(days=1)
     assert error_code(kms.import_key_material, **base, ValidTo=past) == "ValidationException"
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "PendingImport"
 
@@ -380,3 +382,14 @@ def test_expired_token_and_material_expiry(fresh_server: KhoaServer) -> None:
     # Reimporting the same material brings the key and its ciphertexts back.
     import_material(kms, key["KeyId"], material)
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"expiring"
+
+
+def test_delete_imported_key_material_of_a_key_pending_deletion(kms: Any) -> None:
+    # AWS: allowed, and the key stays PendingDeletion.
+    key = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+    import_material(kms, key["KeyId"], os.urandom(32))
+    kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    assert kms.delete_imported_key_material(KeyId=key["KeyId"])["KeyId"] == key["Arn"]
+    described = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert described["KeyState"] == "PendingDeletion"
+    assert "DeletionDate" in described

@@ -135,6 +135,12 @@ def test_create_key_every_spec(kms: Any, spec: str, usage: str, algorithms: dict
             assert created[field] == algorithms[field], field
         else:
             assert field not in created, field
+    # Only symmetric encryption keys name their current key material.
+    if spec == "SYMMETRIC_DEFAULT":
+        assert len(created["CurrentKeyMaterialId"]) == 64
+        int(created["CurrentKeyMaterialId"], 16)
+    else:
+        assert "CurrentKeyMaterialId" not in created
     described = kms.describe_key(KeyId=created["KeyId"])["KeyMetadata"]
     assert described == created
 
@@ -507,7 +513,9 @@ def test_disabled_asymmetric_and_hmac_keys(kms: Any) -> None:
     )
 
 
-@pytest.mark.parametrize("operation", ["enable_key", "disable_key", "schedule_key_deletion"])
+@pytest.mark.parametrize(
+    "operation", ["enable_key", "disable_key", "schedule_key_deletion", "cancel_key_deletion"]
+)
 def test_key_management_takes_key_ids_only(kms: Any, operation: str) -> None:
     meta = kms.create_key()["KeyMetadata"]
     alias = alias_name()

@@ -149,6 +149,31 @@ def test_default_key_policy(kms: Any) -> None:
     assert kms.get_key_policy(KeyId=key["Arn"])["Policy"] == response["Policy"]
 
 
+# GetKeyPolicy on AWS returns the default policy pretty-printed by Jackson: " : " between names
+# and values, and arrays of objects opened as "[ {" (see the PutKeyPolicy CloudTrail example in the
+# AWS KMS developer guide). Clients comparing policy text byte for byte depend on it.
+AWS_DEFAULT_POLICY_TEXT = (
+    "{\n"
+    '  "Version" : "2012-10-17",\n'
+    '  "Id" : "key-default-1",\n'
+    '  "Statement" : [ {\n'
+    '    "Sid" : "Enable IAM User Permissions",\n'
+    '    "Effect" : "Allow",\n'
+    '    "Principal" : {\n'
+    f'      "AWS" : "arn:aws:iam::{ACCOUNT_ID}:root"\n'
+    "    },\n"
+    '    "Action" : "kms:*",\n'
+    '    "Resource" : "*"\n'
+    "  } ]\n"
+    "}"
+)
+
+
+def test_default_key_policy_text_is_byte_for_byte_aws(kms: Any) -> None:
+    key = kms.create_key()["KeyMetadata"]
+    assert kms.get_key_policy(KeyId=key["KeyId"])["Policy"] == AWS_DEFAULT_POLICY_TEXT
+
+
 def test_put_key_policy_round_trip(kms: Any) -> None:
     key = kms.create_key()["KeyMetadata"]
     policy = json.dumps(
@@ -201,8 +226,12 @@ MALFORMED = [
     json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Maybe", "Principal": "*", "Action": "kms:*"}]}
     ),
-    json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}),
-    json.dumps({"Version": "1999-01-01", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*"}]}),
+    json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+    ),
+    json.dumps(
+        {"Version": "1999-01-01", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*"}]}
+    ),
 ]
 
 

@@ -96,29 +96,42 @@ def test_kms_conformance(backend_server: KhoaServer) -> None:
     assert kms.decrypt(CiphertextBlob=data_key["CiphertextBlob"])["Plaintext"] == data_key["Plaintext"]
     signature = kms.sign(KeyId=created[1]["KeyId"], Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")
     assert kms.verify(
-        KeyId=created[1]["KeyId"], Message=b"m", Signature=signature["Signature"], SigningAlgorithm="RSASSA_PSS_SHA_256"
+        KeyId=created[1]["KeyId"],
+        Message=b"m",
+        Signature=signature["Signature"],
+        SigningAlgorithm="RSASSA_PSS_SHA_256",
     )["SignatureValid"]
 
     # Tags, grants and their paging.
-    kms.tag_resource(KeyId=symmetric["KeyId"], Tags=[{"TagKey": f"k{i}", "TagValue": str(i)} for i in range(4)])
-    tag_pages = list(kms.get_paginator("list_resource_tags").paginate(KeyId=symmetric["KeyId"], PaginationConfig={"PageSize": 2}))
+    kms.tag_resource(
+        KeyId=symmetric["KeyId"], Tags=[{"TagKey": f"k{i}", "TagValue": str(i)} for i in range(4)]
+    )
+    tag_pages = list(
+        kms.get_paginator("list_resource_tags").paginate(
+            KeyId=symmetric["KeyId"], PaginationConfig={"PageSize": 2}
+        )
+    )
     assert sum(len(p["Tags"]) for p in tag_pages) == 5
     grant_ids = {
         kms.create_grant(
-            KeyId=symmetric["KeyId"], GranteePrincipal="arn:aws:iam::111122223333:role/g", Operations=["Decrypt"]
+            KeyId=symmetric["KeyId"],
+            GranteePrincipal="arn:aws:iam::111122223333:role/g",
+            Operations=["Decrypt"],
         )["GrantId"]
         for _ in range(3)
     }
-    grant_pages = list(kms.get_paginator("list_grants").paginate(KeyId=symmetric["KeyId"], PaginationConfig={"PageSize": 2}))
+    grant_pages = list(
+        kms.get_paginator("list_grants").paginate(KeyId=symmetric["KeyId"], PaginationConfig={"PageSize": 2})
+    )
     assert {g["GrantId"] for p in grant_pages for g in p["Grants"]} == grant_ids
     kms.revoke_grant(KeyId=symmetric["KeyId"], GrantId=grant_ids.pop())
 
     # Rotation keeps old ciphertexts decrypting.
     kms.rotate_key_on_demand(KeyId=symmetric["KeyId"])
     assert len(kms.list_key_rotations(KeyId=symmetric["KeyId"])["Rotations"]) == 1
-    assert kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"db": "any"})["Plaintext"] == (
-        b"conform"
-    )
+    assert kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"db": "any"})[
+        "Plaintext"
+    ] == (b"conform")
 
     # BYOK.
     external = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
@@ -165,9 +178,9 @@ def test_kms_conformance(backend_server: KhoaServer) -> None:
     kms = server.client("kms")
     listed = {k["KeyId"] for p in kms.get_paginator("list_keys").paginate() for k in p["Keys"]}
     assert listed == {k["KeyId"] for k in created if k is not created[2]} | set(made) | {external["KeyId"]}
-    assert kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"db": "any"})["Plaintext"] == (
-        b"conform"
-    )
+    assert kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"db": "any"})[
+        "Plaintext"
+    ] == (b"conform")
     assert kms.decrypt(CiphertextBlob=byok_blob)["Plaintext"] == b"byok"
     assert len(kms.list_grants(KeyId=symmetric["KeyId"])["Grants"]) == 2
     assert kms.describe_key(KeyId="alias/conformance")["KeyMetadata"]["KeyId"] == symmetric["KeyId"]

@@ -7,14 +7,19 @@ working across every node within seconds.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
 from khoa.auth.principal import Principal
+from khoa.auth.sigv4 import unrecognized_client
 from khoa.bootstrap import access_key_binding
 from khoa.crypto.barrier import Barrier
+from khoa.protocol.errors import AWSError
 from khoa.storage import schema
 
 _CACHE_SECONDS = 5.0
@@ -24,6 +29,26 @@ _CACHE_SECONDS = 5.0
 class Credential:
     secret: str
     principal: Principal
+    # Temporary (STS) credentials only: SHA-256 of the session token, and when they stop working.
+    token_digest: str | None = None
+    expires_at: float | None = None
+
+
+def check_session_token(credential: Credential, token: str | None, now: float) -> None:
+    """Temporary credentials need their session token, unexpired; long-term keys must not send one."""
+    if credential.token_digest is None:
+        if token is not None:
+            raise unrecognized_client()
+        return
+    digest = hashlib.sha256((token or "").encode()).hexdigest()
+    if token is None or not hmac.compare_digest(digest, credential.token_digest):
+        raise unrecognized_client()
+    if credential.expires_at is not None and credential.expires_at <= now:
+        raise AWSError("ExpiredTokenException", "The security token included in the request is expired")
+
+
+def session_binding(access_key_id: str) -> str:
+    return f"sts_sessions:{access_key_id}"
 
 
 class CredentialStore:
@@ -47,14 +72,62 @@ class CredentialStore:
         return credential
 
     def _load(self, access_key_id: str) -> Credential | None:
+        if access_key_id.startswith("ASIA"):
+            return self._load_session(access_key_id)
         table = schema.access_keys
         with self._engine.connect() as conn:
             row = conn.execute(select(table).where(table.c.access_key_id == access_key_id)).first()
-        if row is None or row.status != "Active":
-            return None
+            if row is None or row.status != "Active":
+                return None
+            if row.principal_kind == "Root":
+                principal = Principal.account_root(row.account_id, access_key_id)
+            else:
+                users = schema.iam_principals
+                user = conn.execute(
+                    select(users)
+                    .where(users.c.account_id == row.account_id)
+                    .where(users.c.kind == "user")
+                    .where(users.c.name_lower == row.principal_name.lower())
+                ).first()
+                if user is None:
+                    return None
+                principal = Principal(
+                    account_id=row.account_id,
+                    arn=user.arn,
+                    user_id=user.principal_id,
+                    kind="IAMUser",
+                    access_key_id=access_key_id,
+                    name=user.name,
+                    principal_id=user.principal_id,
+                )
         secret = self._barrier.open(row.secret_sealed, access_key_binding(access_key_id)).decode()
-        principal = Principal.account_root(row.account_id, access_key_id)
         return Credential(secret=secret, principal=principal)
+
+    def _load_session(self, access_key_id: str) -> Credential | None:
+        table = schema.sts_sessions
+        with self._engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.access_key_id == access_key_id)).first()
+        if row is None:
+            return None
+        role_name = row.role_arn.rsplit("/", 1)[-1]
+        tags = tuple(sorted(json.loads(row.session_tags).items())) if row.session_tags else ()
+        principal = Principal(
+            account_id=row.account_id,
+            arn=f"arn:aws:sts::{row.account_id}:assumed-role/{role_name}/{row.session_name}",
+            user_id=f"{row.role_id}:{row.session_name}",
+            kind="AssumedRole",
+            access_key_id=access_key_id,
+            name=role_name,
+            principal_id=row.role_id,
+            session_name=row.session_name,
+            session_policy=row.session_policy,
+            session_tags=tags,
+            source_identity=row.source_identity or "",
+        )
+        secret = self._barrier.open(row.secret_sealed, session_binding(access_key_id)).decode()
+        return Credential(
+            secret=secret, principal=principal, token_digest=row.token_digest, expires_at=row.expires_at
+        )
 
     def clear(self) -> None:
         self._cache.clear()

@@ -18,6 +18,17 @@ class Principal:
     user_id: str
     kind: str
     access_key_id: str = ""
+    # IAM identity behind the caller: the user, or the role of an assumed-role session.
+    name: str = ""
+    principal_id: str = ""
+    session_name: str = ""
+    session_policy: str | None = None
+    session_tags: tuple[tuple[str, str], ...] = ()
+    source_identity: str = ""
+
+    @property
+    def is_root(self) -> bool:
+        return self.kind == "Root"
 
     @classmethod
     def account_root(cls, account_id: str, access_key_id: str = "") -> Principal:

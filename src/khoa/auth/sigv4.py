@@ -22,6 +22,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 _TERMINATOR = "aws4_request"
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_TOKEN_SPLIT = re.compile(r"[\s,]+")
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -237,12 +238,27 @@ class SigV4Verifier:
         algorithm, parts = parse_authorization(header)
         if algorithm != ALGORITHM:
             raise _incomplete(f"Unsupported AWS 'algorithm': '{algorithm}'")
-        missing = [name for name in ("Credential", "Signature", "SignedHeaders") if not parts.get(name)]
-        if missing:
-            raise _incomplete(
-                " ".join(f"Authorization header requires '{m}' parameter." for m in missing)
-                + f" Authorization={header}"
+        for token in _TOKEN_SPLIT.split(header.strip().partition(" ")[2]):
+            if token and "=" not in token:
+                raise _incomplete(
+                    f"'{token}' not a valid key=value pair (missing equal-sign) in Authorization header: "
+                    f"'{header}'."
+                )
+        problems = [
+            f"Authorization header requires '{name}' parameter."
+            for name in ("Credential", "Signature", "SignedHeaders")
+            if not parts.get(name)
+        ]
+        if (
+            problems
+            and _first(request.headers, "x-amz-date") is None
+            and _first(request.headers, "date") is None
+        ):
+            problems.append(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
             )
+        if problems:
+            raise _incomplete(" ".join(problems) + f" Authorization={header}")
         credential = parts["Credential"]
         scope_parts = credential.split("/")
         if len(scope_parts) != 5:
@@ -259,7 +275,7 @@ class SigV4Verifier:
         if scoped_service != service:
             raise _invalid(f"Credential should be scoped to correct service: '{service}'. ")
         if not _REGION_RE.match(region):
-            raise _invalid("Credential should be scoped to a valid region. ")
+            raise _invalid(f"Credential should be scoped to a valid region, not '{region}'. ")
         if date != amz_date[:8]:
             raise _invalid(
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "

@@ -18,13 +18,34 @@ def decode_body(body: bytes) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise serialization_error("Unable to parse the request body as JSON") from None
+    if b"\\u" in body and not _encodable(value):
+        # An unpaired surrogate escape ("\ud800") parses but is not a Unicode string.
+        raise serialization_error("Invalid UTF-8 in a JSON string") from None
     if not isinstance(value, dict):
         raise serialization_error(
             "Start of list found where not expected" if isinstance(value, list) else "Expected a JSON object"
         )
     return value
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string (key or value) in a parsed JSON document encodes as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _default(value: Any) -> Any:

@@ -222,7 +222,10 @@ class ServiceModel:
     @staticmethod
     def _timestamp(value: Any, path: str) -> datetime:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, UTC)
+            try:
+                return datetime.fromtimestamp(value, UTC)
+            except (OverflowError, OSError, ValueError):  # out of range, NaN or infinite
+                raise serialization_error(f"Invalid timestamp at '{path}'") from None
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from khoa.protocol.awsquery import QueryDecoder, QueryEncoder
 from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
 
@@ -15,7 +16,7 @@ Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Service:
-    """A service reachable over awsJson1_1.
+    """A service reachable over awsJson1_1 or awsQuery (``protocol``).
 
     ``signing_name`` is the SigV4 credential-scope service; ``skew`` the clock skew AWS tolerates for it.
     """
@@ -26,8 +27,15 @@ class Service:
     model: ServiceModel
     handlers: dict[str, Handler]
     skew: timedelta = timedelta(minutes=5)
+    protocol: str = "json"
+    # Runs after validation and before the handler; raises the service's AccessDenied error.
+    authorizer: Handler | None = None
+    query_decoder: QueryDecoder = field(init=False)
+    query_encoder: QueryEncoder = field(init=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.handlers) - set(self.model.operations)
         if unknown:
             raise ValueError(f"{self.name}: handlers for operations not in the model: {sorted(unknown)}")
+        object.__setattr__(self, "query_decoder", QueryDecoder(self.model))
+        object.__setattr__(self, "query_encoder", QueryEncoder(self.model))

@@ -264,3 +264,99 @@ ssm_tags = Table(
     Column("tag_key", String(128), primary_key=True),
     Column("tag_value", String(256), nullable=False),
 )
+
+# -- IAM and STS ----------------------------------------------------------------------------------
+
+iam_principals = Table(
+    "iam_principals",
+    metadata,
+    # Users, groups and roles share one table: kind is "user", "group" or "role".
+    Column("principal_id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("name_lower", String(128), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("arn", String(2048), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("description", Text),
+    Column("assume_role_policy", Text),
+    Column("max_session_duration", Integer),
+    Column("permissions_boundary", String(2048)),
+    Index("ux_iam_principals_name", "account_id", "kind", "name_lower", unique=True),
+)
+
+iam_group_members = Table(
+    "iam_group_members",
+    metadata,
+    Column("group_id", String(32), primary_key=True),
+    Column("user_id", String(32), primary_key=True),
+    Index("ix_iam_group_members_user", "user_id"),
+)
+
+iam_inline_policies = Table(
+    "iam_inline_policies",
+    metadata,
+    Column("owner_id", String(32), primary_key=True),
+    Column("policy_name", String(128), primary_key=True),
+    Column("document", Text, nullable=False),
+)
+
+iam_managed_policies = Table(
+    "iam_managed_policies",
+    metadata,
+    Column("arn", String(2048), primary_key=True),
+    Column("policy_id", String(32), nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("description", Text),
+    Column("default_version", String(16), nullable=False),
+    Column("next_version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_iam_managed_policies_account", "account_id", "name"),
+)
+
+iam_policy_versions = Table(
+    "iam_policy_versions",
+    metadata,
+    Column("policy_arn", String(2048), primary_key=True),
+    Column("version_id", String(16), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+iam_attachments = Table(
+    "iam_attachments",
+    metadata,
+    Column("owner_id", String(32), primary_key=True),
+    Column("policy_arn", String(2048), primary_key=True),
+    Index("ix_iam_attachments_policy", "policy_arn"),
+)
+
+iam_tags = Table(
+    "iam_tags",
+    metadata,
+    Column("owner_id", String(32), primary_key=True),
+    Column("tag_key", String(128), primary_key=True),
+    Column("tag_value", String(256), nullable=False),
+)
+
+sts_sessions = Table(
+    "sts_sessions",
+    metadata,
+    Column("access_key_id", String(128), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("token_digest", String(64), nullable=False),
+    Column("role_id", String(32), nullable=False),
+    Column("role_arn", String(2048), nullable=False),
+    Column("session_name", String(64), nullable=False),
+    Column("session_policy", Text),
+    Column("session_tags", Text),
+    Column("source_identity", String(64)),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_sts_sessions_expires", "expires_at"),
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
-from khoa.services.kms import aliases, cryptoops, grants, imports, keys, rotation, tags, unsupported
+from khoa.services.kms import aliases, authz, cryptoops, grants, imports, keys, rotation, tags, unsupported
 
 
 def build_service() -> Service:
@@ -17,4 +17,5 @@ def build_service() -> Service:
         target_prefix="TrentService",
         model=ServiceModel("kms"),
         handlers=handlers,
+        authorizer=authz.authorize_request,
     )

@@ -94,5 +94,5 @@ def validation(message: str) -> AWSError:
 
 def dry_run() -> AWSError:
     return AWSError(
-        "DryRunOperationException", "The request would have succeeded, but the DryRun option is set."
+        "DryRunOperationException", "The request would have succeeded, but the DryRun option is set.", 412
     )

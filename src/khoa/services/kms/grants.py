@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
-from khoa.services.kms import errors
+from khoa.services.kms import errors, specs
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
@@ -24,7 +24,7 @@ from khoa.services.kms.resolve import (
     require_not_pending_deletion,
     resolve_key,
 )
-from khoa.services.kms.store import key_arn
+from khoa.services.kms.store import KeyRecord, key_arn
 from khoa.storage import schema
 
 _GRANTS = schema.kms_grants
@@ -53,6 +53,47 @@ def check_grant_tokens(tokens: list[str]) -> None:
     """Grant tokens must be tokens Khoa issued; their grants take effect immediately."""
     for token in tokens:
         grant_id_from_token(token)
+
+
+_ANY_KEY = {"CreateGrant", "RetireGrant", "DescribeKey"}
+# The grant operations each kind of key supports (AWS KMS developer guide, key type reference).
+_GRANT_OPERATIONS = {
+    "SYMMETRIC": _ANY_KEY
+    | {
+        "Encrypt",
+        "Decrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+    },
+    "ENCRYPT_DECRYPT": _ANY_KEY | {"Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GetPublicKey"},
+    "SIGN_VERIFY": _ANY_KEY | {"Sign", "Verify", "GetPublicKey"},
+    "KEY_AGREEMENT": _ANY_KEY | {"DeriveSharedSecret", "GetPublicKey"},
+    "GENERATE_VERIFY_MAC": _ANY_KEY | {"GenerateMac", "VerifyMac"},
+}
+
+
+def _check_grant_fits_key(key: KeyRecord, operations: list[str], constraints: dict[str, Any] | None) -> None:
+    """AWS refuses (ValidationException) grants for operations the key cannot perform."""
+    kind = "SYMMETRIC" if key.key_spec == specs.SYMMETRIC else key.key_usage
+    invalid = sorted(set(operations) - _GRANT_OPERATIONS.get(kind, _ANY_KEY))
+    if invalid:
+        raise errors.validation(
+            f"Grant operations {invalid} are not valid for {key.arn}: its key spec is {key.key_spec} "
+            f"and its key usage is {key.key_usage}."
+        )
+    if (
+        constraints
+        and kind != "SYMMETRIC"
+        and ("EncryptionContextSubset" in constraints or "EncryptionContextEquals" in constraints)
+    ):
+        raise errors.validation(
+            f"Encryption context grant constraints are not valid for {key.arn}: only symmetric "
+            "encryption KMS keys take an encryption context."
+        )
 
 
 def _entry(row: Any) -> dict[str, Any]:
@@ -95,6 +136,7 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         raise errors.validation(
             "Grant constraints can have EncryptionContextSubset or EncryptionContextEquals, not both."
         )
+    _check_grant_fits_key(key, params["Operations"], constraints)
     if params.get("DryRun"):
         raise errors.dry_run()
     operations = json.dumps(sorted(set(params["Operations"])))

@@ -39,11 +39,12 @@ def _binding(token_id: str) -> str:
     return f"kms_import_parameters:{token_id}"
 
 
-def _external(ctx: RequestContext, ref: str) -> KeyRecord:
+def _external(ctx: RequestContext, ref: str, *, allow_pending_deletion: bool = False) -> KeyRecord:
     key = resolve_key(ctx, ref, allow_alias=False)
     if key.origin != "EXTERNAL":
         raise errors.unsupported(f"{key.arn} origin is {key.origin} which is not valid for this operation.")
-    require_not_pending_deletion(key)
+    if not allow_pending_deletion:
+        require_not_pending_deletion(key)
     return key
 
 
@@ -150,8 +151,10 @@ def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 
 
 def delete_imported_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = _external(ctx, params["KeyId"])
-    kms(ctx).keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
+    # AWS: allowed on a key pending deletion, whose state then stays PendingDeletion.
+    key = _external(ctx, params["KeyId"], allow_pending_deletion=True)
+    state = "PendingDeletion" if key.state == "PendingDeletion" else "PendingImport"
+    kms(ctx).keys.drop_imported_material(key.key_id, state=state, valid_to=None)
     with kms(ctx).engine.begin() as conn:
         conn.execute(delete(_PARAMS).where(_PARAMS.c.key_id == key.key_id))
     result: dict[str, Any] = {"KeyId": key.arn}

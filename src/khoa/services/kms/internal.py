@@ -143,7 +143,17 @@ def _material(ctx: RequestContext, key: KeyRecord, version_id: str) -> bytes:
     return material
 
 
-def encrypt(ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict[str, str]) -> bytes:
+def encrypt(
+    ctx: RequestContext,
+    key: KeyRecord,
+    plaintext: bytes,
+    context: dict[str, str],
+    action: str = "kms:Encrypt",
+) -> bytes:
+    """Encrypt for another service, authorised as ``action`` with that service as kms:ViaService."""
+    from khoa.services.kms.authz import authorize_key
+
+    authorize_key(ctx, action, key, {}, context)
     version_id = key.current_version_id
     if version_id is None:
         raise errors.invalid_state(f"{key.arn} is pending import.")
@@ -153,7 +163,7 @@ def encrypt(ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict
 def generate_data_key(ctx: RequestContext, key: KeyRecord, context: dict[str, str]) -> tuple[bytes, bytes]:
     """A fresh 256-bit data key and its ciphertext under ``key``."""
     plaintext = keymaterial.random_bytes(32)
-    return plaintext, encrypt(ctx, key, plaintext, context)
+    return plaintext, encrypt(ctx, key, plaintext, context, "kms:GenerateDataKey")
 
 
 def decrypt(
@@ -168,6 +178,9 @@ def decrypt(
     key = kms(kms_ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
     if key is None:
         raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
+    from khoa.services.kms.authz import authorize_key
+
+    authorize_key(kms_ctx, "kms:Decrypt", key, {}, context)
     require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
     try:
         return key, ciphertext.decrypt(_material(kms_ctx, key, parsed.material_id), parsed, context)

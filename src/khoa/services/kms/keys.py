@@ -20,7 +20,7 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import KeyRecord, new_material_id
-from khoa.services.kms.tags import store_tags, validate_tags
+from khoa.services.kms.tags import validate_tags
 
 DEFAULT_PENDING_WINDOW_DAYS = 30
 
@@ -60,7 +60,8 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         meta["ExpirationModel"] = key.expiration_model
         if key.valid_to is not None:
             meta["ValidTo"] = from_epoch(key.valid_to)
-    if key.current_version_id and key.state != "PendingImport":
+    if key.current_version_id and key.state != "PendingImport" and key.key_spec == specs.SYMMETRIC:
+        # Only symmetric encryption keys report their current key material (KeyMetadata docs).
         meta["CurrentKeyMaterialId"] = key.current_version_id
     return meta
 
@@ -123,9 +124,7 @@ def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         expiration_model=None,
         multi_region=False,
     )
-    kms(ctx).keys.insert(record, material, now)
-    if tags:
-        store_tags(kms(ctx).engine, key_id, tags)
+    kms(ctx).keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
     return {"KeyMetadata": key_metadata(record)}
 
 

@@ -18,6 +18,33 @@ from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.store import KeyRecord, key_arn
 from khoa.storage import schema
 
+CROSS_ACCOUNT_OPERATIONS = frozenset(
+    {
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateMac",
+        "VerifyMac",
+        "Sign",
+        "Verify",
+        "GetPublicKey",
+        "DescribeKey",
+        "CreateGrant",
+        "ListGrants",
+        "RetireGrant",
+        "RevokeGrant",
+        "DeriveSharedSecret",
+        "GetKeyRotationStatus",
+    }
+)
+
+
+MANAGED_ALIASES = frozenset({"alias/aws/secretsmanager", "alias/aws/ssm"})
+
 
 def kms(ctx: RequestContext) -> KmsBackend:
     return ctx.runtime.kms
@@ -48,6 +75,7 @@ def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
 def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
     """Find the key ``ref`` names in the caller's account and region, or raise NotFoundException."""
     key_id = ref
+    owner = ctx.account_id
     if ref.startswith("arn:"):
         parts = ref.split(":", 5)
         if len(parts) != 6 or parts[2] != "kms":
@@ -64,22 +92,32 @@ def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> K
             key_id = resource[4:]
             if not _is_uuid(key_id):
                 raise errors.invalid_key_id(ref)
-            if region != ctx.region or account != ctx.account_id:
+            if region != ctx.region:
                 raise errors.key_not_found(ref)
+            if account != ctx.account_id:
+                # Another account's key: only by key ARN, only for the operations AWS allows across
+                # accounts; its key policy and the caller's IAM policies then decide.
+                if ctx.operation not in CROSS_ACCOUNT_OPERATIONS:
+                    raise errors.key_not_found(ref)
+                owner = account
         else:
             raise errors.invalid_key_id(ref)
     elif ref.startswith("alias/"):
         if not allow_alias:
             raise errors.invalid_key_id(ref)
         target = alias_target(ctx, ref)
+        if target is None and ref in MANAGED_ALIASES:
+            from khoa.services.kms.internal import aws_managed_key  # created on first use, as in AWS
+
+            return aws_managed_key(ctx, ref.split("/")[2])
         if target is None:
             raise errors.not_found(f"Alias {alias_arn(ctx, ref)} is not found.")
         key_id = target
     elif not _is_uuid(ref):
         raise errors.invalid_key_id(ref)
-    record = kms(ctx).keys.get(ctx.account_id, ctx.region, key_id.lower())
+    record = kms(ctx).keys.get(owner, ctx.region, key_id.lower())
     if record is None:
-        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, key_id))
+        raise errors.key_not_found(key_arn(ctx.region, owner, key_id))
     return record
 
 

@@ -102,12 +102,20 @@ class KeyStore:
             ).first()
         return None if row is None else KeyRecord.from_row(row)
 
-    def insert(self, record: KeyRecord, material: bytes | None, now: float) -> None:
+    def insert(
+        self, record: KeyRecord, material: bytes | None, now: float, tags: dict[str, str] | None = None
+    ) -> None:
+        """Store a new key with its first material and tags in one transaction: never half a key."""
         values = {f.name: getattr(record, f.name) for f in fields(KeyRecord)}
         with self.engine.begin() as conn:
             conn.execute(insert(_KEYS).values(**values))
             if material is not None and record.current_version_id is not None:
                 self._insert_version(conn, record.key_id, record.current_version_id, 1, material, now, None)
+            if tags:
+                conn.execute(
+                    insert(schema.kms_tags),
+                    [{"key_id": record.key_id, "tag_key": k, "tag_value": v} for k, v in tags.items()],
+                )
 
     def update(self, key_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:

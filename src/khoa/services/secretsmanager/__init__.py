@@ -5,6 +5,7 @@ from __future__ import annotations
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
 from khoa.services.secretsmanager import (
+    authz,
     listing,
     operations,
     password,
@@ -39,4 +40,5 @@ def build_service() -> Service:
         target_prefix="secretsmanager",
         model=ServiceModel("secretsmanager"),
         handlers=replication.wrap_all(handlers, _MIRRORED),
+        authorizer=authz.authorize_request,
     )

@@ -208,6 +208,9 @@ def batch_get_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[
                 raise errors.not_found()
             if record.deleted_at is not None:
                 raise errors.marked_for_deletion()
+            from khoa.services.secretsmanager.authz import authorize_secret
+
+            authorize_secret(ctx, "secretsmanager:GetSecretValue", record, {})
             entry = operations.read_value(ctx, record, None, None)
             values.append(entry)
         except AWSError as error:

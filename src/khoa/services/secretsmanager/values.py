@@ -56,7 +56,9 @@ def seal(
         data_key, encrypted_data_key = kms_internal.generate_data_key(
             kms_internal.via(ctx, SERVICE), key, _context(arn, version_id)
         )
-    except AWSError:
+    except AWSError as exc:
+        if exc.code == "AccessDeniedException":
+            raise
         raise errors.encryption_failure() from None
     nonce = os.urandom(_NONCE)
     sealed = nonce + AESGCM(data_key).encrypt(nonce, value, _aad(arn, version_id, kind))
@@ -76,5 +78,9 @@ def open_value(
         return AESGCM(data_key).decrypt(
             encrypted_value[:_NONCE], encrypted_value[_NONCE:], _aad(arn, version_id, kind)
         )
-    except (AWSError, InvalidTag):
+    except AWSError as exc:
+        if exc.code == "AccessDeniedException":
+            raise
+        raise errors.decryption_failure() from None
+    except InvalidTag:
         raise errors.decryption_failure() from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
-from khoa.services.ssm import browse, labels, parameters, tags
+from khoa.services.ssm import authz, browse, labels, parameters, tags
 
 
 def build_service() -> Service:
@@ -20,4 +20,5 @@ def build_service() -> Service:
         target_prefix="AmazonSSM",
         model=ServiceModel("ssm"),
         handlers=handlers,
+        authorizer=authz.authorize_request,
     )

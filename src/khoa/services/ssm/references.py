@@ -31,6 +31,10 @@ def secret_parameter(ctx: RequestContext, name: str, with_decryption: bool) -> d
             stage = selector
     try:
         record = secret_names.require(ctx, ctx.runtime.secrets.store, secret_id)
+        from khoa.services.secretsmanager.authz import authorize_secret
+
+        authorize_secret(ctx, "secretsmanager:GetSecretValue", record,
+                         {"VersionStage": stage} if stage else {})
         value = secret_operations.read_value(ctx, record, version_id, stage)
     except AWSError as error:
         if error.code in ("ResourceNotFoundException", "InvalidRequestException"):

@@ -30,6 +30,8 @@ def encrypt(ctx: RequestContext, key_id: str | None, arn: str, value: str) -> by
             kms_internal.via(ctx, SERVICE), key, value.encode(), {"PARAMETER_ARN": arn}
         )
     except AWSError as error:
+        if error.code == "AccessDeniedException":
+            raise
         raise _invalid_key(ctx, error) from None
 
 
@@ -37,5 +39,7 @@ def decrypt(ctx: RequestContext, arn: str, blob: bytes) -> str:
     try:
         _, plaintext = kms_internal.decrypt(ctx, blob, {"PARAMETER_ARN": arn}, SERVICE)
     except AWSError as error:
+        if error.code == "AccessDeniedException":
+            raise
         raise _invalid_key(ctx, error) from None
     return plaintext.decode()

@@ -1,0 +1,1 @@
+"""IAM policy language: parsing, condition operators, and AWS's evaluation logic."""

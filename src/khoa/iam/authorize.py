@@ -1,0 +1,108 @@
+"""The one entry point services call to authorise an action on a resource.
+
+Builds the request context (global condition keys plus the service's own), gathers the caller's
+policies, evaluates them with the resource's policy, and raises the service's AccessDenied error with
+AWS's message ("User: ARN is not authorized to perform: ACTION on resource: ARN because ...").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from khoa.iam.directory import parsed
+from khoa.iam.evaluate import Decision, Request, evaluate
+from khoa.iam.policy import Policy
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+
+_QUERY_SERVICES = ("iam", "sts")
+
+
+def base_context(ctx: RequestContext) -> dict[str, list[str]]:
+    principal = ctx.principal
+    now = ctx.now.astimezone(UTC)
+    principal_arn = principal.arn
+    if principal.kind == "AssumedRole":
+        principal_arn = f"arn:aws:iam::{principal.account_id}:role/{principal.name}"
+    context: dict[str, list[str]] = {
+        "aws:principalarn": [principal_arn],
+        "aws:principalaccount": [principal.account_id],
+        "aws:principaltype": [principal.kind],
+        "aws:userid": [principal.user_id],
+        "aws:currenttime": [now.strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": [str(int(now.timestamp()))],
+        "aws:requestedregion": [ctx.region],
+        "aws:securetransport": ["true" if ctx.extras.get("secure_transport") else "false"],
+    }
+    if principal.kind == "IAMUser":
+        context["aws:username"] = [principal.name]
+    if principal.source_identity:
+        context["aws:sourceidentity"] = [principal.source_identity]
+    network = ctx.extras.get("network")
+    if network and network.get("vpc_source_ip"):
+        context["aws:vpcsourceip"] = [network["vpc_source_ip"]]
+        if network.get("vpc_id"):
+            context["aws:sourcevpc"] = [network["vpc_id"]]
+    elif ctx.source_ip:
+        context["aws:sourceip"] = [ctx.source_ip]
+    via = ctx.extras.get("kms:ViaService")
+    if via:
+        context["kms:viaservice"] = [via]
+    return context
+
+
+def access_denied(ctx: RequestContext, action: str, resource: str, decision: Decision) -> AWSError:
+    message = (
+        f"User: {ctx.principal.arn} is not authorized to perform: {action} on resource: {resource} "
+        f"{decision.explain(action)}"
+    )
+    if ctx.service in _QUERY_SERVICES:
+        return AWSError("AccessDenied", message, 403)
+    return AWSError("AccessDeniedException", message)
+
+
+def decide(
+    ctx: RequestContext,
+    action: str,
+    resource: str,
+    *,
+    resource_account: str | None = None,
+    resource_policy: str | Policy | None = None,
+    key_policy: bool = False,
+    context: dict[str, list[str]] | None = None,
+) -> Decision:
+    principal = ctx.principal
+    account = resource_account or ctx.account_id
+    if ctx.runtime.settings.dev:
+        return Decision(True)
+    if principal.is_root and account == principal.account_id and resource_policy is None:
+        return Decision(True)
+    facts = base_context(ctx)
+    caller = ctx.runtime.directory.for_principal(principal)
+    for tag_key, tag_value in caller.tags.items():
+        facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+    if context:
+        facts.update({k.lower(): v for k, v in context.items()})
+    policy: Policy | None
+    if isinstance(resource_policy, str):
+        policy = parsed(resource_policy, "resource") or Policy((), "resource")
+    else:
+        policy = resource_policy
+    request = Request(
+        principal=principal, action=action, resource=resource, resource_account=account, context=facts
+    )
+    return evaluate(
+        request,
+        identity=caller.identity,
+        resource=policy,
+        boundary=caller.boundary,
+        session=caller.session,
+        key_policy=key_policy,
+    )
+
+
+def authorize(ctx: RequestContext, action: str, resource: str, **kwargs: Any) -> None:
+    decision = decide(ctx, action, resource, **kwargs)
+    if not decision.allowed:
+        raise access_denied(ctx, action, resource, decision)

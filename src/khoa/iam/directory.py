@@ -1,0 +1,129 @@
+"""Which policies apply to a caller: inline and attached policies of the user (and its groups) or of
+the assumed role, its permissions boundary, session policies, and principal tags.
+
+Lookups are cached per process for a couple of seconds — short enough that a policy change takes
+effect across nodes almost at once, long enough that the hot path does not query IAM tables.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from khoa.auth.principal import Principal
+from khoa.iam.policy import Policy, PolicyError
+from khoa.storage import schema
+
+_CACHE_SECONDS = 2.0
+_PRINCIPALS = schema.iam_principals
+_INLINE = schema.iam_inline_policies
+_ATTACHED = schema.iam_attachments
+_MANAGED = schema.iam_managed_policies
+_VERSIONS = schema.iam_policy_versions
+_MEMBERS = schema.iam_group_members
+_TAGS = schema.iam_tags
+
+
+@functools.lru_cache(maxsize=4096)
+def parsed(document: str, source: str) -> Policy | None:
+    """Parse a stored document once; a document that no longer parses grants nothing."""
+    try:
+        return Policy.parse(document, source)
+    except PolicyError:
+        return None
+
+
+@dataclass(frozen=True)
+class CallerPolicies:
+    identity: list[Policy] = field(default_factory=list)
+    boundary: Policy | None = None
+    session: list[Policy] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Directory:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cache: dict[str, tuple[float, CallerPolicies]] = {}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def for_principal(self, principal: Principal) -> CallerPolicies:
+        if principal.is_root or not principal.principal_id:
+            return CallerPolicies()
+        key = f"{principal.principal_id}|{principal.session_policy or ''}|{principal.session_tags}"
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        result = self._load(principal)
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[key] = (now + _CACHE_SECONDS, result)
+        return result
+
+    def _documents_for(self, conn: object, owner_ids: list[str]) -> list[str]:
+        from sqlalchemy.engine import Connection
+
+        assert isinstance(conn, Connection)
+        documents = list(
+            conn.execute(select(_INLINE.c.document).where(_INLINE.c.owner_id.in_(owner_ids))).scalars()
+        )
+        attached = conn.execute(
+            select(_VERSIONS.c.document)
+            .join(_MANAGED, _MANAGED.c.arn == _VERSIONS.c.policy_arn)
+            .join(_ATTACHED, _ATTACHED.c.policy_arn == _MANAGED.c.arn)
+            .where(_ATTACHED.c.owner_id.in_(owner_ids))
+            .where(_VERSIONS.c.version_id == _MANAGED.c.default_version)
+        ).scalars()
+        documents.extend(attached)
+        return documents
+
+    def _load(self, principal: Principal) -> CallerPolicies:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_PRINCIPALS).where(_PRINCIPALS.c.principal_id == principal.principal_id)
+            ).first()
+            if row is None:
+                return CallerPolicies()
+            owners = [row.principal_id]
+            if row.kind == "user":
+                owners.extend(
+                    conn.execute(
+                        select(_MEMBERS.c.group_id).where(_MEMBERS.c.user_id == row.principal_id)
+                    ).scalars()
+                )
+            documents = self._documents_for(conn, owners)
+            boundary_document = None
+            if row.permissions_boundary:
+                boundary_document = conn.execute(
+                    select(_VERSIONS.c.document)
+                    .join(_MANAGED, _MANAGED.c.arn == _VERSIONS.c.policy_arn)
+                    .where(_MANAGED.c.arn == row.permissions_boundary)
+                    .where(_VERSIONS.c.version_id == _MANAGED.c.default_version)
+                ).scalar()
+            tags = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    select(_TAGS.c.tag_key, _TAGS.c.tag_value).where(_TAGS.c.owner_id == row.principal_id)
+                ).all()
+            }
+        identity = [p for p in (parsed(d, "identity") for d in documents) if p is not None]
+        boundary = parsed(boundary_document, "boundary") if boundary_document else None
+        if row.permissions_boundary and boundary is None:
+            boundary = Policy((), "boundary")  # a missing boundary policy allows nothing
+        session = []
+        if principal.session_policy:
+            session_policy = parsed(principal.session_policy, "session")
+            session.append(session_policy or Policy((), "session"))
+        tags.update(dict(principal.session_tags))
+        return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags)
+
+
+def load_tags(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}

@@ -1,0 +1,186 @@
+"""STS operations. Temporary credentials are stored sealed; only a digest of the session token is kept."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import string
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from khoa.auth.credentials import session_binding
+from khoa.iam.authorize import authorize
+from khoa.iam.policy import Policy, PolicyError
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.storage import schema
+
+_ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
+_ALNUM = string.ascii_uppercase + string.digits
+DEFAULT_DURATION = 3600
+CHAINED_MAX = 3600
+
+
+def get_caller_identity(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    principal = ctx.principal
+    return {"UserId": principal.user_id, "Account": principal.account_id, "Arn": principal.arn}
+
+
+def get_access_key_info(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    access_key_id = params["AccessKeyId"]
+    credential = ctx.runtime.credentials.lookup(access_key_id)
+    if credential is None:
+        raise AWSError("InvalidParameterValue", "The access key ID is not valid.")
+    return {"Account": credential.principal.account_id}
+
+
+def _validation(message: str) -> AWSError:
+    return AWSError("ValidationError", message)
+
+
+def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    role_arn = params["RoleArn"]
+    match = _ROLE_ARN.match(role_arn)
+    denied = AWSError(
+        "AccessDenied",
+        f"User: {ctx.principal.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+        403,
+    )
+    if match is None:
+        raise _validation(f"{role_arn} is invalid")
+    role_account = match.group(1)
+    table = schema.iam_principals
+    with ctx.runtime.engine.connect() as conn:
+        role = conn.execute(
+            select(table)
+            .where(table.c.account_id == role_account)
+            .where(table.c.kind == "role")
+            .where(table.c.arn == role_arn)
+        ).first()
+    if role is None:
+        raise denied
+    duration = params.get("DurationSeconds", DEFAULT_DURATION)
+    if ctx.principal.kind == "AssumedRole" and duration > CHAINED_MAX:
+        raise _validation(
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by "
+            "role chaining."
+        )
+    if duration > (role.max_session_duration or DEFAULT_DURATION):
+        raise _validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+    session_policy = params.get("Policy")
+    if session_policy is not None:
+        try:
+            Policy.parse(session_policy, "session")
+        except PolicyError as exc:
+            raise AWSError("MalformedPolicyDocument", str(exc)) from None
+    documents = [session_policy] if session_policy else []
+    for item in params.get("PolicyArns", []):
+        documents.extend(_managed_document(ctx, item.get("arn", "")))
+    tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
+    context: dict[str, list[str]] = {"sts:rolesessionname": [params["RoleSessionName"]]}
+    if params.get("ExternalId") is not None:
+        context["sts:externalid"] = [params["ExternalId"]]
+    if params.get("SourceIdentity"):
+        context["sts:sourceidentity"] = [params["SourceIdentity"]]
+    for key, value in tags.items():
+        context[f"aws:requesttag/{key}"] = [value]
+    if tags:
+        context["aws:tagkeys"] = list(tags)
+    authorize(
+        ctx,
+        "sts:AssumeRole",
+        role_arn,
+        resource_account=role_account,
+        resource_policy=role.assume_role_policy or '{"Statement": []}',
+        context=context,
+    )
+    if tags:
+        authorize(
+            ctx,
+            "sts:TagSession",
+            role_arn,
+            resource_account=role_account,
+            resource_policy=role.assume_role_policy,
+            context=context,
+        )
+    combined = _combine(documents)
+    access_key_id = "ASIA" + "".join(secrets.choice(_ALNUM) for _ in range(16))
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40))
+    token = base64.b64encode(b"khoa-session-v1:" + os.urandom(96)).decode()
+    expires = ctx.now + timedelta(seconds=duration)
+    session_name = params["RoleSessionName"]
+    with ctx.runtime.engine.begin() as conn:
+        conn.execute(
+            insert(schema.sts_sessions).values(
+                access_key_id=access_key_id,
+                account_id=role_account,
+                secret_sealed=ctx.runtime.barrier.seal(secret.encode(), session_binding(access_key_id)),
+                token_digest=hashlib.sha256(token.encode()).hexdigest(),
+                role_id=role.principal_id,
+                role_arn=role_arn,
+                session_name=session_name,
+                session_policy=combined,
+                session_tags=json.dumps(tags) if tags else None,
+                source_identity=params.get("SourceIdentity") or ctx.principal.source_identity or None,
+                created_at=ctx.now.timestamp(),
+                expires_at=expires.timestamp(),
+            )
+        )
+    result: dict[str, Any] = {
+        "Credentials": {
+            "AccessKeyId": access_key_id,
+            "SecretAccessKey": secret,
+            "SessionToken": token,
+            "Expiration": expires,
+        },
+        "AssumedRoleUser": {
+            "AssumedRoleId": f"{role.principal_id}:{session_name}",
+            "Arn": f"arn:aws:sts::{role_account}:assumed-role/{role.name}/{session_name}",
+        },
+        "PackedPolicySize": min(100, len(combined or "") * 100 // 2048),
+    }
+    if params.get("SourceIdentity"):
+        result["SourceIdentity"] = params["SourceIdentity"]
+    return result
+
+
+def _managed_document(ctx: RequestContext, arn: str) -> list[str]:
+    managed = schema.iam_managed_policies
+    versions = schema.iam_policy_versions
+    with ctx.runtime.engine.connect() as conn:
+        document = conn.execute(
+            select(versions.c.document)
+            .join(managed, managed.c.arn == versions.c.policy_arn)
+            .where(managed.c.arn == arn)
+            .where(versions.c.version_id == managed.c.default_version)
+        ).scalar()
+    if document is None:
+        raise AWSError("InvalidParameterValue", f"Policy {arn} does not exist or is not attachable.")
+    return [document]
+
+
+def _combine(documents: list[str]) -> str | None:
+    """Several session policies narrow together: keep them as one document per policy in a JSON list."""
+    if not documents:
+        return None
+    if len(documents) == 1:
+        return documents[0]
+    statements: list[Any] = []
+    for document in documents:
+        data = json.loads(document)
+        raw = data.get("Statement", [])
+        statements.extend(raw if isinstance(raw, list) else [raw])
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+OPERATIONS = {
+    "GetCallerIdentity": get_caller_identity,
+    "AssumeRole": assume_role,
+    "GetAccessKeyInfo": get_access_key_info,
+}
