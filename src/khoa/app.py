@@ -10,21 +10,26 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 
+from khoa.audit.events import AuditEvent, is_read_only
+from khoa.audit.events import build as build_event
+from khoa.audit.recorder import AuditUnavailable, unavailable_error
 from khoa.auth.credentials import Credential, check_session_token
 from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import SignedRequest, parse_authorization
 from khoa.clock import wall_clock
+from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
 from khoa.protocol import awsjson, awsquery
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError, internal_failure
 from khoa.runtime import Runtime
-from khoa.services.base import Service
+from khoa.services.base import Handler, Service
 from khoa.settings import Settings
 
 log = logging.getLogger("khoa")
@@ -57,10 +62,34 @@ def _json_response(status: int, payload: dict[str, Any]) -> Response:
     return Response(status, json.dumps(payload).encode())
 
 
+@dataclass
+class _Call:
+    """What is known about one API call as it moves through the pipeline (for its audit event)."""
+
+    request_id: str
+    service: Service | None = None
+    operation: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    principal: Principal | None = None
+    region: str = ""
+    source_ip: str = ""
+    params: dict[str, Any] | None = None
+    pre_event: AuditEvent | None = None
+    recorded: bool = False
+
+
+def _access_key_of(headers: dict[str, list[str]]) -> str:
+    header = (headers.get("authorization") or [""])[0]
+    credential = parse_authorization(header)[1].get("Credential", "") if header else ""
+    return credential.split("/", 1)[0][:128]
+
+
 class KhoaApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.metrics = Metrics()
+        settings = runtime.settings
+        self.network = NetworkMap(settings.private_networks, settings.trusted_proxies)
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,7 +118,7 @@ class KhoaApp:
                     [(b"x-amzn-requestid", str(uuid.uuid4()).encode())],
                 )
             else:
-                response = self.handle_api(scope, body)
+                response = await self.handle_api(scope, body)
         headers = [
             (b"content-type", response.content_type),
             (b"content-length", str(len(response.body)).encode()),
@@ -156,45 +185,110 @@ class KhoaApp:
         return _json_response(404, {"error": "not found"})
 
     # -- the AWS pipeline ------------------------------------------------------------------------
-    def handle_api(self, scope: Scope, body: bytes) -> Response:
+    async def handle_api(self, scope: Scope, body: bytes) -> Response:
         started = time.perf_counter()
-        request_id = str(uuid.uuid4())
+        call = _Call(request_id=str(uuid.uuid4()))
         headers: dict[str, list[str]] = {}
         for raw_name, raw_value in scope["headers"]:
             headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        call.headers = headers
         target = (headers.get("x-amz-target") or [""])[0]
         form: dict[str, str] | None = None
         if target:
-            prefix, _, operation = target.rpartition(".")
-            service = self.runtime.services.get(prefix)
+            prefix, _, call.operation = target.rpartition(".")
+            call.service = self.runtime.services.get(prefix)
         else:
             form = awsquery.parse_form(body, scope.get("query_string", b"").decode("latin-1"))
-            operation = form.get("Action", "")
-            service = self.runtime.query_services.get(self._scope_service(headers) or "sts")
+            call.operation = form.get("Action", "")
+            call.service = self.runtime.query_services.get(self._scope_service(headers) or "sts")
+        service = call.service
         service_name = service.name if service else "unknown"
         try:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
-            result = self._dispatch(scope, headers, body, form, service, operation, request_id)
+            ctx, params, handler = self._prepare(scope, headers, body, form, service, call)
+            if not is_read_only(call.operation):
+                call.pre_event = self._event(call, None, None)
+                await self._record(call.pre_event)
+            try:
+                result = handler(ctx, params)
+            except AWSError as error:
+                await self._record_outcome(call, None, error)
+                raise
+            await self._record_outcome(call, result, None)
             if service.protocol == "query":
-                encoded = service.query_encoder.encode(operation, result, request_id)
+                encoded = service.query_encoder.encode(call.operation, result, call.request_id)
                 response = Response(200, encoded, awsquery.CONTENT_TYPE)
             else:
                 response = Response(200, awsjson.encode_body(result), awsjson.CONTENT_TYPE)
-            outcome = "ok"
+        except AuditUnavailable:
+            response = self._error_response(service, unavailable_error(), call.request_id)
         except AWSError as error:
-            response = self._error_response(service, error, request_id)
-            outcome = response.outcome
+            response = await self._failure(call, error)
         except Exception:
-            log.exception("request %s (%s.%s) failed", request_id, service_name, operation)
-            response = self._error_response(service, internal_failure(), request_id)
-            outcome = "InternalFailure"
-        response.headers.append((b"x-amzn-requestid", request_id.encode()))
-        known_operation = service is not None and operation in service.handlers
-        label = operation if known_operation else "unknown"
-        self.metrics.requests.labels(service_name, label, outcome).inc()
+            log.exception("request %s (%s.%s) failed", call.request_id, service_name, call.operation)
+            response = await self._failure(call, internal_failure())
+        response.headers.append((b"x-amzn-requestid", call.request_id.encode()))
+        known_operation = service is not None and call.operation in service.handlers
+        label = call.operation if known_operation else "unknown"
+        self.metrics.requests.labels(service_name, label, response.outcome).inc()
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
+
+    async def _failure(self, call: _Call, error: AWSError) -> Response:
+        """Answer a refused request, after recording it (unless its outcome is already recorded)."""
+        if not call.recorded:
+            try:
+                await self._record_outcome(call, None, error)
+            except AuditUnavailable:
+                return self._error_response(call.service, unavailable_error(), call.request_id)
+        return self._error_response(call.service, error, call.request_id)
+
+    async def _record(self, event: AuditEvent) -> None:
+        try:
+            await self.runtime.audit.record(event)
+        except AuditUnavailable:
+            self.metrics.audit_failures.inc()
+            raise
+
+    async def _record_outcome(
+        self, call: _Call, result: dict[str, Any] | None, error: AWSError | None
+    ) -> None:
+        event = self._event(call, result, error)
+        call.recorded = True
+        if call.pre_event is None:
+            await self._record(event)
+            return
+        event.record["eventID"] = call.pre_event.event_id
+        try:
+            await self.runtime.audit.finalize(event)
+        except AuditUnavailable:
+            # The call already ran and its record (made before it ran) is durable: answer truthfully.
+            self.metrics.audit_failures.inc()
+            log.error("could not record the outcome of request %s", call.request_id)
+
+    def _event(self, call: _Call, result: dict[str, Any] | None, error: AWSError | None) -> AuditEvent:
+        principal = call.principal
+        access_key_id = principal.access_key_id if principal else _access_key_of(call.headers)
+        recipient = principal.account_id if principal else self.runtime.dev_account_id
+        service = call.service
+        return build_event(
+            model=service.model if service else None,
+            service=service.name if service else "unknown",
+            operation=call.operation,
+            region=call.region or self.runtime.settings.default_region,
+            request_id=call.request_id,
+            principal=principal,
+            access_key_id=access_key_id,
+            source_ip=call.source_ip,
+            user_agent=(call.headers.get("user-agent") or [""])[0],
+            params=call.params,
+            result=result,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            now=self.runtime.clock.now(),
+            recipient_account=recipient,
+        )
 
     @staticmethod
     def _error_response(service: Service | None, error: AWSError, request_id: str) -> Response:
@@ -212,17 +306,22 @@ class KhoaApp:
         response.outcome = error.code
         return response
 
-    def _dispatch(
+    def _prepare(
         self,
         scope: Scope,
         headers: dict[str, list[str]],
         body: bytes,
         form: dict[str, str] | None,
         service: Service,
-        operation: str,
-        request_id: str,
-    ) -> dict[str, Any]:
-        principal, region = self._authenticate(scope, headers, body, service)
+        call: _Call,
+    ) -> tuple[RequestContext, dict[str, Any], Handler]:
+        """Authenticate, validate and authorise; what remains is running the handler."""
+        operation = call.operation
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        forwarded = headers.get("x-forwarded-for")
+        call.source_ip = self.network.client_address(peer, ",".join(forwarded) if forwarded else None)
+        call.principal, call.region = self._authenticate(scope, headers, body, service)
         handler = service.handlers.get(operation)
         if handler is None:
             if service.protocol == "query":
@@ -234,21 +333,26 @@ class KhoaApp:
             raise AWSError("UnknownOperationException", "")
         raw = service.query_decoder.decode(operation, form) if form is not None else awsjson.decode_body(body)
         params = service.model.validate(operation, raw)
-        client = scope.get("client")
+        call.params = params
+        extras: dict[str, Any] = {"secure_transport": scope.get("scheme") == "https"}
+        network = self.network.describe(call.source_ip)
+        if network:
+            extras["network"] = network
         ctx = RequestContext(
             runtime=self.runtime,
-            principal=principal,
-            region=region,
-            request_id=request_id,
+            principal=call.principal,
+            region=call.region,
+            request_id=call.request_id,
             service=service.name,
             operation=operation,
             now=self.runtime.clock.now(),
-            source_ip=client[0] if client else "",
+            source_ip=call.source_ip,
             user_agent=(headers.get("user-agent") or [""])[0],
+            extras=extras,
         )
         if service.authorizer is not None:
             service.authorizer(ctx, params)
-        return handler(ctx, params)
+        return ctx, params, handler
 
     def _authenticate(
         self, scope: Scope, headers: dict[str, list[str]], body: bytes, service: Service

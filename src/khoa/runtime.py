@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
 
+from khoa.audit.recorder import AuditRecorder
 from khoa.auth.credentials import CredentialStore
 from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
@@ -36,6 +37,7 @@ log = logging.getLogger("khoa")
 
 # Tables holding account resources; --dev reset empties them (accounts and credentials stay).
 _RESOURCE_TABLES = (
+    schema.audit_events,
     schema.kms_import_parameters,
     schema.kms_grants,
     schema.kms_tags,
@@ -59,6 +61,7 @@ class Runtime:
     secrets_replication: Replication
     parameters: ParametersBackend
     directory: Directory
+    audit: AuditRecorder
     services: dict[str, Service] = field(default_factory=dict)
     query_services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
@@ -81,6 +84,7 @@ class Runtime:
             secrets_replication=Replication(),
             parameters=ParametersBackend(engine),
             directory=Directory(engine),
+            audit=AuditRecorder(engine),
             dev_account_id=first_account_id(engine) or "",
         )
         for service in (

@@ -36,6 +36,8 @@ class Settings:
     test_clock: bool = False
     tls_cert: str = ""
     tls_key: str = ""
+    private_networks: str = ""
+    trusted_proxies: str = ""
 
     @property
     def effective_database_url(self) -> str:
@@ -62,6 +64,8 @@ class Settings:
             test_clock=_env_bool("KHOA_TEST_CLOCK"),
             tls_cert=env.get("KHOA_TLS_CERT", ""),
             tls_key=env.get("KHOA_TLS_KEY", ""),
+            private_networks=env.get("KHOA_PRIVATE_NETWORKS", ""),
+            trusted_proxies=env.get("KHOA_TRUSTED_PROXIES", ""),
         )
         known = {f.name for f in fields(cls)}
         return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
@@ -80,4 +84,6 @@ class Settings:
             "KHOA_MAX_BODY_BYTES": str(self.max_body_bytes),
             "KHOA_JOB_INTERVAL_SECONDS": str(self.job_interval_seconds),
             "KHOA_TEST_CLOCK": "1" if self.test_clock else "0",
+            "KHOA_PRIVATE_NETWORKS": self.private_networks,
+            "KHOA_TRUSTED_PROXIES": self.trusted_proxies,
         }

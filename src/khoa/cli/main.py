@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from khoa.bootstrap import ensure_first_account, load_barrier
+from khoa.cli.account import app as account_app
 from khoa.crypto.seal import SealError
 from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
@@ -124,6 +125,9 @@ def server(
         ssl_keyfile=settings.tls_key or None,
         server_header=False,
     )
+
+
+app.add_typer(account_app, name="account")
 
 
 def main() -> None:

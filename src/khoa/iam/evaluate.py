@@ -124,7 +124,7 @@ def evaluate(
     # 2. Allows.
     resource_direct = any(s.effect == "Allow" and how == "direct" for s, how in resource_matches)
     resource_account = any(s.effect == "Allow" and how == "account" for s, how in resource_matches)
-    identity_allow = (principal.is_root and same_account) or _allows(identity, request)
+    identity_allow = principal.is_root or _allows(identity, request)
     if key_policy:
         if not (resource_direct or resource_account):
             return Decision(False, "resource-based")

@@ -30,6 +30,9 @@ class Metrics:
         self.decrypt_failures = Counter(
             "khoa_decryption_failures", "Ciphertexts that failed to decrypt", registry=self.registry
         )
+        self.audit_failures = Counter(
+            "khoa_audit_sink_errors", "Audit events that could not be recorded", registry=self.registry
+        )
         self.sealed = Gauge("khoa_sealed", "1 while the server is sealed", registry=self.registry)
 
     def render(self) -> bytes:

@@ -246,6 +246,19 @@ class ServiceModel:
             )
 
 
+def _java_text(value: Any) -> str:
+    """Render a list or map as AWS's (Java) services print them: ``[a, b]`` and ``{k=v}``."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_java_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_java_text(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = _java_text(value)
     return "'" + (text if len(text) < 200 else text[:200] + "...") + "'"

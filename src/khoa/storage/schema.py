@@ -6,6 +6,7 @@ Secret columns (``*_sealed``) only ever hold values sealed by the barrier.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -359,4 +360,29 @@ sts_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Index("ix_sts_sessions_expires", "expires_at"),
+)
+
+# -- Audit trail ----------------------------------------------------------------------------------
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    # 64-bit sequence on PostgreSQL; INTEGER (the rowid alias, which autoincrements) on SQLite.
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("event_time", Float, nullable=False),
+    Column("event_source", String(64), nullable=False),
+    Column("event_name", String(128), nullable=False),
+    Column("username", String(256)),
+    Column("access_key_id", String(128)),
+    Column("resource_names", Text),
+    Column("resource_types", Text),
+    Column("read_only", Boolean, nullable=False),
+    Column("error_code", String(128)),
+    Column("record", Text, nullable=False),
+    Column("log_file", String(512)),
+    Index("ix_audit_events_account_time", "account_id", "event_time"),
+    Index("ix_audit_events_log_file", "log_file", "seq"),
 )

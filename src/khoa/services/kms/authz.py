@@ -155,7 +155,7 @@ def _blob_key(ctx: RequestContext, blob: bytes) -> KeyRecord | None:
         parsed = ciphertext.parse(blob)
     except ciphertext.InvalidCiphertext:
         return None
-    return kms(ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+    return kms(ctx).keys.by_blob(ctx.region, parsed.key_id)
 
 
 def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

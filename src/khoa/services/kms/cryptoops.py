@@ -112,7 +112,7 @@ def _decrypt(
     if key is None:
         # A blob naming no key of this account and region is corrupt (its key id is not
         # authenticated until the key is found), so it is an invalid ciphertext, not a missing key.
-        key = kms(ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+        key = kms(ctx).keys.by_blob(ctx.region, parsed.key_id)
         if key is None:
             raise errors.invalid_ciphertext()
         if named is not None:

@@ -175,7 +175,7 @@ def decrypt(
         parsed = ciphertext.parse(blob)
     except ciphertext.InvalidCiphertext:
         raise errors.invalid_ciphertext() from None
-    key = kms(kms_ctx).keys.get(ctx.account_id, ctx.region, parsed.key_id)
+    key = kms(kms_ctx).keys.by_blob(ctx.region, parsed.key_id)
     if key is None:
         raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
     from khoa.services.kms.authz import authorize_key

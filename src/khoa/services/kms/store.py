@@ -102,6 +102,15 @@ class KeyStore:
             ).first()
         return None if row is None else KeyRecord.from_row(row)
 
+    def by_blob(self, region: str, key_id: str) -> KeyRecord | None:
+        """The key a ciphertext names, in any account: key ids are globally unique, and whether the
+        caller may use another account's key is the key policy's decision."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_KEYS).where(_KEYS.c.key_id == key_id).where(_KEYS.c.region == region)
+            ).first()
+        return None if row is None else KeyRecord.from_row(row)
+
     def insert(
         self, record: KeyRecord, material: bytes | None, now: float, tags: dict[str, str] | None = None
     ) -> None:

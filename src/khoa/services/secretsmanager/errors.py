@@ -11,6 +11,10 @@ def not_found(message: str = NOT_FOUND) -> AWSError:
     return AWSError("ResourceNotFoundException", message)
 
 
+def validation(message: str) -> AWSError:
+    return AWSError("ValidationException", message)
+
+
 def invalid_parameter(message: str) -> AWSError:
     return AWSError("InvalidParameterException", message)
 
@@ -25,6 +29,13 @@ def exists(message: str) -> AWSError:
 
 def limit_exceeded(message: str) -> AWSError:
     return AWSError("LimitExceededException", message)
+
+
+def replica_not_permitted() -> AWSError:
+    """What AWS answers to a write sent to a replica secret."""
+    return invalid_parameter(
+        "Operation not permitted on a replica secret. Call must be made in primary secret's region."
+    )
 
 
 def marked_for_deletion() -> AWSError:
@@ -55,7 +66,8 @@ def malformed_policy(message: str) -> AWSError:
 def public_policy() -> AWSError:
     return AWSError(
         "PublicPolicyException",
-        "You can't attach a resource-based policy that allows broad access to the secret.",
+        "The BlockPublicPolicy parameter is set to true, and the resource policy did not prevent broad "
+        "access to the secret.",
     )
 
 

@@ -14,14 +14,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
 _SUFFIX_ALPHABET = string.ascii_letters + string.digits
 
 
+_INVALID_NAME = (
+    "Invalid name. Must be a valid name containing alphanumeric characters, or any of the following: -/_+=.@!"
+)
+
+
 def validate_name(name: str) -> None:
+    """AWS answers a name (or a SecretId that is not an ARN) outside ``[A-Za-z0-9/_+=.@-]`` with a
+    ValidationException."""
     if not _NAME_RE.match(name):
-        raise errors.invalid_parameter(
-            "Invalid name. Must be a valid name containing alphanumeric characters, "
-            "or any of the following: -/_+=.@!"
-        )
-    if name.startswith("arn:"):
-        raise errors.invalid_parameter("Invalid name. A secret name can't start with arn:.")
+        raise errors.validation(_INVALID_NAME)
 
 
 def new_arn(ctx: RequestContext, name: str) -> str:
@@ -31,19 +33,27 @@ def new_arn(ctx: RequestContext, name: str) -> str:
 
 def find(ctx: RequestContext, store: SecretStore, secret_id: str) -> SecretRecord | None:
     """By name, by full ARN, or by partial ARN (the ARN without its 6-character suffix)."""
-    if secret_id.startswith("arn:"):
-        record = store.by_arn(secret_id)
-        if record is not None:
-            return record if (record.account_id, record.region) == (ctx.account_id, ctx.region) else None
-        prefix = f"arn:aws:secretsmanager:{ctx.region}:{ctx.account_id}:secret:"
-        if not secret_id.startswith(prefix):
-            return None
-        name = secret_id[len(prefix) :]
-        record = store.by_name(ctx.account_id, ctx.region, name)
-        if record is not None and record.arn[:-7] == secret_id:
-            return record
+    if not secret_id.startswith("arn:"):
+        validate_name(secret_id)
+        return store.by_name(ctx.account_id, ctx.region, secret_id)
+    record = store.by_arn(secret_id)
+    if record is not None:
+        return record if (record.account_id, record.region) == (ctx.account_id, ctx.region) else None
+    prefix = f"arn:aws:secretsmanager:{ctx.region}:{ctx.account_id}:secret:"
+    if not secret_id.startswith(prefix):
         return None
-    return store.by_name(ctx.account_id, ctx.region, secret_id)
+    record = store.by_name(ctx.account_id, ctx.region, secret_id[len(prefix) :])
+    if record is not None and record.arn[:-7] == secret_id:
+        return record
+    return None
+
+
+def name_from_id(secret_id: str) -> str:
+    """The secret name a SecretId stands for when no such secret exists (ARN suffix removed)."""
+    if not secret_id.startswith("arn:"):
+        return secret_id
+    name = secret_id.split(":secret:", 1)[-1]
+    return re.sub(r"-[A-Za-z0-9]{6}$", "", name)
 
 
 def require(

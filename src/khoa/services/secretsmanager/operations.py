@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,12 +14,18 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
-from khoa.services.secretsmanager import errors, names, stages, values
+from khoa.services.kms.store import KeyRecord
+from khoa.services.secretsmanager import errors, names, replication, stages, values
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SECRETS, STAGES, VERSIONS, SecretRecord, SecretStore
 from khoa.services.secretsmanager.tagging import validate_tags, write_tags
 
 DEFAULT_RECOVERY_DAYS = 30
+MAX_VALUE_BYTES = 65536
+# Deprecated versions younger than this are kept even beyond 100 versions, as AWS keeps them.
+PRUNE_MIN_AGE_SECONDS = 86400.0
+# The labels whose versions UpdateSecret re-encrypts when the secret's KMS key changes.
+_REENCRYPTED_LABELS = ("AWSCURRENT", "AWSPENDING", "AWSPREVIOUS")
 
 
 def backend(ctx: RequestContext) -> SecretsBackend:
@@ -37,12 +44,19 @@ def _value_from(params: dict[str, Any], *, required: bool) -> tuple[str, bytes] 
             "You can't specify both a binary secret value and a string secret value in the same secret."
         )
     if has_string:
-        return "string", params["SecretString"].encode()
-    if has_binary:
-        return "binary", params["SecretBinary"]
-    if required:
+        kind, value, member = "string", params["SecretString"].encode(), "secretString"
+    elif has_binary:
+        kind, value, member = "binary", params["SecretBinary"], "secretBinary"
+    elif required:
         raise errors.invalid_request("You must provide either SecretString or SecretBinary.")
-    return None
+    else:
+        return None
+    if len(value) > MAX_VALUE_BYTES:
+        raise errors.validation(
+            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {MAX_VALUE_BYTES}"
+        )
+    return kind, value
 
 
 def _token(params: dict[str, Any]) -> str:
@@ -81,22 +95,20 @@ def _insert_version(
     )
 
 
-def _prune_deprecated(conn: Connection, secret_id: str) -> None:
-    """Keep at most 100 versions: the oldest versions without a label go first, as in AWS."""
-    rows = (
-        conn.execute(
-            select(VERSIONS.c.version_id)
-            .where(VERSIONS.c.secret_id == secret_id)
-            .order_by(VERSIONS.c.created_at)
-        )
-        .scalars()
-        .all()
-    )
+def _prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
+    """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
+    version created less than 24 hours ago is never removed."""
+    rows = conn.execute(
+        select(VERSIONS.c.version_id, VERSIONS.c.created_at)
+        .where(VERSIONS.c.secret_id == secret_id)
+        .order_by(VERSIONS.c.created_at)
+    ).all()
     excess = len(rows) - stages.MAX_VERSIONS
     if excess <= 0:
         return
     labelled = set(conn.execute(select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)).scalars())
-    for version_id in [v for v in rows if v not in labelled][:excess]:
+    removable = [v for v, created in rows if v not in labelled and created <= now - PRUNE_MIN_AGE_SECONDS]
+    for version_id in removable[:excess]:
         conn.execute(
             delete(VERSIONS)
             .where(VERSIONS.c.secret_id == secret_id)
@@ -118,13 +130,15 @@ def add_version(
     now = ctx.now.timestamp()
     with backend(ctx).engine.begin() as conn:
         before = store(ctx).stages(conn, record.secret_id)
-        after = stages.attach(before, version_id, labels)
+        # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
+        first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
+        after = stages.attach(before, version_id, [*labels, *first])
         _insert_version(conn, record, version_id, sealed, now)
         store(ctx).write_stages(conn, record.secret_id, before, after)
         conn.execute(
             update(SECRETS).where(SECRETS.c.secret_id == record.secret_id).values(last_changed_at=now)
         )
-        _prune_deprecated(conn, record.secret_id)
+        _prune_deprecated(conn, record.secret_id, now)
     return stages.by_version(after).get(version_id, [])
 
 
@@ -134,8 +148,10 @@ def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     value = _value_from(params, required=False)
     tags = params.get("Tags", [])
     validate_tags(tags)
-    if params.get("AddReplicaRegions"):
-        raise errors.invalid_request("Create the secret first, then call ReplicateSecretToRegions.")
+    if params.get("CrossAccountPrimaryARN"):
+        raise errors.invalid_request("Cross-account replication is not supported by Khoa.")
+    replica_specs = params.get("AddReplicaRegions") or []
+    replication.validate_regions(ctx, replica_specs)
     version_id = _token(params)
     existing = store(ctx).by_name(ctx.account_id, ctx.region, name)
     if existing is not None:
@@ -151,7 +167,8 @@ def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         ):
             return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
         raise errors.exists(f"The operation failed because the secret {name} already exists.")
-    key = values.encryption_key(ctx, params.get("KmsKeyId"))
+    kms_ref = params.get("KmsKeyId") or None
+    key = values.encryption_key(ctx, kms_ref)
     now = ctx.now.timestamp()
     record = SecretRecord(
         secret_id=str(uuid.uuid4()),
@@ -160,7 +177,7 @@ def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         name=name,
         arn=names.new_arn(ctx, name),
         description=params.get("Description"),
-        kms_key_id=key.arn if params.get("KmsKeyId") else None,
+        kms_key_id=kms_ref,  # as the caller named it (key ID, key ARN, alias name or alias ARN)
         created_at=now,
         last_changed_at=now,
         last_accessed_at=None,
@@ -194,6 +211,10 @@ def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     result: dict[str, Any] = {"ARN": record.arn, "Name": name}
     if sealed is not None:
         result["VersionId"] = version_id
+    if replica_specs:
+        result["ReplicationStatus"] = replication.add_replicas(
+            ctx, record, replica_specs, force=params.get("ForceOverwriteReplicaSecret", False)
+        )
     return result
 
 
@@ -278,41 +299,37 @@ def put_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
 def update_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, store(ctx), params["SecretId"])
     value = _value_from(params, required=False)
-    changes: dict[str, Any] = {}
+    column_values: dict[str, Any] = {}
     if "Description" in params:
-        changes["Description"] = params["Description"]
-    if "KmsKeyId" in params:
-        key = values.encryption_key(ctx, params["KmsKeyId"])
-        new_key_id = key.arn
-        if new_key_id != record.kms_key_id:
-            changes["KmsKeyId"] = new_key_id
+        column_values["description"] = params["Description"]
     if "Type" in params:
-        changes["Type"] = params["Type"]
-    now = ctx.now.timestamp()
-    if changes:
-        column_values: dict[str, Any] = {"last_changed_at": now}
-        if "Description" in changes:
-            column_values["description"] = changes["Description"]
-        if "KmsKeyId" in changes:
-            column_values["kms_key_id"] = changes["KmsKeyId"]
-        if "Type" in changes:
-            column_values["secret_type"] = changes["Type"]
+        column_values["secret_type"] = params["Type"]
+    key = None
+    if "KmsKeyId" in params:
+        # An empty KmsKeyId means the AWS-managed aws/secretsmanager key.
+        kms_ref = params["KmsKeyId"] or None
+        key = values.encryption_key(ctx, kms_ref)
+        if kms_ref != record.kms_key_id:
+            column_values["kms_key_id"] = kms_ref
+    if column_values:
+        column_values["last_changed_at"] = ctx.now.timestamp()
         store(ctx).update(record.secret_id, **column_values)
-        record = names.require(ctx, store(ctx), record.arn)
-        if "KmsKeyId" in changes and value is None:
-            _reencrypt_labelled(ctx, record)
+        record = replace(record, **column_values)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     if value is not None:
         version_id = _token(params)
         add_version(ctx, record, version_id, value[0], value[1], [stages.CURRENT])
         result["VersionId"] = version_id
+    if key is not None:
+        _reencrypt_labelled(ctx, record, key)
     return result
 
 
-def _reencrypt_labelled(ctx: RequestContext, record: SecretRecord) -> None:
-    """After a key change, re-encrypt the labelled versions under the new key (as AWS does)."""
-    key = values.encryption_key(ctx, record.kms_key_id)
-    for version_id in set(store(ctx).read_stages(record.secret_id).values()):
+def _reencrypt_labelled(ctx: RequestContext, record: SecretRecord, key: KeyRecord) -> None:
+    """After a key change, re-encrypt the AWSCURRENT, AWSPENDING and AWSPREVIOUS versions under the new
+    key, as AWS does; other versions stay under the key that encrypted them."""
+    labelled = store(ctx).read_stages(record.secret_id)
+    for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
         version = store(ctx).version(record.secret_id, version_id)
         if version is None or version.kms_key_arn == key.arn:
             continue
@@ -354,7 +371,7 @@ def update_secret_version_stage(ctx: RequestContext, params: dict[str, Any]) -> 
             .where(SECRETS.c.secret_id == record.secret_id)
             .values(last_changed_at=ctx.now.timestamp())
         )
-        _prune_deprecated(conn, record.secret_id)
+        _prune_deprecated(conn, record.secret_id, ctx.now.timestamp())
     return {"ARN": record.arn, "Name": record.name}
 
 
@@ -371,7 +388,10 @@ def describe(
         result["Description"] = record.description
     if record.kms_key_id:
         result["KmsKeyId"] = record.kms_key_id
-    result["RotationEnabled"] = record.rotation_enabled
+    # A secret never configured for rotation has no RotationEnabled ("returns null"); fields without a
+    # value are left out, as AWS leaves them out.
+    if record.rotation_enabled or record.rotation_lambda_arn or record.rotation_rules:
+        result["RotationEnabled"] = record.rotation_enabled
     if record.rotation_lambda_arn:
         result["RotationLambdaARN"] = record.rotation_lambda_arn
     if record.rules:
@@ -390,7 +410,8 @@ def describe(
     if tag_list:
         result["Tags"] = tag_list
     stage_map = labels if labels is not None else stages.by_version(store(ctx).read_stages(record.secret_id))
-    result["SecretVersionsToStages" if list_entry else "VersionIdsToStages"] = stage_map
+    if stage_map:
+        result["SecretVersionsToStages" if list_entry else "VersionIdsToStages"] = stage_map
     if record.owning_service:
         result["OwningService"] = record.owning_service
     if record.secret_type:
@@ -420,15 +441,22 @@ def delete_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         raise errors.invalid_parameter(
             "The RecoveryWindowInDays value must be between 7 and 30 days (inclusive)."
         )
-    record = names.require(ctx, store(ctx), params["SecretId"], allow_deleted=True)
+    record = names.find(ctx, store(ctx), params["SecretId"])
+    if record is None:
+        if not force:
+            raise errors.not_found()
+        # "If you forcibly delete an already deleted or nonexistent secret, the operation does not
+        # return ResourceNotFoundException."
+        name = names.name_from_id(params["SecretId"])
+        arn = params["SecretId"] if params["SecretId"].startswith("arn:") else names.new_arn(ctx, name)
+        return {"ARN": arn, "Name": name, "DeletionDate": ctx.now}
     if record.primary_secret_id is not None:
-        raise errors.invalid_request(
-            "You can't delete a replica secret: remove its Region from replication on "
-            "the primary secret, or promote it with StopReplicationToReplica."
-        )
-    if ctx.runtime.secrets_replication.has_replicas(ctx, record):
-        raise errors.invalid_request(
-            "You can't delete secret because it has replicas; remove the replica Regions first."
+        raise errors.replica_not_permitted()
+    replicas = ctx.runtime.secrets_replication.replicas(ctx, record)
+    if replicas:
+        regions = ", ".join(r.region for r in replicas)
+        raise errors.invalid_parameter(
+            f"You can't delete secret {record.arn} that still has replica regions [{regions}]."
         )
     if record.deleted_at is not None and not force:
         raise errors.invalid_request(

@@ -32,9 +32,7 @@ def get_random_password(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         raise errors.invalid_parameter("You excluded every character: the password can't be generated.")
     require_each = params.get("RequireEachIncludedType", True)
     if require_each and length < len(pools):
-        raise errors.invalid_parameter(
-            f"The password length must be at least {len(pools)} to include each character type."
-        )
+        raise errors.invalid_parameter("Password length is too short based on the required types.")
     alphabet = [c for pool in pools for c in pool]
     while True:
         password = [secrets.choice(alphabet) for _ in range(length)]

@@ -117,7 +117,18 @@ def _policies(record: SecretRecord) -> dict[str, str]:
     return json.loads(record.resource_policy) if record.resource_policy else {}
 
 
+def _writable_name(params: dict[str, Any]) -> str:
+    """Only the ``default`` policy can be attached or deleted."""
+    name: str = params.get("PolicyName", DEFAULT_POLICY_NAME)
+    if name != DEFAULT_POLICY_NAME:
+        raise errors.invalid_parameter(
+            f"You can only modify the {DEFAULT_POLICY_NAME} resource policy; {name} can't be changed."
+        )
+    return name
+
+
 def put_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _writable_name(params)
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
     document = _parse(params["ResourcePolicy"])
     problems = findings(document)
@@ -125,7 +136,6 @@ def put_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         raise errors.malformed_policy(problems[0]["ErrorMessage"])
     if params.get("BlockPublicPolicy", False) and is_public(document):
         raise errors.public_policy()
-    name = params.get("PolicyName", DEFAULT_POLICY_NAME)
     policies = _policies(record)
     policies[name] = params["ResourcePolicy"]
     ctx.runtime.secrets.store.update(
@@ -139,6 +149,8 @@ def get_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     name = params.get("PolicyName", DEFAULT_POLICY_NAME)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     policy = _policies(record).get(name)
+    if policy is None and name != DEFAULT_POLICY_NAME:
+        raise errors.not_found(f"Secrets Manager can't find the resource policy {name}.")
     if policy is not None:
         result["ResourcePolicy"] = policy
         result["PolicyName"] = name
@@ -146,8 +158,8 @@ def get_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 
 
 def delete_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _writable_name(params)
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
-    name = params.get("PolicyName", DEFAULT_POLICY_NAME)
     policies = _policies(record)
     policies.pop(name, None)
     ctx.runtime.secrets.store.update(
@@ -160,7 +172,23 @@ def delete_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 def list_resource_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
-    return {"ResourcePolicies": [{"PolicyName": name} for name in sorted(_policies(record))]}
+    # default first, then the others in alphabetical order
+    ordered = sorted(_policies(record), key=lambda n: (n != DEFAULT_POLICY_NAME, n))
+    offset = 0
+    if params.get("NextToken"):
+        try:
+            offset = int(params["NextToken"])
+        except ValueError:
+            raise errors.invalid_next_token() from None
+        if offset < 0:
+            raise errors.invalid_next_token()
+    limit = params.get("MaxResults", 100)
+    result: dict[str, Any] = {
+        "ResourcePolicies": [{"PolicyName": n} for n in ordered[offset : offset + limit]]
+    }
+    if offset + limit < len(ordered):
+        result["NextToken"] = str(offset + limit)
+    return result
 
 
 def validate_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -54,17 +54,7 @@ class Replication:
     def status(self, ctx: RequestContext, record: SecretRecord) -> list[dict[str, Any]]:
         if record.primary_secret_id is not None:
             return []
-        result = []
-        for replica in self.replicas(ctx, record):
-            entry: dict[str, Any] = {
-                "Region": replica.region,
-                "Status": "InSync",
-                "KmsKeyId": replica.kms_key_id or "alias/aws/secretsmanager",
-            }
-            if replica.last_accessed_at is not None:
-                entry["LastAccessedDate"] = from_epoch(replica.last_accessed_at)
-            result.append(entry)
-        return result
+        return [_status(replica) for replica in self.replicas(ctx, record)]
 
     def sync(self, ctx: RequestContext, primary: SecretRecord) -> None:
         """Make every replica mirror the primary's versions, labels, tags and metadata."""
@@ -136,38 +126,54 @@ class Replication:
 def _primary(ctx: RequestContext, secret_id: str) -> SecretRecord:
     record = names.require(ctx, ctx.runtime.secrets.store, secret_id)
     if record.primary_secret_id is not None:
-        raise errors.invalid_request(
-            "Operation is not permitted on a replica secret. Use the primary secret instead."
-        )
+        raise errors.replica_not_permitted()
     return record
 
 
-def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    primary = _primary(ctx, params["SecretId"])
+def validate_regions(ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
+    """Replica Regions must differ from the primary's Region and from each other."""
+    regions = [spec["Region"] for spec in specs]
+    if ctx.region in regions:
+        raise errors.invalid_parameter("Invalid replica region.")
+    if len(set(regions)) != len(regions):
+        raise errors.invalid_parameter("Duplicate replica regions are not allowed.")
+
+
+def _status(replica: SecretRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Region": replica.region,
+        "KmsKeyId": replica.kms_key_id or "alias/aws/secretsmanager",
+        "Status": "InSync",
+        "StatusMessage": "Replication succeeded",
+    }
+    if replica.last_accessed_at is not None:
+        entry["LastAccessedDate"] = from_epoch(replica.last_accessed_at)
+    return entry
+
+
+def add_replicas(
+    ctx: RequestContext, primary: SecretRecord, specs: list[dict[str, Any]], *, force: bool
+) -> list[dict[str, Any]]:
+    """Create replicas of ``primary`` in other regions of this server and bring them in sync; returns
+    the status of every replica, failed ones included (they are not kept)."""
+    validate_regions(ctx, specs)
     store = ctx.runtime.secrets.store
     replication: Replication = ctx.runtime.secrets_replication
     statuses = []
     suffix = primary.arn[-7:]
-    for spec in params["AddReplicaRegions"]:
-        region = spec.get("Region")
-        if not region or region == ctx.region:
-            raise errors.invalid_parameter("Replica Regions must differ from the primary secret's Region.")
+    for spec in specs:
+        region = spec["Region"]
         rctx = replace(ctx, region=region)
         existing = store.by_name(ctx.account_id, region, primary.name)
         if existing is not None and existing.primary_secret_id == primary.secret_id:
-            statuses.append(
-                {
-                    "Region": region,
-                    "Status": "InSync",
-                    "KmsKeyId": existing.kms_key_id or "alias/aws/secretsmanager",
-                }
-            )
+            statuses.append(_status(existing))
             continue
         if existing is not None:
-            if not params.get("ForceOverwriteReplicaSecret", False):
+            if not force:
                 statuses.append(
                     {
                         "Region": region,
+                        "KmsKeyId": spec.get("KmsKeyId") or "alias/aws/secretsmanager",
                         "Status": "Failed",
                         "StatusMessage": "Secret with this name already exists in this region",
                     }
@@ -175,9 +181,16 @@ def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> 
                 continue
             store.destroy(existing.secret_id)
         try:
-            key = values.encryption_key(rctx, spec.get("KmsKeyId"))
+            values.encryption_key(rctx, spec.get("KmsKeyId"))
         except AWSError as exc:
-            statuses.append({"Region": region, "Status": "Failed", "StatusMessage": exc.message or exc.code})
+            statuses.append(
+                {
+                    "Region": region,
+                    "KmsKeyId": spec.get("KmsKeyId") or "alias/aws/secretsmanager",
+                    "Status": "Failed",
+                    "StatusMessage": exc.message or exc.code,
+                }
+            )
             continue
         arn = f"arn:aws:secretsmanager:{region}:{ctx.account_id}:secret:{primary.name}{suffix}"
         replica = replace(
@@ -185,22 +198,24 @@ def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> 
             secret_id=str(uuid.uuid4()),
             region=region,
             arn=arn,
-            kms_key_id=key.arn if spec.get("KmsKeyId") else None,
+            kms_key_id=spec.get("KmsKeyId") or None,
             last_accessed_at=None,
-            resource_policy=None,
+            resource_policy=primary.resource_policy,
             primary_region=ctx.region,
             primary_secret_id=primary.secret_id,
         )
         with ctx.runtime.secrets.engine.begin() as conn:
             conn.execute(insert(SECRETS).values(**replica.values()))
-        statuses.append(
-            {
-                "Region": region,
-                "Status": "InSync",
-                "KmsKeyId": replica.kms_key_id or "alias/aws/secretsmanager",
-            }
-        )
+        statuses.append(_status(replica))
     replication.sync(ctx, primary)
+    return statuses
+
+
+def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    primary = _primary(ctx, params["SecretId"])
+    statuses = add_replicas(
+        ctx, primary, params["AddReplicaRegions"], force=params.get("ForceOverwriteReplicaSecret", False)
+    )
     return {"ARN": primary.arn, "ReplicationStatus": statuses}
 
 
@@ -217,9 +232,7 @@ def remove_regions_from_replication(ctx: RequestContext, params: dict[str, Any])
 def stop_replication_to_replica(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
     if record.primary_secret_id is None:
-        raise errors.invalid_request(
-            "This secret is not a replica: StopReplicationToReplica promotes a replica."
-        )
+        raise errors.invalid_request("This operation is only supported on replica secrets.")
     ctx.runtime.secrets.store.update(
         record.secret_id, primary_secret_id=None, primary_region=None, last_changed_at=ctx.now.timestamp()
     )
@@ -231,16 +244,19 @@ def _cross_account(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     raise errors.invalid_request("Cross-account replication is not supported by Khoa.")
 
 
+def _replica_may(ctx: RequestContext, params: dict[str, Any]) -> bool:
+    """A replica can't be updated independently of its primary, except for its encryption key."""
+    return ctx.operation == "UpdateSecret" and set(params) <= {"SecretId", "KmsKeyId", "ClientRequestToken"}
+
+
 def mirrored(handler: Handler) -> Handler:
     """Wrap a write: refuse it on replicas, and mirror the primary to its replicas after it commits."""
 
     def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         store = ctx.runtime.secrets.store
         record = names.find(ctx, store, params["SecretId"])
-        if record is not None and record.primary_secret_id is not None:
-            raise errors.invalid_request(
-                "Operation is not permitted on a replica secret. Use the primary secret instead."
-            )
+        if record is not None and record.primary_secret_id is not None and not _replica_may(ctx, params):
+            raise errors.replica_not_permitted()
         result = handler(ctx, params)
         if record is not None:
             fresh = store.by_id(record.secret_id)

@@ -18,12 +18,18 @@ from khoa.services.secretsmanager import errors, names, schedule, stages
 _LAMBDA_ARN = re.compile(r"^arn:aws:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$")
 
 
+_NO_LAMBDA = (
+    "You tried to enable rotation on a secret that doesn't already have a Lambda function ARN configured "
+    "and you didn't include such an ARN as a parameter in this call."
+)
+
+
 def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
     lambda_arn = params.get("RotationLambdaARN") or record.rotation_lambda_arn
-    if not lambda_arn:
-        raise errors.invalid_request("No Lambda rotation function ARN is associated with this secret.")
-    if not _LAMBDA_ARN.match(lambda_arn):
+    if not lambda_arn and not record.owning_service:
+        raise errors.invalid_request(_NO_LAMBDA)
+    if lambda_arn and not _LAMBDA_ARN.match(lambda_arn):
         raise errors.invalid_parameter(
             "RotationLambdaARN must be a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)."
         )
@@ -32,13 +38,14 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         stages.PENDING in current_stages
         and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
     ):
-        raise errors.invalid_request("A previous rotation isn't complete. That rotation will be reattempted.")
+        raise errors.invalid_request("Previous rotation request is still in progress.")
     rules = params.get("RotationRules") or record.rules
     if rules is not None:
         schedule.validate(rules)
-    last = from_epoch(record.last_rotated_at) or from_epoch(record.created_at)
-    assert last is not None
-    next_at = schedule.next_rotation(rules, last if record.last_rotated_at else ctx.now) if rules else None
+    # Rotating immediately counts as a rotation now; otherwise the schedule runs on from the last one.
+    last = from_epoch(record.last_rotated_at)
+    base = ctx.now if params.get("RotateImmediately", True) or last is None else last
+    next_at = schedule.next_rotation(rules, base) if rules else None
     ctx.runtime.secrets.store.update(
         record.secret_id,
         rotation_enabled=rules is not None,
@@ -57,9 +64,7 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
 def cancel_rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
     if not record.rotation_enabled and not record.rotation_lambda_arn:
-        raise errors.invalid_request(
-            "You can't cancel rotation because this secret isn't configured for rotation."
-        )
+        raise errors.invalid_request(_NO_LAMBDA)
     ctx.runtime.secrets.store.update(
         record.secret_id, rotation_enabled=False, next_rotation_at=None, last_changed_at=ctx.now.timestamp()
     )

@@ -60,9 +60,7 @@ def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     elif "Name" in params:
         authorize_parameter(ctx, action, _name_of(ctx, params["Name"]), params)
     elif "ResourceId" in params:
-        resource_id = params["ResourceId"]
-        name = names.from_arn(ctx, resource_id) if resource_id.startswith("arn:") else resource_id
-        authorize_parameter(ctx, action, name, params)
+        authorize_parameter(ctx, action, _name_of(ctx, params["ResourceId"]), params)
     else:
         authorize(ctx, action, "*")
     return {}

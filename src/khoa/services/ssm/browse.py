@@ -10,24 +10,20 @@ import base64
 import binascii
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, true
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names, policies
 from khoa.services.ssm.parameters import plain_value
 from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, VersionRow
 
 _BY_PATH_KEYS = ("Type", "KeyId", "Label")
-_OPTIONS = {
-    "Name": ("Equals", "BeginsWith", "Contains"),
-    "Path": ("Recursive", "OneLevel"),
-    "Type": ("Equals",),
-    "KeyId": ("Equals",),
-    "Label": ("Equals",),
-    "Tier": ("Equals",),
-    "DataType": ("Equals",),
-}
+_DESCRIBE_KEYS = ("Name", "Path", "Type", "KeyId", "Tier", "DataType")
+_TYPES = ("String", "StringList", "SecureString")
+_TIERS = ("Standard", "Advanced", "Intelligent-Tiering")
+DEFAULT_PAGE = 10
 
 
 def _like(prefix: str, *, contains: bool = False) -> str:
@@ -41,53 +37,134 @@ def _normalise_path(path: str) -> str:
 
 def _recursive(path: str) -> ColumnElement[bool]:
     path = _normalise_path(path)
-    return PARAMS.c.name.like(_like("/" if path == "/" else path + "/"), escape="\\")
+    if path == "/":
+        return true()  # the root holds every parameter, flat names included
+    return PARAMS.c.name.like(_like(path + "/"), escape="\\")
 
 
-def _filter(item: dict[str, Any], allowed: tuple[str, ...] | None) -> ColumnElement[bool]:
-    key: str = item["Key"]
-    option = item.get("Option", "Equals")
-    values_ = item.get("Values") or []
-    base_key = "tag" if key.startswith("tag:") else key
-    if allowed is not None and base_key not in allowed and base_key != "tag":
-        raise errors.code(
-            "InvalidFilterKey",
-            f"The following filter key is not valid: {key}. Valid filter keys "
-            f"include: [{', '.join(allowed)}, tag].",
-        )
-    if base_key == "tag":
-        tag_key = key[4:]
-        condition = exists().where(TAGS.c.param_id == PARAMS.c.param_id).where(TAGS.c.tag_key == tag_key)
-        if values_:
-            condition = condition.where(TAGS.c.tag_value.in_(values_))
-        return condition
-    if option not in _OPTIONS.get(base_key, ()):
-        raise errors.code(
-            "InvalidFilterOption",
-            f"The filter option {option} is not valid for key {key}. Valid "
-            f"options: {', '.join(_OPTIONS.get(base_key, ()))}.",
-        )
-    if not values_:
-        raise errors.code("InvalidFilterValue", f"The filter {key} needs at least one value.")
-    if key == "Name":
-        if option == "Equals":
-            return PARAMS.c.name.in_(values_)
+def _one_level(paths: list[str]) -> ColumnElement[bool]:
+    wanted = [_normalise_path(p) for p in paths]
+    if "/" in wanted:
+        wanted.append("")  # a flat name sits at the root level, as AWS lists it under "/"
+    return PARAMS.c.parent_path.in_(wanted)
+
+
+def _option_error(option: str, valid: tuple[str, ...]) -> AWSError:
+    return errors.code(
+        "InvalidFilterOption",
+        f"The following filter option is not valid: {option}. Valid options include: [{', '.join(valid)}].",
+    )
+
+
+def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
+    """ParameterFilters checks, in the order and with the errors AWS gives."""
+    allowed = _BY_PATH_KEYS if by_path else _DESCRIBE_KEYS
+    seen: set[str] = set()
+    for item in filters:
+        key: str = item["Key"]
+        is_tag = key.startswith("tag:")
+        if (is_tag and by_path) or (not is_tag and key not in allowed):
+            valid = ", ".join(allowed if by_path else (*allowed, "tag"))
+            raise errors.code(
+                "InvalidFilterKey",
+                f"The following filter key is not valid: {key}. Valid filter keys include: [{valid}].",
+            )
+        if key in seen:
+            raise errors.code(
+                "InvalidFilterKey",
+                f"The following filter is duplicated in the request: {key}. A request can contain only "
+                "one occurrence of a specific filter.",
+            )
+        seen.add(key)
+        option = item.get("Option", "OneLevel" if key == "Path" else "Equals")
+        if key == "Path":
+            valid_options: tuple[str, ...] = ("Recursive", "OneLevel")
+        elif key == "Name":
+            valid_options = ("Equals", "BeginsWith", "Contains")
+        elif key == "Label":
+            valid_options = ("Equals",)
+        else:
+            valid_options = ("Equals", "BeginsWith")
+        if option not in valid_options:
+            raise _option_error(option, valid_options)
+        values = item.get("Values") or []
+        if not values and not is_tag:
+            raise errors.code(
+                "InvalidFilterValue", f"The following filter values are missing : null for filter key {key}."
+            )
+        enum = {"Type": _TYPES, "Tier": _TIERS}.get(key)
+        if enum is not None and option == "Equals":
+            for value in values:
+                if value not in enum:
+                    raise errors.code(
+                        "InvalidFilterValue",
+                        f"The following filter value is not valid: {value}. Valid values include: "
+                        f"[{', '.join(enum)}].",
+                    )
+        if key == "Path":
+            for value in values:
+                if value.lower().lstrip("/").startswith(("aws", "ssm")):
+                    raise errors.validation(
+                        'Filters for common parameters can\'t be prefixed with "aws" or "ssm" '
+                        "(case-insensitive). When using global parameters, please specify within a "
+                        "global namespace."
+                    )
+                names.validate_path(value)
+
+
+def _match(column: Any, option: str, values: list[str]) -> ColumnElement[bool]:
+    if option == "BeginsWith":
+        return or_(*[column.like(_like(v), escape="\\") for v in values])
+    return column.in_(values)
+
+
+def _name_condition(option: str, values: list[str]) -> ColumnElement[bool]:
+    # AWS compares names as if each began with "/": "Name Equals foo" finds "/foo" too, and back.
+    if option == "Contains":
         return or_(
-            *[PARAMS.c.name.like(_like(v, contains=option == "Contains"), escape="\\") for v in values_]
+            *[
+                or_(
+                    PARAMS.c.name.like(_like(v, contains=True), escape="\\"),
+                    (literal("/") + PARAMS.c.name).like(_like(v, contains=True), escape="\\"),
+                )
+                for v in values
+            ]
         )
+    stripped = [v.lstrip("/") for v in values]
+    if option == "Equals":
+        return PARAMS.c.name.in_(sorted({*stripped, *("/" + v for v in stripped)}))
+    return or_(
+        *[
+            or_(PARAMS.c.name.like(_like(v), escape="\\"), PARAMS.c.name.like(_like("/" + v), escape="\\"))
+            for v in stripped
+        ]
+    )
+
+
+def _filter(item: dict[str, Any]) -> ColumnElement[bool]:
+    key: str = item["Key"]
+    option = item.get("Option", "OneLevel" if key == "Path" else "Equals")
+    values_: list[str] = item.get("Values") or []
+    if key.startswith("tag:"):
+        condition = exists().where(TAGS.c.param_id == PARAMS.c.param_id).where(TAGS.c.tag_key == key[4:])
+        if values_:
+            condition = condition.where(_match(TAGS.c.tag_value, option, values_))
+        return condition
+    if key == "Name":
+        return _name_condition(option, values_)
     if key == "Path":
         if option == "OneLevel":
-            return PARAMS.c.parent_path.in_([_normalise_path(v) for v in values_])
+            return _one_level(values_)
         return or_(*[_recursive(v) for v in values_])
-    if key == "Type":
-        return VERSIONS.c.param_type.in_(values_)
-    if key == "KeyId":
-        return VERSIONS.c.key_id.in_(values_)
     if key == "Label":
         return exists().where(LABELS.c.param_id == PARAMS.c.param_id).where(LABELS.c.label.in_(values_))
-    if key == "Tier":
-        return PARAMS.c.tier.in_(values_)
-    return VERSIONS.c.data_type.in_(values_)
+    column = {
+        "Type": VERSIONS.c.param_type,
+        "KeyId": VERSIONS.c.key_id,
+        "Tier": PARAMS.c.tier,
+        "DataType": VERSIONS.c.data_type,
+    }[key]
+    return _match(column, option, values_)
 
 
 def _encode(name: str) -> str:
@@ -123,22 +200,13 @@ def _page(
 
 
 def get_parameters_by_path(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    path: str = params["Path"]
-    if not path.startswith("/"):
-        raise errors.validation(
-            "The parameter doesn't meet the parameter name requirements. The parameter name "
-            'must begin with a forward slash "/". It can\'t be prefixed with "aws" or "ssm" '
-            "(case-insensitive)."
-        )
-    if path.count("/") > names.MAX_LEVELS:
-        raise errors.code(
-            "HierarchyLevelLimitExceededException", f"A path can have at most {names.MAX_LEVELS} levels."
-        )
-    conditions = [
-        _recursive(path) if params.get("Recursive", False) else PARAMS.c.parent_path == _normalise_path(path)
-    ]
-    conditions += [_filter(f, _BY_PATH_KEYS) for f in params.get("ParameterFilters", [])]
-    page, token = _page(ctx, conditions, params.get("MaxResults", 10), params.get("NextToken"))
+    path: str = names.clean(params["Path"])
+    names.validate_path(path)
+    filters = params.get("ParameterFilters", [])
+    validate_filters(filters, by_path=True)
+    conditions = [_recursive(path) if params.get("Recursive", False) else _one_level([path])]
+    conditions += [_filter(f) for f in filters]
+    page, token = _page(ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     with_decryption = params.get("WithDecryption", False)
     result: dict[str, Any] = {
         "Parameters": [
@@ -160,22 +228,22 @@ def get_parameters_by_path(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 
 def _legacy_filters(filters: list[dict[str, Any]]) -> list[ColumnElement[bool]]:
+    """The deprecated Filters (Name, Type, KeyId): Name matches the beginning of names, others exactly."""
     converted = []
     for item in filters:
-        key = item["Key"]
-        if key == "Name":
-            converted.append(_filter({"Key": "Name", "Option": "BeginsWith", "Values": item["Values"]}, None))
-        else:
-            converted.append(_filter({"Key": key, "Option": "Equals", "Values": item["Values"]}, None))
+        option = "BeginsWith" if item["Key"] == "Name" else "Equals"
+        converted.append(_filter({"Key": item["Key"], "Option": option, "Values": item["Values"]}))
     return converted
 
 
 def describe_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("Filters") and params.get("ParameterFilters"):
         raise errors.validation("You can use either Filters or ParameterFilters in a single request.")
+    parameter_filters = params.get("ParameterFilters", [])
+    validate_filters(parameter_filters, by_path=False)
     conditions = _legacy_filters(params.get("Filters", []))
-    conditions += [_filter(f, None) for f in params.get("ParameterFilters", [])]
-    page, token = _page(ctx, conditions, params.get("MaxResults", 50), params.get("NextToken"))
+    conditions += [_filter(f) for f in parameter_filters]
+    page, token = _page(ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     now = ctx.now.timestamp()
     entries = []
     for row, version in page:

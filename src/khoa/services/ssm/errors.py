@@ -5,9 +5,17 @@ from __future__ import annotations
 from khoa.protocol.errors import AWSError
 
 NAME_RULES = (
-    'Parameter name: can\'t be prefixed with "aws" or "ssm" (case-insensitive). If formed as a path, it can '
-    "consist of sub-paths divided by slash symbol; each sub-path can be formed as a mix of letters, "
-    "numbers and the following 3 symbols .-_"
+    'Parameter name: can\'t be prefixed with "ssm" (case-insensitive). If formed as a path, it can consist '
+    "of sub-paths divided by slash symbol; each sub-path can be formed as a mix of letters, numbers and the "
+    "following 3 symbols .-_"
+)
+
+PATH_RULES = (
+    "The parameter doesn't meet the parameter name requirements. The parameter name must begin with a "
+    'forward slash "/". It can\'t be prefixed with "aws" or "ssm" (case-insensitive). It must use only '
+    "letters, numbers, or the following symbols: . (period), - (hyphen), _ (underscore). Special "
+    'characters are not allowed. All sub-paths, if specified, must use the forward slash symbol "/". '
+    "Valid example: /get/parameters2-/by1./path0_."
 )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, update
 
 from khoa.protocol.context import RequestContext
 from khoa.services.ssm import errors, names
-from khoa.services.ssm.store import LABELS
+from khoa.services.ssm.store import LABELS, ParameterRow
 
 MAX_LABELS_PER_VERSION = 10
 _LABEL = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
@@ -21,11 +21,19 @@ def valid_label(label: str) -> bool:
     return bool(_LABEL.match(label)) and not label[0].isdigit() and not lowered.startswith(("aws", "ssm"))
 
 
-def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    store = ctx.runtime.parameters.store
-    row = store.get(ctx.account_id, ctx.region, names.parse_selector(ctx, params["Name"]).name)
+def _parameter(ctx: RequestContext, name: str) -> ParameterRow:
+    from khoa.services.ssm.parameters import find
+
+    selector = names.parse_selector(ctx, name)
+    row = find(ctx, selector) if selector.version is None and selector.label is None else None
     if row is None:
         raise errors.not_found()
+    return row
+
+
+def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    store = ctx.runtime.parameters.store
+    row = _parameter(ctx, params["Name"])
     number = params.get("ParameterVersion", row.version)
     if store.version(row.param_id, number) is None:
         raise errors.version_not_found(
@@ -58,9 +66,7 @@ def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict
 
 def unlabel_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     store = ctx.runtime.parameters.store
-    row = store.get(ctx.account_id, ctx.region, names.parse_selector(ctx, params["Name"]).name)
-    if row is None:
-        raise errors.not_found()
+    row = _parameter(ctx, params["Name"])
     number = params["ParameterVersion"]
     if store.version(row.param_id, number) is None:
         raise errors.version_not_found(

@@ -1,4 +1,11 @@
-"""Parameter names, hierarchy rules, ARNs and ``name:version`` / ``name:label`` selectors."""
+"""Parameter names, hierarchy rules, ARNs and ``name:version`` / ``name:label`` selectors.
+
+The rules are AWS's: letters, digits and ``.-_`` in each segment; ``/`` separates hierarchy levels and a
+hierarchical name starts with ``/``; at most 15 levels; the whole parameter ARN at most 1011 characters;
+names beginning with ``aws`` are reserved (AccessDeniedException) and names beginning with ``ssm`` are
+refused (ValidationException), case-insensitively, with or without the leading slash. Leading and trailing
+spaces are removed, as AWS does.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +13,39 @@ import re
 from dataclasses import dataclass
 
 from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors
 
-MAX_NAME_LENGTH = 1011
+MAX_ARN_LENGTH = 1011
 MAX_LEVELS = 15
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def clean(name: str) -> str:
+    """AWS removes spaces at the beginning and end of a parameter name."""
+    return name.strip(" ")
 
 
 def parameter_arn(ctx: RequestContext, name: str) -> str:
     return f"arn:aws:ssm:{ctx.region}:{ctx.account_id}:parameter/{name.lstrip('/')}"
 
 
+def arn_prefix(ctx: RequestContext) -> str:
+    return f"arn:aws:ssm:{ctx.region}:{ctx.account_id}:parameter/"
+
+
 def from_arn(ctx: RequestContext, value: str) -> str:
-    """Accept a parameter ARN where a name is expected; return the name."""
-    prefix = f"arn:aws:ssm:{ctx.region}:{ctx.account_id}:parameter"
-    if not value.startswith(prefix + "/"):
-        raise errors.validation(f"Invalid parameter ARN: {value}")
+    """Accept a parameter ARN where a name is expected; return the name.
+
+    The ARN of ``/a/b`` is ``...:parameter/a/b`` and that of ``flat`` is ``...:parameter/flat``; a one-level
+    ARN path is read as the flat name (callers that find nothing try ``/flat`` too). An ARN of another
+    account or region names a parameter this caller can't see: ParameterNotFound.
+    """
+    prefix = arn_prefix(ctx)
+    if not value.startswith(prefix):
+        raise errors.not_found()
     rest = value[len(prefix) :]
-    return rest if rest.count("/") > 1 else rest[1:]
+    return "/" + rest if "/" in rest else rest
 
 
 def parent_path(name: str) -> str:
@@ -34,25 +56,56 @@ def parent_path(name: str) -> str:
     return parent or "/"
 
 
-def validate(name: str) -> None:
-    if len(name) > MAX_NAME_LENGTH:
-        raise errors.validation(f"Parameter name must be at most {MAX_NAME_LENGTH} characters.")
-    lowered = name.lower().lstrip("/")
-    if lowered.startswith("aws") or lowered.startswith("ssm"):
+def reserved(name: str) -> bool:
+    return name.lstrip("/").lower().startswith("aws")
+
+
+def reserved_error(name: str) -> AWSError:
+    return AWSError("AccessDeniedException", f"No access to reserved parameter name: {name}.")
+
+
+def validate(ctx: RequestContext, name: str) -> None:
+    """The checks PutParameter makes on a new parameter's name."""
+    if reserved(name):
+        raise reserved_error(name)
+    if name.lstrip("/").lower().startswith("ssm"):
         raise errors.validation(errors.NAME_RULES)
     if "/" in name:
         if not name.startswith("/"):
-            raise errors.validation("Parameter name must be a fully qualified name.")
-        segments = name[1:].split("/")
-        if len(segments) > MAX_LEVELS:
-            raise errors.code(
-                "HierarchyLevelLimitExceededException",
-                f"Parameter name: {name} exceeds the maximum of {MAX_LEVELS} hierarchy levels.",
+            raise errors.validation(
+                "Parameter name must be a fully qualified name. A hierarchical parameter name must "
+                'begin with a forward slash "/".'
             )
+        segments = name[1:].split("/")
     else:
         segments = [name]
     if any(not _SEGMENT.match(segment) for segment in segments):
         raise errors.validation(errors.NAME_RULES)
+    if len(segments) > MAX_LEVELS:
+        raise errors.code(
+            "HierarchyLevelLimitExceededException",
+            f"A hierarchy can have a maximum of {MAX_LEVELS} levels. For more information, see "
+            "Requirements and constraints for parameter names in the AWS Systems Manager User Guide.",
+        )
+    arn = parameter_arn(ctx, name)
+    if len(arn) > MAX_ARN_LENGTH:
+        raise errors.validation(
+            f"Parameter name: {name} is too long. The maximum length for a parameter name, including "
+            f"the full length of the parameter ARN ({len(arn)} characters here), is {MAX_ARN_LENGTH} "
+            "characters."
+        )
+
+
+def validate_path(path: str) -> None:
+    """The checks on a hierarchy path (GetParametersByPath's Path, the Path filter)."""
+    if not path.startswith("/") or "//" in path or not re.fullmatch(r"[A-Za-z0-9_.\-/]*", path):
+        raise errors.validation(errors.PATH_RULES)
+    if len(path.strip("/").split("/")) > MAX_LEVELS:
+        raise errors.code(
+            "HierarchyLevelLimitExceededException",
+            f"A hierarchy can have a maximum of {MAX_LEVELS} levels. For more information, see "
+            "Requirements and constraints for parameter names in the AWS Systems Manager User Guide.",
+        )
 
 
 @dataclass(frozen=True)
@@ -61,24 +114,40 @@ class Selector:
     version: int | None = None
     label: str | None = None
     raw: str | None = None
+    by_arn: bool = False
+
+    def alternative(self) -> str | None:
+        """For a one-level ARN (``...:parameter/x``), the hierarchical name ``/x`` it may also mean."""
+        if self.by_arn and "/" not in self.name:
+            return "/" + self.name
+        return None
 
 
 def parse_selector(ctx: RequestContext, value: str) -> Selector:
     """Split ``name:3`` or ``name:label``; a name may also be given as its ARN."""
+    value = clean(value)
     if value.startswith("arn:"):
-        base, sep, suffix = value.rpartition(":")
-        if sep and "parameter/" not in suffix and base.startswith("arn:aws:ssm:") and "parameter/" in base:
-            return _selector(from_arn(ctx, base), suffix)
-        return Selector(from_arn(ctx, value))
+        prefix = arn_prefix(ctx)
+        if not value.startswith(prefix):
+            raise errors.not_found()
+        rest = value[len(prefix) :]
+        name_part, sep, suffix = rest.partition(":")
+        name = from_arn(ctx, prefix + name_part)
+        if not sep:
+            return Selector(name, by_arn=True)
+        return _selector(name, suffix, by_arn=True)
     name, sep, suffix = value.partition(":")
     if not sep:
         return Selector(name)
     return _selector(name, suffix)
 
 
-def _selector(name: str, suffix: str) -> Selector:
+def _selector(name: str, suffix: str, *, by_arn: bool = False) -> Selector:
     if suffix.isdigit():
-        return Selector(name, version=int(suffix), raw=f":{suffix}")
-    if not suffix:
-        raise errors.validation(f"Invalid parameter selector: {name}:")
-    return Selector(name, label=suffix, raw=f":{suffix}")
+        return Selector(name, version=int(suffix), raw=f":{suffix}", by_arn=by_arn)
+    if not suffix or ":" in suffix:
+        raise errors.validation(
+            f"Invalid parameter name. Please ensure that the parameter name, version or label "
+            f"is valid: {name}:{suffix}"
+        )
+    return Selector(name, label=suffix, raw=f":{suffix}", by_arn=by_arn)

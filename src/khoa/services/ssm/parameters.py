@@ -70,9 +70,11 @@ def _choose_tier(requested: str | None, existing: ParameterRow | None, value: st
     return tier
 
 
-def _check_value(params: dict[str, Any], param_type: str, value: str) -> None:
-    pattern = params.get("AllowedPattern")
-    if pattern is not None:
+def _check_value(
+    params: dict[str, Any], param_type: str, value: str, previous: VersionRow | None = None
+) -> None:
+    pattern = params.get("AllowedPattern", previous.allowed_pattern if previous else None)
+    if pattern:
         try:
             compiled = re.compile(pattern)
         except re.error:
@@ -85,22 +87,43 @@ def _check_value(params: dict[str, Any], param_type: str, value: str) -> None:
                 "ParameterPatternMismatchException",
                 f"Parameter value, cannot be validated against allowedPattern: {pattern}",
             )
-    data_type = params.get("DataType", "text")
+    data_type = params.get("DataType", previous.data_type if previous else "text")
     if data_type not in _DATA_TYPES:
         raise errors.validation(
             f"The following data type is not supported: {data_type} (Data type names are all lowercase.)"
         )
-    if data_type == "aws:ec2:image" and (param_type != "String" or not _AMI.match(value)):
-        raise errors.validation(f"Parameter value {value} is not a valid AMI ID for data type aws:ec2:image.")
-    if param_type == "StringList" and any(item == "" for item in value.split(",")) and value != "":
-        raise errors.validation("StringList values are comma-separated and must not contain empty items.")
+    if data_type == "aws:ec2:image" and param_type != "String":
+        raise errors.validation(
+            "The data type aws:ec2:image is supported only for the String parameter type."
+        )
+    if data_type == "aws:ec2:image" and not _AMI.match(value):
+        raise errors.validation(
+            f"Parameter value, {value}, doesn't match the format of an Amazon EC2 image ID "
+            "(ami-12345678 or ami-1234567890abcdef0)."
+        )
     if params.get("KeyId") and param_type != "SecureString":
         raise errors.validation("KeyId is required for SecureString type parameter only.")
 
 
+def _check_tags(tags: list[dict[str, str]]) -> None:
+    from khoa.services.ssm.tags import MAX_TAGS, check_keys
+
+    check_keys(tags)
+    if len({t["Key"] for t in tags}) > MAX_TAGS:
+        raise errors.code(
+            "TooManyTagsError",
+            f"The Targets parameter includes too many tags. A resource can have at most {MAX_TAGS} tags.",
+        )
+
+
 def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    name = params["Name"]
-    names.validate(name)
+    name = names.clean(params["Name"])
+    if name.startswith("arn:"):
+        raise errors.validation(
+            "Parameter name: You can't enter the Amazon Resource Name (ARN) for a parameter, only the "
+            "parameter name itself."
+        )
+    names.validate(ctx, name)
     value: str = params["Value"]
     overwrite = params.get("Overwrite", False)
     if params.get("Tags") and overwrite:
@@ -109,6 +132,7 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             "with tags, please remove overwrite flag. To update tags for an existing parameter, "
             "please use AddTagsToResource or RemoveTagsFromResource."
         )
+    _check_tags(params.get("Tags", []))
     existing = store(ctx).get(ctx.account_id, ctx.region, name)
     if existing is not None and not overwrite:
         raise errors.already_exists()
@@ -121,8 +145,14 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             "1 validation error detected: Value '' at 'value' failed to satisfy constraint: "
             "Member must have length greater than or equal to 1"
         )
-    _check_value(params, param_type, value)
-    policy_list = policies.parse(params["Policies"]) if params.get("Policies") else []
+    _check_value(params, param_type, value, previous)
+    if "Policies" in params:
+        policy_list = policies.parse(params["Policies"])
+    elif existing is not None and existing.policies:
+        # Updating a parameter doesn't change the policies attached to it (AWS keeps them).
+        policy_list = json.loads(existing.policies)
+    else:
+        policy_list = []
     tier = _choose_tier(params.get("Tier"), existing, value, bool(policy_list))
     arn = names.parameter_arn(ctx, name)
     key_id = None
@@ -219,8 +249,17 @@ def _make_room(conn: Any, param_id: str, name: str) -> None:
     conn.execute(delete(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == oldest))
 
 
-def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow, VersionRow]:
+def find(ctx: RequestContext, selector: names.Selector) -> ParameterRow | None:
+    """The parameter a selector names (a one-level ARN may name ``x`` or ``/x``)."""
     row = store(ctx).get(ctx.account_id, ctx.region, selector.name)
+    alternative = selector.alternative()
+    if row is None and alternative is not None:
+        row = store(ctx).get(ctx.account_id, ctx.region, alternative)
+    return row
+
+
+def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow, VersionRow]:
+    row = find(ctx, selector)
     if row is None:
         raise errors.not_found()
     number = row.version
@@ -231,13 +270,13 @@ def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow
         if labelled is None:
             raise errors.version_not_found(
                 f"Systems Manager could not find version with label {selector.label} "
-                f"of parameter {selector.name}. Verify the label and try again."
+                f"of parameter {row.name}. Verify the label and try again."
             )
         number = labelled
     version = store(ctx).version(row.param_id, number)
     if version is None:
         raise errors.version_not_found(
-            f"Systems Manager could not find version {number} of {selector.name}. "
+            f"Systems Manager could not find version {number} of {row.name}. "
             "Verify the version and try again."
         )
     return row, version
@@ -274,6 +313,7 @@ def render(
 
 
 def _get_one(ctx: RequestContext, name: str, with_decryption: bool) -> dict[str, Any]:
+    name = names.clean(name)
     if name.startswith(REFERENCE_PREFIX):
         from khoa.services.ssm.references import secret_parameter
 
@@ -302,12 +342,16 @@ def get_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
                 invalid.append(name)
             else:
                 raise
+    # AWS lists the parameters GetParameters returns in alphabetical order.
+    found.sort(key=lambda parameter: parameter["Name"])
     return {"Parameters": found, "InvalidParameters": invalid}
 
 
 def delete_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    name = names.parse_selector(ctx, params["Name"]).name
-    row = store(ctx).get(ctx.account_id, ctx.region, name)
+    selector = names.parse_selector(ctx, params["Name"])
+    if names.reserved(selector.name):
+        raise names.reserved_error(selector.name)
+    row = find(ctx, selector)
     if row is None:
         raise errors.not_found()
     destroy(backend(ctx), row.param_id)
@@ -317,8 +361,15 @@ def delete_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
 def delete_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     deleted: list[str] = []
     invalid: list[str] = []
-    for name in params["Names"]:
-        row = store(ctx).get(ctx.account_id, ctx.region, name)
+    for name in dict.fromkeys(params["Names"]):
+        try:
+            selector = names.parse_selector(ctx, name)
+        except AWSError:
+            invalid.append(name)
+            continue
+        if names.reserved(selector.name):
+            raise names.reserved_error(selector.name)
+        row = find(ctx, selector) if selector.version is None and selector.label is None else None
         if row is None:
             invalid.append(name)
             continue
@@ -335,8 +386,7 @@ def destroy(parameters: ParametersBackend, param_id: str) -> None:
 
 
 def get_parameter_history(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    name = names.parse_selector(ctx, params["Name"]).name
-    row = store(ctx).get(ctx.account_id, ctx.region, name)
+    row = find(ctx, names.parse_selector(ctx, params["Name"]))
     if row is None:
         raise errors.not_found()
     labels_by_version: dict[int, list[str]] = {}

@@ -46,7 +46,7 @@ def parse(text: str) -> list[dict[str, Any]]:
         else:
             amount = attributes.get("Before" if kind == "ExpirationNotification" else "After")
             unit = attributes.get("Unit")
-            if not str(amount or "").isdigit() or unit not in ("Days", "Hours"):
+            if not str(amount or "").isdigit() or int(str(amount)) < 1 or unit not in ("Days", "Hours"):
                 raise errors.code(
                     "InvalidPolicyAttributeException",
                     f"The {kind} policy needs a whole number and a Unit of Days or Hours.",
@@ -86,6 +86,10 @@ def describe(text: str | None, now: float) -> list[dict[str, Any]]:
         if policy.get("Type") == "Expiration" and expiration_time(policy).timestamp() <= now:
             status = "Finished"
         result.append(
-            {"PolicyText": json.dumps(policy), "PolicyType": policy["Type"], "PolicyStatus": status}
+            {
+                "PolicyText": json.dumps(policy, separators=(",", ":")),
+                "PolicyType": policy["Type"],
+                "PolicyStatus": status,
+            }
         )
     return result

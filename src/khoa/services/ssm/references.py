@@ -6,6 +6,7 @@ the secret's own permissions and KMS key apply because the read goes through Sec
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -33,21 +34,23 @@ def secret_parameter(ctx: RequestContext, name: str, with_decryption: bool) -> d
         record = secret_names.require(ctx, ctx.runtime.secrets.store, secret_id)
         from khoa.services.secretsmanager.authz import authorize_secret
 
-        authorize_secret(ctx, "secretsmanager:GetSecretValue", record,
-                         {"VersionStage": stage} if stage else {})
+        authorize_secret(
+            ctx, "secretsmanager:GetSecretValue", record, {"VersionStage": stage} if stage else {}
+        )
         value = secret_operations.read_value(ctx, record, version_id, stage)
     except AWSError as error:
         if error.code in ("ResourceNotFoundException", "InvalidRequestException"):
             raise errors.not_found(f"Secret {secret_id} not found.") from None
         raise
-    source = {k: v for k, v in value.items() if k not in ("SecretString", "SecretBinary")}
-    source["CreatedDate"] = value["CreatedDate"].isoformat()
+    # SourceResult is Secrets Manager's GetSecretValue result as JSON, CreatedDate in epoch seconds.
+    source: dict[str, Any] = {k: v for k, v in value.items() if k != "SecretBinary"}
+    source["CreatedDate"] = value["CreatedDate"].timestamp()
+    if "SecretBinary" in value:
+        source["SecretBinary"] = base64.b64encode(value["SecretBinary"]).decode()
     parameter: dict[str, Any] = {
         "Name": name,
         "Type": "SecureString",
-        "Value": value.get("SecretString")
-        if "SecretString" in value
-        else value["SecretBinary"].decode("latin-1"),
+        "Value": source["SecretString"] if "SecretString" in source else source["SecretBinary"],
         "Version": 0,
         "SourceResult": json.dumps(source),
         "LastModifiedDate": value["CreatedDate"],

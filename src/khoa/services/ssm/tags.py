@@ -7,10 +7,26 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names
 from khoa.services.ssm.store import TAGS, ParameterRow
 
 MAX_TAGS = 50
+
+
+def check_keys(tags: list[dict[str, str]]) -> None:
+    for tag in tags:
+        if tag["Key"].lower().startswith("aws:"):
+            raise errors.validation(
+                f"Tag key {tag['Key']} is invalid: tag keys beginning with aws: are reserved for AWS use."
+            )
+
+
+def _invalid_resource_id() -> AWSError:
+    return errors.code(
+        "InvalidResourceId",
+        "The resource ID is not valid. Verify that you entered the correct ID and try again.",
+    )
 
 
 def _parameter(ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
@@ -20,22 +36,21 @@ def _parameter(ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
             "The resource type is not valid: Khoa's Parameter Store tags "
             "parameters only (ResourceType Parameter).",
         )
-    resource_id: str = params["ResourceId"]
-    name = names.from_arn(ctx, resource_id) if resource_id.startswith("arn:") else resource_id
-    row = ctx.runtime.parameters.store.get(ctx.account_id, ctx.region, name)
+    from khoa.services.ssm.parameters import find
+
+    try:
+        selector = names.parse_selector(ctx, params["ResourceId"])
+    except AWSError:
+        raise _invalid_resource_id() from None
+    row = find(ctx, selector) if selector.version is None and selector.label is None else None
     if row is None:
-        raise errors.code(
-            "InvalidResourceId",
-            "The resource ID is not valid. Verify that you entered the correct ID and try again.",
-        )
+        raise _invalid_resource_id()
     return row
 
 
 def add_tags_to_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     row = _parameter(ctx, params)
-    for tag in params["Tags"]:
-        if tag["Key"].lower().startswith("aws:"):
-            raise errors.validation("Tag keys beginning with aws: are reserved.")
+    check_keys(params["Tags"])
     with ctx.runtime.parameters.engine.begin() as conn:
         existing = set(conn.execute(select(TAGS.c.tag_key).where(TAGS.c.param_id == row.param_id)).scalars())
         latest = {t["Key"]: t["Value"] for t in params["Tags"]}

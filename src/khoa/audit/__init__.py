@@ -1,0 +1,1 @@
+"""The audit trail: CloudTrail-shaped events for every call, recorded durably before any response."""

@@ -1,0 +1,295 @@
+"""Building CloudTrail records from requests, with CloudTrail's redaction.
+
+Request and response elements use lowerCamelCase member names as CloudTrail does. Any member whose
+botocore shape is marked sensitive, or whose name says it is secret, is replaced by
+``HIDDEN_DUE_TO_SECURITY_REASONS``; blobs (plaintexts, ciphertexts, key material) are left out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from khoa.auth.principal import Principal
+from khoa.protocol.model import ServiceModel
+
+HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"
+EVENT_VERSION = "1.08"
+_SECRET_NAMES = {
+    "secretaccesskey",
+    "sessiontoken",
+    "plaintext",
+    "privatekeyplaintext",
+    "sharedsecret",
+    "secretstring",
+    "secretbinary",
+    "randompassword",
+    "password",
+    "value",
+    "oldpassword",
+    "newpassword",
+    "encryptedkeymaterial",
+    "importtoken",
+}
+_READ_PREFIXES = (
+    "Get",
+    "List",
+    "Describe",
+    "BatchGet",
+    "Lookup",
+    "Simulate",
+    "Validate",
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateRandom",
+    "GenerateMac",
+    "VerifyMac",
+    "Verify",
+    "Sign",
+    "ReEncrypt",
+    "DeriveSharedSecret",
+    "AssumeRole",
+)
+_RESOURCE_TYPES = {
+    "kms": "AWS::KMS::Key",
+    "secretsmanager": "AWS::SecretsManager::Secret",
+    "ssm": "AWS::SSM::Parameter",
+    "iam": "AWS::IAM::Entity",
+    "sts": "AWS::IAM::Role",
+}
+
+
+def is_read_only(operation: str) -> bool:
+    return operation.startswith(_READ_PREFIXES)
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def redact(model: ServiceModel, shape_name: str | None, value: Any) -> Any:
+    """Copy ``value`` following its shape, hiding sensitive members and dropping blobs."""
+    if shape_name is None:
+        return None
+    shape = model.shapes[shape_name]
+    kind = shape["type"]
+    if shape.get("sensitive"):
+        return HIDDEN
+    if kind == "structure" and isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for name, member in shape.get("members", {}).items():
+            if name not in value or value[name] is None:
+                continue
+            member_shape = model.shapes[member["shape"]]
+            if member_shape["type"] == "blob":
+                continue
+            if name.lower() in _SECRET_NAMES or member_shape.get("sensitive"):
+                out[_camel(name)] = HIDDEN
+                continue
+            out[_camel(name)] = redact(model, member["shape"], value[name])
+        return out
+    if kind == "list" and isinstance(value, list):
+        return [redact(model, shape["member"]["shape"], item) for item in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: redact(model, shape["value"]["shape"], v) for k, v in value.items()}
+    if kind == "blob":
+        return None
+    if kind == "timestamp" and isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%b %d, %Y, %I:%M:%S %p")
+    return value
+
+
+def user_identity(principal: Principal | None, access_key_id: str = "") -> dict[str, Any]:
+    if principal is None:
+        identity: dict[str, Any] = {"type": "Unknown"}
+        if access_key_id:
+            identity["accessKeyId"] = access_key_id
+        return identity
+    identity = {
+        "type": principal.kind,
+        "principalId": principal.user_id,
+        "arn": principal.arn,
+        "accountId": principal.account_id,
+    }
+    if principal.access_key_id:
+        identity["accessKeyId"] = principal.access_key_id
+    if principal.kind == "IAMUser":
+        identity["userName"] = principal.name
+    if principal.kind == "AssumedRole":
+        identity["sessionContext"] = {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": principal.principal_id,
+                "arn": f"arn:aws:iam::{principal.account_id}:role/{principal.name}",
+                "accountId": principal.account_id,
+                "userName": principal.name,
+            },
+            "attributes": {"mfaAuthenticated": "false"},
+        }
+        if principal.source_identity:
+            identity["sessionContext"]["sourceIdentity"] = principal.source_identity
+    return identity
+
+
+def username_of(principal: Principal | None) -> str | None:
+    if principal is None:
+        return None
+    if principal.kind == "Root":
+        return "root"
+    if principal.kind == "AssumedRole":
+        return principal.session_name
+    return principal.name
+
+
+@dataclass
+class AuditEvent:
+    """One CloudTrail record plus the columns LookupEvents filters on."""
+
+    record: dict[str, Any]
+    account_id: str
+    region: str
+    event_time: float
+    event_source: str
+    event_name: str
+    read_only: bool
+    username: str | None = None
+    access_key_id: str | None = None
+    error_code: str | None = None
+    resources: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["eventID"])
+
+
+def _resources(
+    service: str, account_id: str, params: dict[str, Any] | None, result: dict[str, Any] | None
+) -> list[dict[str, str]]:
+    names: list[str] = []
+    for source in (result or {}, params or {}):
+        for key in ("ARN", "Arn", "KeyId", "SecretId", "Name", "RoleArn", "UserName", "RoleName", "KeyArn"):
+            value = source.get(key)
+            if isinstance(value, str) and value not in names:
+                names.append(value)
+        metadata = source.get("KeyMetadata")
+        if (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("Arn"), str)
+            and metadata["Arn"] not in names
+        ):
+            names.insert(0, metadata["Arn"])
+    resource_type = _RESOURCE_TYPES.get(service, f"AWS::{service}")
+    return [{"accountId": account_id, "type": resource_type, "ARN": name} for name in names[:4]]
+
+
+def build(
+    *,
+    model: ServiceModel | None,
+    service: str,
+    operation: str,
+    region: str,
+    request_id: str,
+    principal: Principal | None,
+    access_key_id: str,
+    source_ip: str,
+    user_agent: str,
+    params: dict[str, Any] | None,
+    result: dict[str, Any] | None,
+    error_code: str | None,
+    error_message: str | None,
+    now: datetime,
+    recipient_account: str,
+) -> AuditEvent:
+    read_only = is_read_only(operation)
+    request_parameters = None
+    response_elements = None
+    if model is not None and operation in model.operations:
+        op = model.operations[operation]
+        if params is not None:
+            request_parameters = redact(model, op.get("input", {}).get("shape"), params) or None
+        if result is not None and not read_only:
+            response_elements = redact(model, op.get("output", {}).get("shape"), result) or None
+    account = principal.account_id if principal is not None else recipient_account
+    resources = _resources(service, recipient_account, params, result) if error_code is None else []
+    record: dict[str, Any] = {
+        "eventVersion": EVENT_VERSION,
+        "userIdentity": user_identity(principal, access_key_id),
+        "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": f"{service}.amazonaws.com",
+        "eventName": operation,
+        "awsRegion": region,
+        "sourceIPAddress": source_ip,
+        "userAgent": user_agent,
+        "requestParameters": request_parameters,
+        "responseElements": response_elements,
+        "requestID": request_id,
+        "eventID": str(uuid.uuid4()),
+        "readOnly": read_only,
+        "resources": resources,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": recipient_account or account,
+        "eventCategory": "Management",
+    }
+    if error_code is not None:
+        record["errorCode"] = error_code
+        record["errorMessage"] = error_message or ""
+    return AuditEvent(
+        record=record,
+        account_id=recipient_account or account,
+        region=region,
+        event_time=now.timestamp(),
+        event_source=record["eventSource"],
+        event_name=operation,
+        read_only=read_only,
+        username=username_of(principal),
+        access_key_id=access_key_id or (principal.access_key_id if principal else None),
+        error_code=error_code,
+        resources=resources,
+    )
+
+
+def background(
+    *,
+    service: str,
+    event_name: str,
+    account_id: str,
+    region: str,
+    now: datetime,
+    details: dict[str, Any],
+    resources: list[dict[str, str]] | None = None,
+) -> AuditEvent:
+    """An event for work Khoa did on its own (scheduled deletion, automatic rotation, seal/unseal)."""
+    record: dict[str, Any] = {
+        "eventVersion": EVENT_VERSION,
+        "userIdentity": {"type": "AWSService", "invokedBy": f"{service}.amazonaws.com"},
+        "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": f"{service}.amazonaws.com",
+        "eventName": event_name,
+        "awsRegion": region,
+        "sourceIPAddress": f"{service}.amazonaws.com",
+        "userAgent": f"{service}.amazonaws.com",
+        "requestParameters": None,
+        "responseElements": None,
+        "additionalEventData": details,
+        "eventID": str(uuid.uuid4()),
+        "readOnly": False,
+        "resources": resources or [],
+        "eventType": "AwsServiceEvent",
+        "managementEvent": True,
+        "recipientAccountId": account_id,
+        "eventCategory": "Management",
+    }
+    return AuditEvent(
+        record=record,
+        account_id=account_id,
+        region=region,
+        event_time=now.timestamp(),
+        event_source=record["eventSource"],
+        event_name=event_name,
+        read_only=False,
+        resources=resources or [],
+    )

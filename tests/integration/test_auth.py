@@ -1,0 +1,421 @@
+"""SigV4 authentication against a running server: every refusal has AWS's code, status and message.
+
+Requests are built with botocore's own ``SigV4Auth`` + ``AWSRequest`` (with the signing clock frozen
+when a test needs a signature from the past or the future) and sent with urllib, so the server sees
+exactly what an SDK would send, or a precisely damaged variant of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+import boto3
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.body)
+        return result
+
+    @property
+    def code(self) -> str:
+        return str(self.json.get("__type", ""))
+
+    @property
+    def message(self) -> str | None:
+        return self.json.get("message")
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-amzn-requestid")
+
+
+def build_request(
+    endpoint: str,
+    target: str | None,
+    body: bytes | dict[str, Any] = b"{}",
+    *,
+    sign: bool = True,
+    service: str = "kms",
+    region: str = REGION,
+    access_key: str = ACCESS_KEY_ID,
+    secret_key: str = SECRET_ACCESS_KEY,
+    token: str | None = None,
+    at: dt.datetime | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    path: str = "/",
+) -> AWSRequest:
+    """A request as botocore would sign it; ``at`` freezes the signing clock (naive UTC)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    all_headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if target is not None:
+        all_headers["X-Amz-Target"] = target
+    all_headers.update(headers or {})
+    request = AWSRequest(method=method, url=endpoint + path, data=data, headers=all_headers)
+    if sign:
+        signer = SigV4Auth(Credentials(access_key, secret_key, token), service, region)
+        if at is None:
+            signer.add_auth(request)
+        else:
+            with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+                signer.add_auth(request)
+    return request
+
+
+def send(request: AWSRequest, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    """Send a (possibly signed) request; ``body``/``headers`` replace parts after signing."""
+    prepared = request.prepare()
+    all_headers = dict(prepared.headers.items())
+    all_headers.update(headers or {})
+    data = prepared.body if body is None else body
+    http = urllib.request.Request(prepared.url, data=data, headers=all_headers, method=prepared.method)
+    try:
+        with urllib.request.urlopen(http, timeout=30) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def call(endpoint: str, target: str | None, body: bytes | dict[str, Any] = b"{}", **kwargs: Any) -> Reply:
+    return send(build_request(endpoint, target, body, **kwargs))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def assert_error(reply: Reply, code: str, message: str | None = None, status: int = 400) -> None:
+    assert reply.status == status, reply.body
+    assert reply.headers.get("content-type") == JSON_CONTENT_TYPE
+    assert reply.code == code, reply.body
+    if message is not None:
+        assert reply.message == message
+    assert reply.request_id and uuid.UUID(reply.request_id)
+
+
+def with_authorization(server: KhoaServer, authorization: str, **kwargs: Any) -> Reply:
+    request = build_request(server.endpoint, "TrentService.ListKeys", **kwargs)
+    return send(request, headers={"Authorization": authorization})
+
+
+def signed_authorization(server: KhoaServer) -> tuple[AWSRequest, str]:
+    request = build_request(server.endpoint, "TrentService.ListKeys")
+    return request, request.headers["Authorization"]
+
+
+# -- the happy path -------------------------------------------------------------------------------
+
+
+def test_correctly_signed_request_succeeds(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == JSON_CONTENT_TYPE
+    assert "Keys" in reply.json
+    assert reply.request_id and uuid.UUID(reply.request_id)
+
+
+@pytest.mark.parametrize("minutes", [-4, 4])
+def test_clock_skew_under_five_minutes_is_accepted(server: KhoaServer, minutes: int) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", at=utcnow() + dt.timedelta(minutes=minutes))
+    assert reply.status == 200, reply.body
+
+
+def test_date_header_instead_of_x_amz_date(server: KhoaServer) -> None:
+    request = build_request(server.endpoint, "TrentService.ListKeys", headers={"Date": "placeholder"})
+    assert "X-Amz-Date" not in request.headers
+    assert "date" in request.headers["Authorization"]
+    assert send(request).status == 200
+
+
+def test_unsigned_headers_do_not_matter(server: KhoaServer) -> None:
+    request = build_request(server.endpoint, "TrentService.ListKeys")
+    assert send(request, headers={"User-Agent": "changed/1.0", "X-Unsigned": "yes"}).status == 200
+
+
+# -- missing and malformed Authorization ----------------------------------------------------------
+
+
+def test_missing_authorization(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", sign=False)
+    assert_error(reply, "MissingAuthenticationTokenException", "Missing Authentication Token")
+
+
+def test_authentication_comes_before_body_parsing(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.DescribeKey", b"{not json", sign=False)
+    assert_error(reply, "MissingAuthenticationTokenException")
+
+
+@pytest.mark.parametrize("drop", ["Credential", "Signature", "SignedHeaders"])
+def test_authorization_missing_a_parameter(server: KhoaServer, drop: str) -> None:
+    _, authorization = signed_authorization(server)
+    parts = authorization.removeprefix("AWS4-HMAC-SHA256 ").split(", ")
+    damaged = "AWS4-HMAC-SHA256 " + ", ".join(p for p in parts if not p.startswith(drop + "="))
+    reply = with_authorization(server, damaged)
+    assert_error(
+        reply,
+        "IncompleteSignatureException",
+        f"Authorization header requires '{drop}' parameter. Authorization={damaged}",
+    )
+
+
+def test_authorization_with_nothing_but_the_algorithm(server: KhoaServer) -> None:
+    reply = with_authorization(server, "AWS4-HMAC-SHA256 ")
+    assert_error(reply, "IncompleteSignatureException")
+    assert reply.message is not None
+    assert reply.message.startswith(
+        "Authorization header requires 'Credential' parameter. "
+        "Authorization header requires 'Signature' parameter. "
+        "Authorization header requires 'SignedHeaders' parameter."
+    )
+
+
+def test_authorization_pair_without_equal_sign(server: KhoaServer) -> None:
+    _, authorization = signed_authorization(server)
+    damaged = authorization.replace(f"Credential={ACCESS_KEY_ID}/", f"Credential={ACCESS_KEY_ID} /")
+    scope = damaged.split(f"{ACCESS_KEY_ID} ", 1)[1].split(",", 1)[0]
+    reply = with_authorization(server, damaged)
+    assert_error(
+        reply,
+        "IncompleteSignatureException",
+        f"'{scope}' not a valid key=value pair (missing equal-sign) in Authorization header: '{damaged}'.",
+    )
+
+
+@pytest.mark.parametrize("change", ["drop-terminator", "extra-part", "key-only"])
+def test_credential_with_wrong_number_of_parts(server: KhoaServer, change: str) -> None:
+    _, authorization = signed_authorization(server)
+    credential = authorization.split("Credential=", 1)[1].split(",", 1)[0]
+    damaged_credential = {
+        "drop-terminator": credential.rsplit("/", 1)[0],
+        "extra-part": credential + "/extra",
+        "key-only": ACCESS_KEY_ID,
+    }[change]
+    damaged = authorization.replace(credential, damaged_credential)
+    reply = with_authorization(server, damaged)
+    assert_error(
+        reply,
+        "IncompleteSignatureException",
+        "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, "
+        f"got '{damaged_credential}'",
+    )
+
+
+def test_unsupported_algorithm(server: KhoaServer) -> None:
+    _, authorization = signed_authorization(server)
+    reply = with_authorization(server, authorization.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512", 1))
+    assert_error(reply, "IncompleteSignatureException", "Unsupported AWS 'algorithm': 'AWS4-HMAC-SHA512'")
+
+
+def test_malformed_x_amz_date(server: KhoaServer) -> None:
+    request = build_request(server.endpoint, "TrentService.ListKeys")
+    reply = send(request, headers={"X-Amz-Date": "yesterday"})
+    assert_error(
+        reply,
+        "IncompleteSignatureException",
+        "Date must be in ISO-8601 'basic format'. Got 'yesterday'. See http://en.wikipedia.org/wiki/ISO_8601",
+    )
+
+
+# -- signatures that do not match -----------------------------------------------------------------
+
+
+def test_wrong_secret(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", secret_key="not-" + SECRET_ACCESS_KEY)
+    assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH)
+
+
+def test_body_changed_after_signing(server: KhoaServer) -> None:
+    request = build_request(server.endpoint, "TrentService.ListKeys", {"Limit": 5})
+    reply = send(request, body=json.dumps({"Limit": 6}).encode())
+    assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH)
+
+
+def test_signed_header_changed_after_signing(server: KhoaServer) -> None:
+    request = build_request(server.endpoint, "TrentService.ListKeys")
+    reply = send(request, headers={"X-Amz-Target": "TrentService.ListAliases"})
+    assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH)
+
+
+def test_signature_digits_changed(server: KhoaServer) -> None:
+    _, authorization = signed_authorization(server)
+    signature = authorization.rsplit("Signature=", 1)[1]
+    flipped = ("1" if signature[0] == "0" else "0") + signature[1:]
+    reply = with_authorization(server, authorization.replace(signature, flipped))
+    assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH)
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+
+def _stamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y%m%dT%H%M%SZ")
+
+
+def test_expired_signature(server: KhoaServer) -> None:
+    signed_at = utcnow().replace(microsecond=0) - dt.timedelta(minutes=6)
+    reply = call(server.endpoint, "TrentService.ListKeys", at=signed_at)
+    assert_error(reply, "InvalidSignatureException")
+    match = re.fullmatch(
+        r"Signature expired: (\S+) is now earlier than (\S+) \((\S+) - 5 min\.\)", reply.message or ""
+    )
+    assert match, reply.message
+    sent, limit, now = match.groups()
+    assert all(AMZ_DATE.fullmatch(value) for value in match.groups())
+    assert sent == signed_at.strftime("%Y%m%dT%H%M%SZ")
+    assert _stamp(now) - _stamp(limit) == dt.timedelta(minutes=5)
+    assert abs(_stamp(now) - utcnow()) < dt.timedelta(seconds=30)
+
+
+def test_signature_not_yet_current(server: KhoaServer) -> None:
+    signed_at = utcnow().replace(microsecond=0) + dt.timedelta(minutes=6)
+    reply = call(server.endpoint, "TrentService.ListKeys", at=signed_at)
+    assert_error(reply, "InvalidSignatureException")
+    match = re.fullmatch(
+        r"Signature not yet current: (\S+) is still later than (\S+) \((\S+) \+ 5 min\.\)", reply.message or ""
+    )
+    assert match, reply.message
+    sent, limit, now = match.groups()
+    assert sent == signed_at.strftime("%Y%m%dT%H%M%SZ")
+    assert _stamp(limit) - _stamp(now) == dt.timedelta(minutes=5)
+    assert abs(_stamp(now) - utcnow()) < dt.timedelta(seconds=30)
+
+
+def test_skew_is_checked_before_the_access_key(server: KhoaServer) -> None:
+    reply = call(
+        server.endpoint,
+        "TrentService.ListKeys",
+        access_key="AKIAUNKNOWNKEY000000",
+        at=utcnow() - dt.timedelta(hours=2),
+    )
+    assert_error(reply, "InvalidSignatureException")
+    assert (reply.message or "").startswith("Signature expired: ")
+
+
+# -- credential scope -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["secretsmanager", "sts", "s3", "KMS"])
+def test_credential_scoped_to_the_wrong_service(server: KhoaServer, service: str) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", service=service)
+    assert_error(reply, "InvalidSignatureException", "Credential should be scoped to correct service: 'kms'. ")
+
+
+@pytest.mark.parametrize("region", ["nowhere", "US-EAST-1", "us-east", "aws-global", "us_east_1"])
+def test_credential_scoped_to_an_invalid_region(server: KhoaServer, region: str) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", region=region)
+    assert_error(
+        reply, "InvalidSignatureException", f"Credential should be scoped to a valid region, not '{region}'. "
+    )
+
+
+def test_credential_scope_date_must_match_the_request_date(server: KhoaServer) -> None:
+    request, authorization = signed_authorization(server)
+    today = request.headers["X-Amz-Date"][:8]
+    yesterday = (_stamp(request.headers["X-Amz-Date"]) - dt.timedelta(days=1)).strftime("%Y%m%d")
+    reply = with_authorization(server, authorization.replace(f"/{today}/", f"/{yesterday}/"))
+    assert_error(reply, "InvalidSignatureException")
+    assert (reply.message or "").startswith(
+        "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+        f"'{yesterday}' != '{today}'"
+    )
+
+
+def test_the_region_comes_from_the_credential_scope(server: KhoaServer) -> None:
+    key = call(server.endpoint, "TrentService.CreateKey", {}, region="eu-west-3").json["KeyMetadata"]
+    assert key["Arn"].startswith("arn:aws:kms:eu-west-3:")
+    in_paris = call(server.endpoint, "TrentService.ListKeys", region="eu-west-3").json["Keys"]
+    in_virginia = call(server.endpoint, "TrentService.ListKeys", region="us-east-1").json["Keys"]
+    assert key["KeyId"] in {k["KeyId"] for k in in_paris}
+    assert key["KeyId"] not in {k["KeyId"] for k in in_virginia}
+
+
+# -- who is calling -------------------------------------------------------------------------------
+
+
+def test_unknown_access_key(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", access_key="AKIAUNKNOWNKEY000000")
+    assert_error(
+        reply, "UnrecognizedClientException", "The security token included in the request is invalid."
+    )
+
+
+def test_session_token_with_a_long_term_key(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", token="not-a-session-token")
+    assert_error(
+        reply, "UnrecognizedClientException", "The security token included in the request is invalid."
+    )
+
+
+def test_unknown_temporary_access_key(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", access_key="ASIAUNKNOWNKEY000000", token="t")
+    assert_error(reply, "UnrecognizedClientException")
+
+
+# -- through boto3: SDK exception handling sees AWS's codes ---------------------------------------
+
+
+def _client_error(server: KhoaServer, **kwargs: Any) -> ClientError:
+    client = server.client("kms", **kwargs)
+    with pytest.raises(ClientError) as excinfo:
+        client.list_keys()
+    return excinfo.value
+
+
+def test_boto3_sees_invalid_signature(server: KhoaServer) -> None:
+    error = _client_error(server, aws_secret_access_key="wrong-secret")
+    assert error.response["Error"]["Code"] == "InvalidSignatureException"
+    assert error.response["Error"]["Message"] == SIGNATURE_MISMATCH
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error.response["ResponseMetadata"]["RequestId"]
+
+
+def test_boto3_sees_unrecognized_client(server: KhoaServer) -> None:
+    error = _client_error(server, aws_access_key_id="AKIAUNKNOWNKEY000000")
+    assert error.response["Error"]["Code"] == "UnrecognizedClientException"
+    assert error.response["Error"]["Message"] == "The security token included in the request is invalid."
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_unsigned_boto3_client(server: KhoaServer) -> None:
+    from botocore import UNSIGNED
+
+    client = boto3.client(
+        "kms",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError) as excinfo:
+        client.list_keys()
+    assert excinfo.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
