@@ -192,6 +192,7 @@ class WrkResult:
     wrk_cpu: float  # CPU seconds the load generator used
     server_cpu: float  # CPU seconds the server's process tree used
     machine_cpu: float  # CPU seconds every process on the machine used (others' work included)
+    process_cpu: list[float]  # CPU seconds per server process, largest first
     raw: str
 
     @property
@@ -200,6 +201,14 @@ class WrkResult:
 
     def cores(self, cpu_seconds: float) -> float:
         return cpu_seconds / self.seconds if self.seconds else 0.0
+
+    def split(self) -> str:
+        """Server CPU per busy process, e.g. ``1.9 = 0.96+0.94`` (uneven = connections unbalanced)."""
+        busy = [c for c in self.process_cpu if self.cores(c) >= 0.05]
+        total = f"{self.cores(self.server_cpu):.2f}"
+        if len(busy) < 2:
+            return total
+        return total + " = " + "+".join(f"{self.cores(c):.2f}" for c in busy)
 
     @property
     def other_cpu(self) -> float:
@@ -220,13 +229,17 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int, server_pid: int) -> 
         str(script),
         url,
     ]
-    cpu_before = tree_cpu_seconds(server_pid)
+    cpu_before = tree_cpu_by_pid(server_pid)
     machine_before = machine_cpu_seconds()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine_after = machine_cpu_seconds()
-    cpu_after = tree_cpu_seconds(server_pid)
+    cpu_after = tree_cpu_by_pid(server_pid)
+    per_process = sorted(
+        (cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after),
+        reverse=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     line = next((x for x in done.stdout.splitlines() if x.startswith("KHOA_BENCH_RESULT ")), None)
@@ -247,7 +260,8 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int, server_pid: int) -> 
         errors=errors,
         non_2xx=data["status_errors"],
         wrk_cpu=wrk_cpu,
-        server_cpu=cpu_after - cpu_before,
+        server_cpu=sum(per_process),
+        process_cpu=per_process,
         machine_cpu=machine_after - machine_before,
         raw=done.stdout,
     )
@@ -297,11 +311,12 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(pid: int) -> float:
+def tree_cpu_by_pid(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and each of its descendants."""
     if not Path("/proc").is_dir():
-        return 0.0
+        return {}
     stats = _proc_stats()
-    return sum(stats[p][1] for p in tree_pids(pid) if p in stats)
+    return {p: stats[p][1] for p in tree_pids(pid) if p in stats}
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -608,7 +623,7 @@ def measure(wrk: str, server: RunningServer, operations: list[str], workdir: Pat
             note = f"{result.non_2xx} non-2xx, {result.errors} socket errors/timeouts"
         log(
             f"{server.config.name:16} {operation:16} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-            f"p99 {result.p99_ms:7.2f} ms  CPU: server {result.cores(result.server_cpu):.2f} "
+            f"p99 {result.p99_ms:7.2f} ms  CPU: server {result.split()} "
             f"wrk {result.cores(result.wrk_cpu):.2f} other {result.cores(result.other_cpu):.2f}"
             + (f"  !! {note}" if note else "")
         )
@@ -652,8 +667,9 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
         "pre-signed SigV4 request per operation (signature checked by Khoa; moto does not check)",
         f"- machine: {os.cpu_count()} CPUs ({cpu_model}), Python {platform.python_version()}; "
         "**the load generator shares these cores with the server**. CPU columns: cores busy on "
-        "average during the run (1.00 = one core) for the server's processes, wrk, and everything "
-        "else on the machine; a high `CPU other` means other work was competing and the row is low",
+        "average during the run (1.00 = one core) for the server's processes (split per busy "
+        "process: uneven means the keep-alive connections landed unevenly on the workers), wrk, "
+        "and everything else on the machine; a high `CPU other` means other work competed",
         "- Khoa: SQLite (WAL) in a fresh temp data dir, file seal backend, SigV4 on, default settings",
         f"- versions: {package_versions()}",
         "",
@@ -672,7 +688,7 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
             ratio = f"{r.rps / moto[operation]:.1f}x" if moto.get(operation) else "-"
             out.append(
                 f"| {operation} | {row.config.label} | {r.rps:,.0f} | {fmt_ms(r.p50_ms)} | "
-                f"{fmt_ms(r.p99_ms)} | {ratio} | {r.cores(r.server_cpu):.2f} | "
+                f"{fmt_ms(r.p99_ms)} | {ratio} | {r.split()} | "
                 f"{r.cores(r.wrk_cpu):.2f} | {r.cores(r.other_cpu):.2f} | {row.note} |"
             )
     if rss:
@@ -690,32 +706,47 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
 
 
 # -- profiling (KHOA_BENCH_PROFILE=1) -------------------------------------------------------------
+def _frame_name(frame: str) -> str:
+    """``func (path/file.py:123)`` -> ``func (path/file.py)``: aggregate a function's lines."""
+    name, sep, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})" if sep else frame
+
+
 def summarize_collapsed(path: Path, top: int = 30) -> str:
-    """Inclusive and self sample shares per function from py-spy's collapsed (raw) output."""
+    """Inclusive and self shares per function of the event-loop thread's samples, from py-spy's
+    collapsed (raw) output. Threads started with ``threading`` (the audit writer, executors) are
+    counted apart: an idle pool thread is sampled as if it were busy."""
     inclusive: dict[str, int] = defaultdict(int)
     own: dict[str, int] = defaultdict(int)
+    threads: dict[str, int] = defaultdict(int)
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack.strip() or not count_text.isdigit():
             continue
         count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        if frames[0].startswith("Thread._bootstrap"):
+            threads[frames[-1]] += count
+            continue
         total += count
-        frames = [
-            f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].rsplit(":", 1)[0] + ")" if " (" in f else f
-            for f in stack.split(";")
-        ]
         for frame in set(frames):
             inclusive[frame] += count
         own[frames[-1]] += count
     if not total:
         return "(no samples)"
-    lines = [f"{total} samples", "", "inclusive  self   function"]
-    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+    lines = [f"{total} samples of the main (event loop) thread", "", "inclusive  self   function"]
+    # Frames in (nearly) every sample are the process's entry points (runpy, typer, uvicorn.run).
+    ranked = [kv for kv in sorted(inclusive.items(), key=lambda kv: -kv[1]) if kv[1] < 0.995 * total]
+    for frame, count in ranked[:top]:
         lines.append(f"{100 * count / total:6.1f}%  {100 * own.get(frame, 0) / total:5.1f}%  {frame}")
     lines += ["", "top self time:"]
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * count / total:6.1f}%  {frame}")
+    if threads:
+        lines += ["", "other threads (samples, by innermost frame; idle waits included):"]
+        for frame, count in sorted(threads.items(), key=lambda kv: -kv[1])[:8]:
+            lines.append(f"{count:8d}  {frame}")
     return "\n".join(lines)
 
 

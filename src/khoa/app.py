@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import text
-
 from khoa.audit.events import AuditEvent, is_read_only
 from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
@@ -24,6 +22,7 @@ from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import SignedRequest, parse_authorization
 from khoa.clock import wall_clock
 from khoa.network import NetworkMap
+from khoa.observe.health import readiness
 from khoa.observe.metrics import Metrics
 from khoa.protocol import awsjson, awsquery
 from khoa.protocol.context import RequestContext
@@ -87,7 +86,7 @@ def _access_key_of(headers: dict[str, list[str]]) -> str:
 class KhoaApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.metrics = Metrics()
+        self.metrics = Metrics(runtime)
         settings = runtime.settings
         self.network = NetworkMap(settings.private_networks, settings.trusted_proxies)
 
@@ -102,6 +101,8 @@ class KhoaApp:
         if path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics":
             body = await self._read_body(receive, 64 * 1024)
             response = self._admin(scope, path, body)
+            if path == "/_khoa/jobs/run" and response.status == 200:
+                response = _json_response(200, {"ran": await self.runtime.jobs.run_due_async()})
         else:
             body = await self._read_body(receive, self.runtime.settings.max_body_bytes)
             if body is None:
@@ -161,12 +162,7 @@ class KhoaApp:
         if path == "/_khoa/health" and method in ("GET", "HEAD"):
             return _json_response(200, {"status": "ok", "sealed": False, "dev": settings.dev})
         if path == "/_khoa/ready" and method in ("GET", "HEAD"):
-            try:
-                with self.runtime.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
-            except Exception:  # noqa: BLE001 - any database failure means not ready
-                return _json_response(503, {"status": "unavailable", "database": "down"})
-            return _json_response(200, {"status": "ok", "sealed": False, "database": "ok"})
+            return _json_response(*readiness(self.runtime))
         if path == "/metrics" and method == "GET":
             return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if path in ("/_khoa/reset", "/moto-api/reset") and method == "POST" and settings.dev:
@@ -181,7 +177,7 @@ class KhoaApp:
                     return _json_response(400, {"error": 'expected {"seconds": N} with N >= 0'})
                 return _json_response(200, {"now": self.runtime.clock.now().isoformat()})
             if path == "/_khoa/jobs/run" and method == "POST":
-                return _json_response(200, {"ran": self.runtime.jobs.run_due()})
+                return _json_response(200, {"ran": -1})  # answered asynchronously in __call__
         return _json_response(404, {"error": "not found"})
 
     # -- the AWS pipeline ------------------------------------------------------------------------
@@ -231,7 +227,7 @@ class KhoaApp:
         response.headers.append((b"x-amzn-requestid", call.request_id.encode()))
         known_operation = service is not None and call.operation in service.handlers
         label = call.operation if known_operation else "unknown"
-        self.metrics.requests.labels(service_name, label, response.outcome).inc()
+        self.metrics.count_request(service_name, label, response.outcome)
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
 

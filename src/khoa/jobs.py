@@ -8,6 +8,7 @@ the same due work twice.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import contextlib
 import logging
 import uuid
@@ -34,6 +35,9 @@ class JobRunner:
         self._jobs: list[tuple[str, Job]] = []
         self._holder = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
+        self._poked: asyncio.Task[int] | None = None
+        self._pass_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="khoa-jobs")
 
     def register(self, name: str, job: Job) -> None:
         self._jobs.append((name, job))
@@ -87,11 +91,22 @@ class JobRunner:
                 log.exception("background job %s failed", name)
         return ran
 
+    async def run_due_async(self) -> int:
+        """Run a pass on a worker thread: jobs (rotation functions above all) may call this very server
+        back through its API, which needs the event loop free."""
+        async with self._pass_lock:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.run_due)
+
+    def poke(self) -> None:
+        """Run a pass soon (e.g. right after RotateSecret queued a rotation)."""
+        loop = asyncio.get_running_loop()
+        self._poked = loop.create_task(self.run_due_async())
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                self.run_due()
+                await self.run_due_async()
             except Exception:
                 log.exception("job pass failed")
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
 
+from khoa.audit import jobs as audit_jobs
+from khoa.audit.jobs import recorded
 from khoa.audit.recorder import AuditRecorder
 from khoa.auth.credentials import CredentialStore
 from khoa.auth.sigv4 import SigV4Verifier
@@ -15,6 +17,9 @@ from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
 from khoa.iam.directory import Directory
 from khoa.jobs import JobRunner
+from khoa.rotation.engine import RotationEngine, RotationOutcome
+from khoa.services import cloudtrail as cloudtrail_service
+from khoa.services import iam as iam_service
 from khoa.services import kms as kms_service
 from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
@@ -37,7 +42,15 @@ log = logging.getLogger("khoa")
 
 # Tables holding account resources; --dev reset empties them (accounts and credentials stay).
 _RESOURCE_TABLES = (
-    schema.audit_events,
+    schema.rotation_runs,
+    schema.ssm_labels,
+    schema.ssm_tags,
+    schema.ssm_parameter_versions,
+    schema.ssm_parameters,
+    schema.sm_stages,
+    schema.sm_tags,
+    schema.sm_versions,
+    schema.sm_secrets,
     schema.kms_import_parameters,
     schema.kms_grants,
     schema.kms_tags,
@@ -65,6 +78,7 @@ class Runtime:
     services: dict[str, Service] = field(default_factory=dict)
     query_services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
+    rotation: RotationEngine = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -91,31 +105,61 @@ class Runtime:
             kms_service.build_service(),
             secretsmanager_service.build_service(),
             ssm_service.build_service(),
+            cloudtrail_service.build_service(),
         ):
             runtime.services[service.target_prefix] = service
-        for service in (sts_service.build_service(),):
+        for service in (sts_service.build_service(), iam_service.build_service()):
             runtime.query_services[service.signing_name] = service
+        # Each job's work is recorded as AwsServiceEvents (khoa.audit.jobs).
         runtime.jobs.register(
             "kms.destroy_due_keys",
-            lambda now: log_done("destroyed key", destroy_due_keys(runtime.kms, now.timestamp())),
+            recorded(
+                runtime,
+                "DeleteKey",
+                audit_jobs.kms_keys("deletion_date"),
+                lambda now: destroy_due_keys(runtime.kms, now),
+            ),
         )
         runtime.jobs.register(
             "kms.rotate_due_keys",
-            lambda now: log_done("rotated key", rotate_due_keys(runtime.kms, now.timestamp())),
+            recorded(
+                runtime,
+                "RotateKey",
+                audit_jobs.kms_keys("next_rotation_at"),
+                lambda now: rotate_due_keys(runtime.kms, now),
+                rotationType="AUTOMATIC",
+            ),
         )
         runtime.jobs.register(
             "kms.expire_imported_material",
-            lambda now: log_done(
-                "expired material of", expire_imported_material(runtime.kms, now.timestamp())
+            recorded(
+                runtime,
+                "DeleteExpiredKeyMaterial",
+                audit_jobs.kms_keys("valid_to"),
+                lambda now: expire_imported_material(runtime.kms, now),
             ),
         )
         runtime.jobs.register(
             "secretsmanager.destroy_due_secrets",
-            lambda now: log_done("deleted secret", destroy_due_secrets(runtime.secrets, now.timestamp())),
+            recorded(
+                runtime,
+                "DeleteSecret",
+                audit_jobs.SECRETS,
+                lambda now: destroy_due_secrets(runtime.secrets, now),
+            ),
         )
         runtime.jobs.register(
             "ssm.expire_parameters",
-            lambda now: log_done("expired parameter", expire_due(runtime.parameters, now.timestamp())),
+            recorded(
+                runtime,
+                "DeleteParameter",
+                audit_jobs.PARAMETERS,
+                lambda now: expire_due(runtime.parameters, now),
+            ),
+        )
+        runtime.rotation = RotationEngine(runtime)
+        runtime.jobs.register(
+            "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))
         )
         return runtime
 
@@ -127,6 +171,7 @@ class Runtime:
         self.kms.keys.clear_cache()
 
 
-def log_done(verb: str, resource_ids: list[str]) -> None:
-    for resource_id in resource_ids:
-        log.info("background job %s %s", verb, resource_id)
+def log_rotations(outcomes: list[RotationOutcome]) -> None:
+    for outcome in outcomes:
+        log.info("rotation of %s %s", outcome.secret_arn, "succeeded" if outcome.succeeded else "failed")
+

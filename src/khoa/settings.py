@@ -38,10 +38,19 @@ class Settings:
     tls_key: str = ""
     private_networks: str = ""
     trusted_proxies: str = ""
+    audit_dir: str = ""
+    audit_retention_days: float = 90.0
+    audit_delivery_seconds: float = 300.0
+    audit_digest_seconds: float = 3600.0
 
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'khoa.db').resolve()}"
+
+    @property
+    def effective_audit_dir(self) -> Path:
+        """Where the trail's log and digest files live (KHOA_AUDIT_DIR, default ``<data-dir>/audit``)."""
+        return Path(self.audit_dir) if self.audit_dir else self.data_dir / "audit"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -66,6 +75,10 @@ class Settings:
             tls_key=env.get("KHOA_TLS_KEY", ""),
             private_networks=env.get("KHOA_PRIVATE_NETWORKS", ""),
             trusted_proxies=env.get("KHOA_TRUSTED_PROXIES", ""),
+            audit_dir=env.get("KHOA_AUDIT_DIR", ""),
+            audit_retention_days=float(env.get("KHOA_AUDIT_RETENTION_DAYS", cls.audit_retention_days)),
+            audit_delivery_seconds=float(env.get("KHOA_AUDIT_DELIVERY_SECONDS", cls.audit_delivery_seconds)),
+            audit_digest_seconds=float(env.get("KHOA_AUDIT_DIGEST_SECONDS", cls.audit_digest_seconds)),
         )
         known = {f.name for f in fields(cls)}
         return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
@@ -86,4 +99,8 @@ class Settings:
             "KHOA_TEST_CLOCK": "1" if self.test_clock else "0",
             "KHOA_PRIVATE_NETWORKS": self.private_networks,
             "KHOA_TRUSTED_PROXIES": self.trusted_proxies,
+            "KHOA_AUDIT_DIR": self.audit_dir,
+            "KHOA_AUDIT_RETENTION_DAYS": str(self.audit_retention_days),
+            "KHOA_AUDIT_DELIVERY_SECONDS": str(self.audit_delivery_seconds),
+            "KHOA_AUDIT_DIGEST_SECONDS": str(self.audit_digest_seconds),
         }

@@ -101,7 +101,9 @@ def send(request: AWSRequest, *, body: bytes | None = None, headers: dict[str, s
     http = urllib.request.Request(prepared.url, data=data, headers=all_headers, method=prepared.method)
     try:
         with urllib.request.urlopen(http, timeout=30) as response:
-            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+            return Reply(
+                response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+            )
     except urllib.error.HTTPError as error:
         return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
 
@@ -301,7 +303,8 @@ def test_signature_not_yet_current(server: KhoaServer) -> None:
     reply = call(server.endpoint, "TrentService.ListKeys", at=signed_at)
     assert_error(reply, "InvalidSignatureException")
     match = re.fullmatch(
-        r"Signature not yet current: (\S+) is still later than (\S+) \((\S+) \+ 5 min\.\)", reply.message or ""
+        r"Signature not yet current: (\S+) is still later than (\S+) \((\S+) \+ 5 min\.\)",
+        reply.message or "",
     )
     assert match, reply.message
     sent, limit, now = match.groups()
@@ -327,7 +330,9 @@ def test_skew_is_checked_before_the_access_key(server: KhoaServer) -> None:
 @pytest.mark.parametrize("service", ["secretsmanager", "sts", "s3", "KMS"])
 def test_credential_scoped_to_the_wrong_service(server: KhoaServer, service: str) -> None:
     reply = call(server.endpoint, "TrentService.ListKeys", service=service)
-    assert_error(reply, "InvalidSignatureException", "Credential should be scoped to correct service: 'kms'. ")
+    assert_error(
+        reply, "InvalidSignatureException", "Credential should be scoped to correct service: 'kms'. "
+    )
 
 
 @pytest.mark.parametrize("region", ["nowhere", "US-EAST-1", "us-east", "aws-global", "us_east_1"])

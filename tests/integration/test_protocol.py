@@ -57,7 +57,13 @@ def _client_error(call_: Any, **params: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "target",
-    ["TrentService.NoSuchOperation", "TrentService.listKeys", "TrentService.", "NoSuchService.ListKeys", "ListKeys"],
+    [
+        "TrentService.NoSuchOperation",
+        "TrentService.listKeys",
+        "TrentService.",
+        "NoSuchService.ListKeys",
+        "ListKeys",
+    ],
 )
 def test_unknown_target(server: KhoaServer, target: str) -> None:
     reply = call(server.endpoint, target, {})
@@ -175,14 +181,15 @@ def test_length_range_and_enum_errors_together(lax: Any) -> None:
     assert response["Error"]["Code"] == "ValidationException"
     message = response["Error"]["Message"]
     assert message.startswith("2 validation errors detected: ")
-    assert "at 'description' failed to satisfy constraint: Member must have length less than or equal to 8192" in (
-        message
+    assert (
+        "at 'description' failed to satisfy constraint: Member must have length less than or equal to 8192"
+        in (message)
     )
     enum = ", ".join(KMS_MODEL["shapes"]["KeyUsageType"]["enum"])
-    assert (
-        f"Value 'ENCRYPT' at 'keyUsage' failed to satisfy constraint: Member must satisfy enum value set: [{enum}]"
-        in message
+    expected = (
+        "Value 'ENCRYPT' at 'keyUsage' failed to satisfy constraint: Member must satisfy enum value set"
     )
+    assert f"{expected}: [{enum}]" in message
 
 
 @pytest.mark.parametrize(
@@ -346,7 +353,9 @@ class Fuzzer:
             out: dict[str, Any] = {}
             for _ in range(self.rnd.randint(0, 3)):
                 key = self.value(shape["key"]["shape"], depth + 1)
-                out[key if isinstance(key, str) else json.dumps(key)] = self.value(shape["value"]["shape"], depth + 1)
+                out[key if isinstance(key, str) else json.dumps(key)] = self.value(
+                    shape["value"]["shape"], depth + 1
+                )
             return out
         if kind == "string":
             if "enum" in shape and self.rnd.random() < 0.9:

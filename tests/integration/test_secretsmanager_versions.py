@@ -9,6 +9,7 @@ a label attached elsewhere can only be moved by naming the version it leaves.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -89,6 +90,13 @@ def test_update_secret_with_a_value_makes_a_current_version(sm: Any) -> None:
     # metadata-only updates make no version
     assert "VersionId" not in sm.update_secret(SecretId=name, Description="d")
     assert len(stages_of(sm, name)) == 2
+    # UpdateSecret is not idempotent on ClientRequestToken: an existing VersionId is an error
+    code = error_code(sm.update_secret, SecretId=name, SecretString="two", ClientRequestToken=v2)
+    assert code == "ResourceExistsException"
+    token = str(uuid.uuid4())
+    assert (
+        sm.update_secret(SecretId=name, SecretString="three", ClientRequestToken=token)["VersionId"] == token
+    )
 
 
 def test_update_secret_version_stage_rules(sm: Any) -> None:
@@ -245,3 +253,33 @@ def test_deprecated_versions_beyond_100_are_pruned(fresh_server: KhoaServer) -> 
     assert error_code(sm.get_secret_value, SecretId=name, VersionId=first) == "ResourceNotFoundException"
     assert sm.get_secret_value(SecretId=name)["SecretString"] == "v106"
     assert sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")["SecretString"] == "v105"
+
+
+def test_concurrent_puts_keep_the_labels_consistent(fresh_server: KhoaServer) -> None:
+    """Several server processes writing versions of one secret at once: every version is stored, and
+    AWSCURRENT / AWSPREVIOUS end on the last two versions in the order the writes committed."""
+    fresh_server.extra_args = ["--workers", "3"]
+    server = fresh_server.start()
+    name = unique()
+    server.client("secretsmanager").create_secret(Name=name, SecretString="v0")
+
+    def writer(worker: int) -> list[str]:
+        client = server.client("secretsmanager")
+        return [
+            client.put_secret_value(SecretId=name, SecretString=f"w{worker}-{i}")["VersionId"]
+            for i in range(8)
+        ]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        written = [v for ids in pool.map(writer, range(6)) for v in ids]
+    sm = server.client("secretsmanager")
+    listed = sm.list_secret_version_ids(SecretId=name, IncludeDeprecated=True)["Versions"]
+    assert {v["VersionId"] for v in listed} >= set(written)
+    assert len(listed) == 49
+    labelled = stages_of(sm, name)
+    assert sorted(label for labels in labelled.values() for label in labels) == ["AWSCURRENT", "AWSPREVIOUS"]
+    assert len(labelled) == 2
+    current = sm.get_secret_value(SecretId=name)
+    previous = sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")
+    assert current["VersionId"] in written and previous["VersionId"] in written
+    assert current["CreatedDate"] >= previous["CreatedDate"]

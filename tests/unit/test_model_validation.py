@@ -159,7 +159,9 @@ def test_pattern_constraint(kms: ServiceModel) -> None:
     code, message = _refused(kms, "CreateKey", {"Policy": "\x01"})
     assert code == "ValidationException"
     assert message is not None
-    assert "at 'policy' failed to satisfy constraint: Member must satisfy regular expression pattern" in message
+    assert (
+        "at 'policy' failed to satisfy constraint: Member must satisfy regular expression pattern" in message
+    )
 
 
 def test_error_count_covers_every_problem(kms: ServiceModel) -> None:
@@ -264,7 +266,9 @@ def test_decode_body_refuses_malformed_bodies(body: bytes) -> None:
 def test_decode_body_accepts_empty_and_escaped_unicode() -> None:
     assert awsjson.decode_body(b"") == {}
     assert awsjson.decode_body(b"  \n") == {}
-    assert awsjson.decode_body(b'{"Description": "\\ud83d\\ude00 \\u00e9"}') == {"Description": "\U0001f600 é"}
+    assert awsjson.decode_body(b'{"Description": "\\ud83d\\ude00 \\u00e9"}') == {
+        "Description": "\U0001f600 é"
+    }
 
 
 def test_encode_error_shape() -> None:

@@ -13,8 +13,13 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import botocore.loaders
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from khoa.auth.sigv4 import (
     SIGNATURE_MISMATCH,
@@ -180,7 +185,9 @@ def _tampered_variants(vector: dict[str, Any]) -> dict[str, SignedRequest]:
     variants = {
         "method": _request(vector, method="DELETE"),
         "path": _request(vector, raw_path=vector["path"].rstrip("/") + "/x"),
-        "query": _request(vector, query_string=(vector["query"] + "&" if vector["query"] else "") + "extra=1"),
+        "query": _request(
+            vector, query_string=(vector["query"] + "&" if vector["query"] else "") + "extra=1"
+        ),
     }
     extra_header = next((n for n in reversed(signed) if n not in ("host", "x-amz-date", "date")), "host")
     headers = {k: list(v) for k, v in request.headers.items()}
@@ -282,7 +289,8 @@ def test_sts_window_is_fifteen_minutes() -> None:
     with pytest.raises(AWSError) as excinfo:
         check_skew("20260301T095611Z", signed_at, NOW, dt.timedelta(minutes=15))
     assert excinfo.value.message == (
-        "Signature expired: 20260301T095611Z is now earlier than 20260301T095612Z (20260301T101112Z - 15 min.)"
+        "Signature expired: 20260301T095611Z is now earlier than 20260301T095612Z "
+        "(20260301T101112Z - 15 min.)"
     )
     check_skew("20260301T095612Z", NOW - dt.timedelta(minutes=15), NOW, dt.timedelta(minutes=15))
 
@@ -352,7 +360,9 @@ def test_missing_authorization() -> None:
     ],
 )
 def test_missing_authorization_parameter(drop: str, message: str) -> None:
-    kept = [p for p in GOOD_AUTH.removeprefix("AWS4-HMAC-SHA256 ").split(", ") if not p.startswith(drop + "=")]
+    kept = [
+        p for p in GOOD_AUTH.removeprefix("AWS4-HMAC-SHA256 ").split(", ") if not p.startswith(drop + "=")
+    ]
     header = "AWS4-HMAC-SHA256 " + ", ".join(kept)
     assert _refusal(_with_authorization(header)) == (
         "IncompleteSignatureException",
@@ -450,7 +460,9 @@ def test_credential_with_wrong_terminator() -> None:
     header = GOOD_AUTH.replace("/aws4_request", "/aws4_reqest")
     code, message, _ = _refusal(_with_authorization(header))
     assert code == "InvalidSignatureException"
-    assert message == "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4_reqest'. "
+    assert (
+        message == "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws4_reqest'. "
+    )
 
 
 def test_credential_date_must_match_request_date() -> None:
@@ -493,7 +505,9 @@ def test_signing_key_cache_follows_a_changed_secret() -> None:
     verifier = SigV4Verifier(max_cached_keys=2)
     request = _request(vector)
     now = _when(vector["timestamp"])
-    verifier.verify(request, service="kms", now=now, skew=SKEW, lookup_secret=lambda _a: vector["secret_access_key"])
+    verifier.verify(
+        request, service="kms", now=now, skew=SKEW, lookup_secret=lambda _a: vector["secret_access_key"]
+    )
     with pytest.raises(AWSError):
         verifier.verify(request, service="kms", now=now, skew=SKEW, lookup_secret=lambda _a: "rotated")
     for other in BOTOCORE:  # more distinct keys than the cache holds
@@ -504,4 +518,28 @@ def test_signing_key_cache_follows_a_changed_secret() -> None:
             skew=SKEW,
             lookup_secret=lambda _a, o=other: o["secret_access_key"],
         )
-    verifier.verify(request, service="kms", now=now, skew=SKEW, lookup_secret=lambda _a: vector["secret_access_key"])
+    verifier.verify(
+        request, service="kms", now=now, skew=SKEW, lookup_secret=lambda _a: vector["secret_access_key"]
+    )
+
+
+def _all_botocore_regions() -> list[str]:
+    endpoints = botocore.loaders.Loader().load_data("endpoints")
+    return sorted({region for partition in endpoints["partitions"] for region in partition["regions"]})
+
+
+@pytest.mark.parametrize("region", _all_botocore_regions())
+def test_every_region_botocore_knows_is_a_valid_scope(region: str) -> None:
+    request = AWSRequest(
+        method="POST", url="http://127.0.0.1:9440/", data=b"{}", headers={"X-Amz-Target": "x"}
+    )
+    with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
+        SigV4Auth(Credentials("AKIDREGIONS", "secret"), "kms", region).add_auth(request)
+    headers = _headers(
+        [[name, value] for name, value in request.headers.items()] + [["Host", "127.0.0.1:9440"]]
+    )
+    signed = SignedRequest(method="POST", raw_path="/", query_string="", headers=headers, body=b"{}")
+    verified = SigV4Verifier().verify(
+        signed, service="kms", now=NOW, skew=SKEW, lookup_secret=lambda _a: "secret"
+    )
+    assert verified.region == region

@@ -123,7 +123,7 @@ CASES: list[dict[str, Any]] = [
     },
     {
         "name": "headers-whitespace-and-repeats",
-        "description": "header values with extra/inner whitespace and tabs, repeated headers, mixed case names",
+        "description": "extra and inner whitespace, tabs, repeated headers, mixed-case names",
         "service": "kms",
         "region": "us-east-1",
         "timestamp": "20260307T070707Z",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine, insert, update
@@ -61,6 +62,9 @@ class AuditRecorder:
         self.engine = engine
         self.enabled = True
         self.failures = 0
+        # time.monotonic() of the latest failed and successful commits (readiness reads them)
+        self.last_failure_at = 0.0
+        self.last_success_at = 0.0
         self._pending: list[tuple[str, AuditEvent, asyncio.Future[None]]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
@@ -116,17 +120,30 @@ class AuditRecorder:
                     updates = [event for kind, event, _ in batch if kind == "update"]
                     await loop.run_in_executor(self._executor, self.write, inserts, updates)
                 except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
-                    self.failures += 1
+                    self.note_failure()
                     log.error("audit sink failed (%s); refusing %d requests", type(exc).__name__, len(batch))
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(AuditUnavailable())
                     continue
+                self.last_success_at = time.monotonic()
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
         finally:
             self._flushing = False
+
+    def note_failure(self) -> None:
+        self.failures += 1
+        self.last_failure_at = time.monotonic()
+
+    def failed_within(self, seconds: float) -> bool:
+        """Whether a commit failed in the last ``seconds`` with no successful commit since."""
+        return (
+            self.failures > 0
+            and self.last_failure_at > self.last_success_at
+            and time.monotonic() - self.last_failure_at < seconds
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -20,7 +20,7 @@ from khoa.protocol.errors import AWSError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _TERMINATOR = "aws4_request"
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_REGION_RE = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")  # us-east-1, us-gov-west-1, eusc-de-east-1
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _TOKEN_SPLIT = re.compile(r"[\s,]+")
 

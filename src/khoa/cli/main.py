@@ -14,6 +14,8 @@ from rich.console import Console
 
 from khoa.bootstrap import ensure_first_account, load_barrier
 from khoa.cli.account import app as account_app
+from khoa.cli.audit import app as audit_app
+from khoa.cli.functions import app as functions_app
 from khoa.crypto.seal import SealError
 from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
@@ -128,6 +130,8 @@ def server(
 
 
 app.add_typer(account_app, name="account")
+app.add_typer(audit_app, name="audit")
+app.add_typer(functions_app, name="functions")
 
 
 def main() -> None:

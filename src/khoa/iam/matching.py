@@ -1,28 +1,51 @@
-"""Wildcard matching (``*`` and ``?``) and policy variables, as IAM applies them."""
+"""Wildcard matching (``*`` and ``?``) and policy variables, as IAM applies them.
+
+Policy variables (``${aws:username}``, ``${aws:PrincipalTag/team}``) exist only in policies whose
+``Version`` is ``2012-10-17``; in older or unversioned policies they are literal text. A variable takes
+the single value of its key in the request context, or its default (``${aws:username, 'anonymous'}``);
+a key that is absent (or multivalued, which IAM does not substitute) leaves the variable unresolved, and
+an element holding an unresolved variable matches nothing. ``${*}``, ``${?}`` and ``${$}`` stand for the
+literal characters, and substituted values are literal too: neither acts as a wildcard.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
 
-_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _ESCAPES = {"*": "*", "?": "?", "$": "$"}
+_DEFAULT = re.compile(r"^'(.*)'$", re.DOTALL)
+
+# A pattern is a sequence of pieces: (text, literal). Policy text is a wildcard pattern; substituted values
+# and the escapes ${*} ${?} ${$} are literal.
+Pieces = tuple[tuple[str, bool], ...]
+
+
+def _pattern(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    return _compile(((pattern, False),), ignore_case)
 
 
 @functools.lru_cache(maxsize=8192)
-def _pattern(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+def _compile(pieces: Pieces, ignore_case: bool, *, arn: bool = False) -> re.Pattern[str]:
+    """Pieces → regex. With ``arn``, wildcards in the first five ARN components do not cross a colon."""
     parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
+    colons = 0
+    for text, literal in pieces:
+        for char in text:
+            if char == ":":
+                colons += 1
+            if literal or char not in "*?":
+                parts.append(re.escape(char))
+            elif arn and colons < 5:
+                parts.append("[^:]*" if char == "*" else "[^:]")
+            else:
+                parts.append(".*" if char == "*" else ".")
     return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def wildcard_match(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """Does ``value`` match ``pattern`` (``*`` any run of characters, ``?`` exactly one)?"""
     if pattern == "*":
         return True
     if "*" not in pattern and "?" not in pattern:
@@ -30,29 +53,71 @@ def wildcard_match(pattern: str, value: str, *, ignore_case: bool = False) -> bo
     return _pattern(pattern, ignore_case).fullmatch(value) is not None
 
 
-def substitute(text: str, context: dict[str, list[str]]) -> str | None:
-    """Replace ``${key}`` policy variables; None when a variable has no value (the element never matches).
+def _resolve(inner: str, context: dict[str, list[str]]) -> str | None:
+    inner = inner.strip()
+    if inner in _ESCAPES:
+        return _ESCAPES[inner]
+    name, comma, default = inner.partition(",")
+    values = context.get(name.strip().lower())
+    if values is not None and len(values) == 1:
+        return values[0]
+    if comma:
+        quoted = _DEFAULT.match(default.strip())
+        if quoted:
+            return quoted.group(1)
+    return None
 
-    ``${key, 'default'}`` supplies a default; ``${*}``, ``${?}`` and ``${$}`` are literal characters.
-    """
-    if "${" not in text:
-        return text
-    missing = False
 
-    def replace(match: re.Match[str]) -> str:
-        nonlocal missing
-        inner = match.group(1).strip()
-        if inner in _ESCAPES:
-            return _ESCAPES[inner]
-        name, _, default = inner.partition(",")
-        values = context.get(name.strip().lower())
-        if values:
-            return values[0]
-        default = default.strip()
-        if default.startswith("'") and default.endswith("'") and len(default) >= 2:
-            return default[1:-1]
-        missing = True
-        return ""
+def pieces(text: str, context: dict[str, list[str]], *, variables: bool = True) -> Pieces | None:
+    """Split ``text`` into pattern and literal pieces, substituting variables; None when one is unresolved."""
+    if not variables or "${" not in text:
+        return ((text, False),)
+    result: list[tuple[str, bool]] = []
+    position = 0
+    for match in _VARIABLE.finditer(text):
+        value = _resolve(match.group(1), context)
+        if value is None:
+            return None
+        if match.start() > position:
+            result.append((text[position : match.start()], False))
+        result.append((value, True))
+        position = match.end()
+    if position < len(text):
+        result.append((text[position:], False))
+    return tuple(result)
 
-    result = _VARIABLE.sub(replace, text)
-    return None if missing else result
+
+def substitute(text: str, context: dict[str, list[str]], *, variables: bool = True) -> str | None:
+    """Replace ``${key}`` policy variables with their values; None when a variable has no value."""
+    parts = pieces(text, context, variables=variables)
+    return None if parts is None else "".join(part for part, _ in parts)
+
+
+def like(
+    pattern: str,
+    value: str,
+    context: dict[str, list[str]],
+    *,
+    ignore_case: bool = False,
+    variables: bool = True,
+) -> bool:
+    """Wildcard-match ``value`` against a policy pattern that may hold variables (unresolved: no match)."""
+    if not variables or "${" not in pattern:
+        return wildcard_match(pattern, value, ignore_case=ignore_case)
+    parts = pieces(pattern, context)
+    if parts is None:
+        return False
+    return _compile(parts, ignore_case).fullmatch(value) is not None
+
+
+def arn_like(pattern: str, value: str, context: dict[str, list[str]], *, variables: bool = True) -> bool:
+    """ArnLike / ArnEquals: each of the six colon-separated components is matched on its own."""
+    parts = pieces(pattern, context, variables=variables)
+    return parts is not None and match_pieces(parts, value, arn=True)
+
+
+def match_pieces(parts: Pieces, value: str, *, ignore_case: bool = False, arn: bool = False) -> bool:
+    """Match ``value`` against already-substituted pieces (see :func:`pieces`)."""
+    if arn and (value.count(":") < 5 or sum(text.count(":") for text, _ in parts) < 5):
+        return False
+    return _compile(parts, ignore_case, arn=arn).fullmatch(value) is not None

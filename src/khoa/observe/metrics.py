@@ -1,12 +1,35 @@
-"""Prometheus metrics, held in a registry owned by the app object (no module-level state)."""
+"""Prometheus metrics, held in a registry owned by the app object (no module-level state).
+
+Every series is named ``khoa_…``. Counters follow from each response's outcome (its error code);
+gauges about stored resources (keys pending deletion, secrets overdue for rotation) are read from the
+database when scraped.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from khoa.storage import schema
+
+if TYPE_CHECKING:
+    from khoa.runtime import Runtime
+
+log = logging.getLogger("khoa")
+
+ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
+DECRYPTION_FAILURES = frozenset({"InvalidCiphertextException", "DecryptionFailure"})
+THROTTLES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "khoa_requests",
@@ -27,13 +50,71 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.access_denied = Counter(
+            "khoa_access_denied",
+            "Requests refused by authorisation (AccessDenied)",
+            ["service", "operation"],
+            registry=self.registry,
+        )
         self.decrypt_failures = Counter(
             "khoa_decryption_failures", "Ciphertexts that failed to decrypt", registry=self.registry
+        )
+        self.throttles = Counter(
+            "khoa_throttled_requests", "Requests refused by throttling", ["service"], registry=self.registry
         )
         self.audit_failures = Counter(
             "khoa_audit_sink_errors", "Audit events that could not be recorded", registry=self.registry
         )
         self.sealed = Gauge("khoa_sealed", "1 while the server is sealed", registry=self.registry)
+        if runtime is not None:
+            self.registry.register(StoredResources(runtime))
+
+    def count_request(self, service: str, operation: str, outcome: str) -> None:
+        """Count one answered request; ``outcome`` is "ok" or the error code."""
+        self.requests.labels(service, operation, outcome).inc()
+        if outcome in ACCESS_DENIED:
+            self.access_denied.labels(service, operation).inc()
+        elif outcome in DECRYPTION_FAILURES:
+            self.decrypt_failures.inc()
+        elif outcome in THROTTLES:
+            self.throttles.labels(service).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StoredResources(Collector):
+    """Gauges read from the database at scrape time (one cheap aggregate query each)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # no query at registration; the series are named in collect()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        keys = schema.kms_keys
+        secrets = schema.sm_secrets
+        now = self.runtime.clock.now().timestamp()
+        try:
+            with self.runtime.engine.connect() as conn:
+                pending = conn.execute(
+                    select(func.count()).select_from(keys).where(keys.c.state == "PendingDeletion")
+                ).scalar_one()
+                overdue = conn.execute(
+                    select(func.count())
+                    .select_from(secrets)
+                    .where(secrets.c.rotation_enabled.is_(True))
+                    .where(secrets.c.deleted_at.is_(None))
+                    .where(secrets.c.next_rotation_at.is_not(None))
+                    .where(secrets.c.next_rotation_at < now)
+                ).scalar_one()
+        except Exception:  # a scrape must not fail because the database is down
+            log.warning("metrics: could not read stored resources", exc_info=True)
+            return
+        yield GaugeMetricFamily("khoa_kms_keys_pending_deletion", "KMS keys pending deletion", value=pending)
+        yield GaugeMetricFamily(
+            "khoa_secrets_rotation_overdue",
+            "Secrets with rotation enabled whose next rotation is past due",
+            value=overdue,
+        )

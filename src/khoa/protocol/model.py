@@ -111,7 +111,7 @@ class ServiceModel:
             return self._number(shape, value, path, problems, integral=False)
         if kind == "boolean":
             if not isinstance(value, bool):
-                raise serialization_error(f"Expected a boolean for '{path}'")
+                raise _mismatch(value, "Boolean")
             return value
         if kind == "blob":
             return self._blob(shape, value, path, problems)
@@ -122,11 +122,7 @@ class ServiceModel:
     def _structure(self, shape_name: str, value: Any, path: str, problems: list[_Problem]) -> dict[str, Any]:
         shape = self.shapes[shape_name]
         if not isinstance(value, dict):
-            raise serialization_error(
-                "Start of list found where not expected"
-                if isinstance(value, list)
-                else "Expected a structure"
-            )
+            raise _mismatch(value, shape_name)
         members: dict[str, Any] = shape.get("members", {})
         out: dict[str, Any] = {}
         for name in shape.get("required", []):
@@ -145,18 +141,14 @@ class ServiceModel:
 
     def _list(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> list[Any]:
         if not isinstance(value, list):
-            raise serialization_error(
-                "Start of structure or map found where not expected."
-                if isinstance(value, dict)
-                else f"Expected a list for '{path}'"
-            )
+            raise _mismatch(value, "List")
         self._length(shape, len(value), path, _short(value), problems)
         member = shape["member"]["shape"]
         return [self._value(member, item, f"{path}.{i + 1}.member", problems) for i, item in enumerate(value)]
 
     def _map(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise serialization_error(f"Expected a map for '{path}'")
+            raise _mismatch(value, "Map")
         self._length(shape, len(value), path, _short(value), problems)
         key_shape = shape["key"]["shape"]
         value_shape = shape["value"]["shape"]
@@ -170,11 +162,7 @@ class ServiceModel:
 
     def _string(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> str:
         if not isinstance(value, str):
-            raise serialization_error(
-                f"STRING_VALUE can not be converted to a String at '{path}'"
-                if not isinstance(value, (dict, list))
-                else "Start of structure or map found where not expected."
-            )
+            raise _mismatch(value, "String")
         shown = "" if shape.get("sensitive") else f"'{value}'"
         self._length(shape, len(value), path, shown, problems)
         enum = shape.get("enum")
@@ -193,7 +181,7 @@ class ServiceModel:
         self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem], integral: bool
     ) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise serialization_error(f"NUMBER_VALUE can not be converted to a number at '{path}'")
+            raise _mismatch(value, _NUMBER_TYPES[shape["type"]])
         if integral and isinstance(value, float):
             if not value.is_integer():
                 raise serialization_error(f"Expected an integer at '{path}'")
@@ -211,7 +199,7 @@ class ServiceModel:
 
     def _blob(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> bytes:
         if not isinstance(value, str):
-            raise serialization_error(f"Expected a base64-encoded blob at '{path}'")
+            raise _mismatch(value, "ByteBuffer")
         try:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
@@ -244,6 +232,25 @@ class ServiceModel:
             problems.append(
                 _Problem(path, shown, f"Member must have length less than or equal to {shape['max']}")
             )
+
+
+_NUMBER_TYPES = {"integer": "Integer", "long": "Long", "float": "Float", "double": "Double"}
+
+
+def _mismatch(value: Any, target: str) -> AWSError:
+    """A JSON value of the wrong type, in the words of AWS's (Coral) JSON deserialiser."""
+    if isinstance(value, list):
+        return serialization_error("Start of list found where not expected")
+    if isinstance(value, dict):
+        return serialization_error("Start of structure or map found where not expected.")
+    if isinstance(value, bool):
+        token = "TRUE_VALUE" if value else "FALSE_VALUE"
+    elif isinstance(value, (int, float)):
+        token = "NUMBER_VALUE"
+    else:
+        token = "STRING_VALUE"
+    article = "an" if target[:1] in ("A", "E", "I", "O", "U") else "a"
+    return serialization_error(f"{token} can not be converted to {article} {target}")
 
 
 def _java_text(value: Any) -> str:

@@ -386,3 +386,80 @@ audit_events = Table(
     Index("ix_audit_events_account_time", "account_id", "event_time"),
     Index("ix_audit_events_log_file", "log_file", "seq"),
 )
+
+# The trail's RSA-2048 signing keys (CloudTrail's per-Region digest keys): the public key as PKCS#1
+# DER, the private key sealed by the barrier bound to its fingerprint.
+audit_trail_keys = Table(
+    "audit_trail_keys",
+    metadata,
+    Column("fingerprint", String(32), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("private_key_sealed", LargeBinary, nullable=False),
+    Column("valid_from", Float, nullable=False),
+    Column("valid_to", Float),
+)
+
+# Digest files written, one chain per (account, Region); position is the 1-based place in its chain.
+audit_digests = Table(
+    "audit_digests",
+    metadata,
+    Column("digest_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("s3_object", String(512), nullable=False, unique=True),
+    Column("start_time", Float, nullable=False),
+    Column("end_time", Float, nullable=False),
+    Column("hash_value", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("log_file_count", Integer, nullable=False),
+    Index("ux_audit_digests_chain", "account_id", "region", "position", unique=True),
+)
+
+# Log files delivered; digest_id is NULL until a digest lists the file.
+audit_log_files = Table(
+    "audit_log_files",
+    metadata,
+    Column("file_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("s3_object", String(512), nullable=False, unique=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("hash_value", String(64), nullable=False),
+    Column("oldest_event_time", Float, nullable=False),
+    Column("newest_event_time", Float, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("delivered_at", Float, nullable=False),
+    Column("digest_id", BigInteger().with_variant(Integer(), "sqlite")),
+    Index("ix_audit_log_files_digest", "digest_id", "file_id"),
+)
+
+# -- Rotation engine ------------------------------------------------------------------------------
+
+rotation_functions = Table(
+    "rotation_functions",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("target", String(2048), nullable=False),
+    Column("role_arn", String(2048)),
+    Column("secret_sealed", LargeBinary),
+    Column("timeout_seconds", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+rotation_runs = Table(
+    "rotation_runs",
+    metadata,
+    Column("secret_id", String(36), primary_key=True),
+    Column("token", String(64), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("started_at", Float, nullable=False),
+    Column("owner", String(64)),
+    Column("owner_expires_at", Float),
+)

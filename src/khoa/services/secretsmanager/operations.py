@@ -128,18 +128,30 @@ def add_version(
     key = values.encryption_key(ctx, record.kms_key_id)
     sealed = values.seal(ctx, key, record.arn, version_id, kind, value)
     now = ctx.now.timestamp()
-    with backend(ctx).engine.begin() as conn:
-        before = store(ctx).stages(conn, record.secret_id)
-        # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
-        first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
-        after = stages.attach(before, version_id, [*labels, *first])
-        _insert_version(conn, record, version_id, sealed, now)
-        store(ctx).write_stages(conn, record.secret_id, before, after)
-        conn.execute(
-            update(SECRETS).where(SECRETS.c.secret_id == record.secret_id).values(last_changed_at=now)
-        )
-        _prune_deprecated(conn, record.secret_id, now)
+    try:
+        with backend(ctx).engine.begin() as conn:
+            _lock(conn, record.secret_id, now)
+            before = store(ctx).stages(conn, record.secret_id)
+            # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
+            first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
+            after = stages.attach(before, version_id, [*labels, *first])
+            _insert_version(conn, record, version_id, sealed, now)
+            store(ctx).write_stages(conn, record.secret_id, before, after)
+            _prune_deprecated(conn, record.secret_id, now)
+    except IntegrityError:
+        # the same ClientRequestToken, written concurrently by another request
+        if _same_value(ctx, record, version_id, kind, value):
+            return stages.by_version(store(ctx).read_stages(record.secret_id)).get(version_id, [])
+        raise errors.exists(
+            "You can't modify an existing version, you can only create a new version."
+        ) from None
     return stages.by_version(after).get(version_id, [])
+
+
+def _lock(conn: Connection, secret_id: str, now: float) -> None:
+    """Start a write to a secret's versions or labels by updating its row: concurrent writers to the same
+    secret wait here (a row lock on PostgreSQL, the write lock on SQLite), so labels read next are current."""
+    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
 
 
 def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +311,12 @@ def put_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
 def update_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, store(ctx), params["SecretId"])
     value = _value_from(params, required=False)
+    version_id = _token(params)
+    if value is not None and store(ctx).version(record.secret_id, version_id) is not None:
+        # Unlike CreateSecret and PutSecretValue, UpdateSecret is not idempotent on the token: "If you
+        # call this operation with a ClientRequestToken that matches an existing version's VersionId,
+        # the operation results in an error."
+        raise errors.exists("You can't modify an existing version, you can only create a new version.")
     column_values: dict[str, Any] = {}
     if "Description" in params:
         column_values["description"] = params["Description"]
@@ -317,7 +335,6 @@ def update_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         record = replace(record, **column_values)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     if value is not None:
-        version_id = _token(params)
         add_version(ctx, record, version_id, value[0], value[1], [stages.CURRENT])
         result["VersionId"] = version_id
     if key is not None:
@@ -363,14 +380,10 @@ def update_secret_version_stage(ctx: RequestContext, params: dict[str, Any]) -> 
         if version_id is not None and store(ctx).version(record.secret_id, version_id) is None:
             raise errors.invalid_parameter(f"The version {version_id} doesn't exist.")
     with backend(ctx).engine.begin() as conn:
+        _lock(conn, record.secret_id, ctx.now.timestamp())
         before = store(ctx).stages(conn, record.secret_id)
         after = stages.move(before, params["VersionStage"], remove_from, move_to)
         store(ctx).write_stages(conn, record.secret_id, before, after)
-        conn.execute(
-            update(SECRETS)
-            .where(SECRETS.c.secret_id == record.secret_id)
-            .values(last_changed_at=ctx.now.timestamp())
-        )
         _prune_deprecated(conn, record.secret_id, ctx.now.timestamp())
     return {"ARN": record.arn, "Name": record.name}
 

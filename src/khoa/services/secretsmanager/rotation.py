@@ -13,6 +13,8 @@ from typing import Any
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.rotation import functions
 from khoa.services.secretsmanager import errors, names, schedule, stages
 
 _LAMBDA_ARN = re.compile(r"^arn:aws:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$")
@@ -33,12 +35,20 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         raise errors.invalid_parameter(
             "RotationLambdaARN must be a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)."
         )
+    if lambda_arn and functions.lookup(ctx.runtime.engine, lambda_arn) is None:
+        raise AWSError(
+            "AccessDeniedException",
+            "Secrets Manager cannot invoke the specified Lambda function. "
+            "Ensure that the function policy grants access to the principal "
+            "secretsmanager.amazonaws.com.",
+        )
     current_stages = ctx.runtime.secrets.store.read_stages(record.secret_id)
-    if (
+    immediately = params.get("RotateImmediately", True)
+    if (immediately and ctx.runtime.rotation.in_progress(record.secret_id)) or (
         stages.PENDING in current_stages
         and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
     ):
-        raise errors.invalid_request("Previous rotation request is still in progress.")
+        raise errors.invalid_request("A previous rotation isn't complete. That rotation will be reattempted.")
     rules = params.get("RotationRules") or record.rules
     if rules is not None:
         schedule.validate(rules)
@@ -54,11 +64,11 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         next_rotation_at=next_at.timestamp() if next_at else None,
         last_changed_at=ctx.now.timestamp(),
     )
-    return {
-        "ARN": record.arn,
-        "Name": record.name,
-        "VersionId": params.get("ClientRequestToken") or str(uuid.uuid4()),
-    }
+    token = params.get("ClientRequestToken") or str(uuid.uuid4())
+    if immediately:
+        ctx.runtime.rotation.start(record.secret_id, token, ctx.now.timestamp())
+        ctx.runtime.jobs.poke()
+    return {"ARN": record.arn, "Name": record.name, "VersionId": token}
 
 
 def cancel_rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +78,7 @@ def cancel_rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     ctx.runtime.secrets.store.update(
         record.secret_id, rotation_enabled=False, next_rotation_at=None, last_changed_at=ctx.now.timestamp()
     )
+    ctx.runtime.rotation.cancel(record.secret_id)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     pending = ctx.runtime.secrets.store.read_stages(record.secret_id).get(stages.PENDING)
     if pending:

@@ -53,12 +53,13 @@ def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
     validate_tags(params["Tags"])
     with ctx.runtime.secrets.engine.begin() as conn:
-        write_tags(conn, record.secret_id, params["Tags"])
+        # the row update first: concurrent taggers of one secret wait for each other
         conn.execute(
             update(SECRETS)
             .where(SECRETS.c.secret_id == record.secret_id)
             .values(last_changed_at=ctx.now.timestamp())
         )
+        write_tags(conn, record.secret_id, params["Tags"])
     return {}
 
 

@@ -96,8 +96,9 @@ def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
         if enum is not None and option == "Equals":
             for value in values:
                 if value not in enum:
+                    # AWS reports an unknown Type or Tier value as InvalidFilterOption.
                     raise errors.code(
-                        "InvalidFilterValue",
+                        "InvalidFilterOption",
                         f"The following filter value is not valid: {value}. Valid values include: "
                         f"[{', '.join(enum)}].",
                     )
@@ -241,6 +242,8 @@ def describe_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         raise errors.validation("You can use either Filters or ParameterFilters in a single request.")
     parameter_filters = params.get("ParameterFilters", [])
     validate_filters(parameter_filters, by_path=False)
+    if params.get("Shared", False):
+        return {"Parameters": []}  # Khoa doesn't share parameters with other accounts (AWS RAM)
     conditions = _legacy_filters(params.get("Filters", []))
     conditions += [_filter(f) for f in parameter_filters]
     page, token = _page(ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))

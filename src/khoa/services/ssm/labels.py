@@ -13,12 +13,12 @@ from khoa.services.ssm import errors, names
 from khoa.services.ssm.store import LABELS, ParameterRow
 
 MAX_LABELS_PER_VERSION = 10
-_LABEL = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
+_LABEL = re.compile(r"[A-Za-z0-9._\-]{1,100}")
 
 
 def valid_label(label: str) -> bool:
     lowered = label.lower()
-    return bool(_LABEL.match(label)) and not label[0].isdigit() and not lowered.startswith(("aws", "ssm"))
+    return bool(_LABEL.fullmatch(label)) and not label[0].isdigit() and not lowered.startswith(("aws", "ssm"))
 
 
 def _parameter(ctx: RequestContext, name: str) -> ParameterRow:

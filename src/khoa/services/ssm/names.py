@@ -18,7 +18,7 @@ from khoa.services.ssm import errors
 
 MAX_ARN_LENGTH = 1011
 MAX_LEVELS = 15
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def clean(name: str) -> str:
@@ -79,7 +79,7 @@ def validate(ctx: RequestContext, name: str) -> None:
         segments = name[1:].split("/")
     else:
         segments = [name]
-    if any(not _SEGMENT.match(segment) for segment in segments):
+    if any(not _SEGMENT.fullmatch(segment) for segment in segments):
         raise errors.validation(errors.NAME_RULES)
     if len(segments) > MAX_LEVELS:
         raise errors.code(

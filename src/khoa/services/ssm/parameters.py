@@ -23,7 +23,7 @@ ADVANCED_MAX = 8192
 MAX_VERSIONS = 100
 REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 _DATA_TYPES = ("text", "aws:ec2:image", "aws:ssm:integration")
-_AMI = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+_AMI = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
 
 
 def backend(ctx: RequestContext) -> ParametersBackend:
@@ -96,11 +96,6 @@ def _check_value(
         raise errors.validation(
             "The data type aws:ec2:image is supported only for the String parameter type."
         )
-    if data_type == "aws:ec2:image" and not _AMI.match(value):
-        raise errors.validation(
-            f"Parameter value, {value}, doesn't match the format of an Amazon EC2 image ID "
-            "(ami-12345678 or ami-1234567890abcdef0)."
-        )
     if params.get("KeyId") and param_type != "SecureString":
         raise errors.validation("KeyId is required for SecureString type parameter only.")
 
@@ -154,6 +149,11 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     else:
         policy_list = []
     tier = _choose_tier(params.get("Tier"), existing, value, bool(policy_list))
+    data_type = params.get("DataType", previous.data_type if previous else "text")
+    if data_type == "aws:ec2:image" and not _AMI.fullmatch(value):
+        # AWS validates aws:ec2:image values after answering: the call succeeds, but a value that isn't
+        # an AMI ID is never stored (the parameter is neither created nor updated).
+        return {"Version": existing.version + 1 if existing else 1, "Tier": tier}
     arn = names.parameter_arn(ctx, name)
     key_id = None
     ciphertext = None
@@ -198,10 +198,8 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
                         expires_at=expires,
                     )
                 )
-                for tag in params.get("Tags", []):
-                    conn.execute(
-                        insert(TAGS).values(param_id=param_id, tag_key=tag["Key"], tag_value=tag["Value"])
-                    )
+                for tag_key, tag_value in {t["Key"]: t["Value"] for t in params.get("Tags", [])}.items():
+                    conn.execute(insert(TAGS).values(param_id=param_id, tag_key=tag_key, tag_value=tag_value))
             else:
                 param_id = existing.param_id
                 version = existing.version + 1
@@ -242,7 +240,7 @@ def _make_room(conn: Any, param_id: str, name: str) -> None:
         raise errors.code(
             "ParameterMaxVersionLimitExceeded",
             f"You attempted to create a new version of {name} by calling the PutParameter API with "
-            "the overwrite flag. Version 1, the oldest version, can't be deleted because it has a "
+            f"the overwrite flag. Version {oldest}, the oldest version, can't be deleted because it has a "
             "label associated with it. Move the label to another version of the parameter, and try "
             "again.",
         )
@@ -314,6 +312,8 @@ def render(
 
 def _get_one(ctx: RequestContext, name: str, with_decryption: bool) -> dict[str, Any]:
     name = names.clean(name)
+    if " " in name:
+        raise errors.validation(errors.NAME_RULES)  # AWS refuses spaces inside a name
     if name.startswith(REFERENCE_PREFIX):
         from khoa.services.ssm.references import secret_parameter
 

@@ -23,7 +23,11 @@ def secret_parameter(ctx: RequestContext, name: str, with_decryption: bool) -> d
     if not with_decryption:
         raise errors.validation("WithDecryption flag must be True for retrieving a Secret Manager secret.")
     reference = name[len(PREFIX) :]
-    secret_id, sep, selector = reference.partition(":")
+    if reference.startswith("arn:"):  # a secret ARN has six colons of its own
+        parts = reference.split(":", 7)
+        secret_id, sep, selector = ":".join(parts[:7]), ":" if len(parts) > 7 else "", "".join(parts[7:])
+    else:
+        secret_id, sep, selector = reference.partition(":")
     version_id = stage = None
     if sep:
         if len(selector) >= 32 and "-" in selector:

@@ -15,12 +15,17 @@ SERVICE = "ssm"
 DEFAULT_KEY = "alias/aws/ssm"
 
 
-def _invalid_key(ctx: RequestContext, error: AWSError) -> AWSError:
-    return errors.code(
-        "InvalidKeyId",
+def _from_kms(ctx: RequestContext, error: AWSError) -> AWSError:
+    """A KMS failure as Parameter Store reports it: AccessDeniedException stays one, every other KMS
+    error (NotFound, Disabled, KMSInvalidState, InvalidKeyUsage, ...) becomes InvalidKeyId; the
+    message carries KMS's own, as AWS's does."""
+    message = (
         f"{error.message} (Service: AWSKMS; Status Code: 400; Error Code: "
-        f"{error.code}; Request ID: {ctx.request_id}; Proxy: null)",
+        f"{error.code}; Request ID: {ctx.request_id}; Proxy: null)"
     )
+    if error.code == "AccessDeniedException":
+        return AWSError("AccessDeniedException", message)
+    return errors.code("InvalidKeyId", message)
 
 
 def encrypt(ctx: RequestContext, key_id: str | None, arn: str, value: str) -> bytes:
@@ -30,16 +35,12 @@ def encrypt(ctx: RequestContext, key_id: str | None, arn: str, value: str) -> by
             kms_internal.via(ctx, SERVICE), key, value.encode(), {"PARAMETER_ARN": arn}
         )
     except AWSError as error:
-        if error.code == "AccessDeniedException":
-            raise
-        raise _invalid_key(ctx, error) from None
+        raise _from_kms(ctx, error) from None
 
 
 def decrypt(ctx: RequestContext, arn: str, blob: bytes) -> str:
     try:
         _, plaintext = kms_internal.decrypt(ctx, blob, {"PARAMETER_ARN": arn}, SERVICE)
     except AWSError as error:
-        if error.code == "AccessDeniedException":
-            raise
-        raise _invalid_key(ctx, error) from None
+        raise _from_kms(ctx, error) from None
     return plaintext.decode()

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import re
-import secrets
 import string
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from khoa.auth.credentials import session_binding
+from khoa.auth.sessions import issue_session
 from khoa.iam.authorize import authorize
 from khoa.iam.policy import Policy, PolicyError
 from khoa.protocol.context import RequestContext
@@ -110,34 +105,26 @@ def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             context=context,
         )
     combined = _combine(documents)
-    access_key_id = "ASIA" + "".join(secrets.choice(_ALNUM) for _ in range(16))
-    secret = "".join(secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40))
-    token = base64.b64encode(b"khoa-session-v1:" + os.urandom(96)).decode()
-    expires = ctx.now + timedelta(seconds=duration)
     session_name = params["RoleSessionName"]
-    with ctx.runtime.engine.begin() as conn:
-        conn.execute(
-            insert(schema.sts_sessions).values(
-                access_key_id=access_key_id,
-                account_id=role_account,
-                secret_sealed=ctx.runtime.barrier.seal(secret.encode(), session_binding(access_key_id)),
-                token_digest=hashlib.sha256(token.encode()).hexdigest(),
-                role_id=role.principal_id,
-                role_arn=role_arn,
-                session_name=session_name,
-                session_policy=combined,
-                session_tags=json.dumps(tags) if tags else None,
-                source_identity=params.get("SourceIdentity") or ctx.principal.source_identity or None,
-                created_at=ctx.now.timestamp(),
-                expires_at=expires.timestamp(),
-            )
-        )
+    credentials = issue_session(
+        ctx.runtime.engine,
+        ctx.runtime.barrier,
+        account_id=role_account,
+        role_id=role.principal_id,
+        role_arn=role_arn,
+        session_name=session_name,
+        now=ctx.now,
+        duration_seconds=duration,
+        session_policy=combined,
+        session_tags=tags or None,
+        source_identity=params.get("SourceIdentity") or ctx.principal.source_identity or None,
+    )
     result: dict[str, Any] = {
         "Credentials": {
-            "AccessKeyId": access_key_id,
-            "SecretAccessKey": secret,
-            "SessionToken": token,
-            "Expiration": expires,
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+            "SessionToken": credentials.session_token,
+            "Expiration": credentials.expiration,
         },
         "AssumedRoleUser": {
             "AssumedRoleId": f"{role.principal_id}:{session_name}",

@@ -1,0 +1,164 @@
+"""``khoa audit`` — read the audit trail from the database (works while a server runs)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from khoa.settings import Settings
+from khoa.storage import schema
+from khoa.storage.database import create_database_engine
+
+app = typer.Typer(help="Inspect the audit trail.", no_args_is_help=True)
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory of the installation (default .khoa).")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option(help="Database URL, instead of the data directory's SQLite.")
+]
+_EVENTS = schema.audit_events
+_BATCH = 500
+
+
+def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    return Settings.from_env(**overrides)
+
+
+# -- tail -----------------------------------------------------------------------------------------
+
+
+def principal_of(identity: dict[str, Any]) -> str:
+    """A short name for who acted: ``root``, ``user/alice``, ``assumed-role/R/session``, a service."""
+    if identity.get("invokedBy"):
+        return str(identity["invokedBy"])
+    arn = identity.get("arn")
+    if isinstance(arn, str) and ":" in arn:
+        return arn.rsplit(":", 1)[1]
+    key = identity.get("accessKeyId")
+    return f"unknown ({key})" if key else "unknown"
+
+
+def format_event(record: dict[str, Any]) -> Text:
+    """One line: time, account, principal, source:name, outcome and the first resource."""
+    source = str(record.get("eventSource", "")).removesuffix(".amazonaws.com")
+    error = record.get("errorCode")
+    line = Text(no_wrap=True)
+    line.append(str(record.get("eventTime", "")), style="dim")
+    line.append("  ")
+    line.append(str(record.get("recipientAccountId", "")), style="cyan")
+    line.append("  ")
+    line.append(principal_of(record.get("userIdentity") or {}).ljust(24), style="yellow")
+    line.append("  ")
+    line.append(f"{source}:{record.get('eventName', '')}", style="bold")
+    line.append("  ")
+    line.append(str(error) if error else "OK", style="bold red" if error else "green")
+    resources = record.get("resources") or []
+    if resources:
+        line.append("  ")
+        line.append(str(resources[0].get("ARN", "")), style="dim")
+    return line
+
+
+def _matches(raw: str, record: dict[str, Any], needle: str | None) -> bool:
+    if not needle:
+        return True
+    needle = needle.lower()
+    return needle in raw.lower() or needle in format_event(record).plain.lower()
+
+
+def _recent(engine: Engine, count: int, needle: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The last ``count`` matching records (oldest first) and the highest sequence number seen."""
+    found: list[dict[str, Any]] = []
+    newest = 0
+    before: int | None = None
+    while len(found) < count:
+        query = select(_EVENTS.c.seq, _EVENTS.c.record).order_by(_EVENTS.c.seq.desc()).limit(_BATCH)
+        if before is not None:
+            query = query.where(_EVENTS.c.seq < before)
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            break
+        newest = max(newest, rows[0].seq)
+        before = rows[-1].seq
+        for row in rows:
+            record = json.loads(row.record)
+            if _matches(row.record, record, needle):
+                found.append(record)
+                if len(found) == count:
+                    break
+    return found[::-1], newest
+
+
+def _follow(engine: Engine, after: int, needle: str | None, interval: float) -> Iterator[dict[str, Any]]:
+    """Records added after ``after``, as they arrive. A record is shown one poll after it appears, so
+    a mutating call (recorded before it runs) is shown with its outcome."""
+    seen = after
+    while True:
+        time.sleep(interval)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(_EVENTS.c.seq, _EVENTS.c.record).where(_EVENTS.c.seq > after).order_by(_EVENTS.c.seq)
+            ).all()
+        for row in rows:
+            if row.seq > seen:
+                break
+            after = row.seq
+            record = json.loads(row.record)
+            if _matches(row.record, record, needle):
+                yield record
+        if rows:
+            seen = rows[-1].seq
+
+
+@app.command()
+def tail(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    filter_text: Annotated[
+        str | None,
+        typer.Option("--filter", help="Only events whose record or line contains TEXT (any case)."),
+    ] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Recent events to show first.")] = 20,
+    interval: Annotated[float, typer.Option(hidden=True, min=0.05)] = 1.0,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print recent audit events, one line each: time, account, principal, event, outcome."""
+    settings = _settings(data_dir, database_url)
+    engine = create_database_engine(settings.effective_database_url)
+    try:
+        records, newest = _recent(engine, lines, filter_text) if lines else ([], 0)
+        if not lines:
+            with engine.connect() as conn:
+                newest = (
+                    conn.execute(select(_EVENTS.c.seq).order_by(_EVENTS.c.seq.desc()).limit(1)).scalar() or 0
+                )
+        for record in records:
+            out.print(format_event(record))
+        if follow:
+            for record in _follow(engine, newest, filter_text, interval):
+                out.print(format_event(record))
+    except KeyboardInterrupt:
+        pass
+    except SQLAlchemyError as exc:
+        err.print(
+            f"[red]cannot read the audit trail:[/red] {type(exc).__name__}: {exc.args[0] if exc.args else ''}"
+        )
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()

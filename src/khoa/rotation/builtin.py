@@ -1,0 +1,206 @@
+"""Built-in rotators for PostgreSQL and MySQL/MariaDB, following the steps of AWS's rotation templates.
+
+The secret holds AWS's fields: ``engine, host, port, username, password, dbname`` and, for the
+alternating-users strategy, ``masterarn`` naming a secret with a user allowed to manage others.
+
+- single user: the user changes its own password; the old password stops working at setSecret.
+- alternating users: the master user creates or updates ``<user>_clone`` (switching back and forth),
+  so the previous credentials keep working until the rotation after next.
+Every step is idempotent: a step repeated after a crash or failure finds its work done and moves on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pymysql
+from psycopg import sql
+
+EXCLUDED_CHARACTERS = "/@\"'\\;`"
+_CLONE = "_clone"
+
+
+class RotationStepError(Exception):
+    """A step failed; the message never contains a password."""
+
+
+def _secret(client: Any, arn: str, stage: str | None = None, version_id: str | None = None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"SecretId": arn}
+    if stage:
+        kwargs["VersionStage"] = stage
+    if version_id:
+        kwargs["VersionId"] = version_id
+    value = client.get_secret_value(**kwargs)["SecretString"]
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise RotationStepError("the secret value is not a JSON object")
+    return data
+
+
+def _is_mysql(secret: dict[str, Any]) -> bool:
+    return str(secret.get("engine", "")).lower() in ("mysql", "mariadb", "aurora-mysql")
+
+
+def _connect(secret: dict[str, Any]) -> Any:
+    """Open a connection with these credentials, or return None if they are refused."""
+    try:
+        if _is_mysql(secret):
+            return pymysql.connect(
+                host=secret["host"],
+                port=int(secret.get("port", 3306)),
+                user=secret["username"],
+                password=secret["password"],
+                database=secret.get("dbname") or None,
+                connect_timeout=5,
+                autocommit=True,
+            )
+        return psycopg.connect(
+            host=secret["host"],
+            port=int(secret.get("port", 5432)),
+            user=secret["username"],
+            password=secret["password"],
+            dbname=secret.get("dbname") or "postgres",
+            connect_timeout=5,
+            autocommit=True,
+        )
+    except (psycopg.OperationalError, pymysql.err.OperationalError):
+        return None
+
+
+def _set_password(conn: Any, secret: dict[str, Any], username: str, password: str) -> None:
+    if _is_mysql(secret):
+        with conn.cursor() as cursor:
+            cursor.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (username, password))
+        return
+    conn.execute(
+        sql.SQL("ALTER USER {} WITH PASSWORD {}").format(sql.Identifier(username), sql.Literal(password))
+    )
+
+
+def _ensure_clone(
+    conn: Any, secret: dict[str, Any], template_user: str, username: str, password: str
+) -> None:
+    """Create ``username`` with the same rights as ``template_user`` if it does not exist yet."""
+    if _is_mysql(secret):
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (username,))
+            row = cursor.fetchone()
+            if row and row[0]:
+                return
+            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (username, password))
+            cursor.execute("SHOW GRANTS FOR %s@'%%'", (template_user,))
+            for (grant,) in cursor.fetchall():
+                if " IDENTIFIED BY " in grant.upper():
+                    continue
+                cursor.execute(grant.replace(f"`{template_user}`@", f"`{username}`@"))
+        return
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone()
+    if exists:
+        return
+    conn.execute(
+        sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(username), sql.Literal(password)
+        )
+    )
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(template_user), sql.Identifier(username)))
+
+
+def _alternate(username: str) -> str:
+    return username[: -len(_CLONE)] if username.endswith(_CLONE) else username + _CLONE
+
+
+class DatabaseRotator:
+    def __init__(self, strategy: str) -> None:
+        self.alternating = strategy.endswith("alternating-users")
+
+    def __call__(self, event: dict[str, Any], client: Any) -> None:
+        step = event["Step"]
+        arn = event["SecretId"]
+        token = event["ClientRequestToken"]
+        metadata = client.describe_secret(SecretId=arn)
+        stages = metadata.get("VersionIdsToStages", {})
+        if token not in stages:
+            raise RotationStepError(f"version {token} of the secret has no stage for rotation")
+        if "AWSCURRENT" in stages[token] and step != "finishSecret":
+            return  # this version is already current: nothing left to do
+        getattr(self, step)(client, arn, token)
+
+    def createSecret(self, client: Any, arn: str, token: str) -> None:
+        current = _secret(client, arn, "AWSCURRENT")
+        try:
+            _secret(client, arn, "AWSPENDING", token)
+            return
+        except client.exceptions.ResourceNotFoundException:
+            pass
+        password = client.get_random_password(ExcludeCharacters=EXCLUDED_CHARACTERS)["RandomPassword"]
+        pending = dict(current, password=password)
+        if self.alternating:
+            pending["username"] = _alternate(current["username"])
+        client.put_secret_value(
+            SecretId=arn,
+            ClientRequestToken=token,
+            SecretString=json.dumps(pending),
+            VersionStages=["AWSPENDING"],
+        )
+
+    def setSecret(self, client: Any, arn: str, token: str) -> None:
+        pending = _secret(client, arn, "AWSPENDING", token)
+        done = _connect(pending)
+        if done is not None:
+            done.close()
+            return
+        current = _secret(client, arn, "AWSCURRENT")
+        if self.alternating:
+            master_arn = current.get("masterarn")
+            if not master_arn:
+                raise RotationStepError("the alternating-users strategy needs 'masterarn' in the secret")
+            admin = _secret(client, master_arn, "AWSCURRENT")
+            conn = _connect(admin)
+            if conn is None:
+                raise RotationStepError("the master credentials were refused by the database")
+            try:
+                template = current["username"]
+                base = template[: -len(_CLONE)] if template.endswith(_CLONE) else template
+                _ensure_clone(conn, pending, base, pending["username"], pending["password"])
+                _set_password(conn, pending, pending["username"], pending["password"])
+            finally:
+                conn.close()
+            return
+        conn = _connect(current)
+        if conn is None:
+            try:
+                previous = _secret(client, arn, "AWSPREVIOUS")
+            except client.exceptions.ResourceNotFoundException:
+                previous = None
+            conn = _connect(previous) if previous else None
+        if conn is None:
+            raise RotationStepError("neither the current nor the previous credentials were accepted")
+        try:
+            _set_password(conn, pending, pending["username"], pending["password"])
+        finally:
+            conn.close()
+
+    def testSecret(self, client: Any, arn: str, token: str) -> None:
+        pending = _secret(client, arn, "AWSPENDING", token)
+        conn = _connect(pending)
+        if conn is None:
+            raise RotationStepError("the pending credentials were refused by the database")
+        try:
+            if _is_mysql(pending):
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            else:
+                conn.execute("SELECT 1")
+        finally:
+            conn.close()
+
+    def finishSecret(self, client: Any, arn: str, token: str) -> None:
+        stages = client.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+        current = next((v for v, labels in stages.items() if "AWSCURRENT" in labels), None)
+        if current == token:
+            return
+        client.update_secret_version_stage(
+            SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=current
+        )

@@ -1,0 +1,238 @@
+"""The rotation engine: runs createSecret, setSecret, testSecret and finishSecret for each rotation.
+
+A rotation is a row in ``rotation_runs`` naming the secret, the version token and the next step. Only
+the job leader runs rotations, each step is recorded as it completes, and a failed step is retried
+with backoff from where it stopped, so a crash or failure leaves AWSPENDING for the next attempt and
+never two AWSCURRENTs or a lost value. Functions call this server back through the normal API as
+their registered role, so their calls are authorised and audited like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.audit.events import background
+from khoa.auth.sessions import SessionCredentials, issue_session
+from khoa.rotation import functions
+from khoa.rotation.invoke import InvocationError, invoke, khoa_client
+from khoa.storage import schema
+
+log = logging.getLogger("khoa.rotation")
+
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+MAX_BACKOFF = timedelta(hours=1)
+_RUNS = schema.rotation_runs
+_SECRETS = schema.sm_secrets
+
+
+@dataclass
+class RotationOutcome:
+    secret_arn: str
+    succeeded: bool
+    error: str = ""
+
+
+class RotationEngine:
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.succeeded = 0
+        self.failed = 0
+        self.last_success: float | None = None
+
+    @property
+    def engine(self) -> Any:
+        return self.runtime.engine
+
+    def endpoint(self) -> str:
+        settings = self.runtime.settings
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        scheme = "https" if settings.tls_cert else "http"
+        return f"{scheme}://{host}:{settings.port}"
+
+    # -- starting -----------------------------------------------------------------------------------
+    def start(self, secret_id: str, token: str, now: float) -> bool:
+        """Queue a rotation; False if one is already in progress for this secret."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(_RUNS).values(
+                        secret_id=secret_id,
+                        token=token,
+                        step=STEPS[0],
+                        attempts=0,
+                        next_attempt_at=now,
+                        last_error=None,
+                        started_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def in_progress(self, secret_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(_RUNS.c.token).where(_RUNS.c.secret_id == secret_id)).scalar()
+
+    def cancel(self, secret_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(_RUNS).where(_RUNS.c.secret_id == secret_id))
+
+    def start_scheduled(self, now: datetime) -> int:
+        """Queue rotations whose schedule has come due."""
+        with self.engine.connect() as conn:
+            due = (
+                conn.execute(
+                    select(_SECRETS.c.secret_id)
+                    .where(_SECRETS.c.rotation_enabled.is_(True))
+                    .where(_SECRETS.c.deleted_at.is_(None))
+                    .where(_SECRETS.c.primary_secret_id.is_(None))
+                    .where(_SECRETS.c.next_rotation_at.is_not(None))
+                    .where(_SECRETS.c.next_rotation_at <= now.timestamp())
+                )
+                .scalars()
+                .all()
+            )
+        return sum(self.start(secret_id, str(uuid.uuid4()), now.timestamp()) for secret_id in due)
+
+    # -- running ------------------------------------------------------------------------------------
+    def run_due(self, now: datetime) -> list[RotationOutcome]:
+        self.start_scheduled(now)
+        with self.engine.connect() as conn:
+            runs = conn.execute(select(_RUNS).where(_RUNS.c.next_attempt_at <= now.timestamp())).all()
+        return [self._run(run, now) for run in runs]
+
+    def _credentials(self, function: functions.RotationFunction, now: datetime) -> SessionCredentials | None:
+        if self.runtime.settings.dev or not function.role_arn:
+            return None
+        roles = schema.iam_principals
+        with self.engine.connect() as conn:
+            role = conn.execute(
+                select(roles).where(roles.c.kind == "role").where(roles.c.arn == function.role_arn)
+            ).first()
+        if role is None:
+            raise InvocationError(f"the function's role {function.role_arn} does not exist")
+        return issue_session(
+            self.engine,
+            self.runtime.barrier,
+            account_id=role.account_id,
+            role_id=role.principal_id,
+            role_arn=role.arn,
+            session_name=f"khoa-rotation-{function.name}"[:64],
+            now=now,
+            duration_seconds=3600,
+            source_identity="secretsmanager.amazonaws.com",
+        )
+
+    def _run(self, run: Any, now: datetime) -> RotationOutcome:
+        with self.engine.connect() as conn:
+            secret = conn.execute(select(_SECRETS).where(_SECRETS.c.secret_id == run.secret_id)).first()
+        if secret is None:
+            self.cancel(run.secret_id)
+            return RotationOutcome("", False, "the secret no longer exists")
+        function = functions.lookup(self.engine, secret.rotation_lambda_arn or "")
+        step = run.step
+        try:
+            if function is None:
+                raise InvocationError(f"no rotation function is registered as {secret.rotation_lambda_arn}")
+            hmac_key = None
+            if function.secret_sealed:
+                hmac_key = self.runtime.barrier.open(
+                    function.secret_sealed,
+                    functions.hmac_binding(function.account_id, function.region, function.name),
+                )
+            client = khoa_client(self.endpoint(), secret.region, self._credentials(function, now))
+            for step in STEPS[STEPS.index(run.step) :]:
+                event = {
+                    "SecretId": secret.arn,
+                    "ClientRequestToken": run.token,
+                    "Step": step,
+                    "RotationToken": str(uuid.uuid4()),
+                }
+                invoke(function, event, client, hmac_key)
+                if step != STEPS[-1]:
+                    with self.engine.begin() as conn:
+                        conn.execute(
+                            update(_RUNS)
+                            .where(_RUNS.c.secret_id == run.secret_id)
+                            .values(step=STEPS[STEPS.index(step) + 1])
+                        )
+        except InvocationError as exc:
+            return self._failed(run, secret, step, str(exc), now)
+        self._succeeded(run, secret, now)
+        return RotationOutcome(secret.arn, True)
+
+    def _succeeded(self, run: Any, secret: Any, now: datetime) -> None:
+        from khoa.services.secretsmanager.schedule import next_rotation
+
+        stages = schema.sm_stages
+        rules = secret.rotation_rules
+        next_at = None
+        if secret.rotation_enabled and rules:
+            import json
+
+            next_at = next_rotation(json.loads(rules), now).timestamp()
+        with self.engine.begin() as conn:
+            # AWSPENDING leaves the version once it is current, as Secrets Manager does after finishSecret.
+            conn.execute(
+                delete(stages)
+                .where(stages.c.secret_id == run.secret_id)
+                .where(stages.c.stage == "AWSPENDING")
+                .where(stages.c.version_id == run.token)
+            )
+            conn.execute(
+                update(_SECRETS)
+                .where(_SECRETS.c.secret_id == run.secret_id)
+                .values(
+                    last_rotated_at=now.timestamp(), next_rotation_at=next_at, last_changed_at=now.timestamp()
+                )
+            )
+            conn.execute(delete(_RUNS).where(_RUNS.c.secret_id == run.secret_id))
+        self.succeeded += 1
+        self.last_success = now.timestamp()
+        self._audit("RotationSucceeded", secret, now, {"versionId": run.token})
+        log.info("rotated %s", secret.arn)
+
+    def _failed(self, run: Any, secret: Any, step: str, error: str, now: datetime) -> RotationOutcome:
+        attempts = run.attempts + 1
+        delay = min(timedelta(minutes=2 ** min(attempts, 10)), MAX_BACKOFF)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(_RUNS)
+                .where(_RUNS.c.secret_id == run.secret_id)
+                .values(
+                    attempts=attempts,
+                    step=step,
+                    last_error=error[:1000],
+                    next_attempt_at=(now + delay).timestamp(),
+                )
+            )
+        self.failed += 1
+        self._audit(
+            "RotationFailed", secret, now, {"versionId": run.token, "step": step, "error": error[:300]}
+        )
+        log.warning("rotation of %s failed at %s (attempt %d): %s", secret.arn, step, attempts, error)
+        return RotationOutcome(secret.arn, False, error)
+
+    def _audit(self, name: str, secret: Any, now: datetime, details: dict[str, str]) -> None:
+        event = background(
+            service="secretsmanager",
+            event_name=name,
+            account_id=secret.account_id,
+            region=secret.region,
+            now=now.astimezone(UTC),
+            details=details,
+            resources=[
+                {"accountId": secret.account_id, "type": "AWS::SecretsManager::Secret", "ARN": secret.arn}
+            ],
+        )
+        try:
+            self.runtime.audit.write([event])
+        except Exception:
+            log.exception("could not record the %s event", name)

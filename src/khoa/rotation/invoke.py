@@ -1,0 +1,84 @@
+"""Running one step of a rotation function with the function role's credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from khoa.auth.sessions import SessionCredentials
+from khoa.rotation.builtin import DatabaseRotator
+from khoa.rotation.functions import RotationFunction
+
+SIGNATURE_HEADER = "X-Khoa-Signature"
+
+
+class InvocationError(Exception):
+    """The function failed; carries a message safe to log (never a secret)."""
+
+
+def khoa_client(endpoint: str, region: str, credentials: SessionCredentials | None) -> Any:
+    """A Secrets Manager client that calls this Khoa server as the function's role."""
+    kwargs: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "region_name": region,
+        "config": Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=60),
+    }
+    if credentials is not None:
+        kwargs.update(
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+        )
+    else:
+        kwargs.update(aws_access_key_id="khoa-dev", aws_secret_access_key="khoa-dev")
+    return boto3.session.Session().client("secretsmanager", **kwargs)
+
+
+def _python_callable(target: str) -> Callable[[dict[str, Any], Any], Any]:
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise InvocationError(f"{target} is not a callable")
+    return function
+
+
+def _post(url: str, event: dict[str, Any], key: bytes | None, timeout: float) -> None:
+    body = json.dumps(event).encode()
+    request = urllib.request.Request(  # noqa: S310 - an operator-registered http(s) URL
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    if key:
+        request.add_header(SIGNATURE_HEADER, "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - operator-registered URL
+            if response.status >= 300:
+                raise InvocationError(f"the function answered HTTP {response.status}")
+    except urllib.error.HTTPError as exc:
+        raise InvocationError(f"the function answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise InvocationError(f"the function could not be reached: {type(exc).__name__}") from None
+
+
+def invoke(function: RotationFunction, event: dict[str, Any], client: Any, hmac_key: bytes | None) -> None:
+    try:
+        if function.kind == "builtin":
+            DatabaseRotator(function.target)(event, client)
+        elif function.kind == "python":
+            _python_callable(function.target)(event, client)
+        else:
+            _post(function.target, event, hmac_key, function.timeout_seconds)
+    except InvocationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a function may fail in any way; report its type only
+        message = str(exc) if function.kind == "builtin" else type(exc).__name__
+        raise InvocationError(f"{event['Step']} failed: {type(exc).__name__}: {message[:300]}") from None
