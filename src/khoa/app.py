@@ -21,6 +21,7 @@ from khoa.auth.credentials import Credential, check_session_token
 from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import SignedRequest, parse_authorization
 from khoa.clock import wall_clock
+from khoa.events import stream as change_stream
 from khoa.network import NetworkMap
 from khoa.observe.health import readiness
 from khoa.observe.metrics import Metrics
@@ -29,6 +30,8 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError, internal_failure
 from khoa.runtime import Runtime
 from khoa.services.base import Handler, Service
+from khoa.services.secretsmanager import names as secret_names
+from khoa.services.secretsmanager.authz import authorize_secret
 from khoa.settings import Settings
 
 log = logging.getLogger("khoa")
@@ -98,6 +101,9 @@ class KhoaApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path == "/_khoa/events" and scope["method"] == "GET":
+            await self._change_stream(scope, receive, send)
+            return
         if path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics":
             body = await self._read_body(receive, 64 * 1024)
             response = self._admin(scope, path, body)
@@ -126,6 +132,51 @@ class KhoaApp:
             *response.headers,
         ]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _change_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate and authorise a change-stream subscription, then stream (see events/stream.py)."""
+        call = _Call(request_id=str(uuid.uuid4()), operation="SubscribeToSecretChanges")
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope["headers"]:
+            headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        call.headers = headers
+        call.service = self.runtime.services["secretsmanager"]
+        secret_ref = change_stream.requested_secret(scope)
+        call.params = {"SecretId": secret_ref}
+        try:
+            client = scope.get("client")
+            call.source_ip = client[0] if client else ""
+            call.principal, call.region = self._authenticate(scope, headers, b"", call.service)
+            ctx = RequestContext(
+                runtime=self.runtime,
+                principal=call.principal,
+                region=call.region,
+                request_id=call.request_id,
+                service="secretsmanager",
+                operation="DescribeSecret",
+                now=self.runtime.clock.now(),
+                source_ip=call.source_ip,
+            )
+            record = secret_names.require(ctx, self.runtime.secrets.store, secret_ref, allow_deleted=True)
+            authorize_secret(ctx, "secretsmanager:DescribeSecret", record, {})
+            await self._record_outcome(call, {"ARN": record.arn}, None)
+        except AuditUnavailable:
+            response = self._error_response(call.service, unavailable_error(), call.request_id)
+        except AWSError as error:
+            response = await self._failure(call, error)
+        else:
+            last = (headers.get("last-event-id") or [""])[0]
+            start = int(last) if last.isdigit() else change_stream.latest_seq(self.runtime.engine)
+            await change_stream.stream(self.runtime.engine, record.secret_id, start, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(b"content-type", response.content_type)],
+            }
+        )
         await send({"type": "http.response.body", "body": response.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

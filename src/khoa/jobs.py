@@ -8,11 +8,11 @@ the same due work twice.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from sqlalchemy import Engine, insert, or_, select, update
@@ -23,7 +23,7 @@ from khoa.storage import schema
 
 log = logging.getLogger("khoa.jobs")
 
-Job = Callable[[datetime], None]
+Job = Callable[[datetime], object]
 _LEASE_SECONDS = 30.0
 
 

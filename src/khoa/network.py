@@ -10,9 +10,14 @@ a VPC endpoint does in AWS. ``X-Forwarded-For`` is believed only from the proxie
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_BRACKETED = re.compile(r"^\[([^\]]+)\](?::\d+)?$")  # [2001:db8::1]:443
+_V4_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d+$")  # 203.0.113.7:51234
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,26 @@ def parse_trusted_proxies(text: str) -> list[Network]:
     return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
 
-def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(value: str) -> Address | None:
+    """An address as a peer or proxy reports it: ports and brackets dropped, IPv4-mapped IPv6
+    (``::ffff:10.0.0.1``, as dual-stack sockets report IPv4 peers) as the IPv4 address."""
+    value = value.strip()
+    bracketed = _BRACKETED.match(value) or _V4_PORT.match(value)
+    if bracketed:
+        value = bracketed.group(1)
     try:
-        return ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def canonical(value: str) -> str:
+    """The address in its canonical text form, or the value unchanged when it is not an address."""
+    address = _address(value)
+    return str(address) if address is not None else value
 
 
 class NetworkMap:
@@ -51,14 +71,23 @@ class NetworkMap:
         return parsed is not None and any(parsed in proxy for proxy in self.proxies)
 
     def client_address(self, peer: str, forwarded_for: str | None) -> str:
-        """The first address, walking X-Forwarded-For from the right, that is not a trusted proxy."""
+        """The first address, walking X-Forwarded-For from the right, that is not a trusted proxy.
+
+        X-Forwarded-For is believed only when the TCP peer is a trusted proxy, and then only as far as
+        the chain of trusted proxies goes: anything left of the first untrusted hop could have been
+        written by the client. A hop that is not an address stops the walk at the last good one.
+        """
         if not forwarded_for or not self._trusted(peer):
-            return peer
+            return canonical(peer)
         hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        believed = peer
         for hop in reversed(hops):
+            if _address(hop) is None:
+                break
+            believed = hop
             if not self._trusted(hop):
-                return hop if _address(hop) is not None else peer
-        return hops[0] if hops and _address(hops[0]) is not None else peer
+                break
+        return canonical(believed)
 
     def describe(self, address: str) -> dict[str, str]:
         parsed = _address(address)
@@ -66,7 +95,7 @@ class NetworkMap:
             return {}
         for network in self.private:
             if parsed in network.cidr:
-                result = {"vpc_source_ip": address}
+                result = {"vpc_source_ip": str(parsed)}
                 if network.vpc_id:
                     result["vpc_id"] = network.vpc_id
                 return result

@@ -10,11 +10,13 @@ from sqlalchemy import Engine, delete
 from khoa.audit import jobs as audit_jobs
 from khoa.audit.jobs import recorded
 from khoa.audit.recorder import AuditRecorder
+from khoa.audit.trail import AuditTrail
 from khoa.auth.credentials import CredentialStore
 from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
 from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
+from khoa.events.webhooks import deliver as deliver_webhooks
 from khoa.iam.directory import Directory
 from khoa.jobs import JobRunner
 from khoa.rotation.engine import RotationEngine, RotationOutcome
@@ -42,6 +44,15 @@ log = logging.getLogger("khoa")
 
 # Tables holding account resources; --dev reset empties them (accounts and credentials stay).
 _RESOURCE_TABLES = (
+    schema.sts_sessions,
+    schema.iam_tags,
+    schema.iam_attachments,
+    schema.iam_policy_versions,
+    schema.iam_managed_policies,
+    schema.iam_inline_policies,
+    schema.iam_group_members,
+    schema.iam_principals,
+    schema.change_events,
     schema.rotation_runs,
     schema.ssm_labels,
     schema.ssm_tags,
@@ -157,10 +168,14 @@ class Runtime:
                 lambda now: expire_due(runtime.parameters, now),
             ),
         )
+        runtime.jobs.register(
+            "events.deliver_webhooks", lambda now: deliver_webhooks(runtime.engine, runtime.barrier)
+        )
         runtime.rotation = RotationEngine(runtime)
         runtime.jobs.register(
             "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))
         )
+        runtime.jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
         return runtime
 
     def reset(self) -> None:
@@ -168,10 +183,13 @@ class Runtime:
         with self.engine.begin() as conn:
             for table in _RESOURCE_TABLES:
                 conn.execute(delete(table))
+        with self.engine.begin() as conn:  # IAM users' access keys go with their users
+            conn.execute(delete(schema.access_keys).where(schema.access_keys.c.principal_kind != "Root"))
         self.kms.keys.clear_cache()
+        self.directory.clear()
+        self.credentials.clear()
 
 
 def log_rotations(outcomes: list[RotationOutcome]) -> None:
     for outcome in outcomes:
         log.info("rotation of %s %s", outcome.secret_arn, "succeeded" if outcome.succeeded else "failed")
-

@@ -223,6 +223,7 @@ def test_assume_role_uses_the_stored_role(server: KhoaServer, iam: Any) -> None:
     name = unique("assumable")
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=ACCOUNT_TRUST, MaxSessionDuration=7200)
     iam.put_role_policy(RoleName=name, PolicyName="list", PolicyDocument=document(allow("iam:ListRoles")))
+    assert iam.get_role(RoleName=name)["Role"]["RoleLastUsed"] == {}
     sts = server.client("sts")
     creds = sts.assume_role(
         RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", RoleSessionName="session", DurationSeconds=7200
@@ -234,9 +235,14 @@ def test_assume_role_uses_the_stored_role(server: KhoaServer, iam: Any) -> None:
         aws_session_token=creds["SessionToken"],
     )
     session.list_roles()
+    assert "LastUsedDate" in iam.get_role(RoleName=name)["Role"]["RoleLastUsed"]
     with pytest.raises(ClientError) as excinfo:
         session.list_users()
     assert failure(excinfo)[0] == "AccessDenied"
     with pytest.raises(ClientError) as excinfo:
         session.create_access_key()
-    assert failure(excinfo)[0] in ("ValidationError", "AccessDenied")
+    assert failure(excinfo) == (
+        "ValidationError",
+        "Must specify userName when calling with non-User credentials",
+        400,
+    )

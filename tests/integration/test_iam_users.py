@@ -137,11 +137,23 @@ def test_delete_user_conflicts_until_it_is_bare(iam: Any) -> None:
     iam.add_user_to_group(GroupName=group, UserName=name)
 
     expected = [
-        ("Cannot delete entity, must delete access keys first.", lambda: iam.delete_access_key(UserName=name, AccessKeyId=key)),
-        ("Cannot delete entity, must delete policies first.", lambda: iam.delete_user_policy(UserName=name, PolicyName="p")),
-        ("Cannot delete entity, must detach all policies first.", lambda: iam.detach_user_policy(UserName=name, PolicyArn=policy_arn)),
-        ("Cannot delete entity, must remove users from group first.", lambda: iam.remove_user_from_group(GroupName=group, UserName=name)),
-    ]  # fmt: skip
+        (
+            "Cannot delete entity, must delete access keys first.",
+            lambda: iam.delete_access_key(UserName=name, AccessKeyId=key),
+        ),
+        (
+            "Cannot delete entity, must delete policies first.",
+            lambda: iam.delete_user_policy(UserName=name, PolicyName="p"),
+        ),
+        (
+            "Cannot delete entity, must detach all policies first.",
+            lambda: iam.detach_user_policy(UserName=name, PolicyArn=policy_arn),
+        ),
+        (
+            "Cannot delete entity, must remove users from group first.",
+            lambda: iam.remove_user_from_group(GroupName=group, UserName=name),
+        ),
+    ]
     for message, remedy in expected:
         with pytest.raises(ClientError) as excinfo:
             iam.delete_user(UserName=name)

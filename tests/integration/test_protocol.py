@@ -23,11 +23,7 @@ from tests.integration.test_auth import JSON_CONTENT_TYPE, Reply, assert_error, 
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 KMS_MODEL: dict[str, Any] = botocore.loaders.Loader().load_service_model("kms", "service-2")
-# Known server bugs outside the protocol layer, reported and excluded from fuzzing until fixed:
-# ListRetirableGrants without RetiringPrincipal (optional in the current model) is a KeyError (500)
-# in services/kms/grants.py. See test_list_retirable_grants_without_a_principal.
-KNOWN_500 = {"ListRetirableGrants"}
-OPERATIONS = sorted(set(KMS_MODEL["operations"]) - KNOWN_500)
+OPERATIONS = sorted(KMS_MODEL["operations"])
 MAX_BODY = 1024 * 1024  # KHOA_MAX_BODY_BYTES default
 
 
@@ -99,6 +95,19 @@ def test_known_operation_succeeds_with_empty_body(server: KhoaServer) -> None:
 def test_malformed_json(server: KhoaServer, body: bytes) -> None:
     reply = call(server.endpoint, "TrentService.ListKeys", body)
     assert_error(reply, "SerializationException")
+
+
+def test_body_that_is_not_json_gets_a_bare_serialization_exception(server: KhoaServer) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", b"{not json}")
+    assert reply.json == {"__type": "SerializationException"}
+
+
+def test_boto3_reads_the_type_mismatch_message(lax: Any) -> None:
+    response = _client_error(lax.list_keys, Limit="10")
+    assert response["Error"] == {
+        "Code": "SerializationException",
+        "Message": "STRING_VALUE can not be converted to an Integer",
+    }
 
 
 @pytest.mark.parametrize(
@@ -466,7 +475,7 @@ def test_fuzz_requests_outside_the_protocol(server: KhoaServer) -> None:
         assert reply.request_id
 
 
-@pytest.mark.xfail(reason="services/kms/grants.py: KeyError on a missing RetiringPrincipal", strict=False)
 def test_list_retirable_grants_without_a_principal(server: KhoaServer) -> None:
     reply = call(server.endpoint, "TrentService.ListRetirableGrants", {})
-    assert reply.status < 500, reply.body
+    assert reply.status == 400, reply.body
+    assert json.loads(reply.body)["__type"] == "ValidationException"

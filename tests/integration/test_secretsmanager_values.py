@@ -113,13 +113,12 @@ def test_every_arn_gets_a_new_random_suffix(sm: Any) -> None:
     assert error_code(sm.get_secret_value, SecretId=first) == "ResourceNotFoundException"
 
 
-@pytest.mark.parametrize("name", ["a", "A-Za-z0-9/_+=.@-", "x" * 512, "path/to/my.secret@prod"])
-def test_valid_names(sm: Any, name: str) -> None:
-    name = name if len(name) > 1 else f"{name}{uuid.uuid4().hex[:6]}"
-    if name.startswith("x"):
-        name = uuid.uuid4().hex[:8] + name[8:]
+@pytest.mark.parametrize("suffix", ["", "A-Za-z0-9/_+=.@-", "x" * 500, "/path/to/my.secret@prod", "-abcdef"])
+def test_valid_names(sm: Any, suffix: str) -> None:
+    name = uuid.uuid4().hex[:12] + suffix  # up to 512 characters of [A-Za-z0-9/_+=.@-]
     sm.create_secret(Name=name, SecretString="v")
     assert sm.describe_secret(SecretId=name)["Name"] == name
+    assert sm.get_secret_value(SecretId=name)["SecretString"] == "v"
     sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
 
 

@@ -17,14 +17,19 @@ def simple(event: dict[str, Any], client: Any) -> None:
             pass
         current = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
         current["password"] = client.get_random_password(PasswordLength=24)["RandomPassword"]
-        client.put_secret_value(SecretId=arn, ClientRequestToken=token, SecretString=json.dumps(current),
-                                VersionStages=["AWSPENDING"])
+        client.put_secret_value(
+            SecretId=arn,
+            ClientRequestToken=token,
+            SecretString=json.dumps(current),
+            VersionStages=["AWSPENDING"],
+        )
     elif step == "finishSecret":
         stages = client.describe_secret(SecretId=arn)["VersionIdsToStages"]
         current = next(v for v, labels in stages.items() if "AWSCURRENT" in labels)
         if current != token:
-            client.update_secret_version_stage(SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token,
-                                               RemoveFromVersionId=current)
+            client.update_secret_version_stage(
+                SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=current
+            )
 
 
 def failing_at_set(event: dict[str, Any], client: Any) -> None:

@@ -121,11 +121,33 @@ class KhoaServer:
             result: dict[str, Any] = json.loads(response.read())
             return result
 
-    def register_function(self, name: str, target: str, kind: str = "python", *extra: str,
-                          account: str = ACCOUNT_ID, region: str = REGION) -> str:
+    def register_function(
+        self,
+        name: str,
+        target: str,
+        kind: str = "python",
+        *extra: str,
+        account: str = ACCOUNT_ID,
+        region: str = REGION,
+    ) -> str:
         """Register a rotation function with ``khoa functions register``; returns its Lambda ARN."""
-        args = [sys.executable, "-m", "khoa", "functions", "register", name, "--account", account, "--region",
-                region, f"--{kind}", target, "--data-dir", str(self.data_dir), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "khoa",
+            "functions",
+            "register",
+            name,
+            "--account",
+            account,
+            "--region",
+            region,
+            f"--{kind}",
+            target,
+            "--data-dir",
+            str(self.data_dir),
+            *extra,
+        ]
         subprocess.run(args, env=self.env(), check=True, capture_output=True)
         return f"arn:aws:lambda:{region}:{account}:function:{name}"
 

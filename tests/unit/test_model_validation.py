@@ -274,3 +274,47 @@ def test_decode_body_accepts_empty_and_escaped_unicode() -> None:
 def test_encode_error_shape() -> None:
     body = awsjson.encode_error(AWSError("NotFoundException", "Key 'x' does not exist"))
     assert body == b'{"__type": "NotFoundException", "message": "Key \'x\' does not exist"}'
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "message"),
+    [
+        ("ListKeys", {"Limit": "10"}, "STRING_VALUE can not be converted to an Integer"),
+        ("ListKeys", {"Limit": True}, "TRUE_VALUE can not be converted to an Integer"),
+        ("ListKeys", {"Limit": False}, "FALSE_VALUE can not be converted to an Integer"),
+        ("DescribeKey", {"KeyId": 5}, "NUMBER_VALUE can not be converted to a String"),
+        ("DescribeKey", {"KeyId": 5.5}, "NUMBER_VALUE can not be converted to a String"),
+        ("DescribeKey", {"KeyId": True}, "TRUE_VALUE can not be converted to a String"),
+        (
+            "CreateKey",
+            {"BypassPolicyLockoutSafetyCheck": "true"},
+            "STRING_VALUE can not be converted to a Boolean",
+        ),
+        (
+            "CreateKey",
+            {"BypassPolicyLockoutSafetyCheck": 1},
+            "NUMBER_VALUE can not be converted to a Boolean",
+        ),
+        ("DescribeKey", {"KeyId": ["k"]}, "Start of list found where not expected"),
+        ("DescribeKey", {"KeyId": {"k": "v"}}, "Start of structure or map found where not expected."),
+        ("CreateKey", {"Tags": {"TagKey": "a"}}, "Start of structure or map found where not expected."),
+        ("CreateKey", {"Tags": [["a"]]}, "Start of list found where not expected"),
+        (
+            "Encrypt",
+            {"KeyId": "k", "Plaintext": "aGk=", "EncryptionContext": ["a"]},
+            ("Start of list found where not expected"),
+        ),
+    ],
+)
+def test_type_mismatch_messages_match_aws(
+    kms: ServiceModel, operation: str, params: dict[str, Any], message: str
+) -> None:
+    assert _refused(kms, operation, params) == ("SerializationException", message)
+
+
+def test_body_that_is_not_json_has_no_message() -> None:
+    with pytest.raises(AWSError) as excinfo:
+        awsjson.decode_body(b"{not json")
+    assert excinfo.value.code == "SerializationException"
+    assert excinfo.value.message is None
+    assert awsjson.encode_error(excinfo.value) == b'{"__type": "SerializationException"}'

@@ -76,8 +76,14 @@ def test_days_window_opens_at_midnight_and_ends_with_the_day() -> None:
     start, end = schedule.next_window({"AutomaticallyAfterDays": 7}, NOON)
     assert start == datetime(2026, 3, 17, tzinfo=UTC)
     assert end == datetime(2026, 3, 18, tzinfo=UTC)
-    assert schedule.next_rotation({"ScheduleExpression": "rate(7 days)"}, NOON) == datetime(
-        2026, 3, 17, 23, 59, 59, tzinfo=UTC
+    # the stored date is when the window opens (a scheduled rotation is due); NextRotationDate is its end
+    rules = {"ScheduleExpression": "rate(7 days)"}
+    opens = schedule.next_rotation(rules, NOON)
+    assert opens == datetime(2026, 3, 17, tzinfo=UTC)
+    assert schedule.rotation_date(rules, opens) == datetime(2026, 3, 17, 23, 59, 59, tzinfo=UTC)
+    rules = {"ScheduleExpression": "cron(0 16 1,15 * ? *)", "Duration": "2h"}
+    assert schedule.rotation_date(rules, schedule.next_rotation(rules, NOON)) == datetime(
+        2026, 3, 15, 17, 59, 59, tzinfo=UTC
     )
     start, end = schedule.next_window({"ScheduleExpression": "rate(2 days)", "Duration": "3h"}, NOON)
     assert (start, end) == (datetime(2026, 3, 12, tzinfo=UTC), datetime(2026, 3, 12, 3, tzinfo=UTC))

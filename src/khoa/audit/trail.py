@@ -63,9 +63,12 @@ STAGING_DIR = ".staging"
 SIGNATURE_SUFFIX = ".sig"
 KEY_BITS = 2048
 MAX_RECORDS_PER_FILE = 5000
-# A mutating call's event is recorded before the call runs and completed right after; delivery waits
-# this long past the newest event it takes, so it does not freeze an event that is about to change.
+# A mutating call's event is recorded before the call runs and completed right after. Delivery only
+# takes events that were already there a while ago, so it does not freeze one that is about to change:
+# the leader's job takes what it saw at least JOB_SETTLE_SECONDS earlier (from an earlier pass, so it
+# never waits); ``khoa audit digest`` takes everything, after waiting SETTLE_SECONDS.
 SETTLE_SECONDS = 1.0
+JOB_SETTLE_SECONDS = 10.0
 _LOCK_NAME = "audit-trail"
 _LOCK_SECONDS = 300.0
 _STALE_STAGING_SECONDS = 600.0
@@ -219,7 +222,9 @@ class AuditTrail:
         self.digest_seconds = settings.audit_digest_seconds
         self.retention_days = settings.audit_retention_days
         self.settle_seconds = SETTLE_SECONDS
+        self.job_settle_seconds = JOB_SETTLE_SECONDS
         self._last_delivery = -math.inf
+        self._marks: list[tuple[float, int]] = []  # (monotonic time, newest undelivered seq) per pass
 
     # -- entry points ----------------------------------------------------------------------------
     def run_job(self, now: datetime) -> None:
@@ -230,8 +235,10 @@ class AuditTrail:
             if held:
                 self._recover()
                 due = self._due_chains(at)
-                if due or at - self._last_delivery >= self.delivery_seconds or self._backlog():
-                    self._deliver(at)
+                watermark = self._settled_watermark()
+                wanted = due or at - self._last_delivery >= self.delivery_seconds or self._backlog()
+                if wanted and watermark is not None:
+                    self._deliver(at, watermark)
                     self._last_delivery = at
                 if due:
                     self._write_digests(at, due)
@@ -244,7 +251,12 @@ class AuditTrail:
                 raise TrailBusy("another process is writing the audit trail; try again")
             self._recover()
             at = wall_clock().timestamp() if now is None else now
-            files = self._deliver(at)
+            newest = self._newest_pending()
+            files: list[str] = []
+            if newest is not None:
+                if self.settle_seconds > 0:
+                    time.sleep(self.settle_seconds)
+                files = self._deliver(at, newest)
             self._last_delivery = at
             digests = self._write_digests(at, None)
         return ClosedPeriod(files, digests)
@@ -308,14 +320,31 @@ class AuditTrail:
             ).scalar()
         return bool(pending and pending >= MAX_RECORDS_PER_FILE)
 
-    def _deliver(self, now: float) -> list[str]:
+    def _newest_pending(self) -> int | None:
         with self.engine.connect() as conn:
-            watermark = conn.execute(select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.log_file.is_(None))).scalar()
-        if watermark is None:
-            return []
-        if self.settle_seconds > 0:
-            time.sleep(self.settle_seconds)
+            newest = conn.execute(
+                select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.log_file.is_(None))
+            ).scalar()
+        return int(newest) if newest is not None else None
+
+    def _settled_watermark(self) -> int | None:
+        """Note the newest undelivered event now; return the newest noted at least the job's settle
+        time ago (None when no earlier pass saw undelivered events long enough ago)."""
+        moment = time.monotonic()
+        settled = [seq for at, seq in self._marks if moment - at >= self.job_settle_seconds]
+        newest = self._newest_pending()
+        keep = [(at, seq) for at, seq in self._marks if moment - at < self.job_settle_seconds]
+        if settled:
+            keep.insert(0, (moment - self.job_settle_seconds, max(settled)))
+        if newest is not None:
+            keep.append((moment, newest))
+        self._marks = keep[-64:]
+        return max(settled) if settled else None
+
+    def _deliver(self, now: float, watermark: int) -> list[str]:
+        """Deliver undelivered events up to sequence number ``watermark``, in order."""
         delivered: list[str] = []
+        conflicts = 0
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
@@ -336,8 +365,15 @@ class AuditTrail:
             groups: dict[tuple[str, str], list[Row[Any]]] = {}
             for row in rows:
                 groups.setdefault((safe_account(row.account_id), safe_region(row.region)), []).append(row)
-            for (account_id, region), group in groups.items():
-                delivered.append(self._deliver_file(account_id, region, group, now))
+            try:
+                for (account_id, region), group in groups.items():
+                    delivered.append(self._deliver_file(account_id, region, group, now))
+            except TrailConflict:
+                conflicts += 1
+                if conflicts > 3:
+                    raise
+                log.warning("another process delivered some of these events first; looking again")
+                continue
             self._renew_lock()
             if len(rows) < MAX_RECORDS_PER_FILE:
                 break
@@ -418,7 +454,14 @@ class AuditTrail:
         written: list[str] = []
         for account_id, region in wanted:
             chain = (account_id, region)
-            written.append(self._write_digest(account_id, region, heads.get(chain), pending.get(chain, []), now, key))
+            try:
+                written.append(
+                    self._write_digest(account_id, region, heads.get(chain), pending.get(chain, []), now, key)
+                )
+            except TrailConflict:
+                # Another writer extended this chain (with these log files) a moment ago: its digest
+                # closes the period as well.
+                log.warning("another process wrote the digest of %s/%s first", account_id, region)
             self._renew_lock()
         return written
 
@@ -477,7 +520,7 @@ class AuditTrail:
         file_ids = [f.file_id for f in files]
         try:
             with self.engine.begin() as conn:
-                digest_id = conn.execute(
+                inserted = conn.execute(
                     insert(_DIGESTS).values(
                         account_id=account_id,
                         region=region,
@@ -490,7 +533,9 @@ class AuditTrail:
                         fingerprint=key.fingerprint,
                         log_file_count=len(files),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert inserted is not None
+                digest_id = inserted[0]
                 for first in range(0, len(file_ids), 500):
                     chunk = file_ids[first : first + 500]
                     result = conn.execute(
@@ -538,7 +583,7 @@ class AuditTrail:
     def _drop_unless_recorded(self, staged: Path, key: str, table: Any, *others: Path) -> None:
         try:
             recorded = self._recorded(key, table)
-        except Exception:  # noqa: BLE001 - unknown: keep the staged files for recovery to decide
+        except Exception:  # unknown: keep the staged files for recovery to decide
             log.exception("could not tell whether %s was recorded; recovery will decide", key)
             return
         if not recorded:
@@ -630,8 +675,8 @@ def public_keys(engine: Engine) -> list[Row[Any]]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                select(_KEYS.c.fingerprint, _KEYS.c.public_key, _KEYS.c.valid_from, _KEYS.c.valid_to).order_by(
-                    _KEYS.c.valid_from, _KEYS.c.fingerprint
-                )
+                select(
+                    _KEYS.c.fingerprint, _KEYS.c.public_key, _KEYS.c.valid_from, _KEYS.c.valid_to
+                ).order_by(_KEYS.c.valid_from, _KEYS.c.fingerprint)
             ).all()
         )

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.text import Text
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from khoa.settings import Settings
@@ -82,19 +82,21 @@ def _matches(raw: str, record: dict[str, Any], needle: str | None) -> bool:
 
 
 def _recent(engine: Engine, count: int, needle: str | None) -> tuple[list[dict[str, Any]], int]:
-    """The last ``count`` matching records (oldest first) and the highest sequence number seen."""
+    """The last ``count`` matching records (oldest first) and the trail's highest sequence number."""
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(_EVENTS.c.seq))).scalar() or 0
     found: list[dict[str, Any]] = []
-    newest = 0
-    before: int | None = None
+    before = newest + 1
     while len(found) < count:
-        query = select(_EVENTS.c.seq, _EVENTS.c.record).order_by(_EVENTS.c.seq.desc()).limit(_BATCH)
-        if before is not None:
-            query = query.where(_EVENTS.c.seq < before)
         with engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(
+                select(_EVENTS.c.seq, _EVENTS.c.record)
+                .where(_EVENTS.c.seq < before)
+                .order_by(_EVENTS.c.seq.desc())
+                .limit(_BATCH)
+            ).all()
         if not rows:
             break
-        newest = max(newest, rows[0].seq)
         before = rows[-1].seq
         for row in rows:
             record = json.loads(row.record)
@@ -142,12 +144,7 @@ def tail(
     settings = _settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
-        records, newest = _recent(engine, lines, filter_text) if lines else ([], 0)
-        if not lines:
-            with engine.connect() as conn:
-                newest = (
-                    conn.execute(select(_EVENTS.c.seq).order_by(_EVENTS.c.seq.desc()).limit(1)).scalar() or 0
-                )
+        records, newest = _recent(engine, lines, filter_text)
         for record in records:
             out.print(format_event(record))
         if follow:
@@ -162,3 +159,11 @@ def tail(
         raise typer.Exit(1) from None
     finally:
         engine.dispose()
+
+
+# -- integrity (CloudTrail log file validation): digest, verify, public-keys ----------------------
+from khoa.cli.audit_trail import digest, public_keys_command, verify  # noqa: E402
+
+app.command("digest")(digest)
+app.command("verify")(verify)
+app.command("public-keys")(public_keys_command)

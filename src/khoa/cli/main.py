@@ -16,6 +16,7 @@ from khoa.bootstrap import ensure_first_account, load_barrier
 from khoa.cli.account import app as account_app
 from khoa.cli.audit import app as audit_app
 from khoa.cli.functions import app as functions_app
+from khoa.cli.webhooks import app as webhooks_app
 from khoa.crypto.seal import SealError
 from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
@@ -61,15 +62,16 @@ def prepare(settings: Settings) -> None:
 
 @app.command()
 def server(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9440,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 9440].")] = None,
     data_dir: Annotated[
-        Path, typer.Option(help="Directory for the database, root key and audit trail.")
-    ] = Path(".khoa"),
+        Path | None,
+        typer.Option(help="Directory for the database, root key and audit trail [default: .khoa]."),
+    ] = None,
     database_url: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL (sqlite:/// or postgresql+psycopg://).")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes [default: 1].")] = None,
     dev: Annotated[
         bool,
         typer.Option(
@@ -132,6 +134,7 @@ def server(
 app.add_typer(account_app, name="account")
 app.add_typer(audit_app, name="audit")
 app.add_typer(functions_app, name="functions")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:

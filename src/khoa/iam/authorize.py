@@ -11,12 +11,25 @@ from datetime import UTC
 from typing import Any
 
 from khoa.iam.directory import parsed
-from khoa.iam.evaluate import Decision, Request, evaluate
+from khoa.iam.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.iam.policy import Policy
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 
 _QUERY_SERVICES = ("iam", "sts")
+# aws:PrincipalType as IAM reports it, by CloudTrail identity type.
+_PRINCIPAL_TYPES = {"Root": "Account", "IAMUser": "User", "AssumedRole": "AssumedRole"}
+# Actions a role trust policy must allow, even within the role's account.
+_TRUST_ACTIONS = frozenset(
+    {
+        "sts:assumerole",
+        "sts:assumerolewithsaml",
+        "sts:assumerolewithwebidentity",
+        "sts:tagsession",
+        "sts:setsourceidentity",
+        "sts:setcontext",
+    }
+)
 
 
 def base_context(ctx: RequestContext) -> dict[str, list[str]]:
@@ -28,7 +41,8 @@ def base_context(ctx: RequestContext) -> dict[str, list[str]]:
     context: dict[str, list[str]] = {
         "aws:principalarn": [principal_arn],
         "aws:principalaccount": [principal.account_id],
-        "aws:principaltype": [principal.kind],
+        "aws:principaltype": [_PRINCIPAL_TYPES.get(principal.kind, principal.kind)],
+        "aws:principalisawsservice": ["false"],
         "aws:userid": [principal.user_id],
         "aws:currenttime": [now.strftime("%Y-%m-%dT%H:%M:%SZ")],
         "aws:epochtime": [str(int(now.timestamp()))],
@@ -49,6 +63,7 @@ def base_context(ctx: RequestContext) -> dict[str, list[str]]:
     via = ctx.extras.get("kms:ViaService")
     if via:
         context["kms:viaservice"] = [via]
+    context["aws:viaawsservice"] = ["true" if via else "false"]
     return context
 
 
@@ -80,6 +95,8 @@ def decide(
         return Decision(True)
     facts = base_context(ctx)
     caller = ctx.runtime.directory.for_principal(principal)
+    if caller.arn and principal.kind == "AssumedRole":
+        facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
     for tag_key, tag_value in caller.tags.items():
         facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
     if context:
@@ -92,13 +109,15 @@ def decide(
     request = Request(
         principal=principal, action=action, resource=resource, resource_account=account, context=facts
     )
+    trust = policy is not None and action.lower() in _TRUST_ACTIONS
     return evaluate(
         request,
         identity=caller.identity,
         resource=policy,
         boundary=caller.boundary,
         session=caller.session,
-        key_policy=key_policy,
+        key_policy=key_policy or trust,
+        resource_kind=TRUST if trust else RESOURCE,
     )
 
 

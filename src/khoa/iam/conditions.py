@@ -35,7 +35,6 @@ Comparator = Callable[[str, Pieces], bool]
 _QUALIFIERS = ("ForAnyValue:", "ForAllValues:")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _EPOCH = re.compile(r"^-?\d+(?:\.\d+)?$")
-_YEAR = re.compile(r"^(\d{4})$")
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -48,14 +47,14 @@ def _text(expected: Pieces) -> str:
 
 
 def parse_date(value: str) -> datetime | None:
-    """A W3C ISO 8601 date/time (``2024``, ``2024-05``, ``2024-05-01``, ``...T12:00Z`` ...) or epoch seconds."""
+    """A W3C ISO 8601 date/time (``2024-05``, ``2024-05-01T12:00Z`` ...) or epoch seconds.
+
+    A bare number is epoch seconds, so the W3C year-only form (``2024``) reads as an epoch time.
+    """
     value = value.strip()
     try:
         if _EPOCH.match(value):
             return datetime.fromtimestamp(float(value), UTC)
-        year = _YEAR.match(value)
-        if year:
-            return datetime(int(year.group(1)), 1, 1, tzinfo=UTC)
         year_month = _YEAR_MONTH.match(value)
         if year_month:
             return datetime(int(year_month.group(1)), int(year_month.group(2)), 1, tzinfo=UTC)

@@ -43,6 +43,8 @@ class CallerPolicies:
     boundary: Policy | None = None
     session: list[Policy] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    # The IAM identity's ARN, path included (for a session, its role's ARN: aws:PrincipalArn).
+    arn: str = ""
 
 
 class Directory:
@@ -122,7 +124,7 @@ class Directory:
             session_policy = parsed(principal.session_policy, "session")
             session.append(session_policy or Policy((), "session"))
         tags.update(dict(principal.session_tags))
-        return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags)
+        return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags, arn=row.arn)
 
 
 def load_tags(text: str | None) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_VARIABLE = re.compile(r"\$\{((?:[^}']|'[^']*')*)\}")  # a quoted default may hold "}"
 _ESCAPES = {"*": "*", "?": "?", "$": "$"}
 _DEFAULT = re.compile(r"^'(.*)'$", re.DOTALL)
 

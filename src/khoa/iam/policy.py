@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from khoa.iam.conditions import conditions_hold, known_operator
-from khoa.iam.matching import substitute, wildcard_match
+from khoa.iam.matching import match_pieces, pieces, wildcard_match
+
+VARIABLES_VERSION = "2012-10-17"  # the first policy language version with policy variables
 
 _STATEMENT_KEYS = {
     "Sid",
@@ -34,6 +36,33 @@ def _strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise PolicyError("Policy elements must be strings or lists of strings.")
+
+
+def _element(item: dict[str, Any], name: str, message: str) -> tuple[str, ...]:
+    """A present Action/NotAction/Resource/NotResource element, which may not be empty."""
+    if name not in item:
+        return ()
+    values = _strings(item[name])
+    if not values:
+        raise PolicyError(message)
+    return values
+
+
+def _condition_block(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PolicyError("Syntax errors in policy: Condition must be an object.")
+    for operator, entries in value.items():
+        if not known_operator(operator):
+            raise PolicyError(f"Syntax errors in policy: unknown condition operator {operator}.")
+        if not isinstance(entries, dict) or not entries:
+            raise PolicyError(f"Syntax errors in policy: {operator} must map condition keys to values.")
+        for key, values in entries.items():
+            items = values if isinstance(values, list) else [values]
+            if not key or any(not isinstance(v, str | bool | int | float) for v in items):
+                raise PolicyError(f"Syntax errors in policy: invalid values for condition key {key}.")
+    return value
 
 
 def _principals(value: Any) -> tuple[tuple[str, str], ...] | None:
@@ -64,34 +93,38 @@ class Statement:
     principals: tuple[tuple[str, str], ...] | None = None
     not_principals: tuple[tuple[str, str], ...] | None = None
     condition: dict[str, Any] = field(default_factory=dict)
+    # Policy variables are substituted only in policies of Version 2012-10-17; elsewhere they are text.
+    variables: bool = True
 
     def matches_action(self, action: str) -> bool:
+        """Action names match case-insensitively, with ``*`` and ``?``."""
         if self.actions:
             return any(wildcard_match(a, action, ignore_case=True) for a in self.actions)
-        return not any(wildcard_match(a, action, ignore_case=True) for a in self.not_actions)
+        if self.not_actions:
+            return not any(wildcard_match(a, action, ignore_case=True) for a in self.not_actions)
+        return False
 
     def matches_resource(self, resource: str, context: dict[str, list[str]]) -> bool:
-        def hit(patterns: tuple[str, ...]) -> bool:
-            for pattern in patterns:
-                concrete = substitute(pattern, context)
-                if concrete is not None and wildcard_match(concrete, resource):
-                    return True
-            return False
-
-        if self.resources:
-            return hit(self.resources)
-        if self.not_resources:
-            return not hit(self.not_resources)
-        return True  # resource-based policies may omit Resource
+        """Resource ARNs match case-sensitively, with ``*`` and ``?`` and policy variables."""
+        patterns = self.resources or self.not_resources
+        if not patterns:
+            return True  # resource-based policies may omit Resource
+        resolved = [pieces(p, context, variables=self.variables) for p in patterns]
+        usable = [p for p in resolved if p is not None]
+        if not usable:
+            return False  # only unresolvable variables: the statement does not apply
+        hit = any(match_pieces(p, resource) for p in usable)
+        return hit if self.resources else not hit
 
     def matches_conditions(self, context: dict[str, list[str]]) -> bool:
-        return conditions_hold(self.condition, context)
+        return conditions_hold(self.condition, context, variables=self.variables)
 
 
 @dataclass(frozen=True)
 class Policy:
     statements: tuple[Statement, ...]
     source: str = ""  # what kind of policy: identity, resource, boundary, session
+    version: str = ""
 
     @classmethod
     def parse(
@@ -131,8 +164,21 @@ class Policy:
                 raise PolicyError("Invalid effect: statements need an Effect of Allow or Deny.")
             if ("Action" in item) == ("NotAction" in item):
                 raise PolicyError("Policy statement must contain actions.")
+            if "Resource" in item and "NotResource" in item:
+                raise PolicyError("Syntax errors in policy: a statement has either Resource or NotResource.")
             if require_resource and "Resource" not in item and "NotResource" not in item:
                 raise PolicyError("Policy statement must contain resources.")
+            if "Principal" in item and "NotPrincipal" in item:
+                raise PolicyError(
+                    "Syntax errors in policy: a statement has either Principal or NotPrincipal."
+                )
+            sid = item.get("Sid", "")
+            if not isinstance(sid, str):
+                raise PolicyError("Syntax errors in policy: Sid must be a string.")
+            actions = _element(item, "Action", "Policy statement must contain actions.")
+            not_actions = _element(item, "NotAction", "Policy statement must contain actions.")
+            resources = _element(item, "Resource", "Policy statement must contain resources.")
+            not_resources = _element(item, "NotResource", "Policy statement must contain resources.")
             principals = _principals(item.get("Principal"))
             not_principals = _principals(item.get("NotPrincipal"))
             if require_principal and principals is None and not_principals is None:
@@ -143,20 +189,19 @@ class Policy:
                 and source == "identity"
             ):
                 raise PolicyError("Policy document should not specify a principal.")
-            condition = item.get("Condition") or {}
-            if not isinstance(condition, dict) or any(not known_operator(op) for op in condition):
-                raise PolicyError("Syntax errors in policy: unknown condition operator.")
+            condition = _condition_block(item.get("Condition"))
             statements.append(
                 Statement(
                     effect=effect,
-                    sid=str(item.get("Sid", "")),
-                    actions=_strings(item.get("Action")),
-                    not_actions=_strings(item.get("NotAction")),
-                    resources=_strings(item.get("Resource")),
-                    not_resources=_strings(item.get("NotResource")),
+                    sid=sid,
+                    actions=actions,
+                    not_actions=not_actions,
+                    resources=resources,
+                    not_resources=not_resources,
                     principals=principals,
                     not_principals=not_principals,
                     condition=condition,
+                    variables=version == VARIABLES_VERSION,
                 )
             )
-        return cls(tuple(statements), source)
+        return cls(tuple(statements), source, version or "")

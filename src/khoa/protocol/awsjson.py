@@ -19,7 +19,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise serialization_error("Unable to parse the request body as JSON") from None
+        # AWS answers a body that is not JSON with a bare SerializationException (no message).
+        raise AWSError("SerializationException", None) from None
     if b"\\u" in body and not _encodable(value):
         # An unpaired surrogate escape ("\ud800") parses but is not a Unicode string.
         raise serialization_error("Invalid UTF-8 in a JSON string") from None

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.audit.events import background
 from khoa.auth.sessions import SessionCredentials, issue_session
+from khoa.events.changes import publish, snapshot
 from khoa.rotation import functions
 from khoa.rotation.invoke import InvocationError, invoke, khoa_client
 from khoa.storage import schema
@@ -197,6 +198,7 @@ class RotationEngine:
         self.succeeded += 1
         self.last_success = now.timestamp()
         self._audit("RotationSucceeded", secret, now, {"versionId": run.token})
+        self._publish(secret, "RotationSucceeded", {"versionId": run.token})
         log.info("rotated %s", secret.arn)
 
     def _failed(self, run: Any, secret: Any, step: str, error: str, now: datetime) -> RotationOutcome:
@@ -219,6 +221,11 @@ class RotationEngine:
         )
         log.warning("rotation of %s failed at %s (attempt %d): %s", secret.arn, step, attempts, error)
         return RotationOutcome(secret.arn, False, error)
+
+    def _publish(self, secret: Any, kind: str, detail: dict[str, str]) -> None:
+        state = snapshot(self.engine, secret.secret_id)
+        if state is not None:
+            publish(self.engine, state, kind, detail)
 
     def _audit(self, name: str, secret: Any, now: datetime, details: dict[str, str]) -> None:
         event = background(

@@ -463,3 +463,31 @@ rotation_runs = Table(
     Column("owner", String(64)),
     Column("owner_expires_at", Float),
 )
+
+# -- Secret change events -------------------------------------------------------------------------
+
+change_events = Table(
+    "change_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("secret_id", String(36), nullable=False),
+    Column("secret_arn", String(1024), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_change_events_secret", "secret_id", "seq"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", String(36), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("secret_sealed", LargeBinary),
+    Column("secret_prefix", String(1024), nullable=False),
+    Column("delivered_seq", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from khoa.protocol.awsquery import QueryDecoder
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
@@ -49,6 +50,18 @@ class IamModel(ServiceModel):
             raise
 
 
+class IamDecoder(QueryDecoder):
+    """Folds query parameters as for any awsQuery service; malformed numbers are ``ValidationError``."""
+
+    def decode(self, operation: str, flat: dict[str, str]) -> dict[str, Any]:
+        try:
+            return super().decode(operation, flat)
+        except AWSError as error:
+            if error.code == "ValidationException":
+                raise AWSError("ValidationError", error.message) from None
+            raise
+
+
 def build_service() -> Service:
     handlers: dict[str, Handler] = {}
     for module in (
@@ -65,12 +78,15 @@ def build_service() -> Service:
         simulate,
     ):
         handlers.update(module.OPERATIONS)
-    return Service(
+    model = IamModel()
+    service = Service(
         name="iam",
         signing_name="iam",
         target_prefix="iam",
-        model=IamModel(),
+        model=model,
         handlers=handlers,
         skew=timedelta(minutes=15),
         protocol="query",
     )
+    object.__setattr__(service, "query_decoder", IamDecoder(model))  # frozen: set as __post_init__ does
+    return service

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from khoa.services.iam import documents
 from khoa.services.iam.store import ATTACHMENTS, PRINCIPALS, tags_of
+from khoa.storage import schema
 
 DEFAULT_MAX_SESSION = 3600
 
@@ -63,8 +64,15 @@ def role(row: Row[Any], conn: Connection | None = None) -> dict[str, Any]:
         tags = tags_of(conn, row.principal_id)
         if tags:
             out["Tags"] = tags
-        out["RoleLastUsed"] = {}
+        out["RoleLastUsed"] = role_last_used(conn, row.principal_id)
     return out
+
+
+def role_last_used(conn: Connection, role_id: str) -> dict[str, Any]:
+    """When the role was last assumed (its latest STS session); empty when it never was."""
+    sessions = schema.sts_sessions
+    last = conn.execute(select(func.max(sessions.c.created_at)).where(sessions.c.role_id == role_id)).scalar()
+    return {"LastUsedDate": last} if last is not None else {}
 
 
 def usage_counts(conn: Connection, account_id: str, arn: str) -> tuple[int, int]:

@@ -202,11 +202,21 @@ def list_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return _page(ctx, query, params)
 
 
+def _retiring_principal(params: dict[str, Any]) -> str:
+    principal = params.get("RetiringPrincipal") or params.get("RetiringServicePrincipal")
+    if not principal:
+        raise errors.validation(
+            "1 validation error detected: Value null at 'retiringPrincipal' failed to "
+            "satisfy constraint: Member must not be null"
+        )
+    return str(principal)
+
+
 def list_retirable_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     query = (
         _select_with_region()
         .where(_GRANTS.c.account_id == ctx.account_id)
-        .where(_GRANTS.c.retiring_principal == params["RetiringPrincipal"])
+        .where(_GRANTS.c.retiring_principal == _retiring_principal(params))
     )
     return _page(ctx, query, params)
 

@@ -10,6 +10,7 @@ from khoa.services.secretsmanager import (
     operations,
     password,
     policies,
+    publishing,
     replication,
     rotation,
     tagging,
@@ -39,6 +40,6 @@ def build_service() -> Service:
         signing_name="secretsmanager",
         target_prefix="secretsmanager",
         model=ServiceModel("secretsmanager"),
-        handlers=replication.wrap_all(handlers, _MIRRORED),
+        handlers=publishing.wrap(replication.wrap_all(handlers, _MIRRORED)),
         authorizer=authz.authorize_request,
     )

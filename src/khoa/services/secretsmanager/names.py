@@ -32,7 +32,11 @@ def new_arn(ctx: RequestContext, name: str) -> str:
 
 
 def find(ctx: RequestContext, store: SecretStore, secret_id: str) -> SecretRecord | None:
-    """By name, by full ARN, or by partial ARN (the ARN without its 6-character suffix)."""
+    """By name, by full ARN, or by partial ARN (the ARN without its 6-character suffix). A SecretId that
+    is neither an ARN nor a valid name is refused with AWS's ValidationException; an empty one (which
+    request validation never lets through) names nothing."""
+    if not secret_id:
+        return None
     if not secret_id.startswith("arn:"):
         validate_name(secret_id)
         return store.by_name(ctx.account_id, ctx.region, secret_id)

@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
 from khoa.services.kms.store import KeyRecord
-from khoa.services.secretsmanager import errors, names, replication, stages, values
+from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SECRETS, STAGES, VERSIONS, SecretRecord, SecretStore
 from khoa.services.secretsmanager.tagging import validate_tags, write_tags
@@ -418,7 +419,7 @@ def describe(
         if column is not None:
             result[field] = from_epoch(column)
     if record.rotation_enabled and record.next_rotation_at is not None:
-        result["NextRotationDate"] = from_epoch(record.next_rotation_at)
+        result["NextRotationDate"] = _rotation_date(record)
     tag_list = tags if tags is not None else store(ctx).tags(record.secret_id)
     if tag_list:
         result["Tags"] = tag_list
@@ -432,6 +433,17 @@ def describe(
     result["CreatedDate"] = from_epoch(record.created_at)
     result["PrimaryRegion"] = record.primary_region or record.region
     return result
+
+
+def _rotation_date(record: SecretRecord) -> datetime | None:
+    """The last second of the rotation window that opens at the stored next_rotation_at."""
+    opens = from_epoch(record.next_rotation_at)
+    if opens is None or not record.rules:
+        return opens
+    try:
+        return schedule.rotation_date(record.rules, opens)
+    except AWSError:  # rules stored before a validation rule existed: report when the window opens
+        return opens
 
 
 def describe_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

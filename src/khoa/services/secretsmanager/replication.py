@@ -3,7 +3,9 @@
 A replica is a read-only secret in another region with the primary's name and ARN suffix; each of
 its versions is re-encrypted under a KMS key of the replica's own region (that region's
 ``aws/secretsmanager`` key unless one is named). Every write to the primary is mirrored right after it
-commits, so replicas are always InSync; writes to a replica are refused, as in AWS.
+commits, so replicas are always InSync. Writes sent to a replica are refused with AWS's
+InvalidParameterException, except UpdateSecret changing only the replica's own KMS key ("A replica
+secret can't be updated independently from its primary secret, except for its encryption key").
 """
 
 from __future__ import annotations
@@ -47,9 +49,6 @@ class Replication:
                 .order_by(SECRETS.c.region)
             ).all()
         return [SecretRecord.from_row(r) for r in rows]
-
-    def has_replicas(self, ctx: RequestContext, record: SecretRecord) -> bool:
-        return bool(self.replicas(ctx, record))
 
     def status(self, ctx: RequestContext, record: SecretRecord) -> list[dict[str, Any]]:
         if record.primary_secret_id is not None:

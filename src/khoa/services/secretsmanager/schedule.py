@@ -5,8 +5,9 @@ Rotation windows always open on the hour (UTC). ``rate(N days)`` and ``Automatic
 open at midnight and close at the end of the day; ``rate(N hours)`` windows open every N hours from
 midnight and close after an hour; a ``cron()`` window opens at the time it names and closes after an hour
 for a schedule in hours, at the end of the day otherwise. ``Duration`` changes the length; a window never
-runs into the next one or into the next UTC day. NextRotationDate is the end of the next window: the
-rotation happens "on or before" it.
+runs into the next one or into the next UTC day. Khoa stores when the next window opens (when a scheduled
+rotation is due); NextRotationDate reports that window's last second: the rotation happens "on or
+before" it.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ def next_window(rules: dict[str, Any], after: datetime) -> tuple[datetime, datet
 
 
 def next_rotation(rules: dict[str, Any], after: datetime) -> datetime:
-    """NextRotationDate: the last second of the next rotation window."""
-    _, end = next_window(rules, after)
-    return end - timedelta(seconds=1)
+    """When the next rotation window opens: what Khoa stores, and when a scheduled rotation is due."""
+    start, _ = next_window(rules, after)
+    return start
+
+
+def rotation_date(rules: dict[str, Any], window_start: datetime) -> datetime:
+    """NextRotationDate as DescribeSecret reports it for a window opening at ``window_start``: the last
+    second of that window, since the rotation happens "on or before this date"."""
+    return window_start + parse(rules).window - timedelta(seconds=1)

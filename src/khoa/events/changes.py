@@ -1,0 +1,107 @@
+"""Publishing secret change events.
+
+Kinds: ``VersionCreated``, ``StagesMoved`` (detail says which labels and whether AWSCURRENT moved),
+``SecretDeleted``, ``SecretRestored``, ``RotationSucceeded``, ``RotationFailed``. Events never carry a
+secret value, only ids and labels. They are rows in ``change_events``, so every node's streams and the
+leader's webhook delivery see them in one order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from khoa.storage import schema
+
+_EVENTS = schema.change_events
+_SECRETS = schema.sm_secrets
+_STAGES = schema.sm_stages
+_VERSIONS = schema.sm_versions
+
+
+@dataclass(frozen=True)
+class SecretState:
+    secret_id: str
+    arn: str
+    account_id: str
+    region: str
+    deleted: bool
+    stages: dict[str, str]
+    versions: frozenset[str]
+
+
+def snapshot(engine: Engine, secret_id: str) -> SecretState | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(_SECRETS.c.arn, _SECRETS.c.account_id, _SECRETS.c.region, _SECRETS.c.deleted_at).where(
+                _SECRETS.c.secret_id == secret_id
+            )
+        ).first()
+        if row is None:
+            return None
+        stages = {
+            r[0]: r[1]
+            for r in conn.execute(
+                select(_STAGES.c.stage, _STAGES.c.version_id).where(_STAGES.c.secret_id == secret_id)
+            ).all()
+        }
+        versions = frozenset(
+            conn.execute(select(_VERSIONS.c.version_id).where(_VERSIONS.c.secret_id == secret_id)).scalars()
+        )
+    return SecretState(secret_id, row[0], row[1], row[2], row[3] is not None, stages, versions)
+
+
+def publish(engine: Engine, state: SecretState, kind: str, detail: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(_EVENTS).values(
+                account_id=state.account_id,
+                region=state.region,
+                secret_id=state.secret_id,
+                secret_arn=state.arn,
+                kind=kind,
+                detail=json.dumps(detail),
+                created_at=time.time(),
+            )
+        )
+
+
+def publish_changes(engine: Engine, before: SecretState | None, after: SecretState | None) -> int:
+    """Compare two snapshots of a secret and publish what changed; returns how many events."""
+    published = 0
+    state = after or before
+    if state is None:
+        return 0
+    if after is None:
+        publish(engine, state, "SecretDeleted", {"forced": True})
+        return 1
+    if before is not None and before.deleted != after.deleted:
+        publish(engine, after, "SecretDeleted" if after.deleted else "SecretRestored", {})
+        published += 1
+    for version_id in sorted(after.versions - (before.versions if before else frozenset())):
+        labels = sorted(stage for stage, vid in after.stages.items() if vid == version_id)
+        publish(engine, after, "VersionCreated", {"versionId": version_id, "versionStages": labels})
+        published += 1
+    old_stages = before.stages if before else {}
+    moved = {
+        stage: version_id for stage, version_id in after.stages.items() if old_stages.get(stage) != version_id
+    }
+    removed = sorted(set(old_stages) - set(after.stages))
+    if moved or removed:
+        publish(
+            engine,
+            after,
+            "StagesMoved",
+            {
+                "moved": moved,
+                "removed": removed,
+                "currentMoved": "AWSCURRENT" in moved,
+                "currentVersionId": after.stages.get("AWSCURRENT"),
+            },
+        )
+        published += 1
+    return published

@@ -1,0 +1,91 @@
+"""The change stream: ``GET /_khoa/events?SecretId=<id>`` as server-sent events.
+
+Signed with SigV4 for ``secretsmanager`` and authorised like DescribeSecret on the secret. Each event
+is ``id: <seq>``, ``event: <kind>`` and ``data: <json>``; a reconnecting client sends ``Last-Event-ID``
+and resumes where it stopped. Rows are polled from the database, so events from every node arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlalchemy import Engine, func, select
+
+from khoa.events.webhooks import event_payload
+from khoa.storage import schema
+
+_EVENTS = schema.change_events
+POLL_SECONDS = 0.2
+KEEPALIVE_SECONDS = 15.0
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+def requested_secret(scope: MutableMapping[str, Any]) -> str:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return (query.get("SecretId") or [""])[0]
+
+
+def latest_seq(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(_EVENTS.c.seq), 0))).scalar_one())
+
+
+def _fetch(engine: Engine, secret_id: str, after: int) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(_EVENTS)
+                .where(_EVENTS.c.secret_id == secret_id)
+                .where(_EVENTS.c.seq > after)
+                .order_by(_EVENTS.c.seq)
+                .limit(100)
+            ).all()
+        )
+
+
+async def stream(engine: Engine, secret_id: str, start_after: int, receive: Receive, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
+    disconnected = asyncio.Event()
+
+    async def watch_disconnect() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected.set()
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    cursor = start_after
+    idle = 0.0
+    try:
+        await send({"type": "http.response.body", "body": b": subscribed\n\n", "more_body": True})
+        while not disconnected.is_set():
+            rows = _fetch(engine, secret_id, cursor)
+            for row in rows:
+                data = json.dumps(event_payload(row))
+                chunk = f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n".encode()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                cursor = row.seq
+            idle = 0.0 if rows else idle + POLL_SECONDS
+            if idle >= KEEPALIVE_SECONDS:
+                await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                idle = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(disconnected.wait(), timeout=POLL_SECONDS)
+    except OSError:
+        pass
+    finally:
+        watcher.cancel()

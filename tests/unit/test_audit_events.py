@@ -1,0 +1,328 @@
+"""Audit records, their redaction, background-job events, LookupEvents filters, tail lines, metrics
+and readiness, without a server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, insert, select
+
+from khoa.audit.events import HIDDEN, background, build, redact
+from khoa.audit.jobs import PARAMETERS, recorded
+from khoa.audit.recorder import AuditRecorder
+from khoa.auth.principal import Principal
+from khoa.cli.audit import format_event, principal_of
+from khoa.observe.health import readiness
+from khoa.observe.metrics import Metrics
+from khoa.protocol.errors import AWSError
+from khoa.protocol.model import ServiceModel
+from khoa.services.cloudtrail.lookup import CloudTrailModel, _decode_token, _encode_token, _line_match
+from khoa.storage import schema
+
+ACCOUNT = "111122223333"
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    schema.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def event(
+    service: str, operation: str, params: dict[str, Any] | None, result: dict[str, Any] | None, **kw: Any
+) -> Any:
+    return build(
+        model=ServiceModel(service),
+        service=service,
+        operation=operation,
+        region="us-east-1",
+        request_id="req-1",
+        principal=Principal.account_root(ACCOUNT, "AKIAEXAMPLE"),
+        access_key_id="AKIAEXAMPLE",
+        source_ip="127.0.0.1",
+        user_agent="test",
+        params=params,
+        result=result,
+        error_code=kw.get("error_code"),
+        error_message=kw.get("error_message"),
+        now=NOW,
+        recipient_account=ACCOUNT,
+    )
+
+
+# -- records and redaction ----------------------------------------------------------------------
+
+
+def test_secrets_are_hidden_and_blobs_left_out() -> None:
+    created = event(
+        "secretsmanager",
+        "CreateSecret",
+        {"Name": "db", "SecretString": "hunter2", "ClientRequestToken": "t" * 32},
+        {"ARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf", "Name": "db"},
+    )
+    assert created.record["requestParameters"]["secretString"] == HIDDEN
+    assert created.record["requestParameters"]["name"] == "db"
+    assert "hunter2" not in json.dumps(created.record)
+
+    encrypted = event(
+        "kms", "Encrypt", {"KeyId": "k", "Plaintext": b"plain"}, {"CiphertextBlob": b"c", "KeyId": "k"}
+    )
+    assert encrypted.record["requestParameters"] == {"keyId": "k"}
+    assert encrypted.record["responseElements"] is None  # read-only: no response elements
+    assert encrypted.read_only
+
+    put = event(
+        "ssm", "PutParameter", {"Name": "/p", "Value": "s3cr3t", "Type": "SecureString"}, {"Version": 1}
+    )
+    assert put.record["requestParameters"]["value"] == HIDDEN
+
+    model = ServiceModel("sts")
+    credentials = {"AccessKeyId": "ASIA", "SecretAccessKey": "sk", "SessionToken": "tok", "Expiration": NOW}
+    shown = redact(model, "AssumeRoleResponse", {"Credentials": credentials})
+    assert shown["credentials"]["secretAccessKey"] == HIDDEN
+    assert shown["credentials"]["sessionToken"] == HIDDEN
+    assert shown["credentials"]["accessKeyId"] == "ASIA"
+
+
+def test_refused_calls_carry_their_error_and_name_no_resource() -> None:
+    denied = event(
+        "kms", "DisableKey", {"KeyId": "k"}, None, error_code="AccessDeniedException", error_message="no"
+    )
+    assert denied.record["errorCode"] == "AccessDeniedException"
+    assert denied.record["errorMessage"] == "no"
+    assert denied.record["resources"] == []
+    assert denied.error_code == "AccessDeniedException"
+    assert not denied.read_only
+    assert denied.username == "root"
+
+
+def test_background_event_shape() -> None:
+    resource = {"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": "arn:aws:kms:us-east-1:1:key/k"}
+    record = background(
+        service="kms",
+        event_name="DeleteKey",
+        account_id=ACCOUNT,
+        region="eu-west-1",
+        now=NOW,
+        details={"keyId": "k"},
+        resources=[resource],
+    ).record
+    assert record["eventType"] == "AwsServiceEvent"
+    assert record["userIdentity"]["invokedBy"] == "kms.amazonaws.com"
+    assert record["eventTime"] == "2025-01-02T03:04:05Z"
+    assert record["awsRegion"] == "eu-west-1"
+    assert record["additionalEventData"] == {"keyId": "k"}
+    assert record["resources"] == [resource]
+
+
+# -- background jobs -----------------------------------------------------------------------------
+
+
+class FakeAudit:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.written: list[Any] = []
+        self.failures = 0
+
+    def write(self, events: list[Any]) -> None:
+        if self.fail:
+            raise RuntimeError("sink down")
+        self.written.extend(events)
+
+    def note_failure(self) -> None:
+        self.failures += 1
+
+
+def _runtime(engine: Engine, audit: FakeAudit) -> Any:
+    return SimpleNamespace(
+        engine=engine,
+        audit=audit,
+        dev_account_id=ACCOUNT,
+        settings=SimpleNamespace(default_region="us-east-1"),
+    )
+
+
+def _parameter(engine: Engine, account: str, region: str, name: str, expires_at: float | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.ssm_parameters).values(
+                param_id=f"{account}{region}{name}",
+                account_id=account,
+                region=region,
+                name=name,
+                parent_path="/",
+                version=1,
+                tier="Advanced",
+                expires_at=expires_at,
+            )
+        )
+
+
+def test_job_events_name_each_resource_and_its_owner(engine: Engine) -> None:
+    _parameter(engine, ACCOUNT, "us-east-1", "/app/db", 100.0)
+    _parameter(engine, "444455556666", "eu-west-1", "/app/db", 50.0)  # same name, another account
+    _parameter(engine, ACCOUNT, "us-east-1", "/later", 10_000.0)
+    audit = FakeAudit()
+    calls: list[float] = []
+
+    def work(now: float) -> list[str]:
+        calls.append(now)
+        return ["/app/db", "/app/db"]
+
+    recorded(_runtime(engine, audit), "DeleteParameter", PARAMETERS, work)(datetime.fromtimestamp(200, UTC))
+    assert calls == [200.0]
+    owners = sorted((e.account_id, e.region, e.resources[0]["ARN"]) for e in audit.written)
+    assert owners == [
+        ("111122223333", "us-east-1", "arn:aws:ssm:us-east-1:111122223333:parameter/app/db"),
+        ("444455556666", "eu-west-1", "arn:aws:ssm:eu-west-1:444455556666:parameter/app/db"),
+    ]
+    for written in audit.written:
+        assert written.event_name == "DeleteParameter"
+        assert written.event_source == "ssm.amazonaws.com"
+        assert written.record["additionalEventData"] == {"name": "/app/db"}
+        assert written.record["recipientAccountId"] == written.account_id
+
+
+def test_job_with_nothing_done_writes_nothing_and_sink_failures_are_counted(engine: Engine) -> None:
+    audit = FakeAudit()
+    recorded(_runtime(engine, audit), "DeleteParameter", PARAMETERS, lambda now: [])(NOW)
+    assert audit.written == []
+    broken = FakeAudit(fail=True)
+    _parameter(engine, ACCOUNT, "us-east-1", "/gone", 1.0)
+    with pytest.raises(RuntimeError):
+        recorded(_runtime(engine, broken), "DeleteParameter", PARAMETERS, lambda now: ["/gone"])(NOW)
+    assert broken.failures == 1
+
+
+# -- LookupEvents ---------------------------------------------------------------------------------
+
+
+def test_resource_names_match_whole_lines_only(engine: Engine) -> None:
+    table = schema.audit_events
+    names = {
+        "a": "arn:one",
+        "b": "arn:one\narn:two",
+        "c": "arn:two\narn:one_x",
+        "d": "arn:zero\narn:one\narn:2",
+    }
+    with engine.begin() as conn:
+        for event_id, resource_names in names.items():
+            conn.execute(
+                insert(table).values(
+                    event_id=event_id,
+                    account_id=ACCOUNT,
+                    region="us-east-1",
+                    event_time=0.0,
+                    event_source="kms.amazonaws.com",
+                    event_name="X",
+                    read_only=True,
+                    resource_names=resource_names,
+                    record="{}",
+                )
+            )
+
+    def matching(value: str) -> set[str]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table.c.event_id).where(_line_match(table.c.resource_names, value)))
+            return {row.event_id for row in rows}
+
+    assert matching("arn:one") == {"a", "b", "d"}
+    assert matching("arn:two") == {"b", "c"}
+    assert matching("arn:one_x") == {"c"}
+    assert matching("arn:one%") == set()
+    assert matching("arn:on_") == set()
+
+
+def test_next_tokens_belong_to_their_query() -> None:
+    token = _encode_token(42, "abc")
+    assert _decode_token(token, "abc") == 42
+    for bad, fingerprint in ((token, "other"), ("garbage!", "abc"), (_encode_token(42, "abc")[:-4], "abc")):
+        with pytest.raises(AWSError) as info:
+            _decode_token(bad, fingerprint)
+        assert info.value.code == "InvalidNextTokenException"
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"MaxResults": 0}, "InvalidMaxResultsException"),
+        ({"MaxResults": 51}, "InvalidMaxResultsException"),
+        ({"EventCategory": "data"}, "InvalidEventCategoryException"),
+        (
+            {"LookupAttributes": [{"AttributeKey": "Colour", "AttributeValue": "x"}]},
+            "InvalidLookupAttributesException",
+        ),
+        (
+            {"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": ""}]},
+            "InvalidLookupAttributesException",
+        ),
+    ],
+)
+def test_cloudtrail_validation_errors(params: dict[str, Any], code: str) -> None:
+    with pytest.raises(AWSError) as info:
+        CloudTrailModel().validate("LookupEvents", params)
+    assert info.value.code == code
+
+
+# -- tail lines, metrics, readiness ----------------------------------------------------------------
+
+
+def test_tail_lines() -> None:
+    assert principal_of({"type": "Root", "arn": "arn:aws:iam::1:root"}) == "root"
+    assert principal_of({"arn": "arn:aws:sts::1:assumed-role/app/session"}) == "assumed-role/app/session"
+    assert principal_of({"type": "AWSService", "invokedBy": "kms.amazonaws.com"}) == "kms.amazonaws.com"
+    assert principal_of({"type": "Unknown", "accessKeyId": "AKIAX"}) == "unknown (AKIAX)"
+    denied = event("kms", "DisableKey", {"KeyId": "k"}, None, error_code="AccessDeniedException")
+    line = format_event(denied.record).plain
+    assert line.startswith("2025-01-02T03:04:05Z  111122223333  root ")
+    assert line.endswith("kms:DisableKey  AccessDeniedException")
+    ok = event("kms", "DisableKey", {"KeyId": "arn:aws:kms:us-east-1:1:key/k"}, {})
+    assert format_event(ok.record).plain.endswith("kms:DisableKey  OK  arn:aws:kms:us-east-1:1:key/k")
+
+
+def test_outcome_counters() -> None:
+    metrics = Metrics()
+    for outcome in (
+        "ok",
+        "AccessDeniedException",
+        "AccessDenied",
+        "InvalidCiphertextException",
+        "ThrottlingException",
+    ):
+        metrics.count_request("kms", "Decrypt", outcome)
+    value = metrics.registry.get_sample_value
+    assert value("khoa_access_denied_total", {"service": "kms", "operation": "Decrypt"}) == 2
+    assert value("khoa_decryption_failures_total") == 1
+    assert value("khoa_throttled_requests_total", {"service": "kms"}) == 1
+    assert value("khoa_requests_total", {"service": "kms", "operation": "Decrypt", "outcome": "ok"}) == 1
+
+
+def test_readiness(engine: Engine, tmp_path: Any) -> None:
+    recorder = AuditRecorder(engine)
+    try:
+        runtime: Any = SimpleNamespace(engine=engine, audit=recorder)
+        assert readiness(runtime) == (200, {"status": "ok", "sealed": False, "database": "ok", "audit": "ok"})
+        recorder.note_failure()
+        status, body = readiness(runtime)
+        assert (status, body["audit"]) == (503, "failing")
+        recorder.last_success_at = recorder.last_failure_at + 1  # a later commit succeeded
+        assert readiness(runtime)[0] == 200
+        recorder.note_failure()
+        recorder.last_failure_at -= 3600  # long ago
+        assert readiness(runtime)[0] == 200
+
+        missing_table = create_engine("sqlite://")
+        assert readiness(SimpleNamespace(engine=missing_table, audit=recorder))[1]["audit"] == "down"
+        down = create_engine(f"sqlite:///{tmp_path}/no/such/dir/khoa.db")
+        status, body = readiness(SimpleNamespace(engine=down, audit=recorder))
+        assert (status, body["database"]) == (503, "down")
+    finally:
+        recorder.close()
