@@ -409,7 +409,7 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
             try:
                 kms = server.client("kms")
                 key_id = kms.create_key(Description=f"w{worker}")["KeyMetadata"]["KeyId"]
-                deadline = time.monotonic() + 14
+                deadline = time.monotonic() + 16
                 while time.monotonic() < deadline:
                     kms.encrypt(KeyId=key_id, Plaintext=b"x")
                     kms.describe_key(KeyId=key_id)
@@ -422,6 +422,9 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
                 time.sleep(0.5)
 
         def closer() -> None:
+            # First the leader's job alone (it delivers what it saw 10 s earlier), then both at once.
+            if stop.wait(11):
+                return
             while not stop.is_set():
                 digests.append(
                     run_khoa(
@@ -442,7 +445,11 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
         assert digests and all(code == 0 for code in digests)
         # Only one process (the leader) ever ran the jobs.
         assert job_rounds and all(min(ran) == 0 for ran in job_rounds)
-        assert len({0 if ran_a else 1 for ran_a, ran_b in job_rounds if ran_a or ran_b}) == 1
+        leaders = {0 if ran_a else 1 for ran_a, ran_b in job_rounds if ran_a or ran_b}
+        assert len(leaders) == 1
+        leader, follower = (a, b) if leaders == {0} else (b, a)
+        assert "audit trail: delivered" in leader.log_path.read_text()
+        assert "audit trail: delivered" not in follower.log_path.read_text()
 
         final = run_khoa(env, "audit", "digest", "--database-url", private_postgres, "--data-dir", str(data))
         assert final.returncode == 0, final.stderr

@@ -33,9 +33,12 @@ def import_expiring_material(kms: Any, key_id: str, valid_to: datetime) -> None:
 
 
 def service_event(cloudtrail: Any, name: str, resource: str) -> dict[str, Any]:
-    (event,) = [e for e in lookup(cloudtrail, "ResourceName", resource) if e["EventName"] == name]
+    (event,) = [
+        e
+        for e in lookup(cloudtrail, "ResourceName", resource)
+        if e["EventName"] == name and json.loads(e["CloudTrailEvent"])["eventType"] == "AwsServiceEvent"
+    ]
     record: dict[str, Any] = json.loads(event["CloudTrailEvent"])
-    assert record["eventType"] == "AwsServiceEvent"
     assert record["userIdentity"]["invokedBy"] == record["eventSource"]
     assert record["readOnly"] is False
     assert event["ReadOnly"] == "false"

@@ -219,7 +219,12 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("ArnEquals", "arn:aws:iam::*:role/app-*", "arn:aws:iam::111122223333:role/app-x", True),
     ("ArnEquals", "arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:root", True),
     ("ArnNotLike", "arn:aws:iam::*:role/app-*", "arn:aws:iam::111122223333:role/db", True),
-    ("ArnNotEquals", ["arn:aws:iam::1:root", "arn:aws:iam::111122223333:root"], "arn:aws:iam::111122223333:root", False),
+    (
+        "ArnNotEquals",
+        ["arn:aws:iam::1:root", "arn:aws:iam::111122223333:root"],
+        "arn:aws:iam::111122223333:root",
+        False,
+    ),
 ]
 
 
@@ -280,7 +285,12 @@ SET_CASES = [
     ("ForAllValues:NumericLessThan", "10", ["1", "2", "9"], True),
     ("ForAllValues:NumericLessThan", "10", ["1", "20"], False),
     ("ForAnyValue:IpAddress", "10.0.0.0/8", ["192.0.2.1", "10.0.0.1"], True),
-    ("ForAllValues:ArnLike", "arn:aws:iam::*:role/*", ["arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b"], True),
+    (
+        "ForAllValues:ArnLike",
+        "arn:aws:iam::*:role/*",
+        ["arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b"],
+        True,
+    ),
     ("ForAllValues:StringEqualsIfExists", ["a"], ["a"], True),
     ("ForAnyValue:StringEqualsIfExists", ["a"], ["b"], False),
     # Without a qualifier, a multivalued key matches when any of its values does (NOR when negated).
@@ -300,10 +310,12 @@ def test_set_operators(operator: str, policy: Any, request_values: list[str], ex
 def test_keys_and_operators_are_anded() -> None:
     context = {"aws:resourcetag/env": ["prod"], "aws:sourceip": ["10.0.0.1"]}
     assert conditions_hold(
-        {"StringEquals": {"aws:ResourceTag/env": "prod"}, "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}, context
+        {"StringEquals": {"aws:ResourceTag/env": "prod"}, "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+        context,
     )
     assert not conditions_hold(
-        {"StringEquals": {"aws:ResourceTag/env": "prod"}, "IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}, context
+        {"StringEquals": {"aws:ResourceTag/env": "prod"}, "IpAddress": {"aws:SourceIp": "192.0.2.0/24"}},
+        context,
     )
     assert not conditions_hold(
         {"StringEquals": {"aws:ResourceTag/env": "prod", "aws:ResourceTag/team": "a"}}, context
@@ -358,7 +370,9 @@ def test_variables_are_text_when_the_policy_predates_them() -> None:
     assert not evaluate_operator("StringEquals", "aws:username", "${aws:username}", context, variables=False)
 
 
-@pytest.mark.parametrize("operator", ["StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "ArnNotLike"])
+@pytest.mark.parametrize(
+    "operator", ["StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "ArnNotLike"]
+)
 def test_a_value_whose_variable_is_unresolved_never_holds(operator: str) -> None:
     """IAM: an unresolvable variable makes the statement invalid, positive or negated operator alike."""
     assert not evaluate_operator(operator, "aws:ResourceTag/team", "${aws:PrincipalTag/missing}", VARS)

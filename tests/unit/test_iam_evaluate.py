@@ -153,7 +153,10 @@ def test_policy_case(case: dict[str, Any]) -> None:
     [
         (Decision(False, "identity-based"), "because no identity-based policy allows the kms:Decrypt action"),
         (Decision(False, "resource-based"), "because no resource-based policy allows the kms:Decrypt action"),
-        (Decision(False, "permissions boundary"), "because no permissions boundary allows the kms:Decrypt action"),
+        (
+            Decision(False, "permissions boundary"),
+            "because no permissions boundary allows the kms:Decrypt action",
+        ),
         (Decision(False, "session"), "because no session policy allows the kms:Decrypt action"),
         (Decision(False, "role trust"), "because no role trust policy allows the kms:Decrypt action"),
         (Decision(False, "identity-based", True), "with an explicit deny in an identity-based policy"),
@@ -175,7 +178,9 @@ def test_explicit_deny_reports_the_deciding_statement() -> None:
             "action": "kms:Decrypt",
             "resource": "*",
             "identity": [[{"Effect": "Allow", "Action": "*", "Resource": "*"}]],
-            "resource_policy": [{"Sid": "NoDecrypt", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt"}],
+            "resource_policy": [
+                {"Sid": "NoDecrypt", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt"}
+            ],
         }
     )
     assert decision.explicit_deny and decision.deciding_sid == "NoDecrypt"
@@ -233,7 +238,13 @@ RESOURCES = [
     f"arn:aws:ssm:us-east-1:{A}:parameter/app/x",
 ]
 RESOURCE_PATTERNS = [*RESOURCES, "*", f"arn:aws:kms:*:{A}:key/*", "arn:aws:secretsmanager:*:*:secret:prod/*"]
-PRINCIPALS = [f"user:alice@{A}", f"role:Deploy/ci@{A}", f"root@{A}", f"user:carol@{B}", f"role:Reader/job@{B}"]
+PRINCIPALS = [
+    f"user:alice@{A}",
+    f"role:Deploy/ci@{A}",
+    f"root@{A}",
+    f"user:carol@{B}",
+    f"role:Reader/job@{B}",
+]
 PRINCIPAL_VALUES = [
     "*",
     A,
@@ -361,3 +372,117 @@ def test_explicit_deny_is_final(seed: int) -> None:
         changed["identity"].append([{"Effect": "Deny", "Action": "*", "Resource": "*"}])
         decision = run_case(changed)
         assert not decision.allowed and decision.explicit_deny
+
+
+# --- authorize(): the context it builds and the errors it raises -----------------------------------
+
+
+def _ctx(principal: Principal, callers: dict[str, Any], service: str = "kms") -> Any:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from khoa.iam.directory import CallerPolicies
+
+    directory = SimpleNamespace(for_principal=lambda p: callers.get(p.principal_id, CallerPolicies()))
+    runtime = SimpleNamespace(settings=SimpleNamespace(dev=False), directory=directory)
+    return SimpleNamespace(
+        runtime=runtime,
+        principal=principal,
+        region="us-east-1",
+        service=service,
+        now=datetime(2024, 5, 1, tzinfo=UTC),
+        source_ip="203.0.113.9",
+        extras={},
+        account_id=principal.account_id,
+    )
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def test_decide_treats_trust_policies_as_required() -> None:
+    from khoa.iam.authorize import decide
+    from khoa.iam.directory import CallerPolicies
+
+    alice = make_principal(f"user:alice@{A}")
+    callers = {
+        alice.principal_id: CallerPolicies(
+            identity=[
+                as_policy(
+                    [{"Effect": "Allow", "Action": ["sts:AssumeRole", "secretsmanager:*"], "Resource": "*"}],
+                    "identity",
+                )
+            ]
+        )
+    }
+    ctx = _ctx(alice, callers, "sts")
+    role = f"arn:aws:iam::{A}:role/Deploy"
+    other = _doc(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:user/bob"}, "Action": "sts:AssumeRole"}
+    )
+    decision = decide(ctx, "sts:AssumeRole", role, resource_policy=other)
+    assert (decision.allowed, decision.policy_kind) == (False, "role trust")
+    account = _doc({"Effect": "Allow", "Principal": {"AWS": A}, "Action": "sts:AssumeRole"})
+    assert decide(ctx, "sts:AssumeRole", role, resource_policy=account).allowed
+    # A secret's resource policy is not required within the account: the identity allow suffices.
+    bob_only = _doc({"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:user/bob"}, "Action": "*"})
+    secret = f"arn:aws:secretsmanager:us-east-1:{A}:secret:s-AbCdEf"
+    assert decide(ctx, "secretsmanager:GetSecretValue", secret, resource_policy=bob_only).allowed
+
+
+def test_decide_uses_the_role_arn_with_its_path_for_aws_principal_arn() -> None:
+    from khoa.iam.authorize import decide
+    from khoa.iam.directory import CallerPolicies
+
+    session = make_principal(f"role:Deploy/ci@{A}")
+    statement = {
+        "Effect": "Allow",
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"ArnEquals": {"aws:PrincipalArn": f"arn:aws:iam::{A}:role/platform/Deploy"}},
+    }
+    callers = {
+        session.principal_id: CallerPolicies(
+            identity=[as_policy([statement], "identity")], arn=f"arn:aws:iam::{A}:role/platform/Deploy"
+        )
+    }
+    assert decide(_ctx(session, callers), "kms:Decrypt", "*").allowed
+
+
+def test_decide_adds_principal_tags() -> None:
+    from khoa.iam.authorize import decide
+    from khoa.iam.directory import CallerPolicies
+
+    alice = make_principal(f"user:alice@{A}")
+    statement = {
+        "Effect": "Allow",
+        "Action": "ssm:GetParameter",
+        "Resource": f"arn:aws:ssm:us-east-1:{A}:parameter/${{aws:PrincipalTag/Team}}/*",
+    }
+    callers = {
+        alice.principal_id: CallerPolicies(
+            identity=[as_policy([statement], "identity")], tags={"team": "red"}
+        )
+    }
+    ctx = _ctx(alice, callers, "ssm")
+    assert decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/red/x").allowed
+    assert not decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/blue/x").allowed
+
+
+def test_access_denied_message_forms() -> None:
+    from khoa.iam.authorize import access_denied
+
+    alice = make_principal(f"user:alice@{A}")
+    key = f"arn:aws:kms:us-east-1:{A}:key/k"
+    error = access_denied(_ctx(alice, {}), "kms:Decrypt", key, Decision(False, "identity-based"))
+    assert error.code == "AccessDeniedException" and error.status == 400
+    assert error.message == (
+        f"User: arn:aws:iam::{A}:user/alice is not authorized to perform: kms:Decrypt on resource: {key} "
+        "because no identity-based policy allows the kms:Decrypt action"
+    )
+    error = access_denied(_ctx(alice, {}, "iam"), "iam:GetUser", "*", Decision(False, "resource-based", True))
+    assert error.code == "AccessDenied" and error.status == 403
+    assert error.message is not None and error.message.endswith(
+        "with an explicit deny in a resource-based policy"
+    )

@@ -58,8 +58,10 @@ def test_elements_are_normalised() -> None:
         ("*", (("AWS", "*"),)),
         ({"AWS": "*"}, (("AWS", "*"),)),
         ({"AWS": "111122223333"}, (("AWS", "111122223333"),)),
-        ({"AWS": ["arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/a"]},
-         (("AWS", "arn:aws:iam::111122223333:root"), ("AWS", "arn:aws:iam::111122223333:user/a"))),
+        (
+            {"AWS": ["arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/a"]},
+            (("AWS", "arn:aws:iam::111122223333:root"), ("AWS", "arn:aws:iam::111122223333:user/a")),
+        ),
         ({"Service": "secretsmanager.amazonaws.com"}, (("Service", "secretsmanager.amazonaws.com"),)),
         ({"Federated": "cognito-identity.amazonaws.com"}, (("Federated", "cognito-identity.amazonaws.com"),)),
         ({"CanonicalUser": "79a59df9"}, (("CanonicalUser", "79a59df9"),)),
@@ -177,13 +179,34 @@ BAD_STATEMENTS = [
     ({"Effect": "Allow", "Action": "*", "Resource": "*", "Actions": "*"}, "unknown element"),
     ({"Effect": "Allow", "Action": "*", "Resource": "*", "Sid": 5}, "Sid"),
     ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": "x"}, "Condition"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEqual": {"k": "v"}}}, "operator"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"NullIfExists": {"k": "true"}}}, "operator"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": "v"}}, "condition keys"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {}}}, "condition keys"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": None}}}, "condition key"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": {"a": 1}}}}, "condition key"),
-    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": [["a"]]}}}, "condition key"),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEqual": {"k": "v"}}},
+        "operator",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"NullIfExists": {"k": "true"}}},
+        "operator",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": "v"}},
+        "condition keys",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {}}},
+        "condition keys",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": None}}},
+        "condition key",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": {"a": 1}}}},
+        "condition key",
+    ),
+    (
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"k": [["a"]]}}},
+        "condition key",
+    ),
 ]
 
 
@@ -203,7 +226,9 @@ def test_malformed_statements(statement: dict[str, Any], message: str) -> None:
         json.dumps({"Version": V, "Statement": []}),
         json.dumps({"Version": V, "Statement": "x"}),
         json.dumps({"Version": V, "Statement": ["x"]}),
-        json.dumps({"Version": "2012-10-18", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+        json.dumps(
+            {"Version": "2012-10-18", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
         json.dumps({"Version": 2012, "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
     ],
 )
@@ -247,7 +272,13 @@ def test_principal_and_not_principal_together() -> None:
 
 def test_statement_matching() -> None:
     statement = parse(
-        [{"Effect": "Allow", "Action": "secretsmanager:Get*", "Resource": "arn:aws:secretsmanager:*:*:secret:${aws:username}/*"}]
+        [
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:Get*",
+                "Resource": "arn:aws:secretsmanager:*:*:secret:${aws:username}/*",
+            }
+        ]
     ).statements[0]
     context = {"aws:username": ["alice"]}
     assert statement.matches_action("secretsmanager:GetSecretValue")
@@ -269,6 +300,8 @@ def test_resource_policy_statement_without_resource_matches_any_resource() -> No
 
 
 def test_not_resource_matching() -> None:
-    statement = parse([{"Effect": "Allow", "Action": "*", "NotResource": ["arn:aws:kms:*:*:key/secret-*"]}]).statements[0]
+    statement = parse(
+        [{"Effect": "Allow", "Action": "*", "NotResource": ["arn:aws:kms:*:*:key/secret-*"]}]
+    ).statements[0]
     assert statement.matches_resource("arn:aws:kms:r:1:key/public", {})
     assert not statement.matches_resource("arn:aws:kms:r:1:key/secret-1", {})

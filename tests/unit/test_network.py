@@ -208,6 +208,8 @@ def test_root_and_role_principal_types() -> None:
 
 
 def test_via_service_keys() -> None:
-    context = base_context(_ctx("10.2.3.4", None, **{"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}))
+    context = base_context(
+        _ctx("10.2.3.4", None, **{"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"})
+    )
     assert context["kms:viaservice"] == ["secretsmanager.us-east-1.amazonaws.com"]
     assert context["aws:viaawsservice"] == ["true"]

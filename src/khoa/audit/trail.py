@@ -72,6 +72,7 @@ JOB_SETTLE_SECONDS = 10.0
 _LOCK_NAME = "audit-trail"
 _LOCK_SECONDS = 300.0
 _STALE_STAGING_SECONDS = 600.0
+_RETENTION_INTERVAL_SECONDS = 3600.0
 _UNIQUE_ALPHABET = string.ascii_letters + string.digits
 _SAFE_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
 _SAFE_ACCOUNT = re.compile(r"^[0-9]{12}$")
@@ -199,6 +200,13 @@ def _write_synced(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class SigningKey:
     fingerprint: str
@@ -224,6 +232,8 @@ class AuditTrail:
         self.settle_seconds = SETTLE_SECONDS
         self.job_settle_seconds = JOB_SETTLE_SECONDS
         self._last_delivery = -math.inf
+        self._last_retention = -math.inf
+        self._holder = ""
         self._marks: list[tuple[float, int]] = []  # (monotonic time, newest undelivered seq) per pass
 
     # -- entry points ----------------------------------------------------------------------------
@@ -238,11 +248,16 @@ class AuditTrail:
                 watermark = self._settled_watermark()
                 wanted = due or at - self._last_delivery >= self.delivery_seconds or self._backlog()
                 if wanted and watermark is not None:
-                    self._deliver(at, watermark)
+                    delivered = self._deliver(at, watermark)
                     self._last_delivery = at
+                    if delivered:
+                        log.info("audit trail: delivered %d log file(s)", len(delivered))
                 if due:
-                    self._write_digests(at, due)
-        self.apply_retention(at)
+                    written = self._write_digests(at, due)
+                    log.info("audit trail: wrote %d digest file(s)", len(written))
+        if at - self._last_retention >= _RETENTION_INTERVAL_SECONDS:
+            self.apply_retention(at)
+            self._last_retention = at
 
     def close_period(self, now: float | None = None, wait: float = 60.0) -> ClosedPeriod:
         """Deliver pending events and write every chain's digest now (``khoa audit digest``)."""
@@ -566,14 +581,29 @@ class AuditTrail:
         return path
 
     def _publish(self, staged: Path, key: str) -> None:
+        """Move a staged file into place; never replaces a file already there. Tolerates a recovery
+        pass (of a writer whose lock had expired) having published it first."""
         final = self.directory / key
         _make_dirs(final.parent)
         try:
             os.link(staged, final)
         except FileExistsError:
-            log.warning("audit file %s already in place; keeping it", key)
+            if not _same_file(staged, final):
+                log.warning("audit file %s already in place; keeping it", key)
+        except FileNotFoundError:
+            if not final.exists():
+                raise
+            return
+        except OSError:  # a filesystem without hard links
+            if final.exists():
+                log.warning("audit file %s already in place; keeping it", key)
+            else:
+                os.rename(staged, final)
+                _fsync_dir(final.parent)
+                _fsync_dir(staged.parent)
+                return
         _fsync_dir(final.parent)
-        staged.unlink()
+        staged.unlink(missing_ok=True)
         _fsync_dir(staged.parent)
 
     def _recorded(self, key: str, table: Any) -> bool:
@@ -600,12 +630,15 @@ class AuditTrail:
             key = path.name.replace("!", "/")
             base = key.removesuffix(SIGNATURE_SUFFIX)
             table = _DIGESTS if "/CloudTrail-Digest/" in base else _FILES
-            if self._recorded(base, table):
-                log.warning("finishing delivery of %s after an interruption", key)
-                self._publish(path, key)
-            elif path.stat().st_mtime < cutoff:
-                log.warning("dropping abandoned staged audit file %s", key)
-                path.unlink(missing_ok=True)
+            try:
+                if self._recorded(base, table):
+                    log.warning("finishing delivery of %s after an interruption", key)
+                    self._publish(path, key)
+                elif path.stat().st_mtime < cutoff:
+                    log.warning("dropping abandoned staged audit file %s", key)
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue  # its writer finished it meanwhile
 
     # -- the trail lock --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -628,8 +661,6 @@ class AuditTrail:
                 self._release(holder)
             except Exception:
                 log.exception("could not release the audit trail lock")
-
-    _holder = ""
 
     def _acquire(self, holder: str) -> bool:
         now = wall_clock().timestamp()

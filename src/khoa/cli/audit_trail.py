@@ -64,8 +64,7 @@ def digest(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Close the current period now: deliver pending events to log files and write every chain's
-    signed digest file."""
+    """Close the current period now: deliver pending events, write each chain's signed digest."""
     settings = _settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
@@ -103,8 +102,11 @@ def verify(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Validate the trail: digest signatures, the digest chain and every log file's hash. Reports
-    modified, deleted, inserted or reordered files and broken chains; exits 0 only when intact."""
+    """Validate the trail as CloudTrail does; exit 0 only when it is intact.
+
+    Checks every digest signature, the digest chain and every log file's hash, and reports modified,
+    deleted, inserted or reordered files and broken chains (exit 1; exit 2 when it cannot check).
+    """
     start = _parse_time(from_time, "--from")
     end = _parse_time(to_time, "--to")
     settings = _settings(data_dir, database_url)
@@ -143,8 +145,10 @@ def public_keys_command(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Export every trail public key with its fingerprint (as CloudTrail's ListPublicKeys), so a
-    third party can verify digests with openssl alone."""
+    """Export the trail's public keys with their fingerprints, for verifying with openssl alone.
+
+    Without --out, prints them as CloudTrail's ListPublicKeys does (base64 DER PKCS#1 values).
+    """
     settings = _settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -46,6 +47,7 @@ def _text(expected: Pieces) -> str:
     return "".join(text for text, _ in expected)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_date(value: str) -> datetime | None:
     """A W3C ISO 8601 date/time (``2024-05``, ``2024-05-01T12:00Z`` ...) or epoch seconds.
 
@@ -64,6 +66,7 @@ def parse_date(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def _number(value: str) -> Decimal | None:
     value = value.strip()
     if not _NUMBER.match(value):
@@ -90,6 +93,7 @@ def _dated(check: Callable[[datetime, datetime], bool]) -> Comparator:
     return compare
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Parse an address; an IPv4-mapped IPv6 address (``::ffff:10.0.0.1``) is its IPv4 address."""
     try:
@@ -101,13 +105,20 @@ def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return None
+
+
 def _ip(actual: str, expected: Pieces) -> bool:
     address = ip_address(actual)
-    try:
-        network = ipaddress.ip_network(_text(expected).strip(), strict=False)
-    except ValueError:
+    network = _network(_text(expected))
+    if address is None or network is None or address.version != network.version:
         return False
-    return address is not None and address.version == network.version and address in network
+    return address in network
 
 
 def _decode(value: str) -> bytes | None:

@@ -178,8 +178,8 @@ def _matching(policies: list[Policy], request: Request) -> list[Statement]:
     ]
 
 
-def _allows(policies: list[Policy], request: Request) -> bool:
-    return any(s.effect == "Allow" for s in _matching(policies, request))
+def _any_allow(statements: list[Statement]) -> bool:
+    return any(s.effect == "Allow" for s in statements)
 
 
 def evaluate(
@@ -208,9 +208,16 @@ def evaluate(
             how = principal_match(statement, principal, has_boundary=bool(boundaries))
             if how is not None:
                 resource_matches.append((statement, how))
+    identity_matches = _matching(identity, request)
+    boundary_matches = _matching(boundaries, request)
+    session_matches = [_matching([p], request) for p in sessions]
     # 1. An explicit deny anywhere.
-    for kind, policies in ((IDENTITY, identity), (BOUNDARY, boundaries), (SESSION, sessions)):
-        for statement in _matching(policies, request):
+    for kind, matches in (
+        (IDENTITY, identity_matches),
+        (BOUNDARY, boundary_matches),
+        (SESSION, [s for found in session_matches for s in found]),
+    ):
+        for statement in matches:
             if statement.effect == "Deny":
                 return Decision(False, kind, True, statement.sid)
     for statement, _how in resource_matches:
@@ -218,7 +225,7 @@ def evaluate(
             return Decision(False, resource_kind, True, statement.sid)
     # 2. What the resource-based policy grants, and to whom.
     granted = {how for statement, how in resource_matches if statement.effect == "Allow"}
-    identity_allow = root or _allows(identity, request)
+    identity_allow = root or _any_allow(identity_matches)
     if same_account and CALLER in granted:
         return Decision(True)
     if (key_policy or not same_account) and not granted:
@@ -227,8 +234,8 @@ def evaluate(
     if not (identity_allow or (same_account and ROLE in granted)):
         return Decision(False, IDENTITY)
     # 3. Boundaries and session policies narrow what was allowed.
-    if boundaries and not _allows(boundaries, request):
+    if boundaries and not _any_allow(boundary_matches):
         return Decision(False, BOUNDARY)
-    if sessions and not all(_allows([p], request) for p in sessions):
+    if not all(_any_allow(found) for found in session_matches):
         return Decision(False, SESSION)
     return Decision(True)

@@ -109,11 +109,22 @@ class Statement:
         patterns = self.resources or self.not_resources
         if not patterns:
             return True  # resource-based policies may omit Resource
-        resolved = [pieces(p, context, variables=self.variables) for p in patterns]
-        usable = [p for p in resolved if p is not None]
-        if not usable:
+        hit = False
+        resolved = 0
+        for pattern in patterns:
+            if not self.variables or "${" not in pattern:
+                resolved += 1
+                hit = wildcard_match(pattern, resource)
+            else:
+                parts = pieces(pattern, context)
+                if parts is None:
+                    continue  # an unresolvable variable: this entry matches nothing
+                resolved += 1
+                hit = match_pieces(parts, resource)
+            if hit:
+                break
+        if not resolved:
             return False  # only unresolvable variables: the statement does not apply
-        hit = any(match_pieces(p, resource) for p in usable)
         return hit if self.resources else not hit
 
     def matches_conditions(self, context: dict[str, list[str]]) -> bool:

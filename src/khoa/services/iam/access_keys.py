@@ -17,7 +17,7 @@ from khoa.bootstrap import access_key_binding, generate_access_key_id, generate_
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
 from khoa.services.iam.authz import check, entity
-from khoa.services.iam.store import ACCESS_KEYS, USER, invalidate, now
+from khoa.services.iam.store import ACCESS_KEYS, USER, invalidate, lock_account, lock_principal, now
 from khoa.storage import schema
 
 MAX_KEYS = 2
@@ -28,6 +28,7 @@ class Owner:
     kind: str  # access_keys.principal_kind: "IAMUser" or "Root"
     name: str  # access_keys.principal_name
     user_name: str | None  # what responses show as UserName
+    principal_id: str = ""  # the IAM user's ID (none for the root)
 
 
 def _owner(ctx: RequestContext, params: dict[str, Any]) -> Owner:
@@ -41,7 +42,7 @@ def _owner(ctx: RequestContext, params: dict[str, Any]) -> Owner:
             raise errors.needs_user_name()
         name = principal.name
     row = entity(ctx, USER, name)
-    return Owner("IAMUser", row.name, row.name)
+    return Owner("IAMUser", row.name, row.name, row.principal_id)
 
 
 def _keys_of(conn: Connection, account_id: str, owner: Owner) -> list[Any]:
@@ -71,8 +72,10 @@ def create_access_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     secret = generate_secret_access_key()
     created = now(ctx)
     with ctx.runtime.engine.begin() as conn:
-        if len(_keys_of(conn, ctx.account_id, owner)) >= MAX_KEYS:
-            raise errors.quota("AccessKeysPerUser", MAX_KEYS)
+        if owner.principal_id:
+            lock_principal(conn, owner.principal_id)
+        else:
+            lock_account(conn, ctx.account_id)
         conn.execute(
             insert(ACCESS_KEYS).values(
                 access_key_id=access_key_id,
@@ -84,6 +87,9 @@ def create_access_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
                 created_at=created,
             )
         )
+        # Counted after the insert, inside its transaction: concurrent creations cannot both fit.
+        if len(_keys_of(conn, ctx.account_id, owner)) > MAX_KEYS:
+            raise errors.quota("AccessKeysPerUser", MAX_KEYS)
     invalidate(ctx)
     return {
         "AccessKey": {

@@ -12,7 +12,16 @@ from sqlalchemy.exc import IntegrityError
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
 from khoa.services.iam.authz import entity, managed_policy
-from khoa.services.iam.store import ATTACHMENTS, GROUP, MANAGED, PRINCIPALS, ROLE, USER, invalidate
+from khoa.services.iam.store import (
+    ATTACHMENTS,
+    GROUP,
+    MANAGED,
+    PRINCIPALS,
+    ROLE,
+    USER,
+    invalidate,
+    lock_principal,
+)
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 MAX_ATTACHED = 10
@@ -25,20 +34,19 @@ def attach(kind: str) -> Handler:
         arn = params["PolicyArn"]
         owner = entity(ctx, kind, params[_NAME_PARAM[kind]], context={"iam:policyarn": [arn]})
         managed_policy(ctx, arn, missing=errors.policy_not_attachable, authorise=False)
-        with ctx.runtime.engine.begin() as conn:
-            attached = list(
-                conn.execute(
-                    select(ATTACHMENTS.c.policy_arn).where(ATTACHMENTS.c.owner_id == owner.principal_id)
-                ).scalars()
-            )
-            if arn not in attached:
-                if len(attached) >= MAX_ATTACHED:
+        try:
+            with ctx.runtime.engine.begin() as conn:
+                lock_principal(conn, owner.principal_id)
+                conn.execute(insert(ATTACHMENTS).values(owner_id=owner.principal_id, policy_arn=arn))
+                attached = conn.execute(
+                    select(func.count())
+                    .select_from(ATTACHMENTS)
+                    .where(ATTACHMENTS.c.owner_id == owner.principal_id)
+                ).scalar_one()
+                if attached > MAX_ATTACHED:
                     raise errors.quota(_QUOTA[kind], MAX_ATTACHED)
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(ATTACHMENTS).values(owner_id=owner.principal_id, policy_arn=arn))
-                except IntegrityError:
-                    pass  # attached concurrently: attaching twice is not an error
+        except IntegrityError:
+            pass  # attached concurrently: attaching twice is not an error
         invalidate(ctx)
         return {}
 

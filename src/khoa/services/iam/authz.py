@@ -89,10 +89,11 @@ def managed_policy(
     """
     account, _path, _name = parse_policy_arn(arn)
     row = None
-    if account in (ctx.account_id, "aws"):
-        with ctx.runtime.engine.begin() as conn:
-            row = aws_managed.ensure(conn, arn, ctx.now.timestamp()) if account == "aws" else None
-            row = row or find_policy(conn, arn)
+    if account == aws_managed.ACCOUNT:
+        row = aws_managed.ensure(ctx.runtime.engine, arn)
+    elif account == ctx.account_id:
+        with ctx.runtime.engine.connect() as conn:
+            row = find_policy(conn, arn)
     if authorise:
         check(ctx, arn, owner_id=row.policy_id if row is not None else None, action=action)
     if row is None:

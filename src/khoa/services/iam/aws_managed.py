@@ -12,8 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import Row, insert, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, Row, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from khoa.storage import schema
@@ -125,19 +124,20 @@ def _policy_id(name: str) -> str:
     return "ANPA" + "".join(alphabet[int(digest[i : i + 2], 16) % 36] for i in range(0, 34, 2))
 
 
-def ensure(conn: Connection, arn: str, now: float) -> Row[Any] | None:
+def ensure(engine: Engine, arn: str) -> Row[Any] | None:
     """The stored row of an AWS-managed policy from the catalogue (created on first use), else None."""
     table = schema.iam_managed_policies
     prefix = "arn:aws:iam::aws:policy/"
     name = arn[len(prefix) :] if arn.startswith(prefix) else ""
     if name not in CATALOGUE:
         return None
-    row = conn.execute(select(table).where(table.c.arn == arn)).first()
+    with engine.connect() as conn:
+        row = conn.execute(select(table).where(table.c.arn == arn)).first()
     if row is not None:
         return row
     description, document = CATALOGUE[name]
     try:
-        with conn.begin_nested():
+        with engine.begin() as conn:
             conn.execute(
                 insert(table).values(
                     arn=arn,
@@ -159,9 +159,10 @@ def ensure(conn: Connection, arn: str, now: float) -> Row[Any] | None:
             )
     except IntegrityError:
         pass  # another request stored it first
-    return conn.execute(select(table).where(table.c.arn == arn)).first()
+    with engine.connect() as conn:
+        return conn.execute(select(table).where(table.c.arn == arn)).first()
 
 
-def ensure_all(conn: Connection, now: float) -> None:
+def ensure_all(engine: Engine) -> None:
     for name in CATALOGUE:
-        ensure(conn, arn_of(name), now)
+        ensure(engine, arn_of(name))

@@ -24,6 +24,7 @@ from khoa.services.iam.store import (
     find,
     invalidate,
     listing,
+    lock_principal,
     new_id,
     now,
 )
@@ -136,25 +137,17 @@ def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         user = find(conn, ctx.account_id, USER, params["UserName"])
     if user is None:
         raise errors.entity_not_found(USER, params["UserName"])
-    with ctx.runtime.engine.begin() as conn:
-        existing = conn.execute(
-            select(MEMBERS.c.group_id)
-            .where(MEMBERS.c.group_id == group.principal_id)
-            .where(MEMBERS.c.user_id == user.principal_id)
-        ).first()
-        if existing is None:
+    try:
+        with ctx.runtime.engine.begin() as conn:
+            lock_principal(conn, user.principal_id)
+            conn.execute(insert(MEMBERS).values(group_id=group.principal_id, user_id=user.principal_id))
             memberships = conn.execute(
                 select(func.count()).select_from(MEMBERS).where(MEMBERS.c.user_id == user.principal_id)
             ).scalar_one()
-            if memberships >= MAX_GROUPS_PER_USER:
+            if memberships > MAX_GROUPS_PER_USER:
                 raise errors.quota("GroupsPerUser", MAX_GROUPS_PER_USER)
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(MEMBERS).values(group_id=group.principal_id, user_id=user.principal_id)
-                    )
-            except IntegrityError:
-                pass  # added concurrently: the membership exists either way
+    except IntegrityError:
+        pass  # added concurrently: the membership exists either way
     invalidate(ctx)
     return {}
 

@@ -128,9 +128,9 @@ def list_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         scope, [ctx.account_id]
     )
     items = []
-    with ctx.runtime.engine.begin() as conn:
-        if aws_managed.ACCOUNT in accounts:
-            aws_managed.ensure_all(conn, now(ctx))
+    if aws_managed.ACCOUNT in accounts:
+        aws_managed.ensure_all(ctx.runtime.engine)
+    with ctx.runtime.engine.connect() as conn:
         rows = conn.execute(
             select(MANAGED).where(MANAGED.c.account_id.in_(accounts)).order_by(func.lower(MANAGED.c.name))
         ).all()

@@ -69,6 +69,19 @@ def by_id(conn: Connection, principal_id: str) -> Row[Any] | None:
     return conn.execute(select(PRINCIPALS).where(PRINCIPALS.c.principal_id == principal_id)).first()
 
 
+def lock_principal(conn: Connection, principal_id: str) -> None:
+    """Serialise changes to one entity's keys, attachments or memberships (a no-op on SQLite, where
+    the transaction's first write already holds the database's single write lock)."""
+    conn.execute(
+        select(PRINCIPALS.c.principal_id).where(PRINCIPALS.c.principal_id == principal_id).with_for_update()
+    )
+
+
+def lock_account(conn: Connection, account_id: str) -> None:
+    accounts = schema.accounts
+    conn.execute(select(accounts.c.account_id).where(accounts.c.account_id == account_id).with_for_update())
+
+
 def count(conn: Connection, account_id: str, kind: str) -> int:
     return int(
         conn.execute(

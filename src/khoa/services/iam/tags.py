@@ -9,18 +9,8 @@ from sqlalchemy.engine import Connection
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
-from khoa.services.iam.authz import check
-from khoa.services.iam.store import (
-    ROLE,
-    TAGS,
-    USER,
-    caller_account_policy,
-    entity_arn,
-    find,
-    find_policy,
-    invalidate,
-    tags_of,
-)
+from khoa.services.iam.authz import check, entity
+from khoa.services.iam.store import ROLE, TAGS, USER, caller_account_policy, find_policy, invalidate, tags_of
 
 MAX_TAGS = 50
 
@@ -66,17 +56,7 @@ def _remove(conn: Connection, owner_id: str, keys: list[str]) -> None:
 
 
 def _entity(ctx: RequestContext, kind: str, name: str, tags: list[dict[str, str]] | None = None) -> str:
-    with ctx.runtime.engine.connect() as conn:
-        row = find(conn, ctx.account_id, kind, name)
-    check(
-        ctx,
-        row.arn if row else entity_arn(ctx.account_id, kind, "/", name),
-        owner_id=row.principal_id if row else None,
-        request_tags=tags,
-    )
-    if row is None:
-        raise errors.entity_not_found(kind, name)
-    return str(row.principal_id)
+    return str(entity(ctx, kind, name, request_tags=tags).principal_id)
 
 
 def _policy(ctx: RequestContext, arn: str, tags: list[dict[str, str]] | None = None) -> str:

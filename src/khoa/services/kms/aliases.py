@@ -76,6 +76,7 @@ def create_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             )
     except IntegrityError:
         raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists") from None
+    kms(ctx).keys.aliases.clear()
     return {}
 
 
@@ -100,6 +101,7 @@ def update_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             .where(_ALIASES.c.alias_name == name)
             .values(target_key_id=key.key_id, updated_at=ctx.now.timestamp())
         )
+    kms(ctx).keys.aliases.clear()
     return {}
 
 
@@ -113,6 +115,7 @@ def delete_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             .where(_ALIASES.c.region == ctx.region)
             .where(_ALIASES.c.alias_name == name)
         )
+    kms(ctx).keys.aliases.clear()
     if not result.rowcount:
         raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
     return {}

@@ -117,7 +117,9 @@ def aws_managed_key(ctx: RequestContext, service: str) -> KeyRecord:
                     )
                 )
         except IntegrityError:
+            kms(ctx).keys.aliases.clear()
             kms(ctx).keys.destroy(key_id)  # another process created it first; use theirs
+        kms(ctx).keys.aliases.clear()
         target = alias_target(ctx, alias)
         assert target is not None
     record_found = kms(ctx).keys.get(ctx.account_id, ctx.region, target)

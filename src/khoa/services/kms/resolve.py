@@ -11,6 +11,7 @@ import uuid
 
 from sqlalchemy import select
 
+from khoa.cache import _Missing
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
@@ -62,14 +63,21 @@ def _is_uuid(value: str) -> bool:
 
 
 def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
+    cache = kms(ctx).keys.aliases
+    cache_key = (ctx.account_id, ctx.region, alias_name)
+    cached = cache.get(cache_key)
+    if not isinstance(cached, _Missing):
+        return cached
     table = schema.kms_aliases
     with kms(ctx).engine.connect() as conn:
-        return conn.execute(
+        target: str | None = conn.execute(
             select(table.c.target_key_id)
             .where(table.c.account_id == ctx.account_id)
             .where(table.c.region == ctx.region)
             .where(table.c.alias_name == alias_name)
         ).scalar()
+    cache.put(cache_key, target)
+    return target
 
 
 def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:

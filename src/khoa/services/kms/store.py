@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from khoa.cache import TTLCache, _Missing
 from khoa.clock import from_epoch
 from khoa.crypto.barrier import Barrier
 from khoa.storage import schema
@@ -90,31 +91,39 @@ class KeyStore:
         self.engine = engine
         self._barrier = barrier
         self._material: dict[str, bytes] = {}
+        self._rows: TTLCache[str, KeyRecord | None] = TTLCache()
+        # (account, region, alias name) → target key id; cleared whole on any alias change.
+        self.aliases: TTLCache[tuple[str, str, str], str | None] = TTLCache()
 
     # -- keys -------------------------------------------------------------------------------------
-    def get(self, account_id: str, region: str, key_id: str) -> KeyRecord | None:
+    def _row(self, key_id: str) -> KeyRecord | None:
+        """The key's row, from the short-lived cache or the database (key ids are globally unique)."""
+        cached = self._rows.get(key_id)
+        if not isinstance(cached, _Missing):
+            return cached
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(_KEYS)
-                .where(_KEYS.c.key_id == key_id)
-                .where(_KEYS.c.account_id == account_id)
-                .where(_KEYS.c.region == region)
-            ).first()
-        return None if row is None else KeyRecord.from_row(row)
+            row = conn.execute(select(_KEYS).where(_KEYS.c.key_id == key_id)).first()
+        record = None if row is None else KeyRecord.from_row(row)
+        self._rows.put(key_id, record)
+        return record
+
+    def get(self, account_id: str, region: str, key_id: str) -> KeyRecord | None:
+        record = self._row(key_id)
+        if record is None or record.account_id != account_id or record.region != region:
+            return None
+        return replace(record)
 
     def by_blob(self, region: str, key_id: str) -> KeyRecord | None:
-        """The key a ciphertext names, in any account: key ids are globally unique, and whether the
-        caller may use another account's key is the key policy's decision."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(_KEYS).where(_KEYS.c.key_id == key_id).where(_KEYS.c.region == region)
-            ).first()
-        return None if row is None else KeyRecord.from_row(row)
+        """The key a ciphertext names, in any account: whether the caller may use another account's
+        key is the key policy's decision."""
+        record = self._row(key_id)
+        return None if record is None or record.region != region else replace(record)
 
     def insert(
         self, record: KeyRecord, material: bytes | None, now: float, tags: dict[str, str] | None = None
     ) -> None:
         """Store a new key with its first material and tags in one transaction: never half a key."""
+        self._rows.invalidate(record.key_id)
         values = {f.name: getattr(record, f.name) for f in fields(KeyRecord)}
         with self.engine.begin() as conn:
             conn.execute(insert(_KEYS).values(**values))
@@ -127,8 +136,10 @@ class KeyStore:
                 )
 
     def update(self, key_id: str, **values: Any) -> None:
+        self._rows.invalidate(key_id)
         with self.engine.begin() as conn:
             conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**values))
+        self._rows.invalidate(key_id)
 
     def list_page(self, account_id: str, region: str, limit: int, offset: int) -> list[KeyRecord]:
         with self.engine.connect() as conn:
@@ -160,6 +171,8 @@ class KeyStore:
             conn.execute(delete(_VERSIONS).where(_VERSIONS.c.key_id == key_id))
             conn.execute(delete(_KEYS).where(_KEYS.c.key_id == key_id))
         self._material.clear()
+        self._rows.invalidate(key_id)
+        self.aliases.clear()
 
     # -- material versions ------------------------------------------------------------------------
     def _insert_version(
@@ -188,6 +201,7 @@ class KeyStore:
         self, key_id: str, material: bytes, now: float, rotation_type: str | None, **key_values: Any
     ) -> str:
         """Add new material and make it current, atomically with any other key-row changes."""
+        self._rows.invalidate(key_id)
         version_id = new_material_id()
         with self.engine.begin() as conn:
             seq = (
@@ -248,6 +262,7 @@ class KeyStore:
 
     def set_imported_material(self, key_id: str, material: bytes, now: float, **key_values: Any) -> str:
         """Store (or restore) imported material as the key's single version."""
+        self._rows.invalidate(key_id)
         with self.engine.begin() as conn:
             existing = conn.execute(
                 select(_VERSIONS.c.version_id)
@@ -274,6 +289,7 @@ class KeyStore:
 
     def drop_imported_material(self, key_id: str, **key_values: Any) -> None:
         """Destroy imported material but keep the digest so only the same material can return."""
+        self._rows.invalidate(key_id)
         with self.engine.begin() as conn:
             conn.execute(update(_VERSIONS).where(_VERSIONS.c.key_id == key_id).values(material_sealed=None))
             conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**key_values))
@@ -281,3 +297,5 @@ class KeyStore:
 
     def clear_cache(self) -> None:
         self._material.clear()
+        self._rows.clear()
+        self.aliases.clear()
