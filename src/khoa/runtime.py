@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, delete
 
 from khoa.audit import jobs as audit_jobs
-from khoa.audit.jobs import recorded
 from khoa.audit.recorder import AuditRecorder
 from khoa.audit.trail import AuditTrail
 from khoa.auth.credentials import CredentialStore
@@ -124,7 +123,7 @@ class Runtime:
         # Each job's work is recorded as AwsServiceEvents (khoa.audit.jobs).
         runtime.jobs.register(
             "kms.destroy_due_keys",
-            recorded(
+            audit_jobs.recorded(
                 runtime,
                 "DeleteKey",
                 audit_jobs.kms_keys("deletion_date"),
@@ -133,7 +132,7 @@ class Runtime:
         )
         runtime.jobs.register(
             "kms.rotate_due_keys",
-            recorded(
+            audit_jobs.recorded(
                 runtime,
                 "RotateKey",
                 audit_jobs.kms_keys("next_rotation_at"),
@@ -143,7 +142,7 @@ class Runtime:
         )
         runtime.jobs.register(
             "kms.expire_imported_material",
-            recorded(
+            audit_jobs.recorded(
                 runtime,
                 "DeleteExpiredKeyMaterial",
                 audit_jobs.kms_keys("valid_to"),
@@ -152,7 +151,7 @@ class Runtime:
         )
         runtime.jobs.register(
             "secretsmanager.destroy_due_secrets",
-            recorded(
+            audit_jobs.recorded(
                 runtime,
                 "DeleteSecret",
                 audit_jobs.SECRETS,
@@ -161,7 +160,7 @@ class Runtime:
         )
         runtime.jobs.register(
             "ssm.expire_parameters",
-            recorded(
+            audit_jobs.recorded(
                 runtime,
                 "DeleteParameter",
                 audit_jobs.PARAMETERS,
@@ -176,6 +175,9 @@ class Runtime:
             "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))
         )
         runtime.jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
+        runtime.audit.enabled = settings.audit_enabled
+        if not settings.audit_enabled:
+            log.warning("KHOA_AUDIT is off: calls are NOT recorded (benchmarks only)")
         return runtime
 
     def reset(self) -> None:

@@ -34,6 +34,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     job_interval_seconds: float = 10.0
     test_clock: bool = False
+    # Benchmarks only: KHOA_AUDIT=off measures the trail's cost. Never turn it off in production.
+    audit_enabled: bool = True
     tls_cert: str = ""
     tls_key: str = ""
     private_networks: str = ""
@@ -71,6 +73,7 @@ class Settings:
             max_body_bytes=int(env.get("KHOA_MAX_BODY_BYTES", cls.max_body_bytes)),
             job_interval_seconds=float(env.get("KHOA_JOB_INTERVAL_SECONDS", cls.job_interval_seconds)),
             test_clock=_env_bool("KHOA_TEST_CLOCK"),
+            audit_enabled=_env_bool("KHOA_AUDIT", True),
             tls_cert=env.get("KHOA_TLS_CERT", ""),
             tls_key=env.get("KHOA_TLS_KEY", ""),
             private_networks=env.get("KHOA_PRIVATE_NETWORKS", ""),
@@ -97,6 +100,7 @@ class Settings:
             "KHOA_MAX_BODY_BYTES": str(self.max_body_bytes),
             "KHOA_JOB_INTERVAL_SECONDS": str(self.job_interval_seconds),
             "KHOA_TEST_CLOCK": "1" if self.test_clock else "0",
+            "KHOA_AUDIT": "1" if self.audit_enabled else "0",
             "KHOA_PRIVATE_NETWORKS": self.private_networks,
             "KHOA_TRUSTED_PROXIES": self.trusted_proxies,
             "KHOA_AUDIT_DIR": self.audit_dir,

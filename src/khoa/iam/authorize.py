@@ -7,6 +7,7 @@ AWS's message ("User: ARN is not authorized to perform: ACTION on resource: ARN 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -85,8 +86,10 @@ def decide(
     resource_account: str | None = None,
     resource_policy: str | Policy | None = None,
     key_policy: bool = False,
-    context: dict[str, list[str]] | None = None,
+    context: dict[str, list[str]] | Callable[[], dict[str, list[str]]] | None = None,
 ) -> Decision:
+    """Evaluate; ``context`` may be a function, called only when policies must really be evaluated
+    (the account root on its own resources skips it, which keeps the hot path cheap)."""
     principal = ctx.principal
     account = resource_account or ctx.account_id
     if ctx.runtime.settings.dev:
@@ -99,6 +102,8 @@ def decide(
         facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
     for tag_key, tag_value in caller.tags.items():
         facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+    if callable(context):
+        context = context()
     if context:
         facts.update({k.lower(): v for k, v in context.items()})
     policy: Policy | None

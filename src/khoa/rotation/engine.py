@@ -195,6 +195,7 @@ class RotationEngine:
                 )
             )
             conn.execute(delete(_RUNS).where(_RUNS.c.secret_id == run.secret_id))
+        self.runtime.secrets.store.invalidate_all()
         self.succeeded += 1
         self.last_success = now.timestamp()
         self._audit("RotationSucceeded", secret, now, {"versionId": run.token})

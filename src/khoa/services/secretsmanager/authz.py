@@ -35,6 +35,19 @@ def _request_tags(params: dict[str, Any], context: dict[str, list[str]]) -> None
 
 
 def authorize_secret(ctx: RequestContext, action: str, record: SecretRecord, params: dict[str, Any]) -> None:
+    authorize(
+        ctx,
+        action,
+        record.arn,
+        resource_account=record.account_id,
+        resource_policy=_merged_policy(record),
+        context=lambda: _secret_context(ctx, record, params),
+    )
+
+
+def _secret_context(
+    ctx: RequestContext, record: SecretRecord, params: dict[str, Any]
+) -> dict[str, list[str]]:
     context: dict[str, list[str]] = {
         "secretsmanager:secretid": [record.arn],
         "secretsmanager:name": [record.name],
@@ -54,14 +67,7 @@ def authorize_secret(ctx: RequestContext, action: str, record: SecretRecord, par
     if "BlockPublicPolicy" in params:
         context["secretsmanager:blockpublicpolicy"] = [str(params["BlockPublicPolicy"]).lower()]
     _request_tags(params, context)
-    authorize(
-        ctx,
-        action,
-        record.arn,
-        resource_account=record.account_id,
-        resource_policy=_merged_policy(record),
-        context=context,
-    )
+    return context
 
 
 def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -281,6 +281,7 @@ def read_value(
                 .where(VERSIONS.c.version_id == chosen)
                 .values(last_accessed_at=today)
             )
+        store(ctx).invalidate_all()
     result: dict[str, Any] = {
         "ARN": record.arn,
         "Name": record.name,

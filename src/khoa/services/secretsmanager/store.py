@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
+from khoa.cache import TTLCache, _Missing
 from khoa.storage import schema
 
 SECRETS = schema.sm_secrets
@@ -67,10 +68,30 @@ class VersionRecord:
 
 
 class SecretStore:
+    """Reads are cached for at most a second (see khoa.cache); every write in this process clears the
+    cache, and Secrets Manager's writes all go through ``invalidate_all`` (see __init__.py)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._records: TTLCache[tuple[str, ...], SecretRecord | None] = TTLCache()
+        self._stages: TTLCache[str, dict[str, str]] = TTLCache()
+        self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache()
+        self._tags: TTLCache[str, list[dict[str, str]]] = TTLCache()
+
+    def invalidate_all(self) -> None:
+        for cache in (self._records, self._stages, self._versions, self._tags):
+            cache.clear()
 
     def by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
+        key = ("name", account_id, region, name)
+        cached = self._records.get(key)
+        if not isinstance(cached, _Missing):
+            return None if cached is None else replace(cached)
+        record = self._by_name(account_id, region, name)
+        self._records.put(key, record)
+        return None if record is None else replace(record)
+
+    def _by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(SECRETS)
@@ -81,9 +102,15 @@ class SecretStore:
         return None if row is None else SecretRecord.from_row(row)
 
     def by_arn(self, arn: str) -> SecretRecord | None:
+        key = ("arn", arn)
+        cached = self._records.get(key)
+        if not isinstance(cached, _Missing):
+            return None if cached is None else replace(cached)
         with self.engine.connect() as conn:
             row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
-        return None if row is None else SecretRecord.from_row(row)
+        record = None if row is None else SecretRecord.from_row(row)
+        self._records.put(key, record)
+        return None if record is None else replace(record)
 
     def by_id(self, secret_id: str) -> SecretRecord | None:
         with self.engine.connect() as conn:
@@ -93,6 +120,7 @@ class SecretStore:
     def update(self, secret_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(**values))
+        self.invalidate_all()
 
     # -- versions and stages -----------------------------------------------------------------------
     def stages(self, conn: Connection, secret_id: str) -> dict[str, str]:
@@ -102,8 +130,13 @@ class SecretStore:
         return {r[0]: r[1] for r in rows}
 
     def read_stages(self, secret_id: str) -> dict[str, str]:
+        cached = self._stages.get(secret_id)
+        if not isinstance(cached, _Missing):
+            return dict(cached)
         with self.engine.connect() as conn:
-            return self.stages(conn, secret_id)
+            stages = self.stages(conn, secret_id)
+        self._stages.put(secret_id, stages)
+        return dict(stages)
 
     @staticmethod
     def write_stages(conn: Connection, secret_id: str, before: dict[str, str], after: dict[str, str]) -> None:
@@ -121,8 +154,13 @@ class SecretStore:
                 )
 
     def version(self, secret_id: str, version_id: str) -> VersionRecord | None:
+        cached = self._versions.get((secret_id, version_id))
+        if not isinstance(cached, _Missing):
+            return cached
         with self.engine.connect() as conn:
-            return self.version_in(conn, secret_id, version_id)
+            version = self.version_in(conn, secret_id, version_id)
+        self._versions.put((secret_id, version_id), version)
+        return version
 
     @staticmethod
     def version_in(conn: Connection, secret_id: str, version_id: str) -> VersionRecord | None:
@@ -163,6 +201,14 @@ class SecretStore:
 
     # -- tags ----------------------------------------------------------------------------------------
     def tags(self, secret_id: str) -> list[dict[str, str]]:
+        cached = self._tags.get(secret_id)
+        if not isinstance(cached, _Missing):
+            return [dict(t) for t in cached]
+        tags = self._load_tags(secret_id)
+        self._tags.put(secret_id, tags)
+        return [dict(t) for t in tags]
+
+    def _load_tags(self, secret_id: str) -> list[dict[str, str]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(TAGS.c.tag_key, TAGS.c.tag_value)
@@ -204,3 +250,4 @@ class SecretStore:
             for table in (STAGES, TAGS, VERSIONS):
                 conn.execute(delete(table).where(table.c.secret_id == secret_id))
             conn.execute(delete(SECRETS).where(SECRETS.c.secret_id == secret_id))
+        self.invalidate_all()

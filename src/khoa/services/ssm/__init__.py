@@ -5,6 +5,10 @@ Only the parameter operations of SSM are served; other SSM operations answer Unk
 
 from __future__ import annotations
 
+from typing import Any
+
+from khoa.audit.events import is_read_only
+from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
 from khoa.services.ssm import authz, browse, labels, parameters, tags
@@ -19,6 +23,19 @@ def build_service() -> Service:
         signing_name="ssm",
         target_prefix="AmazonSSM",
         model=ServiceModel("ssm"),
-        handlers=handlers,
+        handlers={name: (h if is_read_only(name) else _clearing_caches(h)) for name, h in handlers.items()},
         authorizer=authz.authorize_request,
     )
+
+
+def _clearing_caches(handler: Handler) -> Handler:
+    """Writes clear this process's read caches before and after they run (see ParameterStore)."""
+
+    def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        ctx.runtime.parameters.store.invalidate_all()
+        try:
+            return handler(ctx, params)
+        finally:
+            ctx.runtime.parameters.store.invalidate_all()
+
+    return wrapped

@@ -44,7 +44,7 @@ def _context(ctx: RequestContext, name: str, params: dict[str, Any]) -> dict[str
 
 
 def authorize_parameter(ctx: RequestContext, action: str, name: str, params: dict[str, Any]) -> None:
-    authorize(ctx, action, names.parameter_arn(ctx, name), context=_context(ctx, name, params))
+    authorize(ctx, action, names.parameter_arn(ctx, name), context=lambda: _context(ctx, name, params))
 
 
 def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -383,6 +383,7 @@ def destroy(parameters: ParametersBackend, param_id: str) -> None:
         for table in (LABELS, TAGS, VERSIONS):
             conn.execute(delete(table).where(table.c.param_id == param_id))
         conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))
+    parameters.store.invalidate_all()
 
 
 def get_parameter_history(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

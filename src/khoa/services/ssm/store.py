@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from khoa.cache import TTLCache, _Missing
 from khoa.storage import schema
 
 PARAMS = schema.ssm_parameters
@@ -58,10 +59,27 @@ class VersionRow:
 
 
 class ParameterStore:
+    """Reads are cached for at most a second (see khoa.cache); Parameter Store's writes clear the
+    cache of this process before and after they run (see __init__.py)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._rows: TTLCache[tuple[str, str, str], ParameterRow | None] = TTLCache()
+        self._versions: TTLCache[tuple[str, int], VersionRow | None] = TTLCache()
+
+    def invalidate_all(self) -> None:
+        self._rows.clear()
+        self._versions.clear()
 
     def get(self, account_id: str, region: str, name: str) -> ParameterRow | None:
+        cached = self._rows.get((account_id, region, name))
+        if not isinstance(cached, _Missing):
+            return cached
+        row = self._get(account_id, region, name)
+        self._rows.put((account_id, region, name), row)
+        return row
+
+    def _get(self, account_id: str, region: str, name: str) -> ParameterRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(PARAMS.c.param_id, PARAMS.c.name, PARAMS.c.version, PARAMS.c.tier, PARAMS.c.policies)
@@ -72,11 +90,16 @@ class ParameterStore:
         return None if row is None else ParameterRow(*row)
 
     def version(self, param_id: str, version: int) -> VersionRow | None:
+        cached = self._versions.get((param_id, version))
+        if not isinstance(cached, _Missing):
+            return cached
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == version)
             ).first()
-        return None if row is None else VersionRow.from_row(row)
+        result = None if row is None else VersionRow.from_row(row)
+        self._versions.put((param_id, version), result)
+        return result
 
     def versions(self, param_id: str) -> list[VersionRow]:
         with self.engine.connect() as conn:
