@@ -166,23 +166,32 @@ class AuditEvent:
 
 
 def _resources(
-    service: str, account_id: str, params: dict[str, Any] | None, result: dict[str, Any] | None
+    service: str, account_id: str, region: str, params: dict[str, Any] | None, result: dict[str, Any] | None
 ) -> list[dict[str, str]]:
-    names: list[str] = []
+    """The resources a call touched, as ARNs (CloudTrail names resources by ARN)."""
+    arns: list[str] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, str) and value.startswith("arn:") and value not in arns:
+            arns.append(value)
+
     for source in (result or {}, params or {}):
-        for key in ("ARN", "Arn", "KeyId", "SecretId", "Name", "RoleArn", "UserName", "RoleName", "KeyArn"):
-            value = source.get(key)
-            if isinstance(value, str) and value not in names:
-                names.append(value)
         metadata = source.get("KeyMetadata")
-        if (
-            isinstance(metadata, dict)
-            and isinstance(metadata.get("Arn"), str)
-            and metadata["Arn"] not in names
-        ):
-            names.insert(0, metadata["Arn"])
+        if isinstance(metadata, dict):
+            add(metadata.get("Arn"))
+        for key in ("ARN", "Arn", "KeyId", "SecretId", "RoleArn", "KeyArn", "SourceKeyId"):
+            add(source.get(key))
+    if service == "ssm":
+        names = (
+            [params.get("Name")] if params and params.get("Name") else list((params or {}).get("Names", []))
+        )
+        for name in names:
+            if isinstance(name, str) and not name.startswith("arn:"):
+                add(f"arn:aws:ssm:{region}:{account_id}:parameter/{name.split(':')[0].lstrip('/')}")
+            else:
+                add(name)
     resource_type = _RESOURCE_TYPES.get(service, f"AWS::{service}")
-    return [{"accountId": account_id, "type": resource_type, "ARN": name} for name in names[:4]]
+    return [{"accountId": account_id, "type": resource_type, "ARN": arn} for arn in arns[:8]]
 
 
 def build(
@@ -213,7 +222,7 @@ def build(
         if result is not None and not read_only:
             response_elements = redact(model, op.get("output", {}).get("shape"), result) or None
     account = principal.account_id if principal is not None else recipient_account
-    resources = _resources(service, recipient_account, params, result) if error_code is None else []
+    resources = _resources(service, recipient_account, region, params, result) if error_code is None else []
     record: dict[str, Any] = {
         "eventVersion": EVENT_VERSION,
         "userIdentity": user_identity(principal, access_key_id),

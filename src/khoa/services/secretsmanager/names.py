@@ -42,7 +42,9 @@ def find(ctx: RequestContext, store: SecretStore, secret_id: str) -> SecretRecor
         return store.by_name(ctx.account_id, ctx.region, secret_id)
     record = store.by_arn(secret_id)
     if record is not None:
-        return record if (record.account_id, record.region) == (ctx.account_id, ctx.region) else None
+        # Another account's secret is reachable by its full ARN (same region); its resource policy
+        # and the caller's own policies decide, as for cross-account access in AWS.
+        return record if record.region == ctx.region else None
     prefix = f"arn:aws:secretsmanager:{ctx.region}:{ctx.account_id}:secret:"
     if not secret_id.startswith(prefix):
         return None
