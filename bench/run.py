@@ -19,7 +19,8 @@ Environment knobs (all optional):
     KHOA_BENCH_SERVERS      comma list of configurations to run       (default: all; see CONFIGS)
     KHOA_BENCH_OPS          comma list of Encrypt,Decrypt,GenerateDataKey
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
-                            same load and print where the time goes (bench/results/profile-*.txt)
+                            same load and print where the time goes (bench/results/profile-*.txt);
+                            only: the profile without the table
     KHOA_BENCH_OUTPUT       where to write the Markdown report (default bench/results/latest.md)
 """
 
@@ -775,7 +776,7 @@ def profile(wrk: str, workdir: Path, operations: list[str]) -> None:
                     "--duration",
                     str(SECONDS),
                     "--rate",
-                    "200",
+                    "100",
                     "--format",
                     "raw",
                     "--output",
@@ -819,8 +820,12 @@ def main() -> int:
     started = datetime.now(UTC)
     rows: list[Row] = []
     rss: dict[str, float] = {}
+    profile_mode = os.environ.get("KHOA_BENCH_PROFILE", "").strip().lower()
     with tempfile.TemporaryDirectory(prefix="khoa-bench-") as tmp:
         workdir = Path(tmp)
+        if profile_mode == "only":
+            profile(wrk, workdir, operations)
+            return 0
         for config in configs:
             log(f"starting {config.name}")
             try:
@@ -851,7 +856,7 @@ def main() -> int:
         output.write_text(report)
         print(report)
         log(f"wrote {output}")
-        if os.environ.get("KHOA_BENCH_PROFILE", "") not in ("", "0"):
+        if profile_mode not in ("", "0"):
             profile(wrk, workdir, operations)
     return 0 if all(r.result is not None for r in rows) else 1
 

@@ -435,8 +435,11 @@ class KhoaApp:
             self.metrics.auth_failures.labels(error.code).inc()
             raise
         credential: Credential = credentials["value"]
+        # Sessions expire by the clock that issued them: with KHOA_TEST_CLOCK=1 that is the (advanced)
+        # test clock, which only moves forward, so advancing it can end sessions early, never extend them.
+        expiry_now = runtime.clock.now() if runtime.settings.test_clock else wall_clock()
         try:
-            check_session_token(credential, verified.session_token, wall_clock().timestamp())
+            check_session_token(credential, verified.session_token, expiry_now.timestamp())
         except AWSError as error:
             self.metrics.auth_failures.labels(error.code).inc()
             raise

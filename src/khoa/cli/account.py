@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,28 +12,14 @@ from rich.table import Table
 from sqlalchemy import select
 
 from khoa.bootstrap import create_account, generate_account_id, load_barrier
+from khoa.cli.common import DatabaseUrl, DataDir, installation_settings
 from khoa.crypto.seal import SealError
-from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-
-DataDir = Annotated[Path | None, typer.Option(help="Data directory of the installation (default .khoa).")]
-DatabaseUrl = Annotated[
-    str | None, typer.Option(help="Database URL, instead of the data directory's SQLite.")
-]
-
-
-def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    return Settings.from_env(**overrides)
 
 
 @app.command("create")
@@ -50,7 +35,7 @@ def create(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an account and its root credentials (the secret is shown once)."""
-    settings = _settings(data_dir, database_url)
+    settings = installation_settings(data_dir, database_url)
     account_id = account_id or generate_account_id()
     if not (len(account_id) == 12 and account_id.isdigit()):
         err.print("[red]the account id must be 12 digits[/red]")
@@ -95,7 +80,7 @@ def list_accounts(
     database_url: DatabaseUrl = None,
 ) -> None:
     """List accounts (never their secrets)."""
-    settings = _settings(data_dir, database_url)
+    settings = installation_settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
         migrate(engine)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +13,7 @@ from rich.text import Text
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.settings import Settings
+from khoa.cli.common import DatabaseUrl, DataDir, installation_settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
 
@@ -22,21 +21,8 @@ app = typer.Typer(help="Inspect the audit trail.", no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True)
 
-DataDir = Annotated[Path | None, typer.Option(help="Data directory of the installation (default .khoa).")]
-DatabaseUrl = Annotated[
-    str | None, typer.Option(help="Database URL, instead of the data directory's SQLite.")
-]
 _EVENTS = schema.audit_events
 _BATCH = 500
-
-
-def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    return Settings.from_env(**overrides)
 
 
 # -- tail -----------------------------------------------------------------------------------------
@@ -141,7 +127,7 @@ def tail(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print recent audit events, one line each: time, account, principal, event, outcome."""
-    settings = _settings(data_dir, database_url)
+    settings = installation_settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
         records, newest = _recent(engine, lines, filter_text)

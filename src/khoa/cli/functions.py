@@ -11,23 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from khoa.bootstrap import load_barrier
+from khoa.cli.common import installation_settings
 from khoa.crypto.seal import SealError
 from khoa.rotation import functions
-from khoa.settings import DEFAULT_REGION, Settings
+from khoa.settings import DEFAULT_REGION
 from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Rotation functions (what RotationLambdaARN names).", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-
-
-def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    return Settings.from_env(**overrides)
 
 
 @app.command("register")
@@ -64,7 +56,7 @@ def register(
         err.print("[red]give exactly one of --builtin, --python or --http[/red]")
         raise typer.Exit(2)
     kind, target = chosen[0]
-    settings = _settings(data_dir, database_url)
+    settings = installation_settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
         migrate(engine)
@@ -100,7 +92,7 @@ def list_functions(
     ] = None,
 ) -> None:
     """List registered rotation functions."""
-    settings = _settings(data_dir, database_url)
+    settings = installation_settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
         migrate(engine)

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from khoa.bootstrap import load_barrier
+from khoa.cli.common import installation_settings
 from khoa.crypto.seal import SealError
 from khoa.events import webhooks
-from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Webhooks receiving secret change events.", no_args_is_help=True)
@@ -39,12 +39,7 @@ def register(
     if not url.startswith(("http://", "https://")):
         err.print("[red]the URL must be http(s)[/red]")
         raise typer.Exit(2)
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    settings = Settings.from_env(**overrides)
+    settings = installation_settings(data_dir, database_url)
     engine = create_database_engine(settings.effective_database_url)
     try:
         migrate(engine)

@@ -491,3 +491,52 @@ webhooks = Table(
     Column("delivered_seq", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# -- Alerts ---------------------------------------------------------------------------------------
+
+# Raised alerts, also the outbox of their AlertRaised audit events and notifications: outbox_due_at
+# is set while the audit event or a delivery is outstanding, NULL once all are done (or given up).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("raised_at", Float, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("dedupe_key", String(64), nullable=False),  # SHA-256 hex of the rule's dedupe key
+    Column("audit_event_id", String(36), nullable=False),
+    Column("audited", Boolean, nullable=False),
+    Column("webhook_status", String(16)),
+    Column("slack_status", String(16)),
+    Column("delivery_attempts", Integer, nullable=False),
+    Column("outbox_due_at", Float),
+    Index("ix_alerts_raised", "raised_at"),
+    Index("ix_alerts_dedupe", "rule", "dedupe_key", "raised_at"),
+    Index("ix_alerts_outbox", "outbox_due_at"),
+)
+
+# (secret, principal) pairs known to read a secret; pair_id and secret_key are SHA-256 hex digests.
+alert_seen_principals = Table(
+    "alert_seen_principals",
+    metadata,
+    Column("pair_id", String(64), primary_key=True),
+    Column("secret_key", String(64), nullable=False),
+    Column("secret_arn", Text, nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("first_seen_at", Float, nullable=False),
+    Index("ix_alert_seen_principals_secret", "secret_key"),
+)
+
+# The alert engine's state (the audit cursor), one JSON document per name.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
