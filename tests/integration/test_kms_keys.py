@@ -655,3 +655,15 @@ def test_key_is_destroyed_when_the_window_ends(fresh_server: KhoaServer) -> None
     assert doomed["KeyId"] not in ids
     assert kept["KeyId"] in ids
     assert kms.describe_key(KeyId=kept["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_get_key_last_usage_follows_the_audit_trail(kms) -> None:  # type: ignore[no-untyped-def]
+    key = kms.create_key(Description="usage")["KeyMetadata"]
+    unused = kms.get_key_last_usage(KeyId=key["KeyId"])
+    assert "KeyLastUsage" not in unused
+    assert unused["KeyCreationDate"] == unused["TrackingStartDate"]
+    kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x")
+    used = kms.get_key_last_usage(KeyId=key["Arn"])
+    assert used["KeyLastUsage"]["Operation"] == "Encrypt"
+    assert used["KeyLastUsage"]["CloudTrailEventId"]
+    assert used["KeyLastUsage"]["KmsRequestId"]

@@ -41,11 +41,6 @@ def _no_kem(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def get_key_last_usage(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    resolve_key(ctx, params["KeyId"])
-    raise errors.unsupported("Key usage tracking is not supported by Khoa yet.")
-
-
 OPERATIONS = {
     "CreateCustomKeyStore": create_custom_key_store,
     "DescribeCustomKeyStores": describe_custom_key_stores,
@@ -55,7 +50,6 @@ OPERATIONS = {
     "UpdateCustomKeyStore": _store_not_found,
     "ReplicateKey": _not_multi_region,
     "UpdatePrimaryRegion": _not_multi_region,
-    "GetKeyLastUsage": get_key_last_usage,
     "Encapsulate": _no_kem,
     "Decapsulate": _no_kem,
 }
