@@ -174,6 +174,8 @@ sm_secrets = Table(
     Index("ux_sm_secrets_name", "account_id", "region", "name", unique=True),
     Index("ux_sm_secrets_arn", "arn", unique=True),
     Index("ix_sm_secrets_deletion_due", "deletion_due_at"),
+    # ListSecrets' default order, so a page is an index range scan whatever the store's size.
+    Index("ix_sm_secrets_listing", "account_id", "region", "created_at", "secret_id"),
 )
 
 sm_versions = Table(
