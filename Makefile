@@ -23,6 +23,7 @@ test: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scale.py
 
 lint: install
 	$(BIN)/ruff format --check src tests bench
