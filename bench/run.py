@@ -1,12 +1,19 @@
-"""``make bench``: KMS Encrypt, Decrypt and GenerateDataKey throughput, Khoa beside moto's server.
+"""``make bench``: KMS, Secrets Manager and SSM read throughput, Khoa beside moto's server.
 
-For each server configuration (moto, then Khoa under uvicorn and granian with 1 and 2 workers) this
-starts the server on a free loopback port with a fresh data directory, creates a symmetric key, and
-for each operation builds one SigV4-signed request with botocore (signed just before the run, so it
-sits well inside the 5-minute skew window), hands it to ``wrk`` through a generated Lua script,
-warms up, then measures. wrk replays the same bytes on every connection, so the load generator costs
-little CPU; it still shares the machine's cores with the server, and the table reports how much CPU
-each side used.
+Operations: KMS Encrypt, Decrypt and GenerateDataKey; Secrets Manager GetSecretValue (by name, a
+~200-byte SecretString); SSM GetParameter with WithDecryption on a SecureString. For each server
+configuration (moto, then Khoa under uvicorn with 1 and 2 workers; granian and the asyncio loop on
+request) this starts the server on a free loopback port with a fresh data directory, creates a
+symmetric key, a secret and a SecureString parameter, and for each operation builds one
+SigV4-signed request with botocore (signed for its own service just before the run, so it sits well
+inside the 5-minute skew window), hands it to ``wrk`` through a generated Lua script, warms up,
+then measures. wrk replays the same bytes on every connection, so the load generator costs little
+CPU; it still shares the machine's cores with the server, and the table reports how much CPU each
+side used.
+
+Audit trail cost: beside every Khoa configuration a twin server with ``KHOA_AUDIT=0`` runs too, and
+GetSecretValue is measured on the two alternately (on, off, off, on, ...: the same minute, the
+same machine load), so the report can say what the trail costs.
 
 Environment knobs (all optional):
 
@@ -16,8 +23,11 @@ Environment knobs (all optional):
     KHOA_BENCH_THREADS      wrk threads                               (default 2)
     KHOA_BENCH_REPEAT       measured runs per operation; the table keeps the fastest (default 1;
                             raise it on a machine that other work shares)
-    KHOA_BENCH_SERVERS      comma list of configurations to run       (default: all; see CONFIGS)
-    KHOA_BENCH_OPS          comma list of Encrypt,Decrypt,GenerateDataKey
+    KHOA_BENCH_SERVERS      comma list of configurations to run       (default: those in CONFIGS
+                            marked default: moto, khoa-uvicorn-w1, khoa-uvicorn-w2)
+    KHOA_BENCH_OPS          comma list of OPERATIONS                  (default: all)
+    KHOA_BENCH_AUDIT_AB     alternating audit on/off GetSecretValue runs per side (default 2;
+                            0: no audit-off twin)
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
                             only: the profile without the table
@@ -57,7 +67,18 @@ ACCESS_KEY_ID = "AKIAKHOABENCHROOT001"
 SECRET_ACCESS_KEY = "khoa-bench-secret-access-key-000000000001"
 REGION = "us-east-1"
 
-OPERATIONS = ("Encrypt", "Decrypt", "GenerateDataKey")
+# operation -> (SigV4 signing name, X-Amz-Target prefix); all three services speak awsJson1_1.
+SERVICES = {
+    "Encrypt": ("kms", "TrentService"),
+    "Decrypt": ("kms", "TrentService"),
+    "GenerateDataKey": ("kms", "TrentService"),
+    "GetSecretValue": ("secretsmanager", "secretsmanager"),
+    "GetParameter": ("ssm", "AmazonSSM"),
+}
+OPERATIONS = tuple(SERVICES)
+AUDIT_OPERATION = "GetSecretValue"  # measured with the audit trail on and off
+SECRET_NAME = "khoa-bench/orders-db"
+PARAMETER_NAME = "/khoa-bench/orders/db-password"
 
 
 def env_int(name: str, default: int) -> int:
@@ -70,6 +91,7 @@ WARMUP = env_int("KHOA_BENCH_WARMUP", 3)
 CONNECTIONS = env_int("KHOA_BENCH_CONNECTIONS", 64)
 THREADS = env_int("KHOA_BENCH_THREADS", 2)
 REPEAT = max(1, env_int("KHOA_BENCH_REPEAT", 1))
+AUDIT_AB = max(0, env_int("KHOA_BENCH_AUDIT_AB", 2))
 BIN = Path(sys.executable).parent
 
 
@@ -132,6 +154,7 @@ def sign(endpoint: str, operation: str, payload: dict[str, Any]) -> SignedCall:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
+    signing_name, target_prefix = SERVICES[operation]
     host = endpoint.split("://", 1)[1]
     body = json.dumps(payload, separators=(",", ":")).encode()
     request = AWSRequest(
@@ -141,11 +164,11 @@ def sign(endpoint: str, operation: str, payload: dict[str, Any]) -> SignedCall:
         headers={
             "Host": host,
             "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": f"TrentService.{operation}",
+            "X-Amz-Target": f"{target_prefix}.{operation}",
             "User-Agent": "khoa-bench/wrk",
         },
     )
-    SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "kms", REGION).add_auth(request)
+    SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), signing_name, REGION).add_auth(request)
     return SignedCall("POST", "/", dict(request.headers.items()), body)
 
 
@@ -359,19 +382,28 @@ class Config:
     kind: str  # moto | khoa-uvicorn | khoa-uvicorn-asyncio | khoa-granian
     workers: int = 1
     default: bool = True  # run when KHOA_BENCH_SERVERS is not set
+    audit: bool = True  # False: KHOA_AUDIT=0 (the audit-off twin, never shipped that way)
+
+    def audit_off_twin(self) -> Config:
+        return Config(
+            f"{self.name}-audit-off", f"{self.label}, **audit off**", self.kind, self.workers, audit=False
+        )
 
 
 CONFIGS = [
     Config("moto", "moto_server (Werkzeug, threaded)", "moto"),
     Config("khoa-uvicorn-w1", "Khoa / uvicorn+httptools+uvloop / 1 worker", "khoa-uvicorn", 1),
     Config("khoa-uvicorn-w2", "Khoa / uvicorn+httptools+uvloop / 2 workers", "khoa-uvicorn", 2),
+    # Opt-in (name them in KHOA_BENCH_SERVERS) to keep the default run near 6 minutes: the asyncio
+    # loop and granian were each measured slower than uvicorn+uvloop on this workload.
     Config(
         "khoa-uvicorn-asyncio-w1",
         "Khoa / uvicorn+httptools, asyncio loop / 1 worker",
         "khoa-uvicorn-asyncio",
         1,
+        default=False,
     ),
-    # Opt-in: uvicorn's multi-process mode with the asyncio loop stalls ~40 ms per request even for a
+    # uvicorn's multi-process mode with the asyncio loop stalls ~40 ms per request even for a
     # do-nothing app (CPU idle, p50 ~44 ms; Nagle/delayed-ACK-like), so it says nothing about Khoa.
     Config(
         "khoa-uvicorn-asyncio-w2",
@@ -380,8 +412,8 @@ CONFIGS = [
         2,
         default=False,
     ),
-    Config("khoa-granian-w1", "Khoa / granian (asgi, uvloop) / 1 worker", "khoa-granian", 1),
-    Config("khoa-granian-w2", "Khoa / granian (asgi, uvloop) / 2 workers", "khoa-granian", 2),
+    Config("khoa-granian-w1", "Khoa / granian (asgi, uvloop) / 1 worker", "khoa-granian", 1, default=False),
+    Config("khoa-granian-w2", "Khoa / granian (asgi, uvloop) / 2 workers", "khoa-granian", 2, default=False),
 ]
 
 
@@ -458,7 +490,9 @@ def _wait_ready(server: RunningServer, path: str, timeout: float = 60.0) -> None
     raise RuntimeError(f"{server.config.name} did not become ready in {timeout:.0f}s")
 
 
-def prepare_khoa(data_dir: Path, port: int, workers: int, env: dict[str, str]) -> dict[str, str]:
+def prepare_khoa(
+    data_dir: Path, port: int, workers: int, env: dict[str, str], audit: bool = True
+) -> dict[str, str]:
     """Do what `khoa server` does before its workers start; return the workers' KHOA_* settings.
 
     prepare() migrates the database, creates the root key and the first account; workers then
@@ -475,7 +509,9 @@ def prepare_khoa(data_dir: Path, port: int, workers: int, env: dict[str, str]) -
     )
     if prepared.returncode != 0:
         raise RuntimeError(f"khoa prepare() failed:\n{prepared.stderr[-3000:]}")
-    return Settings(host="127.0.0.1", port=port, data_dir=data_dir, workers=workers).to_env()
+    return Settings(
+        host="127.0.0.1", port=port, data_dir=data_dir, workers=workers, audit_enabled=audit
+    ).to_env()
 
 
 def start_server(config: Config, workdir: Path) -> RunningServer:
@@ -493,6 +529,8 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         return server
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=workdir))
+    if not config.audit:
+        env["KHOA_AUDIT"] = "0"  # read by `khoa server` (Settings.from_env); the others get to_env()
     if config.kind == "khoa-uvicorn":
         args = [
             sys.executable,
@@ -512,7 +550,7 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         granian = BIN / "granian"
         if not granian.exists():
             raise SkipConfig("granian is not installed (pip install granian)")
-        env.update(prepare_khoa(data_dir, port, config.workers, env))
+        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit))
         args = [
             str(granian),
             "--interface",
@@ -535,7 +573,7 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         ]
     elif config.kind == "khoa-uvicorn-asyncio":
         # The same uvicorn settings as `khoa server`, but the standard-library event loop.
-        env.update(prepare_khoa(data_dir, port, config.workers, env))
+        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit))
         args = [
             sys.executable,
             "-m",
@@ -572,12 +610,12 @@ class SkipConfig(Exception):
 
 
 # -- the benchmark --------------------------------------------------------------------------------
-def kms_client(endpoint: str) -> Any:
+def aws_client(service: str, endpoint: str) -> Any:
     import boto3
     from botocore.config import Config as BotoConfig
 
     return boto3.client(
-        "kms",
+        service,
         endpoint_url=endpoint,
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY_ID,
@@ -586,17 +624,43 @@ def kms_client(endpoint: str) -> Any:
     )
 
 
+def secret_string() -> str:
+    """A ~200-byte JSON credential, the kind of SecretString applications read at start-up."""
+    value = {
+        "engine": "postgres",
+        "host": "orders-db.cluster-c9akciq32.eu-west-1.rds.amazonaws.com",
+        "port": 5432,
+        "dbname": "orders",
+        "username": "orders_app",
+        "password": "",
+    }
+    used = len(json.dumps(value, separators=(",", ":")))
+    value["password"] = base64.b64encode(os.urandom(64)).decode()[: max(16, 200 - used)]
+    return json.dumps(value, separators=(",", ":"))
+
+
 def payloads(endpoint: str) -> dict[str, dict[str, Any]]:
-    """Create a key on the server and the three request bodies that use it."""
-    client = kms_client(endpoint)
-    key_id = client.create_key(Description="khoa bench")["KeyMetadata"]["KeyId"]
+    """Create a key, a secret and a SecureString parameter on the server; return the request bodies."""
+    kms = aws_client("kms", endpoint)
+    key_id = kms.create_key(Description="khoa bench")["KeyMetadata"]["KeyId"]
     plaintext = os.urandom(64)
-    blob = client.encrypt(KeyId=key_id, Plaintext=plaintext)["CiphertextBlob"]
-    assert client.decrypt(CiphertextBlob=blob)["Plaintext"] == plaintext
+    blob = kms.encrypt(KeyId=key_id, Plaintext=plaintext)["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == plaintext
+    secret = secret_string()
+    sm = aws_client("secretsmanager", endpoint)
+    sm.create_secret(Name=SECRET_NAME, SecretString=secret)
+    assert sm.get_secret_value(SecretId=SECRET_NAME)["SecretString"] == secret
+    parameter = base64.b64encode(os.urandom(24)).decode()
+    ssm = aws_client("ssm", endpoint)
+    ssm.put_parameter(Name=PARAMETER_NAME, Value=parameter, Type="SecureString")
+    got = ssm.get_parameter(Name=PARAMETER_NAME, WithDecryption=True)["Parameter"]
+    assert got["Value"] == parameter and got["Type"] == "SecureString"
     return {
         "Encrypt": {"KeyId": key_id, "Plaintext": base64.b64encode(plaintext).decode()},
         "Decrypt": {"CiphertextBlob": base64.b64encode(blob).decode()},
         "GenerateDataKey": {"KeyId": key_id, "KeySpec": "AES_256"},
+        "GetSecretValue": {"SecretId": SECRET_NAME},
+        "GetParameter": {"Name": PARAMETER_NAME, "WithDecryption": True},
     }
 
 
@@ -608,31 +672,70 @@ class Row:
     note: str = ""
 
 
-def measure(wrk: str, server: RunningServer, operations: list[str], workdir: Path) -> list[Row]:
+def signed_script(server: RunningServer, operation: str, body: dict[str, Any], workdir: Path) -> Path:
+    """Sign now (so warm-up plus one run stays far inside the 5-minute skew), check, write the script."""
+    call = sign(server.endpoint, operation, body)
+    check_once(server.endpoint, call)
+    return write_script(call, workdir, f"{server.config.name}-{operation}")
+
+
+def run_once(
+    wrk: str, server: RunningServer, operation: str, body: dict[str, Any], workdir: Path
+) -> WrkResult:
+    script = signed_script(server, operation, body, workdir)
+    return run_wrk(wrk, server.endpoint + "/", script, SECONDS, server.process.pid)
+
+
+def warm_up(wrk: str, server: RunningServer, operation: str, body: dict[str, Any], workdir: Path) -> None:
+    if WARMUP > 0:
+        script = signed_script(server, operation, body, workdir)
+        run_wrk(wrk, server.endpoint + "/", script, WARMUP, server.process.pid)
+
+
+def best_row(server: RunningServer, operation: str, runs: list[WrkResult], workdir: Path) -> Row:
+    result = max(runs, key=lambda r: r.rps)
+    (workdir / f"{server.config.name}-{operation}.wrk.txt").write_text(result.raw)
+    note = ""
+    if result.non_2xx or result.errors:
+        note = f"{result.non_2xx} non-2xx, {result.errors} socket errors/timeouts"
+    log(
+        f"{server.config.name:25} {operation:15} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+        f"p99 {result.p99_ms:7.2f} ms  CPU: server {result.split()} "
+        f"wrk {result.cores(result.wrk_cpu):.2f} other {result.cores(result.other_cpu):.2f}"
+        + (f"  !! {note}" if note else "")
+        + (f"  (best of {len(runs)})" if len(runs) > 1 else "")
+    )
+    return Row(operation, server.config, result, note)
+
+
+def measure(
+    wrk: str,
+    server: RunningServer,
+    operations: list[str],
+    workdir: Path,
+    twin: RunningServer | None = None,
+) -> list[Row]:
+    """Measure each operation on ``server``; with an audit-off ``twin``, measure AUDIT_OPERATION on
+    both alternately (on, off, off, on, ...) so the pair shares the same minute and machine load."""
     rows = []
     bodies = payloads(server.endpoint)
+    twin_bodies = payloads(twin.endpoint) if twin is not None else {}
     for operation in operations:
-        # Sign just before each wrk run: warm-up plus measurement stays far inside the 5-minute skew.
-        call = sign(server.endpoint, operation, bodies[operation])
-        check_once(server.endpoint, call)
-        script = write_script(call, workdir, f"{server.config.name}-{operation}")
-        if WARMUP > 0:
-            run_wrk(wrk, server.endpoint + "/", script, WARMUP, server.process.pid)
-        runs = [
-            run_wrk(wrk, server.endpoint + "/", script, SECONDS, server.process.pid) for _ in range(REPEAT)
-        ]
-        result = max(runs, key=lambda r: r.rps)
-        (workdir / f"{server.config.name}-{operation}.wrk.txt").write_text(result.raw)
-        note = ""
-        if result.non_2xx or result.errors:
-            note = f"{result.non_2xx} non-2xx, {result.errors} socket errors/timeouts"
-        log(
-            f"{server.config.name:16} {operation:16} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-            f"p99 {result.p99_ms:7.2f} ms  CPU: server {result.split()} "
-            f"wrk {result.cores(result.wrk_cpu):.2f} other {result.cores(result.other_cpu):.2f}"
-            + (f"  !! {note}" if note else "")
-        )
-        rows.append(Row(operation, server.config, result, note))
+        body = bodies[operation]
+        if twin is None or operation != AUDIT_OPERATION:
+            warm_up(wrk, server, operation, body, workdir)
+            runs = [run_once(wrk, server, operation, body, workdir) for _ in range(REPEAT)]
+            rows.append(best_row(server, operation, runs, workdir))
+            continue
+        sides = [(server, body), (twin, twin_bodies[operation])]
+        for side, side_body in sides:
+            warm_up(wrk, side, operation, side_body, workdir)
+        results: dict[str, list[WrkResult]] = {server.config.name: [], twin.config.name: []}
+        for round_ in range(max(AUDIT_AB, REPEAT)):
+            for side, side_body in sides if round_ % 2 == 0 else sides[::-1]:
+                results[side.config.name].append(run_once(wrk, side, operation, side_body, workdir))
+        rows.append(best_row(server, operation, results[server.config.name], workdir))
+        rows.append(best_row(twin, operation, results[twin.config.name], workdir))
     return rows
 
 
@@ -652,6 +755,42 @@ def fmt_ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
+def audit_cost_lines(rows: list[Row]) -> list[str]:
+    """What the audit trail costs: each audit-off row against its audit-on sibling."""
+    on = {
+        (r.config.kind, r.config.workers): r
+        for r in rows
+        if r.operation == AUDIT_OPERATION and r.config.audit and r.config.kind != "moto" and r.result
+    }
+    lines = []
+    for row in rows:
+        if row.config.audit or row.operation != AUDIT_OPERATION or row.result is None:
+            continue
+        sibling = on.get((row.config.kind, row.config.workers))
+        if sibling is None or sibling.result is None:
+            continue
+        with_audit, off = sibling.result, row.result
+        cost = 100 * (1 - with_audit.rps / off.rps) if off.rps else 0.0
+        verdict = "within" if cost <= 20 else "**over**"
+        lines.append(
+            f"| {sibling.config.label} | {with_audit.rps:,.0f} | {off.rps:,.0f} "
+            f"| {cost:.1f}% ({verdict} the 20% budget) | {fmt_ms(with_audit.p50_ms)} / {fmt_ms(off.p50_ms)} "
+            f"| {fmt_ms(with_audit.p99_ms)} / {fmt_ms(off.p99_ms)} |"
+        )
+    if not lines:
+        return []
+    rounds = max(AUDIT_AB, REPEAT)
+    return [
+        "",
+        f"Audit trail cost on {AUDIT_OPERATION} (the audit-on and audit-off servers measured "
+        f"alternately, {rounds} runs each, best of each; cost = throughput lost with the trail on):",
+        "",
+        "| Server | req/s audit on | req/s audit off | cost | p50 ms on / off | p99 ms on / off |",
+        "|---|---:|---:|---:|---:|---:|",
+        *lines,
+    ]
+
+
 def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, float]) -> str:
     moto = {r.operation: r.result.rps for r in rows if r.config.kind == "moto" and r.result}
     cpu_model = platform.processor() or ""
@@ -664,18 +803,23 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
         pass
     best_of = f", best of {REPEAT} runs" if REPEAT > 1 else ""
     out = [
-        "# Khoa benchmark: KMS over awsJson1_1, beside moto",
+        "# Khoa benchmark: KMS, Secrets Manager and SSM over awsJson1_1, beside moto",
         "",
         f"- run: {started.strftime('%Y-%m-%d %H:%M UTC')}, {SECONDS} s per operation after "
         f"{WARMUP} s warm-up{best_of}, {CONNECTIONS} connections, {wrk_name} with {THREADS} "
         "threads replaying one "
-        "pre-signed SigV4 request per operation (signature checked by Khoa; moto does not check)",
+        "pre-signed SigV4 request per operation, signed for its own service (signature checked by "
+        "Khoa; moto does not check). GetSecretValue reads a ~200-byte SecretString by name; "
+        "GetParameter reads a SecureString with WithDecryption=true",
         f"- machine: {os.cpu_count()} CPUs ({cpu_model}), Python {platform.python_version()}; "
         "**the load generator shares these cores with the server**. CPU columns: cores busy on "
         "average during the run (1.00 = one core) for the server's processes (split per busy "
         "process: uneven means the keep-alive connections landed unevenly on the workers), wrk, "
         "and everything else on the machine; a high `CPU other` means other work competed",
-        "- Khoa: SQLite (WAL) in a fresh temp data dir, file seal backend, SigV4 on, default settings",
+        "- Khoa: SQLite (WAL, synchronous=FULL) in a fresh temp data dir, file seal backend, SigV4 on, "
+        "default settings (audit trail on: every answer waits for its event's commit) except the "
+        "rows marked audit off (`KHOA_AUDIT=0`, a twin server measured alternately with its "
+        "audit-on sibling: see below)",
         f"- versions: {package_versions()}",
         "",
         "| Operation | Server | req/s | p50 ms | p99 ms | x moto "
@@ -696,6 +840,7 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
                 f"{fmt_ms(r.p99_ms)} | {ratio} | {r.split()} | "
                 f"{r.cores(r.wrk_cpu):.2f} | {r.cores(r.other_cpu):.2f} | {row.note} |"
             )
+    out += audit_cost_lines(rows)
     if rss:
         out += [
             "",
@@ -704,7 +849,9 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
         ]
     out += [
         "",
-        "Targets (design.md section 7): Decrypt >= 5,000 req/s with p99 <= 20 ms, >= 7x moto.",
+        "Targets (design.md section 7): GetSecretValue, Decrypt and GetParameter (SecureString) "
+        ">= 5,000 req/s with p99 <= 20 ms, >= 7x moto, audit trail on. Issue 5: the audit trail "
+        "costs at most 20% of GetSecretValue throughput.",
         "",
     ]
     return "\n".join(out)
@@ -842,18 +989,31 @@ def main() -> int:
                 log(f"{config.name} failed to start: {error}")
                 rows += [Row(op, config, None, "failed to start") for op in operations]
                 continue
+            twin = None
+            if config.kind != "moto" and AUDIT_AB > 0 and AUDIT_OPERATION in operations:
+                twin_config = config.audit_off_twin()
+                try:
+                    twin = start_server(twin_config, workdir)
+                except (RuntimeError, subprocess.CalledProcessError) as error:
+                    log(f"{twin_config.name} failed to start: {error}")
+                    rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
             try:
-                rows += measure(wrk, server, operations, workdir)
+                rows += measure(wrk, server, operations, workdir, twin)
                 rss[config.name] = tree_rss_mib(server.process.pid)
-            except (RuntimeError, OSError) as error:
+            except (RuntimeError, OSError, AssertionError) as error:
                 log(f"{config.name} failed: {error}")
                 rows += [Row(op, config, None, f"failed: {str(error)[:80]}") for op in operations]
+                if twin is not None:
+                    rows.append(Row(AUDIT_OPERATION, twin.config, None, f"failed: {str(error)[:80]}"))
             finally:
-                server.stop()
-                for wrk_log in workdir.glob(f"{config.name}-*.wrk.txt"):
-                    shutil.copy(wrk_log, RESULTS / wrk_log.name)
-                if server.log_path.exists():
-                    shutil.copy(server.log_path, RESULTS / server.log_path.name)
+                for running in (server, twin):
+                    if running is None:
+                        continue
+                    running.stop()
+                    for wrk_log in workdir.glob(f"{running.config.name}-*.wrk.txt"):
+                        shutil.copy(wrk_log, RESULTS / wrk_log.name)
+                    if running.log_path.exists():
+                        shutil.copy(running.log_path, RESULTS / running.log_path.name)
         report = render(rows, wrk_name, started, rss)
         output = Path(os.environ.get("KHOA_BENCH_OUTPUT", RESULTS / "latest.md"))
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
 
+from khoa.alerts.engine import AlertEngine
 from khoa.audit import jobs as audit_jobs
 from khoa.audit.recorder import AuditRecorder
 from khoa.audit.trail import AuditTrail
@@ -89,6 +90,7 @@ class Runtime:
     query_services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
     rotation: RotationEngine = field(init=False)
+    alerts: AlertEngine = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -175,6 +177,8 @@ class Runtime:
             "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))
         )
         runtime.jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
+        runtime.alerts = AlertEngine(runtime)  # last: sees what this pass's other jobs recorded
+        runtime.jobs.register("alerts.evaluate", runtime.alerts.run)
         runtime.audit.enabled = settings.audit_enabled
         if not settings.audit_enabled:
             log.warning("KHOA_AUDIT is off: calls are NOT recorded (benchmarks only)")

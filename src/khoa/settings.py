@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from khoa.alerts.config import AlertSettings
 
 DEFAULT_REGION = "us-east-1"
 
@@ -44,6 +46,7 @@ class Settings:
     audit_retention_days: float = 90.0
     audit_delivery_seconds: float = 300.0
     audit_digest_seconds: float = 3600.0
+    alerts: AlertSettings = field(default_factory=AlertSettings)  # KHOA_ALERT_* (khoa.alerts.config)
 
     @property
     def effective_database_url(self) -> str:
@@ -82,6 +85,7 @@ class Settings:
             audit_retention_days=float(env.get("KHOA_AUDIT_RETENTION_DAYS", cls.audit_retention_days)),
             audit_delivery_seconds=float(env.get("KHOA_AUDIT_DELIVERY_SECONDS", cls.audit_delivery_seconds)),
             audit_digest_seconds=float(env.get("KHOA_AUDIT_DIGEST_SECONDS", cls.audit_digest_seconds)),
+            alerts=AlertSettings.from_env(env),
         )
         known = {f.name for f in fields(cls)}
         return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
@@ -107,4 +111,5 @@ class Settings:
             "KHOA_AUDIT_RETENTION_DAYS": str(self.audit_retention_days),
             "KHOA_AUDIT_DELIVERY_SECONDS": str(self.audit_delivery_seconds),
             "KHOA_AUDIT_DIGEST_SECONDS": str(self.audit_digest_seconds),
+            **self.alerts.to_env(),
         }

@@ -170,7 +170,9 @@ def _iam_case(user: Caller, kms: Any, sm: Any, ssm: Any, iam: Any) -> Exact:
     )
 
 
-@pytest.mark.parametrize("make", [_kms_case, _secrets_case, _ssm_case, _iam_case], ids=["kms", "sm", "ssm", "iam"])
+@pytest.mark.parametrize(
+    "make", [_kms_case, _secrets_case, _ssm_case, _iam_case], ids=["kms", "sm", "ssm", "iam"]
+)
 def test_an_exact_allow_allows_that_action_on_that_resource_only(
     server: KhoaServer, iam: Any, kms: Any, sm: Any, ssm: Any, make: Callable[..., Exact]
 ) -> None:
@@ -485,7 +487,9 @@ def test_groups_grant_through_inline_and_managed_policies(server: KhoaServer, ia
 # -- permissions boundaries -------------------------------------------------------------------------
 
 
-def test_a_permissions_boundary_intersects_with_identity_policies(server: KhoaServer, iam: Any, sm: Any) -> None:
+def test_a_permissions_boundary_intersects_with_identity_policies(
+    server: KhoaServer, iam: Any, sm: Any
+) -> None:
     first, second = _secret(sm), _secret(sm)
     boundary = iam.create_policy(
         PolicyName=unique("boundary"),
@@ -526,7 +530,8 @@ def test_a_permissions_boundary_intersects_with_identity_policies(server: KhoaSe
 def test_a_role_boundary_limits_its_sessions(server: KhoaServer, iam: Any, ssm: Any) -> None:
     allowed, other = _parameter(ssm), _parameter(ssm)
     boundary = iam.create_policy(
-        PolicyName=unique("role-boundary"), PolicyDocument=document(allow("ssm:GetParameter", parameter_arn(allowed)))
+        PolicyName=unique("role-boundary"),
+        PolicyDocument=document(allow("ssm:GetParameter", parameter_arn(allowed))),
     )["Policy"]["Arn"]
     role = unique("bounded")
     arn = iam.create_role(

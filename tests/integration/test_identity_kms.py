@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.iam import allow, document, unique
-from tests.support.identity import ROOT_ARN, code_of, explicit, implicit, new_user, refused, session
+from tests.support.identity import (
+    ROOT_ARN,
+    Caller,
+    code_of,
+    create_account,
+    explicit,
+    implicit,
+    new_user,
+    refused,
+    session,
+)
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 VIA_SECRETS = f"secretsmanager.{REGION}.amazonaws.com"
@@ -67,9 +78,9 @@ def test_a_key_policy_naming_someone_else_denies_even_an_administrator(
 ) -> None:
     owner = new_user(server, iam)
     admin = new_user(server, iam, allow("*"))
-    key = kms.create_key(Policy=key_policy(grant_to(owner.arn, "kms:*")), BypassPolicyLockoutSafetyCheck=True)[
-        "KeyMetadata"
-    ]["Arn"]
+    key = kms.create_key(
+        Policy=key_policy(grant_to(owner.arn, "kms:*")), BypassPolicyLockoutSafetyCheck=True
+    )["KeyMetadata"]["Arn"]
     # The owner needs no IAM policy: the key policy names it.
     ciphertext = owner.client("kms").encrypt(KeyId=key, Plaintext=b"data")["CiphertextBlob"]
     assert owner.client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"] == key
@@ -111,7 +122,9 @@ def test_the_default_key_policy_delegates_to_iam_policies(server: KhoaServer, ia
     user = new_user(server, iam, allow(["kms:Encrypt", "kms:Decrypt"], key))
     blob = user.client("kms").encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"]
     assert user.client("kms").decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
-    assert code_of(user.client("kms").generate_data_key, KeyId=key, KeySpec="AES_256") == "AccessDeniedException"
+    assert (
+        code_of(user.client("kms").generate_data_key, KeyId=key, KeySpec="AES_256") == "AccessDeniedException"
+    )
 
 
 def test_a_key_policy_can_allow_a_user_without_any_iam_policy(server: KhoaServer, iam: Any, kms: Any) -> None:
@@ -145,7 +158,9 @@ def test_key_administrators_cannot_use_the_key_and_users_only_through_secrets_ma
     user = new_user(
         server,
         iam,
-        allow(["secretsmanager:CreateSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]),
+        allow(
+            ["secretsmanager:CreateSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+        ),
         allow(["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"]),
     )
     policy = key_policy(
@@ -158,7 +173,9 @@ def test_key_administrators_cannot_use_the_key_and_users_only_through_secrets_ma
     )
     key = kms.create_key(Policy=policy)["KeyMetadata"]["Arn"]
     name = unique("via")
-    secret = user.client("secretsmanager").create_secret(Name=name, SecretString="s3cret", KmsKeyId=key)["ARN"]
+    secret = user.client("secretsmanager").create_secret(Name=name, SecretString="s3cret", KmsKeyId=key)[
+        "ARN"
+    ]
     user.client("secretsmanager").put_secret_value(SecretId=secret, SecretString="s3cret-2")
     assert user.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"] == "s3cret-2"
 
@@ -211,7 +228,9 @@ def test_key_administrators_cannot_use_the_key_and_users_only_through_secrets_ma
     )
     # Parameter Store passes KMS's refusal on with KMS's request details appended, as AWS does.
     assert code == "AccessDeniedException"
-    assert message.startswith(implicit(ssm_user.arn, "kms:Encrypt", key, "resource-based policy") + " (Service: AWSKMS;")
+    assert message.startswith(
+        implicit(ssm_user.arn, "kms:Encrypt", key, "resource-based policy") + " (Service: AWSKMS;"
+    )
 
 
 def _data_key_of(server: KhoaServer, secret_arn: str) -> tuple[bytes, dict[str, str]]:
@@ -310,9 +329,9 @@ def test_grants_allow_the_grantee_the_listed_operations(server: KhoaServer, iam:
         Constraints={"EncryptionContextEquals": {"app": "payroll"}},
     )
     client.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll"})
-    assert code_of(client.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll", "x": "y"}) == (
-        "AccessDeniedException"
-    )
+    assert code_of(
+        client.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll", "x": "y"}
+    ) == ("AccessDeniedException")
     # Revoked or retired grants stop allowing at once.
     kms.revoke_grant(KeyId=key, GrantId=grant["GrantId"])
     assert code_of(client.decrypt, CiphertextBlob=billing, EncryptionContext={"app": "billing"}) == (
@@ -410,7 +429,9 @@ def test_caller_account_condition(server: KhoaServer, iam: Any, kms: Any) -> Non
     )["KeyMetadata"]["Arn"]
     # "*" with kms:CallerAccount = this account allows every caller of the account, IAM policy or not.
     user.client("kms").encrypt(KeyId=key, Plaintext=b"x")
-    assert refused(user.client("kms").describe_key, KeyId=key)[1] == implicit(user.arn, "kms:DescribeKey", key)
+    assert refused(user.client("kms").describe_key, KeyId=key)[1] == implicit(
+        user.arn, "kms:DescribeKey", key
+    )
 
 
 def test_key_spec_and_request_alias_conditions(server: KhoaServer, iam: Any, kms: Any) -> None:
@@ -429,3 +450,67 @@ def test_key_spec_and_request_alias_conditions(server: KhoaServer, iam: Any, kms
     client.describe_key(KeyId=key)
     rsa = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
     assert code_of(client.describe_key, KeyId=rsa) == "AccessDeniedException"
+
+
+# -- across accounts ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def account_b(server: KhoaServer) -> Iterator[Caller]:
+    yield create_account(server)
+
+
+def test_another_account_uses_a_key_only_when_both_sides_allow(
+    server: KhoaServer, kms: Any, account_b: Caller
+) -> None:
+    b_iam = account_b.client("iam")
+    user = new_user(
+        server, b_iam, allow(["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:ScheduleKeyDeletion"])
+    )
+    client = user.client("kms")
+    key = kms.create_key(
+        Policy=key_policy(
+            grant_to(ROOT_ARN, "kms:*"), grant_to(user.arn, ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"])
+        )
+    )["KeyMetadata"]
+    # By key ARN (another account's key id alone names a key of the caller's own account).
+    blob = client.encrypt(KeyId=key["Arn"], Plaintext=b"shared")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"shared"
+    assert client.decrypt(CiphertextBlob=blob)["Plaintext"] == b"shared"
+    assert client.describe_key(KeyId=key["Arn"])["KeyMetadata"]["KeyId"] == key["KeyId"]
+    assert refused(client.encrypt, KeyId=key["KeyId"], Plaintext=b"x")[0] == "NotFoundException"
+    # Key administration is not something another account can do.
+    assert code_of(client.schedule_key_deletion, KeyId=key["Arn"]) in (
+        "NotFoundException",
+        "AccessDeniedException",
+    )
+    # B's side must allow too.
+    b_iam.delete_user_policy(UserName=user.name, PolicyName="inline")
+    assert refused(client.encrypt, KeyId=key["Arn"], Plaintext=b"x") == (
+        "AccessDeniedException",
+        implicit(user.arn, "kms:Encrypt", key["Arn"]),
+    )
+    # And A's key policy: delegation to A's own account does not reach B.
+    b_iam.put_user_policy(UserName=user.name, PolicyName="inline", PolicyDocument=document(allow("kms:*")))
+    client.encrypt(KeyId=key["Arn"], Plaintext=b"x")
+    kms.put_key_policy(KeyId=key["Arn"], PolicyName="default", Policy=key_policy(grant_to(ROOT_ARN, "kms:*")))
+    assert refused(client.encrypt, KeyId=key["Arn"], Plaintext=b"x") == (
+        "AccessDeniedException",
+        implicit(user.arn, "kms:Encrypt", key["Arn"], "resource-based policy"),
+    )
+    # kms:CallerAccount sees the calling account.
+    kms.put_key_policy(
+        KeyId=key["Arn"],
+        PolicyName="default",
+        Policy=key_policy(
+            grant_to(ROOT_ARN, "kms:*"),
+            {
+                **grant_to("*", "kms:Encrypt"),
+                "Condition": {"StringEquals": {"kms:CallerAccount": account_b.account_id}},
+            },
+        ),
+    )
+    client.encrypt(KeyId=key["Arn"], Plaintext=b"x")
+    assert code_of(
+        new_user(server, server.client("iam")).client("kms").encrypt, KeyId=key["Arn"], Plaintext=b"x"
+    ) == ("AccessDeniedException")

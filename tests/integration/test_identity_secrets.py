@@ -64,13 +64,15 @@ def test_a_resource_policy_alone_allows_a_user_of_the_account(server: KhoaServer
         implicit(user.arn, "secretsmanager:GetSecretValue", arn),
     )
     sm.put_resource_policy(
-        SecretId=arn, ResourcePolicy=resource_policy(principal_statement(user.arn, "secretsmanager:GetSecretValue"))
+        SecretId=arn,
+        ResourcePolicy=resource_policy(principal_statement(user.arn, "secretsmanager:GetSecretValue")),
     )
     assert client.get_secret_value(SecretId=arn)["SecretString"] == "v"
     assert code_of(client.describe_secret, SecretId=arn) == "AccessDeniedException"
     # Naming the account only delegates to IAM policies, which allow nothing here.
     sm.put_resource_policy(
-        SecretId=arn, ResourcePolicy=resource_policy(principal_statement(ROOT_ARN, "secretsmanager:GetSecretValue"))
+        SecretId=arn,
+        ResourcePolicy=resource_policy(principal_statement(ROOT_ARN, "secretsmanager:GetSecretValue")),
     )
     assert refused(client.get_secret_value, SecretId=arn)[1] == implicit(
         user.arn, "secretsmanager:GetSecretValue", arn
@@ -89,7 +91,8 @@ def test_a_resource_policy_grant_to_a_user_is_not_limited_by_its_boundary(
     iam.put_user_permissions_boundary(UserName=user.name, PermissionsBoundary=boundary["Policy"]["Arn"])
     arn = sm.create_secret(Name=unique("direct"), SecretString="v")["ARN"]
     sm.put_resource_policy(
-        SecretId=arn, ResourcePolicy=resource_policy(principal_statement(user.arn, "secretsmanager:GetSecretValue"))
+        SecretId=arn,
+        ResourcePolicy=resource_policy(principal_statement(user.arn, "secretsmanager:GetSecretValue")),
     )
     assert user.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"] == "v"
 
@@ -102,7 +105,12 @@ def test_an_explicit_deny_in_the_resource_policy_applies_to_everyone(
     sm.put_resource_policy(
         SecretId=arn,
         ResourcePolicy=resource_policy(
-            {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+            }
         ),
     )
     assert refused(user.client("secretsmanager").get_secret_value, SecretId=arn) == (
@@ -141,7 +149,9 @@ def test_version_stage_condition(server: KhoaServer, iam: Any, sm: Any) -> None:
         ),
     )
     assert client.get_secret_value(SecretId=arn)["SecretString"] == "two"
-    assert code_of(client.get_secret_value, SecretId=arn, VersionStage="AWSPREVIOUS") == "AccessDeniedException"
+    assert (
+        code_of(client.get_secret_value, SecretId=arn, VersionStage="AWSPREVIOUS") == "AccessDeniedException"
+    )
 
 
 def test_resource_tag_conditions(server: KhoaServer, iam: Any, sm: Any) -> None:
@@ -248,7 +258,9 @@ def test_cross_account_read_needs_all_three_policies(cross: CrossAccount, kms: A
     assert (read["ARN"], read["SecretString"]) == (cross.secret, "hunter2")
     # Other stages are outside the secret policy's condition.
     sm.put_secret_value(SecretId=cross.secret, SecretString="hunter3")
-    assert reader.get_secret_value(SecretId=cross.secret, VersionStage="AWSCURRENT")["SecretString"] == "hunter3"
+    assert (
+        reader.get_secret_value(SecretId=cross.secret, VersionStage="AWSCURRENT")["SecretString"] == "hunter3"
+    )
     assert refused(reader.get_secret_value, SecretId=cross.secret, VersionStage="AWSPREVIOUS") == (
         "AccessDeniedException",
         implicit(cross.reader.arn, "secretsmanager:GetSecretValue", cross.secret, "resource-based policy"),
@@ -291,8 +303,12 @@ def test_cross_account_read_needs_all_three_policies(cross: CrossAccount, kms: A
         "AccessDeniedException",
         implicit(cross.reader.arn, "kms:Decrypt", cross.key),
     )
-    cross.b_iam.put_role_policy(RoleName=cross.role_name, PolicyName="read-shared", PolicyDocument=READER_POLICY)
-    assert reader.get_secret_value(SecretId=cross.secret, VersionStage="AWSCURRENT")["SecretString"] == "hunter3"
+    cross.b_iam.put_role_policy(
+        RoleName=cross.role_name, PolicyName="read-shared", PolicyDocument=READER_POLICY
+    )
+    assert (
+        reader.get_secret_value(SecretId=cross.secret, VersionStage="AWSCURRENT")["SecretString"] == "hunter3"
+    )
 
 
 def test_cross_account_naming_the_account_delegates_to_its_iam_policies(
@@ -313,9 +329,9 @@ def test_cross_account_naming_the_account_delegates_to_its_iam_policies(
         implicit(bare.arn, "secretsmanager:GetSecretValue", cross.secret),
     )
     # B's root needs no IAM policy.
-    assert cross.account_b.client("secretsmanager").get_secret_value(SecretId=cross.secret)["SecretString"] == (
-        "hunter2"
-    )
+    assert cross.account_b.client("secretsmanager").get_secret_value(SecretId=cross.secret)[
+        "SecretString"
+    ] == ("hunter2")
 
 
 def test_cross_account_secrets_are_found_by_full_arn_only(cross: CrossAccount) -> None:
@@ -337,14 +353,14 @@ def test_cross_account_access_to_other_operations_follows_the_resource_policy(
         "AccessDeniedException",
         implicit(cross.reader.arn, "secretsmanager:DescribeSecret", cross.secret, "resource-based policy"),
     )
-    assert code_of(reader.put_secret_value, SecretId=cross.secret, SecretString="x") == "AccessDeniedException"
+    assert (
+        code_of(reader.put_secret_value, SecretId=cross.secret, SecretString="x") == "AccessDeniedException"
+    )
     assert code_of(reader.delete_secret, SecretId=cross.secret) == "AccessDeniedException"
     sm.get_secret_value(SecretId=cross.secret)
 
 
-def test_the_aws_managed_key_cannot_be_used_across_accounts(
-    cross: CrossAccount, kms: Any, sm: Any
-) -> None:
+def test_the_aws_managed_key_cannot_be_used_across_accounts(cross: CrossAccount, kms: Any, sm: Any) -> None:
     """A secret under aws/secretsmanager is unreadable from another account whatever the policies say:
     that key's policy allows only callers of its own account (kms:CallerAccount)."""
     arn = sm.create_secret(Name=unique("managed"), SecretString="v")["ARN"]
@@ -358,9 +374,9 @@ def test_the_aws_managed_key_cannot_be_used_across_accounts(
         implicit(cross.reader.arn, "kms:Decrypt", managed["Arn"], "resource-based policy"),
     )
     # Its policy cannot be changed to let B in.
-    assert code_of(kms.put_key_policy, KeyId=managed["KeyId"], PolicyName="default", Policy=_key_policy()) == (
-        "AccessDeniedException"
-    )
+    assert code_of(
+        kms.put_key_policy, KeyId=managed["KeyId"], PolicyName="default", Policy=_key_policy()
+    ) == ("AccessDeniedException")
 
 
 def test_a_deny_in_the_secret_policy_beats_the_other_account(cross: CrossAccount, sm: Any) -> None:
@@ -413,3 +429,36 @@ def test_principal_account_condition_in_a_secret_policy(cross: CrossAccount, sm:
     # json round trip of what is stored, for the record.
     stored = json.loads(sm.get_resource_policy(SecretId=cross.secret)["ResourcePolicy"])
     assert stored["Statement"][0]["Principal"] == {"AWS": "*"}
+
+
+def test_a_resource_policy_naming_a_role_or_its_session(server: KhoaServer, iam: Any, sm: Any) -> None:
+    """Naming the role grants its sessions (still narrowed by session policies); naming one session's
+    ARN grants that session outright, session policy or not."""
+    role = unique("reader")
+    role_arn = iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=document(
+            {"Effect": "Allow", "Principal": {"AWS": ROOT_ARN}, "Action": "sts:AssumeRole"}
+        ),
+    )["Role"]["Arn"]
+    caller = new_user(server, iam, allow("sts:AssumeRole", role_arn))
+    arn = sm.create_secret(Name=unique("by-role"), SecretString="v")["ARN"]
+    sm.put_resource_policy(
+        SecretId=arn,
+        ResourcePolicy=resource_policy(principal_statement(role_arn, "secretsmanager:GetSecretValue")),
+    )
+    plain = session(caller, role_arn, "plain")
+    assert plain.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"] == "v"
+    narrowed = session(caller, role_arn, "narrowed", Policy=document(allow("kms:ListKeys")))
+    assert refused(narrowed.client("secretsmanager").get_secret_value, SecretId=arn) == (
+        "AccessDeniedException",
+        implicit(narrowed.arn, "secretsmanager:GetSecretValue", arn, "session policy"),
+    )
+    sm.put_resource_policy(
+        SecretId=arn,
+        ResourcePolicy=resource_policy(principal_statement(narrowed.arn, "secretsmanager:GetSecretValue")),
+    )
+    assert narrowed.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"] == "v"
+    assert refused(plain.client("secretsmanager").get_secret_value, SecretId=arn)[1] == implicit(
+        plain.arn, "secretsmanager:GetSecretValue", arn
+    )

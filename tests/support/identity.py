@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.iam import unique
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 ROOT_ARN = f"arn:aws:iam::{ACCOUNT_ID}:root"
 
@@ -47,7 +47,7 @@ def refused(call: Callable[..., Any], **kwargs: Any) -> tuple[str, str]:
 
 
 def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    """"ok" when the call succeeds, else its error code."""
+    """ "ok" when the call succeeds, else its error code."""
     try:
         call(**kwargs)
     except ClientError as exc:
@@ -72,26 +72,22 @@ class Caller:
     account_id: str = ACCOUNT_ID
     _clients: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, service: str, **kwargs: Any) -> Any:
-        if kwargs:
-            return self._make(service, **kwargs)
+    def client(self, service: str, *, fresh: bool = False) -> Any:
+        """A client signed as this caller (cached per service unless ``fresh``: one to add hooks to)."""
+        if fresh:
+            return self._make(service)
         if service not in self._clients:
             self._clients[service] = self._make(service)
         return self._clients[service]
 
-    def _make(self, service: str, **kwargs: Any) -> Any:
+    def _make(self, service: str) -> Any:
         extra = {"aws_session_token": self.session_token} if self.session_token else {}
         return self.server.client(
             service,
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
             **extra,
-            **kwargs,
         )
-
-
-def root(server: KhoaServer) -> Caller:
-    return Caller(server, ROOT_ARN, ACCESS_KEY_ID, SECRET_ACCESS_KEY, account_id=ACCOUNT_ID)
 
 
 def new_user(

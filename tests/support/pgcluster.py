@@ -218,9 +218,7 @@ def create_database(cluster: PgCluster) -> PgDatabase:
             )
         )
     with cluster.connect(dbname=database.name) as conn:
-        conn.execute(
-            sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(database.username))
-        )
+        conn.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(database.username)))
     return database
 
 

@@ -35,22 +35,28 @@ class PassContext:
     default_region: str
     audit_failures: int = 0
     watch_started_at: float = 0.0  # when the engine started reading the trail (its first cursor)
+    learn_only: bool = False  # learning from history: raise nothing
     alerts: list[Alert] = field(default_factory=list)
     learned: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # pair id -> (secret, who, why)
     forgotten: set[str] = field(default_factory=set)  # secret ARNs destroyed
+    memo: dict[Any, Any] = field(default_factory=dict)  # lookups rules repeat within a pass
     _seen_cache: dict[str, bool] = field(default_factory=dict)
     _known_cache: dict[str, bool] = field(default_factory=dict)
 
     # -- alerts ----------------------------------------------------------------------------------
     def raise_alert(self, alert: Alert) -> bool:
         """Keep ``alert`` unless one with the same rule and dedupe key suppresses it."""
+        if self.learn_only:
+            return False
         key = digest(alert.dedupe_key)
         if alert.suppress_seconds is None or alert.suppress_seconds > 0:
             since = None if alert.suppress_seconds is None else self.now - alert.suppress_seconds
             for pending in self.alerts:
                 if pending.rule == alert.rule and digest(pending.dedupe_key) == key:
                     return False
-            query = select(_ALERTS.c.alert_id).where(_ALERTS.c.rule == alert.rule, _ALERTS.c.dedupe_key == key)
+            query = select(_ALERTS.c.alert_id).where(
+                _ALERTS.c.rule == alert.rule, _ALERTS.c.dedupe_key == key
+            )
             if since is not None:
                 query = query.where(_ALERTS.c.raised_at > since)
             with self.engine.connect() as conn:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from khoa.bootstrap import ensure_first_account, load_barrier
 from khoa.cli.account import app as account_app
+from khoa.cli.alerts import app as alerts_app
 from khoa.cli.audit import app as audit_app
 from khoa.cli.functions import app as functions_app
 from khoa.cli.webhooks import app as webhooks_app
@@ -128,6 +129,9 @@ def server(
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
         server_header=False,
+        # Khoa decides whom to believe about X-Forwarded-For (KHOA_TRUSTED_PROXIES, khoa.network);
+        # uvicorn's own proxy-header handling would believe any loopback peer.
+        proxy_headers=False,
     )
 
 
@@ -135,6 +139,7 @@ app.add_typer(account_app, name="account")
 app.add_typer(audit_app, name="audit")
 app.add_typer(functions_app, name="functions")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(alerts_app, name="alerts")
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 The pattern (for any language): connect with the cached AWSCURRENT credentials; if the database
 refuses them, fetch AWSCURRENT again (it may have just moved) and retry; if that is refused too and a
-rotation is in progress, try AWSPENDING (the password may already be set but not yet promoted). Retry
-once per step, never in a loop, so a wrong password cannot lock an account.
+rotation is in progress, try AWSPENDING (the password may already be set but not yet promoted); if
+there is no AWSPENDING any more, the rotation has just finished: fetch AWSCURRENT once more. Each
+distinct set of credentials is tried once, never in a loop, so a wrong password cannot lock an account.
 """
 
 from __future__ import annotations
@@ -41,21 +42,37 @@ def _with_rotation_retry(
     open_with: Callable[[dict[str, Any]], Any],
     is_auth_failure: Callable[[Exception], bool],
 ) -> Any:
-    try:
-        return open_with(reader.get_json(secret_id))
-    except Exception as first:
-        if not is_auth_failure(first):
-            raise
-    reader.invalidate(secret_id)
-    try:
-        return open_with(reader.get_json(secret_id))
-    except Exception as second:
-        if not is_auth_failure(second):
-            raise
-        pending = reader.get_pending_json(secret_id)
-        if pending is None:
-            raise
-    return open_with(pending)
+    """Each distinct set of credentials is tried at most once: the cached AWSCURRENT, a fresh AWSCURRENT,
+    AWSPENDING, and (if the rotation finished meanwhile, taking AWSPENDING away) AWSCURRENT once more."""
+    tried: list[dict[str, Any]] = []
+    refused: Exception | None = None
+
+    def attempt(secret: dict[str, Any] | None) -> Any:
+        nonlocal refused
+        if secret is None or secret in tried:
+            return None
+        tried.append(secret)
+        try:
+            return open_with(secret)
+        except Exception as exc:
+            if not is_auth_failure(exc):
+                raise
+            refused = exc
+            return None
+
+    connection = attempt(reader.get_json(secret_id))
+    if connection is None:
+        reader.invalidate(secret_id)  # AWSCURRENT may have just moved
+        connection = attempt(reader.get_json(secret_id))
+    if connection is None:  # the password may be set but not yet promoted
+        connection = attempt(reader.get_pending_json(secret_id))
+    if connection is None:  # ...or promoted between the two reads above
+        reader.invalidate(secret_id)
+        connection = attempt(reader.get_json(secret_id))
+    if connection is None:
+        assert refused is not None
+        raise refused
+    return connection
 
 
 def connect_postgres(reader: SecretReader, secret_id: str, **kwargs: Any) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
-import time
 import urllib.request
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +29,7 @@ class SecretReader:
         self.cache = SecretCache(config=config or SecretCacheConfig(), client=client)
         self.watch = watch
         self._watched: dict[str, threading.Thread] = {}
+        self._responses: dict[str, Any] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -74,7 +75,19 @@ class SecretReader:
             self.cache.refresh_secret_now(secret_id)
 
     def close(self) -> None:
+        """Stop following the change stream and drop its connections (so the server is not kept
+        waiting for them when it shuts down)."""
         self._stop.set()
+        with self._lock:
+            responses = list(self._responses.values())
+        for response in responses:
+            _abort(response)
+
+    def __enter__(self) -> SecretReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- the change stream ------------------------------------------------------------------------------
     def _subscribe(self, secret_id: str) -> None:
@@ -107,6 +120,13 @@ class SecretReader:
             try:
                 request = self._signed_request(secret_id, last_event_id)
                 with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the client's endpoint
+                    with self._lock:
+                        self._responses[secret_id] = response
+                    if self._stop.is_set():
+                        return
+                    if last_event_id is None:
+                        # AWSCURRENT may have moved between the first read and this subscription
+                        self.invalidate(secret_id)
                     event_kind = ""
                     for raw in response:
                         line = raw.decode("utf-8").rstrip("\n")
@@ -119,10 +139,15 @@ class SecretReader:
                         if self._stop.is_set():
                             return
             except (OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    return
                 log.debug(
                     "change stream for %s interrupted (%s); reconnecting", secret_id, type(exc).__name__
                 )
-                time.sleep(1.0)
+                self._stop.wait(1.0)
+            finally:
+                with self._lock:
+                    self._responses.pop(secret_id, None)
 
     def _on_event(self, secret_id: str, kind: str, payload: dict[str, Any]) -> None:
         detail = payload.get("detail", {})
@@ -133,3 +158,16 @@ class SecretReader:
                 self.invalidate(secret_id)
             except Exception:  # noqa: BLE001 - a failed refresh leaves the cache's own TTL in charge
                 log.warning("could not refresh %s after AWSCURRENT moved", secret_id)
+
+
+def _abort(response: Any) -> None:
+    """End a streaming response another thread is blocked reading: shutting the socket down wakes the
+    reader (closing the file alone does not)."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    try:
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+        else:
+            response.close()
+    except OSError:
+        pass

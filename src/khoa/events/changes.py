@@ -86,7 +86,9 @@ def publish_changes(engine: Engine, before: SecretState | None, after: SecretSta
         labels = sorted(stage for stage, vid in after.stages.items() if vid == version_id)
         publish(engine, after, "VersionCreated", {"versionId": version_id, "versionStages": labels})
         published += 1
-    old_stages = before.stages if before else {}
+    if before is None:
+        return published  # a new secret: VersionCreated already says which labels its version has
+    old_stages = before.stages
     moved = {
         stage: version_id for stage, version_id in after.stages.items() if old_stages.get(stage) != version_id
     }

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from khoa.alerts.metrics import AlertsRaised
 from khoa.storage import schema
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Metrics:
         self.sealed = Gauge("khoa_sealed", "1 while the server is sealed", registry=self.registry)
         if runtime is not None:
             self.registry.register(StoredResources(runtime))
+            self.registry.register(AlertsRaised(runtime.engine))
 
     def count_request(self, service: str, operation: str, outcome: str) -> None:
         """Count one answered request; ``outcome`` is "ok" or the error code."""

@@ -12,6 +12,7 @@ Every step is idempotent: a step repeated after a crash or failure finds its wor
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import psycopg
@@ -69,10 +70,32 @@ def _connect(secret: dict[str, Any]) -> Any:
         return None
 
 
+def _mysql_hosts(cursor: Any, username: str) -> list[str]:
+    cursor.execute("SELECT Host FROM mysql.user WHERE User = %s", (username,))
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _set_own_password(conn: Any, secret: dict[str, Any], username: str, password: str) -> None:
+    """The user changes its own password (single user): no privilege needed on either engine."""
+    if not _is_mysql(secret):
+        _set_password(conn, secret, username, password)
+        return
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT VERSION()")
+        row = cursor.fetchone()
+        # MariaDB takes SET PASSWORD = '<hash>' or PASSWORD('<plain>'); MySQL 5.7+/8 the plain text.
+        if row and "mariadb" in str(row[0]).lower():
+            cursor.execute("SET PASSWORD = PASSWORD(%s)", (password,))
+        else:
+            cursor.execute("SET PASSWORD = %s", (password,))
+
+
 def _set_password(conn: Any, secret: dict[str, Any], username: str, password: str) -> None:
+    """The master user sets another user's password (every host the user is defined for)."""
     if _is_mysql(secret):
         with conn.cursor() as cursor:
-            cursor.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (username, password))
+            for host in _mysql_hosts(cursor, username) or ["%"]:
+                cursor.execute("ALTER USER %s@%s IDENTIFIED BY %s", (username, host, password))
         return
     conn.execute(
         sql.SQL("ALTER USER {} WITH PASSWORD {}").format(sql.Identifier(username), sql.Literal(password))
@@ -85,16 +108,16 @@ def _ensure_clone(
     """Create ``username`` with the same rights as ``template_user`` if it does not exist yet."""
     if _is_mysql(secret):
         with conn.cursor() as cursor:
-            cursor.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (username,))
-            row = cursor.fetchone()
-            if row and row[0]:
+            if _mysql_hosts(cursor, username):
                 return
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (username, password))
-            cursor.execute("SHOW GRANTS FOR %s@'%%'", (template_user,))
-            for (grant,) in cursor.fetchall():
-                if " IDENTIFIED BY " in grant.upper():
-                    continue
-                cursor.execute(grant.replace(f"`{template_user}`@", f"`{username}`@"))
+            for host in _mysql_hosts(cursor, template_user) or ["%"]:
+                cursor.execute("CREATE USER %s@%s IDENTIFIED BY %s", (username, host, password))
+                cursor.execute("SHOW GRANTS FOR %s@%s", (template_user, host))
+                for (grant,) in cursor.fetchall():
+                    if grant.upper().startswith("GRANT USAGE ON *.*"):
+                        continue  # the account itself (and its password hash), made above
+                    grant = re.sub(r" IDENTIFIED (BY|VIA|WITH) .*$", "", grant, flags=re.IGNORECASE)
+                    cursor.execute(grant.replace(f"`{template_user}`@", f"`{username}`@", 1))
         return
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone()
     if exists:
@@ -121,9 +144,11 @@ class DatabaseRotator:
         token = event["ClientRequestToken"]
         metadata = client.describe_secret(SecretId=arn)
         stages = metadata.get("VersionIdsToStages", {})
-        if token not in stages:
+        # Khoa's RotateSecret does not create a placeholder version: createSecret creates the
+        # AWSPENDING version with the token, so only the later steps require it to exist.
+        if token not in stages and step != "createSecret":
             raise RotationStepError(f"version {token} of the secret has no stage for rotation")
-        if "AWSCURRENT" in stages[token] and step != "finishSecret":
+        if "AWSCURRENT" in stages.get(token, ()) and step != "finishSecret":
             return  # this version is already current: nothing left to do
         getattr(self, step)(client, arn, token)
 
@@ -178,7 +203,7 @@ class DatabaseRotator:
         if conn is None:
             raise RotationStepError("neither the current nor the previous credentials were accepted")
         try:
-            _set_password(conn, pending, pending["username"], pending["password"])
+            _set_own_password(conn, pending, pending["username"], pending["password"])
         finally:
             conn.close()
 

@@ -4,18 +4,27 @@ A rotation is a row in ``rotation_runs`` naming the secret, the version token an
 the job leader runs rotations, each step is recorded as it completes, and a failed step is retried
 with backoff from where it stopped, so a crash or failure leaves AWSPENDING for the next attempt and
 never two AWSCURRENTs or a lost value. Functions call this server back through the normal API as
-their registered role, so their calls are authorised and audited like any other.
+their registered role, so their calls are authorised and audited like any other; outside ``--dev`` a
+built-in or Python function registered without a role cannot run (its rotation fails, saying so), as a
+Lambda function cannot exist without an execution role. HTTP functions call back with credentials of
+their own.
+
+Several processes may share one database: the job lease makes one of them the leader, and each run is
+also claimed (``owner``, ``owner_expires_at``) before its steps are invoked, so even a pass outlasting
+the lease never runs a rotation on two nodes at once. A claim left by a crashed process expires after
+``CLAIM_SECONDS`` and the run resumes at its recorded step.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.audit.events import background
@@ -29,6 +38,7 @@ log = logging.getLogger("khoa.rotation")
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 MAX_BACKOFF = timedelta(hours=1)
+CLAIM_SECONDS = 300.0
 _RUNS = schema.rotation_runs
 _SECRETS = schema.sm_secrets
 
@@ -43,6 +53,7 @@ class RotationOutcome:
 class RotationEngine:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+        self.node = uuid.uuid4().hex
         self.succeeded = 0
         self.failed = 0
         self.last_success: float | None = None
@@ -107,11 +118,38 @@ class RotationEngine:
         self.start_scheduled(now)
         with self.engine.connect() as conn:
             runs = conn.execute(select(_RUNS).where(_RUNS.c.next_attempt_at <= now.timestamp())).all()
-        return [self._run(run, now) for run in runs]
+        return [self._run(run, now) for run in runs if self._claim(run)]
+
+    def _claim(self, run: Any) -> bool:
+        """Take this run for this process (by the wall clock, which every node shares), or skip it."""
+        wall = time.time()
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(_RUNS)
+                .where(_RUNS.c.secret_id == run.secret_id)
+                .where(_RUNS.c.token == run.token)
+                .where(
+                    or_(
+                        _RUNS.c.owner.is_(None),
+                        _RUNS.c.owner == self.node,
+                        _RUNS.c.owner_expires_at.is_(None),
+                        _RUNS.c.owner_expires_at < wall,
+                    )
+                )
+                .values(owner=self.node, owner_expires_at=wall + CLAIM_SECONDS)
+            )
+        return bool(claimed.rowcount)
 
     def _credentials(self, function: functions.RotationFunction, now: datetime) -> SessionCredentials | None:
-        if self.runtime.settings.dev or not function.role_arn:
-            return None
+        if self.runtime.settings.dev:
+            return None  # --dev accepts any signature as the account root
+        if function.kind == "http":
+            return None  # an HTTP function calls Khoa back with credentials of its own
+        if not function.role_arn:
+            raise InvocationError(
+                f"the function {function.name} has no role: register it with --role ROLE_ARN "
+                "(outside --dev a function acts only as its role)"
+            )
         roles = schema.iam_principals
         with self.engine.connect() as conn:
             role = conn.execute(
@@ -214,12 +252,15 @@ class RotationEngine:
                     step=step,
                     last_error=error[:1000],
                     next_attempt_at=(now + delay).timestamp(),
+                    owner=None,
+                    owner_expires_at=None,
                 )
             )
         self.failed += 1
         self._audit(
             "RotationFailed", secret, now, {"versionId": run.token, "step": step, "error": error[:300]}
         )
+        self._publish(secret, "RotationFailed", {"versionId": run.token, "step": step})
         log.warning("rotation of %s failed at %s (attempt %d): %s", secret.arn, step, attempts, error)
         return RotationOutcome(secret.arn, False, error)
 

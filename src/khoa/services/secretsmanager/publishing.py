@@ -26,6 +26,7 @@ def tracked(handler: Handler) -> Handler:
         record = names.find(ctx, store, params.get("SecretId") or params.get("Name") or "")
         before = snapshot(engine, record.secret_id) if record is not None else None
         result = handler(ctx, params)
+        store.invalidate_all()  # the lookup above may have cached "no such secret"
         if record is None:
             record = names.find(ctx, store, params.get("Name") or "")
         if record is not None:

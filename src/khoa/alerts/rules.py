@@ -1,0 +1,638 @@
+"""The alert rules.
+
+Each rule looks at the batch of new audit events a pass reads (:meth:`Rule.observe`), or at the
+process's own health once per pass (:meth:`Rule.tick`), and raises :class:`~khoa.alerts.model.Alert`
+objects into the pass. Alerts carry metadata only (ARNs, addresses, counts, codes, event ids): never
+request parameters, response elements or error messages, which is how no secret value can reach one.
+
+``new-secret-reader``
+    A successful ``GetSecretValue`` / ``BatchGetSecretValue`` by a principal never seen reading that
+    secret. Principals are IAM ARNs; an assumed-role session counts as its role. The creator of a
+    secret (its ``CreateSecret`` caller) is known from the start, so the creator reading it is quiet;
+    so is the role of the secret's registered rotation function. A replica shares its primary's
+    readers. A secret that existed before the engine first read the trail, with nobody known for it,
+    learns its first reader silently (there was nothing to compare against). The first read of every
+    other (secret, principal) pair raises one alert; the pair is then remembered.
+``rotation-failed``
+    Every ``RotationFailed`` event; retries of the same rotation (same version token) within the
+    cooldown are folded into the first alert.
+``key-deletion-scheduled``
+    Every successful ``ScheduleKeyDeletion``; severity ``high`` when the key was used (a successful
+    cryptographic operation naming it) within the last N days, ``medium`` otherwise.
+``access-denied-spike``
+    Per account: AccessDenied/AccessDeniedException events in the last window (default 5 minutes)
+    exceeding max(threshold, factor times the average per window over the trailing baseline hour).
+``decryption-failure-burst``
+    Per account: InvalidCiphertextException/DecryptionFailure events in the window exceeding the
+    threshold.
+``audit-sink-errors``
+    The audit sink's failure count (``runtime.audit.failures``) went up since the last pass.
+``unexpected-network``
+    An authenticated call whose ``sourceIPAddress`` is outside ``KHOA_ALERT_ALLOWED_NETWORKS``; once
+    per (access key, address) per window.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from khoa.alerts import config
+from khoa.alerts.config import AlertSettings
+from khoa.alerts.context import PassContext
+from khoa.alerts.model import Alert, Event, iso
+from khoa.rotation.functions import parse_arn
+from khoa.storage import schema
+
+_EVENTS = schema.audit_events
+_SECRETS = schema.sm_secrets
+_FUNCTIONS = schema.rotation_functions
+
+ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException")
+DECRYPTION_FAILURE_CODES = ("InvalidCiphertextException", "DecryptionFailure")
+KMS_KEY_USE = (
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+)
+SECRET_READS = ("GetSecretValue", "BatchGetSecretValue")
+_ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+_SECRET_TYPE = "AWS::SecretsManager::Secret"
+_KEY_TYPE = "AWS::KMS::Key"
+
+
+def event_columns() -> list[Any]:
+    c = _EVENTS.c
+    return [
+        c.seq,
+        c.event_id,
+        c.account_id,
+        c.region,
+        c.event_time,
+        c.event_source,
+        c.event_name,
+        c.read_only,
+        c.error_code,
+        c.access_key_id,
+        c.record,
+    ]
+
+
+def event_from_row(row: Any) -> Event:
+    return Event(
+        seq=int(row.seq),
+        event_id=row.event_id,
+        account_id=row.account_id,
+        region=row.region,
+        event_time=float(row.event_time),
+        event_source=row.event_source,
+        event_name=row.event_name,
+        read_only=bool(row.read_only),
+        error_code=row.error_code,
+        access_key_id=row.access_key_id,
+        raw=row.record,
+    )
+
+
+def _short(value: Any, limit: int = 256) -> str:
+    return str(value)[:limit]
+
+
+class Rule:
+    name = ""
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self.settings = settings
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        """Look at a batch of new audit events (in sequence order)."""
+
+    def tick(self, ctx: PassContext) -> None:
+        """Look at the process's own state, once per pass."""
+
+
+def _caller_details(e: Event) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "principal": e.principal,
+        "callerArn": e.caller_arn,
+        "accessKeyId": e.access_key_id or e.identity.get("accessKeyId"),
+        "sourceIPAddress": _short(e.source_ip, 64),
+        "eventName": e.event_name,
+        "eventTime": e.time_iso,
+        "eventId": e.event_id,
+    }
+    return {k: v for k, v in details.items() if v}
+
+
+# -- new-secret-reader ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    arn: str  # the primary secret's ARN (a replica shares its primary's readers)
+    created_at: float
+    rotation_lambda_arn: str | None
+
+
+def _secret_row(ctx: PassContext, account_id: str, region: str, secret_id: str) -> Any:
+    s = _SECRETS.c
+    columns = (s.secret_id, s.arn, s.created_at, s.rotation_lambda_arn, s.primary_secret_id)
+    if not secret_id.startswith("arn:"):
+        query = select(*columns).where(s.account_id == account_id, s.region == region, s.name == secret_id)
+    else:
+        query = select(*columns).where(s.arn == secret_id)
+        rows = ctx.read(query)
+        if rows:
+            return rows[0]
+        prefix = f"arn:aws:secretsmanager:{region}:{account_id}:secret:"
+        if not secret_id.startswith(prefix):
+            return None
+        name = secret_id[len(prefix) :]
+        query = select(*columns).where(s.account_id == account_id, s.region == region, s.name == name)
+        rows = [r for r in ctx.read(query) if r.arn[:-7] == secret_id]
+        return rows[0] if rows else None
+    rows = ctx.read(query)
+    return rows[0] if rows else None
+
+
+def resolve_secret(ctx: PassContext, account_id: str, region: str, secret_id: str) -> SecretInfo | None:
+    key = ("secret", account_id, region, secret_id)
+    if key not in ctx.memo:
+        ctx.memo[key] = _resolve_secret(ctx, account_id, region, secret_id)
+    found: SecretInfo | None = ctx.memo[key]
+    return found
+
+
+def _resolve_secret(ctx: PassContext, account_id: str, region: str, secret_id: str) -> SecretInfo | None:
+    row = _secret_row(ctx, account_id, region, secret_id)
+    if row is None:
+        return None
+    if row.primary_secret_id:
+        s = _SECRETS.c
+        primary = ctx.read(
+            select(s.arn, s.created_at, s.rotation_lambda_arn).where(s.secret_id == row.primary_secret_id)
+        )
+        if primary:
+            return SecretInfo(primary[0].arn, float(primary[0].created_at), primary[0].rotation_lambda_arn)
+    return SecretInfo(row.arn, float(row.created_at), row.rotation_lambda_arn)
+
+
+def rotation_role(ctx: PassContext, lambda_arn: str | None) -> str | None:
+    """The IAM role a secret's registered rotation function runs as."""
+    parsed = parse_arn(lambda_arn or "")
+    if parsed is None:
+        return None
+    key = ("rotation-role", *parsed)
+    if key not in ctx.memo:
+        region, account_id, name = parsed
+        f = _FUNCTIONS.c
+        rows = ctx.read(
+            select(f.role_arn).where(f.account_id == account_id, f.region == region, f.name == name)
+        )
+        ctx.memo[key] = rows[0].role_arn if rows and rows[0].role_arn else None
+    role: str | None = ctx.memo[key]
+    return role
+
+
+def _secret_arns(e: Event) -> list[str]:
+    return [arn for arn in e.resource_arns if arn.startswith("arn:") and ":secretsmanager:" in arn]
+
+
+class NewSecretReader(Rule):
+    name = config.NEW_SECRET_READER
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if e.event_source != "secretsmanager.amazonaws.com" or e.error_code:
+                continue
+            if e.event_name == "DeleteSecret" and e.event_type == "AwsServiceEvent":
+                for arn in _secret_arns(e):  # the secret is destroyed: forget its readers
+                    ctx.forget(arn)
+            elif e.event_name == "CreateSecret" and e.event_type == "AwsApiCall":
+                self._created(ctx, e)
+            elif e.event_name in SECRET_READS and e.event_type == "AwsApiCall":
+                self._read(ctx, e)
+
+    def _created(self, ctx: PassContext, e: Event) -> None:
+        who = e.principal
+        if who is None:
+            return
+        for arn in _secret_arns(e)[:1]:
+            info = resolve_secret(ctx, e.account_id, e.region, arn)
+            ctx.learn(info.arn if info else arn, who, "creator")
+
+    @staticmethod
+    def _requested(e: Event) -> list[str]:
+        if e.event_name == "GetSecretValue":
+            found = _secret_arns(e)
+            if found:
+                return found[:1]
+            secret_id = (e.record.get("requestParameters") or {}).get("secretId")
+            return [secret_id] if isinstance(secret_id, str) else []
+        ids = (e.record.get("requestParameters") or {}).get("secretIdList") or []
+        return [i for i in ids if isinstance(i, str)][:20] or _secret_arns(e)
+
+    def _read(self, ctx: PassContext, e: Event) -> None:
+        who = e.principal
+        if who is None:
+            return
+        for secret_id in self._requested(e):
+            info = resolve_secret(ctx, e.account_id, e.region, secret_id)
+            if info is None and not secret_id.startswith("arn:"):
+                continue  # a name that no longer resolves: nothing to key the pair on
+            arn = info.arn if info else secret_id
+            if ctx.seen(arn, who):
+                continue
+            if info is not None and not ctx.known_secret(arn) and info.created_at < ctx.watch_started_at:
+                ctx.learn(arn, who, "baseline")
+                continue
+            if info is not None and rotation_role(ctx, info.rotation_lambda_arn) == who:
+                ctx.learn(arn, who, "rotation")
+                continue
+            ctx.learn(arn, who, "reader")
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="high",
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=f"{who} read secret {arn} for the first time",
+                    dedupe_key=f"{arn}\n{who}",
+                    suppress_seconds=None,
+                    details={"secretArn": arn, **_caller_details(e)},
+                    resources=[{"type": _SECRET_TYPE, "ARN": arn}],
+                    event_ids=[e.event_id],
+                )
+            )
+
+
+# -- rotation-failed ------------------------------------------------------------------------------
+
+
+class RotationFailed(Rule):
+    name = config.ROTATION_FAILED
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if not (
+                e.event_source == "secretsmanager.amazonaws.com"
+                and e.event_name == "RotationFailed"
+                and e.event_type == "AwsServiceEvent"
+            ):
+                continue
+            data = e.record.get("additionalEventData") or {}
+            arn = next(iter(_secret_arns(e)), "unknown secret")
+            step = data.get("step") if data.get("step") in _ROTATION_STEPS else "unknown"
+            version = _short(data.get("versionId") or "", 64)
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="high",
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=f"Rotation of secret {arn} failed at step {step}",
+                    dedupe_key=f"{arn}\n{version}",
+                    suppress_seconds=self.settings.rotation_failure_cooldown_seconds,
+                    # the function's error text is left out: a function may put anything in it
+                    details={
+                        "secretArn": arn,
+                        "step": step,
+                        "versionId": version,
+                        "eventTime": e.time_iso,
+                        "eventId": e.event_id,
+                    },
+                    resources=[{"type": _SECRET_TYPE, "ARN": arn}],
+                    event_ids=[e.event_id],
+                )
+            )
+
+
+# -- key-deletion-scheduled -----------------------------------------------------------------------
+
+
+class KeyDeletionScheduled(Rule):
+    name = config.KEY_DELETION_SCHEDULED
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if not (
+                e.event_source == "kms.amazonaws.com"
+                and e.event_name == "ScheduleKeyDeletion"
+                and e.event_type == "AwsApiCall"
+                and e.error_code is None
+            ):
+                continue
+            response = e.record.get("responseElements") or {}
+            key_arn = next((a for a in e.resource_arns if ":key/" in a), None) or _short(
+                response.get("keyId") or "unknown key"
+            )
+            uses, last_used = self.recent_use(ctx, e.account_id, key_arn, e.event_time)
+            days = self.settings.key_recent_use_days
+            severity = "high" if uses else "medium"
+            summary = f"KMS key {key_arn} scheduled for deletion"
+            if uses:
+                summary += f"; it was used {uses} time(s) in the last {days:g} days"
+            details: dict[str, Any] = {
+                "keyArn": key_arn,
+                "deletionDate": _short(response.get("deletionDate") or "", 64) or None,
+                "pendingWindowInDays": response.get("pendingWindowInDays"),
+                "recentUses": uses,
+                "recentUseDays": days,
+                "lastUsed": last_used,
+                **_caller_details(e),
+            }
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity=severity,
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=summary,
+                    dedupe_key=e.event_id,
+                    suppress_seconds=None,
+                    details={k: v for k, v in details.items() if v is not None},
+                    resources=[{"type": _KEY_TYPE, "ARN": key_arn}],
+                    event_ids=[e.event_id],
+                )
+            )
+
+    def recent_use(
+        self, ctx: PassContext, account_id: str, key_arn: str, at: float
+    ) -> tuple[int, str | None]:
+        """How often the key was used in the N days before ``at``, and when last."""
+        since = at - self.settings.key_recent_use_days * 86400.0
+        c = _EVENTS.c
+        pattern = "%" + key_arn.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = ctx.read(
+            select(func.count(), func.max(c.event_time))
+            .select_from(_EVENTS)
+            .where(c.account_id == account_id)
+            .where(c.event_time >= since, c.event_time <= at)
+            .where(c.event_source == "kms.amazonaws.com")
+            .where(c.event_name.in_(KMS_KEY_USE))
+            .where(c.error_code.is_(None))
+            .where(c.resource_names.like(pattern, escape="\\"))
+        )
+        count, last = rows[0] if rows else (0, None)
+        return int(count or 0), iso(float(last)) if last is not None else None
+
+
+# -- windowed error rates -------------------------------------------------------------------------
+
+
+def _principal_label(e: Event) -> str:
+    who = e.caller_arn or e.principal
+    if who:
+        return who
+    key = e.access_key_id or e.identity.get("accessKeyId")
+    return f"unknown ({key})" if key else "unknown"
+
+
+class ErrorBurst(Rule):
+    """Counts events with some error codes in a trailing window, per account."""
+
+    codes: tuple[str, ...] = ()
+    severity = "high"
+    what = ""
+
+    def window(self) -> float:
+        raise NotImplementedError
+
+    def limit(self, ctx: PassContext, account_id: str, at: float) -> tuple[float, dict[str, Any]]:
+        """The count above which the rule fires, and what it was computed from."""
+        raise NotImplementedError
+
+    def count(self, ctx: PassContext, account_id: str, start: float, end: float) -> int:
+        c = _EVENTS.c
+        rows = ctx.read(
+            select(func.count())
+            .select_from(_EVENTS)
+            .where(c.account_id == account_id)
+            .where(c.error_code.in_(self.codes))
+            .where(c.event_time > start, c.event_time <= end)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        # Evaluated once per account and batch, at its newest matching event.
+        newest: dict[str, Event] = {}
+        for e in events:
+            if e.error_code in self.codes:
+                latest = newest.get(e.account_id)
+                if latest is None or e.event_time >= latest.event_time:
+                    newest[e.account_id] = e
+        for account_id, e in newest.items():
+            self.evaluate(ctx, account_id, e.region, e.event_time)
+
+    def evaluate(self, ctx: PassContext, account_id: str, region: str, at: float) -> None:
+        window = self.window()
+        count = self.count(ctx, account_id, at - window, at)
+        limit, basis = self.limit(ctx, account_id, at)
+        if count <= limit:
+            return
+        principals, operations = self.breakdown(ctx, account_id, at - window, at)
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity=self.severity,
+                account_id=account_id,
+                region=region,
+                summary=f"{count} {self.what} in account {account_id} in the last {window:g} seconds "
+                f"(limit {limit:g})",
+                dedupe_key=account_id,
+                suppress_seconds=window,
+                details={
+                    "count": count,
+                    "windowSeconds": window,
+                    "limit": limit,
+                    **basis,
+                    "errorCodes": list(self.codes),
+                    "topPrincipals": principals,
+                    "topOperations": operations,
+                },
+            )
+        )
+
+    def breakdown(
+        self, ctx: PassContext, account_id: str, start: float, end: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        c = _EVENTS.c
+        rows = ctx.read(
+            select(*event_columns())
+            .where(c.account_id == account_id)
+            .where(c.error_code.in_(self.codes))
+            .where(c.event_time > start, c.event_time <= end)
+            .order_by(c.seq.desc())
+            .limit(1000)
+        )
+        events = [event_from_row(row) for row in rows]
+        principals = Counter(_principal_label(e) for e in events)
+        operations = Counter(f"{e.service}:{e.event_name}" for e in events)
+        return (
+            [{"principal": p, "count": n} for p, n in principals.most_common(5)],
+            [{"operation": o, "count": n} for o, n in operations.most_common(5)],
+        )
+
+
+class AccessDeniedSpike(ErrorBurst):
+    name = config.ACCESS_DENIED_SPIKE
+    codes = ACCESS_DENIED_CODES
+    what = "access denied errors"
+
+    def window(self) -> float:
+        return self.settings.access_denied_window_seconds
+
+    def limit(self, ctx: PassContext, account_id: str, at: float) -> tuple[float, dict[str, Any]]:
+        window = self.window()
+        baseline_seconds = self.settings.access_denied_baseline_seconds
+        baseline = self.count(ctx, account_id, at - window - baseline_seconds, at - window)
+        average = baseline * window / baseline_seconds if baseline_seconds > 0 else 0.0
+        limit = max(
+            float(self.settings.access_denied_threshold), self.settings.access_denied_factor * average
+        )
+        return limit, {
+            "threshold": self.settings.access_denied_threshold,
+            "factor": self.settings.access_denied_factor,
+            "baselineSeconds": baseline_seconds,
+            "baselineAveragePerWindow": round(average, 3),
+        }
+
+
+class DecryptionFailureBurst(ErrorBurst):
+    name = config.DECRYPTION_FAILURE_BURST
+    codes = DECRYPTION_FAILURE_CODES
+    what = "decryption failures"
+
+    def window(self) -> float:
+        return self.settings.decrypt_failure_window_seconds
+
+    def limit(self, ctx: PassContext, account_id: str, at: float) -> tuple[float, dict[str, Any]]:
+        return float(self.settings.decrypt_failure_threshold), {
+            "threshold": self.settings.decrypt_failure_threshold
+        }
+
+
+# -- audit-sink-errors ----------------------------------------------------------------------------
+
+
+class AuditSinkErrors(Rule):
+    """Process-local: the failures this process's recorder counted since the previous pass."""
+
+    name = config.AUDIT_SINK_ERRORS
+
+    def __init__(self, settings: AlertSettings) -> None:
+        super().__init__(settings)
+        self.seen_failures = 0
+        self.last_raised = -math.inf
+
+    def tick(self, ctx: PassContext) -> None:
+        failures = ctx.audit_failures
+        new = failures - self.seen_failures
+        self.seen_failures = failures
+        if new <= 0:
+            return
+        if ctx.now - self.last_raised < self.settings.audit_sink_cooldown_seconds:
+            return
+        self.last_raised = ctx.now
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity="critical",
+                account_id=ctx.default_account,
+                region=ctx.default_region,
+                summary=f"The audit sink failed to record events {new} time(s) since the last check; "
+                "calls are being refused",
+                dedupe_key="audit-sink",
+                suppress_seconds=0.0,  # the rule's own cooldown applies (the database may be down)
+                details={"newFailures": new, "totalFailures": failures},
+            )
+        )
+
+
+# -- unexpected-network ---------------------------------------------------------------------------
+
+
+def parse_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class UnexpectedNetwork(Rule):
+    name = config.UNEXPECTED_NETWORK
+
+    def __init__(self, settings: AlertSettings) -> None:
+        super().__init__(settings)
+        self.networks = settings.networks()
+
+    def allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address.version == n.version and address in n for n in self.networks)
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if not e.authenticated:
+                continue  # failed authentication: the credentials were not used
+            address = parse_address(e.source_ip)
+            if address is None or self.allowed(address):
+                continue
+            key = e.access_key_id or e.identity.get("accessKeyId") or e.principal or "unknown"
+            who = e.caller_arn or e.principal or "unknown principal"
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="high",
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=f"Credentials {key} ({who}) used from {address}, outside the allowed networks",
+                    dedupe_key=f"{key}\n{address}",
+                    suppress_seconds=self.settings.network_window_seconds,
+                    details={
+                        "accessKeyId": key,
+                        "address": str(address),
+                        "allowedNetworks": [str(n) for n in self.networks],
+                        **_caller_details(e),
+                    },
+                    event_ids=[e.event_id],
+                )
+            )
+
+
+def build_rules(settings: AlertSettings) -> list[Rule]:
+    rules: list[Rule] = [
+        NewSecretReader(settings),
+        RotationFailed(settings),
+        KeyDeletionScheduled(settings),
+        AccessDeniedSpike(settings),
+        DecryptionFailureBurst(settings),
+        AuditSinkErrors(settings),
+        UnexpectedNetwork(settings),
+    ]
+    return [rule for rule in rules if settings.rule_enabled(rule.name)]
+
+
+def rule_names(rules: Iterable[Rule]) -> list[str]:
+    return [rule.name for rule in rules]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

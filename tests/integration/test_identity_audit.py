@@ -1,0 +1,106 @@
+"""Refused calls leave a trace: the audit trail records each AccessDenied with its error code and
+AWS's message, the identity that was refused, and where it came from (CloudTrail LookupEvents, and the
+server's audit_events table underneath)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.iam import allow, document, unique
+from tests.support.identity import ROOT_ARN, Caller, implicit, new_user, parameter_arn, session
+from tests.support.server import ACCOUNT_ID, KhoaServer
+
+
+@pytest.fixture
+def iam(server: KhoaServer) -> Any:
+    return server.client("iam")
+
+
+def _events(server: KhoaServer, username: str) -> dict[str, dict[str, Any]]:
+    """The caller's events by name, newest first wins, as CloudTrail returns them."""
+    found: dict[str, dict[str, Any]] = {}
+    pages = server.client("cloudtrail").get_paginator("lookup_events")
+    for page in pages.paginate(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": username}]):
+        for event in page["Events"]:
+            found.setdefault(event["EventName"], json.loads(event["CloudTrailEvent"]))
+    return found
+
+
+def _denied(call: Any, **kwargs: Any) -> tuple[str, str, str]:
+    with pytest.raises(ClientError) as excinfo:
+        call(**kwargs)
+    response = excinfo.value.response
+    return response["Error"]["Code"], response["Error"]["Message"], response["ResponseMetadata"]["RequestId"]
+
+
+def test_denied_calls_are_recorded_with_their_error(server: KhoaServer, iam: Any) -> None:
+    user = new_user(server, iam)
+    key = server.client("kms").create_key()["KeyMetadata"]["Arn"]
+    secret = server.client("secretsmanager").create_secret(Name=unique("audited"), SecretString="v")["ARN"]
+    parameter = f"/audit/{unique('p')}"
+    server.client("ssm").put_parameter(Name=parameter, Value="v", Type="String")
+    refusals = {
+        "Encrypt": _denied(user.client("kms").encrypt, KeyId=key, Plaintext=b"x"),
+        "GetSecretValue": _denied(user.client("secretsmanager").get_secret_value, SecretId=secret),
+        "GetParameter": _denied(user.client("ssm").get_parameter, Name=parameter),
+        "ListUsers": _denied(user.client("iam").list_users),
+        "AssumeRole": _denied(
+            user.client("sts").assume_role, RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/x", RoleSessionName="xx"
+        ),
+    }
+    assert refusals["GetParameter"][1] == implicit(user.arn, "ssm:GetParameter", parameter_arn(parameter))
+    events = _events(server, user.name)
+    for name, (code, message, request_id) in refusals.items():
+        record = events[name]
+        assert (record["errorCode"], record["errorMessage"]) == (code, message), name
+        assert record["requestID"] == request_id
+        assert record["userIdentity"]["type"] == "IAMUser"
+        assert record["userIdentity"]["arn"] == user.arn
+        assert record["userIdentity"]["accessKeyId"] == user.access_key_id
+        assert record["recipientAccountId"] == ACCOUNT_ID
+        assert "responseElements" not in record or record["responseElements"] is None
+    assert events["GetSecretValue"]["requestParameters"] == {"secretId": secret}
+
+    # The same rows, in the server's own database.
+    with sqlite3.connect(server.data_dir / "khoa.db") as db:
+        rows = db.execute(
+            "SELECT event_name, error_code FROM audit_events WHERE username = ? AND error_code IS NOT NULL",
+            (user.name,),
+        ).fetchall()
+    assert {name: code for name, code in rows} == {name: code for name, (code, _, _) in refusals.items()}
+
+
+def test_a_role_session_is_recorded_as_the_assumed_role(server: KhoaServer, iam: Any) -> None:
+    role = unique("audited-role")
+    arn = iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=document(
+            {"Effect": "Allow", "Principal": {"AWS": ROOT_ARN}, "Action": "sts:AssumeRole"}
+        ),
+    )["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="list", PolicyDocument=document(allow("kms:ListKeys")))
+    caller = new_user(server, iam, allow("sts:AssumeRole", arn))
+    sessioned: Caller = session(caller, arn, "audited")
+    sessioned.client("kms").list_keys()
+    code, message, request_id = _denied(sessioned.client("kms").list_aliases)
+    assert code == "AccessDeniedException"
+    records = [
+        json.loads(e["CloudTrailEvent"])
+        for e in server.client("cloudtrail").lookup_events(
+            LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": sessioned.access_key_id}]
+        )["Events"]
+    ]
+    by_name = {r["eventName"]: r for r in records}
+    assert set(by_name) >= {"ListKeys", "ListAliases"}
+    denied = by_name["ListAliases"]
+    assert (denied["errorCode"], denied["errorMessage"], denied["requestID"]) == (code, message, request_id)
+    identity = denied["userIdentity"]
+    assert identity["type"] == "AssumedRole"
+    assert identity["arn"] == sessioned.arn
+    assert identity["sessionContext"]["sessionIssuer"]["arn"] == arn
+    assert "errorCode" not in by_name["ListKeys"]

@@ -1,0 +1,160 @@
+"""The rotation engine's bookkeeping on a real (SQLite) database: the function registry, the claim that
+keeps a run on one node, and the refusal to run a function without a role outside --dev."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from khoa.rotation import functions
+from khoa.rotation.engine import CLAIM_SECONDS, RotationEngine
+from khoa.rotation.invoke import InvocationError
+from khoa.storage import schema
+from khoa.storage.database import create_database_engine, migrate
+
+ACCOUNT = "111122223333"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
+    migrate(engine)
+    return engine
+
+
+def rotation_engine(engine: Engine, dev: bool = False) -> RotationEngine:
+    runtime: Any = SimpleNamespace(engine=engine, settings=SimpleNamespace(dev=dev))
+    return RotationEngine(runtime)
+
+
+def register(engine: Engine, name: str = "rotator", **overrides: Any) -> None:
+    values: dict[str, Any] = {
+        "account_id": ACCOUNT,
+        "region": "us-east-1",
+        "name": name,
+        "kind": "python",
+        "target": "tests.support.rotators:simple",
+        "role_arn": None,
+        "secret_sealed": None,
+        "timeout_seconds": 30.0,
+        "now": time.time(),
+    }
+    values.update(overrides)
+    functions.register(engine, **values)
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+def test_parse_arn() -> None:
+    arn = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:my-rotator"
+    assert functions.parse_arn(arn) == ("eu-west-1", ACCOUNT, "my-rotator")
+    assert functions.parse_arn(arn + ":PROD") == ("eu-west-1", ACCOUNT, "my-rotator")
+    for bad in (
+        "my-rotator",
+        f"arn:aws:lambda:eu-west-1:{ACCOUNT}:layer:x",
+        "arn:aws:lambda:eu-west-1:12:function:x",
+    ):
+        assert functions.parse_arn(bad) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "message"),
+    [
+        ("shell", "x", "unknown function kind"),
+        ("builtin", "oracle-single-user", "unknown built-in rotator"),
+        ("python", "module_without_attribute", "module:function"),
+        ("http", "ftp://example.com/x", r"http\(s\) URL"),
+    ],
+)
+def test_register_refuses_what_cannot_work(engine: Engine, kind: str, target: str, message: str) -> None:
+    with pytest.raises(functions.FunctionError, match=message):
+        register(engine, kind=kind, target=target)
+
+
+def test_register_replaces_and_lookup_finds(engine: Engine) -> None:
+    register(engine, kind="builtin", target="postgresql-single-user")
+    register(
+        engine, kind="builtin", target="mysql-alternating-users", role_arn=f"arn:aws:iam::{ACCOUNT}:role/r"
+    )
+    found = functions.lookup(engine, f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator")
+    assert found is not None
+    assert (found.kind, found.target, found.role_arn) == (
+        "builtin",
+        "mysql-alternating-users",
+        f"arn:aws:iam::{ACCOUNT}:role/r",
+    )
+    assert found.arn == f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator"
+    assert functions.lookup(engine, f"arn:aws:lambda:us-west-2:{ACCOUNT}:function:rotator") is None
+    assert [f.name for f in functions.list_functions(engine)] == ["rotator"]
+
+
+# -- credentials -------------------------------------------------------------------------------------------
+def test_a_function_without_a_role_cannot_run_outside_dev(engine: Engine) -> None:
+    register(engine)
+    function = functions.lookup(engine, f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator")
+    assert function is not None
+    now = datetime.now(UTC)
+    with pytest.raises(InvocationError, match="has no role"):
+        rotation_engine(engine)._credentials(function, now)
+    assert rotation_engine(engine, dev=True)._credentials(function, now) is None  # --dev: any signature
+
+
+def test_a_function_whose_role_is_gone_cannot_run(engine: Engine) -> None:
+    register(engine, role_arn=f"arn:aws:iam::{ACCOUNT}:role/deleted")
+    function = functions.lookup(engine, f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator")
+    assert function is not None
+    with pytest.raises(InvocationError, match="does not exist"):
+        rotation_engine(engine)._credentials(function, datetime.now(UTC))
+
+
+# -- the claim ---------------------------------------------------------------------------------------------
+def _queued(engine: Engine, rotation: RotationEngine) -> Any:
+    assert rotation.start("secret-1", "token-1", time.time())
+    assert not rotation.start("secret-1", "token-2", time.time()), "one rotation at a time"
+    with engine.connect() as conn:
+        return conn.execute(select(schema.rotation_runs)).one()
+
+
+def test_a_run_is_claimed_by_one_node(engine: Engine) -> None:
+    node_a, node_b = rotation_engine(engine), rotation_engine(engine)
+    run = _queued(engine, node_a)
+    assert node_a._claim(run)
+    assert not node_b._claim(run), "another node took a run that is being run"
+    assert node_a._claim(run), "a node may renew its own claim"
+    with engine.connect() as conn:
+        claimed = conn.execute(select(schema.rotation_runs)).one()
+    assert claimed.owner == node_a.node
+    assert claimed.owner_expires_at == pytest.approx(time.time() + CLAIM_SECONDS, abs=5)
+
+
+def test_a_dead_nodes_claim_expires(engine: Engine) -> None:
+    node_a, node_b = rotation_engine(engine), rotation_engine(engine)
+    run = _queued(engine, node_a)
+    assert node_a._claim(run)
+    with engine.begin() as conn:
+        conn.execute(update(schema.rotation_runs).values(owner_expires_at=time.time() - 1))
+    assert node_b._claim(run)
+    assert not node_a._claim(run)
+
+
+def test_a_cancelled_or_replaced_run_is_not_claimed(engine: Engine) -> None:
+    node = rotation_engine(engine)
+    run = _queued(engine, node)
+    node.cancel("secret-1")
+    assert not node._claim(run)
+    assert node.start("secret-1", "token-3", time.time())
+    assert not node._claim(run), "the claim names the run's token"
+    assert node.in_progress("secret-1") == "token-3"
+
+
+def test_an_http_function_needs_no_role(engine: Engine) -> None:
+    """An HTTP endpoint calls Khoa back with credentials of its own; it gets none from the engine."""
+    register(engine, kind="http", target="https://rotator.internal/step")
+    function = functions.lookup(engine, f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator")
+    assert function is not None
+    assert rotation_engine(engine)._credentials(function, datetime.now(UTC)) is None
