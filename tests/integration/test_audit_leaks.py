@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from tests.integration.test_cloudtrail import all_events, seed_role
+from tests.support.identity import new_user
 from tests.support.server import KhoaServer
 
 HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"
@@ -167,7 +168,11 @@ def sweep_ssm(server: KhoaServer, s: Secrets) -> None:
 
 def sweep_sts(server: KhoaServer, s: Secrets) -> None:
     role = seed_role(server, f"leak-{uuid.uuid4().hex[:6]}")
-    sts = server.client("sts")
+    # Roles may not be assumed by the root user: assume it as a user allowed to.
+    assumer = new_user(
+        server, server.client("iam"), {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}
+    )
+    sts = assumer.client("sts")
     credentials = sts.assume_role(RoleArn=role, RoleSessionName="leak")["Credentials"]
     s.returned(credentials["SecretAccessKey"])
     s.returned(credentials["SessionToken"])

@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.iam import allow, document, failure, trust, unique, unvalidated, user_with_key
+from tests.support.identity import new_user
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 ROLE_ID = re.compile(r"^AROA[A-Z0-9]{17}$")
@@ -224,8 +225,9 @@ def test_assume_role_uses_the_stored_role(server: KhoaServer, iam: Any) -> None:
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=ACCOUNT_TRUST, MaxSessionDuration=7200)
     iam.put_role_policy(RoleName=name, PolicyName="list", PolicyDocument=document(allow("iam:ListRoles")))
     assert iam.get_role(RoleName=name)["Role"]["RoleLastUsed"] == {}
-    sts = server.client("sts")
-    creds = sts.assume_role(
+    # Roles may not be assumed by the root user: assume it as a user allowed to.
+    assumer = new_user(server, iam, allow("sts:AssumeRole"))
+    creds = assumer.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", RoleSessionName="session", DurationSeconds=7200
     )["Credentials"]
     session = server.client(

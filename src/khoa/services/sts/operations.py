@@ -40,6 +40,9 @@ def _validation(message: str) -> AWSError:
 
 
 def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    if ctx.principal.is_root and not ctx.runtime.settings.dev:
+        # AWS refuses the root user here whatever the trust policy says.
+        raise AWSError("AccessDenied", "Roles may not be assumed by root accounts.", 403)
     role_arn = params["RoleArn"]
     match = _ROLE_ARN.match(role_arn)
     denied = AWSError(
