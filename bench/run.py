@@ -26,7 +26,7 @@ Environment knobs (all optional):
     KHOA_BENCH_SERVERS      comma list of configurations to run       (default: those in CONFIGS
                             marked default: moto, khoa-uvicorn-w1, khoa-uvicorn-w2)
     KHOA_BENCH_OPS          comma list of OPERATIONS                  (default: all)
-    KHOA_BENCH_AUDIT_AB     alternating audit on/off GetSecretValue runs per side (default 2;
+    KHOA_BENCH_AUDIT_AB     alternating audit on/off GetSecretValue runs per side (default 4;
                             0: no audit-off twin)
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
@@ -91,7 +91,7 @@ WARMUP = env_int("KHOA_BENCH_WARMUP", 3)
 CONNECTIONS = env_int("KHOA_BENCH_CONNECTIONS", 64)
 THREADS = env_int("KHOA_BENCH_THREADS", 2)
 REPEAT = max(1, env_int("KHOA_BENCH_REPEAT", 1))
-AUDIT_AB = max(0, env_int("KHOA_BENCH_AUDIT_AB", 2))
+AUDIT_AB = max(0, env_int("KHOA_BENCH_AUDIT_AB", 4))
 BIN = Path(sys.executable).parent
 
 
@@ -705,6 +705,8 @@ def best_row(server: RunningServer, operation: str, runs: list[WrkResult], workd
         + (f"  !! {note}" if note else "")
         + (f"  (best of {len(runs)})" if len(runs) > 1 else "")
     )
+    if len(runs) > REPEAT:
+        note = "; ".join(x for x in (note, f"best of {len(runs)} (audit on/off runs)") if x)
     return Row(operation, server.config, result, note)
 
 
