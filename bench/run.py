@@ -43,9 +43,11 @@ import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -63,8 +65,9 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 
 ACCOUNT_ID = "111122223333"
-ACCESS_KEY_ID = "AKIAKHOABENCHROOT001"
-SECRET_ACCESS_KEY = "khoa-bench-secret-access-key-000000000001"
+# Fresh root credentials for each bench run's throwaway servers (never reused, never stored).
+ACCESS_KEY_ID = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+SECRET_ACCESS_KEY = secrets.token_urlsafe(30)
 REGION = "us-east-1"
 
 # operation -> (SigV4 signing name, X-Amz-Target prefix); all three services speak awsJson1_1.

@@ -29,6 +29,31 @@ def parse_form(body: bytes, query_string: str) -> dict[str, str]:
     return params
 
 
+class QueryServiceModel(ServiceModel):
+    """A query service's model in its own dialect: input problems are ``ValidationError`` ("1 validation
+    error detected: ..."), not ``ValidationException``, and errors carry the statuses the model
+    declares for their codes."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self._statuses = {
+            shape["error"]["code"]: int(shape["error"].get("httpStatusCode", 400))
+            for shape in self.shapes.values()
+            if "error" in shape and "code" in shape["error"]
+        }
+
+    def error_status(self, code: str) -> int:
+        return self._statuses.get(code) or super().error_status(code)
+
+    def validate(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().validate(operation, params)
+        except AWSError as error:
+            if error.code in ("ValidationException", "SerializationException"):
+                raise AWSError("ValidationError", error.message) from None
+            raise
+
+
 class QueryDecoder:
     """Fold flat query parameters into the nested, JSON-typed form the validator takes."""
 
@@ -58,12 +83,12 @@ class QueryDecoder:
             try:
                 return int(raw)
             except ValueError:
-                raise AWSError("ValidationException", f"Invalid integer for {key}: {raw}") from None
+                raise AWSError("ValidationError", f"Invalid integer for {key}: {raw}") from None
         if kind in ("float", "double"):
             try:
                 return float(raw)
             except ValueError:
-                raise AWSError("ValidationException", f"Invalid number for {key}: {raw}") from None
+                raise AWSError("ValidationError", f"Invalid number for {key}: {raw}") from None
         if kind == "boolean":
             return raw.lower() == "true"
         return raw
