@@ -31,7 +31,10 @@ Environment knobs (all optional):
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
                             only: the profile without the table
+    KHOA_BENCH_PYSPY_ARGS   extra py-spy record arguments for the profile (e.g. "--gil --nonblocking")
     KHOA_BENCH_OUTPUT       where to write the Markdown report (default bench/results/latest.md)
+    KHOA_BENCH_SERVER_ENV   extra environment for the Khoa servers, as NAME=VALUE[,NAME=VALUE...]
+                            (for experiments, e.g. KHOA_ALERTS=0; the report names it)
 """
 
 from __future__ import annotations
@@ -378,6 +381,13 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def server_env_overrides() -> dict[str, str]:
+    """KHOA_BENCH_SERVER_ENV, parsed: extra settings for the Khoa servers of an experiment."""
+    raw = os.environ.get("KHOA_BENCH_SERVER_ENV", "")
+    pairs = [item.split("=", 1) for item in raw.split(",") if "=" in item]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
 @dataclass
 class Config:
     name: str  # short id used in KHOA_BENCH_SERVERS
@@ -532,6 +542,7 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         return server
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=workdir))
+    env.update(server_env_overrides())
     if not config.audit:
         env["KHOA_AUDIT"] = "0"  # read by `khoa server` (Settings.from_env); the others get to_env()
     if config.kind == "khoa-uvicorn":
@@ -826,6 +837,11 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
         "rows marked audit off (`KHOA_AUDIT=0`, a twin server measured alternately with its "
         "audit-on sibling: see below)",
         f"- versions: {package_versions()}",
+        *(
+            [f"- experiment: Khoa servers ran with {os.environ['KHOA_BENCH_SERVER_ENV']}"]
+            if server_env_overrides()
+            else []
+        ),
         "",
         "| Operation | Server | req/s | p50 ms | p99 ms | x moto "
         "| CPU server | CPU wrk | CPU other | notes |",
@@ -937,6 +953,7 @@ def profile(wrk: str, workdir: Path, operations: list[str]) -> None:
                     "raw",
                     "--output",
                     str(raw),
+                    *os.environ.get("KHOA_BENCH_PYSPY_ARGS", "").split(),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -230,6 +230,15 @@ def call(
         access_key_id=identity.get("accessKeyId"),
         error_code=error,
         resources=listed,
+        principal_arn=legacy_row(record).principal,  # what an older row's record says
+        source_ip=ip,
+    )
+
+
+def legacy_row(record: dict[str, Any]) -> Event:
+    """A row written before the caller columns existed: rules read its record instead."""
+    return Event(
+        0, str(record.get("eventID", "")), ACCOUNT, REGION, 0.0, "", "", True, None, None, json.dumps(record)
     )
 
 
@@ -323,10 +332,7 @@ def test_settings_reach_the_server_settings(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_principals_are_iam_arns() -> None:
     def principal(identity: dict[str, Any]) -> str | None:
-        e = call("GetSecretValue", identity)
-        return Event(
-            0, e.event_id, ACCOUNT, REGION, 0.0, "", "", True, None, None, json.dumps(e.record)
-        ).principal
+        return legacy_row(call("GetSecretValue", identity).record).principal
 
     assert principal(root()) == f"arn:aws:iam::{ACCOUNT}:root"
     assert principal(user("alice")) == f"arn:aws:iam::{ACCOUNT}:user/alice"

@@ -495,23 +495,19 @@ def test_a_conflicting_delivery_keeps_no_file_and_looks_again(
     ids = add_events(env.engine, 2)
     original = AuditTrail._stage
     raced: list[str] = []
+    theirs: list[str] = []
 
     def stage_then_race(self: AuditTrail, key: str, data: bytes) -> Path:
         staged = original(self, key, data)
-        if not raced:  # another process delivers the second event between our read and our write
+        if not raced:  # another process delivers both events between our read and our commit
             raced.append(key)
-            with env.engine.begin() as conn:
-                conn.execute(
-                    update(schema.audit_events)
-                    .where(schema.audit_events.c.event_id == ids[1])
-                    .values(log_file="x")
-                )
+            theirs.extend(env.new_trail()._deliver(T0, 2))
         return staged
 
     monkeypatch.setattr(AuditTrail, "_stage", stage_then_race)
-    delivered = env.trail._deliver(T0, 2)
-    assert len(delivered) == 1 and raced[0] not in delivered
-    assert events_in_files(env.audit) == ids[:1]
+    ours = env.trail._deliver(T0, 2)
+    assert ours == [] and len(theirs) == 1 and raced[0] not in theirs
+    assert events_in_files(env.audit) == ids
     assert list((env.audit / trail_module.STAGING_DIR).iterdir()) == []
     with env.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.audit_log_files)).scalar() == 1
@@ -569,3 +565,49 @@ def test_concurrent_writers_never_lose_or_duplicate_an_event(env: Env) -> None:
         chain = [p for r, p in positions if r == region]
         assert chain == list(range(1, len(chain) + 1))
     assert env.verify().intact
+
+
+def _renumber(engine: Engine, moves: dict[str, int]) -> None:
+    with engine.begin() as conn:
+        for event_id, seq in moves.items():
+            conn.execute(
+                update(schema.audit_events).where(schema.audit_events.c.event_id == event_id).values(seq=seq)
+            )
+
+
+def test_a_sequence_number_passed_before_its_commit_is_delivered_when_it_appears(env: Env) -> None:
+    """PostgreSQL hands out sequence numbers in one order and commits in another: delivery holds a
+    gap it passed and delivers the event when its transaction commits, once."""
+    first = add_events(env.engine, 3)
+    _renumber(env.engine, {first[2]: 4})  # 1, 2 and 4 are there; 3 has not committed yet
+    env.trail._deliver(T0, 4)
+    assert events_in_files(env.audit) == [first[0], first[1], first[2]]
+    assert env.trail._delivery_state().held.keys() == {3}
+    late = add_events(env.engine, 1)
+    _renumber(env.engine, {late[0]: 3})
+    env.trail._deliver(T0 + 60, 4)
+    assert sorted(events_in_files(env.audit)) == sorted([*first, *late])
+    state = env.trail._delivery_state()
+    assert state.delivered_seq == 4 and state.held == {}
+
+
+def test_a_gap_that_never_fills_is_given_up(env: Env) -> None:
+    ids = add_events(env.engine, 2)
+    _renumber(env.engine, {ids[1]: 3})  # 2 was rolled back
+    env.trail._deliver(T0, 3)
+    assert env.trail._delivery_state().held.keys() == {2}
+    env.trail._deliver(T0 + trail_module._GAP_SECONDS + 1, 3)
+    state = env.trail._delivery_state()
+    assert state.held == {} and state.delivered_seq == 3
+    assert events_in_files(env.audit) == ids
+
+
+def test_rows_delivered_by_the_old_scheme_are_not_delivered_again(env: Env) -> None:
+    ids = add_events(env.engine, 3)
+    with env.engine.begin() as conn:  # revision 0010 marked delivered rows with their file
+        conn.execute(
+            update(schema.audit_events).where(schema.audit_events.c.event_id == ids[1]).values(log_file="old")
+        )
+    env.trail._deliver(T0, 3)
+    assert events_in_files(env.audit) == [ids[0], ids[2]]
+    assert env.trail._delivery_state().held == {}

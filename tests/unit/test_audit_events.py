@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -326,3 +327,75 @@ def test_readiness(engine: Engine, tmp_path: Any) -> None:
         assert (status, body["database"]) == (503, "down")
     finally:
         recorder.close()
+
+
+# -- caller columns ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal.account_root(ACCOUNT, "AKIAROOT"),
+        Principal(
+            ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/alice", "AIDAALICE", "IAMUser", "AKIAALICE", "alice"
+        ),
+        Principal(
+            ACCOUNT,
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/app/one",
+            "AROAAPP:one",
+            "AssumedRole",
+            "ASIAONE",
+            "app",
+            "AROAAPP",
+            "one",
+        ),
+        None,
+    ],
+    ids=["root", "user", "assumed-role", "unknown"],
+)
+def test_caller_columns_say_what_the_record_says(engine: Engine, principal: Principal | None) -> None:
+    """Alert rules read the caller from columns; an older row (NULL columns) from its record. Both
+    must name the same principal, address, event type and resources."""
+    from khoa.alerts.rules import event_columns, event_from_row
+
+    arn = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-AbCdEf"
+    api_call = build(
+        model=ServiceModel("secretsmanager"),
+        service="secretsmanager",
+        operation="GetSecretValue",
+        region="us-east-1",
+        request_id="req-1",
+        principal=principal,
+        access_key_id="AKIAUNKNOWN" if principal is None else principal.access_key_id,
+        source_ip="203.0.113.9",
+        user_agent="test",
+        params={"SecretId": arn},
+        result={"ARN": arn, "Name": "db"},
+        error_code=None,
+        error_message=None,
+        now=NOW,
+        recipient_account=ACCOUNT,
+    )
+    job = background(
+        service="secretsmanager",
+        event_name="DeleteSecret",
+        account_id=ACCOUNT,
+        region="us-east-1",
+        now=NOW,
+        details={},
+        resources=[{"accountId": ACCOUNT, "type": "AWS::SecretsManager::Secret", "ARN": arn}],
+    )
+    AuditRecorder(engine).write([api_call, job])
+    with engine.connect() as conn:
+        rows = conn.execute(select(*event_columns()).order_by(schema.audit_events.c.seq)).all()
+    for row in rows:
+        stored = event_from_row(row)
+        legacy = replace(stored, stored_event_type=None, stored_principal=None, stored_source_ip=None)
+        assert stored.stored_event_type is not None
+        for attribute in ("principal", "source_ip", "event_type", "authenticated", "resource_arns"):
+            assert getattr(stored, attribute) == getattr(legacy, attribute), attribute
+    assert event_from_row(rows[0]).principal == (
+        None
+        if principal is None
+        else (f"arn:aws:iam::{ACCOUNT}:role/app" if principal.kind == "AssumedRole" else principal.arn)
+    )

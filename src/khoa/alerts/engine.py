@@ -37,6 +37,7 @@ from khoa.alerts.model import Alert, Event, iso
 from khoa.alerts.notifiers import FAILED, PENDING, SENT, Notifiers, StoredAlert
 from khoa.alerts.rules import NewSecretReader, Rule, build_rules, event_columns, event_from_row
 from khoa.audit.events import AuditEvent, background
+from khoa.ids import new_event_id
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.alerts")
@@ -360,7 +361,7 @@ class AlertEngine:
                         {"details": alert.details, "resources": alert.resources, "eventIds": alert.event_ids}
                     ),
                     "dedupe_key": digest(alert.dedupe_key),
-                    "audit_event_id": str(uuid.uuid4()),
+                    "audit_event_id": new_event_id(),
                     "audited": False,
                     "webhook_status": PENDING if self.notifiers.webhook_configured else None,
                     "slack_status": PENDING if self.notifiers.slack_configured else None,

@@ -7,18 +7,24 @@ messages into it, so no alert or notification can carry a secret value.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
+
+import orjson
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
 @dataclass
 class Event:
-    """One row of ``audit_events``; the CloudTrail record is parsed only when a rule needs it."""
+    """One row of ``audit_events``.
+
+    The columns written since migration 0011 (event type, acting principal, source address) answer
+    what rules ask of every event; the CloudTrail record is parsed only when a rule needs more, or
+    for an older row where those columns are NULL.
+    """
 
     seq: int
     event_id: str
@@ -31,11 +37,15 @@ class Event:
     error_code: str | None
     access_key_id: str | None
     raw: str
+    resource_names: str | None = None
+    stored_event_type: str | None = None
+    stored_principal: str | None = None
+    stored_source_ip: str | None = None
 
     @cached_property
     def record(self) -> dict[str, Any]:
         try:
-            parsed = json.loads(self.raw)
+            parsed = orjson.loads(self.raw)
         except ValueError:
             return {}
         return parsed if isinstance(parsed, dict) else {}
@@ -46,6 +56,8 @@ class Event:
 
     @property
     def event_type(self) -> str:
+        if self.stored_event_type is not None:
+            return self.stored_event_type
         return str(self.record.get("eventType") or "")
 
     @property
@@ -56,12 +68,16 @@ class Event:
     @property
     def authenticated(self) -> bool:
         """Whether a known principal made this call (authentication succeeded)."""
+        if self.stored_event_type is not None:
+            return self.stored_event_type == "AwsApiCall" and self.stored_principal is not None
         return self.event_type == "AwsApiCall" and self.identity.get("type") not in (None, "", "Unknown")
 
     @property
     def principal(self) -> str | None:
         """Who acted, as an IAM ARN: the role for an assumed-role session (sessions come and go; the
         role is what is granted access), the user, or the account root."""
+        if self.stored_event_type is not None:
+            return self.stored_principal
         identity = self.identity
         kind = identity.get("type")
         if kind == "AssumedRole":
@@ -83,10 +99,14 @@ class Event:
 
     @property
     def source_ip(self) -> str:
+        if self.stored_source_ip is not None:
+            return self.stored_source_ip
         return str(self.record.get("sourceIPAddress") or "")
 
     @property
     def resource_arns(self) -> list[str]:
+        if self.stored_event_type is not None:
+            return self.resource_names.split("\n") if self.resource_names else []
         resources = self.record.get("resources") or []
         return [str(r["ARN"]) for r in resources if isinstance(r, dict) and r.get("ARN")]
 

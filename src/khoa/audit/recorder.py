@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 from sqlalchemy import Connection, Engine, insert, update
 
 from khoa.audit.events import AuditEvent
@@ -35,8 +36,22 @@ _MAX_BATCH = 512
 # Loop iterations a batch waits for requests already running to join it (it stops at the first
 # iteration that adds nothing: one, when the server is quiet).
 _MAX_GATHER_ROUNDS = 16
-# json.dumps(record, separators=(",", ":"), default=str), the same text without a new encoder per event.
-_encode_record = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_json_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def encode_record(record: dict[str, object]) -> str:
+    """A record as compact JSON text.
+
+    orjson writes it about five times faster than the standard library (it runs on the audit writer's
+    thread, which shares the GIL with the event loop); values it refuses (an integer beyond 64 bits)
+    fall back to ``json``, with the same ``str()`` for what neither knows.
+    """
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except orjson.JSONEncodeError:
+        return _json_encode(record)
+
+
 # The audit_events columns the writer fills, in the order of the tuples _row() builds.
 _COLUMNS = (
     "event_id",
@@ -52,10 +67,13 @@ _COLUMNS = (
     "read_only",
     "error_code",
     "record",
+    "event_type",
+    "principal_arn",
+    "source_ip",
 )
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-# Rows per prebuilt INSERT; 64 rows x 13 parameters stays under SQLite's oldest limit of 999.
-_CHUNKS = (64, 32, 16, 8, 4, 2, 1)
+# Rows per prebuilt INSERT; 32 rows x 16 parameters stays under SQLite's oldest limit of 999.
+_CHUNKS = (32, 16, 8, 4, 2, 1)
 
 
 class AuditUnavailable(Exception):
@@ -86,7 +104,10 @@ def _row(e: AuditEvent) -> tuple[object, ...]:
         ("\n".join(sorted({r["type"] for r in resources})) or None) if resources else None,
         e.read_only,
         e.error_code,
-        _encode_record(e.record),
+        encode_record(e.record),
+        e.event_type,
+        e.principal_arn,
+        e.source_ip,
     )
 
 
@@ -111,11 +132,18 @@ def _insert_rows(conn: Connection, statements: dict[int, str], rows: list[tuple[
     fixed sizes keep the driver's statement cache small.
     """
     start = 0
-    while start < len(rows):
-        size = next(s for s in _CHUNKS if s <= len(rows) - start)
-        params = tuple([value for row in rows[start : start + size] for value in row])
-        conn.exec_driver_sql(statements[size], params)
-        start += size
+    # The driver's own cursor: SQLAlchemy's execution context costs more per statement than the
+    # statement itself, on a thread that shares the GIL with the event loop.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        while start < len(rows):
+            size = next(s for s in _CHUNKS if s <= len(rows) - start)
+            cursor.execute(
+                statements[size], tuple([value for row in rows[start : start + size] for value in row])
+            )
+            start += size
+    finally:
+        cursor.close()
 
 
 def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
@@ -133,7 +161,10 @@ def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
             "resource_types": "\n".join(sorted({r["type"] for r in e.resources})) or None,
             "read_only": e.read_only,
             "error_code": e.error_code,
-            "record": _encode_record(e.record),
+            "record": encode_record(e.record),
+            "event_type": e.event_type,
+            "principal_arn": e.principal_arn,
+            "source_ip": e.source_ip,
         }
         for e in events
     ]

@@ -18,9 +18,15 @@ digest, previous digest's hex signature or ``null``, one per line). CloudTrail k
 the object's ``x-amz-meta-signature`` metadata; with no S3 it is stored, hex-encoded, in a sidecar file
 ``<digest>.json.gz.sig``.
 
+Delivery keeps a cursor (``audit_delivery``): every event up to its sequence number is in a log
+file, except numbers it passed before their transactions committed (PostgreSQL hands out sequence
+numbers in one order and commits in another), which it holds and delivers when they appear. A cursor
+costs one row per pass where marking each delivered event cost an UPDATE per event.
+
 Crash safety: a file is first written to ``.staging/`` and fsynced; then, in one transaction, its row
-is recorded and the events (or log files) it holds are marked; only then is it moved into place. A
-restart finishes the move of any staged file the database knows about and drops the others.
+is recorded and the delivery cursor moved (or the log files a digest holds are marked); only then is
+it moved into place. A restart finishes the move of any staged file the database knows about and
+drops the others.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import Engine, Row, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import wall_clock
@@ -77,7 +83,15 @@ _UNIQUE_ALPHABET = string.ascii_letters + string.digits
 _SAFE_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
 _SAFE_ACCOUNT = re.compile(r"^[0-9]{12}$")
 
+# Delivery waits this long for a sequence number it passed to appear (a transaction that had taken
+# it but not committed), and tracks at most this many such gaps.
+_GAP_SECONDS = 60.0
+_MAX_GAP = 1000
+_MAX_HELD = 10_000
+_DELIVERY_NAME = "trail"
+
 _EVENTS = schema.audit_events
+_DELIVERY = schema.audit_delivery
 _FILES = schema.audit_log_files
 _DIGESTS = schema.audit_digests
 _KEYS = schema.audit_trail_keys
@@ -214,6 +228,16 @@ class SigningKey:
 
 
 @dataclass(frozen=True)
+class DeliveryState:
+    """The delivery cursor as read (``stored``: the row's values, for the guarded update; None
+    before the first delivery)."""
+
+    delivered_seq: int
+    held: dict[int, float]
+    stored: tuple[int, str] | None
+
+
+@dataclass(frozen=True)
 class ClosedPeriod:
     log_files: list[str]
     digests: list[str]
@@ -281,9 +305,12 @@ class AuditTrail:
         if self.retention_days <= 0:
             return 0
         cutoff = now - self.retention_days * 86400.0
+        delivered = self._delivery_state().delivered_seq
         with self.engine.begin() as conn:
             result = conn.execute(
-                delete(_EVENTS).where(_EVENTS.c.log_file.is_not(None)).where(_EVENTS.c.event_time < cutoff)
+                delete(_EVENTS)
+                .where(or_(_EVENTS.c.seq <= delivered, _EVENTS.c.log_file.is_not(None)))
+                .where(_EVENTS.c.event_time < cutoff)
             )
         if result.rowcount:
             log.info("audit retention removed %d delivered events", result.rowcount)
@@ -328,19 +355,29 @@ class AuditTrail:
         return SigningKey(row.fingerprint, loaded)
 
     # -- delivery --------------------------------------------------------------------------------
-    def _backlog(self) -> bool:
+    def _delivery_state(self) -> DeliveryState:
         with self.engine.connect() as conn:
-            pending = conn.execute(
-                select(func.count()).select_from(_EVENTS).where(_EVENTS.c.log_file.is_(None))
-            ).scalar()
-        return bool(pending and pending >= MAX_RECORDS_PER_FILE)
+            row = conn.execute(select(_DELIVERY).where(_DELIVERY.c.name == _DELIVERY_NAME)).first()
+        if row is None:
+            return DeliveryState(0, {}, None)
+        held = {int(seq): float(give_up) for seq, give_up in json.loads(row.held)}
+        return DeliveryState(int(row.delivered_seq), held, (int(row.delivered_seq), row.held))
+
+    def _newest_event(self) -> int | None:
+        with self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(_EVENTS.c.seq))).scalar()
+        return int(newest) if newest is not None else None
+
+    def _backlog(self) -> bool:
+        newest = self._newest_event()
+        return newest is not None and newest - self._delivery_state().delivered_seq >= MAX_RECORDS_PER_FILE
 
     def _newest_pending(self) -> int | None:
-        with self.engine.connect() as conn:
-            newest = conn.execute(
-                select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.log_file.is_(None))
-            ).scalar()
-        return int(newest) if newest is not None else None
+        """The newest event not delivered yet (None when there is none)."""
+        newest = self._newest_event()
+        if newest is None or newest <= self._delivery_state().delivered_seq:
+            return None
+        return newest
 
     def _settled_watermark(self) -> int | None:
         """Note the newest undelivered event now; return the newest noted at least the job's settle
@@ -361,28 +398,39 @@ class AuditTrail:
         delivered: list[str] = []
         conflicts = 0
         while True:
+            state = self._delivery_state()
+            if state.delivered_seq > (self._newest_event() or 0):
+                # The trail was emptied and numbering started again (SQLite reuses rowids).
+                log.warning(
+                    "audit trail: sequence went back below %d; delivering from the start", state.delivered_seq
+                )
+                state = DeliveryState(0, {}, state.stored)
+            if state.delivered_seq >= watermark and not state.held:
+                break
+            c = _EVENTS.c
+            columns = (c.seq, c.account_id, c.region, c.event_time, c.record, c.log_file)
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(
-                        _EVENTS.c.seq,
-                        _EVENTS.c.account_id,
-                        _EVENTS.c.region,
-                        _EVENTS.c.event_time,
-                        _EVENTS.c.record,
-                    )
-                    .where(_EVENTS.c.log_file.is_(None))
-                    .where(_EVENTS.c.seq <= watermark)
-                    .order_by(_EVENTS.c.seq)
+                # Two queries, each walking the primary key in order (one with an OR sorted the
+                # whole undelivered range on every pass).
+                fresh = conn.execute(
+                    select(*columns)
+                    .where(c.seq > state.delivered_seq, c.seq <= watermark)
+                    .order_by(c.seq)
                     .limit(MAX_RECORDS_PER_FILE)
                 ).all()
-            if not rows:
-                break
-            groups: dict[tuple[str, str], list[Row[Any]]] = {}
-            for row in rows:
-                groups.setdefault((safe_account(row.account_id), safe_region(row.region)), []).append(row)
+                late = (
+                    conn.execute(select(*columns).where(c.seq.in_(sorted(state.held))).order_by(c.seq)).all()
+                    if state.held
+                    else []
+                )
+            rows = [*late, *fresh]  # held numbers are all below the cursor: still in sequence order
+            full = len(fresh) == MAX_RECORDS_PER_FILE
+            cursor = fresh[-1].seq if full else max(state.delivered_seq, watermark)
+            held = self._still_held(state, rows, cursor, now)
+            # Rows with a log_file were delivered before revision 0011 (the old scheme marked rows).
+            undelivered = [row for row in rows if row.log_file is None]
             try:
-                for (account_id, region), group in groups.items():
-                    delivered.append(self._deliver_file(account_id, region, group, now))
+                delivered += self._deliver_files(undelivered, state, cursor, held, now)
             except TrailConflict:
                 conflicts += 1
                 if conflicts > 3:
@@ -390,46 +438,99 @@ class AuditTrail:
                 log.warning("another process delivered some of these events first; looking again")
                 continue
             self._renew_lock()
-            if len(rows) < MAX_RECORDS_PER_FILE:
+            if not full:
                 break
         return delivered
 
-    def _deliver_file(self, account_id: str, region: str, rows: list[Row[Any]], now: float) -> str:
-        unique = "".join(secrets.choice(_UNIQUE_ALPHABET) for _ in range(16))
-        key = log_file_key(account_id, region, now, unique)
-        content = log_file_content([row.record for row in rows])
-        staged = self._stage(key, gzip.compress(content, mtime=0))
-        seqs = [row.seq for row in rows]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(_FILES).values(
-                        s3_object=key,
-                        account_id=account_id,
-                        region=region,
-                        hash_value=sha256_hex(content),
-                        oldest_event_time=min(row.event_time for row in rows),
-                        newest_event_time=max(row.event_time for row in rows),
-                        event_count=len(rows),
-                        delivered_at=now,
-                        digest_id=None,
-                    )
+    @staticmethod
+    def _still_held(
+        state: DeliveryState, rows: Sequence[Row[Any]], cursor: int, now: float
+    ) -> dict[int, float]:
+        """Sequence numbers to look for again: earlier gaps not yet given up, and this pass's gaps."""
+        found = {row.seq for row in rows}
+        held = {seq: give_up for seq, give_up in state.held.items() if seq not in found and give_up > now}
+        present = sorted(seq for seq in found if seq > state.delivered_seq)
+        expected = state.delivered_seq + 1
+        for seq in [*present, cursor + 1]:
+            missing = seq - expected
+            if 0 < missing <= _MAX_GAP and len(held) + missing <= _MAX_HELD:
+                for gap in range(expected, seq):
+                    held[gap] = now + _GAP_SECONDS
+            elif missing > 0 and state.delivered_seq > 0:
+                log.warning(
+                    "audit trail: not waiting for %d missing sequence numbers from %d", missing, expected
                 )
-                for start in range(0, len(seqs), 500):
-                    chunk = seqs[start : start + 500]
-                    result = conn.execute(
-                        update(_EVENTS)
-                        .where(_EVENTS.c.seq.in_(chunk))
-                        .where(_EVENTS.c.log_file.is_(None))
-                        .values(log_file=key)
-                    )
-                    if result.rowcount != len(chunk):
-                        raise TrailConflict("another process delivered some of these events first")
+            expected = seq + 1
+        return held
+
+    def _deliver_files(
+        self, rows: list[Row[Any]], state: DeliveryState, cursor: int, held: dict[int, float], now: float
+    ) -> list[str]:
+        """Write one log file per (account, Region) of ``rows`` and move the cursor, all or nothing:
+        files are staged, their rows and the new cursor committed in one transaction (guarded by the
+        cursor read before, so a second writer cannot deliver the same events), then published."""
+        groups: dict[tuple[str, str], list[Row[Any]]] = {}
+        for row in rows:
+            groups.setdefault((safe_account(row.account_id), safe_region(row.region)), []).append(row)
+        staged: list[tuple[Path, str]] = []
+        values: list[dict[str, Any]] = []
+        try:
+            for (account_id, region), group in groups.items():
+                unique = "".join(secrets.choice(_UNIQUE_ALPHABET) for _ in range(16))
+                key = log_file_key(account_id, region, now, unique)
+                content = log_file_content([row.record for row in group])
+                staged.append((self._stage(key, gzip.compress(content, compresslevel=6, mtime=0)), key))
+                values.append(
+                    {
+                        "s3_object": key,
+                        "account_id": account_id,
+                        "region": region,
+                        "hash_value": sha256_hex(content),
+                        "oldest_event_time": min(row.event_time for row in group),
+                        "newest_event_time": max(row.event_time for row in group),
+                        "event_count": len(group),
+                        "delivered_at": now,
+                        "digest_id": None,
+                    }
+                )
+            try:
+                with self.engine.begin() as conn:
+                    if values:
+                        conn.execute(insert(_FILES), values)
+                    self._advance(conn, state, cursor, held, now)
+            except IntegrityError as exc:
+                raise TrailConflict("another process started delivering first") from exc
         except BaseException:
-            self._drop_unless_recorded(staged, key, _FILES)
+            for path, key in staged:
+                self._drop_unless_recorded(path, key, _FILES)
             raise
-        self._publish(staged, key)
-        return key
+        for path, key in staged:
+            self._publish(path, key)
+        return [key for _, key in staged]
+
+    @staticmethod
+    def _advance(
+        conn: Connection, state: DeliveryState, cursor: int, held: dict[int, float], now: float
+    ) -> None:
+        """Move the cursor, only if no other writer moved it since ``state`` was read."""
+        new_held = json.dumps(sorted([seq, give_up] for seq, give_up in held.items()))
+        if state.stored is None:  # the first delivery ever (a second first one fails on the key)
+            conn.execute(
+                insert(_DELIVERY).values(
+                    name=_DELIVERY_NAME, delivered_seq=cursor, held=new_held, updated_at=now
+                )
+            )
+            return
+        stored_seq, stored_held = state.stored
+        moved = conn.execute(
+            update(_DELIVERY)
+            .where(_DELIVERY.c.name == _DELIVERY_NAME)
+            .where(_DELIVERY.c.delivered_seq == stored_seq)
+            .where(_DELIVERY.c.held == stored_held)
+            .values(delivered_seq=cursor, held=new_held, updated_at=now)
+        ).rowcount
+        if moved != 1:
+            raise TrailConflict("another process delivered some of these events first")
 
     # -- digests ---------------------------------------------------------------------------------
     def _heads(self) -> dict[tuple[str, str], Row[Any]]:

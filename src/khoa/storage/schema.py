@@ -384,9 +384,28 @@ audit_events = Table(
     Column("read_only", Boolean, nullable=False),
     Column("error_code", String(128)),
     Column("record", Text, nullable=False),
-    Column("log_file", String(512)),
+    Column("log_file", String(512)),  # set only on rows delivered before revision 0011
+    # Copies of record fields the alert rules read for every event (NULL in rows older than 0011):
+    # eventType, the acting principal's ARN (the role for an assumed-role session; NULL when no
+    # principal is known) and sourceIPAddress.
+    Column("event_type", String(32)),
+    Column("principal_arn", String(2048)),
+    Column("source_ip", String(256)),
     Index("ix_audit_events_account_time", "account_id", "event_time"),
-    Index("ix_audit_events_log_file", "log_file", "seq"),
+)
+
+# How far log file delivery has come (one row, name "trail"): every event with seq <= delivered_seq
+# is in a log file, except the sequence numbers in ``held`` (JSON [[seq, give-up time], ...]): gaps,
+# numbers handed out to transactions that had not committed when delivery passed them (PostgreSQL
+# sequences do not commit in order), delivered when they appear and forgotten once given up. Rows
+# delivered before revision 0011 carry their file in audit_events.log_file instead.
+audit_delivery = Table(
+    "audit_delivery",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("delivered_seq", BigInteger, nullable=False),
+    Column("held", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # The trail's RSA-2048 signing keys (CloudTrail's per-Region digest keys): the public key as PKCS#1
