@@ -197,7 +197,7 @@ class KhoaApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.jobs.stop()
-                self.runtime.engine.dispose()
+                self.runtime.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

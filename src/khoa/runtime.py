@@ -184,6 +184,12 @@ class Runtime:
             log.warning("KHOA_AUDIT is off: calls are NOT recorded (benchmarks only)")
         return runtime
 
+    def close(self) -> None:
+        """Release the database at shutdown: the audit writer's kept connection, then the pool (the
+        last SQLite connection to close folds the WAL back into the database file)."""
+        self.audit.close()
+        self.engine.dispose()
+
     def reset(self) -> None:
         """Wipe every account's and region's resources (the --dev reset endpoints)."""
         with self.engine.begin() as conn:

@@ -399,3 +399,34 @@ def test_caller_columns_say_what_the_record_says(engine: Engine, principal: Prin
         if principal is None
         else (f"arn:aws:iam::{ACCOUNT}:role/app" if principal.kind == "AssumedRole" else principal.arn)
     )
+
+
+def test_the_writer_reconnects_when_the_database_dropped_its_connection(postgres_url: str) -> None:
+    """The writer keeps one connection between commits; a database restart kills it while idle.
+    The next batch must go through on a new connection rather than be refused."""
+    from sqlalchemy import func, text
+
+    from khoa.storage.database import create_database_engine, migrate
+
+    engine = create_database_engine(postgres_url)
+    migrate(engine)
+    recorder = AuditRecorder(engine)
+    try:
+        first = event("kms", "ListKeys", {}, {})
+        recorder.write([first])
+        assert recorder._connection is not None
+        backend = recorder._connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        second = event("kms", "ListKeys", {}, {})
+        recorder.write([second])
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(func.count())
+                .select_from(schema.audit_events)
+                .where(schema.audit_events.c.event_id.in_([first.event_id, second.event_id]))
+            ).scalar()
+        assert found == 2
+    finally:
+        recorder.close()
+        engine.dispose()

@@ -23,9 +23,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from khoa.audit.events import AuditEvent
 from khoa.protocol.errors import AWSError
@@ -72,8 +75,15 @@ _COLUMNS = (
     "source_ip",
 )
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+# The columns the UPDATE of a completed event sets, in the order of _completed()'s values.
+_UPDATED_COLUMNS = ("record", "error_code", "resource_names", "resource_types")
+_UPDATED_INDEXES = tuple(_COLUMNS.index(column) for column in _UPDATED_COLUMNS)
 # Rows per prebuilt INSERT; 32 rows x 16 parameters stays under SQLite's oldest limit of 999.
 _CHUNKS = (32, 16, 8, 4, 2, 1)
+
+
+class _StaleConnection(Exception):
+    """The writer's kept connection was found dead before anything of the batch was committed."""
 
 
 class AuditUnavailable(Exception):
@@ -89,7 +99,7 @@ def unavailable_error() -> AWSError:
 
 
 def _row(e: AuditEvent) -> tuple[object, ...]:
-    """One event as a tuple in _COLUMNS order: the values rows_for() gives, built more cheaply."""
+    """One event's audit_events values, in _COLUMNS order."""
     resources = e.resources
     return (
         e.record["eventID"],
@@ -111,63 +121,57 @@ def _row(e: AuditEvent) -> tuple[object, ...]:
     )
 
 
-def _insert_statements(conn: Connection) -> dict[int, str] | None:
-    """Multi-row INSERTs, one per size in _CHUNKS, in the driver's positional parameter style
-    (None for another style: then SQLAlchemy's insert() is used)."""
-    placeholder = _PLACEHOLDERS.get(conn.dialect.paramstyle)
-    if placeholder is None:
-        return None
-    # Only constants go into the text (the table's and columns' names); values are bound parameters.
-    head = f"INSERT INTO {schema.audit_events.name} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
-    values = f"({', '.join([placeholder] * len(_COLUMNS))})"
-    return {size: head + ", ".join([values] * size) for size in _CHUNKS}
+@dataclass(frozen=True)
+class _Statements:
+    """The writer's SQL in the driver's positional parameter style: multi-row INSERTs, one per size
+    in _CHUNKS, and the UPDATE that completes an event recorded before its call ran. Only constants
+    go into the text (the table's and columns' names); values are bound parameters."""
 
+    inserts: dict[int, str]
+    update: str
 
-def _insert_rows(conn: Connection, statements: dict[int, str], rows: list[tuple[object, ...]]) -> None:
-    """Insert ``rows`` with as few statements as the fixed sizes allow.
+    @classmethod
+    def for_paramstyle(cls, paramstyle: str) -> _Statements:
+        placeholder = _PLACEHOLDERS.get(paramstyle)
+        if placeholder is None:
+            raise ValueError(f"the audit writer does not support the {paramstyle!r} parameter style")
+        table = schema.audit_events.name
+        head = f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+        values = f"({', '.join([placeholder] * len(_COLUMNS))})"
+        update = (
+            f"UPDATE {table} SET "  # noqa: S608
+            + ", ".join(f"{column} = {placeholder}" for column in _UPDATED_COLUMNS)
+            + f" WHERE event_id = {placeholder}"
+        )
+        return cls({size: head + ", ".join([values] * size) for size in _CHUNKS}, update)
 
-    executemany() steps its statement once per row and the driver releases the GIL around each
-    step: under load each release wakes the event loop's thread, waiting for the GIL, and the two
-    threads trade it per row (futex calls, context switches). A multi-row INSERT is one step. The
-    fixed sizes keep the driver's statement cache small.
-    """
-    start = 0
-    # The driver's own cursor: SQLAlchemy's execution context costs more per statement than the
-    # statement itself, on a thread that shares the GIL with the event loop.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    def insert(self, cursor: Any, rows: list[tuple[object, ...]]) -> None:
+        """Insert ``rows`` with as few statements as the fixed sizes allow.
+
+        executemany() steps its statement once per row and the driver releases the GIL around each
+        step: under load each release wakes the event loop's thread, waiting for the GIL, and the
+        two threads trade it per row (futex calls, context switches). A multi-row INSERT is one
+        step. The fixed sizes keep the driver's statement cache small.
+        """
+        start = 0
         while start < len(rows):
             size = next(s for s in _CHUNKS if s <= len(rows) - start)
             cursor.execute(
-                statements[size], tuple([value for row in rows[start : start + size] for value in row])
+                self.inserts[size], tuple([value for row in rows[start : start + size] for value in row])
             )
             start += size
-    finally:
-        cursor.close()
+
+
+def _completed(e: AuditEvent) -> tuple[object, ...]:
+    """The UPDATE's parameters for an event recorded before its call ran: _UPDATED_COLUMNS, then
+    the event ID."""
+    row = _row(e)
+    return (*[row[index] for index in _UPDATED_INDEXES], e.event_id)
 
 
 def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
-    return [
-        {
-            "event_id": e.event_id,
-            "account_id": e.account_id,
-            "region": e.region,
-            "event_time": e.event_time,
-            "event_source": e.event_source,
-            "event_name": e.event_name,
-            "username": e.username,
-            "access_key_id": e.access_key_id,
-            "resource_names": "\n".join(r["ARN"] for r in e.resources) or None,
-            "resource_types": "\n".join(sorted({r["type"] for r in e.resources})) or None,
-            "read_only": e.read_only,
-            "error_code": e.error_code,
-            "record": encode_record(e.record),
-            "event_type": e.event_type,
-            "principal_arn": e.principal_arn,
-            "source_ip": e.source_ip,
-        }
-        for e in events
-    ]
+    """Events as audit_events rows by column name (for inserts through SQLAlchemy)."""
+    return [dict(zip(_COLUMNS, _row(e), strict=True)) for e in events]
 
 
 class AuditRecorder:
@@ -182,7 +186,11 @@ class AuditRecorder:
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="khoa-audit")
-        self._statements: dict[int, str] | None = None  # built on first use, for the engine's driver
+        self._statements = _Statements.for_paramstyle(engine.dialect.paramstyle)
+        # The writer's own driver connection, kept between commits (SQLAlchemy's transaction and
+        # pool bookkeeping cost more per commit than a batch's INSERT); opened on first use and
+        # again after a failed commit. Guarded by _write_lock: jobs write from their own threads.
+        self._connection: PoolProxiedConnection | None = None
         self._write_lock = threading.Lock()
         self._lock_fd: int | None = None
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
@@ -200,10 +208,10 @@ class AuditRecorder:
         exclusive flock() on a file beside the database is handed over the moment its holder is
         done. It only orders audit writers; SQLite's own locking still protects the data.
         """
-        if self._lock_fd is None:
-            yield
-            return
-        with self._write_lock:  # flock() belongs to the open file: this process's threads queue here
+        with self._write_lock:  # this process's threads queue here (flock() belongs to the open file)
+            if self._lock_fd is None:
+                yield
+                return
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -213,27 +221,53 @@ class AuditRecorder:
     def write(self, events: list[AuditEvent], updates: list[AuditEvent] | None = None) -> None:
         """Commit new events, and final versions of events recorded before their call ran, in one
         transaction (background jobs and tests call this directly)."""
-        table = schema.audit_events
-        with self._writer_turn(), self.engine.begin() as conn:
-            if events:
-                if self._statements is None:
-                    self._statements = _insert_statements(conn)
-                if self._statements:
-                    _insert_rows(conn, self._statements, [_row(e) for e in events])
-                else:
-                    conn.execute(insert(table), rows_for(events))
-            for event in updates or []:
-                row = rows_for([event])[0]
-                conn.execute(
-                    update(table)
-                    .where(table.c.event_id == event.event_id)
-                    .values(
-                        record=row["record"],
-                        error_code=row["error_code"],
-                        resource_names=row["resource_names"],
-                        resource_types=row["resource_types"],
-                    )
-                )
+        with self._writer_turn():
+            try:
+                self._write_once(events, updates or [])
+            except _StaleConnection:
+                # The kept connection had died while idle (a database restart): nothing was sent,
+                # so the batch goes once more on a new connection.
+                self._write_once(events, updates or [])
+
+    def _write_once(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
+        fresh = self._connection is None
+        if self._connection is None:
+            self._connection = self.engine.raw_connection()
+        connection = self._connection
+        committing = False
+        try:
+            cursor = connection.cursor()
+            try:
+                if events:
+                    self._statements.insert(cursor, [_row(e) for e in events])
+                for event in updates:
+                    cursor.execute(self._statements.update, _completed(event))
+            finally:
+                cursor.close()
+            committing = True
+            connection.commit()
+        except Exception as exc:
+            stale = (
+                not fresh
+                and not committing
+                and isinstance(exc, self.engine.dialect.loaded_dbapi.Error)
+                and self.engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+            )
+            self._discard(connection)
+            if stale:
+                raise _StaleConnection from exc
+            raise
+        except BaseException:
+            self._discard(connection)
+            raise
+
+    def _discard(self, connection: PoolProxiedConnection) -> None:
+        """Drop the kept connection after a failure: a connection that failed a commit is not reused."""
+        self._connection = None
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        with contextlib.suppress(Exception):
+            connection.invalidate()
 
     async def record(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise AuditUnavailable if it cannot be."""
@@ -299,7 +333,11 @@ class AuditRecorder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        with self._write_lock:  # not while a background job's write() holds the lock file
+        with self._write_lock:  # not while a background job's write() holds the connection
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
