@@ -110,7 +110,7 @@ class Runtime:
             secrets_replication=Replication(),
             parameters=ParametersBackend(engine),
             directory=Directory(engine),
-            audit=AuditRecorder(engine),
+            audit=AuditRecorder(engine, processes=settings.workers),
             dev_account_id=first_account_id(engine) or "",
         )
         for service in (

@@ -35,7 +35,7 @@ from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext, digest
 from khoa.alerts.model import Alert, Event, iso
 from khoa.alerts.notifiers import FAILED, PENDING, SENT, Notifiers, StoredAlert
-from khoa.alerts.rules import NewSecretReader, Rule, build_rules, event_columns, event_from_row
+from khoa.alerts.rules import NewSecretReader, Rule, build_rules, event_columns, event_from_row, fetch_events
 from khoa.audit.events import AuditEvent, background
 from khoa.ids import new_event_id
 from khoa.storage import schema
@@ -285,18 +285,18 @@ class AlertEngine:
         held: dict[int, float] = {int(seq): float(deadline) for seq, deadline in state.get("held", [])}
         c = _EVENTS.c
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(*event_columns()).where(c.seq > cursor).order_by(c.seq).limit(BATCH)
-            ).all()
+            rows = fetch_events(
+                conn, select(*event_columns()).where(c.seq > cursor).order_by(c.seq).limit(BATCH)
+            )
             if not rows and cursor:
                 newest = conn.execute(select(func.max(c.seq))).scalar()
                 if newest is not None and newest < cursor:
                     # The trail was emptied and numbering started again (SQLite reuses rowids).
                     log.warning("alerts: audit sequence went back from %d to %d; rereading", cursor, newest)
                     cursor = 0
-                    rows = conn.execute(
-                        select(*event_columns()).where(c.seq > 0).order_by(c.seq).limit(BATCH)
-                    ).all()
+                    rows = fetch_events(
+                        conn, select(*event_columns()).where(c.seq > 0).order_by(c.seq).limit(BATCH)
+                    )
             held_rows: list[Any] = []
             wanted = sorted(held)
             for start in range(0, len(wanted), 500):
@@ -322,7 +322,7 @@ class AlertEngine:
                 for missing in range(expected, row.seq):
                     still_held.setdefault(missing, at + GAP_SECONDS)
             expected = row.seq + 1
-            e = event_from_row(row)
+            e = row
             if self.incomplete(e, at):
                 still_held[row.seq] = e.event_time + SETTLE_SECONDS
             else:

@@ -175,7 +175,9 @@ def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
 
 
 class AuditRecorder:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, processes: int = 1) -> None:
+        """``processes``: how many server processes write to this database (the lock file that
+        orders their SQLite writers is only opened when there are several)."""
         self.engine = engine
         self.enabled = True
         self.failures = 0
@@ -194,7 +196,7 @@ class AuditRecorder:
         self._write_lock = threading.Lock()
         self._lock_fd: int | None = None
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if processes > 1 and database and database != ":memory:" and not database.startswith("file:"):
             with contextlib.suppress(OSError):  # no lock file: SQLite's busy handler still serialises
                 self._lock_fd = os.open(f"{database}-auditlock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
@@ -206,7 +208,9 @@ class AuditRecorder:
         retries a refused write lock after sleeping 1, 2, 5, 10... ms, so a writer that lost the
         race sleeps through several commits of the other, with all its batch's requests waiting. An
         exclusive flock() on a file beside the database is handed over the moment its holder is
-        done. It only orders audit writers; SQLite's own locking still protects the data.
+        done. It only orders audit writers; SQLite's own locking still protects the data. With one
+        server process there is nobody to queue behind, and the two flock() calls per commit would
+        only hand the GIL to the event loop and wait to get it back.
         """
         with self._write_lock:  # this process's threads queue here (flock() belongs to the open file)
             if self._lock_fd is None:
