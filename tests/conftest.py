@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -44,9 +45,21 @@ def fresh_server(tmp_path: Path) -> Iterator[KhoaServer]:
     instance.stop()
 
 
+@contextlib.contextmanager
+def _new_postgres_database(admin: Any, prefix: str) -> Iterator[str]:
+    """Create an empty database on the test PostgreSQL server; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for this test session, dropped afterwards."""
+def postgres_admin() -> Iterator[Any]:
+    """An autocommit connection to the test PostgreSQL server (skips, or fails in CI, without one)."""
     try:
         import psycopg
 
@@ -54,11 +67,22 @@ def postgres_url() -> Iterator[str]:
     except Exception as exc:
         missing_service(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
         raise
-    name = f"khoa_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     try:
-        yield f"{base}/{name}"
+        yield admin
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin: Any) -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session, dropped afterwards."""
+    with _new_postgres_database(postgres_admin, "khoa_test") as url:
+        yield url
+
+
+@pytest.fixture
+def private_postgres(postgres_admin: Any) -> Iterator[str]:
+    """A PostgreSQL database of this test's own: the session's may hold installations sealed under
+    other root keys."""
+    with _new_postgres_database(postgres_admin, "khoa_private") as url:
+        yield url

@@ -28,7 +28,6 @@ from sqlalchemy import func, select
 
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.server import SECRET_ACCESS_KEY, KhoaServer
 
 pytestmark = pytest.mark.slow
@@ -372,20 +371,6 @@ def test_retention_removes_old_delivered_events_but_not_files(fresh_server: Khoa
     assert set(files_before) <= set(files_after)
     result = run_khoa(env, "audit", "verify", "--data-dir", str(server.data_dir))
     assert result.returncode == 0, result.stdout
-
-
-@pytest.fixture
-def private_postgres(postgres_url: str) -> Iterator[str]:
-    import psycopg
-
-    admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    name = f"khoa_audit_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.postgres

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,26 +10,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.iam import allow, document, trust, unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_postgres(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of this test's own (the session one may be sealed under another root key)."""
-    import psycopg
-
-    admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    name = f"khoa_iam_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -20,7 +20,6 @@ from sqlalchemy import update
 
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.rotation import holder, register, rotate_now, stages_of, wait_for
 from tests.support.server import KhoaServer
 
@@ -28,29 +27,13 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def shared_database(postgres_url: str) -> Iterator[str]:
-    """An empty database of this test's own on the server ``postgres_url`` lives on (the session's
-    database may hold installations sealed under other root keys)."""
-    import psycopg
-
-    admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    name = f"khoa_rotation_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, shared_database: str) -> Iterator[tuple[KhoaServer, KhoaServer]]:
+def nodes(tmp_path: Path, private_postgres: str) -> Iterator[tuple[KhoaServer, KhoaServer]]:
     (tmp_path / "node-a").mkdir()
-    first = KhoaServer(tmp_path / "node-a" / "data", database_url=shared_database).start()
+    first = KhoaServer(tmp_path / "node-a" / "data", database_url=private_postgres).start()
     second_dir = tmp_path / "node-b" / "data"
     second_dir.mkdir(parents=True)
     shutil.copy2(first.data_dir / "root.key", second_dir / "root.key")
-    second = KhoaServer(second_dir, database_url=shared_database)
+    second = KhoaServer(second_dir, database_url=private_postgres)
     try:
         second.start()
         yield first, second

@@ -6,7 +6,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.server import KhoaServer
 
 DAY = 86400
@@ -27,25 +25,6 @@ def error_code(call: Any, **kwargs: Any) -> str:
     with pytest.raises(ClientError) as info:
         call(**kwargs)
     return str(info.value.response["Error"]["Code"])
-
-
-@pytest.fixture
-def private_postgres(postgres_url: str) -> Iterator[str]:
-    """A database of this test's own on the PostgreSQL server ``postgres_url`` lives on.
-
-    The session database may be shared with other tests whose servers sealed it under another root
-    key; a private one keeps this test independent of them.
-    """
-    import psycopg
-
-    admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    name = f"khoa_backend_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -48,6 +48,7 @@ from khoa.alerts import config
 from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext
 from khoa.alerts.model import Alert, Event, iso
+from khoa.iam.conditions import ip_address
 from khoa.rotation.functions import parse_arn
 from khoa.storage import schema
 
@@ -588,16 +589,6 @@ class AuditSinkErrors(Rule):
 # -- unexpected-network ---------------------------------------------------------------------------
 
 
-def parse_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 class UnexpectedNetwork(Rule):
     name = config.UNEXPECTED_NETWORK
 
@@ -612,7 +603,7 @@ class UnexpectedNetwork(Rule):
         for e in events:
             if not e.authenticated:
                 continue  # failed authentication: the credentials were not used
-            address = parse_address(e.source_ip)
+            address = ip_address(e.source_ip)
             if address is None or self.allowed(address):
                 continue
             key = e.access_key_id or e.identity.get("accessKeyId") or e.principal or "unknown"
