@@ -141,6 +141,21 @@ def world(db: Engine) -> World:
     return make_world(db)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trail_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """A world on SQLite and on PostgreSQL: how the engine reads the trail differs between them
+    (parameter style, snapshot isolation, sequences that commit out of order)."""
+    url = f"sqlite:///{tmp_path / 'khoa.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("private_postgres")
+    engine = create_database_engine(url)
+    migrate(engine)
+    try:
+        yield make_world(engine)
+    finally:
+        engine.dispose()
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -343,7 +358,8 @@ def test_principals_are_iam_arns() -> None:
 # -- new-secret-reader ----------------------------------------------------------------------------
 
 
-def test_new_reader_semantics(world: World) -> None:
+def test_new_reader_semantics(trail_world: World) -> None:
+    world = trail_world
     arn = add_secret(world.db, "db", created=later(1))
     world.record(
         call("CreateSecret", user("owner"), resources=[arn], response={"aRN": arn}, at=later(1)),
@@ -472,7 +488,8 @@ def test_rotation_failures_fold_retries_of_one_rotation(world: World) -> None:
     assert world.rules() == [config.ROTATION_FAILED]
 
 
-def test_incomplete_events_are_held_until_they_have_an_outcome(world: World) -> None:
+def test_incomplete_events_are_held_until_they_have_an_outcome(trail_world: World) -> None:
+    world = trail_world
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     pre = call("ScheduleKeyDeletion", root(), service="kms", request={"keyId": key}, response=None, at=START)
     world.record(pre)
@@ -627,7 +644,8 @@ def test_alert_raised_events_wait_for_the_sink(world: World) -> None:
 # -- unexpected-network ---------------------------------------------------------------------------
 
 
-def test_unexpected_network(world: World) -> None:
+def test_unexpected_network(trail_world: World) -> None:
+    world = trail_world
     world.record(
         call("ListKeys", root(), service="kms", ip="10.1.2.3"),
         call("ListKeys", root(), service="kms", ip="::ffff:127.0.0.1"),
@@ -655,7 +673,8 @@ def test_unexpected_network(world: World) -> None:
 # -- reading the trail ----------------------------------------------------------------------------
 
 
-def test_gaps_in_the_sequence_are_read_when_they_commit(world: World) -> None:
+def test_gaps_in_the_sequence_are_read_when_they_commit(trail_world: World) -> None:
+    world = trail_world
     arn = add_secret(world.db, "gappy", created=later(1))
     world.record(call("CreateSecret", user("owner"), resources=[arn], at=later(1)))
     late = call("GetSecretValue", user("late"), resources=[arn], at=later(2))
@@ -674,6 +693,54 @@ def test_gaps_in_the_sequence_are_read_when_they_commit(world: World) -> None:
     (alert,) = world.run()
     assert alert.details["principal"].endswith("user/late")
     assert world.run() == []
+
+
+def test_routine_reads_reach_the_rules_once_per_kind(trail_world: World) -> None:
+    """A busy application's thousands of identical reads are judged as one; everything else, and
+    every difference a rule could tell apart, still reaches the rules event by event."""
+    world = trail_world
+    arn = add_secret(world.db, "busy", created=later(1))
+    world.record(call("CreateSecret", user("owner"), resources=[arn], at=later(1)))
+    assert world.run() == []
+    reads = [call("GetSecretValue", user("app"), resources=[arn], at=later(2)) for _ in range(300)]
+    outsiders = [call("GetSecretValue", user("app"), resources=[arn], ip="192.0.2.7", at=later(3))] * 1
+    world.record(*reads[:150], *outsiders, *reads[150:])
+    world.record(call("GetSecretValue", user("app"), resources=[arn], error="AccessDeniedException"))
+    c = schema.audit_events.c
+    with world.db.connect() as conn:
+        first = int(conn.execute(select(c.seq).order_by(c.seq)).scalars().first() or 0)
+        seqs, events = world.engine._reader.read(conn, first, 1000)
+    assert len(seqs) == 302 and seqs == sorted(seqs)
+    # one first read per (principal, address), plus the failed read (not routine)
+    assert [(e.source_ip, e.error_code) for e in events] == [
+        ("127.0.0.1", None),
+        ("192.0.2.7", None),
+        ("127.0.0.1", "AccessDeniedException"),
+    ]
+    assert events[0].event_id == reads[0].event_id
+    alerts = world.run()
+    assert sorted(a.rule for a in alerts) == [config.NEW_SECRET_READER, config.UNEXPECTED_NETWORK]
+    (reader,) = [a for a in alerts if a.rule == config.NEW_SECRET_READER]
+    assert reader.event_ids == [reads[0].event_id]
+    world.record(*[call("GetSecretValue", user("app"), resources=[arn], at=later(4)) for _ in range(50)])
+    assert world.run() == []
+
+
+def test_the_batch_lists_its_gaps(trail_world: World) -> None:
+    world = trail_world
+    events = [call("ListSecrets", root(), at=later(i)) for i in range(5)]
+    world.record(*events)
+    c = schema.audit_events.c
+    with world.db.begin() as conn:
+        seqs = conn.execute(select(c.seq).order_by(c.seq)).scalars().all()
+        conn.execute(delete(schema.audit_events).where(c.seq == seqs[2]))
+    with world.db.connect() as conn:
+        read, rows = world.engine._reader.read(conn, seqs[0] - 1, 1000)
+        assert read == [seqs[0], seqs[1], seqs[3], seqs[4]]
+        assert [e.seq for e in rows] == [seqs[0]]  # four alike ListSecrets: the first stands for all
+        read, _ = world.engine._reader.read(conn, seqs[0] - 1, 2)
+        assert read == [seqs[0], seqs[1]]
+        assert world.engine._reader.read(conn, seqs[4], 1000) == ([], [])
 
 
 def test_a_disabled_engine_does_nothing(db: Engine) -> None:

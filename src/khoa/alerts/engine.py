@@ -6,9 +6,11 @@ Reading the trail
     number missing below the newest row (another process's transaction that has not committed yet;
     dropped after :data:`GAP_SECONDS` - it was rolled back), and a mutating call's event that may not
     be complete yet (events are recorded before the call runs and completed after it; one without an
-    outcome is read once it has one, or once it is :data:`SETTLE_SECONDS` old). On the first start
-    ever, the cursor is put at the trail's end (history raises nothing) and what history shows about
-    who reads which secret is learned.
+    outcome is read once it has one, or once it is :data:`SETTLE_SECONDS` old). Routine events
+    (successful authenticated reads) reach the rules once per kind and batch: see
+    :class:`~khoa.alerts.rules.TrailReader`. On the first start ever, the cursor is put at the
+    trail's end (history raises nothing) and what history shows about who reads which secret is
+    learned.
 
 A pass
     Everything one batch decides - alerts, learned (secret, principal) pairs, the new cursor - is
@@ -20,22 +22,30 @@ A pass
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext, digest
 from khoa.alerts.model import Alert, Event, iso
 from khoa.alerts.notifiers import FAILED, PENDING, SENT, Notifiers, StoredAlert
-from khoa.alerts.rules import NewSecretReader, Rule, build_rules, event_columns, event_from_row, fetch_events
+from khoa.alerts.rules import (
+    NewSecretReader,
+    Rule,
+    TrailReader,
+    build_rules,
+    event_columns,
+    event_from_row,
+)
 from khoa.audit.events import AuditEvent, background
 from khoa.ids import new_event_id
 from khoa.storage import schema
@@ -141,6 +151,7 @@ class AlertEngine:
         self.settings: AlertSettings = settings if settings is not None else runtime.settings.alerts
         self.rules: list[Rule] = build_rules(self.settings)
         self.notifiers = notifiers or Notifiers(self.settings)
+        self._reader = TrailReader(self.engine.dialect)
         self.started = False
         if self.settings.enabled:
             try:
@@ -284,19 +295,15 @@ class AlertEngine:
         cursor = int(state["seq"])
         held: dict[int, float] = {int(seq): float(deadline) for seq, deadline in state.get("held", [])}
         c = _EVENTS.c
-        with self.engine.connect() as conn:
-            rows = fetch_events(
-                conn, select(*event_columns()).where(c.seq > cursor).order_by(c.seq).limit(BATCH)
-            )
-            if not rows and cursor:
+        with self._snapshot() as conn:
+            seqs, rows = self._reader.read(conn, cursor, BATCH)
+            if not seqs and cursor:
                 newest = conn.execute(select(func.max(c.seq))).scalar()
                 if newest is not None and newest < cursor:
                     # The trail was emptied and numbering started again (SQLite reuses rowids).
                     log.warning("alerts: audit sequence went back from %d to %d; rereading", cursor, newest)
                     cursor = 0
-                    rows = fetch_events(
-                        conn, select(*event_columns()).where(c.seq > 0).order_by(c.seq).limit(BATCH)
-                    )
+                    seqs, rows = self._reader.read(conn, cursor, BATCH)
             held_rows: list[Any] = []
             wanted = sorted(held)
             for start in range(0, len(wanted), 500):
@@ -317,21 +324,21 @@ class AlertEngine:
             if seq not in found and deadline > at:
                 still_held[seq] = deadline  # a gap: its transaction may still commit
         expected = cursor + 1
-        for row in rows:
-            if 0 < row.seq - expected <= MAX_GAP:
-                for missing in range(expected, row.seq):
+        for seq in seqs:
+            if 0 < seq - expected <= MAX_GAP:
+                for missing in range(expected, seq):
                     still_held.setdefault(missing, at + GAP_SECONDS)
-            expected = row.seq + 1
-            e = row
+            expected = seq + 1
+        for e in rows:
             if self.incomplete(e, at):
-                still_held[row.seq] = e.event_time + SETTLE_SECONDS
+                still_held[e.seq] = e.event_time + SETTLE_SECONDS
             else:
                 events.append(e)
         if len(still_held) > MAX_HELD:
             log.warning("alerts: more than %d held events; dropping the oldest", MAX_HELD)
             still_held = dict(sorted(still_held.items())[-MAX_HELD:])
         new_state = {
-            "seq": rows[-1].seq if rows else cursor,
+            "seq": seqs[-1] if seqs else cursor,
             "held": sorted([seq, deadline] for seq, deadline in still_held.items()),
             "startedAt": state.get("startedAt", at),
         }
@@ -341,7 +348,17 @@ class AlertEngine:
                 rule.observe(ctx, events)
         if new_state != state or ctx.alerts or ctx.learned or ctx.forgotten:
             self._commit(ctx, (raw_state, new_state))
-        return len(rows) == BATCH
+        return len(seqs) == BATCH
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A connection whose statements all see one snapshot of the trail (a batch's sequence
+        numbers and its events are read by separate statements). SQLite's read transaction already
+        is one; PostgreSQL's default READ COMMITTED gives each statement its own."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
 
     # -- committing ------------------------------------------------------------------------------
     def _commit(self, ctx: PassContext, state_change: tuple[str, dict[str, Any]] | None) -> list[StoredAlert]:
