@@ -190,23 +190,27 @@ def _resources(
         if not source:
             continue
         metadata = source.get("KeyMetadata")
-        candidates = [source.get(key) for key in _ARN_KEYS]
         if isinstance(metadata, dict):
-            candidates.insert(0, metadata.get("Arn"))
-        for value in candidates:
-            if isinstance(value, str) and value.startswith("arn:") and value not in arns:
-                arns.append(value)
-    if service == "ssm":
-        names = (
-            [params.get("Name")] if params and params.get("Name") else list((params or {}).get("Names", []))
-        )
+            _add_arn(arns, metadata.get("Arn"))
+        for key in _ARN_KEYS:
+            if key in source:
+                _add_arn(arns, source[key])
+    if service == "ssm" and params:
+        names = [params["Name"]] if params.get("Name") else list(params.get("Names", []))
         for name in names:
             if isinstance(name, str) and not name.startswith("arn:"):
                 name = f"arn:aws:ssm:{region}:{account_id}:parameter/{name.split(':')[0].lstrip('/')}"
             if isinstance(name, str) and name not in arns:
                 arns.append(name)
+    if not arns:
+        return []
     resource_type = _RESOURCE_TYPES.get(service, f"AWS::{service}")
     return [{"accountId": account_id, "type": resource_type, "ARN": arn} for arn in arns[:8]]
+
+
+def _add_arn(arns: list[str], value: object) -> None:
+    if isinstance(value, str) and value.startswith("arn:") and value not in arns:
+        arns.append(value)
 
 
 def event_time(now: datetime) -> str:

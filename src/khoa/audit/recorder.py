@@ -5,10 +5,11 @@ requests are batched into one transaction on a dedicated writer thread (so the e
 serving while the database syncs), and if the batch cannot be committed every request in it is
 refused. Nothing is ever acknowledged without its event on disk.
 
-The writer is kept cheap because it shares the GIL with the event loop: rows are plain tuples
-inserted with prebuilt multi-row INSERTs straight through the DB-API cursor, a batch waits until
-the requests already running have joined it, and on SQLite the writers of several server processes
-queue for the database in the kernel (flock) rather than in SQLite's sleeping busy handler.
+The writer is kept cheap because it shares the GIL with the event loop: a batch is usually one
+multi-row INSERT, run in autocommit mode straight through the DB-API cursor (so it commits itself:
+one statement, one trip through the GIL); a batch waits until the requests already running have
+joined it; and on SQLite the writers of several server processes queue for the database in the
+kernel (flock) rather than in SQLite's sleeping busy handler.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -78,12 +79,22 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 # The columns the UPDATE of a completed event sets, in the order of _completed()'s values.
 _UPDATED_COLUMNS = ("record", "error_code", "resource_names", "resource_types")
 _UPDATED_INDEXES = tuple(_COLUMNS.index(column) for column in _UPDATED_COLUMNS)
-# Rows per prebuilt INSERT; 32 rows x 16 parameters stays under SQLite's oldest limit of 999.
-_CHUNKS = (32, 16, 8, 4, 2, 1)
+# Bound parameters one statement may carry when the driver cannot say: SQLite before 3.32.
+_OLDEST_PARAMETER_LIMIT = 999
 
 
 class _StaleConnection(Exception):
     """The writer's kept connection was found dead before anything of the batch was committed."""
+
+
+def _parameter_limit(dbapi_connection: Any) -> int:
+    """How many bound parameters one statement may carry on this connection."""
+    getlimit = getattr(dbapi_connection, "getlimit", None)  # sqlite3, Python 3.11+
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    if type(dbapi_connection).__module__.startswith("psycopg"):
+        return 65535  # PostgreSQL's wire protocol counts parameters in 16 bits
+    return _OLDEST_PARAMETER_LIMIT
 
 
 class AuditUnavailable(Exception):
@@ -121,45 +132,50 @@ def _row(e: AuditEvent) -> tuple[object, ...]:
     )
 
 
-@dataclass(frozen=True)
 class _Statements:
-    """The writer's SQL in the driver's positional parameter style: multi-row INSERTs, one per size
-    in _CHUNKS, and the UPDATE that completes an event recorded before its call ran. Only constants
-    go into the text (the table's and columns' names); values are bound parameters."""
+    """The writer's SQL in the driver's positional parameter style: one INSERT per batch (as many
+    rows as the driver's parameter limit allows) and the UPDATE that completes an event recorded
+    before its call ran. Only constants go into the text (the table's and columns' names); values
+    are bound parameters."""
 
-    inserts: dict[int, str]
-    update: str
-
-    @classmethod
-    def for_paramstyle(cls, paramstyle: str) -> _Statements:
+    def __init__(self, paramstyle: str, parameter_limit: int) -> None:
         placeholder = _PLACEHOLDERS.get(paramstyle)
         if placeholder is None:
             raise ValueError(f"the audit writer does not support the {paramstyle!r} parameter style")
         table = schema.audit_events.name
-        head = f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
-        values = f"({', '.join([placeholder] * len(_COLUMNS))})"
-        update = (
+        self._head = f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+        self._values = f"({', '.join([placeholder] * len(_COLUMNS))})"
+        self._inserts: dict[int, str] = {}
+        self.max_rows = max(1, min(_MAX_BATCH, parameter_limit // len(_COLUMNS)))
+        self.update = (
             f"UPDATE {table} SET "  # noqa: S608
             + ", ".join(f"{column} = {placeholder}" for column in _UPDATED_COLUMNS)
             + f" WHERE event_id = {placeholder}"
         )
-        return cls({size: head + ", ".join([values] * size) for size in _CHUNKS}, update)
 
-    def insert(self, cursor: Any, rows: list[tuple[object, ...]]) -> None:
-        """Insert ``rows`` with as few statements as the fixed sizes allow.
+    def _insert(self, rows: int) -> str:
+        sql = self._inserts.get(rows)
+        if sql is None:
+            sql = self._inserts[rows] = self._head + ", ".join([self._values] * rows)
+        return sql
 
-        executemany() steps its statement once per row and the driver releases the GIL around each
-        step: under load each release wakes the event loop's thread, waiting for the GIL, and the
-        two threads trade it per row (futex calls, context switches). A multi-row INSERT is one
-        step. The fixed sizes keep the driver's statement cache small.
+    def batch(
+        self, events: list[AuditEvent], updates: list[AuditEvent]
+    ) -> list[tuple[str, tuple[object, ...]]]:
+        """The statements that write a batch: usually a single multi-row INSERT.
+
+        The writer shares the GIL with the event loop, and the driver releases it around every
+        statement it steps: each release hands the GIL to the event loop's thread and each return
+        waits to get it back. One statement that inserts the whole batch - and, being the only one,
+        commits it too (see AuditRecorder._write_once) - is one round trip through the GIL.
         """
-        start = 0
-        while start < len(rows):
-            size = next(s for s in _CHUNKS if s <= len(rows) - start)
-            cursor.execute(
-                self.inserts[size], tuple([value for row in rows[start : start + size] for value in row])
-            )
-            start += size
+        statements = []
+        rows = [_row(e) for e in events]
+        for start in range(0, len(rows), self.max_rows):
+            chunk = rows[start : start + self.max_rows]
+            statements.append((self._insert(len(chunk)), tuple([value for row in chunk for value in row])))
+        statements.extend((self.update, _completed(event)) for event in updates)
+        return statements
 
 
 def _completed(e: AuditEvent) -> tuple[object, ...]:
@@ -188,10 +204,11 @@ class AuditRecorder:
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="khoa-audit")
-        self._statements = _Statements.for_paramstyle(engine.dialect.paramstyle)
-        # The writer's own driver connection, kept between commits (SQLAlchemy's transaction and
-        # pool bookkeeping cost more per commit than a batch's INSERT); opened on first use and
-        # again after a failed commit. Guarded by _write_lock: jobs write from their own threads.
+        self._statements: _Statements | None = None  # known once a connection tells its limits
+        # The writer's own driver connection, in autocommit mode and kept between commits
+        # (SQLAlchemy's transaction and pool bookkeeping cost more per commit than a batch's
+        # INSERT); opened on first use and again after a failure. Guarded by _write_lock: jobs
+        # write from their own threads.
         self._connection: PoolProxiedConnection | None = None
         self._write_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -235,21 +252,23 @@ class AuditRecorder:
 
     def _write_once(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
         fresh = self._connection is None
-        if self._connection is None:
-            self._connection = self.engine.raw_connection()
-        connection = self._connection
+        connection = self._connection if self._connection is not None else self._connect()
+        assert self._statements is not None
         committing = False
         try:
+            statements = self._statements.batch(events, updates)
             cursor = connection.cursor()
             try:
-                if events:
-                    self._statements.insert(cursor, [_row(e) for e in events])
-                for event in updates:
-                    cursor.execute(self._statements.update, _completed(event))
+                if len(statements) == 1:
+                    cursor.execute(*statements[0])  # in autocommit mode: its own transaction
+                else:
+                    cursor.execute("BEGIN")
+                    for sql, parameters in statements:
+                        cursor.execute(sql, parameters)
+                    committing = True
+                    cursor.execute("COMMIT")
             finally:
                 cursor.close()
-            committing = True
-            connection.commit()
         except Exception as exc:
             stale = (
                 not fresh
@@ -264,6 +283,18 @@ class AuditRecorder:
         except BaseException:
             self._discard(connection)
             raise
+
+    def _connect(self) -> PoolProxiedConnection:
+        """Open the writer's connection, in autocommit mode, so that a batch written by one statement
+        is committed by it (the mode is reset before the connection goes back to the pool)."""
+        connection = self.engine.raw_connection()
+        dbapi_connection = connection.dbapi_connection
+        assert dbapi_connection is not None  # a connection just opened has its driver connection
+        self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+        if self._statements is None:
+            self._statements = _Statements(self.engine.dialect.paramstyle, _parameter_limit(dbapi_connection))
+        self._connection = connection
+        return connection
 
     def _discard(self, connection: PoolProxiedConnection) -> None:
         """Drop the kept connection after a failure: a connection that failed a commit is not reused."""
@@ -340,6 +371,8 @@ class AuditRecorder:
         with self._write_lock:  # not while a background job's write() holds the connection
             if self._connection is not None:
                 with contextlib.suppress(Exception):
+                    if self._connection.dbapi_connection is not None:
+                        self.engine.dialect.reset_isolation_level(self._connection.dbapi_connection)
                     self._connection.close()
                 self._connection = None
             if self._lock_fd is not None:
