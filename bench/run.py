@@ -751,7 +751,9 @@ def measure(
         results: dict[str, list[WrkResult]] = {server.config.name: [], twin.config.name: []}
         for round_ in range(max(AUDIT_AB, REPEAT)):
             for side, side_body in sides if round_ % 2 == 0 else sides[::-1]:
-                results[side.config.name].append(run_once(wrk, side, operation, side_body, workdir))
+                result = run_once(wrk, side, operation, side_body, workdir)
+                results[side.config.name].append(result)
+                log(f"  round {round_ + 1}: {side.config.name} {result.rps:.0f} req/s")
         rows.append(best_row(server, operation, results[server.config.name], workdir))
         rows.append(best_row(twin, operation, results[twin.config.name], workdir))
     return rows
