@@ -96,10 +96,10 @@ def test_stream_format_and_authorisation(server: KhoaServer, controlled: str) ->
     created = events[0]["data"]["detail"]
     assert created == {"versionId": token, "versionStages": ["AWSPENDING"]}
     moves = [e["data"]["detail"] for e in events if e["event"] == "StagesMoved"]
-    # createSecret's PutSecretValue labels the new version AWSPENDING; finishSecret moves AWSCURRENT
-    assert moves[0]["moved"] == {"AWSPENDING": token} and moves[0]["currentMoved"] is False
+    # RotateSecret labels the token AWSPENDING before it has a value, so the version is created (by
+    # createSecret's PutSecretValue) with that label; finishSecret moves AWSCURRENT
     assert moves[-1]["currentMoved"] is True and moves[-1]["currentVersionId"] == token
-    assert kinds == ["VersionCreated", "StagesMoved", "StagesMoved", "RotationSucceeded"], kinds
+    assert kinds == ["VersionCreated", "StagesMoved", "RotationSucceeded"], kinds
     assert events[-1]["data"]["detail"] == {"versionId": token}
 
     # a caller who may not DescribeSecret may not subscribe either
@@ -255,10 +255,10 @@ def test_webhook_receives_rotation_events(server: KhoaServer, controlled: str, r
     # (CreateSecret's own VersionCreated is missing today: see test_create_secret_is_published)
     events = [e for e in events if e["detail"].get("versionId") != first]
     kinds = [e["kind"] for e in events]
-    assert kinds[:4] == ["VersionCreated", "StagesMoved", "StagesMoved", "RotationSucceeded"], kinds
+    assert kinds[:3] == ["VersionCreated", "StagesMoved", "RotationSucceeded"], kinds
     assert events[0]["detail"] == {"versionId": token, "versionStages": ["AWSPENDING"]}
-    assert events[3]["detail"] == {"versionId": token}
-    moved = events[2]["detail"]
+    assert events[2]["detail"] == {"versionId": token}
+    moved = events[1]["detail"]
     assert moved["currentMoved"] is True and moved["moved"]["AWSCURRENT"] == token
     assert moved["moved"]["AWSPREVIOUS"] == first
     failed = [e for e in events if e["kind"] == "RotationFailed"]

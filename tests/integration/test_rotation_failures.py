@@ -83,6 +83,54 @@ def _refused_while_pending(sm: Any, name: str) -> None:
     assert "previous rotation isn't complete" in info.value.response["Error"]["Message"]
 
 
+def test_the_rotation_version_exists_before_its_value(own_server: KhoaServer, controlled: str) -> None:
+    """RotateSecret gives its token a version labelled AWSPENDING before the function runs, as
+    Secrets Manager does: AWS's rotation templates look the token up in VersionIdsToStages, find
+    no value (ResourceNotFoundException) and put one with that token."""
+    sm = own_server.client("secretsmanager")
+    name, first = _secret(sm, {"fail-at": "createSecret"})
+    token = rotate_now(own_server, sm, name, RotationLambdaARN=controlled)
+    assert sm.describe_secret(SecretId=name)["VersionIdsToStages"] == {
+        first: ["AWSCURRENT"],
+        token: ["AWSPENDING"],
+    }
+    for lookup in ({"VersionId": token}, {"VersionStage": "AWSPENDING"}):
+        with pytest.raises(ClientError) as missing:
+            sm.get_secret_value(SecretId=name, **lookup)
+        assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        assert missing.value.response["Error"]["Message"] == (
+            "Secrets Manager can't find the specified secret value for "
+            + (f"VersionId: {token}" if "VersionId" in lookup else "staging label: AWSPENDING")
+        )
+    listed = {v["VersionId"]: v for v in sm.list_secret_version_ids(SecretId=name)["Versions"]}
+    assert listed[token]["VersionStages"] == ["AWSPENDING"] and "KmsKeyIds" not in listed[token]
+    batch = sm.batch_get_secret_value(SecretIdList=[name])  # AWSCURRENT: unaffected
+    assert json.loads(batch["SecretValues"][0]["SecretString"])["password"] == "v0"
+
+    # what createSecret does: put the value under the token, labelled AWSPENDING
+    new_value = json.dumps({"user": "app", "password": "v1"})
+    put = sm.put_secret_value(
+        SecretId=name, ClientRequestToken=token, SecretString=new_value, VersionStages=["AWSPENDING"]
+    )
+    assert put["VersionId"] == token and put["VersionStages"] == ["AWSPENDING"]
+    assert sm.get_secret_value(SecretId=name, VersionStage="AWSPENDING")["SecretString"] == new_value
+    assert holder(stages_of(sm, name), "AWSCURRENT") == first
+    again = sm.put_secret_value(
+        SecretId=name, ClientRequestToken=token, SecretString=new_value, VersionStages=["AWSPENDING"]
+    )
+    assert again["VersionId"] == token  # the same token and value: idempotent
+    with pytest.raises(sm.exceptions.ResourceExistsException):
+        sm.put_secret_value(SecretId=name, ClientRequestToken=token, SecretString="something else")
+
+    # the rotation resumes from createSecret, which now finds the value, and completes
+    sm.untag_resource(SecretId=name, TagKeys=["fail-at"])
+    own_server.advance_clock(BACKOFF_SECONDS)
+    own_server.run_jobs()
+    stages = stages_of(sm, name)
+    assert holder(stages, "AWSCURRENT") == token and holder(stages, "AWSPENDING") is None
+    assert value_of(sm, name)["password"] == "v1"
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_a_function_failing_at_each_step(own_server: KhoaServer, controlled: str, step: str) -> None:
     sm = own_server.client("secretsmanager")
@@ -97,10 +145,11 @@ def test_a_function_failing_at_each_step(own_server: KhoaServer, controlled: str
     stages = stages_of(sm, name)
     assert holder(stages, "AWSCURRENT") == first
     assert value_of(sm, name) == {"user": "app", "password": "v0"}, "the current value was lost"
-    if step == "createSecret":
-        assert holder(stages, "AWSPENDING") is None  # nothing was created yet
+    assert holder(stages, "AWSPENDING") == token, "AWSPENDING must stay for the next attempt"
+    if step == "createSecret":  # the rotation's version exists, with no value yet
+        with pytest.raises(sm.exceptions.ResourceNotFoundException):
+            sm.get_secret_value(SecretId=name, VersionStage="AWSPENDING")
     else:
-        assert holder(stages, "AWSPENDING") == token, "AWSPENDING must stay for the next attempt"
         assert value_of(sm, name, VersionStage="AWSPENDING")["password"] != "v0"
     assert "LastRotatedDate" not in sm.describe_secret(SecretId=name)
     _refused_while_pending(sm, name)

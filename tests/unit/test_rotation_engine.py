@@ -10,11 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from khoa.rotation import functions
 from khoa.rotation.engine import CLAIM_SECONDS, RotationEngine
 from khoa.rotation.invoke import InvocationError
+from khoa.services.secretsmanager.store import SecretStore
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
 
@@ -29,7 +30,9 @@ def engine(tmp_path: Path) -> Engine:
 
 
 def rotation_engine(engine: Engine, dev: bool = False) -> RotationEngine:
-    runtime: Any = SimpleNamespace(engine=engine, settings=SimpleNamespace(dev=dev))
+    runtime: Any = SimpleNamespace(
+        engine=engine, settings=SimpleNamespace(dev=dev), secrets=SimpleNamespace(store=SecretStore(engine))
+    )
     return RotationEngine(runtime)
 
 
@@ -114,9 +117,30 @@ def test_a_function_whose_role_is_gone_cannot_run(engine: Engine) -> None:
 
 # -- the claim ---------------------------------------------------------------------------------------------
 def _queued(engine: Engine, rotation: RotationEngine) -> Any:
-    assert rotation.start("secret-1", "token-1", time.time())
-    assert not rotation.start("secret-1", "token-2", time.time()), "one rotation at a time"
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.sm_secrets).values(
+                secret_id="secret-1",
+                account_id=ACCOUNT,
+                region="us-east-1",
+                name="db",
+                arn=f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-AbCdEf",
+                created_at=now,
+                last_changed_at=now,
+                rotation_enabled=True,
+            )
+        )
+    assert rotation.start("secret-1", "token-1", now)
+    assert not rotation.start("secret-1", "token-2", now), "one rotation at a time"
     with engine.connect() as conn:
+        # the token's version exists from the start, labelled AWSPENDING, with no value yet
+        versions = conn.execute(
+            select(schema.sm_versions.c.version_id, schema.sm_versions.c.value_kind)
+        ).all()
+        assert [tuple(v) for v in versions] == [("token-1", schema.SM_NO_VALUE)]
+        stages = conn.execute(select(schema.sm_stages.c.stage, schema.sm_stages.c.version_id)).all()
+        assert [tuple(s) for s in stages] == [("AWSPENDING", "token-1")]
         return conn.execute(select(schema.rotation_runs)).one()
 
 

@@ -49,8 +49,12 @@ def snapshot(engine: Engine, secret_id: str) -> SecretState | None:
                 select(_STAGES.c.stage, _STAGES.c.version_id).where(_STAGES.c.secret_id == secret_id)
             ).all()
         }
-        versions = frozenset(
-            conn.execute(select(_VERSIONS.c.version_id).where(_VERSIONS.c.secret_id == secret_id)).scalars()
+        versions = frozenset(  # a rotation's placeholder becomes a version when it gets its value
+            conn.execute(
+                select(_VERSIONS.c.version_id)
+                .where(_VERSIONS.c.secret_id == secret_id)
+                .where(_VERSIONS.c.value_kind != schema.SM_NO_VALUE)
+            ).scalars()
         )
     return SecretState(secret_id, row[0], row[1], row[2], row[3] is not None, stages, versions)
 

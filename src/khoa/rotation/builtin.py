@@ -144,8 +144,8 @@ class DatabaseRotator:
         token = event["ClientRequestToken"]
         metadata = client.describe_secret(SecretId=arn)
         stages = metadata.get("VersionIdsToStages", {})
-        # Khoa's RotateSecret does not create a placeholder version: createSecret creates the
-        # AWSPENDING version with the token, so only the later steps require it to exist.
+        # A rotation starts with its token's version labelled AWSPENDING (no value yet), as in
+        # Secrets Manager; createSecret still tolerates its absence (a run queued before that).
         if token not in stages and step != "createSecret":
             raise RotationStepError(f"version {token} of the secret has no stage for rotation")
         if "AWSCURRENT" in stages.get(token, ()) and step != "finishSecret":

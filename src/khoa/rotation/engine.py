@@ -70,9 +70,11 @@ class RotationEngine:
 
     # -- starting -----------------------------------------------------------------------------------
     def start(self, secret_id: str, token: str, now: float) -> bool:
-        """Queue a rotation; False if one is already in progress for this secret."""
+        """Queue a rotation, and give its token a version labelled AWSPENDING (no value until the
+        function's createSecret step puts one); False if one is already in progress."""
         try:
             with self.engine.begin() as conn:
+                self.runtime.secrets.store.add_placeholder(conn, secret_id, token, now)
                 conn.execute(
                     insert(_RUNS).values(
                         secret_id=secret_id,
@@ -86,6 +88,7 @@ class RotationEngine:
                 )
         except IntegrityError:
             return False
+        self.runtime.secrets.store.invalidate_all()
         return True
 
     def in_progress(self, secret_id: str) -> str | None:

@@ -178,6 +178,7 @@ sm_secrets = Table(
     Index("ix_sm_secrets_listing", "account_id", "region", "created_at", "secret_id"),
 )
 
+SM_NO_VALUE = "none"
 sm_versions = Table(
     "sm_versions",
     metadata,
@@ -185,6 +186,7 @@ sm_versions = Table(
     Column("version_id", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("last_accessed_at", Float),
+    # "string", "binary", or SM_NO_VALUE for a rotation's version before it has a value
     Column("value_kind", String(8), nullable=False),
     Column("kms_key_arn", String(2048), nullable=False),
     Column("encrypted_data_key", LargeBinary, nullable=False),

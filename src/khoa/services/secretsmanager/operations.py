@@ -18,7 +18,14 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms.store import KeyRecord
 from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.store import SECRETS, STAGES, VERSIONS, SecretRecord, SecretStore
+from khoa.services.secretsmanager.store import (
+    PLACEHOLDER,
+    SECRETS,
+    STAGES,
+    VERSIONS,
+    SecretRecord,
+    SecretStore,
+)
 from khoa.services.secretsmanager.tagging import validate_tags, write_tags
 
 DEFAULT_RECOVERY_DAYS = 30
@@ -120,8 +127,11 @@ def _prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
 def add_version(
     ctx: RequestContext, record: SecretRecord, version_id: str, kind: str, value: bytes, labels: list[str]
 ) -> list[str]:
-    """Store a new encrypted version and attach labels; idempotent for a repeated token and value."""
+    """Store a new encrypted version and attach labels; idempotent for a repeated token and value.
+    The token of a rotation still without a value (see store.PLACEHOLDER) gets the value."""
     existing = store(ctx).version(record.secret_id, version_id)
+    if existing is not None and existing.placeholder:
+        return _fill_placeholder(ctx, record, version_id, kind, value, labels)
     if existing is not None:
         if _same_value(ctx, record, version_id, kind, value):
             return stages.by_version(store(ctx).read_stages(record.secret_id)).get(version_id, [])
@@ -146,6 +156,36 @@ def add_version(
         raise errors.exists(
             "You can't modify an existing version, you can only create a new version."
         ) from None
+    return stages.by_version(after).get(version_id, [])
+
+
+def _fill_placeholder(
+    ctx: RequestContext, record: SecretRecord, version_id: str, kind: str, value: bytes, labels: list[str]
+) -> list[str]:
+    key = values.encryption_key(ctx, record.kms_key_id)
+    sealed = values.seal(ctx, key, record.arn, version_id, kind, value)
+    now = ctx.now.timestamp()
+    with backend(ctx).engine.begin() as conn:
+        _lock(conn, record.secret_id, now)
+        filled = conn.execute(
+            update(VERSIONS)
+            .where(VERSIONS.c.secret_id == record.secret_id)
+            .where(VERSIONS.c.version_id == version_id)
+            .where(VERSIONS.c.value_kind == PLACEHOLDER)
+            .values(
+                created_at=now,
+                value_kind=sealed.kind,
+                kms_key_arn=sealed.kms_key_arn,
+                encrypted_data_key=sealed.encrypted_data_key,
+                encrypted_value=sealed.encrypted_value,
+            )
+        )
+        if filled.rowcount != 1:  # another request put a value first
+            raise errors.exists("You can't modify an existing version, you can only create a new version.")
+        before = store(ctx).stages(conn, record.secret_id)
+        after = stages.attach(before, version_id, labels)
+        store(ctx).write_stages(conn, record.secret_id, before, after)
+    store(ctx).invalidate_all()
     return stages.by_version(after).get(version_id, [])
 
 
@@ -266,6 +306,13 @@ def read_value(
     version = store(ctx).version(record.secret_id, chosen)
     if version is None:
         raise errors.not_found()
+    if version.placeholder:  # a rotation's version before its createSecret step put a value
+        raise errors.not_found(
+            f"Secrets Manager can't find the specified secret value for VersionId: {chosen}"
+            if version_id is not None
+            else "Secrets Manager can't find the specified secret value for staging label: "
+            + (stage or stages.CURRENT)
+        )
     plaintext = values.open_value(
         ctx, record.arn, chosen, version.value_kind, version.encrypted_data_key, version.encrypted_value
     )
@@ -350,7 +397,7 @@ def _reencrypt_labelled(ctx: RequestContext, record: SecretRecord, key: KeyRecor
     labelled = store(ctx).read_stages(record.secret_id)
     for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
         version = store(ctx).version(record.secret_id, version_id)
-        if version is None or version.kms_key_arn == key.arn:
+        if version is None or version.placeholder or version.kms_key_arn == key.arn:
             continue
         plaintext = values.open_value(
             ctx,
@@ -521,8 +568,9 @@ def list_secret_version_ids(ctx: RequestContext, params: dict[str, Any]) -> dict
         entry: dict[str, Any] = {
             "VersionId": version.version_id,
             "CreatedDate": from_epoch(version.created_at),
-            "KmsKeyIds": [version.kms_key_arn],
         }
+        if not version.placeholder:
+            entry["KmsKeyIds"] = [version.kms_key_arn]
         if version.version_id in labels:
             entry["VersionStages"] = labels[version.version_id]
         if version.last_accessed_at is not None:

@@ -64,10 +64,15 @@ class Replication:
         for replica in self.replicas(ctx, primary):
             rctx = replace(ctx, region=replica.region)
             key = values.encryption_key(rctx, replica.kms_key_id)
-            have = {v.version_id for v in store.versions(replica.secret_id)}
+            have = {v.version_id: v for v in store.versions(replica.secret_id)}
+            # a rotation's placeholder is copied as one, and again once the primary's has a value
+            stale = {v for v, mine in have.items() if mine.placeholder and v in primary_versions}
             sealed = {}
-            for version_id in set(primary_versions) - have:
+            for version_id in (set(primary_versions) - set(have)) | stale:
                 version = primary_versions[version_id]
+                if version.placeholder:
+                    sealed[version_id] = (version, values.NOTHING)
+                    continue
                 plaintext = values.open_value(
                     ctx,
                     primary.arn,
@@ -81,7 +86,7 @@ class Replication:
                     values.seal(rctx, key, replica.arn, version_id, version.value_kind, plaintext),
                 )
             with ctx.runtime.secrets.engine.begin() as conn:
-                for version_id in have - set(primary_versions):
+                for version_id in set(have) - set(primary_versions) | stale:
                     conn.execute(
                         delete(VERSIONS)
                         .where(VERSIONS.c.secret_id == replica.secret_id)

@@ -16,6 +16,11 @@ SECRETS = schema.sm_secrets
 VERSIONS = schema.sm_versions
 STAGES = schema.sm_stages
 TAGS = schema.sm_tags
+# The value kind of a version that has an ID and labels but no value yet: what a rotation creates
+# before its function's createSecret step puts the new value in it, as Secrets Manager does (the
+# function finds its ClientRequestToken among the secret's versions, labelled AWSPENDING; reading
+# it answers ResourceNotFoundException until a value is put).
+PLACEHOLDER = schema.SM_NO_VALUE
 
 
 @dataclass
@@ -65,6 +70,10 @@ class VersionRecord:
     kms_key_arn: str
     encrypted_data_key: bytes
     encrypted_value: bytes
+
+    @property
+    def placeholder(self) -> bool:
+        return self.value_kind == PLACEHOLDER
 
 
 class SecretStore:
@@ -128,6 +137,25 @@ class SecretStore:
             select(STAGES.c.stage, STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)
         ).all()
         return {r[0]: r[1] for r in rows}
+
+    def add_placeholder(self, conn: Connection, secret_id: str, version_id: str, now: float) -> None:
+        """Give a rotation's token its version (no value: see PLACEHOLDER) unless it has one, and
+        move AWSPENDING to it. The caller commits, then clears the cache."""
+        if self.version_in(conn, secret_id, version_id) is None:
+            conn.execute(
+                insert(VERSIONS).values(
+                    secret_id=secret_id,
+                    version_id=version_id,
+                    created_at=now,
+                    last_accessed_at=None,
+                    value_kind=PLACEHOLDER,
+                    kms_key_arn="",
+                    encrypted_data_key=b"",
+                    encrypted_value=b"",
+                )
+            )
+        before = self.stages(conn, secret_id)
+        self.write_stages(conn, secret_id, before, {**before, "AWSPENDING": version_id})
 
     def read_stages(self, secret_id: str) -> dict[str, str]:
         cached = self._stages.get(secret_id)

@@ -19,6 +19,7 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms import internal as kms_internal
 from khoa.services.kms.store import KeyRecord
 from khoa.services.secretsmanager import errors
+from khoa.services.secretsmanager.store import PLACEHOLDER
 
 SERVICE = "secretsmanager"
 _NONCE = 12
@@ -26,10 +27,13 @@ _NONCE = 12
 
 @dataclass(frozen=True)
 class SealedValue:
-    kind: str  # "string" or "binary"
+    kind: str  # "string" or "binary"; store.PLACEHOLDER for NOTHING
     kms_key_arn: str
     encrypted_data_key: bytes
     encrypted_value: bytes
+
+
+NOTHING = SealedValue(PLACEHOLDER, "", b"", b"")  # a rotation's version before it has a value
 
 
 def _context(arn: str, version_id: str) -> dict[str, str]:
