@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from khoa import affinity
 from khoa.audit.events import AuditEvent, is_read_only
 from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
@@ -99,6 +100,7 @@ class KhoaApp:
         self.runtime = runtime
         self.metrics = Metrics(runtime)
         self.ids = IdSource()
+        self._pinned: affinity.Pinned | None = None  # the CPU this worker keeps to (lifespan startup)
         settings = runtime.settings
         self.network = NetworkMap(settings.private_networks, settings.trusted_proxies)
 
@@ -193,11 +195,15 @@ class KhoaApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+                if self.runtime.settings.cpu_affinity == "auto":
+                    self._pinned = affinity.pin_process(self.runtime.settings.data_dir)
                 self.runtime.jobs.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.jobs.stop()
                 self.runtime.close()
+                if self._pinned is not None:
+                    self._pinned.release()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

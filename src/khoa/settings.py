@@ -19,6 +19,13 @@ def _env_bool(name: str, default: bool = False) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -46,6 +53,7 @@ class Settings:
     audit_retention_days: float = 90.0
     audit_delivery_seconds: float = 300.0
     audit_digest_seconds: float = 3600.0
+    cpu_affinity: str = "auto"  # "auto": each worker keeps to a CPU of its own (khoa.affinity); "off"
     alerts: AlertSettings = field(default_factory=AlertSettings)  # KHOA_ALERT_* (khoa.alerts.config)
 
     @property
@@ -85,6 +93,7 @@ class Settings:
             audit_retention_days=float(env.get("KHOA_AUDIT_RETENTION_DAYS", cls.audit_retention_days)),
             audit_delivery_seconds=float(env.get("KHOA_AUDIT_DELIVERY_SECONDS", cls.audit_delivery_seconds)),
             audit_digest_seconds=float(env.get("KHOA_AUDIT_DIGEST_SECONDS", cls.audit_digest_seconds)),
+            cpu_affinity=_env_choice("KHOA_CPU_AFFINITY", ("auto", "off"), cls.cpu_affinity),
             alerts=AlertSettings.from_env(env),
         )
         known = {f.name for f in fields(cls)}
@@ -111,5 +120,6 @@ class Settings:
             "KHOA_AUDIT_RETENTION_DAYS": str(self.audit_retention_days),
             "KHOA_AUDIT_DELIVERY_SECONDS": str(self.audit_delivery_seconds),
             "KHOA_AUDIT_DIGEST_SECONDS": str(self.audit_digest_seconds),
+            "KHOA_CPU_AFFINITY": self.cpu_affinity,
             **self.alerts.to_env(),
         }
