@@ -4,9 +4,8 @@ A worker's threads - the event loop, the audit writer, the leader's job runner -
 GIL and wake each other thousands of times a second. Spread over CPUs by the scheduler, every hand-off
 is a wake-up on another CPU (an inter-processor interrupt; under a hypervisor, an exit to it) and moves
 the interpreter's hot data between caches. Measured with ``make bench`` on a 2-vCPU virtual machine,
-GetSecretValue with the audit trail on went from ~1,900 to ~3,000 req/s with one worker and from
-~4,600 to ~5,500 with two when each worker kept to one CPU, and the trail's cost fell from ~20% to
-under 10%.
+GetSecretValue with the audit trail on went from 1,907 to 2,602 req/s with one worker, and the
+trail's cost (best runs) from 26.7% to 3.0% with one worker and from 17.9% to 9.3% with two.
 
 Workers of one installation share its data directory and take CPUs through lock files there
 (``<data-dir>/cpu-<n>.lock``, held while the process lives), so two workers never share a CPU while
