@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,17 @@ def _serving(server: KhoaServer) -> list[int]:
 def test_workers_keep_to_cpus_of_their_own(tmp_path: Path) -> None:
     server = KhoaServer(tmp_path / "data", extra_args=["--workers", "2"]).start()
     try:
-        server.client("kms").list_keys()
-        workers = _serving(server)
+        server.client("kms").list_keys()  # one worker is up; the other may still be starting
+        deadline = time.monotonic() + 20
+        while True:
+            workers = _serving(server)
+            placements = [_thread_cpus(pid) for pid in workers]
+            pinned = all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in placements)
+            if (len(workers) == 2 and pinned) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(workers) == 2
-        placements = [_thread_cpus(pid) for pid in workers]
-        for cpus in placements:
-            assert len(cpus) == 1 and len(next(iter(cpus))) == 1, placements
+        assert pinned, placements
         assert placements[0] != placements[1], "two workers on one CPU while another was free"
         assert len(list((tmp_path / "data").glob("cpu-*.lock"))) == 2
     finally:
