@@ -61,6 +61,12 @@ def pin_process(lock_dir: Path) -> Pinned | None:
         except OSError:
             os.close(fd)
             continue  # another worker of this installation has it
+        try:
+            os.sched_setaffinity(0, {cpu})  # this thread first: if it may not move, none may
+        except OSError as exc:
+            os.close(fd)
+            log.info("not pinning to a CPU: %s", exc)
+            return None
         _move_threads({cpu})
         log.info("worker %d keeps to CPU %d", os.getpid(), cpu)
         return Pinned(cpu, fd)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from khoa import affinity
 from khoa.alerts.config import AlertSettings
 
 DEFAULT_REGION = "us-east-1"
@@ -93,7 +94,7 @@ class Settings:
             audit_retention_days=float(env.get("KHOA_AUDIT_RETENTION_DAYS", cls.audit_retention_days)),
             audit_delivery_seconds=float(env.get("KHOA_AUDIT_DELIVERY_SECONDS", cls.audit_delivery_seconds)),
             audit_digest_seconds=float(env.get("KHOA_AUDIT_DIGEST_SECONDS", cls.audit_digest_seconds)),
-            cpu_affinity=_env_choice("KHOA_CPU_AFFINITY", ("auto", "off"), cls.cpu_affinity),
+            cpu_affinity=_env_choice("KHOA_CPU_AFFINITY", affinity.MODES, cls.cpu_affinity),
             alerts=AlertSettings.from_env(env),
         )
         known = {f.name for f in fields(cls)}

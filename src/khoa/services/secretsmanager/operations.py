@@ -25,6 +25,7 @@ from khoa.services.secretsmanager.store import (
     VERSIONS,
     SecretRecord,
     SecretStore,
+    insert_version,
 )
 from khoa.services.secretsmanager.tagging import validate_tags, write_tags
 
@@ -86,23 +87,6 @@ def _same_value(ctx: RequestContext, record: SecretRecord, version_id: str, kind
     return hmac.compare_digest(current, value)
 
 
-def _insert_version(
-    conn: Connection, record: SecretRecord, version_id: str, sealed: values.SealedValue, now: float
-) -> None:
-    conn.execute(
-        insert(VERSIONS).values(
-            secret_id=record.secret_id,
-            version_id=version_id,
-            created_at=now,
-            last_accessed_at=None,
-            value_kind=sealed.kind,
-            kms_key_arn=sealed.kms_key_arn,
-            encrypted_data_key=sealed.encrypted_data_key,
-            encrypted_value=sealed.encrypted_value,
-        )
-    )
-
-
 def _prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
     """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
     version created less than 24 hours ago is never removed."""
@@ -146,7 +130,7 @@ def add_version(
             # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
             first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
             after = stages.attach(before, version_id, [*labels, *first])
-            _insert_version(conn, record, version_id, sealed, now)
+            insert_version(conn, record.secret_id, version_id, sealed, now)
             store(ctx).write_stages(conn, record.secret_id, before, after)
             _prune_deprecated(conn, record.secret_id, now)
     except IntegrityError:
@@ -252,7 +236,7 @@ def create_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         with backend(ctx).engine.begin() as conn:
             conn.execute(insert(SECRETS).values(**record.values()))
             if sealed is not None:
-                _insert_version(conn, record, version_id, sealed, now)
+                insert_version(conn, record.secret_id, version_id, sealed, now)
                 conn.execute(
                     insert(STAGES).values(
                         secret_id=record.secret_id, stage=stages.CURRENT, version_id=version_id

@@ -22,7 +22,15 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.base import Handler
 from khoa.services.secretsmanager import errors, names, values
-from khoa.services.secretsmanager.store import SECRETS, STAGES, TAGS, VERSIONS, SecretRecord
+from khoa.services.secretsmanager.store import (
+    NOTHING,
+    SECRETS,
+    STAGES,
+    TAGS,
+    VERSIONS,
+    SecretRecord,
+    insert_version,
+)
 
 _REGION_FIELDS = (
     "description",
@@ -71,7 +79,7 @@ class Replication:
             for version_id in (set(primary_versions) - set(have)) | stale:
                 version = primary_versions[version_id]
                 if version.placeholder:
-                    sealed[version_id] = (version, values.NOTHING)
+                    sealed[version_id] = (version, NOTHING)
                     continue
                 plaintext = values.open_value(
                     ctx,
@@ -86,25 +94,14 @@ class Replication:
                     values.seal(rctx, key, replica.arn, version_id, version.value_kind, plaintext),
                 )
             with ctx.runtime.secrets.engine.begin() as conn:
-                for version_id in set(have) - set(primary_versions) | stale:
+                for version_id in (set(have) - set(primary_versions)) | stale:
                     conn.execute(
                         delete(VERSIONS)
                         .where(VERSIONS.c.secret_id == replica.secret_id)
                         .where(VERSIONS.c.version_id == version_id)
                     )
                 for version_id, (version, value) in sealed.items():
-                    conn.execute(
-                        insert(VERSIONS).values(
-                            secret_id=replica.secret_id,
-                            version_id=version_id,
-                            created_at=version.created_at,
-                            last_accessed_at=None,
-                            value_kind=value.kind,
-                            kms_key_arn=value.kms_key_arn,
-                            encrypted_data_key=value.encrypted_data_key,
-                            encrypted_value=value.encrypted_value,
-                        )
-                    )
+                    insert_version(conn, replica.secret_id, version_id, value, version.created_at)
                 conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica.secret_id))
                 for stage, version_id in primary_stages.items():
                     conn.execute(

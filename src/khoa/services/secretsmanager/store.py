@@ -76,6 +76,36 @@ class VersionRecord:
         return self.value_kind == PLACEHOLDER
 
 
+@dataclass(frozen=True)
+class SealedValue:
+    """A version's value as stored: sealed by ``values.seal``, or NOTHING."""
+
+    kind: str  # "string" or "binary"; PLACEHOLDER for NOTHING
+    kms_key_arn: str
+    encrypted_data_key: bytes
+    encrypted_value: bytes
+
+
+NOTHING = SealedValue(PLACEHOLDER, "", b"", b"")  # a rotation's version before it has a value
+
+
+def insert_version(
+    conn: Connection, secret_id: str, version_id: str, sealed: SealedValue, created_at: float
+) -> None:
+    conn.execute(
+        insert(VERSIONS).values(
+            secret_id=secret_id,
+            version_id=version_id,
+            created_at=created_at,
+            last_accessed_at=None,
+            value_kind=sealed.kind,
+            kms_key_arn=sealed.kms_key_arn,
+            encrypted_data_key=sealed.encrypted_data_key,
+            encrypted_value=sealed.encrypted_value,
+        )
+    )
+
+
 class SecretStore:
     """Reads are cached for at most a second (see khoa.cache); every write in this process clears the
     cache, and Secrets Manager's writes all go through ``invalidate_all`` (see __init__.py)."""
@@ -142,18 +172,7 @@ class SecretStore:
         """Give a rotation's token its version (no value: see PLACEHOLDER) unless it has one, and
         move AWSPENDING to it. The caller commits, then clears the cache."""
         if self.version_in(conn, secret_id, version_id) is None:
-            conn.execute(
-                insert(VERSIONS).values(
-                    secret_id=secret_id,
-                    version_id=version_id,
-                    created_at=now,
-                    last_accessed_at=None,
-                    value_kind=PLACEHOLDER,
-                    kms_key_arn="",
-                    encrypted_data_key=b"",
-                    encrypted_value=b"",
-                )
-            )
+            insert_version(conn, secret_id, version_id, NOTHING, now)
         before = self.stages(conn, secret_id)
         self.write_stages(conn, secret_id, before, {**before, "AWSPENDING": version_id})
 

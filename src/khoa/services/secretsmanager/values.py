@@ -9,7 +9,6 @@ key, so the key's state (disabled, pending deletion, deleted) decides whether th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -19,21 +18,10 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms import internal as kms_internal
 from khoa.services.kms.store import KeyRecord
 from khoa.services.secretsmanager import errors
-from khoa.services.secretsmanager.store import PLACEHOLDER
+from khoa.services.secretsmanager.store import SealedValue
 
 SERVICE = "secretsmanager"
 _NONCE = 12
-
-
-@dataclass(frozen=True)
-class SealedValue:
-    kind: str  # "string" or "binary"; store.PLACEHOLDER for NOTHING
-    kms_key_arn: str
-    encrypted_data_key: bytes
-    encrypted_value: bytes
-
-
-NOTHING = SealedValue(PLACEHOLDER, "", b"", b"")  # a rotation's version before it has a value
 
 
 def _context(arn: str, version_id: str) -> dict[str, str]:
