@@ -11,9 +11,13 @@ then measures. wrk replays the same bytes on every connection, so the load gener
 CPU; it still shares the machine's cores with the server, and the table reports how much CPU each
 side used.
 
-Audit trail cost: beside every Khoa configuration a twin server with ``KHOA_AUDIT=0`` runs too, and
-GetSecretValue is measured on the two alternately (on, off, off, on, ...: the same minute, the
-same machine load), so the report can say what the trail costs.
+Audit trail cost: beside every Khoa configuration two twin servers run in ``--dev`` mode, one with
+the trail on and one with ``KHOA_AUDIT=0``, and GetSecretValue is measured on the two alternately
+(on, off, off, on, ...: the same minute, the same machine load), so the report can say what the trail
+costs. Both twins are ``--dev`` because Khoa refuses ``KHOA_AUDIT=0`` outside development mode (the
+trail is fail-closed in production); dev mode skips signature checks and authorisation on both sides
+alike, so the pair still isolates the trail's cost. The main server of each configuration runs as
+shipped (SigV4 on, trail on) and is measured on every operation.
 
 Environment knobs (all optional):
 
@@ -27,7 +31,7 @@ Environment knobs (all optional):
                             marked default: moto, khoa-uvicorn-w1, khoa-uvicorn-w2)
     KHOA_BENCH_OPS          comma list of OPERATIONS                  (default: all)
     KHOA_BENCH_AUDIT_AB     alternating audit on/off GetSecretValue runs per side (default 6;
-                            0: no audit-off twin)
+                            0: no --dev audit twins)
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
                             only: the profile without the table
@@ -397,10 +401,26 @@ class Config:
     workers: int = 1
     default: bool = True  # run when KHOA_BENCH_SERVERS is not set
     audit: bool = True  # False: KHOA_AUDIT=0 (the audit-off twin, never shipped that way)
+    dev: bool = False  # True: `--dev` (the audit A/B twins: KHOA_AUDIT=0 is refused without it)
 
-    def audit_off_twin(self) -> Config:
-        return Config(
-            f"{self.name}-audit-off", f"{self.label}, **audit off**", self.kind, self.workers, audit=False
+    def audit_twins(self) -> tuple[Config, Config]:
+        """The --dev pair measured alternately for the trail's cost: (audit on, audit off)."""
+        return (
+            Config(
+                f"{self.name}-dev-audit-on",
+                f"{self.label}, --dev, audit on",
+                self.kind,
+                self.workers,
+                dev=True,
+            ),
+            Config(
+                f"{self.name}-dev-audit-off",
+                f"{self.label}, --dev, **audit off**",
+                self.kind,
+                self.workers,
+                audit=False,
+                dev=True,
+            ),
         )
 
 
@@ -505,7 +525,7 @@ def _wait_ready(server: RunningServer, path: str, timeout: float = 60.0) -> None
 
 
 def prepare_khoa(
-    data_dir: Path, port: int, workers: int, env: dict[str, str], audit: bool = True
+    data_dir: Path, port: int, workers: int, env: dict[str, str], audit: bool = True, dev: bool = False
 ) -> dict[str, str]:
     """Do what `khoa server` does before its workers start; return the workers' KHOA_* settings.
 
@@ -524,7 +544,7 @@ def prepare_khoa(
     if prepared.returncode != 0:
         raise RuntimeError(f"khoa prepare() failed:\n{prepared.stderr[-3000:]}")
     return Settings(
-        host="127.0.0.1", port=port, data_dir=data_dir, workers=workers, audit_enabled=audit
+        host="127.0.0.1", port=port, data_dir=data_dir, workers=workers, audit_enabled=audit, dev=dev
     ).to_env()
 
 
@@ -546,6 +566,8 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
     env.update(server_env_overrides())
     if not config.audit:
         env["KHOA_AUDIT"] = "0"  # read by `khoa server` (Settings.from_env); the others get to_env()
+    if config.dev:
+        env["KHOA_DEV"] = "1"  # likewise (`khoa server` also gets --dev below)
     if config.kind == "khoa-uvicorn":
         args = [
             sys.executable,
@@ -560,12 +582,13 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
             str(data_dir),
             "--workers",
             str(config.workers),
+            *(["--dev"] if config.dev else []),
         ]
     elif config.kind == "khoa-granian":
         granian = BIN / "granian"
         if not granian.exists():
             raise SkipConfig("granian is not installed (pip install granian)")
-        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit))
+        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit, config.dev))
         args = [
             str(granian),
             "--interface",
@@ -588,7 +611,7 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         ]
     elif config.kind == "khoa-uvicorn-asyncio":
         # The same uvicorn settings as `khoa server`, but the standard-library event loop.
-        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit))
+        env.update(prepare_khoa(data_dir, port, config.workers, env, config.audit, config.dev))
         args = [
             sys.executable,
             "-m",
@@ -731,31 +754,31 @@ def measure(
     server: RunningServer,
     operations: list[str],
     workdir: Path,
-    twin: RunningServer | None = None,
+    twins: tuple[RunningServer, RunningServer] | None = None,
 ) -> list[Row]:
-    """Measure each operation on ``server``; with an audit-off ``twin``, measure AUDIT_OPERATION on
-    both alternately (on, off, off, on, ...) so the pair shares the same minute and machine load."""
+    """Measure each operation on ``server``; with the --dev audit ``twins`` (on, off), measure
+    AUDIT_OPERATION on both alternately (on, off, off, on, ...) so the pair shares the same minute
+    and machine load."""
     rows = []
     bodies = payloads(server.endpoint)
-    twin_bodies = payloads(twin.endpoint) if twin is not None else {}
     for operation in operations:
         body = bodies[operation]
-        if twin is None or operation != AUDIT_OPERATION:
-            warm_up(wrk, server, operation, body, workdir)
-            runs = [run_once(wrk, server, operation, body, workdir) for _ in range(REPEAT)]
-            rows.append(best_row(server, operation, runs, workdir))
-            continue
-        sides = [(server, body), (twin, twin_bodies[operation])]
-        for side, side_body in sides:
-            warm_up(wrk, side, operation, side_body, workdir)
-        results: dict[str, list[WrkResult]] = {server.config.name: [], twin.config.name: []}
-        for round_ in range(max(AUDIT_AB, REPEAT)):
-            for side, side_body in sides if round_ % 2 == 0 else sides[::-1]:
-                result = run_once(wrk, side, operation, side_body, workdir)
-                results[side.config.name].append(result)
-                log(f"  round {round_ + 1}: {side.config.name} {result.rps:.0f} req/s")
-        rows.append(best_row(server, operation, results[server.config.name], workdir))
-        rows.append(best_row(twin, operation, results[twin.config.name], workdir))
+        warm_up(wrk, server, operation, body, workdir)
+        runs = [run_once(wrk, server, operation, body, workdir) for _ in range(REPEAT)]
+        rows.append(best_row(server, operation, runs, workdir))
+    if twins is None or AUDIT_OPERATION not in operations:
+        return rows
+    sides = [(twin, payloads(twin.endpoint)[AUDIT_OPERATION]) for twin in twins]
+    for side, side_body in sides:
+        warm_up(wrk, side, AUDIT_OPERATION, side_body, workdir)
+    results: dict[str, list[WrkResult]] = {twin.config.name: [] for twin in twins}
+    for round_ in range(max(AUDIT_AB, REPEAT)):
+        for side, side_body in sides if round_ % 2 == 0 else sides[::-1]:
+            result = run_once(wrk, side, AUDIT_OPERATION, side_body, workdir)
+            results[side.config.name].append(result)
+            log(f"  round {round_ + 1}: {side.config.name} {result.rps:.0f} req/s")
+    for twin in twins:
+        rows.append(best_row(twin, AUDIT_OPERATION, results[twin.config.name], workdir))
     return rows
 
 
@@ -778,7 +801,7 @@ def fmt_ms(value: float) -> str:
 def audit_cost_lines(rows: list[Row]) -> list[str]:
     """What the audit trail costs: each audit-off row against its audit-on sibling."""
     on = {
-        (r.config.kind, r.config.workers): r
+        (r.config.kind, r.config.workers, r.config.dev): r
         for r in rows
         if r.operation == AUDIT_OPERATION and r.config.audit and r.config.kind != "moto" and r.result
     }
@@ -786,7 +809,7 @@ def audit_cost_lines(rows: list[Row]) -> list[str]:
     for row in rows:
         if row.config.audit or row.operation != AUDIT_OPERATION or row.result is None:
             continue
-        sibling = on.get((row.config.kind, row.config.workers))
+        sibling = on.get((row.config.kind, row.config.workers, row.config.dev))
         if sibling is None or sibling.result is None:
             continue
         with_audit, off = sibling.result, row.result
@@ -849,8 +872,8 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
         "and everything else on the machine; a high `CPU other` means other work competed",
         "- Khoa: SQLite (WAL, synchronous=FULL) in a fresh temp data dir, file seal backend, SigV4 on, "
         "default settings (audit trail on: every answer waits for its event's commit) except the "
-        "rows marked audit off (`KHOA_AUDIT=0`, a twin server measured alternately with its "
-        "audit-on sibling: see below)",
+        "the --dev twins of the audit cost table below (`KHOA_AUDIT=0` is refused outside --dev; "
+        "the audit-on and audit-off twins both run --dev and are measured alternately)",
         f"- versions: {package_versions()}",
         *(
             [f"- experiment: Khoa servers ran with {os.environ['KHOA_BENCH_SERVER_ENV']}"]
@@ -1026,24 +1049,25 @@ def main() -> int:
                 log(f"{config.name} failed to start: {error}")
                 rows += [Row(op, config, None, "failed to start") for op in operations]
                 continue
-            twin = None
+            started_twins: list[RunningServer] = []
             if config.kind != "moto" and AUDIT_AB > 0 and AUDIT_OPERATION in operations:
-                twin_config = config.audit_off_twin()
-                try:
-                    twin = start_server(twin_config, workdir)
-                except (RuntimeError, subprocess.CalledProcessError) as error:
-                    log(f"{twin_config.name} failed to start: {error}")
-                    rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
+                for twin_config in config.audit_twins():
+                    try:
+                        started_twins.append(start_server(twin_config, workdir))
+                    except (RuntimeError, subprocess.CalledProcessError) as error:
+                        log(f"{twin_config.name} failed to start: {error}")
+                        rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
+            twins = (started_twins[0], started_twins[1]) if len(started_twins) == 2 else None
             try:
-                rows += measure(wrk, server, operations, workdir, twin)
+                rows += measure(wrk, server, operations, workdir, twins)
                 rss[config.name] = tree_rss_mib(server.process.pid)
             except (RuntimeError, OSError, AssertionError) as error:
                 log(f"{config.name} failed: {error}")
                 rows += [Row(op, config, None, f"failed: {str(error)[:80]}") for op in operations]
-                if twin is not None:
+                for twin in started_twins:
                     rows.append(Row(AUDIT_OPERATION, twin.config, None, f"failed: {str(error)[:80]}"))
             finally:
-                for running in (server, twin):
+                for running in (server, *started_twins):
                     if running is None:
                         continue
                     running.stop()

@@ -5,6 +5,7 @@ decode → authenticate → validate → handler → encode. Nothing below this 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -20,7 +21,7 @@ from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
 from khoa.auth.credentials import Credential, check_session_token
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import SignedRequest, parse_authorization
+from khoa.auth.sigv4 import SignedRequest, invalid_region, parse_authorization
 from khoa.clock import wall_clock
 from khoa.events import stream as change_stream
 from khoa.ids import IdSource
@@ -34,6 +35,7 @@ from khoa.runtime import Runtime
 from khoa.services.base import Handler, Service
 from khoa.services.secretsmanager import names as secret_names
 from khoa.services.secretsmanager.authz import authorize_secret
+from khoa.services.secretsmanager.store import SecretRecord
 from khoa.settings import Settings
 
 log = logging.getLogger("khoa")
@@ -89,6 +91,55 @@ class _Call:
     recorded: bool = False
 
 
+# Calls that may take access away, beyond every IAM write: after one ran, every process of this node
+# drops its cached credentials, policies and metadata (khoa.auth.revocation), so the very next request
+# sees the change whichever worker takes it.
+_REVOKING: dict[str, frozenset[str]] = {
+    "kms": frozenset(
+        {"PutKeyPolicy", "RevokeGrant", "RetireGrant", "DisableKey", "ScheduleKeyDeletion", "DeleteAlias"}
+    ),
+    "secretsmanager": frozenset({"PutResourcePolicy", "DeleteResourcePolicy", "DeleteSecret"}),
+    "ssm": frozenset({"DeleteParameter", "DeleteParameters"}),
+}
+
+
+def may_revoke(service: str, operation: str) -> bool:
+    """Whether a call to ``service.operation`` may revoke credentials or permissions."""
+    if service == "iam":
+        return not is_read_only(operation)
+    return operation in _REVOKING.get(service, frozenset())
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class _BodyRefused(Exception):
+    """The request body was not accepted (too large, or not received in time)."""
+
+    def __init__(self, error: AWSError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
+def request_timeout() -> AWSError:
+    """The answer to a request whose body did not arrive in time (S3's wording for the same fault)."""
+    return AWSError(
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the timeout "
+        "period. Idle connections will be closed.",
+        408,
+    )
+
+
+def _header_map(scope: Scope) -> dict[str, list[str]]:
+    """The request's headers by lower-case name (a name may repeat)."""
+    headers: dict[str, list[str]] = {}
+    for raw_name, raw_value in scope["headers"]:
+        headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+    return headers
+
+
 def _access_key_of(headers: dict[str, list[str]]) -> str:
     header = (headers.get("authorization") or [""])[0]
     credential = parse_authorization(header)[1].get("Credential", "") if header else ""
@@ -115,26 +166,25 @@ class KhoaApp:
         if path == "/_khoa/events" and scope["method"] == "GET":
             await self._change_stream(scope, receive, send)
             return
-        if path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics":
-            body = await self._read_body(receive, 64 * 1024)
-            response = self._admin(scope, path, body)
-            if path == "/_khoa/jobs/run" and response.status == 200:
-                response = _json_response(200, {"ran": await self.runtime.jobs.run_due_async()})
+        admin = path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics"
+        limit = 64 * 1024 if admin else self.runtime.settings.max_body_bytes
+        try:
+            body = await self._read_body(receive, limit, self.runtime.settings.body_timeout_seconds)
+        except _ClientGone:
+            return  # nobody to answer; a half-received request is never acted on
+        except _BodyRefused as refused:
+            request_id = self.ids.request_id()
+            # In the protocol of the service addressed: XML for the query services (IAM, STS).
+            response = self._error_response(self._addressed(scope), refused.error, request_id)
+            response.headers.append((b"x-amzn-requestid", request_id.encode()))
+            # The rest of the body was not read: this connection cannot carry another request.
+            response.headers.append((b"connection", b"close"))
+            self.metrics.count_request("unknown", "unknown", refused.error.code)
         else:
-            body = await self._read_body(receive, self.runtime.settings.max_body_bytes)
-            if body is None:
-                response = Response(
-                    413,
-                    awsjson.encode_error(
-                        AWSError(
-                            "RequestEntityTooLargeException",
-                            "The request body exceeds the maximum allowed size.",
-                            413,
-                        )
-                    ),
-                    awsjson.CONTENT_TYPE,
-                    [(b"x-amzn-requestid", self.ids.request_id().encode())],
-                )
+            if admin:
+                response = self._admin(scope, path, body)
+                if path == "/_khoa/jobs/run" and response.status == 200:
+                    response = _json_response(200, {"ran": await self.runtime.jobs.run_due_async()})
             else:
                 response = await self.handle_api(scope, body)
         headers = [
@@ -148,9 +198,7 @@ class KhoaApp:
     async def _change_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate and authorise a change-stream subscription, then stream (see events/stream.py)."""
         call = _Call(request_id=self.ids.request_id(), operation="SubscribeToSecretChanges")
-        headers: dict[str, list[str]] = {}
-        for raw_name, raw_value in scope["headers"]:
-            headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        headers = _header_map(scope)
         call.headers = headers
         call.service = self.runtime.services["secretsmanager"]
         secret_ref = change_stream.requested_secret(scope)
@@ -159,18 +207,7 @@ class KhoaApp:
             client = scope.get("client")
             call.source_ip = client[0] if client else ""
             call.principal, call.region = self._authenticate(scope, headers, b"", call.service)
-            ctx = RequestContext(
-                runtime=self.runtime,
-                principal=call.principal,
-                region=call.region,
-                request_id=call.request_id,
-                service="secretsmanager",
-                operation="DescribeSecret",
-                now=self.runtime.clock.now(),
-                source_ip=call.source_ip,
-            )
-            record = secret_names.require(ctx, self.runtime.secrets.store, secret_ref, allow_deleted=True)
-            authorize_secret(ctx, "secretsmanager:DescribeSecret", record, {})
+            record = self._subscription_record(call, call.principal, secret_ref)
             await self._record_outcome(call, {"ARN": record.arn}, None)
         except AuditUnavailable:
             response = self._error_response(call.service, unavailable_error(), call.request_id)
@@ -179,7 +216,18 @@ class KhoaApp:
         else:
             last = (headers.get("last-event-id") or [""])[0]
             start = int(last) if last.isdigit() else change_stream.latest_seq(self.runtime.engine)
-            await change_stream.stream(self.runtime.engine, record.secret_id, start, receive, send)
+            tokens = headers.get("x-amz-security-token")
+            token = tokens[0] if tokens else None
+            await change_stream.stream(
+                self.runtime.engine,
+                record.secret_id,
+                start,
+                receive,
+                send,
+                still_allowed=lambda: self._subscription_holds(call, secret_ref, token),
+                recheck_seconds=self.runtime.settings.stream_recheck_seconds,
+                revocation_epoch=self.runtime.revocations.current,
+            )
             return
         await send(
             {
@@ -189,6 +237,47 @@ class KhoaApp:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    def _subscription_record(self, call: _Call, principal: Principal, secret_ref: str) -> SecretRecord:
+        """The subscribed secret, if ``principal`` may DescribeSecret it (raises AWSError if not)."""
+        ctx = RequestContext(
+            runtime=self.runtime,
+            principal=principal,
+            region=call.region,
+            request_id=call.request_id,
+            service="secretsmanager",
+            operation="DescribeSecret",
+            now=self.runtime.clock.now(),
+            source_ip=call.source_ip,
+        )
+        record = secret_names.require(ctx, self.runtime.secrets.store, secret_ref, allow_deleted=True)
+        authorize_secret(ctx, "secretsmanager:DescribeSecret", record, {})
+        return record
+
+    def _subscription_holds(self, call: _Call, secret_ref: str, token: str | None) -> bool:
+        """Whether an open subscription may go on: its credential still present, active and (for a
+        session) unexpired, and DescribeSecret on the secret still allowed, judged as at subscription.
+        Anything unexpected ends the stream (fail closed)."""
+        runtime = self.runtime
+        runtime.check_revocations()
+        principal = call.principal
+        try:
+            if principal is None:
+                return False
+            if not runtime.settings.dev:
+                credential = runtime.credentials.lookup(principal.access_key_id)
+                if credential is None:
+                    return False
+                check_session_token(credential, token, runtime.clock.now().timestamp())
+                principal = credential.principal
+            self._subscription_record(call, principal, secret_ref)
+        except AWSError as error:
+            log.info("change stream %s closed: %s", call.request_id, error.code)
+            return False
+        except Exception:
+            log.exception("change stream %s closed: re-check failed", call.request_id)
+            return False
+        return True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -208,18 +297,39 @@ class KhoaApp:
                 return
 
     @staticmethod
-    async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+        """The whole request body, within ``timeout`` seconds in all (KHOA_BODY_TIMEOUT_SECONDS).
+
+        A client that announces a body and sends it slowly, or never, must not hold a connection (and
+        the worker's memory) open indefinitely: past the deadline the request is answered 408 and the
+        connection closed. The deadline covers the whole body, so trickling a byte at a time does not
+        reset it. Raises _BodyRefused (413, 408) or _ClientGone.
+        """
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            # One deadline for the whole body: a timer handle, not a task per message (wait_for would
+            # wrap every receive in a task on the hot path).
+            async with asyncio.timeout(timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise _BodyRefused(
+                            AWSError(
+                                "RequestEntityTooLargeException",
+                                "The request body exceeds the maximum allowed size.",
+                                413,
+                            )
+                        )
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise _BodyRefused(request_timeout()) from None
         return b"".join(chunks)
 
     # -- admin endpoints -------------------------------------------------------------------------
@@ -235,7 +345,11 @@ class KhoaApp:
         if path in ("/_khoa/reset", "/moto-api/reset") and method == "POST" and settings.dev:
             self.runtime.reset()
             return _json_response(200, {"status": "ok"})
-        if settings.dev or settings.test_clock:
+        # Test hooks exist only in --dev (loopback only, no signature checks anyway). Outside it nothing
+        # may move the domain clock or run background work on request: a clock advanced from outside
+        # destroys keys pending deletion and ends sessions. Tests use their own harness
+        # (tests/support/hooks), which the product does not know about.
+        if settings.dev:
             if path == "/_khoa/clock/advance" and method == "POST":
                 try:
                     seconds = float(json.loads(body or b"{}").get("seconds", 0))
@@ -251,9 +365,7 @@ class KhoaApp:
     async def handle_api(self, scope: Scope, body: bytes) -> Response:
         started = time.perf_counter()
         call = _Call(request_id=self.ids.request_id())
-        headers: dict[str, list[str]] = {}
-        for raw_name, raw_value in scope["headers"]:
-            headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        headers = _header_map(scope)
         call.headers = headers
         target = (headers.get("x-amz-target") or [""])[0]
         form: dict[str, str] | None = None
@@ -263,7 +375,11 @@ class KhoaApp:
         else:
             form = awsquery.parse_form(body, scope.get("query_string", b"").decode("latin-1"))
             call.operation = form.get("Action", "")
-            call.service = self.runtime.query_services.get(self._scope_service(headers) or "sts")
+            # A form request scoped to a service Khoa does not serve as query goes to the default
+            # endpoint (STS), whose signature check refuses the scope, in XML as a query client expects.
+            call.service = self.runtime.query_services.get(
+                self._scope_service(headers) or "sts"
+            ) or self.runtime.query_services.get("sts")
         service = call.service
         service_name = service.name if service else "unknown"
         try:
@@ -278,6 +394,9 @@ class KhoaApp:
             except AWSError as error:
                 await self._record_outcome(call, None, error)
                 raise
+            finally:
+                if may_revoke(service.name, call.operation):
+                    self.runtime.revoked()  # committed (or partly): every process of this node sees it
             await self._record_outcome(call, result, None)
             if service.protocol == "query":
                 encoded = service.query_encoder.encode(call.operation, result, call.request_id)
@@ -414,16 +533,20 @@ class KhoaApp:
             user_agent=(headers.get("user-agent") or [""])[0],
             extras=extras,
         )
-        if service.authorizer is not None:
-            service.authorizer(ctx, params)
+        service.authorizer(ctx, params)  # every operation has a rule (Service checks its table covers all)
         return ctx, params, handler
 
     def _authenticate(
         self, scope: Scope, headers: dict[str, list[str]], body: bytes, service: Service
     ) -> tuple[Principal, str]:
         runtime = self.runtime
+        runtime.check_revocations()  # before any credential, policy or metadata is read from a cache
         if runtime.settings.dev:
-            return Principal.account_root(runtime.dev_account_id), self._scope_region(headers)
+            region = self._scope_region(headers)
+            if region not in runtime.verifier.regions:  # --dev serves the same regions (KHOA_REGIONS)
+                self.metrics.auth_failures.labels("InvalidSignatureException").inc()
+                raise invalid_region(region)
+            return Principal.account_root(runtime.dev_account_id), region
         request = SignedRequest(
             method=scope["method"],
             raw_path=scope.get("raw_path", b"/").decode("latin-1").split("?")[0] or scope["path"],
@@ -452,15 +575,26 @@ class KhoaApp:
             self.metrics.auth_failures.labels(error.code).inc()
             raise
         credential: Credential = credentials["value"]
-        # Sessions expire by the clock that issued them: with KHOA_TEST_CLOCK=1 that is the (advanced)
-        # test clock, which only moves forward, so advancing it can end sessions early, never extend them.
-        expiry_now = runtime.clock.now() if runtime.settings.test_clock else wall_clock()
+        # Sessions expire by the clock that issued them (the domain clock). It is never behind the wall
+        # clock (it only moves forward, and only in --dev or a test harness), so advancing it can end
+        # sessions early, never extend them.
+        expiry_now = runtime.clock.now()
         try:
             check_session_token(credential, verified.session_token, expiry_now.timestamp())
         except AWSError as error:
             self.metrics.auth_failures.labels(error.code).inc()
             raise
         return credential.principal, verified.region
+
+    def _addressed(self, scope: Scope) -> Service | None:
+        """The service a request is for, judged from its headers alone (as handle_api dispatches)."""
+        headers = _header_map(scope)
+        target = (headers.get("x-amz-target") or [""])[0]
+        if target:
+            return self.runtime.services.get(target.rpartition(".")[0])
+        return self.runtime.query_services.get(
+            self._scope_service(headers) or "sts"
+        ) or self.runtime.query_services.get("sts")
 
     @staticmethod
     def _scope_service(headers: dict[str, list[str]]) -> str | None:

@@ -12,6 +12,7 @@ from khoa.audit import jobs as audit_jobs
 from khoa.audit.recorder import AuditRecorder
 from khoa.audit.trail import AuditTrail
 from khoa.auth.credentials import CredentialStore
+from khoa.auth.revocation import RevocationEpoch, open_epoch
 from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
 from khoa.clock import Clock
@@ -86,14 +87,19 @@ class Runtime:
     parameters: ParametersBackend
     directory: Directory
     audit: AuditRecorder
+    revocations: RevocationEpoch
     services: dict[str, Service] = field(default_factory=dict)
     query_services: dict[str, Service] = field(default_factory=dict)
     dev_account_id: str = ""
     rotation: RotationEngine = field(init=False)
+    _seen_epoch: int = field(init=False, default=-1)
     alerts: AlertEngine = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        if not settings.audit_enabled and not settings.dev:
+            # `khoa server` refuses this already; a worker started some other way must refuse too.
+            raise RuntimeError("KHOA_AUDIT=0 is allowed only in development mode (KHOA_DEV=1, --dev)")
         engine = create_database_engine(settings.effective_database_url)
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
@@ -102,15 +108,16 @@ class Runtime:
             engine=engine,
             barrier=barrier,
             clock=clock,
-            credentials=CredentialStore(engine, barrier),
-            verifier=SigV4Verifier(),
+            credentials=CredentialStore(engine, barrier, settings.credential_cache_seconds),
+            verifier=SigV4Verifier(regions=settings.regions),
             kms=KmsBackend(engine, barrier),
             jobs=JobRunner(engine, clock, settings.job_interval_seconds),
             secrets=SecretsBackend(engine),
             secrets_replication=Replication(),
             parameters=ParametersBackend(engine),
-            directory=Directory(engine),
+            directory=Directory(engine, settings.policy_cache_seconds),
             audit=AuditRecorder(engine, processes=settings.workers),
+            revocations=open_epoch(settings.data_dir),
             dev_account_id=first_account_id(engine) or "",
         )
         for service in (
@@ -181,7 +188,7 @@ class Runtime:
         runtime.jobs.register("alerts.evaluate", runtime.alerts.run)
         runtime.audit.enabled = settings.audit_enabled
         if not settings.audit_enabled:
-            log.warning("KHOA_AUDIT is off: calls are NOT recorded (benchmarks only)")
+            log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
         return runtime
 
     def close(self) -> None:
@@ -189,6 +196,29 @@ class Runtime:
         last SQLite connection to close folds the WAL back into the database file)."""
         self.audit.close()
         self.engine.dispose()
+        self.revocations.close()
+
+    def check_revocations(self) -> None:
+        """Before a request looks anything up: if any process of this node revoked something since this
+        process last looked, drop every cached credential, policy and metadata entry (one shared-memory
+        read when nothing changed). Each process serves requests one handler at a time, so an entry
+        cached from a read that raced the revocation is dropped by the next request's check."""
+        epoch = self.revocations.current()
+        if epoch != self._seen_epoch:
+            self._seen_epoch = epoch
+            self.clear_caches()
+
+    def revoked(self) -> None:
+        """A change that may take access away was committed: make every process of this node see it."""
+        self.revocations.bump()
+        self.check_revocations()
+
+    def clear_caches(self) -> None:
+        self.credentials.clear()
+        self.directory.clear()
+        self.kms.keys.clear_cache()
+        self.secrets.store.invalidate_all()
+        self.parameters.store.invalidate_all()
 
     def reset(self) -> None:
         """Wipe every account's and region's resources (the --dev reset endpoints)."""
@@ -197,9 +227,7 @@ class Runtime:
                 conn.execute(delete(table))
         with self.engine.begin() as conn:  # IAM users' access keys go with their users
             conn.execute(delete(schema.access_keys).where(schema.access_keys.c.principal_kind != "Root"))
-        self.kms.keys.clear_cache()
-        self.directory.clear()
-        self.credentials.clear()
+        self.revoked()  # every worker process of this node forgets what it cached
 
 
 def log_rotations(outcomes: list[RotationOutcome]) -> None:

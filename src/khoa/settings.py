@@ -9,6 +9,7 @@ from typing import Any
 
 from khoa import affinity
 from khoa.alerts.config import AlertSettings
+from khoa.auth.regions import AWS_COMMERCIAL_REGIONS, parse_regions
 
 DEFAULT_REGION = "us-east-1"
 
@@ -41,10 +42,22 @@ class Settings:
     root_access_key_id: str = ""
     root_secret_access_key: str = ""
     default_region: str = DEFAULT_REGION
+    # KHOA_REGIONS: the only regions served (a credential scope naming another is refused, and gets no
+    # audit chain). Default: the AWS commercial regions (khoa.auth.regions); --dev uses the same list.
+    regions: tuple[str, ...] = AWS_COMMERCIAL_REGIONS
     max_body_bytes: int = 1024 * 1024
+    # KHOA_BODY_TIMEOUT_SECONDS: a request body must arrive completely within this time (else 408).
+    body_timeout_seconds: float = 10.0
+    # KHOA_STREAM_RECHECK_SECONDS: how often an open change stream re-checks its subscriber's
+    # credential and permission (also at once whenever this node revokes anything).
+    stream_recheck_seconds: float = 5.0
     job_interval_seconds: float = 10.0
-    test_clock: bool = False
-    # Benchmarks only: KHOA_AUDIT=off measures the trail's cost. Never turn it off in production.
+    # Per-process caches (see README "Cache lifetimes"): how long a revoked credential or a removed
+    # policy may still be honoured by ANOTHER node sharing the database (on the node that made the
+    # change it takes effect at once: khoa.auth.revocation). 0 turns a cache off.
+    credential_cache_seconds: float = 5.0
+    policy_cache_seconds: float = 2.0
+    # Benchmarks only: KHOA_AUDIT=0 measures the trail's cost; refused unless dev (cli/main.py, runtime.py).
     audit_enabled: bool = True
     tls_cert: str = ""
     tls_key: str = ""
@@ -82,9 +95,15 @@ class Settings:
             root_access_key_id=env.get("KHOA_ROOT_ACCESS_KEY_ID", ""),
             root_secret_access_key=env.get("KHOA_ROOT_SECRET_ACCESS_KEY", ""),
             default_region=env.get("KHOA_DEFAULT_REGION", DEFAULT_REGION),
+            regions=parse_regions(env["KHOA_REGIONS"]) if "KHOA_REGIONS" in env else cls.regions,
             max_body_bytes=int(env.get("KHOA_MAX_BODY_BYTES", cls.max_body_bytes)),
+            body_timeout_seconds=float(env.get("KHOA_BODY_TIMEOUT_SECONDS", cls.body_timeout_seconds)),
+            stream_recheck_seconds=float(env.get("KHOA_STREAM_RECHECK_SECONDS", cls.stream_recheck_seconds)),
             job_interval_seconds=float(env.get("KHOA_JOB_INTERVAL_SECONDS", cls.job_interval_seconds)),
-            test_clock=_env_bool("KHOA_TEST_CLOCK"),
+            credential_cache_seconds=float(
+                env.get("KHOA_CREDENTIAL_CACHE_SECONDS", cls.credential_cache_seconds)
+            ),
+            policy_cache_seconds=float(env.get("KHOA_POLICY_CACHE_SECONDS", cls.policy_cache_seconds)),
             audit_enabled=_env_bool("KHOA_AUDIT", True),
             tls_cert=env.get("KHOA_TLS_CERT", ""),
             tls_key=env.get("KHOA_TLS_KEY", ""),
@@ -98,7 +117,30 @@ class Settings:
             alerts=AlertSettings.from_env(env),
         )
         known = {f.name for f in fields(cls)}
-        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations that cannot work (raises ValueError with a one-line reason)."""
+        if not 0 < self.body_timeout_seconds <= 3600:
+            raise ValueError(
+                "KHOA_BODY_TIMEOUT_SECONDS must be more than 0 and at most 3600, "
+                f"not {self.body_timeout_seconds}"
+            )
+        if not 0 < self.stream_recheck_seconds <= 300:
+            raise ValueError(
+                "KHOA_STREAM_RECHECK_SECONDS must be more than 0 and at most 300, "
+                f"not {self.stream_recheck_seconds}"
+            )
+        for name in ("credential_cache_seconds", "policy_cache_seconds"):
+            value = getattr(self, name)
+            if not 0 <= value <= 300:  # also refuses NaN
+                raise ValueError(f"KHOA_{name.upper()} must be between 0 and 300 seconds, not {value}")
+        if self.default_region not in self.regions:
+            raise ValueError(
+                f"KHOA_DEFAULT_REGION {self.default_region!r} is not one of the served regions (KHOA_REGIONS)"
+            )
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a worker process."""
@@ -111,9 +153,13 @@ class Settings:
             "KHOA_DEV": "1" if self.dev else "0",
             "KHOA_SEAL_BACKEND": self.seal_backend,
             "KHOA_DEFAULT_REGION": self.default_region,
+            "KHOA_REGIONS": ",".join(self.regions),
             "KHOA_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "KHOA_BODY_TIMEOUT_SECONDS": str(self.body_timeout_seconds),
+            "KHOA_STREAM_RECHECK_SECONDS": str(self.stream_recheck_seconds),
             "KHOA_JOB_INTERVAL_SECONDS": str(self.job_interval_seconds),
-            "KHOA_TEST_CLOCK": "1" if self.test_clock else "0",
+            "KHOA_CREDENTIAL_CACHE_SECONDS": str(self.credential_cache_seconds),
+            "KHOA_POLICY_CACHE_SECONDS": str(self.policy_cache_seconds),
             "KHOA_AUDIT": "1" if self.audit_enabled else "0",
             "KHOA_PRIVATE_NETWORKS": self.private_networks,
             "KHOA_TRUSTED_PROXIES": self.trusted_proxies,

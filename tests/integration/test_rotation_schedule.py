@@ -33,7 +33,7 @@ def function(own_server: KhoaServer) -> str:
 
 
 def server_now(server: KhoaServer) -> datetime:
-    return datetime.fromisoformat(server.post("/_khoa/clock/advance", {"seconds": 0})["now"]).astimezone(UTC)
+    return server.clock_now().astimezone(UTC)
 
 
 def advance_to(server: KhoaServer, moment: datetime) -> None:

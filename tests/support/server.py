@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -11,16 +12,31 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
+from khoa.auth.regions import AWS_COMMERCIAL_REGIONS
+
 ACCOUNT_ID = "111122223333"
 ACCESS_KEY_ID = "AKIAKHOATESTROOT0001"
 SECRET_ACCESS_KEY = "khoa-test-secret-access-key-0000000000001"
 REGION = "us-east-1"
+# Test-only hooks (an in-process clock and job trigger) loaded into every server a test starts; the
+# product has none outside --dev (see tests/support/hooks/khoa_test_harness.py).
+HOOKS_DIR = Path(__file__).resolve().parent / "hooks"
+# Servers serve only the regions KHOA_REGIONS lists; test servers add a pool of test-only regions so a
+# test can have a region of its own (an empty namespace) on the shared server: see fresh_region().
+TEST_REGIONS = tuple(f"zz-test-{n}" for n in range(1, 2001))
+_next_region = itertools.count()
+
+
+def fresh_region() -> str:
+    """A served region no other test of this session has used."""
+    return TEST_REGIONS[next(_next_region) % len(TEST_REGIONS)]
 
 
 def free_port() -> int:
@@ -37,6 +53,8 @@ class KhoaServer:
     dev: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    # False: start the server exactly as the product runs, without the test harness (no clock hooks).
+    harness: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,10 +68,14 @@ class KhoaServer:
                 "KHOA_ACCOUNT_ID": ACCOUNT_ID,
                 "KHOA_ROOT_ACCESS_KEY_ID": ACCESS_KEY_ID,
                 "KHOA_ROOT_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-                "KHOA_TEST_CLOCK": "1",
                 "KHOA_JOB_INTERVAL_SECONDS": "3600",
+                "KHOA_REGIONS": ",".join((*AWS_COMMERCIAL_REGIONS, *TEST_REGIONS)),
             }
         )
+        if self.harness:
+            env["KHOA_TEST_HARNESS"] = "1"
+            env["KHOA_TEST_HARNESS_CLOCK"] = str(self.clock_file)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKS_DIR), env.get("PYTHONPATH", "")) if p)
         if self.database_url:
             env["KHOA_DATABASE_URL"] = self.database_url
         env.update(self.extra_env)
@@ -73,6 +95,8 @@ class KhoaServer:
         ]
         if self.dev:
             args.append("--dev")
+        # Each start begins at the wall clock, as a restarted process always did.
+        self.clock_file.unlink(missing_ok=True)
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
@@ -151,12 +175,22 @@ class KhoaServer:
         subprocess.run(args, env=self.env(), check=True, capture_output=True)
         return f"arn:aws:lambda:{region}:{account}:function:{name}"
 
+    @property
+    def clock_file(self) -> Path:
+        """The harness's clock offset, shared by this server's worker processes."""
+        return self.data_dir.parent / f"test-clock-{self.port}"
+
     def advance_clock(self, seconds: float) -> None:
-        self.post("/_khoa/clock/advance", {"seconds": seconds})
+        """Move the server's domain clock forward (the test harness's in-process clock)."""
+        self.post("/_test/clock/advance", {"seconds": seconds})
+
+    def clock_now(self) -> datetime:
+        """The server's domain clock now."""
+        return datetime.fromisoformat(self.post("/_test/clock/advance", {"seconds": 0})["now"])
 
     def run_jobs(self) -> int:
         """Run due background work now; returns how many jobs ran (0: this process is not the leader)."""
-        return int(self.post("/_khoa/jobs/run").get("ran", 0))
+        return int(self.post("/_test/jobs/run").get("ran", 0))
 
     @property
     def log_path(self) -> Path:

@@ -28,7 +28,7 @@ from khoa.iam.evaluate import (
     evaluate,
     principal_match,
 )
-from khoa.iam.policy import Policy
+from khoa.iam.policy import Policy, PolicyError, Statement
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "policy_cases.json"
 CASES: list[dict[str, Any]] = json.loads(VECTORS.read_text())["cases"]
@@ -204,7 +204,6 @@ def _statement(principal: Any, effect: str = "Allow", element: str = "Principal"
         (f"user:alice@{A}", {"AWS": f"arn:aws:iam::{A}:root"}, ACCOUNT),
         (f"user:alice@{A}", {"AWS": f"arn:aws:iam::{A}:user/alice"}, CALLER),
         (f"user:alice@{A}", {"AWS": f"arn:aws:iam::{A}:user/bob"}, None),
-        (f"user:alice@{A}", {"AWS": f"arn:aws:iam::{A}:user/ali*"}, None),
         (f"user:alice@{A}", {"AWS": B}, None),
         (f"user:alice@{A}", {"AWS": [A, f"arn:aws:iam::{A}:user/alice"]}, CALLER),
         (f"root@{A}", {"AWS": A}, CALLER),
@@ -221,6 +220,14 @@ def _statement(principal: Any, effect: str = "Allow", element: str = "Principal"
 )
 def test_principal_match(who: str, principal: Any, how: str | None) -> None:
     assert principal_match(_statement(principal), make_principal(who)) == how
+
+
+def test_partial_wildcard_principals_are_refused_and_would_match_nothing() -> None:
+    """IAM refuses ``user/ali*`` as a principal; even a statement built around one names nobody."""
+    with pytest.raises(PolicyError, match="Invalid principal"):
+        _statement({"AWS": f"arn:aws:iam::{A}:user/ali*"})
+    statement = Statement(effect="Allow", actions=("*",), principals=(("AWS", f"arn:aws:iam::{A}:user/*"),))
+    assert principal_match(statement, make_principal(f"user:alice@{A}")) is None
 
 
 def test_statement_without_principal_names_nobody() -> None:

@@ -181,11 +181,11 @@ BAD_STATEMENTS = [
     ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": "x"}, "Condition"),
     (
         {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEqual": {"k": "v"}}},
-        "operator",
+        "Invalid Condition type",
     ),
     (
         {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"NullIfExists": {"k": "true"}}},
-        "operator",
+        "Invalid Condition type",
     ),
     (
         {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": "v"}},

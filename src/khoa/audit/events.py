@@ -219,6 +219,11 @@ def event_time(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
 
 
+def _column_text(value: str, limit: int) -> str:
+    """``value`` as a bounded, NUL-free column value (NUL becomes U+FFFD)."""
+    return value.replace("\x00", "\ufffd")[:limit]
+
+
 def build(
     *,
     model: ServiceModel | None,
@@ -238,10 +243,17 @@ def build(
     recipient_account: str,
     event_id: str | None = None,
 ) -> AuditEvent:
+    known = model is not None and operation in model.operations
+    if not known:
+        # The name of an operation that does not exist is whatever the caller sent (a 60,000-character
+        # X-Amz-Target, an Action with a NUL): cut to what the event_name column and PostgreSQL take,
+        # or the trail would refuse the record and with it the request (503).
+        operation = _column_text(operation, 128)
+    access_key_id = _column_text(access_key_id, 128) if access_key_id else access_key_id
     read_only = is_read_only(operation)
     request_parameters = None
     response_elements = None
-    if model is not None and operation in model.operations:
+    if model is not None and known:
         op = model.operations[operation]
         if params is not None:
             request_parameters = redact(model, op.get("input", {}).get("shape"), params) or None

@@ -1,8 +1,10 @@
 """Access-key lookup for signature verification.
 
-Secrets are stored sealed by the barrier and opened on demand; opened secrets are cached briefly per
-process so the hot path does not hit the database, and short enough that a deactivated key stops
-working across every node within seconds.
+Secrets are stored sealed by the barrier and opened on demand; opened secrets are cached per process
+for ``KHOA_CREDENTIAL_CACHE_SECONDS`` (default 5) so the hot path does not hit the database. A key
+deleted or deactivated through Khoa's API stops working at once on the node that did it (the
+revocation epoch, khoa.auth.revocation, empties this cache in every worker process); on other nodes
+sharing the database it stops within the cache lifetime.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from khoa.crypto.barrier import Barrier
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
 
-_CACHE_SECONDS = 5.0
+DEFAULT_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,12 @@ def session_binding(access_key_id: str) -> str:
 
 
 class CredentialStore:
-    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+    def __init__(
+        self, engine: Engine, barrier: Barrier, cache_seconds: float = DEFAULT_CACHE_SECONDS
+    ) -> None:
         self._engine = engine
         self._barrier = barrier
+        self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Credential]] = {}
 
     def lookup(self, access_key_id: str) -> Credential | None:
@@ -66,9 +71,11 @@ class CredentialStore:
         if credential is None:
             self._cache.pop(access_key_id, None)
             return None
+        if self._cache_seconds <= 0:
+            return credential
         if len(self._cache) > 10000:
             self._cache.clear()
-        self._cache[access_key_id] = (now + _CACHE_SECONDS, credential)
+        self._cache[access_key_id] = (now + self._cache_seconds, credential)
         return credential
 
     def _load(self, access_key_id: str) -> Credential | None:

@@ -11,16 +11,16 @@ import hashlib
 import hmac
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
+from khoa.auth.regions import AWS_COMMERCIAL_REGIONS
 from khoa.protocol.errors import AWSError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _TERMINATOR = "aws4_request"
-_REGION_RE = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")  # us-east-1, us-gov-west-1, eusc-de-east-1
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z", re.ASCII)
 _TOKEN_SPLIT = re.compile(r"[\s,]+")
@@ -65,6 +65,12 @@ def _incomplete(message: str) -> AWSError:
 
 def _invalid(message: str) -> AWSError:
     return AWSError("InvalidSignatureException", message, 400)
+
+
+def invalid_region(region: str) -> AWSError:
+    """AWS's refusal of a credential scope naming a region the endpoint does not serve (JSON services;
+    the query services answer SignatureDoesNotMatch, 403, with the same message)."""
+    return _invalid(f"Credential should be scoped to a valid region, not '{region[:64]}'. ")
 
 
 def unrecognized_client() -> AWSError:
@@ -128,11 +134,11 @@ def _canonical_headers(headers: dict[str, list[str]], signed: Iterable[str]) -> 
     return "".join(lines)
 
 
-def canonical_request(request: SignedRequest, signed_headers: list[str]) -> str:
-    payload_hash = hashlib.sha256(request.body).hexdigest()
-    declared = request.headers.get("x-amz-content-sha256")
-    if declared and declared[0] == "UNSIGNED-PAYLOAD":
-        payload_hash = "UNSIGNED-PAYLOAD"
+def canonical_request(
+    request: SignedRequest, signed_headers: list[str], payload_hash: str | None = None
+) -> str:
+    """SigV4's canonical request. The payload hash is the body's SHA-256 unless given: only S3 signs
+    ``UNSIGNED-PAYLOAD`` (or a streaming marker) in its place, and no Khoa service is S3."""
     return "\n".join(
         [
             request.method,
@@ -140,9 +146,26 @@ def canonical_request(request: SignedRequest, signed_headers: list[str]) -> str:
             _canonical_query(request.query_string),
             _canonical_headers(request.headers, signed_headers),
             ";".join(signed_headers),
-            payload_hash,
+            hashlib.sha256(request.body).hexdigest() if payload_hash is None else payload_hash,
         ]
     )
+
+
+def check_declared_payload(request: SignedRequest) -> None:
+    """A declared ``x-amz-content-sha256`` must be the body's SHA-256.
+
+    The signature covers the body's hash, never the declared value, so a request signed with
+    ``UNSIGNED-PAYLOAD`` (S3's opt-out of body signing) fails verification as it does on every non-S3
+    AWS service: SignatureDoesNotMatch. A declared hash that is not the body's is refused the same way,
+    even if the signature over the real body holds: the header is a claim about the body, and a false
+    claim is not passed on to anything that might believe it.
+    """
+    declared = request.headers.get("x-amz-content-sha256")
+    if declared is None:
+        return
+    actual = hashlib.sha256(request.body).hexdigest()
+    if len(declared) != 1 or not hmac.compare_digest(declared[0].strip().encode(), actual.encode()):
+        raise _invalid(SIGNATURE_MISMATCH)
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
@@ -212,9 +235,12 @@ SecretLookup = Callable[[str], "str | None"]
 class SigV4Verifier:
     """Verifies SigV4 header signatures; caches derived signing keys (they change once a day)."""
 
-    def __init__(self, max_cached_keys: int = 4096) -> None:
+    def __init__(
+        self, max_cached_keys: int = 4096, regions: Collection[str] = AWS_COMMERCIAL_REGIONS
+    ) -> None:
         self._keys: dict[tuple[str, str, str, str, str], bytes] = {}
         self._max = max_cached_keys
+        self.regions = frozenset(regions)  # the only regions a credential scope may name (KHOA_REGIONS)
 
     def _signing_key(self, secret: str, akid: str, date: str, region: str, service: str) -> bytes:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
@@ -284,8 +310,8 @@ class SigV4Verifier:
             )
         if scoped_service != service:
             raise _invalid(f"Credential should be scoped to correct service: '{service}'. ")
-        if not _REGION_RE.match(region):
-            raise _invalid(f"Credential should be scoped to a valid region, not '{region}'. ")
+        if region not in self.regions:
+            raise invalid_region(region)
         if date != amz_date[:8]:
             raise _invalid(
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
@@ -298,6 +324,7 @@ class SigV4Verifier:
         secret = lookup_secret(akid)
         if secret is None:
             raise unrecognized_client()
+        check_declared_payload(request)
         scope = f"{date}/{region}/{scoped_service}/{_TERMINATOR}"
         to_sign = string_to_sign(amz_date, scope, canonical_request(request, signed_headers))
         key = self._signing_key(secret, akid, date, region, scoped_service)

@@ -99,10 +99,24 @@ def server(
     }
     if dev:
         overrides["dev"] = True
-    settings = Settings.from_env(**overrides)
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        err.print(f"[red]cannot start:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if not settings.audit_enabled and not settings.dev:
+        # The trail is fail-closed: no call is answered unless its record is durable. Turning it off is
+        # for measuring its cost (bench/run.py), on a loopback-only dev server.
+        err.print("[red]cannot start:[/red] KHOA_AUDIT=0 is allowed only with --dev", soft_wrap=True)
+        raise typer.Exit(2)
     if settings.dev and not _is_loopback(settings.host):
         err.print("[red]--dev binds to loopback only[/red]: it accepts any credentials.")
         raise typer.Exit(2)
+    if os.environ.get("KHOA_TEST_CLOCK") and not settings.dev:
+        # The test clock hooks it used to expose let anyone destroy keys pending deletion.
+        logging.getLogger("khoa").warning(
+            "KHOA_TEST_CLOCK is ignored: the clock and job hooks exist only with --dev"
+        )
     if settings.dev:
         err.print(
             "[bold red]WARNING: development mode[/bold red] — signatures are NOT checked and every "

@@ -3,6 +3,11 @@
 Signed with SigV4 for ``secretsmanager`` and authorised like DescribeSecret on the secret. Each event
 is ``id: <seq>``, ``event: <kind>`` and ``data: <json>``; a reconnecting client sends ``Last-Event-ID``
 and resumes where it stopped. Rows are polled from the database, so events from every node arrive.
+
+A subscription is not a licence: the subscriber's credential (present, active, session unexpired) and
+its permission (DescribeSecret on the secret, authorised as at subscription) are checked again every
+``KHOA_STREAM_RECHECK_SECONDS`` and whenever this node revokes anything (the revocation epoch), always
+before the next delivery; once they no longer hold, the stream ends (a reconnect is refused as usual).
 """
 
 from __future__ import annotations
@@ -50,7 +55,23 @@ def _fetch(engine: Engine, secret_id: str, after: int) -> list[Any]:
         )
 
 
-async def stream(engine: Engine, secret_id: str, start_after: int, receive: Receive, send: Send) -> None:
+async def stream(
+    engine: Engine,
+    secret_id: str,
+    start_after: int,
+    receive: Receive,
+    send: Send,
+    *,
+    still_allowed: Callable[[], bool],
+    recheck_seconds: float,
+    revocation_epoch: Callable[[], int],
+) -> None:
+    """Serve the subscription until the client leaves or ``still_allowed()`` stops holding.
+
+    ``still_allowed`` re-authenticates and re-authorises the subscriber; it runs every
+    ``recheck_seconds`` and as soon as ``revocation_epoch()`` moves, and always before events are
+    fetched, so nothing is delivered after a check fails.
+    """
     await send(
         {
             "type": "http.response.start",
@@ -70,9 +91,20 @@ async def stream(engine: Engine, secret_id: str, start_after: int, receive: Rece
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     cursor = start_after
     idle = 0.0
+    loop = asyncio.get_running_loop()
+    checked_at = loop.time()
+    epoch = revocation_epoch()
     try:
         await send({"type": "http.response.body", "body": b": subscribed\n\n", "more_body": True})
         while not disconnected.is_set():
+            now_epoch = revocation_epoch()
+            if now_epoch != epoch or loop.time() - checked_at >= recheck_seconds:
+                epoch, checked_at = now_epoch, loop.time()
+                if not still_allowed():
+                    await send(
+                        {"type": "http.response.body", "body": b": access revoked\n\n", "more_body": True}
+                    )
+                    break
             rows = _fetch(engine, secret_id, cursor)
             for row in rows:
                 data = json.dumps(event_payload(row))
@@ -85,6 +117,8 @@ async def stream(engine: Engine, secret_id: str, start_after: int, receive: Rece
                 idle = 0.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(disconnected.wait(), timeout=POLL_SECONDS)
+        if not disconnected.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:
         pass
     finally:

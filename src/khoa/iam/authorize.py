@@ -106,11 +106,8 @@ def decide(
         context = context()
     if context:
         facts.update({k.lower(): v for k, v in context.items()})
-    policy: Policy | None
-    if isinstance(resource_policy, str):
-        policy = parsed(resource_policy, "resource") or Policy((), "resource")
-    else:
-        policy = resource_policy
+    # A stored resource policy that no longer parses is read as an explicit deny, never as empty.
+    policy = parsed(resource_policy, "resource") if isinstance(resource_policy, str) else resource_policy
     request = Request(
         principal=principal, action=action, resource=resource, resource_account=account, context=facts
     )

@@ -1,24 +1,28 @@
 """Which policies apply to a caller: inline and attached policies of the user (and its groups) or of
 the assumed role, its permissions boundary, session policies, and principal tags.
 
-Lookups are cached per process for a couple of seconds — short enough that a policy change takes
-effect across nodes almost at once, long enough that the hot path does not query IAM tables.
+Lookups are cached per process for ``KHOA_POLICY_CACHE_SECONDS`` (default 2), so the hot path does
+not query IAM tables. A change made through Khoa's API takes effect at once on the node that made it
+(the revocation epoch, khoa.auth.revocation, empties this cache in every worker process); on other
+nodes sharing the database within the cache lifetime.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
 from khoa.auth.principal import Principal
-from khoa.iam.policy import Policy, PolicyError
+from khoa.iam.policy import Policy, PolicyError, deny_all
 from khoa.storage import schema
 
-_CACHE_SECONDS = 2.0
+_log = logging.getLogger(__name__)
+DEFAULT_CACHE_SECONDS = 2.0
 _PRINCIPALS = schema.iam_principals
 _INLINE = schema.iam_inline_policies
 _ATTACHED = schema.iam_attachments
@@ -29,12 +33,19 @@ _TAGS = schema.iam_tags
 
 
 @functools.lru_cache(maxsize=4096)
-def parsed(document: str, source: str) -> Policy | None:
-    """Parse a stored document once; a document that no longer parses grants nothing."""
+def parsed(document: str, source: str) -> Policy:
+    """Parse a stored document once with the one strict parser.
+
+    Every write path refuses documents the parser refuses, so one that does not parse here was written
+    by an older version or behind Khoa's back. Reading it as empty would silently drop its Deny
+    statements (fail open); it is read as :func:`deny_all` instead, so every request it takes part in
+    is explicitly denied until the document is replaced.
+    """
     try:
         return Policy.parse(document, source)
-    except PolicyError:
-        return None
+    except PolicyError as exc:
+        _log.error("stored %s policy does not parse (%s); denying every request it governs", source, exc)
+        return deny_all(source)
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,9 @@ class CallerPolicies:
 
 
 class Directory:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
         self.engine = engine
+        self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, CallerPolicies]] = {}
 
     def clear(self) -> None:
@@ -64,9 +76,11 @@ class Directory:
         if cached is not None and cached[0] > now:
             return cached[1]
         result = self._load(principal)
+        if self._cache_seconds <= 0:
+            return result
         if len(self._cache) > 10000:
             self._cache.clear()
-        self._cache[key] = (now + _CACHE_SECONDS, result)
+        self._cache[key] = (now + self._cache_seconds, result)
         return result
 
     def _documents_for(self, conn: object, owner_ids: list[str]) -> list[str]:
@@ -115,14 +129,13 @@ class Directory:
                     select(_TAGS.c.tag_key, _TAGS.c.tag_value).where(_TAGS.c.owner_id == row.principal_id)
                 ).all()
             }
-        identity = [p for p in (parsed(d, "identity") for d in documents) if p is not None]
+        identity = [parsed(d, "identity") for d in documents]
         boundary = parsed(boundary_document, "boundary") if boundary_document else None
         if row.permissions_boundary and boundary is None:
             boundary = Policy((), "boundary")  # a missing boundary policy allows nothing
         session = []
         if principal.session_policy:
-            session_policy = parsed(principal.session_policy, "session")
-            session.append(session_policy or Policy((), "session"))
+            session.append(parsed(principal.session_policy, "session"))
         tags.update(dict(principal.session_tags))
         return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags, arn=row.arn)
 

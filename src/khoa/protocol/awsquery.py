@@ -18,7 +18,16 @@ from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
 
 CONTENT_TYPE = b"text/xml"
-_INDEX = re.compile(r"^(\d+)")
+_INDEX = re.compile(r"^([0-9]+)")
+_MAX_INDEX_DIGITS = 9
+# Characters XML 1.0 cannot carry, even as character references.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """``value`` escaped for XML character data; characters XML 1.0 forbids (NUL and the other C0
+    controls, lone surrogates, U+FFFE/U+FFFF) become U+FFFD, so every response parses."""
+    return escape(_NOT_XML.sub("\ufffd", value))
 
 
 def parse_form(body: bytes, query_string: str) -> dict[str, str]:
@@ -108,7 +117,11 @@ class QueryDecoder:
             if key.startswith(prefix):
                 match = _INDEX.match(key[len(prefix) :])
                 if match:
-                    found.add(int(match.group(1)))
+                    digits = match.group(1)
+                    if len(digits) > _MAX_INDEX_DIGITS:
+                        # No list holds a billion members; refuse before int() meets 5,000 digits.
+                        raise AWSError("ValidationError", f"Invalid list index in parameter {key[:100]}")
+                    found.add(int(digits))
         return sorted(found)
 
     def _list(self, shape: dict[str, Any], key: str, flat: dict[str, str]) -> list[Any] | None:
@@ -182,7 +195,7 @@ class QueryEncoder:
             return items if shape.get("flattened") else f"<{tag}>{items}</{tag}>"
         if kind == "map":
             entries = "".join(
-                f"<entry><key>{escape(str(k))}</key>{self._element('value', shape['value']['shape'], v)}"
+                f"<entry><key>{xml_text(str(k))}</key>{self._element('value', shape['value']['shape'], v)}"
                 f"</entry>"
                 for k, v in value.items()
             )
@@ -194,14 +207,14 @@ class QueryEncoder:
         elif kind == "blob":
             text = base64.b64encode(value).decode()
         else:
-            text = escape(str(value))
+            text = xml_text(str(value))
         return f"<{tag}>{text}</{tag}>"
 
     def encode_error(self, error: AWSError, request_id: str) -> bytes:
         kind = "Receiver" if error.status >= 500 else "Sender"
         return (
             f'<ErrorResponse xmlns="{self.namespace}"><Error><Type>{kind}</Type>'
-            f"<Code>{escape(error.code)}</Code><Message>{escape(error.message or '')}</Message></Error>"
+            f"<Code>{xml_text(error.code)}</Code><Message>{xml_text(error.message or '')}</Message></Error>"
             f"<RequestId>{request_id}</RequestId></ErrorResponse>"
         ).encode()
 

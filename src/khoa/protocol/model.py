@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import botocore.loaders
+import regex
 
 from khoa.protocol.errors import AWSError, serialization_error
 
@@ -31,12 +33,62 @@ def load_service_model(service: str) -> dict[str, Any]:
     return model
 
 
+_Matcher: TypeAlias = re.Pattern[str] | regex.Pattern[str]
+
+
 @functools.cache
-def _compile(pattern: str) -> re.Pattern[str] | None:
+def _compile(pattern: str) -> _Matcher | None:
+    """Compile one of the model's (Java-dialect) patterns.
+
+    Java's ``\\w``, ``\\d`` and ``\\s`` are ASCII-only, so patterns compile with ``re.ASCII``. Two
+    Java forms the models use are rewritten first: a ``-`` right after a class shorthand inside
+    brackets (``[\\w-\\/]``: a literal in Java, an error in Python), and supplementary characters
+    written as UTF-16 surrogate pairs. Patterns with Unicode categories (``\\p{L}``: tag keys and
+    values of IAM, STS and SSM) compile with the ``regex`` library, which knows the categories; ``re``
+    would need every code point of a category spelled out (a second of work per process, on the event
+    loop). A pattern that still does not compile is not checked (the handler's own checks remain).
+    """
     try:
-        return re.compile(pattern)
-    except re.error:
+        if "\\p{" in pattern:
+            if _SHORTHAND.search(pattern):
+                return None  # none in the models today: ASCII shorthands beside Unicode categories
+            return regex.compile(pattern)
+        return re.compile(_java_to_python(pattern), re.ASCII)
+    except (re.error, regex.error):
         return None
+
+
+_SHORTHAND = re.compile(r"(?<!\\)\\[wdsWDS]")
+_SHORTHAND_DASH = re.compile(r"(\\[wdsWDS])-")
+_SURROGATE_PAIR = re.compile(r"\\u(D[89AB][0-9A-F]{2})\\u(D[C-F][0-9A-F]{2})", re.IGNORECASE)
+
+
+def _java_to_python(pattern: str) -> str:
+    def pair(match: re.Match[str]) -> str:
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
+
+    pattern = _SURROGATE_PAIR.sub(pair, pattern)
+    return _SHORTHAND_DASH.sub(
+        lambda m: m.group(1) + "\\-" if _inside_class(pattern, m.start()) else m.group(0), pattern
+    )
+
+
+def _inside_class(pattern: str, position: int) -> bool:
+    """Whether ``position`` is inside a ``[...]`` (escapes honoured; no nested classes in the models)."""
+    inside = False
+    i = 0
+    while i < position:
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[" and not inside:
+            inside = True
+        elif char == "]" and inside:
+            inside = False
+        i += 1
+    return inside
 
 
 def _lower_camel(name: str) -> str:
@@ -104,7 +156,9 @@ class ServiceModel:
         if kind == "map":
             return self._map(shape, value, path, problems)
         if kind == "string":
-            return self._string(shape, value, path, problems)
+            return self._string(
+                shape, value, path, problems, nul_allowed=(self.service, shape_name) in _NUL_ALLOWED
+            )
         if kind in ("integer", "long"):
             return self._number(shape, value, path, problems, integral=True)
         if kind in ("float", "double"):
@@ -160,11 +214,20 @@ class ServiceModel:
             out[key] = self._value(value_shape, v, f"{path}.value", problems)
         return out
 
-    def _string(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> str:
+    def _string(
+        self,
+        shape: dict[str, Any],
+        value: Any,
+        path: str,
+        problems: list[_Problem],
+        nul_allowed: bool = False,
+    ) -> str:
         if not isinstance(value, str):
             raise _mismatch(value, "String")
         shown = "" if shape.get("sensitive") else f"'{value}'"
         self._length(shape, len(value), path, shown, problems)
+        if "\x00" in value and not nul_allowed:
+            problems.append(_Problem(path, shown, "Member must not contain the null character (U+0000)"))
         enum = shape.get("enum")
         if enum is not None and value not in enum:
             problems.append(_Problem(path, shown, f"Member must satisfy enum value set: [{', '.join(enum)}]"))
@@ -186,6 +249,16 @@ class ServiceModel:
             if not value.is_integer():
                 raise serialization_error(f"Expected an integer at '{path}'")
             value = int(value)
+        if integral:
+            low, high = _INTEGRAL_RANGES[shape["type"]]
+            if not low <= value <= high:
+                # Java's deserialisers refuse what does not fit an int/long (rather than wrap it), and
+                # nothing past here (SQLite's 64-bit integers, limits, offsets) has to meet 2**64.
+                raise serialization_error(
+                    f"Numeric value ({_clip(str(value))}) out of range of {_NUMBER_TYPES[shape['type']]}"
+                )
+        elif not math.isfinite(value):
+            raise serialization_error(f"Non-finite number at '{path}'")
         shown = f"'{value}'"
         if "min" in shape and value < shape["min"]:
             problems.append(
@@ -234,7 +307,19 @@ class ServiceModel:
             )
 
 
+# String members that may hold U+0000. Everywhere else it is refused: no identifier, name, tag or
+# description can contain it (the models' patterns exclude it wherever they have one), PostgreSQL
+# cannot store it in text (the request would fail as a 500, or its audit record as a 503), SQLite's
+# LIKE ends a pattern at it, and it must behave the same on both. A secret's value is encrypted
+# before it is stored and hidden from the audit record, so it may be any text.
+_NUL_ALLOWED = frozenset({("secretsmanager", "SecretStringType")})
+
 _NUMBER_TYPES = {"integer": "Integer", "long": "Long", "float": "Float", "double": "Double"}
+_INTEGRAL_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _mismatch(value: Any, target: str) -> AWSError:

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from khoa.iam.authorize import authorize
+from khoa.protocol.context import RequestContext
+from khoa.services.authorization import AuthorizationTable, rule
 from khoa.services.base import Service
 from khoa.services.cloudtrail import lookup
+
+
+def _lookup_events(ctx: RequestContext, params: dict[str, Any]) -> None:
+    # LookupEvents supports no resource-level permissions: AWS authorises it on "*".
+    authorize(ctx, "cloudtrail:LookupEvents", "*")
+
+
+def authorization_table() -> AuthorizationTable:
+    return AuthorizationTable("cloudtrail", {"LookupEvents": rule(_lookup_events, "cloudtrail:LookupEvents")})
 
 
 def build_service() -> Service:
@@ -13,4 +27,5 @@ def build_service() -> Service:
         target_prefix="com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101",
         model=lookup.CloudTrailModel(),
         handlers=dict(lookup.OPERATIONS),
+        authorizer=authorization_table(),
     )

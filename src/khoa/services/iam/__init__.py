@@ -1,6 +1,7 @@
 """AWS IAM (awsQuery protocol, XML responses): users, groups, roles, access keys, inline and managed
 policies with versions, attachments, permissions boundaries, tags, GetAccountAuthorizationDetails and
-policy simulation. Every operation is authorised as ``iam:<Operation>`` on its target's ARN."""
+policy simulation. Every operation is authorised before its handler runs, as ``iam:<Operation>`` on its
+target's ARN, by the table in authz.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from khoa.services.base import Handler, Service
 from khoa.services.iam import (
     access_keys,
     attachments,
+    authz,
     boundaries,
     details,
     groups,
@@ -46,6 +48,7 @@ def build_service() -> Service:
         target_prefix="iam",
         model=model,
         handlers=handlers,
+        authorizer=authz.table(),
         skew=timedelta(minutes=15),
         protocol="query",
     )

@@ -16,8 +16,15 @@ from sqlalchemy.engine import Connection
 from khoa.bootstrap import access_key_binding, generate_access_key_id, generate_secret_access_key
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
-from khoa.services.iam.authz import check, entity
-from khoa.services.iam.store import ACCESS_KEYS, USER, invalidate, lock_account, lock_principal, now
+from khoa.services.iam.store import (
+    ACCESS_KEYS,
+    USER,
+    invalidate,
+    lock_account,
+    lock_principal,
+    lookup_entity,
+    now,
+)
 from khoa.storage import schema
 
 MAX_KEYS = 2
@@ -35,13 +42,12 @@ def _owner(ctx: RequestContext, params: dict[str, Any]) -> Owner:
     principal = ctx.principal
     name = params.get("UserName")
     if name is None and principal.is_root:
-        check(ctx, principal.arn)
         return Owner("Root", "root", None)
     if name is None:
         if principal.kind != "IAMUser":
             raise errors.needs_user_name()
         name = principal.name
-    row = entity(ctx, USER, name)
+    row = lookup_entity(ctx, USER, name)
     return Owner("IAMUser", row.name, row.name, row.principal_id)
 
 
@@ -152,13 +158,8 @@ def get_access_key_last_used(ctx: RequestContext, params: dict[str, Any]) -> dic
             .where(ACCESS_KEYS.c.account_id == ctx.account_id)
         ).first()
     if key is None or key.principal_kind not in ("IAMUser", "Root"):
-        check(ctx, "*")
         raise errors.access_key_not_found(access_key_id)
-    if key.principal_kind == "Root":
-        check(ctx, f"arn:aws:iam::{ctx.account_id}:root")
-        user_name = None
-    else:
-        user_name = entity(ctx, USER, key.principal_name).name
+    user_name = None if key.principal_kind == "Root" else lookup_entity(ctx, USER, key.principal_name).name
     with ctx.runtime.engine.connect() as conn:
         last = conn.execute(
             select(events.c.event_time, events.c.event_source, events.c.region)

@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
-from khoa.services.iam.authz import entity, managed_policy
 from khoa.services.iam.store import (
     ATTACHMENTS,
     GROUP,
@@ -21,6 +20,8 @@ from khoa.services.iam.store import (
     USER,
     invalidate,
     lock_principal,
+    lookup_entity,
+    lookup_policy,
 )
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
@@ -32,8 +33,8 @@ _QUOTA = {USER: "PoliciesPerUser", GROUP: "PoliciesPerGroup", ROLE: "PoliciesPer
 def attach(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         arn = params["PolicyArn"]
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]], context={"iam:policyarn": [arn]})
-        managed_policy(ctx, arn, missing=errors.policy_not_attachable, authorise=False)
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
+        lookup_policy(ctx, arn, missing=errors.policy_not_attachable)
         try:
             with ctx.runtime.engine.begin() as conn:
                 lock_principal(conn, owner.principal_id)
@@ -56,7 +57,7 @@ def attach(kind: str) -> Handler:
 def detach(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         arn = params["PolicyArn"]
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]], context={"iam:policyarn": [arn]})
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         with ctx.runtime.engine.begin() as conn:
             removed = conn.execute(
                 delete(ATTACHMENTS)
@@ -73,7 +74,7 @@ def detach(kind: str) -> Handler:
 
 def attached(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         prefix = params.get("PathPrefix")
         with ctx.runtime.engine.connect() as conn:
             rows = conn.execute(
@@ -94,7 +95,7 @@ def attached(kind: str) -> Handler:
 
 
 def list_entities_for_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    policy = managed_policy(ctx, params["PolicyArn"])
+    policy = lookup_policy(ctx, params["PolicyArn"])
     kinds = {"User": [USER], "Group": [GROUP], "Role": [ROLE]}.get(params.get("EntityFilter", ""))
     kinds = kinds or [USER, GROUP, ROLE]
     usage = params.get("PolicyUsageFilter")

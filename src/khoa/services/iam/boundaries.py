@@ -10,8 +10,7 @@ from sqlalchemy import update
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors
-from khoa.services.iam.authz import entity, managed_policy
-from khoa.services.iam.store import PRINCIPALS, ROLE, USER, invalidate
+from khoa.services.iam.store import PRINCIPALS, ROLE, USER, invalidate, lookup_entity, lookup_policy
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 _NAME_PARAM = {USER: "UserName", ROLE: "RoleName"}
@@ -30,8 +29,8 @@ def _set(ctx: RequestContext, principal_id: str, arn: str | None) -> None:
 def put(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         arn = params["PermissionsBoundary"]
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]], context={"iam:permissionsboundary": [arn]})
-        managed_policy(ctx, arn, missing=errors.policy_not_attachable, authorise=False)
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
+        lookup_policy(ctx, arn, missing=errors.policy_not_attachable)
         _set(ctx, owner.principal_id, arn)
         return {}
 
@@ -40,7 +39,7 @@ def put(kind: str) -> Handler:
 
 def remove(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         _set(ctx, owner.principal_id, None)
         return {}
 

@@ -10,7 +10,6 @@ from sqlalchemy import func, select
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import aws_managed, documents, paging, views
-from khoa.services.iam.authz import check
 from khoa.services.iam.store import (
     ATTACHMENTS,
     GROUP,
@@ -28,7 +27,6 @@ _ALL = ["User", "Group", "Role", "LocalManagedPolicy", "AWSManagedPolicy"]
 
 
 def get_account_authorization_details(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    check(ctx, "*")
     wanted = set(params.get("Filter") or _ALL)
     account = ctx.account_id
     with ctx.runtime.engine.connect() as conn:

@@ -10,7 +10,6 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging, views
-from khoa.services.iam.authz import check, entity
 from khoa.services.iam.store import (
     ATTACHMENTS,
     GROUP,
@@ -25,6 +24,7 @@ from khoa.services.iam.store import (
     invalidate,
     listing,
     lock_principal,
+    lookup_entity,
     new_id,
     now,
 )
@@ -37,7 +37,6 @@ def create_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["GroupName"]
     path = params.get("Path", "/")
     arn = entity_arn(ctx.account_id, GROUP, path, name)
-    check(ctx, arn)
     group_id = new_id(GROUP)
     try:
         with ctx.runtime.engine.begin() as conn:
@@ -76,7 +75,7 @@ def _members(conn: Any, group_id: str) -> list[Any]:
 
 
 def get_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, GROUP, params["GroupName"])
+    row = lookup_entity(ctx, GROUP, params["GroupName"])
     with ctx.runtime.engine.connect() as conn:
         users = _members(conn, row.principal_id)
     page, meta = paging.paginate(users, params)
@@ -85,7 +84,6 @@ def get_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     prefix = params.get("PathPrefix")
-    check(ctx, f"arn:aws:iam::{ctx.account_id}:group{prefix or '/'}")
     with ctx.runtime.engine.connect() as conn:
         rows = listing(conn, ctx.account_id, GROUP, prefix)
     page, meta = paging.paginate(rows, params)
@@ -93,12 +91,10 @@ def list_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, GROUP, params["GroupName"])
+    row = lookup_entity(ctx, GROUP, params["GroupName"])
     new_name = params.get("NewGroupName", row.name)
     new_path = params.get("NewPath", row.path)
     new_arn = entity_arn(ctx.account_id, GROUP, new_path, new_name)
-    if new_arn != row.arn:
-        check(ctx, new_arn)
     try:
         with ctx.runtime.engine.begin() as conn:
             if new_name.lower() != row.name_lower and find(conn, ctx.account_id, GROUP, new_name):
@@ -115,7 +111,7 @@ def update_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def delete_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, GROUP, params["GroupName"])
+    row = lookup_entity(ctx, GROUP, params["GroupName"])
     owner = row.principal_id
     with ctx.runtime.engine.begin() as conn:
         if conn.execute(select(MEMBERS.c.user_id).where(MEMBERS.c.group_id == owner).limit(1)).first():
@@ -132,7 +128,7 @@ def delete_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    group = entity(ctx, GROUP, params["GroupName"])
+    group = lookup_entity(ctx, GROUP, params["GroupName"])
     with ctx.runtime.engine.connect() as conn:
         user = find(conn, ctx.account_id, USER, params["UserName"])
     if user is None:
@@ -153,7 +149,7 @@ def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 
 def remove_user_from_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    group = entity(ctx, GROUP, params["GroupName"])
+    group = lookup_entity(ctx, GROUP, params["GroupName"])
     with ctx.runtime.engine.connect() as conn:
         user = find(conn, ctx.account_id, USER, params["UserName"])
     if user is None:
@@ -171,7 +167,7 @@ def remove_user_from_group(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 
 def list_groups_for_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    user = entity(ctx, USER, params["UserName"])
+    user = lookup_entity(ctx, USER, params["UserName"])
     with ctx.runtime.engine.connect() as conn:
         rows = list(
             conn.execute(

@@ -14,8 +14,7 @@ from sqlalchemy import delete, insert, select
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import documents, errors, paging
-from khoa.services.iam.authz import entity
-from khoa.services.iam.store import GROUP, INLINE, ROLE, USER, invalidate
+from khoa.services.iam.store import GROUP, INLINE, ROLE, USER, invalidate, lookup_entity
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 _NAME_PARAM = {USER: "UserName", GROUP: "GroupName", ROLE: "RoleName"}
@@ -23,7 +22,7 @@ _NAME_PARAM = {USER: "UserName", GROUP: "GroupName", ROLE: "RoleName"}
 
 def put(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         policy_name = params["PolicyName"]
         document = params["PolicyDocument"]
         documents.validate_identity(document)
@@ -54,7 +53,7 @@ def put(kind: str) -> Handler:
 
 def get(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         policy_name = params["PolicyName"]
         with ctx.runtime.engine.connect() as conn:
             document = conn.execute(
@@ -75,7 +74,7 @@ def get(kind: str) -> Handler:
 
 def remove(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         policy_name = params["PolicyName"]
         with ctx.runtime.engine.begin() as conn:
             deleted = conn.execute(
@@ -93,7 +92,7 @@ def remove(kind: str) -> Handler:
 
 def names(kind: str) -> Handler:
     def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = entity(ctx, kind, params[_NAME_PARAM[kind]])
+        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
         with ctx.runtime.engine.connect() as conn:
             found = list(
                 conn.execute(

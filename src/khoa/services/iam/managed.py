@@ -14,8 +14,16 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import aws_managed, documents, errors, paging, tags, views
-from khoa.services.iam.authz import check, managed_policy
-from khoa.services.iam.store import MANAGED, TAGS, VERSIONS, invalidate, new_id, now, policy_arn
+from khoa.services.iam.store import (
+    MANAGED,
+    TAGS,
+    VERSIONS,
+    invalidate,
+    lookup_policy,
+    new_id,
+    now,
+    policy_arn,
+)
 
 MAX_VERSIONS = 5
 MAX_POLICIES = 1500
@@ -29,7 +37,7 @@ def _validate(document: str) -> None:
 
 def _own(ctx: RequestContext, arn: str) -> Row[Any]:
     """A policy this account may change: its own, never an AWS-managed one."""
-    row = managed_policy(ctx, arn)
+    row = lookup_policy(ctx, arn)
     if row.account_id != ctx.account_id:
         raise errors.invalid_input(f"Policy {arn} is an AWS managed policy and cannot be modified.")
     return row
@@ -41,9 +49,7 @@ def create_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     document = params["PolicyDocument"]
     new_tags = params.get("Tags") or []
     arn = policy_arn(ctx.account_id, path, name)
-    check(ctx, arn, request_tags=new_tags)
     if new_tags:
-        check(ctx, arn, request_tags=new_tags, action="iam:TagPolicy")
         tags.validate(new_tags)
     _validate(document)
     created = now(ctx)
@@ -92,7 +98,7 @@ def create_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
 
 
 def get_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = managed_policy(ctx, params["PolicyArn"])
+    row = lookup_policy(ctx, params["PolicyArn"])
     with ctx.runtime.engine.connect() as conn:
         return {"Policy": views.policy(row, conn, ctx.account_id)}
 
@@ -123,7 +129,6 @@ def list_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     scope = params.get("Scope", "All")
     prefix = params.get("PathPrefix")
     usage = params.get("PolicyUsageFilter")
-    check(ctx, f"arn:aws:iam::{ctx.account_id}:policy{prefix or '/'}")
     accounts = {"All": [ctx.account_id, aws_managed.ACCOUNT], "AWS": [aws_managed.ACCOUNT]}.get(
         scope, [ctx.account_id]
     )
@@ -196,7 +201,7 @@ def create_policy_version(ctx: RequestContext, params: dict[str, Any]) -> dict[s
 
 
 def get_policy_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    policy = managed_policy(ctx, params["PolicyArn"])
+    policy = lookup_policy(ctx, params["PolicyArn"])
     with ctx.runtime.engine.connect() as conn:
         version = _version(conn, policy.arn, params["VersionId"])
     return {"PolicyVersion": views.policy_version(version, policy.default_version)}
@@ -208,7 +213,7 @@ def _version_number(version_id: str) -> int:
 
 
 def list_policy_versions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    policy = managed_policy(ctx, params["PolicyArn"])
+    policy = lookup_policy(ctx, params["PolicyArn"])
     with ctx.runtime.engine.connect() as conn:
         rows = list(conn.execute(select(VERSIONS).where(VERSIONS.c.policy_arn == policy.arn)).all())
     rows.sort(key=lambda r: _version_number(r.version_id), reverse=True)

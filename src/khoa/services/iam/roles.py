@@ -10,7 +10,6 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import documents, errors, paging, tags, views
-from khoa.services.iam.authz import check, entity, managed_policy
 from khoa.services.iam.store import (
     ATTACHMENTS,
     INLINE,
@@ -23,10 +22,11 @@ from khoa.services.iam.store import (
     find,
     invalidate,
     listing,
+    lookup_entity,
+    lookup_policy,
     new_id,
     now,
 )
-from khoa.services.iam.users import boundary_context
 
 MAX_ROLES = 1000
 
@@ -37,16 +37,12 @@ def create_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     boundary = params.get("PermissionsBoundary")
     new_tags = params.get("Tags") or []
     arn = entity_arn(ctx.account_id, ROLE, path, name)
-    check(ctx, arn, request_tags=new_tags, context=boundary_context(boundary))
     if new_tags:
-        check(ctx, arn, request_tags=new_tags, action="iam:TagRole")
         tags.validate(new_tags)
     trust = params["AssumeRolePolicyDocument"]
     documents.validate_trust(trust)
     if boundary:
-        managed_policy(
-            ctx, boundary, missing=errors.policy_not_attachable, action="iam:PutRolePermissionsBoundary"
-        )
+        lookup_policy(ctx, boundary, missing=errors.policy_not_attachable)
     role_id = new_id(ROLE)
     try:
         with ctx.runtime.engine.begin() as conn:
@@ -82,14 +78,13 @@ def create_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, ROLE, params["RoleName"])
+    row = lookup_entity(ctx, ROLE, params["RoleName"])
     with ctx.runtime.engine.connect() as conn:
         return {"Role": views.role(row, conn)}
 
 
 def list_roles(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     prefix = params.get("PathPrefix")
-    check(ctx, f"arn:aws:iam::{ctx.account_id}:role{prefix or '/'}")
     with ctx.runtime.engine.connect() as conn:
         rows = listing(conn, ctx.account_id, ROLE, prefix)
     page, meta = paging.paginate(rows, params)
@@ -102,7 +97,7 @@ def _update(ctx: RequestContext, role_id: str, **values: Any) -> None:
 
 
 def update_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, ROLE, params["RoleName"])
+    row = lookup_entity(ctx, ROLE, params["RoleName"])
     values: dict[str, Any] = {}
     if "Description" in params:
         values["description"] = params["Description"]
@@ -114,7 +109,7 @@ def update_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_role_description(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, ROLE, params["RoleName"])
+    row = lookup_entity(ctx, ROLE, params["RoleName"])
     _update(ctx, row.principal_id, description=params["Description"])
     with ctx.runtime.engine.connect() as conn:
         updated = by_id(conn, row.principal_id)
@@ -124,7 +119,7 @@ def update_role_description(ctx: RequestContext, params: dict[str, Any]) -> dict
 
 
 def update_assume_role_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, ROLE, params["RoleName"])
+    row = lookup_entity(ctx, ROLE, params["RoleName"])
     documents.validate_trust(params["PolicyDocument"])
     _update(ctx, row.principal_id, assume_role_policy=params["PolicyDocument"])
     invalidate(ctx)
@@ -132,7 +127,7 @@ def update_assume_role_policy(ctx: RequestContext, params: dict[str, Any]) -> di
 
 
 def delete_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, ROLE, params["RoleName"])
+    row = lookup_entity(ctx, ROLE, params["RoleName"])
     owner = row.principal_id
     with ctx.runtime.engine.begin() as conn:
         if conn.execute(select(INLINE.c.policy_name).where(INLINE.c.owner_id == owner).limit(1)).first():

@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from khoa.auth.principal import Principal
+from khoa.iam.directory import parsed
 from khoa.iam.evaluate import Request, evaluate
 from khoa.iam.policy import Policy, PolicyError, Statement
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import aws_managed, errors, paging
-from khoa.services.iam.authz import check
 from khoa.services.iam.store import (
     ATTACHMENTS,
+    ENTITY_ARN,
     GROUP,
     INLINE,
     MANAGED,
@@ -32,7 +33,6 @@ from khoa.services.iam.store import (
     tags_of,
 )
 
-_SOURCE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):(user|group|role)(/(?:.*/)?)([\w+=,.@-]+)$")
 _ACCOUNT_IN = re.compile(r"(\d{12})")
 
 
@@ -46,6 +46,8 @@ class Source:
 
 
 def _parse(document: str, source: str, label: str) -> Policy:
+    """A policy supplied with the request, read by the one strict parser (stored policies are read
+    with ``parsed``, exactly as authorisation reads them: one that does not parse is a deny)."""
     try:
         return Policy.parse(document, source)
     except PolicyError as exc:
@@ -62,7 +64,7 @@ def _managed_sources(conn: Connection, owner_ids: list[str]) -> list[Source]:
     ).all()
     return [
         Source(
-            _parse(r.document, "identity", r.name),
+            parsed(r.document, "identity"),
             r.name,
             "aws-managed" if r.account_id == aws_managed.ACCOUNT else "user-managed",
         )
@@ -84,7 +86,7 @@ def _entity_sources(conn: Connection, row: Any) -> tuple[list[Source], Policy | 
         for name, document in conn.execute(
             select(INLINE.c.policy_name, INLINE.c.document).where(INLINE.c.owner_id == owner_id)
         ).all():
-            sources.append(Source(_parse(document, "identity", name), name, kind))
+            sources.append(Source(parsed(document, "identity"), name, kind))
     sources.extend(_managed_sources(conn, [o for o, _ in owners]))
     boundary = None
     if row.permissions_boundary:
@@ -94,7 +96,7 @@ def _entity_sources(conn: Connection, row: Any) -> tuple[list[Source], Policy | 
             .where(MANAGED.c.arn == row.permissions_boundary)
             .where(VERSIONS.c.version_id == MANAGED.c.default_version)
         ).scalar()
-        boundary = _parse(document, "boundary", "boundary") if document else Policy((), "boundary")
+        boundary = parsed(document, "boundary") if document else Policy((), "boundary")
     return sources, boundary
 
 
@@ -219,13 +221,12 @@ def _simulate(
 
 def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     source_arn = params["PolicySourceArn"]
-    match = _SOURCE_ARN.match(source_arn)
+    match = ENTITY_ARN.match(source_arn)
     if match is None:
         raise errors.invalid_input(
             f"Invalid ARN: {source_arn}. The PolicySourceArn must name a user, group or role."
         )
     account, kind, _path, name = match.groups()
-    check(ctx, source_arn)
     with ctx.runtime.engine.connect() as conn:
         row = conn.execute(
             select(PRINCIPALS)
@@ -259,7 +260,6 @@ def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> di
 
 
 def simulate_custom_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    check(ctx, "*")
     caller_arn = params.get("CallerArn") or ctx.principal.arn
     match = _ACCOUNT_IN.search(caller_arn)
     account = match.group(1) if match else ctx.account_id

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection
 
 from khoa.protocol.context import RequestContext
-from khoa.services.iam import errors
+from khoa.protocol.errors import AWSError
+from khoa.services.iam import aws_managed, errors
 from khoa.storage import schema
 
 PRINCIPALS = schema.iam_principals
@@ -31,6 +33,10 @@ _POLICY_ARN = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy(/(?:[\x21-\x7e]*/)?
 
 def new_id(kind: str) -> str:
     return _ID_PREFIX[kind] + "".join(secrets.choice(_ALNUM) for _ in range(17))
+
+
+# A user's, group's or role's ARN (account, kind, path, name): what SimulatePrincipalPolicy accepts.
+ENTITY_ARN = re.compile(r"^arn:aws:iam::(\d{12}):(user|group|role)(/(?:.*/)?)([\w+=,.@-]+)$")
 
 
 def entity_arn(account_id: str, kind: str, path: str, name: str) -> str:
@@ -62,6 +68,48 @@ def require(conn: Connection, account_id: str, kind: str, name: str) -> Row[Any]
     row = find(conn, account_id, kind, name)
     if row is None:
         raise errors.entity_not_found(kind, name)
+    return row
+
+
+_TARGETS = "iam:targets"
+
+
+def cached_entity(ctx: RequestContext, kind: str, name: str) -> Row[Any] | None:
+    """The user, group or role ``name`` of the caller's account, looked up once per request.
+
+    The authoriser (authz.py) looks targets up here before it authorises; handlers then get the same
+    row through :func:`lookup_entity`, so they act on the entity that was authorised.
+    """
+    found: dict[tuple[str, str], Row[Any] | None] = ctx.extras.setdefault(_TARGETS, {})
+    key = (kind, name.lower())
+    if key not in found:
+        with ctx.runtime.engine.connect() as conn:
+            found[key] = find(conn, ctx.account_id, kind, name)
+    return found[key]
+
+
+def lookup_entity(ctx: RequestContext, kind: str, name: str) -> Row[Any]:
+    """The (already authorised) user, group or role ``name``; NoSuchEntity when there is none."""
+    row = cached_entity(ctx, kind, name)
+    if row is None:
+        raise errors.entity_not_found(kind, name)
+    return row
+
+
+def lookup_policy(
+    ctx: RequestContext, arn: str, *, missing: Callable[[str], AWSError] = errors.policy_not_found
+) -> Row[Any]:
+    """A managed policy this account may use (its own, or an AWS-managed one); ``missing`` otherwise.
+    Another account's policies are never looked up."""
+    account, _path, _name = parse_policy_arn(arn)
+    row = None
+    if account == aws_managed.ACCOUNT:
+        row = aws_managed.ensure(ctx.runtime.engine, arn)
+    elif account == ctx.account_id:
+        with ctx.runtime.engine.connect() as conn:
+            row = find_policy(conn, arn)
+    if row is None:
+        raise missing(arn)
     return row
 
 
@@ -115,13 +163,6 @@ def tags_of(conn: Connection, owner_id: str) -> list[dict[str, str]]:
 
 def find_policy(conn: Connection, arn: str) -> Row[Any] | None:
     return conn.execute(select(MANAGED).where(MANAGED.c.arn == arn)).first()
-
-
-def caller_account_policy(ctx: RequestContext, arn: str) -> None:
-    """Customer-managed policies belong to one account: another account's ARN names nothing here."""
-    account, _path, _name = parse_policy_arn(arn)
-    if account not in (ctx.account_id, "aws"):
-        raise errors.policy_not_found(arn)
 
 
 def invalidate(ctx: RequestContext) -> None:

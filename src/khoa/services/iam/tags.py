@@ -9,8 +9,16 @@ from sqlalchemy.engine import Connection
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging
-from khoa.services.iam.authz import check, entity
-from khoa.services.iam.store import ROLE, TAGS, USER, caller_account_policy, find_policy, invalidate, tags_of
+from khoa.services.iam.store import (
+    ROLE,
+    TAGS,
+    USER,
+    find_policy,
+    invalidate,
+    lookup_entity,
+    parse_policy_arn,
+    tags_of,
+)
 
 MAX_TAGS = 50
 
@@ -55,15 +63,17 @@ def _remove(conn: Connection, owner_id: str, keys: list[str]) -> None:
         )
 
 
-def _entity(ctx: RequestContext, kind: str, name: str, tags: list[dict[str, str]] | None = None) -> str:
-    return str(entity(ctx, kind, name, request_tags=tags).principal_id)
+def _entity(ctx: RequestContext, kind: str, name: str) -> str:
+    return str(lookup_entity(ctx, kind, name).principal_id)
 
 
-def _policy(ctx: RequestContext, arn: str, tags: list[dict[str, str]] | None = None) -> str:
-    caller_account_policy(ctx, arn)
-    with ctx.runtime.engine.connect() as conn:
-        row = find_policy(conn, arn)
-    check(ctx, arn, owner_id=row.policy_id if row else None, request_tags=tags)
+def _policy(ctx: RequestContext, arn: str) -> str:
+    """A customer-managed policy of the caller's account (AWS-managed ones carry no tags of yours)."""
+    account, _path, _name = parse_policy_arn(arn)
+    row = None
+    if account == ctx.account_id:
+        with ctx.runtime.engine.connect() as conn:
+            row = find_policy(conn, arn)
     if row is None or row.account_id != ctx.account_id:
         raise errors.policy_not_found(arn)
     return str(row.policy_id)
@@ -92,7 +102,7 @@ def _list(ctx: RequestContext, owner_id: str, params: dict[str, Any]) -> dict[st
 
 
 def tag_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    owner = _entity(ctx, USER, params["UserName"], params["Tags"])
+    owner = _entity(ctx, USER, params["UserName"])
     return _tag(ctx, owner, params["Tags"], "TagsPerUser")
 
 
@@ -105,7 +115,7 @@ def list_user_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 
 
 def tag_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    owner = _entity(ctx, ROLE, params["RoleName"], params["Tags"])
+    owner = _entity(ctx, ROLE, params["RoleName"])
     return _tag(ctx, owner, params["Tags"], "TagsPerRole")
 
 
@@ -118,7 +128,7 @@ def list_role_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 
 
 def tag_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    owner = _policy(ctx, params["PolicyArn"], params["Tags"])
+    owner = _policy(ctx, params["PolicyArn"])
     return _tag(ctx, owner, params["Tags"], "TagsPerPolicy")
 
 

@@ -9,7 +9,6 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import errors, paging, tags, views
-from khoa.services.iam.authz import check, entity, managed_policy
 from khoa.services.iam.store import (
     ACCESS_KEYS,
     ATTACHMENTS,
@@ -24,6 +23,8 @@ from khoa.services.iam.store import (
     find,
     invalidate,
     listing,
+    lookup_entity,
+    lookup_policy,
     new_id,
     now,
 )
@@ -32,24 +33,16 @@ from khoa.storage import schema
 MAX_USERS = 5000
 
 
-def boundary_context(arn: str | None) -> dict[str, list[str]] | None:
-    return {"iam:permissionsboundary": [arn]} if arn else None
-
-
 def create_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["UserName"]
     path = params.get("Path", "/")
     boundary = params.get("PermissionsBoundary")
     new_tags = params.get("Tags") or []
     arn = entity_arn(ctx.account_id, USER, path, name)
-    check(ctx, arn, request_tags=new_tags, context=boundary_context(boundary))
     if new_tags:
-        check(ctx, arn, request_tags=new_tags, action="iam:TagUser")
         tags.validate(new_tags)
     if boundary:
-        managed_policy(
-            ctx, boundary, missing=errors.policy_not_attachable, action="iam:PutUserPermissionsBoundary"
-        )
+        lookup_policy(ctx, boundary, missing=errors.policy_not_attachable)
     user_id = new_id(USER)
     try:
         with ctx.runtime.engine.begin() as conn:
@@ -87,7 +80,6 @@ def get_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         if principal.kind == "IAMUser":
             name = principal.name
         elif principal.is_root:
-            check(ctx, principal.arn)
             with ctx.runtime.engine.connect() as conn:
                 created = conn.execute(
                     select(schema.accounts.c.created_at).where(schema.accounts.c.account_id == ctx.account_id)
@@ -95,14 +87,13 @@ def get_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             return {"User": {"UserId": ctx.account_id, "Arn": principal.arn, "CreateDate": created or 0.0}}
         else:
             raise errors.needs_user_name()
-    row = entity(ctx, USER, name)
+    row = lookup_entity(ctx, USER, name)
     with ctx.runtime.engine.connect() as conn:
         return {"User": views.user(row, conn)}
 
 
 def list_users(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     prefix = params.get("PathPrefix")
-    check(ctx, f"arn:aws:iam::{ctx.account_id}:user{prefix or '/'}")
     with ctx.runtime.engine.connect() as conn:
         rows = listing(conn, ctx.account_id, USER, prefix)
     page, meta = paging.paginate(rows, params)
@@ -110,12 +101,10 @@ def list_users(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, USER, params["UserName"])
+    row = lookup_entity(ctx, USER, params["UserName"])
     new_name = params.get("NewUserName", row.name)
     new_path = params.get("NewPath", row.path)
     new_arn = entity_arn(ctx.account_id, USER, new_path, new_name)
-    if new_arn != row.arn:
-        check(ctx, new_arn)
     try:
         with ctx.runtime.engine.begin() as conn:
             if new_name.lower() != row.name_lower and find(conn, ctx.account_id, USER, new_name):
@@ -143,7 +132,7 @@ def _has(conn: Any, query: Any) -> bool:
 
 
 def delete_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = entity(ctx, USER, params["UserName"])
+    row = lookup_entity(ctx, USER, params["UserName"])
     with ctx.runtime.engine.begin() as conn:
         if by_id(conn, row.principal_id) is None:
             raise errors.entity_not_found(USER, params["UserName"])

@@ -6,7 +6,7 @@ from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
 from khoa.services.kms import (
     aliases,
-    authz,
+    authtable,
     cryptoops,
     grants,
     imports,
@@ -28,5 +28,5 @@ def build_service() -> Service:
         target_prefix="TrentService",
         model=ServiceModel("kms"),
         handlers=handlers,
-        authorizer=authz.authorize_request,
+        authorizer=authtable.table(),
     )

@@ -123,7 +123,7 @@ def delete_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_aliases(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
-    offset = decode_marker(params.get("Marker"))
+    offset = decode_marker(params.get("Marker"), ctx.operation)
     query = (
         select(_ALIASES).where(_ALIASES.c.account_id == ctx.account_id).where(_ALIASES.c.region == ctx.region)
     )
@@ -144,7 +144,7 @@ def list_aliases(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     ]
     result: dict[str, Any] = {"Aliases": aliases, "Truncated": len(rows) > limit}
     if len(rows) > limit:
-        result["NextMarker"] = encode_marker(offset + limit)
+        result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 
 

@@ -1,15 +1,25 @@
 """Authorising KMS requests: key policies (required), IAM policies, grants, and KMS condition keys.
 
-Runs before each handler. It names the key(s) a request touches exactly as the handler will (so a
-missing key still gets the handler's NotFoundException), and evaluates ``kms:<Operation>`` against
-the key policy with the KMS condition keys AWS defines. Grants are consulted when policies do not
-allow: a grant for the caller that lists the operation (and whose encryption-context constraints hold)
-allows it.
+Runs before each handler (the service's ``authorizer``). It names the key(s) a request touches
+exactly as the handler will (so a missing key still gets the handler's NotFoundException), and
+evaluates ``kms:<Operation>`` against the key policy with the KMS condition keys AWS defines. Grants
+are consulted when policies do not allow (never over an explicit deny): a grant for the caller that
+lists the operation, and whose constraint admits the request, allows it.
+
+*How* an operation on a key was allowed is recorded in ``ctx.extras`` (a :class:`Basis`: by policy,
+or by which grants), because what the handler may then do depends on it: a CreateGrant allowed only
+by grants may create nothing wider than those grants (``grant_rules.child_within``). Handlers that
+need the basis ask for it with :func:`basis_for`, which fails closed when the authoriser recorded
+none. RetireGrant is authorised by the grant itself (its retiring principal, or its grantee when it
+lists RetireGrant) or by ``kms:RetireGrant`` on the key within the key's account; the grant is found
+here, from the token or from KeyId and GrantId, and the handler retires exactly the grant authorised.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +29,7 @@ from khoa.iam.authorize import access_denied, decide
 from khoa.iam.evaluate import Decision
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors, grant_rules
 from khoa.services.kms.resolve import alias_arn, alias_target, kms, resolve_key
 from khoa.services.kms.store import KeyRecord
 from khoa.storage import schema
@@ -77,37 +88,120 @@ def request_context(
             context["kms:granteeprincipal"] = [params["GranteePrincipal"]]
         if params.get("RetiringPrincipal"):
             context["kms:retiringprincipal"] = [params["RetiringPrincipal"]]
+        constraints = params.get("Constraints") or {}
+        types = [t for t in ("EncryptionContextEquals", "EncryptionContextSubset") if t in constraints]
+        if types:
+            context["kms:grantconstrainttype"] = types
+        if constraints.get("SourceArn"):
+            context["kms:grantconstraintsourcearn"] = [constraints["SourceArn"]]
+    if ctx.operation in ("CreateGrant", "ListGrants", "RevokeGrant"):
+        # Khoa's callers are never an AWS service creating grants for its resources.
+        context["kms:grantisforawsresource"] = ["false"]
     return context
 
 
-def _grant_allows(
-    ctx: RequestContext, key: KeyRecord, operation: str, encryption_context: dict[str, str] | None
-) -> bool:
+_BASIS = "kms:authorized"
+_RETIREMENT = "kms:retirement"
+_ACCOUNT_ROOT = re.compile(r"^arn:aws:iam::(\d{12}):root$")
+_PRINCIPAL_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):")
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    """One stored grant, as authorisation reads it."""
+
+    grant_id: str
+    key_id: str
+    grantee: str
+    retiring: str | None
+    operations: frozenset[str]
+    constraint: grant_rules.Constraint
+
+    @classmethod
+    def from_row(cls, row: Any) -> GrantRecord:
+        # Whatever cannot be read as written by CreateGrant allows nothing (fail closed).
+        operations: frozenset[str] = frozenset()
+        constraint = grant_rules.UNREADABLE
+        try:
+            listed = json.loads(row.operations)
+            stored = json.loads(row.constraints) if row.constraints else None
+        except (TypeError, ValueError):
+            listed, stored = None, None
+        if isinstance(listed, list) and all(isinstance(op, str) for op in listed):
+            operations = frozenset(listed)
+            constraint = (
+                grant_rules.parse_constraint(stored) if isinstance(stored, dict | None) else constraint
+            )
+        return cls(
+            row.grant_id, row.key_id, row.grantee_principal, row.retiring_principal, operations, constraint
+        )
+
+
+@dataclass(frozen=True)
+class Basis:
+    """How an action on a key was allowed: by policy (``grants`` empty), or only by these grants."""
+
+    action: str
+    key_id: str
+    by_policy: bool
+    grants: tuple[GrantRecord, ...]
+    decision: Decision  # the policy decision (its explanation words AccessDenied messages)
+
+
+def caller_names(ctx: RequestContext) -> set[str]:
+    """The principal values that name the caller in a grant (as grantee or retiring principal).
+
+    The caller's own ARN; for a role session also its role, by the role's ARN with its path and by
+    ``role/NAME`` (role names are unique in an account whatever the path). An account's root ARN
+    names only the account's root user: a grant to an account is not a grant to its IAM identities.
+    """
     principal = ctx.principal
     names = {principal.arn}
-    if principal.kind == "AssumedRole":
+    if principal.kind == "AssumedRole" and principal.name:
         names.add(f"arn:aws:iam::{principal.account_id}:role/{principal.name}")
+        role_arn = ctx.runtime.directory.for_principal(principal).arn
+        if role_arn:
+            names.add(role_arn)
+    return names
+
+
+def _caller_grants(ctx: RequestContext, key: KeyRecord) -> list[GrantRecord]:
     grants = schema.kms_grants
     with kms(ctx).engine.connect() as conn:
         rows = conn.execute(
-            select(grants.c.operations, grants.c.constraints)
+            select(grants)
             .where(grants.c.key_id == key.key_id)
-            .where(grants.c.grantee_principal.in_(names))
+            .where(grants.c.grantee_principal.in_(sorted(caller_names(ctx))))
         ).all()
-    supplied = encryption_context or {}
-    for operations, constraints in rows:
-        if operation not in json.loads(operations):
-            continue
-        if constraints:
-            rules = json.loads(constraints)
-            subset = rules.get("EncryptionContextSubset")
-            equals = rules.get("EncryptionContextEquals")
-            if subset is not None and any(supplied.get(k) != v for k, v in subset.items()):
-                continue
-            if equals is not None and supplied != equals:
-                continue
-        return True
-    return False
+    return [GrantRecord.from_row(row) for row in rows]
+
+
+def _allowing_grants(
+    ctx: RequestContext, key: KeyRecord, operation: str, encryption_context: dict[str, str] | None
+) -> tuple[GrantRecord, ...]:
+    """The caller's grants on ``key`` that allow ``operation`` with this encryption context.
+    Only operations a grant can list are ever allowed by one (never ListGrants, RevokeGrant, ...)."""
+    if operation not in grant_rules.GRANTABLE_OPERATIONS:
+        return ()
+    return tuple(
+        grant
+        for grant in _caller_grants(ctx, key)
+        if operation in grant.operations
+        and grant_rules.admits(grant.constraint, operation, encryption_context)
+    )
+
+
+def _record(ctx: RequestContext, basis: Basis) -> None:
+    ctx.extras.setdefault(_BASIS, {})[(basis.action, basis.key_id)] = basis
+
+
+def basis_for(ctx: RequestContext, action: str, key: KeyRecord) -> Basis:
+    """How the authoriser allowed ``action`` on ``key`` for this request; AccessDenied (fail closed)
+    when it recorded nothing, so a handler can never act on an authorisation that did not happen."""
+    basis = ctx.extras.get(_BASIS, {}).get((action, key.key_id))
+    if not isinstance(basis, Basis):
+        raise access_denied(ctx, action, key.arn, Decision(False, "resource-based"))
+    return basis
 
 
 def authorize_key(
@@ -116,7 +210,7 @@ def authorize_key(
     key: KeyRecord,
     params: dict[str, Any],
     encryption_context: dict[str, str] | None = None,
-) -> None:
+) -> Basis:
     context = request_context(ctx, params, key, encryption_context)
     decision = decide(
         ctx,
@@ -128,13 +222,146 @@ def authorize_key(
         context=context,
     )
     if decision.allowed:
-        return
+        basis = Basis(action, key.key_id, True, (), decision)
+        _record(ctx, basis)
+        return basis
     operation = action.split(":", 1)[1]
-    if not decision.explicit_deny and _grant_allows(
-        ctx, key, operation, encryption_context or params.get("EncryptionContext")
-    ):
-        return
+    if not decision.explicit_deny:
+        allowing = _allowing_grants(
+            ctx, key, operation, encryption_context or params.get("EncryptionContext")
+        )
+        if allowing:
+            basis = Basis(action, key.key_id, False, allowing, decision)
+            _record(ctx, basis)
+            return basis
     raise access_denied(ctx, action, key.arn, decision)
+
+
+def check_child_grant(
+    ctx: RequestContext, key: KeyRecord, operations: list[str], constraints: dict[str, Any] | None
+) -> None:
+    """CreateGrant's bound: allowed by policy, any grant; allowed only by grants, nothing wider than
+    those grants (their operations, constraints at least as strict). AccessDenied otherwise."""
+    basis = basis_for(ctx, "kms:CreateGrant", key)
+    if basis.by_policy:
+        return
+    parents = [grant_rules.Parent(g.operations, g.constraint) for g in basis.grants]
+    if not grant_rules.child_within(operations, grant_rules.parse_constraint(constraints), parents):
+        raise access_denied(ctx, "kms:CreateGrant", key.arn, basis.decision)
+
+
+# -- RetireGrant and ListRetirableGrants ---------------------------------------------------------------
+
+
+def _principal_account(principal: str) -> str | None:
+    match = _PRINCIPAL_ACCOUNT.match(principal)
+    if match:
+        return match.group(1)
+    return principal if principal.isdigit() and len(principal) == 12 else None
+
+
+def _may_retire(ctx: RequestContext, key: KeyRecord, grant: GrantRecord | None) -> tuple[bool, Decision]:
+    """AWS's RetireGrant rule: an explicit deny of kms:RetireGrant always wins; otherwise the grant's
+    retiring principal, its grantee when the grant lists RetireGrant, a principal of an account named
+    as retiring principal whose IAM policies allow kms:RetireGrant, or, in the key's account, a
+    principal allowed kms:RetireGrant on the key (key policy and IAM policies, as for any key action)."""
+    action = "kms:RetireGrant"
+    decision = decide(
+        ctx,
+        action,
+        key.arn,
+        resource_account=key.account_id,
+        resource_policy=key.policy,
+        key_policy=True,
+        context=lambda: request_context(ctx, {}, key),
+    )
+    if decision.explicit_deny:
+        return False, decision
+    if decision.allowed and ctx.account_id == key.account_id:
+        return True, decision
+    if grant is None:
+        return False, decision
+    names = caller_names(ctx)
+    if grant.retiring in names or (grant.grantee in names and "RetireGrant" in grant.operations):
+        return True, decision
+    retiring_account = _ACCOUNT_ROOT.match(grant.retiring or "")
+    if retiring_account and retiring_account.group(1) == ctx.account_id:
+        # The retiring account delegates to its IAM principals with kms:RetireGrant in IAM policies.
+        own = decide(ctx, action, key.arn, resource_account=ctx.account_id)
+        if own.allowed:
+            return True, decision
+    return False, decision
+
+
+def _grant_row(ctx: RequestContext, grant_id: str, key_id: str | None = None) -> Any:
+    grants = schema.kms_grants
+    query = select(grants).where(grants.c.grant_id == grant_id)
+    if key_id is not None:
+        query = query.where(grants.c.key_id == key_id)
+    with kms(ctx).engine.connect() as conn:
+        return conn.execute(query).first()
+
+
+def _authorize_retire(ctx: RequestContext, params: dict[str, Any]) -> None:
+    action = "kms:RetireGrant"
+    token = params.get("GrantToken")
+    if token:
+        grant_id = grant_rules.grant_id_from_token(token)
+        row = _grant_row(ctx, grant_id)
+        key = kms(ctx).keys.by_blob(ctx.region, row.key_id) if row is not None else None
+        if row is None or key is None:
+            raise errors.not_found(f"Grant ID {grant_id} not found")
+        allowed, decision = _may_retire(ctx, key, GrantRecord.from_row(row))
+        if not allowed:
+            if key.account_id != ctx.account_id:
+                # Someone else's grant, and the caller has no part in it: as if it did not exist.
+                raise errors.not_found(f"Grant ID {grant_id} not found")
+            raise access_denied(ctx, action, key.arn, decision)
+        ctx.extras[_RETIREMENT] = (key.key_id, grant_id)
+        return
+    if not (params.get("KeyId") and params.get("GrantId")):
+        return  # the handler answers ValidationException and retires nothing
+    key = _key_or_none(ctx, params["KeyId"], allow_alias=False)
+    if key is None:
+        return  # the handler answers NotFoundException
+    row = _grant_row(ctx, params["GrantId"], key.key_id)
+    allowed, decision = _may_retire(ctx, key, GrantRecord.from_row(row) if row is not None else None)
+    if not allowed:
+        raise access_denied(ctx, action, key.arn, decision)
+    ctx.extras[_RETIREMENT] = (key.key_id, params["GrantId"])
+
+
+def authorized_retirement(ctx: RequestContext) -> tuple[str, str]:
+    """(key id, grant id) the authoriser allowed this RetireGrant to retire; fails closed."""
+    found = ctx.extras.get(_RETIREMENT)
+    if not (isinstance(found, tuple) and len(found) == 2):
+        raise access_denied(ctx, "kms:RetireGrant", "*", Decision(False, "resource-based"))
+    return found
+
+
+def retirable_scope(ctx: RequestContext, retiring_principal: str) -> bool:
+    """May ListRetirableGrants show grants on other accounts' keys for this retiring principal?
+    Only when the principal is in the caller's account (AWS: "specify a principal in your account")."""
+    return _principal_account(retiring_principal) == ctx.account_id
+
+
+def _authorize_list_retirable(ctx: RequestContext, params: dict[str, Any]) -> None:
+    """AWS authorises ListRetirableGrants with the caller's IAM policies, the resource being the
+    retiring principal; a principal of another account is outside the caller's reach."""
+    action = "kms:ListRetirableGrants"
+    principal = params.get("RetiringPrincipal")
+    if not principal:
+        if params.get("RetiringServicePrincipal"):
+            # "The RetiringServicePrincipal filter is only usable by callers in a service principal."
+            raise access_denied(ctx, action, "*", Decision(False, "identity-based"))
+        _authorize_unscoped(ctx, action, "*", params)
+        return
+    account = _principal_account(principal) or ctx.account_id
+    decision = decide(
+        ctx, action, principal, resource_account=account, context=request_context(ctx, params, None)
+    )
+    if not decision.allowed:
+        raise access_denied(ctx, action, principal, decision)
 
 
 def _authorize_unscoped(ctx: RequestContext, action: str, resource: str, params: dict[str, Any]) -> None:
@@ -166,6 +393,12 @@ def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 def _authorize_request(ctx: RequestContext, params: dict[str, Any]) -> None:
     operation = ctx.operation
     action = f"kms:{operation}"
+    if operation == "RetireGrant":
+        _authorize_retire(ctx, params)
+        return
+    if operation == "ListRetirableGrants":
+        _authorize_list_retirable(ctx, params)
+        return
     if operation in _ALIAS_OPERATIONS:
         name = params.get("AliasName", "")
         _authorize_unscoped(ctx, action, alias_arn(ctx, name), params)

@@ -1,13 +1,13 @@
 """Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant.
 
-Grants are stored now and accepted (with their tokens) by every operation that takes GrantTokens;
-the identity issue makes them widen access in policy evaluation.
+A grant lets its grantee perform the listed operations on one key (see ``authz``, which consults
+grants when policies do not allow, and ``grant_rules`` for what a grant admits). Two handlers depend
+on *how* the authoriser allowed them: CreateGrant allowed only by grants may create nothing wider than
+those grants, and RetireGrant retires exactly the grant the authoriser resolved and allowed.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 from typing import Any
@@ -16,7 +16,8 @@ from sqlalchemy import delete, insert, select
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
-from khoa.services.kms import errors, specs
+from khoa.services.kms import authz, errors, specs
+from khoa.services.kms.grant_rules import CONTEXT_OPERATIONS, grant_id_from_token, make_grant_token
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
@@ -27,26 +28,9 @@ from khoa.services.kms.resolve import (
 from khoa.services.kms.store import KeyRecord, key_arn
 from khoa.storage import schema
 
+__all__ = ["OPERATIONS", "check_grant_tokens", "grant_id_from_token", "make_grant_token"]
+
 _GRANTS = schema.kms_grants
-_TOKEN_PREFIX = b"khoa-grant-v1:"
-
-
-def make_grant_token(grant_id: str) -> str:
-    raw = _TOKEN_PREFIX + grant_id.encode() + b":" + secrets.token_hex(16).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def grant_id_from_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise errors.invalid_grant_token() from None
-    if not raw.startswith(_TOKEN_PREFIX):
-        raise errors.invalid_grant_token()
-    grant_id, _, _ = raw[len(_TOKEN_PREFIX) :].decode(errors="replace").partition(":")
-    if len(grant_id) != 64:
-        raise errors.invalid_grant_token()
-    return grant_id
 
 
 def check_grant_tokens(tokens: list[str]) -> None:
@@ -58,17 +42,8 @@ def check_grant_tokens(tokens: list[str]) -> None:
 _ANY_KEY = {"CreateGrant", "RetireGrant", "DescribeKey"}
 # The grant operations each kind of key supports (AWS KMS developer guide, key type reference).
 _GRANT_OPERATIONS = {
-    "SYMMETRIC": _ANY_KEY
-    | {
-        "Encrypt",
-        "Decrypt",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-    },
+    # A symmetric key does every operation that takes an encryption context.
+    "SYMMETRIC": _ANY_KEY | CONTEXT_OPERATIONS,
     "ENCRYPT_DECRYPT": _ANY_KEY | {"Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GetPublicKey"},
     "SIGN_VERIFY": _ANY_KEY | {"Sign", "Verify", "GetPublicKey"},
     "KEY_AGREEMENT": _ANY_KEY | {"DeriveSharedSecret", "GetPublicKey"},
@@ -98,7 +73,7 @@ def _check_grant_fits_key(key: KeyRecord, operations: list[str], constraints: di
 
 def _entry(row: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "KeyId": key_arn(row.region, row.account_id, row.key_id),
+        "KeyId": key_arn(row.region, row.key_account, row.key_id),
         "GrantId": row.grant_id,
         "CreationDate": from_epoch(row.created_at),
         "GranteePrincipal": row.grantee_principal,
@@ -116,7 +91,9 @@ def _entry(row: Any) -> dict[str, Any]:
 
 def _select_with_region():  # type: ignore[no-untyped-def]
     keys = schema.kms_keys
-    return select(_GRANTS, keys.c.region).join(keys, keys.c.key_id == _GRANTS.c.key_id)
+    return select(_GRANTS, keys.c.region, keys.c.account_id.label("key_account")).join(
+        keys, keys.c.key_id == _GRANTS.c.key_id
+    )
 
 
 def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +114,9 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             "Grant constraints can have EncryptionContextSubset or EncryptionContextEquals, not both."
         )
     _check_grant_fits_key(key, params["Operations"], constraints)
+    # Before DryRun and before a Name retry returns an existing grant: a caller whose CreateGrant
+    # comes from grants learns nothing about grants it could not have created.
+    authz.check_child_grant(ctx, key, params["Operations"], constraints)
     if params.get("DryRun"):
         raise errors.dry_run()
     operations = json.dumps(sorted(set(params["Operations"])))
@@ -180,14 +160,14 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def _page(ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 50)
-    offset = decode_marker(params.get("Marker"))
+    offset = decode_marker(params.get("Marker"), ctx.operation)
     with kms(ctx).engine.connect() as conn:
         rows = conn.execute(
             query.order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id).limit(limit + 1).offset(offset)
         ).all()
     result: dict[str, Any] = {"Grants": [_entry(r) for r in rows[:limit]], "Truncated": len(rows) > limit}
     if len(rows) > limit:
-        result["NextMarker"] = encode_marker(offset + limit)
+        result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 
 
@@ -213,11 +193,17 @@ def _retiring_principal(params: dict[str, Any]) -> str:
 
 
 def list_retirable_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Grants in this region naming the retiring principal. For a principal of the caller's account
+    these include grants on other accounts' keys (as in AWS); for anything else, only grants on the
+    caller's own keys, so nobody lists another account's grants by naming a principal."""
+    principal = _retiring_principal(params)
     query = (
         _select_with_region()
-        .where(_GRANTS.c.account_id == ctx.account_id)
-        .where(_GRANTS.c.retiring_principal == _retiring_principal(params))
+        .where(schema.kms_keys.c.region == ctx.region)
+        .where(_GRANTS.c.retiring_principal == principal)
     )
+    if not authz.retirable_scope(ctx, principal):
+        query = query.where(schema.kms_keys.c.account_id == ctx.account_id)
     return _page(ctx, query, params)
 
 
@@ -231,22 +217,15 @@ def _delete_grant(ctx: RequestContext, key_id: str, grant_id: str) -> None:
 
 
 def retire_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Retire the grant the authoriser resolved (from the token, or KeyId and GrantId) and allowed."""
     token = params.get("GrantToken")
     if token:
-        grant_id = grant_id_from_token(token)
-        with kms(ctx).engine.connect() as conn:
-            key_id = conn.execute(
-                select(_GRANTS.c.key_id)
-                .where(_GRANTS.c.grant_id == grant_id)
-                .where(_GRANTS.c.account_id == ctx.account_id)
-            ).scalar()
-        if key_id is None:
-            raise errors.not_found(f"Grant ID {grant_id} not found")
+        grant_id_from_token(token)
     elif params.get("KeyId") and params.get("GrantId"):
-        key_id = resolve_key(ctx, params["KeyId"], allow_alias=False).key_id
-        grant_id = params["GrantId"]
+        resolve_key(ctx, params["KeyId"], allow_alias=False)
     else:
         raise errors.validation("Either GrantToken, or both KeyId and GrantId, must be specified.")
+    key_id, grant_id = authz.authorized_retirement(ctx)
     if params.get("DryRun"):
         raise errors.dry_run()
     _delete_grant(ctx, key_id, grant_id)

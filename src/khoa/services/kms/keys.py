@@ -10,7 +10,7 @@ from khoa.clock import from_epoch
 from khoa.crypto import keymaterial
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
-from khoa.services.kms.policy_doc import default_key_policy, validate_key_policy
+from khoa.services.kms.policy_doc import check_lockout, default_key_policy, validate_key_policy
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
@@ -93,8 +93,7 @@ def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("MultiRegion"):
         raise errors.unsupported("Multi-Region keys are not supported by Khoa.")
     policy = params.get("Policy")
-    if policy is not None:
-        validate_key_policy(policy)
+    parsed_policy = validate_key_policy(policy) if policy is not None else None
     tags = params.get("Tags", [])
     validate_tags(tags)
     now = ctx.now.timestamp()
@@ -124,6 +123,8 @@ def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         expiration_model=None,
         multi_region=False,
     )
+    if parsed_policy is not None:
+        check_lockout(ctx, record, parsed_policy, params)
     kms(ctx).keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
     return {"KeyMetadata": key_metadata(record)}
 
@@ -134,14 +135,14 @@ def describe_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_keys(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
-    offset = decode_marker(params.get("Marker"))
+    offset = decode_marker(params.get("Marker"), ctx.operation)
     page = kms(ctx).keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
     result: dict[str, Any] = {
         "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:limit]],
         "Truncated": len(page) > limit,
     }
     if len(page) > limit:
-        result["NextMarker"] = encode_marker(offset + limit)
+        result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 
 
@@ -223,14 +224,17 @@ def put_key_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     require_customer_managed(key, "PutKeyPolicy")
     if params.get("PolicyName", "default") != "default":
         raise errors.not_found("No such policy exists")
-    validate_key_policy(params["Policy"])
+    parsed_policy = validate_key_policy(params["Policy"])
     require_not_pending_deletion(key)
+    check_lockout(ctx, key, parsed_policy, params)
     kms(ctx).keys.update(key.key_id, policy=params["Policy"])
     return {}
 
 
 def list_key_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     resolve_key(ctx, params["KeyId"], allow_alias=False)
+    if params.get("Marker"):
+        raise errors.invalid_marker()  # the one page is never truncated: no marker was ever issued
     return {"PolicyNames": ["default"], "Truncated": False}
 
 

@@ -1,14 +1,16 @@
-"""Key policy documents: AWS's default key policy and structural validation of supplied ones.
-
-Policies are stored and validated now; the identity issue makes them decide access.
-"""
+"""Key policy documents: AWS's default key policy, validation of supplied ones by the one policy
+parser, and the policy lockout safety check."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from khoa.iam.policy import Policy, PolicyError
+from khoa.iam.authorize import decide
+from khoa.iam.policy import KEY_POLICY_MAX_BYTES, Policy, PolicyError
+from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors
+from khoa.services.kms.authz import request_context
+from khoa.services.kms.store import KeyRecord
 
 
 def default_key_policy(account_id: str) -> str:
@@ -33,17 +35,39 @@ def default_key_policy(account_id: str) -> str:
     )
 
 
-def validate_key_policy(text: str) -> None:
+def validate_key_policy(text: str) -> Policy:
     """Refuse documents AWS would refuse with MalformedPolicyDocumentException.
 
     Key policies are resource policies: every statement names a principal and a resource. The one
-    policy parser (khoa.iam.policy) decides what is well formed.
+    policy parser (khoa.iam.policy) decides what is well formed; AWS caps key policies at 32 KB.
     """
+    if len(text.encode("utf-8", "surrogatepass")) > KEY_POLICY_MAX_BYTES:
+        # KMS reports length quotas with LimitExceededException.
+        raise errors.limit_exceeded(f"The key policy exceeds the {KEY_POLICY_MAX_BYTES}-byte size quota.")
     try:
-        json.loads(text)
-    except ValueError:
-        raise errors.malformed_policy("The key policy is not valid JSON.") from None
-    try:
-        Policy.parse(text, "resource", require_principal=True, require_resource=True)
+        return Policy.parse(text, "resource", require_principal=True, require_resource=True)
     except PolicyError as exc:
         raise errors.malformed_policy(str(exc)) from None
+
+
+LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
+
+
+def check_lockout(ctx: RequestContext, key: KeyRecord, policy: Policy, params: dict[str, Any]) -> None:
+    """The policy lockout safety check (botocore: PutKeyPolicy / CreateKey
+    ``BypassPolicyLockoutSafetyCheck``): unless bypassed, the new key policy must let the caller make a
+    later PutKeyPolicy request. Evaluated by the real evaluator, so a policy that delegates to the
+    account counts the caller's IAM policies, and an explicit Deny of kms:PutKeyPolicy fails it."""
+    if params.get("BypassPolicyLockoutSafetyCheck"):
+        return
+    decision = decide(
+        ctx,
+        "kms:PutKeyPolicy",
+        key.arn,
+        resource_account=key.account_id,
+        resource_policy=policy,
+        key_policy=True,
+        context=lambda: request_context(ctx, {}, key),
+    )
+    if not decision.allowed:
+        raise errors.malformed_policy(LOCKOUT_MESSAGE)

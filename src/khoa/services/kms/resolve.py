@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 
 from sqlalchemy import select
@@ -162,19 +163,31 @@ def require_customer_managed(key: KeyRecord, operation: str) -> None:
         raise errors.unsupported(f"{key.arn} is an AWS managed key: {operation} is not allowed on it.")
 
 
-def encode_marker(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"khoa:{offset}".encode()).decode()
+# Markers are offsets into a listing, so a marker names where the next page starts. Only markers Khoa
+# issued are accepted: the operation that issued it and an offset in range (never beyond what SQLite
+# and PostgreSQL integers hold), checked before any query; anything else is InvalidMarkerException.
+MAX_MARKER_OFFSET = 2**31 - 1
+_MARKER = re.compile(r"khoa:([A-Za-z]{1,64}):(0|[1-9][0-9]{0,9})")
 
 
-def decode_marker(marker: str | None) -> int:
+def encode_marker(offset: int, operation: str) -> str:
+    """The marker for the page of ``operation``'s listing that starts at ``offset``."""
+    return base64.urlsafe_b64encode(f"khoa:{operation}:{offset}".encode()).decode()
+
+
+def decode_marker(marker: str | None, operation: str) -> int:
+    """The offset a marker from ``encode_marker(…, operation)`` names; InvalidMarkerException for a
+    marker of another operation, of another shape, or out of range."""
     if not marker:
         return 0
     try:
-        text = base64.urlsafe_b64decode(marker.encode()).decode()
-        prefix, _, value = text.partition(":")
-        offset = int(value)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        text = base64.urlsafe_b64decode(marker.encode("ascii")).decode("ascii")
+    except (binascii.Error, ValueError, UnicodeError):
         raise errors.invalid_marker() from None
-    if prefix != "khoa" or offset < 0:
+    match = _MARKER.fullmatch(text)
+    if match is None or match.group(1) != operation:
+        raise errors.invalid_marker()
+    offset = int(match.group(2))
+    if offset > MAX_MARKER_OFFSET:
         raise errors.invalid_marker()
     return offset

@@ -94,7 +94,7 @@ def list_key_rotations(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     include_all = params.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL"
     versions = [v for v in kms(ctx).keys.versions(key.key_id) if include_all or v.rotation_type]
     limit = params.get("Limit", 100)
-    offset = decode_marker(params.get("Marker"))
+    offset = decode_marker(params.get("Marker"), ctx.operation)
     page = versions[offset : offset + limit]
     rotations = []
     for version in page:
@@ -110,7 +110,7 @@ def list_key_rotations(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     truncated = offset + limit < len(versions)
     result: dict[str, Any] = {"Rotations": rotations, "Truncated": truncated}
     if truncated:
-        result["NextMarker"] = encode_marker(offset + limit)
+        result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 
 

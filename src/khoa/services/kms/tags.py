@@ -75,7 +75,7 @@ def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 def list_resource_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(ctx, params["KeyId"], allow_alias=False)
     limit = params.get("Limit", 50)
-    offset = decode_marker(params.get("Marker"))
+    offset = decode_marker(params.get("Marker"), ctx.operation)
     with kms(ctx).engine.connect() as conn:
         rows = conn.execute(
             select(_TAGS.c.tag_key, _TAGS.c.tag_value)
@@ -89,7 +89,7 @@ def list_resource_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
         "Truncated": len(rows) > limit,
     }
     if len(rows) > limit:
-        result["NextMarker"] = encode_marker(offset + limit)
+        result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 
 

@@ -26,6 +26,8 @@ def create_custom_key_store(ctx: RequestContext, params: dict[str, Any]) -> dict
 def describe_custom_key_stores(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("CustomKeyStoreId") or params.get("CustomKeyStoreName"):
         return _store_not_found(ctx, params)
+    if params.get("Marker"):
+        raise errors.invalid_marker()  # the empty page is never truncated: no marker was ever issued
     return {"CustomKeyStores": [], "Truncated": False}
 
 

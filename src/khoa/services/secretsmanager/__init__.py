@@ -9,7 +9,7 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
 from khoa.services.secretsmanager import (
-    authz,
+    authtable,
     listing,
     operations,
     password,
@@ -45,7 +45,7 @@ def build_service() -> Service:
         target_prefix="secretsmanager",
         model=ServiceModel("secretsmanager"),
         handlers=_clearing_caches(publishing.wrap(replication.wrap_all(handlers, _MIRRORED))),
-        authorizer=authz.authorize_request,
+        authorizer=authtable.table(),
     )
 
 

@@ -7,26 +7,41 @@ import json
 from typing import Any
 
 from khoa.iam.authorize import authorize
+from khoa.iam.directory import parsed
+from khoa.iam.policy import VARIABLES_VERSION, Policy, Statement, deny_all
 from khoa.protocol.context import RequestContext
-from khoa.services.secretsmanager import names
+from khoa.services.secretsmanager import errors, names
 from khoa.services.secretsmanager.store import SecretRecord
 
 _UNSCOPED = ("ListSecrets", "GetRandomPassword", "BatchGetSecretValue")
 
 
-def _merged_policy(record: SecretRecord) -> str | None:
+def _merged_policy(record: SecretRecord) -> Policy | None:
+    """All of the secret's resource policies as one, each read by the one strict parser.
+
+    A stored document that does not parse (written by an older version, or behind Khoa's back) is
+    read as an explicit deny of everything (``deny_all``), never skipped: skipping it would drop its
+    Deny statements.
+    """
     if not record.resource_policy:
         return None
-    statements: list[Any] = []
-    for document in json.loads(record.resource_policy).values():
-        raw = json.loads(document).get("Statement", [])
-        statements.extend(raw if isinstance(raw, list) else [raw])
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+    try:
+        documents = json.loads(record.resource_policy)
+    except ValueError:
+        documents = None
+    if not isinstance(documents, dict) or not all(isinstance(d, str) for d in documents.values()):
+        return deny_all("resource")
+    statements: list[Statement] = []
+    for document in documents.values():
+        statements.extend(parsed(document, "resource").statements)
+    return Policy(tuple(statements), "resource", VARIABLES_VERSION)
 
 
 def _request_tags(params: dict[str, Any], context: dict[str, list[str]]) -> None:
     tags = params.get("Tags")
     if tags:
+        if any("Key" not in t or "Value" not in t for t in tags):  # optional in the model
+            raise errors.invalid_parameter("Each tag must have a Key and a Value.")
         context["aws:tagkeys"] = [t["Key"] for t in tags]
         for tag in tags:
             context[f"aws:requesttag/{tag['Key'].lower()}"] = [tag["Value"]]
@@ -95,4 +110,20 @@ def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         authorize(ctx, action, "*")
         return {}
     authorize_secret(ctx, action, record, params)
+    if ctx.operation == "RotateSecret":
+        _authorize_rotation_function(ctx, params.get("RotationLambdaARN") or record.rotation_lambda_arn)
     return {}
+
+
+def _authorize_rotation_function(ctx: RequestContext, function_arn: str | None) -> None:
+    """RotateSecret also needs ``lambda:InvokeFunction`` on the function it will run (AWS's API
+    reference: "You also need lambda:InvokeFunction permissions on the rotation function").
+
+    Why it matters here: a rotation function acts with the role it was registered with, which may read
+    other secrets (an alternating-users rotator reads the master secret its target names). Without this
+    check anyone allowed to rotate one secret of their own could point a powerful function at it and
+    borrow that role: a confused deputy. Only a well-formed Lambda ARN is evaluated; the handler
+    answers a malformed one with its own validation error.
+    """
+    if function_arn and function_arn.startswith("arn:aws:lambda:"):
+        authorize(ctx, "lambda:InvokeFunction", function_arn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,9 @@ def filter_conditions(filters: list[dict[str, Any]]) -> list[ColumnElement[bool]
     """AND across filters, OR across the values of one filter."""
     conditions = []
     for item in filters:
+        if item.get("Key") is None:
+            # Key is optional in the model but a filter means nothing without it (AWS, moto).
+            raise errors.invalid_parameter("Invalid filter key")
         values = item.get("Values") or []
         if not values:
             raise errors.invalid_parameter(f"Filter {item.get('Key')} needs at least one value.")
@@ -137,12 +141,24 @@ def _encode_token(sort_value: Any, secret_id: str) -> str:
 
 def _decode_token(token: str) -> tuple[Any, str]:
     try:
-        sort_value, secret_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, TypeError):
+        sort_value, secret_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (binascii.Error, ValueError, TypeError, UnicodeError, RecursionError):
         raise errors.invalid_next_token() from None
-    if not isinstance(secret_id, str):
+    # Only what _encode_token writes reaches SQL: a name or a finite number SQLite and PostgreSQL can
+    # compare (no lists, no 2**64, no NaN, no NUL).
+    if not isinstance(secret_id, str) or "\x00" in secret_id or not _sortable(sort_value):
         raise errors.invalid_next_token()
     return sort_value, secret_id
+
+
+def _sortable(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return "\x00" not in value
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def query_page(
@@ -259,6 +275,8 @@ def batch_get_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[
     failures: list[dict[str, Any]] = []
     next_token = None
     if ids:
+        if params.get("NextToken"):
+            _decode_token(params["NextToken"])  # never ignore a token the service did not issue
         if params.get("MaxResults") is not None:
             raise errors.invalid_parameter(
                 "'Filters' not specified. 'Filters' must also be specified when 'MaxResults' is provided."

@@ -364,22 +364,28 @@ def update_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             column_values["kms_key_id"] = kms_ref
     if column_values:
         column_values["last_changed_at"] = ctx.now.timestamp()
-        store(ctx).update(record.secret_id, **column_values)
-        record = replace(record, **column_values)
+    # Everything that can fail runs before anything is written, so a refused call changes nothing:
+    # the labelled versions a key change re-encrypts must open (their key may be disabled) and the new
+    # value must seal under the (new) key before the description, type or key change is stored.
+    changed = replace(record, **column_values)
+    opened = _open_labelled(ctx, record, key) if key is not None else {}
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     if value is not None:
-        add_version(ctx, record, version_id, value[0], value[1], [stages.CURRENT])
+        add_version(ctx, changed, version_id, value[0], value[1], [stages.CURRENT])
         result["VersionId"] = version_id
+    if column_values:
+        store(ctx).update(record.secret_id, **column_values)
     if key is not None:
-        _reencrypt_labelled(ctx, record, key)
+        _reencrypt_labelled(ctx, changed, key, opened)
     return result
 
 
-def _reencrypt_labelled(ctx: RequestContext, record: SecretRecord, key: KeyRecord) -> None:
-    """After a key change, re-encrypt the AWSCURRENT, AWSPENDING and AWSPREVIOUS versions under the new
-    key, as AWS does; other versions stay under the key that encrypted them."""
+def _open_labelled(ctx: RequestContext, record: SecretRecord, key: KeyRecord) -> dict[str, tuple[str, bytes]]:
+    """The AWSCURRENT, AWSPENDING and AWSPREVIOUS versions not yet under ``key``, opened: version id →
+    (value kind, plaintext). Raises (a disabled key, say) before the caller has written anything."""
     labelled = store(ctx).read_stages(record.secret_id)
-    for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
+    opened: dict[str, tuple[str, bytes]] = {}
+    for version_id in sorted({labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}):
         version = store(ctx).version(record.secret_id, version_id)
         if version is None or version.placeholder or version.kms_key_arn == key.arn:
             continue
@@ -391,7 +397,22 @@ def _reencrypt_labelled(ctx: RequestContext, record: SecretRecord, key: KeyRecor
             version.encrypted_data_key,
             version.encrypted_value,
         )
-        sealed = values.seal(ctx, key, record.arn, version_id, version.value_kind, plaintext)
+        opened[version_id] = (version.value_kind, plaintext)
+    return opened
+
+
+def _reencrypt_labelled(
+    ctx: RequestContext, record: SecretRecord, key: KeyRecord, opened: dict[str, tuple[str, bytes]]
+) -> None:
+    """After a key change, re-encrypt the versions that still carry AWSCURRENT, AWSPENDING or
+    AWSPREVIOUS under the new key, as AWS does; other versions stay under the key that encrypted them.
+    ``opened`` holds their plaintexts, read before the change was written (_open_labelled)."""
+    labelled = store(ctx).read_stages(record.secret_id)
+    for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
+        if version_id not in opened:
+            continue  # already under the key (a new version is sealed under it when added)
+        kind, plaintext = opened[version_id]
+        sealed = values.seal(ctx, key, record.arn, version_id, kind, plaintext)
         with backend(ctx).engine.begin() as conn:
             conn.execute(
                 update(VERSIONS)

@@ -1,6 +1,8 @@
 """Resource policies on secrets: put, get, delete, list, validate, and BlockPublicPolicy.
 
-Policies are stored and validated now; the identity issue makes them decide access.
+Every document goes through the one policy parser (khoa.iam.policy); what it refuses is never stored,
+and ValidateResourcePolicy reports exactly the parser's error. BlockPublicPolicy asks khoa.iam.public
+whether the parsed policy grants broad access.
 """
 
 from __future__ import annotations
@@ -8,113 +10,64 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from khoa.iam.policy import SECRET_POLICY_MAX_CHARS, Policy, PolicyError, load_json
+from khoa.iam.public import is_public
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors, names
 from khoa.services.secretsmanager.store import SecretRecord
 
 DEFAULT_POLICY_NAME = "default"
-_RESTRICTING_KEYS = {
-    "aws:sourceaccount",
-    "aws:principalaccount",
-    "aws:principalorgid",
-    "aws:sourcearn",
-    "aws:sourcevpc",
-    "aws:sourcevpce",
-    "aws:principalarn",
-    "aws:sourceowner",
-    "aws:userid",
-    "aws:sourceip",
-    "aws:vpcsourceip",
-    "aws:principalorgpaths",
-}
-_STATEMENT_KEYS = {
-    "Sid",
-    "Effect",
-    "Principal",
-    "NotPrincipal",
-    "Action",
-    "NotAction",
-    "Resource",
-    "NotResource",
-    "Condition",
-}
 
 
-def _parse(text: str) -> dict[str, Any]:
+def _document(text: str) -> Any:
+    """The JSON of a resource policy; text that is not a JSON object is refused outright."""
+    if len(text) > SECRET_POLICY_MAX_CHARS:
+        raise errors.malformed_policy(
+            f"The resource policy is larger than {SECRET_POLICY_MAX_CHARS} characters."
+        )
     try:
-        document = json.loads(text)
-    except ValueError:
+        data = load_json(text)
+    except PolicyError:
         raise errors.malformed_policy("This resource policy contains a syntax error.") from None
-    if not isinstance(document, dict):
+    if not isinstance(data, dict):
         raise errors.malformed_policy("This resource policy contains a syntax error.")
-    return document
+    return data
 
 
-def _statements(document: dict[str, Any]) -> list[Any]:
-    statements = document.get("Statement")
-    if isinstance(statements, dict):
-        return [statements]
-    return statements if isinstance(statements, list) else []
+def _grammar(data: Any) -> Policy:
+    """The one policy parser; a secret's resource policy names a principal in every statement."""
+    return Policy.parse(data, "resource", require_principal=True)
 
 
-def findings(document: dict[str, Any]) -> list[dict[str, str]]:
-    """Problems in a policy, as ValidateResourcePolicy reports them."""
-    problems: list[dict[str, str]] = []
-
-    def add(message: str) -> None:
-        problems.append({"CheckName": "SYNTAX_CHECK", "ErrorMessage": message})
-
-    version = document.get("Version")
-    if version not in (None, "2012-10-17", "2008-10-17"):
-        add(f"The policy version {version} is not supported.")
-    statements = _statements(document)
-    if not statements:
-        add("The policy must contain at least one statement.")
-    for index, statement in enumerate(statements):
-        if not isinstance(statement, dict):
-            add(f"Statement {index} must be a JSON object.")
-            continue
-        for key in sorted(set(statement) - _STATEMENT_KEYS):
-            add(f"Statement {index} has an unsupported element: {key}.")
-        if statement.get("Effect") not in ("Allow", "Deny"):
-            add(f"Statement {index} must have an Effect of Allow or Deny.")
-        if "Principal" not in statement and "NotPrincipal" not in statement:
-            add(f"Statement {index} must have a Principal: a resource policy names who it applies to.")
-        if "Action" not in statement and "NotAction" not in statement:
-            add(f"Statement {index} must have an Action.")
-    return problems
+def parse_resource_policy(text: str) -> Policy:
+    """Parse a resource policy for writing, or raise MalformedPolicyDocumentException."""
+    try:
+        return _grammar(_document(text))
+    except PolicyError as exc:
+        raise errors.malformed_policy(str(exc)) from None
 
 
-def _principals(statement: dict[str, Any]) -> list[str]:
-    principal = statement.get("Principal")
-    if principal == "*":
-        return ["*"]
-    if isinstance(principal, dict):
-        found: list[str] = []
-        for value in principal.values():
-            found.extend([value] if isinstance(value, str) else list(value))
-        return found
+def findings(text: str) -> list[dict[str, str]]:
+    """What ValidateResourcePolicy reports: the parser's own error, as a SYNTAX_CHECK failure."""
+    try:
+        _grammar(_document(text))
+    except PolicyError as exc:
+        return [{"CheckName": "SYNTAX_CHECK", "ErrorMessage": str(exc)}]
     return []
 
 
-def is_public(document: dict[str, Any]) -> bool:
-    """An Allow to every principal with no condition pinning accounts, organisations or networks."""
-    for statement in _statements(document):
-        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
-            continue
-        if "NotPrincipal" in statement:
-            return True
-        if "*" not in _principals(statement):
-            continue
-        condition = statement.get("Condition") or {}
-        keys = {k.lower() for operator in condition.values() if isinstance(operator, dict) for k in operator}
-        if not keys & _RESTRICTING_KEYS:
-            return True
-    return False
-
-
 def _policies(record: SecretRecord) -> dict[str, str]:
-    return json.loads(record.resource_policy) if record.resource_policy else {}
+    """The stored policies by name. Storage that is not such a map (never written by Khoa) reads as
+    none here, so the account root can replace it; authorisation reads it as a deny (authz.py)."""
+    if not record.resource_policy:
+        return {}
+    try:
+        stored = json.loads(record.resource_policy)
+    except ValueError:
+        return {}
+    if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+        return {}
+    return stored
 
 
 def _writable_name(params: dict[str, Any]) -> str:
@@ -130,11 +83,8 @@ def _writable_name(params: dict[str, Any]) -> str:
 def put_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _writable_name(params)
     record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
-    document = _parse(params["ResourcePolicy"])
-    problems = findings(document)
-    if problems:
-        raise errors.malformed_policy(problems[0]["ErrorMessage"])
-    if params.get("BlockPublicPolicy", False) and is_public(document):
+    parsed = parse_resource_policy(params["ResourcePolicy"])
+    if params.get("BlockPublicPolicy", False) and is_public(parsed):
         raise errors.public_policy()
     policies = _policies(record)
     policies[name] = params["ResourcePolicy"]
@@ -176,12 +126,11 @@ def list_resource_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[
     ordered = sorted(_policies(record), key=lambda n: (n != DEFAULT_POLICY_NAME, n))
     offset = 0
     if params.get("NextToken"):
-        try:
-            offset = int(params["NextToken"])
-        except ValueError:
-            raise errors.invalid_next_token() from None
-        if offset < 0:
+        token = params["NextToken"]
+        # Only a token this listing issues: ASCII digits naming a position inside the list.
+        if not (token.isascii() and token.isdigit() and len(token) <= 9) or not 0 < int(token) < len(ordered):
             raise errors.invalid_next_token()
+        offset = int(token)
     limit = params.get("MaxResults", 100)
     result: dict[str, Any] = {
         "ResourcePolicies": [{"PolicyName": n} for n in ordered[offset : offset + limit]]
@@ -194,7 +143,7 @@ def list_resource_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[
 def validate_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("SecretId"):
         names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
-    problems = findings(_parse(params["ResourcePolicy"]))
+    problems = findings(params["ResourcePolicy"])
     return {"PolicyValidationPassed": not problems, "ValidationErrors": problems}
 
 

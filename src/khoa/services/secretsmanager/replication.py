@@ -132,8 +132,12 @@ def _primary(ctx: RequestContext, secret_id: str) -> SecretRecord:
 
 
 def validate_regions(ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
-    """Replica Regions must differ from the primary's Region and from each other."""
-    regions = [spec["Region"] for spec in specs]
+    """Replica Regions must be served by this installation (KHOA_REGIONS: a replica elsewhere would
+    start an audit chain in a region nobody can call) and differ from the primary's and each other."""
+    regions = [spec.get("Region") for spec in specs]
+    served = ctx.runtime.settings.regions
+    if any(region is None or region not in served for region in regions):
+        raise errors.invalid_parameter("Invalid replica region.")
     if ctx.region in regions:
         raise errors.invalid_parameter("Invalid replica region.")
     if len(set(regions)) != len(regions):

@@ -11,7 +11,7 @@ from khoa.audit.events import is_read_only
 from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Handler, Service
-from khoa.services.ssm import authz, browse, labels, parameters, tags
+from khoa.services.ssm import authtable, browse, labels, parameters, tags
 
 
 def build_service() -> Service:
@@ -24,7 +24,7 @@ def build_service() -> Service:
         target_prefix="AmazonSSM",
         model=ServiceModel("ssm"),
         handlers={name: (h if is_read_only(name) else _clearing_caches(h)) for name, h in handlers.items()},
-        authorizer=authz.authorize_request,
+        authorizer=authtable.table(),
     )
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, literal, or_, select, true
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
@@ -113,7 +114,18 @@ def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
                 names.validate_path(value)
 
 
+def _matchable(values: list[str]) -> list[str]:
+    """The filter values that can match anything stored. No parameter name, tag or label can hold a
+    NUL (their patterns exclude it), and a NUL must never reach SQL: SQLite's LIKE stops reading a
+    pattern at a NUL (``%\\x00%`` became ``%``, which matched every parameter) and PostgreSQL refuses
+    NUL in text outright. Such a value matches nothing."""
+    return [v for v in values if "\x00" not in v]
+
+
 def _match(column: Any, option: str, values: list[str]) -> ColumnElement[bool]:
+    values = _matchable(values)
+    if not values:
+        return false()
     if option == "BeginsWith":
         return or_(*[column.like(_like(v), escape="\\") for v in values])
     return column.in_(values)
@@ -121,6 +133,9 @@ def _match(column: Any, option: str, values: list[str]) -> ColumnElement[bool]:
 
 def _name_condition(option: str, values: list[str]) -> ColumnElement[bool]:
     # AWS compares names as if each began with "/": "Name Equals foo" finds "/foo" too, and back.
+    values = _matchable(values)
+    if not values:
+        return false()
     if option == "Contains":
         return or_(
             *[
@@ -147,6 +162,8 @@ def _filter(item: dict[str, Any]) -> ColumnElement[bool]:
     option = item.get("Option", "OneLevel" if key == "Path" else "Equals")
     values_: list[str] = item.get("Values") or []
     if key.startswith("tag:"):
+        if "\x00" in key:
+            return false()
         condition = exists().where(TAGS.c.param_id == PARAMS.c.param_id).where(TAGS.c.tag_key == key[4:])
         if values_:
             condition = condition.where(_match(TAGS.c.tag_value, option, values_))
@@ -158,7 +175,10 @@ def _filter(item: dict[str, Any]) -> ColumnElement[bool]:
             return _one_level(values_)
         return or_(*[_recursive(v) for v in values_])
     if key == "Label":
-        return exists().where(LABELS.c.param_id == PARAMS.c.param_id).where(LABELS.c.label.in_(values_))
+        labels = _matchable(values_)
+        if not labels:
+            return false()
+        return exists().where(LABELS.c.param_id == PARAMS.c.param_id).where(LABELS.c.label.in_(labels))
     column = {
         "Type": VERSIONS.c.param_type,
         "KeyId": VERSIONS.c.key_id,
@@ -168,15 +188,32 @@ def _filter(item: dict[str, Any]) -> ColumnElement[bool]:
     return _match(column, option, values_)
 
 
+_TOKEN_VERSION = "khoa-ssm-page-1"
+
+
 def _encode(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
+    """A page token: the last name returned, in a versioned envelope so that anything else (garbage
+    that happens to be base64, a token of another operation) is refused rather than used."""
+    return base64.urlsafe_b64encode(json.dumps([_TOKEN_VERSION, name]).encode()).decode()
 
 
 def _decode(token: str) -> str:
+    invalid = errors.code("InvalidNextToken", "The specified token isn't valid.")
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise errors.code("InvalidNextToken", "The specified token isn't valid.") from None
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii", "strict")).decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
+        raise invalid from None
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 2
+        or decoded[0] != _TOKEN_VERSION
+        or not isinstance(decoded[1], str)
+        or not decoded[1]
+        or len(decoded[1]) > names.MAX_ARN_LENGTH
+        or "\x00" in decoded[1]
+    ):
+        raise invalid
+    return decoded[1]
 
 
 def _page(
@@ -242,6 +279,8 @@ def describe_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         raise errors.validation("You can use either Filters or ParameterFilters in a single request.")
     parameter_filters = params.get("ParameterFilters", [])
     validate_filters(parameter_filters, by_path=False)
+    if params.get("NextToken"):
+        _decode(params["NextToken"])  # a garbage token is refused whatever else the request says
     if params.get("Shared", False):
         return {"Parameters": []}  # Khoa doesn't share parameters with other accounts (AWS RAM)
     conditions = _legacy_filters(params.get("Filters", []))

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from khoa.protocol.awsquery import QueryServiceModel
 from khoa.services.base import Service
-from khoa.services.sts import operations
+from khoa.services.sts import authtable, operations
 
 
 def build_service() -> Service:
@@ -17,6 +17,7 @@ def build_service() -> Service:
         target_prefix="sts",
         model=model,
         handlers=dict(operations.OPERATIONS),
+        authorizer=authtable.table(),
         skew=timedelta(minutes=15),
         protocol="query",
     )

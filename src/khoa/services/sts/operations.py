@@ -10,13 +10,15 @@ from typing import Any
 from sqlalchemy import select
 
 from khoa.auth.sessions import issue_session
-from khoa.iam.authorize import authorize
 from khoa.iam.policy import Policy, PolicyError
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
+from khoa.services.iam import aws_managed
+from khoa.services.sts.authtable import ROLE_KEY
 from khoa.storage import schema
 
-_ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
+# A managed policy ARN: the account (or "aws" for AWS managed policies), then the path and name.
+_POLICY_ARN = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy/(?:[\x21-\x7e]*/)?[\w+=,.@-]+$")
 _ALNUM = string.ascii_uppercase + string.digits
 DEFAULT_DURATION = 3600
 CHAINED_MAX = 3600
@@ -40,29 +42,12 @@ def _validation(message: str) -> AWSError:
 
 
 def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    if ctx.principal.is_root and not ctx.runtime.settings.dev:
-        # AWS refuses the root user here whatever the trust policy says.
-        raise AWSError("AccessDenied", "Roles may not be assumed by root accounts.", 403)
+    """Issue the session. Authorised before it runs (sts/authtable.py: the caller's policies and the
+    role's trust policy), which also found the role; nothing here runs for a caller who may not assume
+    it, so the role's limits and its account's policies stay hidden from such callers."""
+    role = ctx.extras[ROLE_KEY]
     role_arn = params["RoleArn"]
-    match = _ROLE_ARN.match(role_arn)
-    denied = AWSError(
-        "AccessDenied",
-        f"User: {ctx.principal.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
-        403,
-    )
-    if match is None:
-        raise _validation(f"{role_arn} is invalid")
-    role_account = match.group(1)
-    table = schema.iam_principals
-    with ctx.runtime.engine.connect() as conn:
-        role = conn.execute(
-            select(table)
-            .where(table.c.account_id == role_account)
-            .where(table.c.kind == "role")
-            .where(table.c.arn == role_arn)
-        ).first()
-    if role is None:
-        raise denied
+    role_account = role.account_id
     duration = params.get("DurationSeconds", DEFAULT_DURATION)
     if ctx.principal.kind == "AssumedRole" and duration > CHAINED_MAX:
         raise _validation(
@@ -79,34 +64,8 @@ def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             raise AWSError("MalformedPolicyDocument", str(exc)) from None
     documents = [session_policy] if session_policy else []
     for item in params.get("PolicyArns", []):
-        documents.extend(_managed_document(ctx, item.get("arn", "")))
+        documents.append(_managed_document(ctx, item.get("arn", ""), role_account))
     tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
-    context: dict[str, list[str]] = {"sts:rolesessionname": [params["RoleSessionName"]]}
-    if params.get("ExternalId") is not None:
-        context["sts:externalid"] = [params["ExternalId"]]
-    if params.get("SourceIdentity"):
-        context["sts:sourceidentity"] = [params["SourceIdentity"]]
-    for key, value in tags.items():
-        context[f"aws:requesttag/{key}"] = [value]
-    if tags:
-        context["aws:tagkeys"] = list(tags)
-    authorize(
-        ctx,
-        "sts:AssumeRole",
-        role_arn,
-        resource_account=role_account,
-        resource_policy=role.assume_role_policy or '{"Statement": []}',
-        context=context,
-    )
-    if tags:
-        authorize(
-            ctx,
-            "sts:TagSession",
-            role_arn,
-            resource_account=role_account,
-            resource_policy=role.assume_role_policy,
-            context=context,
-        )
     combined = _combine(documents)
     session_name = params["RoleSessionName"]
     credentials = issue_session(
@@ -140,7 +99,16 @@ def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _managed_document(ctx: RequestContext, arn: str) -> list[str]:
+def _managed_document(ctx: RequestContext, arn: str, role_account: str) -> str:
+    """The default version of a managed session policy, which AWS requires to be in the role's account
+    (or an AWS managed policy). Any other ARN gets the same answer as a policy that does not exist,
+    without being looked up, so the call reveals nothing about other accounts' policies."""
+    unusable = AWSError("InvalidParameterValue", f"Policy {arn} does not exist or is not attachable.")
+    match = _POLICY_ARN.match(arn)
+    if match is None or match.group(1) not in (role_account, aws_managed.ACCOUNT):
+        raise unusable
+    if match.group(1) == aws_managed.ACCOUNT and aws_managed.ensure(ctx.runtime.engine, arn) is None:
+        raise unusable
     managed = schema.iam_managed_policies
     versions = schema.iam_policy_versions
     with ctx.runtime.engine.connect() as conn:
@@ -148,11 +116,12 @@ def _managed_document(ctx: RequestContext, arn: str) -> list[str]:
             select(versions.c.document)
             .join(managed, managed.c.arn == versions.c.policy_arn)
             .where(managed.c.arn == arn)
+            .where(managed.c.account_id == match.group(1))
             .where(versions.c.version_id == managed.c.default_version)
         ).scalar()
     if document is None:
-        raise AWSError("InvalidParameterValue", f"Policy {arn} does not exist or is not attachable.")
-    return [document]
+        raise unusable
+    return str(document)
 
 
 def _combine(documents: list[str]) -> str | None:

@@ -1,0 +1,56 @@
+"""The Secrets Manager authorisation table: every operation Khoa serves and the action it is
+authorised as.
+
+All are checked by :func:`khoa.services.secretsmanager.authz.authorize_request`:
+``secretsmanager:<Operation>`` on the secret named by ``SecretId`` (with its resource policy and tags),
+on the ARN a new secret would have for CreateSecret, and on ``*`` for ListSecrets, GetRandomPassword,
+BatchGetSecretValue (each secret it returns is then authorised for GetSecretValue) and
+ValidateResourcePolicy without a SecretId. The list is spelled out so that a new handler without an
+entry stops the service from building.
+"""
+
+from __future__ import annotations
+
+from khoa.services.authorization import AuthorizationTable, same_check
+from khoa.services.secretsmanager import authz
+
+OPERATIONS = (
+    "CreateSecret",
+    "DescribeSecret",
+    "GetSecretValue",
+    "BatchGetSecretValue",
+    "PutSecretValue",
+    "UpdateSecret",
+    "UpdateSecretVersionStage",
+    "ListSecretVersionIds",
+    "ListSecrets",
+    "DeleteSecret",
+    "RestoreSecret",
+    "GetRandomPassword",
+    "RotateSecret",
+    "CancelRotateSecret",
+    "TagResource",
+    "UntagResource",
+    "GetResourcePolicy",
+    "PutResourcePolicy",
+    "DeleteResourcePolicy",
+    "ValidateResourcePolicy",
+    "ListResourcePolicies",
+    "ReplicateSecretToRegions",
+    "RemoveRegionsFromReplication",
+    "StopReplicationToReplica",
+    "AssociateCrossAccountReplica",
+    "DisassociateCrossAccountReplica",
+)
+
+
+def table() -> AuthorizationTable:
+    return AuthorizationTable(
+        "secretsmanager",
+        same_check(
+            "secretsmanager",
+            authz.authorize_request,
+            OPERATIONS,
+            RotateSecret=("secretsmanager:RotateSecret", "lambda:InvokeFunction"),
+        ),
+    )

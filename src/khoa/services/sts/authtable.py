@@ -1,0 +1,102 @@
+"""The STS authorisation table: how AssumeRole, GetAccessKeyInfo and GetCallerIdentity are authorised.
+
+- AssumeRole: ``sts:AssumeRole`` on the role, evaluated against the caller's policies and the role's
+  trust policy (both must allow, even within one account, as for every role trust policy); with
+  session tags also ``sts:TagSession``, with ``SourceIdentity`` also ``sts:SetSourceIdentity``. A role
+  that does not exist is refused with the same AccessDenied, so nothing is learnt about which roles
+  exist; the role row found here is handed to the handler (``ctx.extras["sts:role"]``), which only
+  then validates the duration and resolves session policies.
+- GetAccessKeyInfo: ``sts:GetAccessKeyInfo`` on ``*`` (AWS requires the permission).
+- GetCallerIdentity: no authorisation; AWS documents that no permission is needed to call it and
+  that an explicit Deny does not stop it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+
+from khoa.iam.authorize import authorize
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.authorization import AuthorizationTable, exempt, rule
+from khoa.storage import schema
+
+ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
+ROLE_KEY = "sts:role"
+
+
+def assume_role_context(params: dict[str, Any]) -> dict[str, list[str]]:
+    """The STS condition keys of an AssumeRole request (session name, external ID, source identity,
+    session tags as request tags)."""
+    context: dict[str, list[str]] = {"sts:rolesessionname": [params["RoleSessionName"]]}
+    if params.get("ExternalId") is not None:
+        context["sts:externalid"] = [params["ExternalId"]]
+    if params.get("SourceIdentity"):
+        context["sts:sourceidentity"] = [params["SourceIdentity"]]
+    tags = {t["Key"]: t["Value"] for t in params.get("Tags") or []}
+    for key, value in tags.items():
+        context[f"aws:requesttag/{key}"] = [value]
+    if tags:
+        context["aws:tagkeys"] = list(tags)
+    return context
+
+
+def authorize_assume_role(ctx: RequestContext, params: dict[str, Any]) -> None:
+    if ctx.principal.is_root and not ctx.runtime.settings.dev:
+        # AWS refuses the root user here whatever the trust policy says.
+        raise AWSError("AccessDenied", "Roles may not be assumed by root accounts.", 403)
+    role_arn = params["RoleArn"]
+    match = ROLE_ARN.match(role_arn)
+    if match is None:
+        raise AWSError("ValidationError", f"{role_arn} is invalid")
+    role_account = match.group(1)
+    table = schema.iam_principals
+    with ctx.runtime.engine.connect() as conn:
+        role = conn.execute(
+            select(table)
+            .where(table.c.account_id == role_account)
+            .where(table.c.kind == "role")
+            .where(table.c.arn == role_arn)
+        ).first()
+    if role is None:
+        # The same refusal as a trust policy that does not allow: which roles exist stays hidden.
+        raise AWSError(
+            "AccessDenied",
+            f"User: {ctx.principal.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+            403,
+        )
+    context = assume_role_context(params)
+    trust = role.assume_role_policy or '{"Statement": []}'
+    actions = ["sts:AssumeRole"]
+    if params.get("Tags"):
+        actions.append("sts:TagSession")
+    if params.get("SourceIdentity"):
+        actions.append("sts:SetSourceIdentity")
+    for action in actions:
+        authorize(
+            ctx, action, role_arn, resource_account=role_account, resource_policy=trust, context=context
+        )
+    ctx.extras[ROLE_KEY] = role
+
+
+def authorize_get_access_key_info(ctx: RequestContext, params: dict[str, Any]) -> None:
+    authorize(ctx, "sts:GetAccessKeyInfo", "*")
+
+
+def table() -> AuthorizationTable:
+    return AuthorizationTable(
+        "sts",
+        {
+            "AssumeRole": rule(
+                authorize_assume_role, "sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"
+            ),
+            "GetAccessKeyInfo": rule(authorize_get_access_key_info, "sts:GetAccessKeyInfo"),
+            # AWS: "No permissions are required to perform this operation. If an administrator
+            # attaches a policy to your identity that explicitly denies access to the
+            # sts:GetCallerIdentity action, you can still perform this operation."
+            "GetCallerIdentity": exempt("AWS requires no permission for GetCallerIdentity"),
+        },
+    )

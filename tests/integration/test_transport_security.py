@@ -1,0 +1,298 @@
+"""The request pipeline refuses what AWS refuses before any handler runs (issue 11, findings 6, 7, 11a).
+
+- Regions: only the regions the installation serves (``KHOA_REGIONS``) may appear in a credential
+  scope; any other is refused with AWS's error, recorded in the default region, and gets no audit chain.
+- Payload signing: ``UNSIGNED-PAYLOAD`` is S3's alone; a declared ``x-amz-content-sha256`` must be the
+  body's hash.
+- Slow bodies: a request whose body does not arrive in time is answered 408 and closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_auth import SIGNATURE_MISMATCH, Reply, assert_error, build_request, call, send
+from tests.support.server import KhoaServer
+
+REGION_REFUSAL = "Credential should be scoped to a valid region, not '{}'. "
+QUERY_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
+
+
+def _query(server: KhoaServer, region: str, action: str = "GetCallerIdentity") -> Reply:
+    request = build_request(
+        server.endpoint,
+        None,
+        f"Action={action}&Version=2011-06-15".encode(),
+        service="sts",
+        region=region,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    return send(request)
+
+
+def _query_error(reply: Reply) -> tuple[str, str]:
+    root = ET.fromstring(reply.body)
+    error = root.find(f"{QUERY_NS}Error")
+    if error is None:
+        error = root.find("Error")
+    assert error is not None, reply.body
+    code = error.findtext(f"{QUERY_NS}Code") or error.findtext("Code") or ""
+    message = error.findtext(f"{QUERY_NS}Message") or error.findtext("Message") or ""
+    return code, message
+
+
+def _audit_regions(server: KhoaServer) -> dict[str, list[str | None]]:
+    """Every region that has audit events, with the events' error codes."""
+    with sqlite3.connect(server.data_dir / "khoa.db") as conn:
+        rows = conn.execute("SELECT region, error_code FROM audit_events").fetchall()
+    found: dict[str, list[str | None]] = {}
+    for region, error_code in rows:
+        found.setdefault(region, []).append(error_code)
+    return found
+
+
+# -- regions (finding 6) -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", ["xx-yyy-9", "us-east-9", "us-gov-west-1", "cn-north-1"])
+def test_a_json_call_scoped_to_an_unknown_region_is_refused(server: KhoaServer, region: str) -> None:
+    reply = call(server.endpoint, "TrentService.ListKeys", region=region)
+    assert_error(reply, "InvalidSignatureException", REGION_REFUSAL.format(region), 400)
+
+
+def test_a_query_call_scoped_to_an_unknown_region_is_refused(server: KhoaServer) -> None:
+    reply = _query(server, "xx-yyy-9")
+    assert reply.status == 403, reply.body
+    assert _query_error(reply) == ("SignatureDoesNotMatch", REGION_REFUSAL.format("xx-yyy-9"))
+    assert _query(server, "ap-southeast-7").status == 200  # every commercial region is served by default
+
+
+@pytest.fixture
+def two_region_server(tmp_path: Path) -> Iterator[KhoaServer]:
+    instance = KhoaServer(tmp_path / "data", extra_env={"KHOA_REGIONS": "us-east-1,eu-west-1"}).start()
+    yield instance
+    instance.stop()
+
+
+def test_refused_regions_are_recorded_in_the_default_region_and_get_no_chain(
+    two_region_server: KhoaServer,
+) -> None:
+    server = two_region_server
+    for index in range(8):
+        region = f"xx-yyy-{index}"
+        assert_error(
+            call(server.endpoint, "TrentService.ListKeys", region=region),
+            "InvalidSignatureException",
+            REGION_REFUSAL.format(region),
+        )
+    # A real AWS region this installation does not serve is refused the same way.
+    assert_error(
+        call(server.endpoint, "TrentService.CreateKey", region="us-west-2"),
+        "InvalidSignatureException",
+        REGION_REFUSAL.format("us-west-2"),
+    )
+    # The configured ones work.
+    assert call(server.endpoint, "TrentService.ListKeys", region="eu-west-1").status == 200
+    server.client("kms", region="us-east-1").create_key()
+
+    regions = _audit_regions(server)
+    assert set(regions) == {"us-east-1", "eu-west-1"}
+    assert regions["us-east-1"].count("InvalidSignatureException") == 9
+    # Closing the period (khoa audit digest) makes chains only for the served regions that saw calls.
+    subprocess.run(
+        [sys.executable, "-m", "khoa", "audit", "digest", "--data-dir", str(server.data_dir)],
+        env=server.env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    digests = server.data_dir / "audit"
+    chains = {p.name for p in digests.glob("AWSLogs/*/CloudTrail-Digest/*")}
+    assert chains == {"us-east-1", "eu-west-1"}
+    assert not list(digests.glob("**/xx-yyy-*"))
+
+
+def test_dev_mode_serves_the_same_regions(tmp_path: Path) -> None:
+    instance = KhoaServer(tmp_path / "data", dev=True).start()
+    try:
+        assert_error(
+            call(instance.endpoint, "TrentService.ListKeys", region="xx-yyy-9", access_key="anything"),
+            "InvalidSignatureException",
+            REGION_REFUSAL.format("xx-yyy-9"),
+        )
+        assert call(instance.endpoint, "TrentService.ListKeys", region="eu-west-3").status == 200
+        assert set(_audit_regions(instance)) == {"us-east-1", "eu-west-3"}
+    finally:
+        instance.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"KHOA_REGIONS": "us-east-1,Not A Region"}, "KHOA_REGIONS"),
+        ({"KHOA_REGIONS": ""}, "KHOA_REGIONS"),
+        ({"KHOA_REGIONS": "eu-west-1"}, "KHOA_DEFAULT_REGION"),
+    ],
+)
+def test_bad_region_settings_refuse_to_start(tmp_path: Path, env: dict[str, str], complaint: str) -> None:
+    instance = KhoaServer(tmp_path / "data", extra_env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "khoa", "server", "--port", str(instance.port), "--data-dir", str(tmp_path)],
+        env=instance.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- payload signing (finding 7) ---------------------------------------------------------------------
+
+
+def test_unsigned_payload_with_a_swapped_body_is_refused(server: KhoaServer) -> None:
+    kms = server.client("kms")
+    key_id = kms.create_key(Description="unsigned-payload target")["KeyMetadata"]["KeyId"]
+    request = build_request(
+        server.endpoint,
+        "TrentService.DescribeKey",
+        {"KeyId": key_id},
+        headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
+    )
+    # Unchanged, and with the body swapped for a call with effects: both refused.
+    assert_error(send(request), "InvalidSignatureException", SIGNATURE_MISMATCH, 400)
+    swapped = json.dumps({"KeyId": key_id, "Description": "swapped"}).encode()
+    reply = send(request, body=swapped, headers={"X-Amz-Target": "TrentService.UpdateKeyDescription"})
+    assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH, 400)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "unsigned-payload target"
+
+
+def test_unsigned_payload_is_refused_by_the_query_services(server: KhoaServer) -> None:
+    request = build_request(
+        server.endpoint,
+        None,
+        b"Action=GetCallerIdentity&Version=2011-06-15",
+        service="sts",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD",
+        },
+    )
+    reply = send(request)
+    assert reply.status == 403, reply.body
+    assert _query_error(reply) == ("SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+
+
+def test_a_declared_payload_hash_must_be_the_bodys(server: KhoaServer) -> None:
+    body = b'{"Limit": 2}'
+    right = hashlib.sha256(body).hexdigest()
+    ok = build_request(
+        server.endpoint, "TrentService.ListKeys", body, headers={"X-Amz-Content-SHA256": right}
+    )
+    assert send(ok).status == 200
+    # Signed over the real body, but the header claims another one.
+    signed = build_request(server.endpoint, "TrentService.ListKeys", body)
+    lying = send(signed, headers={"X-Amz-Content-SHA256": hashlib.sha256(b"other").hexdigest()})
+    assert_error(lying, "InvalidSignatureException", SIGNATURE_MISMATCH, 400)
+
+
+# -- slow bodies (finding 11a) -----------------------------------------------------------------------
+
+BODY_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    data = tmp_path_factory.mktemp("impatient") / "data"
+    instance = KhoaServer(data, extra_env={"KHOA_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)}).start()
+    yield instance
+    instance.stop()
+
+
+def _raw_exchange(server: KhoaServer, head: bytes, parts: list[tuple[bytes, float]]) -> tuple[bytes, float]:
+    """Send ``head`` then each (bytes, pause-after) part; read until the server closes. Returns what it
+    answered and how long after the head it closed the connection."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        for data, pause in parts:
+            try:
+                sock.sendall(data)
+            except OSError:
+                break
+            time.sleep(pause)
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received, time.monotonic() - started
+
+
+def _head(target: str, length: int) -> bytes:
+    return (
+        "POST / HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        f"X-Amz-Target: {target}\r\n"
+        "Content-Type: application/x-amz-json-1.1\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _status_and_json(raw: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_a_body_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
+    raw, elapsed = _raw_exchange(impatient_server, _head("TrentService.ListKeys", 1000), [(b'{"Limit":', 0)])
+    status, headers, body = _status_and_json(raw)
+    assert status == 408
+    assert body["__type"] == "RequestTimeout"
+    assert "timeout period" in str(body["message"])
+    assert headers["connection"] == "close"
+    assert headers.get("x-amzn-requestid")
+    assert BODY_TIMEOUT - 0.5 <= elapsed < BODY_TIMEOUT + 5
+
+
+def test_a_trickled_body_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
+    """One byte every half second: each arrives well within the timeout, the whole body does not."""
+    parts = [(b"{", 0.5)] + [(b" ", 0.5)] * 20
+    raw, elapsed = _raw_exchange(impatient_server, _head("TrentService.ListKeys", 100), parts)
+    status, _, body = _status_and_json(raw)
+    assert status == 408
+    assert body["__type"] == "RequestTimeout"
+    assert elapsed < BODY_TIMEOUT + 5
+
+
+def test_the_server_stays_healthy_after_abandoned_bodies(impatient_server: KhoaServer) -> None:
+    sockets = [socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) for _ in range(20)]
+    try:
+        for sock in sockets:
+            sock.sendall(_head("TrentService.ListKeys", 5000) + b"{")
+        # Meanwhile ordinary calls are answered.
+        assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
+        time.sleep(BODY_TIMEOUT + 1)
+        for sock in sockets:  # every abandoned request was answered and its connection closed
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in sockets:
+            sock.close()
