@@ -1,4 +1,5 @@
-# Khoa — make targets are pinned interfaces (see docs/design.md): install, run, test, bench, lint.
+# Khoa — make targets are pinned interfaces (the design's section 6; docs/architecture.md): install, run,
+# test, bench, lint.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

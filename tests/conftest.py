@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.identity import Caller, create_account
 from tests.support.server import KhoaServer
 
 REQUIRE_SERVICES = os.environ.get("KHOA_REQUIRE_SERVICES") == "1"
@@ -32,9 +33,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
     instance.stop()
 
 
+# Clients of the shared server signed as the account root, one per test (tests may add event hooks to
+# them). A file that needs another scope, region or signer defines its own under the same name.
+
+
 @pytest.fixture
 def kms(server: KhoaServer) -> Any:
     return server.client("kms")
+
+
+@pytest.fixture
+def sm(server: KhoaServer) -> Any:
+    return server.client("secretsmanager")
+
+
+@pytest.fixture
+def ssm(server: KhoaServer) -> Any:
+    return server.client("ssm")
+
+
+@pytest.fixture
+def iam(server: KhoaServer) -> Any:
+    return server.client("iam")
+
+
+@pytest.fixture(scope="module")
+def account_b(server: KhoaServer) -> Caller:
+    """A second account on the shared server (made with ``khoa account create``), one per test module."""
+    return create_account(server)
 
 
 @pytest.fixture

@@ -1,36 +1,55 @@
-"""A tiny time-bounded cache for hot reads (key rows, aliases, secret metadata).
+"""The one time-bounded cache behind every per-process cache of the hot path.
 
-Each process invalidates its own entries when it writes; entries written by other processes expire
-within the TTL (one second by default), so a change made on one node is seen on every node within
-that time — the same eventual consistency AWS documents for KMS key state and Secrets Manager.
+Used for access keys (``KHOA_CREDENTIAL_CACHE_SECONDS``), callers' IAM policies
+(``KHOA_POLICY_CACHE_SECONDS``) and KMS key rows, aliases, secret and parameter metadata
+(``KHOA_METADATA_CACHE_SECONDS``); README "Cache lifetimes" says what each lifetime bounds. Each
+process invalidates its own entries when it writes, and ``Runtime.clear_caches`` empties them all when
+the node's revocation epoch moves; entries written by other processes expire within the lifetime, so a
+change made on one node is seen on every node within that time — the same eventual consistency AWS
+documents for KMS key state and Secrets Manager.
+
+A lookup is one dict get and one clock read: these caches are hit on every request. cachetools'
+``TTLCache`` was the alternative: its lookup also reorders an LRU list and reads the clock through a
+Python-level timer object (a hit measured ~1.1 µs with cachetools 8.0.0 against ~0.14 µs here, timeit,
+Python 3.11), and nothing here needs LRU order: a full cache is simply emptied.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Generic, TypeVar
+import enum
+from time import monotonic
+from typing import Final, Generic, Literal, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
-DEFAULT_TTL_SECONDS = 1.0
+
+# KHOA_METADATA_CACHE_SECONDS' default (declared in khoa.settings; the stores' default for tests).
+METADATA_SECONDS: Final = 1.0
 
 
-class _Missing:
-    pass
+class Missing(enum.Enum):
+    """What :meth:`TTLCache.get` returns for a key it does not hold (``None`` is a value worth caching:
+    "no such key"). Compare with ``is MISSING``; type checkers narrow on it."""
+
+    MISSING = enum.auto()
 
 
-MISSING = _Missing()
+MISSING: Final = Missing.MISSING
 
 
 class TTLCache(Generic[K, V]):
-    def __init__(self, ttl: float = DEFAULT_TTL_SECONDS, max_size: int = 100_000) -> None:
+    """Entries live ``ttl`` seconds (0: nothing is kept); at ``max_size`` entries the cache is emptied."""
+
+    __slots__ = ("_entries", "max_size", "ttl")
+
+    def __init__(self, ttl: float, max_size: int = 100_000) -> None:
         self.ttl = ttl
         self.max_size = max_size
         self._entries: dict[K, tuple[float, V]] = {}
 
-    def get(self, key: K) -> V | _Missing:
+    def get(self, key: K) -> V | Literal[Missing.MISSING]:
         entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] <= monotonic():
             return MISSING
         return entry[1]
 
@@ -39,10 +58,13 @@ class TTLCache(Generic[K, V]):
             return
         if len(self._entries) >= self.max_size:
             self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.ttl, value)
+        self._entries[key] = (monotonic() + self.ttl, value)
 
     def invalidate(self, key: K) -> None:
         self._entries.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -17,7 +17,7 @@ from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
 from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
-from khoa.events.webhooks import deliver as deliver_webhooks
+from khoa.events.webhooks import WebhookDeliverer
 from khoa.iam.directory import Directory
 from khoa.jobs import JobRunner
 from khoa.rotation.engine import RotationEngine, RotationOutcome
@@ -110,11 +110,11 @@ class Runtime:
             clock=clock,
             credentials=CredentialStore(engine, barrier, settings.credential_cache_seconds),
             verifier=SigV4Verifier(regions=settings.regions),
-            kms=KmsBackend(engine, barrier),
+            kms=KmsBackend(engine, barrier, settings.metadata_cache_seconds),
             jobs=JobRunner(engine, clock, settings.job_interval_seconds),
-            secrets=SecretsBackend(engine),
+            secrets=SecretsBackend(engine, settings.metadata_cache_seconds),
             secrets_replication=Replication(),
-            parameters=ParametersBackend(engine),
+            parameters=ParametersBackend(engine, settings.metadata_cache_seconds),
             directory=Directory(engine, settings.policy_cache_seconds),
             audit=AuditRecorder(engine, processes=settings.workers),
             revocations=open_epoch(settings.data_dir),
@@ -176,9 +176,8 @@ class Runtime:
                 lambda now: expire_due(runtime.parameters, now),
             ),
         )
-        runtime.jobs.register(
-            "events.deliver_webhooks", lambda now: deliver_webhooks(runtime.engine, runtime.barrier)
-        )
+        webhook_deliverer = WebhookDeliverer(engine, barrier)
+        runtime.jobs.register("events.deliver_webhooks", lambda now: webhook_deliverer.deliver())
         runtime.rotation = RotationEngine(runtime)
         runtime.jobs.register(
             "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))

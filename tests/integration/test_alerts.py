@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from tests.integration.test_cloudtrail import lookup
 from tests.support import rotation
+from tests.support.errors import error_code
 from tests.support.server import ACCOUNT_ID, KhoaServer, free_port
 
 SIGNING_KEY = "alert-signing-key-for-tests"
@@ -177,12 +177,6 @@ def forwarded_for(client: Any, address: str) -> Any:
 
     client.meta.events.register("before-send.*.*", add_header)
     return client
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def khoa_alerts(server: KhoaServer, *args: str) -> subprocess.CompletedProcess[str]:

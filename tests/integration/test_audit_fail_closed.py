@@ -13,12 +13,9 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
-
-import pytest
-from botocore.exceptions import ClientError
 
 from tests.integration.test_cloudtrail import all_events
+from tests.support.errors import error_response
 from tests.support.server import KhoaServer
 
 
@@ -33,13 +30,6 @@ def break_sink(data_dir: Path) -> None:
 def repair_sink(data_dir: Path) -> None:
     with sqlite3.connect(data_dir / "khoa.db") as db:
         db.execute("DROP TRIGGER khoa_test_broken_sink")
-
-
-def refused(call: Any, **kwargs: Any) -> dict[str, Any]:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response: dict[str, Any] = info.value.response
-    return response
 
 
 def get(server: KhoaServer, path: str) -> tuple[int, str]:
@@ -78,12 +68,12 @@ def test_calls_are_refused_and_change_nothing_while_the_sink_is_broken(fresh_ser
         (sts.get_caller_identity, {}),
     ]
     for call, kwargs in attempts:
-        response = refused(call, **kwargs)
+        response = error_response(call, **kwargs)
         assert response["ResponseMetadata"]["HTTPStatusCode"] == 503, call
         assert response["Error"]["Code"] in ("ServiceUnavailableException", "ServiceUnavailable"), call
     # A refused authentication cannot be recorded either: it is refused as unavailable too.
     forged = server.client("kms", aws_secret_access_key="wrong-secret-access-key-00000000000000000")
-    assert refused(forged.list_keys)["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert error_response(forged.list_keys)["ResponseMetadata"]["HTTPStatusCode"] == 503
 
     status, body = get(server, "/_khoa/ready")
     assert status == 503
@@ -93,9 +83,9 @@ def test_calls_are_refused_and_change_nothing_while_the_sink_is_broken(fresh_ser
 
     repair_sink(server.data_dir)
     # Nothing that was refused happened.
-    assert refused(sm.describe_secret, SecretId=name)["Error"]["Code"] == "ResourceNotFoundException"
+    assert error_response(sm.describe_secret, SecretId=name)["Error"]["Code"] == "ResourceNotFoundException"
     assert sm.get_secret_value(SecretId=existing)["SecretString"] == "before"
-    assert refused(ssm.get_parameter, Name=f"/{name}")["Error"]["Code"] == "ParameterNotFound"
+    assert error_response(ssm.get_parameter, Name=f"/{name}")["Error"]["Code"] == "ParameterNotFound"
     assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled"
     assert all(a["AliasName"] != f"alias/{name}" for a in kms.list_aliases()["Aliases"])
     # The sink works again: calls are recorded, and the process is ready once a commit succeeded.

@@ -13,14 +13,13 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from tests.integration.test_cloudtrail import all_events, seed_role
+from tests.support.errors import refused
 from tests.support.identity import new_user
 from tests.support.server import KhoaServer
 
@@ -48,12 +47,6 @@ class Secrets:
             out.append(base64.b64encode(value))
             out.append(value.hex().encode())
         return out
-
-
-def refused(call: Any, **kwargs: Any) -> None:
-    """A call expected to fail: its secrets must not reach the trail either."""
-    with pytest.raises(ClientError):
-        call(**kwargs)
 
 
 def sweep_kms(server: KhoaServer, s: Secrets) -> None:

@@ -6,12 +6,9 @@ import json
 import re
 import sqlite3
 import urllib.request
-from typing import Any
-
-import pytest
-from botocore.exceptions import ClientError
 
 from tests.integration.test_cloudtrail import seed_user
+from tests.support.errors import error_code
 from tests.support.server import KhoaServer
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -30,12 +27,6 @@ def scrape(server: KhoaServer) -> dict[str, float]:
     return samples
 
 
-def fails(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
-
-
 def test_metrics_for_denials_decryption_failures_and_pending_deletions(fresh_server: KhoaServer) -> None:
     server = fresh_server.start()
     kms = server.client("kms")
@@ -46,16 +37,16 @@ def test_metrics_for_denials_decryption_failures_and_pending_deletions(fresh_ser
 
     key_id, secret = seed_user(server, "metrics-nobody")
     nobody = server.client("kms", aws_access_key_id=key_id, aws_secret_access_key=secret)
-    assert fails(nobody.list_keys) == "AccessDeniedException"
-    assert fails(nobody.list_aliases) == "AccessDeniedException"
+    assert error_code(nobody.list_keys) == "AccessDeniedException"
+    assert error_code(nobody.list_aliases) == "AccessDeniedException"
     nobody_sts = server.client("sts", aws_access_key_id=key_id, aws_secret_access_key=secret)
-    assert fails(
+    assert error_code(
         nobody_sts.assume_role, RoleArn="arn:aws:iam::111122223333:role/none", RoleSessionName="probe"
     ) == ("AccessDenied")
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = bytearray(kms.encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"])
     blob[-1] ^= 1
-    assert fails(kms.decrypt, CiphertextBlob=bytes(blob)) == "InvalidCiphertextException"
+    assert error_code(kms.decrypt, CiphertextBlob=bytes(blob)) == "InvalidCiphertextException"
     doomed = [kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(3)]
     for key_id in doomed:
         kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)

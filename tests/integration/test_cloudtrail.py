@@ -23,6 +23,7 @@ from khoa.bootstrap import access_key_binding, create_account, load_barrier
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
+from tests.support.errors import error_code
 from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 RECORD_FIELDS = {
@@ -156,12 +157,6 @@ def all_events(cloudtrail: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 def lookup(cloudtrail: Any, key: str, value: str, **kwargs: Any) -> list[dict[str, Any]]:
     return all_events(cloudtrail, LookupAttributes=[{"AttributeKey": key, "AttributeValue": value}], **kwargs)
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def run_aws(server: KhoaServer, *args: str, region: str = REGION) -> Any:

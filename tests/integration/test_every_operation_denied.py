@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import botocore.session
 import pytest
 from botocore import xform_name
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.model import OperationModel, Shape
 
 from khoa.services import cloudtrail, iam, kms, secretsmanager, ssm, sts
 from tests.support.identity import Caller, new_user, session
-from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
+from tests.support.server import ACCOUNT_ID, KhoaServer
 
 SERVICES = (kms, secretsmanager, ssm, sts, iam, cloudtrail)
 QUERY_SERVICES = ("iam", "sts")
@@ -261,18 +259,6 @@ def request_for(model: OperationModel, known: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _client(caller: Caller, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=caller.server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=caller.access_key_id,
-        aws_secret_access_key=caller.secret_access_key,
-        aws_session_token=caller.session_token,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
-
-
 _models = botocore.session.get_session()
 
 
@@ -289,7 +275,7 @@ def test_a_caller_without_policies_is_denied(world: World, service: str, operati
     }
     params = request_for(model, known)
     caller = world.denied if who == "user" else world.session
-    call = getattr(_client(caller, service), xform_name(operation))
+    call = getattr(caller.client(service, validate=False), xform_name(operation))
     if (service, operation) in NO_PERMISSION_NEEDED:
         call(**params)  # succeeds without any policy
         return
@@ -343,7 +329,7 @@ def test_a_user_is_denied_even_on_its_own_credentials(world: World) -> None:
 
 @pytest.mark.parametrize("operation", ["TagResource", "CreateSecret"])
 def test_a_secrets_manager_tag_without_a_key_is_not_a_server_error(world: World, operation: str) -> None:
-    client = _client(world.denied, "secretsmanager")
+    client = world.denied.client("secretsmanager", validate=False)
     params: dict[str, Any] = {"Tags": [{"Value": "v"}]}
     if operation == "TagResource":
         params["SecretId"] = world.values["SecretId"]

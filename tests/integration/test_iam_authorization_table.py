@@ -6,16 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from tests.support.iam import allow, document, unique
-from tests.support.identity import Caller, new_user, refused
+from tests.support.errors import refused
+from tests.support.iam import allow, document
+from tests.support.identity import Caller, new_user
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def _managed(iam: Any) -> str:

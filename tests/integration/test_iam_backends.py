@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, document, trust, unique
+from tests.support.iam import allow, document, trust
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 pytestmark = pytest.mark.slow

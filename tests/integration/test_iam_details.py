@@ -12,13 +12,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, deny, document, failure, trust, unique, user_with_key
+from tests.support.errors import failure
+from tests.support.iam import allow, deny, document, trust, user_with_key
+from tests.support.names import unique
 from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def _all_details(iam: Any, **kwargs: Any) -> dict[str, list[Any]]:

@@ -9,16 +9,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, deny, document, failure, trust, unique, user_with_key
+from tests.support.errors import failure
+from tests.support.iam import allow, deny, document, trust, user_with_key
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 POLICY_ID = re.compile(r"^ANPA[A-Z0-9]{17}$")
 KMS_READ = document(allow(["kms:Describe*", "kms:List*"]))
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def _role(iam: Any) -> str:

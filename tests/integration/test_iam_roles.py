@@ -9,17 +9,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, document, failure, trust, unique, unvalidated, user_with_key
+from tests.support.errors import failure
+from tests.support.iam import allow, document, trust, user_with_key
 from tests.support.identity import new_user
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 ROLE_ID = re.compile(r"^AROA[A-Z0-9]{17}$")
 ACCOUNT_TRUST = trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"})
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def test_create_and_get_a_role(iam: Any) -> None:
@@ -54,7 +51,7 @@ def test_default_max_session_duration_is_one_hour(iam: Any) -> None:
 
 @pytest.mark.parametrize("duration", [3599, 43201, 0])
 def test_max_session_duration_bounds(server: KhoaServer, duration: int) -> None:
-    raw = unvalidated(server)
+    raw = server.client("iam", validate=False)
     with pytest.raises(ClientError) as excinfo:
         raw.create_role(
             RoleName=unique("r"), AssumeRolePolicyDocument=ACCOUNT_TRUST, MaxSessionDuration=duration
@@ -68,7 +65,7 @@ def test_max_session_duration_bounds_on_update(server: KhoaServer, iam: Any) -> 
     name = unique("r")
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=ACCOUNT_TRUST)
     with pytest.raises(ClientError) as excinfo:
-        unvalidated(server).update_role(RoleName=name, MaxSessionDuration=50000)
+        server.client("iam", validate=False).update_role(RoleName=name, MaxSessionDuration=50000)
     assert failure(excinfo)[0] == "ValidationError"
     iam.update_role(RoleName=name, MaxSessionDuration=43200, Description="longer")
     role = iam.get_role(RoleName=name)["Role"]

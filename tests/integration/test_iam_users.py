@@ -8,17 +8,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, document, failure, unique, unvalidated, user_with_key
+from tests.support.errors import failure
+from tests.support.iam import allow, document, user_with_key
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 USER_ID = re.compile(r"^AIDA[A-Z0-9]{17}$")
 GROUP_ID = re.compile(r"^AGPA[A-Z0-9]{17}$")
 ACCESS_KEY = re.compile(r"^AKIA[A-Z0-9]{16}$")
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 # -- users ------------------------------------------------------------------------------------------
@@ -60,7 +57,7 @@ def test_unknown_user_is_no_such_entity(iam: Any) -> None:
 
 
 def test_invalid_user_name_is_a_validation_error(server: KhoaServer) -> None:
-    raw = unvalidated(server)
+    raw = server.client("iam", validate=False)
     with pytest.raises(ClientError) as excinfo:
         raw.create_user(UserName="has space")
     code, message, status = failure(excinfo)
@@ -356,7 +353,7 @@ def test_access_key_errors(server: KhoaServer, iam: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         iam.create_access_key(UserName="no-such-user")
     assert failure(excinfo)[0::2] == ("NoSuchEntity", 404)
-    raw = unvalidated(server)
+    raw = server.client("iam", validate=False)
     with pytest.raises(ClientError) as excinfo:
         raw.update_access_key(UserName=name, AccessKeyId=key, Status="Sleeping")
     assert failure(excinfo)[0::2] == ("ValidationError", 400)

@@ -8,17 +8,11 @@ import json
 import sqlite3
 from typing import Any
 
-import pytest
-from botocore.exceptions import ClientError
-
-from tests.support.iam import allow, document, unique
+from tests.support.errors import error_response
+from tests.support.iam import allow, document
 from tests.support.identity import ROOT_ARN, Caller, implicit, new_user, parameter_arn, session
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def _events(server: KhoaServer, username: str) -> dict[str, dict[str, Any]]:
@@ -32,9 +26,7 @@ def _events(server: KhoaServer, username: str) -> dict[str, dict[str, Any]]:
 
 
 def _denied(call: Any, **kwargs: Any) -> tuple[str, str, str]:
-    with pytest.raises(ClientError) as excinfo:
-        call(**kwargs)
-    response = excinfo.value.response
+    response = error_response(call, **kwargs)
     return response["Error"]["Code"], response["Error"]["Message"], response["ResponseMetadata"]["RequestId"]
 
 

@@ -15,41 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.iam import allow, deny, document, unique
-from tests.support.identity import (
-    Caller,
-    code_of,
-    eventually,
-    explicit,
-    implicit,
-    new_user,
-    parameter_arn,
-    refused,
-    session,
-)
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, deny, document
+from tests.support.identity import Caller, eventually, explicit, implicit, new_user, parameter_arn, session
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 SECRETS = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:"
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
-
-
-@pytest.fixture
-def kms(server: KhoaServer) -> Any:
-    return server.client("kms")
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
 
 
 def _secret(sm: Any, name: str = "", **kwargs: Any) -> str:

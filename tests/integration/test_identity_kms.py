@@ -10,37 +10,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.support.iam import allow, document, unique
-from tests.support.identity import (
-    ROOT_ARN,
-    Caller,
-    code_of,
-    create_account,
-    explicit,
-    implicit,
-    new_user,
-    refused,
-    session,
-)
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, document
+from tests.support.identity import ROOT_ARN, Caller, explicit, implicit, new_user, session
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 VIA_SECRETS = f"secretsmanager.{REGION}.amazonaws.com"
 VIA_SSM = f"ssm.{REGION}.amazonaws.com"
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
-
-
-@pytest.fixture
-def kms(server: KhoaServer) -> Any:
-    return server.client("kms")
 
 
 def key_policy(*statements: dict[str, Any]) -> str:
@@ -453,11 +432,6 @@ def test_key_spec_and_request_alias_conditions(server: KhoaServer, iam: Any, kms
 
 
 # -- across accounts ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def account_b(server: KhoaServer) -> Iterator[Caller]:
-    yield create_account(server)
 
 
 def test_another_account_uses_a_key_only_when_both_sides_allow(

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, deny, document, unique
-from tests.support.identity import Caller, code_of, explicit, implicit, new_user, parameter_arn, refused
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, deny, document
+from tests.support.identity import Caller, explicit, implicit, new_user, parameter_arn
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 INSIDE = "10.20.30.40"

@@ -9,43 +9,26 @@ A's key policy and B's role policy all allow.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.support.iam import allow, document, unique
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, document
 from tests.support.identity import (
     ROOT_ARN,
     Caller,
-    code_of,
-    create_account,
     explicit,
     implicit,
     new_user,
-    refused,
     resource_policy,
     session,
 )
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 CURRENT = {"StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
-
-
-@pytest.fixture
-def kms(server: KhoaServer) -> Any:
-    return server.client("kms")
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
 
 
 def principal_statement(principal: str | list[str], action: str | list[str], **extra: Any) -> dict[str, Any]:
@@ -196,11 +179,6 @@ class CrossAccount:
 
 
 READER_POLICY = document(allow(["secretsmanager:GetSecretValue", "kms:Decrypt"]))
-
-
-@pytest.fixture(scope="module")
-def account_b(server: KhoaServer) -> Iterator[Caller]:
-    yield create_account(server)
 
 
 def _secret_policy(role_arn: str) -> str:

@@ -11,29 +11,18 @@ from typing import Any
 
 import pytest
 
-from tests.support.iam import allow, document, unique, unvalidated
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, document
 from tests.support.identity import (
     ROOT_ARN,
     Caller,
-    code_of,
-    create_account,
     implicit,
     new_user,
     parameter_arn,
-    refused,
     session,
 )
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
 
 
 def trusting(principal: str | list[str], *actions: str, **extra: Any) -> str:
@@ -144,11 +133,6 @@ def test_a_trust_policy_naming_the_account_delegates_to_iam_policies(server: Kho
 # -- across accounts, with ExternalId -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def account_b(server: KhoaServer) -> Iterator[Caller]:
-    yield create_account(server)
-
-
 def test_cross_account_assume_role_with_external_id(
     server: KhoaServer, iam: Any, ssm: Any, account_b: Caller
 ) -> None:
@@ -206,7 +190,12 @@ def test_duration_bounds(server: KhoaServer, iam: Any) -> None:
     user = new_user(server, iam, allow("sts:AssumeRole"))
     _, arn = make_role(iam, trusting(user.arn), MaxSessionDuration=7200)
     sts = user.client("sts")
-    raw = unvalidated(server, "sts", key=user.access_key_id, secret=user.secret_access_key)
+    raw = server.client(
+        "sts",
+        validate=False,
+        aws_access_key_id=user.access_key_id,
+        aws_secret_access_key=user.secret_access_key,
+    )
     now = datetime.now(UTC)
     for seconds in (900, 7200):
         expiry = sts.assume_role(RoleArn=arn, RoleSessionName="dd", DurationSeconds=seconds)["Credentials"][

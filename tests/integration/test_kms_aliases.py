@@ -5,40 +5,15 @@ and using alias names and alias ARNs wherever AWS KMS accepts them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.errors import expect_error
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 ALIAS_DOCS = "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
-
-
-def expect_error(code: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """Call, expect an AWS error with exactly this code and HTTP 400, and return its Error member."""
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    response = caught.value.response
-    assert response["Error"]["Code"] == code, response["Error"]
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    error: dict[str, Any] = response["Error"]
-    return error
-
-
-def unvalidated_client(server: KhoaServer) -> Any:
-    return boto3.client(
-        "kms",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
 
 
 def new_alias() -> str:
@@ -378,4 +353,4 @@ def test_list_aliases_errors(server: KhoaServer, kms: Any) -> None:
     expect_error("NotFoundException", kms.list_aliases, KeyId="not-a-key")
     expect_error("InvalidMarkerException", kms.list_aliases, Marker="garbage")
     expect_error("ValidationException", kms.list_aliases, Limit=1001)
-    expect_error("ValidationException", unvalidated_client(server).list_aliases, Limit=0)
+    expect_error("ValidationException", server.client("kms", validate=False).list_aliases, Limit=0)

@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
+from tests.support.errors import expect_error
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 RSA_SPECS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
@@ -68,17 +68,6 @@ OAEP_MAX = {  # RFC 8017: k - 2*hLen - 2, the sizes AWS documents
     ("RSA_4096", "RSAES_OAEP_SHA_1"): 470,
     ("RSA_4096", "RSAES_OAEP_SHA_256"): 446,
 }
-
-
-def expect_error(code: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """Call, expect an AWS error with exactly this code and HTTP 400, and return its Error member."""
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    response = caught.value.response
-    assert response["Error"]["Code"] == code, response["Error"]
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    error: dict[str, Any] = response["Error"]
-    return error
 
 
 def same(a: bytes, b: bytes) -> bool:

@@ -9,44 +9,19 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
-
-
-def expect_error(code: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """Call, expect an AWS error with exactly this code and HTTP 400, and return its Error member."""
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    response = caught.value.response
-    assert response["Error"]["Code"] == code, response["Error"]
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    error: dict[str, Any] = response["Error"]
-    return error
+from tests.support.errors import expect_error
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 
 def same(a: bytes, b: bytes) -> bool:
     """Compare secret bytes without letting pytest print them on failure."""
     return hmac.compare_digest(a, b)
-
-
-def unvalidated_client(server: KhoaServer) -> Any:
-    return boto3.client(
-        "kms",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +105,7 @@ def test_oversized_plaintext(client: Any, keys: dict[str, dict[str, Any]]) -> No
 
 
 def test_empty_plaintext(server: KhoaServer, keys: dict[str, dict[str, Any]]) -> None:
-    raw = unvalidated_client(server)
+    raw = server.client("kms", validate=False)
     expect_error("ValidationException", raw.encrypt, KeyId=keys["a"]["KeyId"], Plaintext=b"")
 
 
@@ -150,7 +125,9 @@ def test_encrypt_with_unknown_key(server: KhoaServer, client: Any) -> None:
     error = expect_error("NotFoundException", client.encrypt, KeyId=missing, Plaintext=b"x")
     assert error["Message"] == f"Key 'arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{missing}' does not exist"
     expect_error("NotFoundException", client.encrypt, KeyId="alias/no-such-alias-here", Plaintext=b"x")
-    expect_error("ValidationException", unvalidated_client(server).encrypt, KeyId="", Plaintext=b"x")
+    expect_error(
+        "ValidationException", server.client("kms", validate=False).encrypt, KeyId="", Plaintext=b"x"
+    )
 
 
 def test_encrypt_algorithm_must_suit_the_key(client: Any, keys: dict[str, dict[str, Any]]) -> None:
@@ -433,7 +410,10 @@ def test_generate_data_key_size_validation(
     expect_error("ValidationException", client.generate_data_key, KeyId=key_id, NumberOfBytes=1025)
     expect_error("ValidationException", client.generate_data_key, KeyId=key_id, KeySpec="AES_512")
     expect_error(
-        "ValidationException", unvalidated_client(server).generate_data_key, KeyId=key_id, NumberOfBytes=0
+        "ValidationException",
+        server.client("kms", validate=False).generate_data_key,
+        KeyId=key_id,
+        NumberOfBytes=0,
     )
     expect_error(
         "ValidationException",
@@ -604,7 +584,7 @@ def test_generate_random_out_of_range(server: KhoaServer, client: Any) -> None:
         "1 validation error detected: Value '1025' at 'numberOfBytes' failed to satisfy constraint: "
         "Member must have value less than or equal to 1024"
     )
-    raw = unvalidated_client(server)
+    raw = server.client("kms", validate=False)
     error = expect_error("ValidationException", raw.generate_random, NumberOfBytes=0)
     assert error["Message"] == (
         "1 validation error detected: Value '0' at 'numberOfBytes' failed to satisfy constraint: "

@@ -7,17 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
 from tests.support.server import KhoaServer
 
 DAY = 86400
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def listed_key_ids(kms: Any) -> set[str]:

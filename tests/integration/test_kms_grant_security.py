@@ -17,27 +17,14 @@ import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.support.iam import allow, deny, document, unique, unvalidated
-from tests.support.identity import (
-    ROOT_ARN,
-    Caller,
-    code_of,
-    create_account,
-    implicit,
-    new_user,
-    refused,
-    session,
-)
+from tests.support.errors import code_of, error_response, refused
+from tests.support.iam import allow, deny, document
+from tests.support.identity import ROOT_ARN, Caller, create_account, implicit, new_user, session
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def key_policy(*statements: dict[str, Any]) -> str:
@@ -70,9 +57,7 @@ def grants_of(kms: Any, key: str) -> set[str]:
 
 
 def status_of(call: Any, **kwargs: Any) -> tuple[str, int]:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
+    response = error_response(call, **kwargs)
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
@@ -565,7 +550,7 @@ def test_a_marker_is_valid_only_for_the_listing_that_issued_it(server: KhoaServe
     assert kms.list_keys(Limit=1, Marker=page["NextMarker"])["Keys"] != page["Keys"]
     assert status_of(kms.list_aliases, Marker=page["NextMarker"]) == ("InvalidMarkerException", 400)
     # Limits outside AWS's 1..1000 are a validation error, as in AWS.
-    raw = unvalidated(server, "kms")
+    raw = server.client("kms", validate=False)
     for limit in (0, 1001):
         assert status_of(raw.list_keys, Limit=limit) == ("ValidationException", 400), limit
         assert status_of(raw.list_grants, KeyId=key, Limit=limit) == ("ValidationException", 400), limit

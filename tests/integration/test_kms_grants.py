@@ -6,18 +6,12 @@ import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
 from tests.support.server import ACCOUNT_ID
 
 GRANTEE = f"arn:aws:iam::{ACCOUNT_ID}:role/khoa-grantee"
 RETIREE = f"arn:aws:iam::{ACCOUNT_ID}:role/khoa-retiree"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 @pytest.fixture

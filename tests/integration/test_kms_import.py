@@ -14,18 +14,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
+from tests.support.errors import error_code
 from tests.support.server import KhoaServer
 
 HOUR = 3600
 DAY = 86400
 ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_256"]
 WRAPPING_SPECS = ["RSA_2048", "RSA_3072", "RSA_4096"]
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def _oaep(algorithm: str) -> padding.OAEP:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.errors import expect_error
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 RSA_SIGNING = [
     "RSASSA_PKCS1_V1_5_SHA_256",
@@ -53,29 +50,6 @@ KEY_TYPES: list[tuple[str, str, dict[str, list[str]]]] = [
     ("HMAC_384", "GENERATE_VERIFY_MAC", {"MacAlgorithms": ["HMAC_SHA_384"]}),
     ("HMAC_512", "GENERATE_VERIFY_MAC", {"MacAlgorithms": ["HMAC_SHA_512"]}),
 ]
-
-
-def expect_error(code: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """Call, expect an AWS error with exactly this code and HTTP 400, and return its Error member."""
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    response = caught.value.response
-    assert response["Error"]["Code"] == code, response["Error"]
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    error: dict[str, Any] = response["Error"]
-    return error
-
-
-def unvalidated_client(server: KhoaServer, region: str = REGION) -> Any:
-    """A client that sends what it is given, so the server's own validation is what answers."""
-    return boto3.client(
-        "kms",
-        endpoint_url=server.endpoint,
-        region_name=region,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
 
 
 def key_arn(key_id: str, region: str = REGION) -> str:
@@ -449,7 +423,7 @@ def test_list_keys_paging(kms: Any) -> None:
 
 
 def test_list_keys_limit_and_marker_validation(server: KhoaServer, kms: Any) -> None:
-    raw = unvalidated_client(server)
+    raw = server.client("kms", validate=False)
     expect_error("ValidationException", raw.list_keys, Limit=0)
     expect_error("ValidationException", kms.list_keys, Limit=1001)
     assert len(kms.list_keys(Limit=1000)["Keys"]) >= 1
@@ -570,7 +544,7 @@ def test_schedule_key_deletion_window_out_of_range(kms: Any, days: int) -> None:
 @pytest.mark.parametrize("days", [0, -1, 366])
 def test_schedule_key_deletion_window_outside_the_model(server: KhoaServer, kms: Any, days: int) -> None:
     meta = kms.create_key()["KeyMetadata"]
-    raw = unvalidated_client(server)
+    raw = server.client("kms", validate=False)
     expect_error(
         "ValidationException", raw.schedule_key_deletion, KeyId=meta["KeyId"], PendingWindowInDays=days
     )

@@ -5,20 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.errors import error_code
+from tests.support.server import KhoaServer
 
 DAY = 86400
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def rotations(kms: Any, key_id: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -67,14 +60,7 @@ def test_rotation_period_bounds_accepted(kms: Any, days: int) -> None:
 @pytest.mark.parametrize("days", [0, 89, 2561, 10000])
 def test_rotation_period_out_of_range(server: KhoaServer, kms: Any, days: int) -> None:
     # botocore refuses values below the minimum before sending; switch that off so the server decides.
-    unchecked = boto3.client(
-        "kms",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
+    unchecked = server.client("kms", validate=False)
     key = kms.create_key()["KeyMetadata"]
     with pytest.raises(ClientError) as info:
         unchecked.enable_key_rotation(KeyId=key["KeyId"], RotationPeriodInDays=days)

@@ -7,15 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
 from tests.support.server import ACCOUNT_ID
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def all_tags(kms: Any, key_id: str) -> dict[str, str]:

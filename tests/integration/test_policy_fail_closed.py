@@ -19,17 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.iam import allow, deny, document, trust, unique, unvalidated
-from tests.support.identity import (
-    ROOT_ARN,
-    Caller,
-    code_of,
-    create_account,
-    eventually,
-    new_user,
-    refused,
-    resource_policy,
-)
+from tests.support.errors import code_of, refused
+from tests.support.iam import allow, deny, document, trust
+from tests.support.identity import ROOT_ARN, Caller, create_account, eventually, new_user, resource_policy
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 PUBLIC_MESSAGE = (
@@ -37,16 +30,6 @@ PUBLIC_MESSAGE = (
     "access to the secret."
 )
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-@pytest.fixture
-def iam(server: KhoaServer) -> Any:
-    return server.client("iam")
 
 
 def statement(**overrides: Any) -> dict[str, Any]:
@@ -115,7 +98,7 @@ def test_valid_policies_still_validate_and_store(sm: Any) -> None:
 @pytest.mark.parametrize("levels", [1500, 5000])
 def test_deeply_nested_policies_are_refused_not_500(server: KhoaServer, sm: Any, levels: int) -> None:
     kms = server.client("kms")
-    iam = unvalidated(server)
+    iam = server.client("iam", validate=False)
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     before = kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"]
     secret = unique("deep")

@@ -13,8 +13,9 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 
-from tests.support.iam import unique
-from tests.support.identity import ROOT_ARN, code_of
+from tests.support.errors import code_of
+from tests.support.identity import ROOT_ARN
+from tests.support.names import unique
 from tests.support.policy_strategies import malformed
 from tests.support.server import ACCOUNT_ID, KhoaServer
 

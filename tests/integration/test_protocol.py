@@ -13,14 +13,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import botocore.loaders
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from tests.integration.test_auth import JSON_CONTENT_TYPE, Reply, assert_error, build_request, call, send
-from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.errors import error_response
+from tests.support.server import KhoaServer
 
 KMS_MODEL: dict[str, Any] = botocore.loaders.Loader().load_service_model("kms", "service-2")
 OPERATIONS = sorted(KMS_MODEL["operations"])
@@ -30,20 +28,11 @@ MAX_BODY = 1024 * 1024  # KHOA_MAX_BODY_BYTES default
 @pytest.fixture(scope="module")
 def lax(server: KhoaServer) -> Any:
     """A boto3 client that sends whatever it is given (no client-side validation)."""
-    return boto3.client(
-        "kms",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(parameter_validation=False, retries={"max_attempts": 1}),
-    )
+    return server.client("kms", validate=False)
 
 
 def _client_error(call_: Any, **params: Any) -> dict[str, Any]:
-    with pytest.raises(ClientError) as excinfo:
-        call_(**params)
-    response: dict[str, Any] = excinfo.value.response
+    response = error_response(call_, **params)
     assert response["ResponseMetadata"]["RequestId"]
     return response
 

@@ -28,7 +28,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.integration.test_auth import call
-from tests.support.identity import Caller, code_of, new_user, session
+from tests.support.errors import code_of
+from tests.support.identity import Caller, new_user, session
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 LONG_CACHES = {"KHOA_CREDENTIAL_CACHE_SECONDS": "60", "KHOA_POLICY_CACHE_SECONDS": "60"}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.support.iam import unique
-from tests.support.identity import code_of, new_user, refused
+from tests.support.errors import code_of, refused
+from tests.support.identity import new_user
+from tests.support.names import unique
 from tests.support.server import KhoaServer
 
 

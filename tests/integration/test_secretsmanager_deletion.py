@@ -4,31 +4,16 @@ default 30), ForceDeleteWithoutRecovery, and the job runner destroying secrets w
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
+from tests.support.names import secret_name
 from tests.support.server import KhoaServer
 
 DAY = 86400
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-def unique(prefix: str = "delete") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def close_to(moment: datetime, expected: datetime) -> bool:
@@ -36,7 +21,7 @@ def close_to(moment: datetime, expected: datetime) -> bool:
 
 
 def test_default_window_is_30_days(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     arn = sm.create_secret(Name=name, SecretString="v")["ARN"]
     deleted = sm.delete_secret(SecretId=name)
     assert deleted["ARN"] == arn
@@ -48,7 +33,7 @@ def test_default_window_is_30_days(sm: Any) -> None:
 
 @pytest.mark.parametrize("days", [7, 18, 30])
 def test_recovery_window(sm: Any, days: int) -> None:
-    name = unique()
+    name = secret_name("delete")
     sm.create_secret(Name=name, SecretString="v")
     deleted = sm.delete_secret(SecretId=name, RecoveryWindowInDays=days)
     assert close_to(deleted["DeletionDate"], datetime.now(UTC) + timedelta(days=days))
@@ -56,7 +41,7 @@ def test_recovery_window(sm: Any, days: int) -> None:
 
 @pytest.mark.parametrize("days", [0, 6, 31, -1])
 def test_recovery_window_out_of_range(sm: Any, days: int) -> None:
-    name = unique()
+    name = secret_name("delete")
     sm.create_secret(Name=name, SecretString="v")
     assert error_code(sm.delete_secret, SecretId=name, RecoveryWindowInDays=days) == (
         "InvalidParameterException"
@@ -65,7 +50,7 @@ def test_recovery_window_out_of_range(sm: Any, days: int) -> None:
 
 
 def test_window_and_force_together_are_refused(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     sm.create_secret(Name=name, SecretString="v")
     code = error_code(
         sm.delete_secret, SecretId=name, RecoveryWindowInDays=7, ForceDeleteWithoutRecovery=True
@@ -74,7 +59,7 @@ def test_window_and_force_together_are_refused(sm: Any) -> None:
 
 
 def test_deleted_secret_is_readable_only_as_metadata(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     sm.create_secret(Name=name, SecretString="v", Tags=[{"Key": "a", "Value": "b"}])
     sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
     assert sm.describe_secret(SecretId=name)["Tags"] == [{"Key": "a", "Value": "b"}]
@@ -90,7 +75,7 @@ def test_deleted_secret_is_readable_only_as_metadata(sm: Any) -> None:
 
 
 def test_restore(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     arn = sm.create_secret(Name=name, SecretString="v")["ARN"]
     sm.delete_secret(SecretId=name)
     restored = sm.restore_secret(SecretId=name)
@@ -99,11 +84,11 @@ def test_restore(sm: Any) -> None:
     assert sm.get_secret_value(SecretId=name)["SecretString"] == "v"
     # restoring a secret that is not deleted is harmless
     sm.restore_secret(SecretId=name)
-    assert error_code(sm.restore_secret, SecretId=unique("missing")) == "ResourceNotFoundException"
+    assert error_code(sm.restore_secret, SecretId=secret_name("missing")) == "ResourceNotFoundException"
 
 
 def test_force_delete(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     arn = sm.create_secret(Name=name, SecretString="v")["ARN"]
     deleted = sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
     assert deleted["ARN"] == arn
@@ -114,7 +99,7 @@ def test_force_delete(sm: Any) -> None:
 
 
 def test_force_delete_of_a_scheduled_secret(sm: Any) -> None:
-    name = unique()
+    name = secret_name("delete")
     sm.create_secret(Name=name, SecretString="v")
     sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
     sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
@@ -122,10 +107,10 @@ def test_force_delete_of_a_scheduled_secret(sm: Any) -> None:
 
 
 def test_missing_secret(sm: Any) -> None:
-    assert error_code(sm.delete_secret, SecretId=unique("missing")) == "ResourceNotFoundException"
+    assert error_code(sm.delete_secret, SecretId=secret_name("missing")) == "ResourceNotFoundException"
     # "If you forcibly delete an already deleted or nonexistent secret, the operation does not return
     # ResourceNotFoundException."
-    name = unique("missing")
+    name = secret_name("missing")
     deleted = sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
     assert deleted["Name"] == name
 
@@ -133,7 +118,7 @@ def test_missing_secret(sm: Any) -> None:
 def test_job_runner_destroys_secrets_when_the_window_ends(fresh_server: KhoaServer) -> None:
     server = fresh_server.start()
     sm = server.client("secretsmanager")
-    short, long_, restored = unique("short"), unique("long"), unique("restored")
+    short, long_, restored = secret_name("short"), secret_name("long"), secret_name("restored")
     for name in (short, long_, restored):
         sm.create_secret(Name=name, SecretString="v", Tags=[{"Key": "k", "Value": "v"}])
         sm.put_secret_value(SecretId=name, SecretString="w")

@@ -12,8 +12,8 @@ import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
 from tests.support.server import KhoaServer, fresh_region
 
 
@@ -25,12 +25,6 @@ def region() -> str:
 @pytest.fixture
 def sm(server: KhoaServer, region: str) -> Any:
     return server.client("secretsmanager", region=region)
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def names(sm: Any, **kwargs: Any) -> list[str]:

@@ -9,30 +9,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from botocore.exceptions import ClientError
-
-from tests.support.server import KhoaServer
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-@pytest.fixture
-def kms(server: KhoaServer) -> Any:
-    return server.client("kms")
-
-
-def unique(prefix: str = "meta") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
+from tests.support.errors import error_code
+from tests.support.names import secret_name
 
 
 def key_arns(sm: Any, name: str) -> dict[str, list[str]]:
@@ -41,7 +19,7 @@ def key_arns(sm: Any, name: str) -> dict[str, list[str]]:
 
 
 def test_describe_secret_fields(sm: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     before = datetime.now(UTC) - timedelta(seconds=5)
     created = sm.create_secret(
         Name=name, SecretString="v", Description="the description", Tags=[{"Key": "k", "Value": "v"}]
@@ -72,7 +50,7 @@ def test_describe_secret_fields(sm: Any) -> None:
 
 
 def test_last_changed_date_moves_on_changes_only(sm: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="v")
     changed = sm.describe_secret(SecretId=name)["LastChangedDate"]
     time.sleep(0.05)
@@ -92,7 +70,7 @@ def test_last_changed_date_moves_on_changes_only(sm: Any) -> None:
 
 
 def test_update_description_and_empty_description(sm: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     arn = sm.create_secret(Name=name, SecretString="v", Description="old")["ARN"]
     result = sm.update_secret(SecretId=arn, Description="new")
     assert result == {**result, "ARN": arn, "Name": name}
@@ -100,7 +78,7 @@ def test_update_description_and_empty_description(sm: Any) -> None:
     sm.update_secret(SecretId=name, Description="")
     assert sm.describe_secret(SecretId=name).get("Description", "") == ""
     assert sm.get_secret_value(SecretId=name)["SecretString"] == "v"
-    assert error_code(sm.update_secret, SecretId=unique("missing"), Description="x") == (
+    assert error_code(sm.update_secret, SecretId=secret_name("missing"), Description="x") == (
         "ResourceNotFoundException"
     )
 
@@ -108,7 +86,7 @@ def test_update_description_and_empty_description(sm: Any) -> None:
 def test_changing_the_kms_key_reencrypts_current_and_previous(sm: Any, kms: Any) -> None:
     first_key = kms.create_key()["KeyMetadata"]
     second_key = kms.create_key()["KeyMetadata"]
-    name = unique()
+    name = secret_name("meta")
     v1 = sm.create_secret(Name=name, SecretString="one", KmsKeyId=first_key["Arn"])["VersionId"]
     v2 = sm.put_secret_value(SecretId=name, SecretString="two")["VersionId"]
     v3 = sm.put_secret_value(SecretId=name, SecretString="three")["VersionId"]  # v1 is now deprecated
@@ -139,7 +117,7 @@ def test_changing_the_kms_key_reencrypts_current_and_previous(sm: Any, kms: Any)
 
 
 def test_update_with_an_unusable_key_changes_nothing(sm: Any, kms: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="v")
     disabled = kms.create_key()["KeyMetadata"]
     kms.disable_key(KeyId=disabled["KeyId"])
@@ -153,7 +131,7 @@ def test_update_with_an_unusable_key_changes_nothing(sm: Any, kms: Any) -> None:
 
 def test_key_state_decides_reads_and_writes(sm: Any, kms: Any) -> None:
     key = kms.create_key()["KeyMetadata"]
-    name = unique()
+    name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="guarded", KmsKeyId=key["KeyId"])
 
     kms.disable_key(KeyId=key["KeyId"])
@@ -180,7 +158,7 @@ def test_key_state_decides_reads_and_writes(sm: Any, kms: Any) -> None:
 
 
 def test_tags(sm: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="v", Tags=[{"Key": "a", "Value": "1"}])
     sm.tag_resource(SecretId=name, Tags=[{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "overwritten"}])
     assert sm.describe_secret(SecretId=name)["Tags"] == [
@@ -195,10 +173,10 @@ def test_tags(sm: Any) -> None:
     assert sm.describe_secret(SecretId=name)["Tags"] == [{"Key": "b", "Value": "2"}]
     sm.untag_resource(SecretId=name, TagKeys=["b"])
     assert "Tags" not in sm.describe_secret(SecretId=name)
-    assert error_code(sm.tag_resource, SecretId=unique("missing"), Tags=[{"Key": "a", "Value": "b"}]) == (
-        "ResourceNotFoundException"
-    )
-    assert error_code(sm.untag_resource, SecretId=unique("missing"), TagKeys=["a"]) == (
+    assert error_code(
+        sm.tag_resource, SecretId=secret_name("missing"), Tags=[{"Key": "a", "Value": "b"}]
+    ) == ("ResourceNotFoundException")
+    assert error_code(sm.untag_resource, SecretId=secret_name("missing"), TagKeys=["a"]) == (
         "ResourceNotFoundException"
     )
     assert error_code(sm.tag_resource, SecretId=name, Tags=[{"Key": "aws:x", "Value": "b"}]) == (
@@ -207,7 +185,7 @@ def test_tags(sm: Any) -> None:
 
 
 def test_at_most_50_tags(sm: Any) -> None:
-    name = unique()
+    name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="v", Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
     code = error_code(sm.tag_resource, SecretId=name, Tags=[{"Key": "one-more", "Value": "v"}])
     assert code == "InvalidRequestException"

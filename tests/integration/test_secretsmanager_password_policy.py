@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 import string
-import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.support.server import ACCOUNT_ID, KhoaServer
+from tests.support.errors import error_code
+from tests.support.names import secret_name
+from tests.support.server import ACCOUNT_ID
 
 PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-def unique(prefix: str = "policy") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def password(sm: Any, **kwargs: Any) -> str:
@@ -137,7 +122,7 @@ def policy(principal: Any = None, condition: dict[str, Any] | None = None, **ext
 
 
 def test_put_get_list_delete(sm: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     arn = sm.create_secret(Name=name, SecretString="v")["ARN"]
     got = sm.get_resource_policy(SecretId=name)
     assert (got["ARN"], got["Name"]) == (arn, name)
@@ -160,7 +145,7 @@ def test_put_get_list_delete(sm: Any) -> None:
 
 
 def test_only_the_default_policy_can_be_written(sm: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     assert error_code(sm.put_resource_policy, SecretId=name, ResourcePolicy=policy(), PolicyName="other") == (
         "InvalidParameterException"
@@ -194,7 +179,7 @@ def test_only_the_default_policy_can_be_written(sm: Any) -> None:
     ],
 )
 def test_malformed_policies(sm: Any, document: str) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     code = error_code(sm.put_resource_policy, SecretId=name, ResourcePolicy=document)
     assert code == "MalformedPolicyDocumentException"
@@ -219,7 +204,7 @@ def test_malformed_policies(sm: Any, document: str) -> None:
     ],
 )
 def test_block_public_policy_refuses_public_policies(sm: Any, principal: Any, condition: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     document = policy(principal, condition)
     code = error_code(sm.put_resource_policy, SecretId=name, ResourcePolicy=document, BlockPublicPolicy=True)
@@ -241,14 +226,14 @@ def test_block_public_policy_refuses_public_policies(sm: Any, principal: Any, co
     ],
 )
 def test_block_public_policy_accepts_restricted_policies(sm: Any, principal: Any, condition: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     sm.put_resource_policy(SecretId=name, ResourcePolicy=policy(principal, condition), BlockPublicPolicy=True)
     assert "ResourcePolicy" in sm.get_resource_policy(SecretId=name)
 
 
 def test_deny_statements_are_not_public(sm: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     document = json.dumps(
         {
@@ -260,19 +245,19 @@ def test_deny_statements_are_not_public(sm: Any) -> None:
 
 
 def test_validate_resource_policy(sm: Any) -> None:
-    name = unique()
+    name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     for secret_id in (None, name):
         kwargs = {"SecretId": secret_id} if secret_id else {}
         result = sm.validate_resource_policy(ResourcePolicy=policy(), **kwargs)
         assert result["PolicyValidationPassed"] is True
         assert result["ValidationErrors"] == []
-    code = error_code(sm.validate_resource_policy, SecretId=unique("missing"), ResourcePolicy=policy())
+    code = error_code(sm.validate_resource_policy, SecretId=secret_name("missing"), ResourcePolicy=policy())
     assert code == "ResourceNotFoundException"
 
 
 def test_policy_operations_on_missing_secrets(sm: Any) -> None:
-    missing = unique("missing")
+    missing = secret_name("missing")
     for call, kwargs in (
         (sm.put_resource_policy, {"ResourcePolicy": policy()}),
         (sm.get_resource_policy, {}),

@@ -9,8 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from tests.support.errors import error_code
+from tests.support.names import secret_name
 from tests.support.server import ACCOUNT_ID, KhoaServer, fresh_region
 
 
@@ -29,22 +30,12 @@ def clients(server: KhoaServer, regions: tuple[str, str, str]) -> tuple[Any, Any
     )
 
 
-def unique(prefix: str = "replicated") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
-
-
 def test_replicate_and_read_in_each_region(
     server: KhoaServer, regions: tuple[str, str, str], clients: tuple[Any, Any, Any]
 ) -> None:
     primary_region, east_region, west_region = regions
     primary, east, west = clients
-    name = unique()
+    name = secret_name("replicated")
     created = primary.create_secret(Name=name, SecretString="everywhere", Tags=[{"Key": "a", "Value": "b"}])
     west_key = server.client("kms", region=west_region).create_key()["KeyMetadata"]
     result = primary.replicate_secret_to_regions(
@@ -93,7 +84,7 @@ def test_writes_to_the_primary_are_mirrored(
 ) -> None:
     _, east_region, _ = regions
     primary, east, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     created = primary.create_secret(
         Name=name, SecretString="one", AddReplicaRegions=[{"Region": east_region}]
     )
@@ -127,7 +118,7 @@ def test_writes_to_a_replica_are_refused(
 ) -> None:
     _, east_region, _ = regions
     primary, east, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     primary.create_secret(Name=name, SecretString="one", AddReplicaRegions=[{"Region": east_region}])
     refused = [
         (east.put_secret_value, {"SecretString": "x"}),
@@ -166,7 +157,7 @@ def test_primary_with_replicas_can_not_be_deleted(
 ) -> None:
     _, east_region, west_region = regions
     primary, east, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     primary.create_secret(
         Name=name, SecretString="v", AddReplicaRegions=[{"Region": east_region}, {"Region": west_region}]
     )
@@ -187,7 +178,7 @@ def test_stop_replication_promotes_the_replica(
 ) -> None:
     primary_region, east_region, _ = regions
     primary, east, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     arn = primary.create_secret(Name=name, SecretString="v", AddReplicaRegions=[{"Region": east_region}])[
         "ARN"
     ]
@@ -209,7 +200,7 @@ def test_existing_secret_in_the_target_region(
 ) -> None:
     _, east_region, _ = regions
     primary, east, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     east.create_secret(Name=name, SecretString="local")
     primary.create_secret(Name=name, SecretString="global")
     result = primary.replicate_secret_to_regions(SecretId=name, AddReplicaRegions=[{"Region": east_region}])
@@ -227,14 +218,17 @@ def test_existing_secret_in_the_target_region(
 def test_replication_argument_errors(regions: tuple[str, str, str], clients: tuple[Any, Any, Any]) -> None:
     primary_region, east_region, _ = regions
     primary, _, _ = clients
-    name = unique()
+    name = secret_name("replicated")
     primary.create_secret(Name=name, SecretString="v")
     code = error_code(
         primary.replicate_secret_to_regions, SecretId=name, AddReplicaRegions=[{"Region": primary_region}]
     )
     assert code == "InvalidParameterException"
     code = error_code(
-        primary.create_secret, Name=unique(), SecretString="v", AddReplicaRegions=[{"Region": primary_region}]
+        primary.create_secret,
+        Name=secret_name("replicated"),
+        SecretString="v",
+        AddReplicaRegions=[{"Region": primary_region}],
     )
     assert code == "InvalidParameterException"
     # a region this installation does not serve (KHOA_REGIONS) would start an audit chain nobody reads
@@ -244,7 +238,7 @@ def test_replication_argument_errors(regions: tuple[str, str, str], clients: tup
     assert code == "InvalidParameterException"
     code = error_code(
         primary.replicate_secret_to_regions,
-        SecretId=unique("missing"),
+        SecretId=secret_name("missing"),
         AddReplicaRegions=[{"Region": east_region}],
     )
     assert code == "ResourceNotFoundException"

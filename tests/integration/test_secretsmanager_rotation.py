@@ -14,12 +14,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.errors import error_code
+from tests.support.names import secret_name
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 LAMBDA = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:sm-bookkeeping"
 
@@ -62,31 +61,9 @@ def rotate_me(server: KhoaServer) -> str:
 
 
 @pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-@pytest.fixture
 def unchecked(server: KhoaServer) -> Any:
     """A client that sends what it is given, so the server's own validation answers."""
-    return boto3.client(
-        "secretsmanager",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
-
-
-def unique(prefix: str = "rotation") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
+    return server.client("secretsmanager", validate=False)
 
 
 def midnight(moment: datetime) -> datetime:
@@ -95,7 +72,7 @@ def midnight(moment: datetime) -> datetime:
 
 
 def test_rotate_with_automatically_after_days(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     arn = sm.create_secret(Name=name, SecretString="v")["ARN"]
     token = str(uuid.uuid4())
     result = sm.rotate_secret(
@@ -120,7 +97,7 @@ def test_rotate_with_automatically_after_days(sm: Any) -> None:
 
 
 def test_rotate_with_schedule_expressions(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     rules = {"ScheduleExpression": "cron(0 16 1,15 * ? *)", "Duration": "2h"}
     sm.rotate_secret(SecretId=name, RotationLambdaARN=LAMBDA, RotationRules=rules, RotateImmediately=False)
@@ -162,7 +139,7 @@ def test_rotate_with_schedule_expressions(sm: Any) -> None:
     ],
 )
 def test_invalid_rules(sm: Any, rules: dict[str, Any]) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     code = error_code(sm.rotate_secret, SecretId=name, RotationLambdaARN=LAMBDA, RotationRules=rules)
     assert code == "InvalidParameterException"
@@ -170,7 +147,7 @@ def test_invalid_rules(sm: Any, rules: dict[str, Any]) -> None:
 
 
 def test_model_limits(sm: Any, unchecked: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     for rules in (
         {"AutomaticallyAfterDays": 0},
@@ -184,19 +161,19 @@ def test_model_limits(sm: Any, unchecked: Any) -> None:
 
 
 def test_rotation_needs_a_lambda(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     code = error_code(sm.rotate_secret, SecretId=name, RotationRules={"AutomaticallyAfterDays": 1})
     assert code == "InvalidRequestException"
     code = error_code(sm.rotate_secret, SecretId=name, RotationLambdaARN="not-an-arn")
     assert code == "InvalidParameterException"
-    assert error_code(sm.rotate_secret, SecretId=unique("missing"), RotationLambdaARN=LAMBDA) == (
+    assert error_code(sm.rotate_secret, SecretId=secret_name("missing"), RotationLambdaARN=LAMBDA) == (
         "ResourceNotFoundException"
     )
 
 
 def test_an_unfinished_rotation_blocks_the_next(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     sm.put_secret_value(SecretId=name, SecretString="pending", VersionStages=["AWSPENDING"])
     code = error_code(sm.rotate_secret, SecretId=name, RotationLambdaARN=LAMBDA)
@@ -204,7 +181,7 @@ def test_an_unfinished_rotation_blocks_the_next(sm: Any) -> None:
 
 
 def test_cancel_rotation(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     assert error_code(sm.cancel_rotate_secret, SecretId=name) == "InvalidRequestException"
     sm.rotate_secret(
@@ -229,7 +206,7 @@ def test_cancel_rotation(sm: Any) -> None:
 
 
 def test_cancel_reports_the_pending_version(sm: Any) -> None:
-    name = unique()
+    name = secret_name("rotation")
     sm.create_secret(Name=name, SecretString="v")
     sm.rotate_secret(
         SecretId=name,

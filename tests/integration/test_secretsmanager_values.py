@@ -13,40 +13,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
+from tests.support.errors import error_code
+from tests.support.names import secret_name
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 
 @pytest.fixture
 def unchecked(server: KhoaServer) -> Any:
     """A client that sends what it is given, so the server's own validation answers."""
-    return boto3.client(
-        "secretsmanager",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
-
-
-def unique(prefix: str = "test") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
+    return server.client("secretsmanager", validate=False)
 
 
 def token() -> str:
@@ -57,7 +34,7 @@ def token() -> str:
 
 
 def test_create_string_secret_and_read_it_back(sm: Any) -> None:
-    name = unique("app")
+    name = secret_name("app")
     created = sm.create_secret(Name=name, SecretString='{"user":"svc","password":"p"}')
     assert created["Name"] == name
     assert re.fullmatch(
@@ -76,7 +53,7 @@ def test_create_string_secret_and_read_it_back(sm: Any) -> None:
 
 
 def test_create_binary_secret(sm: Any) -> None:
-    name = unique("bin")
+    name = secret_name("bin")
     blob = bytes(range(256))
     sm.create_secret(Name=name, SecretBinary=blob)
     value = sm.get_secret_value(SecretId=name)
@@ -85,7 +62,7 @@ def test_create_binary_secret(sm: Any) -> None:
 
 
 def test_create_without_a_value_has_no_version(sm: Any) -> None:
-    name = unique("empty")
+    name = secret_name("empty")
     created = sm.create_secret(Name=name, Description="filled in later")
     assert "VersionId" not in created
     assert error_code(sm.get_secret_value, SecretId=name) == "ResourceNotFoundException"
@@ -98,12 +75,12 @@ def test_create_without_a_value_has_no_version(sm: Any) -> None:
 
 
 def test_string_and_binary_together_are_refused(sm: Any) -> None:
-    code = error_code(sm.create_secret, Name=unique(), SecretString="a", SecretBinary=b"b")
+    code = error_code(sm.create_secret, Name=secret_name("test"), SecretString="a", SecretBinary=b"b")
     assert code == "InvalidParameterException"
 
 
 def test_every_arn_gets_a_new_random_suffix(sm: Any) -> None:
-    name = unique("suffix")
+    name = secret_name("suffix")
     first = sm.create_secret(Name=name, SecretString="one")["ARN"]
     sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
     second = sm.create_secret(Name=name, SecretString="two")["ARN"]
@@ -132,21 +109,21 @@ def test_name_length_limit(unchecked: Any) -> None:
 
 
 def test_existing_name_is_refused(sm: Any) -> None:
-    name = unique("dup")
+    name = secret_name("dup")
     sm.create_secret(Name=name, SecretString="one")
     assert error_code(sm.create_secret, Name=name, SecretString="two") == "ResourceExistsException"
     assert sm.get_secret_value(SecretId=name)["SecretString"] == "one"
 
 
 def test_name_of_a_secret_scheduled_for_deletion_is_refused(sm: Any) -> None:
-    name = unique("pending")
+    name = secret_name("pending")
     sm.create_secret(Name=name, SecretString="one")
     sm.delete_secret(SecretId=name, RecoveryWindowInDays=7)
     assert error_code(sm.create_secret, Name=name, SecretString="two") == "InvalidRequestException"
 
 
 def test_client_request_token_idempotency(sm: Any) -> None:
-    name = unique("idem")
+    name = secret_name("idem")
     version = token()
     first = sm.create_secret(Name=name, SecretString="same", ClientRequestToken=version)
     assert first["VersionId"] == version
@@ -170,27 +147,29 @@ def test_client_request_token_idempotency(sm: Any) -> None:
 
 
 def test_client_request_token_length(unchecked: Any) -> None:
-    code = error_code(unchecked.create_secret, Name=unique(), SecretString="v", ClientRequestToken="short")
+    code = error_code(
+        unchecked.create_secret, Name=secret_name("test"), SecretString="v", ClientRequestToken="short"
+    )
     assert code == "ValidationException"
 
 
 def test_tags_on_create(sm: Any) -> None:
-    name = unique("tags")
+    name = secret_name("tags")
     tags = [{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": ""}]
     sm.create_secret(Name=name, SecretString="v", Tags=tags)
     assert sm.describe_secret(SecretId=name)["Tags"] == tags
     reserved = [{"Key": "aws:reserved", "Value": "x"}]
-    assert error_code(sm.create_secret, Name=unique(), SecretString="v", Tags=reserved) == (
+    assert error_code(sm.create_secret, Name=secret_name("test"), SecretString="v", Tags=reserved) == (
         "InvalidParameterException"
     )
 
 
 def test_value_size_limit(sm: Any, unchecked: Any) -> None:
-    name = unique("big")
+    name = secret_name("big")
     sm.create_secret(Name=name, SecretString="x" * 65536)
     assert len(sm.get_secret_value(SecretId=name)["SecretString"]) == 65536
     sm.put_secret_value(SecretId=name, SecretBinary=b"\x00" * 65536)
-    code = error_code(unchecked.create_secret, Name=unique(), SecretString="x" * 65537)
+    code = error_code(unchecked.create_secret, Name=secret_name("test"), SecretString="x" * 65537)
     assert code == "ValidationException"
     # the limit is in bytes: 21,846 three-byte characters are 65,538 bytes
     assert error_code(sm.put_secret_value, SecretId=name, SecretString="€" * 21846) == "ValidationException"
@@ -203,7 +182,7 @@ def test_value_size_limit(sm: Any, unchecked: Any) -> None:
 
 
 def test_unicode_values_round_trip(sm: Any) -> None:
-    name = unique("unicode")
+    name = secret_name("unicode")
     value = "pässwörd 🔑 \u0000 end"
     sm.create_secret(Name=name, SecretString=value)
     assert sm.get_secret_value(SecretId=name)["SecretString"] == value
@@ -214,7 +193,7 @@ def test_unicode_values_round_trip(sm: Any) -> None:
 
 def test_default_key_is_the_aws_managed_key(server: KhoaServer, sm: Any) -> None:
     kms = server.client("kms")
-    name = unique("default-key")
+    name = secret_name("default-key")
     sm.create_secret(Name=name, SecretString="v")
     assert "KmsKeyId" not in sm.describe_secret(SecretId=name)
     managed = kms.describe_key(KeyId="alias/aws/secretsmanager")["KeyMetadata"]
@@ -235,7 +214,7 @@ def test_customer_key_by_any_name(server: KhoaServer, sm: Any, form: str) -> Non
         "alias": alias,
         "alias-arn": f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{alias}",
     }[form]
-    name = unique("cmk")
+    name = secret_name("cmk")
     sm.create_secret(Name=name, SecretString="under a customer key", KmsKeyId=reference)
     assert sm.describe_secret(SecretId=name)["KmsKeyId"] == reference
     assert sm.get_secret_value(SecretId=name)["SecretString"] == "under a customer key"
@@ -246,28 +225,28 @@ def test_customer_key_by_any_name(server: KhoaServer, sm: Any, form: str) -> Non
 def test_unknown_or_unsuitable_keys(server: KhoaServer, sm: Any) -> None:
     kms = server.client("kms")
     missing = str(uuid.uuid4())
-    assert error_code(sm.create_secret, Name=unique(), SecretString="v", KmsKeyId=missing) == (
+    assert error_code(sm.create_secret, Name=secret_name("test"), SecretString="v", KmsKeyId=missing) == (
         "ResourceNotFoundException"
     )
-    assert error_code(sm.create_secret, Name=unique(), SecretString="v", KmsKeyId="alias/nope") == (
-        "ResourceNotFoundException"
-    )
+    assert error_code(
+        sm.create_secret, Name=secret_name("test"), SecretString="v", KmsKeyId="alias/nope"
+    ) == ("ResourceNotFoundException")
     rsa = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
-    assert error_code(sm.create_secret, Name=unique(), SecretString="v", KmsKeyId=rsa["KeyId"]) == (
-        "EncryptionFailure"
-    )
+    assert error_code(
+        sm.create_secret, Name=secret_name("test"), SecretString="v", KmsKeyId=rsa["KeyId"]
+    ) == ("EncryptionFailure")
     disabled = kms.create_key()["KeyMetadata"]
     kms.disable_key(KeyId=disabled["KeyId"])
-    assert error_code(sm.create_secret, Name=unique(), SecretString="v", KmsKeyId=disabled["KeyId"]) == (
-        "EncryptionFailure"
-    )
+    assert error_code(
+        sm.create_secret, Name=secret_name("test"), SecretString="v", KmsKeyId=disabled["KeyId"]
+    ) == ("EncryptionFailure")
 
 
 # -- GetSecretValue -------------------------------------------------------------------------------
 
 
 def test_find_by_name_full_arn_and_partial_arn(sm: Any) -> None:
-    name = unique("find")
+    name = secret_name("find")
     arn = sm.create_secret(Name=name, SecretString="found")["ARN"]
     for secret_id in (name, arn, arn[:-7]):
         assert sm.get_secret_value(SecretId=secret_id)["SecretString"] == "found"
@@ -280,13 +259,13 @@ def test_find_by_name_full_arn_and_partial_arn(sm: Any) -> None:
         arn[:-8],
     ):
         assert error_code(sm.get_secret_value, SecretId=secret_id) == "ResourceNotFoundException"
-    assert error_code(sm.get_secret_value, SecretId=unique("missing")) == "ResourceNotFoundException"
+    assert error_code(sm.get_secret_value, SecretId=secret_name("missing")) == "ResourceNotFoundException"
     assert error_code(sm.get_secret_value, SecretId="bad name!") == "ValidationException"
 
 
 def test_name_that_looks_like_a_suffix(sm: Any) -> None:
     """A name ending in a hyphen and six characters is allowed; it is found by its exact name."""
-    base = unique("look")
+    base = secret_name("look")
     sm.create_secret(Name=base, SecretString="short")
     sm.create_secret(Name=f"{base}-abcdef", SecretString="long")
     assert sm.get_secret_value(SecretId=f"{base}-abcdef")["SecretString"] == "long"
@@ -294,7 +273,7 @@ def test_name_that_looks_like_a_suffix(sm: Any) -> None:
 
 
 def test_read_versions_by_id_and_stage(sm: Any) -> None:
-    name = unique("versions")
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     v2 = sm.put_secret_value(SecretId=name, SecretString="two")["VersionId"]
     v3 = sm.put_secret_value(SecretId=name, SecretString="three", VersionStages=["canary"])["VersionId"]
@@ -328,7 +307,7 @@ def test_read_versions_by_id_and_stage(sm: Any) -> None:
 
 
 def test_secret_marked_for_deletion_can_not_be_read(sm: Any) -> None:
-    name = unique("gone")
+    name = secret_name("gone")
     sm.create_secret(Name=name, SecretString="v")
     sm.delete_secret(SecretId=name)
     assert error_code(sm.get_secret_value, SecretId=name) == "InvalidRequestException"
@@ -339,7 +318,7 @@ def test_secret_marked_for_deletion_can_not_be_read(sm: Any) -> None:
 
 
 def test_last_accessed_date_is_the_day(sm: Any) -> None:
-    name = unique("accessed")
+    name = secret_name("accessed")
     sm.create_secret(Name=name, SecretString="v")
     assert "LastAccessedDate" not in sm.describe_secret(SecretId=name)
     sm.get_secret_value(SecretId=name)

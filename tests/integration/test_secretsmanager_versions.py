@@ -12,28 +12,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-from botocore.exceptions import ClientError
-
+from tests.support.errors import error_code
+from tests.support.names import secret_name
 from tests.support.server import KhoaServer
 
 HOUR = 3600
 DAY = 86400
-
-
-@pytest.fixture
-def sm(server: KhoaServer) -> Any:
-    return server.client("secretsmanager")
-
-
-def unique(prefix: str = "versions") -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def error_code(call: Any, **kwargs: Any) -> str:
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    return str(info.value.response["Error"]["Code"])
 
 
 def stages_of(sm: Any, name: str) -> dict[str, list[str]]:
@@ -41,7 +25,7 @@ def stages_of(sm: Any, name: str) -> dict[str, list[str]]:
 
 
 def test_put_secret_value_moves_current_and_previous(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     put = sm.put_secret_value(SecretId=name, SecretString="two")
     v2 = put["VersionId"]
@@ -56,7 +40,7 @@ def test_put_secret_value_moves_current_and_previous(sm: Any) -> None:
 
 
 def test_put_with_custom_stages_leaves_current_alone(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     put = sm.put_secret_value(SecretId=name, SecretString="pending", VersionStages=["AWSPENDING", "blue"])
     v2 = put["VersionId"]
@@ -71,18 +55,18 @@ def test_put_with_custom_stages_leaves_current_alone(sm: Any) -> None:
 
 
 def test_put_requires_a_value(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     sm.create_secret(Name=name, SecretString="one")
     assert error_code(sm.put_secret_value, SecretId=name) == "InvalidRequestException"
     code = error_code(sm.put_secret_value, SecretId=name, SecretString="a", SecretBinary=b"b")
     assert code == "InvalidParameterException"
-    assert error_code(sm.put_secret_value, SecretId=unique("none"), SecretString="a") == (
+    assert error_code(sm.put_secret_value, SecretId=secret_name("none"), SecretString="a") == (
         "ResourceNotFoundException"
     )
 
 
 def test_update_secret_with_a_value_makes_a_current_version(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     updated = sm.update_secret(SecretId=name, SecretString="two")
     v2 = updated["VersionId"]
@@ -100,7 +84,7 @@ def test_update_secret_with_a_value_makes_a_current_version(sm: Any) -> None:
 
 
 def test_update_secret_version_stage_rules(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     v2 = sm.put_secret_value(SecretId=name, SecretString="two", VersionStages=["AWSPENDING"])["VersionId"]
 
@@ -155,7 +139,7 @@ def test_update_secret_version_stage_rules(sm: Any) -> None:
 
 
 def test_custom_labels_with_update_secret_version_stage(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     v2 = sm.put_secret_value(SecretId=name, SecretString="two")["VersionId"]
     # a label attached nowhere can be added without RemoveFromVersionId, and repeating it is a no-op
@@ -180,7 +164,7 @@ def test_custom_labels_with_update_secret_version_stage(sm: Any) -> None:
 
 
 def test_at_most_20_labels_per_version(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     labels = [f"label-{i}" for i in range(19)]
     v1 = sm.create_secret(Name=name, SecretString="one")["VersionId"]
     for label in labels:
@@ -198,7 +182,7 @@ def test_at_most_20_labels_per_version(sm: Any) -> None:
 
 
 def test_list_secret_version_ids(sm: Any) -> None:
-    name = unique()
+    name = secret_name("versions")
     arn = sm.create_secret(Name=name, SecretString="v0")["ARN"]
     ids = [
         sm.put_secret_value(SecretId=name, SecretString=f"v{i}", VersionStages=[f"s{i}"])["VersionId"]
@@ -232,7 +216,7 @@ def test_deprecated_versions_beyond_100_are_pruned(fresh_server: KhoaServer) -> 
     """AWS removes unlabeled versions when there are more than 100, but never one created less than
     24 hours ago."""
     sm = fresh_server.start().client("secretsmanager")
-    name = unique()
+    name = secret_name("versions")
     first = sm.create_secret(Name=name, SecretString="v0")["VersionId"]
     for i in range(1, 106):
         sm.put_secret_value(SecretId=name, SecretString=f"v{i}")
@@ -260,7 +244,7 @@ def test_concurrent_puts_keep_the_labels_consistent(fresh_server: KhoaServer) ->
     AWSCURRENT / AWSPREVIOUS end on the last two versions in the order the writes committed."""
     fresh_server.extra_args = ["--workers", "3"]
     server = fresh_server.start()
-    name = unique()
+    name = secret_name("versions")
     server.client("secretsmanager").create_secret(Name=name, SecretString="v0")
 
     def writer(worker: int) -> list[str]:

@@ -8,16 +8,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.errors import caught_code
 from tests.support.server import KhoaServer
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
-
-
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
 
 
 @pytest.fixture
@@ -116,7 +108,7 @@ def test_by_path_filters(ssm: Any, tree: dict[str, Any]) -> None:
 def test_by_path_refuses_describe_only_filter_keys(ssm: Any, tree: dict[str, Any], key: str) -> None:
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path=tree["root"], ParameterFilters=[{"Key": key, "Values": ["x"]}])
-    assert error_code(exc) == "InvalidFilterKey"
+    assert caught_code(exc) == "InvalidFilterKey"
 
 
 def test_by_path_label_only_equals(ssm: Any, tree: dict[str, Any]) -> None:
@@ -124,7 +116,7 @@ def test_by_path_label_only_equals(ssm: Any, tree: dict[str, Any]) -> None:
         ssm.get_parameters_by_path(
             Path=tree["root"], ParameterFilters=[{"Key": "Label", "Option": "BeginsWith", "Values": ["l"]}]
         )
-    assert error_code(exc) == "InvalidFilterOption"
+    assert caught_code(exc) == "InvalidFilterOption"
 
 
 def test_by_path_paging(ssm: Any) -> None:
@@ -142,22 +134,22 @@ def test_by_path_paging(ssm: Any) -> None:
     assert [p["Name"] for p in by_path(ssm, Path=root, PaginationConfig={"PageSize": 7})] == names
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path=root, MaxResults=11)
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path=root, NextToken="!!not-a-token!!")
-    assert error_code(exc) == "InvalidNextToken"
+    assert caught_code(exc) == "InvalidNextToken"
 
 
 def test_by_path_path_rules(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path="no-slash")
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path="/bad path")
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters_by_path(Path="/" + "/".join(f"l{i}" for i in range(16)))
-    assert error_code(exc) == "HierarchyLevelLimitExceededException"
+    assert caught_code(exc) == "HierarchyLevelLimitExceededException"
 
 
 # -- DescribeParameters ------------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def test_describe_legacy_filters(ssm: Any, tree: dict[str, Any]) -> None:
             Filters=[{"Key": "Type", "Values": ["String"]}],
             ParameterFilters=[{"Key": "Type", "Values": ["String"]}],
         )
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
 
 
 @pytest.mark.parametrize(
@@ -262,7 +254,7 @@ def test_describe_legacy_filters(ssm: Any, tree: dict[str, Any]) -> None:
 def test_describe_filter_errors(ssm: Any, filters: list[dict[str, Any]], code: str) -> None:
     with pytest.raises(ClientError) as exc:
         ssm.describe_parameters(ParameterFilters=filters)
-    assert error_code(exc) == code
+    assert caught_code(exc) == code
 
 
 def test_describe_paging(ssm: Any) -> None:
@@ -281,4 +273,4 @@ def test_describe_paging(ssm: Any) -> None:
     assert describe(ssm, ParameterFilters=filters) == names
     with pytest.raises(ClientError) as exc:
         ssm.describe_parameters(MaxResults=51)
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"

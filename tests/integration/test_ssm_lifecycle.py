@@ -13,20 +13,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.errors import caught_code
+from tests.support.names import parameter_name
 from tests.support.server import KhoaServer
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
-
-
-def unique() -> str:
-    return f"/lc-{uuid.uuid4().hex[:12]}"
-
-
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
 
 
 def expiration(moment: datetime) -> dict[str, Any]:
@@ -50,7 +39,7 @@ NO_CHANGE_NOTICE = {
 
 
 def test_policies_are_stored_and_described(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("lc")
     document = [expiration(datetime.now(UTC) + timedelta(days=300)), EXPIRATION_NOTICE, NO_CHANGE_NOTICE]
     put = ssm.put_parameter(
         Name=name, Value="x", Type="String", Tier="Advanced", Policies=json.dumps(document)
@@ -77,14 +66,16 @@ def test_policies_are_stored_and_described(ssm: Any) -> None:
 def test_policies_need_the_advanced_tier(ssm: Any) -> None:
     document = json.dumps([NO_CHANGE_NOTICE])
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", Tier="Standard", Policies=document)
-    assert error_code(exc) == "IncompatiblePolicyException"
+        ssm.put_parameter(
+            Name=parameter_name("lc"), Value="x", Type="String", Tier="Standard", Policies=document
+        )
+    assert caught_code(exc) == "IncompatiblePolicyException"
     # With no tier given (Standard by default) too; Intelligent-Tiering picks Advanced.
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", Policies=document)
-    assert error_code(exc) == "IncompatiblePolicyException"
+        ssm.put_parameter(Name=parameter_name("lc"), Value="x", Type="String", Policies=document)
+    assert caught_code(exc) == "IncompatiblePolicyException"
     put = ssm.put_parameter(
-        Name=unique(), Value="x", Type="String", Tier="Intelligent-Tiering", Policies=document
+        Name=parameter_name("lc"), Value="x", Type="String", Tier="Intelligent-Tiering", Policies=document
     )
     assert put["Tier"] == "Advanced"
 
@@ -114,8 +105,10 @@ def test_policies_need_the_advanced_tier(ssm: Any) -> None:
 )
 def test_policy_validation(ssm: Any, document: str, code: str) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", Tier="Advanced", Policies=document)
-    assert error_code(exc) == code
+        ssm.put_parameter(
+            Name=parameter_name("lc"), Value="x", Type="String", Tier="Advanced", Policies=document
+        )
+    assert caught_code(exc) == code
 
 
 def test_expiration_deletes_the_parameter_when_due(fresh_server: KhoaServer) -> None:
@@ -153,7 +146,7 @@ def test_expiration_deletes_the_parameter_when_due(fresh_server: KhoaServer) -> 
     assert result["InvalidParameters"] == [doomed]
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter_history(Name=doomed)
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
     # The name is free again.
     assert ssm.put_parameter(Name=doomed, Value="new", Type="String")["Version"] == 1
 
@@ -202,10 +195,10 @@ def test_secrets_manager_reference(server: KhoaServer, ssm: Any) -> None:
 
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=reference)
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name="/aws/reference/secretsmanager/no-such-secret", WithDecryption=True)
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
 
 
 # -- at rest -----------------------------------------------------------------------------------------

@@ -9,20 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.errors import caught_code
+from tests.support.names import parameter_name
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
-
-
-def unique() -> str:
-    return f"/it-{uuid.uuid4().hex[:12]}"
-
-
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
 
 
 def arn_of(name: str) -> str:
@@ -33,7 +22,7 @@ def arn_of(name: str) -> str:
 
 
 def test_string_round_trip(ssm: Any) -> None:
-    name = unique() + "/db/host"
+    name = parameter_name("it") + "/db/host"
     put = ssm.put_parameter(Name=name, Value="db.internal", Type="String", Description="the host")
     assert put["Version"] == 1
     assert put["Tier"] == "Standard"
@@ -49,7 +38,7 @@ def test_string_round_trip(ssm: Any) -> None:
 
 
 def test_string_list_round_trip(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="a,b,c", Type="StringList")
     parameter = ssm.get_parameter(Name=name)["Parameter"]
     assert parameter["Type"] == "StringList"
@@ -64,7 +53,7 @@ def test_flat_name(ssm: Any) -> None:
 
 
 def test_arn_as_name(ssm: Any) -> None:
-    name = unique() + "/by/arn"
+    name = parameter_name("it") + "/by/arn"
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     ssm.put_parameter(Name=name, Value="v2", Type="String", Overwrite=True)
     assert ssm.get_parameter(Name=arn_of(name))["Parameter"]["Value"] == "v2"
@@ -73,7 +62,7 @@ def test_arn_as_name(ssm: Any) -> None:
     assert selected["Selector"] == ":1"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=f"arn:aws:ssm:{REGION}:999999999999:parameter{name}")
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
 
 
 def test_one_level_hierarchical_name_by_arn(ssm: Any) -> None:
@@ -83,24 +72,24 @@ def test_one_level_hierarchical_name_by_arn(ssm: Any) -> None:
 
 
 def test_leading_and_trailing_spaces_are_removed(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=f"  {name} ", Value="v", Type="String")
     assert ssm.get_parameter(Name=name)["Parameter"]["Name"] == name
 
 
 def test_parameter_not_found(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.get_parameter(Name=unique())
-    assert error_code(exc) == "ParameterNotFound"
+        ssm.get_parameter(Name=parameter_name("it"))
+    assert caught_code(exc) == "ParameterNotFound"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
 def test_already_exists_and_overwrite(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="one", Type="String", Description="first")
     with pytest.raises(ClientError) as exc:
         ssm.put_parameter(Name=name, Value="two", Type="String")
-    assert error_code(exc) == "ParameterAlreadyExists"
+    assert caught_code(exc) == "ParameterAlreadyExists"
     assert ssm.put_parameter(Name=name, Value="two", Type="String", Overwrite=True)["Version"] == 2
     # Type may be left out on update; the description is kept when not given.
     assert ssm.put_parameter(Name=name, Value="three", Overwrite=True)["Version"] == 3
@@ -112,50 +101,50 @@ def test_already_exists_and_overwrite(ssm: Any) -> None:
 
 def test_type_required_on_create(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x")
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Overwrite=True)
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Overwrite=True)
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_invalid_type_is_refused(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="Strng")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="Strng")
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_empty_value_is_refused(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="", Type="String")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="", Type="String")
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_key_id_only_for_secure_string(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", KeyId="alias/aws/ssm")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="String", KeyId="alias/aws/ssm")
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_arn_refused_as_put_name(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=arn_of(unique()), Value="x", Type="String")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=arn_of(parameter_name("it")), Value="x", Type="String")
+    assert caught_code(exc) == "ValidationException"
 
 
 # -- AllowedPattern ----------------------------------------------------------------------------------
 
 
 def test_allowed_pattern(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     with pytest.raises(ClientError) as exc:
         ssm.put_parameter(Name=name, Value="abc", Type="String", AllowedPattern=r"^\d+$")
-    assert error_code(exc) == "ParameterPatternMismatchException"
+    assert caught_code(exc) == "ParameterPatternMismatchException"
     ssm.put_parameter(Name=name, Value="123", Type="String", AllowedPattern=r"^\d+$")
     # The stored pattern still applies to an update that doesn't repeat it.
     with pytest.raises(ClientError) as exc:
         ssm.put_parameter(Name=name, Value="12a", Overwrite=True)
-    assert error_code(exc) == "ParameterPatternMismatchException"
+    assert caught_code(exc) == "ParameterPatternMismatchException"
     assert ssm.put_parameter(Name=name, Value="456", Overwrite=True)["Version"] == 2
     described = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert described[0]["AllowedPattern"] == r"^\d+$"
@@ -163,15 +152,15 @@ def test_allowed_pattern(ssm: Any) -> None:
 
 def test_invalid_allowed_pattern(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", AllowedPattern="([a-z")
-    assert error_code(exc) == "InvalidAllowedPatternException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="String", AllowedPattern="([a-z")
+    assert caught_code(exc) == "InvalidAllowedPatternException"
 
 
 # -- tags at creation --------------------------------------------------------------------------------
 
 
 def test_tags_at_creation_and_with_overwrite(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="x", Type="String", Tags=[{"Key": "team", "Value": "core"}])
     tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"]
     assert tags == [{"Key": "team", "Value": "core"}]
@@ -179,7 +168,7 @@ def test_tags_at_creation_and_with_overwrite(ssm: Any) -> None:
         ssm.put_parameter(
             Name=name, Value="y", Type="String", Overwrite=True, Tags=[{"Key": "a", "Value": "b"}]
         )
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     assert "tags and overwrite can't be used together" in exc.value.response["Error"]["Message"]
 
 
@@ -187,32 +176,32 @@ def test_tags_at_creation_and_with_overwrite(ssm: Any) -> None:
 
 
 def test_standard_tier_limit(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     assert ssm.put_parameter(Name=name, Value="x" * 4096, Type="String")["Tier"] == "Standard"
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x" * 4097, Type="String")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x" * 4097, Type="String")
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_advanced_tier_limit(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     put = ssm.put_parameter(Name=name, Value="x" * 8192, Type="String", Tier="Advanced")
     assert put["Tier"] == "Advanced"
     assert len(ssm.get_parameter(Name=name)["Parameter"]["Value"]) == 8192
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x" * 8193, Type="String", Tier="Advanced")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x" * 8193, Type="String", Tier="Advanced")
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_advanced_secure_string(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     value = "s" * 6000
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Tier="Advanced")
     assert ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"] == value
 
 
 def test_intelligent_tiering(ssm: Any) -> None:
-    small, large = unique(), unique()
+    small, large = parameter_name("it"), parameter_name("it")
     assert ssm.put_parameter(Name=small, Value="x", Type="String", Tier="Intelligent-Tiering")["Tier"] == (
         "Standard"
     )
@@ -224,11 +213,11 @@ def test_intelligent_tiering(ssm: Any) -> None:
 
 
 def test_no_downgrade_from_advanced(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="x", Type="String", Tier="Advanced")
     with pytest.raises(ClientError) as exc:
         ssm.put_parameter(Name=name, Value="y", Type="String", Tier="Standard", Overwrite=True)
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     assert "downgrade" in exc.value.response["Error"]["Message"]
     # Without a tier, or with Intelligent-Tiering, an advanced parameter stays advanced.
     assert ssm.put_parameter(Name=name, Value="y", Overwrite=True)["Tier"] == "Advanced"
@@ -237,7 +226,7 @@ def test_no_downgrade_from_advanced(ssm: Any) -> None:
 
 
 def test_upgrade_to_advanced(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="x", Type="String")
     assert ssm.put_parameter(Name=name, Value="y", Overwrite=True, Tier="Advanced")["Tier"] == "Advanced"
 
@@ -246,14 +235,14 @@ def test_upgrade_to_advanced(ssm: Any) -> None:
 
 
 def test_data_types(ssm: Any) -> None:
-    text, image = unique(), unique()
+    text, image = parameter_name("it"), parameter_name("it")
     ssm.put_parameter(Name=text, Value="hello", Type="String", DataType="text")
     ssm.put_parameter(Name=image, Value="ami-0123456789abcdef0", Type="String", DataType="aws:ec2:image")
     assert ssm.get_parameter(Name=image)["Parameter"]["DataType"] == "aws:ec2:image"
     assert ssm.get_parameter(Name=text)["Parameter"]["DataType"] == "text"
     # As in AWS, an aws:ec2:image value is validated after the call answers: PutParameter succeeds but
     # a value that isn't an AMI ID is neither created nor stored as a new version.
-    bad = unique()
+    bad = parameter_name("it")
     assert (
         ssm.put_parameter(Name=bad, Value="not-an-ami", Type="String", DataType="aws:ec2:image")["Version"]
         == 1
@@ -262,11 +251,13 @@ def test_data_types(ssm: Any) -> None:
     assert ssm.put_parameter(Name=image, Value="ami-bad", Overwrite=True)["Version"] == 2
     assert ssm.get_parameter(Name=image)["Parameter"]["Value"] == "ami-0123456789abcdef0"
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="ami-12345678", Type="StringList", DataType="aws:ec2:image")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(
+            Name=parameter_name("it"), Value="ami-12345678", Type="StringList", DataType="aws:ec2:image"
+        )
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="String", DataType="Text")
-    assert error_code(exc) == "ValidationException"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="String", DataType="Text")
+    assert caught_code(exc) == "ValidationException"
     # The data type is kept on update.
     ssm.put_parameter(Name=image, Value="ami-12345678", Overwrite=True)
     assert ssm.get_parameter(Name=image)["Parameter"]["DataType"] == "aws:ec2:image"
@@ -276,7 +267,7 @@ def test_data_types(ssm: Any) -> None:
 
 
 def test_version_and_label_selectors(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     for value in ("v1", "v2", "v3"):
         ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
     ssm.label_parameter_version(Name=name, ParameterVersion=2, Labels=["stable"])
@@ -286,17 +277,17 @@ def test_version_and_label_selectors(ssm: Any) -> None:
     assert (by_label["Value"], by_label["Version"], by_label["Selector"]) == ("v2", 2, ":stable")
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=f"{name}:9")
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=f"{name}:nolabel")
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
 
 
 # -- GetParameters -----------------------------------------------------------------------------------
 
 
 def test_get_parameters(ssm: Any) -> None:
-    base = unique()
+    base = parameter_name("it")
     ssm.put_parameter(Name=f"{base}/b", Value="B", Type="String")
     ssm.put_parameter(Name=f"{base}/a", Value="A", Type="String")
     ssm.put_parameter(Name=f"{base}/s", Value="S3cr3t", Type="SecureString")
@@ -314,29 +305,29 @@ def test_get_parameters(ssm: Any) -> None:
 def test_get_parameters_limit(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
         ssm.get_parameters(Names=[f"/n{i}" for i in range(11)])
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
 
 
 # -- DeleteParameter(s) ------------------------------------------------------------------------------
 
 
 def test_delete_parameter(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="x", Type="String", Tags=[{"Key": "k", "Value": "v"}])
     ssm.delete_parameter(Name=name)
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=name)
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
     with pytest.raises(ClientError) as exc:
         ssm.delete_parameter(Name=name)
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
     # A re-created parameter starts again at version 1 with no tags.
     assert ssm.put_parameter(Name=name, Value="y", Type="String")["Version"] == 1
     assert ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name)["TagList"] == []
 
 
 def test_delete_parameters(ssm: Any) -> None:
-    base = unique()
+    base = parameter_name("it")
     ssm.put_parameter(Name=f"{base}/1", Value="x", Type="String")
     ssm.put_parameter(Name=f"{base}/2", Value="x", Type="String")
     result = ssm.delete_parameters(Names=[f"{base}/1", f"{base}/2", f"{base}/3"])
@@ -350,7 +341,7 @@ def test_delete_parameters(ssm: Any) -> None:
 
 def test_secure_string_default_key(server: KhoaServer, ssm: Any) -> None:
     kms = server.client("kms")
-    name = unique() + "/password"
+    name = parameter_name("it") + "/password"
     ssm.put_parameter(Name=name, Value="hunter2-marker", Type="SecureString")
     plain = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
     assert plain["Value"] == "hunter2-marker"
@@ -367,7 +358,7 @@ def test_secure_string_default_key(server: KhoaServer, ssm: Any) -> None:
     )
     with pytest.raises(ClientError) as exc:
         kms.decrypt(CiphertextBlob=blob, EncryptionContext={"PARAMETER_ARN": arn_of(name)})
-    assert error_code(exc) == "AccessDeniedException"
+    assert caught_code(exc) == "AccessDeniedException"
     described = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert described[0]["KeyId"] == "alias/aws/ssm"
 
@@ -375,7 +366,7 @@ def test_secure_string_default_key(server: KhoaServer, ssm: Any) -> None:
 def test_secure_string_customer_key(server: KhoaServer, ssm: Any) -> None:
     kms = server.client("kms")
     key = kms.create_key(Description="ssm test key")["KeyMetadata"]
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="customer-secret", Type="SecureString", KeyId=key["KeyId"])
     blob = base64.b64decode(ssm.get_parameter(Name=name)["Parameter"]["Value"])
     decrypted = kms.decrypt(CiphertextBlob=blob, EncryptionContext={"PARAMETER_ARN": arn_of(name)})
@@ -383,10 +374,10 @@ def test_secure_string_customer_key(server: KhoaServer, ssm: Any) -> None:
     assert decrypted["Plaintext"] == b"customer-secret"
     with pytest.raises(ClientError) as exc:
         kms.decrypt(CiphertextBlob=blob, EncryptionContext={"PARAMETER_ARN": arn_of(name + "x")})
-    assert error_code(exc) == "InvalidCiphertextException"
+    assert caught_code(exc) == "InvalidCiphertextException"
     with pytest.raises(ClientError) as exc:
         kms.decrypt(CiphertextBlob=blob)
-    assert error_code(exc) == "InvalidCiphertextException"
+    assert caught_code(exc) == "InvalidCiphertextException"
     described = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert described[0]["KeyId"] == key["KeyId"]
     # An update without KeyId keeps the key.
@@ -397,45 +388,47 @@ def test_secure_string_customer_key(server: KhoaServer, ssm: Any) -> None:
     # By alias too.
     alias = f"alias/ssm-{uuid.uuid4().hex[:8]}"
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-    other = unique()
+    other = parameter_name("it")
     ssm.put_parameter(Name=other, Value="by-alias", Type="SecureString", KeyId=alias)
     assert ssm.get_parameter(Name=other, WithDecryption=True)["Parameter"]["Value"] == "by-alias"
 
 
 def test_secure_string_unknown_key(ssm: Any) -> None:
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="SecureString", KeyId=str(uuid.uuid4()))
-    assert error_code(exc) == "InvalidKeyId"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="SecureString", KeyId=str(uuid.uuid4()))
+    assert caught_code(exc) == "InvalidKeyId"
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="SecureString", KeyId="alias/no-such-alias")
-    assert error_code(exc) == "InvalidKeyId"
+        ssm.put_parameter(
+            Name=parameter_name("it"), Value="x", Type="SecureString", KeyId="alias/no-such-alias"
+        )
+    assert caught_code(exc) == "InvalidKeyId"
 
 
 def test_secure_string_asymmetric_key_refused(server: KhoaServer, ssm: Any) -> None:
     kms = server.client("kms")
     key = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
     with pytest.raises(ClientError) as exc:
-        ssm.put_parameter(Name=unique(), Value="x", Type="SecureString", KeyId=key["KeyId"])
-    assert error_code(exc) == "InvalidKeyId"
+        ssm.put_parameter(Name=parameter_name("it"), Value="x", Type="SecureString", KeyId=key["KeyId"])
+    assert caught_code(exc) == "InvalidKeyId"
 
 
 def test_disabled_key_makes_value_unreadable(server: KhoaServer, ssm: Any) -> None:
     kms = server.client("kms")
     key = kms.create_key(Description="to disable")["KeyMetadata"]
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="guarded", Type="SecureString", KeyId=key["KeyId"])
     kms.disable_key(KeyId=key["KeyId"])
     try:
         with pytest.raises(ClientError) as exc:
             ssm.get_parameter(Name=name, WithDecryption=True)
-        assert error_code(exc) == "InvalidKeyId"
+        assert caught_code(exc) == "InvalidKeyId"
         assert "DisabledException" in exc.value.response["Error"]["Message"]
         with pytest.raises(ClientError) as exc:
             ssm.get_parameters(Names=[name], WithDecryption=True)
-        assert error_code(exc) == "InvalidKeyId"
+        assert caught_code(exc) == "InvalidKeyId"
         with pytest.raises(ClientError) as exc:
             ssm.put_parameter(Name=name, Value="new", Overwrite=True)
-        assert error_code(exc) == "InvalidKeyId"
+        assert caught_code(exc) == "InvalidKeyId"
         # Without decryption the ciphertext is still there to read.
         assert ssm.get_parameter(Name=name)["Parameter"]["Value"] != "guarded"
     finally:
@@ -446,25 +439,25 @@ def test_disabled_key_makes_value_unreadable(server: KhoaServer, ssm: Any) -> No
 def test_key_pending_deletion_makes_value_unreadable(server: KhoaServer, ssm: Any) -> None:
     kms = server.client("kms")
     key = kms.create_key()["KeyMetadata"]
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="guarded", Type="SecureString", KeyId=key["KeyId"])
     kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=name, WithDecryption=True)
-    assert error_code(exc) == "InvalidKeyId"
+    assert caught_code(exc) == "InvalidKeyId"
     kms.cancel_key_deletion(KeyId=key["KeyId"])
     kms.enable_key(KeyId=key["KeyId"])
     assert ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"] == "guarded"
 
 
 def test_with_decryption_ignored_for_plain_types(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="plain", Type="String")
     assert ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"] == "plain"
 
 
 def test_type_change_on_overwrite(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("it")
     ssm.put_parameter(Name=name, Value="was-plain", Type="String")
     ssm.put_parameter(Name=name, Value="now-secret", Type="SecureString", Overwrite=True)
     assert ssm.get_parameter(Name=name)["Parameter"]["Value"] != "now-secret"

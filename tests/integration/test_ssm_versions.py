@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.errors import caught_code
+from tests.support.names import parameter_name
 from tests.support.server import KhoaServer
-
-
-@pytest.fixture
-def ssm(server: KhoaServer) -> Any:
-    return server.client("ssm")
-
-
-def unique() -> str:
-    return f"/ver-{uuid.uuid4().hex[:12]}"
-
-
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
-
 
 # -- GetParameterHistory -----------------------------------------------------------------------------
 
 
 def test_history_fields(server: KhoaServer, ssm: Any) -> None:
     key_id = server.client("kms").create_key()["KeyMetadata"]["KeyId"]
-    name = unique()
+    name = parameter_name("ver")
     ssm.put_parameter(Name=name, Value="one", Type="String", Description="first", AllowedPattern="^[a-z]+$")
     ssm.put_parameter(Name=name, Value="two", Type="SecureString", KeyId=key_id, Overwrite=True)
     policy = [
@@ -74,7 +61,7 @@ def test_history_fields(server: KhoaServer, ssm: Any) -> None:
 
 
 def test_history_paging_and_errors(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     for i in range(7):
         ssm.put_parameter(Name=name, Value=f"v{i}", Type="String", Overwrite=True)
     first = ssm.get_parameter_history(Name=name, MaxResults=3)
@@ -91,21 +78,21 @@ def test_history_paging_and_errors(ssm: Any) -> None:
     ]
     assert paged == list(range(1, 8))
     with pytest.raises(ClientError) as exc:
-        ssm.get_parameter_history(Name=unique())
-    assert error_code(exc) == "ParameterNotFound"
+        ssm.get_parameter_history(Name=parameter_name("ver"))
+    assert caught_code(exc) == "ParameterNotFound"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter_history(Name=name, MaxResults=51)
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter_history(Name=name, NextToken="garbage")
-    assert error_code(exc) == "InvalidNextToken"
+    assert caught_code(exc) == "InvalidNextToken"
 
 
 # -- labels ------------------------------------------------------------------------------------------
 
 
 def test_label_latest_by_default_and_move(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     ssm.put_parameter(Name=name, Value="v2", Type="String", Overwrite=True)
     result = ssm.label_parameter_version(Name=name, Labels=["prod"])
@@ -120,7 +107,7 @@ def test_label_latest_by_default_and_move(ssm: Any) -> None:
 
 
 def test_label_rules(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     wanted = [
         "good.label-1_x",
@@ -139,28 +126,28 @@ def test_label_rules(ssm: Any) -> None:
     assert sorted(history[0]["Labels"]) == ["good.label-1_x", "ok"]
     with pytest.raises(ClientError) as exc:
         ssm.label_parameter_version(Name=name, Labels=["x" * 101])
-    assert error_code(exc) == "ValidationException"
+    assert caught_code(exc) == "ValidationException"
 
 
 def test_label_errors(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     with pytest.raises(ClientError) as exc:
         ssm.label_parameter_version(Name=name, Labels=["a"])
-    assert error_code(exc) == "ParameterNotFound"
+    assert caught_code(exc) == "ParameterNotFound"
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     with pytest.raises(ClientError) as exc:
         ssm.label_parameter_version(Name=name, ParameterVersion=5, Labels=["a"])
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
 
 
 def test_ten_labels_per_version(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     ssm.put_parameter(Name=name, Value="v2", Type="String", Overwrite=True)
     ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=[f"l{i}" for i in range(10)])
     with pytest.raises(ClientError) as exc:
         ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["eleventh"])
-    assert error_code(exc) == "ParameterVersionLabelLimitExceeded"
+    assert caught_code(exc) == "ParameterVersionLabelLimitExceeded"
     # Re-applying labels already there is not an addition.
     assert (
         ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["l0", "l1"])["InvalidLabels"] == []
@@ -174,7 +161,7 @@ def test_ten_labels_per_version(ssm: Any) -> None:
 
 
 def test_unlabel(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     ssm.put_parameter(Name=name, Value="v2", Type="String", Overwrite=True)
     ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["a", "b"])
@@ -187,20 +174,20 @@ def test_unlabel(ssm: Any) -> None:
     assert result["InvalidLabels"] == ["b"]
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=f"{name}:a")
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
     with pytest.raises(ClientError) as exc:
         ssm.unlabel_parameter_version(Name=name, ParameterVersion=9, Labels=["b"])
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
     with pytest.raises(ClientError) as exc:
-        ssm.unlabel_parameter_version(Name=unique(), ParameterVersion=1, Labels=["b"])
-    assert error_code(exc) == "ParameterNotFound"
+        ssm.unlabel_parameter_version(Name=parameter_name("ver"), ParameterVersion=1, Labels=["b"])
+    assert caught_code(exc) == "ParameterNotFound"
 
 
 # -- 100 versions ------------------------------------------------------------------------------------
 
 
 def test_hundred_versions_kept(ssm: Any) -> None:
-    name = unique()
+    name = parameter_name("ver")
     for i in range(1, 101):
         ssm.put_parameter(Name=name, Value=f"v{i}", Type="String", Overwrite=True)
     assert ssm.put_parameter(Name=name, Value="v101", Type="String", Overwrite=True)["Version"] == 101
@@ -212,12 +199,12 @@ def test_hundred_versions_kept(ssm: Any) -> None:
     assert versions == list(range(2, 102))
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name=f"{name}:1")
-    assert error_code(exc) == "ParameterVersionNotFound"
+    assert caught_code(exc) == "ParameterVersionNotFound"
     # A label on the oldest version blocks the next update.
     ssm.label_parameter_version(Name=name, ParameterVersion=2, Labels=["pinned"])
     with pytest.raises(ClientError) as exc:
         ssm.put_parameter(Name=name, Value="v102", Type="String", Overwrite=True)
-    assert error_code(exc) == "ParameterMaxVersionLimitExceeded"
+    assert caught_code(exc) == "ParameterMaxVersionLimitExceeded"
     assert "Version 2" in exc.value.response["Error"]["Message"]
     assert ssm.get_parameter(Name=name)["Parameter"]["Version"] == 101
     # Moving the label away unblocks it.

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from tests.support.iam import allow, document, unique
+from tests.support.errors import error_response
+from tests.support.iam import allow, document
 from tests.support.identity import Caller, create_account, new_user, session
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
 
@@ -22,9 +23,8 @@ def trusting(principal: str) -> str:
 
 def answer(caller: Caller, role_arn: str, **kwargs: Any) -> tuple[str, str, int]:
     """(code, message, HTTP status) of an AssumeRole call that must fail."""
-    with pytest.raises(ClientError) as excinfo:
-        caller.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="probe", **kwargs)
-    response = excinfo.value.response
+    assume_role = caller.client("sts").assume_role
+    response = error_response(assume_role, RoleArn=role_arn, RoleSessionName="probe", **kwargs)
     return (
         response["Error"]["Code"],
         response["Error"]["Message"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 import botocore.session
@@ -17,6 +16,7 @@ import pytest
 from aws_secretsmanager_caching import InjectKeywordedSecretString, SecretCache, SecretCacheConfig
 from botocore.config import Config
 
+from tests.support.names import secret_name
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 
@@ -33,13 +33,9 @@ def botocore_client(server: KhoaServer) -> Any:
     )
 
 
-def unique() -> str:
-    return f"cached/{uuid.uuid4().hex[:12]}"
-
-
 def test_cache_sees_a_new_value_after_the_refresh_interval(server: KhoaServer, botocore_client: Any) -> None:
     sm = server.client("secretsmanager")
-    name = unique()
+    name = secret_name("cached")
     sm.create_secret(Name=name, SecretString="first")
     # the cache refreshes after a random 1-2 seconds (between half the interval and the interval)
     cache = SecretCache(config=SecretCacheConfig(secret_refresh_interval=2), client=botocore_client)
@@ -59,7 +55,7 @@ def test_cache_sees_a_new_value_after_the_refresh_interval(server: KhoaServer, b
 
 def test_cache_reads_binary_secrets_and_arns(server: KhoaServer, botocore_client: Any) -> None:
     sm = server.client("secretsmanager")
-    name = unique()
+    name = secret_name("cached")
     arn = sm.create_secret(Name=name, SecretBinary=b"\x00\x01binary")["ARN"]
     cache = SecretCache(config=SecretCacheConfig(), client=botocore_client)
     assert cache.get_secret_binary(name) == b"\x00\x01binary"
@@ -69,7 +65,7 @@ def test_cache_reads_binary_secrets_and_arns(server: KhoaServer, botocore_client
 
 def test_cache_refresh_now(server: KhoaServer, botocore_client: Any) -> None:
     sm = server.client("secretsmanager")
-    name = unique()
+    name = secret_name("cached")
     sm.create_secret(Name=name, SecretString="old")
     cache = SecretCache(config=SecretCacheConfig(secret_refresh_interval=3600), client=botocore_client)
     assert cache.get_secret_string(name) == "old"
@@ -81,7 +77,7 @@ def test_cache_refresh_now(server: KhoaServer, botocore_client: Any) -> None:
 
 def test_decorator_injects_json_fields(server: KhoaServer, botocore_client: Any) -> None:
     sm = server.client("secretsmanager")
-    name = unique()
+    name = secret_name("cached")
     sm.create_secret(Name=name, SecretString=json.dumps({"username": "app", "password": "pw"}))
     cache = SecretCache(config=SecretCacheConfig(), client=botocore_client)
 
@@ -95,4 +91,4 @@ def test_decorator_injects_json_fields(server: KhoaServer, botocore_client: Any)
 def test_cache_surfaces_missing_secrets(botocore_client: Any) -> None:
     cache = SecretCache(config=SecretCacheConfig(), client=botocore_client)
     with pytest.raises(botocore_client.exceptions.ResourceNotFoundException):
-        cache.get_secret_string(unique())
+        cache.get_secret_string(secret_name("cached"))

@@ -11,10 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-from botocore.exceptions import ClientError
-
-from tests.support.iam import unique
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 ROOT_ARN = f"arn:aws:iam::{ACCOUNT_ID}:root"
@@ -38,23 +35,6 @@ def explicit(principal: str, action: str, resource: str, kind: str = "an identit
     )
 
 
-def refused(call: Callable[..., Any], **kwargs: Any) -> tuple[str, str]:
-    """(code, message) of a call that must fail."""
-    with pytest.raises(ClientError) as excinfo:
-        call(**kwargs)
-    error = excinfo.value.response["Error"]
-    return error["Code"], error.get("Message", "")
-
-
-def code_of(call: Callable[..., Any], **kwargs: Any) -> str:
-    """ "ok" when the call succeeds, else its error code."""
-    try:
-        call(**kwargs)
-    except ClientError as exc:
-        return str(exc.response["Error"]["Code"])
-    return "ok"
-
-
 def resource_policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
@@ -72,18 +52,20 @@ class Caller:
     account_id: str = ACCOUNT_ID
     _clients: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, service: str, *, fresh: bool = False) -> Any:
-        """A client signed as this caller (cached per service unless ``fresh``: one to add hooks to)."""
-        if fresh:
-            return self._make(service)
+    def client(self, service: str, *, fresh: bool = False, validate: bool = True) -> Any:
+        """A client signed as this caller (cached per service unless ``fresh``: one to add hooks to;
+        ``validate=False``: a new one that sends what it is given, so the server's validation answers)."""
+        if fresh or not validate:
+            return self._make(service, validate)
         if service not in self._clients:
-            self._clients[service] = self._make(service)
+            self._clients[service] = self._make(service, validate)
         return self._clients[service]
 
-    def _make(self, service: str) -> Any:
+    def _make(self, service: str, validate: bool) -> Any:
         extra = {"aws_session_token": self.session_token} if self.session_token else {}
         return self.server.client(
             service,
+            validate=validate,
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
             **extra,

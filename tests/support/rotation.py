@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.iam import allow, document, trust, unique
+from tests.support.iam import allow, document, trust
+from tests.support.names import unique
 from tests.support.rotators import simple
 from tests.support.server import ACCOUNT_ID, KhoaServer
 

@@ -4,7 +4,6 @@ integer ranges, U+0000, query list indexes and XML-safe output (see tests/fuzz f
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import pytest
 
@@ -12,18 +11,13 @@ from khoa.protocol import awsjson
 from khoa.protocol.awsquery import QueryDecoder, QueryEncoder, QueryServiceModel, xml_text
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
-
-
-def _code(call: Any) -> str:
-    with pytest.raises(AWSError) as excinfo:
-        call()
-    return excinfo.value.code
+from tests.support.errors import raised_code
 
 
 @pytest.mark.parametrize("depth", [65, 100, 900, 1_000, 5_000])
 def test_bodies_nested_deeper_than_the_limit_are_refused(depth: int) -> None:
     for body in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
-        assert _code(lambda b=body: awsjson.decode_body(b.encode())) == "SerializationException"
+        assert raised_code(lambda b=body: awsjson.decode_body(b.encode())) == "SerializationException"
 
 
 def test_a_body_at_the_limit_is_parsed() -> None:
@@ -33,20 +27,24 @@ def test_a_body_at_the_limit_is_parsed() -> None:
 
 @pytest.mark.parametrize("raw", [b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xc3\x28", b"\xff"])
 def test_bodies_that_are_not_strict_utf8_are_refused(raw: bytes) -> None:
-    assert _code(lambda: awsjson.decode_body(b'{"Description":"' + raw + b'"}')) == "SerializationException"
+    assert (
+        raised_code(lambda: awsjson.decode_body(b'{"Description":"' + raw + b'"}'))
+        == "SerializationException"
+    )
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_json_number_literals_are_refused(literal: str) -> None:
     assert (
-        _code(lambda: awsjson.decode_body(('{"Limit":' + literal + "}").encode())) == "SerializationException"
+        raised_code(lambda: awsjson.decode_body(('{"Limit":' + literal + "}").encode()))
+        == "SerializationException"
     )
 
 
 @pytest.mark.parametrize("value", [2**31, -(2**31) - 1, 2**64, 1e300])
 def test_integers_outside_their_java_type_are_refused(value: int | float) -> None:
     kms = ServiceModel("kms")
-    assert _code(lambda: kms.validate("ListKeys", {"Limit": value})) == "SerializationException"
+    assert raised_code(lambda: kms.validate("ListKeys", {"Limit": value})) == "SerializationException"
 
 
 def test_longs_take_64_bits_and_no_more() -> None:
@@ -57,19 +55,25 @@ def test_longs_take_64_bits_and_no_more() -> None:
         "RoleSessionName": "s",
         "DurationSeconds": str(2**63),
     }
-    assert _code(lambda: sts.validate("AssumeRole", decoder.decode("AssumeRole", flat))) == "ValidationError"
+    assert (
+        raised_code(lambda: sts.validate("AssumeRole", decoder.decode("AssumeRole", flat)))
+        == "ValidationError"
+    )
     flat["DurationSeconds"] = "inf"
-    assert _code(lambda: sts.validate("AssumeRole", decoder.decode("AssumeRole", flat))) == "ValidationError"
+    assert (
+        raised_code(lambda: sts.validate("AssumeRole", decoder.decode("AssumeRole", flat)))
+        == "ValidationError"
+    )
 
 
 def test_nul_is_refused_except_in_a_secret_value() -> None:
     kms = ServiceModel("kms")
-    assert _code(lambda: kms.validate("CreateKey", {"Description": "a\x00"})) == "ValidationException"
+    assert raised_code(lambda: kms.validate("CreateKey", {"Description": "a\x00"})) == "ValidationException"
     secrets = ServiceModel("secretsmanager")
     assert (
         secrets.validate("CreateSecret", {"Name": "n", "SecretString": "a\x00b"})["SecretString"] == "a\x00b"
     )
-    assert _code(lambda: secrets.validate("CreateSecret", {"Name": "n", "Description": "\x00"})) == (
+    assert raised_code(lambda: secrets.validate("CreateSecret", {"Name": "n", "Description": "\x00"})) == (
         "ValidationException"
     )
 
@@ -78,7 +82,7 @@ def test_nul_is_refused_except_in_a_secret_value() -> None:
 def test_query_list_indexes_with_more_than_nine_digits_are_refused(index: str) -> None:
     decoder = QueryDecoder(QueryServiceModel("iam"))
     flat = {"UserName": "u", f"Tags.member.{index}.Key": "k", f"Tags.member.{index}.Value": "v"}
-    assert _code(lambda: decoder.decode("CreateUser", flat)) == "ValidationError"
+    assert raised_code(lambda: decoder.decode("CreateUser", flat)) == "ValidationError"
 
 
 def test_xml_output_never_carries_what_xml_cannot() -> None:

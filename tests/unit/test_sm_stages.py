@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from khoa.protocol.errors import AWSError
 from khoa.services.secretsmanager import stages
-
-
-def code(call: object, *args: object) -> str:
-    with pytest.raises(AWSError) as info:
-        call(*args)  # type: ignore[operator]
-    return info.value.code
+from tests.support.errors import raised_code
 
 
 def test_attach_current_moves_previous_to_the_old_current() -> None:
@@ -37,15 +29,15 @@ def test_label_limit_per_version() -> None:
     labels = [f"L{i}" for i in range(19)]
     after = stages.attach({"AWSCURRENT": "v1"}, "v1", labels)
     assert len(stages.by_version(after)["v1"]) == 20
-    assert code(stages.attach, after, "v1", ["one-too-many"]) == "LimitExceededException"
+    assert raised_code(stages.attach, after, "v1", ["one-too-many"]) == "LimitExceededException"
     # other versions are not affected by v1's count
     assert stages.attach(after, "v2", ["other"])["other"] == "v2"
 
 
 def test_move_current_requires_remove_from_and_sets_previous() -> None:
     before = {"AWSCURRENT": "v1", "AWSPREVIOUS": "v0"}
-    assert code(stages.move, before, "AWSCURRENT", None, "v2") == "InvalidParameterException"
-    assert code(stages.move, before, "AWSCURRENT", "v0", "v2") == "InvalidParameterException"
+    assert raised_code(stages.move, before, "AWSCURRENT", None, "v2") == "InvalidParameterException"
+    assert raised_code(stages.move, before, "AWSCURRENT", "v0", "v2") == "InvalidParameterException"
     after = stages.move(before, "AWSCURRENT", "v1", "v2")
     assert after == {"AWSCURRENT": "v2", "AWSPREVIOUS": "v1"}
 
@@ -56,17 +48,20 @@ def test_move_current_back_to_previous_swaps() -> None:
 
 
 def test_current_can_not_be_removed() -> None:
-    assert code(stages.move, {"AWSCURRENT": "v1"}, "AWSCURRENT", "v1", None) == "InvalidParameterException"
+    assert (
+        raised_code(stages.move, {"AWSCURRENT": "v1"}, "AWSCURRENT", "v1", None)
+        == "InvalidParameterException"
+    )
 
 
 def test_remove_a_custom_label() -> None:
     assert stages.move({"AWSCURRENT": "v1", "x": "v2"}, "x", "v2", None) == {"AWSCURRENT": "v1"}
-    assert code(stages.move, {"x": "v2"}, "x", "v1", None) == "InvalidParameterException"
-    assert code(stages.move, {"AWSCURRENT": "v1"}, "x", "v1", None) == "InvalidParameterException"
+    assert raised_code(stages.move, {"x": "v2"}, "x", "v1", None) == "InvalidParameterException"
+    assert raised_code(stages.move, {"AWSCURRENT": "v1"}, "x", "v1", None) == "InvalidParameterException"
 
 
 def test_move_a_custom_label_needs_remove_from_when_attached_elsewhere() -> None:
-    assert code(stages.move, {"x": "v1"}, "x", None, "v2") == "InvalidParameterException"
+    assert raised_code(stages.move, {"x": "v1"}, "x", None, "v2") == "InvalidParameterException"
     assert stages.move({"x": "v1"}, "x", "v1", "v2") == {"x": "v2"}
     # attaching an unattached label, or re-attaching where it already is, needs no RemoveFromVersionId
     assert stages.move({}, "x", None, "v2") == {"x": "v2"}
@@ -74,7 +69,7 @@ def test_move_a_custom_label_needs_remove_from_when_attached_elsewhere() -> None
 
 
 def test_move_needs_a_version() -> None:
-    assert code(stages.move, {"x": "v1"}, "x", None, None) == "InvalidParameterException"
+    assert raised_code(stages.move, {"x": "v1"}, "x", None, None) == "InvalidParameterException"
 
 
 def test_by_version_groups_labels() -> None:

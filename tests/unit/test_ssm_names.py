@@ -29,7 +29,7 @@ def ctx() -> RequestContext:
     )
 
 
-def code_of(ctx: RequestContext, name: str) -> str | None:
+def refusal_code(ctx: RequestContext, name: str) -> str | None:
     try:
         names.validate(ctx, name)
     except AWSError as error:
@@ -51,39 +51,39 @@ def code_of(ctx: RequestContext, name: str) -> str | None:
     ],
 )
 def test_valid_names(ctx: RequestContext, name: str) -> None:
-    assert code_of(ctx, name) is None
+    assert refusal_code(ctx, name) is None
 
 
 @pytest.mark.parametrize("name", ["aws", "awsThing", "/aws/x", "/AWS", "Aws-x", "/awsconfig/y"])
 def test_aws_prefix_is_reserved(ctx: RequestContext, name: str) -> None:
-    assert code_of(ctx, name) == "AccessDeniedException"
+    assert refusal_code(ctx, name) == "AccessDeniedException"
 
 
 @pytest.mark.parametrize("name", ["ssm", "ssmThing", "/ssm/x", "/SSM", "Ssm-x"])
 def test_ssm_prefix_is_refused(ctx: RequestContext, name: str) -> None:
-    assert code_of(ctx, name) == "ValidationException"
+    assert refusal_code(ctx, name) == "ValidationException"
 
 
 @pytest.mark.parametrize(
     "name", ["a b", "/a b/c", "a*", "/a//b", "/a/", "a/b", "/", "/ü", "a:1", "/a/b\n", "a@b", "a#b"]
 )
 def test_invalid_characters_and_shapes(ctx: RequestContext, name: str) -> None:
-    assert code_of(ctx, name) == "ValidationException"
+    assert refusal_code(ctx, name) == "ValidationException"
 
 
 def test_fifteen_levels(ctx: RequestContext) -> None:
     fifteen = "".join(f"/l{i}" for i in range(15))
-    assert code_of(ctx, fifteen) is None
-    assert code_of(ctx, fifteen + "/l15") == "HierarchyLevelLimitExceededException"
+    assert refusal_code(ctx, fifteen) is None
+    assert refusal_code(ctx, fifteen + "/l15") == "HierarchyLevelLimitExceededException"
 
 
 def test_length_includes_the_arn(ctx: RequestContext) -> None:
     longest = "n" * (names.MAX_ARN_LENGTH - len(PREFIX))
     assert len(names.parameter_arn(ctx, longest)) == 1011
-    assert code_of(ctx, longest) is None
-    assert code_of(ctx, longest + "n") == "ValidationException"
+    assert refusal_code(ctx, longest) is None
+    assert refusal_code(ctx, longest + "n") == "ValidationException"
     # A hierarchical name's leading slash is not part of its ARN.
-    assert code_of(ctx, "/" + longest) is None
+    assert refusal_code(ctx, "/" + longest) is None
 
 
 def test_clean_strips_outer_spaces_only() -> None:

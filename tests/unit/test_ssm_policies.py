@@ -15,7 +15,7 @@ NOTICE = {"Type": "ExpirationNotification", "Version": "1.0", "Attributes": {"Be
 NO_CHANGE = {"Type": "NoChangeNotification", "Version": "1.0", "Attributes": {"After": "20", "Unit": "Hours"}}
 
 
-def code_of(document: object) -> str | None:
+def refusal_code(document: object) -> str | None:
     try:
         policies.parse(document if isinstance(document, str) else json.dumps(document))
     except AWSError as error:
@@ -39,7 +39,7 @@ def test_valid_documents() -> None:
 )
 def test_expiration_formats(stamp: str) -> None:
     policy = {"Type": "Expiration", "Version": "1.0", "Attributes": {"Timestamp": stamp}}
-    assert code_of([policy]) is None
+    assert refusal_code([policy]) is None
 
 
 def test_expiration_time() -> None:
@@ -86,7 +86,7 @@ def test_expiration_time() -> None:
     ],
 )
 def test_invalid_documents(document: object, code: str) -> None:
-    assert code_of(document) == code
+    assert refusal_code(document) == code
 
 
 def test_describe() -> None:

@@ -1,16 +1,20 @@
 """Alert configuration, read from ``KHOA_ALERT_*`` environment variables (see the README's table).
 
 Kept apart from :mod:`khoa.settings` (which holds one :class:`AlertSettings`) so the rules can be
-configured and tested on their own. Nothing here imports the rest of Khoa.
+configured and tested on their own. Nothing here imports the rest of Khoa but the leaf module
+:mod:`khoa.envconfig`, where each field's declaration turns into reading, writing and checks.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from khoa import envconfig
+from khoa.envconfig import Check, dump_bool, parse_bool, variable
 
 # Rule names: stable identifiers used in stored alerts, payloads, metrics labels and KHOA_ALERT_DISABLE.
 NEW_SECRET_READER = "new-secret-reader"
@@ -30,81 +34,87 @@ RULES = (
     UNEXPECTED_NETWORK,
 )
 
+T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _bool(raw: str) -> bool:
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+def _names(raw: str) -> set[str]:
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _networks(raw: str) -> list[Network]:
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()]
+
+
+def _known_rules(name: str, value: str) -> None:
+    unknown = _names(value) - set(RULES)
+    if unknown:
+        raise ValueError(f"{name} names unknown rules: {', '.join(sorted(unknown))}")
+
+
+def _cidrs(name: str, value: str) -> None:
+    _networks(value)  # raises ValueError on a malformed CIDR
+
+
+def _http_url(name: str, value: str) -> None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http(s) URL")
+
+
+def _text(name: str, check: Check | None = None) -> str:
+    """A text setting: surrounding blanks are dropped; an empty value is kept (it means "none")."""
+    return variable(name, "", str.strip, check=check)
+
+
+def _number(name: str, default: T, parse: Callable[[str], T]) -> T:
+    """A numeric setting: an empty value means the default."""
+    return variable(name, default, parse, blank_is_default=True)
 
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Every field maps to ``KHOA_ALERT_<FIELD>`` (upper case), except ``enabled`` (``KHOA_ALERTS``)."""
+    """Each field declares its variable: ``KHOA_ALERT_<FIELD>`` (upper case), except ``enabled``
+    (``KHOA_ALERTS``)."""
 
-    enabled: bool = True
-    disable: str = ""  # comma-separated rule names
-    webhook_url: str = ""
-    webhook_secret: str = ""
-    slack_url: str = ""
-    webhook_attempts: int = 3
-    webhook_timeout_seconds: float = 5.0
-    delivery_give_up_seconds: float = 86400.0
-    allowed_networks: str = ""
-    network_window_seconds: float = 3600.0
-    key_recent_use_days: float = 30.0
-    access_denied_threshold: int = 20
-    access_denied_factor: float = 3.0
-    access_denied_window_seconds: float = 300.0
-    access_denied_baseline_seconds: float = 3600.0
-    decrypt_failure_threshold: int = 5
-    decrypt_failure_window_seconds: float = 300.0
-    rotation_failure_cooldown_seconds: float = 3600.0
-    audit_sink_cooldown_seconds: float = 300.0
-
-    @staticmethod
-    def env_name(field_name: str) -> str:
-        return "KHOA_ALERTS" if field_name == "enabled" else f"KHOA_ALERT_{field_name.upper()}"
+    enabled: bool = variable("KHOA_ALERTS", True, parse_bool, dump=dump_bool, blank_is_default=True)
+    disable: str = _text("KHOA_ALERT_DISABLE", _known_rules)  # comma-separated rule names
+    webhook_url: str = _text("KHOA_ALERT_WEBHOOK_URL", _http_url)
+    webhook_secret: str = _text("KHOA_ALERT_WEBHOOK_SECRET")
+    slack_url: str = _text("KHOA_ALERT_SLACK_URL", _http_url)
+    webhook_attempts: int = _number("KHOA_ALERT_WEBHOOK_ATTEMPTS", 3, int)
+    webhook_timeout_seconds: float = _number("KHOA_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0, float)
+    delivery_give_up_seconds: float = _number("KHOA_ALERT_DELIVERY_GIVE_UP_SECONDS", 86400.0, float)
+    allowed_networks: str = _text("KHOA_ALERT_ALLOWED_NETWORKS", _cidrs)
+    network_window_seconds: float = _number("KHOA_ALERT_NETWORK_WINDOW_SECONDS", 3600.0, float)
+    key_recent_use_days: float = _number("KHOA_ALERT_KEY_RECENT_USE_DAYS", 30.0, float)
+    access_denied_threshold: int = _number("KHOA_ALERT_ACCESS_DENIED_THRESHOLD", 20, int)
+    access_denied_factor: float = _number("KHOA_ALERT_ACCESS_DENIED_FACTOR", 3.0, float)
+    access_denied_window_seconds: float = _number("KHOA_ALERT_ACCESS_DENIED_WINDOW_SECONDS", 300.0, float)
+    access_denied_baseline_seconds: float = _number(
+        "KHOA_ALERT_ACCESS_DENIED_BASELINE_SECONDS", 3600.0, float
+    )
+    decrypt_failure_threshold: int = _number("KHOA_ALERT_DECRYPT_FAILURE_THRESHOLD", 5, int)
+    decrypt_failure_window_seconds: float = _number("KHOA_ALERT_DECRYPT_FAILURE_WINDOW_SECONDS", 300.0, float)
+    rotation_failure_cooldown_seconds: float = _number(
+        "KHOA_ALERT_ROTATION_FAILURE_COOLDOWN_SECONDS", 3600.0, float
+    )
+    audit_sink_cooldown_seconds: float = _number("KHOA_ALERT_AUDIT_SINK_COOLDOWN_SECONDS", 300.0, float)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AlertSettings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(cls.env_name(f.name))
-            if raw is None or (raw.strip() == "" and f.type not in ("str",)):
-                continue
-            if f.type == "bool":
-                values[f.name] = _bool(raw)
-            elif f.type == "int":
-                values[f.name] = int(raw)
-            elif f.type == "float":
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw.strip()
-        settings = cls(**values)
+        settings = envconfig.read(cls, os.environ if env is None else env)
         settings.validate()
         return settings
 
     def to_env(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[self.env_name(f.name)] = ("1" if value else "0") if isinstance(value, bool) else str(value)
-        return out
+        return envconfig.write(self)
 
     def validate(self) -> None:
-        unknown = self.disabled_rules - set(RULES)
-        if unknown:
-            raise ValueError(f"KHOA_ALERT_DISABLE names unknown rules: {', '.join(sorted(unknown))}")
-        self.networks()  # raises ValueError on a malformed CIDR
-        for url_name in ("webhook_url", "slack_url"):
-            url = getattr(self, url_name)
-            if url and not url.startswith(("http://", "https://")):
-                raise ValueError(f"{self.env_name(url_name)} must be an http(s) URL")
+        envconfig.check(self)
 
     @property
     def disabled_rules(self) -> set[str]:
-        return {name.strip() for name in self.disable.split(",") if name.strip()}
+        return _names(self.disable)
 
     def rule_enabled(self, name: str) -> bool:
         if name == UNEXPECTED_NETWORK and not self.allowed_networks.strip():
@@ -112,8 +122,4 @@ class AlertSettings:
         return name not in self.disabled_rules
 
     def networks(self) -> list[Network]:
-        return [
-            ipaddress.ip_network(part.strip(), strict=False)
-            for part in self.allowed_networks.split(",")
-            if part.strip()
-        ]
+        return _networks(self.allowed_networks)

@@ -4,10 +4,11 @@ Reading the trail
     A persisted cursor (``alert_state``) names the last ``audit_events`` sequence number read. Two
     kinds of row are held back and read again on later passes instead of being skipped: a sequence
     number missing below the newest row (another process's transaction that has not committed yet;
-    dropped after :data:`GAP_SECONDS` - it was rolled back), and a mutating call's event that may not
-    be complete yet (events are recorded before the call runs and completed after it; one without an
-    outcome is read once it has one, or once it is :data:`SETTLE_SECONDS` old). Routine events
-    (successful authenticated reads) reach the rules once per kind and batch: see
+    dropped after :data:`GAP_SECONDS` - it was rolled back; see :mod:`khoa.sequence`), and a
+    mutating call's event that may not be complete yet (events are recorded before the call runs
+    and completed after it; one without an outcome is read once it has one, or once it is
+    :data:`SETTLE_SECONDS` old). Routine events (successful authenticated reads) reach the rules
+    once per kind and batch: see
     :class:`~khoa.alerts.rules.TrailReader`. On the first start ever, the cursor is put at the
     trail's end (history raises nothing) and what history shows about who reads which secret is
     learned.
@@ -48,6 +49,7 @@ from khoa.alerts.rules import (
 )
 from khoa.audit.events import AuditEvent, background
 from khoa.ids import new_event_id
+from khoa.sequence import GapPolicy, SequenceCursor
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.alerts")
@@ -56,12 +58,11 @@ SETTLE_SECONDS = 5.0
 GAP_SECONDS = 30.0
 BATCH = 1000
 PASS_SECONDS = 5.0  # reading stops after this long in one pass; the rest waits for the next
-MAX_HELD = 10_000
-MAX_GAP = 1000  # a larger jump in sequence numbers is not a gap worth waiting for
 OUTBOX_BATCH = 100
 EVENT_NAME = "AlertRaised"
 EVENT_SERVICE = "khoa"
 STATE_NAME = "cursor"
+_GAPS = GapPolicy("alerts", GAP_SECONDS)
 
 _EVENTS = schema.audit_events
 _ALERTS = schema.alerts
@@ -292,54 +293,42 @@ class AlertEngine:
         if loaded is None:
             raise StateConflict("no alert cursor")
         raw_state, state = loaded
-        cursor = int(state["seq"])
-        held: dict[int, float] = {int(seq): float(deadline) for seq, deadline in state.get("held", [])}
+        cursor = SequenceCursor.from_pairs(int(state["seq"]), state.get("held", []))
         c = _EVENTS.c
         with self._snapshot() as conn:
-            seqs, rows = self._reader.read(conn, cursor, BATCH)
-            if not seqs and cursor:
+            seqs, rows = self._reader.read(conn, cursor.position, BATCH)
+            if not seqs and cursor.position:
                 newest = conn.execute(select(func.max(c.seq))).scalar()
-                if newest is not None and newest < cursor:
+                if newest is not None and newest < cursor.position:
                     # The trail was emptied and numbering started again (SQLite reuses rowids).
-                    log.warning("alerts: audit sequence went back from %d to %d; rereading", cursor, newest)
-                    cursor = 0
-                    seqs, rows = self._reader.read(conn, cursor, BATCH)
+                    log.warning(
+                        "alerts: audit sequence went back from %d to %d; rereading", cursor.position, newest
+                    )
+                    cursor = SequenceCursor(0, cursor.held)
+                    seqs, rows = self._reader.read(conn, cursor.position, BATCH)
             held_rows: list[Any] = []
-            wanted = sorted(held)
+            wanted = cursor.wanted()
             for start in range(0, len(wanted), 500):
                 held_rows.extend(
                     conn.execute(select(*event_columns()).where(c.seq.in_(wanted[start : start + 500]))).all()
                 )
+        # Gaps and late rows are the cursor's; an event found without its outcome yet is held again
+        # (until its own deadline, or SETTLE_SECONDS after it was recorded).
+        late = [event_from_row(row) for row in held_rows]
+        moved, ready = cursor.advance([*seqs, *(e.seq for e in late)], at, _GAPS)
+        ready_now = set(ready)
         events: list[Event] = []
-        still_held: dict[int, float] = {}
-        found = set()
-        for row in sorted(held_rows, key=lambda r: r.seq):
-            found.add(row.seq)
-            e = event_from_row(row)
-            if self.incomplete(e, at) and held[row.seq] > at:
-                still_held[row.seq] = held[row.seq]
+        for seq, e in sorted({e.seq: e for e in [*late, *rows]}.items()):
+            if seq not in ready_now:
+                continue
+            deadline = cursor.held.get(e.seq, e.event_time + SETTLE_SECONDS)
+            if self.incomplete(e, at) and deadline > at:
+                moved = moved.hold(e.seq, deadline)
             else:
                 events.append(e)
-        for seq, deadline in held.items():
-            if seq not in found and deadline > at:
-                still_held[seq] = deadline  # a gap: its transaction may still commit
-        expected = cursor + 1
-        for seq in seqs:
-            if 0 < seq - expected <= MAX_GAP:
-                for missing in range(expected, seq):
-                    still_held.setdefault(missing, at + GAP_SECONDS)
-            expected = seq + 1
-        for e in rows:
-            if self.incomplete(e, at):
-                still_held[e.seq] = e.event_time + SETTLE_SECONDS
-            else:
-                events.append(e)
-        if len(still_held) > MAX_HELD:
-            log.warning("alerts: more than %d held events; dropping the oldest", MAX_HELD)
-            still_held = dict(sorted(still_held.items())[-MAX_HELD:])
         new_state = {
-            "seq": seqs[-1] if seqs else cursor,
-            "held": sorted([seq, deadline] for seq, deadline in still_held.items()),
+            "seq": moved.position,
+            "held": moved.held_pairs(),
             "startedAt": state.get("startedAt", at),
         }
         ctx = self._context(at, started_at=float(state.get("startedAt", 0.0)))

@@ -20,7 +20,8 @@ the object's ``x-amz-meta-signature`` metadata; with no S3 it is stored, hex-enc
 
 Delivery keeps a cursor (``audit_delivery``): every event up to its sequence number is in a log
 file, except numbers it passed before their transactions committed (PostgreSQL hands out sequence
-numbers in one order and commits in another), which it holds and delivers when they appear. A cursor
+numbers in one order and commits in another), which it holds and delivers when they appear (a
+:class:`khoa.sequence.SequenceCursor`, persisted as the row's ``delivered_seq`` and ``held``). A cursor
 costs one row per pass where marking each delivered event cost an UPDATE per event.
 
 Crash safety: a file is first written to ``.staging/`` and fsynced; then, in one transaction, its row
@@ -43,7 +44,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import wall_clock
 from khoa.crypto.barrier import Barrier
+from khoa.sequence import GapPolicy, SequenceCursor
 from khoa.settings import Settings
 from khoa.storage import schema
 
@@ -84,10 +86,9 @@ _SAFE_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
 _SAFE_ACCOUNT = re.compile(r"^[0-9]{12}$")
 
 # Delivery waits this long for a sequence number it passed to appear (a transaction that had taken
-# it but not committed), and tracks at most this many such gaps.
+# it but not committed): see khoa.sequence.
 _GAP_SECONDS = 60.0
-_MAX_GAP = 1000
-_MAX_HELD = 10_000
+_GAPS = GapPolicy("audit trail", _GAP_SECONDS)
 _DELIVERY_NAME = "trail"
 
 _EVENTS = schema.audit_events
@@ -232,9 +233,16 @@ class DeliveryState:
     """The delivery cursor as read (``stored``: the row's values, for the guarded update; None
     before the first delivery)."""
 
-    delivered_seq: int
-    held: dict[int, float]
+    cursor: SequenceCursor
     stored: tuple[int, str] | None
+
+    @property
+    def delivered_seq(self) -> int:
+        return self.cursor.position
+
+    @property
+    def held(self) -> Mapping[int, float]:
+        return self.cursor.held
 
 
 @dataclass(frozen=True)
@@ -359,9 +367,9 @@ class AuditTrail:
         with self.engine.connect() as conn:
             row = conn.execute(select(_DELIVERY).where(_DELIVERY.c.name == _DELIVERY_NAME)).first()
         if row is None:
-            return DeliveryState(0, {}, None)
-        held = {int(seq): float(give_up) for seq, give_up in json.loads(row.held)}
-        return DeliveryState(int(row.delivered_seq), held, (int(row.delivered_seq), row.held))
+            return DeliveryState(SequenceCursor(), None)
+        cursor = SequenceCursor.from_pairs(row.delivered_seq, json.loads(row.held))
+        return DeliveryState(cursor, (int(row.delivered_seq), row.held))
 
     def _newest_event(self) -> int | None:
         with self.engine.connect() as conn:
@@ -404,7 +412,7 @@ class AuditTrail:
                 log.warning(
                     "audit trail: sequence went back below %d; delivering from the start", state.delivered_seq
                 )
-                state = DeliveryState(0, {}, state.stored)
+                state = DeliveryState(SequenceCursor(), state.stored)
             if state.delivered_seq >= watermark and not state.held:
                 break
             c = _EVENTS.c
@@ -418,19 +426,21 @@ class AuditTrail:
                     .order_by(c.seq)
                     .limit(MAX_RECORDS_PER_FILE)
                 ).all()
+                wanted = state.cursor.wanted()
                 late = (
-                    conn.execute(select(*columns).where(c.seq.in_(sorted(state.held))).order_by(c.seq)).all()
-                    if state.held
+                    conn.execute(select(*columns).where(c.seq.in_(wanted)).order_by(c.seq)).all()
+                    if wanted
                     else []
                 )
             rows = [*late, *fresh]  # held numbers are all below the cursor: still in sequence order
             full = len(fresh) == MAX_RECORDS_PER_FILE
-            cursor = fresh[-1].seq if full else max(state.delivered_seq, watermark)
-            held = self._still_held(state, rows, cursor, now)
+            upto = fresh[-1].seq if full else max(state.delivered_seq, watermark)
+            cursor, ready = state.cursor.advance((row.seq for row in rows), now, _GAPS, upto=upto)
             # Rows with a log_file were delivered before revision 0011 (the old scheme marked rows).
-            undelivered = [row for row in rows if row.log_file is None]
+            ready_now = set(ready)
+            undelivered = [row for row in rows if row.log_file is None and row.seq in ready_now]
             try:
-                delivered += self._deliver_files(undelivered, state, cursor, held, now)
+                delivered += self._deliver_files(undelivered, state, cursor, now)
             except TrailConflict:
                 conflicts += 1
                 if conflicts > 3:
@@ -442,29 +452,8 @@ class AuditTrail:
                 break
         return delivered
 
-    @staticmethod
-    def _still_held(
-        state: DeliveryState, rows: Sequence[Row[Any]], cursor: int, now: float
-    ) -> dict[int, float]:
-        """Sequence numbers to look for again: earlier gaps not yet given up, and this pass's gaps."""
-        found = {row.seq for row in rows}
-        held = {seq: give_up for seq, give_up in state.held.items() if seq not in found and give_up > now}
-        present = sorted(seq for seq in found if seq > state.delivered_seq)
-        expected = state.delivered_seq + 1
-        for seq in [*present, cursor + 1]:
-            missing = seq - expected
-            if 0 < missing <= _MAX_GAP and len(held) + missing <= _MAX_HELD:
-                for gap in range(expected, seq):
-                    held[gap] = now + _GAP_SECONDS
-            elif missing > 0 and state.delivered_seq > 0:
-                log.warning(
-                    "audit trail: not waiting for %d missing sequence numbers from %d", missing, expected
-                )
-            expected = seq + 1
-        return held
-
     def _deliver_files(
-        self, rows: list[Row[Any]], state: DeliveryState, cursor: int, held: dict[int, float], now: float
+        self, rows: list[Row[Any]], state: DeliveryState, cursor: SequenceCursor, now: float
     ) -> list[str]:
         """Write one log file per (account, Region) of ``rows`` and move the cursor, all or nothing:
         files are staged, their rows and the new cursor committed in one transaction (guarded by the
@@ -497,7 +486,7 @@ class AuditTrail:
                 with self.engine.begin() as conn:
                     if values:
                         conn.execute(insert(_FILES), values)
-                    self._advance(conn, state, cursor, held, now)
+                    self._advance(conn, state, cursor, now)
             except IntegrityError as exc:
                 raise TrailConflict("another process started delivering first") from exc
         except BaseException:
@@ -509,15 +498,13 @@ class AuditTrail:
         return [key for _, key in staged]
 
     @staticmethod
-    def _advance(
-        conn: Connection, state: DeliveryState, cursor: int, held: dict[int, float], now: float
-    ) -> None:
+    def _advance(conn: Connection, state: DeliveryState, cursor: SequenceCursor, now: float) -> None:
         """Move the cursor, only if no other writer moved it since ``state`` was read."""
-        new_held = json.dumps(sorted([seq, give_up] for seq, give_up in held.items()))
+        new_held = json.dumps(cursor.held_pairs())
         if state.stored is None:  # the first delivery ever (a second first one fails on the key)
             conn.execute(
                 insert(_DELIVERY).values(
-                    name=_DELIVERY_NAME, delivered_seq=cursor, held=new_held, updated_at=now
+                    name=_DELIVERY_NAME, delivered_seq=cursor.position, held=new_held, updated_at=now
                 )
             )
             return
@@ -527,7 +514,7 @@ class AuditTrail:
             .where(_DELIVERY.c.name == _DELIVERY_NAME)
             .where(_DELIVERY.c.delivered_seq == stored_seq)
             .where(_DELIVERY.c.held == stored_held)
-            .values(delivered_seq=cursor, held=new_held, updated_at=now)
+            .values(delivered_seq=cursor.position, held=new_held, updated_at=now)
         ).rowcount
         if moved != 1:
             raise TrailConflict("another process delivered some of these events first")

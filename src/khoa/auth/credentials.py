@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
@@ -20,11 +19,10 @@ from sqlalchemy import Engine, select
 from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import unrecognized_client
 from khoa.bootstrap import access_key_binding
+from khoa.cache import MISSING, TTLCache
 from khoa.crypto.barrier import Barrier
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
-
-DEFAULT_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,28 +52,21 @@ def session_binding(access_key_id: str) -> str:
 
 
 class CredentialStore:
-    def __init__(
-        self, engine: Engine, barrier: Barrier, cache_seconds: float = DEFAULT_CACHE_SECONDS
-    ) -> None:
+    def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float) -> None:
         self._engine = engine
         self._barrier = barrier
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Credential]] = {}
+        # Only keys that exist are cached: an unknown key is looked up again on every use.
+        self._cache: TTLCache[str, Credential] = TTLCache(cache_seconds, max_size=10_000)
 
     def lookup(self, access_key_id: str) -> Credential | None:
         cached = self._cache.get(access_key_id)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not MISSING:
+            return cached
         credential = self._load(access_key_id)
         if credential is None:
-            self._cache.pop(access_key_id, None)
+            self._cache.invalidate(access_key_id)
             return None
-        if self._cache_seconds <= 0:
-            return credential
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[access_key_id] = (now + self._cache_seconds, credential)
+        self._cache.put(access_key_id, credential)
         return credential
 
     def _load(self, access_key_id: str) -> Credential | None:

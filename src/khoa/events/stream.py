@@ -8,6 +8,11 @@ A subscription is not a licence: the subscriber's credential (present, active, s
 its permission (DescribeSecret on the secret, authorised as at subscription) are checked again every
 ``KHOA_STREAM_RECHECK_SECONDS`` and whenever this node revokes anything (the revocation epoch), always
 before the next delivery; once they no longer hold, the stream ends (a reconnect is refused as usual).
+
+Events go out in sequence order, each once: with several writers on PostgreSQL an event can commit
+after one with a higher number was already visible, so the stream waits at such a gap (up to
+:data:`khoa.events.follow.GAP_SECONDS`) rather than pass it; otherwise the late event would
+never be sent, and a client resuming with ``Last-Event-ID`` could not say what it had missed.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from urllib.parse import parse_qs
 
 from sqlalchemy import Engine, func, select
 
+from khoa.events.follow import gap_policy, read_in_order
 from khoa.events.webhooks import event_payload
+from khoa.sequence import SequenceCursor
 from khoa.storage import schema
 
 _EVENTS = schema.change_events
 POLL_SECONDS = 0.2
 KEEPALIVE_SECONDS = 15.0
+_GAPS = gap_policy("change stream")
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -40,19 +48,6 @@ def requested_secret(scope: MutableMapping[str, Any]) -> str:
 def latest_seq(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.coalesce(func.max(_EVENTS.c.seq), 0))).scalar_one())
-
-
-def _fetch(engine: Engine, secret_id: str, after: int) -> list[Any]:
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                select(_EVENTS)
-                .where(_EVENTS.c.secret_id == secret_id)
-                .where(_EVENTS.c.seq > after)
-                .order_by(_EVENTS.c.seq)
-                .limit(100)
-            ).all()
-        )
 
 
 async def stream(
@@ -89,7 +84,7 @@ async def stream(
                 return
 
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
-    cursor = start_after
+    cursor = SequenceCursor(start_after)
     idle = 0.0
     loop = asyncio.get_running_loop()
     checked_at = loop.time()
@@ -105,12 +100,13 @@ async def stream(
                         {"type": "http.response.body", "body": b": access revoked\n\n", "more_body": True}
                     )
                     break
-            rows = _fetch(engine, secret_id, cursor)
+            cursor, rows = read_in_order(
+                engine, cursor, loop.time(), _GAPS, where=_EVENTS.c.secret_id == secret_id
+            )
             for row in rows:
                 data = json.dumps(event_payload(row))
                 chunk = f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n".encode()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                cursor = row.seq
             idle = 0.0 if rows else idle + POLL_SECONDS
             if idle >= KEEPALIVE_SECONDS:
                 await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})

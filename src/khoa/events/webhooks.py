@@ -1,7 +1,8 @@
 """Delivering change events to registered webhooks (JSON POST, HMAC-SHA256 signature header).
 
 The job leader delivers in order from each webhook's cursor; a failed POST is retried on the next
-pass, so a receiver may see an event more than once but never out of order or not at all.
+pass, so a receiver may see an event more than once but never out of order or not at all (an event
+that commits late is waited for: see :mod:`khoa.events.follow`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from khoa.crypto.barrier import Barrier
+from khoa.events.follow import gap_policy, read_in_order
+from khoa.sequence import SequenceCursor
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.webhooks")
@@ -25,6 +30,7 @@ SIGNATURE_HEADER = "X-Khoa-Signature"
 _HOOKS = schema.webhooks
 _EVENTS = schema.change_events
 _BATCH = 100
+_GAPS = gap_policy("webhooks")
 
 
 def binding(webhook_id: str) -> str:
@@ -84,33 +90,54 @@ def _post(url: str, body: bytes, key: bytes | None) -> bool:
         return False
 
 
-def deliver(engine: Engine, barrier: Barrier) -> int:
-    """One delivery pass over every webhook; returns the number of events delivered."""
-    delivered = 0
-    with engine.connect() as conn:
-        hooks = conn.execute(select(_HOOKS)).all()
-    for hook in hooks:
-        key = barrier.open(hook.secret_sealed, binding(hook.webhook_id)) if hook.secret_sealed else None
+class WebhookDeliverer:
+    """Delivers change events to every registered webhook, one pass at a time (a background job).
+
+    Each webhook's ``delivered_seq`` is the position of its :class:`~khoa.sequence.SequenceCursor`;
+    the gap each waits at (an event that has not committed yet), with when it gives up on it, is kept
+    here in memory: only the job leader delivers, and a new leader simply waits for gaps afresh.
+    """
+
+    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+        self._engine = engine
+        self._barrier = barrier
+        self._waiting: dict[str, Mapping[int, float]] = {}
+
+    def deliver(self, *, now: float | None = None) -> int:
+        """One delivery pass over every webhook; returns the number of events delivered."""
+        engine = self._engine
+        at = time.monotonic() if now is None else now
+        delivered = 0
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(_EVENTS)
-                .where(_EVENTS.c.seq > hook.delivered_seq)
-                .where(_EVENTS.c.account_id == hook.account_id)
-                .order_by(_EVENTS.c.seq)
-                .limit(_BATCH)
-            ).all()
-        cursor = hook.delivered_seq
-        for row in rows:
-            if row.secret_arn.startswith(hook.secret_prefix) or hook.secret_prefix == "*":
-                body = json.dumps(event_payload(row)).encode()
-                if not _post(hook.url, body, key):
-                    log.warning("webhook %s did not accept event %s; will retry", hook.webhook_id, row.seq)
-                    break
-                delivered += 1
-            cursor = row.seq
-        if cursor != hook.delivered_seq:
-            with engine.begin() as conn:
-                conn.execute(
-                    update(_HOOKS).where(_HOOKS.c.webhook_id == hook.webhook_id).values(delivered_seq=cursor)
-                )
-    return delivered
+            hooks = conn.execute(select(_HOOKS)).all()
+        for hook in hooks:
+            key = (
+                self._barrier.open(hook.secret_sealed, binding(hook.webhook_id))
+                if hook.secret_sealed
+                else None
+            )
+            start = SequenceCursor(hook.delivered_seq, self._waiting.pop(hook.webhook_id, {}))
+            moved, rows = read_in_order(
+                engine, start, at, _GAPS, where=_EVENTS.c.account_id == hook.account_id, limit=_BATCH
+            )
+            cursor = moved.position
+            for row in rows:
+                if row.secret_arn.startswith(hook.secret_prefix) or hook.secret_prefix == "*":
+                    body = json.dumps(event_payload(row)).encode()
+                    if not _post(hook.url, body, key):
+                        log.warning(
+                            "webhook %s did not accept event %s; will retry", hook.webhook_id, row.seq
+                        )
+                        cursor = row.seq - 1
+                        break
+                    delivered += 1
+            if moved.held:
+                self._waiting[hook.webhook_id] = moved.held
+            if cursor != hook.delivered_seq:
+                with engine.begin() as conn:
+                    conn.execute(
+                        update(_HOOKS)
+                        .where(_HOOKS.c.webhook_id == hook.webhook_id)
+                        .values(delivered_seq=cursor)
+                    )
+        return delivered

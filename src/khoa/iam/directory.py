@@ -12,17 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
 from khoa.auth.principal import Principal
+from khoa.cache import MISSING, TTLCache
 from khoa.iam.policy import Policy, PolicyError, deny_all
 from khoa.storage import schema
 
 _log = logging.getLogger(__name__)
-DEFAULT_CACHE_SECONDS = 2.0
 _PRINCIPALS = schema.iam_principals
 _INLINE = schema.iam_inline_policies
 _ATTACHED = schema.iam_attachments
@@ -59,10 +58,9 @@ class CallerPolicies:
 
 
 class Directory:
-    def __init__(self, engine: Engine, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float) -> None:
         self.engine = engine
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, CallerPolicies]] = {}
+        self._cache: TTLCache[str, CallerPolicies] = TTLCache(cache_seconds, max_size=10_000)
 
     def clear(self) -> None:
         self._cache.clear()
@@ -71,16 +69,11 @@ class Directory:
         if principal.is_root or not principal.principal_id:
             return CallerPolicies()
         key = f"{principal.principal_id}|{principal.session_policy or ''}|{principal.session_tags}"
-        now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not MISSING:
+            return cached
         result = self._load(principal)
-        if self._cache_seconds <= 0:
-            return result
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[key] = (now + self._cache_seconds, result)
+        self._cache.put(key, result)
         return result
 
     def _documents_for(self, conn: object, owner_ids: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from khoa.services.kms.store import KeyStore
 
 
 class KmsBackend:
-    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+    def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float) -> None:
         self.engine = engine
         self.barrier = barrier
-        self.keys = KeyStore(engine, barrier)
+        self.keys = KeyStore(engine, barrier, cache_seconds)

@@ -12,7 +12,7 @@ import uuid
 
 from sqlalchemy import select
 
-from khoa.cache import _Missing
+from khoa.cache import MISSING
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
@@ -67,7 +67,7 @@ def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
     cache = kms(ctx).keys.aliases
     cache_key = (ctx.account_id, ctx.region, alias_name)
     cached = cache.get(cache_key)
-    if not isinstance(cached, _Missing):
+    if cached is not MISSING:
         return cached
     table = schema.kms_aliases
     with kms(ctx).engine.connect() as conn:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from khoa.cache import TTLCache, _Missing
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.clock import from_epoch
 from khoa.crypto.barrier import Barrier
 from khoa.storage import schema
@@ -87,19 +87,19 @@ def _binding(key_id: str, version_id: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+    def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float = METADATA_SECONDS) -> None:
         self.engine = engine
         self._barrier = barrier
         self._material: dict[str, bytes] = {}
-        self._rows: TTLCache[str, KeyRecord | None] = TTLCache()
+        self._rows: TTLCache[str, KeyRecord | None] = TTLCache(cache_seconds)
         # (account, region, alias name) → target key id; cleared whole on any alias change.
-        self.aliases: TTLCache[tuple[str, str, str], str | None] = TTLCache()
+        self.aliases: TTLCache[tuple[str, str, str], str | None] = TTLCache(cache_seconds)
 
     # -- keys -------------------------------------------------------------------------------------
     def _row(self, key_id: str) -> KeyRecord | None:
         """The key's row, from the short-lived cache or the database (key ids are globally unique)."""
         cached = self._rows.get(key_id)
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return cached
         with self.engine.connect() as conn:
             row = conn.execute(select(_KEYS).where(_KEYS.c.key_id == key_id)).first()

@@ -8,6 +8,6 @@ from khoa.services.secretsmanager.store import SecretStore
 
 
 class SecretsBackend:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float) -> None:
         self.engine = engine
-        self.store = SecretStore(engine)
+        self.store = SecretStore(engine, cache_seconds)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from khoa.cache import TTLCache, _Missing
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.storage import schema
 
 SECRETS = schema.sm_secrets
@@ -107,15 +107,16 @@ def insert_version(
 
 
 class SecretStore:
-    """Reads are cached for at most a second (see khoa.cache); every write in this process clears the
-    cache, and Secrets Manager's writes all go through ``invalidate_all`` (see __init__.py)."""
+    """Reads are cached for ``cache_seconds`` (KHOA_METADATA_CACHE_SECONDS, see khoa.cache); every
+    write in this process clears the cache, and Secrets Manager's writes all go through
+    ``invalidate_all`` (see __init__.py)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float = METADATA_SECONDS) -> None:
         self.engine = engine
-        self._records: TTLCache[tuple[str, ...], SecretRecord | None] = TTLCache()
-        self._stages: TTLCache[str, dict[str, str]] = TTLCache()
-        self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache()
-        self._tags: TTLCache[str, list[dict[str, str]]] = TTLCache()
+        self._records: TTLCache[tuple[str, ...], SecretRecord | None] = TTLCache(cache_seconds)
+        self._stages: TTLCache[str, dict[str, str]] = TTLCache(cache_seconds)
+        self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache(cache_seconds)
+        self._tags: TTLCache[str, list[dict[str, str]]] = TTLCache(cache_seconds)
 
     def invalidate_all(self) -> None:
         for cache in (self._records, self._stages, self._versions, self._tags):
@@ -124,7 +125,7 @@ class SecretStore:
     def by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
         key = ("name", account_id, region, name)
         cached = self._records.get(key)
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return None if cached is None else replace(cached)
         record = self._by_name(account_id, region, name)
         self._records.put(key, record)
@@ -143,7 +144,7 @@ class SecretStore:
     def by_arn(self, arn: str) -> SecretRecord | None:
         key = ("arn", arn)
         cached = self._records.get(key)
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return None if cached is None else replace(cached)
         with self.engine.connect() as conn:
             row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
@@ -178,7 +179,7 @@ class SecretStore:
 
     def read_stages(self, secret_id: str) -> dict[str, str]:
         cached = self._stages.get(secret_id)
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return dict(cached)
         with self.engine.connect() as conn:
             stages = self.stages(conn, secret_id)
@@ -202,7 +203,7 @@ class SecretStore:
 
     def version(self, secret_id: str, version_id: str) -> VersionRecord | None:
         cached = self._versions.get((secret_id, version_id))
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return cached
         with self.engine.connect() as conn:
             version = self.version_in(conn, secret_id, version_id)
@@ -249,7 +250,7 @@ class SecretStore:
     # -- tags ----------------------------------------------------------------------------------------
     def tags(self, secret_id: str) -> list[dict[str, str]]:
         cached = self._tags.get(secret_id)
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return [dict(t) for t in cached]
         tags = self._load_tags(secret_id)
         self._tags.put(secret_id, tags)

@@ -8,6 +8,6 @@ from khoa.services.ssm.store import ParameterStore
 
 
 class ParametersBackend:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float) -> None:
         self.engine = engine
-        self.store = ParameterStore(engine)
+        self.store = ParameterStore(engine, cache_seconds)

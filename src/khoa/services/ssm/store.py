@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from khoa.cache import TTLCache, _Missing
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.storage import schema
 
 PARAMS = schema.ssm_parameters
@@ -59,13 +59,13 @@ class VersionRow:
 
 
 class ParameterStore:
-    """Reads are cached for at most a second (see khoa.cache); Parameter Store's writes clear the
-    cache of this process before and after they run (see __init__.py)."""
+    """Reads are cached for ``cache_seconds`` (KHOA_METADATA_CACHE_SECONDS, see khoa.cache); Parameter
+    Store's writes clear the cache of this process before and after they run (see __init__.py)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_seconds: float = METADATA_SECONDS) -> None:
         self.engine = engine
-        self._rows: TTLCache[tuple[str, str, str], ParameterRow | None] = TTLCache()
-        self._versions: TTLCache[tuple[str, int], VersionRow | None] = TTLCache()
+        self._rows: TTLCache[tuple[str, str, str], ParameterRow | None] = TTLCache(cache_seconds)
+        self._versions: TTLCache[tuple[str, int], VersionRow | None] = TTLCache(cache_seconds)
 
     def invalidate_all(self) -> None:
         self._rows.clear()
@@ -73,7 +73,7 @@ class ParameterStore:
 
     def get(self, account_id: str, region: str, name: str) -> ParameterRow | None:
         cached = self._rows.get((account_id, region, name))
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return cached
         row = self._get(account_id, region, name)
         self._rows.put((account_id, region, name), row)
@@ -91,7 +91,7 @@ class ParameterStore:
 
     def version(self, param_id: str, version: int) -> VersionRow | None:
         cached = self._versions.get((param_id, version))
-        if not isinstance(cached, _Missing):
+        if cached is not MISSING:
             return cached
         with self.engine.connect() as conn:
             row = conn.execute(
