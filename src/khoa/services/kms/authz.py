@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,15 +205,12 @@ def basis_for(ctx: RequestContext, action: str, key: KeyRecord) -> Basis:
     return basis
 
 
-def authorize_key(
-    ctx: RequestContext,
-    action: str,
-    key: KeyRecord,
-    params: dict[str, Any],
-    encryption_context: dict[str, str] | None = None,
-) -> Basis:
-    context = request_context(ctx, params, key, encryption_context)
-    decision = decide(
+def _decide_on_key(
+    ctx: RequestContext, action: str, key: KeyRecord, context: Callable[[], dict[str, list[str]]]
+) -> Decision:
+    """``action`` on ``key`` by its key policy (required, as every KMS key policy is) and IAM policies;
+    the KMS condition keys are built only if policies must really be evaluated."""
+    return decide(
         ctx,
         action,
         key.arn,
@@ -221,6 +219,16 @@ def authorize_key(
         key_policy=True,
         context=context,
     )
+
+
+def authorize_key(
+    ctx: RequestContext,
+    action: str,
+    key: KeyRecord,
+    params: dict[str, Any],
+    encryption_context: dict[str, str] | None = None,
+) -> Basis:
+    decision = _decide_on_key(ctx, action, key, lambda: request_context(ctx, params, key, encryption_context))
     if decision.allowed:
         basis = Basis(action, key.key_id, True, (), decision)
         _record(ctx, basis)
@@ -266,15 +274,7 @@ def _may_retire(ctx: RequestContext, key: KeyRecord, grant: GrantRecord | None) 
     as retiring principal whose IAM policies allow kms:RetireGrant, or, in the key's account, a
     principal allowed kms:RetireGrant on the key (key policy and IAM policies, as for any key action)."""
     action = "kms:RetireGrant"
-    decision = decide(
-        ctx,
-        action,
-        key.arn,
-        resource_account=key.account_id,
-        resource_policy=key.policy,
-        key_policy=True,
-        context=lambda: request_context(ctx, {}, key),
-    )
+    decision = _decide_on_key(ctx, action, key, lambda: request_context(ctx, {}, key))
     if decision.explicit_deny:
         return False, decision
     if decision.allowed and ctx.account_id == key.account_id:
