@@ -1,17 +1,36 @@
 # Khoa — make targets are pinned interfaces (the design's section 6; docs/architecture.md): install, run,
 # test, bench, lint.
+#
+# Two environments, so that what is compared with Khoa never shares packages with Khoa:
+#   .venv              Khoa's server and its test tools: `.[server,test]` (and `bench`'s granian and
+#                      py-spy once `make bench` ran), constrained by requirements/server.lock, so a fresh
+#                      machine resolves to the versions CI ran.
+#   .venv-bench-peers  the peers `make bench` measures beside Khoa (moto's server), from
+#                      requirements/bench-peers.in constrained by requirements/bench-peers.lock;
+#                      bench/run.py starts moto from it (KHOA_BENCH_PEERS).
+# `make lock` re-resolves both lock files (requirements/README.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/server.lock
+PEERS := .venv-bench-peers
+PEERS_STAMP := $(PEERS)/.installed
+PEERS_IN := requirements/bench-peers.in
+PEERS_LOCK := requirements/bench-peers.lock
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[server,test]'
 	touch $(STAMP)
+
+$(PEERS_STAMP): $(PEERS_IN) $(PEERS_LOCK)
+	test -d $(PEERS) || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet -c $(PEERS_LOCK) -r $(PEERS_IN)
+	touch $(PEERS_STAMP)
 
 install: $(STAMP)
 
@@ -21,9 +40,9 @@ run: install
 test: install
 	$(BIN)/pytest -q tests
 
-bench: install
-	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/run.py
+bench: install $(PEERS_STAMP)
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[server,test,bench]'
+	KHOA_BENCH_PEERS=$(CURDIR)/$(PEERS) $(BIN)/python bench/run.py
 	$(BIN)/python bench/scale.py
 
 lint: install
@@ -31,5 +50,8 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+lock:
+	PYTHON=$(PYTHON) sh requirements/lock.sh
+
 clean:
-	rm -rf $(VENV) .khoa .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) .khoa .pytest_cache .mypy_cache .ruff_cache

@@ -39,6 +39,9 @@ Environment knobs (all optional):
     KHOA_BENCH_OUTPUT       where to write the Markdown report (default bench/results/latest.md)
     KHOA_BENCH_SERVER_ENV   extra environment for the Khoa servers, as NAME=VALUE[,NAME=VALUE...]
                             (for experiments, e.g. KHOA_ALERTS=0; the report names it)
+    KHOA_BENCH_PEERS        the virtual environment moto's server runs from (default
+                            .venv-bench-peers, which `make bench` creates from
+                            requirements/bench-peers.in; the test environment never holds moto)
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ THREADS = env_int("KHOA_BENCH_THREADS", 2)
 REPEAT = max(1, env_int("KHOA_BENCH_REPEAT", 1))
 AUDIT_AB = max(0, env_int("KHOA_BENCH_AUDIT_AB", 6))
 BIN = Path(sys.executable).parent
+# The peers compared with Khoa run from their own environment, so their dependencies never meet Khoa's.
+PEERS = Path(os.environ.get("KHOA_BENCH_PEERS", "").strip() or ROOT / ".venv-bench-peers")
+PEERS_PYTHON = PEERS / "bin" / "python"
+PEER_PACKAGES = ("moto", "werkzeug")
 
 
 def log(message: str) -> None:
@@ -553,11 +560,7 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
     env = base_env()
     if config.kind == "moto":
         env["MOTO_ACCOUNT_ID"] = ACCOUNT_ID
-        moto_server = BIN / "moto_server"
-        if moto_server.exists():
-            args = [str(moto_server), "-H", "127.0.0.1", "-p", str(port)]
-        else:
-            args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        args = [*moto_command(), "-H", "127.0.0.1", "-p", str(port)]
         server = _spawn(config, args, env, port, workdir)
         _wait_ready(server, "/moto-api/")
         return server
@@ -645,6 +648,18 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
 
 class SkipConfig(Exception):
     pass
+
+
+def moto_command() -> list[str]:
+    """How to start moto's server from the peers' environment (never from Khoa's: the test
+    environment must not hold moto, and moto's dependencies must not move Khoa's)."""
+    if not PEERS_PYTHON.exists():
+        raise SkipConfig(
+            f"moto's environment {PEERS} does not exist: `make bench` creates it "
+            "(or set KHOA_BENCH_PEERS to a virtual environment with moto[server] installed)"
+        )
+    moto_server = PEERS / "bin" / "moto_server"
+    return [str(moto_server)] if moto_server.exists() else [str(PEERS_PYTHON), "-m", "moto.server"]
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -783,15 +798,32 @@ def measure(
 
 
 def package_versions() -> str:
+    """Khoa's side from this environment, the peers' from theirs (each reports its own)."""
     from importlib import metadata
 
     found = []
-    for name in ("khoa", "moto", "werkzeug", "uvicorn", "uvloop", "httptools", "granian", "sqlalchemy"):
+    for name in ("khoa", "uvicorn", "uvloop", "httptools", "granian", "sqlalchemy"):
         try:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             continue
-    return ", ".join(found)
+    return ", ".join([*found, *peer_versions()])
+
+
+def peer_versions() -> list[str]:
+    """`name version` for each of PEER_PACKAGES installed in the peers' environment."""
+    if not PEERS_PYTHON.exists():
+        return []
+    code = (
+        "import sys\nfrom importlib import metadata\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n        print(name, metadata.version(name))\n"
+        "    except metadata.PackageNotFoundError:\n        pass\n"
+    )
+    out = subprocess.run(
+        [str(PEERS_PYTHON), "-c", code, *PEER_PACKAGES], capture_output=True, text=True, check=False
+    )
+    return [line for line in out.stdout.splitlines() if line.strip()]
 
 
 def fmt_ms(value: float) -> str:

@@ -10,30 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
 
-from khoa.clock import Clock, wall_clock
-from khoa.storage import schema
+from khoa.clock import Clock
+from khoa.lease import Lease
 
 log = logging.getLogger("khoa.jobs")
 
 Job = Callable[[datetime], object]
+LEASE_NAME = "jobs"
 _LEASE_SECONDS = 30.0
 
 
 class JobRunner:
     def __init__(self, engine: Engine, clock: Clock, interval_seconds: float) -> None:
-        self._engine = engine
         self._clock = clock
         self._interval = interval_seconds
         self._jobs: list[tuple[str, Job]] = []
-        self._holder = uuid.uuid4().hex
+        self.lease = Lease(engine, LEASE_NAME, _LEASE_SECONDS)
         self._task: asyncio.Task[None] | None = None
         self._poked: asyncio.Task[int] | None = None
         self._pass_lock = asyncio.Lock()
@@ -43,39 +41,12 @@ class JobRunner:
         self._jobs.append((name, job))
 
     def acquire_lease(self) -> bool:
-        now = wall_clock().timestamp()
-        table = schema.leases
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(table)
-                .where(table.c.name == "jobs")
-                .where(or_(table.c.holder == self._holder, table.c.expires_at < now))
-                .values(holder=self._holder, expires_at=now + _LEASE_SECONDS)
-            )
-            if result.rowcount:
-                return True
-            exists = conn.execute(select(table.c.name).where(table.c.name == "jobs")).first()
-        if exists:
-            return False
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    insert(table).values(name="jobs", holder=self._holder, expires_at=now + _LEASE_SECONDS)
-                )
-            return True
-        except IntegrityError:
-            return False
+        """Take or renew the ``jobs`` lease; a pass renews it, so the leader keeps it while it lives."""
+        return self.lease.acquire()
 
     def release_lease(self) -> None:
         """Give up the lease (at shutdown) so a restarted or other process need not wait for it to expire."""
-        table = schema.leases
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(table)
-                .where(table.c.name == "jobs")
-                .where(table.c.holder == self._holder)
-                .values(expires_at=0.0)
-            )
+        self.lease.release()
 
     def run_due(self) -> int:
         """Run every job once if this process is the leader; returns how many jobs ran."""

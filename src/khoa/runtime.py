@@ -1,12 +1,18 @@
-"""The app object: every piece of per-process state lives here, built once from Settings."""
+"""The composition root: every part of a process, built once from Settings and wired together here.
+
+The only module that knows them all; the server (``khoa.app``, ``khoa.server``) is the only user.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
 
+from khoa.access.authorize import Authorizer
+from khoa.access.directory import Directory
 from khoa.alerts.engine import AlertEngine
 from khoa.audit import jobs as audit_jobs
 from khoa.audit.recorder import AuditRecorder
@@ -15,12 +21,12 @@ from khoa.auth.credentials import CredentialStore
 from khoa.auth.revocation import RevocationEpoch, open_epoch
 from khoa.auth.sigv4 import SigV4Verifier
 from khoa.bootstrap import first_account_id, load_barrier
+from khoa.changes.webhooks import WebhookDeliverer
 from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
-from khoa.events.webhooks import WebhookDeliverer
-from khoa.iam.directory import Directory
 from khoa.jobs import JobRunner
-from khoa.rotation.engine import RotationEngine, RotationOutcome
+from khoa.protocol.context import RequestContext
+from khoa.secret_rotation.engine import RotationEngine, RotationOutcome, RotationSettings
 from khoa.services import cloudtrail as cloudtrail_service
 from khoa.services import iam as iam_service
 from khoa.services import kms as kms_service
@@ -28,15 +34,24 @@ from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
 from khoa.services import sts as sts_service
 from khoa.services.base import Service
+from khoa.services.cloudtrail.backend import CloudTrailBackend
+from khoa.services.cloudtrail.store import TrailStore
+from khoa.services.iam.backend import IamBackend
+from khoa.services.iam.store import IamStore
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.imports import expire_imported_material
+from khoa.services.kms.internal import InternalKms
+from khoa.services.kms.key_rotation import rotate_due_keys
 from khoa.services.kms.keys import destroy_due_keys
-from khoa.services.kms.rotation import rotate_due_keys
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.operations import destroy_due_secrets
-from khoa.services.secretsmanager.replication import Replication
-from khoa.services.ssm.backend import ParametersBackend
+from khoa.services.secretsmanager.secrets import destroy_due_secrets
+from khoa.services.secretsmanager.store import SecretStore
+from khoa.services.secretsmanager.subscriptions import subscription_check
 from khoa.services.ssm.parameters import expire_due
+from khoa.services.ssm.references import reader as secret_reader
+from khoa.services.ssm.store import ParameterStore
+from khoa.services.sts.backend import StsBackend
+from khoa.services.sts.store import StsStore
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
@@ -74,26 +89,32 @@ _RESOURCE_TABLES = (
 
 @dataclass
 class Runtime:
+    """One process's parts, each built once by :meth:`build`; only the server and its entry points use it.
+
+    Services, jobs and engines receive the few collaborators they need from here and never see this
+    object, so what a part can reach is what its constructor names.
+    """
+
     settings: Settings
     engine: Engine
     barrier: Barrier
     clock: Clock
     credentials: CredentialStore
     verifier: SigV4Verifier
-    kms: KmsBackend
-    jobs: JobRunner
-    secrets: SecretsBackend
-    secrets_replication: Replication
-    parameters: ParametersBackend
     directory: Directory
     audit: AuditRecorder
     revocations: RevocationEpoch
-    services: dict[str, Service] = field(default_factory=dict)
-    query_services: dict[str, Service] = field(default_factory=dict)
-    dev_account_id: str = ""
-    rotation: RotationEngine = field(init=False)
+    jobs: JobRunner
+    kms: KmsBackend
+    secrets: SecretsBackend
+    parameters: ParameterStore
+    rotation: RotationEngine
+    alerts: AlertEngine
+    services: dict[str, Service]
+    query_services: dict[str, Service]
+    subscription_check: Callable[[RequestContext, str], tuple[str, str]]
+    dev_account_id: str
     _seen_epoch: int = field(init=False, default=-1)
-    alerts: AlertEngine = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -103,92 +124,130 @@ class Runtime:
         engine = create_database_engine(settings.effective_database_url)
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
-        runtime = cls(
+        dev_account_id = first_account_id(engine) or ""
+        directory = Directory(engine, settings.policy_cache_seconds)
+        authorizer = Authorizer(directory, allow_everything=settings.dev)
+        credentials = CredentialStore(engine, barrier, settings.credential_cache_seconds)
+        audit = AuditRecorder(engine, processes=settings.workers)
+        audit.enabled = settings.audit_enabled
+        if not settings.audit_enabled:
+            log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
+        jobs = JobRunner(engine, clock, settings.job_interval_seconds)
+
+        kms = KmsBackend.create(engine, barrier, authorizer, settings.metadata_cache_seconds)
+        # Rotation is built before Secrets Manager, which queues and cancels rotations through it.
+        secret_store = SecretStore(engine, settings.metadata_cache_seconds)
+        rotation = RotationEngine(
+            engine, barrier, secret_store, audit, RotationSettings.from_settings(settings)
+        )
+        secrets = SecretsBackend(
+            engine=engine,
+            store=secret_store,
+            keys=InternalKms(kms),
+            authorizer=authorizer,
+            rotation=rotation,
+            poke_jobs=jobs.poke,
+            regions=settings.regions,
+        )
+        parameters = ParameterStore(engine, settings.metadata_cache_seconds)
+        secretsmanager = secretsmanager_service.build_service(secrets)
+        json_services = (
+            kms_service.build_service(kms),
+            secretsmanager,
+            # Parameter Store reads /aws/reference/secretsmanager/ names through Secrets Manager's service.
+            ssm_service.build_service(
+                parameters, InternalKms(kms), authorizer, secret_reader(secretsmanager)
+            ),
+            cloudtrail_service.build_service(CloudTrailBackend(TrailStore(engine), authorizer)),
+        )
+        query_services = (
+            sts_service.build_service(StsBackend(StsStore(engine, barrier), credentials, authorizer)),
+            iam_service.build_service(IamBackend(IamStore(engine), barrier, authorizer, credentials)),
+        )
+
+        # Background work, in the order of a pass. Each job's work is recorded as AwsServiceEvents.
+        job_audit = audit_jobs.JobAudit(engine, audit, dev_account_id, settings.default_region)
+        jobs.register(
+            "kms.destroy_due_keys",
+            audit_jobs.recorded(
+                job_audit,
+                "DeleteKey",
+                audit_jobs.kms_keys("deletion_date"),
+                lambda now: destroy_due_keys(kms, now),
+            ),
+        )
+        jobs.register(
+            "kms.rotate_due_keys",
+            audit_jobs.recorded(
+                job_audit,
+                "RotateKey",
+                audit_jobs.kms_keys("next_rotation_at"),
+                lambda now: rotate_due_keys(kms, now),
+                rotationType="AUTOMATIC",
+            ),
+        )
+        jobs.register(
+            "kms.expire_imported_material",
+            audit_jobs.recorded(
+                job_audit,
+                "DeleteExpiredKeyMaterial",
+                audit_jobs.kms_keys("valid_to"),
+                lambda now: expire_imported_material(kms, now),
+            ),
+        )
+        jobs.register(
+            "secretsmanager.destroy_due_secrets",
+            audit_jobs.recorded(
+                job_audit,
+                "DeleteSecret",
+                audit_jobs.SECRETS,
+                lambda now: destroy_due_secrets(secrets, now),
+            ),
+        )
+        jobs.register(
+            "ssm.expire_parameters",
+            audit_jobs.recorded(
+                job_audit,
+                "DeleteParameter",
+                audit_jobs.PARAMETERS,
+                lambda now: expire_due(parameters, now),
+            ),
+        )
+        webhooks = WebhookDeliverer(engine, barrier)
+        jobs.register("events.deliver_webhooks", lambda now: webhooks.deliver())
+        jobs.register("secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)))
+        jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
+        alerts = AlertEngine(
+            engine=engine,
+            settings=settings.alerts,
+            audit=audit,
+            now=clock.now,
+            default_account_id=dev_account_id,
+            default_region=settings.default_region,
+        )
+        jobs.register("alerts.evaluate", alerts.run)  # last: sees what this pass's other jobs recorded
+
+        return cls(
             settings=settings,
             engine=engine,
             barrier=barrier,
             clock=clock,
-            credentials=CredentialStore(engine, barrier, settings.credential_cache_seconds),
+            credentials=credentials,
             verifier=SigV4Verifier(regions=settings.regions),
-            kms=KmsBackend(engine, barrier, settings.metadata_cache_seconds),
-            jobs=JobRunner(engine, clock, settings.job_interval_seconds),
-            secrets=SecretsBackend(engine, settings.metadata_cache_seconds),
-            secrets_replication=Replication(),
-            parameters=ParametersBackend(engine, settings.metadata_cache_seconds),
-            directory=Directory(engine, settings.policy_cache_seconds),
-            audit=AuditRecorder(engine, processes=settings.workers),
+            directory=directory,
+            audit=audit,
             revocations=open_epoch(settings.data_dir),
-            dev_account_id=first_account_id(engine) or "",
+            jobs=jobs,
+            kms=kms,
+            secrets=secrets,
+            parameters=parameters,
+            rotation=rotation,
+            alerts=alerts,
+            services={service.target_prefix: service for service in json_services},
+            query_services={service.signing_name: service for service in query_services},
+            subscription_check=subscription_check(secrets),
+            dev_account_id=dev_account_id,
         )
-        for service in (
-            kms_service.build_service(),
-            secretsmanager_service.build_service(),
-            ssm_service.build_service(),
-            cloudtrail_service.build_service(),
-        ):
-            runtime.services[service.target_prefix] = service
-        for service in (sts_service.build_service(), iam_service.build_service()):
-            runtime.query_services[service.signing_name] = service
-        # Each job's work is recorded as AwsServiceEvents (khoa.audit.jobs).
-        runtime.jobs.register(
-            "kms.destroy_due_keys",
-            audit_jobs.recorded(
-                runtime,
-                "DeleteKey",
-                audit_jobs.kms_keys("deletion_date"),
-                lambda now: destroy_due_keys(runtime.kms, now),
-            ),
-        )
-        runtime.jobs.register(
-            "kms.rotate_due_keys",
-            audit_jobs.recorded(
-                runtime,
-                "RotateKey",
-                audit_jobs.kms_keys("next_rotation_at"),
-                lambda now: rotate_due_keys(runtime.kms, now),
-                rotationType="AUTOMATIC",
-            ),
-        )
-        runtime.jobs.register(
-            "kms.expire_imported_material",
-            audit_jobs.recorded(
-                runtime,
-                "DeleteExpiredKeyMaterial",
-                audit_jobs.kms_keys("valid_to"),
-                lambda now: expire_imported_material(runtime.kms, now),
-            ),
-        )
-        runtime.jobs.register(
-            "secretsmanager.destroy_due_secrets",
-            audit_jobs.recorded(
-                runtime,
-                "DeleteSecret",
-                audit_jobs.SECRETS,
-                lambda now: destroy_due_secrets(runtime.secrets, now),
-            ),
-        )
-        runtime.jobs.register(
-            "ssm.expire_parameters",
-            audit_jobs.recorded(
-                runtime,
-                "DeleteParameter",
-                audit_jobs.PARAMETERS,
-                lambda now: expire_due(runtime.parameters, now),
-            ),
-        )
-        webhook_deliverer = WebhookDeliverer(engine, barrier)
-        runtime.jobs.register("events.deliver_webhooks", lambda now: webhook_deliverer.deliver())
-        runtime.rotation = RotationEngine(runtime)
-        runtime.jobs.register(
-            "secretsmanager.rotate_secrets", lambda now: log_rotations(runtime.rotation.run_due(now))
-        )
-        runtime.jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
-        runtime.alerts = AlertEngine(runtime)  # last: sees what this pass's other jobs recorded
-        runtime.jobs.register("alerts.evaluate", runtime.alerts.run)
-        runtime.audit.enabled = settings.audit_enabled
-        if not settings.audit_enabled:
-            log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
-        return runtime
 
     def close(self) -> None:
         """Release the database at shutdown: the audit writer's kept connection, then the pool (the
@@ -217,7 +276,7 @@ class Runtime:
         self.directory.clear()
         self.kms.keys.clear_cache()
         self.secrets.store.invalidate_all()
-        self.parameters.store.invalidate_all()
+        self.parameters.invalidate_all()
 
     def reset(self) -> None:
         """Wipe every account's and region's resources (the --dev reset endpoints)."""

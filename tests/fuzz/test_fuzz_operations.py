@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 
-from khoa.services import cloudtrail, iam, kms, secretsmanager, ssm, sts
 from tests.fuzz import harness
 from tests.fuzz.generate import Campaign, Case, auth_cases, plan, region_cases
 from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.services import every_service
 
 SEED = int(os.environ.get("KHOA_FUZZ_SEED", "20261206"))
 SCALE = float(os.environ.get("KHOA_FUZZ_SCALE", "1"))
@@ -49,14 +49,6 @@ DIGEST_EVERY = 1
 DEV_BUDGET = 240.0 * SCALE
 SIGNED_BUDGET = 90.0 * SCALE
 
-SERVICES = {
-    "kms": kms,
-    "secretsmanager": secretsmanager,
-    "ssm": ssm,
-    "sts": sts,
-    "iam": iam,
-    "cloudtrail": cloudtrail,
-}
 
 # Failures another engineer's open change fixes, as (service, operation, kind, problem prefix) ->
 # why. Matching failures are reported, not failed; an entry that no longer fails fails the test, so
@@ -65,7 +57,7 @@ KNOWN_OPEN: dict[tuple[str, str, str, str], str] = {}
 
 
 def _handlers() -> dict[str, set[str]]:
-    return {name: set(module.build_service().handlers) for name, module in SERVICES.items()}
+    return {name: set(service.handlers) for name, service in every_service().items()}
 
 
 def _known(case: Case, problem: str) -> tuple[str, str, str, str] | None:

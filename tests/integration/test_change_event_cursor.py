@@ -22,9 +22,9 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Connection, Engine, insert, select
 
+from khoa.changes import webhooks
+from khoa.changes.stream import stream
 from khoa.crypto.barrier import Barrier
-from khoa.events import webhooks
-from khoa.events.stream import stream
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import string
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +19,9 @@ from khoa.bootstrap import access_key_binding, create_account, load_barrier
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
+from tests.support.awscli import aws_cli
 from tests.support.errors import error_code
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
+from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, KhoaServer
 
 RECORD_FIELDS = {
     "eventVersion",
@@ -46,7 +43,6 @@ RECORD_FIELDS = {
     "recipientAccountId",
     "eventCategory",
 }
-AWS_CLI = str(Path(sys.executable).with_name("aws"))
 
 
 # -- helpers (also used by the other audit tests) --------------------------------------------------
@@ -160,24 +156,9 @@ def lookup(cloudtrail: Any, key: str, value: str, **kwargs: Any) -> list[dict[st
 
 
 def run_aws(server: KhoaServer, *args: str, region: str = REGION) -> Any:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_DEFAULT_REGION": region,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    env.pop("AWS_PROFILE", None)
-    done = subprocess.run(
-        [AWS_CLI, *args, "--endpoint-url", server.endpoint, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if done.stdout.strip() else None
+    cli = aws_cli(server.endpoint)
+    cli.env["AWS_DEFAULT_REGION"] = region
+    return cli.json(*args) or None
 
 
 # -- one server with a known sequence of calls ----------------------------------------------------

@@ -30,11 +30,10 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 from botocore.model import OperationModel, Shape
 
-from khoa.services import cloudtrail, iam, kms, secretsmanager, ssm, sts
 from tests.support.identity import Caller, new_user, session
 from tests.support.server import ACCOUNT_ID, KhoaServer
+from tests.support.services import every_service
 
-SERVICES = (kms, secretsmanager, ssm, sts, iam, cloudtrail)
 QUERY_SERVICES = ("iam", "sts")
 
 # Operations AWS documents as needing no permission, so a caller without policies may call them.
@@ -51,7 +50,7 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 # Building a service checks that its authorisation table covers exactly its handlers.
-BUILT = {service.name: service for service in (module.build_service() for module in SERVICES)}
+BUILT = every_service()
 OPERATIONS = sorted((name, op) for name, service in BUILT.items() for op in service.handlers)
 
 

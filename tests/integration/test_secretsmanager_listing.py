@@ -7,7 +7,6 @@ Each test works in a region of its own, so it sees exactly the secrets it made.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -149,15 +148,16 @@ def test_invalid_filters(sm: Any) -> None:
     assert code == "ValidationException"
 
 
-def test_sorting(sm: Any) -> None:
+def test_sorting(server: KhoaServer, sm: Any) -> None:
     for name in ("charlie", "alpha", "bravo"):
         sm.create_secret(Name=name, SecretString="v")
-        time.sleep(0.02)
+        server.advance_clock(1)  # distinct creation times, by the server's test clock
     assert names(sm) == ["charlie", "alpha", "bravo"]  # by CreatedDate
     assert names(sm, SortOrder="desc") == ["bravo", "alpha", "charlie"]
     assert names(sm, SortBy="name") == ["alpha", "bravo", "charlie"]
     assert names(sm, SortBy="name", SortOrder="desc") == ["charlie", "bravo", "alpha"]
     sm.update_secret(SecretId="alpha", Description="changed last")
+    server.advance_clock(1)
     assert names(sm, SortBy="last-changed-date")[-1] == "alpha"
     assert names(sm, SortBy="last-changed-date", SortOrder="desc")[0] == "alpha"
     sm.get_secret_value(SecretId="bravo")

@@ -4,13 +4,13 @@ deciding whether a value can be read or written."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support.errors import error_code
 from tests.support.names import secret_name
+from tests.support.server import KhoaServer
 
 
 def key_arns(sm: Any, name: str) -> dict[str, list[str]]:
@@ -49,11 +49,11 @@ def test_describe_secret_fields(sm: Any) -> None:
         assert absent not in described, absent
 
 
-def test_last_changed_date_moves_on_changes_only(sm: Any) -> None:
+def test_last_changed_date_moves_on_changes_only(server: KhoaServer, sm: Any) -> None:
     name = secret_name("meta")
     sm.create_secret(Name=name, SecretString="v")
     changed = sm.describe_secret(SecretId=name)["LastChangedDate"]
-    time.sleep(0.05)
+    server.advance_clock(1)  # the server's test clock: a later change has a later time
     sm.get_secret_value(SecretId=name)
     assert sm.describe_secret(SecretId=name)["LastChangedDate"] == changed
     for change in (
@@ -62,7 +62,7 @@ def test_last_changed_date_moves_on_changes_only(sm: Any) -> None:
         lambda: sm.tag_resource(SecretId=name, Tags=[{"Key": "a", "Value": "b"}]),
         lambda: sm.untag_resource(SecretId=name, TagKeys=["a"]),
     ):
-        time.sleep(0.05)
+        server.advance_clock(1)
         change()
         now = sm.describe_secret(SecretId=name)["LastChangedDate"]
         assert now > changed

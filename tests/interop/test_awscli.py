@@ -3,66 +3,21 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
-
-AWS = Path(sys.executable).with_name("aws")
-
-
-class Cli:
-    def __init__(self, server: KhoaServer, env: dict[str, str]) -> None:
-        self.server = server
-        self.env = env
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, str(AWS), "--endpoint-url", self.server.endpoint, *args]
-        result = subprocess.run(
-            command, env=self.env, capture_output=True, text=True, timeout=120, check=False
-        )
-        if check:
-            assert result.returncode == 0, f"aws {' '.join(args)} failed: {result.stderr}"
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--output", "json").stdout)
-
-    def text(self, *args: str) -> str:
-        return self.run(*args, "--output", "text").stdout.strip()
-
-
-def _base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_PAGER": "",
-            "AWS_MAX_ATTEMPTS": "1",
-        }
-    )
-    return env
+from tests.support.awscli import AwsCli, aws_cli
+from tests.support.server import ACCOUNT_ID, KhoaServer
 
 
 @pytest.fixture
-def cli(server: KhoaServer, tmp_path: Path) -> Cli:
-    if not AWS.exists():
-        pytest.fail(f"the aws CLI is not installed in the venv ({AWS})")
-    env = _base_env(tmp_path)
-    env["AWS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
-    env["AWS_SECRET_ACCESS_KEY"] = SECRET_ACCESS_KEY
-    return Cli(server, env)
+def cli(server: KhoaServer) -> AwsCli:
+    return aws_cli(server.endpoint)
 
 
-def test_encrypt_a_file_and_decrypt_it_back(cli: Cli, tmp_path: Path) -> None:
+def test_encrypt_a_file_and_decrypt_it_back(cli: AwsCli, tmp_path: Path) -> None:
     key = cli.json("kms", "create-key", "--description", "cli file key")["KeyMetadata"]
     assert key["AWSAccountId"] == ACCOUNT_ID
     alias = f"alias/cli-{key['KeyId'][:8]}"
@@ -91,7 +46,7 @@ def test_encrypt_a_file_and_decrypt_it_back(cli: Cli, tmp_path: Path) -> None:
     assert decrypted.read_bytes() == plaintext
 
 
-def test_decrypt_with_the_wrong_context_fails(cli: Cli, tmp_path: Path) -> None:
+def test_decrypt_with_the_wrong_context_fails(cli: AwsCli, tmp_path: Path) -> None:
     key_id = cli.text("kms", "create-key", "--query", "KeyMetadata.KeyId")
     source = tmp_path / "p.txt"
     source.write_text("hello")
@@ -106,20 +61,20 @@ def test_decrypt_with_the_wrong_context_fails(cli: Cli, tmp_path: Path) -> None:
     assert "(InvalidCiphertextException)" in result.stderr
 
 
-def test_not_found_error(cli: Cli) -> None:
+def test_not_found_error(cli: AwsCli) -> None:
     result = cli.run("kms", "describe-key", "--key-id", "alias/no-such-alias", check=False)
     assert result.returncode == 255  # aws CLI v1: a service error
     assert "An error occurred (NotFoundException) when calling the DescribeKey operation" in result.stderr
 
 
-def test_cli_paginates_list_keys(cli: Cli) -> None:
+def test_cli_paginates_list_keys(cli: AwsCli) -> None:
     created = {cli.text("kms", "create-key", "--query", "KeyMetadata.KeyId") for _ in range(3)}
     listed = cli.json("kms", "list-keys", "--page-size", "1")["Keys"]
     assert created <= {k["KeyId"] for k in listed}
     assert len(listed) == len({k["KeyId"] for k in listed})
 
 
-def test_generate_data_key_and_tags(cli: Cli) -> None:
+def test_generate_data_key_and_tags(cli: AwsCli) -> None:
     key_id = cli.text(
         "kms", "create-key", "--tags", "TagKey=env,TagValue=test", "--query", "KeyMetadata.KeyId"
     )
@@ -129,7 +84,7 @@ def test_generate_data_key_and_tags(cli: Cli) -> None:
     assert len(base64.b64decode(data_key["Plaintext"])) == 32
 
 
-def test_wrong_secret(cli: Cli) -> None:
+def test_wrong_secret(cli: AwsCli) -> None:
     cli.env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     result = cli.run("kms", "list-keys", check=False)
     assert result.returncode == 255  # aws CLI v1: a service error
@@ -137,7 +92,7 @@ def test_wrong_secret(cli: Cli) -> None:
     assert "The request signature we calculated does not match" in result.stderr
 
 
-def test_unknown_access_key(cli: Cli) -> None:
+def test_unknown_access_key(cli: AwsCli) -> None:
     cli.env["AWS_ACCESS_KEY_ID"] = "AKIAUNKNOWNKEY000000"
     result = cli.run("kms", "list-keys", check=False)
     assert result.returncode == 255  # aws CLI v1: a service error
@@ -150,9 +105,8 @@ def test_readme_flow_with_the_root_credentials_file(server: KhoaServer, tmp_path
     credentials = server.data_dir / "root-credentials"
     assert credentials.exists()
     assert credentials.stat().st_mode & 0o777 == 0o600
-    env = _base_env(tmp_path)
-    env["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials)
-    cli = Cli(server, env)
+    cli = aws_cli(server.endpoint, credentials=None)
+    cli.env["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials)
     key_id = cli.text("kms", "create-key", "--description", "file key", "--query", "KeyMetadata.KeyId")
     source = tmp_path / "secret.txt"
     source.write_bytes(b"readme secret\n")
@@ -167,6 +121,6 @@ def test_readme_flow_with_the_root_credentials_file(server: KhoaServer, tmp_path
     assert base64.b64decode(plaintext) == b"readme secret\n"
 
 
-def test_another_region(cli: Cli) -> None:
+def test_another_region(cli: AwsCli) -> None:
     arn = cli.text("--region", "sa-east-1", "kms", "create-key", "--query", "KeyMetadata.Arn")
     assert arn.startswith(f"arn:aws:kms:sa-east-1:{ACCOUNT_ID}:key/")

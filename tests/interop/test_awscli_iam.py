@@ -3,71 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
-
-AWS = Path(sys.executable).with_name("aws")
-
-
-def _env(tmp_path: Path, access_key_id: str, secret: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        {
-            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_PAGER": "",
-            "AWS_MAX_ATTEMPTS": "1",
-            "AWS_ACCESS_KEY_ID": access_key_id,
-            "AWS_SECRET_ACCESS_KEY": secret,
-        }
-    )
-    return env
-
-
-def _aws(
-    server: KhoaServer, env: dict[str, str], *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(AWS), "--endpoint-url", server.endpoint, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
-    if check:
-        assert result.returncode == 0, f"aws {' '.join(args)} failed: {result.stderr}"
-    return result
-
-
-def _json(server: KhoaServer, env: dict[str, str], *args: str) -> Any:
-    return json.loads(_aws(server, env, *args, "--output", "json").stdout)
+from tests.support.awscli import AwsCli, aws_cli
+from tests.support.server import ACCOUNT_ID, KhoaServer
 
 
 @pytest.fixture
-def root_env(tmp_path: Path) -> dict[str, str]:
-    if not AWS.exists():
-        pytest.fail(f"the aws CLI is not installed in the venv ({AWS})")
-    return _env(tmp_path, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+def root(server: KhoaServer) -> AwsCli:
+    return aws_cli(server.endpoint)
 
 
-def test_create_user_key_and_list_users(server: KhoaServer, root_env: dict[str, str], tmp_path: Path) -> None:
+def test_create_user_key_and_list_users(server: KhoaServer, root: AwsCli, tmp_path: Path) -> None:
     name = f"cli-{uuid.uuid4().hex[:10]}"
-    user = _json(server, root_env, "iam", "create-user", "--user-name", name, "--path", "/cli/")["User"]
+    user = root.json("iam", "create-user", "--user-name", name, "--path", "/cli/")["User"]
     assert user["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:user/cli/{name}"
 
-    key = _json(server, root_env, "iam", "create-access-key", "--user-name", name)["AccessKey"]
+    key = root.json("iam", "create-access-key", "--user-name", name)["AccessKey"]
     assert key["AccessKeyId"].startswith("AKIA") and len(key["AccessKeyId"]) == 20
     assert key["SecretAccessKey"]
 
-    users = _json(server, root_env, "iam", "list-users", "--path-prefix", "/cli/")["Users"]
+    users = root.json("iam", "list-users", "--path-prefix", "/cli/")["Users"]
     assert name in [u["UserName"] for u in users]
-    text = _aws(
-        server,
-        root_env,
+    text = root.run(
         "iam",
         "list-users",
         "--path-prefix",
@@ -87,9 +48,7 @@ def test_create_user_key_and_list_users(server: KhoaServer, root_env: dict[str, 
     )
     policy_file = tmp_path / "policy.json"
     policy_file.write_text(policy)
-    _aws(
-        server,
-        root_env,
+    root.run(
         "iam",
         "put-user-policy",
         "--user-name",
@@ -99,21 +58,19 @@ def test_create_user_key_and_list_users(server: KhoaServer, root_env: dict[str, 
         "--policy-document",
         f"file://{policy_file}",
     )
-    fetched = _json(server, root_env, "iam", "get-user-policy", "--user-name", name, "--policy-name", "list")
+    fetched = root.json("iam", "get-user-policy", "--user-name", name, "--policy-name", "list")
     assert fetched["PolicyDocument"] == json.loads(policy)
 
-    user_env = _env(tmp_path, key["AccessKeyId"], key["SecretAccessKey"])
-    identity = _json(server, user_env, "sts", "get-caller-identity")
+    as_user = aws_cli(server.endpoint, credentials=(key["AccessKeyId"], key["SecretAccessKey"]))
+    identity = as_user.json("sts", "get-caller-identity")
     assert identity["Arn"] == user["Arn"]
-    assert name in [u["UserName"] for u in _json(server, user_env, "iam", "list-users")["Users"]]
-    denied = _aws(server, user_env, "iam", "create-user", "--user-name", f"{name}-x", check=False)
+    assert name in [u["UserName"] for u in as_user.json("iam", "list-users")["Users"]]
+    denied = as_user.run("iam", "create-user", "--user-name", f"{name}-x", check=False)
     assert denied.returncode != 0 and "AccessDenied" in denied.stderr
 
-    conflict = _aws(server, root_env, "iam", "delete-user", "--user-name", name, check=False)
+    conflict = root.run("iam", "delete-user", "--user-name", name, check=False)
     assert conflict.returncode != 0 and "DeleteConflict" in conflict.stderr
-    _aws(
-        server,
-        root_env,
+    root.run(
         "iam",
         "delete-access-key",
         "--user-name",
@@ -121,15 +78,13 @@ def test_create_user_key_and_list_users(server: KhoaServer, root_env: dict[str, 
         "--access-key-id",
         key["AccessKeyId"],
     )
-    _aws(server, root_env, "iam", "delete-user-policy", "--user-name", name, "--policy-name", "list")
-    _aws(server, root_env, "iam", "delete-user", "--user-name", name)
-    missing = _aws(server, root_env, "iam", "get-user", "--user-name", name, check=False)
+    root.run("iam", "delete-user-policy", "--user-name", name, "--policy-name", "list")
+    root.run("iam", "delete-user", "--user-name", name)
+    missing = root.run("iam", "get-user", "--user-name", name, check=False)
     assert missing.returncode != 0 and "NoSuchEntity" in missing.stderr
 
 
-def test_roles_and_managed_policies_from_the_cli(
-    server: KhoaServer, root_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_roles_and_managed_policies_from_the_cli(root: AwsCli) -> None:
     role = f"cli-role-{uuid.uuid4().hex[:8]}"
     trust = json.dumps(
         {
@@ -143,13 +98,13 @@ def test_roles_and_managed_policies_from_the_cli(
             ],
         }
     )
-    created = _json(
-        server, root_env, "iam", "create-role", "--role-name", role, "--assume-role-policy-document", trust,
+    created = root.json(
+        "iam", "create-role", "--role-name", role, "--assume-role-policy-document", trust,
         "--max-session-duration", "7200",
     )["Role"]  # fmt: skip
     assert created["MaxSessionDuration"] == 7200
-    bad = _aws(
-        server, root_env, "iam", "create-role", "--role-name", f"{role}-bad",
+    bad = root.run(
+        "iam", "create-role", "--role-name", f"{role}-bad",
         "--assume-role-policy-document", trust, "--max-session-duration", "60", check=False,
     )  # fmt: skip
     assert bad.returncode != 0
@@ -159,13 +114,11 @@ def test_roles_and_managed_policies_from_the_cli(
             "Statement": [{"Effect": "Allow", "Action": "kms:Describe*", "Resource": "*"}],
         }
     )
-    policy = _json(
-        server, root_env, "iam", "create-policy", "--policy-name", f"{role}-p", "--policy-document", document
-    )["Policy"]
-    _aws(server, root_env, "iam", "attach-role-policy", "--role-name", role, "--policy-arn", policy["Arn"])
-    attached = _json(server, root_env, "iam", "list-attached-role-policies", "--role-name", role)[
-        "AttachedPolicies"
+    policy = root.json("iam", "create-policy", "--policy-name", f"{role}-p", "--policy-document", document)[
+        "Policy"
     ]
+    root.run("iam", "attach-role-policy", "--role-name", role, "--policy-arn", policy["Arn"])
+    attached = root.json("iam", "list-attached-role-policies", "--role-name", role)["AttachedPolicies"]
     assert attached == [{"PolicyName": f"{role}-p", "PolicyArn": policy["Arn"]}]
-    details = _json(server, root_env, "iam", "get-account-authorization-details", "--filter", "Role")
+    details = root.json("iam", "get-account-authorization-details", "--filter", "Role")
     assert role in [r["RoleName"] for r in details["RoleDetailList"]]

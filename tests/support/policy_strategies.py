@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from khoa.iam.conditions import known_operator
+from khoa.access.conditions import known_operator
 
 A = "111122223333"
 B = "444455556666"

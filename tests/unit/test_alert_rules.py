@@ -35,7 +35,7 @@ START = datetime(2030, 1, 1, tzinfo=UTC)
 SECRET_VALUE = "do-not-leak-this-value"
 
 
-# -- a fake runtime -------------------------------------------------------------------------------
+# -- fake collaborators -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -133,7 +133,16 @@ def make_world(db: Engine, **alert_settings: Any) -> World:
     alerts = replace(AlertSettings(), **{"allowed_networks": "127.0.0.0/8,10.0.0.0/8", **alert_settings})
     runtime = FakeRuntime(db, Settings(alerts=alerts), FakeAudit(db), FakeClock())
     notifier = Recorder(alerts)
-    return World(runtime, AlertEngine(runtime, notifiers=notifier), notifier)
+    engine = AlertEngine(
+        engine=db,
+        settings=alerts,
+        audit=runtime.audit,
+        now=runtime.clock.now,
+        default_account_id=ACCOUNT,
+        default_region=REGION,
+        notifiers=notifier,
+    )
+    return World(runtime, engine, notifier)
 
 
 @pytest.fixture

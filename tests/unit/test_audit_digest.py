@@ -27,15 +27,12 @@ from awscli.customizations.cloudtrail.validation import (
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, func, insert, select, update
 
-from khoa.audit import trail as trail_module
-from khoa.audit.trail import (
-    BUCKET,
-    AuditTrail,
-    TrailConflict,
-    fingerprint,
-    key_binding,
-    string_to_sign,
-)
+from khoa.audit.delivery import GAP_SECONDS
+from khoa.audit.errors import TrailConflict
+from khoa.audit.files import STAGING_DIR, AuditFiles
+from khoa.audit.formats import BUCKET, string_to_sign
+from khoa.audit.signing import fingerprint, key_binding
+from khoa.audit.trail import AuditTrail
 from khoa.audit.verify import (
     BROKEN_CHAIN,
     DELETED,
@@ -468,16 +465,16 @@ def test_retention_removes_only_delivered_old_events(env: Env) -> None:
 
 def test_interrupted_delivery_is_finished_or_dropped(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = add_events(env.engine, 3)
-    original = AuditTrail._publish
+    original = AuditFiles.publish
 
-    def crash(self: AuditTrail, staged: Path, key: str) -> None:
+    def crash(self: AuditFiles, staged: Path, key: str) -> None:
         raise KeyboardInterrupt("power cut after the commit, before the file was moved into place")
 
-    monkeypatch.setattr(AuditTrail, "_publish", crash)
+    monkeypatch.setattr(AuditFiles, "publish", crash)
     with pytest.raises(KeyboardInterrupt):
         env.trail.close_period(T0 + 60)
-    monkeypatch.setattr(AuditTrail, "_publish", original)
-    staging = env.audit / trail_module.STAGING_DIR
+    monkeypatch.setattr(AuditFiles, "publish", original)
+    staging = env.audit / STAGING_DIR
     assert len(list(staging.iterdir())) == 1 and events_in_files(env.audit) == []
     # An abandoned file whose transaction never committed is dropped once stale.
     stale = staging / "AWSLogs!111122223333!CloudTrail!us-east-1!2026!03!01!orphan.json.gz"
@@ -493,22 +490,22 @@ def test_a_conflicting_delivery_keeps_no_file_and_looks_again(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = add_events(env.engine, 2)
-    original = AuditTrail._stage
+    original = AuditFiles.stage
     raced: list[str] = []
     theirs: list[str] = []
 
-    def stage_then_race(self: AuditTrail, key: str, data: bytes) -> Path:
+    def stage_then_race(self: AuditFiles, key: str, data: bytes) -> Path:
         staged = original(self, key, data)
         if not raced:  # another process delivers both events between our read and our commit
             raced.append(key)
             theirs.extend(env.new_trail()._deliver(T0, 2))
         return staged
 
-    monkeypatch.setattr(AuditTrail, "_stage", stage_then_race)
+    monkeypatch.setattr(AuditFiles, "stage", stage_then_race)
     ours = env.trail._deliver(T0, 2)
     assert ours == [] and len(theirs) == 1 and raced[0] not in theirs
     assert events_in_files(env.audit) == ids
-    assert list((env.audit / trail_module.STAGING_DIR).iterdir()) == []
+    assert list((env.audit / STAGING_DIR).iterdir()) == []
     with env.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.audit_log_files)).scalar() == 1
 
@@ -596,7 +593,7 @@ def test_a_gap_that_never_fills_is_given_up(env: Env) -> None:
     _renumber(env.engine, {ids[1]: 3})  # 2 was rolled back
     env.trail._deliver(T0, 3)
     assert env.trail._delivery_state().held.keys() == {2}
-    env.trail._deliver(T0 + trail_module._GAP_SECONDS + 1, 3)
+    env.trail._deliver(T0 + GAP_SECONDS + 1, 3)
     state = env.trail._delivery_state()
     assert state.held == {} and state.delivered_seq == 3
     assert events_in_files(env.audit) == ids

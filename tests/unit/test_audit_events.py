@@ -7,14 +7,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select
 
 from khoa.audit.events import HIDDEN, background, build, redact
-from khoa.audit.jobs import PARAMETERS, recorded
+from khoa.audit.jobs import PARAMETERS, JobAudit, recorded
 from khoa.audit.recorder import AuditRecorder
 from khoa.auth.principal import Principal
 from khoa.cli.audit import format_event, principal_of
@@ -22,7 +21,8 @@ from khoa.observe.health import readiness
 from khoa.observe.metrics import Metrics
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
-from khoa.services.cloudtrail.lookup import CloudTrailModel, _decode_token, _encode_token, _line_match
+from khoa.services.cloudtrail.lookup import CloudTrailModel, decode_token, encode_token
+from khoa.services.cloudtrail.store import line_match
 from khoa.storage import schema
 
 ACCOUNT = "111122223333"
@@ -142,13 +142,8 @@ class FakeAudit:
         self.failures += 1
 
 
-def _runtime(engine: Engine, audit: FakeAudit) -> Any:
-    return SimpleNamespace(
-        engine=engine,
-        audit=audit,
-        dev_account_id=ACCOUNT,
-        settings=SimpleNamespace(default_region="us-east-1"),
-    )
+def _job_audit(engine: Engine, audit: FakeAudit) -> JobAudit:
+    return JobAudit(engine, audit, ACCOUNT, "us-east-1")
 
 
 def _parameter(engine: Engine, account: str, region: str, name: str, expires_at: float | None) -> None:
@@ -178,7 +173,7 @@ def test_job_events_name_each_resource_and_its_owner(engine: Engine) -> None:
         calls.append(now)
         return ["/app/db", "/app/db"]
 
-    recorded(_runtime(engine, audit), "DeleteParameter", PARAMETERS, work)(datetime.fromtimestamp(200, UTC))
+    recorded(_job_audit(engine, audit), "DeleteParameter", PARAMETERS, work)(datetime.fromtimestamp(200, UTC))
     assert calls == [200.0]
     owners = sorted((e.account_id, e.region, e.resources[0]["ARN"]) for e in audit.written)
     assert owners == [
@@ -194,12 +189,12 @@ def test_job_events_name_each_resource_and_its_owner(engine: Engine) -> None:
 
 def test_job_with_nothing_done_writes_nothing_and_sink_failures_are_counted(engine: Engine) -> None:
     audit = FakeAudit()
-    recorded(_runtime(engine, audit), "DeleteParameter", PARAMETERS, lambda now: [])(NOW)
+    recorded(_job_audit(engine, audit), "DeleteParameter", PARAMETERS, lambda now: [])(NOW)
     assert audit.written == []
     broken = FakeAudit(fail=True)
     _parameter(engine, ACCOUNT, "us-east-1", "/gone", 1.0)
     with pytest.raises(RuntimeError):
-        recorded(_runtime(engine, broken), "DeleteParameter", PARAMETERS, lambda now: ["/gone"])(NOW)
+        recorded(_job_audit(engine, broken), "DeleteParameter", PARAMETERS, lambda now: ["/gone"])(NOW)
     assert broken.failures == 1
 
 
@@ -232,7 +227,7 @@ def test_resource_names_match_whole_lines_only(engine: Engine) -> None:
 
     def matching(value: str) -> set[str]:
         with engine.connect() as conn:
-            rows = conn.execute(select(table.c.event_id).where(_line_match(table.c.resource_names, value)))
+            rows = conn.execute(select(table.c.event_id).where(line_match(table.c.resource_names, value)))
             return {row.event_id for row in rows}
 
     assert matching("arn:one") == {"a", "b", "d"}
@@ -243,11 +238,11 @@ def test_resource_names_match_whole_lines_only(engine: Engine) -> None:
 
 
 def test_next_tokens_belong_to_their_query() -> None:
-    token = _encode_token(42, "abc")
-    assert _decode_token(token, "abc") == 42
-    for bad, fingerprint in ((token, "other"), ("garbage!", "abc"), (_encode_token(42, "abc")[:-4], "abc")):
+    token = encode_token(42, "abc")
+    assert decode_token(token, "abc") == 42
+    for bad, fingerprint in ((token, "other"), ("garbage!", "abc"), (encode_token(42, "abc")[:-4], "abc")):
         with pytest.raises(AWSError) as info:
-            _decode_token(bad, fingerprint)
+            decode_token(bad, fingerprint)
         assert info.value.code == "InvalidNextTokenException"
 
 
@@ -309,21 +304,23 @@ def test_outcome_counters() -> None:
 def test_readiness(engine: Engine, tmp_path: Any) -> None:
     recorder = AuditRecorder(engine)
     try:
-        runtime: Any = SimpleNamespace(engine=engine, audit=recorder)
-        assert readiness(runtime) == (200, {"status": "ok", "sealed": False, "database": "ok", "audit": "ok"})
+        assert readiness(engine, recorder) == (
+            200,
+            {"status": "ok", "sealed": False, "database": "ok", "audit": "ok"},
+        )
         recorder.note_failure()
-        status, body = readiness(runtime)
+        status, body = readiness(engine, recorder)
         assert (status, body["audit"]) == (503, "failing")
         recorder.last_success_at = recorder.last_failure_at + 1  # a later commit succeeded
-        assert readiness(runtime)[0] == 200
+        assert readiness(engine, recorder)[0] == 200
         recorder.note_failure()
         recorder.last_failure_at -= 3600  # long ago
-        assert readiness(runtime)[0] == 200
+        assert readiness(engine, recorder)[0] == 200
 
         missing_table = create_engine("sqlite://")
-        assert readiness(SimpleNamespace(engine=missing_table, audit=recorder))[1]["audit"] == "down"
+        assert readiness(missing_table, recorder)[1]["audit"] == "down"
         down = create_engine(f"sqlite:///{tmp_path}/no/such/dir/khoa.db")
-        status, body = readiness(SimpleNamespace(engine=down, audit=recorder))
+        status, body = readiness(down, recorder)
         assert (status, body["database"]) == (503, "down")
     finally:
         recorder.close()
@@ -356,7 +353,7 @@ def test_readiness(engine: Engine, tmp_path: Any) -> None:
 def test_caller_columns_say_what_the_record_says(engine: Engine, principal: Principal | None) -> None:
     """Alert rules read the caller from columns; an older row (NULL columns) from its record. Both
     must name the same principal, address, event type and resources."""
-    from khoa.alerts.rules import event_columns, event_from_row
+    from khoa.alerts.reader import event_columns, event_from_row
 
     arn = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-AbCdEf"
     api_call = build(

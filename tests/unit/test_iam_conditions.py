@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from khoa.iam.conditions import (
+from khoa.access.conditions import (
     UnknownOperator,
     conditions_hold,
     evaluate_operator,

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from khoa.auth.principal import Principal
-from khoa.iam.evaluate import (
+from khoa.access.evaluate import (
     ACCOUNT,
     CALLER,
     ROLE,
@@ -28,7 +27,8 @@ from khoa.iam.evaluate import (
     evaluate,
     principal_match,
 )
-from khoa.iam.policy import Policy, PolicyError, Statement
+from khoa.access.policy import Policy, PolicyError, Statement
+from khoa.auth.principal import Principal
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "policy_cases.json"
 CASES: list[dict[str, Any]] = json.loads(VECTORS.read_text())["cases"]
@@ -388,12 +388,11 @@ def _ctx(principal: Principal, callers: dict[str, Any], service: str = "kms") ->
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
-    from khoa.iam.directory import CallerPolicies
+    from khoa.access.directory import CallerPolicies
 
     directory = SimpleNamespace(for_principal=lambda p: callers.get(p.principal_id, CallerPolicies()))
-    runtime = SimpleNamespace(settings=SimpleNamespace(dev=False), directory=directory)
     return SimpleNamespace(
-        runtime=runtime,
+        directory=directory,  # read by _decide, not by the authoriser
         principal=principal,
         region="us-east-1",
         service=service,
@@ -404,13 +403,19 @@ def _ctx(principal: Principal, callers: dict[str, Any], service: str = "kms") ->
     )
 
 
+def _decide(ctx: Any, action: str, resource: str, **kwargs: Any) -> Any:
+    """Authorizer.decide with the fake directory of ``_ctx``."""
+    from khoa.access.authorize import Authorizer
+
+    return Authorizer(ctx.directory).decide(ctx, action, resource, **kwargs)
+
+
 def _doc(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def test_decide_treats_trust_policies_as_required() -> None:
-    from khoa.iam.authorize import decide
-    from khoa.iam.directory import CallerPolicies
+    from khoa.access.directory import CallerPolicies
 
     alice = make_principal(f"user:alice@{A}")
     callers = {
@@ -428,19 +433,18 @@ def test_decide_treats_trust_policies_as_required() -> None:
     other = _doc(
         {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:user/bob"}, "Action": "sts:AssumeRole"}
     )
-    decision = decide(ctx, "sts:AssumeRole", role, resource_policy=other)
+    decision = _decide(ctx, "sts:AssumeRole", role, resource_policy=other)
     assert (decision.allowed, decision.policy_kind) == (False, "role trust")
     account = _doc({"Effect": "Allow", "Principal": {"AWS": A}, "Action": "sts:AssumeRole"})
-    assert decide(ctx, "sts:AssumeRole", role, resource_policy=account).allowed
+    assert _decide(ctx, "sts:AssumeRole", role, resource_policy=account).allowed
     # A secret's resource policy is not required within the account: the identity allow suffices.
     bob_only = _doc({"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:user/bob"}, "Action": "*"})
     secret = f"arn:aws:secretsmanager:us-east-1:{A}:secret:s-AbCdEf"
-    assert decide(ctx, "secretsmanager:GetSecretValue", secret, resource_policy=bob_only).allowed
+    assert _decide(ctx, "secretsmanager:GetSecretValue", secret, resource_policy=bob_only).allowed
 
 
 def test_decide_uses_the_role_arn_with_its_path_for_aws_principal_arn() -> None:
-    from khoa.iam.authorize import decide
-    from khoa.iam.directory import CallerPolicies
+    from khoa.access.directory import CallerPolicies
 
     session = make_principal(f"role:Deploy/ci@{A}")
     statement = {
@@ -454,12 +458,11 @@ def test_decide_uses_the_role_arn_with_its_path_for_aws_principal_arn() -> None:
             identity=[as_policy([statement], "identity")], arn=f"arn:aws:iam::{A}:role/platform/Deploy"
         )
     }
-    assert decide(_ctx(session, callers), "kms:Decrypt", "*").allowed
+    assert _decide(_ctx(session, callers), "kms:Decrypt", "*").allowed
 
 
 def test_decide_adds_principal_tags() -> None:
-    from khoa.iam.authorize import decide
-    from khoa.iam.directory import CallerPolicies
+    from khoa.access.directory import CallerPolicies
 
     alice = make_principal(f"user:alice@{A}")
     statement = {
@@ -473,12 +476,12 @@ def test_decide_adds_principal_tags() -> None:
         )
     }
     ctx = _ctx(alice, callers, "ssm")
-    assert decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/red/x").allowed
-    assert not decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/blue/x").allowed
+    assert _decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/red/x").allowed
+    assert not _decide(ctx, "ssm:GetParameter", f"arn:aws:ssm:us-east-1:{A}:parameter/blue/x").allowed
 
 
 def test_access_denied_message_forms() -> None:
-    from khoa.iam.authorize import access_denied
+    from khoa.access.authorize import access_denied
 
     alice = make_principal(f"user:alice@{A}")
     key = f"arn:aws:kms:us-east-1:{A}:key/k"

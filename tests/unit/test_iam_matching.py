@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from khoa.iam.matching import arn_like, like, pieces, substitute, wildcard_match
+from khoa.access.matching import arn_like, like, pieces, substitute, wildcard_match
 
 CONTEXT = {
     "aws:username": ["alice"],

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from khoa.iam.policy import Policy, PolicyError, Statement
+from khoa.access.policy import Policy, PolicyError, Statement
 
 V = "2012-10-17"
 

@@ -48,7 +48,7 @@ def test_only_one_runner_holds_the_lease(engine: Engine) -> None:
     assert first.acquire_lease() is True
     assert second.acquire_lease() is False
     row = lease_row(engine)
-    assert row is not None and row[0] == first._holder
+    assert row is not None and row[0] == first.lease.holder
 
 
 def test_only_the_leader_runs_jobs(engine: Engine) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from khoa.access.authorize import base_context
 from khoa.auth.principal import Principal
-from khoa.iam.authorize import base_context
 from khoa.network import NetworkMap, canonical, parse_private_networks, parse_trusted_proxies
 
 # --- configuration --------------------------------------------------------------------------------

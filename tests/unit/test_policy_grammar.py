@@ -1,4 +1,4 @@
-"""The one strict policy grammar (khoa.iam.policy): exactly IAM's JSON policy grammar, nothing else.
+"""The one strict policy grammar (khoa.access.policy): exactly IAM's JSON policy grammar, nothing else.
 
 Covers what finding 2 of issue 11 stored although Khoa could not read it, the JSON-level traps
 (deep nesting, duplicate keys, NaN), and the fail-closed reading of a stored document that does not
@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from khoa.access.directory import parsed
+from khoa.access.evaluate import Request, evaluate
+from khoa.access.policy import MAX_DEPTH, UNREADABLE_SID, Policy, PolicyError, check_depth, deny_all
 from khoa.auth.principal import Principal
-from khoa.iam.directory import parsed
-from khoa.iam.evaluate import Request, evaluate
-from khoa.iam.policy import MAX_DEPTH, UNREADABLE_SID, Policy, PolicyError, check_depth, deny_all
 
 V = "2012-10-17"
 A = "111122223333"

@@ -17,10 +17,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from khoa.access.directory import parsed
+from khoa.access.evaluate import Request, evaluate
+from khoa.access.policy import Policy, PolicyError
 from khoa.auth.principal import Principal
-from khoa.iam.directory import parsed
-from khoa.iam.evaluate import Request, evaluate
-from khoa.iam.policy import Policy, PolicyError
 from tests.support.policy_strategies import (
     ACTIONS,
     RESOURCES,

@@ -1,4 +1,4 @@
-"""BlockPublicPolicy's question, "does this policy grant broad access?" (khoa.iam.public).
+"""BlockPublicPolicy's question, "does this policy grant broad access?" (khoa.access.public).
 
 Decided by what a policy grants: an Allow to an unbounded principal is public unless a condition pins
 the caller to a bounded set. The three bypasses of finding 4 restricted nothing and must be public;
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from khoa.iam.policy import Policy
-from khoa.iam.public import is_public, public_statements
+from khoa.access.policy import Policy
+from khoa.access.public import is_public, public_statements
 
 A = "111122223333"
 B = "444455556666"

@@ -6,18 +6,19 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from khoa.rotation import functions
-from khoa.rotation.engine import CLAIM_SECONDS, RotationEngine
-from khoa.rotation.invoke import InvocationError
+from khoa.secret_rotation import functions
+from khoa.secret_rotation.engine import CLAIM_SECONDS, RotationEngine, RotationSettings
+from khoa.secret_rotation.invoke import InvocationError
 from khoa.services.secretsmanager.store import SecretStore
+from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
+from tests.support.handlers import barrier
 
 ACCOUNT = "111122223333"
 
@@ -29,11 +30,24 @@ def engine(tmp_path: Path) -> Engine:
     return engine
 
 
+class Audit:
+    """Keeps what the engine records, as the audit writer would write it."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def write(self, events: list[Any]) -> None:
+        self.events.extend(events)
+
+
 def rotation_engine(engine: Engine, dev: bool = False) -> RotationEngine:
-    runtime: Any = SimpleNamespace(
-        engine=engine, settings=SimpleNamespace(dev=dev), secrets=SimpleNamespace(store=SecretStore(engine))
+    return RotationEngine(
+        engine,
+        barrier(),
+        SecretStore(engine),
+        Audit(),
+        RotationSettings(endpoint="http://127.0.0.1:9440", dev=dev),
     )
-    return RotationEngine(runtime)
 
 
 def register(engine: Engine, name: str = "rotator", **overrides: Any) -> None:
@@ -182,3 +196,74 @@ def test_an_http_function_needs_no_role(engine: Engine) -> None:
     function = functions.lookup(engine, f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator")
     assert function is not None
     assert rotation_engine(engine)._credentials(function, datetime.now(UTC)) is None
+
+
+# -- collaborators -----------------------------------------------------------------------------------------
+STEPS_SEEN: list[str] = []
+
+
+def recording_step(event: dict[str, Any], client: Any) -> None:
+    """A rotation function that calls nothing back: it only notes the step it was asked to run."""
+    STEPS_SEEN.append(event["Step"])
+
+
+def _secret_with_function(engine: Engine, target: str) -> None:
+    register(engine, target=target)
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.sm_secrets).values(
+                secret_id="secret-1",
+                account_id=ACCOUNT,
+                region="us-east-1",
+                name="db",
+                arn=f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-AbCdEf",
+                created_at=now,
+                last_changed_at=now,
+                rotation_enabled=False,
+                rotation_lambda_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator",
+            )
+        )
+
+
+def test_settings_give_the_callback_endpoint() -> None:
+    """Functions call this server back over loopback when it listens on every address."""
+    every = Settings.from_env({}, host="0.0.0.0", port=9555, dev=True)
+    assert RotationSettings.from_settings(every) == RotationSettings("http://127.0.0.1:9555", dev=True)
+    tls = Settings.from_env({}, host="khoa.example", port=443, tls_cert="/etc/khoa/cert.pem")
+    assert RotationSettings.from_settings(tls) == RotationSettings("https://khoa.example:443", dev=False)
+
+
+def test_a_successful_run_is_audited_and_clears_the_run(engine: Engine) -> None:
+    STEPS_SEEN.clear()
+    _secret_with_function(engine, "tests.unit.test_rotation_engine:recording_step")
+    node = rotation_engine(engine, dev=True)
+    assert node.start("secret-1", "token-1", time.time())
+    outcomes = node.run_due(datetime.now(UTC))
+    assert [(o.succeeded, o.error) for o in outcomes] == [(True, "")]
+    assert STEPS_SEEN == ["createSecret", "setSecret", "testSecret", "finishSecret"]
+    assert node.in_progress("secret-1") is None
+    assert node.succeeded == 1
+    assert isinstance(node.audit, Audit)
+    assert [e.event_name for e in node.audit.events] == ["RotationSucceeded"]
+    with engine.connect() as conn:
+        stages = conn.execute(select(schema.sm_stages.c.stage)).scalars().all()
+    assert "AWSPENDING" not in stages, "AWSPENDING leaves the version once the rotation finished"
+
+
+def test_a_failed_run_is_audited_and_retried_later(engine: Engine) -> None:
+    _secret_with_function(engine, "tests.support.rotators:no_such_function")
+    node = rotation_engine(engine, dev=True)
+    assert node.start("secret-1", "token-1", time.time())
+    now = datetime.now(UTC)
+    [outcome] = node.run_due(now)
+    assert not outcome.succeeded
+    assert "not a callable" in outcome.error
+    assert node.failed == 1
+    assert isinstance(node.audit, Audit)
+    assert [e.event_name for e in node.audit.events] == ["RotationFailed"]
+    with engine.connect() as conn:
+        run = conn.execute(select(schema.rotation_runs)).one()
+    assert (run.step, run.attempts, run.owner) == ("createSecret", 1, None)
+    assert run.next_attempt_at > now.timestamp(), "retried with backoff, not at once"
+    assert node.run_due(now) == [], "not due again before its backoff"

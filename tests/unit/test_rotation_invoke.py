@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from khoa.rotation.builtin import DatabaseRotator, RotationStepError, _alternate
-from khoa.rotation.functions import RotationFunction
-from khoa.rotation.invoke import SIGNATURE_HEADER, InvocationError, invoke
+from khoa.secret_rotation.builtin import DatabaseRotator, RotationStepError, _alternate
+from khoa.secret_rotation.functions import RotationFunction
+from khoa.secret_rotation.invoke import SIGNATURE_HEADER, InvocationError, invoke
 
 EVENT = {"SecretId": "arn:secret", "ClientRequestToken": "tok", "Step": "setSecret", "RotationToken": "r"}
 

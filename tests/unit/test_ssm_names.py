@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
 
 import pytest
 
@@ -19,7 +18,6 @@ PREFIX = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/"
 @pytest.fixture
 def ctx() -> RequestContext:
     return RequestContext(
-        runtime=cast(Any, None),
         principal=Principal.account_root(ACCOUNT),
         region="eu-west-1",
         request_id="r",

@@ -9,7 +9,7 @@ Reading the trail
     and completed after it; one without an outcome is read once it has one, or once it is
     :data:`SETTLE_SECONDS` old). Routine events (successful authenticated reads) reach the rules
     once per kind and batch: see
-    :class:`~khoa.alerts.rules.TrailReader`. On the first start ever, the cursor is put at the
+    :class:`~khoa.alerts.reader.TrailReader`. On the first start ever, the cursor is put at the
     trail's end (history raises nothing) and what history shows about who reads which secret is
     learned.
 
@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -39,14 +39,8 @@ from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext, digest
 from khoa.alerts.model import Alert, Event, iso
 from khoa.alerts.notifiers import FAILED, PENDING, SENT, Notifiers, StoredAlert
-from khoa.alerts.rules import (
-    NewSecretReader,
-    Rule,
-    TrailReader,
-    build_rules,
-    event_columns,
-    event_from_row,
-)
+from khoa.alerts.reader import TrailReader, event_columns, event_from_row
+from khoa.alerts.rules import NewSecretReader, Rule, build_rules
 from khoa.audit.events import AuditEvent, background
 from khoa.ids import new_event_id
 from khoa.sequence import GapPolicy, SequenceCursor
@@ -70,20 +64,17 @@ _SEEN = schema.alert_seen_principals
 _STATE = schema.alert_state
 
 
-class AlertRuntime(Protocol):
-    """What the engine needs of :class:`khoa.runtime.Runtime` (tests pass a smaller object)."""
-
-    engine: Engine
-    dev_account_id: str
-
-    @property
-    def settings(self) -> Any: ...
+class AlertAudit(Protocol):
+    """What the engine needs of the audit sink (:class:`khoa.audit.recorder.AuditRecorder`): it
+    records ``AlertRaised`` events through it, and the audit-sink-errors rule watches its failure
+    count."""
 
     @property
-    def audit(self) -> Any: ...
+    def failures(self) -> int: ...
 
-    @property
-    def clock(self) -> Any: ...
+    def write(self, events: list[AuditEvent]) -> None: ...
+
+    def note_failure(self) -> None: ...
 
 
 class StateConflict(Exception):
@@ -142,27 +133,39 @@ def backoff(attempts: int) -> float:
 
 
 class AlertEngine:
+    """The ``alerts.evaluate`` leader job.
+
+    It is given exactly what it uses: the database, the alert settings, the audit sink, the domain
+    clock (read once, to start watching), and the account and Region that process-health alerts
+    (which no event names) are filed under. ``notifiers`` defaults to the configured log, webhook and
+    Slack receivers; tests pass their own.
+    """
+
     def __init__(
         self,
-        runtime: AlertRuntime,
-        settings: AlertSettings | None = None,
+        *,
+        engine: Engine,
+        settings: AlertSettings,
+        audit: AlertAudit,
+        now: Callable[[], datetime],
+        default_account_id: str,
+        default_region: str,
         notifiers: Notifiers | None = None,
     ) -> None:
-        self.runtime = runtime
-        self.settings: AlertSettings = settings if settings is not None else runtime.settings.alerts
+        self.engine = engine
+        self.settings = settings
+        self.audit = audit
+        self.default_account_id = default_account_id
+        self.default_region = default_region
         self.rules: list[Rule] = build_rules(self.settings)
         self.notifiers = notifiers or Notifiers(self.settings)
         self._reader = TrailReader(self.engine.dialect)
         self.started = False
         if self.settings.enabled:
             try:
-                self.start(runtime.clock.now().timestamp())
+                self.start(now().timestamp())
             except Exception:
                 log.exception("alerts: could not read the alert cursor; will try again on the next pass")
-
-    @property
-    def engine(self) -> Engine:
-        return self.runtime.engine
 
     # -- starting --------------------------------------------------------------------------------
     def _state(self) -> tuple[str, dict[str, Any]] | None:
@@ -214,9 +217,9 @@ class AlertEngine:
             engine=self.engine,
             now=at,
             settings=self.settings,
-            default_account=self.runtime.dev_account_id,
-            default_region=self.runtime.settings.default_region,
-            audit_failures=int(getattr(self.runtime.audit, "failures", 0)),
+            default_account=self.default_account_id,
+            default_region=self.default_region,
+            audit_failures=self.audit.failures,
             watch_started_at=started_at,
             learn_only=learn_only,
         )
@@ -504,9 +507,9 @@ class AlertEngine:
                     .scalars()
                     .all()
                 )
-            self.runtime.audit.write([event for _, event in pending if event.event_id not in present])
+            self.audit.write([event for _, event in pending if event.event_id not in present])
         except Exception:
-            self.runtime.audit.note_failure()
+            self.audit.note_failure()
             log.exception("alerts: could not record %d AlertRaised event(s)", len(pending))
             return set()
         return {alert_id for alert_id, _ in pending}

@@ -4,28 +4,26 @@ Slack-compatible incoming webhook.
 The webhook body is the alert as JSON (:func:`webhook_payload`); ``X-Khoa-Signature`` is
 ``sha256=<hex HMAC-SHA256 of the raw body>`` keyed with ``KHOA_ALERT_WEBHOOK_SECRET`` (as the change
 event webhooks sign theirs), ``X-Khoa-Alert-Id`` names the alert so a receiver can drop a repeat.
-A POST is tried up to ``KHOA_ALERT_WEBHOOK_ATTEMPTS`` times with a short backoff; if it still fails
-the engine tries again on later passes (see :mod:`khoa.alerts.engine`), so a receiver may see an
-alert more than once but never not at all while it comes back within a day.
+A POST (made by :mod:`khoa.outbound`) is tried up to ``KHOA_ALERT_WEBHOOK_ATTEMPTS`` times with a
+short backoff; if it still fails the engine tries again on later passes (see
+:mod:`khoa.alerts.engine`), so a receiver may see an alert more than once but never not at all while
+it comes back within a day.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from khoa import outbound
 from khoa.alerts.config import AlertSettings
+from khoa.outbound import SIGNATURE_HEADER
 
 log = logging.getLogger("khoa.alerts")
-SIGNATURE_HEADER = "X-Khoa-Signature"
 ALERT_ID_HEADER = "X-Khoa-Alert-Id"
 USER_AGENT = "khoa-alerts/1"
 
@@ -125,8 +123,8 @@ def slack_payload(alert: StoredAlert) -> dict[str, Any]:
     }
 
 
-def signature(key: bytes, body: bytes) -> str:
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+ALERT_RETRY_FIRST_DELAY = 0.25
+ALERT_RETRY_MAX_DELAY = 2.0
 
 
 def post_json(
@@ -140,39 +138,33 @@ def post_json(
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """POST ``payload``; SENT on a 2xx answer, FAILED when the receiver refuses it for good (a 4xx
-    other than 408/429), PENDING when it may work later."""
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    for attempt in range(max(1, attempts)):
-        if attempt:
-            sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
-        request = urllib.request.Request(  # noqa: S310 - an operator-configured http(s) URL
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-        )
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        if key:
-            request.add_header(SIGNATURE_HEADER, signature(key, body))
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                if 200 <= response.status < 300:
-                    return SENT
-        except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500 and error.code not in (408, 429):
-                log.error("alert receiver %s refused the alert (HTTP %d)", _where(url), error.code)
-                return FAILED
-            log.warning("alert receiver %s answered HTTP %d", _where(url), error.code)
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            log.warning("alert receiver %s unreachable: %s", _where(url), getattr(error, "reason", error))
-    return PENDING
+    other than 408/429), PENDING when it may work later.
 
-
-def _where(url: str) -> str:
-    """The URL without its path (Slack webhook paths are credentials)."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    The body is compact with sorted keys. Retries wait 0.25 s doubling to 2 s, without jitter: only the
+    job leader sends alerts, so there are no fellow senders to spread out, and the engine's own
+    backoff across passes (see :mod:`khoa.alerts.engine`) covers longer outages.
+    """
+    result = outbound.post(
+        url,
+        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode(),
+        timeout=timeout,
+        retry=outbound.Retry(
+            attempts=attempts,
+            first_delay=ALERT_RETRY_FIRST_DELAY,
+            max_delay=ALERT_RETRY_MAX_DELAY,
+            jitter=0.0,
+        ),
+        signing_key=key,
+        signature_header=SIGNATURE_HEADER,
+        headers=headers,
+        user_agent=USER_AGENT,
+        logger=log,
+        what="alert receiver",
+        sleep=sleep,
+    )
+    if result.outcome is outbound.Outcome.DELIVERED:
+        return SENT
+    return FAILED if result.outcome is outbound.Outcome.REJECTED else PENDING
 
 
 class Notifiers:

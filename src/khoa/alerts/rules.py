@@ -4,6 +4,8 @@ Each rule looks at the batch of new audit events a pass reads (:meth:`Rule.obser
 process's own health once per pass (:meth:`Rule.tick`), and raises :class:`~khoa.alerts.model.Alert`
 objects into the pass. Alerts carry metadata only (ARNs, addresses, counts, codes, event ids): never
 request parameters, response elements or error messages, which is how no secret value can reach one.
+What rules look up beyond their batch (secrets, rotation roles, key use, error counts) is in
+:mod:`khoa.alerts.lookups`; how the batch is read, in :mod:`khoa.alerts.reader`.
 
 ``new-secret-reader``
     A successful ``GetSecretValue`` / ``BatchGetSecretValue`` by a principal never seen reading that
@@ -26,7 +28,7 @@ request parameters, response elements or error messages, which is how no secret 
     Per account: InvalidCiphertextException/DecryptionFailure events in the window exceeding the
     threshold.
 ``audit-sink-errors``
-    The audit sink's failure count (``runtime.audit.failures``) went up since the last pass.
+    The audit sink's failure count (its ``failures``) went up since the last pass.
 ``unexpected-network``
     An authenticated call whose ``sourceIPAddress`` is outside ``KHOA_ALERT_ALLOWED_NETWORKS``; once
     per (access key, address) per window.
@@ -35,153 +37,23 @@ request parameters, response elements or error messages, which is how no secret 
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Integer, Select, and_, bindparam, func, not_, or_, select
-
+from khoa.access.conditions import ip_address
 from khoa.alerts import config
 from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext
+from khoa.alerts.lookups import error_count, key_uses, recent_errors, resolve_secret, rotation_role
 from khoa.alerts.model import Alert, Event, iso
-from khoa.iam.conditions import ip_address
-from khoa.rotation.functions import parse_arn
-from khoa.storage import schema
-
-_EVENTS = schema.audit_events
-_SECRETS = schema.sm_secrets
-_FUNCTIONS = schema.rotation_functions
 
 ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException")
 DECRYPTION_FAILURE_CODES = ("InvalidCiphertextException", "DecryptionFailure")
-KMS_KEY_USE = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
 SECRET_READS = ("GetSecretValue", "BatchGetSecretValue")
 _ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 _SECRET_TYPE = "AWS::SecretsManager::Secret"
 _KEY_TYPE = "AWS::KMS::Key"
-
-
-def event_columns() -> list[Any]:
-    c = _EVENTS.c
-    return [
-        c.seq,
-        c.event_id,
-        c.account_id,
-        c.region,
-        c.event_time,
-        c.event_source,
-        c.event_name,
-        c.read_only,
-        c.error_code,
-        c.access_key_id,
-        c.record,
-        c.resource_names,
-        c.event_type,
-        c.principal_arn,
-        c.source_ip,
-    ]
-
-
-# A routine event: a successful, authenticated, read-only call whose record no rule needs beyond
-# the stored columns. BatchGetSecretValue names its secrets only in the record; a GetSecretValue
-# without a resource has only the record's secretId.
-_ROUTINE = and_(
-    _EVENTS.c.read_only.is_(True),
-    _EVENTS.c.error_code.is_(None),
-    _EVENTS.c.event_type == "AwsApiCall",
-    _EVENTS.c.principal_arn.is_not(None),
-    _EVENTS.c.event_name != "BatchGetSecretValue",
-    or_(_EVENTS.c.resource_names.is_not(None), _EVENTS.c.event_name != "GetSecretValue"),
-)
-# What every rule asks of a routine event (and nothing else): the same values, the same verdicts.
-_ROUTINE_KEY = (
-    _EVENTS.c.account_id,
-    _EVENTS.c.region,
-    _EVENTS.c.event_source,
-    _EVENTS.c.event_name,
-    _EVENTS.c.resource_names,
-    _EVENTS.c.principal_arn,
-    _EVENTS.c.source_ip,
-    _EVENTS.c.access_key_id,
-)
-
-
-class TrailReader:
-    """Reads new audit events for a pass through the driver's own cursor, with its statements
-    compiled once: SQLAlchemy's compilation and row objects would cost more per batch and per event
-    than the rules (the leader reads every event, on a thread that shares the GIL with the event
-    loop)."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        c = _EVENTS.c
-        after, last, limit = (bindparam(name, 0, type_=Integer()) for name in ("after", "last", "limit"))
-        window = select(c.seq).where(c.seq > after).order_by(c.seq).limit(limit).subquery()
-        batch = and_(c.seq > after, c.seq <= last)
-        firsts = select(func.min(c.seq)).where(batch, _ROUTINE).group_by(*_ROUTINE_KEY)
-        self._span = _Prepared(select(func.count(), func.max(window.c.seq)), dialect)
-        self._seqs = _Prepared(select(window.c.seq).order_by(window.c.seq), dialect)
-        self._events = _Prepared(
-            select(*event_columns()).where(batch, or_(not_(_ROUTINE), c.seq.in_(firsts))).order_by(c.seq),
-            dialect,
-        )
-
-    def read(self, conn: Connection, after: int, limit: int) -> tuple[list[int], list[Event]]:
-        """The sequence numbers of the next ``limit`` events after ``after``, and the events among
-        them that rules must see: every event that is not routine, and the first of each group of
-        routine events alike in everything rules ask of them (a busy application reads one secret
-        thousands of times between two passes, all alike). Counting and grouping happen in SQL, so
-        only the few rows that can tell rules something new reach Python."""
-        [(count, last)] = self._span.rows(conn, after=after, limit=limit)
-        if not count:
-            return [], []
-        if last - after == count:
-            seqs = list(range(after + 1, last + 1))  # no gaps: SQLite's rowids, PostgreSQL at rest
-        else:
-            seqs = [seq for (seq,) in self._seqs.rows(conn, after=after, limit=limit)]
-        return seqs, [Event(*row) for row in self._events.rows(conn, after=after, last=last)]
-
-
-class _Prepared:
-    """A statement compiled for one dialect, run on the DB-API cursor with named values."""
-
-    def __init__(self, query: Select[Any], dialect: Dialect) -> None:
-        compiled = query.compile(dialect=dialect)
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup or ()) if compiled.positional else None
-        self.constants = compiled.construct_params()  # the query's own literals, by name
-
-    def rows(self, conn: Connection, **values: Any) -> list[tuple[Any, ...]]:
-        params = {**self.constants, **values}
-        args = tuple(params[name] for name in self.names) if self.names is not None else params
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(self.sql, args)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-
-def event_from_row(row: Any) -> Event:
-    """An event from a row selected with :func:`event_columns` (whose order is Event's field order:
-    positional construction, because reading fifteen attributes by name cost more than the rule)."""
-    return Event(*row)
 
 
 def _short(value: Any, limit: int = 256) -> str:
@@ -215,73 +87,6 @@ def _caller_details(e: Event) -> dict[str, Any]:
 
 
 # -- new-secret-reader ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SecretInfo:
-    arn: str  # the primary secret's ARN (a replica shares its primary's readers)
-    created_at: float
-    rotation_lambda_arn: str | None
-
-
-def _secret_row(ctx: PassContext, account_id: str, region: str, secret_id: str) -> Any:
-    s = _SECRETS.c
-    columns = (s.secret_id, s.arn, s.created_at, s.rotation_lambda_arn, s.primary_secret_id)
-    if not secret_id.startswith("arn:"):
-        query = select(*columns).where(s.account_id == account_id, s.region == region, s.name == secret_id)
-    else:
-        query = select(*columns).where(s.arn == secret_id)
-        rows = ctx.read(query)
-        if rows:
-            return rows[0]
-        prefix = f"arn:aws:secretsmanager:{region}:{account_id}:secret:"
-        if not secret_id.startswith(prefix):
-            return None
-        name = secret_id[len(prefix) :]
-        query = select(*columns).where(s.account_id == account_id, s.region == region, s.name == name)
-        rows = [r for r in ctx.read(query) if r.arn[:-7] == secret_id]
-        return rows[0] if rows else None
-    rows = ctx.read(query)
-    return rows[0] if rows else None
-
-
-def resolve_secret(ctx: PassContext, account_id: str, region: str, secret_id: str) -> SecretInfo | None:
-    key = ("secret", account_id, region, secret_id)
-    if key not in ctx.memo:
-        ctx.memo[key] = _resolve_secret(ctx, account_id, region, secret_id)
-    found: SecretInfo | None = ctx.memo[key]
-    return found
-
-
-def _resolve_secret(ctx: PassContext, account_id: str, region: str, secret_id: str) -> SecretInfo | None:
-    row = _secret_row(ctx, account_id, region, secret_id)
-    if row is None:
-        return None
-    if row.primary_secret_id:
-        s = _SECRETS.c
-        primary = ctx.read(
-            select(s.arn, s.created_at, s.rotation_lambda_arn).where(s.secret_id == row.primary_secret_id)
-        )
-        if primary:
-            return SecretInfo(primary[0].arn, float(primary[0].created_at), primary[0].rotation_lambda_arn)
-    return SecretInfo(row.arn, float(row.created_at), row.rotation_lambda_arn)
-
-
-def rotation_role(ctx: PassContext, lambda_arn: str | None) -> str | None:
-    """The IAM role a secret's registered rotation function runs as."""
-    parsed = parse_arn(lambda_arn or "")
-    if parsed is None:
-        return None
-    key = ("rotation-role", *parsed)
-    if key not in ctx.memo:
-        region, account_id, name = parsed
-        f = _FUNCTIONS.c
-        rows = ctx.read(
-            select(f.role_arn).where(f.account_id == account_id, f.region == region, f.name == name)
-        )
-        ctx.memo[key] = rows[0].role_arn if rows and rows[0].role_arn else None
-    role: str | None = ctx.memo[key]
-    return role
 
 
 def _secret_arns(e: Event) -> list[str]:
@@ -460,20 +265,8 @@ class KeyDeletionScheduled(Rule):
     ) -> tuple[int, str | None]:
         """How often the key was used in the N days before ``at``, and when last."""
         since = at - self.settings.key_recent_use_days * 86400.0
-        c = _EVENTS.c
-        pattern = "%" + key_arn.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = ctx.read(
-            select(func.count(), func.max(c.event_time))
-            .select_from(_EVENTS)
-            .where(c.account_id == account_id)
-            .where(c.event_time >= since, c.event_time <= at)
-            .where(c.event_source == "kms.amazonaws.com")
-            .where(c.event_name.in_(KMS_KEY_USE))
-            .where(c.error_code.is_(None))
-            .where(c.resource_names.like(pattern, escape="\\"))
-        )
-        count, last = rows[0] if rows else (0, None)
-        return int(count or 0), iso(float(last)) if last is not None else None
+        count, last = key_uses(ctx, account_id, key_arn, since, at)
+        return count, iso(last) if last is not None else None
 
 
 # -- windowed error rates -------------------------------------------------------------------------
@@ -502,15 +295,7 @@ class ErrorBurst(Rule):
         raise NotImplementedError
 
     def count(self, ctx: PassContext, account_id: str, start: float, end: float) -> int:
-        c = _EVENTS.c
-        rows = ctx.read(
-            select(func.count())
-            .select_from(_EVENTS)
-            .where(c.account_id == account_id)
-            .where(c.error_code.in_(self.codes))
-            .where(c.event_time > start, c.event_time <= end)
-        )
-        return int(rows[0][0]) if rows else 0
+        return error_count(ctx, account_id, self.codes, start, end)
 
     def observe(self, ctx: PassContext, events: list[Event]) -> None:
         # Evaluated once per account and batch, at its newest matching event.
@@ -555,16 +340,7 @@ class ErrorBurst(Rule):
     def breakdown(
         self, ctx: PassContext, account_id: str, start: float, end: float
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        c = _EVENTS.c
-        rows = ctx.read(
-            select(*event_columns())
-            .where(c.account_id == account_id)
-            .where(c.error_code.in_(self.codes))
-            .where(c.event_time > start, c.event_time <= end)
-            .order_by(c.seq.desc())
-            .limit(1000)
-        )
-        events = [event_from_row(row) for row in rows]
+        events = recent_errors(ctx, account_id, self.codes, start, end)
         principals = Counter(_principal_label(e) for e in events)
         operations = Counter(f"{e.service}:{e.event_name}" for e in events)
         return (
@@ -701,11 +477,3 @@ def build_rules(settings: AlertSettings) -> list[Rule]:
         UnexpectedNetwork(settings),
     ]
     return [rule for rule in rules if settings.rule_enabled(rule.name)]
-
-
-def rule_names(rules: Iterable[Rule]) -> list[str]:
-    return [rule.name for rule in rules]
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -13,17 +13,34 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 
 from khoa.audit.events import AuditEvent, background
 from khoa.storage import schema
 
-if TYPE_CHECKING:
-    from khoa.runtime import Runtime
-
 log = logging.getLogger("khoa.jobs")
+
+
+class EventSink(Protocol):
+    """What a job needs of the audit sink (:class:`khoa.audit.recorder.AuditRecorder`)."""
+
+    def write(self, events: list[AuditEvent]) -> None: ...
+
+    def note_failure(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobAudit:
+    """Where background jobs' events are recorded, and whom they name when a resource's owner
+    could not be read before the job ran (its row was already gone): the default account and
+    Region, as for calls in ``--dev`` mode."""
+
+    engine: Engine
+    sink: EventSink
+    default_account_id: str
+    default_region: str
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ PARAMETERS = Due("ssm", "AWS::SSM::Parameter", "name", _parameters)
 
 
 def recorded(
-    runtime: Runtime,
+    audit: JobAudit,
     event_name: str,
     due: Due,
     work: Callable[[float], list[str]],
@@ -99,12 +116,12 @@ def recorded(
 
     def job(now: datetime) -> None:
         owners: dict[str, list[Owned]] = {}
-        for owned in due.find(runtime.engine, now.timestamp()):
+        for owned in due.find(audit.engine, now.timestamp()):
             owners.setdefault(owned.resource_id, []).append(owned)
         events: list[AuditEvent] = []
         for resource_id in work(now.timestamp()):
             candidates = owners.get(resource_id) or [
-                Owned(resource_id, runtime.dev_account_id, runtime.settings.default_region, resource_id)
+                Owned(resource_id, audit.default_account_id, audit.default_region, resource_id)
             ]
             owned = candidates.pop(0)
             log.info("background job %s %s (account %s)", event_name, owned.arn, owned.account_id)
@@ -122,9 +139,9 @@ def recorded(
         if not events:
             return
         try:
-            runtime.audit.write(events)
+            audit.sink.write(events)
         except Exception:
-            runtime.audit.note_failure()
+            audit.sink.note_failure()
             log.exception("could not record %d %s events", len(events), event_name)
             raise
 

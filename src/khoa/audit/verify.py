@@ -25,17 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import Engine, select
 
-from khoa.audit.trail import (
-    BUCKET,
-    SIGNATURE_SUFFIX,
-    STAGING_DIR,
-    fingerprint,
-    iso,
-    parse_iso,
-    public_key_der,
-    sha256_hex,
-    string_to_sign,
-)
+from khoa.audit.files import SIGNATURE_SUFFIX, STAGING_DIR
+from khoa.audit.formats import BUCKET, iso, parse_iso, sha256_hex, string_to_sign
+from khoa.audit.signing import fingerprint, public_key_der
 from khoa.storage import schema
 
 # Finding kinds, worst first in the report.

@@ -18,7 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.audit.trail import AuditTrail, TrailBusy, TrailConflict, iso, public_keys
+from khoa.audit.errors import TrailBusy, TrailConflict
+from khoa.audit.formats import iso
+from khoa.audit.signing import public_keys
+from khoa.audit.trail import AuditTrail
 from khoa.audit.verify import load_pem_keys, load_public_keys, load_records, summary_lines, verify_trail
 from khoa.bootstrap import load_barrier
 from khoa.crypto.barrier import BarrierError

@@ -13,7 +13,7 @@ from rich.table import Table
 from khoa.bootstrap import load_barrier
 from khoa.cli.common import installation_settings
 from khoa.crypto.seal import SealError
-from khoa.rotation import functions
+from khoa.secret_rotation import functions
 from khoa.settings import DEFAULT_REGION
 from khoa.storage.database import create_database_engine, migrate
 

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from khoa.bootstrap import load_barrier
+from khoa.changes import webhooks
 from khoa.cli.common import installation_settings
 from khoa.crypto.seal import SealError
-from khoa.events import webhooks
 from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Webhooks receiving secret change events.", no_args_is_help=True)

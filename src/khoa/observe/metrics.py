@@ -8,19 +8,17 @@ database when scraped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from khoa.alerts.metrics import AlertsRaised
+from khoa.clock import wall_clock
 from khoa.storage import schema
-
-if TYPE_CHECKING:
-    from khoa.runtime import Runtime
 
 log = logging.getLogger("khoa")
 
@@ -30,7 +28,14 @@ THROTTLES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsExce
 
 
 class Metrics:
-    def __init__(self, runtime: Runtime | None = None) -> None:
+    """The registry ``/metrics`` renders.
+
+    With an ``engine``, the scrape also reads gauges and alert counts from the database; ``now`` is
+    the domain clock those gauges compare with (the app passes its ``Clock.now``, which ``--dev`` can
+    advance). Without one (unit tests), only the request counters exist.
+    """
+
+    def __init__(self, engine: Engine | None = None, now: Callable[[], datetime] = wall_clock) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "khoa_requests",
@@ -67,9 +72,9 @@ class Metrics:
             "khoa_audit_sink_errors", "Audit events that could not be recorded", registry=self.registry
         )
         self.sealed = Gauge("khoa_sealed", "1 while the server is sealed", registry=self.registry)
-        if runtime is not None:
-            self.registry.register(StoredResources(runtime))
-            self.registry.register(AlertsRaised(runtime.engine))
+        if engine is not None:
+            self.registry.register(StoredResources(engine, now))
+            self.registry.register(AlertsRaised(engine))
 
     def count_request(self, service: str, operation: str, outcome: str) -> None:
         """Count one answered request; ``outcome`` is "ok" or the error code."""
@@ -88,8 +93,9 @@ class Metrics:
 class StoredResources(Collector):
     """Gauges read from the database at scrape time (one cheap aggregate query each)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.now = now
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # no query at registration; the series are named in collect()
@@ -97,9 +103,9 @@ class StoredResources(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         keys = schema.kms_keys
         secrets = schema.sm_secrets
-        now = self.runtime.clock.now().timestamp()
+        now = self.now().timestamp()
         try:
-            with self.runtime.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 pending = conn.execute(
                     select(func.count()).select_from(keys).where(keys.c.state == "PendingDeletion")
                 ).scalar_one()

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from khoa.auth.principal import Principal
-    from khoa.runtime import Runtime
 
 
 @dataclass
 class RequestContext:
-    """Who is calling, where, and with which runtime services.
+    """The facts of one request: who is calling, from where, when, in which region and account.
 
-    Handlers receive this plus the validated parameters and know nothing about HTTP.
+    Handlers receive this plus the validated parameters and know nothing about HTTP. It carries no
+    collaborators: a handler's store, authoriser and other services are bound to it once by its
+    service's ``build_service`` (see :func:`khoa.services.base.bind`).
     """
 
-    runtime: Runtime
     principal: Principal
     region: str
     request_id: str

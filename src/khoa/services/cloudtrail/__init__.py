@@ -4,28 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from khoa.iam.authorize import authorize
 from khoa.protocol.context import RequestContext
 from khoa.services.authorization import AuthorizationTable, rule
-from khoa.services.base import Service
+from khoa.services.base import Service, bind
 from khoa.services.cloudtrail import lookup
+from khoa.services.cloudtrail.backend import CloudTrailBackend
 
 
-def _lookup_events(ctx: RequestContext, params: dict[str, Any]) -> None:
-    # LookupEvents supports no resource-level permissions: AWS authorises it on "*".
-    authorize(ctx, "cloudtrail:LookupEvents", "*")
+def authorization_table(trail: CloudTrailBackend) -> AuthorizationTable:
+    def lookup_events(ctx: RequestContext, params: dict[str, Any]) -> None:
+        # LookupEvents supports no resource-level permissions: AWS authorises it on "*".
+        trail.authorizer.authorize(ctx, "cloudtrail:LookupEvents", "*")
+
+    return AuthorizationTable("cloudtrail", {"LookupEvents": rule(lookup_events, "cloudtrail:LookupEvents")})
 
 
-def authorization_table() -> AuthorizationTable:
-    return AuthorizationTable("cloudtrail", {"LookupEvents": rule(_lookup_events, "cloudtrail:LookupEvents")})
-
-
-def build_service() -> Service:
+def build_service(trail: CloudTrailBackend) -> Service:
     return Service(
         name="cloudtrail",
         signing_name="cloudtrail",
         target_prefix="com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101",
         model=lookup.CloudTrailModel(),
-        handlers=dict(lookup.OPERATIONS),
-        authorizer=authorization_table(),
+        handlers=bind(trail, lookup.OPERATIONS),
+        authorizer=authorization_table(trail),
     )

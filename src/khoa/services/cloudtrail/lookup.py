@@ -13,15 +13,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import Row
 
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
-from khoa.storage import schema
+from khoa.services.cloudtrail.backend import CloudTrailBackend
 
 DEFAULT_MAX_RESULTS = 50
-_EVENTS = schema.audit_events
 # CloudTrail answers bad input with its own exceptions rather than a ValidationException.
 _VALIDATION_CODES = (
     ("maxResults", "InvalidMaxResultsException"),
@@ -46,36 +45,14 @@ class CloudTrailModel(ServiceModel):
             raise
 
 
-def _line_match(column: Any, value: str) -> ColumnElement[bool]:
-    """``column`` holds newline-separated names; match one of them exactly."""
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return or_(
-        column == value,
-        column.like(f"{escaped}\n%", escape="\\"),
-        column.like(f"%\n{escaped}", escape="\\"),
-        column.like(f"%\n{escaped}\n%", escape="\\"),
-    )
-
-
-def _attribute_filter(key: str, value: str) -> ColumnElement[bool]:
-    if key == "ReadOnly":
-        if value.lower() not in ("true", "false"):
-            raise AWSError(
-                "InvalidLookupAttributesException", "ReadOnly lookup attribute value must be true or false."
-            )
-        return _EVENTS.c.read_only == (value.lower() == "true")
-    if key == "ResourceName":
-        return _line_match(_EVENTS.c.resource_names, value)
-    if key == "ResourceType":
-        return _line_match(_EVENTS.c.resource_types, value)
-    column = {
-        "EventId": _EVENTS.c.event_id,
-        "EventName": _EVENTS.c.event_name,
-        "Username": _EVENTS.c.username,
-        "EventSource": _EVENTS.c.event_source,
-        "AccessKeyId": _EVENTS.c.access_key_id,
-    }[key]
-    return column == value
+def _attribute(attribute: dict[str, str]) -> tuple[str, str]:
+    """The lookup attribute as (key, value), its value checked where CloudTrail restricts it."""
+    key, value = attribute["AttributeKey"], attribute["AttributeValue"]
+    if key == "ReadOnly" and value.lower() not in ("true", "false"):
+        raise AWSError(
+            "InvalidLookupAttributesException", "ReadOnly lookup attribute value must be true or false."
+        )
+    return key, value
 
 
 def _fingerprint(params: dict[str, Any]) -> str:
@@ -88,11 +65,11 @@ def _fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_token(seq: int, fingerprint: str) -> str:
+def encode_token(seq: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([seq, fingerprint]).encode()).decode()
 
 
-def _decode_token(token: str, fingerprint: str) -> int:
+def decode_token(token: str, fingerprint: str) -> int:
     invalid = AWSError("InvalidNextTokenException", "Invalid NextToken.")
     try:
         seq, expected = json.loads(base64.urlsafe_b64decode(token.encode()))
@@ -103,7 +80,7 @@ def _decode_token(token: str, fingerprint: str) -> int:
     return seq
 
 
-def _event(row: Any) -> dict[str, Any]:
+def _event(row: Row[Any]) -> dict[str, Any]:
     record = json.loads(row.record)
     event: dict[str, Any] = {
         "EventId": row.event_id,
@@ -124,7 +101,7 @@ def _event(row: Any) -> dict[str, Any]:
     return event
 
 
-def lookup_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def lookup_events(trail: CloudTrailBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Authorised before it runs, as ``cloudtrail:LookupEvents`` on ``*`` (see cloudtrail/__init__.py)."""
     attributes = params.get("LookupAttributes", [])
     if len(attributes) > 1:
@@ -135,37 +112,23 @@ def lookup_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     if start is not None and end is not None and start > end:
         raise AWSError("InvalidTimeRangeException", "Start time must not be after end time.")
     fingerprint = _fingerprint(params)
-    query = (
-        select(
-            _EVENTS.c.seq,
-            _EVENTS.c.event_id,
-            _EVENTS.c.event_name,
-            _EVENTS.c.read_only,
-            _EVENTS.c.access_key_id,
-            _EVENTS.c.event_time,
-            _EVENTS.c.event_source,
-            _EVENTS.c.username,
-            _EVENTS.c.record,
-        )
-        .where(_EVENTS.c.account_id == ctx.account_id)
-        .where(_EVENTS.c.region == ctx.region)
-    )
-    for attribute in attributes:
-        query = query.where(_attribute_filter(attribute["AttributeKey"], attribute["AttributeValue"]))
-    if start is not None:
-        query = query.where(_EVENTS.c.event_time >= start.timestamp())
-    if end is not None:
-        query = query.where(_EVENTS.c.event_time <= end.timestamp())
-    if params.get("NextToken"):
-        query = query.where(_EVENTS.c.seq < _decode_token(params["NextToken"], fingerprint))
+    attribute = _attribute(attributes[0]) if attributes else None
+    before = decode_token(params["NextToken"], fingerprint) if params.get("NextToken") else None
     if params.get("EventCategory") == "insight":
         return {"Events": []}  # Khoa has no Insights events
     limit = params.get("MaxResults", DEFAULT_MAX_RESULTS)
-    with ctx.runtime.engine.connect() as conn:
-        rows = conn.execute(query.order_by(_EVENTS.c.seq.desc()).limit(limit + 1)).all()
+    rows = trail.store.events(
+        ctx.account_id,
+        ctx.region,
+        attribute=attribute,
+        start=start,
+        end=end,
+        before_seq=before,
+        limit=limit + 1,
+    )
     result: dict[str, Any] = {"Events": [_event(row) for row in rows[:limit]]}
     if len(rows) > limit:
-        result["NextToken"] = _encode_token(rows[limit - 1].seq, fingerprint)
+        result["NextToken"] = encode_token(rows[limit - 1].seq, fingerprint)
     return result
 
 

@@ -19,7 +19,9 @@ it says otherwise), a *target* (the resource ARN) and the *keys* it adds to the 
   changes, Delete*PermissionsBoundary).
 
 Handlers contain no authorisation; they use the entity rows found here (``ctx.extras``) through
-:func:`khoa.services.iam.store.lookup_entity`, so they act on the entity that was authorised.
+:func:`khoa.services.iam.lookups.lookup_entity`, so they act on the entity that was authorised.
+Targets are resolved through the store, and evaluated by the :class:`Authorizer`, both given to
+:func:`table` by ``build_service``.
 """
 
 from __future__ import annotations
@@ -28,25 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from khoa.iam.authorize import authorize
 from khoa.protocol.context import RequestContext
 from khoa.services.authorization import AuthorizationTable, Rule
 from khoa.services.iam import errors
-from khoa.services.iam.store import (
-    ACCESS_KEYS,
-    ENTITY_ARN,
-    GROUP,
-    ROLE,
-    TAGS,
-    USER,
-    cached_entity,
-    entity_arn,
-    find_policy,
-    parse_policy_arn,
-    policy_arn,
-)
+from khoa.services.iam.backend import IamBackend
+from khoa.services.iam.lookups import cached_entity
+from khoa.services.iam.names import ENTITY_ARN, GROUP, ROLE, USER, entity_arn, parse_policy_arn, policy_arn
+from khoa.services.iam.store import IamStore
 
 Context = dict[str, list[str]]
 
@@ -60,7 +50,7 @@ class Target:
     boundary: str | None = None
 
 
-Resolve = Callable[[RequestContext, dict[str, Any]], Target | None]  # None: the step does not apply
+Resolve = Callable[[IamStore, RequestContext, dict[str, Any]], Target | None]  # None: step does not apply
 Keys = Callable[[dict[str, Any], Target], Context]
 
 
@@ -78,8 +68,8 @@ class Step:
 # -- targets ---------------------------------------------------------------------------------------------
 
 
-def _found(ctx: RequestContext, kind: str, name: str) -> Target:
-    row = cached_entity(ctx, kind, name)
+def _found(store: IamStore, ctx: RequestContext, kind: str, name: str) -> Target:
+    row = cached_entity(store, ctx, kind, name)
     if row is None:
         return Target(entity_arn(ctx.account_id, kind, "/", name))
     return Target(
@@ -92,15 +82,15 @@ def _found(ctx: RequestContext, kind: str, name: str) -> Target:
 def entity(kind: str, param: str) -> Resolve:
     """The user, group or role named by ``param``: its real ARN, or the ARN it would have."""
 
-    def resolve(ctx: RequestContext, params: dict[str, Any]) -> Target:
-        return _found(ctx, kind, params[param])
+    def resolve(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
+        return _found(store, ctx, kind, params[param])
 
     return resolve
 
 
 def new_entity(kind: str, param: str) -> Resolve:
     """The ARN a Create* call would give the new user, group or role."""
-    return lambda ctx, params: Target(
+    return lambda store, ctx, params: Target(
         entity_arn(ctx.account_id, kind, params.get("Path", "/"), params[param])
     )
 
@@ -109,8 +99,8 @@ def renamed(kind: str, param: str, new_name: str) -> Resolve:
     """For Update{User,Group}: the entity's ARN after the change, when it changes (AWS requires the
     permission on both the old and the new name)."""
 
-    def resolve(ctx: RequestContext, params: dict[str, Any]) -> Target | None:
-        row = cached_entity(ctx, kind, params[param])
+    def resolve(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target | None:
+        row = cached_entity(store, ctx, kind, params[param])
         if row is None:
             return None  # the first step authorised the ARN it would have; the handler reports it missing
         arn = entity_arn(
@@ -121,67 +111,61 @@ def renamed(kind: str, param: str, new_name: str) -> Resolve:
     return resolve
 
 
-def user_or_caller(ctx: RequestContext, params: dict[str, Any]) -> Target:
+def user_or_caller(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
     """The user named by ``UserName``; without it the caller's own user (the root's ARN for the root)."""
     name = params.get("UserName")
     if name is not None:
-        return _found(ctx, USER, name)
+        return _found(store, ctx, USER, name)
     principal = ctx.principal
     if principal.is_root:
         return Target(principal.arn)
     if principal.kind != "IAMUser":
         raise errors.needs_user_name()
-    return _found(ctx, USER, principal.name)
+    return _found(store, ctx, USER, principal.name)
 
 
-def key_owner(ctx: RequestContext, params: dict[str, Any]) -> Target:
+def key_owner(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
     """GetAccessKeyLastUsed: the key's owner (user or root) in the caller's account; ``*`` when the key
     is not one of this account's long-term keys."""
-    with ctx.runtime.engine.connect() as conn:
-        key = conn.execute(
-            select(ACCESS_KEYS.c.principal_kind, ACCESS_KEYS.c.principal_name)
-            .where(ACCESS_KEYS.c.access_key_id == params["AccessKeyId"])
-            .where(ACCESS_KEYS.c.account_id == ctx.account_id)
-        ).first()
+    key = store.keys.find(ctx.account_id, params["AccessKeyId"])
     if key is None or key.principal_kind not in ("IAMUser", "Root"):
         return Target("*")
     if key.principal_kind == "Root":
         return Target(f"arn:aws:iam::{ctx.account_id}:root")
-    return _found(ctx, USER, key.principal_name)
+    return _found(store, ctx, USER, key.principal_name)
 
 
 def policy(param: str) -> Resolve:
     """The managed policy ARN in ``param`` as given (its path is part of it); a customer-managed policy
     of the caller's account offers its tags. Policies of other accounts are not looked up."""
 
-    def resolve(ctx: RequestContext, params: dict[str, Any]) -> Target:
+    def resolve(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
         arn = params[param]
         account, _path, _name = parse_policy_arn(arn)
         if account != ctx.account_id:
             return Target(arn)
-        with ctx.runtime.engine.connect() as conn:
-            row = find_policy(conn, arn)
+        row = store.policies.find(arn)
         return Target(arn, row.policy_id if row is not None else None)
 
     return resolve
 
 
-def new_policy(ctx: RequestContext, params: dict[str, Any]) -> Target:
+def new_policy(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
     return Target(policy_arn(ctx.account_id, params.get("Path", "/"), params["PolicyName"]))
 
 
 def path_of(kind: str) -> Resolve:
     """List* operations: AWS evaluates them on the path ARN, e.g. ``arn:aws:iam::<account>:user/``."""
-    return lambda ctx, params: Target(
+    return lambda store, ctx, params: Target(
         f"arn:aws:iam::{ctx.account_id}:{kind}{params.get('PathPrefix') or '/'}"
     )
 
 
-def everything(ctx: RequestContext, params: dict[str, Any]) -> Target:
+def everything(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
     return Target("*")
 
 
-def simulation_source(ctx: RequestContext, params: dict[str, Any]) -> Target:
+def simulation_source(store: IamStore, ctx: RequestContext, params: dict[str, Any]) -> Target:
     """SimulatePrincipalPolicy: the PolicySourceArn as given (it must name a user, group or role)."""
     arn = params["PolicySourceArn"]
     if ENTITY_ARN.match(arn) is None:
@@ -328,42 +312,44 @@ def _steps() -> dict[str, tuple[Step, ...]]:
 STEPS = _steps()
 
 
-def _resource_tags(ctx: RequestContext, owner_id: str) -> Context:
-    with ctx.runtime.engine.connect() as conn:
-        rows = conn.execute(select(TAGS.c.tag_key, TAGS.c.tag_value).where(TAGS.c.owner_id == owner_id)).all()
+def _resource_tags(store: IamStore, owner_id: str) -> Context:
     context: Context = {}
-    for key, value in rows:
-        context[f"aws:resourcetag/{key}"] = [value]
-        context[f"iam:resourcetag/{key}"] = [value]
+    for tag in store.tags.of(owner_id):
+        context[f"aws:resourcetag/{tag['Key']}"] = [tag["Value"]]
+        context[f"iam:resourcetag/{tag['Key']}"] = [tag["Value"]]
     return context
 
 
-def _authorize_step(ctx: RequestContext, params: dict[str, Any], step: Step, target: Target) -> None:
-    def context() -> Context:
-        # Evaluated only when policies must really be evaluated (not for the account root).
-        facts: Context = _resource_tags(ctx, target.tags_owner) if target.tags_owner else {}
-        for keys in step.keys:
-            facts.update(keys(params, target))
-        return facts
-
-    authorize(ctx, step.action or f"iam:{ctx.operation}", target.arn, context=context)
-
-
-def _run(steps: tuple[Step, ...]) -> Callable[[RequestContext, dict[str, Any]], None]:
+def _run(iam: IamBackend, steps: tuple[Step, ...]) -> Callable[[RequestContext, dict[str, Any]], None]:
     def check(ctx: RequestContext, params: dict[str, Any]) -> None:
         for step in steps:
             if step.when and not params.get(step.when):
                 continue
-            target = step.target(ctx, params)
+            target = step.target(iam.store, ctx, params)
             if target is not None:
-                _authorize_step(ctx, params, step, target)
+                _authorize_step(iam, ctx, params, step, target)
 
     return check
 
 
-def table() -> AuthorizationTable:
+def _authorize_step(
+    iam: IamBackend, ctx: RequestContext, params: dict[str, Any], step: Step, target: Target
+) -> None:
+    def context() -> Context:
+        # Evaluated only when policies must really be evaluated (not for the account root).
+        facts: Context = _resource_tags(iam.store, target.tags_owner) if target.tags_owner else {}
+        for keys in step.keys:
+            facts.update(keys(params, target))
+        return facts
+
+    iam.authorizer.authorize(ctx, step.action or f"iam:{ctx.operation}", target.arn, context=context)
+
+
+def table(iam: IamBackend) -> AuthorizationTable:
+    """IAM's authorisation table, resolving targets through ``iam.store`` and evaluating them with
+    ``iam.authorizer``."""
     rules = {}
     for operation, steps in STEPS.items():
         actions = tuple(dict.fromkeys(step.action or f"iam:{operation}" for step in steps))
-        rules[operation] = Rule(actions, _run(steps))
+        rules[operation] = Rule(actions, _run(iam, steps))
     return AuthorizationTable("iam", rules)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from khoa.iam.policy import Policy, PolicyError
+from khoa.access.policy import Policy, PolicyError
 from khoa.services.iam import errors
 
 MANAGED_POLICY_SIZE = 6144

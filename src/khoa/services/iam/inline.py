@@ -7,60 +7,34 @@ other than whitespace for a user / group / role).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, insert, select
-
 from khoa.protocol.context import RequestContext
+from khoa.services.base import Operation
 from khoa.services.iam import documents, errors, paging
-from khoa.services.iam.store import GROUP, INLINE, ROLE, USER, invalidate, lookup_entity
+from khoa.services.iam.backend import IamBackend
+from khoa.services.iam.lookups import lookup_entity
+from khoa.services.iam.names import GROUP, LABEL, ROLE, USER
 
-Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 _NAME_PARAM = {USER: "UserName", GROUP: "GroupName", ROLE: "RoleName"}
 
 
-def put(kind: str) -> Handler:
-    def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
-        policy_name = params["PolicyName"]
+def put(kind: str) -> Operation[IamBackend]:
+    def handler(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        owner = lookup_entity(iam.store, ctx, kind, params[_NAME_PARAM[kind]])
         document = params["PolicyDocument"]
         documents.validate_identity(document)
-        limit = documents.INLINE_SIZE[kind]
-        with ctx.runtime.engine.begin() as conn:
-            others = conn.execute(
-                select(INLINE.c.document)
-                .where(INLINE.c.owner_id == owner.principal_id)
-                .where(INLINE.c.policy_name != policy_name)
-            ).scalars()
-            if sum(documents.size(d) for d in others) + documents.size(document) > limit:
-                raise errors.limit_exceeded(
-                    f"Maximum policy size of {limit} bytes exceeded for {kind} {owner.name}"
-                )
-            conn.execute(
-                delete(INLINE)
-                .where(INLINE.c.owner_id == owner.principal_id)
-                .where(INLINE.c.policy_name == policy_name)
-            )
-            conn.execute(
-                insert(INLINE).values(owner_id=owner.principal_id, policy_name=policy_name, document=document)
-            )
-        invalidate(ctx)
+        iam.store.permissions.put_inline(owner, params["PolicyName"], document, documents.INLINE_SIZE[kind])
         return {}
 
     return handler
 
 
-def get(kind: str) -> Handler:
-    def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
+def get(kind: str) -> Operation[IamBackend]:
+    def handler(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        owner = lookup_entity(iam.store, ctx, kind, params[_NAME_PARAM[kind]])
         policy_name = params["PolicyName"]
-        with ctx.runtime.engine.connect() as conn:
-            document = conn.execute(
-                select(INLINE.c.document)
-                .where(INLINE.c.owner_id == owner.principal_id)
-                .where(INLINE.c.policy_name == policy_name)
-            ).scalar()
+        document = iam.store.permissions.inline_document(owner.principal_id, policy_name)
         if document is None:
             raise errors.inline_policy_not_found(kind, policy_name)
         return {
@@ -72,43 +46,28 @@ def get(kind: str) -> Handler:
     return handler
 
 
-def remove(kind: str) -> Handler:
-    def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
+def remove(kind: str) -> Operation[IamBackend]:
+    def handler(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        owner = lookup_entity(iam.store, ctx, kind, params[_NAME_PARAM[kind]])
         policy_name = params["PolicyName"]
-        with ctx.runtime.engine.begin() as conn:
-            deleted = conn.execute(
-                delete(INLINE)
-                .where(INLINE.c.owner_id == owner.principal_id)
-                .where(INLINE.c.policy_name == policy_name)
-            ).rowcount
-        if not deleted:
+        if not iam.store.permissions.delete_inline(owner.principal_id, policy_name):
             raise errors.inline_policy_not_found(kind, policy_name)
-        invalidate(ctx)
         return {}
 
     return handler
 
 
-def names(kind: str) -> Handler:
-    def handler(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        owner = lookup_entity(ctx, kind, params[_NAME_PARAM[kind]])
-        with ctx.runtime.engine.connect() as conn:
-            found = list(
-                conn.execute(
-                    select(INLINE.c.policy_name)
-                    .where(INLINE.c.owner_id == owner.principal_id)
-                    .order_by(INLINE.c.policy_name)
-                ).scalars()
-            )
-        page, meta = paging.paginate(found, params)
+def names(kind: str) -> Operation[IamBackend]:
+    def handler(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+        owner = lookup_entity(iam.store, ctx, kind, params[_NAME_PARAM[kind]])
+        page, meta = paging.paginate(iam.store.permissions.inline_names(owner.principal_id), params)
         return {"PolicyNames": page, **meta}
 
     return handler
 
 
-OPERATIONS: dict[str, Handler] = {}
-for _kind, _label in ((USER, "User"), (GROUP, "Group"), (ROLE, "Role")):
+OPERATIONS: dict[str, Operation[IamBackend]] = {}
+for _kind, _label in LABEL.items():
     OPERATIONS[f"Put{_label}Policy"] = put(_kind)
     OPERATIONS[f"Get{_label}Policy"] = get(_kind)
     OPERATIONS[f"Delete{_label}Policy"] = remove(_kind)

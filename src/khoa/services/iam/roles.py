@@ -5,140 +5,93 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row
 
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import documents, errors, paging, tags, views
-from khoa.services.iam.store import (
-    ATTACHMENTS,
-    INLINE,
-    PRINCIPALS,
-    ROLE,
-    TAGS,
-    by_id,
-    count,
-    entity_arn,
-    find,
-    invalidate,
-    listing,
-    lookup_entity,
-    lookup_policy,
-    new_id,
-    now,
-)
-
-MAX_ROLES = 1000
+from khoa.services.iam.backend import IamBackend
+from khoa.services.iam.lookups import lookup_entity, lookup_policy
+from khoa.services.iam.names import ROLE, entity_arn, new_id
 
 
-def create_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def create_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["RoleName"]
     path = params.get("Path", "/")
     boundary = params.get("PermissionsBoundary")
     new_tags = params.get("Tags") or []
-    arn = entity_arn(ctx.account_id, ROLE, path, name)
     if new_tags:
         tags.validate(new_tags)
     trust = params["AssumeRolePolicyDocument"]
     documents.validate_trust(trust)
     if boundary:
-        lookup_policy(ctx, boundary, missing=errors.policy_not_attachable)
-    role_id = new_id(ROLE)
-    try:
-        with ctx.runtime.engine.begin() as conn:
-            if find(conn, ctx.account_id, ROLE, name) is not None:
-                raise errors.already_exists(f"Role with name {name} already exists.")
-            if count(conn, ctx.account_id, ROLE) >= MAX_ROLES:
-                raise errors.quota("RolesPerAccount", MAX_ROLES)
-            conn.execute(
-                insert(PRINCIPALS).values(
-                    principal_id=role_id,
-                    account_id=ctx.account_id,
-                    kind=ROLE,
-                    name=name,
-                    name_lower=name.lower(),
-                    path=path,
-                    arn=arn,
-                    created_at=now(ctx),
-                    description=params.get("Description"),
-                    assume_role_policy=trust,
-                    max_session_duration=params.get("MaxSessionDuration", views.DEFAULT_MAX_SESSION),
-                    permissions_boundary=boundary,
-                )
-            )
-            tags.write(conn, role_id, new_tags, "TagsPerRole")
-            row = by_id(conn, role_id)
-            assert row is not None
-            result = views.role(row, conn)
-    except IntegrityError:
-        raise errors.already_exists(f"Role with name {name} already exists.") from None
-    result.pop("RoleLastUsed", None)
-    invalidate(ctx)
-    return {"Role": result}
+        lookup_policy(iam.store, ctx, boundary, missing=errors.policy_not_attachable)
+    row, stored_tags = iam.store.entities.create(
+        ROLE,
+        ctx.account_id,
+        name,
+        {
+            "principal_id": new_id(ROLE),
+            "path": path,
+            "arn": entity_arn(ctx.account_id, ROLE, path, name),
+            "created_at": ctx.now.timestamp(),
+            "description": params.get("Description"),
+            "assume_role_policy": trust,
+            "max_session_duration": params.get("MaxSessionDuration", views.DEFAULT_MAX_SESSION),
+            "permissions_boundary": boundary,
+        },
+        new_tags,
+        "TagsPerRole",
+    )
+    return {"Role": views.role_detail(row, stored_tags)}
 
 
-def get_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = lookup_entity(ctx, ROLE, params["RoleName"])
-    with ctx.runtime.engine.connect() as conn:
-        return {"Role": views.role(row, conn)}
+def _detail(iam: IamBackend, row: Row[Any]) -> dict[str, Any]:
+    """GetRole's Role: with its boundary, tags and RoleLastUsed."""
+    out = views.role_detail(row, iam.store.tags.of(row.principal_id))
+    out["RoleLastUsed"] = views.last_used(iam.store.entities.role_last_used(row.principal_id))
+    return out
 
 
-def list_roles(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    prefix = params.get("PathPrefix")
-    with ctx.runtime.engine.connect() as conn:
-        rows = listing(conn, ctx.account_id, ROLE, prefix)
+def get_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"Role": _detail(iam, lookup_entity(iam.store, ctx, ROLE, params["RoleName"]))}
+
+
+def list_roles(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    rows = iam.store.entities.listing(ctx.account_id, ROLE, params.get("PathPrefix"))
     page, meta = paging.paginate(rows, params)
     return {"Roles": [views.role(r) for r in page], **meta}
 
 
-def _update(ctx: RequestContext, role_id: str, **values: Any) -> None:
-    with ctx.runtime.engine.begin() as conn:
-        conn.execute(update(PRINCIPALS).where(PRINCIPALS.c.principal_id == role_id).values(**values))
-
-
-def update_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = lookup_entity(ctx, ROLE, params["RoleName"])
+def update_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = lookup_entity(iam.store, ctx, ROLE, params["RoleName"])
     values: dict[str, Any] = {}
     if "Description" in params:
         values["description"] = params["Description"]
     if "MaxSessionDuration" in params:
         values["max_session_duration"] = params["MaxSessionDuration"]
     if values:
-        _update(ctx, row.principal_id, **values)
+        iam.store.entities.update_role(row.principal_id, values)
     return {}
 
 
-def update_role_description(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = lookup_entity(ctx, ROLE, params["RoleName"])
-    _update(ctx, row.principal_id, description=params["Description"])
-    with ctx.runtime.engine.connect() as conn:
-        updated = by_id(conn, row.principal_id)
-        if updated is None:
-            raise errors.entity_not_found(ROLE, params["RoleName"])
-        return {"Role": views.role(updated, conn)}
+def update_role_description(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = lookup_entity(iam.store, ctx, ROLE, params["RoleName"])
+    iam.store.entities.update_role(row.principal_id, {"description": params["Description"]})
+    updated = iam.store.entities.by_id(row.principal_id)
+    if updated is None:
+        raise errors.entity_not_found(ROLE, params["RoleName"])
+    return {"Role": _detail(iam, updated)}
 
 
-def update_assume_role_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = lookup_entity(ctx, ROLE, params["RoleName"])
+def update_assume_role_policy(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    row = lookup_entity(iam.store, ctx, ROLE, params["RoleName"])
     documents.validate_trust(params["PolicyDocument"])
-    _update(ctx, row.principal_id, assume_role_policy=params["PolicyDocument"])
-    invalidate(ctx)
+    iam.store.entities.update_role(row.principal_id, {"assume_role_policy": params["PolicyDocument"]})
     return {}
 
 
-def delete_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = lookup_entity(ctx, ROLE, params["RoleName"])
-    owner = row.principal_id
-    with ctx.runtime.engine.begin() as conn:
-        if conn.execute(select(INLINE.c.policy_name).where(INLINE.c.owner_id == owner).limit(1)).first():
-            raise errors.delete_conflict("Cannot delete entity, must delete policies first.")
-        if conn.execute(
-            select(ATTACHMENTS.c.policy_arn).where(ATTACHMENTS.c.owner_id == owner).limit(1)
-        ).first():
-            raise errors.delete_conflict("Cannot delete entity, must detach all policies first.")
-        conn.execute(delete(TAGS).where(TAGS.c.owner_id == owner))
-        conn.execute(delete(PRINCIPALS).where(PRINCIPALS.c.principal_id == owner))
-    invalidate(ctx)
+def delete_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    iam.store.entities.delete_role(lookup_entity(iam.store, ctx, ROLE, params["RoleName"]))
     return {}
 
 

@@ -10,28 +10,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
-
+from khoa.access import aws_managed
+from khoa.access.directory import parsed
+from khoa.access.evaluate import Request, evaluate
+from khoa.access.policy import Policy, PolicyError, Statement
 from khoa.auth.principal import Principal
-from khoa.iam.directory import parsed
-from khoa.iam.evaluate import Request, evaluate
-from khoa.iam.policy import Policy, PolicyError, Statement
 from khoa.protocol.context import RequestContext
-from khoa.services.iam import aws_managed, errors, paging
-from khoa.services.iam.store import (
-    ATTACHMENTS,
-    ENTITY_ARN,
-    GROUP,
-    INLINE,
-    MANAGED,
-    MEMBERS,
-    PRINCIPALS,
-    ROLE,
-    USER,
-    VERSIONS,
-    tags_of,
-)
+from khoa.services.iam import errors, paging
+from khoa.services.iam.backend import IamBackend
+from khoa.services.iam.names import ENTITY_ARN, ROLE, USER
+from khoa.services.iam.store import EntityPolicies
 
 _ACCOUNT_IN = re.compile(r"(\d{12})")
 
@@ -54,48 +42,21 @@ def _parse(document: str, source: str, label: str) -> Policy:
         raise errors.invalid_input(f"{label}: {exc}") from None
 
 
-def _managed_sources(conn: Connection, owner_ids: list[str]) -> list[Source]:
-    rows = conn.execute(
-        select(MANAGED.c.name, MANAGED.c.account_id, VERSIONS.c.document)
-        .join(ATTACHMENTS, ATTACHMENTS.c.policy_arn == MANAGED.c.arn)
-        .join(VERSIONS, VERSIONS.c.policy_arn == MANAGED.c.arn)
-        .where(ATTACHMENTS.c.owner_id.in_(owner_ids))
-        .where(VERSIONS.c.version_id == MANAGED.c.default_version)
-    ).all()
-    return [
+def _sources(policies: EntityPolicies, has_boundary: bool) -> tuple[list[Source], Policy | None]:
+    """The stored policies as simulation sources (read as authorisation reads them), and the boundary
+    (an empty one when the entity names a boundary policy that no longer exists)."""
+    sources = [Source(parsed(document, "identity"), name, kind) for name, document, kind in policies.inline]
+    sources.extend(
         Source(
-            parsed(r.document, "identity"),
-            r.name,
-            "aws-managed" if r.account_id == aws_managed.ACCOUNT else "user-managed",
+            parsed(document, "identity"),
+            name,
+            "aws-managed" if account == aws_managed.ACCOUNT else "user-managed",
         )
-        for r in rows
-    ]
-
-
-def _entity_sources(conn: Connection, row: Any) -> tuple[list[Source], Policy | None]:
-    owners = [(row.principal_id, row.kind)]
-    if row.kind == USER:
-        owners.extend(
-            (gid, GROUP)
-            for gid in conn.execute(
-                select(MEMBERS.c.group_id).where(MEMBERS.c.user_id == row.principal_id)
-            ).scalars()
-        )
-    sources: list[Source] = []
-    for owner_id, kind in owners:
-        for name, document in conn.execute(
-            select(INLINE.c.policy_name, INLINE.c.document).where(INLINE.c.owner_id == owner_id)
-        ).all():
-            sources.append(Source(parsed(document, "identity"), name, kind))
-    sources.extend(_managed_sources(conn, [o for o, _ in owners]))
+        for name, account, document in policies.managed
+    )
     boundary = None
-    if row.permissions_boundary:
-        document = conn.execute(
-            select(VERSIONS.c.document)
-            .join(MANAGED, MANAGED.c.arn == VERSIONS.c.policy_arn)
-            .where(MANAGED.c.arn == row.permissions_boundary)
-            .where(VERSIONS.c.version_id == MANAGED.c.default_version)
-        ).scalar()
+    if has_boundary:
+        document = policies.boundary_document
         boundary = parsed(document, "boundary") if document else Policy((), "boundary")
     return sources, boundary
 
@@ -144,7 +105,6 @@ def _context_entries(entries: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def _simulate(
-    ctx: RequestContext,
     params: dict[str, Any],
     principal: Principal,
     context: dict[str, list[str]],
@@ -219,7 +179,7 @@ def _simulate(
     return {"EvaluationResults": page, **meta}
 
 
-def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def simulate_principal_policy(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     source_arn = params["PolicySourceArn"]
     match = ENTITY_ARN.match(source_arn)
     if match is None:
@@ -227,17 +187,12 @@ def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> di
             f"Invalid ARN: {source_arn}. The PolicySourceArn must name a user, group or role."
         )
     account, kind, _path, name = match.groups()
-    with ctx.runtime.engine.connect() as conn:
-        row = conn.execute(
-            select(PRINCIPALS)
-            .where(PRINCIPALS.c.account_id == account)
-            .where(PRINCIPALS.c.kind == kind)
-            .where(PRINCIPALS.c.name_lower == name.lower())
-        ).first()
-        if row is None or account != ctx.account_id:
-            raise errors.entity_not_found(kind, name)
-        sources, boundary = _entity_sources(conn, row)
-        entity_tags = tags_of(conn, row.principal_id)
+    row = iam.store.entities.find(account, kind, name) if account == ctx.account_id else None
+    if row is None:
+        raise errors.entity_not_found(kind, name)
+    policies = iam.store.reports.entity_policies(row)
+    sources, boundary = _sources(policies, bool(row.permissions_boundary))
+    entity_tags = policies.tags
     principal = Principal(
         account_id=row.account_id,
         arn=row.arn,
@@ -256,10 +211,10 @@ def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> di
         context["aws:username"] = [row.name]
     for tag in entity_tags:
         context[f"aws:principaltag/{tag['Key'].lower()}"] = [tag["Value"]]
-    return _simulate(ctx, params, principal, context, sources, boundary)
+    return _simulate(params, principal, context, sources, boundary)
 
 
-def simulate_custom_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def simulate_custom_policy(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     caller_arn = params.get("CallerArn") or ctx.principal.arn
     match = _ACCOUNT_IN.search(caller_arn)
     account = match.group(1) if match else ctx.account_id
@@ -270,7 +225,7 @@ def simulate_custom_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[
     context: dict[str, list[str]] = {"aws:principalarn": [caller_arn], "aws:principalaccount": [account]}
     if ":user/" in caller_arn:
         context["aws:username"] = [name]
-    return _simulate(ctx, params, principal, context, [], None)
+    return _simulate(params, principal, context, [], None)
 
 
 OPERATIONS = {

@@ -1,15 +1,17 @@
-"""Rows to the response structures of the IAM model (User, Group, Role, Policy, AttachedPolicy…)."""
+"""Rows to the response structures of the IAM model (User, Group, Role, Policy, PolicyVersion…).
+
+Pure functions: whatever a structure shows beyond its row (tags, usage counts, last use) is read by
+the store and passed in.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import Row
 
 from khoa.services.iam import documents
-from khoa.services.iam.store import ATTACHMENTS, PRINCIPALS, tags_of
-from khoa.storage import schema
+from khoa.services.iam.store import PolicyRecord
 
 DEFAULT_MAX_SESSION = 3600
 
@@ -20,20 +22,23 @@ def boundary(arn: str | None) -> dict[str, str] | None:
     return {"PermissionsBoundaryType": "PermissionsBoundaryPolicy", "PermissionsBoundaryArn": arn}
 
 
-def user(row: Row[Any], conn: Connection | None = None) -> dict[str, Any]:
-    """A User; with ``conn``, also its boundary and tags (GetUser, CreateUser), as AWS does."""
-    out: dict[str, Any] = {
+def user(row: Row[Any]) -> dict[str, Any]:
+    """A User as List* operations show it."""
+    return {
         "Path": row.path,
         "UserName": row.name,
         "UserId": row.principal_id,
         "Arn": row.arn,
         "CreateDate": row.created_at,
     }
-    if conn is not None:
-        out["PermissionsBoundary"] = boundary(row.permissions_boundary)
-        tags = tags_of(conn, row.principal_id)
-        if tags:
-            out["Tags"] = tags
+
+
+def user_detail(row: Row[Any], tags: list[dict[str, str]]) -> dict[str, Any]:
+    """A User with its boundary and tags, as GetUser and CreateUser show it (as AWS does)."""
+    out = user(row)
+    out["PermissionsBoundary"] = boundary(row.permissions_boundary)
+    if tags:
+        out["Tags"] = tags
     return out
 
 
@@ -47,9 +52,9 @@ def group(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def role(row: Row[Any], conn: Connection | None = None) -> dict[str, Any]:
-    """A Role; with ``conn``, also boundary, tags and RoleLastUsed (GetRole, CreateRole)."""
-    out: dict[str, Any] = {
+def role(row: Row[Any]) -> dict[str, Any]:
+    """A Role as List* operations show it."""
+    return {
         "Path": row.path,
         "RoleName": row.name,
         "RoleId": row.principal_id,
@@ -59,61 +64,40 @@ def role(row: Row[Any], conn: Connection | None = None) -> dict[str, Any]:
         "Description": row.description,
         "MaxSessionDuration": row.max_session_duration or DEFAULT_MAX_SESSION,
     }
-    if conn is not None:
-        out["PermissionsBoundary"] = boundary(row.permissions_boundary)
-        tags = tags_of(conn, row.principal_id)
-        if tags:
-            out["Tags"] = tags
-        out["RoleLastUsed"] = role_last_used(conn, row.principal_id)
+
+
+def role_detail(row: Row[Any], tags: list[dict[str, str]]) -> dict[str, Any]:
+    """A Role with its boundary and tags (CreateRole; GetRole adds RoleLastUsed: :func:`last_used`)."""
+    out = role(row)
+    out["PermissionsBoundary"] = boundary(row.permissions_boundary)
+    if tags:
+        out["Tags"] = tags
     return out
 
 
-def role_last_used(conn: Connection, role_id: str) -> dict[str, Any]:
-    """When the role was last assumed (its latest STS session); empty when it never was."""
-    sessions = schema.sts_sessions
-    last = conn.execute(select(func.max(sessions.c.created_at)).where(sessions.c.role_id == role_id)).scalar()
-    return {"LastUsedDate": last} if last is not None else {}
+def last_used(when: float | None) -> dict[str, Any]:
+    """RoleLastUsed: when the role was last assumed; empty when it never was."""
+    return {"LastUsedDate": when} if when is not None else {}
 
 
-def usage_counts(conn: Connection, account_id: str, arn: str) -> tuple[int, int]:
-    """How many of this account's entities have the policy attached, and use it as their boundary."""
-    attached = conn.execute(
-        select(func.count())
-        .select_from(ATTACHMENTS.join(PRINCIPALS, PRINCIPALS.c.principal_id == ATTACHMENTS.c.owner_id))
-        .where(ATTACHMENTS.c.policy_arn == arn)
-        .where(PRINCIPALS.c.account_id == account_id)
-    ).scalar_one()
-    boundaries = conn.execute(
-        select(func.count())
-        .select_from(PRINCIPALS)
-        .where(PRINCIPALS.c.permissions_boundary == arn)
-        .where(PRINCIPALS.c.account_id == account_id)
-    ).scalar_one()
-    return int(attached), int(boundaries)
-
-
-def policy(
-    row: Row[Any], conn: Connection, account_id: str, *, description: bool = True, tags: bool = True
-) -> dict[str, Any]:
-    attached, boundaries = usage_counts(conn, account_id, row.arn)
+def policy(record: PolicyRecord, *, description: bool = True, tags: bool = True) -> dict[str, Any]:
+    row = record.row
     out: dict[str, Any] = {
         "PolicyName": row.name,
         "PolicyId": row.policy_id,
         "Arn": row.arn,
         "Path": row.path,
         "DefaultVersionId": row.default_version,
-        "AttachmentCount": attached,
-        "PermissionsBoundaryUsageCount": boundaries,
+        "AttachmentCount": record.attached,
+        "PermissionsBoundaryUsageCount": record.boundaries,
         "IsAttachable": True,
         "CreateDate": row.created_at,
         "UpdateDate": row.updated_at,
     }
     if description and row.description:
         out["Description"] = row.description
-    if tags:
-        found = tags_of(conn, row.policy_id)
-        if found:
-            out["Tags"] = found
+    if tags and record.tags:
+        out["Tags"] = record.tags
     return out
 
 

@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 from khoa.protocol.model import ServiceModel
-from khoa.services.base import Handler, Service
+from khoa.services.base import Service, bind
 from khoa.services.kms import (
     aliases,
     authtable,
     cryptoops,
     grants,
     imports,
+    key_rotation,
     keys,
-    rotation,
     tags,
     unsupported,
     usage,
 )
+from khoa.services.kms.backend import KmsBackend
 
 
-def build_service() -> Service:
-    handlers: dict[str, Handler] = {}
-    for module in (keys, aliases, cryptoops, grants, imports, rotation, tags, unsupported, usage):
-        handlers.update(module.OPERATIONS)
+def build_service(kms: KmsBackend) -> Service:
+    """KMS over its collaborators: every handler and the authorisation table are bound to ``kms``.
+
+    No cache-clearing wrapper: the key store invalidates exactly the rows and aliases each write
+    changes, and material versions never change once written.
+    """
+    handlers = bind(
+        kms,
+        keys.OPERATIONS,
+        aliases.OPERATIONS,
+        cryptoops.OPERATIONS,
+        grants.OPERATIONS,
+        imports.OPERATIONS,
+        key_rotation.OPERATIONS,
+        tags.OPERATIONS,
+        unsupported.OPERATIONS,
+        usage.OPERATIONS,
+    )
     return Service(
         name="kms",
         signing_name="kms",
         target_prefix="TrentService",
         model=ServiceModel("kms"),
         handlers=handlers,
-        authorizer=authtable.table(),
+        authorizer=authtable.table(kms),
     )

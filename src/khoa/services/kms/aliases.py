@@ -11,12 +11,12 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors, specs
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import (
     alias_arn,
     alias_target,
     decode_marker,
     encode_marker,
-    kms,
     require_not_pending_deletion,
     resolve_key,
 )
@@ -47,23 +47,23 @@ def _kind(key: KeyRecord) -> str:
     return "asymmetric"
 
 
-def _target(ctx: RequestContext, ref: str) -> KeyRecord:
+def _target(kms: KmsBackend, ctx: RequestContext, ref: str) -> KeyRecord:
     if ref.startswith("alias/") or (ref.startswith("arn:") and ":alias/" in ref):
         raise errors.validation("Aliases must refer to keys. Not aliases")
-    key = resolve_key(ctx, ref, allow_alias=False)
+    key = resolve_key(kms, ctx, ref, allow_alias=False)
     if key.key_manager == "AWS":
         raise errors.unsupported(f"{key.arn} is an AWS managed key: its alias cannot be changed.")
     require_not_pending_deletion(key)
     return key
 
 
-def create_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def create_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["AliasName"]
     _check_name(name)
-    key = _target(ctx, params["TargetKeyId"])
+    key = _target(kms, ctx, params["TargetKeyId"])
     now = ctx.now.timestamp()
     try:
-        with kms(ctx).engine.begin() as conn:
+        with kms.engine.begin() as conn:
             conn.execute(
                 insert(_ALIASES).values(
                     account_id=ctx.account_id,
@@ -76,24 +76,24 @@ def create_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             )
     except IntegrityError:
         raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists") from None
-    kms(ctx).keys.aliases.clear()
+    kms.keys.aliases.clear()
     return {}
 
 
-def update_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def update_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["AliasName"]
     _check_name(name)
-    current_id = alias_target(ctx, name)
+    current_id = alias_target(kms, ctx, name)
     if current_id is None:
         raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
-    key = _target(ctx, params["TargetKeyId"])
-    current = kms(ctx).keys.get(ctx.account_id, ctx.region, current_id)
+    key = _target(kms, ctx, params["TargetKeyId"])
+    current = kms.keys.get(ctx.account_id, ctx.region, current_id)
     if current is not None and (_kind(current) != _kind(key) or current.key_usage != key.key_usage):
         raise errors.validation(
             f"{key.arn} is not the same type of key and key usage as the alias's current "
             "key; an alias can only move to a key of the same type and usage."
         )
-    with kms(ctx).engine.begin() as conn:
+    with kms.engine.begin() as conn:
         conn.execute(
             update(_ALIASES)
             .where(_ALIASES.c.account_id == ctx.account_id)
@@ -101,36 +101,36 @@ def update_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             .where(_ALIASES.c.alias_name == name)
             .values(target_key_id=key.key_id, updated_at=ctx.now.timestamp())
         )
-    kms(ctx).keys.aliases.clear()
+    kms.keys.aliases.clear()
     return {}
 
 
-def delete_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def delete_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["AliasName"]
     _check_name(name)
-    with kms(ctx).engine.begin() as conn:
+    with kms.engine.begin() as conn:
         result = conn.execute(
             delete(_ALIASES)
             .where(_ALIASES.c.account_id == ctx.account_id)
             .where(_ALIASES.c.region == ctx.region)
             .where(_ALIASES.c.alias_name == name)
         )
-    kms(ctx).keys.aliases.clear()
+    kms.keys.aliases.clear()
     if not result.rowcount:
         raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
     return {}
 
 
-def list_aliases(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def list_aliases(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
     query = (
         select(_ALIASES).where(_ALIASES.c.account_id == ctx.account_id).where(_ALIASES.c.region == ctx.region)
     )
     if params.get("KeyId"):
-        key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+        key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
         query = query.where(_ALIASES.c.target_key_id == key.key_id)
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         rows = conn.execute(query.order_by(_ALIASES.c.alias_name).limit(limit + 1).offset(offset)).all()
     aliases = [
         {

@@ -1,10 +1,12 @@
 """Authorising KMS requests: key policies (required), IAM policies, grants, and KMS condition keys.
 
-Runs before each handler (the service's ``authorizer``). It names the key(s) a request touches
-exactly as the handler will (so a missing key still gets the handler's NotFoundException), and
-evaluates ``kms:<Operation>`` against the key policy with the KMS condition keys AWS defines. Grants
-are consulted when policies do not allow (never over an explicit deny): a grant for the caller that
-lists the operation, and whose constraint admits the request, allows it.
+Runs before each handler (the service's ``authorizer``), over the service's collaborators (the key
+store, and ``kms.authorizer`` for policy evaluation and the caller's IAM identity), never over the
+request context's application state. It names the key(s) a request touches exactly as the handler
+will (so a missing key still gets the handler's NotFoundException), and evaluates
+``kms:<Operation>`` against the key policy with the KMS condition keys AWS defines. Grants are
+consulted when policies do not allow (never over an explicit deny): a grant for the caller that lists
+the operation, and whose constraint admits the request, allows it.
 
 *How* an operation on a key was allowed is recorded in ``ctx.extras`` (a :class:`Basis`: by policy,
 or by which grants), because what the handler may then do depends on it: a CreateGrant allowed only
@@ -25,13 +27,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from khoa.access.authorize import access_denied
+from khoa.access.evaluate import Decision
 from khoa.crypto import ciphertext
-from khoa.iam.authorize import access_denied, decide
-from khoa.iam.evaluate import Decision
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors, grant_rules
-from khoa.services.kms.resolve import alias_arn, alias_target, kms, resolve_key
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.resolve import alias_arn, alias_target, resolve_key
 from khoa.services.kms.store import KeyRecord
 from khoa.storage import schema
 
@@ -45,6 +48,7 @@ _ALGORITHM_PARAMS = {
 
 
 def request_context(
+    kms: KmsBackend,
     ctx: RequestContext,
     params: dict[str, Any],
     key: KeyRecord | None,
@@ -59,7 +63,7 @@ def request_context(
         if "resourcetag" in key.policy.lower() or not ctx.principal.is_root:
             from khoa.services.kms.tags import tags_of
 
-            for tag_key, tag_value in tags_of(kms(ctx).engine, key.key_id).items():
+            for tag_key, tag_value in tags_of(kms.engine, key.key_id).items():
                 context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
     else:
         for name in ("KeySpec", "KeyUsage", "Origin"):
@@ -149,7 +153,7 @@ class Basis:
     decision: Decision  # the policy decision (its explanation words AccessDenied messages)
 
 
-def caller_names(ctx: RequestContext) -> set[str]:
+def caller_names(kms: KmsBackend, ctx: RequestContext) -> set[str]:
     """The principal values that name the caller in a grant (as grantee or retiring principal).
 
     The caller's own ARN; for a role session also its role, by the role's ARN with its path and by
@@ -160,25 +164,29 @@ def caller_names(ctx: RequestContext) -> set[str]:
     names = {principal.arn}
     if principal.kind == "AssumedRole" and principal.name:
         names.add(f"arn:aws:iam::{principal.account_id}:role/{principal.name}")
-        role_arn = ctx.runtime.directory.for_principal(principal).arn
+        role_arn = kms.authorizer.directory.for_principal(principal).arn
         if role_arn:
             names.add(role_arn)
     return names
 
 
-def _caller_grants(ctx: RequestContext, key: KeyRecord) -> list[GrantRecord]:
+def _caller_grants(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> list[GrantRecord]:
     grants = schema.kms_grants
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         rows = conn.execute(
             select(grants)
             .where(grants.c.key_id == key.key_id)
-            .where(grants.c.grantee_principal.in_(sorted(caller_names(ctx))))
+            .where(grants.c.grantee_principal.in_(sorted(caller_names(kms, ctx))))
         ).all()
     return [GrantRecord.from_row(row) for row in rows]
 
 
 def _allowing_grants(
-    ctx: RequestContext, key: KeyRecord, operation: str, encryption_context: dict[str, str] | None
+    kms: KmsBackend,
+    ctx: RequestContext,
+    key: KeyRecord,
+    operation: str,
+    encryption_context: dict[str, str] | None,
 ) -> tuple[GrantRecord, ...]:
     """The caller's grants on ``key`` that allow ``operation`` with this encryption context.
     Only operations a grant can list are ever allowed by one (never ListGrants, RevokeGrant, ...)."""
@@ -186,7 +194,7 @@ def _allowing_grants(
         return ()
     return tuple(
         grant
-        for grant in _caller_grants(ctx, key)
+        for grant in _caller_grants(kms, ctx, key)
         if operation in grant.operations
         and grant_rules.admits(grant.constraint, operation, encryption_context)
     )
@@ -206,11 +214,15 @@ def basis_for(ctx: RequestContext, action: str, key: KeyRecord) -> Basis:
 
 
 def _decide_on_key(
-    ctx: RequestContext, action: str, key: KeyRecord, context: Callable[[], dict[str, list[str]]]
+    kms: KmsBackend,
+    ctx: RequestContext,
+    action: str,
+    key: KeyRecord,
+    context: Callable[[], dict[str, list[str]]],
 ) -> Decision:
     """``action`` on ``key`` by its key policy (required, as every KMS key policy is) and IAM policies;
     the KMS condition keys are built only if policies must really be evaluated."""
-    return decide(
+    return kms.authorizer.decide(
         ctx,
         action,
         key.arn,
@@ -222,13 +234,16 @@ def _decide_on_key(
 
 
 def authorize_key(
+    kms: KmsBackend,
     ctx: RequestContext,
     action: str,
     key: KeyRecord,
     params: dict[str, Any],
     encryption_context: dict[str, str] | None = None,
 ) -> Basis:
-    decision = _decide_on_key(ctx, action, key, lambda: request_context(ctx, params, key, encryption_context))
+    decision = _decide_on_key(
+        kms, ctx, action, key, lambda: request_context(kms, ctx, params, key, encryption_context)
+    )
     if decision.allowed:
         basis = Basis(action, key.key_id, True, (), decision)
         _record(ctx, basis)
@@ -236,7 +251,7 @@ def authorize_key(
     operation = action.split(":", 1)[1]
     if not decision.explicit_deny:
         allowing = _allowing_grants(
-            ctx, key, operation, encryption_context or params.get("EncryptionContext")
+            kms, ctx, key, operation, encryption_context or params.get("EncryptionContext")
         )
         if allowing:
             basis = Basis(action, key.key_id, False, allowing, decision)
@@ -268,50 +283,52 @@ def _principal_account(principal: str) -> str | None:
     return principal if principal.isdigit() and len(principal) == 12 else None
 
 
-def _may_retire(ctx: RequestContext, key: KeyRecord, grant: GrantRecord | None) -> tuple[bool, Decision]:
+def _may_retire(
+    kms: KmsBackend, ctx: RequestContext, key: KeyRecord, grant: GrantRecord | None
+) -> tuple[bool, Decision]:
     """AWS's RetireGrant rule: an explicit deny of kms:RetireGrant always wins; otherwise the grant's
     retiring principal, its grantee when the grant lists RetireGrant, a principal of an account named
     as retiring principal whose IAM policies allow kms:RetireGrant, or, in the key's account, a
     principal allowed kms:RetireGrant on the key (key policy and IAM policies, as for any key action)."""
     action = "kms:RetireGrant"
-    decision = _decide_on_key(ctx, action, key, lambda: request_context(ctx, {}, key))
+    decision = _decide_on_key(kms, ctx, action, key, lambda: request_context(kms, ctx, {}, key))
     if decision.explicit_deny:
         return False, decision
     if decision.allowed and ctx.account_id == key.account_id:
         return True, decision
     if grant is None:
         return False, decision
-    names = caller_names(ctx)
+    names = caller_names(kms, ctx)
     if grant.retiring in names or (grant.grantee in names and "RetireGrant" in grant.operations):
         return True, decision
     retiring_account = _ACCOUNT_ROOT.match(grant.retiring or "")
     if retiring_account and retiring_account.group(1) == ctx.account_id:
         # The retiring account delegates to its IAM principals with kms:RetireGrant in IAM policies.
-        own = decide(ctx, action, key.arn, resource_account=ctx.account_id)
+        own = kms.authorizer.decide(ctx, action, key.arn, resource_account=ctx.account_id)
         if own.allowed:
             return True, decision
     return False, decision
 
 
-def _grant_row(ctx: RequestContext, grant_id: str, key_id: str | None = None) -> Any:
+def _grant_row(kms: KmsBackend, grant_id: str, key_id: str | None = None) -> Any:
     grants = schema.kms_grants
     query = select(grants).where(grants.c.grant_id == grant_id)
     if key_id is not None:
         query = query.where(grants.c.key_id == key_id)
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         return conn.execute(query).first()
 
 
-def _authorize_retire(ctx: RequestContext, params: dict[str, Any]) -> None:
+def _authorize_retire(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
     action = "kms:RetireGrant"
     token = params.get("GrantToken")
     if token:
         grant_id = grant_rules.grant_id_from_token(token)
-        row = _grant_row(ctx, grant_id)
-        key = kms(ctx).keys.by_blob(ctx.region, row.key_id) if row is not None else None
+        row = _grant_row(kms, grant_id)
+        key = kms.keys.by_blob(ctx.region, row.key_id) if row is not None else None
         if row is None or key is None:
             raise errors.not_found(f"Grant ID {grant_id} not found")
-        allowed, decision = _may_retire(ctx, key, GrantRecord.from_row(row))
+        allowed, decision = _may_retire(kms, ctx, key, GrantRecord.from_row(row))
         if not allowed:
             if key.account_id != ctx.account_id:
                 # Someone else's grant, and the caller has no part in it: as if it did not exist.
@@ -321,11 +338,11 @@ def _authorize_retire(ctx: RequestContext, params: dict[str, Any]) -> None:
         return
     if not (params.get("KeyId") and params.get("GrantId")):
         return  # the handler answers ValidationException and retires nothing
-    key = _key_or_none(ctx, params["KeyId"], allow_alias=False)
+    key = _key_or_none(kms, ctx, params["KeyId"], allow_alias=False)
     if key is None:
         return  # the handler answers NotFoundException
-    row = _grant_row(ctx, params["GrantId"], key.key_id)
-    allowed, decision = _may_retire(ctx, key, GrantRecord.from_row(row) if row is not None else None)
+    row = _grant_row(kms, params["GrantId"], key.key_id)
+    allowed, decision = _may_retire(kms, ctx, key, GrantRecord.from_row(row) if row is not None else None)
     if not allowed:
         raise access_denied(ctx, action, key.arn, decision)
     ctx.extras[_RETIREMENT] = (key.key_id, params["GrantId"])
@@ -345,7 +362,7 @@ def retirable_scope(ctx: RequestContext, retiring_principal: str) -> bool:
     return _principal_account(retiring_principal) == ctx.account_id
 
 
-def _authorize_list_retirable(ctx: RequestContext, params: dict[str, Any]) -> None:
+def _authorize_list_retirable(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
     """AWS authorises ListRetirableGrants with the caller's IAM policies, the resource being the
     retiring principal; a principal of another account is outside the caller's reach."""
     action = "kms:ListRetirableGrants"
@@ -354,91 +371,99 @@ def _authorize_list_retirable(ctx: RequestContext, params: dict[str, Any]) -> No
         if params.get("RetiringServicePrincipal"):
             # "The RetiringServicePrincipal filter is only usable by callers in a service principal."
             raise access_denied(ctx, action, "*", Decision(False, "identity-based"))
-        _authorize_unscoped(ctx, action, "*", params)
+        _authorize_unscoped(kms, ctx, action, "*", params)
         return
     account = _principal_account(principal) or ctx.account_id
-    decision = decide(
-        ctx, action, principal, resource_account=account, context=request_context(ctx, params, None)
+    decision = kms.authorizer.decide(
+        ctx, action, principal, resource_account=account, context=request_context(kms, ctx, params, None)
     )
     if not decision.allowed:
         raise access_denied(ctx, action, principal, decision)
 
 
-def _authorize_unscoped(ctx: RequestContext, action: str, resource: str, params: dict[str, Any]) -> None:
-    decision: Decision = decide(ctx, action, resource, context=request_context(ctx, params, None))
+def _authorize_unscoped(
+    kms: KmsBackend, ctx: RequestContext, action: str, resource: str, params: dict[str, Any]
+) -> None:
+    decision: Decision = kms.authorizer.decide(
+        ctx, action, resource, context=request_context(kms, ctx, params, None)
+    )
     if not decision.allowed:
         raise access_denied(ctx, action, resource, decision)
 
 
-def _key_or_none(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord | None:
+def _key_or_none(
+    kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: bool = True
+) -> KeyRecord | None:
     try:
-        return resolve_key(ctx, ref, allow_alias=allow_alias)
+        return resolve_key(kms, ctx, ref, allow_alias=allow_alias)
     except AWSError:
         return None  # the handler reports the missing key with the right error
 
 
-def _blob_key(ctx: RequestContext, blob: bytes) -> KeyRecord | None:
+def _blob_key(kms: KmsBackend, ctx: RequestContext, blob: bytes) -> KeyRecord | None:
     try:
         parsed = ciphertext.parse(blob)
     except ciphertext.InvalidCiphertext:
         return None
-    return kms(ctx).keys.by_blob(ctx.region, parsed.key_id)
+    return kms.keys.by_blob(ctx.region, parsed.key_id)
 
 
-def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    _authorize_request(ctx, params)
+def authorize_request(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _authorize_request(kms, ctx, params)
     return {}
 
 
-def _authorize_request(ctx: RequestContext, params: dict[str, Any]) -> None:
+def _authorize_request(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
     operation = ctx.operation
     action = f"kms:{operation}"
     if operation == "RetireGrant":
-        _authorize_retire(ctx, params)
+        _authorize_retire(kms, ctx, params)
         return
     if operation == "ListRetirableGrants":
-        _authorize_list_retirable(ctx, params)
+        _authorize_list_retirable(kms, ctx, params)
         return
     if operation in _ALIAS_OPERATIONS:
         name = params.get("AliasName", "")
-        _authorize_unscoped(ctx, action, alias_arn(ctx, name), params)
+        _authorize_unscoped(kms, ctx, action, alias_arn(ctx, name), params)
         targets = []
         if operation != "CreateAlias":
-            current = alias_target(ctx, name)
+            current = alias_target(kms, ctx, name)
             if current is not None:
                 targets.append(current)
         if "TargetKeyId" in params:
-            target = _key_or_none(ctx, params["TargetKeyId"], allow_alias=False)
+            target = _key_or_none(kms, ctx, params["TargetKeyId"], allow_alias=False)
             if target is not None:
                 targets.append(target.key_id)
         for key_id in dict.fromkeys(targets):
-            key = kms(ctx).keys.get(ctx.account_id, ctx.region, key_id)
+            key = kms.keys.get(ctx.account_id, ctx.region, key_id)
             if key is not None:
-                authorize_key(ctx, action, key, params)
+                authorize_key(kms, ctx, action, key, params)
         return
     if operation == "ReEncrypt":
         source = (
-            _key_or_none(ctx, params["SourceKeyId"])
+            _key_or_none(kms, ctx, params["SourceKeyId"])
             if params.get("SourceKeyId")
-            else _blob_key(ctx, params.get("CiphertextBlob", b""))
+            else _blob_key(kms, ctx, params.get("CiphertextBlob", b""))
         )
         if source is not None:
-            authorize_key(ctx, "kms:ReEncryptFrom", source, params, params.get("SourceEncryptionContext"))
-        destination = _key_or_none(ctx, params.get("DestinationKeyId", ""))
+            authorize_key(
+                kms, ctx, "kms:ReEncryptFrom", source, params, params.get("SourceEncryptionContext")
+            )
+        destination = _key_or_none(kms, ctx, params.get("DestinationKeyId", ""))
         if destination is not None:
             authorize_key(
-                ctx, "kms:ReEncryptTo", destination, params, params.get("DestinationEncryptionContext")
+                kms, ctx, "kms:ReEncryptTo", destination, params, params.get("DestinationEncryptionContext")
             )
         return
     if operation == "Decrypt" and not params.get("KeyId"):
-        key = _blob_key(ctx, params.get("CiphertextBlob", b""))
+        key = _blob_key(kms, ctx, params.get("CiphertextBlob", b""))
         if key is not None:
-            authorize_key(ctx, action, key, params)
+            authorize_key(kms, ctx, action, key, params)
         return
     reference = params.get("KeyId")
     if not reference:
-        _authorize_unscoped(ctx, action, "*", params)
+        _authorize_unscoped(kms, ctx, action, "*", params)
         return
-    key = _key_or_none(ctx, reference)
+    key = _key_or_none(kms, ctx, reference)
     if key is not None:
-        authorize_key(ctx, action, key, params)
+        authorize_key(kms, ctx, action, key, params)

@@ -8,8 +8,9 @@ from khoa.crypto import ciphertext, keymaterial
 from khoa.crypto.keymaterial import CryptoFailure
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.grants import check_grant_tokens
-from khoa.services.kms.resolve import kms, require_usable, resolve_key, state_error
+from khoa.services.kms.resolve import require_usable, resolve_key, state_error
 from khoa.services.kms.store import KeyRecord
 
 _DATA_KEY_BYTES = {"AES_256": 32, "AES_128": 16}
@@ -31,23 +32,25 @@ def _finish_dry_run(params: dict[str, Any]) -> None:
         raise errors.dry_run()
 
 
-def _current_material(ctx: RequestContext, key: KeyRecord) -> tuple[str, bytes]:
+def _current_material(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> tuple[str, bytes]:
     version_id = key.current_version_id
-    material = kms(ctx).keys.material(key.key_id, version_id) if version_id else None
+    material = kms.keys.material(key.key_id, version_id) if version_id else None
     if version_id is None or material is None:
         raise errors.invalid_state(f"{key.arn} is pending import.")
     return version_id, material
 
 
 def _encrypt_symmetric(
-    ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
+    kms: KmsBackend, ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
 ) -> tuple[bytes, str]:
-    version_id, material = _current_material(ctx, key)
+    version_id, material = _current_material(kms, ctx, key)
     return ciphertext.encrypt(material, key.key_id, version_id, plaintext, context), version_id
 
 
-def _encryption_key(ctx: RequestContext, ref: str, algorithm: str, operation: str) -> KeyRecord:
-    key = resolve_key(ctx, ref)
+def _encryption_key(
+    kms: KmsBackend, ctx: RequestContext, ref: str, algorithm: str, operation: str
+) -> KeyRecord:
+    key = resolve_key(kms, ctx, ref)
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     allowed = specs.algorithms(key.key_spec, key.key_usage).get("EncryptionAlgorithms", [])
     if algorithm not in allowed:
@@ -56,10 +59,15 @@ def _encryption_key(ctx: RequestContext, ref: str, algorithm: str, operation: st
 
 
 def _encrypt_with(
-    ctx: RequestContext, key: KeyRecord, algorithm: str, plaintext: bytes, context: dict[str, str] | None
+    kms: KmsBackend,
+    ctx: RequestContext,
+    key: KeyRecord,
+    algorithm: str,
+    plaintext: bytes,
+    context: dict[str, str] | None,
 ) -> tuple[bytes, str | None]:
     if key.key_spec == specs.SYMMETRIC:
-        return _encrypt_symmetric(ctx, key, plaintext, context)
+        return _encrypt_symmetric(kms, ctx, key, plaintext, context)
     if context:
         raise errors.validation("EncryptionContext is not supported with asymmetric KMS keys.")
     limit = specs.rsa_max_plaintext(key.key_spec, algorithm)
@@ -68,20 +76,21 @@ def _encrypt_with(
             f"Algorithm {algorithm} and key spec {key.key_spec} cannot encrypt data "
             f"larger than {limit} bytes."
         )
-    _, private = _current_material(ctx, key)
+    _, private = _current_material(kms, ctx, key)
     return keymaterial.rsa_encrypt(private, algorithm, plaintext), None
 
 
-def encrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def encrypt(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
     algorithm = params.get("EncryptionAlgorithm", specs.SYMMETRIC)
-    key = _encryption_key(ctx, params["KeyId"], algorithm, "Encrypt")
+    key = _encryption_key(kms, ctx, params["KeyId"], algorithm, "Encrypt")
     _finish_dry_run(params)
-    blob, _ = _encrypt_with(ctx, key, algorithm, params["Plaintext"], params.get("EncryptionContext"))
+    blob, _ = _encrypt_with(kms, ctx, key, algorithm, params["Plaintext"], params.get("EncryptionContext"))
     return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": algorithm}
 
 
 def _decrypt(
+    kms: KmsBackend,
     ctx: RequestContext,
     blob: bytes,
     key_ref: str | None,
@@ -90,7 +99,7 @@ def _decrypt(
     operation: str,
 ) -> tuple[KeyRecord, bytes, str | None]:
     """Open a ciphertext; returns the key, the plaintext and the material id that was used."""
-    named = resolve_key(ctx, key_ref) if key_ref else None
+    named = resolve_key(kms, ctx, key_ref) if key_ref else None
     if algorithm != specs.SYMMETRIC:
         if named is None:
             raise errors.validation("KeyId is required to decrypt with an asymmetric KMS key.")
@@ -99,7 +108,7 @@ def _decrypt(
             raise errors.invalid_key_usage(
                 f"{named.arn} does not support the encryption algorithm {algorithm}."
             )
-        _, private = _current_material(ctx, named)
+        _, private = _current_material(kms, ctx, named)
         try:
             return named, keymaterial.rsa_decrypt(private, algorithm, blob), None
         except CryptoFailure:
@@ -112,7 +121,7 @@ def _decrypt(
     if key is None:
         # A blob naming no key of this account and region is corrupt (its key id is not
         # authenticated until the key is found), so it is an invalid ciphertext, not a missing key.
-        key = kms(ctx).keys.by_blob(ctx.region, parsed.key_id)
+        key = kms.keys.by_blob(ctx.region, parsed.key_id)
         if key is None:
             raise errors.invalid_ciphertext()
         if named is not None:
@@ -120,7 +129,7 @@ def _decrypt(
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     if key.key_spec != specs.SYMMETRIC:
         raise errors.invalid_key_usage(f"{key.arn} does not support the encryption algorithm {algorithm}.")
-    material = kms(ctx).keys.material(key.key_id, parsed.material_id)
+    material = kms.keys.material(key.key_id, parsed.material_id)
     if material is None:
         raise errors.invalid_ciphertext()
     try:
@@ -129,7 +138,7 @@ def _decrypt(
         raise errors.invalid_ciphertext() from None
 
 
-def decrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def decrypt(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
     if "CiphertextBlob" not in params:
         raise errors.validation(
@@ -138,6 +147,7 @@ def decrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         )
     algorithm = params.get("EncryptionAlgorithm", specs.SYMMETRIC)
     key, plaintext, material_id = _decrypt(
+        kms,
         ctx,
         params["CiphertextBlob"],
         params.get("KeyId"),
@@ -152,7 +162,7 @@ def decrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def re_encrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def re_encrypt(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
     if "CiphertextBlob" not in params:
         raise errors.validation(
@@ -162,6 +172,7 @@ def re_encrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     source_algorithm = params.get("SourceEncryptionAlgorithm", specs.SYMMETRIC)
     destination_algorithm = params.get("DestinationEncryptionAlgorithm", specs.SYMMETRIC)
     source, plaintext, source_material = _decrypt(
+        kms,
         ctx,
         params["CiphertextBlob"],
         params.get("SourceKeyId"),
@@ -169,10 +180,10 @@ def re_encrypt(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         params.get("SourceEncryptionContext"),
         "ReEncrypt",
     )
-    destination = _encryption_key(ctx, params["DestinationKeyId"], destination_algorithm, "ReEncrypt")
+    destination = _encryption_key(kms, ctx, params["DestinationKeyId"], destination_algorithm, "ReEncrypt")
     _finish_dry_run(params)
     blob, destination_material = _encrypt_with(
-        ctx, destination, destination_algorithm, plaintext, params.get("DestinationEncryptionContext")
+        kms, ctx, destination, destination_algorithm, plaintext, params.get("DestinationEncryptionContext")
     )
     result: dict[str, Any] = {
         "CiphertextBlob": blob,
@@ -196,8 +207,8 @@ def _data_key_size(params: dict[str, Any]) -> int:
     return _DATA_KEY_BYTES[spec] if spec else int(count or 0)
 
 
-def _symmetric_key(ctx: RequestContext, ref: str, operation: str) -> KeyRecord:
-    key = resolve_key(ctx, ref)
+def _symmetric_key(kms: KmsBackend, ctx: RequestContext, ref: str, operation: str) -> KeyRecord:
+    key = resolve_key(kms, ctx, ref)
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     if key.key_spec != specs.SYMMETRIC:
         raise errors.invalid_key_usage(
@@ -207,18 +218,20 @@ def _symmetric_key(ctx: RequestContext, ref: str, operation: str) -> KeyRecord:
     return key
 
 
-def generate_data_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def generate_data_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
     size = _data_key_size(params)
-    key = _symmetric_key(ctx, params["KeyId"], "GenerateDataKey")
+    key = _symmetric_key(kms, ctx, params["KeyId"], "GenerateDataKey")
     _finish_dry_run(params)
     plaintext = keymaterial.random_bytes(size)
-    blob, version_id = _encrypt_symmetric(ctx, key, plaintext, params.get("EncryptionContext"))
+    blob, version_id = _encrypt_symmetric(kms, ctx, key, plaintext, params.get("EncryptionContext"))
     return {"CiphertextBlob": blob, "Plaintext": plaintext, "KeyId": key.arn, "KeyMaterialId": version_id}
 
 
-def generate_data_key_without_plaintext(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    result = generate_data_key(ctx, params)
+def generate_data_key_without_plaintext(
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = generate_data_key(kms, ctx, params)
     del result["Plaintext"]
     return result
 
@@ -231,15 +244,15 @@ def _generate_pair(spec: str) -> bytes:
     return keymaterial.generate_ed25519()
 
 
-def generate_data_key_pair(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def generate_data_key_pair(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
     pair_spec = params["KeyPairSpec"]
     if pair_spec not in _KEY_PAIR_SPECS:
         raise errors.unsupported(f"KeyPairSpec {pair_spec} is not supported by Khoa.")
-    key = _symmetric_key(ctx, params["KeyId"], "GenerateDataKeyPair")
+    key = _symmetric_key(kms, ctx, params["KeyId"], "GenerateDataKeyPair")
     _finish_dry_run(params)
     private = _generate_pair(pair_spec)
-    blob, version_id = _encrypt_symmetric(ctx, key, private, params.get("EncryptionContext"))
+    blob, version_id = _encrypt_symmetric(kms, ctx, key, private, params.get("EncryptionContext"))
     return {
         "PrivateKeyCiphertextBlob": blob,
         "PrivateKeyPlaintext": private,
@@ -250,13 +263,15 @@ def generate_data_key_pair(ctx: RequestContext, params: dict[str, Any]) -> dict[
     }
 
 
-def generate_data_key_pair_without_plaintext(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    result = generate_data_key_pair(ctx, params)
+def generate_data_key_pair_without_plaintext(
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    result = generate_data_key_pair(kms, ctx, params)
     del result["PrivateKeyPlaintext"]
     return result
 
 
-def generate_random(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def generate_random(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("Recipient"):
         raise errors.unsupported("Nitro Enclaves attestation (Recipient) is not supported by Khoa.")
     if params.get("CustomKeyStoreId"):
@@ -270,9 +285,9 @@ def generate_random(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
 
 
 def _signing_key(
-    ctx: RequestContext, params: dict[str, Any], operation: str
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any], operation: str
 ) -> tuple[KeyRecord, bytes, bool]:
-    key = resolve_key(ctx, params["KeyId"])
+    key = resolve_key(kms, ctx, params["KeyId"])
     require_usable(key, "SIGN_VERIFY", operation)
     algorithm = params["SigningAlgorithm"]
     if algorithm not in specs.algorithms(key.key_spec, key.key_usage).get("SigningAlgorithms", []):
@@ -284,22 +299,22 @@ def _signing_key(
     message: bytes = params["Message"]
     if is_digest and len(message) != keymaterial.digest_size(algorithm):
         raise errors.validation(f"Digest is invalid length for algorithm {algorithm}.")
-    _, private = _current_material(ctx, key)
+    _, private = _current_material(kms, ctx, key)
     return key, private, is_digest
 
 
-def sign(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def sign(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
-    key, private, is_digest = _signing_key(ctx, params, "Sign")
+    key, private, is_digest = _signing_key(kms, ctx, params, "Sign")
     _finish_dry_run(params)
     algorithm = params["SigningAlgorithm"]
     signature = keymaterial.sign(private, algorithm, params["Message"], is_digest)
     return {"KeyId": key.arn, "Signature": signature, "SigningAlgorithm": algorithm}
 
 
-def verify(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def verify(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
-    key, private, is_digest = _signing_key(ctx, params, "Verify")
+    key, private, is_digest = _signing_key(kms, ctx, params, "Verify")
     _finish_dry_run(params)
     algorithm = params["SigningAlgorithm"]
     if not keymaterial.verify(private, algorithm, params["Message"], is_digest, params["Signature"]):
@@ -307,27 +322,29 @@ def verify(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"KeyId": key.arn, "SignatureValid": True, "SigningAlgorithm": algorithm}
 
 
-def _mac_key(ctx: RequestContext, params: dict[str, Any], operation: str) -> tuple[KeyRecord, bytes]:
-    key = resolve_key(ctx, params["KeyId"])
+def _mac_key(
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any], operation: str
+) -> tuple[KeyRecord, bytes]:
+    key = resolve_key(kms, ctx, params["KeyId"])
     require_usable(key, "GENERATE_VERIFY_MAC", operation)
     algorithm = params["MacAlgorithm"]
     if algorithm not in specs.algorithms(key.key_spec, key.key_usage).get("MacAlgorithms", []):
         raise errors.invalid_key_usage(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
-    _, material = _current_material(ctx, key)
+    _, material = _current_material(kms, ctx, key)
     return key, material
 
 
-def generate_mac(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def generate_mac(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
-    key, material = _mac_key(ctx, params, "GenerateMac")
+    key, material = _mac_key(kms, ctx, params, "GenerateMac")
     _finish_dry_run(params)
     mac = keymaterial.hmac_digest(material, params["MacAlgorithm"], params["Message"])
     return {"Mac": mac, "MacAlgorithm": params["MacAlgorithm"], "KeyId": key.arn}
 
 
-def verify_mac(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def verify_mac(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
-    key, material = _mac_key(ctx, params, "VerifyMac")
+    key, material = _mac_key(kms, ctx, params, "VerifyMac")
     _finish_dry_run(params)
     expected = keymaterial.hmac_digest(material, params["MacAlgorithm"], params["Message"])
     if not keymaterial.constant_time_equal(expected, params["Mac"]):
@@ -335,12 +352,12 @@ def verify_mac(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"KeyId": key.arn, "MacValid": True, "MacAlgorithm": params["MacAlgorithm"]}
 
 
-def derive_shared_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def derive_shared_secret(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _common(ctx, params)
-    key = resolve_key(ctx, params["KeyId"])
+    key = resolve_key(kms, ctx, params["KeyId"])
     require_usable(key, "KEY_AGREEMENT", "DeriveSharedSecret")
     _finish_dry_run(params)
-    _, private = _current_material(ctx, key)
+    _, private = _current_material(kms, ctx, key)
     try:
         secret = keymaterial.ecdh(private, params["PublicKey"])
     except CryptoFailure as exc:
@@ -353,9 +370,9 @@ def derive_shared_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     }
 
 
-def get_public_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def get_public_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     check_grant_tokens(params.get("GrantTokens", []))
-    key = resolve_key(ctx, params["KeyId"])
+    key = resolve_key(kms, ctx, params["KeyId"])
     problem = state_error(key)
     if problem is not None:
         raise problem
@@ -363,7 +380,7 @@ def get_public_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         raise errors.unsupported(
             f"{key.arn} key spec is {key.key_spec}: GetPublicKey needs an asymmetric KMS key."
         )
-    _, private = _current_material(ctx, key)
+    _, private = _current_material(kms, ctx, key)
     result: dict[str, Any] = {
         "KeyId": key.arn,
         "PublicKey": keymaterial.public_key_der(private),

@@ -17,11 +17,11 @@ from sqlalchemy import delete, insert, select
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import authz, errors, specs
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.grant_rules import CONTEXT_OPERATIONS, grant_id_from_token, make_grant_token
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
-    kms,
     require_not_pending_deletion,
     resolve_key,
 )
@@ -96,7 +96,7 @@ def _select_with_region():  # type: ignore[no-untyped-def]
     )
 
 
-def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     check_grant_tokens(params.get("GrantTokens", []))
     grantee = params.get("GranteePrincipal") or params.get("GranteeServicePrincipal")
     if not grantee:
@@ -104,7 +104,7 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             "1 validation error detected: Value null at 'granteePrincipal' failed to "
             "satisfy constraint: Member must not be null"
         )
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_not_pending_deletion(key)
     if key.state == "PendingImport":
         raise errors.invalid_state(f"{key.arn} is pending import.")
@@ -123,7 +123,7 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     constraint_text = json.dumps(constraints, sort_keys=True) if constraints else None
     retiring = params.get("RetiringPrincipal") or params.get("RetiringServicePrincipal")
     name = params.get("Name")
-    engine = kms(ctx).engine
+    engine = kms.engine
     if name:
         with engine.connect() as conn:
             same_name = conn.execute(
@@ -158,10 +158,10 @@ def create_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"GrantToken": make_grant_token(grant_id), "GrantId": grant_id}
 
 
-def _page(ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _page(kms: KmsBackend, ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 50)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         rows = conn.execute(
             query.order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id).limit(limit + 1).offset(offset)
         ).all()
@@ -171,15 +171,15 @@ def _page(ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, 
     return result
 
 
-def list_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def list_grants(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     query = _select_with_region().where(_GRANTS.c.key_id == key.key_id)
     if params.get("GrantId"):
         query = query.where(_GRANTS.c.grant_id == params["GrantId"])
     grantee = params.get("GranteePrincipal") or params.get("GranteeServicePrincipal")
     if grantee:
         query = query.where(_GRANTS.c.grantee_principal == grantee)
-    return _page(ctx, query, params)
+    return _page(kms, ctx, query, params)
 
 
 def _retiring_principal(params: dict[str, Any]) -> str:
@@ -192,7 +192,7 @@ def _retiring_principal(params: dict[str, Any]) -> str:
     return str(principal)
 
 
-def list_retirable_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def list_retirable_grants(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Grants in this region naming the retiring principal. For a principal of the caller's account
     these include grants on other accounts' keys (as in AWS); for anything else, only grants on the
     caller's own keys, so nobody lists another account's grants by naming a principal."""
@@ -204,11 +204,11 @@ def list_retirable_grants(ctx: RequestContext, params: dict[str, Any]) -> dict[s
     )
     if not authz.retirable_scope(ctx, principal):
         query = query.where(schema.kms_keys.c.account_id == ctx.account_id)
-    return _page(ctx, query, params)
+    return _page(kms, ctx, query, params)
 
 
-def _delete_grant(ctx: RequestContext, key_id: str, grant_id: str) -> None:
-    with kms(ctx).engine.begin() as conn:
+def _delete_grant(kms: KmsBackend, key_id: str, grant_id: str) -> None:
+    with kms.engine.begin() as conn:
         result = conn.execute(
             delete(_GRANTS).where(_GRANTS.c.key_id == key_id).where(_GRANTS.c.grant_id == grant_id)
         )
@@ -216,27 +216,27 @@ def _delete_grant(ctx: RequestContext, key_id: str, grant_id: str) -> None:
         raise errors.not_found(f"Grant ID {grant_id} not found")
 
 
-def retire_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def retire_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Retire the grant the authoriser resolved (from the token, or KeyId and GrantId) and allowed."""
     token = params.get("GrantToken")
     if token:
         grant_id_from_token(token)
     elif params.get("KeyId") and params.get("GrantId"):
-        resolve_key(ctx, params["KeyId"], allow_alias=False)
+        resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     else:
         raise errors.validation("Either GrantToken, or both KeyId and GrantId, must be specified.")
     key_id, grant_id = authz.authorized_retirement(ctx)
     if params.get("DryRun"):
         raise errors.dry_run()
-    _delete_grant(ctx, key_id, grant_id)
+    _delete_grant(kms, key_id, grant_id)
     return {}
 
 
-def revoke_grant(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def revoke_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     if params.get("DryRun"):
         raise errors.dry_run()
-    _delete_grant(ctx, key.key_id, params["GrantId"])
+    _delete_grant(kms, key.key_id, params["GrantId"])
     return {}
 
 

@@ -20,7 +20,7 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors, specs
 from khoa.services.kms.backend import KmsBackend
-from khoa.services.kms.resolve import kms, require_not_pending_deletion, resolve_key
+from khoa.services.kms.resolve import require_not_pending_deletion, resolve_key
 from khoa.services.kms.store import KeyRecord
 from khoa.storage import schema
 
@@ -39,8 +39,10 @@ def _binding(token_id: str) -> str:
     return f"kms_import_parameters:{token_id}"
 
 
-def _external(ctx: RequestContext, ref: str, *, allow_pending_deletion: bool = False) -> KeyRecord:
-    key = resolve_key(ctx, ref, allow_alias=False)
+def _external(
+    kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_pending_deletion: bool = False
+) -> KeyRecord:
+    key = resolve_key(kms, ctx, ref, allow_alias=False)
     if key.origin != "EXTERNAL":
         raise errors.unsupported(f"{key.arn} origin is {key.origin} which is not valid for this operation.")
     if not allow_pending_deletion:
@@ -48,8 +50,8 @@ def _external(ctx: RequestContext, ref: str, *, allow_pending_deletion: bool = F
     return key
 
 
-def get_parameters_for_import(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = _external(ctx, params["KeyId"])
+def get_parameters_for_import(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _external(kms, ctx, params["KeyId"])
     algorithm = params["WrappingAlgorithm"]
     spec = params["WrappingKeySpec"]
     if algorithm not in _OAEP or spec not in _WRAPPING_BITS:
@@ -63,13 +65,13 @@ def get_parameters_for_import(ctx: RequestContext, params: dict[str, Any]) -> di
     wrapping = keymaterial.generate_rsa(_WRAPPING_BITS[spec])
     token_id = secrets.token_hex(32)
     valid_to = ctx.now + _VALID_FOR
-    with kms(ctx).engine.begin() as conn:
+    with kms.engine.begin() as conn:
         conn.execute(
             insert(_PARAMS).values(
                 token_id=token_id,
                 key_id=key.key_id,
                 wrapping_algorithm=algorithm,
-                wrapping_key_sealed=kms(ctx).barrier.seal(wrapping, _binding(token_id)),
+                wrapping_key_sealed=kms.barrier.seal(wrapping, _binding(token_id)),
                 valid_to=valid_to.timestamp(),
             )
         )
@@ -109,8 +111,8 @@ def _check_material(key: KeyRecord, material: bytes) -> None:
         )
 
 
-def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = _external(ctx, params["KeyId"])
+def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _external(kms, ctx, params["KeyId"])
     model = params.get("ExpirationModel", "KEY_MATERIAL_EXPIRES")
     valid_to = params.get("ValidTo")
     if model == "KEY_MATERIAL_EXPIRES" and valid_to is None:
@@ -122,16 +124,16 @@ def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     if valid_to is not None and not ctx.now < valid_to <= ctx.now + timedelta(days=365):
         raise errors.validation("ValidTo must be in the future and at most 365 days from now.")
     token_id = params["ImportToken"].hex()
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         row = conn.execute(select(_PARAMS).where(_PARAMS.c.token_id == token_id)).first()
     if row is None or row.key_id != key.key_id:
         raise AWSError("InvalidImportTokenException", "The import token is invalid for this key.")
     if row.valid_to < ctx.now.timestamp():
         raise AWSError("ExpiredImportTokenException", "The import token has expired.")
-    wrapping = kms(ctx).barrier.open(row.wrapping_key_sealed, _binding(token_id))
+    wrapping = kms.barrier.open(row.wrapping_key_sealed, _binding(token_id))
     material = _unwrap(wrapping, row.wrapping_algorithm, params["EncryptedKeyMaterial"])
     _check_material(key, material)
-    previous = kms(ctx).keys.material_digest(key.key_id)
+    previous = kms.keys.material_digest(key.key_id)
     digest = hashlib.sha256(b"khoa-material-digest" + material).hexdigest()
     if previous is not None and previous != digest:
         raise AWSError(
@@ -139,7 +141,7 @@ def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             "The key material in the request is different from the key material previously "
             f"imported into {key.arn}.",
         )
-    version_id = kms(ctx).keys.set_imported_material(
+    version_id = kms.keys.set_imported_material(
         key.key_id,
         material,
         ctx.now.timestamp(),
@@ -150,12 +152,14 @@ def import_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     return {"KeyId": key.arn, "KeyMaterialId": version_id}
 
 
-def delete_imported_key_material(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def delete_imported_key_material(
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
     # AWS: allowed on a key pending deletion, whose state then stays PendingDeletion.
-    key = _external(ctx, params["KeyId"], allow_pending_deletion=True)
+    key = _external(kms, ctx, params["KeyId"], allow_pending_deletion=True)
     state = "PendingDeletion" if key.state == "PendingDeletion" else "PendingImport"
-    kms(ctx).keys.drop_imported_material(key.key_id, state=state, valid_to=None)
-    with kms(ctx).engine.begin() as conn:
+    kms.keys.drop_imported_material(key.key_id, state=state, valid_to=None)
+    with kms.engine.begin() as conn:
         conn.execute(delete(_PARAMS).where(_PARAMS.c.key_id == key.key_id))
     result: dict[str, Any] = {"KeyId": key.arn}
     if key.current_version_id:

@@ -1,16 +1,19 @@
-"""KMS as other services use it (Secrets Manager, Parameter Store).
+"""KMS as other services use it (Secrets Manager, Parameter Store): :class:`InternalKms`.
 
 These calls go through the same key resolution, key-state and usage checks as the public API, so a
 disabled or deleted key makes a secret unreadable exactly as it does in AWS. The context records the
 calling service (``kms:ViaService``) for policy evaluation. AWS-managed keys (``alias/aws/<service>``)
 are created on first use, as AWS does.
+
+Another service receives an ``InternalKms`` among its collaborators (built by the composition root
+over the one :class:`KmsBackend`), so it reaches KMS only through these few calls.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from khoa.crypto import ciphertext, keymaterial
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
+from khoa.services.kms.authz import authorize_key
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.keys import generate_material
-from khoa.services.kms.resolve import alias_target, kms, require_usable, resolve_key
-from khoa.services.kms.store import KeyRecord, key_arn, new_material_id
+from khoa.services.kms.resolve import alias_target, require_usable, resolve_key
+from khoa.services.kms.store import KeyRecord as KeyRecord  # published: other services hold keys as this
+from khoa.services.kms.store import key_arn, new_material_id
 from khoa.storage import schema
 
 _MANAGED_DESCRIPTIONS = {
@@ -73,10 +79,10 @@ def _managed_policy(account_id: str, region: str, service: str) -> str:
     )
 
 
-def aws_managed_key(ctx: RequestContext, service: str) -> KeyRecord:
+def aws_managed_key(kms: KmsBackend, ctx: RequestContext, service: str) -> KeyRecord:
     """The ``alias/aws/<service>`` key of the caller's account and region, created on first use."""
     alias = f"alias/aws/{service}"
-    target = alias_target(ctx, alias)
+    target = alias_target(kms, ctx, alias)
     if target is None:
         now = ctx.now.timestamp()
         key_id = str(uuid.uuid4())
@@ -103,9 +109,9 @@ def aws_managed_key(ctx: RequestContext, service: str) -> KeyRecord:
             expiration_model=None,
             multi_region=False,
         )
-        kms(ctx).keys.insert(record, generate_material(specs.SYMMETRIC), now)
+        kms.keys.insert(record, generate_material(specs.SYMMETRIC), now)
         try:
-            with kms(ctx).engine.begin() as conn:
+            with kms.engine.begin() as conn:
                 conn.execute(
                     insert(schema.kms_aliases).values(
                         account_id=ctx.account_id,
@@ -117,74 +123,82 @@ def aws_managed_key(ctx: RequestContext, service: str) -> KeyRecord:
                     )
                 )
         except IntegrityError:
-            kms(ctx).keys.aliases.clear()
-            kms(ctx).keys.destroy(key_id)  # another process created it first; use theirs
-        kms(ctx).keys.aliases.clear()
-        target = alias_target(ctx, alias)
+            kms.keys.aliases.clear()
+            kms.keys.destroy(key_id)  # another process created it first; use theirs
+        kms.keys.aliases.clear()
+        target = alias_target(kms, ctx, alias)
         assert target is not None
-    record_found = kms(ctx).keys.get(ctx.account_id, ctx.region, target)
+    record_found = kms.keys.get(ctx.account_id, ctx.region, target)
     if record_found is None:
         raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, target))
     return record_found
 
 
-def encryption_key(ctx: RequestContext, key_ref: str | None, service: str) -> KeyRecord:
-    """The symmetric key a service should encrypt with: the named one, or the AWS-managed default."""
-    kms_ctx = via(ctx, service)
-    key = resolve_key(kms_ctx, key_ref) if key_ref else aws_managed_key(kms_ctx, service)
-    require_usable(key, "ENCRYPT_DECRYPT", "Encrypt")
-    if key.key_spec != specs.SYMMETRIC:
-        raise errors.invalid_key_usage(f"{key.arn} is not a symmetric encryption KMS key.")
-    return key
-
-
-def _material(ctx: RequestContext, key: KeyRecord, version_id: str) -> bytes:
-    material = kms(ctx).keys.material(key.key_id, version_id)
+def _material(kms: KmsBackend, key: KeyRecord, version_id: str) -> bytes:
+    material = kms.keys.material(key.key_id, version_id)
     if material is None:
         raise errors.invalid_ciphertext()
     return material
 
 
-def encrypt(
-    ctx: RequestContext,
-    key: KeyRecord,
-    plaintext: bytes,
-    context: dict[str, str],
-    action: str = "kms:Encrypt",
-) -> bytes:
-    """Encrypt for another service, authorised as ``action`` with that service as kms:ViaService."""
-    from khoa.services.kms.authz import authorize_key
+@dataclass(frozen=True)
+class InternalKms:
+    """The KMS calls another service makes on its caller's behalf, over KMS's collaborators."""
 
-    authorize_key(ctx, action, key, {}, context)
-    version_id = key.current_version_id
-    if version_id is None:
-        raise errors.invalid_state(f"{key.arn} is pending import.")
-    return ciphertext.encrypt(_material(ctx, key, version_id), key.key_id, version_id, plaintext, context)
+    kms: KmsBackend
 
+    def encryption_key(self, ctx: RequestContext, key_ref: str | None, service: str) -> KeyRecord:
+        """The symmetric key a service should encrypt with: the named one, or the AWS-managed default."""
+        kms_ctx = via(ctx, service)
+        key = (
+            resolve_key(self.kms, kms_ctx, key_ref)
+            if key_ref
+            else aws_managed_key(self.kms, kms_ctx, service)
+        )
+        require_usable(key, "ENCRYPT_DECRYPT", "Encrypt")
+        if key.key_spec != specs.SYMMETRIC:
+            raise errors.invalid_key_usage(f"{key.arn} is not a symmetric encryption KMS key.")
+        return key
 
-def generate_data_key(ctx: RequestContext, key: KeyRecord, context: dict[str, str]) -> tuple[bytes, bytes]:
-    """A fresh 256-bit data key and its ciphertext under ``key``."""
-    plaintext = keymaterial.random_bytes(32)
-    return plaintext, encrypt(ctx, key, plaintext, context, "kms:GenerateDataKey")
+    def encrypt(
+        self,
+        ctx: RequestContext,
+        key: KeyRecord,
+        plaintext: bytes,
+        context: dict[str, str],
+        action: str = "kms:Encrypt",
+    ) -> bytes:
+        """Encrypt for another service, authorised as ``action`` with that service as kms:ViaService
+        (``ctx`` is the one :func:`via` made)."""
+        authorize_key(self.kms, ctx, action, key, {}, context)
+        version_id = key.current_version_id
+        if version_id is None:
+            raise errors.invalid_state(f"{key.arn} is pending import.")
+        material = _material(self.kms, key, version_id)
+        return ciphertext.encrypt(material, key.key_id, version_id, plaintext, context)
 
+    def generate_data_key(
+        self, ctx: RequestContext, key: KeyRecord, context: dict[str, str]
+    ) -> tuple[bytes, bytes]:
+        """A fresh 256-bit data key and its ciphertext under ``key`` (``ctx`` from :func:`via`)."""
+        plaintext = keymaterial.random_bytes(32)
+        return plaintext, self.encrypt(ctx, key, plaintext, context, "kms:GenerateDataKey")
 
-def decrypt(
-    ctx: RequestContext, blob: bytes, context: dict[str, str], service: str
-) -> tuple[KeyRecord, bytes]:
-    """Decrypt a blob this account made, refusing keys in the wrong state as KMS Decrypt does."""
-    kms_ctx = via(ctx, service)
-    try:
-        parsed = ciphertext.parse(blob)
-    except ciphertext.InvalidCiphertext:
-        raise errors.invalid_ciphertext() from None
-    key = kms(kms_ctx).keys.by_blob(ctx.region, parsed.key_id)
-    if key is None:
-        raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
-    from khoa.services.kms.authz import authorize_key
-
-    authorize_key(kms_ctx, "kms:Decrypt", key, {}, context)
-    require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
-    try:
-        return key, ciphertext.decrypt(_material(kms_ctx, key, parsed.material_id), parsed, context)
-    except ciphertext.InvalidCiphertext:
-        raise errors.invalid_ciphertext() from None
+    def decrypt(
+        self, ctx: RequestContext, blob: bytes, context: dict[str, str], service: str
+    ) -> tuple[KeyRecord, bytes]:
+        """Decrypt a blob this account made, refusing keys in the wrong state as KMS Decrypt does."""
+        kms_ctx = via(ctx, service)
+        try:
+            parsed = ciphertext.parse(blob)
+        except ciphertext.InvalidCiphertext:
+            raise errors.invalid_ciphertext() from None
+        key = self.kms.keys.by_blob(ctx.region, parsed.key_id)
+        if key is None:
+            raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
+        authorize_key(self.kms, kms_ctx, "kms:Decrypt", key, {}, context)
+        require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
+        try:
+            return key, ciphertext.decrypt(_material(self.kms, key, parsed.material_id), parsed, context)
+        except ciphertext.InvalidCiphertext:
+            raise errors.invalid_ciphertext() from None

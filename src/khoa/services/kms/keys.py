@@ -10,11 +10,11 @@ from khoa.clock import from_epoch
 from khoa.crypto import keymaterial
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.policy_doc import check_lockout, default_key_policy, validate_key_policy
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
-    kms,
     require_customer_managed,
     require_not_pending_deletion,
     resolve_key,
@@ -78,7 +78,7 @@ def _choose_spec(params: dict[str, Any]) -> str:
     return spec
 
 
-def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     spec = _choose_spec(params)
     if spec != specs.SYMMETRIC and "KeyUsage" not in params:
         raise errors.validation(
@@ -124,19 +124,19 @@ def create_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         multi_region=False,
     )
     if parsed_policy is not None:
-        check_lockout(ctx, record, parsed_policy, params)
-    kms(ctx).keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
+        check_lockout(kms, ctx, record, parsed_policy, params)
+    kms.keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
     return {"KeyMetadata": key_metadata(record)}
 
 
-def describe_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyMetadata": key_metadata(resolve_key(ctx, params["KeyId"]))}
+def describe_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"KeyMetadata": key_metadata(resolve_key(kms, ctx, params["KeyId"]))}
 
 
-def list_keys(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def list_keys(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    page = kms(ctx).keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
+    page = kms.keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
     result: dict[str, Any] = {
         "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:limit]],
         "Truncated": len(page) > limit,
@@ -146,35 +146,35 @@ def list_keys(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def update_key_description(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def update_key_description(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "UpdateKeyDescription")
     require_not_pending_deletion(key)
-    kms(ctx).keys.update(key.key_id, description=params["Description"])
+    kms.keys.update(key.key_id, description=params["Description"])
     return {}
 
 
-def enable_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def enable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "EnableKey")
     require_not_pending_deletion(key)
     if key.state == "PendingImport":
         raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms(ctx).keys.update(key.key_id, state="Enabled")
+    kms.keys.update(key.key_id, state="Enabled")
     return {}
 
 
-def disable_key(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def disable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "DisableKey")
     require_not_pending_deletion(key)
     if key.state == "PendingImport":
         raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms(ctx).keys.update(key.key_id, state="Disabled")
+    kms.keys.update(key.key_id, state="Disabled")
     return {}
 
 
-def schedule_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def schedule_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     days = params.get("PendingWindowInDays", DEFAULT_PENDING_WINDOW_DAYS)
     if not 7 <= days <= 30:
         bound = "greater than or equal to 7" if days < 7 else "less than or equal to 30"
@@ -182,11 +182,11 @@ def schedule_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[s
             f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' "
             f"failed to satisfy constraint: Member must have value {bound}"
         )
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "ScheduleKeyDeletion")
     require_not_pending_deletion(key)
     deletion = ctx.now + timedelta(days=days)
-    kms(ctx).keys.update(
+    kms.keys.update(
         key.key_id, state="PendingDeletion", deletion_date=deletion.timestamp(), pending_window_days=days
     )
     return {
@@ -197,48 +197,48 @@ def schedule_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[s
     }
 
 
-def cancel_key_deletion(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def cancel_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     if key.state != "PendingDeletion":
         raise errors.invalid_state(f"{key.arn} is not pending deletion.")
     # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
     # returns to PendingImport, as in AWS; every other key comes back Disabled.
     has_material = key.current_version_id is not None and (
-        kms(ctx).keys.material(key.key_id, key.current_version_id) is not None
+        kms.keys.material(key.key_id, key.current_version_id) is not None
     )
     state = "Disabled" if has_material else "PendingImport"
-    kms(ctx).keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
+    kms.keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
     return {"KeyId": key.arn}
 
 
-def get_key_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def get_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     name = params.get("PolicyName", "default")
     if name != "default":
         raise errors.not_found("No such policy exists")
     return {"Policy": key.policy, "PolicyName": "default"}
 
 
-def put_key_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def put_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "PutKeyPolicy")
     if params.get("PolicyName", "default") != "default":
         raise errors.not_found("No such policy exists")
     parsed_policy = validate_key_policy(params["Policy"])
     require_not_pending_deletion(key)
-    check_lockout(ctx, key, parsed_policy, params)
-    kms(ctx).keys.update(key.key_id, policy=params["Policy"])
+    check_lockout(kms, ctx, key, parsed_policy, params)
+    kms.keys.update(key.key_id, policy=params["Policy"])
     return {}
 
 
-def list_key_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    resolve_key(ctx, params["KeyId"], allow_alias=False)
+def list_key_policies(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     if params.get("Marker"):
         raise errors.invalid_marker()  # the one page is never truncated: no marker was ever issued
     return {"PolicyNames": ["default"], "Truncated": False}
 
 
-def destroy_due_keys(backend: Any, now: float) -> list[str]:
+def destroy_due_keys(backend: KmsBackend, now: float) -> list[str]:
     """The job that ends a deletion window: the key and its material are gone for good."""
     destroyed = []
     for key in backend.keys.due("deletion_date", now):

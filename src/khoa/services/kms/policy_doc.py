@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from khoa.iam.authorize import decide
-from khoa.iam.policy import KEY_POLICY_MAX_BYTES, Policy, PolicyError
+from khoa.access.policy import KEY_POLICY_MAX_BYTES, Policy, PolicyError
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors
 from khoa.services.kms.authz import request_context
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.store import KeyRecord
 
 
@@ -39,7 +39,7 @@ def validate_key_policy(text: str) -> Policy:
     """Refuse documents AWS would refuse with MalformedPolicyDocumentException.
 
     Key policies are resource policies: every statement names a principal and a resource. The one
-    policy parser (khoa.iam.policy) decides what is well formed; AWS caps key policies at 32 KB.
+    policy parser (khoa.access.policy) decides what is well formed; AWS caps key policies at 32 KB.
     """
     if len(text.encode("utf-8", "surrogatepass")) > KEY_POLICY_MAX_BYTES:
         # KMS reports length quotas with LimitExceededException.
@@ -53,21 +53,23 @@ def validate_key_policy(text: str) -> Policy:
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
 
 
-def check_lockout(ctx: RequestContext, key: KeyRecord, policy: Policy, params: dict[str, Any]) -> None:
+def check_lockout(
+    kms: KmsBackend, ctx: RequestContext, key: KeyRecord, policy: Policy, params: dict[str, Any]
+) -> None:
     """The policy lockout safety check (botocore: PutKeyPolicy / CreateKey
     ``BypassPolicyLockoutSafetyCheck``): unless bypassed, the new key policy must let the caller make a
     later PutKeyPolicy request. Evaluated by the real evaluator, so a policy that delegates to the
     account counts the caller's IAM policies, and an explicit Deny of kms:PutKeyPolicy fails it."""
     if params.get("BypassPolicyLockoutSafetyCheck"):
         return
-    decision = decide(
+    decision = kms.authorizer.decide(
         ctx,
         "kms:PutKeyPolicy",
         key.arn,
         resource_account=key.account_id,
         resource_policy=policy,
         key_policy=True,
-        context=lambda: request_context(ctx, {}, key),
+        context=lambda: request_context(kms, ctx, {}, key),
     )
     if not decision.allowed:
         raise errors.malformed_policy(LOCKOUT_MESSAGE)

@@ -48,10 +48,6 @@ CROSS_ACCOUNT_OPERATIONS = frozenset(
 MANAGED_ALIASES = frozenset({"alias/aws/secretsmanager", "alias/aws/ssm"})
 
 
-def kms(ctx: RequestContext) -> KmsBackend:
-    return ctx.runtime.kms
-
-
 def alias_arn(ctx: RequestContext, alias_name: str) -> str:
     return f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{alias_name}"
 
@@ -63,14 +59,15 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
-def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
-    cache = kms(ctx).keys.aliases
+def alias_target(kms: KmsBackend, ctx: RequestContext, alias_name: str) -> str | None:
+    """The key id ``alias_name`` points at in the caller's account and region (None: no such alias)."""
+    cache = kms.keys.aliases
     cache_key = (ctx.account_id, ctx.region, alias_name)
     cached = cache.get(cache_key)
     if cached is not MISSING:
         return cached
     table = schema.kms_aliases
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         target: str | None = conn.execute(
             select(table.c.target_key_id)
             .where(table.c.account_id == ctx.account_id)
@@ -81,7 +78,7 @@ def alias_target(ctx: RequestContext, alias_name: str) -> str | None:
     return target
 
 
-def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
+def resolve_key(kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
     """Find the key ``ref`` names in the caller's account and region, or raise NotFoundException."""
     key_id = ref
     owner = ctx.account_id
@@ -93,7 +90,7 @@ def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> K
         if resource.startswith("alias/") and allow_alias:
             if region != ctx.region or account != ctx.account_id:
                 raise errors.not_found(f"Alias {ref} is not found.")
-            target = alias_target(ctx, resource)
+            target = alias_target(kms, ctx, resource)
             if target is None:
                 raise errors.not_found(f"Alias {ref} is not found.")
             key_id = target
@@ -114,17 +111,17 @@ def resolve_key(ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> K
     elif ref.startswith("alias/"):
         if not allow_alias:
             raise errors.invalid_key_id(ref)
-        target = alias_target(ctx, ref)
+        target = alias_target(kms, ctx, ref)
         if target is None and ref in MANAGED_ALIASES:
             from khoa.services.kms.internal import aws_managed_key  # created on first use, as in AWS
 
-            return aws_managed_key(ctx, ref.split("/")[2])
+            return aws_managed_key(kms, ctx, ref.split("/")[2])
         if target is None:
             raise errors.not_found(f"Alias {alias_arn(ctx, ref)} is not found.")
         key_id = target
     elif not _is_uuid(ref):
         raise errors.invalid_key_id(ref)
-    record = kms(ctx).keys.get(owner, ctx.region, key_id.lower())
+    record = kms.keys.get(owner, ctx.region, key_id.lower())
     if record is None:
         raise errors.key_not_found(key_arn(ctx.region, owner, key_id))
     return record

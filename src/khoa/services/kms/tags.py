@@ -8,10 +8,10 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
-    kms,
     require_not_pending_deletion,
     resolve_key,
 )
@@ -54,29 +54,29 @@ def tags_of(engine: Engine, key_id: str) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
-def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def tag_resource(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_not_pending_deletion(key)
     validate_tags(params["Tags"])
-    store_tags(kms(ctx).engine, key.key_id, params["Tags"])
+    store_tags(kms.engine, key.key_id, params["Tags"])
     return {}
 
 
-def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def untag_resource(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_not_pending_deletion(key)
-    with kms(ctx).engine.begin() as conn:
+    with kms.engine.begin() as conn:
         conn.execute(
             delete(_TAGS).where(_TAGS.c.key_id == key.key_id).where(_TAGS.c.tag_key.in_(params["TagKeys"]))
         )
     return {}
 
 
-def list_resource_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def list_resource_tags(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     limit = params.get("Limit", 50)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    with kms(ctx).engine.connect() as conn:
+    with kms.engine.connect() as conn:
         rows = conn.execute(
             select(_TAGS.c.tag_key, _TAGS.c.tag_value)
             .where(_TAGS.c.key_id == key.key_id)

@@ -8,10 +8,11 @@ from typing import Any
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
+from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import resolve_key
 
 
-def _store_not_found(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def _store_not_found(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     raise AWSError(
         "CustomKeyStoreNotFoundException",
         f"Custom key store {params.get('CustomKeyStoreId', '')} does not exist: Khoa does not "
@@ -19,25 +20,27 @@ def _store_not_found(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     )
 
 
-def create_custom_key_store(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def create_custom_key_store(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     raise errors.unsupported("Custom key stores are not supported by Khoa.")
 
 
-def describe_custom_key_stores(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def describe_custom_key_stores(
+    kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
     if params.get("CustomKeyStoreId") or params.get("CustomKeyStoreName"):
-        return _store_not_found(ctx, params)
+        return _store_not_found(kms, ctx, params)
     if params.get("Marker"):
         raise errors.invalid_marker()  # the empty page is never truncated: no marker was ever issued
     return {"CustomKeyStores": [], "Truncated": False}
 
 
-def _not_multi_region(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"], allow_alias=False)
+def _not_multi_region(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     raise errors.unsupported(f"{key.arn} is not a multi-Region key.")
 
 
-def _no_kem(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"])
+def _no_kem(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"])
     raise errors.invalid_key_usage(
         f"{key.arn} is not an ML-KEM key: Khoa does not support key encapsulation yet."
     )

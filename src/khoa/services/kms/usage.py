@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
-from khoa.services.kms.resolve import kms, resolve_key
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.resolve import resolve_key
 from khoa.storage import schema
 
 TRACKED_OPERATIONS = (
@@ -29,9 +30,9 @@ TRACKED_OPERATIONS = (
 _EVENTS = schema.audit_events
 
 
-def get_key_last_usage(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = resolve_key(ctx, params["KeyId"])
-    with kms(ctx).engine.connect() as conn:
+def get_key_last_usage(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = resolve_key(kms, ctx, params["KeyId"])
+    with kms.engine.connect() as conn:
         row = conn.execute(
             select(_EVENTS.c.event_name, _EVENTS.c.event_time, _EVENTS.c.event_id, _EVENTS.c.record)
             .where(_EVENTS.c.event_source == "kms.amazonaws.com")

@@ -1,24 +1,29 @@
-"""AWS Secrets Manager (``secretsmanager``): versioned secrets encrypted through Khoa's KMS."""
+"""AWS Secrets Manager (``secretsmanager``): versioned secrets encrypted through Khoa's KMS.
+
+Topic modules: ``secrets`` (a secret's life), ``versions`` (values and staging labels), ``listing``
+(ListSecrets, BatchGetSecretValue), ``policies``, ``tags``, ``replication``, ``rotation``,
+``password``; their handlers take the :class:`~khoa.services.secretsmanager.backend.SecretsBackend`
+first, bound once here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from khoa.audit.events import is_read_only
-from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
-from khoa.services.base import Handler, Service
+from khoa.services.base import Service, bind, clearing_caches
 from khoa.services.secretsmanager import (
     authtable,
     listing,
-    operations,
     password,
     policies,
     publishing,
     replication,
     rotation,
-    tagging,
+    secrets,
+    tags,
+    versions,
 )
+from khoa.services.secretsmanager.backend import SecretsBackend
 
 # Writes that must be refused on replicas and mirrored to them afterwards.
 _MIRRORED = (
@@ -35,31 +40,26 @@ _MIRRORED = (
 )
 
 
-def build_service() -> Service:
-    handlers: dict[str, Handler] = {}
-    for module in (operations, listing, password, policies, replication, rotation, tagging):
-        handlers.update(module.OPERATIONS)
+def build_service(sm: SecretsBackend) -> Service:
+    """The service with every handler bound to ``sm``. Wrapping order, innermost first: replica
+    refusal and mirroring, change events, then cache clearing around every write (see SecretStore)."""
+    handlers = bind(
+        sm,
+        secrets.OPERATIONS,
+        versions.OPERATIONS,
+        listing.OPERATIONS,
+        password.OPERATIONS,
+        policies.OPERATIONS,
+        replication.OPERATIONS,
+        rotation.OPERATIONS,
+        tags.OPERATIONS,
+    )
+    mirrored = replication.wrap_all(sm, handlers, _MIRRORED)
     return Service(
         name="secretsmanager",
         signing_name="secretsmanager",
         target_prefix="secretsmanager",
         model=ServiceModel("secretsmanager"),
-        handlers=_clearing_caches(publishing.wrap(replication.wrap_all(handlers, _MIRRORED))),
-        authorizer=authtable.table(),
+        handlers=clearing_caches(publishing.wrap(sm, mirrored), sm.store.invalidate_all, is_read_only),
+        authorizer=authtable.table(sm),
     )
-
-
-def _clearing_caches(handlers: dict[str, Handler]) -> dict[str, Handler]:
-    """Writes clear this process's read caches before and after they run (see SecretStore)."""
-
-    def wrap(handler: Handler) -> Handler:
-        def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-            ctx.runtime.secrets.store.invalidate_all()
-            try:
-                return handler(ctx, params)
-            finally:
-                ctx.runtime.secrets.store.invalidate_all()
-
-        return wrapped
-
-    return {name: (h if is_read_only(name) else wrap(h)) for name, h in handlers.items()}

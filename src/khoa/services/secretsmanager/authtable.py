@@ -11,8 +11,11 @@ entry stops the service from building.
 
 from __future__ import annotations
 
+from functools import partial
+
 from khoa.services.authorization import AuthorizationTable, same_check
 from khoa.services.secretsmanager import authz
+from khoa.services.secretsmanager.backend import SecretsBackend
 
 OPERATIONS = (
     "CreateSecret",
@@ -44,12 +47,13 @@ OPERATIONS = (
 )
 
 
-def table() -> AuthorizationTable:
+def table(sm: SecretsBackend) -> AuthorizationTable:
+    """The table, its one check bound to the service's collaborators (its authoriser and store)."""
     return AuthorizationTable(
         "secretsmanager",
         same_check(
             "secretsmanager",
-            authz.authorize_request,
+            partial(authz.authorize_request, sm),
             OPERATIONS,
             RotateSecret=("secretsmanager:RotateSecret", "lambda:InvokeFunction"),
         ),

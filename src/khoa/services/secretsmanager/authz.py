@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from khoa.iam.authorize import authorize
-from khoa.iam.directory import parsed
-from khoa.iam.policy import VARIABLES_VERSION, Policy, Statement, deny_all
+from khoa.access.directory import parsed
+from khoa.access.policy import VARIABLES_VERSION, Policy, Statement, deny_all
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors, names
+from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretRecord
 
 _UNSCOPED = ("ListSecrets", "GetRandomPassword", "BatchGetSecretValue")
@@ -49,25 +49,29 @@ def _request_tags(params: dict[str, Any], context: dict[str, list[str]]) -> None
         context["aws:tagkeys"] = list(params["TagKeys"])
 
 
-def authorize_secret(ctx: RequestContext, action: str, record: SecretRecord, params: dict[str, Any]) -> None:
-    authorize(
+def authorize_secret(
+    sm: SecretsBackend, ctx: RequestContext, action: str, record: SecretRecord, params: dict[str, Any]
+) -> None:
+    """Raise AccessDeniedException unless ``action`` on the secret is allowed: its resource policies,
+    tags and the request's Secrets Manager condition keys take part. Also used by the reads that go
+    through Secrets Manager from elsewhere (BatchGetSecretValue's entries, Parameter Store references,
+    change-stream subscriptions)."""
+    sm.authorizer.authorize(
         ctx,
         action,
         record.arn,
         resource_account=record.account_id,
         resource_policy=_merged_policy(record),
-        context=lambda: _secret_context(ctx, record, params),
+        context=lambda: _secret_context(sm, record, params),
     )
 
 
-def _secret_context(
-    ctx: RequestContext, record: SecretRecord, params: dict[str, Any]
-) -> dict[str, list[str]]:
+def _secret_context(sm: SecretsBackend, record: SecretRecord, params: dict[str, Any]) -> dict[str, list[str]]:
     context: dict[str, list[str]] = {
         "secretsmanager:secretid": [record.arn],
         "secretsmanager:name": [record.name],
     }
-    for tag in ctx.runtime.secrets.store.tags(record.secret_id):
+    for tag in sm.store.tags(record.secret_id):
         context[f"secretsmanager:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
         context[f"aws:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
     for name, key in (
@@ -85,12 +89,13 @@ def _secret_context(
     return context
 
 
-def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def authorize_request(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The check of every Secrets Manager operation (authtable.py)."""
     action = f"secretsmanager:{ctx.operation}"
     if ctx.operation in _UNSCOPED or (
         ctx.operation == "ValidateResourcePolicy" and not params.get("SecretId")
     ):
-        authorize(ctx, action, "*")
+        sm.authorizer.authorize(ctx, action, "*")
         return {}
     if ctx.operation == "CreateSecret":
         name = params.get("Name", "")
@@ -98,24 +103,24 @@ def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         if params.get("KmsKeyId"):
             context["secretsmanager:kmskeyid"] = [params["KmsKeyId"]]
         _request_tags(params, context)
-        authorize(
+        sm.authorizer.authorize(
             ctx,
             action,
             f"arn:aws:secretsmanager:{ctx.region}:{ctx.account_id}:secret:{name}-??????",
             context=context,
         )
         return {}
-    record = names.find(ctx, ctx.runtime.secrets.store, params.get("SecretId", ""))
+    record = names.find(ctx, sm.store, params.get("SecretId", ""))
     if record is None:
-        authorize(ctx, action, "*")
+        sm.authorizer.authorize(ctx, action, "*")
         return {}
-    authorize_secret(ctx, action, record, params)
+    authorize_secret(sm, ctx, action, record, params)
     if ctx.operation == "RotateSecret":
-        _authorize_rotation_function(ctx, params.get("RotationLambdaARN") or record.rotation_lambda_arn)
+        _authorize_rotation_function(sm, ctx, params.get("RotationLambdaARN") or record.rotation_lambda_arn)
     return {}
 
 
-def _authorize_rotation_function(ctx: RequestContext, function_arn: str | None) -> None:
+def _authorize_rotation_function(sm: SecretsBackend, ctx: RequestContext, function_arn: str | None) -> None:
     """RotateSecret also needs ``lambda:InvokeFunction`` on the function it will run (AWS's API
     reference: "You also need lambda:InvokeFunction permissions on the rotation function").
 
@@ -126,4 +131,4 @@ def _authorize_rotation_function(ctx: RequestContext, function_arn: str | None) 
     answers a malformed one with its own validation error.
     """
     if function_arn and function_arn.startswith("arn:aws:lambda:"):
-        authorize(ctx, "lambda:InvokeFunction", function_arn)
+        sm.authorizer.authorize(ctx, "lambda:InvokeFunction", function_arn)

@@ -18,7 +18,9 @@ from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.secretsmanager import errors, names, operations
+from khoa.services.secretsmanager import errors, names, secrets, versions
+from khoa.services.secretsmanager.authz import authorize_secret
+from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SECRETS, TAGS, SecretRecord
 
 _SORT_COLUMNS = {
@@ -162,6 +164,7 @@ def _sortable(value: Any) -> bool:
 
 
 def query_page(
+    sm: SecretsBackend,
     ctx: RequestContext,
     filters: list[dict[str, Any]],
     *,
@@ -194,11 +197,11 @@ def query_page(
     query = query.order_by(*order)
     check = _row_check(filters)
     if check is None:
-        with ctx.runtime.secrets.engine.connect() as conn:
+        with sm.engine.connect() as conn:
             rows = conn.execute(query.limit(limit + 1)).all()
         found = [SecretRecord.from_row(r) for r in rows]
     else:
-        found = _checked_rows(ctx, query, check, limit + 1)
+        found = _checked_rows(sm, query, check, limit + 1)
     records = found[:limit]
     next_token = None
     if len(found) > limit:
@@ -220,7 +223,7 @@ _CHECK_BATCH = 200
 
 
 def _checked_rows(
-    ctx: RequestContext,
+    sm: SecretsBackend,
     query: Any,
     check: Callable[[SecretRecord, list[dict[str, str]]], bool],
     wanted: int,
@@ -229,10 +232,10 @@ def _checked_rows(
     found: list[SecretRecord] = []
     offset = 0
     while len(found) < wanted:
-        with ctx.runtime.secrets.engine.connect() as conn:
+        with sm.engine.connect() as conn:
             rows = conn.execute(query.limit(_CHECK_BATCH).offset(offset)).all()
         batch = [SecretRecord.from_row(r) for r in rows]
-        tags = ctx.runtime.secrets.store.many_tags([r.secret_id for r in batch])
+        tags = sm.store.many_tags([r.secret_id for r in batch])
         found.extend(r for r in batch if check(r, tags[r.secret_id]))
         if len(rows) < _CHECK_BATCH:
             break
@@ -240,8 +243,9 @@ def _checked_rows(
     return found[:wanted]
 
 
-def list_secrets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def list_secrets(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     records, next_token = query_page(
+        sm,
         ctx,
         params.get("Filters", []),
         include_deleted=params.get("IncludePlannedDeletion", False),
@@ -251,11 +255,11 @@ def list_secrets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         descending=params.get("SortOrder") == "desc",
     )
     ids = [r.secret_id for r in records]
-    tags = ctx.runtime.secrets.store.many_tags(ids)
-    labels = ctx.runtime.secrets.store.many_stages(ids)
+    tags = sm.store.many_tags(ids)
+    labels = sm.store.many_stages(ids)
     result: dict[str, Any] = {
         "SecretList": [
-            operations.describe(ctx, r, list_entry=True, tags=tags[r.secret_id], labels=labels[r.secret_id])
+            secrets.describe(sm, r, list_entry=True, tags=tags[r.secret_id], labels=labels[r.secret_id])
             for r in records
         ]
     }
@@ -264,7 +268,7 @@ def list_secrets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def batch_get_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def batch_get_secret_value(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     ids = params.get("SecretIdList")
     filters = params.get("Filters")
     if ids and filters:
@@ -284,13 +288,14 @@ def batch_get_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[
         records: list[tuple[str, SecretRecord | None]] = []
         for secret_id in ids:
             try:
-                records.append((secret_id, names.find(ctx, ctx.runtime.secrets.store, secret_id)))
+                records.append((secret_id, names.find(ctx, sm.store, secret_id)))
             except AWSError as error:
                 failures.append(
                     {"SecretId": secret_id, "ErrorCode": error.code, "Message": error.message or ""}
                 )
     else:
         found, next_token = query_page(
+            sm,
             ctx,
             filters or [],
             include_deleted=False,
@@ -304,10 +309,8 @@ def batch_get_secret_value(ctx: RequestContext, params: dict[str, Any]) -> dict[
                 raise errors.not_found()
             if record.deleted_at is not None:
                 raise errors.marked_for_deletion()
-            from khoa.services.secretsmanager.authz import authorize_secret
-
-            authorize_secret(ctx, "secretsmanager:GetSecretValue", record, {})
-            entry = operations.read_value(ctx, record, None, None)
+            authorize_secret(sm, ctx, "secretsmanager:GetSecretValue", record, {})
+            entry = versions.read_value(sm, ctx, record, None, None)
             values.append(entry)
         except AWSError as error:
             failures.append({"SecretId": secret_id, "ErrorCode": error.code, "Message": error.message or ""})

@@ -8,11 +8,13 @@ from typing import Any
 
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors
+from khoa.services.secretsmanager.backend import SecretsBackend
 
 PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
-def get_random_password(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def get_random_password(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Needs none of the collaborators: it takes them only to look like every other handler."""
     length = params.get("PasswordLength", 32)
     excluded = set(params.get("ExcludeCharacters", ""))
     classes = []

@@ -1,7 +1,7 @@
 """Resource policies on secrets: put, get, delete, list, validate, and BlockPublicPolicy.
 
-Every document goes through the one policy parser (khoa.iam.policy); what it refuses is never stored,
-and ValidateResourcePolicy reports exactly the parser's error. BlockPublicPolicy asks khoa.iam.public
+Every document goes through the one policy parser (khoa.access.policy); what it refuses is never stored,
+and ValidateResourcePolicy reports exactly the parser's error. BlockPublicPolicy asks khoa.access.public
 whether the parsed policy grants broad access.
 """
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from khoa.iam.policy import SECRET_POLICY_MAX_CHARS, Policy, PolicyError, load_json
-from khoa.iam.public import is_public
+from khoa.access.policy import SECRET_POLICY_MAX_CHARS, Policy, PolicyError, load_json
+from khoa.access.public import is_public
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors, names
+from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretRecord
 
 DEFAULT_POLICY_NAME = "default"
@@ -80,22 +81,22 @@ def _writable_name(params: dict[str, Any]) -> str:
     return name
 
 
-def put_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def put_resource_policy(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _writable_name(params)
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+    record = names.require(ctx, sm.store, params["SecretId"])
     parsed = parse_resource_policy(params["ResourcePolicy"])
     if params.get("BlockPublicPolicy", False) and is_public(parsed):
         raise errors.public_policy()
     policies = _policies(record)
     policies[name] = params["ResourcePolicy"]
-    ctx.runtime.secrets.store.update(
+    sm.store.update(
         record.secret_id, resource_policy=json.dumps(policies), last_changed_at=ctx.now.timestamp()
     )
     return {"ARN": record.arn, "Name": record.name, "PolicyName": name}
 
 
-def get_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
+def get_resource_policy(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
     name = params.get("PolicyName", DEFAULT_POLICY_NAME)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     policy = _policies(record).get(name)
@@ -107,12 +108,12 @@ def get_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     return result
 
 
-def delete_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def delete_resource_policy(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _writable_name(params)
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
     policies = _policies(record)
     policies.pop(name, None)
-    ctx.runtime.secrets.store.update(
+    sm.store.update(
         record.secret_id,
         resource_policy=json.dumps(policies) if policies else None,
         last_changed_at=ctx.now.timestamp(),
@@ -120,8 +121,8 @@ def delete_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[
     return {"ARN": record.arn, "Name": record.name, "PolicyName": name}
 
 
-def list_resource_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
+def list_resource_policies(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
     # default first, then the others in alphabetical order
     ordered = sorted(_policies(record), key=lambda n: (n != DEFAULT_POLICY_NAME, n))
     offset = 0
@@ -140,9 +141,11 @@ def list_resource_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[
     return result
 
 
-def validate_resource_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def validate_resource_policy(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
     if params.get("SecretId"):
-        names.require(ctx, ctx.runtime.secrets.store, params["SecretId"], allow_deleted=True)
+        names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
     problems = findings(params["ResourcePolicy"])
     return {"PolicyValidationPassed": not problems, "ValidationErrors": problems}
 

@@ -6,12 +6,13 @@ its versions is re-encrypted under a KMS key of the replica's own region (that r
 commits, so replicas are always InSync. Writes sent to a replica are refused with AWS's
 InvalidParameterException, except UpdateSecret changing only the replica's own KMS key ("A replica
 secret can't be updated independently from its primary secret, except for its encryption key").
+All replication state lives in the database (a replica names its primary), so these are plain
+functions over the service's collaborators.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.base import Handler
 from khoa.services.secretsmanager import errors, names, values
+from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import (
     NOTHING,
     SECRETS,
@@ -46,96 +48,96 @@ _REGION_FIELDS = (
 )
 
 
-class Replication:
-    """Replica bookkeeping for one process; all state lives in the database."""
+def replicas(sm: SecretsBackend, primary: SecretRecord) -> list[SecretRecord]:
+    """The primary's replicas, one per region, in region order."""
+    with sm.engine.connect() as conn:
+        rows = conn.execute(
+            select(SECRETS).where(SECRETS.c.primary_secret_id == primary.secret_id).order_by(SECRETS.c.region)
+        ).all()
+    return [SecretRecord.from_row(r) for r in rows]
 
-    def replicas(self, ctx: RequestContext, primary: SecretRecord) -> list[SecretRecord]:
-        with ctx.runtime.secrets.engine.connect() as conn:
-            rows = conn.execute(
-                select(SECRETS)
-                .where(SECRETS.c.primary_secret_id == primary.secret_id)
-                .order_by(SECRETS.c.region)
-            ).all()
-        return [SecretRecord.from_row(r) for r in rows]
 
-    def status(self, ctx: RequestContext, record: SecretRecord) -> list[dict[str, Any]]:
-        if record.primary_secret_id is not None:
-            return []
-        return [_status(replica) for replica in self.replicas(ctx, record)]
+def status(sm: SecretsBackend, record: SecretRecord) -> list[dict[str, Any]]:
+    """ReplicationStatus: one entry per replica of a primary, nothing for a replica."""
+    if record.primary_secret_id is not None:
+        return []
+    return [_status(replica) for replica in replicas(sm, record)]
 
-    def sync(self, ctx: RequestContext, primary: SecretRecord) -> None:
-        """Make every replica mirror the primary's versions, labels, tags and metadata."""
-        store = ctx.runtime.secrets.store
-        primary_versions = {v.version_id: v for v in store.versions(primary.secret_id)}
-        primary_stages = store.read_stages(primary.secret_id)
-        primary_tags = store.tags(primary.secret_id)
-        for replica in self.replicas(ctx, primary):
-            rctx = replace(ctx, region=replica.region)
-            key = values.encryption_key(rctx, replica.kms_key_id)
-            have = {v.version_id: v for v in store.versions(replica.secret_id)}
-            # a rotation's placeholder is copied as one, and again once the primary's has a value
-            stale = {v for v, mine in have.items() if mine.placeholder and v in primary_versions}
-            sealed = {}
-            for version_id in (set(primary_versions) - set(have)) | stale:
-                version = primary_versions[version_id]
-                if version.placeholder:
-                    sealed[version_id] = (version, NOTHING)
-                    continue
-                plaintext = values.open_value(
-                    ctx,
-                    primary.arn,
-                    version_id,
-                    version.value_kind,
-                    version.encrypted_data_key,
-                    version.encrypted_value,
-                )
-                sealed[version_id] = (
-                    version,
-                    values.seal(rctx, key, replica.arn, version_id, version.value_kind, plaintext),
-                )
-            with ctx.runtime.secrets.engine.begin() as conn:
-                for version_id in (set(have) - set(primary_versions)) | stale:
-                    conn.execute(
-                        delete(VERSIONS)
-                        .where(VERSIONS.c.secret_id == replica.secret_id)
-                        .where(VERSIONS.c.version_id == version_id)
-                    )
-                for version_id, (version, value) in sealed.items():
-                    insert_version(conn, replica.secret_id, version_id, value, version.created_at)
-                conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica.secret_id))
-                for stage, version_id in primary_stages.items():
-                    conn.execute(
-                        insert(STAGES).values(secret_id=replica.secret_id, stage=stage, version_id=version_id)
-                    )
-                conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica.secret_id))
-                for position, tag in enumerate(primary_tags, 1):
-                    conn.execute(
-                        insert(TAGS).values(
-                            secret_id=replica.secret_id,
-                            tag_key=tag["Key"],
-                            tag_value=tag["Value"],
-                            position=position,
-                        )
-                    )
+
+def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None:
+    """Make every replica mirror the primary's versions, labels, tags and metadata."""
+    store = sm.store
+    primary_versions = {v.version_id: v for v in store.versions(primary.secret_id)}
+    primary_stages = store.read_stages(primary.secret_id)
+    primary_tags = store.tags(primary.secret_id)
+    for replica in replicas(sm, primary):
+        rctx = replace(ctx, region=replica.region)
+        key = values.encryption_key(sm.keys, rctx, replica.kms_key_id)
+        have = {v.version_id: v for v in store.versions(replica.secret_id)}
+        # a rotation's placeholder is copied as one, and again once the primary's has a value
+        stale = {v for v, mine in have.items() if mine.placeholder and v in primary_versions}
+        sealed = {}
+        for version_id in (set(primary_versions) - set(have)) | stale:
+            version = primary_versions[version_id]
+            if version.placeholder:
+                sealed[version_id] = (version, NOTHING)
+                continue
+            plaintext = values.open_value(
+                sm.keys,
+                ctx,
+                primary.arn,
+                version_id,
+                version.value_kind,
+                version.encrypted_data_key,
+                version.encrypted_value,
+            )
+            sealed[version_id] = (
+                version,
+                values.seal(sm.keys, rctx, key, replica.arn, version_id, version.value_kind, plaintext),
+            )
+        with sm.engine.begin() as conn:
+            for version_id in (set(have) - set(primary_versions)) | stale:
                 conn.execute(
-                    update(SECRETS)
-                    .where(SECRETS.c.secret_id == replica.secret_id)
-                    .values(**{f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"})
+                    delete(VERSIONS)
+                    .where(VERSIONS.c.secret_id == replica.secret_id)
+                    .where(VERSIONS.c.version_id == version_id)
                 )
+            for version_id, (version, value) in sealed.items():
+                insert_version(conn, replica.secret_id, version_id, value, version.created_at)
+            conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica.secret_id))
+            for stage, version_id in primary_stages.items():
+                conn.execute(
+                    insert(STAGES).values(secret_id=replica.secret_id, stage=stage, version_id=version_id)
+                )
+            conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica.secret_id))
+            for position, tag in enumerate(primary_tags, 1):
+                conn.execute(
+                    insert(TAGS).values(
+                        secret_id=replica.secret_id,
+                        tag_key=tag["Key"],
+                        tag_value=tag["Value"],
+                        position=position,
+                    )
+                )
+            conn.execute(
+                update(SECRETS)
+                .where(SECRETS.c.secret_id == replica.secret_id)
+                .values(**{f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"})
+            )
 
 
-def _primary(ctx: RequestContext, secret_id: str) -> SecretRecord:
-    record = names.require(ctx, ctx.runtime.secrets.store, secret_id)
+def _primary(sm: SecretsBackend, ctx: RequestContext, secret_id: str) -> SecretRecord:
+    record = names.require(ctx, sm.store, secret_id)
     if record.primary_secret_id is not None:
         raise errors.replica_not_permitted()
     return record
 
 
-def validate_regions(ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
+def validate_regions(sm: SecretsBackend, ctx: RequestContext, specs: list[dict[str, Any]]) -> None:
     """Replica Regions must be served by this installation (KHOA_REGIONS: a replica elsewhere would
     start an audit chain in a region nobody can call) and differ from the primary's and each other."""
     regions = [spec.get("Region") for spec in specs]
-    served = ctx.runtime.settings.regions
+    served = sm.regions
     if any(region is None or region not in served for region in regions):
         raise errors.invalid_parameter("Invalid replica region.")
     if ctx.region in regions:
@@ -157,13 +159,17 @@ def _status(replica: SecretRecord) -> dict[str, Any]:
 
 
 def add_replicas(
-    ctx: RequestContext, primary: SecretRecord, specs: list[dict[str, Any]], *, force: bool
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    primary: SecretRecord,
+    specs: list[dict[str, Any]],
+    *,
+    force: bool,
 ) -> list[dict[str, Any]]:
     """Create replicas of ``primary`` in other regions of this server and bring them in sync; returns
     the status of every replica, failed ones included (they are not kept)."""
-    validate_regions(ctx, specs)
-    store = ctx.runtime.secrets.store
-    replication: Replication = ctx.runtime.secrets_replication
+    validate_regions(sm, ctx, specs)
+    store = sm.store
     statuses = []
     suffix = primary.arn[-7:]
     for spec in specs:
@@ -186,7 +192,7 @@ def add_replicas(
                 continue
             store.destroy(existing.secret_id)
         try:
-            values.encryption_key(rctx, spec.get("KmsKeyId"))
+            values.encryption_key(sm.keys, rctx, spec.get("KmsKeyId"))
         except AWSError as exc:
             statuses.append(
                 {
@@ -209,43 +215,48 @@ def add_replicas(
             primary_region=ctx.region,
             primary_secret_id=primary.secret_id,
         )
-        with ctx.runtime.secrets.engine.begin() as conn:
+        with sm.engine.begin() as conn:
             conn.execute(insert(SECRETS).values(**replica.values()))
         statuses.append(_status(replica))
-    replication.sync(ctx, primary)
+    sync(sm, ctx, primary)
     return statuses
 
 
-def replicate_secret_to_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    primary = _primary(ctx, params["SecretId"])
+def replicate_secret_to_regions(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    primary = _primary(sm, ctx, params["SecretId"])
     statuses = add_replicas(
-        ctx, primary, params["AddReplicaRegions"], force=params.get("ForceOverwriteReplicaSecret", False)
+        sm, ctx, primary, params["AddReplicaRegions"], force=params.get("ForceOverwriteReplicaSecret", False)
     )
     return {"ARN": primary.arn, "ReplicationStatus": statuses}
 
 
-def remove_regions_from_replication(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    primary = _primary(ctx, params["SecretId"])
-    replication: Replication = ctx.runtime.secrets_replication
+def remove_regions_from_replication(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    primary = _primary(sm, ctx, params["SecretId"])
     removing = set(params["RemoveReplicaRegions"])
-    for replica in replication.replicas(ctx, primary):
+    for replica in replicas(sm, primary):
         if replica.region in removing:
-            ctx.runtime.secrets.store.destroy(replica.secret_id)
-    return {"ARN": primary.arn, "ReplicationStatus": replication.status(ctx, primary)}
+            sm.store.destroy(replica.secret_id)
+    return {"ARN": primary.arn, "ReplicationStatus": status(sm, primary)}
 
 
-def stop_replication_to_replica(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+def stop_replication_to_replica(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
     if record.primary_secret_id is None:
         raise errors.invalid_request("This operation is only supported on replica secrets.")
-    ctx.runtime.secrets.store.update(
+    sm.store.update(
         record.secret_id, primary_secret_id=None, primary_region=None, last_changed_at=ctx.now.timestamp()
     )
     return {"ARN": record.arn}
 
 
-def _cross_account(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    _primary(ctx, params["SecretId"])
+def _cross_account(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _primary(sm, ctx, params["SecretId"])
     raise errors.invalid_request("Cross-account replication is not supported by Khoa.")
 
 
@@ -254,29 +265,26 @@ def _replica_may(ctx: RequestContext, params: dict[str, Any]) -> bool:
     return ctx.operation == "UpdateSecret" and set(params) <= {"SecretId", "KmsKeyId", "ClientRequestToken"}
 
 
-def mirrored(handler: Handler) -> Handler:
+def mirrored(sm: SecretsBackend, handler: Handler) -> Handler:
     """Wrap a write: refuse it on replicas, and mirror the primary to its replicas after it commits."""
 
     def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        store = ctx.runtime.secrets.store
-        record = names.find(ctx, store, params["SecretId"])
+        record = names.find(ctx, sm.store, params["SecretId"])
         if record is not None and record.primary_secret_id is not None and not _replica_may(ctx, params):
             raise errors.replica_not_permitted()
         result = handler(ctx, params)
         if record is not None:
-            fresh = store.by_id(record.secret_id)
-            replication: Replication = ctx.runtime.secrets_replication
-            if fresh is not None and replication.replicas(ctx, fresh):
-                replication.sync(ctx, fresh)
+            fresh = sm.store.by_id(record.secret_id)
+            if fresh is not None and replicas(sm, fresh):
+                sync(sm, ctx, fresh)
         return result
 
     return wrapped
 
 
-def wrap_all(
-    handlers: dict[str, Handler], names_: tuple[str, ...], wrapper: Callable[[Handler], Handler] = mirrored
-) -> dict[str, Handler]:
-    return {name: (wrapper(h) if name in names_ else h) for name, h in handlers.items()}
+def wrap_all(sm: SecretsBackend, handlers: dict[str, Handler], writes: tuple[str, ...]) -> dict[str, Handler]:
+    """Wrap the ``writes`` among ``handlers`` with :func:`mirrored`."""
+    return {name: (mirrored(sm, h) if name in writes else h) for name, h in handlers.items()}
 
 
 OPERATIONS = {

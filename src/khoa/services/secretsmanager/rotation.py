@@ -1,7 +1,8 @@
 """RotateSecret / CancelRotateSecret bookkeeping: rotation configuration and NextRotationDate.
 
-Running the rotation function's steps is the rotation engine's job (a later issue); here Khoa records
-the configuration exactly as AWS reports it.
+Running the rotation function's steps is the rotation engine's job (khoa.secret_rotation.engine, reached
+through the backend's RotationControl); here Khoa records the configuration exactly as AWS reports it
+and queues or cancels the rotation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.rotation import functions
 from khoa.services.secretsmanager import errors, names, schedule, stages
+from khoa.services.secretsmanager.backend import SecretsBackend
 
 _LAMBDA_ARN = re.compile(r"^arn:aws:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$")
 
@@ -26,8 +27,8 @@ _NO_LAMBDA = (
 )
 
 
-def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
     lambda_arn = params.get("RotationLambdaARN") or record.rotation_lambda_arn
     if not lambda_arn and not record.owning_service:
         raise errors.invalid_request(_NO_LAMBDA)
@@ -35,16 +36,16 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         raise errors.invalid_parameter(
             "RotationLambdaARN must be a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)."
         )
-    if lambda_arn and functions.lookup(ctx.runtime.engine, lambda_arn) is None:
+    if lambda_arn and not sm.rotation.has_function(lambda_arn):
         raise AWSError(
             "AccessDeniedException",
             "Secrets Manager cannot invoke the specified Lambda function. "
             "Ensure that the function policy grants access to the principal "
             "secretsmanager.amazonaws.com.",
         )
-    current_stages = ctx.runtime.secrets.store.read_stages(record.secret_id)
+    current_stages = sm.store.read_stages(record.secret_id)
     immediately = params.get("RotateImmediately", True)
-    if (immediately and ctx.runtime.rotation.in_progress(record.secret_id)) or (
+    if (immediately and sm.rotation.in_progress(record.secret_id)) or (
         stages.PENDING in current_stages
         and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
     ):
@@ -56,7 +57,7 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     last = from_epoch(record.last_rotated_at)
     base = ctx.now if params.get("RotateImmediately", True) or last is None else last
     next_at = schedule.next_rotation(rules, base) if rules else None
-    ctx.runtime.secrets.store.update(
+    sm.store.update(
         record.secret_id,
         rotation_enabled=rules is not None,
         rotation_lambda_arn=lambda_arn,
@@ -66,21 +67,21 @@ def rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     )
     token = params.get("ClientRequestToken") or str(uuid.uuid4())
     if immediately:
-        ctx.runtime.rotation.start(record.secret_id, token, ctx.now.timestamp())
-        ctx.runtime.jobs.poke()
+        sm.rotation.start(record.secret_id, token, ctx.now.timestamp())
+        sm.poke_jobs()
     return {"ARN": record.arn, "Name": record.name, "VersionId": token}
 
 
-def cancel_rotate_secret(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, ctx.runtime.secrets.store, params["SecretId"])
+def cancel_rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
     if not record.rotation_enabled and not record.rotation_lambda_arn:
         raise errors.invalid_request(_NO_LAMBDA)
-    ctx.runtime.secrets.store.update(
+    sm.store.update(
         record.secret_id, rotation_enabled=False, next_rotation_at=None, last_changed_at=ctx.now.timestamp()
     )
-    ctx.runtime.rotation.cancel(record.secret_id)
+    sm.rotation.cancel(record.secret_id)
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
-    pending = ctx.runtime.secrets.store.read_stages(record.secret_id).get(stages.PENDING)
+    pending = sm.store.read_stages(record.secret_id).get(stages.PENDING)
     if pending:
         result["VersionId"] = pending
     return result

@@ -4,11 +4,15 @@ Each version gets its own 256-bit data key from the secret's KMS key, with the e
 ``{"SecretARN": arn, "SecretVersionId": version_id}``; the value is sealed with AES-256-GCM under
 that data key, bound to the ARN, version and value kind. Reading a version asks KMS to decrypt the data
 key, so the key's state (disabled, pending deletion, deleted) decides whether the value is readable.
+
+KMS is reached only through :class:`EnvelopeKeys`, the three calls Secrets Manager makes of it, so
+Secrets Manager depends on what it uses of KMS and not on how the KMS service is put together.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -16,12 +20,33 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import internal as kms_internal
-from khoa.services.kms.store import KeyRecord
+from khoa.services.kms.internal import KeyRecord
 from khoa.services.secretsmanager import errors
 from khoa.services.secretsmanager.store import SealedValue
 
 SERVICE = "secretsmanager"
 _NONCE = 12
+
+
+class EnvelopeKeys(Protocol):
+    """KMS as another service uses it (khoa.services.kms.internal): the same key resolution, state,
+    usage and policy checks as KMS's own API, with the calling service as ``kms:ViaService``."""
+
+    def encryption_key(self, ctx: RequestContext, key_ref: str | None, service: str) -> KeyRecord:
+        """The symmetric key to encrypt with: the one named, or the AWS-managed default."""
+        ...
+
+    def generate_data_key(
+        self, ctx: RequestContext, key: KeyRecord, context: dict[str, str]
+    ) -> tuple[bytes, bytes]:
+        """A fresh data key and its ciphertext under ``key``."""
+        ...
+
+    def decrypt(
+        self, ctx: RequestContext, blob: bytes, context: dict[str, str], service: str
+    ) -> tuple[KeyRecord, bytes]:
+        """The key that made ``blob`` and its plaintext."""
+        ...
 
 
 def _context(arn: str, version_id: str) -> dict[str, str]:
@@ -32,9 +57,9 @@ def _aad(arn: str, version_id: str, kind: str) -> bytes:
     return f"khoa-secret-v1|{arn}|{version_id}|{kind}".encode()
 
 
-def encryption_key(ctx: RequestContext, kms_key_id: str | None) -> KeyRecord:
+def encryption_key(keys: EnvelopeKeys, ctx: RequestContext, kms_key_id: str | None) -> KeyRecord:
     try:
-        return kms_internal.encryption_key(ctx, kms_key_id, SERVICE)
+        return keys.encryption_key(ctx, kms_key_id, SERVICE)
     except AWSError as exc:
         if exc.code == "NotFoundException":
             raise errors.not_found("Secrets Manager can't find the specified KMS key.") from None
@@ -42,10 +67,16 @@ def encryption_key(ctx: RequestContext, kms_key_id: str | None) -> KeyRecord:
 
 
 def seal(
-    ctx: RequestContext, key: KeyRecord, arn: str, version_id: str, kind: str, value: bytes
+    keys: EnvelopeKeys,
+    ctx: RequestContext,
+    key: KeyRecord,
+    arn: str,
+    version_id: str,
+    kind: str,
+    value: bytes,
 ) -> SealedValue:
     try:
-        data_key, encrypted_data_key = kms_internal.generate_data_key(
+        data_key, encrypted_data_key = keys.generate_data_key(
             kms_internal.via(ctx, SERVICE), key, _context(arn, version_id)
         )
     except AWSError as exc:
@@ -58,6 +89,7 @@ def seal(
 
 
 def open_value(
+    keys: EnvelopeKeys,
     ctx: RequestContext,
     arn: str,
     version_id: str,
@@ -66,7 +98,7 @@ def open_value(
     encrypted_value: bytes,
 ) -> bytes:
     try:
-        _, data_key = kms_internal.decrypt(ctx, encrypted_data_key, _context(arn, version_id), SERVICE)
+        _, data_key = keys.decrypt(ctx, encrypted_data_key, _context(arn, version_id), SERVICE)
         return AESGCM(data_key).decrypt(
             encrypted_value[:_NONCE], encrypted_value[_NONCE:], _aad(arn, version_id, kind)
         )

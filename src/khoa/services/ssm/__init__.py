@@ -5,37 +5,30 @@ Only the parameter operations of SSM are served; other SSM operations answer Unk
 
 from __future__ import annotations
 
-from typing import Any
-
+from khoa.access.authorize import Authorizer
 from khoa.audit.events import is_read_only
-from khoa.protocol.context import RequestContext
 from khoa.protocol.model import ServiceModel
-from khoa.services.base import Handler, Service
+from khoa.services.base import Service, bind, clearing_caches
+from khoa.services.kms.internal import InternalKms
 from khoa.services.ssm import authtable, browse, labels, parameters, tags
+from khoa.services.ssm.backend import ParametersBackend, SecretReader
+from khoa.services.ssm.store import ParameterStore
 
 
-def build_service() -> Service:
-    handlers: dict[str, Handler] = {}
-    for module in (parameters, browse, labels, tags):
-        handlers.update(module.OPERATIONS)
+def build_service(
+    store: ParameterStore, kms: InternalKms, authorizer: Authorizer, read_secret: SecretReader
+) -> Service:
+    """Parameter Store over its collaborators: the parameter store (shared with the expiry job and the
+    runtime's cache clearing), KMS for SecureStrings, the authoriser, and Secrets Manager's
+    GetSecretValue for reference names (:func:`khoa.services.ssm.references.reader` makes one from
+    the Secrets Manager service). Writes clear the store's caches before and after they run."""
+    ssm = ParametersBackend(store=store, kms=kms, authorizer=authorizer, read_secret=read_secret)
+    handlers = bind(ssm, parameters.OPERATIONS, browse.OPERATIONS, labels.OPERATIONS, tags.OPERATIONS)
     return Service(
         name="ssm",
         signing_name="ssm",
         target_prefix="AmazonSSM",
         model=ServiceModel("ssm"),
-        handlers={name: (h if is_read_only(name) else _clearing_caches(h)) for name, h in handlers.items()},
-        authorizer=authtable.table(),
+        handlers=clearing_caches(handlers, store.invalidate_all, is_read_only),
+        authorizer=authtable.table(ssm),
     )
-
-
-def _clearing_caches(handler: Handler) -> Handler:
-    """Writes clear this process's read caches before and after they run (see ParameterStore)."""
-
-    def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        ctx.runtime.parameters.store.invalidate_all()
-        try:
-            return handler(ctx, params)
-        finally:
-            ctx.runtime.parameters.store.invalidate_all()
-
-    return wrapped

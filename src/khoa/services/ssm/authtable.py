@@ -9,8 +9,11 @@ without an entry stops the service from building.
 
 from __future__ import annotations
 
+from functools import partial
+
 from khoa.services.authorization import AuthorizationTable, same_check
 from khoa.services.ssm import authz
+from khoa.services.ssm.backend import ParametersBackend
 
 OPERATIONS = (
     "PutParameter",
@@ -29,5 +32,6 @@ OPERATIONS = (
 )
 
 
-def table() -> AuthorizationTable:
-    return AuthorizationTable("ssm", same_check("ssm", authz.authorize_request, OPERATIONS))
+def table(ssm: ParametersBackend) -> AuthorizationTable:
+    """The table whose rules authorise with ``ssm``'s authoriser and read its parameters' tags."""
+    return AuthorizationTable("ssm", same_check("ssm", partial(authz.authorize_request, ssm), OPERATIONS))

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from khoa.iam.authorize import authorize
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import names
+from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import TAGS
 
 _UNSCOPED = ("DescribeParameters",)
@@ -23,11 +23,13 @@ def _name_of(ctx: RequestContext, value: str) -> str:
         return value
 
 
-def _context(ctx: RequestContext, name: str, params: dict[str, Any]) -> dict[str, list[str]]:
+def _context(
+    ssm: ParametersBackend, ctx: RequestContext, name: str, params: dict[str, Any]
+) -> dict[str, list[str]]:
     context: dict[str, list[str]] = {}
-    row = ctx.runtime.parameters.store.get(ctx.account_id, ctx.region, name)
+    row = ssm.store.get(ctx.account_id, ctx.region, name)
     if row is not None:
-        with ctx.runtime.parameters.engine.connect() as conn:
+        with ssm.engine.connect() as conn:
             for key, value in conn.execute(
                 select(TAGS.c.tag_key, TAGS.c.tag_value).where(TAGS.c.param_id == row.param_id)
             ).all():
@@ -43,24 +45,30 @@ def _context(ctx: RequestContext, name: str, params: dict[str, Any]) -> dict[str
     return context
 
 
-def authorize_parameter(ctx: RequestContext, action: str, name: str, params: dict[str, Any]) -> None:
-    authorize(ctx, action, names.parameter_arn(ctx, name), context=lambda: _context(ctx, name, params))
+def authorize_parameter(
+    ssm: ParametersBackend, ctx: RequestContext, action: str, name: str, params: dict[str, Any]
+) -> None:
+    """``action`` on the parameter ``name``; its tags are read only if policies must be evaluated."""
+    ssm.authorizer.authorize(
+        ctx, action, names.parameter_arn(ctx, name), context=lambda: _context(ssm, ctx, name, params)
+    )
 
 
-def authorize_request(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def authorize_request(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The check every Parameter Store operation's rule runs (see authtable.py)."""
     action = f"ssm:{ctx.operation}"
     if ctx.operation in _UNSCOPED:
-        authorize(ctx, action, "*")
+        ssm.authorizer.authorize(ctx, action, "*")
     elif ctx.operation == "GetParametersByPath":
         path = params.get("Path", "/").rstrip("/") or "/"
-        authorize(ctx, action, names.parameter_arn(ctx, path))
+        ssm.authorizer.authorize(ctx, action, names.parameter_arn(ctx, path))
     elif "Names" in params:
         for value in params["Names"]:
-            authorize_parameter(ctx, action, _name_of(ctx, value), params)
+            authorize_parameter(ssm, ctx, action, _name_of(ctx, value), params)
     elif "Name" in params:
-        authorize_parameter(ctx, action, _name_of(ctx, params["Name"]), params)
+        authorize_parameter(ssm, ctx, action, _name_of(ctx, params["Name"]), params)
     elif "ResourceId" in params:
-        authorize_parameter(ctx, action, _name_of(ctx, params["ResourceId"]), params)
+        authorize_parameter(ssm, ctx, action, _name_of(ctx, params["ResourceId"]), params)
     else:
-        authorize(ctx, action, "*")
+        ssm.authorizer.authorize(ctx, action, "*")
     return {}

@@ -1,13 +1,43 @@
-"""Parameter Store's per-process state."""
+"""What Parameter Store is given to work with: its collaborators, passed once to ``build_service``.
+
+Parameter Store's handlers reach nothing else: the parameter store (rows, versions and the per-process
+caches in front of them, and the engine for the tables it does not cover: labels and tags), KMS for
+SecureString values, the authoriser for ``ssm:`` actions, and one way into Secrets Manager, the
+GetSecretValue that ``/aws/reference/secretsmanager/...`` names read through.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import Engine
 
+from khoa.access.authorize import Authorizer
+from khoa.protocol.context import RequestContext
+from khoa.services.kms.internal import InternalKms
 from khoa.services.ssm.store import ParameterStore
 
+SecretReader = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
+"""Secrets Manager's GetSecretValue as the caller may run it: given GetSecretValue's parameters
+(``SecretId`` and optionally ``VersionId`` / ``VersionStage``), it authorises the caller for
+``secretsmanager:GetSecretValue`` and returns GetSecretValue's result, or raises Secrets Manager's
+AWSError. Parameter Store needs nothing more of Secrets Manager, so it depends on nothing more: the
+public operation's contract rather than Secrets Manager's internals (see
+:func:`khoa.services.ssm.references.reader`)."""
 
+
+@dataclass(frozen=True)
 class ParametersBackend:
-    def __init__(self, engine: Engine, cache_seconds: float) -> None:
-        self.engine = engine
-        self.store = ParameterStore(engine, cache_seconds)
+    """Parameter Store's collaborators (one per process)."""
+
+    store: ParameterStore
+    kms: InternalKms
+    authorizer: Authorizer
+    read_secret: SecretReader
+
+    @property
+    def engine(self) -> Engine:
+        """The database the store reads; labels and tags are written through it directly."""
+        return self.store.engine

@@ -17,6 +17,7 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names, policies
+from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.parameters import plain_value
 from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, VersionRow
 
@@ -217,7 +218,11 @@ def _decode(token: str) -> str:
 
 
 def _page(
-    ctx: RequestContext, conditions: list[ColumnElement[bool]], limit: int, token: str | None
+    ssm: ParametersBackend,
+    ctx: RequestContext,
+    conditions: list[ColumnElement[bool]],
+    limit: int,
+    token: str | None,
 ) -> tuple[list[tuple[ParameterRow, VersionRow]], str | None]:
     query = (
         select(PARAMS.c.param_id, PARAMS.c.name, PARAMS.c.version, PARAMS.c.tier, PARAMS.c.policies, VERSIONS)
@@ -231,27 +236,29 @@ def _page(
         query = query.where(condition)
     if token:
         query = query.where(PARAMS.c.name > _decode(token))
-    with ctx.runtime.parameters.engine.connect() as conn:
+    with ssm.engine.connect() as conn:
         rows = conn.execute(query.order_by(PARAMS.c.name).limit(limit + 1)).all()
     page = [(ParameterRow(r[0], r[1], r[2], r[3], r[4]), VersionRow.from_row(r)) for r in rows[:limit]]
     return page, (_encode(page[-1][0].name) if len(rows) > limit else None)
 
 
-def get_parameters_by_path(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def get_parameters_by_path(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
     path: str = names.clean(params["Path"])
     names.validate_path(path)
     filters = params.get("ParameterFilters", [])
     validate_filters(filters, by_path=True)
     conditions = [_recursive(path) if params.get("Recursive", False) else _one_level([path])]
     conditions += [_filter(f) for f in filters]
-    page, token = _page(ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
+    page, token = _page(ssm, ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     with_decryption = params.get("WithDecryption", False)
     result: dict[str, Any] = {
         "Parameters": [
             {
                 "Name": row.name,
                 "Type": version.param_type,
-                "Value": plain_value(ctx, row.name, version, with_decryption),
+                "Value": plain_value(ssm.kms, ctx, row.name, version, with_decryption),
                 "Version": version.version,
                 "LastModifiedDate": from_epoch(version.modified_at),
                 "ARN": names.parameter_arn(ctx, row.name),
@@ -274,7 +281,9 @@ def _legacy_filters(filters: list[dict[str, Any]]) -> list[ColumnElement[bool]]:
     return converted
 
 
-def describe_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def describe_parameters(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
     if params.get("Filters") and params.get("ParameterFilters"):
         raise errors.validation("You can use either Filters or ParameterFilters in a single request.")
     parameter_filters = params.get("ParameterFilters", [])
@@ -285,7 +294,7 @@ def describe_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         return {"Parameters": []}  # Khoa doesn't share parameters with other accounts (AWS RAM)
     conditions = _legacy_filters(params.get("Filters", []))
     conditions += [_filter(f) for f in parameter_filters]
-    page, token = _page(ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
+    page, token = _page(ssm, ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     now = ctx.now.timestamp()
     entries = []
     for row, version in page:

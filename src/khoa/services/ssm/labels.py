@@ -10,7 +10,8 @@ from sqlalchemy import delete, insert, update
 
 from khoa.protocol.context import RequestContext
 from khoa.services.ssm import errors, names
-from khoa.services.ssm.store import LABELS, ParameterRow
+from khoa.services.ssm.backend import ParametersBackend
+from khoa.services.ssm.store import LABELS, ParameterRow, ParameterStore
 
 MAX_LABELS_PER_VERSION = 10
 _LABEL = re.compile(r"[A-Za-z0-9._\-]{1,100}")
@@ -21,19 +22,21 @@ def valid_label(label: str) -> bool:
     return bool(_LABEL.fullmatch(label)) and not label[0].isdigit() and not lowered.startswith(("aws", "ssm"))
 
 
-def _parameter(ctx: RequestContext, name: str) -> ParameterRow:
+def _parameter(store: ParameterStore, ctx: RequestContext, name: str) -> ParameterRow:
     from khoa.services.ssm.parameters import find
 
     selector = names.parse_selector(ctx, name)
-    row = find(ctx, selector) if selector.version is None and selector.label is None else None
+    row = find(store, ctx, selector) if selector.version is None and selector.label is None else None
     if row is None:
         raise errors.not_found()
     return row
 
 
-def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    store = ctx.runtime.parameters.store
-    row = _parameter(ctx, params["Name"])
+def label_parameter_version(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    store = ssm.store
+    row = _parameter(store, ctx, params["Name"])
     number = params.get("ParameterVersion", row.version)
     if store.version(row.param_id, number) is None:
         raise errors.version_not_found(
@@ -50,7 +53,7 @@ def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict
             "A parameter version can have maximum 10 labels.Move one or more labels to another "
             "version and try again.",
         )
-    with ctx.runtime.parameters.engine.begin() as conn:
+    with store.engine.begin() as conn:
         for label in wanted:
             if label not in current:
                 conn.execute(insert(LABELS).values(param_id=row.param_id, label=label, version=number))
@@ -64,9 +67,11 @@ def label_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict
     return {"InvalidLabels": invalid, "ParameterVersion": number}
 
 
-def unlabel_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    store = ctx.runtime.parameters.store
-    row = _parameter(ctx, params["Name"])
+def unlabel_parameter_version(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    store = ssm.store
+    row = _parameter(store, ctx, params["Name"])
     number = params["ParameterVersion"]
     if store.version(row.param_id, number) is None:
         raise errors.version_not_found(
@@ -76,7 +81,7 @@ def unlabel_parameter_version(ctx: RequestContext, params: dict[str, Any]) -> di
     current = store.labels(row.param_id)
     removed = [label for label in dict.fromkeys(params["Labels"]) if current.get(label) == number]
     invalid = [label for label in params["Labels"] if current.get(label) != number]
-    with ctx.runtime.parameters.engine.begin() as conn:
+    with store.engine.begin() as conn:
         for label in removed:
             conn.execute(
                 delete(LABELS).where(LABELS.c.param_id == row.param_id).where(LABELS.c.label == label)

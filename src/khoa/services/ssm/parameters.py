@@ -14,24 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.ssm import errors, names, policies, values
+from khoa.services.kms.internal import InternalKms
+from khoa.services.ssm import errors, names, policies, references, values
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, ParameterStore, VersionRow
 
 STANDARD_MAX = 4096
 ADVANCED_MAX = 8192
 MAX_VERSIONS = 100
-REFERENCE_PREFIX = "/aws/reference/secretsmanager/"
 _DATA_TYPES = ("text", "aws:ec2:image", "aws:ssm:integration")
 _AMI = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
-
-
-def backend(ctx: RequestContext) -> ParametersBackend:
-    return ctx.runtime.parameters
-
-
-def store(ctx: RequestContext) -> ParameterStore:
-    return ctx.runtime.parameters.store
 
 
 def _choose_tier(requested: str | None, existing: ParameterRow | None, value: str, has_policies: bool) -> str:
@@ -111,7 +103,7 @@ def _check_tags(tags: list[dict[str, str]]) -> None:
         )
 
 
-def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = names.clean(params["Name"])
     if name.startswith("arn:"):
         raise errors.validation(
@@ -128,10 +120,10 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             "please use AddTagsToResource or RemoveTagsFromResource."
         )
     _check_tags(params.get("Tags", []))
-    existing = store(ctx).get(ctx.account_id, ctx.region, name)
+    existing = ssm.store.get(ctx.account_id, ctx.region, name)
     if existing is not None and not overwrite:
         raise errors.already_exists()
-    previous = store(ctx).version(existing.param_id, existing.version) if existing else None
+    previous = ssm.store.version(existing.param_id, existing.version) if existing else None
     param_type = params.get("Type") or (previous.param_type if previous else None)
     if param_type is None:
         raise errors.validation("A parameter type is required when you create a parameter.")
@@ -162,7 +154,7 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         key_id = params.get("KeyId") or (
             previous.key_id if previous and previous.param_type == "SecureString" else values.DEFAULT_KEY
         )
-        ciphertext = values.encrypt(ctx, key_id, arn, value)
+        ciphertext = values.encrypt(ssm.kms, ctx, key_id, arn, value)
         stored_value = None
     now = ctx.now.timestamp()
     policies_text = json.dumps(policy_list) if policy_list else None
@@ -181,7 +173,7 @@ def put_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     }
     expires = policies.expires_at(policy_list)
     try:
-        with backend(ctx).engine.begin() as conn:
+        with ssm.engine.begin() as conn:
             if existing is None:
                 param_id = str(uuid.uuid4())
                 version = 1
@@ -247,31 +239,33 @@ def _make_room(conn: Any, param_id: str, name: str) -> None:
     conn.execute(delete(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == oldest))
 
 
-def find(ctx: RequestContext, selector: names.Selector) -> ParameterRow | None:
+def find(store: ParameterStore, ctx: RequestContext, selector: names.Selector) -> ParameterRow | None:
     """The parameter a selector names (a one-level ARN may name ``x`` or ``/x``)."""
-    row = store(ctx).get(ctx.account_id, ctx.region, selector.name)
+    row = store.get(ctx.account_id, ctx.region, selector.name)
     alternative = selector.alternative()
     if row is None and alternative is not None:
-        row = store(ctx).get(ctx.account_id, ctx.region, alternative)
+        row = store.get(ctx.account_id, ctx.region, alternative)
     return row
 
 
-def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow, VersionRow]:
-    row = find(ctx, selector)
+def resolve(
+    store: ParameterStore, ctx: RequestContext, selector: names.Selector
+) -> tuple[ParameterRow, VersionRow]:
+    row = find(store, ctx, selector)
     if row is None:
         raise errors.not_found()
     number = row.version
     if selector.version is not None:
         number = selector.version
     elif selector.label is not None:
-        labelled = store(ctx).labels(row.param_id).get(selector.label)
+        labelled = store.labels(row.param_id).get(selector.label)
         if labelled is None:
             raise errors.version_not_found(
                 f"Systems Manager could not find version with label {selector.label} "
                 f"of parameter {row.name}. Verify the label and try again."
             )
         number = labelled
-    version = store(ctx).version(row.param_id, number)
+    version = store.version(row.param_id, number)
     if version is None:
         raise errors.version_not_found(
             f"Systems Manager could not find version {number} of {row.name}. "
@@ -280,16 +274,19 @@ def resolve(ctx: RequestContext, selector: names.Selector) -> tuple[ParameterRow
     return row, version
 
 
-def plain_value(ctx: RequestContext, name: str, version: VersionRow, with_decryption: bool) -> str:
+def plain_value(
+    kms: InternalKms, ctx: RequestContext, name: str, version: VersionRow, with_decryption: bool
+) -> str:
     if version.param_type != "SecureString":
         return version.value or ""
     assert version.ciphertext is not None
     if not with_decryption:
         return base64.b64encode(version.ciphertext).decode()
-    return values.decrypt(ctx, names.parameter_arn(ctx, name), version.ciphertext)
+    return values.decrypt(kms, ctx, names.parameter_arn(ctx, name), version.ciphertext)
 
 
 def render(
+    kms: InternalKms,
     ctx: RequestContext,
     row: ParameterRow,
     version: VersionRow,
@@ -299,7 +296,7 @@ def render(
     result: dict[str, Any] = {
         "Name": row.name,
         "Type": version.param_type,
-        "Value": plain_value(ctx, row.name, version, with_decryption),
+        "Value": plain_value(kms, ctx, row.name, version, with_decryption),
         "Version": version.version,
         "LastModifiedDate": from_epoch(version.modified_at),
         "ARN": names.parameter_arn(ctx, row.name),
@@ -310,24 +307,22 @@ def render(
     return result
 
 
-def _get_one(ctx: RequestContext, name: str, with_decryption: bool) -> dict[str, Any]:
+def _get_one(ssm: ParametersBackend, ctx: RequestContext, name: str, with_decryption: bool) -> dict[str, Any]:
     name = names.clean(name)
     if " " in name:
         raise errors.validation(errors.NAME_RULES)  # AWS refuses spaces inside a name
-    if name.startswith(REFERENCE_PREFIX):
-        from khoa.services.ssm.references import secret_parameter
-
-        return secret_parameter(ctx, name, with_decryption)
+    if name.startswith(references.PREFIX):
+        return references.secret_parameter(ssm.read_secret, ctx, name, with_decryption)
     selector = names.parse_selector(ctx, name)
-    row, version = resolve(ctx, selector)
-    return render(ctx, row, version, with_decryption, selector)
+    row, version = resolve(ssm.store, ctx, selector)
+    return render(ssm.kms, ctx, row, version, with_decryption, selector)
 
 
-def get_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"Parameter": _get_one(ctx, params["Name"], params.get("WithDecryption", False))}
+def get_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"Parameter": _get_one(ssm, ctx, params["Name"], params.get("WithDecryption", False))}
 
 
-def get_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def get_parameters(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
     invalid: list[str] = []
     seen: set[str] = set()
@@ -336,7 +331,7 @@ def get_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
             continue
         seen.add(name)
         try:
-            found.append(_get_one(ctx, name, params.get("WithDecryption", False)))
+            found.append(_get_one(ssm, ctx, name, params.get("WithDecryption", False)))
         except AWSError as error:
             if error.code in ("ParameterNotFound", "ParameterVersionNotFound", "ValidationException"):
                 invalid.append(name)
@@ -347,18 +342,18 @@ def get_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     return {"Parameters": found, "InvalidParameters": invalid}
 
 
-def delete_parameter(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def delete_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     selector = names.parse_selector(ctx, params["Name"])
     if names.reserved(selector.name):
         raise names.reserved_error(selector.name)
-    row = find(ctx, selector)
+    row = find(ssm.store, ctx, selector)
     if row is None:
         raise errors.not_found()
-    destroy(backend(ctx), row.param_id)
+    destroy(ssm.store, row.param_id)
     return {}
 
 
-def delete_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def delete_parameters(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     deleted: list[str] = []
     invalid: list[str] = []
     for name in dict.fromkeys(params["Names"]):
@@ -369,31 +364,34 @@ def delete_parameters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
             continue
         if names.reserved(selector.name):
             raise names.reserved_error(selector.name)
-        row = find(ctx, selector) if selector.version is None and selector.label is None else None
+        row = find(ssm.store, ctx, selector) if selector.version is None and selector.label is None else None
         if row is None:
             invalid.append(name)
             continue
-        destroy(backend(ctx), row.param_id)
+        destroy(ssm.store, row.param_id)
         deleted.append(name)
     return {"DeletedParameters": deleted, "InvalidParameters": invalid}
 
 
-def destroy(parameters: ParametersBackend, param_id: str) -> None:
-    with parameters.engine.begin() as conn:
+def destroy(store: ParameterStore, param_id: str) -> None:
+    """Delete a parameter with its versions, labels and tags, and forget what this process cached."""
+    with store.engine.begin() as conn:
         for table in (LABELS, TAGS, VERSIONS):
             conn.execute(delete(table).where(table.c.param_id == param_id))
         conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))
-    parameters.store.invalidate_all()
+    store.invalidate_all()
 
 
-def get_parameter_history(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = find(ctx, names.parse_selector(ctx, params["Name"]))
+def get_parameter_history(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    row = find(ssm.store, ctx, names.parse_selector(ctx, params["Name"]))
     if row is None:
         raise errors.not_found()
     labels_by_version: dict[int, list[str]] = {}
-    for label, number in sorted(store(ctx).labels(row.param_id).items()):
+    for label, number in sorted(ssm.store.labels(row.param_id).items()):
         labels_by_version.setdefault(number, []).append(label)
-    history = store(ctx).versions(row.param_id)
+    history = ssm.store.versions(row.param_id)
     limit = params.get("MaxResults", 50)
     offset = _decode_token(params.get("NextToken"))
     page = history[offset : offset + limit]
@@ -405,7 +403,7 @@ def get_parameter_history(ctx: RequestContext, params: dict[str, Any]) -> dict[s
             "Type": version.param_type,
             "LastModifiedDate": from_epoch(version.modified_at),
             "LastModifiedUser": version.modified_by,
-            "Value": plain_value(ctx, row.name, version, params.get("WithDecryption", False)),
+            "Value": plain_value(ssm.kms, ctx, row.name, version, params.get("WithDecryption", False)),
             "Version": version.version,
             "Labels": labels_by_version.get(version.version, []),
             "Tier": version.tier,
@@ -442,16 +440,17 @@ def _decode_token(token: str | None) -> int:
     return offset
 
 
-def expire_due(parameters: ParametersBackend, now: float) -> list[str]:
-    """The job for Expiration policies: an expired parameter is deleted, as in AWS."""
-    with parameters.engine.connect() as conn:
+def expire_due(store: ParameterStore, now: float) -> list[str]:
+    """The job for Expiration policies: an expired parameter is deleted, as in AWS. It needs only the
+    store, so the job runner can run it without the request-serving collaborators."""
+    with store.engine.connect() as conn:
         due = conn.execute(
             select(PARAMS.c.param_id, PARAMS.c.name)
             .where(PARAMS.c.expires_at.is_not(None))
             .where(PARAMS.c.expires_at <= now)
         ).all()
     for param_id, _ in due:
-        destroy(parameters, param_id)
+        destroy(store, param_id)
     return [name for _, name in due]
 
 

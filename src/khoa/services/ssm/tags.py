@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, select, update
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names
+from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import TAGS, ParameterRow
 
 MAX_TAGS = 50
@@ -29,7 +30,7 @@ def _invalid_resource_id() -> AWSError:
     )
 
 
-def _parameter(ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
+def _parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
     if params["ResourceType"] != "Parameter":
         raise errors.code(
             "InvalidResourceType",
@@ -42,16 +43,18 @@ def _parameter(ctx: RequestContext, params: dict[str, Any]) -> ParameterRow:
         selector = names.parse_selector(ctx, params["ResourceId"])
     except AWSError:
         raise _invalid_resource_id() from None
-    row = find(ctx, selector) if selector.version is None and selector.label is None else None
+    row = find(ssm.store, ctx, selector) if selector.version is None and selector.label is None else None
     if row is None:
         raise _invalid_resource_id()
     return row
 
 
-def add_tags_to_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = _parameter(ctx, params)
+def add_tags_to_resource(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    row = _parameter(ssm, ctx, params)
     check_keys(params["Tags"])
-    with ctx.runtime.parameters.engine.begin() as conn:
+    with ssm.engine.begin() as conn:
         existing = set(conn.execute(select(TAGS.c.tag_key).where(TAGS.c.param_id == row.param_id)).scalars())
         latest = {t["Key"]: t["Value"] for t in params["Tags"]}
         if len(existing | set(latest)) > MAX_TAGS:
@@ -72,18 +75,22 @@ def add_tags_to_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     return {}
 
 
-def remove_tags_from_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = _parameter(ctx, params)
-    with ctx.runtime.parameters.engine.begin() as conn:
+def remove_tags_from_resource(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    row = _parameter(ssm, ctx, params)
+    with ssm.engine.begin() as conn:
         conn.execute(
             delete(TAGS).where(TAGS.c.param_id == row.param_id).where(TAGS.c.tag_key.in_(params["TagKeys"]))
         )
     return {}
 
 
-def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    row = _parameter(ctx, params)
-    with ctx.runtime.parameters.engine.connect() as conn:
+def list_tags_for_resource(
+    ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    row = _parameter(ssm, ctx, params)
+    with ssm.engine.connect() as conn:
         rows = conn.execute(
             select(TAGS.c.tag_key, TAGS.c.tag_value)
             .where(TAGS.c.param_id == row.param_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.kms import internal as kms_internal
+from khoa.services.kms.internal import InternalKms, via
 from khoa.services.ssm import errors
 
 SERVICE = "ssm"
@@ -28,19 +28,20 @@ def _from_kms(ctx: RequestContext, error: AWSError) -> AWSError:
     return errors.code("InvalidKeyId", message)
 
 
-def encrypt(ctx: RequestContext, key_id: str | None, arn: str, value: str) -> bytes:
+def encrypt(kms: InternalKms, ctx: RequestContext, key_id: str | None, arn: str, value: str) -> bytes:
+    """The ciphertext of a SecureString value under ``key_id`` (None or alias/aws/ssm: the account's
+    AWS-managed key, created on first use), authorised with ssm as kms:ViaService."""
     try:
-        key = kms_internal.encryption_key(ctx, key_id if key_id and key_id != DEFAULT_KEY else None, SERVICE)
-        return kms_internal.encrypt(
-            kms_internal.via(ctx, SERVICE), key, value.encode(), {"PARAMETER_ARN": arn}
-        )
+        key = kms.encryption_key(ctx, key_id if key_id and key_id != DEFAULT_KEY else None, SERVICE)
+        return kms.encrypt(via(ctx, SERVICE), key, value.encode(), {"PARAMETER_ARN": arn})
     except AWSError as error:
         raise _from_kms(ctx, error) from None
 
 
-def decrypt(ctx: RequestContext, arn: str, blob: bytes) -> str:
+def decrypt(kms: InternalKms, ctx: RequestContext, arn: str, blob: bytes) -> str:
+    """A SecureString value in clear, through KMS Decrypt's key-state and permission checks."""
     try:
-        _, plaintext = kms_internal.decrypt(ctx, blob, {"PARAMETER_ARN": arn}, SERVICE)
+        _, plaintext = kms.decrypt(ctx, blob, {"PARAMETER_ARN": arn}, SERVICE)
     except AWSError as error:
         raise _from_kms(ctx, error) from None
     return plaintext.decode()

@@ -1,24 +1,24 @@
-"""AWS STS: GetCallerIdentity, AssumeRole (same- and cross-account) and GetAccessKeyInfo."""
+"""AWS STS: GetCallerIdentity and GetAccessKeyInfo (identity.py), AssumeRole, same- and cross-account
+(sessions.py). How each is authorised is in authtable.py; all SQL is in store.py."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from khoa.protocol.awsquery import QueryServiceModel
-from khoa.services.base import Service
-from khoa.services.sts import authtable, operations
+from khoa.services.base import Service, bind
+from khoa.services.sts import authtable, identity, sessions
+from khoa.services.sts.backend import StsBackend
 
 
-def build_service() -> Service:
-    model = QueryServiceModel("sts")
-    service = Service(
+def build_service(sts: StsBackend) -> Service:
+    return Service(
         name="sts",
         signing_name="sts",
         target_prefix="sts",
-        model=model,
-        handlers=dict(operations.OPERATIONS),
-        authorizer=authtable.table(),
+        model=QueryServiceModel("sts"),
+        handlers=bind(sts, identity.OPERATIONS, sessions.OPERATIONS),
+        authorizer=authtable.table(sts),
         skew=timedelta(minutes=15),
         protocol="query",
     )
-    return service

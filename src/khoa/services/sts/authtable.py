@@ -14,15 +14,13 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
-
-from khoa.iam.authorize import authorize
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.authorization import AuthorizationTable, exempt, rule
-from khoa.storage import schema
+from khoa.services.sts.backend import StsBackend
 
 ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
 ROLE_KEY = "sts:role"
@@ -44,23 +42,16 @@ def assume_role_context(params: dict[str, Any]) -> dict[str, list[str]]:
     return context
 
 
-def authorize_assume_role(ctx: RequestContext, params: dict[str, Any]) -> None:
-    if ctx.principal.is_root and not ctx.runtime.settings.dev:
-        # AWS refuses the root user here whatever the trust policy says.
+def authorize_assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
+    if ctx.principal.is_root and not sts.authorizer.allow_everything:
+        # AWS refuses the root user here whatever the trust policy says (development mode allows it).
         raise AWSError("AccessDenied", "Roles may not be assumed by root accounts.", 403)
     role_arn = params["RoleArn"]
     match = ROLE_ARN.match(role_arn)
     if match is None:
         raise AWSError("ValidationError", f"{role_arn} is invalid")
     role_account = match.group(1)
-    table = schema.iam_principals
-    with ctx.runtime.engine.connect() as conn:
-        role = conn.execute(
-            select(table)
-            .where(table.c.account_id == role_account)
-            .where(table.c.kind == "role")
-            .where(table.c.arn == role_arn)
-        ).first()
+    role = sts.store.role(role_account, role_arn)
     if role is None:
         # The same refusal as a trust policy that does not allow: which roles exist stays hidden.
         raise AWSError(
@@ -76,24 +67,28 @@ def authorize_assume_role(ctx: RequestContext, params: dict[str, Any]) -> None:
     if params.get("SourceIdentity"):
         actions.append("sts:SetSourceIdentity")
     for action in actions:
-        authorize(
+        sts.authorizer.authorize(
             ctx, action, role_arn, resource_account=role_account, resource_policy=trust, context=context
         )
     ctx.extras[ROLE_KEY] = role
 
 
-def authorize_get_access_key_info(ctx: RequestContext, params: dict[str, Any]) -> None:
-    authorize(ctx, "sts:GetAccessKeyInfo", "*")
+def table(sts: StsBackend) -> AuthorizationTable:
+    """STS's authorisation table, over ``sts``'s store (the role) and authoriser."""
 
+    def get_access_key_info(ctx: RequestContext, params: dict[str, Any]) -> None:
+        sts.authorizer.authorize(ctx, "sts:GetAccessKeyInfo", "*")
 
-def table() -> AuthorizationTable:
     return AuthorizationTable(
         "sts",
         {
             "AssumeRole": rule(
-                authorize_assume_role, "sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"
+                partial(authorize_assume_role, sts),
+                "sts:AssumeRole",
+                "sts:TagSession",
+                "sts:SetSourceIdentity",
             ),
-            "GetAccessKeyInfo": rule(authorize_get_access_key_info, "sts:GetAccessKeyInfo"),
+            "GetAccessKeyInfo": rule(get_access_key_info, "sts:GetAccessKeyInfo"),
             # AWS: "No permissions are required to perform this operation. If an administrator
             # attaches a policy to your identity that explicitly denies access to the
             # sts:GetCallerIdentity action, you can still perform this operation."

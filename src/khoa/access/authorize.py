@@ -1,0 +1,142 @@
+"""The one entry point services call to authorise an action on a resource.
+
+Builds the request context (global condition keys plus the service's own), gathers the caller's
+policies, evaluates them with the resource's policy, and raises the service's AccessDenied error with
+AWS's message ("User: ARN is not authorized to perform: ACTION on resource: ARN because ...").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from khoa.access.directory import Directory, parsed
+from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
+from khoa.access.policy import Policy
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+
+_QUERY_SERVICES = ("iam", "sts")
+# aws:PrincipalType as IAM reports it, by CloudTrail identity type.
+_PRINCIPAL_TYPES = {"Root": "Account", "IAMUser": "User", "AssumedRole": "AssumedRole"}
+# Actions a role trust policy must allow, even within the role's account.
+_TRUST_ACTIONS = frozenset(
+    {
+        "sts:assumerole",
+        "sts:assumerolewithsaml",
+        "sts:assumerolewithwebidentity",
+        "sts:tagsession",
+        "sts:setsourceidentity",
+        "sts:setcontext",
+    }
+)
+
+
+def base_context(ctx: RequestContext) -> dict[str, list[str]]:
+    principal = ctx.principal
+    now = ctx.now.astimezone(UTC)
+    principal_arn = principal.arn
+    if principal.kind == "AssumedRole":
+        principal_arn = f"arn:aws:iam::{principal.account_id}:role/{principal.name}"
+    context: dict[str, list[str]] = {
+        "aws:principalarn": [principal_arn],
+        "aws:principalaccount": [principal.account_id],
+        "aws:principaltype": [_PRINCIPAL_TYPES.get(principal.kind, principal.kind)],
+        "aws:principalisawsservice": ["false"],
+        "aws:userid": [principal.user_id],
+        "aws:currenttime": [now.strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": [str(int(now.timestamp()))],
+        "aws:requestedregion": [ctx.region],
+        "aws:securetransport": ["true" if ctx.extras.get("secure_transport") else "false"],
+    }
+    if principal.kind == "IAMUser":
+        context["aws:username"] = [principal.name]
+    if principal.source_identity:
+        context["aws:sourceidentity"] = [principal.source_identity]
+    network = ctx.extras.get("network")
+    if network and network.get("vpc_source_ip"):
+        context["aws:vpcsourceip"] = [network["vpc_source_ip"]]
+        if network.get("vpc_id"):
+            context["aws:sourcevpc"] = [network["vpc_id"]]
+    elif ctx.source_ip:
+        context["aws:sourceip"] = [ctx.source_ip]
+    via = ctx.extras.get("kms:ViaService")
+    if via:
+        context["kms:viaservice"] = [via]
+    context["aws:viaawsservice"] = ["true" if via else "false"]
+    return context
+
+
+def access_denied(ctx: RequestContext, action: str, resource: str, decision: Decision) -> AWSError:
+    message = (
+        f"User: {ctx.principal.arn} is not authorized to perform: {action} on resource: {resource} "
+        f"{decision.explain(action)}"
+    )
+    if ctx.service in _QUERY_SERVICES:
+        return AWSError("AccessDenied", message, 403)
+    return AWSError("AccessDeniedException", message)
+
+
+class Authorizer:
+    """Evaluates a request against the caller's policies and the resource's policy.
+
+    Services receive one through their ``build_service`` (it is the only way they reach the caller's
+    policies); the composition root builds it once per process. ``allow_everything`` is development
+    mode (``--dev``), where every authenticated call is allowed, as in moto and LocalStack.
+    """
+
+    def __init__(self, directory: Directory, *, allow_everything: bool = False) -> None:
+        self.directory = directory
+        self.allow_everything = allow_everything
+
+    def decide(
+        self,
+        ctx: RequestContext,
+        action: str,
+        resource: str,
+        *,
+        resource_account: str | None = None,
+        resource_policy: str | Policy | None = None,
+        key_policy: bool = False,
+        context: dict[str, list[str]] | Callable[[], dict[str, list[str]]] | None = None,
+    ) -> Decision:
+        """Evaluate; ``context`` may be a function, called only when policies must really be evaluated
+        (the account root on its own resources skips it, which keeps the hot path cheap)."""
+        principal = ctx.principal
+        account = resource_account or ctx.account_id
+        if self.allow_everything:
+            return Decision(True)
+        if principal.is_root and account == principal.account_id and resource_policy is None:
+            return Decision(True)
+        facts = base_context(ctx)
+        caller = self.directory.for_principal(principal)
+        if caller.arn and principal.kind == "AssumedRole":
+            facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
+        for tag_key, tag_value in caller.tags.items():
+            facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+        if callable(context):
+            context = context()
+        if context:
+            facts.update({k.lower(): v for k, v in context.items()})
+        # A stored resource policy that no longer parses is read as an explicit deny, never as empty.
+        policy = parsed(resource_policy, "resource") if isinstance(resource_policy, str) else resource_policy
+        request = Request(
+            principal=principal, action=action, resource=resource, resource_account=account, context=facts
+        )
+        trust = policy is not None and action.lower() in _TRUST_ACTIONS
+        return evaluate(
+            request,
+            identity=caller.identity,
+            resource=policy,
+            boundary=caller.boundary,
+            session=caller.session,
+            key_policy=key_policy or trust,
+            resource_kind=TRUST if trust else RESOURCE,
+        )
+
+    def authorize(self, ctx: RequestContext, action: str, resource: str, **kwargs: Any) -> None:
+        """Raise the service's AccessDenied error unless ``action`` on ``resource`` is allowed."""
+        decision = self.decide(ctx, action, resource, **kwargs)
+        if not decision.allowed:
+            raise access_denied(ctx, action, resource, decision)

@@ -1,0 +1,137 @@
+"""Which policies apply to a caller: inline and attached policies of the user (and its groups) or of
+the assumed role, its permissions boundary, session policies, and principal tags.
+
+Lookups are cached per process for ``KHOA_POLICY_CACHE_SECONDS`` (default 2), so the hot path does
+not query IAM tables. A change made through Khoa's API takes effect at once on the node that made it
+(the revocation epoch, khoa.auth.revocation, empties this cache in every worker process); on other
+nodes sharing the database within the cache lifetime.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+
+from khoa.access.policy import Policy, PolicyError, deny_all
+from khoa.auth.principal import Principal
+from khoa.cache import MISSING, TTLCache
+from khoa.storage import schema
+
+_log = logging.getLogger(__name__)
+_PRINCIPALS = schema.iam_principals
+_INLINE = schema.iam_inline_policies
+_ATTACHED = schema.iam_attachments
+_MANAGED = schema.iam_managed_policies
+_VERSIONS = schema.iam_policy_versions
+_MEMBERS = schema.iam_group_members
+_TAGS = schema.iam_tags
+
+
+@functools.lru_cache(maxsize=4096)
+def parsed(document: str, source: str) -> Policy:
+    """Parse a stored document once with the one strict parser.
+
+    Every write path refuses documents the parser refuses, so one that does not parse here was written
+    by an older version or behind Khoa's back. Reading it as empty would silently drop its Deny
+    statements (fail open); it is read as :func:`deny_all` instead, so every request it takes part in
+    is explicitly denied until the document is replaced.
+    """
+    try:
+        return Policy.parse(document, source)
+    except PolicyError as exc:
+        _log.error("stored %s policy does not parse (%s); denying every request it governs", source, exc)
+        return deny_all(source)
+
+
+@dataclass(frozen=True)
+class CallerPolicies:
+    identity: list[Policy] = field(default_factory=list)
+    boundary: Policy | None = None
+    session: list[Policy] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    # The IAM identity's ARN, path included (for a session, its role's ARN: aws:PrincipalArn).
+    arn: str = ""
+
+
+class Directory:
+    def __init__(self, engine: Engine, cache_seconds: float) -> None:
+        self.engine = engine
+        self._cache: TTLCache[str, CallerPolicies] = TTLCache(cache_seconds, max_size=10_000)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def for_principal(self, principal: Principal) -> CallerPolicies:
+        if principal.is_root or not principal.principal_id:
+            return CallerPolicies()
+        key = f"{principal.principal_id}|{principal.session_policy or ''}|{principal.session_tags}"
+        cached = self._cache.get(key)
+        if cached is not MISSING:
+            return cached
+        result = self._load(principal)
+        self._cache.put(key, result)
+        return result
+
+    def _documents_for(self, conn: object, owner_ids: list[str]) -> list[str]:
+        from sqlalchemy.engine import Connection
+
+        assert isinstance(conn, Connection)
+        documents = list(
+            conn.execute(select(_INLINE.c.document).where(_INLINE.c.owner_id.in_(owner_ids))).scalars()
+        )
+        attached = conn.execute(
+            select(_VERSIONS.c.document)
+            .join(_MANAGED, _MANAGED.c.arn == _VERSIONS.c.policy_arn)
+            .join(_ATTACHED, _ATTACHED.c.policy_arn == _MANAGED.c.arn)
+            .where(_ATTACHED.c.owner_id.in_(owner_ids))
+            .where(_VERSIONS.c.version_id == _MANAGED.c.default_version)
+        ).scalars()
+        documents.extend(attached)
+        return documents
+
+    def _load(self, principal: Principal) -> CallerPolicies:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_PRINCIPALS).where(_PRINCIPALS.c.principal_id == principal.principal_id)
+            ).first()
+            if row is None:
+                return CallerPolicies()
+            owners = [row.principal_id]
+            if row.kind == "user":
+                owners.extend(
+                    conn.execute(
+                        select(_MEMBERS.c.group_id).where(_MEMBERS.c.user_id == row.principal_id)
+                    ).scalars()
+                )
+            documents = self._documents_for(conn, owners)
+            boundary_document = None
+            if row.permissions_boundary:
+                boundary_document = conn.execute(
+                    select(_VERSIONS.c.document)
+                    .join(_MANAGED, _MANAGED.c.arn == _VERSIONS.c.policy_arn)
+                    .where(_MANAGED.c.arn == row.permissions_boundary)
+                    .where(_VERSIONS.c.version_id == _MANAGED.c.default_version)
+                ).scalar()
+            tags = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    select(_TAGS.c.tag_key, _TAGS.c.tag_value).where(_TAGS.c.owner_id == row.principal_id)
+                ).all()
+            }
+        identity = [parsed(d, "identity") for d in documents]
+        boundary = parsed(boundary_document, "boundary") if boundary_document else None
+        if row.permissions_boundary and boundary is None:
+            boundary = Policy((), "boundary")  # a missing boundary policy allows nothing
+        session = []
+        if principal.session_policy:
+            session.append(parsed(principal.session_policy, "session"))
+        tags.update(dict(principal.session_tags))
+        return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags, arn=row.arn)
+
+
+def load_tags(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}

@@ -1,0 +1,217 @@
+"""Delivery of recorded events, in sequence order, to gzipped CloudTrail log files.
+
+Events recorded in ``audit_events`` go into log files (``{"Records": [...]}``), one per (account,
+Region) per batch. Delivery keeps a cursor (``audit_delivery``): every event up to its sequence number
+is in a log file, except numbers it passed before their transactions committed (PostgreSQL hands out
+sequence numbers in one order and commits in another), which it holds and delivers when they appear
+(a :class:`khoa.sequence.SequenceCursor`, persisted as the row's ``delivered_seq`` and ``held``). A
+cursor costs one row per pass where marking each delivered event cost an UPDATE per event.
+
+A batch's files are staged, their rows and the new cursor committed in one transaction guarded by the
+cursor read before, then published (:mod:`khoa.audit.files`): a second writer cannot deliver the same
+events, and a crash leaves nothing the database does not know about.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.audit.errors import TrailConflict
+from khoa.audit.files import AuditFiles
+from khoa.audit.formats import log_file_content, log_file_key, safe_account, safe_region, sha256_hex
+from khoa.sequence import GapPolicy, SequenceCursor
+from khoa.storage import schema
+
+log = logging.getLogger("khoa.audit")
+
+MAX_RECORDS_PER_FILE = 5000
+# Delivery waits this long for a sequence number it passed to appear (a transaction that had taken
+# it but not committed): see khoa.sequence.
+GAP_SECONDS = 60.0
+_GAPS = GapPolicy("audit trail", GAP_SECONDS)
+_DELIVERY_NAME = "trail"
+_UNIQUE_ALPHABET = string.ascii_letters + string.digits
+
+_EVENTS = schema.audit_events
+_DELIVERY = schema.audit_delivery
+_FILES = schema.audit_log_files
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """The delivery cursor as read (``stored``: the row's values, for the guarded update; None
+    before the first delivery)."""
+
+    cursor: SequenceCursor
+    stored: tuple[int, str] | None
+
+    @property
+    def delivered_seq(self) -> int:
+        return self.cursor.position
+
+    @property
+    def held(self) -> Mapping[int, float]:
+        return self.cursor.held
+
+
+class Delivery:
+    """Moves events into log files. ``renew`` is called after each batch, to keep the writer's lease
+    while a long backlog is delivered."""
+
+    def __init__(self, engine: Engine, files: AuditFiles, renew: Callable[[], object]) -> None:
+        self.engine = engine
+        self.files = files
+        self.renew = renew
+
+    def state(self) -> DeliveryState:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_DELIVERY).where(_DELIVERY.c.name == _DELIVERY_NAME)).first()
+        if row is None:
+            return DeliveryState(SequenceCursor(), None)
+        cursor = SequenceCursor.from_pairs(row.delivered_seq, json.loads(row.held))
+        return DeliveryState(cursor, (int(row.delivered_seq), row.held))
+
+    def newest_event(self) -> int | None:
+        with self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(_EVENTS.c.seq))).scalar()
+        return int(newest) if newest is not None else None
+
+    def backlog(self) -> bool:
+        newest = self.newest_event()
+        return newest is not None and newest - self.state().delivered_seq >= MAX_RECORDS_PER_FILE
+
+    def newest_pending(self) -> int | None:
+        """The newest event not delivered yet (None when there is none)."""
+        newest = self.newest_event()
+        if newest is None or newest <= self.state().delivered_seq:
+            return None
+        return newest
+
+    def deliver(self, now: float, watermark: int) -> list[str]:
+        """Deliver undelivered events up to sequence number ``watermark``, in order."""
+        delivered: list[str] = []
+        conflicts = 0
+        while True:
+            state = self.state()
+            if state.delivered_seq > (self.newest_event() or 0):
+                # The trail was emptied and numbering started again (SQLite reuses rowids).
+                log.warning(
+                    "audit trail: sequence went back below %d; delivering from the start", state.delivered_seq
+                )
+                state = DeliveryState(SequenceCursor(), state.stored)
+            if state.delivered_seq >= watermark and not state.held:
+                break
+            c = _EVENTS.c
+            columns = (c.seq, c.account_id, c.region, c.event_time, c.record, c.log_file)
+            with self.engine.connect() as conn:
+                # Two queries, each walking the primary key in order (one with an OR sorted the
+                # whole undelivered range on every pass).
+                fresh = conn.execute(
+                    select(*columns)
+                    .where(c.seq > state.delivered_seq, c.seq <= watermark)
+                    .order_by(c.seq)
+                    .limit(MAX_RECORDS_PER_FILE)
+                ).all()
+                wanted = state.cursor.wanted()
+                late = (
+                    conn.execute(select(*columns).where(c.seq.in_(wanted)).order_by(c.seq)).all()
+                    if wanted
+                    else []
+                )
+            rows = [*late, *fresh]  # held numbers are all below the cursor: still in sequence order
+            full = len(fresh) == MAX_RECORDS_PER_FILE
+            upto = fresh[-1].seq if full else max(state.delivered_seq, watermark)
+            cursor, ready = state.cursor.advance((row.seq for row in rows), now, _GAPS, upto=upto)
+            # Rows with a log_file were delivered before revision 0011 (the old scheme marked rows).
+            ready_now = set(ready)
+            undelivered = [row for row in rows if row.log_file is None and row.seq in ready_now]
+            try:
+                delivered += self._deliver_files(undelivered, state, cursor, now)
+            except TrailConflict:
+                conflicts += 1
+                if conflicts > 3:
+                    raise
+                log.warning("another process delivered some of these events first; looking again")
+                continue
+            self.renew()
+            if not full:
+                break
+        return delivered
+
+    def _deliver_files(
+        self, rows: list[Row[Any]], state: DeliveryState, cursor: SequenceCursor, now: float
+    ) -> list[str]:
+        """Write one log file per (account, Region) of ``rows`` and move the cursor, all or nothing:
+        files are staged, their rows and the new cursor committed in one transaction (guarded by the
+        cursor read before, so a second writer cannot deliver the same events), then published."""
+        groups: dict[tuple[str, str], list[Row[Any]]] = {}
+        for row in rows:
+            groups.setdefault((safe_account(row.account_id), safe_region(row.region)), []).append(row)
+        staged: list[tuple[Path, str]] = []
+        values: list[dict[str, Any]] = []
+        try:
+            for (account_id, region), group in groups.items():
+                unique = "".join(secrets.choice(_UNIQUE_ALPHABET) for _ in range(16))
+                key = log_file_key(account_id, region, now, unique)
+                content = log_file_content([row.record for row in group])
+                staged.append((self.files.stage(key, gzip.compress(content, compresslevel=6, mtime=0)), key))
+                values.append(
+                    {
+                        "s3_object": key,
+                        "account_id": account_id,
+                        "region": region,
+                        "hash_value": sha256_hex(content),
+                        "oldest_event_time": min(row.event_time for row in group),
+                        "newest_event_time": max(row.event_time for row in group),
+                        "event_count": len(group),
+                        "delivered_at": now,
+                        "digest_id": None,
+                    }
+                )
+            try:
+                with self.engine.begin() as conn:
+                    if values:
+                        conn.execute(insert(_FILES), values)
+                    self._advance(conn, state, cursor, now)
+            except IntegrityError as exc:
+                raise TrailConflict("another process started delivering first") from exc
+        except BaseException:
+            for path, key in staged:
+                self.files.drop_unless_recorded(path, key, _FILES)
+            raise
+        for path, key in staged:
+            self.files.publish(path, key)
+        return [key for _, key in staged]
+
+    @staticmethod
+    def _advance(conn: Connection, state: DeliveryState, cursor: SequenceCursor, now: float) -> None:
+        """Move the cursor, only if no other writer moved it since ``state`` was read."""
+        new_held = json.dumps(cursor.held_pairs())
+        if state.stored is None:  # the first delivery ever (a second first one fails on the key)
+            conn.execute(
+                insert(_DELIVERY).values(
+                    name=_DELIVERY_NAME, delivered_seq=cursor.position, held=new_held, updated_at=now
+                )
+            )
+            return
+        stored_seq, stored_held = state.stored
+        moved = conn.execute(
+            update(_DELIVERY)
+            .where(_DELIVERY.c.name == _DELIVERY_NAME)
+            .where(_DELIVERY.c.delivered_seq == stored_seq)
+            .where(_DELIVERY.c.held == stored_held)
+            .values(delivered_seq=cursor.position, held=new_held, updated_at=now)
+        ).rowcount
+        if moved != 1:
+            raise TrailConflict("another process delivered some of these events first")

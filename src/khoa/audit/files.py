@@ -1,0 +1,146 @@
+"""Audit files on disk, written so a crash never leaves a file the database does not know about.
+
+A file is first written to ``.staging/`` and fsynced; then its writer records its row in one
+transaction (a log file with the delivery cursor, a digest with the log files it lists); only then is
+it moved into place. A restart finishes the move of any staged file the database knows about and
+drops the others. A digest's signature lives beside it in ``<digest>.json.gz.sig`` (hex), standing in
+for CloudTrail's ``x-amz-meta-signature`` object metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, Table, select
+
+from khoa.storage import schema
+
+log = logging.getLogger("khoa.audit")
+
+STAGING_DIR = ".staging"
+SIGNATURE_SUFFIX = ".sig"
+_STALE_STAGING_SECONDS = 600.0
+
+_FILES = schema.audit_log_files
+_DIGESTS = schema.audit_digests
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, syncing each parent that gained an entry so the new directories survive a crash."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o750)
+        _fsync_dir(directory.parent)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    _make_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class AuditFiles:
+    """Staging, publishing and crash recovery of the files under the audit directory."""
+
+    def __init__(self, engine: Engine, directory: Path) -> None:
+        self.engine = engine
+        self.directory = directory
+
+    def staging_path(self, key: str) -> Path:
+        return self.directory / STAGING_DIR / key.replace("/", "!")
+
+    def stage(self, key: str, data: bytes) -> Path:
+        path = self.staging_path(key)
+        _write_synced(path, data)
+        return path
+
+    def publish(self, staged: Path, key: str) -> None:
+        """Move a staged file into place; never replaces a file already there. Tolerates a recovery
+        pass (of a writer whose lock had expired) having published it first."""
+        final = self.directory / key
+        _make_dirs(final.parent)
+        try:
+            os.link(staged, final)
+        except FileExistsError:
+            if not _same_file(staged, final):
+                log.warning("audit file %s already in place; keeping it", key)
+        except FileNotFoundError:
+            if not final.exists():
+                raise
+            return
+        except OSError:  # a filesystem without hard links
+            if final.exists():
+                log.warning("audit file %s already in place; keeping it", key)
+            else:
+                os.rename(staged, final)
+                _fsync_dir(final.parent)
+                _fsync_dir(staged.parent)
+                return
+        _fsync_dir(final.parent)
+        staged.unlink(missing_ok=True)
+        _fsync_dir(staged.parent)
+
+    def recorded(self, key: str, table: Table) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(table.c.s3_object).where(table.c.s3_object == key)).first() is not None
+
+    def drop_unless_recorded(self, staged: Path, key: str, table: Table, *others: Path) -> None:
+        try:
+            recorded = self.recorded(key, table)
+        except Exception:  # unknown: keep the staged files for recovery to decide
+            log.exception("could not tell whether %s was recorded; recovery will decide", key)
+            return
+        if not recorded:
+            for path in (staged, *others):
+                path.unlink(missing_ok=True)
+
+    def recover(self) -> None:
+        """Finish moving staged files whose rows were committed; drop abandoned ones."""
+        staging = self.directory / STAGING_DIR
+        if not staging.is_dir():
+            return
+        cutoff = time.time() - _STALE_STAGING_SECONDS
+        for path in sorted(staging.iterdir(), key=lambda p: p.name.endswith(SIGNATURE_SUFFIX), reverse=True):
+            key = path.name.replace("!", "/")
+            base = key.removesuffix(SIGNATURE_SUFFIX)
+            table = _DIGESTS if "/CloudTrail-Digest/" in base else _FILES
+            try:
+                if self.recorded(base, table):
+                    log.warning("finishing delivery of %s after an interruption", key)
+                    self.publish(path, key)
+                elif path.stat().st_mtime < cutoff:
+                    log.warning("dropping abandoned staged audit file %s", key)
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue  # its writer finished it meanwhile

@@ -1,1 +1,0 @@
-"""IAM policy language: parsing, condition operators, and AWS's evaluation logic."""

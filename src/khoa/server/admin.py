@@ -1,0 +1,56 @@
+"""Khoa's own endpoints: health, readiness, Prometheus metrics, and the development-mode hooks.
+
+The hooks that reset state, move the domain clock or run background work exist only in ``--dev``
+(loopback only). Outside it nothing may move the clock or run jobs on request: a clock advanced from
+outside destroys keys pending deletion and ends sessions. Tests use their own harness
+(tests/support/hooks), which the product does not know about.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from khoa.observe.health import readiness
+from khoa.observe.metrics import Metrics
+from khoa.runtime import Runtime
+from khoa.server.asgi import Response, Scope, json_response
+
+ADMIN_BODY_LIMIT = 64 * 1024
+JOBS_RUN = "/_khoa/jobs/run"
+
+
+def is_admin(path: str) -> bool:
+    return path.startswith("/_khoa/") or path.startswith("/moto-api/") or path == "/metrics"
+
+
+class AdminRoutes:
+    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    async def answer(self, scope: Scope, path: str, body: bytes) -> Response:
+        method = scope["method"]
+        runtime = self.runtime
+        dev = runtime.settings.dev
+        if path == "/_khoa/health" and method in ("GET", "HEAD"):
+            return json_response(200, {"status": "ok", "sealed": False, "dev": dev})
+        if path == "/_khoa/ready" and method in ("GET", "HEAD"):
+            return json_response(*readiness(runtime.engine, runtime.audit))
+        if path == "/metrics" and method == "GET":
+            return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
+        if not dev:
+            return json_response(404, {"error": "not found"})
+        if path in ("/_khoa/reset", "/moto-api/reset") and method == "POST":
+            runtime.reset()
+            return json_response(200, {"status": "ok"})
+        if path == "/_khoa/clock/advance" and method == "POST":
+            try:
+                seconds = float(json.loads(body or b"{}").get("seconds", 0))
+                runtime.clock.advance(timedelta(seconds=seconds))
+            except (ValueError, TypeError, AttributeError):
+                return json_response(400, {"error": 'expected {"seconds": N} with N >= 0'})
+            return json_response(200, {"now": runtime.clock.now().isoformat()})
+        if path == JOBS_RUN and method == "POST":
+            return json_response(200, {"ran": await runtime.jobs.run_due_async()})
+        return json_response(404, {"error": "not found"})

@@ -1,0 +1,120 @@
+"""ASGI plumbing: the message types, reading a request body safely, and building responses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from khoa.protocol.errors import AWSError
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+
+
+class Response:
+    """One HTTP answer; ``outcome`` is the metrics label (``ok`` or the error code)."""
+
+    __slots__ = ("body", "content_type", "headers", "outcome", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = JSON,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+        self.outcome = "ok"
+
+
+def json_response(status: int, payload: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(payload).encode())
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = [
+        (b"content-type", response.content_type),
+        (b"content-length", str(len(response.body)).encode()),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def header_map(scope: Scope) -> dict[str, list[str]]:
+    """The request's headers by lower-case name (a name may repeat)."""
+    headers: dict[str, list[str]] = {}
+    for raw_name, raw_value in scope["headers"]:
+        headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+    return headers
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class BodyRefused(Exception):
+    """The request body was not accepted (too large, or not received in time)."""
+
+    def __init__(self, error: AWSError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
+def request_timeout() -> AWSError:
+    """The answer to a request whose body did not arrive in time (S3's wording for the same fault)."""
+    return AWSError(
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the timeout "
+        "period. Idle connections will be closed.",
+        408,
+    )
+
+
+async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole request body, within ``timeout`` seconds in all (KHOA_BODY_TIMEOUT_SECONDS).
+
+    A client that announces a body and sends it slowly, or never, must not hold a connection (and
+    the worker's memory) open indefinitely: past the deadline the request is answered 408 and the
+    connection closed. The deadline covers the whole body, so trickling a byte at a time does not
+    reset it. Raises BodyRefused (413, 408) or ClientGone.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    try:
+        # One deadline for the whole body: a timer handle, not a task per message (wait_for would
+        # wrap every receive in a task on the hot path).
+        async with asyncio.timeout(timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyRefused(
+                        AWSError(
+                            "RequestEntityTooLargeException",
+                            "The request body exceeds the maximum allowed size.",
+                            413,
+                        )
+                    )
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+    except TimeoutError:
+        raise BodyRefused(request_timeout()) from None
+    return b"".join(chunks)

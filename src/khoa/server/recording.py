@@ -1,0 +1,131 @@
+"""Recording API calls in the audit trail, fail closed.
+
+A write is recorded before its handler runs (so nothing changes unrecorded) and completed with its
+outcome afterwards; a read or a refusal is recorded once, with its outcome. When the trail cannot take
+a record the call is refused with AuditUnavailable's 503, except for the outcome of a write that
+already ran: its first record is durable, so the caller gets the truthful answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from khoa.audit.events import AuditEvent
+from khoa.audit.events import build as build_event
+from khoa.audit.recorder import AuditRecorder, AuditUnavailable, unavailable_error
+from khoa.auth.principal import Principal
+from khoa.auth.sigv4 import parse_authorization
+from khoa.clock import Clock
+from khoa.ids import IdSource
+from khoa.observe.metrics import Metrics
+from khoa.protocol.errors import AWSError
+from khoa.server.asgi import Response
+from khoa.server.encoding import error_response
+from khoa.services.base import Service
+
+log = logging.getLogger("khoa")
+
+
+@dataclass
+class Call:
+    """What is known about one API call as it moves through the pipeline (for its audit event)."""
+
+    request_id: str
+    service: Service | None = None
+    operation: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    principal: Principal | None = None
+    region: str = ""
+    source_ip: str = ""
+    params: dict[str, Any] | None = None
+    pre_event: AuditEvent | None = None
+    recorded: bool = False
+
+
+def access_key_of(headers: dict[str, list[str]]) -> str:
+    """The access key id a request claims (for the record of a call refused before it was verified)."""
+    header = (headers.get("authorization") or [""])[0]
+    credential = parse_authorization(header)[1].get("Credential", "") if header else ""
+    return credential.split("/", 1)[0][:128]
+
+
+class CallRecorder:
+    """Turns calls into audit events and hands them to the node's :class:`AuditRecorder`."""
+
+    def __init__(
+        self,
+        audit: AuditRecorder,
+        ids: IdSource,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        default_account: str,
+        default_region: str,
+    ) -> None:
+        self.audit = audit
+        self.ids = ids
+        self.clock = clock
+        self.metrics = metrics
+        self.default_account = default_account
+        self.default_region = default_region
+
+    async def record_before(self, call: Call) -> None:
+        """Record a write before it runs (its outcome completes this record later)."""
+        call.pre_event = self.event(call, None, None)
+        await self._record(call.pre_event)
+
+    async def record_outcome(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> None:
+        event = self.event(call, result, error)
+        call.recorded = True
+        if call.pre_event is None:
+            await self._record(event)
+            return
+        event.record["eventID"] = call.pre_event.event_id
+        try:
+            await self.audit.finalize(event)
+        except AuditUnavailable:
+            # The call already ran and its record (made before it ran) is durable: answer truthfully.
+            self.metrics.audit_failures.inc()
+            log.error("could not record the outcome of request %s", call.request_id)
+
+    async def refuse(self, call: Call, error: AWSError) -> Response:
+        """Answer a refused request, after recording it (unless its outcome is already recorded)."""
+        if not call.recorded:
+            try:
+                await self.record_outcome(call, None, error)
+            except AuditUnavailable:
+                return error_response(call.service, unavailable_error(), call.request_id)
+        return error_response(call.service, error, call.request_id)
+
+    async def _record(self, event: AuditEvent) -> None:
+        try:
+            await self.audit.record(event)
+        except AuditUnavailable:
+            self.metrics.audit_failures.inc()
+            raise
+
+    def event(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> AuditEvent:
+        principal = call.principal
+        access_key_id = principal.access_key_id if principal else access_key_of(call.headers)
+        recipient = principal.account_id if principal else self.default_account
+        service = call.service
+        return build_event(
+            model=service.model if service else None,
+            service=service.name if service else "unknown",
+            operation=call.operation,
+            region=call.region or self.default_region,
+            request_id=call.request_id,
+            principal=principal,
+            access_key_id=access_key_id,
+            source_ip=call.source_ip,
+            user_agent=(call.headers.get("user-agent") or [""])[0],
+            params=call.params,
+            result=result,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            now=self.clock.now(),
+            recipient_account=recipient,
+            event_id=self.ids.event_id(),
+        )

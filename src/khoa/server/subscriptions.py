@@ -1,0 +1,131 @@
+"""``GET /_khoa/events``: authenticating, authorising and recording a change-stream subscription,
+then handing it to :mod:`khoa.changes.stream`.
+
+The subscription is authorised as Secrets Manager's DescribeSecret on the secret, by the function the
+composition root passes in (``authorize``, Secrets Manager's own check), so this module knows nothing
+of how secrets are stored or authorised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from khoa.audit.recorder import AuditUnavailable, unavailable_error
+from khoa.auth.principal import Principal
+from khoa.changes import stream as change_stream
+from khoa.ids import IdSource
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.server.asgi import Receive, Response, Scope, Send, client_address, header_map
+from khoa.server.authentication import Authenticator
+from khoa.server.encoding import error_response
+from khoa.server.recording import Call, CallRecorder
+from khoa.services.base import Service
+
+log = logging.getLogger("khoa")
+
+SubscriptionCheck = Callable[[RequestContext, str], tuple[str, str]]
+"""Resolves the subscribed secret and authorises DescribeSecret on it for ``ctx``'s principal;
+returns (secret id, ARN) or raises the AWSError the API would."""
+
+
+class ChangeStreamEndpoint:
+    def __init__(
+        self,
+        *,
+        service: Service,
+        authorize: SubscriptionCheck,
+        authenticator: Authenticator,
+        recorder: CallRecorder,
+        ids: IdSource,
+        engine: Engine,
+        now: Callable[[], datetime],
+        recheck_seconds: float,
+        revocation_epoch: Callable[[], int],
+    ) -> None:
+        """``service`` is Secrets Manager's (its model and name shape the records and errors)."""
+        self.service = service
+        self.authorize = authorize
+        self.authenticator = authenticator
+        self.recorder = recorder
+        self.ids = ids
+        self.engine = engine
+        self.now = now
+        self.recheck_seconds = recheck_seconds
+        self.revocation_epoch = revocation_epoch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = Call(request_id=self.ids.request_id(), operation="SubscribeToSecretChanges")
+        headers = header_map(scope)
+        call.headers = headers
+        call.service = self.service
+        secret_ref = change_stream.requested_secret(scope)
+        call.params = {"SecretId": secret_ref}
+        response: Response
+        try:
+            call.source_ip = client_address(scope)
+            call.principal, call.region = self.authenticator.authenticate(scope, headers, b"", self.service)
+            secret_id, arn = self._check(call, call.principal, secret_ref)
+            await self.recorder.record_outcome(call, {"ARN": arn}, None)
+        except AuditUnavailable:
+            response = error_response(self.service, unavailable_error(), call.request_id)
+        except AWSError as error:
+            response = await self.recorder.refuse(call, error)
+        else:
+            last = (headers.get("last-event-id") or [""])[0]
+            start = int(last) if last.isdigit() else change_stream.latest_seq(self.engine)
+            tokens = headers.get("x-amz-security-token")
+            token = tokens[0] if tokens else None
+            await change_stream.stream(
+                self.engine,
+                secret_id,
+                start,
+                receive,
+                send,
+                still_allowed=lambda: self._still_holds(call, secret_ref, token),
+                recheck_seconds=self.recheck_seconds,
+                revocation_epoch=self.revocation_epoch,
+            )
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(b"content-type", response.content_type)],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    def _check(self, call: Call, principal: Principal, secret_ref: str) -> tuple[str, str]:
+        ctx = RequestContext(
+            principal=principal,
+            region=call.region,
+            request_id=call.request_id,
+            service=self.service.name,
+            operation="DescribeSecret",
+            now=self.now(),
+            source_ip=call.source_ip,
+        )
+        return self.authorize(ctx, secret_ref)
+
+    def _still_holds(self, call: Call, secret_ref: str, token: str | None) -> bool:
+        """Whether an open subscription may go on: its credential still present, active and (for a
+        session) unexpired, and DescribeSecret on the secret still allowed, judged as at subscription.
+        Anything unexpected ends the stream (fail closed)."""
+        self.authenticator.check_revocations()
+        try:
+            principal = call.principal and self.authenticator.still_valid(call.principal, token)
+            if principal is None:
+                return False
+            self._check(call, principal, secret_ref)
+        except AWSError as error:
+            log.info("change stream %s closed: %s", call.request_id, error.code)
+            return False
+        except Exception:
+            log.exception("change stream %s closed: re-check failed", call.request_id)
+            return False
+        return True

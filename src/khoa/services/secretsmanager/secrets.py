@@ -1,0 +1,332 @@
+"""A secret's life: CreateSecret, DescribeSecret, UpdateSecret, DeleteSecret and RestoreSecret, and the
+job that ends recovery windows. Version values and labels are versions.py's."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.kms.internal import KeyRecord
+from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values, versions
+from khoa.services.secretsmanager.backend import SecretsBackend
+from khoa.services.secretsmanager.store import SECRETS, STAGES, VERSIONS, SecretRecord, insert_version
+from khoa.services.secretsmanager.tags import validate_tags, write_tags
+
+DEFAULT_RECOVERY_DAYS = 30
+# The labels whose versions UpdateSecret re-encrypts when the secret's KMS key changes.
+_REENCRYPTED_LABELS = ("AWSCURRENT", "AWSPENDING", "AWSPREVIOUS")
+
+
+def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["Name"]
+    names.validate_name(name)
+    value = versions.value_from(params, required=False)
+    tags = params.get("Tags", [])
+    validate_tags(tags)
+    if params.get("CrossAccountPrimaryARN"):
+        raise errors.invalid_request("Cross-account replication is not supported by Khoa.")
+    replica_specs = params.get("AddReplicaRegions") or []
+    replication.validate_regions(sm, ctx, replica_specs)
+    version_id = versions.request_token(params)
+    existing = sm.store.by_name(ctx.account_id, ctx.region, name)
+    if existing is not None:
+        if existing.deleted_at is not None:
+            raise errors.invalid_request(
+                "You can't create this secret because a secret with this name is "
+                "already scheduled for deletion."
+            )
+        if (
+            value is not None
+            and params.get("ClientRequestToken")
+            and versions.same_value(sm, ctx, existing, version_id, *value)
+        ):
+            return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
+        raise errors.exists(f"The operation failed because the secret {name} already exists.")
+    kms_ref = params.get("KmsKeyId") or None
+    key = values.encryption_key(sm.keys, ctx, kms_ref)
+    now = ctx.now.timestamp()
+    record = SecretRecord(
+        secret_id=str(uuid.uuid4()),
+        account_id=ctx.account_id,
+        region=ctx.region,
+        name=name,
+        arn=names.new_arn(ctx, name),
+        description=params.get("Description"),
+        kms_key_id=kms_ref,  # as the caller named it (key ID, key ARN, alias name or alias ARN)
+        created_at=now,
+        last_changed_at=now,
+        last_accessed_at=None,
+        deleted_at=None,
+        deletion_due_at=None,
+        rotation_enabled=False,
+        rotation_lambda_arn=None,
+        rotation_rules=None,
+        last_rotated_at=None,
+        next_rotation_at=None,
+        resource_policy=None,
+        primary_region=None,
+        primary_secret_id=None,
+        owning_service=None,
+        secret_type=params.get("Type"),
+    )
+    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, *value) if value is not None else None
+    try:
+        with sm.engine.begin() as conn:
+            conn.execute(insert(SECRETS).values(**record.values()))
+            if sealed is not None:
+                insert_version(conn, record.secret_id, version_id, sealed, now)
+                conn.execute(
+                    insert(STAGES).values(
+                        secret_id=record.secret_id, stage=stages.CURRENT, version_id=version_id
+                    )
+                )
+            write_tags(conn, record.secret_id, tags)
+    except IntegrityError:
+        raise errors.exists(f"The operation failed because the secret {name} already exists.") from None
+    result: dict[str, Any] = {"ARN": record.arn, "Name": name}
+    if sealed is not None:
+        result["VersionId"] = version_id
+    if replica_specs:
+        result["ReplicationStatus"] = replication.add_replicas(
+            sm, ctx, record, replica_specs, force=params.get("ForceOverwriteReplicaSecret", False)
+        )
+    return result
+
+
+def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
+    value = versions.value_from(params, required=False)
+    version_id = versions.request_token(params)
+    if value is not None and sm.store.version(record.secret_id, version_id) is not None:
+        # Unlike CreateSecret and PutSecretValue, UpdateSecret is not idempotent on the token: "If you
+        # call this operation with a ClientRequestToken that matches an existing version's VersionId,
+        # the operation results in an error."
+        raise errors.exists("You can't modify an existing version, you can only create a new version.")
+    column_values: dict[str, Any] = {}
+    if "Description" in params:
+        column_values["description"] = params["Description"]
+    if "Type" in params:
+        column_values["secret_type"] = params["Type"]
+    key = None
+    if "KmsKeyId" in params:
+        # An empty KmsKeyId means the AWS-managed aws/secretsmanager key.
+        kms_ref = params["KmsKeyId"] or None
+        key = values.encryption_key(sm.keys, ctx, kms_ref)
+        if kms_ref != record.kms_key_id:
+            column_values["kms_key_id"] = kms_ref
+    if column_values:
+        column_values["last_changed_at"] = ctx.now.timestamp()
+    # Everything that can fail runs before anything is written, so a refused call changes nothing:
+    # the labelled versions a key change re-encrypts must open (their key may be disabled) and the new
+    # value must seal under the (new) key before the description, type or key change is stored.
+    changed = replace(record, **column_values)
+    opened = _open_labelled(sm, ctx, record, key) if key is not None else {}
+    result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
+    if value is not None:
+        versions.add_version(sm, ctx, changed, version_id, value[0], value[1], [stages.CURRENT])
+        result["VersionId"] = version_id
+    if column_values:
+        sm.store.update(record.secret_id, **column_values)
+    if key is not None:
+        _reencrypt_labelled(sm, ctx, changed, key, opened)
+    return result
+
+
+def _open_labelled(
+    sm: SecretsBackend, ctx: RequestContext, record: SecretRecord, key: KeyRecord
+) -> dict[str, tuple[str, bytes]]:
+    """The AWSCURRENT, AWSPENDING and AWSPREVIOUS versions not yet under ``key``, opened: version id →
+    (value kind, plaintext). Raises (a disabled key, say) before the caller has written anything."""
+    labelled = sm.store.read_stages(record.secret_id)
+    opened: dict[str, tuple[str, bytes]] = {}
+    for version_id in sorted({labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}):
+        version = sm.store.version(record.secret_id, version_id)
+        if version is None or version.placeholder or version.kms_key_arn == key.arn:
+            continue
+        plaintext = values.open_value(
+            sm.keys,
+            ctx,
+            record.arn,
+            version_id,
+            version.value_kind,
+            version.encrypted_data_key,
+            version.encrypted_value,
+        )
+        opened[version_id] = (version.value_kind, plaintext)
+    return opened
+
+
+def _reencrypt_labelled(
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    record: SecretRecord,
+    key: KeyRecord,
+    opened: dict[str, tuple[str, bytes]],
+) -> None:
+    """After a key change, re-encrypt the versions that still carry AWSCURRENT, AWSPENDING or
+    AWSPREVIOUS under the new key, as AWS does; other versions stay under the key that encrypted them.
+    ``opened`` holds their plaintexts, read before the change was written (_open_labelled)."""
+    labelled = sm.store.read_stages(record.secret_id)
+    for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
+        if version_id not in opened:
+            continue  # already under the key (a new version is sealed under it when added)
+        kind, plaintext = opened[version_id]
+        sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, plaintext)
+        with sm.engine.begin() as conn:
+            conn.execute(
+                update(VERSIONS)
+                .where(VERSIONS.c.secret_id == record.secret_id)
+                .where(VERSIONS.c.version_id == version_id)
+                .values(
+                    kms_key_arn=sealed.kms_key_arn,
+                    encrypted_data_key=sealed.encrypted_data_key,
+                    encrypted_value=sealed.encrypted_value,
+                )
+            )
+
+
+def describe(
+    sm: SecretsBackend,
+    record: SecretRecord,
+    *,
+    list_entry: bool = False,
+    tags: list[dict[str, str]] | None = None,
+    labels: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """DescribeSecret's fields for ``record`` (a ListSecrets entry with ``list_entry``); ListSecrets
+    passes the page's ``tags`` and ``labels`` read in one query each."""
+    result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
+    if record.description is not None:
+        result["Description"] = record.description
+    if record.kms_key_id:
+        result["KmsKeyId"] = record.kms_key_id
+    # A secret never configured for rotation has no RotationEnabled ("returns null"); fields without a
+    # value are left out, as AWS leaves them out.
+    if record.rotation_enabled or record.rotation_lambda_arn or record.rotation_rules:
+        result["RotationEnabled"] = record.rotation_enabled
+    if record.rotation_lambda_arn:
+        result["RotationLambdaARN"] = record.rotation_lambda_arn
+    if record.rules:
+        result["RotationRules"] = record.rules
+    for field, column in (
+        ("LastRotatedDate", record.last_rotated_at),
+        ("LastChangedDate", record.last_changed_at),
+        ("LastAccessedDate", record.last_accessed_at),
+        ("DeletedDate", record.deleted_at),
+    ):
+        if column is not None:
+            result[field] = from_epoch(column)
+    if record.rotation_enabled and record.next_rotation_at is not None:
+        result["NextRotationDate"] = _rotation_date(record)
+    tag_list = tags if tags is not None else sm.store.tags(record.secret_id)
+    if tag_list:
+        result["Tags"] = tag_list
+    stage_map = labels if labels is not None else stages.by_version(sm.store.read_stages(record.secret_id))
+    if stage_map:
+        result["SecretVersionsToStages" if list_entry else "VersionIdsToStages"] = stage_map
+    if record.owning_service:
+        result["OwningService"] = record.owning_service
+    if record.secret_type:
+        result["Type"] = record.secret_type
+    result["CreatedDate"] = from_epoch(record.created_at)
+    result["PrimaryRegion"] = record.primary_region or record.region
+    return result
+
+
+def _rotation_date(record: SecretRecord) -> datetime | None:
+    """The last second of the rotation window that opens at the stored next_rotation_at."""
+    opens = from_epoch(record.next_rotation_at)
+    if opens is None or not record.rules:
+        return opens
+    try:
+        return schedule.rotation_date(record.rules, opens)
+    except AWSError:  # rules stored before a validation rule existed: report when the window opens
+        return opens
+
+
+def describe_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
+    result = describe(sm, record)
+    replicas = replication.status(sm, record)
+    if replicas:
+        result["ReplicationStatus"] = replicas
+    return result
+
+
+def delete_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    force = params.get("ForceDeleteWithoutRecovery", False)
+    window = params.get("RecoveryWindowInDays")
+    if force and window is not None:
+        raise errors.invalid_parameter(
+            "You can't use ForceDeleteWithoutRecovery in conjunction with RecoveryWindowInDays."
+        )
+    if window is not None and not 7 <= window <= 30:
+        raise errors.invalid_parameter(
+            "The RecoveryWindowInDays value must be between 7 and 30 days (inclusive)."
+        )
+    record = names.find(ctx, sm.store, params["SecretId"])
+    if record is None:
+        if not force:
+            raise errors.not_found()
+        # "If you forcibly delete an already deleted or nonexistent secret, the operation does not
+        # return ResourceNotFoundException."
+        name = names.name_from_id(params["SecretId"])
+        arn = params["SecretId"] if params["SecretId"].startswith("arn:") else names.new_arn(ctx, name)
+        return {"ARN": arn, "Name": name, "DeletionDate": ctx.now}
+    if record.primary_secret_id is not None:
+        raise errors.replica_not_permitted()
+    replicas = replication.replicas(sm, record)
+    if replicas:
+        regions = ", ".join(r.region for r in replicas)
+        raise errors.invalid_parameter(
+            f"You can't delete secret {record.arn} that still has replica regions [{regions}]."
+        )
+    if record.deleted_at is not None and not force:
+        raise errors.invalid_request(
+            "You can't perform this operation on the secret because it was already scheduled for deletion."
+        )
+    now = ctx.now
+    if force:
+        sm.store.destroy(record.secret_id)
+        return {"ARN": record.arn, "Name": record.name, "DeletionDate": now}
+    due = now + timedelta(days=window or DEFAULT_RECOVERY_DAYS)
+    sm.store.update(record.secret_id, deleted_at=now.timestamp(), deletion_due_at=due.timestamp())
+    return {"ARN": record.arn, "Name": record.name, "DeletionDate": due}
+
+
+def restore_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
+    sm.store.update(
+        record.secret_id, deleted_at=None, deletion_due_at=None, last_changed_at=ctx.now.timestamp()
+    )
+    return {"ARN": record.arn, "Name": record.name}
+
+
+def destroy_due_secrets(sm: SecretsBackend, now: float) -> list[str]:
+    """The job that ends recovery windows: the secret and every version are gone for good."""
+    with sm.engine.connect() as conn:
+        due = conn.execute(
+            select(SECRETS.c.secret_id, SECRETS.c.arn)
+            .where(SECRETS.c.deletion_due_at.is_not(None))
+            .where(SECRETS.c.deletion_due_at <= now)
+        ).all()
+    for secret_id, _arn in due:
+        sm.store.destroy(secret_id)
+    return [arn for _, arn in due]
+
+
+OPERATIONS = {
+    "CreateSecret": create_secret,
+    "DescribeSecret": describe_secret,
+    "UpdateSecret": update_secret,
+    "DeleteSecret": delete_secret,
+    "RestoreSecret": restore_secret,
+}

@@ -1,0 +1,352 @@
+"""Secret versions and their staging labels: GetSecretValue, PutSecretValue, UpdateSecretVersionStage
+and ListSecretVersionIds, and the version writes CreateSecret, UpdateSecret and rotations share."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from khoa.clock import from_epoch
+from khoa.protocol.context import RequestContext
+from khoa.services.secretsmanager import errors, names, stages, values
+from khoa.services.secretsmanager.backend import SecretsBackend
+from khoa.services.secretsmanager.store import (
+    PLACEHOLDER,
+    SECRETS,
+    STAGES,
+    VERSIONS,
+    SecretRecord,
+    insert_version,
+)
+
+MAX_VALUE_BYTES = 65536
+# Deprecated versions younger than this are kept even beyond 100 versions, as AWS keeps them.
+PRUNE_MIN_AGE_SECONDS = 86400.0
+_EXISTING_VERSION = "You can't modify an existing version, you can only create a new version."
+
+
+def value_from(params: dict[str, Any], *, required: bool) -> tuple[str, bytes] | None:
+    """The (kind, bytes) of the SecretString or SecretBinary a request carries, checked as AWS does."""
+    has_string = "SecretString" in params
+    has_binary = "SecretBinary" in params
+    if has_string and has_binary:
+        raise errors.invalid_parameter(
+            "You can't specify both a binary secret value and a string secret value in the same secret."
+        )
+    if has_string:
+        kind, value, member = "string", params["SecretString"].encode(), "secretString"
+    elif has_binary:
+        kind, value, member = "binary", params["SecretBinary"], "secretBinary"
+    elif required:
+        raise errors.invalid_request("You must provide either SecretString or SecretBinary.")
+    else:
+        return None
+    if len(value) > MAX_VALUE_BYTES:
+        raise errors.validation(
+            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {MAX_VALUE_BYTES}"
+        )
+    return kind, value
+
+
+def request_token(params: dict[str, Any]) -> str:
+    """The new version's id: the caller's ClientRequestToken, or a fresh UUID as the AWS SDKs send."""
+    return params.get("ClientRequestToken") or str(uuid.uuid4())
+
+
+def same_value(
+    sm: SecretsBackend, ctx: RequestContext, record: SecretRecord, version_id: str, kind: str, value: bytes
+) -> bool:
+    """Whether ``version_id`` already holds exactly this value (a repeated, idempotent request)."""
+    existing = sm.store.version(record.secret_id, version_id)
+    if existing is None or existing.value_kind != kind:
+        return False
+    current = values.open_value(
+        sm.keys,
+        ctx,
+        record.arn,
+        version_id,
+        existing.value_kind,
+        existing.encrypted_data_key,
+        existing.encrypted_value,
+    )
+    return hmac.compare_digest(current, value)
+
+
+def _prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
+    """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
+    version created less than 24 hours ago is never removed."""
+    rows = conn.execute(
+        select(VERSIONS.c.version_id, VERSIONS.c.created_at)
+        .where(VERSIONS.c.secret_id == secret_id)
+        .order_by(VERSIONS.c.created_at)
+    ).all()
+    excess = len(rows) - stages.MAX_VERSIONS
+    if excess <= 0:
+        return
+    labelled = set(conn.execute(select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)).scalars())
+    removable = [v for v, created in rows if v not in labelled and created <= now - PRUNE_MIN_AGE_SECONDS]
+    for version_id in removable[:excess]:
+        conn.execute(
+            delete(VERSIONS)
+            .where(VERSIONS.c.secret_id == secret_id)
+            .where(VERSIONS.c.version_id == version_id)
+        )
+
+
+def add_version(
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    record: SecretRecord,
+    version_id: str,
+    kind: str,
+    value: bytes,
+    labels: list[str],
+) -> list[str]:
+    """Store a new encrypted version and attach labels; idempotent for a repeated token and value.
+    The token of a rotation still without a value (see store.PLACEHOLDER) gets the value."""
+    existing = sm.store.version(record.secret_id, version_id)
+    if existing is not None and existing.placeholder:
+        return _fill_placeholder(sm, ctx, record, version_id, kind, value, labels)
+    if existing is not None:
+        if same_value(sm, ctx, record, version_id, kind, value):
+            return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
+        raise errors.exists(_EXISTING_VERSION)
+    key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
+    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
+    now = ctx.now.timestamp()
+    try:
+        with sm.engine.begin() as conn:
+            _lock(conn, record.secret_id, now)
+            before = sm.store.stages(conn, record.secret_id)
+            # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
+            first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
+            after = stages.attach(before, version_id, [*labels, *first])
+            insert_version(conn, record.secret_id, version_id, sealed, now)
+            sm.store.write_stages(conn, record.secret_id, before, after)
+            _prune_deprecated(conn, record.secret_id, now)
+    except IntegrityError:
+        # the same ClientRequestToken, written concurrently by another request
+        if same_value(sm, ctx, record, version_id, kind, value):
+            return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
+        raise errors.exists(_EXISTING_VERSION) from None
+    return stages.by_version(after).get(version_id, [])
+
+
+def _fill_placeholder(
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    record: SecretRecord,
+    version_id: str,
+    kind: str,
+    value: bytes,
+    labels: list[str],
+) -> list[str]:
+    key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
+    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
+    now = ctx.now.timestamp()
+    with sm.engine.begin() as conn:
+        _lock(conn, record.secret_id, now)
+        filled = conn.execute(
+            update(VERSIONS)
+            .where(VERSIONS.c.secret_id == record.secret_id)
+            .where(VERSIONS.c.version_id == version_id)
+            .where(VERSIONS.c.value_kind == PLACEHOLDER)
+            .values(
+                created_at=now,
+                value_kind=sealed.kind,
+                kms_key_arn=sealed.kms_key_arn,
+                encrypted_data_key=sealed.encrypted_data_key,
+                encrypted_value=sealed.encrypted_value,
+            )
+        )
+        if filled.rowcount != 1:  # another request put a value first
+            raise errors.exists(_EXISTING_VERSION)
+        before = sm.store.stages(conn, record.secret_id)
+        after = stages.attach(before, version_id, labels)
+        sm.store.write_stages(conn, record.secret_id, before, after)
+    sm.store.invalidate_all()
+    return stages.by_version(after).get(version_id, [])
+
+
+def _lock(conn: Connection, secret_id: str, now: float) -> None:
+    """Start a write to a secret's versions or labels by updating its row: concurrent writers to the same
+    secret wait here (a row lock on PostgreSQL, the write lock on SQLite), so labels read next are current."""
+    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
+
+
+def _select_version(
+    sm: SecretsBackend, record: SecretRecord, version_id: str | None, stage: str | None
+) -> tuple[str, list[str]]:
+    current = sm.store.read_stages(record.secret_id)
+    labels = stages.by_version(current)
+    if version_id is not None:
+        if sm.store.version(record.secret_id, version_id) is None:
+            raise errors.not_found(
+                f"Secrets Manager can't find the specified secret value for VersionId: {version_id}"
+            )
+        if stage is not None and current.get(stage) != version_id:
+            raise errors.invalid_request(
+                "You provided a VersionStage that is not associated to the provided VersionId."
+            )
+        return version_id, labels.get(version_id, [])
+    label = stage or stages.CURRENT
+    chosen = current.get(label)
+    if chosen is None:
+        raise errors.not_found(
+            f"Secrets Manager can't find the specified secret value for staging label: {label}"
+        )
+    return chosen, labels.get(chosen, [])
+
+
+def _midnight(moment: datetime) -> float:
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp()
+
+
+def read_value(
+    sm: SecretsBackend, ctx: RequestContext, record: SecretRecord, version_id: str | None, stage: str | None
+) -> dict[str, Any]:
+    """GetSecretValue's answer for an already authorised read (BatchGetSecretValue and Parameter
+    Store's ``/aws/reference/secretsmanager/`` use it too); records the day of access as AWS does."""
+    chosen, labels = _select_version(sm, record, version_id, stage)
+    version = sm.store.version(record.secret_id, chosen)
+    if version is None:
+        raise errors.not_found()
+    if version.placeholder:  # a rotation's version before its createSecret step put a value
+        raise errors.not_found(
+            f"Secrets Manager can't find the specified secret value for VersionId: {chosen}"
+            if version_id is not None
+            else "Secrets Manager can't find the specified secret value for staging label: "
+            + (stage or stages.CURRENT)
+        )
+    plaintext = values.open_value(
+        sm.keys,
+        ctx,
+        record.arn,
+        chosen,
+        version.value_kind,
+        version.encrypted_data_key,
+        version.encrypted_value,
+    )
+    today = _midnight(ctx.now)
+    if record.last_accessed_at != today or version.last_accessed_at != today:
+        with sm.engine.begin() as conn:
+            conn.execute(
+                update(SECRETS).where(SECRETS.c.secret_id == record.secret_id).values(last_accessed_at=today)
+            )
+            conn.execute(
+                update(VERSIONS)
+                .where(VERSIONS.c.secret_id == record.secret_id)
+                .where(VERSIONS.c.version_id == chosen)
+                .values(last_accessed_at=today)
+            )
+        sm.store.invalidate_all()
+    result: dict[str, Any] = {
+        "ARN": record.arn,
+        "Name": record.name,
+        "VersionId": chosen,
+        "VersionStages": labels,
+        "CreatedDate": from_epoch(version.created_at),
+    }
+    if version.value_kind == "string":
+        result["SecretString"] = plaintext.decode()
+    else:
+        result["SecretBinary"] = plaintext
+    return result
+
+
+def get_secret_value(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
+    return read_value(sm, ctx, record, params.get("VersionId"), params.get("VersionStage"))
+
+
+def put_secret_value(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
+    kind, value = value_from(params, required=True) or ("", b"")
+    version_id = request_token(params)
+    labels = params.get("VersionStages") or [stages.CURRENT]
+    attached = add_version(sm, ctx, record, version_id, kind, value, labels)
+    return {"ARN": record.arn, "Name": record.name, "VersionId": version_id, "VersionStages": attached}
+
+
+def update_secret_version_stage(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"])
+    move_to = params.get("MoveToVersionId")
+    remove_from = params.get("RemoveFromVersionId")
+    for version_id in (move_to, remove_from):
+        if version_id is not None and sm.store.version(record.secret_id, version_id) is None:
+            raise errors.invalid_parameter(f"The version {version_id} doesn't exist.")
+    with sm.engine.begin() as conn:
+        _lock(conn, record.secret_id, ctx.now.timestamp())
+        before = sm.store.stages(conn, record.secret_id)
+        after = stages.move(before, params["VersionStage"], remove_from, move_to)
+        sm.store.write_stages(conn, record.secret_id, before, after)
+        _prune_deprecated(conn, record.secret_id, ctx.now.timestamp())
+    return {"ARN": record.arn, "Name": record.name}
+
+
+def list_secret_version_ids(
+    sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
+) -> dict[str, Any]:
+    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
+    labels = stages.by_version(sm.store.read_stages(record.secret_id))
+    include_deprecated = params.get("IncludeDeprecated", False)
+    versions = [
+        v for v in sm.store.versions(record.secret_id) if include_deprecated or v.version_id in labels
+    ]
+    versions.sort(key=lambda v: v.created_at, reverse=True)
+    limit = params.get("MaxResults", 100)
+    offset = _decode_offset(params.get("NextToken"))
+    page = versions[offset : offset + limit]
+    entries = []
+    for version in page:
+        entry: dict[str, Any] = {
+            "VersionId": version.version_id,
+            "CreatedDate": from_epoch(version.created_at),
+        }
+        if not version.placeholder:
+            entry["KmsKeyIds"] = [version.kms_key_arn]
+        if version.version_id in labels:
+            entry["VersionStages"] = labels[version.version_id]
+        if version.last_accessed_at is not None:
+            entry["LastAccessedDate"] = from_epoch(version.last_accessed_at)
+        entries.append(entry)
+    result: dict[str, Any] = {"Versions": entries, "ARN": record.arn, "Name": record.name}
+    if offset + limit < len(versions):
+        result["NextToken"] = _encode_offset(offset + limit)
+    return result
+
+
+def _encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def _decode_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        prefix, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        offset = int(value)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise errors.invalid_next_token() from None
+    if prefix != "o" or offset < 0:
+        raise errors.invalid_next_token()
+    return offset
+
+
+OPERATIONS = {
+    "GetSecretValue": get_secret_value,
+    "PutSecretValue": put_secret_value,
+    "UpdateSecretVersionStage": update_secret_version_stage,
+    "ListSecretVersionIds": list_secret_version_ids,
+}

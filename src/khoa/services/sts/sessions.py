@@ -1,0 +1,115 @@
+"""Temporary credentials: AssumeRole (same- and cross-account). Sessions are stored with their
+secret sealed and only a digest of their token."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from khoa.access import aws_managed
+from khoa.access.policy import Policy, PolicyError
+from khoa.protocol.context import RequestContext
+from khoa.protocol.errors import AWSError
+from khoa.services.sts.authtable import ROLE_KEY
+from khoa.services.sts.backend import StsBackend
+
+# A managed policy ARN: the account (or "aws" for AWS managed policies), then the path and name.
+_POLICY_ARN = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy/(?:[\x21-\x7e]*/)?[\w+=,.@-]+$")
+DEFAULT_DURATION = 3600
+CHAINED_MAX = 3600
+
+
+def _validation(message: str) -> AWSError:
+    return AWSError("ValidationError", message)
+
+
+def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Issue the session. Authorised before it runs (sts/authtable.py: the caller's policies and the
+    role's trust policy), which also found the role; nothing here runs for a caller who may not assume
+    it, so the role's limits and its account's policies stay hidden from such callers."""
+    role = ctx.extras[ROLE_KEY]
+    role_arn = params["RoleArn"]
+    role_account = role.account_id
+    duration = params.get("DurationSeconds", DEFAULT_DURATION)
+    if ctx.principal.kind == "AssumedRole" and duration > CHAINED_MAX:
+        raise _validation(
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by "
+            "role chaining."
+        )
+    if duration > (role.max_session_duration or DEFAULT_DURATION):
+        raise _validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+    session_policy = params.get("Policy")
+    if session_policy is not None:
+        try:
+            Policy.parse(session_policy, "session")
+        except PolicyError as exc:
+            raise AWSError("MalformedPolicyDocument", str(exc)) from None
+    documents = [session_policy] if session_policy else []
+    for item in params.get("PolicyArns", []):
+        documents.append(_managed_document(sts, item.get("arn", ""), role_account))
+    tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
+    combined = _combine(documents)
+    session_name = params["RoleSessionName"]
+    credentials = sts.store.start_session(
+        account_id=role_account,
+        role_id=role.principal_id,
+        role_arn=role_arn,
+        session_name=session_name,
+        now=ctx.now,
+        duration_seconds=duration,
+        session_policy=combined,
+        session_tags=tags or None,
+        source_identity=params.get("SourceIdentity") or ctx.principal.source_identity or None,
+    )
+    result: dict[str, Any] = {
+        "Credentials": {
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+            "SessionToken": credentials.session_token,
+            "Expiration": credentials.expiration,
+        },
+        "AssumedRoleUser": {
+            "AssumedRoleId": f"{role.principal_id}:{session_name}",
+            "Arn": f"arn:aws:sts::{role_account}:assumed-role/{role.name}/{session_name}",
+        },
+        "PackedPolicySize": min(100, len(combined or "") * 100 // 2048),
+    }
+    if params.get("SourceIdentity"):
+        result["SourceIdentity"] = params["SourceIdentity"]
+    return result
+
+
+def _managed_document(sts: StsBackend, arn: str, role_account: str) -> str:
+    """The default version of a managed session policy, which AWS requires to be in the role's account
+    (or an AWS managed policy, whose one version is the catalogue's). Any other ARN gets the same
+    answer as a policy that does not exist, without being looked up, so the call reveals nothing about
+    other accounts' policies."""
+    unusable = AWSError("InvalidParameterValue", f"Policy {arn} does not exist or is not attachable.")
+    match = _POLICY_ARN.match(arn)
+    if match is None or match.group(1) not in (role_account, aws_managed.ACCOUNT):
+        raise unusable
+    if match.group(1) == aws_managed.ACCOUNT:
+        document = aws_managed.document(arn)
+    else:
+        document = sts.store.policy_document(arn, role_account)
+    if document is None:
+        raise unusable
+    return document
+
+
+def _combine(documents: list[str]) -> str | None:
+    """Several session policies narrow together: keep them as one document per policy in a JSON list."""
+    if not documents:
+        return None
+    if len(documents) == 1:
+        return documents[0]
+    statements: list[Any] = []
+    for document in documents:
+        data = json.loads(document)
+        raw = data.get("Statement", [])
+        statements.extend(raw if isinstance(raw, list) else [raw])
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+OPERATIONS = {"AssumeRole": assume_role}

@@ -1,0 +1,457 @@
+"""Secrets Manager's handlers called as the pipeline calls them, without a server: the service is built
+from a SQLite database, a barrier, KMS's internal API and the production authoriser, with a fake
+rotation engine that records what the handlers ask of it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from khoa.auth.principal import Principal
+from khoa.protocol.errors import AWSError
+from khoa.secret_rotation import functions
+from khoa.services.base import Service
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.internal import InternalKms
+from khoa.services.secretsmanager import build_service
+from khoa.services.secretsmanager.backend import SecretsBackend
+from khoa.services.secretsmanager.store import SecretStore
+from tests.support.handlers import ACCOUNT, REGION, authorizer, barrier, context, database
+
+OTHER_REGION = "eu-west-1"
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:rotator"
+
+
+class FakeRotation:
+    """Records the rotations handlers queue and cancel (the engine's RotationControl)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.started: list[tuple[str, str]] = []
+        self.cancelled: list[str] = []
+        self.running: dict[str, str] = {}
+
+    def start(self, secret_id: str, token: str, now: float) -> bool:
+        self.started.append((secret_id, token))
+        self.running[secret_id] = token
+        return True
+
+    def cancel(self, secret_id: str) -> None:
+        self.cancelled.append(secret_id)
+        self.running.pop(secret_id, None)
+
+    def in_progress(self, secret_id: str) -> str | None:
+        return self.running.get(secret_id)
+
+    def has_function(self, arn: str) -> bool:
+        return functions.lookup(self.engine, arn) is not None
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        engine = database(tmp_path)
+        authorize = authorizer(engine)
+        kms = KmsBackend.create(engine, barrier(), authorize, cache_seconds=0)
+        self.rotation = FakeRotation(engine)
+        self.pokes = 0
+        self.backend = SecretsBackend(
+            engine=engine,
+            store=SecretStore(engine, cache_seconds=0),
+            keys=InternalKms(kms),
+            authorizer=authorize,
+            rotation=self.rotation,
+            poke_jobs=self.poke,
+            regions=(REGION, OTHER_REGION),
+        )
+        self.service: Service = build_service(self.backend)
+
+    def poke(self) -> None:
+        self.pokes += 1
+
+    def call(self, operation: str, region: str = REGION, **params: Any) -> dict[str, Any]:
+        return self.service.handlers[operation](context("secretsmanager", operation, region=region), params)
+
+    def fails(self, code: str, operation: str, region: str = REGION, **params: Any) -> AWSError:
+        with pytest.raises(AWSError) as caught:
+            self.call(operation, region, **params)
+        assert caught.value.code == code, caught.value.message
+        return caught.value
+
+
+@pytest.fixture
+def sm(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+# -- a secret's life ---------------------------------------------------------------------------------------
+def test_create_then_get_the_value(sm: Harness) -> None:
+    created = sm.call("CreateSecret", Name="app/db", SecretString='{"password":"p1"}', Description="db")
+    assert created["Name"] == "app/db"
+    assert created["ARN"].startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:app/db-")
+    value = sm.call("GetSecretValue", SecretId="app/db")
+    assert value["SecretString"] == '{"password":"p1"}'
+    assert value["VersionStages"] == ["AWSCURRENT"]
+    assert value["VersionId"] == created["VersionId"]
+    # by full ARN and by partial ARN (without the random suffix) too
+    assert sm.call("GetSecretValue", SecretId=created["ARN"])["VersionId"] == created["VersionId"]
+    assert sm.call("GetSecretValue", SecretId=created["ARN"][:-7])["VersionId"] == created["VersionId"]
+    described = sm.call("DescribeSecret", SecretId="app/db")
+    assert described["Description"] == "db"
+    assert described["VersionIdsToStages"] == {created["VersionId"]: ["AWSCURRENT"]}
+    assert "RotationEnabled" not in described
+
+
+def test_binary_values_round_trip(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="blob", SecretBinary=b"\x00\x01secret")
+    assert sm.call("GetSecretValue", SecretId="blob")["SecretBinary"] == b"\x00\x01secret"
+
+
+def test_create_is_idempotent_on_its_token(sm: Harness) -> None:
+    token = "11111111-2222-3333-4444-555555555555"
+    first = sm.call("CreateSecret", Name="s", SecretString="v", ClientRequestToken=token)
+    again = sm.call("CreateSecret", Name="s", SecretString="v", ClientRequestToken=token)
+    assert again == {"ARN": first["ARN"], "Name": "s", "VersionId": token}
+    sm.fails(
+        "ResourceExistsException", "CreateSecret", Name="s", SecretString="other", ClientRequestToken=token
+    )
+    sm.fails("ResourceExistsException", "CreateSecret", Name="s", SecretString="v")
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"Name": "bad name!", "SecretString": "v"}, "ValidationException"),
+        ({"Name": "both", "SecretString": "v", "SecretBinary": b"v"}, "InvalidParameterException"),
+        ({"Name": "big", "SecretString": "x" * 65537}, "ValidationException"),
+        ({"Name": "tagged", "Tags": [{"Key": "aws:owner", "Value": "me"}]}, "InvalidParameterException"),
+        ({"Name": "far", "AddReplicaRegions": [{"Region": "xx-nowhere-1"}]}, "InvalidParameterException"),
+        ({"Name": "key", "SecretString": "v", "KmsKeyId": "alias/missing"}, "ResourceNotFoundException"),
+    ],
+)
+def test_create_refuses_bad_input(sm: Harness, params: dict[str, Any], code: str) -> None:
+    sm.fails(code, "CreateSecret", **params)
+    assert sm.call("ListSecrets")["SecretList"] == [], "a refused CreateSecret leaves nothing behind"
+
+
+def test_unknown_secrets_are_not_found(sm: Harness) -> None:
+    for operation in ("GetSecretValue", "DescribeSecret", "PutResourcePolicy", "TagResource"):
+        params: dict[str, Any] = {"SecretId": "missing"}
+        if operation == "PutResourcePolicy":
+            params["ResourcePolicy"] = "{}"
+        if operation == "TagResource":
+            params["Tags"] = []
+        sm.fails("ResourceNotFoundException", operation, **params)
+
+
+def test_delete_restore_and_forced_delete(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="gone", SecretString="v")
+    sm.fails(
+        "InvalidParameterException",
+        "DeleteSecret",
+        SecretId="gone",
+        ForceDeleteWithoutRecovery=True,
+        RecoveryWindowInDays=7,
+    )
+    sm.fails("InvalidParameterException", "DeleteSecret", SecretId="gone", RecoveryWindowInDays=3)
+    deleted = sm.call("DeleteSecret", SecretId="gone", RecoveryWindowInDays=7)
+    assert deleted["Name"] == "gone"
+    sm.fails("InvalidRequestException", "GetSecretValue", SecretId="gone")
+    assert sm.call("ListSecrets")["SecretList"] == []
+    assert [s["Name"] for s in sm.call("ListSecrets", IncludePlannedDeletion=True)["SecretList"]] == ["gone"]
+    sm.call("RestoreSecret", SecretId="gone")
+    assert sm.call("GetSecretValue", SecretId="gone")["SecretString"] == "v"
+    sm.call("DeleteSecret", SecretId="gone", ForceDeleteWithoutRecovery=True)
+    sm.fails("ResourceNotFoundException", "DescribeSecret", SecretId="gone")
+    # forcing the deletion of a secret that does not exist is not an error
+    assert sm.call("DeleteSecret", SecretId="never", ForceDeleteWithoutRecovery=True)["Name"] == "never"
+
+
+def test_update_changes_metadata_and_adds_a_version(sm: Harness) -> None:
+    first = sm.call("CreateSecret", Name="u", SecretString="v1")
+    updated = sm.call("UpdateSecret", SecretId="u", Description="new", SecretString="v2")
+    assert sm.call("DescribeSecret", SecretId="u")["Description"] == "new"
+    assert sm.call("GetSecretValue", SecretId="u")["SecretString"] == "v2"
+    previous = sm.call("GetSecretValue", SecretId="u", VersionStage="AWSPREVIOUS")
+    assert (previous["VersionId"], previous["SecretString"]) == (first["VersionId"], "v1")
+    # UpdateSecret is not idempotent on an existing token
+    sm.fails(
+        "ResourceExistsException",
+        "UpdateSecret",
+        SecretId="u",
+        SecretString="v3",
+        ClientRequestToken=updated["VersionId"],
+    )
+
+
+# -- versions and labels -----------------------------------------------------------------------------------
+def test_put_moves_current_and_previous(sm: Harness) -> None:
+    v1 = sm.call("CreateSecret", Name="p", SecretString="one")["VersionId"]
+    put = sm.call("PutSecretValue", SecretId="p", SecretString="two")
+    assert put["VersionStages"] == ["AWSCURRENT"]
+    pending = sm.call("PutSecretValue", SecretId="p", SecretString="three", VersionStages=["AWSPENDING"])
+    labels = sm.call("DescribeSecret", SecretId="p")["VersionIdsToStages"]
+    assert labels == {
+        v1: ["AWSPREVIOUS"],
+        put["VersionId"]: ["AWSCURRENT"],
+        pending["VersionId"]: ["AWSPENDING"],
+    }
+    listed = sm.call("ListSecretVersionIds", SecretId="p")["Versions"]
+    assert {v["VersionId"] for v in listed} == {v1, put["VersionId"], pending["VersionId"]}
+    sm.fails("InvalidRequestException", "PutSecretValue", SecretId="p")  # no value at all
+
+
+def test_get_by_version_and_stage(sm: Harness) -> None:
+    v1 = sm.call("CreateSecret", Name="g", SecretString="one")["VersionId"]
+    sm.call("PutSecretValue", SecretId="g", SecretString="two")
+    assert sm.call("GetSecretValue", SecretId="g", VersionId=v1)["SecretString"] == "one"
+    sm.fails(
+        "InvalidRequestException", "GetSecretValue", SecretId="g", VersionId=v1, VersionStage="AWSCURRENT"
+    )
+    sm.fails("ResourceNotFoundException", "GetSecretValue", SecretId="g", VersionStage="AWSPENDING")
+    sm.fails("ResourceNotFoundException", "GetSecretValue", SecretId="g", VersionId="no-such-version-id")
+
+
+def test_update_secret_version_stage(sm: Harness) -> None:
+    v1 = sm.call("CreateSecret", Name="st", SecretString="one")["VersionId"]
+    v2 = sm.call("PutSecretValue", SecretId="st", SecretString="two")["VersionId"]
+    # AWSCURRENT is on v2: moving it back needs RemoveFromVersionId naming v2
+    sm.fails(
+        "InvalidParameterException",
+        "UpdateSecretVersionStage",
+        SecretId="st",
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=v1,
+    )
+    sm.call(
+        "UpdateSecretVersionStage",
+        SecretId="st",
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=v1,
+        RemoveFromVersionId=v2,
+    )
+    assert sm.call("GetSecretValue", SecretId="st")["SecretString"] == "one"
+    sm.fails(
+        "InvalidParameterException",
+        "UpdateSecretVersionStage",
+        SecretId="st",
+        VersionStage="AWSCURRENT",
+        RemoveFromVersionId=v1,
+    )
+    sm.fails(
+        "InvalidParameterException",
+        "UpdateSecretVersionStage",
+        SecretId="st",
+        VersionStage="x",
+        MoveToVersionId="nope",
+    )
+
+
+def test_list_secret_version_ids_pages(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="pages", SecretString="0")
+    for n in range(1, 4):
+        sm.call("PutSecretValue", SecretId="pages", SecretString=str(n), VersionStages=[f"L{n}"])
+    first = sm.call("ListSecretVersionIds", SecretId="pages", MaxResults=3)
+    rest = sm.call("ListSecretVersionIds", SecretId="pages", MaxResults=3, NextToken=first["NextToken"])
+    assert len(first["Versions"]) == 3 and len(rest["Versions"]) == 1 and "NextToken" not in rest
+    sm.fails("InvalidNextTokenException", "ListSecretVersionIds", SecretId="pages", NextToken="garbage")
+
+
+# -- listing, tags, policies, passwords --------------------------------------------------------------------
+def test_list_secrets_filters_and_batch_get(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="prod/db", SecretString="a", Tags=[{"Key": "team", "Value": "red"}])
+    sm.call("CreateSecret", Name="dev/db", SecretString="b")
+    named = sm.call("ListSecrets", Filters=[{"Key": "name", "Values": ["prod/"]}])["SecretList"]
+    assert [s["Name"] for s in named] == ["prod/db"]
+    assert named[0]["Tags"] == [{"Key": "team", "Value": "red"}]
+    tagged = sm.call("ListSecrets", Filters=[{"Key": "tag-value", "Values": ["red"]}])["SecretList"]
+    assert [s["Name"] for s in tagged] == ["prod/db"]
+    sm.fails("InvalidParameterException", "ListSecrets", Filters=[{"Key": "name", "Values": []}])
+    batch = sm.call("BatchGetSecretValue", SecretIdList=["prod/db", "dev/db", "missing"])
+    assert sorted(v["SecretString"] for v in batch["SecretValues"]) == ["a", "b"]
+    assert [(e["SecretId"], e["ErrorCode"]) for e in batch["Errors"]] == [
+        ("missing", "ResourceNotFoundException")
+    ]
+    sm.fails("InvalidParameterException", "BatchGetSecretValue")
+
+
+def test_tag_and_untag(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="t", SecretString="v", Tags=[{"Key": "a", "Value": "1"}])
+    sm.call("TagResource", SecretId="t", Tags=[{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "3"}])
+    assert sm.call("DescribeSecret", SecretId="t")["Tags"] == [
+        {"Key": "a", "Value": "3"},
+        {"Key": "b", "Value": "2"},
+    ]
+    sm.call("UntagResource", SecretId="t", TagKeys=["a"])
+    assert sm.call("DescribeSecret", SecretId="t")["Tags"] == [{"Key": "b", "Value": "2"}]
+    sm.fails("InvalidParameterException", "TagResource", SecretId="t", Tags=[{"Key": "aws:x", "Value": "1"}])
+
+
+def test_resource_policies(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="pol", SecretString="v")
+    policy: dict[str, Any] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+            }
+        ],
+    }
+    sm.call("PutResourcePolicy", SecretId="pol", ResourcePolicy=json.dumps(policy))
+    assert json.loads(sm.call("GetResourcePolicy", SecretId="pol")["ResourcePolicy"]) == policy
+    public = dict(policy, Statement=[dict(policy["Statement"][0], Principal="*")])
+    sm.fails(
+        "PublicPolicyException",
+        "PutResourcePolicy",
+        SecretId="pol",
+        ResourcePolicy=json.dumps(public),
+        BlockPublicPolicy=True,
+    )
+    sm.fails(
+        "MalformedPolicyDocumentException", "PutResourcePolicy", SecretId="pol", ResourcePolicy="not json"
+    )
+    no_principal = dict(
+        policy, Statement=[{k: v for k, v in policy["Statement"][0].items() if k != "Principal"}]
+    )
+    validated = sm.call("ValidateResourcePolicy", ResourcePolicy=json.dumps(no_principal))
+    assert not validated["PolicyValidationPassed"]
+    assert validated["ValidationErrors"][0]["CheckName"] == "SYNTAX_CHECK"
+    sm.call("DeleteResourcePolicy", SecretId="pol")
+    assert "ResourcePolicy" not in sm.call("GetResourcePolicy", SecretId="pol")
+
+
+def test_random_password(sm: Harness) -> None:
+    password = sm.call("GetRandomPassword", PasswordLength=40, ExcludePunctuation=True)["RandomPassword"]
+    assert len(password) == 40 and password.isalnum()
+    sm.fails(
+        "InvalidParameterException",
+        "GetRandomPassword",
+        ExcludeLowercase=True,
+        ExcludeUppercase=True,
+        ExcludeNumbers=True,
+        ExcludePunctuation=True,
+    )
+
+
+# -- rotation: the handlers ask the engine, they do not run it ---------------------------------------------
+def _register_function(sm: Harness) -> None:
+    functions.register(
+        sm.backend.engine,
+        account_id=ACCOUNT,
+        region=REGION,
+        name="rotator",
+        kind="python",
+        target="tests.support.rotators:simple",
+        role_arn=None,
+        secret_sealed=None,
+        timeout_seconds=30.0,
+        now=time.time(),
+    )
+
+
+def test_rotate_secret_queues_a_rotation_and_wakes_the_jobs(sm: Harness) -> None:
+    arn = sm.call("CreateSecret", Name="rot", SecretString="v")["ARN"]
+    sm.fails("InvalidRequestException", "RotateSecret", SecretId="rot")  # no function configured
+    sm.fails("AccessDeniedException", "RotateSecret", SecretId="rot", RotationLambdaARN=FUNCTION_ARN)
+    sm.fails("InvalidParameterException", "RotateSecret", SecretId="rot", RotationLambdaARN="not-an-arn")
+    _register_function(sm)
+    sm.fails(
+        "InvalidParameterException",
+        "RotateSecret",
+        SecretId="rot",
+        RotationLambdaARN=FUNCTION_ARN,
+        RotationRules={"AutomaticallyAfterDays": 0},
+    )
+    rotated = sm.call(
+        "RotateSecret",
+        SecretId="rot",
+        RotationLambdaARN=FUNCTION_ARN,
+        RotationRules={"AutomaticallyAfterDays": 30},
+    )
+    secret_id = sm.backend.store.by_arn(arn).secret_id  # type: ignore[union-attr]
+    assert sm.rotation.started == [(secret_id, rotated["VersionId"])]
+    assert sm.pokes == 1
+    described = sm.call("DescribeSecret", SecretId="rot")
+    assert described["RotationEnabled"] is True
+    assert described["RotationRules"] == {"AutomaticallyAfterDays": 30}
+    assert "NextRotationDate" in described
+    sm.fails("InvalidRequestException", "RotateSecret", SecretId="rot")  # one rotation at a time
+    sm.call("CancelRotateSecret", SecretId="rot")
+    assert sm.rotation.cancelled == [secret_id]
+    assert sm.call("DescribeSecret", SecretId="rot")["RotationEnabled"] is False
+
+
+def test_rotate_later_queues_nothing(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="later", SecretString="v")
+    _register_function(sm)
+    sm.call(
+        "RotateSecret",
+        SecretId="later",
+        RotationLambdaARN=FUNCTION_ARN,
+        RotationRules={"ScheduleExpression": "rate(10 days)"},
+        RotateImmediately=False,
+    )
+    assert sm.rotation.started == [] and sm.pokes == 0
+
+
+# -- replication --------------------------------------------------------------------------------------------
+def test_replicas_mirror_the_primary_and_refuse_writes(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="rep", SecretString="v1")
+    sm.fails(
+        "InvalidParameterException",
+        "ReplicateSecretToRegions",
+        SecretId="rep",
+        AddReplicaRegions=[{"Region": REGION}],
+    )
+    statuses = sm.call(
+        "ReplicateSecretToRegions", SecretId="rep", AddReplicaRegions=[{"Region": OTHER_REGION}]
+    )
+    assert [(s["Region"], s["Status"]) for s in statuses["ReplicationStatus"]] == [(OTHER_REGION, "InSync")]
+    sm.call("PutSecretValue", SecretId="rep", SecretString="v2")
+    assert sm.call("GetSecretValue", region=OTHER_REGION, SecretId="rep")["SecretString"] == "v2"
+    sm.fails(
+        "InvalidParameterException", "PutSecretValue", region=OTHER_REGION, SecretId="rep", SecretString="x"
+    )
+    sm.fails("InvalidParameterException", "DeleteSecret", SecretId="rep")  # replicas remain
+    removed = sm.call("RemoveRegionsFromReplication", SecretId="rep", RemoveReplicaRegions=[OTHER_REGION])
+    assert removed["ReplicationStatus"] == []
+    sm.fails("ResourceNotFoundException", "GetSecretValue", region=OTHER_REGION, SecretId="rep")
+
+
+# -- the service as built --------------------------------------------------------------------------------
+def test_writes_clear_the_cache(sm: Harness) -> None:
+    """With a long-lived cache, a write is still seen by the next read of the same process."""
+    cached = SecretStore(sm.backend.engine, cache_seconds=3600)
+    backend = replace(sm.backend, store=cached)
+    service = build_service(backend)
+    ctx = context("secretsmanager", "CreateSecret")
+    service.handlers["CreateSecret"](ctx, {"Name": "c", "SecretString": "one"})
+    assert service.handlers["GetSecretValue"](ctx, {"SecretId": "c"})["SecretString"] == "one"
+    service.handlers["PutSecretValue"](ctx, {"SecretId": "c", "SecretString": "two"})
+    assert service.handlers["GetSecretValue"](ctx, {"SecretId": "c"})["SecretString"] == "two"
+
+
+def test_the_authorisation_table_uses_the_given_authoriser(sm: Harness) -> None:
+    sm.call("CreateSecret", Name="authz", SecretString="v")
+    root = context("secretsmanager", "GetSecretValue")
+    sm.service.authorizer(root, {"SecretId": "authz"})  # the account root, on its own secret
+    someone = Principal(
+        account_id=ACCOUNT,
+        arn=f"arn:aws:iam::{ACCOUNT}:user/someone",
+        user_id="AIDAEXAMPLE",
+        kind="IAMUser",
+        name="someone",
+    )
+    with pytest.raises(AWSError) as denied:
+        sm.service.authorizer(
+            context("secretsmanager", "GetSecretValue", principal=someone), {"SecretId": "authz"}
+        )
+    assert denied.value.code == "AccessDeniedException"
