@@ -24,7 +24,7 @@ class KhoaApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
-        self.metrics = Metrics(runtime.engine, runtime.clock.now)
+        self.metrics = Metrics(runtime.engine, runtime.clock.now, trail=runtime.audit.trail)
         ids = IdSource()
         self.ids = ids
         authenticator = Authenticator(

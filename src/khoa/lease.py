@@ -11,17 +11,26 @@ transaction. A single statement decides, so two processes racing for a free or e
 both win: PostgreSQL's ``ON CONFLICT DO UPDATE`` and MariaDB's ``ON DUPLICATE KEY UPDATE`` lock the
 row they test, and SQLite writes one transaction at a time. Expiry is wall-clock time (never the
 domain clock, which tests and ``--dev`` move forward), so every process compares the same numbers.
+
+Fencing (:class:`WriteFence`): a holder that stalls (a paused process, a slow database) may go on
+working after its lease ran out and another holder took it. Work done under the fence checks, inside
+each writing transaction and before its first write, that the lease row still names this holder and
+has not expired, reading it ``FOR SHARE``: the new holder's takeover (an upsert of that row) waits for
+the share lock, so every write the old holder commits is ordered before the takeover, and once the
+row names someone else the old holder's writes raise :class:`LeaseLost` and roll back. (SQLite runs
+one writing transaction at a time, so the check and the write cannot be split by a takeover there.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Engine, case, or_, select
+from sqlalchemy import Connection, Engine, case, event, or_, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -32,6 +41,11 @@ log = logging.getLogger("khoa.lease")
 WallClock = Callable[[], float]
 _TABLE = schema.leases
 _POLL_SECONDS = 0.1
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE")
+
+
+class LeaseLost(Exception):
+    """This holder no longer has the lease: the work it guards must stop and write nothing more."""
 
 
 class Lease:
@@ -82,6 +96,17 @@ class Lease:
                 .where(_TABLE.c.holder == self.holder)
                 .values(expires_at=0.0)
             )
+
+    def check(self, conn: Connection) -> None:
+        """Raise :class:`LeaseLost` unless this holder has the lease and it has not expired, reading
+        the row inside ``conn``'s transaction (share-locked where the database can), so a takeover
+        cannot commit before that transaction ends."""
+        query = select(_TABLE.c.holder, _TABLE.c.expires_at).where(_TABLE.c.name == self.name)
+        if self.engine.dialect.name != "sqlite":
+            query = query.with_for_update(read=True)
+        row = conn.execute(query).first()
+        if row is None or row.holder != self.holder or row.expires_at <= self.clock():
+            raise LeaseLost(f"the {self.name} lease is no longer held by this process")
 
     @contextlib.contextmanager
     def held(self, wait: float = 0.0) -> Iterator[bool]:
@@ -138,3 +163,51 @@ class Lease:
             set_={"holder": lite.excluded.holder, "expires_at": lite.excluded.expires_at},
             where=or_(_TABLE.c.holder == lite.excluded.holder, _TABLE.c.expires_at < now),
         )
+
+
+class WriteFence:
+    """Refuses writes made on a fenced thread once ``lease`` is lost (see the module docstring).
+
+    Installed once on the lease's engine; only threads inside :meth:`active` are fenced, so request
+    handling and the audit writer (their own threads) are untouched. Each write statement on a fenced
+    thread is preceded by :meth:`Lease.check` on the same connection, so it is in the same transaction.
+    """
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self._local = threading.local()
+        event.listen(lease.engine, "before_cursor_execute", self._before_execute)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Fence this thread's writes for the ``with`` block."""
+        self._local.fenced = True
+        try:
+            yield
+        finally:
+            self._local.fenced = False
+
+    def close(self) -> None:
+        """Remove the listener (a runner that is thrown away, in tests)."""
+        if event.contains(self.lease.engine, "before_cursor_execute", self._before_execute):
+            event.remove(self.lease.engine, "before_cursor_execute", self._before_execute)
+
+    def _before_execute(
+        self,
+        conn: Connection,
+        cursor: object,
+        statement: str,
+        parameters: object,
+        context: object,
+        many: bool,
+    ) -> None:
+        local = self._local
+        if not getattr(local, "fenced", False) or getattr(local, "checking", False):
+            return
+        if not statement.lstrip()[:7].upper().startswith(_WRITES):
+            return
+        local.checking = True
+        try:
+            self.lease.check(conn)
+        finally:
+            local.checking = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine, delete
 
@@ -15,6 +16,7 @@ from khoa.access.authorize import Authorizer
 from khoa.access.directory import Directory
 from khoa.alerts.engine import AlertEngine
 from khoa.audit import jobs as audit_jobs
+from khoa.audit.health import TrailHealth
 from khoa.audit.recorder import AuditRecorder
 from khoa.audit.trail import AuditTrail
 from khoa.auth.credentials import CredentialStore
@@ -54,7 +56,7 @@ from khoa.services.sts.backend import StsBackend
 from khoa.services.sts.store import StsStore
 from khoa.settings import Settings
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine
+from khoa.storage.database import DatabaseBounds, create_database_engine
 
 log = logging.getLogger("khoa")
 
@@ -121,18 +123,27 @@ class Runtime:
         if not settings.audit_enabled and not settings.dev:
             # `khoa server` refuses this already; a worker started some other way must refuse too.
             raise RuntimeError("KHOA_AUDIT=0 is allowed only in development mode (KHOA_DEV=1, --dev)")
-        engine = create_database_engine(settings.effective_database_url)
+        engine = create_database_engine(
+            settings.effective_database_url,
+            DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds),
+        )
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
         dev_account_id = first_account_id(engine) or ""
         directory = Directory(engine, settings.policy_cache_seconds)
         authorizer = Authorizer(directory, allow_everything=settings.dev)
         credentials = CredentialStore(engine, barrier, settings.credential_cache_seconds)
-        audit = AuditRecorder(engine, processes=settings.workers)
+        trail_health = TrailHealth(settings.effective_audit_dir, sqlite_directory(engine))
+        audit = AuditRecorder(engine, processes=settings.workers, trail=trail_health)
         audit.enabled = settings.audit_enabled
+        if settings.audit_enabled:
+            try:
+                audit.mark_lost_outcomes()
+            except Exception:  # the database may be down at start: readiness says so
+                log.exception("could not look for calls whose outcome was lost")
         if not settings.audit_enabled:
             log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
-        jobs = JobRunner(engine, clock, settings.job_interval_seconds)
+        jobs = JobRunner(engine, clock, settings.job_interval_seconds, settings.job_lease_seconds)
 
         kms = KmsBackend.create(engine, barrier, authorizer, settings.metadata_cache_seconds)
         # Rotation is built before Secrets Manager, which queues and cancels rotations through it.
@@ -215,8 +226,11 @@ class Runtime:
         )
         webhooks = WebhookDeliverer(engine, barrier)
         jobs.register("events.deliver_webhooks", lambda now: webhooks.deliver())
-        jobs.register("secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)))
-        jobs.register("audit.trail", AuditTrail(engine, barrier, settings).run_job)
+        # Rotation has a lane (thread) of its own: a slow function does not hold the other jobs.
+        jobs.register(
+            "secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)), lane="rotation"
+        )
+        jobs.register("audit.trail", AuditTrail(engine, barrier, settings, trail_health).run_job)
         alerts = AlertEngine(
             engine=engine,
             settings=settings.alerts,
@@ -224,6 +238,7 @@ class Runtime:
             now=clock.now,
             default_account_id=dev_account_id,
             default_region=settings.default_region,
+            delivery=trail_health,
         )
         jobs.register("alerts.evaluate", alerts.run)  # last: sees what this pass's other jobs recorded
 
@@ -274,7 +289,7 @@ class Runtime:
     def clear_caches(self) -> None:
         self.credentials.clear()
         self.directory.clear()
-        self.kms.keys.clear_cache()
+        self.kms.store.clear_caches()
         self.secrets.store.invalidate_all()
         self.parameters.invalidate_all()
 
@@ -286,6 +301,14 @@ class Runtime:
         with self.engine.begin() as conn:  # IAM users' access keys go with their users
             conn.execute(delete(schema.access_keys).where(schema.access_keys.c.principal_kind != "Root"))
         self.revoked()  # every worker process of this node forgets what it cached
+
+
+def sqlite_directory(engine: Engine) -> Path | None:
+    """The directory of a SQLite database file (None for PostgreSQL or an in-memory database)."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).parent
 
 
 def log_rotations(outcomes: list[RotationOutcome]) -> None:

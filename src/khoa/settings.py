@@ -18,6 +18,7 @@ from khoa.alerts.config import AlertSettings
 from khoa.auth.regions import AWS_COMMERCIAL_REGIONS, parse_regions
 from khoa.cache import METADATA_SECONDS
 from khoa.envconfig import dump_bool, group, more_than_at_most, one_of, parse_bool, seconds_between, variable
+from khoa.storage.database import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS
 
 DEFAULT_REGION = "us-east-1"
 # Per-process caches (README "Cache lifetimes"): at most 300 s, 0 turns one off.
@@ -35,6 +36,19 @@ class Settings:
     # variable() and group() return dataclasses.field(...) specifiers, not shared mutable defaults.
     data_dir: Path = variable("KHOA_DATA_DIR", Path(".khoa"), Path)  # noqa: RUF009
     database_url: str = variable("KHOA_DATABASE_URL", "", str)
+    # How long anything may wait on the database: a statement, a lock, a pooled connection, a silent
+    # socket (khoa.storage.database explains the defaults: 5 s is ~1000x a healthy statement and well
+    # inside an SDK's read timeout). A call that hits it fails with a 503 the caller retries.
+    database_timeout_seconds: float = variable(
+        "KHOA_DATABASE_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, float, check=more_than_at_most(0, 300)
+    )
+    # Opening a connection (PostgreSQL; libpq counts whole seconds, at least 2).
+    database_connect_timeout_seconds: float = variable(
+        "KHOA_DATABASE_CONNECT_TIMEOUT_SECONDS",
+        DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        float,
+        check=more_than_at_most(0, 60),
+    )
     workers: int = variable("KHOA_WORKERS", 1, int)
     dev: bool = variable("KHOA_DEV", False, parse_bool, dump=dump_bool)
     seal_backend: str = variable("KHOA_SEAL_BACKEND", "file", str)
@@ -57,6 +71,16 @@ class Settings:
         "KHOA_STREAM_RECHECK_SECONDS", 5.0, float, check=more_than_at_most(0, 300)
     )
     job_interval_seconds: float = variable("KHOA_JOB_INTERVAL_SECONDS", 10.0, float)
+    # The jobs lease's time to live: a dead leader's background work resumes elsewhere within 4/3 of it
+    # (renewed every third of it); a rotation's claim on its run lives as long.
+    job_lease_seconds: float = variable(
+        "KHOA_JOB_LEASE_SECONDS", 6.0, float, check=more_than_at_most(0.5, 300)
+    )
+    # How long one step of a rotation function may run before the rotation fails (HTTP functions: at
+    # least their registered timeout).
+    rotation_step_timeout_seconds: float = variable(
+        "KHOA_ROTATION_STEP_TIMEOUT_SECONDS", 60.0, float, check=more_than_at_most(0, 3600)
+    )
     # Per-process caches (see README "Cache lifetimes"): how long a revoked credential, a removed
     # policy or changed metadata may still be honoured by ANOTHER node sharing the database (on the
     # node that made the change it takes effect at once: khoa.auth.revocation). 0 turns a cache off.

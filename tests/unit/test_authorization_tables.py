@@ -14,7 +14,7 @@ from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
 from khoa.services.authorization import AuthorizationTable, Rule, exempt, rule
 from khoa.services.base import Service
-from khoa.services.iam import authz as iam_authz
+from khoa.services.iam import authtable as iam_authz
 from tests.support.services import every_service
 
 
@@ -172,7 +172,7 @@ def test_iam_handlers_do_no_authorisation_of_their_own(module_name: str) -> None
     module = __import__(f"khoa.services.iam.{module_name}", fromlist=["_"])
     source = inspect.getsource(module)
     assert "khoa.access.authorize" not in source
-    assert "services.iam.authz" not in source
+    assert "services.iam.authtable" not in source
 
 
 @pytest.mark.parametrize(

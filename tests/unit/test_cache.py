@@ -82,7 +82,7 @@ def test_lifetimes_come_from_settings_and_clear_caches_empties_them_all(tmp_path
         owners = {
             11.0: [runtime.credentials],
             12.0: [runtime.directory],
-            13.0: [runtime.kms.keys, runtime.secrets.store, runtime.parameters],
+            13.0: [runtime.kms.store.keys, runtime.secrets.store, runtime.parameters],
         }
         every: list[TTLCache[object, object]] = []
         for lifetime, objects in owners.items():

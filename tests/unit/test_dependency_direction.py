@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
             "crypto",
             "storage",
             "protocol",
+            "logs",
         ),
         0,
     ),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from khoa.clock import Clock
 from khoa.jobs import JobRunner
@@ -133,3 +135,103 @@ def test_jobs_see_the_domain_clock(engine: Engine) -> None:
     runner.run_due()
     assert seen[0] - clock.now() < timedelta(seconds=5)
     assert seen[0] > datetime.now(seen[0].tzinfo) + timedelta(days=399)
+
+
+# -- fencing, lanes, the heartbeat ---------------------------------------------------------------------------
+def test_a_pass_that_lost_the_lease_can_no_longer_write(engine: Engine) -> None:
+    """Job work is fenced: once another runner took the lease, the old leader's writes are refused
+    (and the job stops), while writes made outside a pass (requests) go on."""
+    first, second = JobRunner(engine, Clock(), 3600), JobRunner(engine, Clock(), 3600)
+    written: list[str] = []
+
+    def job(now: datetime) -> None:
+        with engine.begin() as conn:  # while leader: allowed
+            conn.execute(insert(schema.leases).values(name="before", holder="x", expires_at=0.0))
+        written.append("before")
+
+        # the pass outlived the lease, and another runner (another process: another thread here) took it
+        def take_over() -> None:
+            expire_lease(engine)
+            second.acquire_lease()
+
+        takeover = threading.Thread(target=take_over)
+        takeover.start()
+        takeover.join()
+        with engine.begin() as conn:
+            conn.execute(insert(schema.leases).values(name="after", holder="x", expires_at=0.0))
+        written.append("after")
+
+    first.register("job", job)
+    try:
+        assert first.run_due() == 0, "the job was stopped, not counted as run"
+        assert written == ["before"]
+        assert not first.is_leader and second.is_leader
+        with engine.connect() as conn:
+            names = set(conn.execute(select(schema.leases.c.name)).scalars())
+        assert names == {"jobs", "before"}, "the write after the lease was lost committed"
+        with engine.begin() as conn:  # not in a pass: not fenced
+            conn.execute(insert(schema.leases).values(name="request", holder="x", expires_at=0.0))
+    finally:
+        first.fence.close()
+        second.fence.close()
+
+
+def test_a_slow_lane_does_not_hold_the_others(engine: Engine) -> None:
+    release = threading.Event()
+    seen: list[str] = []
+    runner = JobRunner(engine, Clock(), 3600)
+    runner.register("slow", lambda now: release.wait(10), lane="rotation")
+    runner.register("fast", lambda now: seen.append("fast"))
+
+    async def scenario() -> None:
+        runner.poke()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        assert seen == ["fast"], "the main lane waited for the rotation lane"
+        runner.poke()  # a pass is queued behind the slow one, not run twice at once
+        release.set()
+        await runner.run_due_async()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        runner.fence.close()
+
+
+def test_the_heartbeat_takes_over_from_a_dead_leader(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The leader stops renewing (it died): within the lease time and a third, the other runner's
+    heartbeat holds the lease, says so, and runs a pass at once."""
+    caplog.set_level(logging.INFO, logger="khoa.jobs")
+    dead = JobRunner(engine, Clock(), 3600, lease_seconds=0.6)
+    assert dead.acquire_lease()  # and then nothing renews it
+    ran: list[float] = []
+    survivor = JobRunner(engine, Clock(), 3600, lease_seconds=0.6)
+    survivor.register("record", lambda now: ran.append(time.monotonic()))
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        survivor.start()
+        try:
+            for _ in range(60):
+                if ran:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await survivor.stop()
+        return started
+
+    try:
+        started = asyncio.run(scenario())
+        assert ran and ran[0] - started < 2.0
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("leadership gained" in m for m in messages)
+        assert any("leadership released" in m for m in messages)
+        assert not survivor.is_leader
+    finally:
+        dead.fence.close()
+        survivor.fence.close()

@@ -5,6 +5,7 @@ rotation engine that records what the handlers ask of it."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from khoa.services.base import Service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.internal import InternalKms
 from khoa.services.secretsmanager import build_service
+from khoa.services.secretsmanager import store as store_package
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretStore
 from tests.support.handlers import ACCOUNT, REGION, authorizer, barrier, context, database
@@ -292,6 +294,17 @@ def test_tag_and_untag(sm: Harness) -> None:
     sm.fails("InvalidParameterException", "TagResource", SecretId="t", Tags=[{"Key": "aws:x", "Value": "1"}])
 
 
+def test_the_tag_quota_is_counted_in_the_writing_transaction(sm: Harness) -> None:
+    """Fifty tags in all: the 51st, counted with the stored ones, is refused and nothing is written."""
+    sm.call("CreateSecret", Name="q", Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
+    changed = sm.call("DescribeSecret", SecretId="q")["LastChangedDate"]
+    sm.fails("InvalidRequestException", "TagResource", SecretId="q", Tags=[{"Key": "one-more", "Value": "v"}])
+    described = sm.call("DescribeSecret", SecretId="q")
+    assert len(described["Tags"]) == 50 and described["LastChangedDate"] == changed
+    sm.call("TagResource", SecretId="q", Tags=[{"Key": "k0", "Value": "new"}])  # overwriting is no new tag
+    assert sm.call("DescribeSecret", SecretId="q")["Tags"][0] == {"Key": "k0", "Value": "new"}
+
+
 def test_resource_policies(sm: Harness) -> None:
     sm.call("CreateSecret", Name="pol", SecretString="v")
     policy: dict[str, Any] = {
@@ -455,3 +468,17 @@ def test_the_authorisation_table_uses_the_given_authoriser(sm: Harness) -> None:
             context("secretsmanager", "GetSecretValue", principal=someone), {"SecretId": "authz"}
         )
     assert denied.value.code == "AccessDeniedException"
+
+
+def test_only_the_store_runs_sql() -> None:
+    """Issue 12's template: handler modules call intention-revealing store methods and never build a
+    statement or open a transaction themselves."""
+    sql = re.compile(r"engine\.(begin|connect)\(|conn\.execute|(?<![.\w])(select|insert|update|delete)\(")
+    package = Path(store_package.__file__).parent.parent
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted(package.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if sql.search(line)
+    ]
+    assert offenders == []

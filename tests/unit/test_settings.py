@@ -21,6 +21,8 @@ NON_DEFAULT: dict[str, Any] = {
     "port": 9555,
     "data_dir": Path("/var/lib/khoa"),
     "database_url": "postgresql+psycopg://khoa@db/khoa",
+    "database_timeout_seconds": 2.5,
+    "database_connect_timeout_seconds": 4.0,
     "workers": 4,
     "dev": True,
     "seal_backend": "passphrase",
@@ -34,6 +36,8 @@ NON_DEFAULT: dict[str, Any] = {
     "body_timeout_seconds": 2.5,
     "stream_recheck_seconds": 0.25,
     "job_interval_seconds": 0.5,
+    "job_lease_seconds": 3.0,
+    "rotation_step_timeout_seconds": 5.0,
     "credential_cache_seconds": 0.0,
     "policy_cache_seconds": 7.5,
     "metadata_cache_seconds": 0.125,
@@ -68,6 +72,7 @@ NON_DEFAULT_ALERTS: dict[str, Any] = {
     "decrypt_failure_window_seconds": 30.0,
     "rotation_failure_cooldown_seconds": 60.0,
     "audit_sink_cooldown_seconds": 30.0,
+    "audit_delivery_cooldown_seconds": 45.0,
 }
 
 

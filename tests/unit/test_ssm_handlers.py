@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ from khoa.services.kms.internal import InternalKms
 from khoa.services.ssm import build_service
 from khoa.services.ssm.parameters import expire_due
 from khoa.services.ssm.references import reader
-from khoa.services.ssm.store import ParameterStore
+from khoa.services.ssm.store import NewVersion, ParameterStore, VersionRow
 from khoa.storage.database import create_database_engine
-from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, authorizer, barrier, context, database
+from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, REGION, authorizer, barrier, context, database
 
 SECRET_ARN = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:db-AbCdEf"
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -246,6 +246,37 @@ def test_expire_due_deletes_parameters_whose_expiration_passed(env: Env) -> None
     assert expire_due(env.store, (datetime.now(UTC) + timedelta(hours=2)).timestamp()) == ["/temp"]
     assert error(env, "GetParameter", {"Name": "/temp"}) == "ParameterNotFound"
     assert call(env, "GetParameter", {"Name": "/kept"})["Parameter"]["Value"] == "v"
+
+
+def _again(version: VersionRow) -> NewVersion:
+    """The content of ``version``, to write as a new version."""
+    return NewVersion(**{k: v for k, v in asdict(version).items() if k != "version"})
+
+
+def test_a_write_from_a_stale_read_is_too_many_updates(env: Env) -> None:
+    # Two writers read version 1; the second to write must not also write version 2.
+    call(env, "PutParameter", {"Name": "/race", "Value": "one", "Type": "String"})
+    stale = env.store.get(ACCOUNT, REGION, "/race")
+    assert stale is not None
+    first = env.store.version(stale.param_id, 1)
+    assert first is not None
+    call(env, "PutParameter", {"Name": "/race", "Value": "two", "Overwrite": True})
+    with pytest.raises(AWSError) as excinfo:
+        env.store.add_version(stale, _again(first), None)
+    assert excinfo.value.code == "TooManyUpdates"
+    assert [v.version for v in env.store.versions(stale.param_id)] == [1, 2]
+
+
+def test_creating_a_name_created_meanwhile_is_already_exists(env: Env) -> None:
+    call(env, "PutParameter", {"Name": "/twice", "Value": "one", "Type": "String"})
+    row = env.store.get(ACCOUNT, REGION, "/twice")
+    assert row is not None
+    first = env.store.version(row.param_id, 1)
+    assert first is not None
+    with pytest.raises(AWSError) as excinfo:
+        env.store.create(ACCOUNT, REGION, "/twice", _again(first), None, {"team": "a"})
+    assert excinfo.value.code == "ParameterAlreadyExists"
+    assert env.store.tags.of(row.param_id) == {}  # the failed creation wrote nothing
 
 
 def test_policies_need_the_advanced_tier(env: Env) -> None:

@@ -23,6 +23,7 @@ KEY_DELETION_SCHEDULED = "key-deletion-scheduled"
 ACCESS_DENIED_SPIKE = "access-denied-spike"
 DECRYPTION_FAILURE_BURST = "decryption-failure-burst"
 AUDIT_SINK_ERRORS = "audit-sink-errors"
+AUDIT_DELIVERY_FAILING = "audit-delivery-failing"
 UNEXPECTED_NETWORK = "unexpected-network"
 RULES = (
     NEW_SECRET_READER,
@@ -31,6 +32,7 @@ RULES = (
     ACCESS_DENIED_SPIKE,
     DECRYPTION_FAILURE_BURST,
     AUDIT_SINK_ERRORS,
+    AUDIT_DELIVERY_FAILING,
     UNEXPECTED_NETWORK,
 )
 
@@ -99,6 +101,9 @@ class AlertSettings:
         "KHOA_ALERT_ROTATION_FAILURE_COOLDOWN_SECONDS", 3600.0, float
     )
     audit_sink_cooldown_seconds: float = _number("KHOA_ALERT_AUDIT_SINK_COOLDOWN_SECONDS", 300.0, float)
+    audit_delivery_cooldown_seconds: float = _number(
+        "KHOA_ALERT_AUDIT_DELIVERY_COOLDOWN_SECONDS", 300.0, float
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AlertSettings:

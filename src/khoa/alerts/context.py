@@ -34,6 +34,7 @@ class PassContext:
     default_account: str
     default_region: str
     audit_failures: int = 0
+    audit_delivery_problem: str | None = None  # why the trail's log files cannot be delivered
     watch_started_at: float = 0.0  # when the engine started reading the trail (its first cursor)
     learn_only: bool = False  # learning from history: raise nothing
     alerts: list[Alert] = field(default_factory=list)

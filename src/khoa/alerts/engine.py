@@ -77,6 +77,13 @@ class AlertAudit(Protocol):
     def note_failure(self) -> None: ...
 
 
+class DeliveryHealth(Protocol):
+    """Whether the trail's log files can be delivered (:class:`khoa.audit.health.TrailHealth`): the
+    audit-delivery-failing rule watches it."""
+
+    def problem(self) -> str | None: ...
+
+
 class StateConflict(Exception):
     """Another process moved the cursor first; this pass's decisions were dropped."""
 
@@ -151,10 +158,12 @@ class AlertEngine:
         default_account_id: str,
         default_region: str,
         notifiers: Notifiers | None = None,
+        delivery: DeliveryHealth | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.audit = audit
+        self.delivery = delivery
         self.default_account_id = default_account_id
         self.default_region = default_region
         self.rules: list[Rule] = build_rules(self.settings)
@@ -246,6 +255,7 @@ class AlertEngine:
 
     def _tick(self, at: float) -> None:
         ctx = self._context(at)
+        ctx.audit_delivery_problem = self.delivery.problem() if self.delivery is not None else None
         for rule in self.rules:
             rule.tick(ctx)
         if not ctx.alerts:

@@ -29,6 +29,9 @@ What rules look up beyond their batch (secrets, rotation roles, key use, error c
     threshold.
 ``audit-sink-errors``
     The audit sink's failure count (its ``failures``) went up since the last pass.
+``audit-delivery-failing``
+    This process cannot deliver the trail's log files (its audit directory is full or unwritable,
+    or the leader's delivery pass failed); again every cooldown while it lasts.
 ``unexpected-network``
     An authenticated call whose ``sourceIPAddress`` is outside ``KHOA_ALERT_ALLOWED_NETWORKS``; once
     per (access key, address) per window.
@@ -424,6 +427,42 @@ class AuditSinkErrors(Rule):
         )
 
 
+# -- audit-delivery-failing -----------------------------------------------------------------------
+
+
+class AuditDeliveryFailing(Rule):
+    """Process-local, like audit-sink-errors: the trail's health as this process's delivery saw it.
+    Events keep being recorded in the database meanwhile (no call is refused), but the log files -
+    the trail that outlives the retention - are not written."""
+
+    name = config.AUDIT_DELIVERY_FAILING
+
+    def __init__(self, settings: AlertSettings) -> None:
+        super().__init__(settings)
+        self.last_raised = -math.inf
+
+    def tick(self, ctx: PassContext) -> None:
+        problem = ctx.audit_delivery_problem
+        if problem is None:
+            self.last_raised = -math.inf  # the next failure alerts at once
+            return
+        if ctx.now - self.last_raised < self.settings.audit_delivery_cooldown_seconds:
+            return
+        self.last_raised = ctx.now
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity="critical",
+                account_id=ctx.default_account,
+                region=ctx.default_region,
+                summary=f"Audit log files cannot be delivered: {_short(problem)}",
+                dedupe_key="audit-delivery",
+                suppress_seconds=0.0,  # the rule's own cooldown applies (the disk may be what is failing)
+                details={"reason": _short(problem)},
+            )
+        )
+
+
 # -- unexpected-network ---------------------------------------------------------------------------
 
 
@@ -474,6 +513,7 @@ def build_rules(settings: AlertSettings) -> list[Rule]:
         AccessDeniedSpike(settings),
         DecryptionFailureBurst(settings),
         AuditSinkErrors(settings),
+        AuditDeliveryFailing(settings),
         UnexpectedNetwork(settings),
     ]
     return [rule for rule in rules if settings.rule_enabled(rule.name)]

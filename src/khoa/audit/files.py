@@ -63,6 +63,21 @@ def _write_synced(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def probe_directory(directory: Path, name: str) -> str | None:
+    """Why ``directory`` cannot take a new file (None when it can): writes, fsyncs and removes
+    ``name`` under it, creating the directories on the way (one byte, so a full disk says so:
+    creating an empty file needs no data block)."""
+    path = directory / name
+    try:
+        _write_synced(path, b"\n")
+        path.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return f"{directory} is not writable: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

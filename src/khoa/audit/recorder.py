@@ -32,6 +32,9 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from khoa.audit.events import AuditEvent
+from khoa.audit.health import TrailHealth
+from khoa.audit.outcomes import Writer, mark_lost_outcomes
+from khoa.logs import LogLimiter
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
 
@@ -191,10 +194,14 @@ def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
 
 
 class AuditRecorder:
-    def __init__(self, engine: Engine, *, processes: int = 1) -> None:
+    def __init__(self, engine: Engine, *, processes: int = 1, trail: TrailHealth | None = None) -> None:
         """``processes``: how many server processes write to this database (the lock file that
-        orders their SQLite writers is only opened when there are several)."""
+        orders their SQLite writers is only opened when there are several). ``trail``: whether the
+        trail's log files can be delivered (readiness asks the recorder about the whole trail)."""
         self.engine = engine
+        self.trail = trail
+        self.writer = Writer.this_process()
+        self._logs = LogLimiter(log)
         self.enabled = True
         self.failures = 0
         # time.monotonic() of the latest failed and successful commits (readiness reads them)
@@ -342,11 +349,18 @@ class AuditRecorder:
                     await loop.run_in_executor(self._executor, self.write, inserts, updates)
                 except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
                     self.note_failure()
-                    log.error("audit sink failed (%s); refusing %d requests", type(exc).__name__, len(batch))
+                    self._logs.error(
+                        "sink",
+                        "audit sink failed (%s); refusing %d requests",
+                        type(exc).__name__,
+                        len(batch),
+                    )
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(AuditUnavailable())
                     continue
+                if self.last_failure_at > self.last_success_at:
+                    self._logs.recovered("sink", "audit sink: commits work again")
                 self.last_success_at = time.monotonic()
                 for _, _, future in batch:
                     if not future.done():
@@ -365,6 +379,20 @@ class AuditRecorder:
             and self.last_failure_at > self.last_success_at
             and time.monotonic() - self.last_failure_at < seconds
         )
+
+    def trail_problem(self) -> str | None:
+        """Why the trail's log files cannot be delivered now (None when they can, or nobody said)."""
+        return self.trail.problem() if self.trail is not None else None
+
+    def mark_pending(self, event: AuditEvent) -> None:
+        """Mark a write's first record, made before its call runs, as waiting for the outcome (so a
+        later start can tell it from a success if this process dies first)."""
+        self.writer.mark_pending(event)
+
+    def mark_lost_outcomes(self) -> int:
+        """At start: record "outcome unknown" on first records whose process died before the outcome
+        (see :mod:`khoa.audit.outcomes`); returns how many."""
+        return mark_lost_outcomes(self.engine, self.writer)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

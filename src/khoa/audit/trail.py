@@ -31,11 +31,13 @@ from khoa.audit.delivery import Delivery, DeliveryState
 from khoa.audit.digests import Digests
 from khoa.audit.errors import TrailBusy
 from khoa.audit.files import AuditFiles
+from khoa.audit.health import TrailHealth
 from khoa.audit.retention import apply_retention
 from khoa.audit.signing import SigningKey, SigningKeys
 from khoa.clock import wall_clock
 from khoa.crypto.barrier import Barrier
 from khoa.lease import Lease
+from khoa.logs import LogLimiter
 from khoa.settings import Settings
 
 log = logging.getLogger("khoa.audit")
@@ -60,7 +62,11 @@ class ClosedPeriod:
 class AuditTrail:
     """Delivers events to log files and writes signed digests (leader job and ``khoa audit digest``)."""
 
-    def __init__(self, engine: Engine, barrier: Barrier, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, barrier: Barrier, settings: Settings, health: TrailHealth | None = None
+    ) -> None:
+        """``health``: where the leader's passes report whether delivery works (readiness, metrics
+        and the ``audit-delivery-failing`` alert read it)."""
         self.engine = engine
         self.barrier = barrier
         self.directory = settings.effective_audit_dir
@@ -69,6 +75,8 @@ class AuditTrail:
         self.settle_seconds = SETTLE_SECONDS
         self.job_settle_seconds = JOB_SETTLE_SECONDS
         self.files = AuditFiles(engine, self.directory)
+        self.health = health if health is not None else TrailHealth(self.directory)
+        self._logs = LogLimiter(log)
         self.keys = SigningKeys(engine, barrier)
         self.delivery = Delivery(engine, self.files, renew=self._renew_lock)
         self.digests = Digests(
@@ -86,21 +94,41 @@ class AuditTrail:
         at = now.timestamp()
         with self._lock(wait=0) as held:
             if held:
-                self.files.recover()
-                due = self.digests.due_chains(at)
-                watermark = self._settled_watermark()
-                wanted = due or at - self._last_delivery >= self.delivery_seconds or self.delivery.backlog()
-                if wanted and watermark is not None:
-                    delivered = self._deliver(at, watermark)
-                    self._last_delivery = at
-                    if delivered:
-                        log.info("audit trail: delivered %d log file(s)", len(delivered))
-                if due:
-                    written = self.digests.write_digests(at, due)
-                    log.info("audit trail: wrote %d digest file(s)", len(written))
+                self._deliver_pass(at)
         if at - self._last_retention >= _RETENTION_INTERVAL_SECONDS:
             self.apply_retention(at)
             self._last_retention = at
+
+    def _deliver_pass(self, at: float) -> None:
+        """Deliver and write digests as due, telling ``health`` how it went. A directory the probe
+        finds unwritable is not tried (nothing could be delivered); a file that cannot be written is
+        logged once per interval with a count, not as a traceback per pass, and the next pass tries
+        again (events wait in the database meanwhile). Database errors propagate as before (the job
+        runner logs them; readiness reports the database itself)."""
+        problem = self.health.probe(force=True)  # its failure shows until a probe succeeds
+        if problem is not None:
+            self._logs.error("delivery", "audit trail: cannot deliver log files: %s", problem)
+            return
+        try:
+            self.files.recover()
+            due = self.digests.due_chains(at)
+            watermark = self._settled_watermark()
+            wanted = due or at - self._last_delivery >= self.delivery_seconds or self.delivery.backlog()
+            if wanted and watermark is not None:
+                delivered = self._deliver(at, watermark)
+                self._last_delivery = at
+                if delivered:
+                    log.info("audit trail: delivered %d log file(s)", len(delivered))
+            if due:
+                written = self.digests.write_digests(at, due)
+                log.info("audit trail: wrote %d digest file(s)", len(written))
+        except OSError as exc:  # the files could not be written (the database's errors go up)
+            reason = f"audit trail delivery failed: {exc.strerror or type(exc).__name__}"
+            self.health.delivery_failed(reason)
+            self._logs.exception("delivery", "audit trail: delivery failed; will retry")
+            return
+        self.health.delivery_succeeded()
+        self._logs.recovered("delivery", "audit trail: delivery works again")
 
     def close_period(self, now: float | None = None, wait: float = 60.0) -> ClosedPeriod:
         """Deliver pending events and write every chain's digest now (``khoa audit digest``)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
@@ -27,6 +28,15 @@ DECRYPTION_FAILURES = frozenset({"InvalidCiphertextException", "DecryptionFailur
 THROTTLES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
 
 
+class TrailState(Protocol):
+    """What the metrics read of the trail's delivery health (:class:`khoa.audit.health.TrailHealth`)."""
+
+    @property
+    def failures(self) -> int: ...
+
+    def known_problem(self) -> str | None: ...
+
+
 class Metrics:
     """The registry ``/metrics`` renders.
 
@@ -35,7 +45,13 @@ class Metrics:
     advance). Without one (unit tests), only the request counters exist.
     """
 
-    def __init__(self, engine: Engine | None = None, now: Callable[[], datetime] = wall_clock) -> None:
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        now: Callable[[], datetime] = wall_clock,
+        trail: TrailState | None = None,
+    ) -> None:
+        """``trail``: the audit trail's delivery health, when log files are delivered."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "khoa_requests",
@@ -72,9 +88,20 @@ class Metrics:
             "khoa_audit_sink_errors", "Audit events that could not be recorded", registry=self.registry
         )
         self.sealed = Gauge("khoa_sealed", "1 while the server is sealed", registry=self.registry)
+        self.leader = Gauge(
+            "khoa_leader",
+            "1 while this process leads background work (holds the jobs lease), else 0",
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(StoredResources(engine, now))
             self.registry.register(AlertsRaised(engine))
+        if trail is not None:
+            self.registry.register(TrailDelivery(trail))
+
+    def watch_leader(self, is_leader: Callable[[], bool]) -> None:
+        """Report ``khoa_leader`` from ``is_leader`` at every scrape (khoa.jobs.JobRunner.is_leader)."""
+        self.leader.set_function(lambda: 1.0 if is_leader() else 0.0)
 
     def count_request(self, service: str, operation: str, outcome: str) -> None:
         """Count one answered request; ``outcome`` is "ok" or the error code."""
@@ -88,6 +115,30 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class TrailDelivery(Collector):
+    """Whether the trail's log files can be delivered, as this process last saw it (no probe at
+    scrape time: a scrape runs on the event loop)."""
+
+    def __init__(self, trail: TrailState) -> None:
+        self.trail = trail
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        failing = self.trail.known_problem() is not None
+        yield GaugeMetricFamily(
+            "khoa_audit_delivery_failing",
+            "1 while the audit directory is unwritable or log file delivery fails",
+            value=1.0 if failing else 0.0,
+        )
+        yield CounterMetricFamily(
+            "khoa_audit_delivery_errors",
+            "Failed log file deliveries and audit directory write probes",
+            value=self.trail.failures,
+        )
 
 
 class StoredResources(Collector):

@@ -11,8 +11,18 @@ their own.
 
 Several processes may share one database: the job lease makes one of them the leader, and each run is
 also claimed (``owner``, ``owner_expires_at``) before its steps are invoked, so even a pass outlasting
-the lease never runs a rotation on two nodes at once. A claim left by a crashed process expires after
-``CLAIM_SECONDS`` and the run resumes at its recorded step.
+the lease never runs a rotation on two nodes at once. A claim lives as long as the jobs lease
+(``KHOA_JOB_LEASE_SECONDS``, ``CLAIM_SECONDS`` by default) and is renewed every third of that while a
+step runs, so a claim left by a crashed process expires within seconds and the next leader resumes the
+run at its recorded step (a pass that finds a run claimed by another node waits up to one claim time
+for it to free). When the claim cannot be renewed (the jobs lease was lost: the engine's writes run
+under the jobs fence) the run is abandoned as it stands, recording nothing: its new owner resumes it.
+
+Each step runs on a thread of its own and may take ``KHOA_ROTATION_STEP_TIMEOUT_SECONDS`` (HTTP
+functions: at least their registered timeout); a step that runs longer fails the rotation (retried
+with backoff, as any failed step) and never holds the pass. Python cannot stop a thread, so a step
+that timed out may still be running: the function sees its later calls for a token that is still
+AWSPENDING, which the rotation protocol makes harmless (every step must be idempotent).
 
 The engine is given what it uses (database, barrier, secret store, audit writer, the settings it
 reads) rather than the whole application, so it is built before the Secrets Manager service, which
@@ -21,10 +31,13 @@ reaches it only to queue, cancel and look up rotations (``RotationControl`` in t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -36,6 +49,7 @@ from khoa.audit.events import AuditEvent, background
 from khoa.auth.sessions import SessionCredentials, issue_session
 from khoa.changes.changes import publish, snapshot
 from khoa.crypto.barrier import Barrier
+from khoa.lease import LeaseLost
 from khoa.secret_rotation import functions
 from khoa.secret_rotation.invoke import InvocationError, invoke, khoa_client
 from khoa.services.secretsmanager.schedule import next_rotation
@@ -47,7 +61,10 @@ log = logging.getLogger("khoa.secret_rotation")
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 MAX_BACKOFF = timedelta(hours=1)
-CLAIM_SECONDS = 300.0
+CLAIM_SECONDS = 6.0
+STEP_TIMEOUT_SECONDS = 60.0
+# While waiting for a claim held by another node to expire, check this often.
+_CLAIM_POLL_SECONDS = 0.5
 _RUNS = schema.rotation_runs
 _SECRETS = schema.sm_secrets
 
@@ -75,13 +92,24 @@ class RotationSettings:
 
     endpoint: str
     dev: bool = False
+    step_timeout_seconds: float = STEP_TIMEOUT_SECONDS
+    claim_seconds: float = CLAIM_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RotationSettings:
         """This server as its own functions reach it: over loopback when it listens on every address."""
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
         scheme = "https" if settings.tls_cert else "http"
-        return cls(endpoint=f"{scheme}://{host}:{settings.port}", dev=settings.dev)
+        return cls(
+            endpoint=f"{scheme}://{host}:{settings.port}",
+            dev=settings.dev,
+            step_timeout_seconds=settings.rotation_step_timeout_seconds,
+            claim_seconds=settings.job_lease_seconds,
+        )
+
+
+class ClaimLost(Exception):
+    """Another node owns the run now (or this one lost the jobs lease): stop, record nothing."""
 
 
 class RotationEngine:
@@ -158,10 +186,41 @@ class RotationEngine:
 
     # -- running ------------------------------------------------------------------------------------
     def run_due(self, now: datetime) -> list[RotationOutcome]:
+        """Run every due rotation this node can claim; one claimed by another node is waited for up to
+        one claim time (a crashed leader's claim runs out within it), then left to a later pass."""
         self.start_scheduled(now)
         with self.engine.connect() as conn:
             runs = conn.execute(select(_RUNS).where(_RUNS.c.next_attempt_at <= now.timestamp())).all()
-        return [self._run(run, now) for run in runs if self._claim(run)]
+        outcomes: list[RotationOutcome] = []
+        waiting = []
+        for run in runs:
+            if self._claim(run):
+                outcomes.append(self._run(run, now))
+            else:
+                waiting.append(run)
+        deadline = time.monotonic() + self.settings.claim_seconds + 1.0
+        while waiting and time.monotonic() < deadline:
+            time.sleep(_CLAIM_POLL_SECONDS)
+            still = []
+            for run in waiting:
+                if not self._exists(run):
+                    continue
+                if self._claim(run):
+                    outcomes.append(self._run(run, now))
+                else:
+                    still.append(run)
+            waiting = still
+        return outcomes
+
+    def _exists(self, run: Any) -> bool:
+        """Whether the run is still queued (its owner may have finished or cancelled it meanwhile)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(_RUNS.c.token)
+                .where(_RUNS.c.secret_id == run.secret_id)
+                .where(_RUNS.c.token == run.token)
+            ).first()
+        return found is not None
 
     def _claim(self, run: Any) -> bool:
         """Take this run for this process (by the wall clock, which every node shares), or skip it."""
@@ -179,9 +238,55 @@ class RotationEngine:
                         _RUNS.c.owner_expires_at < wall,
                     )
                 )
-                .values(owner=self.node, owner_expires_at=wall + CLAIM_SECONDS)
+                .values(owner=self.node, owner_expires_at=wall + self.settings.claim_seconds)
             )
         return bool(claimed.rowcount)
+
+    def _renew_claim(self, run: Any) -> None:
+        """Push this node's claim out while a step runs; :class:`ClaimLost` when it is not ours any more
+        (or, through the jobs fence, when this process lost the jobs lease)."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(_RUNS)
+                .where(_RUNS.c.secret_id == run.secret_id)
+                .where(_RUNS.c.token == run.token)
+                .where(_RUNS.c.owner == self.node)
+                .values(owner_expires_at=time.time() + self.settings.claim_seconds)
+            )
+        if not renewed.rowcount:
+            raise ClaimLost(f"the rotation of {run.secret_id} is no longer claimed by this node")
+
+    def _step_timeout(self, function: functions.RotationFunction) -> float:
+        if function.kind == "http":
+            return max(self.settings.step_timeout_seconds, function.timeout_seconds + 5.0)
+        return self.settings.step_timeout_seconds
+
+    def _invoke_step(self, run: Any, step: str, call: Callable[[], None], timeout: float) -> None:
+        """Run one step on a thread of its own, renewing the claim meanwhile; InvocationError if it
+        fails or outlasts ``timeout``, ClaimLost if the claim is lost while it runs."""
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=target, name=f"khoa-rotation-{step}", daemon=True)
+        worker.start()
+        deadline = time.monotonic() + timeout
+        beat = max(self.settings.claim_seconds / 3, 0.05)
+        while not done.wait(min(beat, max(deadline - time.monotonic(), 0.0))):
+            if time.monotonic() >= deadline:
+                raise InvocationError(f"{step} timed out after {timeout:g} s")
+            self._renew_claim(run)
+        error = outcome[0] if outcome else None
+        if error is not None:
+            raise error
 
     def _credentials(self, function: functions.RotationFunction, now: datetime) -> SessionCredentials | None:
         if self.settings.dev:
@@ -237,16 +342,26 @@ class RotationEngine:
                     "Step": step,
                     "RotationToken": str(uuid.uuid4()),
                 }
-                invoke(function, event, client, hmac_key)
+                self._invoke_step(
+                    run,
+                    step,
+                    functools.partial(invoke, function, event, client, hmac_key),
+                    self._step_timeout(function),
+                )
+                self._renew_claim(run)  # still ours: the step's outcome may be recorded
                 if step != STEPS[-1]:
                     with self.engine.begin() as conn:
                         conn.execute(
                             update(_RUNS)
                             .where(_RUNS.c.secret_id == run.secret_id)
+                            .where(_RUNS.c.owner == self.node)
                             .values(step=STEPS[STEPS.index(step) + 1])
                         )
         except InvocationError as exc:
             return self._failed(run, secret, step, str(exc), now)
+        except (ClaimLost, LeaseLost) as exc:
+            log.warning("rotation of %s abandoned at %s: %s", secret.arn, step, exc)
+            return RotationOutcome(secret.arn, False, f"abandoned: {exc}")
         self._succeeded(run, secret, now)
         return RotationOutcome(secret.arn, True)
 

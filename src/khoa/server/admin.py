@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from khoa.observe.health import readiness
+from khoa.observe.health import ReadinessProbe
 from khoa.observe.metrics import Metrics
 from khoa.runtime import Runtime
 from khoa.server.asgi import Response, Scope, json_response
@@ -28,15 +28,21 @@ class AdminRoutes:
     def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.ready = ReadinessProbe(runtime.engine, runtime.audit)
+        # Which process leads background work, in /metrics as in /_khoa/ready.
+        metrics.watch_leader(lambda: runtime.jobs.is_leader)
 
     async def answer(self, scope: Scope, path: str, body: bytes) -> Response:
         method = scope["method"]
         runtime = self.runtime
         dev = runtime.settings.dev
         if path == "/_khoa/health" and method in ("GET", "HEAD"):
+            # Liveness: answered from memory, never from the database (an outage is no reason to restart).
             return json_response(200, {"status": "ok", "sealed": False, "dev": dev})
         if path == "/_khoa/ready" and method in ("GET", "HEAD"):
-            return json_response(*readiness(runtime.engine, runtime.audit))
+            status, report = await self.ready.answer()  # within 1 s, off the event loop
+            report["leader"] = runtime.jobs.is_leader  # runs background work (holds the jobs lease)
+            return json_response(status, report)
         if path == "/metrics" and method == "GET":
             return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
         if not dev:

@@ -12,6 +12,7 @@ from khoa.audit.events import is_read_only
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
 from khoa.clock import Clock
 from khoa.ids import IdSource
+from khoa.logs import LogLimiter
 from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
 from khoa.protocol import awsjson, awsquery
@@ -22,6 +23,8 @@ from khoa.server.authentication import Authenticator, scope_service
 from khoa.server.encoding import error_response, success_response
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Handler, Service
+from khoa.storage.database import is_unavailable
+from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
 
@@ -69,6 +72,8 @@ class Pipeline:
         self.network = network
         self.clock = clock
         self.revoked = revoked
+        # During an outage every request fails the same way: one line (and traceback) per interval.
+        self._logs = LogLimiter(log)
 
     async def handle(self, scope: Scope, body: bytes) -> Response:
         started = time.perf_counter()
@@ -106,9 +111,26 @@ class Pipeline:
             response = error_response(service, unavailable_error(), call.request_id)
         except AWSError as error:
             response = await self.recorder.refuse(call, error)
-        except Exception:
-            log.exception("request %s (%s.%s) failed", call.request_id, service_name, call.operation)
-            response = await self.recorder.refuse(call, internal_failure())
+        except Exception as exc:  # noqa: BLE001 - logged (rate-limited) and answered 500 or 503
+            if is_unavailable(exc):  # down, silent or timed out (a bounded wait): 503, retried by SDKs
+                self._logs.warning(
+                    "database unavailable",
+                    "request %s (%s.%s): database unavailable (%s)",
+                    call.request_id,
+                    service_name,
+                    call.operation,
+                    type(exc).__name__,
+                )
+                response = await self.recorder.refuse(call, database_unavailable())
+            else:
+                self._logs.exception(
+                    f"{service_name}.{call.operation}:{type(exc).__name__}",
+                    "request %s (%s.%s) failed",
+                    call.request_id,
+                    service_name,
+                    call.operation,
+                )
+                response = await self.recorder.refuse(call, internal_failure())
         response.headers.append((b"x-amzn-requestid", call.request_id.encode()))
         known_operation = service is not None and call.operation in service.handlers
         label = call.operation if known_operation else "unknown"

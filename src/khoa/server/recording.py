@@ -74,6 +74,7 @@ class CallRecorder:
     async def record_before(self, call: Call) -> None:
         """Record a write before it runs (its outcome completes this record later)."""
         call.pre_event = self.event(call, None, None)
+        self.audit.mark_pending(call.pre_event)  # told from a success if this process dies first
         await self._record(call.pre_event)
 
     async def record_outcome(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> None:

@@ -1,36 +1,162 @@
-"""Engine creation and schema migration for SQLite (WAL) and PostgreSQL."""
+"""Engine creation and schema migration for SQLite (WAL) and PostgreSQL, with every wait bounded.
+
+A server's engine is given :class:`DatabaseBounds` (from KHOA_DATABASE_TIMEOUT_SECONDS and
+KHOA_DATABASE_CONNECT_TIMEOUT_SECONDS), so no request, probe or background pass waits on the database
+longer than that: on PostgreSQL a connect timeout, server-side statement, lock and idle-in-transaction
+timeouts, TCP keepalives and ``tcp_user_timeout``, a bounded wait for a pooled connection, and a
+client-side watchdog (:mod:`khoa.storage.watchdog`) for a network that stops answering without
+closing; on SQLite the busy timeout. Command-line tools pass no bounds: their statements may
+legitimately run long (verifying a large trail), but they still never wait forever to connect.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+
+from khoa.protocol.errors import AWSError
+from khoa.storage import watchdog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+# Defaults of the settings (khoa.settings), also used by tools that pass no bounds.
+# 5 s: a healthy statement takes milliseconds, so 5 s is three orders of magnitude of headroom for a
+# loaded database, yet short enough that a caller (whose SDK retries) hears 503 well before its own
+# read timeout (60 s in the AWS SDKs) and a node's requests do not pile up behind a silent database.
+DEFAULT_TIMEOUT_SECONDS = 5.0
+# 3 s: a TCP and TLS handshake plus authentication on a LAN takes milliseconds; 3 s survives one lost
+# SYN retransmit (1 s) and a slow SCRAM exchange. libpq counts whole seconds, at least 2.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 3.0
+# The watchdog cuts a call off this long after the server-side statement timeout would have ended it,
+# so on a reachable server the server's clean cancel (which keeps the connection) always comes first.
+WATCHDOG_GRACE_SECONDS = 0.5
+# A transaction left idle this many bounds is ended by the server (its locks released): long enough
+# for the Python work some transactions do between statements (RSA key generation), short enough that
+# a wedged node does not hold locks or a connection slot for long.
+IDLE_IN_TRANSACTION_BOUNDS = 6
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before the caller hears about it. With NORMAL, WAL commits survive a
-    # crashed process but not a power cut - and a lost key takes its callers' ciphertexts with it.
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+
+@dataclass(frozen=True)
+class DatabaseBounds:
+    """How long anything may wait on the database.
+
+    ``timeout_seconds`` bounds a statement, a lock wait, the wait for a pooled connection and unacknowledged
+    data on the socket; ``connect_timeout_seconds`` bounds opening a connection."""
+
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
 
 
-def create_database_engine(url: str) -> Engine:
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before the caller hears about it. With NORMAL, WAL commits survive a
+        # crashed process but not a power cut - and a lost key takes its callers' ciphertexts with it.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return apply
+
+
+def postgres_connect_args(bounds: DatabaseBounds | None) -> dict[str, Any]:
+    """libpq parameters bounding connects, statements, locks and silent sockets (no bounds: connect and
+    socket only)."""
+    timeout = bounds.timeout_seconds if bounds else DEFAULT_TIMEOUT_SECONDS
+    connect = bounds.connect_timeout_seconds if bounds else DEFAULT_CONNECT_TIMEOUT_SECONDS
+    args: dict[str, Any] = {
+        "connect_timeout": max(2, math.ceil(connect)),  # libpq: whole seconds, at least 2
+        # An idle pooled connection whose peer vanished is found within about twice the bound.
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(timeout)),
+        "keepalives_interval": max(1, math.ceil(timeout / 3)),
+        "keepalives_count": 3,
+        # Data sent and not acknowledged this long (a blackholed route) drops the connection.
+        "tcp_user_timeout": math.ceil((timeout + WATCHDOG_GRACE_SECONDS) * 1000),
+    }
+    if bounds is not None:
+        ms = math.ceil(timeout * 1000)
+        idle_ms = ms * IDLE_IN_TRANSACTION_BOUNDS
+        args["options"] = (
+            f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={idle_ms}"
+        )
+    return args
+
+
+def mysql_connect_args(bounds: DatabaseBounds | None) -> dict[str, Any]:
+    """PyMySQL's socket timeouts (MySQL and MariaDB, which the jobs lease also runs on): the client
+    gives up on a read or write that takes longer (no bounds: connect only)."""
+    connect = bounds.connect_timeout_seconds if bounds else DEFAULT_CONNECT_TIMEOUT_SECONDS
+    args: dict[str, Any] = {"connect_timeout": max(1, math.ceil(connect))}
+    if bounds is not None:
+        socket_seconds = math.ceil(bounds.timeout_seconds + WATCHDOG_GRACE_SECONDS)
+        args.update(read_timeout=socket_seconds, write_timeout=socket_seconds)
+    return args
+
+
+def create_database_engine(url: str, bounds: DatabaseBounds | None = None) -> Engine:
+    """An engine for ``url``; with ``bounds`` (a server's engine) every wait on the database is bounded."""
+    timeout = bounds.timeout_seconds if bounds else DEFAULT_TIMEOUT_SECONDS
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=4, max_overflow=4
+            url,
+            connect_args={"check_same_thread": False, "timeout": timeout},
+            pool_size=4,
+            max_overflow=4,
+            pool_timeout=timeout,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(math.ceil(timeout * 1000)))
         return engine
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        connect_args = postgres_connect_args(bounds)
+    elif backend in ("mysql", "mariadb"):
+        connect_args = mysql_connect_args(bounds)
+    else:
+        connect_args = {}
+    engine = create_engine(
+        url,
+        pool_size=8,
+        max_overflow=8,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
+    if bounds is not None and engine.dialect.driver == "psycopg":
+        guard = watchdog.Watchdog(timeout + WATCHDOG_GRACE_SECONDS)
+
+        @event.listens_for(engine, "do_connect")
+        def _bounded_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            return watchdog.connect(guard, *cargs, **cparams)
+
+    return engine
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not serve the call (down, silent, timed out, locked,
+    out of connections): the caller should hear 503 and retry, not 500."""
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+
+
+def unavailable_error() -> AWSError:
+    """The AWS-shaped 503 for a call the database could not serve (the same code as the audit
+    trail's: SDKs retry it)."""
+    return AWSError(
+        "ServiceUnavailableException",
+        "The database is unavailable or did not answer in time. Try again later.",
+        503,
+    )
 
 
 def migrate(engine: Engine) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import Row
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
+from khoa.services.cloudtrail import errors
 from khoa.services.cloudtrail.backend import CloudTrailBackend
 
 DEFAULT_MAX_RESULTS = 50
@@ -49,9 +50,7 @@ def _attribute(attribute: dict[str, str]) -> tuple[str, str]:
     """The lookup attribute as (key, value), its value checked where CloudTrail restricts it."""
     key, value = attribute["AttributeKey"], attribute["AttributeValue"]
     if key == "ReadOnly" and value.lower() not in ("true", "false"):
-        raise AWSError(
-            "InvalidLookupAttributesException", "ReadOnly lookup attribute value must be true or false."
-        )
+        raise errors.invalid_lookup_attributes("ReadOnly lookup attribute value must be true or false.")
     return key, value
 
 
@@ -70,7 +69,7 @@ def encode_token(seq: int, fingerprint: str) -> str:
 
 
 def decode_token(token: str, fingerprint: str) -> int:
-    invalid = AWSError("InvalidNextTokenException", "Invalid NextToken.")
+    invalid = errors.invalid_next_token()
     try:
         seq, expected = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError, binascii.Error):
@@ -105,12 +104,10 @@ def lookup_events(trail: CloudTrailBackend, ctx: RequestContext, params: dict[st
     """Authorised before it runs, as ``cloudtrail:LookupEvents`` on ``*`` (see cloudtrail/__init__.py)."""
     attributes = params.get("LookupAttributes", [])
     if len(attributes) > 1:
-        raise AWSError(
-            "InvalidLookupAttributesException", "You cannot specify more than one lookup attribute."
-        )
+        raise errors.invalid_lookup_attributes("You cannot specify more than one lookup attribute.")
     start, end = params.get("StartTime"), params.get("EndTime")
     if start is not None and end is not None and start > end:
-        raise AWSError("InvalidTimeRangeException", "Start time must not be after end time.")
+        raise errors.invalid_time_range()
     fingerprint = _fingerprint(params)
     attribute = _attribute(attributes[0]) if attributes else None
     before = decode_token(params["NextToken"], fingerprint) if params.get("NextToken") else None

@@ -1,7 +1,7 @@
 """AWS IAM (awsQuery protocol, XML responses): users, groups, roles, access keys, inline and managed
 policies with versions, attachments, permissions boundaries, tags, GetAccountAuthorizationDetails and
 policy simulation. Every operation is authorised before its handler runs, as ``iam:<Operation>`` on its
-target's ARN, by the table in authz.py. All SQL is in the ``store`` package."""
+target's ARN, by the table in authtable.py. All SQL is in the ``store`` package."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from khoa.services.base import Service, bind, clearing_caches
 from khoa.services.iam import (
     access_keys,
     attachments,
-    authz,
+    authtable,
     boundaries,
     details,
     groups,
@@ -51,7 +51,7 @@ def build_service(iam: IamBackend) -> Service:
         target_prefix="iam",
         model=QueryServiceModel("iam"),
         handlers=clearing_caches(handlers, iam.forget_cached_access, is_read_only),
-        authorizer=authz.table(iam),
+        authorizer=authtable.table(iam),
         skew=timedelta(minutes=15),
         protocol="query",
     )

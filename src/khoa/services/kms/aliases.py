@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
@@ -21,9 +18,7 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import KeyRecord
-from khoa.storage import schema
 
-_ALIASES = schema.kms_aliases
 _ALIAS_DOCS = "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
 
 
@@ -61,22 +56,8 @@ def create_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
     name = params["AliasName"]
     _check_name(name)
     key = _target(kms, ctx, params["TargetKeyId"])
-    now = ctx.now.timestamp()
-    try:
-        with kms.engine.begin() as conn:
-            conn.execute(
-                insert(_ALIASES).values(
-                    account_id=ctx.account_id,
-                    region=ctx.region,
-                    alias_name=name,
-                    target_key_id=key.key_id,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    except IntegrityError:
-        raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists") from None
-    kms.keys.aliases.clear()
+    if not kms.store.aliases.create(ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp()):
+        raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists")
     return {}
 
 
@@ -87,36 +68,20 @@ def update_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
     if current_id is None:
         raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
     key = _target(kms, ctx, params["TargetKeyId"])
-    current = kms.keys.get(ctx.account_id, ctx.region, current_id)
+    current = kms.store.keys.get(ctx.account_id, ctx.region, current_id)
     if current is not None and (_kind(current) != _kind(key) or current.key_usage != key.key_usage):
         raise errors.validation(
             f"{key.arn} is not the same type of key and key usage as the alias's current "
             "key; an alias can only move to a key of the same type and usage."
         )
-    with kms.engine.begin() as conn:
-        conn.execute(
-            update(_ALIASES)
-            .where(_ALIASES.c.account_id == ctx.account_id)
-            .where(_ALIASES.c.region == ctx.region)
-            .where(_ALIASES.c.alias_name == name)
-            .values(target_key_id=key.key_id, updated_at=ctx.now.timestamp())
-        )
-    kms.keys.aliases.clear()
+    kms.store.aliases.retarget(ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp())
     return {}
 
 
 def delete_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["AliasName"]
     _check_name(name)
-    with kms.engine.begin() as conn:
-        result = conn.execute(
-            delete(_ALIASES)
-            .where(_ALIASES.c.account_id == ctx.account_id)
-            .where(_ALIASES.c.region == ctx.region)
-            .where(_ALIASES.c.alias_name == name)
-        )
-    kms.keys.aliases.clear()
-    if not result.rowcount:
+    if not kms.store.aliases.remove(ctx.account_id, ctx.region, name):
         raise errors.not_found(f"Alias {alias_arn(ctx, name)} is not found.")
     return {}
 
@@ -124,14 +89,8 @@ def delete_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
 def list_aliases(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    query = (
-        select(_ALIASES).where(_ALIASES.c.account_id == ctx.account_id).where(_ALIASES.c.region == ctx.region)
-    )
-    if params.get("KeyId"):
-        key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-        query = query.where(_ALIASES.c.target_key_id == key.key_id)
-    with kms.engine.connect() as conn:
-        rows = conn.execute(query.order_by(_ALIASES.c.alias_name).limit(limit + 1).offset(offset)).all()
+    key_id = resolve_key(kms, ctx, params["KeyId"], allow_alias=False).key_id if params.get("KeyId") else None
+    rows = kms.store.aliases.page(ctx.account_id, ctx.region, key_id, limit + 1, offset)
     aliases = [
         {
             "AliasName": r.alias_name,

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from khoa.access.authorize import access_denied
 from khoa.access.evaluate import Decision
 from khoa.crypto import ciphertext
@@ -36,7 +34,6 @@ from khoa.services.kms import errors, grant_rules
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import alias_arn, alias_target, resolve_key
 from khoa.services.kms.store import KeyRecord
-from khoa.storage import schema
 
 _ALIAS_OPERATIONS = ("CreateAlias", "UpdateAlias", "DeleteAlias")
 _ALGORITHM_PARAMS = {
@@ -61,9 +58,7 @@ def request_context(
         context["kms:keyorigin"] = [key.origin]
         context["kms:multiregion"] = ["false"]
         if "resourcetag" in key.policy.lower() or not ctx.principal.is_root:
-            from khoa.services.kms.tags import tags_of
-
-            for tag_key, tag_value in tags_of(kms.engine, key.key_id).items():
+            for tag_key, tag_value in kms.store.tags.of(key.key_id).items():
                 context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
     else:
         for name in ("KeySpec", "KeyUsage", "Origin"):
@@ -171,13 +166,7 @@ def caller_names(kms: KmsBackend, ctx: RequestContext) -> set[str]:
 
 
 def _caller_grants(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> list[GrantRecord]:
-    grants = schema.kms_grants
-    with kms.engine.connect() as conn:
-        rows = conn.execute(
-            select(grants)
-            .where(grants.c.key_id == key.key_id)
-            .where(grants.c.grantee_principal.in_(sorted(caller_names(kms, ctx))))
-        ).all()
+    rows = kms.store.grants.held_by(key.key_id, sorted(caller_names(kms, ctx)))
     return [GrantRecord.from_row(row) for row in rows]
 
 
@@ -310,22 +299,13 @@ def _may_retire(
     return False, decision
 
 
-def _grant_row(kms: KmsBackend, grant_id: str, key_id: str | None = None) -> Any:
-    grants = schema.kms_grants
-    query = select(grants).where(grants.c.grant_id == grant_id)
-    if key_id is not None:
-        query = query.where(grants.c.key_id == key_id)
-    with kms.engine.connect() as conn:
-        return conn.execute(query).first()
-
-
 def _authorize_retire(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
     action = "kms:RetireGrant"
     token = params.get("GrantToken")
     if token:
         grant_id = grant_rules.grant_id_from_token(token)
-        row = _grant_row(kms, grant_id)
-        key = kms.keys.by_blob(ctx.region, row.key_id) if row is not None else None
+        row = kms.store.grants.find(grant_id)
+        key = kms.store.keys.by_blob(ctx.region, row.key_id) if row is not None else None
         if row is None or key is None:
             raise errors.not_found(f"Grant ID {grant_id} not found")
         allowed, decision = _may_retire(kms, ctx, key, GrantRecord.from_row(row))
@@ -341,7 +321,7 @@ def _authorize_retire(kms: KmsBackend, ctx: RequestContext, params: dict[str, An
     key = _key_or_none(kms, ctx, params["KeyId"], allow_alias=False)
     if key is None:
         return  # the handler answers NotFoundException
-    row = _grant_row(kms, params["GrantId"], key.key_id)
+    row = kms.store.grants.find(params["GrantId"], key.key_id)
     allowed, decision = _may_retire(kms, ctx, key, GrantRecord.from_row(row) if row is not None else None)
     if not allowed:
         raise access_denied(ctx, action, key.arn, decision)
@@ -405,7 +385,7 @@ def _blob_key(kms: KmsBackend, ctx: RequestContext, blob: bytes) -> KeyRecord | 
         parsed = ciphertext.parse(blob)
     except ciphertext.InvalidCiphertext:
         return None
-    return kms.keys.by_blob(ctx.region, parsed.key_id)
+    return kms.store.keys.by_blob(ctx.region, parsed.key_id)
 
 
 def authorize_request(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -435,7 +415,7 @@ def _authorize_request(kms: KmsBackend, ctx: RequestContext, params: dict[str, A
             if target is not None:
                 targets.append(target.key_id)
         for key_id in dict.fromkeys(targets):
-            key = kms.keys.get(ctx.account_id, ctx.region, key_id)
+            key = kms.store.keys.get(ctx.account_id, ctx.region, key_id)
             if key is not None:
                 authorize_key(kms, ctx, action, key, params)
         return

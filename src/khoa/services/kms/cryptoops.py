@@ -34,7 +34,7 @@ def _finish_dry_run(params: dict[str, Any]) -> None:
 
 def _current_material(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> tuple[str, bytes]:
     version_id = key.current_version_id
-    material = kms.keys.material(key.key_id, version_id) if version_id else None
+    material = kms.store.keys.material(key.key_id, version_id) if version_id else None
     if version_id is None or material is None:
         raise errors.invalid_state(f"{key.arn} is pending import.")
     return version_id, material
@@ -121,7 +121,7 @@ def _decrypt(
     if key is None:
         # A blob naming no key of this account and region is corrupt (its key id is not
         # authenticated until the key is found), so it is an invalid ciphertext, not a missing key.
-        key = kms.keys.by_blob(ctx.region, parsed.key_id)
+        key = kms.store.keys.by_blob(ctx.region, parsed.key_id)
         if key is None:
             raise errors.invalid_ciphertext()
         if named is not None:
@@ -129,7 +129,7 @@ def _decrypt(
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     if key.key_spec != specs.SYMMETRIC:
         raise errors.invalid_key_usage(f"{key.arn} does not support the encryption algorithm {algorithm}.")
-    material = kms.keys.material(key.key_id, parsed.material_id)
+    material = kms.store.keys.material(key.key_id, parsed.material_id)
     if material is None:
         raise errors.invalid_ciphertext()
     try:

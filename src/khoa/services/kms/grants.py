@@ -12,7 +12,7 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Row
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
@@ -26,11 +26,8 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import KeyRecord, key_arn
-from khoa.storage import schema
 
 __all__ = ["OPERATIONS", "check_grant_tokens", "grant_id_from_token", "make_grant_token"]
-
-_GRANTS = schema.kms_grants
 
 
 def check_grant_tokens(tokens: list[str]) -> None:
@@ -71,7 +68,7 @@ def _check_grant_fits_key(key: KeyRecord, operations: list[str], constraints: di
         )
 
 
-def _entry(row: Any) -> dict[str, Any]:
+def _entry(row: Row[Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "KeyId": key_arn(row.region, row.key_account, row.key_id),
         "GrantId": row.grant_id,
@@ -87,13 +84,6 @@ def _entry(row: Any) -> dict[str, Any]:
     if row.constraints:
         entry["Constraints"] = json.loads(row.constraints)
     return entry
-
-
-def _select_with_region():  # type: ignore[no-untyped-def]
-    keys = schema.kms_keys
-    return select(_GRANTS, keys.c.region, keys.c.account_id.label("key_account")).join(
-        keys, keys.c.key_id == _GRANTS.c.key_id
-    )
 
 
 def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -123,12 +113,8 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
     constraint_text = json.dumps(constraints, sort_keys=True) if constraints else None
     retiring = params.get("RetiringPrincipal") or params.get("RetiringServicePrincipal")
     name = params.get("Name")
-    engine = kms.engine
     if name:
-        with engine.connect() as conn:
-            same_name = conn.execute(
-                select(_GRANTS).where(_GRANTS.c.key_id == key.key_id).where(_GRANTS.c.name == name)
-            ).all()
+        same_name = kms.store.grants.named(key.key_id, name)
         # A name can label several grants (same name, different parameters); a retry of any of
         # those requests must find its own grant.
         for existing in same_name:
@@ -140,31 +126,28 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
             ) == (grantee, retiring, operations, constraint_text):
                 return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
     grant_id = secrets.token_hex(32)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(_GRANTS).values(
-                grant_id=grant_id,
-                key_id=key.key_id,
-                account_id=ctx.account_id,
-                name=name,
-                grantee_principal=grantee,
-                retiring_principal=retiring,
-                operations=operations,
-                constraints=constraint_text,
-                issuing_account=f"arn:aws:iam::{ctx.account_id}:root",
-                created_at=ctx.now.timestamp(),
-            )
-        )
+    kms.store.grants.add(
+        grant_id=grant_id,
+        key_id=key.key_id,
+        account_id=ctx.account_id,
+        name=name,
+        grantee=grantee,
+        retiring=retiring,
+        operations=operations,
+        constraints=constraint_text,
+        issuing_account=f"arn:aws:iam::{ctx.account_id}:root",
+        created_at=ctx.now.timestamp(),
+    )
     return {"GrantToken": make_grant_token(grant_id), "GrantId": grant_id}
 
 
-def _page(kms: KmsBackend, ctx: RequestContext, query: Any, params: dict[str, Any]) -> dict[str, Any]:
-    limit = params.get("Limit", 50)
-    offset = decode_marker(params.get("Marker"), ctx.operation)
-    with kms.engine.connect() as conn:
-        rows = conn.execute(
-            query.order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id).limit(limit + 1).offset(offset)
-        ).all()
+def _page_bounds(ctx: RequestContext, params: dict[str, Any]) -> tuple[int, int]:
+    """(limit, offset) of the page asked for; the marker is checked before any query."""
+    return params.get("Limit", 50), decode_marker(params.get("Marker"), ctx.operation)
+
+
+def _page(ctx: RequestContext, rows: list[Row[Any]], limit: int, offset: int) -> dict[str, Any]:
+    """The response for ``rows``, fetched one beyond ``limit`` to tell whether more follow."""
     result: dict[str, Any] = {"Grants": [_entry(r) for r in rows[:limit]], "Truncated": len(rows) > limit}
     if len(rows) > limit:
         result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
@@ -173,13 +156,10 @@ def _page(kms: KmsBackend, ctx: RequestContext, query: Any, params: dict[str, An
 
 def list_grants(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    query = _select_with_region().where(_GRANTS.c.key_id == key.key_id)
-    if params.get("GrantId"):
-        query = query.where(_GRANTS.c.grant_id == params["GrantId"])
     grantee = params.get("GranteePrincipal") or params.get("GranteeServicePrincipal")
-    if grantee:
-        query = query.where(_GRANTS.c.grantee_principal == grantee)
-    return _page(kms, ctx, query, params)
+    limit, offset = _page_bounds(ctx, params)
+    rows = kms.store.grants.page_of_key(key.key_id, params.get("GrantId"), grantee, limit + 1, offset)
+    return _page(ctx, rows, limit, offset)
 
 
 def _retiring_principal(params: dict[str, Any]) -> str:
@@ -197,22 +177,14 @@ def list_retirable_grants(kms: KmsBackend, ctx: RequestContext, params: dict[str
     these include grants on other accounts' keys (as in AWS); for anything else, only grants on the
     caller's own keys, so nobody lists another account's grants by naming a principal."""
     principal = _retiring_principal(params)
-    query = (
-        _select_with_region()
-        .where(schema.kms_keys.c.region == ctx.region)
-        .where(_GRANTS.c.retiring_principal == principal)
-    )
-    if not authz.retirable_scope(ctx, principal):
-        query = query.where(schema.kms_keys.c.account_id == ctx.account_id)
-    return _page(kms, ctx, query, params)
+    key_account = None if authz.retirable_scope(ctx, principal) else ctx.account_id
+    limit, offset = _page_bounds(ctx, params)
+    rows = kms.store.grants.page_retirable(ctx.region, principal, key_account, limit + 1, offset)
+    return _page(ctx, rows, limit, offset)
 
 
 def _delete_grant(kms: KmsBackend, key_id: str, grant_id: str) -> None:
-    with kms.engine.begin() as conn:
-        result = conn.execute(
-            delete(_GRANTS).where(_GRANTS.c.key_id == key_id).where(_GRANTS.c.grant_id == grant_id)
-        )
-    if not result.rowcount:
+    if not kms.store.grants.remove(key_id, grant_id):
         raise errors.not_found(f"Grant ID {grant_id} not found")
 
 

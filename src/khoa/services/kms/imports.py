@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
-from sqlalchemy import delete, insert, select
 
 from khoa.crypto import keymaterial
 from khoa.crypto.keymaterial import CryptoFailure
@@ -21,10 +20,8 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors, specs
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import require_not_pending_deletion, resolve_key
-from khoa.services.kms.store import KeyRecord
-from khoa.storage import schema
+from khoa.services.kms.store import ImportParameters, KeyRecord
 
-_PARAMS = schema.kms_import_parameters
 _VALID_FOR = timedelta(hours=24)
 _WRAPPING_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 _OAEP = {
@@ -65,16 +62,15 @@ def get_parameters_for_import(kms: KmsBackend, ctx: RequestContext, params: dict
     wrapping = keymaterial.generate_rsa(_WRAPPING_BITS[spec])
     token_id = secrets.token_hex(32)
     valid_to = ctx.now + _VALID_FOR
-    with kms.engine.begin() as conn:
-        conn.execute(
-            insert(_PARAMS).values(
-                token_id=token_id,
-                key_id=key.key_id,
-                wrapping_algorithm=algorithm,
-                wrapping_key_sealed=kms.barrier.seal(wrapping, _binding(token_id)),
-                valid_to=valid_to.timestamp(),
-            )
+    kms.store.imports.add(
+        ImportParameters(
+            token_id=token_id,
+            key_id=key.key_id,
+            wrapping_algorithm=algorithm,
+            wrapping_key_sealed=kms.barrier.seal(wrapping, _binding(token_id)),
+            valid_to=valid_to.timestamp(),
         )
+    )
     return {
         "KeyId": key.arn,
         "ImportToken": bytes.fromhex(token_id),
@@ -124,8 +120,7 @@ def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
     if valid_to is not None and not ctx.now < valid_to <= ctx.now + timedelta(days=365):
         raise errors.validation("ValidTo must be in the future and at most 365 days from now.")
     token_id = params["ImportToken"].hex()
-    with kms.engine.connect() as conn:
-        row = conn.execute(select(_PARAMS).where(_PARAMS.c.token_id == token_id)).first()
+    row = kms.store.imports.find(token_id)
     if row is None or row.key_id != key.key_id:
         raise AWSError("InvalidImportTokenException", "The import token is invalid for this key.")
     if row.valid_to < ctx.now.timestamp():
@@ -133,7 +128,7 @@ def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
     wrapping = kms.barrier.open(row.wrapping_key_sealed, _binding(token_id))
     material = _unwrap(wrapping, row.wrapping_algorithm, params["EncryptedKeyMaterial"])
     _check_material(key, material)
-    previous = kms.keys.material_digest(key.key_id)
+    previous = kms.store.keys.material_digest(key.key_id)
     digest = hashlib.sha256(b"khoa-material-digest" + material).hexdigest()
     if previous is not None and previous != digest:
         raise AWSError(
@@ -141,7 +136,7 @@ def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
             "The key material in the request is different from the key material previously "
             f"imported into {key.arn}.",
         )
-    version_id = kms.keys.set_imported_material(
+    version_id = kms.store.keys.set_imported_material(
         key.key_id,
         material,
         ctx.now.timestamp(),
@@ -158,9 +153,8 @@ def delete_imported_key_material(
     # AWS: allowed on a key pending deletion, whose state then stays PendingDeletion.
     key = _external(kms, ctx, params["KeyId"], allow_pending_deletion=True)
     state = "PendingDeletion" if key.state == "PendingDeletion" else "PendingImport"
-    kms.keys.drop_imported_material(key.key_id, state=state, valid_to=None)
-    with kms.engine.begin() as conn:
-        conn.execute(delete(_PARAMS).where(_PARAMS.c.key_id == key.key_id))
+    kms.store.keys.drop_imported_material(key.key_id, state=state, valid_to=None)
+    kms.store.imports.forget_key(key.key_id)
     result: dict[str, Any] = {"KeyId": key.arn}
     if key.current_version_id:
         result["KeyMaterialId"] = key.current_version_id
@@ -170,11 +164,11 @@ def delete_imported_key_material(
 def expire_imported_material(backend: KmsBackend, now: float) -> list[str]:
     """The job for ValidTo: expired imported material is deleted and the key waits for a new import."""
     expired = []
-    for key in backend.keys.due("valid_to", now):
+    for key in backend.store.keys.due("valid_to", now):
         if key.state == "PendingDeletion":
-            backend.keys.drop_imported_material(key.key_id, valid_to=None)
+            backend.store.keys.drop_imported_material(key.key_id, valid_to=None)
         else:
-            backend.keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
+            backend.store.keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
         expired.append(key.key_id)
     return expired
 

@@ -15,9 +15,6 @@ import json
 import uuid
 from dataclasses import dataclass, replace
 
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
-
 from khoa.crypto import ciphertext, keymaterial
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
@@ -27,7 +24,6 @@ from khoa.services.kms.keys import generate_material
 from khoa.services.kms.resolve import alias_target, require_usable, resolve_key
 from khoa.services.kms.store import KeyRecord as KeyRecord  # published: other services hold keys as this
 from khoa.services.kms.store import key_arn, new_material_id
-from khoa.storage import schema
 
 _MANAGED_DESCRIPTIONS = {
     "secretsmanager": "Default key that protects my Secrets Manager data when no other key is defined",
@@ -109,33 +105,19 @@ def aws_managed_key(kms: KmsBackend, ctx: RequestContext, service: str) -> KeyRe
             expiration_model=None,
             multi_region=False,
         )
-        kms.keys.insert(record, generate_material(specs.SYMMETRIC), now)
-        try:
-            with kms.engine.begin() as conn:
-                conn.execute(
-                    insert(schema.kms_aliases).values(
-                        account_id=ctx.account_id,
-                        region=ctx.region,
-                        alias_name=alias,
-                        target_key_id=key_id,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-        except IntegrityError:
-            kms.keys.aliases.clear()
-            kms.keys.destroy(key_id)  # another process created it first; use theirs
-        kms.keys.aliases.clear()
+        kms.store.keys.insert(record, generate_material(specs.SYMMETRIC), now)
+        if not kms.store.aliases.create(ctx.account_id, ctx.region, alias, key_id, now):
+            kms.store.keys.destroy(key_id)  # another process created it first; use theirs
         target = alias_target(kms, ctx, alias)
         assert target is not None
-    record_found = kms.keys.get(ctx.account_id, ctx.region, target)
+    record_found = kms.store.keys.get(ctx.account_id, ctx.region, target)
     if record_found is None:
         raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, target))
     return record_found
 
 
 def _material(kms: KmsBackend, key: KeyRecord, version_id: str) -> bytes:
-    material = kms.keys.material(key.key_id, version_id)
+    material = kms.store.keys.material(key.key_id, version_id)
     if material is None:
         raise errors.invalid_ciphertext()
     return material
@@ -193,7 +175,7 @@ class InternalKms:
             parsed = ciphertext.parse(blob)
         except ciphertext.InvalidCiphertext:
             raise errors.invalid_ciphertext() from None
-        key = self.kms.keys.by_blob(ctx.region, parsed.key_id)
+        key = self.kms.store.keys.by_blob(ctx.region, parsed.key_id)
         if key is None:
             raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
         authorize_key(self.kms, kms_ctx, "kms:Decrypt", key, {}, context)

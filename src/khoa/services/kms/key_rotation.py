@@ -43,7 +43,9 @@ def enable_key_rotation(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
         raise errors.unsupported(f"{key.arn} is an AWS managed key: its rotation cannot be changed.")
     period = params.get("RotationPeriodInDays", key.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS)
     next_at = ctx.now.timestamp() + period * _DAY
-    kms.keys.update(key.key_id, rotation_enabled=True, rotation_period_days=period, next_rotation_at=next_at)
+    kms.store.keys.update(
+        key.key_id, rotation_enabled=True, rotation_period_days=period, next_rotation_at=next_at
+    )
     return {}
 
 
@@ -52,7 +54,7 @@ def disable_key_rotation(kms: KmsBackend, ctx: RequestContext, params: dict[str,
     _require_enabled(key)
     if key.key_manager == "AWS":
         raise errors.unsupported(f"{key.arn} is an AWS managed key: its rotation cannot be changed.")
-    kms.keys.update(key.key_id, rotation_enabled=False, next_rotation_at=None)
+    kms.store.keys.update(key.key_id, rotation_enabled=False, next_rotation_at=None)
     return {}
 
 
@@ -74,12 +76,12 @@ def rotate_key_on_demand(kms: KmsBackend, ctx: RequestContext, params: dict[str,
     _require_enabled(key)
     if key.key_manager == "AWS":
         raise errors.unsupported(f"{key.arn} is an AWS managed key: it cannot be rotated on demand.")
-    on_demand = sum(1 for v in kms.keys.versions(key.key_id) if v.rotation_type == "ON_DEMAND")
+    on_demand = sum(1 for v in kms.store.keys.versions(key.key_id) if v.rotation_type == "ON_DEMAND")
     if on_demand >= MAX_ON_DEMAND_ROTATIONS:
         raise errors.limit_exceeded(
             f"{key.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
         )
-    kms.keys.add_version(key.key_id, generate_material(key.key_spec), ctx.now.timestamp(), "ON_DEMAND")
+    kms.store.keys.add_version(key.key_id, generate_material(key.key_spec), ctx.now.timestamp(), "ON_DEMAND")
     return {"KeyId": key.arn}
 
 
@@ -90,7 +92,7 @@ def list_key_rotations(kms: KmsBackend, ctx: RequestContext, params: dict[str, A
             f"{key.arn} key spec is {key.key_spec}, which is not valid for ListKeyRotations."
         )
     include_all = params.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL"
-    versions = [v for v in kms.keys.versions(key.key_id) if include_all or v.rotation_type]
+    versions = [v for v in kms.store.keys.versions(key.key_id) if include_all or v.rotation_type]
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
     page = versions[offset : offset + limit]
@@ -115,11 +117,11 @@ def list_key_rotations(kms: KmsBackend, ctx: RequestContext, params: dict[str, A
 def rotate_due_keys(backend: KmsBackend, now: float) -> list[str]:
     """The job for automatic rotation: each enabled key whose period has passed gets new material."""
     rotated = []
-    for key in backend.keys.due("next_rotation_at", now):
+    for key in backend.store.keys.due("next_rotation_at", now):
         if not key.rotation_enabled or key.state != "Enabled":
             continue
         period = key.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS
-        backend.keys.add_version(
+        backend.store.keys.add_version(
             key.key_id,
             generate_material(key.key_spec),
             now,

@@ -125,7 +125,7 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     )
     if parsed_policy is not None:
         check_lockout(kms, ctx, record, parsed_policy, params)
-    kms.keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
+    kms.store.keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
     return {"KeyMetadata": key_metadata(record)}
 
 
@@ -136,7 +136,7 @@ def describe_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
 def list_keys(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    page = kms.keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
+    page = kms.store.keys.list_page(ctx.account_id, ctx.region, limit + 1, offset)
     result: dict[str, Any] = {
         "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:limit]],
         "Truncated": len(page) > limit,
@@ -150,7 +150,7 @@ def update_key_description(kms: KmsBackend, ctx: RequestContext, params: dict[st
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
     require_customer_managed(key, "UpdateKeyDescription")
     require_not_pending_deletion(key)
-    kms.keys.update(key.key_id, description=params["Description"])
+    kms.store.keys.update(key.key_id, description=params["Description"])
     return {}
 
 
@@ -160,7 +160,7 @@ def enable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     require_not_pending_deletion(key)
     if key.state == "PendingImport":
         raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms.keys.update(key.key_id, state="Enabled")
+    kms.store.keys.update(key.key_id, state="Enabled")
     return {}
 
 
@@ -170,7 +170,7 @@ def disable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) ->
     require_not_pending_deletion(key)
     if key.state == "PendingImport":
         raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms.keys.update(key.key_id, state="Disabled")
+    kms.store.keys.update(key.key_id, state="Disabled")
     return {}
 
 
@@ -186,7 +186,7 @@ def schedule_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str
     require_customer_managed(key, "ScheduleKeyDeletion")
     require_not_pending_deletion(key)
     deletion = ctx.now + timedelta(days=days)
-    kms.keys.update(
+    kms.store.keys.update(
         key.key_id, state="PendingDeletion", deletion_date=deletion.timestamp(), pending_window_days=days
     )
     return {
@@ -204,10 +204,10 @@ def cancel_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
     # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
     # returns to PendingImport, as in AWS; every other key comes back Disabled.
     has_material = key.current_version_id is not None and (
-        kms.keys.material(key.key_id, key.current_version_id) is not None
+        kms.store.keys.material(key.key_id, key.current_version_id) is not None
     )
     state = "Disabled" if has_material else "PendingImport"
-    kms.keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
+    kms.store.keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
     return {"KeyId": key.arn}
 
 
@@ -227,7 +227,7 @@ def put_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any])
     parsed_policy = validate_key_policy(params["Policy"])
     require_not_pending_deletion(key)
     check_lockout(kms, ctx, key, parsed_policy, params)
-    kms.keys.update(key.key_id, policy=params["Policy"])
+    kms.store.keys.update(key.key_id, policy=params["Policy"])
     return {}
 
 
@@ -241,9 +241,9 @@ def list_key_policies(kms: KmsBackend, ctx: RequestContext, params: dict[str, An
 def destroy_due_keys(backend: KmsBackend, now: float) -> list[str]:
     """The job that ends a deletion window: the key and its material are gone for good."""
     destroyed = []
-    for key in backend.keys.due("deletion_date", now):
+    for key in backend.store.keys.due("deletion_date", now):
         if key.state == "PendingDeletion":
-            backend.keys.destroy(key.key_id)
+            backend.store.keys.destroy(key.key_id)
             destroyed.append(key.key_id)
     return destroyed
 

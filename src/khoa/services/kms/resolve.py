@@ -10,15 +10,11 @@ import binascii
 import re
 import uuid
 
-from sqlalchemy import select
-
-from khoa.cache import MISSING
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.store import KeyRecord, key_arn
-from khoa.storage import schema
 
 CROSS_ACCOUNT_OPERATIONS = frozenset(
     {
@@ -61,21 +57,7 @@ def _is_uuid(value: str) -> bool:
 
 def alias_target(kms: KmsBackend, ctx: RequestContext, alias_name: str) -> str | None:
     """The key id ``alias_name`` points at in the caller's account and region (None: no such alias)."""
-    cache = kms.keys.aliases
-    cache_key = (ctx.account_id, ctx.region, alias_name)
-    cached = cache.get(cache_key)
-    if cached is not MISSING:
-        return cached
-    table = schema.kms_aliases
-    with kms.engine.connect() as conn:
-        target: str | None = conn.execute(
-            select(table.c.target_key_id)
-            .where(table.c.account_id == ctx.account_id)
-            .where(table.c.region == ctx.region)
-            .where(table.c.alias_name == alias_name)
-        ).scalar()
-    cache.put(cache_key, target)
-    return target
+    return kms.store.aliases.target(ctx.account_id, ctx.region, alias_name)
 
 
 def resolve_key(kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
@@ -121,7 +103,7 @@ def resolve_key(kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: 
         key_id = target
     elif not _is_uuid(ref):
         raise errors.invalid_key_id(ref)
-    record = kms.keys.get(owner, ctx.region, key_id.lower())
+    record = kms.store.keys.get(owner, ctx.region, key_id.lower())
     if record is None:
         raise errors.key_not_found(key_arn(ctx.region, owner, key_id))
     return record

@@ -44,7 +44,9 @@ class RotationControl(Protocol):
 class SecretsBackend:
     """Secrets Manager's per-process collaborators.
 
-    ``keys`` is KMS as Secrets Manager uses it (envelope encryption of every version); ``poke_jobs``
+    ``store`` is where every statement of Secrets Manager's own tables runs; ``engine`` is given only
+    for the change events of khoa.changes, which read and write through it (publishing.py). ``keys`` is
+    KMS as Secrets Manager uses it (envelope encryption of every version); ``poke_jobs``
     wakes the background job runner so a rotation asked for now starts without waiting for its next
     pass; ``regions`` are the regions this installation serves (KHOA_REGIONS), the only ones a
     secret may be replicated to.

@@ -27,6 +27,19 @@ def exists(message: str) -> AWSError:
     return AWSError("ResourceExistsException", message)
 
 
+def secret_exists(name: str) -> AWSError:
+    return exists(f"The operation failed because the secret {name} already exists.")
+
+
+def version_exists() -> AWSError:
+    """A write naming an existing version (a token whose version holds another value)."""
+    return exists("You can't modify an existing version, you can only create a new version.")
+
+
+def too_many_tags(limit: int) -> AWSError:
+    return invalid_request(f"A secret can have at most {limit} tags.")
+
+
 def limit_exceeded(message: str) -> AWSError:
     return AWSError("LimitExceededException", message)
 

@@ -16,23 +16,13 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.base import Handler
 from khoa.services.secretsmanager import errors, names, values
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.store import (
-    NOTHING,
-    SECRETS,
-    STAGES,
-    TAGS,
-    VERSIONS,
-    SecretRecord,
-    insert_version,
-)
+from khoa.services.secretsmanager.store import NOTHING, SealedValue, SecretRecord
 
 _REGION_FIELDS = (
     "description",
@@ -48,20 +38,11 @@ _REGION_FIELDS = (
 )
 
 
-def replicas(sm: SecretsBackend, primary: SecretRecord) -> list[SecretRecord]:
-    """The primary's replicas, one per region, in region order."""
-    with sm.engine.connect() as conn:
-        rows = conn.execute(
-            select(SECRETS).where(SECRETS.c.primary_secret_id == primary.secret_id).order_by(SECRETS.c.region)
-        ).all()
-    return [SecretRecord.from_row(r) for r in rows]
-
-
 def status(sm: SecretsBackend, record: SecretRecord) -> list[dict[str, Any]]:
     """ReplicationStatus: one entry per replica of a primary, nothing for a replica."""
     if record.primary_secret_id is not None:
         return []
-    return [_status(replica) for replica in replicas(sm, record)]
+    return [_status(replica) for replica in sm.store.replicas_of(record.secret_id)]
 
 
 def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None:
@@ -70,17 +51,17 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
     primary_versions = {v.version_id: v for v in store.versions(primary.secret_id)}
     primary_stages = store.read_stages(primary.secret_id)
     primary_tags = store.tags(primary.secret_id)
-    for replica in replicas(sm, primary):
+    for replica in store.replicas_of(primary.secret_id):
         rctx = replace(ctx, region=replica.region)
         key = values.encryption_key(sm.keys, rctx, replica.kms_key_id)
         have = {v.version_id: v for v in store.versions(replica.secret_id)}
         # a rotation's placeholder is copied as one, and again once the primary's has a value
         stale = {v for v, mine in have.items() if mine.placeholder and v in primary_versions}
-        sealed = {}
+        sealed: dict[str, tuple[float, SealedValue]] = {}
         for version_id in (set(primary_versions) - set(have)) | stale:
             version = primary_versions[version_id]
             if version.placeholder:
-                sealed[version_id] = (version, NOTHING)
+                sealed[version_id] = (version.created_at, NOTHING)
                 continue
             plaintext = values.open_value(
                 sm.keys,
@@ -92,38 +73,17 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
                 version.encrypted_value,
             )
             sealed[version_id] = (
-                version,
+                version.created_at,
                 values.seal(sm.keys, rctx, key, replica.arn, version_id, version.value_kind, plaintext),
             )
-        with sm.engine.begin() as conn:
-            for version_id in (set(have) - set(primary_versions)) | stale:
-                conn.execute(
-                    delete(VERSIONS)
-                    .where(VERSIONS.c.secret_id == replica.secret_id)
-                    .where(VERSIONS.c.version_id == version_id)
-                )
-            for version_id, (version, value) in sealed.items():
-                insert_version(conn, replica.secret_id, version_id, value, version.created_at)
-            conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica.secret_id))
-            for stage, version_id in primary_stages.items():
-                conn.execute(
-                    insert(STAGES).values(secret_id=replica.secret_id, stage=stage, version_id=version_id)
-                )
-            conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica.secret_id))
-            for position, tag in enumerate(primary_tags, 1):
-                conn.execute(
-                    insert(TAGS).values(
-                        secret_id=replica.secret_id,
-                        tag_key=tag["Key"],
-                        tag_value=tag["Value"],
-                        position=position,
-                    )
-                )
-            conn.execute(
-                update(SECRETS)
-                .where(SECRETS.c.secret_id == replica.secret_id)
-                .values(**{f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"})
-            )
+        store.mirror(
+            replica.secret_id,
+            drop=(set(have) - set(primary_versions)) | stale,
+            add=sealed,
+            stages=primary_stages,
+            tags=primary_tags,
+            fields={f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"},
+        )
 
 
 def _primary(sm: SecretsBackend, ctx: RequestContext, secret_id: str) -> SecretRecord:
@@ -215,8 +175,7 @@ def add_replicas(
             primary_region=ctx.region,
             primary_secret_id=primary.secret_id,
         )
-        with sm.engine.begin() as conn:
-            conn.execute(insert(SECRETS).values(**replica.values()))
+        store.add_replica(replica)
         statuses.append(_status(replica))
     sync(sm, ctx, primary)
     return statuses
@@ -237,7 +196,7 @@ def remove_regions_from_replication(
 ) -> dict[str, Any]:
     primary = _primary(sm, ctx, params["SecretId"])
     removing = set(params["RemoveReplicaRegions"])
-    for replica in replicas(sm, primary):
+    for replica in sm.store.replicas_of(primary.secret_id):
         if replica.region in removing:
             sm.store.destroy(replica.secret_id)
     return {"ARN": primary.arn, "ReplicationStatus": status(sm, primary)}
@@ -275,7 +234,7 @@ def mirrored(sm: SecretsBackend, handler: Handler) -> Handler:
         result = handler(ctx, params)
         if record is not None:
             fresh = sm.store.by_id(record.secret_id)
-            if fresh is not None and replicas(sm, fresh):
+            if fresh is not None and sm.store.replicas_of(fresh.secret_id):
                 sync(sm, ctx, fresh)
         return result
 

@@ -8,17 +8,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import KeyRecord
 from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values, versions
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.store import SECRETS, STAGES, VERSIONS, SecretRecord, insert_version
-from khoa.services.secretsmanager.tags import validate_tags, write_tags
+from khoa.services.secretsmanager.store import SecretRecord
+from khoa.services.secretsmanager.tags import validate_tags
 
 DEFAULT_RECOVERY_DAYS = 30
 # The labels whose versions UpdateSecret re-encrypts when the secret's KMS key changes.
@@ -49,7 +46,7 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
             and versions.same_value(sm, ctx, existing, version_id, *value)
         ):
             return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
-        raise errors.exists(f"The operation failed because the secret {name} already exists.")
+        raise errors.secret_exists(name)
     kms_ref = params.get("KmsKeyId") or None
     key = values.encryption_key(sm.keys, ctx, kms_ref)
     now = ctx.now.timestamp()
@@ -78,19 +75,10 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         secret_type=params.get("Type"),
     )
     sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, *value) if value is not None else None
-    try:
-        with sm.engine.begin() as conn:
-            conn.execute(insert(SECRETS).values(**record.values()))
-            if sealed is not None:
-                insert_version(conn, record.secret_id, version_id, sealed, now)
-                conn.execute(
-                    insert(STAGES).values(
-                        secret_id=record.secret_id, stage=stages.CURRENT, version_id=version_id
-                    )
-                )
-            write_tags(conn, record.secret_id, tags)
-    except IntegrityError:
-        raise errors.exists(f"The operation failed because the secret {name} already exists.") from None
+    if sealed is not None:
+        sm.store.create(record, tags, (version_id, sealed), {stages.CURRENT: version_id})
+    else:
+        sm.store.create(record, tags, None, {})
     result: dict[str, Any] = {"ARN": record.arn, "Name": name}
     if sealed is not None:
         result["VersionId"] = version_id
@@ -109,7 +97,7 @@ def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         # Unlike CreateSecret and PutSecretValue, UpdateSecret is not idempotent on the token: "If you
         # call this operation with a ClientRequestToken that matches an existing version's VersionId,
         # the operation results in an error."
-        raise errors.exists("You can't modify an existing version, you can only create a new version.")
+        raise errors.version_exists()
     column_values: dict[str, Any] = {}
     if "Description" in params:
         column_values["description"] = params["Description"]
@@ -180,17 +168,7 @@ def _reencrypt_labelled(
             continue  # already under the key (a new version is sealed under it when added)
         kind, plaintext = opened[version_id]
         sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, plaintext)
-        with sm.engine.begin() as conn:
-            conn.execute(
-                update(VERSIONS)
-                .where(VERSIONS.c.secret_id == record.secret_id)
-                .where(VERSIONS.c.version_id == version_id)
-                .values(
-                    kms_key_arn=sealed.kms_key_arn,
-                    encrypted_data_key=sealed.encrypted_data_key,
-                    encrypted_value=sealed.encrypted_value,
-                )
-            )
+        sm.store.reseal(record.secret_id, version_id, sealed)
 
 
 def describe(
@@ -283,7 +261,7 @@ def delete_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         return {"ARN": arn, "Name": name, "DeletionDate": ctx.now}
     if record.primary_secret_id is not None:
         raise errors.replica_not_permitted()
-    replicas = replication.replicas(sm, record)
+    replicas = sm.store.replicas_of(record.secret_id)
     if replicas:
         regions = ", ".join(r.region for r in replicas)
         raise errors.invalid_parameter(
@@ -312,12 +290,7 @@ def restore_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, An
 
 def destroy_due_secrets(sm: SecretsBackend, now: float) -> list[str]:
     """The job that ends recovery windows: the secret and every version are gone for good."""
-    with sm.engine.connect() as conn:
-        due = conn.execute(
-            select(SECRETS.c.secret_id, SECRETS.c.arn)
-            .where(SECRETS.c.deletion_due_at.is_not(None))
-            .where(SECRETS.c.deletion_due_at <= now)
-        ).all()
+    due = sm.store.due_for_destruction(now)
     for secret_id, _arn in due:
         sm.store.destroy(secret_id)
     return [arn for _, arn in due]

@@ -10,27 +10,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors, names, stages, values
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.store import (
-    PLACEHOLDER,
-    SECRETS,
-    STAGES,
-    VERSIONS,
-    SecretRecord,
-    insert_version,
-)
+from khoa.services.secretsmanager.store import SecretRecord
 
 MAX_VALUE_BYTES = 65536
-# Deprecated versions younger than this are kept even beyond 100 versions, as AWS keeps them.
-PRUNE_MIN_AGE_SECONDS = 86400.0
-_EXISTING_VERSION = "You can't modify an existing version, you can only create a new version."
 
 
 def value_from(params: dict[str, Any], *, required: bool) -> tuple[str, bytes] | None:
@@ -81,27 +67,6 @@ def same_value(
     return hmac.compare_digest(current, value)
 
 
-def _prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
-    """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
-    version created less than 24 hours ago is never removed."""
-    rows = conn.execute(
-        select(VERSIONS.c.version_id, VERSIONS.c.created_at)
-        .where(VERSIONS.c.secret_id == secret_id)
-        .order_by(VERSIONS.c.created_at)
-    ).all()
-    excess = len(rows) - stages.MAX_VERSIONS
-    if excess <= 0:
-        return
-    labelled = set(conn.execute(select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)).scalars())
-    removable = [v for v, created in rows if v not in labelled and created <= now - PRUNE_MIN_AGE_SECONDS]
-    for version_id in removable[:excess]:
-        conn.execute(
-            delete(VERSIONS)
-            .where(VERSIONS.c.secret_id == secret_id)
-            .where(VERSIONS.c.version_id == version_id)
-        )
-
-
 def add_version(
     sm: SecretsBackend,
     ctx: RequestContext,
@@ -119,25 +84,21 @@ def add_version(
     if existing is not None:
         if same_value(sm, ctx, record, version_id, kind, value):
             return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
-        raise errors.exists(_EXISTING_VERSION)
+        raise errors.version_exists()
     key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
     sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
-    now = ctx.now.timestamp()
-    try:
-        with sm.engine.begin() as conn:
-            _lock(conn, record.secret_id, now)
-            before = sm.store.stages(conn, record.secret_id)
-            # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
-            first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
-            after = stages.attach(before, version_id, [*labels, *first])
-            insert_version(conn, record.secret_id, version_id, sealed, now)
-            sm.store.write_stages(conn, record.secret_id, before, after)
-            _prune_deprecated(conn, record.secret_id, now)
-    except IntegrityError:
+
+    def relabel(before: dict[str, str]) -> dict[str, str]:
+        # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
+        first = [] if stages.CURRENT in before or stages.CURRENT in labels else [stages.CURRENT]
+        return stages.attach(before, version_id, [*labels, *first])
+
+    after = sm.store.add_version(record.secret_id, version_id, sealed, relabel, ctx.now.timestamp())
+    if after is None:
         # the same ClientRequestToken, written concurrently by another request
         if same_value(sm, ctx, record, version_id, kind, value):
             return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
-        raise errors.exists(_EXISTING_VERSION) from None
+        raise errors.version_exists()
     return stages.by_version(after).get(version_id, [])
 
 
@@ -152,35 +113,14 @@ def _fill_placeholder(
 ) -> list[str]:
     key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
     sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
-    now = ctx.now.timestamp()
-    with sm.engine.begin() as conn:
-        _lock(conn, record.secret_id, now)
-        filled = conn.execute(
-            update(VERSIONS)
-            .where(VERSIONS.c.secret_id == record.secret_id)
-            .where(VERSIONS.c.version_id == version_id)
-            .where(VERSIONS.c.value_kind == PLACEHOLDER)
-            .values(
-                created_at=now,
-                value_kind=sealed.kind,
-                kms_key_arn=sealed.kms_key_arn,
-                encrypted_data_key=sealed.encrypted_data_key,
-                encrypted_value=sealed.encrypted_value,
-            )
-        )
-        if filled.rowcount != 1:  # another request put a value first
-            raise errors.exists(_EXISTING_VERSION)
-        before = sm.store.stages(conn, record.secret_id)
-        after = stages.attach(before, version_id, labels)
-        sm.store.write_stages(conn, record.secret_id, before, after)
-    sm.store.invalidate_all()
+    after = sm.store.fill_placeholder(
+        record.secret_id,
+        version_id,
+        sealed,
+        lambda before: stages.attach(before, version_id, labels),
+        ctx.now.timestamp(),
+    )
     return stages.by_version(after).get(version_id, [])
-
-
-def _lock(conn: Connection, secret_id: str, now: float) -> None:
-    """Start a write to a secret's versions or labels by updating its row: concurrent writers to the same
-    secret wait here (a row lock on PostgreSQL, the write lock on SQLite), so labels read next are current."""
-    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
 
 
 def _select_version(
@@ -238,17 +178,7 @@ def read_value(
     )
     today = _midnight(ctx.now)
     if record.last_accessed_at != today or version.last_accessed_at != today:
-        with sm.engine.begin() as conn:
-            conn.execute(
-                update(SECRETS).where(SECRETS.c.secret_id == record.secret_id).values(last_accessed_at=today)
-            )
-            conn.execute(
-                update(VERSIONS)
-                .where(VERSIONS.c.secret_id == record.secret_id)
-                .where(VERSIONS.c.version_id == chosen)
-                .values(last_accessed_at=today)
-            )
-        sm.store.invalidate_all()
+        sm.store.record_access(record.secret_id, chosen, today)
     result: dict[str, Any] = {
         "ARN": record.arn,
         "Name": record.name,
@@ -286,12 +216,12 @@ def update_secret_version_stage(
     for version_id in (move_to, remove_from):
         if version_id is not None and sm.store.version(record.secret_id, version_id) is None:
             raise errors.invalid_parameter(f"The version {version_id} doesn't exist.")
-    with sm.engine.begin() as conn:
-        _lock(conn, record.secret_id, ctx.now.timestamp())
-        before = sm.store.stages(conn, record.secret_id)
-        after = stages.move(before, params["VersionStage"], remove_from, move_to)
-        sm.store.write_stages(conn, record.secret_id, before, after)
-        _prune_deprecated(conn, record.secret_id, ctx.now.timestamp())
+    label = params["VersionStage"]
+    sm.store.relabel(
+        record.secret_id,
+        lambda before: stages.move(before, label, remove_from, move_to),
+        ctx.now.timestamp(),
+    )
     return {"ARN": record.arn, "Name": record.name}
 
 

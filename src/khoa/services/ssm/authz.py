@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import names
 from khoa.services.ssm.backend import ParametersBackend
-from khoa.services.ssm.store import TAGS
 
 _UNSCOPED = ("DescribeParameters",)
 
@@ -29,12 +26,9 @@ def _context(
     context: dict[str, list[str]] = {}
     row = ssm.store.get(ctx.account_id, ctx.region, name)
     if row is not None:
-        with ssm.engine.connect() as conn:
-            for key, value in conn.execute(
-                select(TAGS.c.tag_key, TAGS.c.tag_value).where(TAGS.c.param_id == row.param_id)
-            ).all():
-                context[f"ssm:resourcetag/{key.lower()}"] = [value]
-                context[f"aws:resourcetag/{key.lower()}"] = [value]
+        for key, value in ssm.store.tags.of(row.param_id).items():
+            context[f"ssm:resourcetag/{key.lower()}"] = [value]
+            context[f"aws:resourcetag/{key.lower()}"] = [value]
     tags = params.get("Tags")
     if tags:
         context["aws:tagkeys"] = [t["Key"] for t in tags]

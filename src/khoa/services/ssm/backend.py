@@ -1,7 +1,7 @@
 """What Parameter Store is given to work with: its collaborators, passed once to ``build_service``.
 
-Parameter Store's handlers reach nothing else: the parameter store (rows, versions and the per-process
-caches in front of them, and the engine for the tables it does not cover: labels and tags), KMS for
+Parameter Store's handlers reach nothing else: the parameter store (every statement on its tables, and
+the per-process caches in front of parameters and versions; handlers never see a connection), KMS for
 SecureString values, the authoriser for ``ssm:`` actions, and one way into Secrets Manager, the
 GetSecretValue that ``/aws/reference/secretsmanager/...`` names read through.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import Engine
 
 from khoa.access.authorize import Authorizer
 from khoa.protocol.context import RequestContext
@@ -36,8 +34,3 @@ class ParametersBackend:
     kms: InternalKms
     authorizer: Authorizer
     read_secret: SecretReader
-
-    @property
-    def engine(self) -> Engine:
-        """The database the store reads; labels and tags are written through it directly."""
-        return self.store.engine

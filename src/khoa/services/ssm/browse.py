@@ -1,7 +1,7 @@
 """GetParametersByPath and DescribeParameters: filtered, name-ordered pages.
 
-Paging is keyset-based on the parameter name and non-recursive listing uses the indexed parent path,
-so a page costs the same whether the store holds a thousand parameters or a million.
+Here the filters are checked and page tokens made and read; the store's listing turns the filters into
+its query (keyset-paged on the name, so a page costs the same whatever the store holds).
 """
 
 from __future__ import annotations
@@ -11,44 +11,19 @@ import binascii
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, literal, or_, select, true
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names, policies
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.parameters import plain_value
-from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, VersionRow
+from khoa.services.ssm.store import Filter, ParameterRow, VersionRow
 
 _BY_PATH_KEYS = ("Type", "KeyId", "Label")
 _DESCRIBE_KEYS = ("Name", "Path", "Type", "KeyId", "Tier", "DataType")
 _TYPES = ("String", "StringList", "SecureString")
 _TIERS = ("Standard", "Advanced", "Intelligent-Tiering")
 DEFAULT_PAGE = 10
-
-
-def _like(prefix: str, *, contains: bool = False) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return ("%" if contains else "") + escaped + "%"
-
-
-def _normalise_path(path: str) -> str:
-    return path.rstrip("/") or "/"
-
-
-def _recursive(path: str) -> ColumnElement[bool]:
-    path = _normalise_path(path)
-    if path == "/":
-        return true()  # the root holds every parameter, flat names included
-    return PARAMS.c.name.like(_like(path + "/"), escape="\\")
-
-
-def _one_level(paths: list[str]) -> ColumnElement[bool]:
-    wanted = [_normalise_path(p) for p in paths]
-    if "/" in wanted:
-        wanted.append("")  # a flat name sits at the root level, as AWS lists it under "/"
-    return PARAMS.c.parent_path.in_(wanted)
 
 
 def _option_error(option: str, valid: tuple[str, ...]) -> AWSError:
@@ -115,78 +90,11 @@ def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
                 names.validate_path(value)
 
 
-def _matchable(values: list[str]) -> list[str]:
-    """The filter values that can match anything stored. No parameter name, tag or label can hold a
-    NUL (their patterns exclude it), and a NUL must never reach SQL: SQLite's LIKE stops reading a
-    pattern at a NUL (``%\\x00%`` became ``%``, which matched every parameter) and PostgreSQL refuses
-    NUL in text outright. Such a value matches nothing."""
-    return [v for v in values if "\x00" not in v]
-
-
-def _match(column: Any, option: str, values: list[str]) -> ColumnElement[bool]:
-    values = _matchable(values)
-    if not values:
-        return false()
-    if option == "BeginsWith":
-        return or_(*[column.like(_like(v), escape="\\") for v in values])
-    return column.in_(values)
-
-
-def _name_condition(option: str, values: list[str]) -> ColumnElement[bool]:
-    # AWS compares names as if each began with "/": "Name Equals foo" finds "/foo" too, and back.
-    values = _matchable(values)
-    if not values:
-        return false()
-    if option == "Contains":
-        return or_(
-            *[
-                or_(
-                    PARAMS.c.name.like(_like(v, contains=True), escape="\\"),
-                    (literal("/") + PARAMS.c.name).like(_like(v, contains=True), escape="\\"),
-                )
-                for v in values
-            ]
-        )
-    stripped = [v.lstrip("/") for v in values]
-    if option == "Equals":
-        return PARAMS.c.name.in_(sorted({*stripped, *("/" + v for v in stripped)}))
-    return or_(
-        *[
-            or_(PARAMS.c.name.like(_like(v), escape="\\"), PARAMS.c.name.like(_like("/" + v), escape="\\"))
-            for v in stripped
-        ]
-    )
-
-
-def _filter(item: dict[str, Any]) -> ColumnElement[bool]:
+def _to_filter(item: dict[str, Any]) -> Filter:
+    """A validated ParameterFilters entry as the store's listing takes it, its default option filled in."""
     key: str = item["Key"]
     option = item.get("Option", "OneLevel" if key == "Path" else "Equals")
-    values_: list[str] = item.get("Values") or []
-    if key.startswith("tag:"):
-        if "\x00" in key:
-            return false()
-        condition = exists().where(TAGS.c.param_id == PARAMS.c.param_id).where(TAGS.c.tag_key == key[4:])
-        if values_:
-            condition = condition.where(_match(TAGS.c.tag_value, option, values_))
-        return condition
-    if key == "Name":
-        return _name_condition(option, values_)
-    if key == "Path":
-        if option == "OneLevel":
-            return _one_level(values_)
-        return or_(*[_recursive(v) for v in values_])
-    if key == "Label":
-        labels = _matchable(values_)
-        if not labels:
-            return false()
-        return exists().where(LABELS.c.param_id == PARAMS.c.param_id).where(LABELS.c.label.in_(labels))
-    column = {
-        "Type": VERSIONS.c.param_type,
-        "KeyId": VERSIONS.c.key_id,
-        "Tier": PARAMS.c.tier,
-        "DataType": VERSIONS.c.data_type,
-    }[key]
-    return _match(column, option, values_)
+    return Filter(key, option, tuple(item.get("Values") or ()))
 
 
 _TOKEN_VERSION = "khoa-ssm-page-1"
@@ -218,28 +126,12 @@ def _decode(token: str) -> str:
 
 
 def _page(
-    ssm: ParametersBackend,
-    ctx: RequestContext,
-    conditions: list[ColumnElement[bool]],
-    limit: int,
-    token: str | None,
+    ssm: ParametersBackend, ctx: RequestContext, filters: list[Filter], limit: int, token: str | None
 ) -> tuple[list[tuple[ParameterRow, VersionRow]], str | None]:
-    query = (
-        select(PARAMS.c.param_id, PARAMS.c.name, PARAMS.c.version, PARAMS.c.tier, PARAMS.c.policies, VERSIONS)
-        .join(
-            VERSIONS, and_(VERSIONS.c.param_id == PARAMS.c.param_id, VERSIONS.c.version == PARAMS.c.version)
-        )
-        .where(PARAMS.c.account_id == ctx.account_id)
-        .where(PARAMS.c.region == ctx.region)
+    page, more = ssm.store.listing.page(
+        ctx.account_id, ctx.region, filters, _decode(token) if token else None, limit
     )
-    for condition in conditions:
-        query = query.where(condition)
-    if token:
-        query = query.where(PARAMS.c.name > _decode(token))
-    with ssm.engine.connect() as conn:
-        rows = conn.execute(query.order_by(PARAMS.c.name).limit(limit + 1)).all()
-    page = [(ParameterRow(r[0], r[1], r[2], r[3], r[4]), VersionRow.from_row(r)) for r in rows[:limit]]
-    return page, (_encode(page[-1][0].name) if len(rows) > limit else None)
+    return page, (_encode(page[-1][0].name) if more else None)
 
 
 def get_parameters_by_path(
@@ -249,8 +141,9 @@ def get_parameters_by_path(
     names.validate_path(path)
     filters = params.get("ParameterFilters", [])
     validate_filters(filters, by_path=True)
-    conditions = [_recursive(path) if params.get("Recursive", False) else _one_level([path])]
-    conditions += [_filter(f) for f in filters]
+    # The path is the Path filter GetParametersByPath always has.
+    conditions = [Filter("Path", "Recursive" if params.get("Recursive", False) else "OneLevel", (path,))]
+    conditions += [_to_filter(f) for f in filters]
     page, token = _page(ssm, ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     with_decryption = params.get("WithDecryption", False)
     result: dict[str, Any] = {
@@ -272,13 +165,12 @@ def get_parameters_by_path(
     return result
 
 
-def _legacy_filters(filters: list[dict[str, Any]]) -> list[ColumnElement[bool]]:
+def _legacy_filters(filters: list[dict[str, Any]]) -> list[Filter]:
     """The deprecated Filters (Name, Type, KeyId): Name matches the beginning of names, others exactly."""
-    converted = []
-    for item in filters:
-        option = "BeginsWith" if item["Key"] == "Name" else "Equals"
-        converted.append(_filter({"Key": item["Key"], "Option": option, "Values": item["Values"]}))
-    return converted
+    return [
+        Filter(item["Key"], "BeginsWith" if item["Key"] == "Name" else "Equals", tuple(item["Values"] or ()))
+        for item in filters
+    ]
 
 
 def describe_parameters(
@@ -293,7 +185,7 @@ def describe_parameters(
     if params.get("Shared", False):
         return {"Parameters": []}  # Khoa doesn't share parameters with other accounts (AWS RAM)
     conditions = _legacy_filters(params.get("Filters", []))
-    conditions += [_filter(f) for f in parameter_filters]
+    conditions += [_to_filter(f) for f in parameter_filters]
     page, token = _page(ssm, ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     now = ctx.now.timestamp()
     entries = []

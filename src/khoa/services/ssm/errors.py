@@ -41,3 +41,10 @@ def validation(message: str) -> AWSError:
 
 def code(name: str, message: str) -> AWSError:
     return AWSError(name, message)
+
+
+def too_many_tags(limit: int) -> AWSError:
+    return AWSError(
+        "TooManyTagsError",
+        f"The Targets parameter includes too many tags. A resource can have at most {limit} tags.",
+    )

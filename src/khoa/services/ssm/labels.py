@@ -6,12 +6,10 @@ import re
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import delete, insert, update
-
 from khoa.protocol.context import RequestContext
 from khoa.services.ssm import errors, names
 from khoa.services.ssm.backend import ParametersBackend
-from khoa.services.ssm.store import LABELS, ParameterRow, ParameterStore
+from khoa.services.ssm.store import ParameterRow, ParameterStore
 
 MAX_LABELS_PER_VERSION = 10
 _LABEL = re.compile(r"[A-Za-z0-9._\-]{1,100}")
@@ -43,7 +41,7 @@ def label_parameter_version(
             f"Systems Manager could not find version {number} of {row.name}. Verify "
             "the version and try again."
         )
-    current = store.labels(row.param_id)
+    current = store.labels.of(row.param_id)
     invalid = [label for label in params["Labels"] if not valid_label(label)]
     wanted = [label for label in dict.fromkeys(params["Labels"]) if valid_label(label)]
     after = {**current, **{label: number for label in wanted}}
@@ -53,17 +51,12 @@ def label_parameter_version(
             "A parameter version can have maximum 10 labels.Move one or more labels to another "
             "version and try again.",
         )
-    with store.engine.begin() as conn:
-        for label in wanted:
-            if label not in current:
-                conn.execute(insert(LABELS).values(param_id=row.param_id, label=label, version=number))
-            elif current[label] != number:
-                conn.execute(
-                    update(LABELS)
-                    .where(LABELS.c.param_id == row.param_id)
-                    .where(LABELS.c.label == label)
-                    .values(version=number)
-                )
+    store.labels.attach(
+        row.param_id,
+        number,
+        added=[label for label in wanted if label not in current],
+        moved=[label for label in wanted if label in current and current[label] != number],
+    )
     return {"InvalidLabels": invalid, "ParameterVersion": number}
 
 
@@ -78,14 +71,10 @@ def unlabel_parameter_version(
             f"Systems Manager could not find version {number} of {row.name}. Verify "
             "the version and try again."
         )
-    current = store.labels(row.param_id)
+    current = store.labels.of(row.param_id)
     removed = [label for label in dict.fromkeys(params["Labels"]) if current.get(label) == number]
     invalid = [label for label in params["Labels"] if current.get(label) != number]
-    with store.engine.begin() as conn:
-        for label in removed:
-            conn.execute(
-                delete(LABELS).where(LABELS.c.param_id == row.param_id).where(LABELS.c.label == label)
-            )
+    store.labels.detach(row.param_id, removed)
     return {"RemovedLabels": removed, "InvalidLabels": invalid}
 
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from typing import Any
-
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
@@ -17,11 +13,10 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import InternalKms
 from khoa.services.ssm import errors, names, policies, references, values
 from khoa.services.ssm.backend import ParametersBackend
-from khoa.services.ssm.store import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, ParameterStore, VersionRow
+from khoa.services.ssm.store import MAX_TAGS, NewVersion, ParameterRow, ParameterStore, VersionRow
 
 STANDARD_MAX = 4096
 ADVANCED_MAX = 8192
-MAX_VERSIONS = 100
 _DATA_TYPES = ("text", "aws:ec2:image", "aws:ssm:integration")
 _AMI = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
 
@@ -93,14 +88,11 @@ def _check_value(
 
 
 def _check_tags(tags: list[dict[str, str]]) -> None:
-    from khoa.services.ssm.tags import MAX_TAGS, check_keys
+    from khoa.services.ssm.tags import check_keys
 
     check_keys(tags)
     if len({t["Key"] for t in tags}) > MAX_TAGS:
-        raise errors.code(
-            "TooManyTagsError",
-            f"The Targets parameter includes too many tags. A resource can have at most {MAX_TAGS} tags.",
-        )
+        raise errors.too_many_tags(MAX_TAGS)
 
 
 def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -156,87 +148,27 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
         )
         ciphertext = values.encrypt(ssm.kms, ctx, key_id, arn, value)
         stored_value = None
-    now = ctx.now.timestamp()
     policies_text = json.dumps(policy_list) if policy_list else None
-    version_values = {
-        "param_type": param_type,
-        "value": stored_value,
-        "ciphertext": ciphertext,
-        "key_id": key_id,
-        "description": params.get("Description", previous.description if previous else None),
-        "allowed_pattern": params.get("AllowedPattern", previous.allowed_pattern if previous else None),
-        "data_type": params.get("DataType", previous.data_type if previous else "text"),
-        "tier": tier,
-        "policies": policies_text,
-        "modified_at": now,
-        "modified_by": ctx.principal.arn,
-    }
-    expires = policies.expires_at(policy_list)
-    try:
-        with ssm.engine.begin() as conn:
-            if existing is None:
-                param_id = str(uuid.uuid4())
-                version = 1
-                conn.execute(
-                    insert(PARAMS).values(
-                        param_id=param_id,
-                        account_id=ctx.account_id,
-                        region=ctx.region,
-                        name=name,
-                        parent_path=names.parent_path(name),
-                        version=1,
-                        tier=tier,
-                        policies=policies_text,
-                        expires_at=expires,
-                    )
-                )
-                for tag_key, tag_value in {t["Key"]: t["Value"] for t in params.get("Tags", [])}.items():
-                    conn.execute(insert(TAGS).values(param_id=param_id, tag_key=tag_key, tag_value=tag_value))
-            else:
-                param_id = existing.param_id
-                version = existing.version + 1
-                _make_room(conn, param_id, name)
-                result = conn.execute(
-                    update(PARAMS)
-                    .where(PARAMS.c.param_id == param_id)
-                    .where(PARAMS.c.version == existing.version)
-                    .values(version=version, tier=tier, policies=policies_text, expires_at=expires)
-                )
-                if result.rowcount != 1:
-                    raise errors.code(
-                        "TooManyUpdates",
-                        "There are concurrent updates for the resource that you are "
-                        "trying to update. Please try again.",
-                    )
-            conn.execute(insert(VERSIONS).values(param_id=param_id, version=version, **version_values))
-    except IntegrityError:
-        raise errors.already_exists() from None
-    return {"Version": version, "Tier": tier}
-
-
-def _make_room(conn: Any, param_id: str, name: str) -> None:
-    versions = (
-        conn.execute(
-            select(VERSIONS.c.version).where(VERSIONS.c.param_id == param_id).order_by(VERSIONS.c.version)
-        )
-        .scalars()
-        .all()
+    content = NewVersion(
+        param_type=param_type,
+        value=stored_value,
+        ciphertext=ciphertext,
+        key_id=key_id,
+        description=params.get("Description", previous.description if previous else None),
+        allowed_pattern=params.get("AllowedPattern", previous.allowed_pattern if previous else None),
+        data_type=params.get("DataType", previous.data_type if previous else "text"),
+        tier=tier,
+        policies=policies_text,
+        modified_at=ctx.now.timestamp(),
+        modified_by=ctx.principal.arn,
     )
-    if len(versions) < MAX_VERSIONS:
-        return
-    oldest = versions[0]
-    labelled = conn.execute(
-        select(LABELS.c.label).where(LABELS.c.param_id == param_id).where(LABELS.c.version == oldest)
-    ).first()
-    if labelled is not None:
-        raise errors.code(
-            "ParameterMaxVersionLimitExceeded",
-            f"You attempted to create a new version of {name} by calling the PutParameter API with "
-            f"the overwrite flag. Version {oldest}, the oldest version, can't be deleted because it has a "
-            "label associated with it. Move the label to another version of the parameter, and try "
-            "again.",
-        )
-    conn.execute(delete(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == oldest))
+    expires = policies.expires_at(policy_list)
+    if existing is None:
+        tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
+        version = ssm.store.create(ctx.account_id, ctx.region, name, content, expires, tags)
+    else:
+        version = ssm.store.add_version(existing, content, expires)
+    return {"Version": version, "Tier": tier}
 
 
 def find(store: ParameterStore, ctx: RequestContext, selector: names.Selector) -> ParameterRow | None:
@@ -258,7 +190,7 @@ def resolve(
     if selector.version is not None:
         number = selector.version
     elif selector.label is not None:
-        labelled = store.labels(row.param_id).get(selector.label)
+        labelled = store.labels.of(row.param_id).get(selector.label)
         if labelled is None:
             raise errors.version_not_found(
                 f"Systems Manager could not find version with label {selector.label} "
@@ -349,7 +281,7 @@ def delete_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[s
     row = find(ssm.store, ctx, selector)
     if row is None:
         raise errors.not_found()
-    destroy(ssm.store, row.param_id)
+    ssm.store.destroy(row.param_id)
     return {}
 
 
@@ -368,18 +300,9 @@ def delete_parameters(ssm: ParametersBackend, ctx: RequestContext, params: dict[
         if row is None:
             invalid.append(name)
             continue
-        destroy(ssm.store, row.param_id)
+        ssm.store.destroy(row.param_id)
         deleted.append(name)
     return {"DeletedParameters": deleted, "InvalidParameters": invalid}
-
-
-def destroy(store: ParameterStore, param_id: str) -> None:
-    """Delete a parameter with its versions, labels and tags, and forget what this process cached."""
-    with store.engine.begin() as conn:
-        for table in (LABELS, TAGS, VERSIONS):
-            conn.execute(delete(table).where(table.c.param_id == param_id))
-        conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))
-    store.invalidate_all()
 
 
 def get_parameter_history(
@@ -389,7 +312,7 @@ def get_parameter_history(
     if row is None:
         raise errors.not_found()
     labels_by_version: dict[int, list[str]] = {}
-    for label, number in sorted(ssm.store.labels(row.param_id).items()):
+    for label, number in sorted(ssm.store.labels.of(row.param_id).items()):
         labels_by_version.setdefault(number, []).append(label)
     history = ssm.store.versions(row.param_id)
     limit = params.get("MaxResults", 50)
@@ -443,14 +366,9 @@ def _decode_token(token: str | None) -> int:
 def expire_due(store: ParameterStore, now: float) -> list[str]:
     """The job for Expiration policies: an expired parameter is deleted, as in AWS. It needs only the
     store, so the job runner can run it without the request-serving collaborators."""
-    with store.engine.connect() as conn:
-        due = conn.execute(
-            select(PARAMS.c.param_id, PARAMS.c.name)
-            .where(PARAMS.c.expires_at.is_not(None))
-            .where(PARAMS.c.expires_at <= now)
-        ).all()
+    due = store.expired(now)
     for param_id, _ in due:
-        destroy(store, param_id)
+        store.destroy(param_id)
     return [name for _, name in due]
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.ssm import errors, names
 from khoa.services.ssm.backend import ParametersBackend
-from khoa.services.ssm.store import TAGS, ParameterRow
-
-MAX_TAGS = 50
+from khoa.services.ssm.store import ParameterRow
 
 
 def check_keys(tags: list[dict[str, str]]) -> None:
@@ -54,24 +50,7 @@ def add_tags_to_resource(
 ) -> dict[str, Any]:
     row = _parameter(ssm, ctx, params)
     check_keys(params["Tags"])
-    with ssm.engine.begin() as conn:
-        existing = set(conn.execute(select(TAGS.c.tag_key).where(TAGS.c.param_id == row.param_id)).scalars())
-        latest = {t["Key"]: t["Value"] for t in params["Tags"]}
-        if len(existing | set(latest)) > MAX_TAGS:
-            raise errors.code(
-                "TooManyTagsError",
-                f"The Targets parameter includes too many tags. A resource can have at most {MAX_TAGS} tags.",
-            )
-        for key, value in latest.items():
-            if key in existing:
-                conn.execute(
-                    update(TAGS)
-                    .where(TAGS.c.param_id == row.param_id)
-                    .where(TAGS.c.tag_key == key)
-                    .values(tag_value=value)
-                )
-            else:
-                conn.execute(insert(TAGS).values(param_id=row.param_id, tag_key=key, tag_value=value))
+    ssm.store.tags.add(row.param_id, {t["Key"]: t["Value"] for t in params["Tags"]})
     return {}
 
 
@@ -79,10 +58,7 @@ def remove_tags_from_resource(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
     row = _parameter(ssm, ctx, params)
-    with ssm.engine.begin() as conn:
-        conn.execute(
-            delete(TAGS).where(TAGS.c.param_id == row.param_id).where(TAGS.c.tag_key.in_(params["TagKeys"]))
-        )
+    ssm.store.tags.remove(row.param_id, params["TagKeys"])
     return {}
 
 
@@ -90,13 +66,9 @@ def list_tags_for_resource(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
     row = _parameter(ssm, ctx, params)
-    with ssm.engine.connect() as conn:
-        rows = conn.execute(
-            select(TAGS.c.tag_key, TAGS.c.tag_value)
-            .where(TAGS.c.param_id == row.param_id)
-            .order_by(TAGS.c.tag_key)
-        ).all()
-    return {"TagList": [{"Key": r[0], "Value": r[1]} for r in rows]}
+    return {
+        "TagList": [{"Key": key, "Value": value} for key, value in ssm.store.tags.of(row.param_id).items()]
+    }
 
 
 OPERATIONS = {

@@ -18,8 +18,8 @@ from functools import partial
 from typing import Any
 
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
 from khoa.services.authorization import AuthorizationTable, exempt, rule
+from khoa.services.sts import errors
 from khoa.services.sts.backend import StsBackend
 
 ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
@@ -45,20 +45,16 @@ def assume_role_context(params: dict[str, Any]) -> dict[str, list[str]]:
 def authorize_assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
     if ctx.principal.is_root and not sts.authorizer.allow_everything:
         # AWS refuses the root user here whatever the trust policy says (development mode allows it).
-        raise AWSError("AccessDenied", "Roles may not be assumed by root accounts.", 403)
+        raise errors.root_may_not_assume_roles()
     role_arn = params["RoleArn"]
     match = ROLE_ARN.match(role_arn)
     if match is None:
-        raise AWSError("ValidationError", f"{role_arn} is invalid")
+        raise errors.validation(f"{role_arn} is invalid")
     role_account = match.group(1)
     role = sts.store.role(role_account, role_arn)
     if role is None:
         # The same refusal as a trust policy that does not allow: which roles exist stays hidden.
-        raise AWSError(
-            "AccessDenied",
-            f"User: {ctx.principal.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
-            403,
-        )
+        raise errors.not_authorized(ctx.principal.arn, "sts:AssumeRole", role_arn)
     context = assume_role_context(params)
     trust = role.assume_role_policy or '{"Statement": []}'
     actions = ["sts:AssumeRole"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
+from khoa.services.sts import errors
 from khoa.services.sts.backend import StsBackend
 
 
@@ -18,7 +18,7 @@ def get_access_key_info(sts: StsBackend, ctx: RequestContext, params: dict[str, 
     """The account owning a key (long-term or session); AWS answers this for any key it knows."""
     credential = sts.credentials.lookup(params["AccessKeyId"])
     if credential is None:
-        raise AWSError("InvalidParameterValue", "The access key ID is not valid.")
+        raise errors.invalid_parameter_value("The access key ID is not valid.")
     return {"Account": credential.principal.account_id}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from khoa.access import aws_managed
 from khoa.access.policy import Policy, PolicyError
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
+from khoa.services.sts import errors
 from khoa.services.sts.authtable import ROLE_KEY
 from khoa.services.sts.backend import StsBackend
 
@@ -18,10 +18,6 @@ from khoa.services.sts.backend import StsBackend
 _POLICY_ARN = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy/(?:[\x21-\x7e]*/)?[\w+=,.@-]+$")
 DEFAULT_DURATION = 3600
 CHAINED_MAX = 3600
-
-
-def _validation(message: str) -> AWSError:
-    return AWSError("ValidationError", message)
 
 
 def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -33,18 +29,20 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
     role_account = role.account_id
     duration = params.get("DurationSeconds", DEFAULT_DURATION)
     if ctx.principal.kind == "AssumedRole" and duration > CHAINED_MAX:
-        raise _validation(
+        raise errors.validation(
             "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by "
             "role chaining."
         )
     if duration > (role.max_session_duration or DEFAULT_DURATION):
-        raise _validation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+        raise errors.validation(
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
+        )
     session_policy = params.get("Policy")
     if session_policy is not None:
         try:
             Policy.parse(session_policy, "session")
         except PolicyError as exc:
-            raise AWSError("MalformedPolicyDocument", str(exc)) from None
+            raise errors.malformed_policy(str(exc)) from None
     documents = [session_policy] if session_policy else []
     for item in params.get("PolicyArns", []):
         documents.append(_managed_document(sts, item.get("arn", ""), role_account))
@@ -85,7 +83,7 @@ def _managed_document(sts: StsBackend, arn: str, role_account: str) -> str:
     (or an AWS managed policy, whose one version is the catalogue's). Any other ARN gets the same
     answer as a policy that does not exist, without being looked up, so the call reveals nothing about
     other accounts' policies."""
-    unusable = AWSError("InvalidParameterValue", f"Policy {arn} does not exist or is not attachable.")
+    unusable = errors.policy_not_attachable(arn)
     match = _POLICY_ARN.match(arn)
     if match is None or match.group(1) not in (role_account, aws_managed.ACCOUNT):
         raise unusable

@@ -1,4 +1,4 @@
-"""Persistence of KMS keys and their material versions.
+"""Persistence of KMS keys and their material versions, and the per-process caches in front of them.
 
 Material is sealed by the barrier with a binding to its key and version, and opened material is
 cached per process by version id: a version's material never changes, and every use re-reads the key
@@ -88,12 +88,14 @@ def _binding(key_id: str, version_id: str) -> str:
 
 class KeyStore:
     def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float = METADATA_SECONDS) -> None:
-        self.engine = engine
+        self._engine = engine
         self._barrier = barrier
         self._material: dict[str, bytes] = {}
         self._rows: TTLCache[str, KeyRecord | None] = TTLCache(cache_seconds)
-        # (account, region, alias name) → target key id; cleared whole on any alias change.
-        self.aliases: TTLCache[tuple[str, str, str], str | None] = TTLCache(cache_seconds)
+        # (account, region, alias name) → target key id; cleared whole on any alias change. Held here
+        # (and shared with the alias store, which reads and clears it) because destroying a key
+        # deletes its aliases in the same transaction.
+        self.alias_targets: TTLCache[tuple[str, str, str], str | None] = TTLCache(cache_seconds)
 
     # -- keys -------------------------------------------------------------------------------------
     def _row(self, key_id: str) -> KeyRecord | None:
@@ -101,7 +103,7 @@ class KeyStore:
         cached = self._rows.get(key_id)
         if cached is not MISSING:
             return cached
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             row = conn.execute(select(_KEYS).where(_KEYS.c.key_id == key_id)).first()
         record = None if row is None else KeyRecord.from_row(row)
         self._rows.put(key_id, record)
@@ -125,7 +127,7 @@ class KeyStore:
         """Store a new key with its first material and tags in one transaction: never half a key."""
         self._rows.invalidate(record.key_id)
         values = {f.name: getattr(record, f.name) for f in fields(KeyRecord)}
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(insert(_KEYS).values(**values))
             if material is not None and record.current_version_id is not None:
                 self._insert_version(conn, record.key_id, record.current_version_id, 1, material, now, None)
@@ -137,12 +139,12 @@ class KeyStore:
 
     def update(self, key_id: str, **values: Any) -> None:
         self._rows.invalidate(key_id)
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**values))
         self._rows.invalidate(key_id)
 
     def list_page(self, account_id: str, region: str, limit: int, offset: int) -> list[KeyRecord]:
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(
                 select(_KEYS)
                 .where(_KEYS.c.account_id == account_id)
@@ -155,13 +157,13 @@ class KeyStore:
 
     def due(self, column: str, now: float) -> list[KeyRecord]:
         col = _KEYS.c[column]
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(select(_KEYS).where(col.is_not(None)).where(col <= now)).all()
         return [KeyRecord.from_row(r) for r in rows]
 
     def destroy(self, key_id: str) -> None:
         """Delete a key, its material, aliases, tags and grants: its ciphertexts become undecryptable."""
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(delete(schema.kms_aliases).where(schema.kms_aliases.c.target_key_id == key_id))
             conn.execute(delete(schema.kms_tags).where(schema.kms_tags.c.key_id == key_id))
             conn.execute(delete(schema.kms_grants).where(schema.kms_grants.c.key_id == key_id))
@@ -172,7 +174,7 @@ class KeyStore:
             conn.execute(delete(_KEYS).where(_KEYS.c.key_id == key_id))
         self._material.clear()
         self._rows.invalidate(key_id)
-        self.aliases.clear()
+        self.alias_targets.clear()
 
     # -- material versions ------------------------------------------------------------------------
     def _insert_version(
@@ -203,7 +205,7 @@ class KeyStore:
         """Add new material and make it current, atomically with any other key-row changes."""
         self._rows.invalidate(key_id)
         version_id = new_material_id()
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             seq = (
                 conn.execute(
                     select(func.coalesce(func.max(_VERSIONS.c.seq), 0)).where(_VERSIONS.c.key_id == key_id)
@@ -222,7 +224,7 @@ class KeyStore:
         cached = self._material.get(version_id)
         if cached is not None:
             return cached
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             sealed = conn.execute(
                 select(_VERSIONS.c.material_sealed)
                 .where(_VERSIONS.c.version_id == version_id)
@@ -237,7 +239,7 @@ class KeyStore:
         return material
 
     def versions(self, key_id: str) -> list[VersionRecord]:
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(
                 select(
                     _VERSIONS.c.version_id,
@@ -252,7 +254,7 @@ class KeyStore:
         return [VersionRecord(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     def material_digest(self, key_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             return conn.execute(
                 select(_VERSIONS.c.material_digest)
                 .where(_VERSIONS.c.key_id == key_id)
@@ -263,7 +265,7 @@ class KeyStore:
     def set_imported_material(self, key_id: str, material: bytes, now: float, **key_values: Any) -> str:
         """Store (or restore) imported material as the key's single version."""
         self._rows.invalidate(key_id)
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             existing = conn.execute(
                 select(_VERSIONS.c.version_id)
                 .where(_VERSIONS.c.key_id == key_id)
@@ -290,7 +292,7 @@ class KeyStore:
     def drop_imported_material(self, key_id: str, **key_values: Any) -> None:
         """Destroy imported material but keep the digest so only the same material can return."""
         self._rows.invalidate(key_id)
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(update(_VERSIONS).where(_VERSIONS.c.key_id == key_id).values(material_sealed=None))
             conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**key_values))
         self._material.clear()
@@ -298,4 +300,4 @@ class KeyStore:
     def clear_cache(self) -> None:
         self._material.clear()
         self._rows.clear()
-        self.aliases.clear()
+        self.alias_targets.clear()

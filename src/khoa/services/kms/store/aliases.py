@@ -1,0 +1,103 @@
+"""KMS aliases: friendly names for keys, per account and region, and the cached name → key lookup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from khoa.cache import MISSING, TTLCache
+from khoa.storage import schema
+
+_ALIASES = schema.kms_aliases
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    alias_name: str
+    target_key_id: str
+    created_at: float
+    updated_at: float
+
+
+class AliasStore:
+    """Aliases over ``engine``; ``targets`` is the key store's alias cache (see ``KeyStore``), read
+    here and cleared whole after every alias write."""
+
+    def __init__(self, engine: Engine, targets: TTLCache[tuple[str, str, str], str | None]) -> None:
+        self._engine = engine
+        self._targets = targets
+
+    def target(self, account_id: str, region: str, alias_name: str) -> str | None:
+        """The key id the alias points at (None: no such alias), from the cache or one query."""
+        cache_key = (account_id, region, alias_name)
+        cached = self._targets.get(cache_key)
+        if cached is not MISSING:
+            return cached
+        with self._engine.connect() as conn:
+            target: str | None = conn.execute(
+                select(_ALIASES.c.target_key_id)
+                .where(_ALIASES.c.account_id == account_id)
+                .where(_ALIASES.c.region == region)
+                .where(_ALIASES.c.alias_name == alias_name)
+            ).scalar()
+        self._targets.put(cache_key, target)
+        return target
+
+    def create(self, account_id: str, region: str, alias_name: str, key_id: str, now: float) -> bool:
+        """Add the alias; False when the name is already taken (the primary key decides, so two
+        concurrent creations cannot both succeed)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(_ALIASES).values(
+                        account_id=account_id,
+                        region=region,
+                        alias_name=alias_name,
+                        target_key_id=key_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False
+        finally:
+            self._targets.clear()
+        return True
+
+    def retarget(self, account_id: str, region: str, alias_name: str, key_id: str, now: float) -> None:
+        """Point an existing alias at another key (nothing happens if it was deleted meanwhile)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(_ALIASES)
+                .where(_ALIASES.c.account_id == account_id)
+                .where(_ALIASES.c.region == region)
+                .where(_ALIASES.c.alias_name == alias_name)
+                .values(target_key_id=key_id, updated_at=now)
+            )
+        self._targets.clear()
+
+    def remove(self, account_id: str, region: str, alias_name: str) -> bool:
+        """Remove the alias; False when there was none."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(_ALIASES)
+                .where(_ALIASES.c.account_id == account_id)
+                .where(_ALIASES.c.region == region)
+                .where(_ALIASES.c.alias_name == alias_name)
+            )
+        self._targets.clear()
+        return bool(result.rowcount)
+
+    def page(
+        self, account_id: str, region: str, key_id: str | None, limit: int, offset: int
+    ) -> list[AliasRecord]:
+        """Up to ``limit`` of the account's aliases in the region by name from ``offset`` (only those
+        of ``key_id`` when given)."""
+        query = select(_ALIASES).where(_ALIASES.c.account_id == account_id).where(_ALIASES.c.region == region)
+        if key_id is not None:
+            query = query.where(_ALIASES.c.target_key_id == key_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(_ALIASES.c.alias_name).limit(limit).offset(offset)).all()
+        return [AliasRecord(r.alias_name, r.target_key_id, r.created_at, r.updated_at) for r in rows]

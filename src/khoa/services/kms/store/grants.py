@@ -1,0 +1,126 @@
+"""KMS grants as stored: one row each, operations and constraints as the JSON CreateGrant wrote.
+
+Listings join the key so each entry can name its key's ARN (region and owning account); the lookups
+authorisation makes (a caller's grants on a key, one grant by id) read the grant row alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, Row, Select, delete, insert, select
+
+from khoa.storage import schema
+
+_GRANTS = schema.kms_grants
+_KEYS = schema.kms_keys
+
+
+def _with_key_region() -> Select[Any]:
+    return select(_GRANTS, _KEYS.c.region, _KEYS.c.account_id.label("key_account")).join(
+        _KEYS, _KEYS.c.key_id == _GRANTS.c.key_id
+    )
+
+
+class GrantStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def named(self, key_id: str, name: str) -> list[Row[Any]]:
+        """The key's grants created with this name (a name can label several grants)."""
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(_GRANTS).where(_GRANTS.c.key_id == key_id).where(_GRANTS.c.name == name)
+                ).all()
+            )
+
+    def add(
+        self,
+        *,
+        grant_id: str,
+        key_id: str,
+        account_id: str,
+        name: str | None,
+        grantee: str,
+        retiring: str | None,
+        operations: str,
+        constraints: str | None,
+        issuing_account: str,
+        created_at: float,
+    ) -> None:
+        """Store a new grant (``operations`` and ``constraints`` already serialised as JSON)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(_GRANTS).values(
+                    grant_id=grant_id,
+                    key_id=key_id,
+                    account_id=account_id,
+                    name=name,
+                    grantee_principal=grantee,
+                    retiring_principal=retiring,
+                    operations=operations,
+                    constraints=constraints,
+                    issuing_account=issuing_account,
+                    created_at=created_at,
+                )
+            )
+
+    def find(self, grant_id: str, key_id: str | None = None) -> Row[Any] | None:
+        """One grant by id (on ``key_id`` only, when given)."""
+        query = select(_GRANTS).where(_GRANTS.c.grant_id == grant_id)
+        if key_id is not None:
+            query = query.where(_GRANTS.c.key_id == key_id)
+        with self._engine.connect() as conn:
+            return conn.execute(query).first()
+
+    def held_by(self, key_id: str, grantees: list[str]) -> list[Row[Any]]:
+        """The key's grants whose grantee principal is one of ``grantees``."""
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(_GRANTS)
+                    .where(_GRANTS.c.key_id == key_id)
+                    .where(_GRANTS.c.grantee_principal.in_(grantees))
+                ).all()
+            )
+
+    def page_of_key(
+        self, key_id: str, grant_id: str | None, grantee: str | None, limit: int, offset: int
+    ) -> list[Row[Any]]:
+        """Up to ``limit`` of the key's grants (only ``grant_id``, only ``grantee``'s, when given), oldest
+        first from ``offset``; each row also carries ``region`` and ``key_account``."""
+        query = _with_key_region().where(_GRANTS.c.key_id == key_id)
+        if grant_id:
+            query = query.where(_GRANTS.c.grant_id == grant_id)
+        if grantee:
+            query = query.where(_GRANTS.c.grantee_principal == grantee)
+        return self._page(query, limit, offset)
+
+    def page_retirable(
+        self, region: str, retiring: str, key_account: str | None, limit: int, offset: int
+    ) -> list[Row[Any]]:
+        """Up to ``limit`` grants on keys in ``region`` naming ``retiring`` as retiring principal (only
+        on keys of ``key_account``, when given), oldest first from ``offset``."""
+        query = (
+            _with_key_region().where(_KEYS.c.region == region).where(_GRANTS.c.retiring_principal == retiring)
+        )
+        if key_account is not None:
+            query = query.where(_KEYS.c.account_id == key_account)
+        return self._page(query, limit, offset)
+
+    def _page(self, query: Select[Any], limit: int, offset: int) -> list[Row[Any]]:
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(
+                    query.order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id).limit(limit).offset(offset)
+                ).all()
+            )
+
+    def remove(self, key_id: str, grant_id: str) -> bool:
+        """Retire or revoke one grant of the key; False when the key has no such grant."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(_GRANTS).where(_GRANTS.c.key_id == key_id).where(_GRANTS.c.grant_id == grant_id)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,373 @@
+"""The secret store: every read and write of a secret, its versions, labels and tags, each write one
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
+from khoa.services.secretsmanager import errors
+from khoa.services.secretsmanager.store import search
+from khoa.services.secretsmanager.store.records import (
+    NOTHING,
+    PLACEHOLDER,
+    SealedValue,
+    SecretRecord,
+    VersionRecord,
+)
+from khoa.services.secretsmanager.store.tables import (
+    SECRETS,
+    STAGES,
+    TAGS,
+    VERSIONS,
+    delete_version,
+    insert_version,
+    lock_secret,
+    prune_deprecated,
+    stages_in,
+    tags_of_many,
+    version_in,
+    write_stages,
+    write_tags,
+)
+
+# What a write does to a secret's labels: given them as read inside its transaction (``{label:
+# version_id}``), the labels to store. It may raise (an AWSError), which rolls the write back.
+Relabel = Callable[[dict[str, str]], dict[str, str]]
+
+
+class SecretStore:
+    """Reads are cached for ``cache_seconds`` (KHOA_METADATA_CACHE_SECONDS, see khoa.cache); every
+    write in this process clears the cache, and Secrets Manager's writes all go through
+    ``invalidate_all`` (see __init__.py)."""
+
+    def __init__(self, engine: Engine, cache_seconds: float = METADATA_SECONDS) -> None:
+        self._engine = engine
+        self._records: TTLCache[tuple[str, ...], SecretRecord | None] = TTLCache(cache_seconds)
+        self._stages: TTLCache[str, dict[str, str]] = TTLCache(cache_seconds)
+        self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache(cache_seconds)
+        self._tags: TTLCache[str, list[dict[str, str]]] = TTLCache(cache_seconds)
+
+    def invalidate_all(self) -> None:
+        for cache in (self._records, self._stages, self._versions, self._tags):
+            cache.clear()
+
+    # -- secrets -------------------------------------------------------------------------------------
+    def by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
+        key = ("name", account_id, region, name)
+        cached = self._records.get(key)
+        if cached is not MISSING:
+            return None if cached is None else replace(cached)
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(SECRETS)
+                .where(SECRETS.c.account_id == account_id)
+                .where(SECRETS.c.region == region)
+                .where(SECRETS.c.name == name)
+            ).first()
+        record = None if row is None else SecretRecord.from_row(row)
+        self._records.put(key, record)
+        return None if record is None else replace(record)
+
+    def by_arn(self, arn: str) -> SecretRecord | None:
+        key = ("arn", arn)
+        cached = self._records.get(key)
+        if cached is not MISSING:
+            return None if cached is None else replace(cached)
+        with self._engine.connect() as conn:
+            row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
+        record = None if row is None else SecretRecord.from_row(row)
+        self._records.put(key, record)
+        return None if record is None else replace(record)
+
+    def by_id(self, secret_id: str) -> SecretRecord | None:
+        """Uncached: what a write just left (replication mirrors it)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(SECRETS).where(SECRETS.c.secret_id == secret_id)).first()
+        return None if row is None else SecretRecord.from_row(row)
+
+    def replicas_of(self, primary_id: str) -> list[SecretRecord]:
+        """The primary's replicas, one per region, in region order."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(SECRETS).where(SECRETS.c.primary_secret_id == primary_id).order_by(SECRETS.c.region)
+            ).all()
+        return [SecretRecord.from_row(r) for r in rows]
+
+    def due_for_destruction(self, now: float) -> list[tuple[str, str]]:
+        """(secret id, ARN) of every secret whose recovery window has ended by ``now``."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(SECRETS.c.secret_id, SECRETS.c.arn)
+                .where(SECRETS.c.deletion_due_at.is_not(None))
+                .where(SECRETS.c.deletion_due_at <= now)
+            ).all()
+        return [(secret_id, arn) for secret_id, arn in rows]
+
+    def page(
+        self,
+        account_id: str,
+        region: str,
+        filters: list[dict[str, Any]],
+        *,
+        include_deleted: bool,
+        limit: int,
+        after: search.Keyset | None,
+        sort_by: str = "created-date",
+        descending: bool = False,
+    ) -> tuple[list[SecretRecord], search.Keyset | None]:
+        """A page of ListSecrets (see store.search): its secrets and where the next page starts."""
+        return search.page(
+            self._engine,
+            account_id,
+            region,
+            filters,
+            include_deleted=include_deleted,
+            limit=limit,
+            after=after,
+            sort_by=sort_by,
+            descending=descending,
+        )
+
+    def create(
+        self,
+        record: SecretRecord,
+        tags: list[dict[str, str]],
+        first: tuple[str, SealedValue] | None,
+        labels: dict[str, str],
+    ) -> None:
+        """Store a new secret with its tags and, if given, its first version (id, value) carrying
+        ``labels``, in one transaction. A secret of that name stored first by a concurrent CreateSecret
+        raises ResourceExistsException."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(SECRETS).values(**record.values()))
+                if first is not None:
+                    insert_version(conn, record.secret_id, first[0], first[1], record.created_at)
+                    write_stages(conn, record.secret_id, {}, labels)
+                write_tags(conn, record.secret_id, tags)
+        except IntegrityError:
+            raise errors.secret_exists(record.name) from None
+
+    def add_replica(self, replica: SecretRecord) -> None:
+        """Store a replica's row; its versions, labels and tags come with :meth:`mirror`."""
+        with self._engine.begin() as conn:
+            conn.execute(insert(SECRETS).values(**replica.values()))
+
+    def update(self, secret_id: str, **values: Any) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(**values))
+        self.invalidate_all()
+
+    def record_access(self, secret_id: str, version_id: str, day: float) -> None:
+        """Note that the secret and its version were read on ``day`` (midnight, as AWS records it)."""
+        with self._engine.begin() as conn:
+            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_accessed_at=day))
+            conn.execute(
+                update(VERSIONS)
+                .where(VERSIONS.c.secret_id == secret_id)
+                .where(VERSIONS.c.version_id == version_id)
+                .values(last_accessed_at=day)
+            )
+        self.invalidate_all()
+
+    def destroy(self, secret_id: str) -> None:
+        with self._engine.begin() as conn:
+            for table in (STAGES, TAGS, VERSIONS):
+                conn.execute(delete(table).where(table.c.secret_id == secret_id))
+            conn.execute(delete(SECRETS).where(SECRETS.c.secret_id == secret_id))
+        self.invalidate_all()
+
+    # -- versions and stages -----------------------------------------------------------------------
+    def read_stages(self, secret_id: str) -> dict[str, str]:
+        cached = self._stages.get(secret_id)
+        if cached is not MISSING:
+            return dict(cached)
+        with self._engine.connect() as conn:
+            stages = stages_in(conn, secret_id)
+        self._stages.put(secret_id, stages)
+        return dict(stages)
+
+    def many_stages(self, secret_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        """Each secret's labels by version (``{version_id: [label, ...]}``), in one query."""
+        result: dict[str, dict[str, list[str]]] = {sid: {} for sid in secret_ids}
+        if not secret_ids:
+            return result
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(STAGES.c.secret_id, STAGES.c.version_id, STAGES.c.stage).where(
+                    STAGES.c.secret_id.in_(secret_ids)
+                )
+            ).all()
+        for sid, version_id, stage in rows:
+            result[sid].setdefault(version_id, []).append(stage)
+        return result
+
+    def version(self, secret_id: str, version_id: str) -> VersionRecord | None:
+        cached = self._versions.get((secret_id, version_id))
+        if cached is not MISSING:
+            return cached
+        with self._engine.connect() as conn:
+            version = version_in(conn, secret_id, version_id)
+        self._versions.put((secret_id, version_id), version)
+        return version
+
+    def versions(self, secret_id: str) -> list[VersionRecord]:
+        """Every version of the secret, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(VERSIONS).where(VERSIONS.c.secret_id == secret_id).order_by(VERSIONS.c.created_at)
+            ).all()
+        return [VersionRecord.from_row(r) for r in rows]
+
+    def add_version(
+        self, secret_id: str, version_id: str, sealed: SealedValue, relabel: Relabel, now: float
+    ) -> dict[str, str] | None:
+        """Store a new version and move labels (``relabel``) in one transaction, then drop the oldest
+        deprecated versions beyond 100; returns the labels after. None: a concurrent request wrote a
+        version with this id first (the caller decides whether that is the same request)."""
+        try:
+            with self._engine.begin() as conn:
+                lock_secret(conn, secret_id, now)
+                before = stages_in(conn, secret_id)
+                after = relabel(before)
+                insert_version(conn, secret_id, version_id, sealed, now)
+                write_stages(conn, secret_id, before, after)
+                prune_deprecated(conn, secret_id, now)
+        except IntegrityError:
+            return None
+        return after
+
+    def fill_placeholder(
+        self, secret_id: str, version_id: str, sealed: SealedValue, relabel: Relabel, now: float
+    ) -> dict[str, str]:
+        """Give a rotation's version without a value (see PLACEHOLDER) its value and move labels, in one
+        transaction; returns the labels after. If another request put a value first, raises
+        ResourceExistsException and nothing is written."""
+        with self._engine.begin() as conn:
+            lock_secret(conn, secret_id, now)
+            filled = conn.execute(
+                update(VERSIONS)
+                .where(VERSIONS.c.secret_id == secret_id)
+                .where(VERSIONS.c.version_id == version_id)
+                .where(VERSIONS.c.value_kind == PLACEHOLDER)
+                .values(
+                    created_at=now,
+                    value_kind=sealed.kind,
+                    kms_key_arn=sealed.kms_key_arn,
+                    encrypted_data_key=sealed.encrypted_data_key,
+                    encrypted_value=sealed.encrypted_value,
+                )
+            )
+            if filled.rowcount != 1:  # another request put a value first
+                raise errors.version_exists()
+            before = stages_in(conn, secret_id)
+            after = relabel(before)
+            write_stages(conn, secret_id, before, after)
+        self.invalidate_all()
+        return after
+
+    def relabel(self, secret_id: str, relabel: Relabel, now: float) -> None:
+        """Move the secret's labels (UpdateSecretVersionStage) in one transaction, then drop the oldest
+        deprecated versions beyond 100."""
+        with self._engine.begin() as conn:
+            lock_secret(conn, secret_id, now)
+            before = stages_in(conn, secret_id)
+            after = relabel(before)
+            write_stages(conn, secret_id, before, after)
+            prune_deprecated(conn, secret_id, now)
+
+    def reseal(self, secret_id: str, version_id: str, sealed: SealedValue) -> None:
+        """Replace a version's value with the same value sealed under another key."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(VERSIONS)
+                .where(VERSIONS.c.secret_id == secret_id)
+                .where(VERSIONS.c.version_id == version_id)
+                .values(
+                    kms_key_arn=sealed.kms_key_arn,
+                    encrypted_data_key=sealed.encrypted_data_key,
+                    encrypted_value=sealed.encrypted_value,
+                )
+            )
+
+    def add_placeholder(self, conn: Connection, secret_id: str, version_id: str, now: float) -> None:
+        """Give a rotation's token its version (no value: see PLACEHOLDER) unless it has one, and
+        move AWSPENDING to it, inside the rotation engine's transaction (which also queues the run).
+        The caller commits, then clears the cache."""
+        if version_in(conn, secret_id, version_id) is None:
+            insert_version(conn, secret_id, version_id, NOTHING, now)
+        before = stages_in(conn, secret_id)
+        write_stages(conn, secret_id, before, {**before, "AWSPENDING": version_id})
+
+    # -- tags ----------------------------------------------------------------------------------------
+    def tags(self, secret_id: str) -> list[dict[str, str]]:
+        cached = self._tags.get(secret_id)
+        if cached is not MISSING:
+            return [dict(t) for t in cached]
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(TAGS.c.tag_key, TAGS.c.tag_value)
+                .where(TAGS.c.secret_id == secret_id)
+                .order_by(TAGS.c.position)
+            ).all()
+        tags = [{"Key": r[0], "Value": r[1]} for r in rows]
+        self._tags.put(secret_id, tags)
+        return [dict(t) for t in tags]
+
+    def many_tags(self, secret_ids: list[str]) -> dict[str, list[dict[str, str]]]:
+        """Each secret's tags, in one query."""
+        if not secret_ids:
+            return {}
+        with self._engine.connect() as conn:
+            return tags_of_many(conn, secret_ids)
+
+    def tag(self, secret_id: str, tags: list[dict[str, str]], now: float) -> None:
+        """Add or overwrite tags; more than MAX_TAGS in all raises InvalidRequestException and writes
+        nothing."""
+        with self._engine.begin() as conn:
+            # the row update first: concurrent taggers of one secret wait for each other
+            lock_secret(conn, secret_id, now)
+            write_tags(conn, secret_id, tags)
+
+    def untag(self, secret_id: str, keys: list[str], now: float) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(TAGS).where(TAGS.c.secret_id == secret_id).where(TAGS.c.tag_key.in_(keys)))
+            lock_secret(conn, secret_id, now)
+
+    # -- replicas ------------------------------------------------------------------------------------
+    def mirror(
+        self,
+        replica_id: str,
+        *,
+        drop: set[str],
+        add: dict[str, tuple[float, SealedValue]],
+        stages: dict[str, str],
+        tags: list[dict[str, str]],
+        fields: dict[str, Any],
+    ) -> None:
+        """Make a replica mirror its primary, in one transaction: drop the versions ``drop``, add the
+        versions ``add`` (id → (created at, value sealed for the replica)), replace its labels and
+        tags with the primary's, and copy the primary's ``fields``."""
+        with self._engine.begin() as conn:
+            for version_id in drop:
+                delete_version(conn, replica_id, version_id)
+            for version_id, (created_at, sealed) in add.items():
+                insert_version(conn, replica_id, version_id, sealed, created_at)
+            conn.execute(delete(STAGES).where(STAGES.c.secret_id == replica_id))
+            for stage, version_id in stages.items():
+                conn.execute(insert(STAGES).values(secret_id=replica_id, stage=stage, version_id=version_id))
+            conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica_id))
+            for position, tag in enumerate(tags, 1):
+                conn.execute(
+                    insert(TAGS).values(
+                        secret_id=replica_id, tag_key=tag["Key"], tag_value=tag["Value"], position=position
+                    )
+                )
+            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == replica_id).values(**fields))

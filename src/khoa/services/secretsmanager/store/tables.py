@@ -1,0 +1,140 @@
+"""The statements several store methods run inside one transaction: each takes the caller's connection
+and neither begins nor commits."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from khoa.services.secretsmanager import errors, stages
+from khoa.services.secretsmanager.store.records import SealedValue, VersionRecord
+from khoa.storage import schema
+
+SECRETS = schema.sm_secrets
+VERSIONS = schema.sm_versions
+STAGES = schema.sm_stages
+TAGS = schema.sm_tags
+
+MAX_TAGS = 50
+# Deprecated versions younger than this are kept even beyond 100 versions, as AWS keeps them.
+PRUNE_MIN_AGE_SECONDS = 86400.0
+
+
+def lock_secret(conn: Connection, secret_id: str, now: float) -> None:
+    """Start a write to a secret's versions, labels or tags by updating its row: concurrent writers to
+    the same secret wait here (a row lock on PostgreSQL, the write lock on SQLite), so what is read next
+    is current."""
+    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
+
+
+def insert_version(
+    conn: Connection, secret_id: str, version_id: str, sealed: SealedValue, created_at: float
+) -> None:
+    """The one insert of a version: new, placeholder (NOTHING) and replicated versions alike."""
+    conn.execute(
+        insert(VERSIONS).values(
+            secret_id=secret_id,
+            version_id=version_id,
+            created_at=created_at,
+            last_accessed_at=None,
+            value_kind=sealed.kind,
+            kms_key_arn=sealed.kms_key_arn,
+            encrypted_data_key=sealed.encrypted_data_key,
+            encrypted_value=sealed.encrypted_value,
+        )
+    )
+
+
+def delete_version(conn: Connection, secret_id: str, version_id: str) -> None:
+    conn.execute(
+        delete(VERSIONS).where(VERSIONS.c.secret_id == secret_id).where(VERSIONS.c.version_id == version_id)
+    )
+
+
+def version_in(conn: Connection, secret_id: str, version_id: str) -> VersionRecord | None:
+    row = conn.execute(
+        select(VERSIONS).where(VERSIONS.c.secret_id == secret_id).where(VERSIONS.c.version_id == version_id)
+    ).first()
+    return None if row is None else VersionRecord.from_row(row)
+
+
+def stages_in(conn: Connection, secret_id: str) -> dict[str, str]:
+    """The secret's labels: ``{label: version_id}``."""
+    rows = conn.execute(
+        select(STAGES.c.stage, STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)
+    ).all()
+    return {r[0]: r[1] for r in rows}
+
+
+def write_stages(conn: Connection, secret_id: str, before: dict[str, str], after: dict[str, str]) -> None:
+    """Turn the labels ``before`` into ``after`` with as few statements as the difference needs."""
+    for stage in set(before) - set(after):
+        conn.execute(delete(STAGES).where(STAGES.c.secret_id == secret_id).where(STAGES.c.stage == stage))
+    for stage, version_id in after.items():
+        if stage not in before:
+            conn.execute(insert(STAGES).values(secret_id=secret_id, stage=stage, version_id=version_id))
+        elif before[stage] != version_id:
+            conn.execute(
+                update(STAGES)
+                .where(STAGES.c.secret_id == secret_id)
+                .where(STAGES.c.stage == stage)
+                .values(version_id=version_id)
+            )
+
+
+def prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
+    """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
+    version created less than 24 hours ago is never removed."""
+    rows = conn.execute(
+        select(VERSIONS.c.version_id, VERSIONS.c.created_at)
+        .where(VERSIONS.c.secret_id == secret_id)
+        .order_by(VERSIONS.c.created_at)
+    ).all()
+    excess = len(rows) - stages.MAX_VERSIONS
+    if excess <= 0:
+        return
+    labelled = set(conn.execute(select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)).scalars())
+    removable = [v for v, created in rows if v not in labelled and created <= now - PRUNE_MIN_AGE_SECONDS]
+    for version_id in removable[:excess]:
+        delete_version(conn, secret_id, version_id)
+
+
+def write_tags(conn: Connection, secret_id: str, tags: list[dict[str, str]]) -> None:
+    """Add or overwrite tags, keeping first-added order. More than ``MAX_TAGS`` in all raises
+    InvalidRequestException, counted here so that it rolls the caller's transaction back."""
+    rows = conn.execute(select(TAGS.c.tag_key, TAGS.c.position).where(TAGS.c.secret_id == secret_id)).all()
+    existing: dict[str, int] = {row[0]: row[1] for row in rows}
+    position = conn.execute(
+        select(func.coalesce(func.max(TAGS.c.position), 0)).where(TAGS.c.secret_id == secret_id)
+    ).scalar_one()
+    latest = {t["Key"]: t["Value"] for t in tags}
+    if len(set(existing) | set(latest)) > MAX_TAGS:
+        raise errors.too_many_tags(MAX_TAGS)
+    for key, value in latest.items():
+        if key in existing:
+            conn.execute(
+                update(TAGS)
+                .where(TAGS.c.secret_id == secret_id)
+                .where(TAGS.c.tag_key == key)
+                .values(tag_value=value)
+            )
+        else:
+            position += 1
+            conn.execute(
+                insert(TAGS).values(secret_id=secret_id, tag_key=key, tag_value=value, position=position)
+            )
+
+
+def tags_of_many(conn: Connection, secret_ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    """Each secret's tags (``Key``/``Value``, in first-added order), in one query."""
+    result: dict[str, list[dict[str, str]]] = {sid: [] for sid in secret_ids}
+    if not secret_ids:
+        return result
+    rows = conn.execute(
+        select(TAGS.c.secret_id, TAGS.c.tag_key, TAGS.c.tag_value)
+        .where(TAGS.c.secret_id.in_(secret_ids))
+        .order_by(TAGS.c.position)
+    ).all()
+    for sid, key, value in rows:
+        result[sid].append({"Key": key, "Value": value})
+    return result
