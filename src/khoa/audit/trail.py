@@ -49,7 +49,10 @@ log = logging.getLogger("khoa.audit")
 SETTLE_SECONDS = 1.0
 JOB_SETTLE_SECONDS = 10.0
 LOCK_NAME = "audit-trail"
-_LOCK_SECONDS = 300.0
+# Renewed after every batch of events and every digest chain, so a live writer keeps it; a writer
+# that died (kill -9) frees it this long after its last renewal, and the next leader's pass delivers.
+# Conditional updates keep two writers correct anyway; the lease only saves them wasted work.
+_LOCK_SECONDS = 10.0
 _RETENTION_INTERVAL_SECONDS = 3600.0
 
 
