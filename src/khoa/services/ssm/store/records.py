@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Row
@@ -27,41 +27,6 @@ class ParameterRow:
 
 
 @dataclass(frozen=True)
-class VersionRow:
-    """One stored version of a parameter (a SecureString's value only as ciphertext)."""
-
-    version: int
-    param_type: str
-    value: str | None
-    ciphertext: bytes | None
-    key_id: str | None
-    description: str | None
-    allowed_pattern: str | None
-    data_type: str
-    tier: str
-    policies: str | None
-    modified_at: float
-    modified_by: str
-
-    @classmethod
-    def from_row(cls, row: Row[Any]) -> VersionRow:
-        return cls(
-            row.version,
-            row.param_type,
-            row.value,
-            row.ciphertext,
-            row.key_id,
-            row.description,
-            row.allowed_pattern,
-            row.data_type,
-            row.tier,
-            row.policies,
-            row.modified_at,
-            row.modified_by,
-        )
-
-
-@dataclass(frozen=True)
 class NewVersion:
     """What PutParameter writes as a parameter's next version; the store numbers it. ``tier`` and
     ``policies`` are also the parameter's own from then on."""
@@ -77,3 +42,18 @@ class NewVersion:
     policies: str | None
     modified_at: float
     modified_by: str
+
+
+@dataclass(frozen=True)
+class VersionRow(NewVersion):
+    """One stored version of a parameter: what was written (a SecureString's value only as
+    ciphertext), with the number the store gave it."""
+
+    version: int
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> VersionRow:
+        return cls(**{name: getattr(row, name) for name in _VERSION_COLUMNS})
+
+
+_VERSION_COLUMNS = tuple(field.name for field in fields(VersionRow))  # named as the table's columns
