@@ -19,7 +19,7 @@ PEERS_STAMP := $(PEERS)/.installed
 PEERS_IN := requirements/bench-peers.in
 PEERS_LOCK := requirements/bench-peers.lock
 
-.PHONY: install run test bench lint lock clean
+.PHONY: install run dev test bench lint lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -37,13 +37,22 @@ install: $(STAMP)
 run: install
 	$(BIN)/khoa server
 
+# A throwaway server: --dev (no signature checks), data in a temporary directory removed at exit;
+# it prints the export line for the aws CLI and boto3.
+dev: install
+	$(BIN)/khoa server --dev
+
+# Two pytest workers (pytest-xdist), a test file each at a time: most tests wait on a server process
+# of their own, so two at once keep a 2-core machine busy and the suite well within 15 minutes.
 test: install
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile tests
 
 bench: install $(PEERS_STAMP)
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[server,test,bench]'
 	KHOA_BENCH_PEERS=$(CURDIR)/$(PEERS) $(BIN)/python bench/run.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/interference.py
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

@@ -19,8 +19,17 @@ trail is fail-closed in production); dev mode skips signature checks and authori
 alike, so the pair still isolates the trail's cost. The main server of each configuration runs as
 shipped (SigV4 on, trail on) and is measured on every operation.
 
+CPU pinning: beside every Khoa configuration two more twins run as shipped, one with
+``KHOA_CPU_AFFINITY=auto`` (the default) and one with ``off``, and GetSecretValue is measured on the two
+alternately in the same way; the report gives the ratio and where each twin's workers ran (``auto``
+stays unpinned where pinning is unsafe: khoa.affinity). Every Khoa server claims CPUs in a directory of
+its own (``KHOA_CPU_CLAIM_DIR``), as if alone on the machine: the idle servers beside the one measured
+do not hold CPUs it could use.
+
 Environment knobs (all optional):
 
+    KHOA_BENCH_POSTGRES     admin URL the *-postgres configurations create databases on
+                            (default postgresql://postgres@127.0.0.1:5432/postgres; skipped if absent)
     KHOA_BENCH_SECONDS      measured seconds per operation           (default 10)
     KHOA_BENCH_WARMUP       warm-up seconds per operation            (default 3)
     KHOA_BENCH_CONNECTIONS  open connections                          (default 64)
@@ -32,6 +41,10 @@ Environment knobs (all optional):
     KHOA_BENCH_OPS          comma list of OPERATIONS                  (default: all)
     KHOA_BENCH_AUDIT_AB     alternating audit on/off GetSecretValue runs per side (default 6;
                             0: no --dev audit twins)
+    KHOA_BENCH_AFFINITY_AB  alternating pinning on/off GetSecretValue runs per side (default 4;
+                            0: no pinning twins). Just the pinning pair, quickly:
+                            KHOA_BENCH_SERVERS=khoa-uvicorn-w2 KHOA_BENCH_OPS=GetSecretValue
+                            KHOA_BENCH_AUDIT_AB=0 KHOA_BENCH_SECONDS=3 KHOA_BENCH_WARMUP=1
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
                             only: the profile without the table
@@ -65,7 +78,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +95,8 @@ ACCOUNT_ID = "111122223333"
 ACCESS_KEY_ID = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
 SECRET_ACCESS_KEY = secrets.token_urlsafe(30)
 REGION = "us-east-1"
+# The PostgreSQL server the khoa-*-postgres configurations create their databases on.
+BENCH_POSTGRES = os.environ.get("KHOA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # operation -> (SigV4 signing name, X-Amz-Target prefix); all three services speak awsJson1_1.
 SERVICES = {
@@ -106,6 +123,7 @@ CONNECTIONS = env_int("KHOA_BENCH_CONNECTIONS", 64)
 THREADS = env_int("KHOA_BENCH_THREADS", 2)
 REPEAT = max(1, env_int("KHOA_BENCH_REPEAT", 1))
 AUDIT_AB = max(0, env_int("KHOA_BENCH_AUDIT_AB", 6))
+AFFINITY_AB = max(0, env_int("KHOA_BENCH_AFFINITY_AB", 4))
 BIN = Path(sys.executable).parent
 # The peers compared with Khoa run from their own environment, so their dependencies never meet Khoa's.
 PEERS = Path(os.environ.get("KHOA_BENCH_PEERS", "").strip() or ROOT / ".venv-bench-peers")
@@ -409,6 +427,8 @@ class Config:
     default: bool = True  # run when KHOA_BENCH_SERVERS is not set
     audit: bool = True  # False: KHOA_AUDIT=0 (the audit-off twin, never shipped that way)
     dev: bool = False  # True: `--dev` (the audit A/B twins: KHOA_AUDIT=0 is refused without it)
+    affinity: str = "auto"  # KHOA_CPU_AFFINITY ("off": the pinning-off twin)
+    database: str = "sqlite"  # "postgres": a fresh database on BENCH_POSTGRES (no twins: SQLite's show it)
 
     def audit_twins(self) -> tuple[Config, Config]:
         """The --dev pair measured alternately for the trail's cost: (audit on, audit off)."""
@@ -430,11 +450,31 @@ class Config:
             ),
         )
 
+    def affinity_twins(self) -> tuple[Config, Config]:
+        """The pair, as shipped, measured alternately for what CPU pinning is worth: (auto, off)."""
+        return (
+            Config(f"{self.name}-pinning-on", f"{self.label}, pinning auto", self.kind, self.workers),
+            Config(
+                f"{self.name}-pinning-off",
+                f"{self.label}, **pinning off**",
+                self.kind,
+                self.workers,
+                affinity="off",
+            ),
+        )
+
 
 CONFIGS = [
     Config("moto", "moto_server (Werkzeug, threaded)", "moto"),
     Config("khoa-uvicorn-w1", "Khoa / uvicorn+httptools+uvloop / 1 worker", "khoa-uvicorn", 1),
     Config("khoa-uvicorn-w2", "Khoa / uvicorn+httptools+uvloop / 2 workers", "khoa-uvicorn", 2),
+    Config(
+        "khoa-uvicorn-w2-postgres",
+        "Khoa / uvicorn+httptools+uvloop / 2 workers / PostgreSQL",
+        "khoa-uvicorn",
+        2,
+        database="postgres",
+    ),
     # Opt-in (name them in KHOA_BENCH_SERVERS) to keep the default run near 6 minutes: the asyncio
     # loop and granian were each measured slower than uvicorn+uvloop on this workload.
     Config(
@@ -466,6 +506,7 @@ class RunningServer:
     log_path: Path
     data_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    dropped: Callable[[], None] | None = None  # drops the server's PostgreSQL database
 
     @property
     def endpoint(self) -> str:
@@ -492,6 +533,9 @@ class RunningServer:
         # A worker that outlived its supervisor is still in the group we created.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        if self.dropped is not None:
+            self.dropped()
+            self.dropped = None
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -566,7 +610,14 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         return server
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=workdir))
+    dropped: Callable[[], None] | None = None
+    if config.database == "postgres":
+        env["KHOA_DATABASE_URL"], dropped = postgres_database()
+    # CPU claims of this server alone: the idle servers beside it must not hold the CPUs it could use.
+    env["KHOA_CPU_CLAIM_DIR"] = str(data_dir / "cpu-claims")
     env.update(server_env_overrides())
+    if config.affinity != "auto":
+        env["KHOA_CPU_AFFINITY"] = config.affinity  # the twin differs whatever the experiment sets
     if not config.audit:
         env["KHOA_AUDIT"] = "0"  # read by `khoa server` (Settings.from_env); the others get to_env()
     if config.dev:
@@ -642,12 +693,33 @@ def start_server(config: Config, workdir: Path) -> RunningServer:
         raise ValueError(config.kind)
     server = _spawn(config, args, env, port, workdir)
     server.data_dir = data_dir
+    server.dropped = dropped
     _wait_ready(server, "/_khoa/health")
     return server
 
 
 class SkipConfig(Exception):
     pass
+
+
+def postgres_database() -> tuple[str, Callable[[], None]]:
+    """A new database on BENCH_POSTGRES for one server, and what drops it afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(BENCH_POSTGRES, autocommit=True, connect_timeout=3)
+    except Exception as error:  # noqa: BLE001 - reported as a skipped configuration
+        raise SkipConfig(f"PostgreSQL at {BENCH_POSTGRES} is not reachable: {error}") from None
+    name = f"khoa_bench_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with contextlib.suppress(Exception):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    base = BENCH_POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}", drop
 
 
 def moto_command() -> list[str]:
@@ -760,7 +832,7 @@ def best_row(server: RunningServer, operation: str, runs: list[WrkResult], workd
         + (f"  (best of {len(runs)})" if len(runs) > 1 else "")
     )
     if len(runs) > REPEAT:
-        note = "; ".join(x for x in (note, f"best of {len(runs)} (audit on/off runs)") if x)
+        note = "; ".join(x for x in (note, f"best of {len(runs)} (alternate runs)") if x)
     return Row(operation, server.config, result, note, runs)
 
 
@@ -770,10 +842,10 @@ def measure(
     operations: list[str],
     workdir: Path,
     twins: tuple[RunningServer, RunningServer] | None = None,
+    pinning: tuple[RunningServer, RunningServer] | None = None,
 ) -> list[Row]:
-    """Measure each operation on ``server``; with the --dev audit ``twins`` (on, off), measure
-    AUDIT_OPERATION on both alternately (on, off, off, on, ...) so the pair shares the same minute
-    and machine load."""
+    """Measure each operation on ``server``; with the --dev audit ``twins`` (on, off) and the
+    ``pinning`` twins (auto, off), measure AUDIT_OPERATION on each pair alternately."""
     rows = []
     bodies = payloads(server.endpoint)
     for operation in operations:
@@ -781,20 +853,46 @@ def measure(
         warm_up(wrk, server, operation, body, workdir)
         runs = [run_once(wrk, server, operation, body, workdir) for _ in range(REPEAT)]
         rows.append(best_row(server, operation, runs, workdir))
-    if twins is None or AUDIT_OPERATION not in operations:
+    if AUDIT_OPERATION not in operations:
         return rows
+    if twins is not None:
+        rows += alternate(wrk, twins, max(AUDIT_AB, REPEAT), workdir)
+    if pinning is not None:
+        pinning_rows = alternate(wrk, pinning, max(AFFINITY_AB, REPEAT), workdir)
+        for row, twin in zip(pinning_rows, pinning, strict=True):
+            row.note = "; ".join(x for x in (row.note, placement(twin)) if x)
+        rows += pinning_rows
+    return rows
+
+
+def alternate(wrk: str, twins: tuple[RunningServer, RunningServer], rounds: int, workdir: Path) -> list[Row]:
+    """AUDIT_OPERATION on both ``twins`` alternately (a, b, b, a, ...), so the pair shares the same
+    minute and machine load."""
     sides = [(twin, payloads(twin.endpoint)[AUDIT_OPERATION]) for twin in twins]
     for side, side_body in sides:
         warm_up(wrk, side, AUDIT_OPERATION, side_body, workdir)
     results: dict[str, list[WrkResult]] = {twin.config.name: [] for twin in twins}
-    for round_ in range(max(AUDIT_AB, REPEAT)):
+    for round_ in range(rounds):
         for side, side_body in sides if round_ % 2 == 0 else sides[::-1]:
             result = run_once(wrk, side, AUDIT_OPERATION, side_body, workdir)
             results[side.config.name].append(result)
             log(f"  round {round_ + 1}: {side.config.name} {result.rps:.0f} req/s")
-    for twin in twins:
-        rows.append(best_row(twin, AUDIT_OPERATION, results[twin.config.name], workdir))
-    return rows
+    return [best_row(twin, AUDIT_OPERATION, results[twin.config.name], workdir) for twin in twins]
+
+
+def placement(server: RunningServer) -> str:
+    """Where the server's workers ran: each on a CPU of its own, or left to the scheduler."""
+    try:
+        masks = [
+            sorted(os.sched_getaffinity(pid))
+            for pid in server.worker_pids()
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()  # multiprocessing's
+        ]
+    except (AttributeError, OSError):
+        return ""
+    if masks and all(len(mask) == 1 for mask in masks):
+        return "workers on CPUs " + ", ".join(str(mask[0]) for mask in sorted(masks))
+    return "workers unpinned"
 
 
 def package_versions() -> str:
@@ -877,6 +975,44 @@ def audit_cost_lines(rows: list[Row]) -> list[str]:
     ]
 
 
+def pinning_lines(rows: list[Row]) -> list[str]:
+    """What CPU pinning is worth: each pinning-off twin against its pinning-auto sibling."""
+    on = {r.config.name: r for r in rows if r.config.name.endswith("-pinning-on") and r.result}
+    lines = []
+    for row in rows:
+        sibling = on.get(row.config.name.removesuffix("-pinning-off") + "-pinning-on")
+        if row.config.affinity != "off" or row.result is None or sibling is None or sibling.result is None:
+            continue
+        pinned, off = sibling.result, row.result
+        ratio = pinned.rps / off.rps if off.rps else 0.0
+        paired = sorted(a.rps / b.rps for a, b in zip(sibling.runs, row.runs, strict=False) if b.rps)
+        spread = (
+            f"{statistics.median(paired):.2f}x ({paired[0]:.2f}x to {paired[-1]:.2f}x)" if paired else "-"
+        )
+        label = sibling.config.label.removesuffix(", pinning auto")
+        where = "; ".join(x for x in sibling.note.split("; ") if x.startswith("workers")) or "-"
+        lines.append(
+            f"| {label} | {pinned.rps:,.0f} | {off.rps:,.0f} | {ratio:.2f}x | {spread} "
+            f"| {fmt_ms(pinned.p50_ms)} / {fmt_ms(off.p50_ms)} "
+            f"| {fmt_ms(pinned.p99_ms)} / {fmt_ms(off.p99_ms)} | {where} |"
+        )
+    if not lines:
+        return []
+    rounds = max(AFFINITY_AB, REPEAT)
+    return [
+        "",
+        f"CPU pinning on {AUDIT_OPERATION} (as shipped, `KHOA_CPU_AFFINITY=auto` against `off`, measured "
+        f"alternately, {rounds} runs each; ratio = auto / off, from the best run of each side, and the "
+        "median (and range) of the rounds' back-to-back pairs; `auto` leaves workers unpinned where "
+        "pinning is unsafe, see docs/architecture.md):",
+        "",
+        "| Server | req/s auto | req/s off | ratio (best runs) | ratio (median pair, range) "
+        "| p50 ms auto / off | p99 ms auto / off | placement (auto) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *lines,
+    ]
+
+
 def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, float]) -> str:
     moto = {r.operation: r.result.rps for r in rows if r.config.kind == "moto" and r.result}
     cpu_model = platform.processor() or ""
@@ -932,6 +1068,7 @@ def render(rows: list[Row], wrk_name: str, started: datetime, rss: dict[str, flo
                 f"{r.cores(r.wrk_cpu):.2f} | {r.cores(r.other_cpu):.2f} | {row.note} |"
             )
     out += audit_cost_lines(rows)
+    out += pinning_lines(rows)
     if rss:
         out += [
             "",
@@ -1082,7 +1219,12 @@ def main() -> int:
                 rows += [Row(op, config, None, "failed to start") for op in operations]
                 continue
             started_twins: list[RunningServer] = []
-            if config.kind != "moto" and AUDIT_AB > 0 and AUDIT_OPERATION in operations:
+            if (
+                config.kind != "moto"
+                and config.database == "sqlite"
+                and AUDIT_AB > 0
+                and AUDIT_OPERATION in operations
+            ):
                 for twin_config in config.audit_twins():
                     try:
                         started_twins.append(start_server(twin_config, workdir))
@@ -1090,8 +1232,23 @@ def main() -> int:
                         log(f"{twin_config.name} failed to start: {error}")
                         rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
             twins = (started_twins[0], started_twins[1]) if len(started_twins) == 2 else None
+            started_pinning: list[RunningServer] = []
+            if (
+                config.kind != "moto"
+                and config.database == "sqlite"
+                and AFFINITY_AB > 0
+                and AUDIT_OPERATION in operations
+            ):
+                for twin_config in config.affinity_twins():
+                    try:
+                        started_pinning.append(start_server(twin_config, workdir))
+                    except (RuntimeError, subprocess.CalledProcessError) as error:
+                        log(f"{twin_config.name} failed to start: {error}")
+                        rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
+            pinning = (started_pinning[0], started_pinning[1]) if len(started_pinning) == 2 else None
+            started_twins += started_pinning
             try:
-                rows += measure(wrk, server, operations, workdir, twins)
+                rows += measure(wrk, server, operations, workdir, twins, pinning)
                 rss[config.name] = tree_rss_mib(server.process.pid)
             except (RuntimeError, OSError, AssertionError) as error:
                 log(f"{config.name} failed: {error}")

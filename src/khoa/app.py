@@ -3,12 +3,16 @@ the change stream or Khoa's own endpoints. The parts live in :mod:`khoa.server`.
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from khoa import affinity
 from khoa.ids import IdSource
 from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
 from khoa.runtime import Runtime
 from khoa.server.admin import ADMIN_BODY_LIMIT, AdminRoutes, is_admin
-from khoa.server.asgi import BodyRefused, ClientGone, Receive, Scope, Send, read_body, send_response
+from khoa.server.asgi import BodyDeadlines, BodyRefused, ClientGone, Receive, Scope, Send, send_response
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
 from khoa.server.lifespan import lifespan
@@ -18,6 +22,11 @@ from khoa.server.subscriptions import ChangeStreamEndpoint
 from khoa.settings import Settings
 
 CHANGE_STREAM = "/_khoa/events"
+# Threads a worker runs calls on (every call on a network database, CPU-heavy calls on SQLite): as
+# many as the connection pool holds (khoa.storage.database), so none waits for a connection.
+REQUEST_THREADS = 8
+# Threads for CPU-heavy calls (khoa.server.pipeline): a few, as each holds a CPU while it works.
+HEAVY_THREADS = 4
 
 
 class KhoaApp:
@@ -54,6 +63,15 @@ class KhoaApp:
             network=NetworkMap(settings.private_networks, settings.trusted_proxies),
             clock=runtime.clock,
             revoked=runtime.revoked,
+            request_threads=ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="khoa-request"),
+            # The CPUs read before lifespan pins the worker to one (khoa.affinity): heavy work uses them all.
+            heavy_threads=ThreadPoolExecutor(
+                HEAVY_THREADS,
+                thread_name_prefix="khoa-heavy",
+                initializer=affinity.keep_thread_to,
+                initargs=(affinity.allowed_cpus(),),
+            ),
+            every_call_off_loop=not settings.effective_database_url.startswith("sqlite"),
         )
         self.change_stream = ChangeStreamEndpoint(
             service=runtime.services["secretsmanager"],
@@ -67,6 +85,7 @@ class KhoaApp:
             revocation_epoch=runtime.revocations.current,
         )
         self.admin = AdminRoutes(runtime, self.metrics)
+        self.body_deadlines = BodyDeadlines(settings.body_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,7 +101,7 @@ class KhoaApp:
         settings = self.runtime.settings
         limit = ADMIN_BODY_LIMIT if admin else settings.max_body_bytes
         try:
-            body = await read_body(receive, limit, settings.body_timeout_seconds)
+            body = await self.body_deadlines.read(receive, limit)
         except ClientGone:
             return  # nobody to answer; a half-received request is never acted on
         except BodyRefused as refused:
@@ -102,5 +121,13 @@ class KhoaApp:
 
 
 def create_app(settings: Settings | None = None) -> KhoaApp:
-    """Build the app; with no settings, read them from the environment (how workers start)."""
-    return KhoaApp(Runtime.build(settings or Settings.from_env()))
+    """Build the app; with no settings, read them from the environment (how workers start). Every
+    serving process starts here (uvicorn's and granian's workers call it), so it also sets the
+    process's GIL switch interval (KHOA_GIL_SWITCH_INTERVAL_MS, khoa.affinity)."""
+    if not logging.getLogger().handlers:
+        # A worker spawned by `khoa server --workers N`: only the parent configured logging (cli/main.py),
+        # so without this the worker's INFO lines (CPU placement, leadership) would be dropped.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings or Settings.from_env()
+    affinity.set_switch_interval(settings.gil_switch_interval_ms)
+    return KhoaApp(Runtime.build(settings))

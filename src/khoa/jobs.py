@@ -230,8 +230,18 @@ class JobRunner:
             log.error("job pass failed", exc_info=task.exception())
 
     def poke(self) -> None:
-        """Run a pass soon (e.g. right after RotateSecret queued a rotation)."""
-        self._start_passes(True)
+        """Run a pass soon (e.g. right after RotateSecret queued a rotation). Safe from any thread:
+        calls may run on request threads (khoa.server.pipeline)."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop
+        if running is not None and loop in (None, running):
+            self._start_passes(True)
+        elif loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._start_passes, True)
+        # else not started: its first pass finds the work
 
     async def _periodic(self) -> None:
         while True:

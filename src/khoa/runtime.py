@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine, delete
@@ -32,6 +33,7 @@ from khoa.secret_rotation.engine import RotationEngine, RotationOutcome, Rotatio
 from khoa.services import cloudtrail as cloudtrail_service
 from khoa.services import iam as iam_service
 from khoa.services import kms as kms_service
+from khoa.services import leaks as leaks_service
 from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
 from khoa.services import sts as sts_service
@@ -45,10 +47,16 @@ from khoa.services.kms.imports import expire_imported_material
 from khoa.services.kms.internal import InternalKms
 from khoa.services.kms.key_rotation import rotate_due_keys
 from khoa.services.kms.keys import destroy_due_keys
+from khoa.services.leaks.backend import LeaksBackend
+from khoa.services.leaks.backfill import Backfill
+from khoa.services.leaks.limits import RateLimiter
+from khoa.services.leaks.store import LeakStore
+from khoa.services.secretsmanager import values as secret_values
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.secrets import destroy_due_secrets
 from khoa.services.secretsmanager.store import SecretStore
 from khoa.services.secretsmanager.subscriptions import subscription_check
+from khoa.services.ssm import values as parameter_values
 from khoa.services.ssm.parameters import expire_due
 from khoa.services.ssm.references import reader as secret_reader
 from khoa.services.ssm.store import ParameterStore
@@ -57,11 +65,14 @@ from khoa.services.sts.store import StsStore
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import DatabaseBounds, create_database_engine
+from khoa.storage.fingerprints import load_fingerprinter
 
 log = logging.getLogger("khoa")
 
 # Tables holding account resources; --dev reset empties them (accounts and credentials stay).
 _RESOURCE_TABLES = (
+    schema.leak_rate_buckets,
+    schema.leak_fingerprints,
     schema.sts_sessions,
     schema.iam_tags,
     schema.iam_attachments,
@@ -147,6 +158,7 @@ class Runtime:
 
         kms = KmsBackend.create(engine, barrier, authorizer, settings.metadata_cache_seconds)
         # Rotation is built before Secrets Manager, which queues and cancels rotations through it.
+        fingerprinter = load_fingerprinter(engine, barrier)  # leak detection's key (khoa-leaks)
         secret_store = SecretStore(engine, settings.metadata_cache_seconds)
         rotation = RotationEngine(
             engine, barrier, secret_store, audit, RotationSettings.from_settings(settings)
@@ -159,22 +171,43 @@ class Runtime:
             rotation=rotation,
             poke_jobs=jobs.poke,
             regions=settings.regions,
+            fingerprinter=fingerprinter,
         )
-        parameters = ParameterStore(engine, settings.metadata_cache_seconds)
+        parameters = ParameterStore(engine, settings.metadata_cache_seconds, fingerprinter)
         secretsmanager = secretsmanager_service.build_service(secrets)
-        json_services = (
+        json_services: tuple[Service, ...] = (
             kms_service.build_service(kms),
             secretsmanager,
             # Parameter Store reads /aws/reference/secretsmanager/ names through Secrets Manager's service.
             ssm_service.build_service(
-                parameters, InternalKms(kms), authorizer, secret_reader(secretsmanager)
+                parameters, InternalKms(kms), authorizer, secret_reader(secretsmanager), settings.regions
             ),
             cloudtrail_service.build_service(CloudTrailBackend(TrailStore(engine), authorizer)),
         )
         query_services = (
-            sts_service.build_service(StsBackend(StsStore(engine, barrier), credentials, authorizer)),
-            iam_service.build_service(IamBackend(IamStore(engine), barrier, authorizer, credentials)),
+            sts_service.build_service(
+                StsBackend(StsStore(engine, barrier, fingerprinter), credentials, authorizer)
+            ),
+            iam_service.build_service(
+                IamBackend(IamStore(engine), barrier, authorizer, credentials, fingerprinter)
+            ),
         )
+        # Leak detection acts on the other services through their own handlers (see LeaksBackend).
+        leaks_store = LeakStore(engine)
+        leaks = LeaksBackend(
+            store=leaks_store,
+            fingerprinter=fingerprinter,
+            authorizer=authorizer,
+            services={service.name: service for service in (*json_services, *query_services)},
+            rotation=rotation,
+            poke_jobs=jobs.poke,
+            audit=audit,
+            engine=engine,
+            barrier=barrier,
+            clock=clock,
+            limiter=RateLimiter(leaks_store),
+        )
+        json_services = (*json_services, leaks_service.build_service(leaks))
 
         # Background work, in the order of a pass. Each job's work is recorded as AwsServiceEvents.
         job_audit = audit_jobs.JobAudit(engine, audit, dev_account_id, settings.default_region)
@@ -240,6 +273,14 @@ class Runtime:
             default_region=settings.default_region,
             delivery=trail_health,
         )
+        backfill = Backfill(
+            leaks_store,
+            fingerprinter,
+            barrier,
+            open_secret=partial(secret_values.open_value, InternalKms(kms)),
+            open_parameter=partial(parameter_values.decrypt, InternalKms(kms)),
+        )
+        jobs.register("leaks.fingerprint_backfill", backfill.run)
         jobs.register("alerts.evaluate", alerts.run)  # last: sees what this pass's other jobs recorded
 
         return cls(

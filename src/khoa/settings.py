@@ -32,7 +32,7 @@ def _lower(raw: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     host: str = variable("KHOA_HOST", "127.0.0.1", str)
-    port: int = variable("KHOA_PORT", 9440, int)
+    port: int = variable("KHOA_PORT", 9440, int, check=more_than_at_most(0, 65535))  # 1-65535
     # variable() and group() return dataclasses.field(...) specifiers, not shared mutable defaults.
     data_dir: Path = variable("KHOA_DATA_DIR", Path(".khoa"), Path)  # noqa: RUF009
     database_url: str = variable("KHOA_DATABASE_URL", "", str)
@@ -102,9 +102,20 @@ class Settings:
     audit_retention_days: float = variable("KHOA_AUDIT_RETENTION_DAYS", 90.0, float)
     audit_delivery_seconds: float = variable("KHOA_AUDIT_DELIVERY_SECONDS", 300.0, float)
     audit_digest_seconds: float = variable("KHOA_AUDIT_DIGEST_SECONDS", 3600.0, float)
-    # "auto": each worker keeps to a CPU of its own (khoa.affinity); "off". Blank means the default.
+    # "auto": each worker keeps to a CPU of its own where that is safe (khoa.affinity); "off". Blank
+    # means the default.
     cpu_affinity: str = variable(
         "KHOA_CPU_AFFINITY", "auto", _lower, check=one_of(*affinity.MODES), blank_is_default=True
+    )
+    # Where workers claim CPUs, shared by every installation that uses it (blank: /dev/shm/khoa-cpu).
+    cpu_claim_dir: str = variable("KHOA_CPU_CLAIM_DIR", "", str)
+    # The interpreter's switch interval in ms (blank: 0.5; 0 or "default": Python's own, 5 ms).
+    gil_switch_interval_ms: float = variable(
+        "KHOA_GIL_SWITCH_INTERVAL_MS",
+        affinity.DEFAULT_SWITCH_INTERVAL_MS,
+        affinity.parse_switch_interval_ms,
+        check=affinity.check_switch_interval_ms,
+        blank_is_default=True,
     )
     alerts: AlertSettings = group(AlertSettings)  # noqa: RUF009 - KHOA_ALERT(S)_* (khoa.alerts.config)
 

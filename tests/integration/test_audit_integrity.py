@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from sqlalchemy import func, select
 
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
+from tests.support.khoa_cli import run_khoa
 from tests.support.server import SECRET_ACCESS_KEY, KhoaServer
 
 pytestmark = pytest.mark.slow
@@ -37,12 +37,6 @@ SECRET_STRING = "pw-Secret-Str1ng-" + uuid.uuid4().hex
 SECRET_STRING_2 = "pw-Rotated-Str1ng-" + uuid.uuid4().hex
 PLAINTEXT = b"kms-plaintext-" + uuid.uuid4().hex.encode()
 PARAMETER_VALUE = "ssm-secure-" + uuid.uuid4().hex
-
-
-def run_khoa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "khoa", *args], env=env, capture_output=True, text=True, timeout=180
-    )
 
 
 def doc_script() -> str:

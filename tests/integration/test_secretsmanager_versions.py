@@ -74,8 +74,11 @@ def test_update_secret_with_a_value_makes_a_current_version(sm: Any) -> None:
     # metadata-only updates make no version
     assert "VersionId" not in sm.update_secret(SecretId=name, Description="d")
     assert len(stages_of(sm, name)) == 2
-    # UpdateSecret is not idempotent on ClientRequestToken: an existing VersionId is an error
-    code = error_code(sm.update_secret, SecretId=name, SecretString="two", ClientRequestToken=v2)
+    # UpdateSecret repeating a token with its value is the same request again: it succeeds with that
+    # version and changes nothing; another value under it is refused
+    assert sm.update_secret(SecretId=name, SecretString="two", ClientRequestToken=v2)["VersionId"] == v2
+    assert stages_of(sm, name) == {v1: ["AWSPREVIOUS"], v2: ["AWSCURRENT"]}
+    code = error_code(sm.update_secret, SecretId=name, SecretString="other", ClientRequestToken=v2)
     assert code == "ResourceExistsException"
     token = str(uuid.uuid4())
     assert (

@@ -68,7 +68,10 @@ def test_arn_as_name(ssm: Any) -> None:
 def test_one_level_hierarchical_name_by_arn(ssm: Any) -> None:
     name = f"/one-{uuid.uuid4().hex[:10]}"
     ssm.put_parameter(Name=name, Value="v", Type="String")
-    assert ssm.get_parameter(Name=arn_of(name))["Parameter"]["Name"] == name
+    # "/one-x" and "one-x" are one parameter, stored (and named by its ARN) without the slash, as AWS
+    # does (issue 14); asked for by name, its Name echoes the form asked for.
+    assert ssm.get_parameter(Name=arn_of(name))["Parameter"]["Name"] == name.lstrip("/")
+    assert ssm.get_parameter(Name=name)["Parameter"]["Name"] == name
 
 
 def test_leading_and_trailing_spaces_are_removed(ssm: Any) -> None:
@@ -209,7 +212,8 @@ def test_intelligent_tiering(ssm: Any) -> None:
     assert put["Tier"] == "Advanced"
     described = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [small, large]}])
     tiers = {p["Name"]: p["Tier"] for p in described["Parameters"]}
-    assert tiers == {small: "Standard", large: "Advanced"}
+    # One-level names are listed without their leading slash, as AWS lists them (issue 14).
+    assert tiers == {small.lstrip("/"): "Standard", large.lstrip("/"): "Advanced"}
 
 
 def test_no_downgrade_from_advanced(ssm: Any) -> None:

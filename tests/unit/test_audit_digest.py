@@ -25,13 +25,15 @@ from awscli.customizations.cloudtrail.validation import (
     extract_digest_key_date,
 )
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 
+from khoa.audit import retention
 from khoa.audit.delivery import GAP_SECONDS
 from khoa.audit.errors import TrailConflict
 from khoa.audit.files import STAGING_DIR, AuditFiles
 from khoa.audit.formats import BUCKET, string_to_sign
 from khoa.audit.signing import fingerprint, key_binding
+from khoa.audit.stored import StoredFiles
 from khoa.audit.trail import AuditTrail
 from khoa.audit.verify import (
     BROKEN_CHAIN,
@@ -395,6 +397,61 @@ def test_verifier_with_pinned_keys_rejects_a_replaced_key(env: Env, tmp_path: Pa
     assert INVALID_DIGEST in kinds(report)
 
 
+# -- the database's copy ---------------------------------------------------------------------------
+
+
+def _stored_report(env: Env, directory: Path, *, complete: bool) -> Any:
+    return verify_trail(
+        directory,
+        load_public_keys(env.engine),
+        load_records(env.engine),
+        stored=StoredFiles(env.engine),
+        directory_complete=complete,
+    )
+
+
+def test_a_node_holding_part_of_the_trail_verifies_it_from_the_database(env: Env, tmp_path: Path) -> None:
+    """Nodes sharing a database each hold the files they delivered; the database holds them all."""
+    logs, digests = _build_trail(env)
+    for key in logs[::2] + digests[1::2]:  # delivered by another node: not on this one's disk
+        (env.audit / key).unlink()
+    assert not env.verify().intact  # the directory alone is not the whole trail
+    report = _stored_report(env, env.audit, complete=False)
+    assert report.intact and report.digests_valid == 6 and report.log_files_valid == 6
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert _stored_report(env, empty, complete=False).intact  # a node that never delivered
+    # On a single node the directory must still hold every file: a deletion is found.
+    assert DELETED in kinds(_stored_report(env, env.audit, complete=True))
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_the_database_copy_is_checked_against_the_file_and_the_digests(env: Env, complete: bool) -> None:
+    logs, _ = _build_trail(env)
+    assert _stored_report(env, env.audit, complete=complete).intact
+    forged = gzip.compress(b'{"Records":[]}', mtime=0)
+    with env.engine.begin() as conn:
+        conn.execute(
+            update(schema.audit_log_files)
+            .where(schema.audit_log_files.c.s3_object == logs[1])
+            .values(content=forged)
+        )
+    report = _stored_report(env, env.audit, complete=complete)
+    assert MODIFIED in kinds(report) and "database" in str(report.findings)
+    (env.audit / logs[1]).unlink()  # now only the forged copy is left
+    assert not _stored_report(env, env.audit, complete=complete).intact
+
+
+def test_export_writes_the_whole_trail_where_it_verifies_as_a_directory(env: Env, tmp_path: Path) -> None:
+    logs, digests = _build_trail(env)
+    out = tmp_path / "exported"
+    assert StoredFiles(env.engine).export(out) == len(logs) + 2 * len(digests)
+    assert sorted(p.relative_to(out).as_posix() for p in logs_of(out)) == sorted(logs)
+    report = verify_trail(out, load_public_keys(env.engine), load_records(env.engine))
+    assert report.intact and report.digests_valid == 6 and report.log_files_valid == 6
+    assert StoredFiles(env.engine).export(out) == 0  # files already there are kept
+
+
 # -- delivery ------------------------------------------------------------------------------------
 
 
@@ -461,6 +518,28 @@ def test_retention_removes_only_delivered_old_events(env: Env) -> None:
     assert env.verify().intact
     keep_all = AuditTrail(env.engine, env.barrier, replace(settings, audit_retention_days=0))
     assert keep_all.apply_retention(T0 + 400 * 86400) == 0
+
+
+def test_retention_deletes_in_batches(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retention, "BATCH", 4)
+    trail = AuditTrail(env.engine, env.barrier, replace(env.settings, audit_retention_days=1.0))
+    trail.settle_seconds = 0
+    add_events(env.engine, 11, at=T0)
+    trail.close_period(T0 + 60)
+    add_events(env.engine, 2, at=T0 + 20)  # old, not delivered: kept
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(env.engine, "before_cursor_execute", seen)
+    try:
+        assert trail.apply_retention(T0 + 2 * 86400) == 11
+    finally:
+        event.remove(env.engine, "before_cursor_execute", seen)
+    assert sum(1 for s in statements if s.lstrip().upper().startswith("DELETE")) == 3  # 4 + 4 + 3
+    with env.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.audit_events)).scalar() == 2
 
 
 def test_interrupted_delivery_is_finished_or_dropped(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

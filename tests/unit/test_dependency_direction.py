@@ -3,7 +3,8 @@
 Read from the source (``ast``), so a wrong import fails here before anyone has to notice it in review.
 The layers, lowest first; a module may import its own layer and the layers below, never above:
 
-0. foundations — clock, ids, cache, envconfig, sequence, network, affinity, outbound, crypto, storage,
+0. foundations — client, scan (the leak scanner, a client of the API), clock, ids, cache, envconfig,
+   sequence, network, affinity, outbound, crypto, storage,
    protocol (the wire: models, encodings, errors, the request context)
 1. node plumbing — settings, lease, jobs, auth (credentials, SigV4, revocation), bootstrap
 2. access — the IAM policy language and its evaluation (the authoriser every service is given)
@@ -29,6 +30,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "src" / "khoa"
 
 LAYERS: dict[str, int] = {
     "client": 0,
+    "scan": 0,  # the leak scanner: a client of the khoa-leaks API (khoa scan's engine)
     **dict.fromkeys(
         (
             "clock",

@@ -181,7 +181,7 @@ def test_update_changes_metadata_and_adds_a_version(sm: Harness) -> None:
     assert sm.call("GetSecretValue", SecretId="u")["SecretString"] == "v2"
     previous = sm.call("GetSecretValue", SecretId="u", VersionStage="AWSPREVIOUS")
     assert (previous["VersionId"], previous["SecretString"]) == (first["VersionId"], "v1")
-    # UpdateSecret is not idempotent on an existing token
+    # UpdateSecret refuses an existing token with another value
     sm.fails(
         "ResourceExistsException",
         "UpdateSecret",

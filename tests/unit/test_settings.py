@@ -51,6 +51,8 @@ NON_DEFAULT: dict[str, Any] = {
     "audit_delivery_seconds": 60.0,
     "audit_digest_seconds": 600.0,
     "cpu_affinity": "off",
+    "cpu_claim_dir": "/run/khoa-cpu",
+    "gil_switch_interval_ms": 0.0,
 }
 NON_DEFAULT_ALERTS: dict[str, Any] = {
     "enabled": False,
@@ -73,6 +75,9 @@ NON_DEFAULT_ALERTS: dict[str, Any] = {
     "rotation_failure_cooldown_seconds": 60.0,
     "audit_sink_cooldown_seconds": 30.0,
     "audit_delivery_cooldown_seconds": 45.0,
+    "leak_check_threshold": 12,
+    "leak_check_window_seconds": 30.0,
+    "secret_leaked_cooldown_seconds": 600.0,
 }
 
 

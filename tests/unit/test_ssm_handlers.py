@@ -243,7 +243,8 @@ def test_expire_due_deletes_parameters_whose_expiration_passed(env: Env) -> None
     )
     call(env, "PutParameter", {"Name": "/kept", "Value": "v", "Type": "String"})
     assert expire_due(env.store, datetime.now(UTC).timestamp()) == []
-    assert expire_due(env.store, (datetime.now(UTC) + timedelta(hours=2)).timestamp()) == ["/temp"]
+    # A one-level name is stored without its leading slash, as AWS stores it (issue 14).
+    assert expire_due(env.store, (datetime.now(UTC) + timedelta(hours=2)).timestamp()) == ["temp"]
     assert error(env, "GetParameter", {"Name": "/temp"}) == "ParameterNotFound"
     assert call(env, "GetParameter", {"Name": "/kept"})["Parameter"]["Value"] == "v"
 
@@ -255,12 +256,12 @@ def _again(version: VersionRow) -> NewVersion:
 
 def test_a_write_from_a_stale_read_is_too_many_updates(env: Env) -> None:
     # Two writers read version 1; the second to write must not also write version 2.
-    call(env, "PutParameter", {"Name": "/race", "Value": "one", "Type": "String"})
-    stale = env.store.get(ACCOUNT, REGION, "/race")
+    call(env, "PutParameter", {"Name": "/race/p", "Value": "one", "Type": "String"})
+    stale = env.store.get(ACCOUNT, REGION, "/race/p")
     assert stale is not None
     first = env.store.version(stale.param_id, 1)
     assert first is not None
-    call(env, "PutParameter", {"Name": "/race", "Value": "two", "Overwrite": True})
+    call(env, "PutParameter", {"Name": "/race/p", "Value": "two", "Overwrite": True})
     with pytest.raises(AWSError) as excinfo:
         env.store.add_version(stale, _again(first), None)
     assert excinfo.value.code == "TooManyUpdates"
@@ -268,13 +269,13 @@ def test_a_write_from_a_stale_read_is_too_many_updates(env: Env) -> None:
 
 
 def test_creating_a_name_created_meanwhile_is_already_exists(env: Env) -> None:
-    call(env, "PutParameter", {"Name": "/twice", "Value": "one", "Type": "String"})
-    row = env.store.get(ACCOUNT, REGION, "/twice")
+    call(env, "PutParameter", {"Name": "/twice/p", "Value": "one", "Type": "String"})
+    row = env.store.get(ACCOUNT, REGION, "/twice/p")
     assert row is not None
     first = env.store.version(row.param_id, 1)
     assert first is not None
     with pytest.raises(AWSError) as excinfo:
-        env.store.create(ACCOUNT, REGION, "/twice", _again(first), None, {"team": "a"})
+        env.store.create(ACCOUNT, REGION, "/twice/p", _again(first), None, {"team": "a"})
     assert excinfo.value.code == "ParameterAlreadyExists"
     assert env.store.tags.of(row.param_id) == {}  # the failed creation wrote nothing
 

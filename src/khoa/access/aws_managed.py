@@ -108,7 +108,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Provides read only access to Amazon SSM.",
         _doc(_allow("ssm:Describe*", "ssm:Get*", "ssm:List*")),
     ),
+    # Attached by Khoa's leak response (khoa.services.leaks.respond) to the user of a leaked access key,
+    # as AWS attaches its own to a user whose key was exposed. AWS's version denies a list of actions
+    # that cost money; every action Khoa serves is worth protecting, so Khoa's denies them all.
+    "AWSCompromisedKeyQuarantineV2": (
+        "Denies every action; attached by Khoa when one of the user's access keys was found leaked. "
+        "Do NOT remove this policy before the leaked key is deleted and the user's activity reviewed.",
+        _doc({"Effect": "Deny", "Action": "*", "Resource": "*"}),
+    ),
 }
+QUARANTINE = "AWSCompromisedKeyQuarantineV2"
 
 
 def arn_of(name: str) -> str:

@@ -25,6 +25,8 @@ DECRYPTION_FAILURE_BURST = "decryption-failure-burst"
 AUDIT_SINK_ERRORS = "audit-sink-errors"
 AUDIT_DELIVERY_FAILING = "audit-delivery-failing"
 UNEXPECTED_NETWORK = "unexpected-network"
+LEAK_CHECK_BURST = "leak-check-burst"
+SECRET_LEAKED = "secret-leaked"
 RULES = (
     NEW_SECRET_READER,
     ROTATION_FAILED,
@@ -34,6 +36,8 @@ RULES = (
     AUDIT_SINK_ERRORS,
     AUDIT_DELIVERY_FAILING,
     UNEXPECTED_NETWORK,
+    LEAK_CHECK_BURST,
+    SECRET_LEAKED,
 )
 
 T = TypeVar("T")
@@ -103,6 +107,11 @@ class AlertSettings:
     audit_sink_cooldown_seconds: float = _number("KHOA_ALERT_AUDIT_SINK_COOLDOWN_SECONDS", 300.0, float)
     audit_delivery_cooldown_seconds: float = _number(
         "KHOA_ALERT_AUDIT_DELIVERY_COOLDOWN_SECONDS", 300.0, float
+    )
+    leak_check_threshold: int = _number("KHOA_ALERT_LEAK_CHECK_THRESHOLD", 30, int)
+    leak_check_window_seconds: float = _number("KHOA_ALERT_LEAK_CHECK_WINDOW_SECONDS", 60.0, float)
+    secret_leaked_cooldown_seconds: float = _number(
+        "KHOA_ALERT_SECRET_LEAKED_COOLDOWN_SECONDS", 3600.0, float
     )
 
     @classmethod

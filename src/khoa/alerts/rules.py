@@ -35,14 +35,25 @@ What rules look up beyond their batch (secrets, rotation roles, key use, error c
 ``unexpected-network``
     An authenticated call whose ``sourceIPAddress`` is outside ``KHOA_ALERT_ALLOWED_NETWORKS``; once
     per (access key, address) per window.
+``leak-check-burst``
+    One principal made more than N leak checks (khoa-leaks CheckLeakedValues / ReportLeakedValues
+    calls, allowed, denied or throttled alike) within the window: the check is an oracle, and a burst
+    is someone testing guesses. Once per principal per window.
+``secret-leaked``
+    A value reported leaked (ReportLeakedValues) that still works: one alert per live resource,
+    ``critical``, naming the resource, the version or key id, where it was found (the source URL
+    without credentials or query) and the responses taken; again after the cooldown if reported
+    again. Also every response recorded as a ``LeakResponse`` service event (a key quarantined, an
+    emergency rotation, a secret that cannot be rotated), with the severity the response gave it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from khoa.access.conditions import ip_address
 from khoa.alerts import config
@@ -505,6 +516,170 @@ class UnexpectedNetwork(Rule):
             )
 
 
+# -- leak detection -------------------------------------------------------------------------------
+
+_LEAKS_SOURCE = "khoa-leaks.amazonaws.com"
+LEAK_CHECKS = ("CheckLeakedValues", "ReportLeakedValues")
+_LEAK_RESOURCE_TYPES = {
+    "secret": _SECRET_TYPE,
+    "parameter": "AWS::SSM::Parameter",
+    "access-key": "AWS::IAM::AccessKey",
+    "sts-credential": "AWS::IAM::Role",
+}
+
+
+class LeakCheckBurst(Rule):
+    """Counts each principal's leak checks in a trailing window (kept by the rule between passes:
+    the engine runs on the leader only; a new leader starts counting afresh)."""
+
+    name = config.LEAK_CHECK_BURST
+
+    def __init__(self, settings: AlertSettings) -> None:
+        super().__init__(settings)
+        self.recent: dict[tuple[str, str], deque[tuple[float, bool]]] = {}
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        window = self.settings.leak_check_window_seconds
+        limit = self.settings.leak_check_threshold
+        over: dict[tuple[str, str], Event] = {}
+        for e in events:
+            if e.event_source != _LEAKS_SOURCE or e.event_name not in LEAK_CHECKS:
+                continue
+            who = e.principal
+            if e.event_type != "AwsApiCall" or who is None:
+                continue  # failed authentication: nobody to attribute the check to
+            times = self.recent.setdefault((e.account_id, who), deque())
+            times.append((e.event_time, e.error_code == "ThrottlingException"))
+            while times and times[0][0] <= e.event_time - window:
+                times.popleft()
+            if len(times) > limit:
+                over[(e.account_id, who)] = e
+        for (account_id, who), e in over.items():
+            times = self.recent[(account_id, who)]
+            throttled = sum(1 for _, refused in times if refused)
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="high",
+                    account_id=account_id,
+                    region=e.region,
+                    summary=f"{who} made {len(times)} leak checks in {window:g} seconds (limit {limit})",
+                    dedupe_key=f"{account_id}\n{who}",
+                    suppress_seconds=window,
+                    details={
+                        "count": len(times),
+                        "throttled": throttled,
+                        "windowSeconds": window,
+                        "limit": limit,
+                        **_caller_details(e),
+                    },
+                    event_ids=[e.event_id],
+                )
+            )
+        newest = max((e.event_time for e in events), default=None)
+        if newest is not None:  # forget principals quiet for a whole window
+            for key in [k for k, t in self.recent.items() if not t or t[-1][0] <= newest - window]:
+                del self.recent[key]
+
+
+def _source(url: Any) -> str:
+    """Where a leak was found, without what a URL may carry of credentials (user info, query)."""
+    if not isinstance(url, str):
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return _short(f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else parts.path, 512)
+
+
+class SecretLeaked(Rule):
+    name = config.SECRET_LEAKED
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if e.event_source != _LEAKS_SOURCE or e.error_code:
+                continue
+            if e.event_name == "ReportLeakedValues" and e.event_type == "AwsApiCall":
+                self._reported(ctx, e)
+            elif e.event_name == "LeakResponse" and e.event_type == "AwsServiceEvent":
+                self._response(ctx, e)
+
+    def _reported(self, ctx: PassContext, e: Event) -> None:
+        response = e.record.get("responseElements") or {}
+        source = _source((e.record.get("requestParameters") or {}).get("sourceUrl"))
+        live: dict[str, dict[str, Any]] = {}
+        for match in response.get("matches") or []:
+            if isinstance(match, dict) and match.get("status") == "live" and match.get("resourceArn"):
+                live.setdefault(str(match["resourceArn"]), match)
+        for arn, match in live.items():
+            kind = str(match.get("resourceType") or "")
+            actions = [
+                _short(r.get("action"), 64)
+                for r in response.get("responses") or []
+                if isinstance(r, dict) and r.get("resourceArn") == arn
+            ]
+            which = match.get("accessKeyId") or match.get("versionId") or ""
+            details = {
+                "resourceArn": arn,
+                "resourceType": kind,
+                "accessKeyId": match.get("accessKeyId"),
+                "versionId": match.get("versionId"),
+                "field": match.get("field"),
+                "sourceUrl": source or None,
+                "actions": actions,
+                **_caller_details(e),
+            }
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="critical",
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=f"A live {kind} value of {arn} was reported leaked"
+                    + (f" at {source}" if source else ""),
+                    dedupe_key=f"{arn}\n{which}",
+                    suppress_seconds=self.settings.secret_leaked_cooldown_seconds,
+                    details={k: v for k, v in details.items() if v not in (None, "")},
+                    resources=[{"type": _LEAK_RESOURCE_TYPES.get(kind, "AWS::Khoa::Resource"), "ARN": arn}],
+                    event_ids=[e.event_id],
+                )
+            )
+
+    def _response(self, ctx: PassContext, e: Event) -> None:
+        data = e.record.get("additionalEventData") or {}
+        arn = _short(data.get("resourceArn") or next(iter(e.resource_arns), "unknown resource"), 2048)
+        action = _short(data.get("action") or "response", 64)
+        severity = data.get("severity") if data.get("severity") in ("high", "critical") else "high"
+        kind = str(data.get("resourceType") or "")
+        details = {
+            "resourceArn": arn,
+            "resourceType": kind or None,
+            "action": action,
+            "detail": _short(data.get("detail") or "", 512) or None,
+            "accessKeyId": data.get("accessKeyId"),
+            "versionId": data.get("versionId"),
+            "eventTime": e.time_iso,
+            "eventId": e.event_id,
+        }
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity=str(severity),
+                account_id=e.account_id,
+                region=e.region,
+                summary=f"Leak response for {arn}: {action}",
+                dedupe_key=e.event_id,
+                suppress_seconds=None,
+                details={k: v for k, v in details.items() if v is not None},
+                resources=[{"type": _LEAK_RESOURCE_TYPES.get(kind, "AWS::Khoa::Resource"), "ARN": arn}],
+                event_ids=[e.event_id],
+            )
+        )
+
+
 def build_rules(settings: AlertSettings) -> list[Rule]:
     rules: list[Rule] = [
         NewSecretReader(settings),
@@ -515,5 +690,7 @@ def build_rules(settings: AlertSettings) -> list[Rule]:
         AuditSinkErrors(settings),
         AuditDeliveryFailing(settings),
         UnexpectedNetwork(settings),
+        LeakCheckBurst(settings),
+        SecretLeaked(settings),
     ]
     return [rule for rule in rules if settings.rule_enabled(rule.name)]

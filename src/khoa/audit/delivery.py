@@ -7,9 +7,10 @@ sequence numbers in one order and commits in another), which it holds and delive
 (a :class:`khoa.sequence.SequenceCursor`, persisted as the row's ``delivered_seq`` and ``held``). A
 cursor costs one row per pass where marking each delivered event cost an UPDATE per event.
 
-A batch's files are staged, their rows and the new cursor committed in one transaction guarded by the
-cursor read before, then published (:mod:`khoa.audit.files`): a second writer cannot deliver the same
-events, and a crash leaves nothing the database does not know about.
+A batch's files are staged, their rows (each with the file's bytes: the database holds the complete
+trail, however many nodes took turns delivering it) and the new cursor committed in one transaction
+guarded by the cursor read before, then published (:mod:`khoa.audit.files`): a second writer cannot
+deliver the same events, and a crash leaves nothing the database does not know about.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class Delivery:
                 unique = "".join(secrets.choice(_UNIQUE_ALPHABET) for _ in range(16))
                 key = log_file_key(account_id, region, now, unique)
                 content = log_file_content([row.record for row in group])
-                staged.append((self.files.stage(key, gzip.compress(content, compresslevel=6, mtime=0)), key))
+                packed = gzip.compress(content, compresslevel=6, mtime=0)
+                staged.append((self.files.stage(key, packed), key))
                 values.append(
                     {
                         "s3_object": key,
@@ -177,6 +179,7 @@ class Delivery:
                         "event_count": len(group),
                         "delivered_at": now,
                         "digest_id": None,
+                        "content": packed,
                     }
                 )
             try:

@@ -3,7 +3,8 @@
 Every period (hourly, and on demand) a digest file per (account, Region) lists each log file delivered
 since the previous digest with the SHA-256 of its *uncompressed* content, and names the previous
 digest's location, hash and signature, so the chain cannot be cut or edited unnoticed. The digest's
-row and the marking of the log files it lists commit in one transaction; a chain extended by another
+row (with the file's bytes, as for log files) and the marking of the log files it lists commit in one
+transaction; a chain extended by another
 writer meanwhile fails on the row's key, and nothing of this writer's is kept.
 """
 
@@ -154,7 +155,8 @@ class Digests:
             key.private_key,
             string_to_sign(iso(end), BUCKET, s3_object, digest_hash, head.signature if head else None),
         )
-        staged = self.files.stage(s3_object, gzip.compress(content, mtime=0))
+        packed = gzip.compress(content, mtime=0)
+        staged = self.files.stage(s3_object, packed)
         staged_signature = self.files.stage(s3_object + SIGNATURE_SUFFIX, signature.encode() + b"\n")
         file_ids = [f.file_id for f in files]
         try:
@@ -171,6 +173,7 @@ class Digests:
                         signature=signature,
                         fingerprint=key.fingerprint,
                         log_file_count=len(files),
+                        content=packed,
                     )
                 ).inserted_primary_key
                 assert inserted is not None

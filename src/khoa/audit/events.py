@@ -33,6 +33,9 @@ _SECRET_NAMES = {
     "encryptedkeymaterial",
     "importtoken",
 }
+# Secret members left out of the record entirely rather than shown as hidden: khoa-leaks' candidate
+# values (a check's record says which candidate Ids were checked, and nothing of what they were).
+_LEFT_OUT = frozenset({("khoa-leaks", "Value")})
 _READ_PREFIXES = (
     "Get",
     "List",
@@ -87,7 +90,8 @@ def redact(model: ServiceModel, shape_name: str | None, value: Any) -> Any:
             if member_shape["type"] == "blob":
                 continue
             if name.lower() in _SECRET_NAMES or member_shape.get("sensitive"):
-                out[_camel(name)] = HIDDEN
+                if (model.service, name) not in _LEFT_OUT:
+                    out[_camel(name)] = HIDDEN
                 continue
             out[_camel(name)] = redact(model, member["shape"], value[name])
         return out

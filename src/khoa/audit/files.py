@@ -50,7 +50,7 @@ def _make_dirs(path: Path) -> None:
         _fsync_dir(directory.parent)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
     _make_dirs(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -69,7 +69,7 @@ def probe_directory(directory: Path, name: str) -> str | None:
     creating an empty file needs no data block)."""
     path = directory / name
     try:
-        _write_synced(path, b"\n")
+        write_synced(path, b"\n")
         path.unlink()
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -97,7 +97,7 @@ class AuditFiles:
 
     def stage(self, key: str, data: bytes) -> Path:
         path = self.staging_path(key)
-        _write_synced(path, data)
+        write_synced(path, data)
         return path
 
     def publish(self, staged: Path, key: str) -> None:

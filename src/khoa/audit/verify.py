@@ -7,6 +7,12 @@ must hash to the listed SHA-256. Files that no digest lists are inserted, unless
 them as delivered and not yet digested (and their hash matches). The database's own list of digests
 anchors the newest end of each chain, so deleting the latest digest (truncating the chain) is found
 too.
+
+The database keeps a copy of every file (:mod:`khoa.audit.stored`). On a single node
+(``directory_complete``) the directory is the trail checked, as its only writer put every file there,
+and each file must also agree with the database's copy. A node of a cluster holds only the files it
+delivered itself, so there the database's copy stands in for every file the directory lacks: the
+whole trail verifies from any node.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sqlalchemy import Engine, select
 from khoa.audit.files import SIGNATURE_SUFFIX, STAGING_DIR
 from khoa.audit.formats import BUCKET, iso, parse_iso, sha256_hex, string_to_sign
 from khoa.audit.signing import fingerprint, public_key_der
+from khoa.audit.stored import StoredFiles
 from khoa.storage import schema
 
 # Finding kinds, worst first in the report.
@@ -211,6 +218,36 @@ def _classify(directory: Path) -> tuple[list[str], list[str], list[str]]:
     return digests, logs, other
 
 
+class _Copies:
+    """The trail's files: the directory's, else (``fill``) the database's copy (``stored``)."""
+
+    def __init__(self, directory: Path, stored: StoredFiles | None, report: Report, fill: bool) -> None:
+        self.directory = directory
+        self.stored = stored
+        self.report = report
+        self.fill = fill
+
+    def keys(self, local: list[str], kept: frozenset[str]) -> list[str]:
+        return sorted(set(local) | kept) if self.fill else local
+
+    def read(self, key: str) -> bytes | None:
+        """The file's bytes, after checking that the two copies agree where both exist."""
+        path = self.directory / key
+        local = path.read_bytes() if path.is_file() else None
+        if self.stored is None or key not in self.stored or (local is None and not self.fill):
+            return local
+        kept = self.stored.read(key)
+        if local is not None and kept is not None and _inflate(local) != _inflate(kept):
+            self.report.add(MODIFIED, key, "differs from the copy the database keeps")
+        return local if local is not None else kept
+
+    def signature(self, key: str) -> str | None:
+        path = self.directory / (key + SIGNATURE_SUFFIX)
+        if path.is_file():
+            return path.read_text().strip()
+        return self.stored.signature(key) if self.stored is not None and self.fill else None
+
+
 def verify_trail(
     directory: Path,
     keys: dict[str, rsa.RSAPublicKey],
@@ -218,9 +255,14 @@ def verify_trail(
     *,
     start: float | None = None,
     end: float | None = None,
+    stored: StoredFiles | None = None,
+    directory_complete: bool = True,
 ) -> Report:
     report = Report(first_time=start, last_time=end)
-    digest_keys, log_keys, others = _classify(directory)
+    local_digests, local_logs, others = _classify(directory)
+    copies = _Copies(directory, stored, report, fill=not directory_complete)
+    digest_keys = copies.keys(local_digests, stored.digest_keys if stored is not None else frozenset())
+    log_keys = copies.keys(local_logs, stored.log_keys if stored is not None else frozenset())
     for key in others:
         if STAGING_DIR not in key:
             report.add(INSERTED, key, "unexpected file in the trail")
@@ -230,11 +272,9 @@ def verify_trail(
         parts = key.split("/")
         digest = _Digest(key=key, chain=(parts[1], parts[3]))
         digests[key] = digest
-        raw = (directory / key).read_bytes()
-        digest.content = _inflate(raw)
-        signature_path = directory / (key + SIGNATURE_SUFFIX)
-        if signature_path.is_file():
-            digest.signature = signature_path.read_text().strip()
+        raw = copies.read(key)
+        digest.content = _inflate(raw) if raw is not None else None
+        digest.signature = copies.signature(key)
         if digest.content is None:
             digest.error = "is not a gzip file (modified)"
             continue
@@ -319,11 +359,12 @@ def verify_trail(
             source = f"database (its digest {owner} is not valid)" if owner else "database"
             expected[row.s3_object] = _Expected(row.s3_object, row.hash_value, source, pending=owner is None)
 
-    on_disk = set(log_keys)
+    on_disk = set(log_keys)  # in the directory or the database
     actual: dict[str, str | None] = {}
     for key in sorted(on_disk | set(expected)):
         if key in on_disk:
-            content = _inflate((directory / key).read_bytes())
+            raw = copies.read(key)
+            content = _inflate(raw) if raw is not None else None
             actual[key] = sha256_hex(content) if content is not None else None
     hash_owner = {e.hash_value: e.key for e in expected.values()}
 

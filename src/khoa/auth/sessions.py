@@ -15,7 +15,8 @@ from sqlalchemy import Engine, insert
 
 from khoa.auth.credentials import session_binding
 from khoa.crypto.barrier import Barrier
-from khoa.storage import schema
+from khoa.crypto.fingerprint import Fingerprinter
+from khoa.storage import fingerprints, schema
 
 _ALNUM = string.ascii_uppercase + string.digits
 
@@ -41,8 +42,10 @@ def issue_session(
     session_policy: str | None = None,
     session_tags: dict[str, str] | None = None,
     source_identity: str | None = None,
+    fingerprinter: Fingerprinter | None = None,
 ) -> SessionCredentials:
-    """Store a new session (secret sealed, token as a digest only) and return its credentials once."""
+    """Store a new session (secret sealed, token as a digest only) and return its credentials once;
+    with ``fingerprinter``, the leak fingerprints of its secret and key id go with it."""
     access_key_id = "ASIA" + "".join(secrets.choice(_ALNUM) for _ in range(16))
     secret = "".join(secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40))
     token = base64.b64encode(b"khoa-session-v1:" + os.urandom(96)).decode()
@@ -64,4 +67,16 @@ def issue_session(
                 expires_at=expires.timestamp(),
             )
         )
+        if fingerprinter is not None:
+            resource = fingerprints.Resource(
+                account_id,
+                "",
+                fingerprints.STS_CREDENTIAL,
+                access_key_id,
+                role_arn,
+                access_key_id=access_key_id,
+                expires_at=expires.timestamp(),
+            )
+            items = [(None, fingerprinter.digest(v)) for v in (secret, access_key_id)]
+            fingerprints.add(conn, resource, items, now.timestamp())
     return SessionCredentials(access_key_id, secret, token, expires)

@@ -25,6 +25,10 @@ _VERSIONS = schema.sm_versions
 
 @dataclass(frozen=True)
 class SecretState:
+    """What a write may change of a secret. ``versions`` holds the versions with a value that carry a
+    label or were created at or after the snapshot's ``since`` (``recent``: those created since), not
+    every version: a busy secret keeps thousands, and a write snapshots it twice."""
+
     secret_id: str
     arn: str
     account_id: str
@@ -32,9 +36,12 @@ class SecretState:
     deleted: bool
     stages: dict[str, str]
     versions: frozenset[str]
+    recent: frozenset[str] = frozenset()
 
 
-def snapshot(engine: Engine, secret_id: str) -> SecretState | None:
+def snapshot(engine: Engine, secret_id: str, since: float | None = None) -> SecretState | None:
+    """The secret's state; ``since`` (epoch seconds, the write's start) also finds the versions the
+    write created, through the (secret, created_at) index."""
     with engine.connect() as conn:
         row = conn.execute(
             select(_SECRETS.c.arn, _SECRETS.c.account_id, _SECRETS.c.region, _SECRETS.c.deleted_at).where(
@@ -49,14 +56,31 @@ def snapshot(engine: Engine, secret_id: str) -> SecretState | None:
                 select(_STAGES.c.stage, _STAGES.c.version_id).where(_STAGES.c.secret_id == secret_id)
             ).all()
         }
-        versions = frozenset(  # a rotation's placeholder becomes a version when it gets its value
-            conn.execute(
-                select(_VERSIONS.c.version_id)
-                .where(_VERSIONS.c.secret_id == secret_id)
-                .where(_VERSIONS.c.value_kind != schema.SM_NO_VALUE)
-            ).scalars()
+        with_value = (_VERSIONS.c.secret_id == secret_id, _VERSIONS.c.value_kind != schema.SM_NO_VALUE)
+        # A rotation's placeholder (labelled AWSPENDING) becomes a version when it gets its value.
+        labelled = (
+            set(
+                conn.execute(
+                    select(_VERSIONS.c.version_id).where(
+                        *with_value, _VERSIONS.c.version_id.in_(set(stages.values()))
+                    )
+                ).scalars()
+            )
+            if stages
+            else set()
         )
-    return SecretState(secret_id, row[0], row[1], row[2], row[3] is not None, stages, versions)
+        recent = (
+            frozenset(
+                conn.execute(
+                    select(_VERSIONS.c.version_id).where(*with_value, _VERSIONS.c.created_at >= since)
+                ).scalars()
+            )
+            if since is not None
+            else frozenset()
+        )
+    return SecretState(
+        secret_id, row[0], row[1], row[2], row[3] is not None, stages, frozenset(labelled | recent), recent
+    )
 
 
 def publish(engine: Engine, state: SecretState, kind: str, detail: dict[str, Any]) -> None:
@@ -86,7 +110,12 @@ def publish_changes(engine: Engine, before: SecretState | None, after: SecretSta
     if before is not None and before.deleted != after.deleted:
         publish(engine, after, "SecretDeleted" if after.deleted else "SecretRestored", {})
         published += 1
-    for version_id in sorted(after.versions - (before.versions if before else frozenset())):
+    # New: created by this write, or a rotation's placeholder (labelled before, without a value) that
+    # got its value. A version that merely gained a label was there before.
+    placeholders = frozenset(before.stages.values()) - before.versions if before else frozenset()
+    had = before.versions if before else frozenset()
+    created = {v for v in after.versions - had if v in after.recent or v in placeholders}
+    for version_id in sorted(created):
         labels = sorted(stage for stage, vid in after.stages.items() if vid == version_id)
         publish(engine, after, "VersionCreated", {"versionId": version_id, "versionStages": labels})
         published += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -95,13 +96,17 @@ async def stream(
             now_epoch = revocation_epoch()
             if now_epoch != epoch or loop.time() - checked_at >= recheck_seconds:
                 epoch, checked_at = now_epoch, loop.time()
-                if not still_allowed():
+                if not await loop.run_in_executor(None, still_allowed):
                     await send(
                         {"type": "http.response.body", "body": b": access revoked\n\n", "more_body": True}
                     )
                     break
-            cursor, rows = read_in_order(
-                engine, cursor, loop.time(), _GAPS, where=_EVENTS.c.secret_id == secret_id
+            # Off the event loop: a slow database delays this subscriber only.
+            cursor, rows = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    read_in_order, engine, cursor, loop.time(), _GAPS, where=_EVENTS.c.secret_id == secret_id
+                ),
             )
             for row in rows:
                 data = json.dumps(event_payload(row))

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from khoa import outbound
 from khoa.changes.follow import gap_policy, read_in_order
@@ -61,6 +61,18 @@ def register(
             )
         )
     return webhook_id
+
+
+def list_webhooks(engine: Engine) -> list[Any]:
+    """Every registered webhook (rows; ``secret_sealed`` is never shown)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(_HOOKS).order_by(_HOOKS.c.account_id, _HOOKS.c.created_at)).all())
+
+
+def delete_webhook(engine: Engine, webhook_id: str) -> bool:
+    """Remove a webhook (it receives nothing more); whether there was one."""
+    with engine.begin() as conn:
+        return bool(conn.execute(delete(_HOOKS).where(_HOOKS.c.webhook_id == webhook_id)).rowcount)
 
 
 def event_payload(row: Any) -> dict[str, Any]:

@@ -7,56 +7,57 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 from sqlalchemy import select
 
 from khoa.bootstrap import create_account, generate_account_id, load_barrier
-from khoa.cli.common import DatabaseUrl, DataDir, installation_settings
+from khoa.cli.common import (
+    ACCOUNT_ID,
+    AsJson,
+    CliError,
+    DatabaseUrl,
+    DataDir,
+    installation,
+    installation_settings,
+    print_list,
+    stdout_console,
+    usage_error,
+)
 from khoa.crypto.seal import SealError
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 
 @app.command("create")
 def create(
     account_id: Annotated[
-        str | None, typer.Option("--id", help="12-digit account id (default: random).")
+        str | None, typer.Option("--id", metavar="ID", help="12-digit account id (default: random).")
     ] = None,
-    name: Annotated[str, typer.Option(help="A name for the account.")] = "account",
+    name: Annotated[str, typer.Option(metavar="NAME", help="A name for the account.")] = "account",
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print {AccountId, AccessKeyId, SecretAccessKey}.")
+        bool, typer.Option("--json", metavar="", help="Print {AccountId, AccessKeyId, SecretAccessKey}.")
     ] = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an account and its root credentials (the secret is shown once)."""
+    if account_id is not None and not ACCOUNT_ID.match(account_id):
+        raise usage_error(f"--id {account_id!r} is not an account id: an account id is 12 digits")
     settings = installation_settings(data_dir, database_url)
     account_id = account_id or generate_account_id()
-    if not (len(account_id) == 12 and account_id.isdigit()):
-        err.print("[red]the account id must be 12 digits[/red]")
-        raise typer.Exit(2)
-    engine = create_database_engine(settings.effective_database_url)
-    try:
-        migrate(engine)
-        barrier = load_barrier(settings, engine, create=False)
+    with installation(settings, write=True) as engine:
+        try:
+            barrier = load_barrier(settings, engine, create=False)
+        except SealError as exc:
+            raise CliError(f"cannot open the installation: {exc}") from None
         with engine.connect() as conn:
             exists = conn.execute(
                 select(schema.accounts.c.account_id).where(schema.accounts.c.account_id == account_id)
             ).first()
         if exists:
-            err.print(f"[red]account {account_id} already exists[/red]")
-            raise typer.Exit(1)
+            raise CliError(f"account {account_id} already exists: choose another --id")
         account = create_account(engine, barrier, account_id=account_id, name=name)
-    except SealError as exc:
-        err.print(f"[red]cannot open the installation:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
     if as_json:
         print(
             json.dumps(
@@ -68,26 +69,22 @@ def create(
             )
         )
         return
-    out.print(f"Created account [bold]{account.account_id}[/bold] ({name}). Root credentials, shown once:")
+    stdout_console().print(
+        f"Created account [bold]{account.account_id}[/bold] ({escape(name)}). Root credentials, shown once:",
+        markup=True,
+    )
     print(f"AWS_ACCESS_KEY_ID={account.access_key_id}")
     print(f"AWS_SECRET_ACCESS_KEY={account.secret_access_key}")
 
 
 @app.command("list")
 def list_accounts(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
+    as_json: AsJson = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
 ) -> None:
     """List accounts (never their secrets)."""
     settings = installation_settings(data_dir, database_url)
-    engine = create_database_engine(settings.effective_database_url)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            rows = conn.execute(select(schema.accounts).order_by(schema.accounts.c.created_at)).all()
-    finally:
-        engine.dispose()
+    with installation(settings) as engine, engine.connect() as conn:
+        rows = conn.execute(select(schema.accounts).order_by(schema.accounts.c.created_at)).all()
     accounts = [
         {
             "AccountId": r.account_id,
@@ -96,13 +93,7 @@ def list_accounts(
         }
         for r in rows
     ]
-    if as_json:
-        print(json.dumps(accounts))
-        return
-    table = Table("AccountId", "Name", "Created")
-    for account in accounts:
-        table.add_row(account["AccountId"], account["Name"], account["CreatedDate"])
-    out.print(table)
+    print_list(accounts, ("AccountId", "Name", "CreatedDate"), as_json, "No accounts.")
 
 
 __all__ = ["app"]

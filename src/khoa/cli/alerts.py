@@ -10,17 +10,12 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.alerts.engine import stored_alert
-from khoa.alerts.notifiers import webhook_payload
-from khoa.cli.common import DatabaseUrl, DataDir, installation_settings
+from khoa.cli.common import DatabaseUrl, DataDir, installation, installation_settings
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine
 
 app = typer.Typer(help="Alerts raised by the server's rules.", no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True)
 _ALERTS = schema.alerts
 _STYLES = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
 
@@ -45,6 +40,8 @@ def _status(row: Any) -> str:
 
 def format_alert(row: Any) -> Text:
     """One line: time, severity, rule, account, summary, then where it was delivered."""
+    from khoa.alerts.engine import stored_alert  # imported when used: it loads the service models
+
     alert = stored_alert(row)
     line = Text(no_wrap=False)
     line.append(alert.raised_at, style="dim")
@@ -64,33 +61,33 @@ def format_alert(row: Any) -> Text:
 def list_alerts(
     since: Annotated[
         str | None,
-        typer.Option(help="Only alerts raised at or after this ISO 8601 time (default: 7 days ago)."),
+        typer.Option(
+            metavar="TIME", help="Only alerts raised at or after this ISO 8601 time (default: 7 days ago)."
+        ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON array (one object per alert).")
+        bool, typer.Option("--json", metavar="", help="Print a JSON array (one object per alert).")
     ] = False,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (the most recent).")] = 200,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, help="At most this many (the most recent).")
+    ] = 200,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Show recent alerts, oldest first."""
     start = _parse_since(since) if since is not None else (datetime.now(UTC) - timedelta(days=7)).timestamp()
     settings = installation_settings(data_dir, database_url)
-    engine = create_database_engine(settings.effective_database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(_ALERTS)
-                .where(_ALERTS.c.raised_at >= start)
-                .order_by(_ALERTS.c.raised_at.desc(), _ALERTS.c.alert_id)
-                .limit(limit)
-            ).all()
-    except SQLAlchemyError as exc:
-        err.print(f"[red]cannot read alerts:[/red] {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
+    with installation(settings) as engine, engine.connect() as conn:
+        rows = conn.execute(
+            select(_ALERTS)
+            .where(_ALERTS.c.raised_at >= start)
+            .order_by(_ALERTS.c.raised_at.desc(), _ALERTS.c.alert_id)
+            .limit(limit)
+        ).all()
     rows = rows[::-1]
+    from khoa.alerts.engine import stored_alert
+    from khoa.alerts.notifiers import webhook_payload
+
     if as_json:
         payloads = []
         for row in rows:

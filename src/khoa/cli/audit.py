@@ -11,15 +11,12 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.cli.common import DatabaseUrl, DataDir, installation_settings
+from khoa.cli.common import CliError, DatabaseUrl, DataDir, installation, installation_settings
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine
 
 app = typer.Typer(help="Inspect the audit trail.", no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True)
 
 _EVENTS = schema.audit_events
 _BATCH = 500
@@ -116,40 +113,42 @@ def _follow(engine: Engine, after: int, needle: str | None, interval: float) -> 
 
 @app.command()
 def tail(
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", metavar="", help="Keep printing new events.")
+    ] = False,
     filter_text: Annotated[
         str | None,
-        typer.Option("--filter", help="Only events whose record or line contains TEXT (any case)."),
+        typer.Option(
+            "--filter", metavar="TEXT", help="Only events whose record or line contains TEXT (any case)."
+        ),
     ] = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Recent events to show first.")] = 20,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", metavar="N", min=0, help="Recent events to show first.")
+    ] = 20,
     interval: Annotated[float, typer.Option(hidden=True, min=0.05)] = 1.0,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print recent audit events, one line each: time, account, principal, event, outcome."""
     settings = installation_settings(data_dir, database_url)
-    engine = create_database_engine(settings.effective_database_url)
     try:
-        records, newest = _recent(engine, lines, filter_text)
-        for record in records:
-            out.print(format_event(record))
-        if follow:
-            for record in _follow(engine, newest, filter_text, interval):
+        with installation(settings) as engine:
+            records, newest = _recent(engine, lines, filter_text)
+            for record in records:
                 out.print(format_event(record))
+            if follow:
+                for record in _follow(engine, newest, filter_text, interval):
+                    out.print(format_event(record))
     except KeyboardInterrupt:
         pass
-    except SQLAlchemyError as exc:
-        err.print(
-            f"[red]cannot read the audit trail:[/red] {type(exc).__name__}: {exc.args[0] if exc.args else ''}"
-        )
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
+    except CliError as exc:
+        raise CliError(f"cannot read the audit trail: {exc.message}", exc.exit_code) from None
 
 
 # -- integrity (CloudTrail log file validation): digest, verify, public-keys ----------------------
-from khoa.cli.audit_trail import digest, public_keys_command, verify  # noqa: E402
+from khoa.cli.audit_trail import digest, export, public_keys_command, verify  # noqa: E402
 
 app.command("digest")(digest)
 app.command("verify")(verify)
+app.command("export")(export)
 app.command("public-keys")(public_keys_command)

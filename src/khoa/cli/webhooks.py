@@ -3,47 +3,57 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from khoa.bootstrap import load_barrier
 from khoa.changes import webhooks
-from khoa.cli.common import installation_settings
+from khoa.cli.common import (
+    AccountOption,
+    AsJson,
+    CliError,
+    DatabaseUrl,
+    DataDir,
+    check_http_url,
+    installation,
+    installation_settings,
+    print_list,
+    require_account,
+    stdout_console,
+    usage_error,
+)
 from khoa.crypto.seal import SealError
-from khoa.storage.database import create_database_engine, migrate
 
 app = typer.Typer(help="Webhooks receiving secret change events.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 
 @app.command("register")
 def register(
-    url: Annotated[str, typer.Argument(help="http(s) URL receiving each event as a JSON POST.")],
-    account: Annotated[str, typer.Option(help="Account whose secrets' events are sent.")],
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="http(s) URL receiving each event as a JSON POST.")
+    ],
+    account: AccountOption,
     secret_prefix: Annotated[
-        str, typer.Option(help="Only secrets whose ARN starts with this ('*' = all).")
+        str, typer.Option(metavar="ARN_PREFIX", help="Only secrets whose ARN starts with this ('*' = all).")
     ] = "*",  # noqa: S107 - an ARN prefix, not a password
     signing_secret: Annotated[
-        str | None, typer.Option(help="Key for the X-Khoa-Signature HMAC header.")
+        str | None, typer.Option(metavar="KEY", help="Key for the X-Khoa-Signature HMAC header.")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default .khoa).")] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="Database URL instead of the data directory.")
-    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Register a webhook; it receives events published from now on."""
-    if not url.startswith(("http://", "https://")):
-        err.print("[red]the URL must be http(s)[/red]")
-        raise typer.Exit(2)
+    check_http_url(url, "the URL")
     settings = installation_settings(data_dir, database_url)
-    engine = create_database_engine(settings.effective_database_url)
-    try:
-        migrate(engine)
-        barrier = load_barrier(settings, engine, create=False)
+    with installation(settings, write=True) as engine:
+        require_account(engine, account)
+        try:
+            barrier = load_barrier(settings, engine, create=False)
+        except SealError as exc:
+            raise CliError(f"cannot open the installation: {exc}") from None
         webhook_id = webhooks.register(
             engine,
             barrier,
@@ -53,9 +63,46 @@ def register(
             secret_prefix=secret_prefix,
             now=time.time(),
         )
-    except SealError as exc:
-        err.print(f"[red]cannot open the installation:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-    out.print(f"Registered webhook {webhook_id} → {url}")
+    stdout_console().print(f"Registered webhook {webhook_id} → {url}", markup=False)
+
+
+@app.command("list")
+def list_webhooks(
+    as_json: AsJson = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
+) -> None:
+    """List registered webhooks (never their signing keys)."""
+    settings = installation_settings(data_dir, database_url)
+    with installation(settings) as engine:
+        rows = webhooks.list_webhooks(engine)
+    hooks = [
+        {
+            "WebhookId": row.webhook_id,
+            "AccountId": row.account_id,
+            "Url": row.url,
+            "SecretPrefix": row.secret_prefix,
+            "Signed": row.secret_sealed is not None,
+            "DeliveredSeq": row.delivered_seq,
+            "CreatedDate": datetime.fromtimestamp(row.created_at, UTC).isoformat(),
+        }
+        for row in rows
+    ]
+    print_list(hooks, ("WebhookId", "AccountId", "Url", "SecretPrefix", "Signed"), as_json, "No webhooks.")
+
+
+@app.command("delete")
+def delete(
+    webhook_id: Annotated[str, typer.Argument(metavar="WEBHOOK_ID", help="The id `register` printed.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a webhook: it receives no more events."""
+    try:
+        uuid.UUID(webhook_id)
+    except ValueError:
+        raise usage_error(f"{webhook_id!r} is not a webhook id: see `khoa webhooks list`") from None
+    settings = installation_settings(data_dir, database_url)
+    with installation(settings, write=True) as engine:
+        removed = webhooks.delete_webhook(engine, webhook_id)
+    if not removed:
+        raise CliError(f"no webhook {webhook_id}: see `khoa webhooks list`")
+    stdout_console().print(f"Deleted webhook {webhook_id}", markup=False)

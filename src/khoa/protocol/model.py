@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import botocore.loaders
@@ -25,10 +26,16 @@ from khoa.protocol.errors import AWSError, serialization_error
 _MAX_REPORTED_ERRORS = 10
 
 
+# Khoa's own services' models (khoa-leaks), in botocore's layout; clients add it to their loader's
+# search paths too (khoa.client.leaks).
+MODELS_DIRECTORY = Path(__file__).resolve().parent / "models"
+
+
 @functools.cache
 def load_service_model(service: str) -> dict[str, Any]:
-    """Load botocore's service-2 model for ``service`` (cached for the process lifetime)."""
-    loader = botocore.loaders.Loader()
+    """Load botocore's service-2 model for ``service`` (cached for the process lifetime); Khoa's own
+    services' models are found in ``MODELS_DIRECTORY``."""
+    loader = botocore.loaders.Loader(extra_search_paths=[str(MODELS_DIRECTORY)])
     model: dict[str, Any] = loader.load_service_model(service, "service-2")
     return model
 
@@ -189,6 +196,22 @@ class ServiceModel:
             out[name] = self._value(member["shape"], raw, self._join(path, name), problems)
         return out
 
+    def _holds_sensitive(self, shape_name: str, seen: frozenset[str] = frozenset()) -> bool:
+        """Whether a value of this shape may contain a sensitive one (so it must not be echoed)."""
+        shape = self.shapes[shape_name]
+        if shape.get("sensitive"):
+            return True
+        if shape_name in seen:
+            return False
+        inner = seen | {shape_name}
+        if shape["type"] == "structure":
+            return any(self._holds_sensitive(m["shape"], inner) for m in shape.get("members", {}).values())
+        if shape["type"] == "list":
+            return self._holds_sensitive(shape["member"]["shape"], inner)
+        if shape["type"] == "map":
+            return self._holds_sensitive(shape["value"]["shape"], inner)
+        return False
+
     @staticmethod
     def _join(path: str, name: str) -> str:
         return f"{path}.{_lower_camel(name)}" if path else _lower_camel(name)
@@ -196,9 +219,35 @@ class ServiceModel:
     def _list(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> list[Any]:
         if not isinstance(value, list):
             raise _mismatch(value, "List")
-        self._length(shape, len(value), path, _short(value), problems)
         member = shape["member"]["shape"]
-        return [self._value(member, item, f"{path}.{i + 1}.member", problems) for i, item in enumerate(value)]
+        # a list of structures with a sensitive member (khoa-leaks' Candidates) is not shown either
+        self._length(
+            shape, len(value), path, "" if self._holds_sensitive(member) else _short(value), problems
+        )
+        member_shape = self.shapes[member]
+        if member_shape["type"] not in _SCALARS:
+            # Members that are structures, lists or maps report their own members' paths
+            # ("tags.2.member.tagKey"), as AWS does.
+            return [
+                self._value(member, item, f"{path}.{i + 1}.member", problems) for i, item in enumerate(value)
+            ]
+        # A scalar member that breaks its constraints is reported once for the whole list, in AWS's
+        # words: "Value '[a, b]' at 'labels' failed to satisfy constraint: Member must satisfy
+        # constraint: [<every constraint of the member shape>]" (all of them, not only those broken).
+        item_problems: list[_Problem] = []
+        out = [
+            self._value(member, item, f"{path}.{i + 1}.member", item_problems) for i, item in enumerate(value)
+        ]
+        if item_problems:
+            constraints = _member_constraints(member_shape)
+            constraints += [p.constraint for p in item_problems if p.constraint not in constraints]
+            shown = "" if member_shape.get("sensitive") else _short(value)
+            problems.append(
+                _Problem(
+                    path, shown, f"Member must satisfy constraint: [{', '.join(dict.fromkeys(constraints))}]"
+                )
+            )
+        return out
 
     def _map(self, shape: dict[str, Any], value: Any, path: str, problems: list[_Problem]) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -313,6 +362,25 @@ class ServiceModel:
 # LIKE ends a pattern at it, and it must behave the same on both. A secret's value is encrypted
 # before it is stored and hidden from the audit record, so it may be any text.
 _NUL_ALLOWED = frozenset({("secretsmanager", "SecretStringType")})
+
+_SCALARS = frozenset({"string", "integer", "long", "float", "double"})
+
+
+def _member_constraints(shape: dict[str, Any]) -> list[str]:
+    """Every constraint of a list's scalar member shape, in the order AWS lists them: the upper bound,
+    the lower bound, then the enum or pattern."""
+    unit = "length" if shape["type"] == "string" else "value"
+    constraints: list[str] = []
+    if "max" in shape:
+        constraints.append(f"Member must have {unit} less than or equal to {shape['max']}")
+    if "min" in shape:
+        constraints.append(f"Member must have {unit} greater than or equal to {shape['min']}")
+    if shape.get("enum"):
+        constraints.append(f"Member must satisfy enum value set: [{', '.join(shape['enum'])}]")
+    if shape.get("pattern"):
+        constraints.append(f"Member must satisfy regular expression pattern: {shape['pattern']}")
+    return constraints
+
 
 _NUMBER_TYPES = {"integer": "Integer", "long": "Long", "float": "Float", "double": "Double"}
 _INTEGRAL_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

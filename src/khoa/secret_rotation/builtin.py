@@ -7,6 +7,11 @@ alternating-users strategy, ``masterarn`` naming a secret with a user allowed to
 - alternating users: the master user creates or updates ``<user>_clone`` (switching back and forth),
   so the previous credentials keep working until the rotation after next.
 Every step is idempotent: a step repeated after a crash or failure finds its work done and moves on.
+
+After an emergency rotation (khoa.secret_rotation.emergency) the previous credentials must not keep
+working: :meth:`DatabaseRotator.revoke_previous` has the master user give the previous user a password
+nobody is told, and :meth:`DatabaseRotator.still_accepted` is testSecret turned around (the old
+credentials must be refused).
 """
 
 from __future__ import annotations
@@ -229,3 +234,37 @@ class DatabaseRotator:
         client.update_secret_version_stage(
             SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=current
         )
+
+    # -- after an emergency rotation (khoa.secret_rotation.emergency) ---------------------------------
+    def revoke_previous(self, client: Any, arn: str, version_id: str) -> str | None:
+        """Alternating users: the master user gives the user of ``version_id`` (AWSPREVIOUS once the
+        emergency rotation finished) a new random password that is stored nowhere, so the credentials
+        from before the rotation stop working; returns that user's name. None when there is nothing to
+        do: single user (setSecret replaced the only password) or the version names the current user."""
+        if not self.alternating:
+            return None
+        previous = _secret(client, arn, version_id=version_id)
+        current = _secret(client, arn, "AWSCURRENT")
+        username = previous.get("username")
+        if not username or username == current.get("username"):
+            return None
+        master_arn = current.get("masterarn") or previous.get("masterarn")
+        if not master_arn:
+            raise RotationStepError("the alternating-users strategy needs 'masterarn' in the secret")
+        conn = _connect(_secret(client, master_arn, "AWSCURRENT"))
+        if conn is None:
+            raise RotationStepError("the master credentials were refused by the database")
+        try:
+            password = client.get_random_password(ExcludeCharacters=EXCLUDED_CHARACTERS)["RandomPassword"]
+            _set_password(conn, previous, username, password)
+        finally:
+            conn.close()
+        return str(username)
+
+    def still_accepted(self, client: Any, arn: str, version_id: str) -> tuple[str, bool]:
+        """The user named by ``version_id`` and whether its credentials still log in."""
+        value = _secret(client, arn, version_id=version_id)
+        conn = _connect(value)
+        if conn is not None:
+            conn.close()
+        return str(value.get("username", "")), conn is not None

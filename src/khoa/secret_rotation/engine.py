@@ -24,6 +24,9 @@ with backoff, as any failed step) and never holds the pass. Python cannot stop a
 that timed out may still be running: the function sees its later calls for a token that is still
 AWSPENDING, which the rotation protocol makes harmless (every step must be idempotent).
 
+An emergency rotation (after a leak, :mod:`khoa.secret_rotation.emergency`) runs a queued rotation in
+the calling thread instead (``run_now``), then revokes and checks the earlier values.
+
 The engine is given what it uses (database, barrier, secret store, audit writer, the settings it
 reads) rather than the whole application, so it is built before the Secrets Manager service, which
 reaches it only to queue, cancel and look up rotations (``RotationControl`` in that package).
@@ -50,7 +53,7 @@ from khoa.auth.sessions import SessionCredentials, issue_session
 from khoa.changes.changes import publish, snapshot
 from khoa.crypto.barrier import Barrier
 from khoa.lease import LeaseLost
-from khoa.secret_rotation import functions
+from khoa.secret_rotation import emergency, functions
 from khoa.secret_rotation.invoke import InvocationError, invoke, khoa_client
 from khoa.services.secretsmanager.schedule import next_rotation
 from khoa.services.secretsmanager.store import SecretStore
@@ -185,6 +188,40 @@ class RotationEngine:
         return sum(self.start(secret_id, str(uuid.uuid4()), now.timestamp()) for secret_id in due)
 
     # -- running ------------------------------------------------------------------------------------
+    def run_now(self, secret_id: str, now: datetime, deadline: float) -> RotationOutcome | None:
+        """Run the secret's queued rotation in the calling thread (an emergency rotation does not wait
+        for the next pass): claim it and run its remaining steps, or, while another node runs it, wait
+        for it until ``deadline`` (``time.monotonic()``). None when no run is left (it finished or was
+        cancelled elsewhere: the caller looks at the labels); a failed outcome when it failed (recorded
+        and retried with backoff as any failure) or was still running elsewhere at the deadline."""
+        while True:
+            with self.engine.connect() as conn:
+                run = conn.execute(select(_RUNS).where(_RUNS.c.secret_id == secret_id)).first()
+            if run is None:
+                return None
+            # Not one this node holds: this process's rotation lane (or another call) may be running it.
+            if self._claim(run, held_here=False):
+                return self._run(run, now)
+            if time.monotonic() >= deadline:
+                return RotationOutcome("", False, "it is running on another node and did not finish in time")
+            time.sleep(_CLAIM_POLL_SECONDS)
+
+    def emergency(self, secret_arn: str, now: datetime, timeout: float) -> dict[str, Any]:
+        """Rotate now and make every earlier value stop working (:mod:`khoa.secret_rotation.emergency`):
+        ``{"VersionId", "Actions", "Succeeded", "Error"}``; a failure is reported, not raised."""
+        return emergency.emergency_rotate(self, secret_arn, now, timeout).as_dict()
+
+    def client_for(self, function: functions.RotationFunction, region: str, now: datetime) -> Any:
+        """A Secrets Manager client acting as ``function``'s role (as its steps do)."""
+        return khoa_client(self.settings.endpoint, region, self._credentials(function, now))
+
+    def record(self, name: str, secret_arn: str, now: datetime, details: dict[str, Any]) -> None:
+        """Record a service event about a secret's rotation (the emergency rotation's outcome)."""
+        with self.engine.connect() as conn:
+            secret = conn.execute(select(_SECRETS).where(_SECRETS.c.arn == secret_arn)).first()
+        if secret is not None:
+            self._audit(name, secret, now, details)
+
     def run_due(self, now: datetime) -> list[RotationOutcome]:
         """Run every due rotation this node can claim; one claimed by another node is waited for up to
         one claim time (a crashed leader's claim runs out within it), then left to a later pass."""
@@ -222,22 +259,19 @@ class RotationEngine:
             ).first()
         return found is not None
 
-    def _claim(self, run: Any) -> bool:
-        """Take this run for this process (by the wall clock, which every node shares), or skip it."""
+    def _claim(self, run: Any, held_here: bool = True) -> bool:
+        """Take this run for this process (by the wall clock, which every node shares), or skip it;
+        ``held_here`` False: not when this node holds an unexpired claim on it either."""
         wall = time.time()
+        free = [_RUNS.c.owner.is_(None), _RUNS.c.owner_expires_at.is_(None), _RUNS.c.owner_expires_at < wall]
+        if held_here:
+            free.append(_RUNS.c.owner == self.node)
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 update(_RUNS)
                 .where(_RUNS.c.secret_id == run.secret_id)
                 .where(_RUNS.c.token == run.token)
-                .where(
-                    or_(
-                        _RUNS.c.owner.is_(None),
-                        _RUNS.c.owner == self.node,
-                        _RUNS.c.owner_expires_at.is_(None),
-                        _RUNS.c.owner_expires_at < wall,
-                    )
-                )
+                .where(or_(*free))
                 .values(owner=self.node, owner_expires_at=wall + self.settings.claim_seconds)
             )
         return bool(claimed.rowcount)
@@ -423,7 +457,7 @@ class RotationEngine:
         if state is not None:
             publish(self.engine, state, kind, detail)
 
-    def _audit(self, name: str, secret: Any, now: datetime, details: dict[str, str]) -> None:
+    def _audit(self, name: str, secret: Any, now: datetime, details: dict[str, Any]) -> None:
         event = background(
             service="secretsmanager",
             event_name=name,

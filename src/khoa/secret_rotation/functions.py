@@ -103,6 +103,18 @@ def register(
         )
 
 
+def delete_function(engine: Engine, *, account_id: str, region: str, name: str) -> bool:
+    """Remove a registration; whether there was one."""
+    with engine.begin() as conn:
+        removed = conn.execute(
+            delete(_TABLE)
+            .where(_TABLE.c.account_id == account_id)
+            .where(_TABLE.c.region == region)
+            .where(_TABLE.c.name == name)
+        )
+    return bool(removed.rowcount)
+
+
 def lookup(engine: Engine, arn: str) -> RotationFunction | None:
     parsed = parse_arn(arn)
     if parsed is None:

@@ -84,37 +84,71 @@ def request_timeout() -> AWSError:
     )
 
 
-async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
-    """The whole request body, within ``timeout`` seconds in all (KHOA_BODY_TIMEOUT_SECONDS).
+class BodyDeadlines:
+    """Whole-body deadlines (KHOA_BODY_TIMEOUT_SECONDS) for every request of a process, on one timer.
 
-    A client that announces a body and sends it slowly, or never, must not hold a connection (and
-    the worker's memory) open indefinitely: past the deadline the request is answered 408 and the
+    A client that announces a body and sends it slowly, or never, must not hold a connection (and the
+    worker's memory) open indefinitely: past the deadline the request is answered 408 and the
     connection closed. The deadline covers the whole body, so trickling a byte at a time does not
-    reset it. Raises BodyRefused (413, 408) or ClientGone.
+    reset it. A timer per request (``asyncio.timeout``) cost ~19 µs of every call under uvloop
+    (measured), about 3% of a GetSecretValue; here a read costs a dict entry, and one sweep every
+    quarter second (only while bodies are being read) cancels the reads past their deadline.
     """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._tick = min(0.25, timeout / 4)
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def read(self, receive: Receive, limit: int) -> bytes:
+        """The whole request body; raises BodyRefused (413, 408) or ClientGone."""
+        task = asyncio.current_task()
+        if task is None:  # ASGI servers run every request in a task; a deadline needs one
+            raise RuntimeError("request bodies are read inside a task")
+        loop = asyncio.get_running_loop()
+        self._reading[task] = loop.time() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._tick, self._sweep, loop)
+        try:
+            return await _read_all(receive, limit)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # cancelled by someone else
+            task.uncancel()
+            raise BodyRefused(request_timeout()) from None
+        finally:
+            self._reading.pop(task, None)
+            self._expired.discard(task)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self._reading.items()):
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._sweeper = loop.call_later(self._tick, self._sweep, loop) if self._reading else None
+
+
+async def _read_all(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
-    try:
-        # One deadline for the whole body: a timer handle, not a task per message (wait_for would
-        # wrap every receive in a task on the hot path).
-        async with asyncio.timeout(timeout):
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyRefused(
-                        AWSError(
-                            "RequestEntityTooLargeException",
-                            "The request body exceeds the maximum allowed size.",
-                            413,
-                        )
-                    )
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-    except TimeoutError:
-        raise BodyRefused(request_timeout()) from None
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyRefused(
+                AWSError(
+                    "RequestEntityTooLargeException",
+                    "The request body exceeds the maximum allowed size.",
+                    413,
+                )
+            )
+        chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)

@@ -1,20 +1,15 @@
-"""A worker's start and stop: interpreter tuning, CPU placement, the job loop, and releasing the database."""
+"""A worker's start and stop: CPU placement, the job loop, and releasing the database.
+
+The interpreter's switch interval is set earlier, where the process builds the app
+(``khoa.app.create_app``, from ``KHOA_GIL_SWITCH_INTERVAL_MS``: khoa.affinity)."""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 from khoa import affinity
 from khoa.runtime import Runtime
 from khoa.server.asgi import Receive, Send
-
-# How long the event loop may keep the GIL while another thread waits for it (CPython's default is
-# 5 ms). The audit writer thread needs the GIL back after each SQLite call it makes with the GIL
-# released (insert, commit's fsync, the lock file): on a busy server each of those waits the full
-# interval for the loop to let go, and every request of the batch waits with it. At 0.5 ms a
-# group commit of ~64 events took ~2 ms instead of ~10 ms, and the trail's cost on GetSecretValue
-# throughput fell by a third (bench/run.py). With no other thread waiting the setting does nothing.
-GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 async def lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
@@ -22,9 +17,13 @@ async def lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
-            if runtime.settings.cpu_affinity == "auto":
-                pinned = affinity.pin_process(runtime.settings.data_dir)
+            settings = runtime.settings
+            if settings.cpu_affinity == "auto":
+                pinned = affinity.pin_process(
+                    settings.data_dir,
+                    settings.workers,
+                    claim_dir=Path(settings.cpu_claim_dir) if settings.cpu_claim_dir else None,
+                )
             runtime.jobs.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

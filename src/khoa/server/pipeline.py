@@ -3,10 +3,12 @@ each call recorded in the trail (``recording``) and counted in the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from khoa.audit.events import is_read_only
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
@@ -27,6 +29,7 @@ from khoa.storage.database import is_unavailable
 from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
+_T = TypeVar("_T")
 
 # Calls that may take access away, beyond every IAM write: after one ran, every process of this node
 # drops its cached credentials, policies and metadata (khoa.auth.revocation), so the very next request
@@ -37,6 +40,29 @@ _REVOKING: dict[str, frozenset[str]] = {
     ),
     "secretsmanager": frozenset({"PutResourcePolicy", "DeleteResourcePolicy", "DeleteSecret"}),
     "ssm": frozenset({"DeleteParameter", "DeleteParameters"}),
+    # a response to a leak deactivates and quarantines access keys
+    "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
+}
+
+
+# Calls whose work is CPU-heavy (RSA and EC key generation, RSA private-key operations, the policy
+# simulator's evaluations) run on a request thread even on SQLite: OpenSSL releases the GIL while it
+# works, so the event loop keeps serving other requests meanwhile (three RSA-4096 CreateKey calls on
+# the loop stalled everything else for up to a second).
+_CPU_HEAVY: dict[str, frozenset[str]] = {
+    "kms": frozenset(
+        {
+            "CreateKey",
+            "GenerateDataKeyPair",
+            "GenerateDataKeyPairWithoutPlaintext",
+            "GetParametersForImport",
+            "ImportKeyMaterial",
+            "Sign",
+        }
+    ),
+    "iam": frozenset({"SimulatePrincipalPolicy", "SimulateCustomPolicy"}),
+    # a response may run a rotation function, which calls this server back: never on the event loop
+    "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
 }
 
 
@@ -60,9 +86,21 @@ class Pipeline:
         network: NetworkMap,
         clock: Clock,
         revoked: Callable[[], None],
+        request_threads: Executor,
+        heavy_threads: Executor,
+        every_call_off_loop: bool,
     ) -> None:
         """``services`` by X-Amz-Target prefix (awsJson), ``query_services`` by signing name (awsQuery);
-        ``revoked`` tells every process of the node that access may have been taken away."""
+        ``revoked`` tells every process of the node that access may have been taken away.
+
+        A call's blocking work (authentication, authorisation and its handler, which read and write
+        the database) runs on ``request_threads`` when ``every_call_off_loop`` (a database across the
+        network, where a slow or silent server would otherwise hold the event loop, and with it every
+        other request and probe, for up to the database bound); CPU-heavy calls run on
+        ``heavy_threads``, which may use every CPU of the process even when the worker keeps to one;
+        other calls run on the event loop, which saves the hand-off between threads on the embedded
+        database's fast path.
+        """
         self.services = services
         self.query_services = query_services
         self.authenticator = authenticator
@@ -72,6 +110,9 @@ class Pipeline:
         self.network = network
         self.clock = clock
         self.revoked = revoked
+        self.request_threads = request_threads
+        self.heavy_threads = heavy_threads
+        self.every_call_off_loop = every_call_off_loop
         # During an outage every request fails the same way: one line (and traceback) per interval.
         self._logs = LogLimiter(log)
 
@@ -94,11 +135,18 @@ class Pipeline:
         try:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
-            ctx, params, handler = self._prepare(scope, headers, body, form, service, call)
+            threads: Executor | None = None  # None: on the event loop
+            if call.operation in _CPU_HEAVY.get(service.name, ()):
+                threads = self.heavy_threads
+            elif self.every_call_off_loop:
+                threads = self.request_threads
+            ctx, params, handler = await self._run(
+                threads, self._prepare, scope, headers, body, form, service, call
+            )
             if not is_read_only(call.operation):
                 await self.recorder.record_before(call)
             try:
-                result = handler(ctx, params)
+                result = await self._run(threads, handler, ctx, params)
             except AWSError as error:
                 await self.recorder.record_outcome(call, None, error)
                 raise
@@ -137,6 +185,12 @@ class Pipeline:
         self.metrics.count_request(service_name, label, response.outcome)
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
+
+    @staticmethod
+    async def _run(threads: Executor | None, work: Callable[..., _T], *args: Any) -> _T:
+        if threads is None:
+            return work(*args)
+        return await asyncio.get_running_loop().run_in_executor(threads, work, *args)
 
     def addressed(self, scope: Scope) -> Service | None:
         """The service a request is for, judged from its headers alone (as ``handle`` dispatches)."""

@@ -18,9 +18,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
+from sqlalchemy.dialects import mysql
 
 metadata = MetaData()
+
+# A delivered audit file (gzipped JSON, up to 5,000 records): beyond MariaDB's 64 KiB BLOB.
+_AUDIT_FILE = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 meta = Table(
     "khoa_meta",
@@ -171,6 +176,9 @@ sm_secrets = Table(
     Column("primary_secret_id", String(36)),
     Column("owning_service", String(128)),
     Column("secret_type", String(256)),
+    # Whether the secret has a tag list: set when tags are first written, kept when all are removed.
+    # AWS leaves Tags out for a secret never tagged and answers "Tags": [] once all were removed.
+    Column("tag_list", Boolean, nullable=False, server_default=false()),
     Index("ux_sm_secrets_name", "account_id", "region", "name", unique=True),
     Index("ux_sm_secrets_arn", "arn", unique=True),
     Index("ix_sm_secrets_deletion_due", "deletion_due_at"),
@@ -437,6 +445,8 @@ audit_digests = Table(
     Column("signature", Text, nullable=False),
     Column("fingerprint", String(32), nullable=False),
     Column("log_file_count", Integer, nullable=False),
+    # The digest file as delivered (gzipped); NULL for digests written before revision 0012.
+    Column("content", _AUDIT_FILE),
     Index("ux_audit_digests_chain", "account_id", "region", "position", unique=True),
 )
 
@@ -454,6 +464,8 @@ audit_log_files = Table(
     Column("event_count", Integer, nullable=False),
     Column("delivered_at", Float, nullable=False),
     Column("digest_id", BigInteger().with_variant(Integer(), "sqlite")),
+    # The log file as delivered (gzipped); NULL for files delivered before revision 0012.
+    Column("content", _AUDIT_FILE),
     Index("ix_audit_log_files_digest", "digest_id", "file_id"),
 )
 
@@ -561,5 +573,43 @@ alert_state = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# -- Leak detection -------------------------------------------------------------------------------
+
+# Keyed fingerprints (HMAC-SHA256, khoa.crypto.fingerprint) of every value Khoa holds or held, for
+# khoa-leaks CheckLeakedValues: never a value. row_id is the SHA-256 hex of what the row is of (type,
+# resource, version, field, fingerprint), so writing a row twice (a write's hook and the backfill) is
+# harmless. Rows outlive their resource (a deleted key, a pruned version) and then read as former;
+# invalid_since is when the value stopped working (labels moved away, a newer parameter version, the
+# key deactivated or deleted), expires_at an STS credential's end. region is "" for IAM and STS.
+leak_fingerprints = Table(
+    "leak_fingerprints",
+    metadata,
+    Column("row_id", String(64), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("resource_type", String(16), nullable=False),  # secret, parameter, access-key, sts-credential
+    Column("resource_id", String(128), nullable=False),  # secret_id, param_id or access key id
+    Column("resource_arn", String(2048), nullable=False),
+    Column("version_id", String(64)),
+    Column("field", String(256)),
+    Column("access_key_id", String(128)),
+    Column("created_at", Float, nullable=False),
+    Column("invalid_since", Float),
+    Column("expires_at", Float),
+    Index("ix_leak_fingerprints_match", "account_id", "fingerprint"),
+    Index("ix_leak_fingerprints_resource", "resource_id", "version_id"),
+)
+
+# khoa-leaks' per-principal token buckets (one row per principal: key is the SHA-256 hex of its ARN),
+# shared by every process and node so the rate is the principal's, whichever process answers.
+leak_rate_buckets = Table(
+    "leak_rate_buckets",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

@@ -48,7 +48,10 @@ def create_access_key(iam: IamBackend, ctx: RequestContext, params: dict[str, An
     secret = generate_secret_access_key()
     created = ctx.now.timestamp()
     sealed = iam.barrier.seal(secret.encode(), access_key_binding(access_key_id))
-    iam.store.keys.create(ctx.account_id, owner, access_key_id, sealed, created)
+    leak_fingerprints: list[tuple[str | None, str]] = []
+    if iam.fingerprinter is not None:  # leak detection knows the key by its secret and by its id
+        leak_fingerprints = [(None, iam.fingerprinter.digest(v)) for v in (secret, access_key_id)]
+    iam.store.keys.create(ctx.account_id, owner, access_key_id, sealed, created, leak_fingerprints)
     return {
         "AccessKey": {
             "UserName": owner.user_name,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from khoa.access.authorize import Authorizer
 from khoa.auth.credentials import CredentialStore
 from khoa.crypto.barrier import Barrier
+from khoa.crypto.fingerprint import Fingerprinter
 from khoa.services.iam.store import IamStore
 
 
@@ -24,6 +25,8 @@ class IamBackend:
     barrier: Barrier
     authorizer: Authorizer
     credentials: CredentialStore
+    # Fingerprints new access keys for leak detection (khoa-leaks); None: no fingerprints.
+    fingerprinter: Fingerprinter | None = None
 
     def forget_cached_access(self) -> None:
         """Drop this process's cached policies and credentials after a change to either."""

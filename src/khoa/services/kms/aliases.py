@@ -17,7 +17,7 @@ from khoa.services.kms.resolve import (
     require_not_pending_deletion,
     resolve_key,
 )
-from khoa.services.kms.store import KeyRecord
+from khoa.services.kms.store import AliasRecord, KeyRecord
 
 _ALIAS_DOCS = "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
 
@@ -86,23 +86,83 @@ def delete_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
     return {}
 
 
+# The aliases AWS predefines in every account and region for its services' AWS managed keys. Until a
+# service first uses its key, ListAliases shows the alias without TargetKeyId (or dates), as the API
+# reference says ("aliases that AWS has created but has not yet associated with a KMS key"). The list
+# is the one AWS-verified peer suites (moto, LocalStack) assert on a fresh account; AWS's own list
+# grows with new services, and Khoa follows the verified list rather than guessing at newer ones.
+PREDEFINED_ALIASES = (
+    "alias/aws/acm",
+    "alias/aws/dynamodb",
+    "alias/aws/ebs",
+    "alias/aws/elasticfilesystem",
+    "alias/aws/es",
+    "alias/aws/glue",
+    "alias/aws/kinesisvideo",
+    "alias/aws/lambda",
+    "alias/aws/rds",
+    "alias/aws/redshift",
+    "alias/aws/s3",
+    "alias/aws/secretsmanager",
+    "alias/aws/ssm",
+    "alias/aws/xray",
+)
+
+
+def _listed(ctx: RequestContext, row: AliasRecord) -> dict[str, Any]:
+    return {
+        "AliasName": row.alias_name,
+        "AliasArn": alias_arn(ctx, row.alias_name),
+        "TargetKeyId": row.target_key_id,
+        "CreationDate": from_epoch(row.created_at),
+        "LastUpdatedDate": from_epoch(row.updated_at),
+    }
+
+
+def _merged_page(kms: KmsBackend, ctx: RequestContext, offset: int, size: int) -> list[dict[str, Any]]:
+    """Up to ``size`` entries from ``offset`` of the account's aliases merged with the predefined
+    aliases that have no key yet, all in the database's name order.
+
+    Each predefined alias's place in that order is counted by the database in one aggregate over the
+    account's aliases in the region (so the merge holds under any collation; an account has few
+    aliases, AWS's quota is in the thousands); the stored aliases of the page are then one ordinary
+    page of the store, and the marker stays a plain offset into the merged order."""
+    before = kms.store.aliases.count_before(ctx.account_id, ctx.region, list(PREDEFINED_ALIASES))
+    unassigned = sorted((count, name) for name, count in before.items() if count >= 0)
+    # The merged position of the j-th unassigned alias is the stored aliases before it plus j.
+    positions = {count + j: name for j, (count, name) in enumerate(unassigned)}
+    in_page = {pos: name for pos, name in positions.items() if offset <= pos < offset + size}
+    earlier = sum(1 for pos in positions if pos < offset)
+    rows = iter(
+        kms.store.aliases.page(ctx.account_id, ctx.region, None, size - len(in_page), offset - earlier)
+    )
+    page: list[dict[str, Any]] = []
+    for pos in range(offset, offset + size):
+        name = in_page.get(pos)
+        if name is not None:
+            page.append({"AliasName": name, "AliasArn": alias_arn(ctx, name)})
+            continue
+        row = next(rows, None)
+        if row is None:
+            break
+        page.append(_listed(ctx, row))
+    return page
+
+
 def list_aliases(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("Limit", 100)
     offset = decode_marker(params.get("Marker"), ctx.operation)
-    key_id = resolve_key(kms, ctx, params["KeyId"], allow_alias=False).key_id if params.get("KeyId") else None
-    rows = kms.store.aliases.page(ctx.account_id, ctx.region, key_id, limit + 1, offset)
-    aliases = [
-        {
-            "AliasName": r.alias_name,
-            "AliasArn": alias_arn(ctx, r.alias_name),
-            "TargetKeyId": r.target_key_id,
-            "CreationDate": from_epoch(r.created_at),
-            "LastUpdatedDate": from_epoch(r.updated_at),
-        }
-        for r in rows[:limit]
-    ]
-    result: dict[str, Any] = {"Aliases": aliases, "Truncated": len(rows) > limit}
-    if len(rows) > limit:
+    if params.get("KeyId"):
+        # A predefined alias without a key belongs to no key, so a KeyId filter never lists one.
+        key_id = resolve_key(kms, ctx, params["KeyId"], allow_alias=False).key_id
+        entries = [
+            _listed(ctx, r)
+            for r in kms.store.aliases.page(ctx.account_id, ctx.region, key_id, limit + 1, offset)
+        ]
+    else:
+        entries = _merged_page(kms, ctx, offset, limit + 1)
+    result: dict[str, Any] = {"Aliases": entries[:limit], "Truncated": len(entries) > limit}
+    if len(entries) > limit:
         result["NextMarker"] = encode_marker(offset + limit, ctx.operation)
     return result
 

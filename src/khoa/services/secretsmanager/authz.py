@@ -71,7 +71,7 @@ def _secret_context(sm: SecretsBackend, record: SecretRecord, params: dict[str, 
         "secretsmanager:secretid": [record.arn],
         "secretsmanager:name": [record.name],
     }
-    for tag in sm.store.tags(record.secret_id):
+    for tag in sm.store.tags(record.secret_id) or []:
         context[f"secretsmanager:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
         context[f"aws:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
     for name, key in (

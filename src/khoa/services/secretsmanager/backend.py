@@ -16,6 +16,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from khoa.access.authorize import Authorizer
+from khoa.crypto.fingerprint import Fingerprinter
 from khoa.services.secretsmanager.store import SecretStore
 from khoa.services.secretsmanager.values import EnvelopeKeys
 
@@ -59,3 +60,5 @@ class SecretsBackend:
     rotation: RotationControl
     poke_jobs: Callable[[], None]
     regions: tuple[str, ...]
+    # Fingerprints every value written, for leak detection (khoa-leaks); None: no fingerprints.
+    fingerprinter: Fingerprinter | None = None

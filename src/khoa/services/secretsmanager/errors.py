@@ -36,6 +36,14 @@ def version_exists() -> AWSError:
     return exists("You can't modify an existing version, you can only create a new version.")
 
 
+def token_in_use(token: str, arn: str) -> AWSError:
+    """CreateSecret, PutSecretValue or UpdateSecret repeating a ClientRequestToken with another value."""
+    return exists(
+        f"You can't use ClientRequestToken {token} because that value is already in use for a version of "
+        f"secret {arn}."
+    )
+
+
 def too_many_tags(limit: int) -> AWSError:
     return invalid_request(f"A secret can have at most {limit} tags.")
 

@@ -93,11 +93,15 @@ def list_secrets(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]
         descending=params.get("SortOrder") == "desc",
     )
     ids = [r.secret_id for r in records]
-    tags = sm.store.many_tags(ids)
+    tags = sm.store.many_tags(records)
     labels = sm.store.many_stages(ids)
+    # replicated=False: a primary carries its primary_region while it has replicas (replication.py), so
+    # the page needs no look-up of replicas to know which entries have a PrimaryRegion.
     result: dict[str, Any] = {
         "SecretList": [
-            secrets.describe(sm, r, list_entry=True, tags=tags[r.secret_id], labels=labels[r.secret_id])
+            secrets.describe(
+                r, tags=tags[r.secret_id], labels=labels[r.secret_id], replicated=False, list_entry=True
+            )
             for r in records
         ]
     }

@@ -23,13 +23,14 @@ TRACKED = (
 def tracked(sm: SecretsBackend, handler: Handler) -> Handler:
     def wrapped(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         record = names.find(ctx, sm.store, params.get("SecretId") or params.get("Name") or "")
-        before = snapshot(sm.engine, record.secret_id) if record is not None else None
+        since = ctx.now.timestamp()
+        before = snapshot(sm.engine, record.secret_id, since) if record is not None else None
         result = handler(ctx, params)
         sm.store.invalidate_all()  # the lookup above may have cached "no such secret"
         if record is None:
             record = names.find(ctx, sm.store, params.get("Name") or "")
         if record is not None:
-            publish_changes(sm.engine, before, snapshot(sm.engine, record.secret_id))
+            publish_changes(sm.engine, before, snapshot(sm.engine, record.secret_id, since))
         return result
 
     return wrapped

@@ -48,10 +48,15 @@ def status(sm: SecretsBackend, record: SecretRecord) -> list[dict[str, Any]]:
 def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None:
     """Make every replica mirror the primary's versions, labels, tags and metadata."""
     store = sm.store
+    replicas = store.replicas_of(primary.secret_id)
+    if replicas and primary.primary_region is None:
+        # A primary records its own region while it has replicas, so ListSecrets knows which entries
+        # have a PrimaryRegion without looking for replicas (_forget_region_if_unreplicated clears it).
+        store.update(primary.secret_id, primary_region=primary.region)
     primary_versions = {v.version_id: v for v in store.versions(primary.secret_id)}
     primary_stages = store.read_stages(primary.secret_id)
-    primary_tags = store.tags(primary.secret_id)
-    for replica in store.replicas_of(primary.secret_id):
+    primary_tags = store.tags(primary.secret_id)  # None: never tagged, mirrored as such
+    for replica in replicas:
         rctx = replace(ctx, region=replica.region)
         key = values.encryption_key(sm.keys, rctx, replica.kms_key_id)
         have = {v.version_id: v for v in store.versions(replica.secret_id)}
@@ -74,7 +79,16 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
             )
             sealed[version_id] = (
                 version.created_at,
-                values.seal(sm.keys, rctx, key, replica.arn, version_id, version.value_kind, plaintext),
+                values.seal(
+                    sm.keys,
+                    rctx,
+                    key,
+                    replica.arn,
+                    version_id,
+                    version.value_kind,
+                    plaintext,
+                    sm.fingerprinter,
+                ),
             )
         store.mirror(
             replica.secret_id,
@@ -177,8 +191,15 @@ def add_replicas(
         )
         store.add_replica(replica)
         statuses.append(_status(replica))
-    sync(sm, ctx, primary)
+    sync(sm, ctx, primary)  # also records the primary's region once it has replicas
     return statuses
+
+
+def _forget_region_if_unreplicated(sm: SecretsBackend, primary_id: str) -> None:
+    """A primary's primary_region says it has replicas (AWS returns PrimaryRegion only for replicated
+    secrets; :func:`sync` sets it): cleared once its last replica is gone."""
+    if not sm.store.replicas_of(primary_id):
+        sm.store.update(primary_id, primary_region=None)
 
 
 def replicate_secret_to_regions(
@@ -199,6 +220,7 @@ def remove_regions_from_replication(
     for replica in sm.store.replicas_of(primary.secret_id):
         if replica.region in removing:
             sm.store.destroy(replica.secret_id)
+    _forget_region_if_unreplicated(sm, primary.secret_id)
     return {"ARN": primary.arn, "ReplicationStatus": status(sm, primary)}
 
 
@@ -211,6 +233,7 @@ def stop_replication_to_replica(
     sm.store.update(
         record.secret_id, primary_secret_id=None, primary_region=None, last_changed_at=ctx.now.timestamp()
     )
+    _forget_region_if_unreplicated(sm, record.primary_secret_id)
     return {"ARN": record.arn}
 
 

@@ -40,12 +40,14 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
                 "You can't create this secret because a secret with this name is "
                 "already scheduled for deletion."
             )
-        if (
-            value is not None
-            and params.get("ClientRequestToken")
-            and versions.same_value(sm, ctx, existing, version_id, *value)
-        ):
-            return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
+        if value is not None and params.get("ClientRequestToken"):
+            # The same request again: its token is a version of the secret. With the same value it
+            # succeeds as before; with another value AWS names the token (moto's AWS-verified
+            # test_create_different_secret_with_same_token).
+            if versions.same_value(sm, ctx, existing, version_id, *value):
+                return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
+            if sm.store.version(existing.secret_id, version_id) is not None:
+                raise errors.token_in_use(version_id, existing.arn)
         raise errors.secret_exists(name)
     kms_ref = params.get("KmsKeyId") or None
     key = values.encryption_key(sm.keys, ctx, kms_ref)
@@ -74,7 +76,11 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         owning_service=None,
         secret_type=params.get("Type"),
     )
-    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, *value) if value is not None else None
+    sealed = (
+        values.seal(sm.keys, ctx, key, record.arn, version_id, *value, sm.fingerprinter)
+        if value is not None
+        else None
+    )
     if sealed is not None:
         sm.store.create(record, tags, (version_id, sealed), {stages.CURRENT: version_id})
     else:
@@ -92,12 +98,13 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
 def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, sm.store, params["SecretId"])
     value = versions.value_from(params, required=False)
+    # The API reference says UpdateSecret with a ClientRequestToken that matches an existing version's
+    # VersionId "results in an error". AWS answers otherwise (moto's AWS-verified
+    # test_update_same_secret_value_with_same_token and test_update_different_secret_value_with_same_token):
+    # the same value under the same token is the same request again and succeeds with that VersionId;
+    # only another value is refused, with the message naming the token. Khoa follows AWS's answers,
+    # which are what a retrying SDK meets; add_version decides both cases.
     version_id = versions.request_token(params)
-    if value is not None and sm.store.version(record.secret_id, version_id) is not None:
-        # Unlike CreateSecret and PutSecretValue, UpdateSecret is not idempotent on the token: "If you
-        # call this operation with a ClientRequestToken that matches an existing version's VersionId,
-        # the operation results in an error."
-        raise errors.version_exists()
     column_values: dict[str, Any] = {}
     if "Description" in params:
         column_values["description"] = params["Description"]
@@ -172,15 +179,16 @@ def _reencrypt_labelled(
 
 
 def describe(
-    sm: SecretsBackend,
     record: SecretRecord,
     *,
+    tags: list[dict[str, str]] | None,
+    labels: dict[str, list[str]],
+    replicated: bool,
     list_entry: bool = False,
-    tags: list[dict[str, str]] | None = None,
-    labels: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """DescribeSecret's fields for ``record`` (a ListSecrets entry with ``list_entry``); ListSecrets
-    passes the page's ``tags`` and ``labels`` read in one query each."""
+    """DescribeSecret's fields for ``record`` (a ListSecrets entry with ``list_entry``), given its
+    ``tags`` (None: never tagged), its labels by version, and whether it is known to have replicas.
+    ListSecrets reads the tags and labels of a whole page in one query each."""
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     if record.description is not None:
         result["Description"] = record.description
@@ -204,19 +212,30 @@ def describe(
             result[field] = from_epoch(column)
     if record.rotation_enabled and record.next_rotation_at is not None:
         result["NextRotationDate"] = _rotation_date(record)
-    tag_list = tags if tags is not None else sm.store.tags(record.secret_id)
-    if tag_list:
-        result["Tags"] = tag_list
-    stage_map = labels if labels is not None else stages.by_version(sm.store.read_stages(record.secret_id))
-    if stage_map:
-        result["SecretVersionsToStages" if list_entry else "VersionIdsToStages"] = stage_map
+    # A secret that had tags and lost them all has an empty list; one never tagged has none (AWS's
+    # recorded answers, LocalStack's test_secret_tags).
+    if tags is not None:
+        result["Tags"] = tags
+    if labels:
+        result["SecretVersionsToStages" if list_entry else "VersionIdsToStages"] = labels
     if record.owning_service:
         result["OwningService"] = record.owning_service
     if record.secret_type:
         result["Type"] = record.secret_type
     result["CreatedDate"] = from_epoch(record.created_at)
-    result["PrimaryRegion"] = record.primary_region or record.region
+    primary_region = primary_region_of(record, replicated=replicated)
+    if primary_region is not None:
+        result["PrimaryRegion"] = primary_region
     return result
+
+
+def primary_region_of(record: SecretRecord, *, replicated: bool) -> str | None:
+    """PrimaryRegion, which AWS returns only for a secret that is replicated: a replica names its
+    primary's Region, a primary its own (its primary_region is set while it has replicas:
+    replication.py). ``replicated`` says the caller found replicas of ``record``."""
+    if record.primary_region is not None:
+        return record.primary_region
+    return record.region if replicated else None
 
 
 def _rotation_date(record: SecretRecord) -> datetime | None:
@@ -232,8 +251,13 @@ def _rotation_date(record: SecretRecord) -> datetime | None:
 
 def describe_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
-    result = describe(sm, record)
     replicas = replication.status(sm, record)
+    result = describe(
+        record,
+        tags=sm.store.tags(record.secret_id),
+        labels=stages.by_version(sm.store.read_stages(record.secret_id)),
+        replicated=bool(replicas),
+    )
     if replicas:
         result["ReplicationStatus"] = replicas
     return result

@@ -19,12 +19,20 @@ MAX_VERSIONS = 100
 
 
 def attach(stages: dict[str, str], version_id: str, labels: list[str]) -> dict[str, str]:
-    """Attach ``labels`` to ``version_id``, moving them from wherever they were."""
+    """Attach ``labels`` to ``version_id`` (a value just put: PutSecretValue, UpdateSecret), moving them
+    from wherever they were.
+
+    When AWSCURRENT leaves a version that also carries AWSPENDING, that version keeps only AWSPREVIOUS:
+    AWSPENDING is removed, not left behind (AWS's recorded answers, LocalStack's
+    test_update_secret_version_stages_current_pending). UpdateSecretVersionStage (:func:`move`) does not
+    do this: moving AWSCURRENT there leaves AWSPENDING where it is, as AWS does."""
     result = dict(stages)
     for label in labels:
         holder = result.get(label)
         if label == CURRENT and holder is not None and holder != version_id:
             result[PREVIOUS] = holder
+            if result.get(PENDING) == holder and PENDING not in labels:
+                del result[PENDING]
         result[label] = version_id
     check_label_limit(result)
     return result

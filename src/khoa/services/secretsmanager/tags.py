@@ -1,4 +1,8 @@
-"""Secret tags: TagResource and UntagResource (tags are also set by CreateSecret)."""
+"""Secret tags: TagResource and UntagResource (tags are also set by CreateSecret).
+
+Neither works on a secret scheduled for deletion: AWS answers InvalidRequestException, as it does to
+every other change of such a secret (LocalStack's AWS-recorded test_tag_untag_resource_on_deleted_secret).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,14 @@ def validate_tags(tags: list[dict[str, str]]) -> None:
 
 
 def tag_resource(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
+    record = names.require(ctx, sm.store, params["SecretId"])
     validate_tags(params["Tags"])
     sm.store.tag(record.secret_id, params["Tags"], ctx.now.timestamp())
     return {}
 
 
 def untag_resource(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    record = names.require(ctx, sm.store, params["SecretId"], allow_deleted=True)
+    record = names.require(ctx, sm.store, params["SecretId"])
     sm.store.untag(record.secret_id, params["TagKeys"], ctx.now.timestamp())
     return {}
 

@@ -17,6 +17,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from khoa.crypto.fingerprint import Fingerprinter
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import internal as kms_internal
@@ -74,7 +75,10 @@ def seal(
     version_id: str,
     kind: str,
     value: bytes,
+    fingerprinter: Fingerprinter | None = None,
 ) -> SealedValue:
+    """``value`` sealed for version ``version_id`` of the secret ``arn``; with ``fingerprinter``, its
+    leak fingerprints go with it (stored in the version's transaction: khoa.storage.fingerprints)."""
     try:
         data_key, encrypted_data_key = keys.generate_data_key(
             kms_internal.via(ctx, SERVICE), key, _context(arn, version_id)
@@ -85,7 +89,13 @@ def seal(
         raise errors.encryption_failure() from None
     nonce = os.urandom(_NONCE)
     sealed = nonce + AESGCM(data_key).encrypt(nonce, value, _aad(arn, version_id, kind))
-    return SealedValue(kind, key.arn, encrypted_data_key, sealed)
+    if fingerprinter is None:
+        return SealedValue(kind, key.arn, encrypted_data_key, sealed)
+    if kind == "binary":
+        items = fingerprinter.secret_binary_items(value)
+    else:
+        items = fingerprinter.secret_string_items(value.decode("utf-8", "surrogatepass"))
+    return SealedValue(kind, key.arn, encrypted_data_key, sealed, tuple(items))
 
 
 def open_value(

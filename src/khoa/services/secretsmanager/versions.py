@@ -76,17 +76,19 @@ def add_version(
     value: bytes,
     labels: list[str],
 ) -> list[str]:
-    """Store a new encrypted version and attach labels; idempotent for a repeated token and value.
-    The token of a rotation still without a value (see store.PLACEHOLDER) gets the value."""
+    """Store a new encrypted version and attach labels; idempotent for a repeated token and value (the
+    version's labels are returned, none moved), refused with AWS's ResourceExistsException naming the
+    token for a repeated token with another value. The token of a rotation still without a value (see
+    store.PLACEHOLDER) gets the value."""
     existing = sm.store.version(record.secret_id, version_id)
     if existing is not None and existing.placeholder:
         return _fill_placeholder(sm, ctx, record, version_id, kind, value, labels)
     if existing is not None:
         if same_value(sm, ctx, record, version_id, kind, value):
             return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
-        raise errors.version_exists()
+        raise errors.token_in_use(version_id, record.arn)
     key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
-    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
+    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value, sm.fingerprinter)
 
     def relabel(before: dict[str, str]) -> dict[str, str]:
         # The first version of a secret always gets AWSCURRENT, whatever labels were asked for.
@@ -98,7 +100,7 @@ def add_version(
         # the same ClientRequestToken, written concurrently by another request
         if same_value(sm, ctx, record, version_id, kind, value):
             return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
-        raise errors.version_exists()
+        raise errors.token_in_use(version_id, record.arn)
     return stages.by_version(after).get(version_id, [])
 
 
@@ -112,7 +114,7 @@ def _fill_placeholder(
     labels: list[str],
 ) -> list[str]:
     key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
-    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value)
+    sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value, sm.fingerprinter)
     after = sm.store.fill_placeholder(
         record.secret_id,
         version_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from khoa.access.authorize import Authorizer
 from khoa.audit.events import is_read_only
+from khoa.auth.regions import AWS_COMMERCIAL_REGIONS
 from khoa.protocol.model import ServiceModel
 from khoa.services.base import Service, bind, clearing_caches
 from khoa.services.kms.internal import InternalKms
@@ -16,13 +17,20 @@ from khoa.services.ssm.store import ParameterStore
 
 
 def build_service(
-    store: ParameterStore, kms: InternalKms, authorizer: Authorizer, read_secret: SecretReader
+    store: ParameterStore,
+    kms: InternalKms,
+    authorizer: Authorizer,
+    read_secret: SecretReader,
+    regions: tuple[str, ...] = AWS_COMMERCIAL_REGIONS,
 ) -> Service:
     """Parameter Store over its collaborators: the parameter store (shared with the expiry job and the
     runtime's cache clearing), KMS for SecureStrings, the authoriser, and Secrets Manager's
     GetSecretValue for reference names (:func:`khoa.services.ssm.references.reader` makes one from
-    the Secrets Manager service). Writes clear the store's caches before and after they run."""
-    ssm = ParametersBackend(store=store, kms=kms, authorizer=authorizer, read_secret=read_secret)
+    the Secrets Manager service), and the served regions for the public parameters. Writes clear
+    the store's caches before and after they run."""
+    ssm = ParametersBackend(
+        store=store, kms=kms, authorizer=authorizer, read_secret=read_secret, regions=regions
+    )
     handlers = bind(ssm, parameters.OPERATIONS, browse.OPERATIONS, labels.OPERATIONS, tags.OPERATIONS)
     return Service(
         name="ssm",

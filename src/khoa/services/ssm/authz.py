@@ -7,8 +7,9 @@ from typing import Any
 
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.ssm import names
+from khoa.services.ssm import names, public
 from khoa.services.ssm.backend import ParametersBackend
+from khoa.services.ssm.parameters import lookup
 
 _UNSCOPED = ("DescribeParameters",)
 
@@ -24,7 +25,7 @@ def _context(
     ssm: ParametersBackend, ctx: RequestContext, name: str, params: dict[str, Any]
 ) -> dict[str, list[str]]:
     context: dict[str, list[str]] = {}
-    row = ssm.store.get(ctx.account_id, ctx.region, name)
+    row = lookup(ssm.store, ctx, name)  # "/x" and "x" are one parameter, with one set of tags
     if row is not None:
         for key, value in ssm.store.tags.of(row.param_id).items():
             context[f"ssm:resourcetag/{key.lower()}"] = [value]
@@ -39,12 +40,22 @@ def _context(
     return context
 
 
+def _resource(ctx: RequestContext, name: str) -> str:
+    """The ARN a parameter is authorised on: a public parameter's has no account, as in AWS, so a policy
+    written for AWS's public parameters (``arn:aws:ssm:*::parameter/aws/service/*``) means the same here."""
+    if name.startswith(public.arn(ctx, public.PREFIX)):
+        return name  # already a public parameter's ARN
+    if public.is_public(name):
+        return public.arn(ctx, name)
+    return names.parameter_arn(ctx, name)
+
+
 def authorize_parameter(
     ssm: ParametersBackend, ctx: RequestContext, action: str, name: str, params: dict[str, Any]
 ) -> None:
     """``action`` on the parameter ``name``; its tags are read only if policies must be evaluated."""
     ssm.authorizer.authorize(
-        ctx, action, names.parameter_arn(ctx, name), context=lambda: _context(ssm, ctx, name, params)
+        ctx, action, _resource(ctx, name), context=lambda: _context(ssm, ctx, name, params)
     )
 
 
@@ -55,7 +66,7 @@ def authorize_request(ssm: ParametersBackend, ctx: RequestContext, params: dict[
         ssm.authorizer.authorize(ctx, action, "*")
     elif ctx.operation == "GetParametersByPath":
         path = params.get("Path", "/").rstrip("/") or "/"
-        ssm.authorizer.authorize(ctx, action, names.parameter_arn(ctx, path))
+        ssm.authorizer.authorize(ctx, action, _resource(ctx, path))
     elif "Names" in params:
         for value in params["Names"]:
             authorize_parameter(ssm, ctx, action, _name_of(ctx, value), params)

@@ -2,8 +2,9 @@
 
 Parameter Store's handlers reach nothing else: the parameter store (every statement on its tables, and
 the per-process caches in front of parameters and versions; handlers never see a connection), KMS for
-SecureString values, the authoriser for ``ssm:`` actions, and one way into Secrets Manager, the
-GetSecretValue that ``/aws/reference/secretsmanager/...`` names read through.
+SecureString values, the authoriser for ``ssm:`` actions, one way into Secrets Manager, the
+GetSecretValue that ``/aws/reference/secretsmanager/...`` names read through, and the regions the
+installation serves, which the public parameters (``/aws/service/global-infrastructure``) describe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from khoa.access.authorize import Authorizer
+from khoa.auth.regions import AWS_COMMERCIAL_REGIONS
 from khoa.protocol.context import RequestContext
 from khoa.services.kms.internal import InternalKms
 from khoa.services.ssm.store import ParameterStore
@@ -34,3 +36,5 @@ class ParametersBackend:
     kms: InternalKms
     authorizer: Authorizer
     read_secret: SecretReader
+    # The regions served (KHOA_REGIONS), which the public parameters describe.
+    regions: tuple[str, ...] = AWS_COMMERCIAL_REGIONS

@@ -14,7 +14,7 @@ from typing import Any
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.ssm import errors, names, policies
+from khoa.services.ssm import errors, names, policies, public
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.parameters import plain_value
 from khoa.services.ssm.store import Filter, ParameterRow, VersionRow
@@ -141,6 +141,8 @@ def get_parameters_by_path(
     names.validate_path(path)
     filters = params.get("ParameterFilters", [])
     validate_filters(filters, by_path=True)
+    if public.is_public(path.rstrip("/") + "/"):
+        return _public_by_path(ssm, ctx, path, filters, params)
     # The path is the Path filter GetParametersByPath always has.
     conditions = [Filter("Path", "Recursive" if params.get("Recursive", False) else "OneLevel", (path,))]
     conditions += [_to_filter(f) for f in filters]
@@ -162,6 +164,33 @@ def get_parameters_by_path(
     }
     if token:
         result["NextToken"] = token
+    return result
+
+
+def _public_by_path(
+    ssm: ParametersBackend,
+    ctx: RequestContext,
+    path: str,
+    filters: list[dict[str, Any]],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """GetParametersByPath under ``/aws/service/``: the public parameters (see ``public``), paged as
+    any other listing. They are all Strings of no key and no label, so the filters are easy to apply."""
+    token = params.get("NextToken")
+    tree = public.tree(ssm.regions)
+    found = tree.under(path, params.get("Recursive", False), _decode(token) if token else None)
+    for item in filters:
+        values = item.get("Values") or []
+        option = item.get("Option", "Equals")
+        if item["Key"] != "Type" or not any(
+            v == "String" if option == "Equals" else "String".startswith(v) for v in values
+        ):
+            found = []
+    limit = params.get("MaxResults", DEFAULT_PAGE)
+    page = found[:limit]
+    result: dict[str, Any] = {"Parameters": [public.parameter(ctx, name, tree.values[name]) for name in page]}
+    if len(found) > limit:
+        result["NextToken"] = _encode(page[-1])
     return result
 
 

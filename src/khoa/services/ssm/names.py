@@ -26,6 +26,20 @@ def clean(name: str) -> str:
     return name.strip(" ")
 
 
+def canonical(name: str) -> str:
+    """The form a name is stored in: a one-level name without its leading slash ("/x" -> "x").
+
+    The user guide says "/TestParam1" and "TestParam1" are the same parameter (names are not unique
+    with and without the slash), and AWS's observed behaviour shows how it stores them: DescribeParameters
+    and GetParametersByPath list such a parameter without the slash whichever form created it, while
+    GetParameter echoes the form the caller asked for (Terraform's AWS provider relies on both; see
+    hashicorp/terraform-provider-aws#49116 and #49339). Khoa follows the observed behaviour. A name of
+    several levels keeps its slash: without one it is not a valid name at all."""
+    if name.startswith("/") and name.count("/") == 1:
+        return name[1:]
+    return name
+
+
 def parameter_arn(ctx: RequestContext, name: str) -> str:
     return f"arn:aws:ssm:{ctx.region}:{ctx.account_id}:parameter/{name.lstrip('/')}"
 
@@ -117,9 +131,10 @@ class Selector:
     by_arn: bool = False
 
     def alternative(self) -> str | None:
-        """For a one-level ARN (``...:parameter/x``), the hierarchical name ``/x`` it may also mean."""
-        if self.by_arn and "/" not in self.name:
-            return "/" + self.name
+        """For a one-level name, the other form it may be stored in: parameters created before names were
+        stored in their canonical form (see :func:`canonical`) may hold ``/x``."""
+        if "/" not in canonical(self.name):
+            return "/" + canonical(self.name)
         return None
 
 

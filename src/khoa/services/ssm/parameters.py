@@ -11,7 +11,7 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import InternalKms
-from khoa.services.ssm import errors, names, policies, references, values
+from khoa.services.ssm import errors, names, policies, public, references, values
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import MAX_TAGS, NewVersion, ParameterRow, ParameterStore, VersionRow
 
@@ -103,6 +103,7 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
             "parameter name itself."
         )
     names.validate(ctx, name)
+    name = names.canonical(name)
     value: str = params["Value"]
     overwrite = params.get("Overwrite", False)
     if params.get("Tags") and overwrite:
@@ -112,7 +113,7 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
             "please use AddTagsToResource or RemoveTagsFromResource."
         )
     _check_tags(params.get("Tags", []))
-    existing = ssm.store.get(ctx.account_id, ctx.region, name)
+    existing = lookup(ssm.store, ctx, name)
     if existing is not None and not overwrite:
         raise errors.already_exists()
     previous = ssm.store.version(existing.param_id, existing.version) if existing else None
@@ -138,7 +139,7 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
         # AWS validates aws:ec2:image values after answering: the call succeeds, but a value that isn't
         # an AMI ID is never stored (the parameter is neither created nor updated).
         return {"Version": existing.version + 1 if existing else 1, "Tier": tier}
-    arn = names.parameter_arn(ctx, name)
+    arn = names.parameter_arn(ctx, name)  # the same for "/x" and "x"
     key_id = None
     ciphertext = None
     stored_value: str | None = value
@@ -148,6 +149,7 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
         )
         ciphertext = values.encrypt(ssm.kms, ctx, key_id, arn, value)
         stored_value = None
+    secure_value = value if param_type == "SecureString" else None  # the store fingerprints it
     policies_text = json.dumps(policy_list) if policy_list else None
     content = NewVersion(
         param_type=param_type,
@@ -165,19 +167,34 @@ def put_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str,
     expires = policies.expires_at(policy_list)
     if existing is None:
         tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
-        version = ssm.store.create(ctx.account_id, ctx.region, name, content, expires, tags)
+        version = ssm.store.create(ctx.account_id, ctx.region, name, content, expires, tags, secure_value)
     else:
-        version = ssm.store.add_version(existing, content, expires)
+        version = ssm.store.add_version(existing, content, expires, secure_value)
     return {"Version": version, "Tier": tier}
 
 
+def lookup(store: ParameterStore, ctx: RequestContext, name: str) -> ParameterRow | None:
+    """The parameter ``name`` names in the caller's account and region: ``/x`` and ``x`` are one
+    parameter (see :func:`names.canonical`), stored as ``x`` or, if created before names were
+    normalised, as ``/x``."""
+    return find(store, ctx, names.Selector(name))
+
+
 def find(store: ParameterStore, ctx: RequestContext, selector: names.Selector) -> ParameterRow | None:
-    """The parameter a selector names (a one-level ARN may name ``x`` or ``/x``)."""
-    row = store.get(ctx.account_id, ctx.region, selector.name)
+    """The parameter a selector names (``/x``, ``x`` and a one-level ARN all name the same one)."""
+    row = store.get(ctx.account_id, ctx.region, names.canonical(selector.name))
     alternative = selector.alternative()
     if row is None and alternative is not None:
         row = store.get(ctx.account_id, ctx.region, alternative)
     return row
+
+
+def shown_name(row: ParameterRow, selector: names.Selector) -> str:
+    """The Name GetParameter(s) and GetParameterHistory answer with: the form the caller asked for, as
+    AWS echoes it ("/x" or "x" for the same parameter); by ARN, the stored name."""
+    if selector.by_arn:
+        return row.name
+    return selector.name
 
 
 def resolve(
@@ -226,7 +243,7 @@ def render(
     selector: names.Selector | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "Name": row.name,
+        "Name": row.name if selector is None else shown_name(row, selector),
         "Type": version.param_type,
         "Value": plain_value(kms, ctx, row.name, version, with_decryption),
         "Version": version.version,
@@ -245,9 +262,34 @@ def _get_one(ssm: ParametersBackend, ctx: RequestContext, name: str, with_decryp
         raise errors.validation(errors.NAME_RULES)  # AWS refuses spaces inside a name
     if name.startswith(references.PREFIX):
         return references.secret_parameter(ssm.read_secret, ctx, name, with_decryption)
+    public_arn = public.arn(ctx, public.PREFIX)
+    if name.startswith(public_arn):  # a public parameter by its (account-less) ARN
+        name = public.PREFIX + name[len(public_arn) :]
     selector = names.parse_selector(ctx, name)
+    if public.is_public(selector.name):
+        return _public_one(ssm, ctx, selector)
     row, version = resolve(ssm.store, ctx, selector)
     return render(ssm.kms, ctx, row, version, with_decryption, selector)
+
+
+def _public_one(ssm: ParametersBackend, ctx: RequestContext, selector: names.Selector) -> dict[str, Any]:
+    value = public.tree(ssm.regions).get(selector.name)
+    if value is None:
+        raise errors.not_found()
+    if selector.label is not None:  # public parameters carry no labels
+        raise errors.version_not_found(
+            f"Systems Manager could not find version with label {selector.label} "
+            f"of parameter {selector.name}. Verify the label and try again."
+        )
+    if selector.version is not None and selector.version != 1:  # each has one version
+        raise errors.version_not_found(
+            f"Systems Manager could not find version {selector.version} of {selector.name}. "
+            "Verify the version and try again."
+        )
+    result = public.parameter(ctx, selector.name, value)
+    if selector.raw:
+        result["Selector"] = selector.raw
+    return result
 
 
 def get_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -308,9 +350,11 @@ def delete_parameters(ssm: ParametersBackend, ctx: RequestContext, params: dict[
 def get_parameter_history(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
-    row = find(ssm.store, ctx, names.parse_selector(ctx, params["Name"]))
+    selector = names.parse_selector(ctx, params["Name"])
+    row = find(ssm.store, ctx, selector)
     if row is None:
         raise errors.not_found()
+    shown = shown_name(row, selector)
     labels_by_version: dict[int, list[str]] = {}
     for label, number in sorted(ssm.store.labels.of(row.param_id).items()):
         labels_by_version.setdefault(number, []).append(label)
@@ -322,7 +366,7 @@ def get_parameter_history(
     entries = []
     for version in page:
         entry: dict[str, Any] = {
-            "Name": row.name,
+            "Name": shown,
             "Type": version.param_type,
             "LastModifiedDate": from_epoch(version.modified_at),
             "LastModifiedUser": version.modified_by,

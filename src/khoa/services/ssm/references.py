@@ -63,11 +63,14 @@ def secret_parameter(
     if not with_decryption:
         raise errors.validation("WithDecryption flag must be True for retrieving a Secret Manager secret.")
     params, selector = _request(name)
+    # The parameter's name is the whole reference path to the secret (without a selector, which
+    # Selector carries, as for any parameter), and so is the name a missing secret is reported by.
+    full_name = PREFIX + params["SecretId"]
     try:
         value = read_secret(ctx, params)
     except AWSError as error:
         if error.code in ("ResourceNotFoundException", "InvalidRequestException"):
-            raise errors.not_found(f"Secret {params['SecretId']} not found.") from None
+            raise errors.not_found(f"Secret {full_name} not found.") from None
         raise
     # SourceResult is Secrets Manager's GetSecretValue result as JSON, CreatedDate in epoch seconds.
     source: dict[str, Any] = {k: v for k, v in value.items() if k != "SecretBinary"}
@@ -75,7 +78,7 @@ def secret_parameter(
     if "SecretBinary" in value:
         source["SecretBinary"] = base64.b64encode(value["SecretBinary"]).decode()
     parameter: dict[str, Any] = {
-        "Name": name,
+        "Name": full_name,
         "Type": "SecureString",
         "Value": source["SecretString"] if "SecretString" in source else source["SecretBinary"],
         "Version": 0,

@@ -10,13 +10,15 @@ from sqlalchemy import Engine, Row, select
 
 from khoa.auth.sessions import SessionCredentials, issue_session
 from khoa.crypto.barrier import Barrier
+from khoa.crypto.fingerprint import Fingerprinter
 from khoa.storage import schema
 
 
 class StsStore:
-    def __init__(self, engine: Engine, barrier: Barrier) -> None:
+    def __init__(self, engine: Engine, barrier: Barrier, fingerprinter: Fingerprinter | None = None) -> None:
         self._engine = engine
         self._barrier = barrier
+        self._fingerprinter = fingerprinter  # new sessions' leak fingerprints (khoa-leaks)
 
     def role(self, account_id: str, role_arn: str) -> Row[Any] | None:
         """The role of ``account_id`` with exactly this ARN (path included), if any."""
@@ -69,4 +71,5 @@ class StsStore:
             session_policy=session_policy,
             session_tags=session_tags,
             source_identity=source_identity,
+            fingerprinter=self._fingerprinter,
         )

@@ -25,7 +25,7 @@ from khoa.services.iam.store.tables import (
     tags_of,
     write_tags,
 )
-from khoa.storage import schema
+from khoa.storage import fingerprints, schema
 
 # Per-account quotas, counted inside the creating transaction.
 QUOTAS = {USER: ("UsersPerAccount", 5000), GROUP: ("GroupsPerAccount", 300), ROLE: ("RolesPerAccount", 1000)}
@@ -114,6 +114,7 @@ class EntityStore:
                         .where(func.lower(ACCESS_KEYS.c.principal_name) == entity.name_lower)
                         .values(principal_name=name)
                     )
+                    fingerprints.renamed(conn, entity.arn, arn)  # leak matches name the user as it is now
         except IntegrityError:
             raise _exists(kind, name) from None
 

@@ -3,6 +3,7 @@ audit trail). Secrets arrive here already sealed by the barrier; nothing here se
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from khoa.services.iam import errors
 from khoa.services.iam.store.tables import ACCESS_KEYS, lock_account, lock_principal
-from khoa.storage import schema
+from khoa.storage import fingerprints, schema
 
 MAX_KEYS = 2
 
@@ -31,10 +32,17 @@ class AccessKeyStore:
         self._engine = engine
 
     def create(
-        self, account_id: str, owner: KeyOwner, access_key_id: str, secret_sealed: bytes, created_at: float
+        self,
+        account_id: str,
+        owner: KeyOwner,
+        access_key_id: str,
+        secret_sealed: bytes,
+        created_at: float,
+        leak_fingerprints: fingerprints.Items = (),
     ) -> None:
-        """Store a new active key; more than ``MAX_KEYS`` for the owner raises LimitExceeded (counted
-        after the insert, inside its transaction, so concurrent creations cannot both fit)."""
+        """Store a new active key with its ``leak_fingerprints`` (of its secret and id); more than
+        ``MAX_KEYS`` for the owner raises LimitExceeded (counted after the insert, inside its
+        transaction, so concurrent creations cannot both fit)."""
         with self._engine.begin() as conn:
             if owner.principal_id:
                 lock_principal(conn, owner.principal_id)
@@ -53,6 +61,17 @@ class AccessKeyStore:
             )
             if len(_keys_of(conn, account_id, owner)) > MAX_KEYS:
                 raise errors.quota("AccessKeysPerUser", MAX_KEYS)
+            if leak_fingerprints:
+                arn = f"arn:aws:iam::{account_id}:root"
+                if owner.principal_id:
+                    principals = schema.iam_principals
+                    arn = conn.execute(
+                        select(principals.c.arn).where(principals.c.principal_id == owner.principal_id)
+                    ).scalar_one()
+                resource = fingerprints.Resource(
+                    account_id, "", fingerprints.ACCESS_KEY, access_key_id, arn, access_key_id=access_key_id
+                )
+                fingerprints.add(conn, resource, leak_fingerprints, created_at)
 
     def of_owner(self, account_id: str, owner: KeyOwner) -> list[Row[Any]]:
         """The owner's keys, oldest first."""
@@ -73,10 +92,15 @@ class AccessKeyStore:
             conn.execute(
                 update(ACCESS_KEYS).where(ACCESS_KEYS.c.access_key_id == access_key_id).values(status=status)
             )
+            if status == "Active":  # a leaked value of the key works again (or still)
+                fingerprints.revive(conn, access_key_id)
+            else:
+                fingerprints.retire(conn, access_key_id, time.time())
 
     def delete(self, access_key_id: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(delete(ACCESS_KEYS).where(ACCESS_KEYS.c.access_key_id == access_key_id))
+            fingerprints.retire(conn, access_key_id, time.time())  # kept: a leak of it reads as former
 
     def last_use(self, account_id: str, access_key_id: str) -> Row[Any] | None:
         """The latest audited call signed with the key (event_time, event_source, region), if any."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.cache import MISSING, TTLCache
@@ -101,3 +101,19 @@ class AliasStore:
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(_ALIASES.c.alias_name).limit(limit).offset(offset)).all()
         return [AliasRecord(r.alias_name, r.target_key_id, r.created_at, r.updated_at) for r in rows]
+
+    def count_before(self, account_id: str, region: str, alias_names: list[str]) -> dict[str, int]:
+        """For each of ``alias_names``, how many of the account's aliases in the region sort before it
+        (in the database's own order, the order ``page`` lists them in), and whether it exists: a name
+        that exists maps to -1."""
+        if not alias_names:
+            return {}
+        column = _ALIASES.c.alias_name
+        query = select(
+            *[func.coalesce(func.sum(case((column < name, 1), else_=0)), 0) for name in alias_names],
+            *[func.coalesce(func.sum(case((column == name, 1), else_=0)), 0) for name in alias_names],
+        ).where(_ALIASES.c.account_id == account_id, _ALIASES.c.region == region)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).one()
+        count = len(alias_names)
+        return {name: (-1 if row[count + i] else int(row[i])) for i, name in enumerate(alias_names)}

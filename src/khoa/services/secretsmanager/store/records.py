@@ -39,6 +39,9 @@ class SecretRecord:
     primary_secret_id: str | None
     owning_service: str | None
     secret_type: str | None
+    # Whether the secret has a tag list, possibly empty (schema sm_secrets.tag_list): set by the store
+    # when tags are first written, so a new record starts without one.
+    tag_list: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> SecretRecord:
@@ -88,6 +91,9 @@ class SealedValue:
     kms_key_arn: str
     encrypted_data_key: bytes
     encrypted_value: bytes
+    # The value's leak fingerprints ((JSON field or None, HMAC hex): khoa.crypto.fingerprint), written
+    # with the version in its transaction (khoa.storage.fingerprints); never the value itself.
+    fingerprints: tuple[tuple[str | None, str], ...] = ()
 
 
 NOTHING = SealedValue(PLACEHOLDER, "", b"", b"")  # a rotation's version before it has a value

@@ -1,5 +1,5 @@
 """ListSecrets' and BatchGetSecretValue's filtered, sorted pages: the filters as SQL, and the exact
-"all" check on the rows that SQL finds.
+word checks of "all" and "description" on the rows that SQL finds.
 
 Paging is keyset-based on the sort column plus the secret id, so page N costs what page 1 costs no
 matter how many secrets are stored. Filters reaching here were checked (listing.check_filters).
@@ -32,6 +32,8 @@ _CHECK_BATCH = 200
 # Where a page stops: the sort value and secret id of its last secret (the next page starts after it).
 Keyset = tuple[Any, str]
 RowCheck = Callable[[SecretRecord, list[dict[str, str]]], bool]
+# The filters whose values are matched word by word, decided exactly on the rows (see _matches_words).
+_WORD_FILTERS = ("all", "description")
 
 
 def _like_prefix(value: str) -> str:
@@ -48,7 +50,7 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 def words(text: str) -> list[str]:
-    """Split text into the words Secrets Manager's "all" search matches: runs of letters or digits,
+    """Split text into the words the "all" and "description" filters match: runs of letters or digits,
     also split where lowercase turns to uppercase (``credsDatabase#892`` → creds, database, 892)."""
     return [w.lower() for w in _WORD.findall(text)]
 
@@ -57,17 +59,32 @@ def _tag_exists(condition: ColumnElement[bool]) -> ColumnElement[bool]:
     return exists().where(TAGS.c.secret_id == SECRETS.c.secret_id).where(condition)
 
 
+def _contains(word: str, columns: list[Any]) -> ColumnElement[bool]:
+    """``word`` (lowercase) is somewhere in one of ``columns`` (lowercased)."""
+    pattern = "%" + _like_prefix(word)
+    return or_(*[column.like(pattern, escape="\\") for column in columns])
+
+
+_NOTHING = SECRETS.c.secret_id.is_(None)  # a condition no secret meets
+
+
 def _condition(key: str, value: str) -> ColumnElement[bool] | None:
-    """The SQL for one filter value; None where only the exact check in :func:`_matches_all` decides."""
+    """The SQL for one filter value; None where only the exact check on the rows decides
+    (:func:`_row_check`)."""
     negate = value.startswith("!")
     value = value[1:] if negate else value
     condition: ColumnElement[bool]
     if key == "name":
         condition = _starts_with(SECRETS.c.name, value)
     elif key == "description":
-        condition = func.lower(func.coalesce(SECRETS.c.description, "")).like(
-            _like_prefix(value.lower()), escape="\\"
-        )
+        # Words, not a prefix of the whole description: the SQL finds a superset (each word is somewhere
+        # in the description), the rows found are checked exactly (_matches_words); negated values can
+        # only be decided on the rows.
+        if negate:
+            return None
+        description = func.lower(func.coalesce(SECRETS.c.description, ""))
+        wanted = words(value)
+        condition = and_(*[_contains(w, [description]) for w in wanted]) if wanted else _NOTHING
     elif key == "tag-key":
         condition = _tag_exists(_starts_with(TAGS.c.tag_key, value))
     elif key == "tag-value":
@@ -77,26 +94,18 @@ def _condition(key: str, value: str) -> ColumnElement[bool] | None:
     elif key == "owning-service":
         condition = _starts_with(func.coalesce(SECRETS.c.owning_service, ""), value)
     else:
-        # "all": a cheap superset in SQL (some attribute contains one of the words); the word-prefix
-        # rule is applied to the rows found. Negated values can only be decided on the rows.
+        # "all": the same superset over the name, the description and the tags (each word is in one of
+        # them), checked exactly on the rows found.
         if negate:
             return None
-        per_word = []
-        for word in words(value):
-            pattern = "%" + _like_prefix(word)
-            per_word.append(
-                or_(
-                    func.lower(SECRETS.c.name).like(pattern, escape="\\"),
-                    func.lower(func.coalesce(SECRETS.c.description, "")).like(pattern, escape="\\"),
-                    _tag_exists(
-                        or_(
-                            func.lower(TAGS.c.tag_key).like(pattern, escape="\\"),
-                            func.lower(TAGS.c.tag_value).like(pattern, escape="\\"),
-                        )
-                    ),
-                )
-            )
-        condition = or_(*per_word) if per_word else SECRETS.c.secret_id.is_(None)
+        name = func.lower(SECRETS.c.name)
+        description = func.lower(func.coalesce(SECRETS.c.description, ""))
+        tag_texts = [func.lower(TAGS.c.tag_key), func.lower(TAGS.c.tag_value)]
+        wanted = words(value)
+        per_word = [
+            or_(_contains(w, [name, description]), _tag_exists(_contains(w, tag_texts))) for w in wanted
+        ]
+        condition = and_(*per_word) if per_word else _NOTHING
     return not_(condition) if negate else condition
 
 
@@ -111,25 +120,41 @@ def _filter_conditions(filters: list[dict[str, Any]]) -> list[ColumnElement[bool
     return conditions
 
 
-def _matches_all(value: str, attributes: list[str]) -> bool:
-    """Whether a secret matches one "all" value: some word of the value starts some word of the
-    secret's name, description, tag keys or tag values (not case-sensitive); "!" negates."""
+def _matches_words(value: str, attributes: list[str]) -> bool:
+    """Whether a secret matches one value of an "all" or "description" filter: every word of the value
+    starts some word of the ``attributes`` (not case-sensitive); "!" negates; a value with no words
+    ("+") matches nothing.
+
+    AWS's documentation calls the description filter a prefix match and says "all" breaks the value
+    into words and searches all attributes for matches, which could mean any word. Khoa follows what AWS
+    answers, as recorded by tests run against AWS (moto's test_list_secrets.py, LocalStack's
+    test_list_secrets_filtering): both filters match word by word, and every word of the value must be
+    found ("d t" finds a description "DescTwo", "a secret" does not find "asecret"). The words of an
+    "all" value may be found in different attributes (a word of the name, another of a tag): AWS's
+    recorded answers do not tell the two readings apart, and its documentation says all attributes are
+    searched.
+    """
     negate = value.startswith("!")
     wanted = words(value[1:] if negate else value)
     have = [w for attribute in attributes for w in words(attribute)]
-    found = any(h.startswith(w) for w in wanted for h in have)
+    found = bool(wanted) and all(any(h.startswith(w) for h in have) for w in wanted)
     return found != negate
 
 
 def _row_check(filters: list[dict[str, Any]]) -> RowCheck | None:
-    all_filters = [item.get("Values") or [] for item in filters if item.get("Key") == "all"]
-    if not all_filters:
+    word_filters = [
+        (item["Key"], item.get("Values") or []) for item in filters if item.get("Key") in _WORD_FILTERS
+    ]
+    if not word_filters:
         return None
 
     def check(record: SecretRecord, tags: list[dict[str, str]]) -> bool:
-        attributes = [record.name, record.description or ""]
-        attributes += [t["Key"] for t in tags] + [t["Value"] for t in tags]
-        return all(any(_matches_all(v, attributes) for v in values) for values in all_filters)
+        description = [record.description or ""]
+        everything = [record.name, *description, *[t["Key"] for t in tags], *[t["Value"] for t in tags]]
+        return all(
+            any(_matches_words(v, everything if key == "all" else description) for v in values)
+            for key, values in word_filters
+        )
 
     return check
 

@@ -3,6 +3,7 @@ transaction."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -31,11 +32,13 @@ from khoa.services.secretsmanager.store.tables import (
     lock_secret,
     prune_deprecated,
     stages_in,
+    tag_list_of,
     tags_of_many,
     version_in,
     write_stages,
     write_tags,
 )
+from khoa.storage import fingerprints
 
 # What a write does to a secret's labels: given them as read inside its transaction (``{label:
 # version_id}``), the labels to store. It may raise (an AWSError), which rolls the write back.
@@ -52,7 +55,7 @@ class SecretStore:
         self._records: TTLCache[tuple[str, ...], SecretRecord | None] = TTLCache(cache_seconds)
         self._stages: TTLCache[str, dict[str, str]] = TTLCache(cache_seconds)
         self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache(cache_seconds)
-        self._tags: TTLCache[str, list[dict[str, str]]] = TTLCache(cache_seconds)
+        self._tags: TTLCache[str, list[dict[str, str]] | None] = TTLCache(cache_seconds)
 
     def invalidate_all(self) -> None:
         for cache in (self._records, self._stages, self._versions, self._tags):
@@ -182,6 +185,7 @@ class SecretStore:
             for table in (STAGES, TAGS, VERSIONS):
                 conn.execute(delete(table).where(table.c.secret_id == secret_id))
             conn.execute(delete(SECRETS).where(SECRETS.c.secret_id == secret_id))
+            fingerprints.retire(conn, secret_id, time.time())  # its values are former from now on
         self.invalidate_all()
 
     # -- versions and stages -----------------------------------------------------------------------
@@ -267,6 +271,7 @@ class SecretStore:
             )
             if filled.rowcount != 1:  # another request put a value first
                 raise errors.version_exists()
+            fingerprints.add_secret_version(conn, secret_id, version_id, sealed.fingerprints, now)
             before = stages_in(conn, secret_id)
             after = relabel(before)
             write_stages(conn, secret_id, before, after)
@@ -307,26 +312,26 @@ class SecretStore:
         write_stages(conn, secret_id, before, {**before, "AWSPENDING": version_id})
 
     # -- tags ----------------------------------------------------------------------------------------
-    def tags(self, secret_id: str) -> list[dict[str, str]]:
+    def tags(self, secret_id: str) -> list[dict[str, str]] | None:
+        """The secret's tags in first-added order; None if it never had a tag (AWS then leaves Tags
+        out, while a secret whose tags were all removed has an empty list: schema sm_secrets.tag_list)."""
         cached = self._tags.get(secret_id)
         if cached is not MISSING:
-            return [dict(t) for t in cached]
+            return None if cached is None else [dict(t) for t in cached]
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(TAGS.c.tag_key, TAGS.c.tag_value)
-                .where(TAGS.c.secret_id == secret_id)
-                .order_by(TAGS.c.position)
-            ).all()
-        tags = [{"Key": r[0], "Value": r[1]} for r in rows]
+            tags = tag_list_of(conn, secret_id)
         self._tags.put(secret_id, tags)
-        return [dict(t) for t in tags]
+        return None if tags is None else [dict(t) for t in tags]
 
-    def many_tags(self, secret_ids: list[str]) -> dict[str, list[dict[str, str]]]:
-        """Each secret's tags, in one query."""
-        if not secret_ids:
-            return {}
-        with self._engine.connect() as conn:
-            return tags_of_many(conn, secret_ids)
+    def many_tags(self, records: list[SecretRecord]) -> dict[str, list[dict[str, str]] | None]:
+        """Each secret's tags (None: never tagged, as the record's tag_list says), in one query for the
+        secrets that have a tag list and none when no secret has."""
+        result: dict[str, list[dict[str, str]] | None] = {r.secret_id: None for r in records}
+        tagged = [r.secret_id for r in records if r.tag_list]
+        if tagged:
+            with self._engine.connect() as conn:
+                result.update(tags_of_many(conn, tagged))
+        return result
 
     def tag(self, secret_id: str, tags: list[dict[str, str]], now: float) -> None:
         """Add or overwrite tags; more than MAX_TAGS in all raises InvalidRequestException and writes
@@ -337,9 +342,10 @@ class SecretStore:
             write_tags(conn, secret_id, tags)
 
     def untag(self, secret_id: str, keys: list[str], now: float) -> None:
+        """Remove the tags ``keys``; a secret that had tags keeps an (empty) tag list."""
         with self._engine.begin() as conn:
-            conn.execute(delete(TAGS).where(TAGS.c.secret_id == secret_id).where(TAGS.c.tag_key.in_(keys)))
             lock_secret(conn, secret_id, now)
+            conn.execute(delete(TAGS).where(TAGS.c.secret_id == secret_id).where(TAGS.c.tag_key.in_(keys)))
 
     # -- replicas ------------------------------------------------------------------------------------
     def mirror(
@@ -349,12 +355,12 @@ class SecretStore:
         drop: set[str],
         add: dict[str, tuple[float, SealedValue]],
         stages: dict[str, str],
-        tags: list[dict[str, str]],
+        tags: list[dict[str, str]] | None,
         fields: dict[str, Any],
     ) -> None:
         """Make a replica mirror its primary, in one transaction: drop the versions ``drop``, add the
         versions ``add`` (id → (created at, value sealed for the replica)), replace its labels and
-        tags with the primary's, and copy the primary's ``fields``."""
+        tags with the primary's (None: the primary never had a tag), and copy the primary's ``fields``."""
         with self._engine.begin() as conn:
             for version_id in drop:
                 delete_version(conn, replica_id, version_id)
@@ -364,10 +370,14 @@ class SecretStore:
             for stage, version_id in stages.items():
                 conn.execute(insert(STAGES).values(secret_id=replica_id, stage=stage, version_id=version_id))
             conn.execute(delete(TAGS).where(TAGS.c.secret_id == replica_id))
-            for position, tag in enumerate(tags, 1):
+            for position, tag in enumerate(tags or [], 1):
                 conn.execute(
                     insert(TAGS).values(
                         secret_id=replica_id, tag_key=tag["Key"], tag_value=tag["Value"], position=position
                     )
                 )
-            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == replica_id).values(**fields))
+            conn.execute(
+                update(SECRETS)
+                .where(SECRETS.c.secret_id == replica_id)
+                .values(**fields, tag_list=tags is not None)
+            )

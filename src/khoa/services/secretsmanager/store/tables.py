@@ -3,12 +3,14 @@ and neither begins nor commits."""
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from khoa.services.secretsmanager import errors, stages
 from khoa.services.secretsmanager.store.records import SealedValue, VersionRecord
-from khoa.storage import schema
+from khoa.storage import fingerprints, schema
 
 SECRETS = schema.sm_secrets
 VERSIONS = schema.sm_versions
@@ -43,6 +45,7 @@ def insert_version(
             encrypted_value=sealed.encrypted_value,
         )
     )
+    fingerprints.add_secret_version(conn, secret_id, version_id, sealed.fingerprints, created_at)
 
 
 def delete_version(conn: Connection, secret_id: str, version_id: str) -> None:
@@ -80,28 +83,43 @@ def write_stages(conn: Connection, secret_id: str, before: dict[str, str], after
                 .where(STAGES.c.stage == stage)
                 .values(version_id=version_id)
             )
+    fingerprints.labels_moved(conn, secret_id, before, after, time.time())
 
 
 def prune_deprecated(conn: Connection, secret_id: str, now: float) -> None:
     """Keep at most 100 versions, as AWS does: the oldest versions without a label go first, but a
-    version created less than 24 hours ago is never removed."""
-    rows = conn.execute(
-        select(VERSIONS.c.version_id, VERSIONS.c.created_at)
-        .where(VERSIONS.c.secret_id == secret_id)
-        .order_by(VERSIONS.c.created_at)
-    ).all()
-    excess = len(rows) - stages.MAX_VERSIONS
+    version created less than 24 hours ago is never removed.
+
+    A busy secret keeps every version of the last 24 hours, so this runs on every write of a secret
+    that may hold thousands: it counts them (an index-only count) and reads only the versions it
+    removes, rather than every version (a write to such a secret went from 11 to 27 ms p50).
+    """
+    count = conn.execute(
+        select(func.count()).select_from(VERSIONS).where(VERSIONS.c.secret_id == secret_id)
+    ).scalar_one()
+    excess = count - stages.MAX_VERSIONS
     if excess <= 0:
         return
-    labelled = set(conn.execute(select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)).scalars())
-    removable = [v for v, created in rows if v not in labelled and created <= now - PRUNE_MIN_AGE_SECONDS]
-    for version_id in removable[:excess]:
+    labelled = select(STAGES.c.version_id).where(STAGES.c.secret_id == secret_id)
+    removable = conn.execute(
+        select(VERSIONS.c.version_id)
+        .where(VERSIONS.c.secret_id == secret_id)
+        .where(VERSIONS.c.created_at <= now - PRUNE_MIN_AGE_SECONDS)
+        .where(VERSIONS.c.version_id.not_in(labelled))
+        .order_by(VERSIONS.c.created_at)
+        .limit(excess)
+    ).scalars()
+    for version_id in list(removable):
         delete_version(conn, secret_id, version_id)
 
 
 def write_tags(conn: Connection, secret_id: str, tags: list[dict[str, str]]) -> None:
-    """Add or overwrite tags, keeping first-added order. More than ``MAX_TAGS`` in all raises
-    InvalidRequestException, counted here so that it rolls the caller's transaction back."""
+    """Add or overwrite tags, keeping first-added order; any tag gives the secret a tag list (the
+    tag_list column: AWS answers ``"Tags": []`` for a secret whose tags were all removed, and leaves
+    Tags out for one never tagged). More than ``MAX_TAGS`` in all raises InvalidRequestException,
+    counted here so that it rolls the caller's transaction back."""
+    if not tags:
+        return
     rows = conn.execute(select(TAGS.c.tag_key, TAGS.c.position).where(TAGS.c.secret_id == secret_id)).all()
     existing: dict[str, int] = {row[0]: row[1] for row in rows}
     position = conn.execute(
@@ -110,6 +128,7 @@ def write_tags(conn: Connection, secret_id: str, tags: list[dict[str, str]]) -> 
     latest = {t["Key"]: t["Value"] for t in tags}
     if len(set(existing) | set(latest)) > MAX_TAGS:
         raise errors.too_many_tags(MAX_TAGS)
+    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(tag_list=True))
     for key, value in latest.items():
         if key in existing:
             conn.execute(
@@ -126,7 +145,8 @@ def write_tags(conn: Connection, secret_id: str, tags: list[dict[str, str]]) -> 
 
 
 def tags_of_many(conn: Connection, secret_ids: list[str]) -> dict[str, list[dict[str, str]]]:
-    """Each secret's tags (``Key``/``Value``, in first-added order), in one query."""
+    """Each secret's tags (``Key``/``Value``, in first-added order), in one query; [] for a secret
+    without tags, whether or not it has a tag list (see tag_list_of)."""
     result: dict[str, list[dict[str, str]]] = {sid: [] for sid in secret_ids}
     if not secret_ids:
         return result
@@ -138,3 +158,17 @@ def tags_of_many(conn: Connection, secret_ids: list[str]) -> dict[str, list[dict
     for sid, key, value in rows:
         result[sid].append({"Key": key, "Value": value})
     return result
+
+
+def tag_list_of(conn: Connection, secret_id: str) -> list[dict[str, str]] | None:
+    """The secret's tags in first-added order, None if it has no tag list (never tagged), in one query:
+    the secret's row joined to its tags."""
+    rows = conn.execute(
+        select(SECRETS.c.tag_list, TAGS.c.tag_key, TAGS.c.tag_value)
+        .select_from(SECRETS.outerjoin(TAGS, TAGS.c.secret_id == SECRETS.c.secret_id))
+        .where(SECRETS.c.secret_id == secret_id)
+        .order_by(TAGS.c.position)
+    ).all()
+    if not rows or not rows[0][0]:
+        return None
+    return [{"Key": key, "Value": value} for _, key, value in rows if key is not None]

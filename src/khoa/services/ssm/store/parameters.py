@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict
 
@@ -10,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
+from khoa.crypto.fingerprint import Fingerprinter
 from khoa.services.ssm import errors, names
 from khoa.services.ssm.store.labels import LabelStore
 from khoa.services.ssm.store.listing import ListingStore
@@ -23,6 +25,7 @@ from khoa.services.ssm.store.records import (
     VersionRow,
 )
 from khoa.services.ssm.store.tags import TagStore
+from khoa.storage import fingerprints
 
 MAX_VERSIONS = 100
 
@@ -35,8 +38,15 @@ class ParameterStore:
     see khoa.cache); Parameter Store's writes clear the cache of this process before and after they run
     (see __init__.py), and deleting a parameter clears it too (the expiry job runs outside requests)."""
 
-    def __init__(self, engine: Engine, cache_seconds: float = METADATA_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cache_seconds: float = METADATA_SECONDS,
+        fingerprinter: Fingerprinter | None = None,
+    ) -> None:
         self._engine = engine
+        # Fingerprints each SecureString version in its write's transaction (leak detection).
+        self._fingerprinter = fingerprinter
         self._rows: TTLCache[tuple[str, str, str], ParameterRow | None] = TTLCache(cache_seconds)
         self._versions: TTLCache[tuple[str, int], VersionRow | None] = TTLCache(cache_seconds)
         self.labels = LabelStore(engine)
@@ -92,6 +102,7 @@ class ParameterStore:
         first: NewVersion,
         expires_at: float | None,
         tags: dict[str, str],
+        secure_value: str | None = None,
     ) -> int:
         """A new parameter with its first version and its tags, in one transaction; returns the version
         number (1). A parameter of that name created meanwhile raises ParameterAlreadyExists."""
@@ -114,11 +125,20 @@ class ParameterStore:
                 for tag_key, tag_value in tags.items():
                     conn.execute(insert(TAGS).values(param_id=param_id, tag_key=tag_key, tag_value=tag_value))
                 conn.execute(insert(VERSIONS).values(param_id=param_id, version=1, **asdict(first)))
+                self._fingerprint(
+                    conn, account_id, region, param_id, name, 1, secure_value, first.modified_at
+                )
         except IntegrityError:
             raise errors.already_exists() from None
         return 1
 
-    def add_version(self, existing: ParameterRow, content: NewVersion, expires_at: float | None) -> int:
+    def add_version(
+        self,
+        existing: ParameterRow,
+        content: NewVersion,
+        expires_at: float | None,
+        secure_value: str | None = None,
+    ) -> int:
         """The next version of ``existing``, in one transaction; returns its number.
 
         The oldest version is dropped first if the parameter keeps ``MAX_VERSIONS`` already
@@ -146,6 +166,18 @@ class ParameterStore:
                 conn.execute(
                     insert(VERSIONS).values(param_id=existing.param_id, version=version, **asdict(content))
                 )
+                # the version before stopped being the value GetParameter answers
+                fingerprints.retire(conn, existing.param_id, content.modified_at, [str(existing.version)])
+                self._fingerprint(
+                    conn,
+                    None,
+                    None,
+                    existing.param_id,
+                    existing.name,
+                    version,
+                    secure_value,
+                    content.modified_at,
+                )
         except IntegrityError:
             raise errors.already_exists() from None
         return version
@@ -156,7 +188,34 @@ class ParameterStore:
             for table in (LABELS, TAGS, VERSIONS):
                 conn.execute(delete(table).where(table.c.param_id == param_id))
             conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))
+            fingerprints.retire(conn, param_id, time.time())  # its values are former from now on
         self.invalidate_all()
+
+    def _fingerprint(
+        self,
+        conn: Connection,
+        account_id: str | None,
+        region: str | None,
+        param_id: str,
+        name: str,
+        version: int,
+        secure_value: str | None,
+        now: float,
+    ) -> None:
+        """Record a SecureString version's leak fingerprint (khoa.storage.fingerprints); the
+        parameter's account and Region are read from its row when not given."""
+        if self._fingerprinter is None or secure_value is None:
+            return
+        if account_id is None or region is None:
+            place = conn.execute(
+                select(PARAMS.c.account_id, PARAMS.c.region).where(PARAMS.c.param_id == param_id)
+            ).one()
+            account_id, region = place.account_id, place.region
+        arn = f"arn:aws:ssm:{region}:{account_id}:parameter/{name.lstrip('/')}"
+        resource = fingerprints.Resource(
+            account_id, region, fingerprints.PARAMETER, param_id, arn, version_id=str(version)
+        )
+        fingerprints.add(conn, resource, [(None, self._fingerprinter.digest(secure_value))], now)
 
     def expired(self, now: float) -> list[tuple[str, str]]:
         """``(param_id, name)`` of every parameter, in any account, whose Expiration policy is due."""

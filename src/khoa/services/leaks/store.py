@@ -1,0 +1,361 @@
+"""Where khoa-leaks' SQL lives: matching fingerprints, reading the state of what they are of, and the
+backfill job's reads and writes (khoa.storage.fingerprints writes rows inside other stores' writes).
+
+A fingerprint row says what a value was of; whether that value still works is read at check time
+from the resource itself (the version's labels, the parameter's latest version, the key's status, the
+session's expiry), so a check is right even for a change whose own write did not record it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Row,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from khoa.storage import fingerprints, schema
+
+_FP = schema.leak_fingerprints
+_STAGES = schema.sm_stages
+_SECRETS = schema.sm_secrets
+_SM_VERSIONS = schema.sm_versions
+_PARAMS = schema.ssm_parameters
+_PARAM_VERSIONS = schema.ssm_parameter_versions
+_KEYS = schema.access_keys
+_SESSIONS = schema.sts_sessions
+_PRINCIPALS = schema.iam_principals
+_BUCKETS = schema.leak_rate_buckets
+_MAX_IN = 500  # values in one IN (...) list
+
+
+@dataclass
+class FingerprintMatch:
+    """A fingerprint row that matched, with the state of its resource as read now."""
+
+    fingerprint: str
+    resource_type: str
+    resource_id: str
+    resource_arn: str
+    region: str
+    version_id: str | None
+    field: str | None
+    access_key_id: str | None
+    invalid_since: float | None
+    expires_at: float | None
+    stages: list[str]  # secret: the version's labels now
+    current_version: int | None = None  # parameter: its latest version (None: deleted)
+    superseded_at: float | None = None  # parameter: when the next version was written
+    key_status: str | None = None  # access key: Active / Inactive (None: deleted)
+    session_exists: bool = False  # STS: the session is still stored
+
+
+def _chunks(values: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(values), _MAX_IN):
+        yield values[start : start + _MAX_IN]
+
+
+class LeakStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # -- checking ----------------------------------------------------------------------------------
+    def matches(self, account_id: str, digests: list[str]) -> list[FingerprintMatch]:
+        """Every fingerprint row of ``account_id`` (any Region) equal to one of ``digests``, with the
+        state of its resource."""
+        if not digests:
+            return []
+        with self._engine.connect() as conn:
+            rows: list[Row[Any]] = []
+            for chunk in _chunks(sorted(set(digests))):
+                rows.extend(
+                    conn.execute(
+                        select(_FP).where(_FP.c.account_id == account_id).where(_FP.c.fingerprint.in_(chunk))
+                    ).all()
+                )
+            found = [
+                FingerprintMatch(
+                    fingerprint=r.fingerprint,
+                    resource_type=r.resource_type,
+                    resource_id=r.resource_id,
+                    resource_arn=r.resource_arn,
+                    region=r.region,
+                    version_id=r.version_id,
+                    field=r.field,
+                    access_key_id=r.access_key_id,
+                    invalid_since=r.invalid_since,
+                    expires_at=r.expires_at,
+                    stages=[],
+                )
+                for r in rows
+            ]
+            self._secret_state(conn, [m for m in found if m.resource_type == fingerprints.SECRET])
+            self._parameter_state(conn, [m for m in found if m.resource_type == fingerprints.PARAMETER])
+            self._key_state(conn, [m for m in found if m.resource_type == fingerprints.ACCESS_KEY])
+            self._session_state(conn, [m for m in found if m.resource_type == fingerprints.STS_CREDENTIAL])
+        return found
+
+    @staticmethod
+    def _secret_state(conn: Connection, found: list[FingerprintMatch]) -> None:
+        ids = sorted({m.resource_id for m in found})
+        labels: dict[tuple[str, str], list[str]] = {}
+        for chunk in _chunks(ids):
+            for secret_id, version_id, stage in conn.execute(
+                select(_STAGES.c.secret_id, _STAGES.c.version_id, _STAGES.c.stage).where(
+                    _STAGES.c.secret_id.in_(chunk)
+                )
+            ).all():
+                labels.setdefault((secret_id, version_id), []).append(stage)
+        for m in found:
+            m.stages = sorted(labels.get((m.resource_id, m.version_id or ""), []))
+
+    @staticmethod
+    def _parameter_state(conn: Connection, found: list[FingerprintMatch]) -> None:
+        ids = sorted({m.resource_id for m in found})
+        current: dict[str, int] = {}
+        for chunk in _chunks(ids):
+            for param_id, version in conn.execute(
+                select(_PARAMS.c.param_id, _PARAMS.c.version).where(_PARAMS.c.param_id.in_(chunk))
+            ).all():
+                current[param_id] = version
+        for m in found:
+            m.current_version = current.get(m.resource_id)
+            version = int(m.version_id or 0)
+            if m.current_version is not None and m.current_version > version and m.invalid_since is None:
+                m.superseded_at = conn.execute(
+                    select(func.min(_PARAM_VERSIONS.c.modified_at))
+                    .where(_PARAM_VERSIONS.c.param_id == m.resource_id)
+                    .where(_PARAM_VERSIONS.c.version > version)
+                ).scalar()
+
+    @staticmethod
+    def _key_state(conn: Connection, found: list[FingerprintMatch]) -> None:
+        ids = sorted({m.resource_id for m in found})
+        status: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            for key_id, key_status in conn.execute(
+                select(_KEYS.c.access_key_id, _KEYS.c.status).where(_KEYS.c.access_key_id.in_(chunk))
+            ).all():
+                status[key_id] = key_status
+        for m in found:
+            m.key_status = status.get(m.resource_id)
+
+    @staticmethod
+    def _session_state(conn: Connection, found: list[FingerprintMatch]) -> None:
+        ids = sorted({m.resource_id for m in found})
+        stored: set[str] = set()
+        for chunk in _chunks(ids):
+            stored.update(
+                conn.execute(
+                    select(_SESSIONS.c.access_key_id).where(_SESSIONS.c.access_key_id.in_(chunk))
+                ).scalars()
+            )
+        for m in found:
+            m.session_exists = m.resource_id in stored
+
+    # -- rate limit --------------------------------------------------------------------------------
+    def take_token(self, key: str, now: float, capacity: float, rate: float) -> bool:
+        """Take one token from bucket ``key`` (refilled at ``rate`` per second up to ``capacity``);
+        False if it has none. One conditional UPDATE, so concurrent callers cannot both take the
+        last token; a bucket's first call inserts it."""
+        refilled = _BUCKETS.c.tokens + (literal(now) - _BUCKETS.c.updated_at) * rate
+        level = case((refilled > capacity, literal(capacity)), else_=refilled)
+        for _ in range(2):
+            with self._engine.begin() as conn:
+                taken = conn.execute(
+                    update(_BUCKETS)
+                    .where(_BUCKETS.c.key == key)
+                    .where(level >= 1.0)
+                    .values(tokens=level - 1.0, updated_at=now)
+                )
+                if taken.rowcount == 1:
+                    return True
+                known = conn.execute(select(_BUCKETS.c.key).where(_BUCKETS.c.key == key)).first()
+                if known is not None:
+                    return False
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(_BUCKETS).values(key=key, tokens=capacity - 1.0, updated_at=now))
+                return True
+            except IntegrityError:
+                continue  # another call made the bucket first: take from it
+        return False
+
+    # -- backfill ----------------------------------------------------------------------------------
+    def unfingerprinted_keys(self, limit: int) -> list[Row[Any]]:
+        """Access keys without fingerprint rows: id, account, sealed secret, status, owner's ARN."""
+        owner_arn = (
+            select(_PRINCIPALS.c.arn)
+            .where(_PRINCIPALS.c.account_id == _KEYS.c.account_id)
+            .where(_PRINCIPALS.c.kind == "user")
+            .where(_PRINCIPALS.c.name == _KEYS.c.principal_name)
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                _KEYS.c.access_key_id,
+                _KEYS.c.account_id,
+                _KEYS.c.secret_sealed,
+                _KEYS.c.status,
+                _KEYS.c.principal_kind,
+                _KEYS.c.created_at,
+                owner_arn.label("owner_arn"),
+            )
+            .where(~exists().where(_FP.c.resource_id == _KEYS.c.access_key_id))
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def unfingerprinted_sessions(self, now: float, limit: int) -> list[Row[Any]]:
+        """Unexpired STS sessions without fingerprint rows (an expired one no longer matters enough
+        to open its secret for)."""
+        query = (
+            select(
+                _SESSIONS.c.access_key_id,
+                _SESSIONS.c.account_id,
+                _SESSIONS.c.secret_sealed,
+                _SESSIONS.c.role_arn,
+                _SESSIONS.c.created_at,
+                _SESSIONS.c.expires_at,
+            )
+            .where(_SESSIONS.c.expires_at > now)
+            .where(~exists().where(_FP.c.resource_id == _SESSIONS.c.access_key_id))
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def parameter_versions_after(self, after: tuple[str, int] | None, limit: int) -> list[Row[Any]]:
+        """The next ``limit`` SecureString versions in (param_id, version) order after ``after`` (the
+        backfill's keyset sweep), each with ``fingerprinted``: whether it has fingerprint rows."""
+        version_text = cast(_PARAM_VERSIONS.c.version, String)
+        fingerprinted = exists().where(
+            and_(_FP.c.resource_id == _PARAM_VERSIONS.c.param_id, _FP.c.version_id == version_text)
+        )
+        query = (
+            select(
+                _PARAM_VERSIONS.c.param_id,
+                _PARAM_VERSIONS.c.version,
+                _PARAM_VERSIONS.c.ciphertext,
+                _PARAM_VERSIONS.c.modified_at,
+                _PARAMS.c.account_id,
+                _PARAMS.c.region,
+                _PARAMS.c.name,
+                _PARAMS.c.version.label("current_version"),
+                fingerprinted.label("fingerprinted"),
+            )
+            .join(_PARAMS, _PARAMS.c.param_id == _PARAM_VERSIONS.c.param_id)
+            .where(_PARAM_VERSIONS.c.param_type == "SecureString")
+            .where(_PARAM_VERSIONS.c.ciphertext.is_not(None))
+            .order_by(_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version)
+                > tuple_(literal(after[0]), literal(after[1]))
+            )
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def secret_versions_after(self, after: tuple[str, str] | None, limit: int) -> list[Row[Any]]:
+        """The next ``limit`` secret versions with a value in (secret_id, version_id) order after
+        ``after`` (the backfill's keyset sweep), each with ``fingerprinted``."""
+        fingerprinted = exists().where(
+            and_(_FP.c.resource_id == _SM_VERSIONS.c.secret_id, _FP.c.version_id == _SM_VERSIONS.c.version_id)
+        )
+        query = (
+            select(
+                _SM_VERSIONS.c.secret_id,
+                _SM_VERSIONS.c.version_id,
+                _SM_VERSIONS.c.created_at,
+                _SM_VERSIONS.c.value_kind,
+                _SM_VERSIONS.c.encrypted_data_key,
+                _SM_VERSIONS.c.encrypted_value,
+                _SECRETS.c.account_id,
+                _SECRETS.c.region,
+                _SECRETS.c.arn,
+                fingerprinted.label("fingerprinted"),
+            )
+            .join(_SECRETS, _SECRETS.c.secret_id == _SM_VERSIONS.c.secret_id)
+            .where(_SM_VERSIONS.c.value_kind != schema.SM_NO_VALUE)
+            .order_by(_SM_VERSIONS.c.secret_id, _SM_VERSIONS.c.version_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(_SM_VERSIONS.c.secret_id, _SM_VERSIONS.c.version_id)
+                > tuple_(literal(after[0]), literal(after[1]))
+            )
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def add(
+        self,
+        resource: fingerprints.Resource,
+        items: fingerprints.Items,
+        now: float,
+        invalid_since: float | None = None,
+    ) -> None:
+        with self._engine.begin() as conn:
+            fingerprints.add(conn, resource, items, now, invalid_since)
+
+    def settle(self, now: float) -> int:
+        """Give ``invalid_since`` (``now``) to rows whose value stopped working without its write
+        recording when (a change made before fingerprints existed, a replica's labels, a session
+        removed): a version with no label, a parameter version that is not the latest, a key that is
+        not Active, a session no longer stored. Returns how many rows changed."""
+        open_rows = _FP.c.invalid_since.is_(None)
+        version_text = cast(_PARAMS.c.version, String)
+        statements = (
+            (
+                fingerprints.SECRET,
+                ~exists().where(
+                    and_(_STAGES.c.secret_id == _FP.c.resource_id, _STAGES.c.version_id == _FP.c.version_id)
+                ),
+            ),
+            (
+                fingerprints.PARAMETER,
+                ~exists().where(
+                    and_(_PARAMS.c.param_id == _FP.c.resource_id, version_text == _FP.c.version_id)
+                ),
+            ),
+            (
+                fingerprints.ACCESS_KEY,
+                ~exists().where(and_(_KEYS.c.access_key_id == _FP.c.resource_id, _KEYS.c.status == "Active")),
+            ),
+            (
+                fingerprints.STS_CREDENTIAL,
+                ~exists().where(_SESSIONS.c.access_key_id == _FP.c.resource_id),
+            ),
+        )
+        changed = 0
+        with self._engine.begin() as conn:
+            for resource_type, gone in statements:
+                result = conn.execute(
+                    update(_FP)
+                    .where(open_rows)
+                    .where(_FP.c.resource_type == resource_type)
+                    .where(gone)
+                    .values(invalid_since=now)
+                )
+                changed += result.rowcount or 0
+        return changed

@@ -1,0 +1,127 @@
+"""The leak store's SQL on SQLite and PostgreSQL alike: rows written twice stay one, matches are the
+account's only, statuses come from the resources, settling marks what stopped working, the keyset
+sweeps page, and a token bucket is shared."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+
+from khoa.crypto.barrier import Barrier
+from khoa.crypto.fingerprint import Fingerprinter
+from khoa.services.leaks.store import LeakStore
+from khoa.storage import fingerprints, schema
+from khoa.storage.database import create_database_engine, migrate
+
+ACCOUNT, OTHER = "111122223333", "444455556666"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    url = (
+        f"sqlite:///{tmp_path / 'khoa.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("private_postgres")
+    )
+    made = create_database_engine(url)
+    migrate(made)
+    yield made
+    made.dispose()
+
+
+def _secret(engine: Engine, version_ids: list[str], stages: dict[str, str]) -> tuple[str, str]:
+    secret_id = str(uuid.uuid4())
+    arn = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:s-{secret_id[:6]}"
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.sm_secrets).values(
+                secret_id=secret_id,
+                account_id=ACCOUNT,
+                region="us-east-1",
+                name=f"s-{secret_id}",
+                arn=arn,
+                created_at=time.time(),
+                last_changed_at=time.time(),
+                rotation_enabled=False,
+            )
+        )
+        for version_id in version_ids:
+            conn.execute(
+                insert(schema.sm_versions).values(
+                    secret_id=secret_id,
+                    version_id=version_id,
+                    created_at=time.time(),
+                    value_kind="string",
+                    kms_key_arn="k",
+                    encrypted_data_key=b"k",
+                    encrypted_value=b"v",
+                )
+            )
+        for stage, version_id in stages.items():
+            conn.execute(
+                insert(schema.sm_stages).values(secret_id=secret_id, stage=stage, version_id=version_id)
+            )
+    return secret_id, arn
+
+
+def test_fingerprints_match_within_the_account_with_the_resource_state(engine: Engine) -> None:
+    store = LeakStore(engine)
+    secret_id, arn = _secret(engine, ["v1", "v2"], {"AWSCURRENT": "v2"})
+    for version_id, digest in (("v1", "a" * 64), ("v2", "b" * 64)):
+        resource = fingerprints.Resource(
+            ACCOUNT, "us-east-1", fingerprints.SECRET, secret_id, arn, version_id
+        )
+        with engine.begin() as conn:
+            fingerprints.add(conn, resource, [(None, digest)], 1.0)
+            fingerprints.add(conn, resource, [(None, digest)], 2.0)  # again: still one row
+    found = store.matches(ACCOUNT, ["a" * 64, "b" * 64, "c" * 64])
+    assert sorted((m.version_id, m.stages) for m in found) == [("v1", []), ("v2", ["AWSCURRENT"])]
+    assert store.matches(OTHER, ["a" * 64, "b" * 64]) == []
+    assert store.settle(50.0) == 1  # v1 has no label: former since now
+    assert {m.version_id: m.invalid_since for m in store.matches(ACCOUNT, ["a" * 64, "b" * 64])} == {
+        "v1": 50.0,
+        "v2": None,
+    }
+    assert store.settle(60.0) == 0
+    with engine.begin() as conn:
+        fingerprints.labels_moved(conn, secret_id, {"AWSCURRENT": "v2"}, {"AWSCURRENT": "v1"}, 70.0)
+    states = {m.version_id: m.invalid_since for m in store.matches(ACCOUNT, ["a" * 64, "b" * 64])}
+    assert states == {"v1": None, "v2": 70.0}
+
+
+def test_the_sweeps_page_in_keyset_order(engine: Engine) -> None:
+    store = LeakStore(engine)
+    _secret(engine, ["v1", "v2", "v3"], {"AWSCURRENT": "v3"})
+    first = store.secret_versions_after(None, 2)
+    rest = store.secret_versions_after((first[-1].secret_id, first[-1].version_id), 2)
+    assert [r.version_id for r in first + rest] == ["v1", "v2", "v3"]
+    assert not any(r.fingerprinted for r in first + rest)
+    assert store.parameter_versions_after(None, 10) == []
+    assert store.parameter_versions_after(("x", 1), 10) == []
+    assert store.unfingerprinted_keys(10) == [] and store.unfingerprinted_sessions(time.time(), 10) == []
+
+
+def test_a_bucket_is_shared_and_refills(engine: Engine) -> None:
+    one, two = LeakStore(engine), LeakStore(engine)  # two processes' stores
+    assert one.take_token("k", 100.0, 2.0, 1.0)
+    assert two.take_token("k", 100.0, 2.0, 1.0)
+    assert not one.take_token("k", 100.0, 2.0, 1.0)
+    assert two.take_token("k", 101.0, 2.0, 1.0)
+    assert not two.take_token("k", 101.5, 2.0, 1.0)
+
+
+def test_the_fingerprint_key_is_made_once_and_sealed(engine: Engine) -> None:
+    barrier = Barrier(bytes(32))
+    first: Any = fingerprints.load_fingerprinter(engine, barrier)
+    again = fingerprints.load_fingerprinter(engine, barrier)
+    assert isinstance(first, Fingerprinter)
+    assert first.digest("x") == again.digest("x")
+    with engine.connect() as conn:
+        stored = conn.execute(schema.meta.select().where(schema.meta.c.name == "leak_fingerprint_key")).one()
+    assert len(stored.value) > 32  # sealed (format byte, nonce, tag), not the key
