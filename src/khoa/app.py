@@ -18,6 +18,7 @@ from khoa.server.encoding import error_response
 from khoa.server.lifespan import lifespan
 from khoa.server.pipeline import Pipeline
 from khoa.server.recording import CallRecorder
+from khoa.server.sealgate import SealGate
 from khoa.server.subscriptions import ChangeStreamEndpoint
 from khoa.settings import Settings
 
@@ -34,6 +35,7 @@ class KhoaApp:
         self.runtime = runtime
         settings = runtime.settings
         self.metrics = Metrics(runtime.engine, runtime.clock.now, trail=runtime.audit.trail)
+        runtime.kms.xks.listeners.append(self.metrics.xks_call)
         ids = IdSource()
         self.ids = ids
         authenticator = Authenticator(
@@ -130,4 +132,7 @@ def create_app(settings: Settings | None = None) -> KhoaApp:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or Settings.from_env()
     affinity.set_switch_interval(settings.gil_switch_interval_ms)
+    if settings.seal_backend == "shamir":
+        # Starts sealed: the runtime is built once shares reconstruct the root key (khoa.server.sealgate).
+        return SealGate(settings, KhoaApp)  # type: ignore[return-value]
     return KhoaApp(Runtime.build(settings))

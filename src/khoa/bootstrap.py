@@ -6,19 +6,26 @@ from the configured seal backend, and creates the first account with its root cr
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
 import os
 import secrets
 import string
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import wall_clock
-from khoa.crypto.barrier import Barrier, BarrierError
+from khoa.crypto import shamir
+from khoa.crypto.barrier import ROOT_KEY_BYTES, Barrier, BarrierError
 from khoa.crypto.seal import SealError, derive_passphrase_key, load_or_create_file_key
+from khoa.crypto.seal_wrappers import AwsKmsWrapper, KeyWrapper, Pkcs11Wrapper
 from khoa.settings import Settings
 from khoa.storage import schema
 
@@ -55,6 +62,20 @@ def _meta_put_if_absent(engine: Engine, name: str, value: bytes) -> bytes:
 
 def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier:
     """Obtain the root key from the seal backend and prove it matches this database."""
+    barrier = Barrier(_obtain_root_key(settings, engine, create=create))
+    check = _meta_get(engine, "barrier_check")
+    if check is None:
+        check = _meta_put_if_absent(engine, "barrier_check", barrier.seal(_CHECK_PLAINTEXT, _CHECK_BINDING))
+    try:
+        barrier.open(check, _CHECK_BINDING)
+    except BarrierError:
+        raise SealError(
+            "the root key does not match this database (wrong passphrase or root key file)"
+        ) from None
+    return barrier
+
+
+def _obtain_root_key(settings: Settings, engine: Engine, *, create: bool) -> bytes:
     if settings.seal_backend == "file":
         key_path = settings.data_dir / "root.key"
         if not key_path.exists():
@@ -83,19 +104,245 @@ def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier
                 )
             salt = _meta_put_if_absent(engine, "passphrase_salt", os.urandom(16))
         key = derive_passphrase_key(settings.passphrase, salt)
+    elif settings.seal_backend == "shamir":
+        _require_seal_type(engine, "shamir")
+        key = _provided_key()
+    elif settings.seal_backend in WRAPPED_BACKENDS:
+        key = _load_wrapped_key(engine, seal_wrapper(settings), create=create)
     else:
-        raise SealError(f"unknown seal backend {settings.seal_backend!r} (choose file or passphrase)")
-    barrier = Barrier(key)
+        raise SealError(
+            f"unknown seal backend {settings.seal_backend!r} "
+            "(choose file, passphrase, shamir, pkcs11 or awskms)"
+        )
+    return key
+
+
+# --- seals an operator controls (shamir) and auto-unseal (pkcs11, awskms) --------------------------
+# khoa_meta holds, besides barrier_check: seal_type (which of these backends sealed the root key),
+# seal_shamir (the shares and threshold, JSON: never a share) and seal_wrapped (the wrapped root key and
+# where its wrapping key lives, JSON).
+WRAPPED_BACKENDS = ("pkcs11", "awskms")
+_SEAL_TYPE = "seal_type"
+_SEAL_SHAMIR = "seal_shamir"
+_SEAL_WRAPPED = "seal_wrapped"
+_provided = threading.local()
+
+
+class Sealed(SealError):
+    """The shamir backend's root key has not been reconstructed from shares in this process."""
+
+
+@contextlib.contextmanager
+def provided_root_key(key: bytes) -> Iterator[None]:
+    """Within the block, the shamir backend's load_barrier (on this thread) uses ``key``, reconstructed
+    from shares by an unseal; it is kept nowhere else than in the barrier built from it."""
+    _provided.key = key
+    try:
+        yield
+    finally:
+        _provided.key = None
+
+
+def _provided_key() -> bytes:
+    key: bytes | None = getattr(_provided, "key", None)
+    if key is None:
+        raise Sealed("the server is sealed: unseal it with `khoa operator unseal`")
+    return key
+
+
+def _meta_delete(conn: object, name: str) -> None:
+    conn.execute(delete(schema.meta).where(schema.meta.c.name == name))  # type: ignore[attr-defined]
+
+
+def seal_type(engine: Engine) -> str | None:
+    """Which operator-controlled or auto-unseal backend sealed this database's root key (None: file or
+    passphrase, or not initialised)."""
+    value = _meta_get(engine, _SEAL_TYPE)
+    return value.decode() if value is not None else None
+
+
+def _require_seal_type(engine: Engine, backend: str) -> None:
+    stored = seal_type(engine)
+    if stored == backend:
+        return
+    if stored is None and _meta_get(engine, "barrier_check") is None:
+        raise SealError(f"not initialised: run `khoa operator init` first ({backend} seal backend)")
+    raise SealError(
+        f"this database's root key is sealed by the {stored or 'file or passphrase'} backend, not "
+        f"{backend} (start with the backend it was created with, or `khoa operator migrate-seal`)"
+    )
+
+
+def seal_wrapper(settings: Settings) -> KeyWrapper:
+    if settings.seal_backend == "awskms":
+        return AwsKmsWrapper(
+            settings.seal_awskms_key_id,
+            endpoint=settings.seal_awskms_endpoint,
+            region=settings.seal_awskms_region,
+        )
+    if settings.seal_backend == "pkcs11":
+        return Pkcs11Wrapper(
+            settings.seal_pkcs11_module,
+            settings.seal_pkcs11_token_label,
+            settings.seal_pkcs11_key_label,
+            settings.seal_pkcs11_pin_env,
+        )
+    raise SealError(f"{settings.seal_backend!r} is not an auto-unseal backend (pkcs11 or awskms)")
+
+
+def _load_wrapped_key(engine: Engine, wrapper: KeyWrapper, *, create: bool) -> bytes:
+    stored = _meta_get(engine, _SEAL_WRAPPED)
+    if stored is None:
+        if not create:
+            raise SealError(f"no root key wrapped by the {wrapper.backend} backend in this database")
+        if _meta_get(engine, "barrier_check") is not None or seal_type(engine) is not None:
+            _require_seal_type(engine, wrapper.backend)  # raises: sealed by another backend
+        key = os.urandom(ROOT_KEY_BYTES)
+        record = _wrapped_record(wrapper, key)
+        with contextlib.suppress(IntegrityError), engine.begin() as conn:
+            conn.execute(insert(schema.meta).values(name=_SEAL_WRAPPED, value=record))
+            conn.execute(insert(schema.meta).values(name=_SEAL_TYPE, value=wrapper.backend.encode()))
+        stored = _meta_get(engine, _SEAL_WRAPPED)  # another node may have won the race: use its key
+        assert stored is not None
+    _require_seal_type(engine, wrapper.backend)
+    blob = base64.b64decode(json.loads(stored)["blob"])
+    return wrapper.unwrap(blob)
+
+
+def _wrapped_record(wrapper: KeyWrapper, key: bytes) -> bytes:
+    return json.dumps(
+        {
+            "backend": wrapper.backend,
+            **wrapper.describe(),
+            "blob": base64.b64encode(wrapper.wrap(key)).decode(),
+        }
+    ).encode()
+
+
+@dataclass(frozen=True)
+class ShamirConfig:
+    shares: int
+    threshold: int
+
+
+def shamir_config(engine: Engine) -> ShamirConfig:
+    _require_seal_type(engine, "shamir")
+    raw = _meta_get(engine, _SEAL_SHAMIR)
+    if raw is None:
+        raise SealError("the shamir seal configuration is missing from this database")
+    parsed = json.loads(raw)
+    return ShamirConfig(int(parsed["shares"]), int(parsed["threshold"]))
+
+
+def check_root_key(engine: Engine, key: bytes) -> Barrier:
+    """The barrier of ``key`` if it opens this database's check value; raises SealError otherwise."""
     check = _meta_get(engine, "barrier_check")
     if check is None:
-        check = _meta_put_if_absent(engine, "barrier_check", barrier.seal(_CHECK_PLAINTEXT, _CHECK_BINDING))
+        raise SealError("not initialised: this database holds no root key check value")
+    barrier = Barrier(key)
     try:
         barrier.open(check, _CHECK_BINDING)
     except BarrierError:
-        raise SealError(
-            "the root key does not match this database (wrong passphrase or root key file)"
-        ) from None
+        raise SealError("the shares do not reconstruct this database's root key") from None
     return barrier
+
+
+def init_shamir(
+    settings: Settings, engine: Engine, shares: int, threshold: int
+) -> tuple[list[bytes], NewAccount | None]:
+    """Create the root key of a new installation, split into shares (returned once, stored nowhere);
+    creates the first account too."""
+    if _meta_get(engine, "barrier_check") is not None or seal_type(engine) is not None:
+        raise SealError("already initialised: this database holds data sealed under a root key")
+    key = os.urandom(ROOT_KEY_BYTES)
+    parts = shamir.split(key, shares, threshold)
+    barrier = Barrier(key)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(schema.meta).values(name=_SEAL_TYPE, value=b"shamir"))
+            conn.execute(
+                insert(schema.meta).values(
+                    name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
+                )
+            )
+            conn.execute(
+                insert(schema.meta).values(
+                    name="barrier_check", value=barrier.seal(_CHECK_PLAINTEXT, _CHECK_BINDING)
+                )
+            )
+    except IntegrityError:
+        raise SealError("already initialised (another process initialised it first)") from None
+    return parts, ensure_first_account(settings, engine, barrier)
+
+
+def rekey_shamir(engine: Engine, old_shares: list[bytes], shares: int, threshold: int) -> list[bytes]:
+    """New shares of the same root key (nothing re-encrypted); the old shares stop being a quorum's."""
+    key = shamir.combine(old_shares)
+    check_root_key(engine, key)
+    parts = shamir.split(key, shares, threshold)
+    with engine.begin() as conn:
+        _meta_delete(conn, _SEAL_SHAMIR)
+        conn.execute(
+            insert(schema.meta).values(
+                name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
+            )
+        )
+    return parts
+
+
+def migrate_seal(
+    settings: Settings, engine: Engine, key: bytes, to: str, *, shares: int = 0, threshold: int = 0
+) -> list[bytes]:
+    """Re-seal ``key`` (already checked against this database) for backend ``to``; the data stays as it
+    is. Returns new shares when ``to`` is shamir. The old backend's artefacts are removed."""
+    check_root_key(engine, key)
+    new_shares: list[bytes] = []
+    wrapped: bytes | None = None
+    if to == "shamir":
+        new_shares = shamir.split(key, shares, threshold)
+    elif to in WRAPPED_BACKENDS:
+        wrapped = _wrapped_record(seal_wrapper(replace(settings, seal_backend=to)), key)
+    elif to == "file":
+        if (settings.data_dir / "root.key").exists():
+            raise SealError(f"{settings.data_dir / 'root.key'} exists already: move it away first")
+    else:
+        raise SealError(f"cannot migrate to {to!r} (choose shamir, pkcs11, awskms or file)")
+    if to == "file":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(settings.data_dir / "root.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+    with engine.begin() as conn:
+        for name in (_SEAL_TYPE, _SEAL_SHAMIR, _SEAL_WRAPPED, "passphrase_salt"):
+            _meta_delete(conn, name)
+        if to != "file":
+            conn.execute(insert(schema.meta).values(name=_SEAL_TYPE, value=to.encode()))
+        if to == "shamir":
+            conn.execute(
+                insert(schema.meta).values(
+                    name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
+                )
+            )
+        if wrapped is not None:
+            conn.execute(insert(schema.meta).values(name=_SEAL_WRAPPED, value=wrapped))
+    old_file = settings.data_dir / "root.key"
+    if to != "file" and old_file.exists():
+        old_file.unlink()  # the key must not stay readable in a file once another backend seals it
+    return new_shares
+
+
+def current_root_key(settings: Settings, engine: Engine, shares: list[bytes] | None = None) -> bytes:
+    """The root key from the configured backend (shamir: from ``shares``), checked against the database."""
+    if settings.seal_backend == "shamir":
+        if not shares:
+            raise SealError("the shamir backend needs shares to recover the root key")
+        _require_seal_type(engine, "shamir")
+        key = shamir.combine(shares)
+        check_root_key(engine, key)
+        return key
+    key = _obtain_root_key(settings, engine, create=False)
+    check_root_key(engine, key)
+    return key
 
 
 def generate_access_key_id() -> str:

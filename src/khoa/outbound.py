@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -329,3 +330,59 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
     ):
         opener.add_handler(handler)
     return opener
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to an :func:`exchange`: any HTTP status, with its body (up to the size read)."""
+
+    status: int
+    body: bytes
+
+
+class Unreachable(Exception):
+    """An :func:`exchange` got no answer. ``reason`` is safe to log (no URL): ``TimeoutError``, an OS
+    error's type and message, or the TLS failure's type; ``tls`` says the TLS handshake failed."""
+
+    def __init__(self, reason: str, *, tls: bool = False, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tls = tls
+        self.timed_out = timed_out
+
+
+def exchange(
+    url: str, data: bytes, *, headers: Mapping[str, str], timeout: float, max_body: int = 1 << 20
+) -> Reply:
+    """One POST whose answer is read in full within ``timeout`` seconds (request/response protocols,
+    such as an XKS proxy's, need the body; :func:`post` only says what became of a delivery).
+
+    Same conventions as :func:`post`: a hard deadline per call, no redirects (a 3xx is returned as
+    is), http(s) only, nothing of the URL in the exception. Raises :class:`Unreachable` when there is
+    no answer.
+    """
+    if not _http_url(url):
+        raise Unreachable("not an http(s) URL")
+    request = urllib.request.Request(url, data=data, method="POST", headers=dict(headers))  # noqa: S310
+    with _Deadline(timeout) as deadline:
+        try:
+            with _opener(deadline).open(request, timeout=timeout) as response:
+                return Reply(int(response.status), response.read(max_body))
+        except urllib.error.HTTPError as error:
+            with contextlib.closing(error):
+                try:
+                    body = error.read(max_body)
+                except (OSError, http.client.HTTPException):
+                    body = b""
+            return Reply(int(error.code), body)
+        except (http.client.InvalidURL, ValueError) as error:
+            if deadline.expired:
+                raise Unreachable("TimeoutError", timed_out=True) from None
+            raise Unreachable(type(error).__name__) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            if deadline.expired:
+                raise Unreachable("TimeoutError", timed_out=True) from None
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            tls = isinstance(reason, ssl.SSLError)
+            timed_out = isinstance(reason, TimeoutError | socket.timeout)
+            raise Unreachable(_safe(error), tls=tls, timed_out=timed_out) from None

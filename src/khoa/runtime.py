@@ -30,13 +30,17 @@ from khoa.crypto.barrier import Barrier
 from khoa.jobs import JobRunner
 from khoa.protocol.context import RequestContext
 from khoa.secret_rotation.engine import RotationEngine, RotationOutcome, RotationSettings
+from khoa.services import accessanalyzer as accessanalyzer_service
 from khoa.services import cloudtrail as cloudtrail_service
 from khoa.services import iam as iam_service
 from khoa.services import kms as kms_service
 from khoa.services import leaks as leaks_service
+from khoa.services import organizations as organizations_service
 from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
 from khoa.services import sts as sts_service
+from khoa.services.accessanalyzer.backend import AnalyzerBackend
+from khoa.services.accessanalyzer.store import AnalyzerStore
 from khoa.services.base import Service
 from khoa.services.cloudtrail.backend import CloudTrailBackend
 from khoa.services.cloudtrail.store import TrailStore
@@ -51,6 +55,8 @@ from khoa.services.leaks.backend import LeaksBackend
 from khoa.services.leaks.backfill import Backfill
 from khoa.services.leaks.limits import RateLimiter
 from khoa.services.leaks.store import LeakStore
+from khoa.services.organizations.backend import OrganizationsBackend
+from khoa.services.organizations.store import OrganizationStore
 from khoa.services.secretsmanager import values as secret_values
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.secrets import destroy_due_secrets
@@ -71,6 +77,12 @@ log = logging.getLogger("khoa")
 
 # Tables holding account resources; --dev reset empties them (accounts and credentials stay).
 _RESOURCE_TABLES = (
+    schema.org_attachments,
+    schema.org_policies,
+    schema.org_accounts,
+    schema.org_organizations,
+    schema.aa_findings,
+    schema.aa_analyzers,
     schema.leak_rate_buckets,
     schema.leak_fingerprints,
     schema.sts_sessions,
@@ -183,6 +195,8 @@ class Runtime:
                 parameters, InternalKms(kms), authorizer, secret_reader(secretsmanager), settings.regions
             ),
             cloudtrail_service.build_service(CloudTrailBackend(TrailStore(engine), authorizer)),
+            accessanalyzer_service.build_service(AnalyzerBackend(AnalyzerStore(engine), authorizer)),
+            organizations_service.build_service(OrganizationsBackend(OrganizationStore(engine), authorizer)),
         )
         query_services = (
             sts_service.build_service(

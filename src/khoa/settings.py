@@ -53,6 +53,16 @@ class Settings:
     dev: bool = variable("KHOA_DEV", False, parse_bool, dump=dump_bool)
     seal_backend: str = variable("KHOA_SEAL_BACKEND", "file", str)
     passphrase: str = variable("KHOA_PASSPHRASE", "", str)
+    # Auto-unseal backends (khoa.crypto.seal_wrappers): awskms wraps the root key with KMS Encrypt under
+    # this key id at this endpoint (blank: AWS's own; credentials from the standard AWS chain) ...
+    seal_awskms_key_id: str = variable("KHOA_SEAL_AWSKMS_KEY_ID", "", str)
+    seal_awskms_endpoint: str = variable("KHOA_SEAL_AWSKMS_ENDPOINT", "", str)
+    seal_awskms_region: str = variable("KHOA_SEAL_AWSKMS_REGION", "", str)
+    # ... pkcs11 with an AES key in an HSM (the user PIN is read from the variable named here).
+    seal_pkcs11_module: str = variable("KHOA_SEAL_PKCS11_MODULE", "", str)
+    seal_pkcs11_token_label: str = variable("KHOA_SEAL_PKCS11_TOKEN_LABEL", "", str)
+    seal_pkcs11_key_label: str = variable("KHOA_SEAL_PKCS11_KEY_LABEL", "khoa-seal", str)
+    seal_pkcs11_pin_env: str = variable("KHOA_SEAL_PKCS11_PIN_ENV", "KHOA_SEAL_PKCS11_PIN", str)
     account_id: str = variable("KHOA_ACCOUNT_ID", "", str)
     root_access_key_id: str = variable("KHOA_ROOT_ACCESS_KEY_ID", "", str)
     root_secret_access_key: str = variable("KHOA_ROOT_SECRET_ACCESS_KEY", "", str)
@@ -102,6 +112,10 @@ class Settings:
     audit_retention_days: float = variable("KHOA_AUDIT_RETENTION_DAYS", 90.0, float)
     audit_delivery_seconds: float = variable("KHOA_AUDIT_DELIVERY_SECONDS", 300.0, float)
     audit_digest_seconds: float = variable("KHOA_AUDIT_DIGEST_SECONDS", 3600.0, float)
+    # khoa review: the pattern secret names must match (blank: <env>/<app>/<kind>/<name>) and after how
+    # many days of disuse an allowed principal counts as unused (blank: 90).
+    review_naming_pattern: str = variable("KHOA_REVIEW_NAMING_PATTERN", "", str)
+    review_unused_days: float = variable("KHOA_REVIEW_UNUSED_DAYS", 90.0, float, blank_is_default=True)
     # "auto": each worker keeps to a CPU of its own where that is safe (khoa.affinity); "off". Blank
     # means the default.
     cpu_affinity: str = variable(

@@ -359,7 +359,9 @@ class OperationFuzzer:
         self.model = load_service_model(service)
         self.shapes: dict[str, Any] = self.model["shapes"]
         self.operations: dict[str, Any] = self.model["operations"]
-        self.protocol = "query" if self.model["metadata"]["protocol"] == "query" else "json"
+        self.protocol = {"query": "query", "rest-json": "rest-json"}.get(
+            self.model["metadata"]["protocol"], "json"
+        )
         self.target_prefix = self.model["metadata"].get("targetPrefix", "")
         self.api_version = self.model["metadata"]["apiVersion"]
         self.handlers = handlers
@@ -761,6 +763,8 @@ class Campaign:
         if fuzzer.protocol == "json":
             headers.setdefault("X-Amz-Target", f"{fuzzer.target_prefix}.{operation}")
             headers.setdefault("Content-Type", JSON_CONTENT_TYPE)
+        elif fuzzer.protocol == "rest-json":
+            headers.setdefault("Content-Type", "application/json")
         else:
             headers.setdefault("Content-Type", FORM_CONTENT_TYPE)
         case = Case(
@@ -785,6 +789,8 @@ class Campaign:
             kind = kinds[i % len(kinds)] if i < len(kinds) else self.rng.choice(kinds)
             if fuzzer.protocol == "json":
                 yield self._json_case(fuzzer, operation, kind)
+            elif fuzzer.protocol == "rest-json":
+                yield self._rest_case(fuzzer, operation, kind)
             else:
                 yield self._query_case(fuzzer, operation, kind)
 
@@ -863,6 +869,20 @@ class Campaign:
         case.garbage_token = (
             kind == "pagination-garbage" and detail.startswith(_PAGING_MEMBERS) and "=''" not in detail
         )
+        return case
+
+    def _rest_case(self, fuzzer: OperationFuzzer, operation: str, kind: str) -> Case:
+        """A restJson1 request: the JSON case's body (members bound to the path or query string are
+        ignored there by the server), sent to the operation's method and path with those members
+        taken from the (possibly mutated) input."""
+        case = self._json_case(fuzzer, operation, kind)
+        try:
+            value = json.loads(case.body)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            value, _ = fuzzer.valid(operation)
+        case.method, case.path = rest_target(fuzzer, operation, value)
         return case
 
     def _query_case(self, fuzzer: OperationFuzzer, operation: str, kind: str) -> Case:
@@ -989,12 +1009,46 @@ class Campaign:
         for _ in range(count):
             operation = rng.choice(operations)
             value, _ = fuzzer.valid(operation)
-            body = to_json(value) if fuzzer.protocol == "json" else b""
+            body = to_json(value) if fuzzer.protocol != "query" else b""
             choice = rng.randrange(10)
             headers: dict[str, str] = {}
             method = "POST"
             detail = ""
             op_name = operation
+            if fuzzer.protocol == "rest-json":
+                method, path = rest_target(fuzzer, operation, value)
+                if choice < 4:
+                    method = rng.choice([m for m in ("GET", "PUT", "POST", "DELETE", "PATCH") if m != method])
+                    detail = f"method {method}"
+                elif choice < 7:
+                    path = rng.choice(
+                        [
+                            path + "/extra",
+                            path.split("?")[0] + "/" + "A" * rng.choice([1_000, 8_000]),
+                            "/analyzer/%zz",
+                            "/finding//",
+                            "/" + "a/" * 500,
+                            path.replace("/", "//", 1),
+                            path + "?" + "x=1&" * 200,
+                        ]
+                    )
+                    detail = f"path {path[:60]!r}"
+                else:
+                    body = rng.choice([b"", b"{}", b"\x00" * 10, rng.randbytes(64), b"{" * 5000, b"[" * 5000])
+                    detail = "raw body"
+                case = self._case(
+                    fuzzer,
+                    operation,
+                    "protocol",
+                    body,
+                    headers=headers,
+                    method=method,
+                    path=path,
+                    detail=detail,
+                )
+                case.implemented = operation in fuzzer.handlers and detail == "raw body"
+                yield case
+                continue
             if fuzzer.protocol == "json":
                 target = f"{fuzzer.target_prefix}.{operation}"
                 targets = [
@@ -1053,6 +1107,46 @@ class Campaign:
             )
             case.implemented = op_name in fuzzer.handlers and detail.startswith(("method", "raw body"))
             yield case
+
+
+# Longest value a path label or query parameter of a generated rest-json request carries: the request
+# line must stay within what the HTTP parser accepts (the whole value still travels in the body).
+_REST_VALUE_LIMIT = 2048
+
+
+def _rest_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value)
+        if isinstance(value, (dict, list))
+        else str(value)
+    )
+    return text[:_REST_VALUE_LIMIT]
+
+
+def _rest_quote(value: Any) -> str:
+    return quote(_rest_text(value).encode("utf-8", "surrogatepass"), safe="")
+
+
+def rest_target(fuzzer: OperationFuzzer, operation: str, value: dict[str, Any]) -> tuple[str, str]:
+    """The method and path (with query string) of a restJson1 request for ``value``."""
+    http = fuzzer.operations[operation].get("http", {})
+    path = http.get("requestUri", "/")
+    ref = fuzzer.operations[operation].get("input")
+    members = fuzzer.shapes[ref["shape"]].get("members", {}) if ref else {}
+    query: list[str] = []
+    for name, member in members.items():
+        where = member.get("locationName", name)
+        if member.get("location") == "uri":
+            path = path.replace("{" + where + "}", _rest_quote(value.get(name, "")))
+            path = path.replace("{" + where + "+}", _rest_quote(value.get(name, "")))
+        elif member.get("location") == "querystring" and name in value:
+            items = value[name] if isinstance(value[name], list) else [value[name]]
+            query += [f"{quote(where)}={_rest_quote(item)}" for item in items[:20]]
+    return http.get("method", "POST"), path + ("?" + "&".join(query) if query else "")
 
 
 AUTH_BREAKS = (

@@ -39,8 +39,14 @@ _SIGNING_NAMES = {
     "sts": "sts",
     "iam": "iam",
     "cloudtrail": "cloudtrail",
+    "organizations": "organizations",
+    "accessanalyzer": "access-analyzer",
 }
-UNKNOWN_OPERATION = {"json": "UnknownOperationException", "query": "InvalidAction"}
+UNKNOWN_OPERATION = {
+    "json": "UnknownOperationException",
+    "query": "InvalidAction",
+    "rest-json": "UnknownOperationException",
+}
 
 
 @dataclass
@@ -228,6 +234,8 @@ _RESOURCE_PREFIXES = (
     "sts_",
     "rotation_",
     "webhooks",
+    "org_",
+    "aa_",
 )
 _CHANGE_TABLES = ("change_events",)
 # The tables each service's operations write (row counts of all tables are compared regardless).
@@ -237,6 +245,8 @@ _SERVICE_TABLES = {
     "ssm": ("ssm_",),
     "iam": ("iam_", "access_keys", "accounts"),
     "sts": ("sts_", "iam_", "access_keys"),
+    "organizations": ("org_",),
+    "accessanalyzer": ("aa_",),
 }
 # Columns a read may update; a refused request must not touch anything else.
 _VOLATILE = {("sm_secrets", "last_accessed_at"), ("sm_versions", "last_accessed_at")}

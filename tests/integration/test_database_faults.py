@@ -12,9 +12,10 @@ The proxy's kernel acknowledges every byte it reads, so in ``blackhole`` TCP kee
 client-side watchdog (khoa.storage.watchdog), the case a middlebox that goes silent produces.
 
 The upper bounds asserted are correctness bounds (a call must not hang), not performance targets. A
-call may wait on the database at most twice over: its handler (a pooled connection found dead, then a
-new connection that cannot open) and then its audit record (the writer's kept connection, then one
-new one). Each wait is at most the watchdog's bound (timeout + grace) or the connect timeout.
+call waits on the database for its handler (a pooled connection found dead, then a new connection
+that cannot open), each wait at most the watchdog's bound (timeout + grace) or the connect timeout; a
+write also waits for its record made before it runs. The record of the refusal itself is not
+waited for.
 """
 
 from __future__ import annotations

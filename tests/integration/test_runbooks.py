@@ -11,15 +11,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.support import pgcluster
+from tests.support.identity import Caller, create_account, eventually, new_user
 from tests.support.pgcluster import PgDatabase
-from tests.support.rotation import holder, register, stages_of, value_of
+from tests.support.rotation import holder, register, rotate_now, stages_of, value_of
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 pg_cluster = pgcluster.pg_cluster
@@ -146,3 +149,211 @@ def test_the_emergency_runbook_runs(
     assert "LeakResponse" in output and "EmergencyRotateSecret" in output
     for value in (leaked_secret["password"], key["SecretAccessKey"], token, current["password"]):
         assert value not in output, "a secret value was printed"
+
+
+# -- The other runbooks, on a private server of this module (the key-recovery runbook creates an
+# organization, which is installation-wide) ------------------------------------------------------
+
+ROTATION_TROUBLESHOOTING = RUNBOOKS / "rotation-troubleshooting.md"
+KMS_KEY_RECOVERY = RUNBOOKS / "kms-key-recovery.md"
+SECRETS_CROSS_ACCOUNT = RUNBOOKS / "secrets-cross-account.md"
+SECRET_ACCESS_DEBUG = RUNBOOKS / "secret-access-debug.md"
+
+
+def test_every_runbook_is_run_by_this_module() -> None:
+    covered = {
+        EMERGENCY,
+        ROTATION_TROUBLESHOOTING,
+        KMS_KEY_RECOVERY,
+        SECRETS_CROSS_ACCOUNT,
+        SECRET_ACCESS_DEBUG,
+    }
+    assert set(RUNBOOKS.glob("*.md")) == covered
+    for path in covered:
+        assert sh_blocks(path), f"{path.name} has no sh block"
+    # each runbook links the emergency runbook or is linked from another, so none is an island
+    texts = {path: path.read_text() for path in covered}
+    for path in covered - {EMERGENCY}:
+        assert any(path.name in text for other, text in texts.items() if other != path) or (
+            EMERGENCY.name in texts[path]
+        ), path.name
+
+
+@pytest.fixture(scope="module")
+def runbook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    instance = KhoaServer(tmp_path_factory.mktemp("runbooks") / "data").start()
+    yield instance
+    instance.stop()
+
+
+def runbook_env(server: KhoaServer, **variables: str) -> dict[str, str]:
+    """A shell that reaches ``server`` as its first account's root (as `eval "$(khoa env)"` makes one),
+    with the runbook's ``$CAPITALS``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_"))}
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "AWS_ENDPOINT_URL": server.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_PAGER": "",
+            "AWS_MAX_ATTEMPTS": "1",
+            "KHOA_DATA_DIR": str(server.data_dir),
+            **variables,
+        }
+    )
+    return env
+
+
+def output_of(results: list[subprocess.CompletedProcess[str]]) -> str:
+    return "\n".join(r.stdout + r.stderr for r in results)
+
+
+def test_the_rotation_troubleshooting_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+    server = runbook_server
+    sm = server.client("secretsmanager")
+    suffix = os.urandom(4).hex()
+    broken = register(server, f"broken-{suffix}", "tests.support.rotators:failing_at_set")
+    fixed = register(server, f"fixed-{suffix}", "tests.support.rotators:simple")
+    name = f"runbook/rotation/{suffix}"
+    password = f"pw-{os.urandom(8).hex()}"
+    first = sm.create_secret(Name=name, SecretString=json.dumps({"password": password}))["VersionId"]
+    rotate_now(server, sm, name, RotationLambdaARN=broken, RotationRules={"AutomaticallyAfterDays": 30})
+    stuck = stages_of(sm, name)
+    assert holder(stuck, "AWSCURRENT") == first and holder(stuck, "AWSPENDING") not in (None, first)
+
+    results = run_blocks(
+        sh_blocks(ROTATION_TROUBLESHOOTING),
+        runbook_env(server, SECRET_ID=name, FUNCTION_ARN=fixed),
+        tmp_path,
+    )
+
+    # what the runbook says it does: the failure was visible, the secret rotated with the fixed function
+    output = output_of(results)
+    assert "RotationFailed" in output and f"broken-{suffix}" in output and "is AWSCURRENT" in output
+    after = stages_of(sm, name)
+    assert holder(after, "AWSCURRENT") not in (first, None) and holder(after, "AWSPREVIOUS") == first
+    assert holder(after, "AWSPENDING") in (None, holder(after, "AWSCURRENT"))
+    assert value_of(sm, name)["password"] != password
+    assert sm.describe_secret(SecretId=name)["RotationLambdaARN"] == fixed
+    assert password not in output and value_of(sm, name)["password"] not in output
+
+
+def test_the_kms_key_recovery_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+    server = runbook_server
+    kms, sm = server.client("kms"), server.client("secretsmanager")
+    organizations = server.client("organizations")
+    try:
+        organizations.describe_organization()
+    except ClientError:
+        organizations.create_organization(FeatureSet="ALL")
+    member = create_account(server)  # joins the organization
+    key = kms.create_key(Description="runbook: recover me")["KeyMetadata"]["KeyId"]
+    new_key = kms.create_key(Description="runbook: move here")["KeyMetadata"]["Arn"]
+    name = f"runbook/kms/{os.urandom(4).hex()}"
+    value = f"v-{os.urandom(8).hex()}"
+    sm.create_secret(Name=name, SecretString=value, KmsKeyId=key)
+    ciphertext = tmp_path / "data.bin"
+    ciphertext.write_bytes(kms.encrypt(KeyId=key, Plaintext=b"protected data")["CiphertextBlob"])
+    kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+
+    results = run_blocks(
+        sh_blocks(KMS_KEY_RECOVERY),
+        runbook_env(
+            server,
+            KEY_ID=key,
+            CIPHERTEXT_FILE=str(ciphertext),
+            NEW_KEY_ID=new_key,
+            SECRET_ID=name,
+            MEMBER_ACCOUNT_ID=member.account_id,
+        ),
+        tmp_path,
+    )
+
+    # the key is back and works; the data and the secret moved to the new key
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert kms.decrypt(CiphertextBlob=ciphertext.read_bytes())["KeyId"] == new_key
+    assert sm.describe_secret(SecretId=name)["KmsKeyId"] == new_key
+    assert sm.get_secret_value(SecretId=name)["SecretString"] == value
+    output = output_of(results)
+    assert "ScheduleKeyDeletion" in output and "deny-kms-key-deletion" in output
+    assert value not in output and "protected data" not in output
+    # the prevention: the member account's root can no longer schedule a key's deletion
+    member_kms = member.client("kms")
+    member_key = member_kms.create_key()["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as error:
+        member_kms.schedule_key_deletion(KeyId=member_key, PendingWindowInDays=7)
+    assert "explicit deny in a service control policy" in error.value.response["Error"]["Message"]
+
+
+def test_the_secrets_cross_account_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+    server = runbook_server
+    sm = server.client("secretsmanager")
+    consumer = create_account(server)
+    name = f"runbook/shared/{os.urandom(4).hex()}"
+    value = f"v-{os.urandom(8).hex()}"
+    arn = sm.create_secret(Name=name, SecretString=value)["ARN"]
+    with pytest.raises(ClientError):  # not shared yet
+        consumer.client("secretsmanager").get_secret_value(SecretId=arn)
+
+    results = run_blocks(
+        sh_blocks(SECRETS_CROSS_ACCOUNT),
+        runbook_env(
+            server,
+            SECRET_ID=name,
+            CONSUMER_ACCOUNT_ID=consumer.account_id,
+            CONSUMER_ACCESS_KEY_ID=consumer.access_key_id,
+            CONSUMER_SECRET_ACCESS_KEY=consumer.secret_access_key,
+        ),
+        tmp_path,
+    )
+
+    current = sm.describe_secret(SecretId=name)
+    assert current["KmsKeyId"].startswith("arn:aws:kms:")
+    version = next(v for v, labels in current["VersionIdsToStages"].items() if "AWSCURRENT" in labels)
+    assert results[-1].stdout.strip() == version  # the consumer read it, by ARN
+    assert consumer.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"] == value
+    assert value not in output_of(results)
+
+
+def test_the_secret_access_debug_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+    server = runbook_server
+    sm, iam = server.client("secretsmanager"), server.client("iam")
+    name = f"runbook/debug/{os.urandom(4).hex()}"
+    value = f"v-{os.urandom(8).hex()}"
+    arn = sm.create_secret(Name=name, SecretString=value)["ARN"]
+    user = new_user(server, iam)  # no policies
+    with pytest.raises(ClientError):
+        user.client("secretsmanager").get_secret_value(SecretId=arn)
+    trail = server.client("cloudtrail")
+    eventually(
+        lambda: any(
+            e["EventName"] == "GetSecretValue"
+            for e in trail.lookup_events(
+                LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": user.name}]
+            )["Events"]
+        )
+    )
+
+    results = run_blocks(
+        sh_blocks(SECRET_ACCESS_DEBUG),
+        runbook_env(server, SECRET_ID=name, PRINCIPAL_ARN=user.arn, USER_NAME=user.name),
+        tmp_path,
+    )
+
+    output = output_of(results)
+    assert f"Request:   {user.arn} -> secretsmanager:GetSecretValue on {arn}" in output
+    assert "because no identity-based policy allows the secretsmanager:GetSecretValue action" in output
+    assert "allowed now" in output and value not in output
+    eventually(lambda: _reads(user, arn) == value)
+
+
+def _reads(user: Caller, arn: str) -> str | None:
+    try:
+        return str(user.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+    except ClientError:
+        return None

@@ -313,6 +313,12 @@ def test_bad_usage_exits_2(
     result = khoa_scan(down, str(plain))
     assert result.returncode == 2 and "cannot reach Khoa" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    # Nothing to check is no proof of a clean tree when Khoa cannot be asked: still exit 2.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = khoa_scan(down, str(empty))
+    assert result.returncode == 2 and "cannot reach Khoa" in result.stderr
+    assert khoa_scan(env, str(empty)).returncode == 0
 
 
 def test_caller_without_permission_exits_2(

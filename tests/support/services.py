@@ -10,7 +10,9 @@ import tempfile
 from pathlib import Path
 
 from khoa.auth.credentials import CredentialStore
-from khoa.services import cloudtrail, iam, kms, secretsmanager, ssm, sts
+from khoa.services import accessanalyzer, cloudtrail, iam, kms, organizations, secretsmanager, ssm, sts
+from khoa.services.accessanalyzer.backend import AnalyzerBackend
+from khoa.services.accessanalyzer.store import AnalyzerStore
 from khoa.services.base import Service
 from khoa.services.cloudtrail.backend import CloudTrailBackend
 from khoa.services.cloudtrail.store import TrailStore
@@ -18,6 +20,8 @@ from khoa.services.iam.backend import IamBackend
 from khoa.services.iam.store import IamStore
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.internal import InternalKms
+from khoa.services.organizations.backend import OrganizationsBackend
+from khoa.services.organizations.store import OrganizationStore
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretStore
 from khoa.services.ssm.references import reader
@@ -71,5 +75,7 @@ def every_service(directory: Path | None = None) -> dict[str, Service]:
         sts.build_service(StsBackend(StsStore(engine, seal), credentials, authorize)),
         iam.build_service(IamBackend(IamStore(engine), seal, authorize, credentials)),
         cloudtrail.build_service(CloudTrailBackend(TrailStore(engine), authorize)),
+        organizations.build_service(OrganizationsBackend(OrganizationStore(engine), authorize)),
+        accessanalyzer.build_service(AnalyzerBackend(AnalyzerStore(engine), authorize)),
     ]
     return {service.name: service for service in built}

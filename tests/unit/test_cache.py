@@ -91,7 +91,7 @@ def test_lifetimes_come_from_settings_and_clear_caches_empties_them_all(tmp_path
                 assert found, f"{type(owner).__name__} has no TTLCache"
                 assert {c.ttl for c in found} == {lifetime}, type(owner).__name__
                 every.extend(found)
-        assert len(every) == 1 + 1 + 2 + 4 + 2
+        assert len(every) == 1 + 2 + 2 + 4 + 2  # the directory caches policies and SCPs
         for entries in every:
             entries.put("k", "v")
         runtime.clear_caches()

@@ -10,7 +10,7 @@ The layers, lowest first; a module may import its own layer and the layers below
 2. access — the IAM policy language and its evaluation (the authoriser every service is given)
 3. records — audit (the trail), changes (change events, streams, webhooks)
 4. services — services.base/authorization, then one package per AWS service
-5. background — secret_rotation, alerts, observe
+5. background — secret_rotation, alerts, observe, review (khoa review's rules)
 6. runtime — the composition root: the only module that knows every part
 7. entry points — app, server, cli, __main__
 
@@ -53,8 +53,10 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("audit", "changes"), 3),
     "services": 4,
     **dict.fromkeys(("secret_rotation", "alerts", "observe"), 5),
+    "review": 5,  # khoa review: reads storage, policies (access) and the trail (audit)
     "runtime": 6,
     **dict.fromkeys(("app", "server", "cli", "console", "__main__"), 7),
+    "xks_proxy": 7,  # khoa xks-proxy: a second served application (its own ASGI app)
 }
 
 # Service packages may use each other only through these modules (their published internal APIs).

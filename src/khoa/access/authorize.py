@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
-from khoa.access.directory import Directory, parsed
+from khoa.access.directory import Directory, ScpLevels, parsed
 from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.access.policy import Policy
 from khoa.protocol.context import RequestContext
@@ -31,6 +31,10 @@ _TRUST_ACTIONS = frozenset(
         "sts:setcontext",
     }
 )
+
+
+def _no_scps(account_id: str) -> ScpLevels:
+    return ()
 
 
 def base_context(ctx: RequestContext) -> dict[str, list[str]]:
@@ -86,9 +90,19 @@ class Authorizer:
     mode (``--dev``), where every authenticated call is allowed, as in moto and LocalStack.
     """
 
-    def __init__(self, directory: Directory, *, allow_everything: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        allow_everything: bool = False,
+        guardrails: Callable[[str], ScpLevels] | None = None,
+    ) -> None:
         self.directory = directory
         self.allow_everything = allow_everything
+        # The SCPs governing an account (by default the directory's, cached and revoked with it).
+        if guardrails is None:
+            guardrails = directory.scps_for if isinstance(directory, Directory) else _no_scps
+        self.guardrails = guardrails
 
     def decide(
         self,
@@ -107,7 +121,9 @@ class Authorizer:
         account = resource_account or ctx.account_id
         if self.allow_everything:
             return Decision(True)
-        if principal.is_root and account == principal.account_id and resource_policy is None:
+        # The organization's SCPs govern every principal of a member account, its root user too.
+        scps = self.guardrails(principal.account_id)
+        if principal.is_root and account == principal.account_id and resource_policy is None and not scps:
             return Decision(True)
         facts = base_context(ctx)
         caller = self.directory.for_principal(principal)
@@ -133,6 +149,7 @@ class Authorizer:
             session=caller.session,
             key_policy=key_policy or trust,
             resource_kind=TRUST if trust else RESOURCE,
+            scps=scps,
         )
 
     def authorize(self, ctx: RequestContext, action: str, resource: str, **kwargs: Any) -> None:

@@ -9,6 +9,7 @@ nodes sharing the database within the cache lifetime.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -29,6 +30,14 @@ _MANAGED = schema.iam_managed_policies
 _VERSIONS = schema.iam_policy_versions
 _MEMBERS = schema.iam_group_members
 _TAGS = schema.iam_tags
+_ORGS = schema.org_organizations
+_ORG_ACCOUNTS = schema.org_accounts
+_ORG_POLICIES = schema.org_policies
+_ORG_ATTACHMENTS = schema.org_attachments
+
+ScpLevels = tuple[tuple[Policy, ...], ...]
+"""The service control policies that govern an account, one tuple per level of the organization (the
+root, then the account): an action must be allowed at every level. Empty: no SCP applies."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,6 +56,17 @@ def parsed(document: str, source: str) -> Policy:
         return deny_all(source)
 
 
+@functools.lru_cache(maxsize=1024)
+def parsed_scp(document: str) -> Policy:
+    """A stored service control policy: identity-policy grammar (no principals), read as a deny of
+    everything if it no longer parses (fail closed, as :func:`parsed`)."""
+    try:
+        return dataclasses.replace(Policy.parse(document, "identity"), source="scp")
+    except PolicyError as exc:
+        _log.error("stored service control policy does not parse (%s); denying every request", exc)
+        return deny_all("scp")
+
+
 @dataclass(frozen=True)
 class CallerPolicies:
     identity: list[Policy] = field(default_factory=list)
@@ -61,9 +81,47 @@ class Directory:
     def __init__(self, engine: Engine, cache_seconds: float) -> None:
         self.engine = engine
         self._cache: TTLCache[str, CallerPolicies] = TTLCache(cache_seconds, max_size=10_000)
+        self._scps: TTLCache[str, ScpLevels] = TTLCache(cache_seconds, max_size=10_000)
 
     def clear(self) -> None:
         self._cache.clear()
+        self._scps.clear()
+
+    def scps_for(self, account_id: str) -> ScpLevels:
+        """The SCPs governing ``account_id``'s principals (root user included): none unless the account
+        is a member of an organization whose root has SERVICE_CONTROL_POLICY enabled, and none for the
+        organization's management account, which SCPs never affect."""
+        cached = self._scps.get(account_id)
+        if cached is not MISSING:
+            return cached
+        levels = self._load_scps(account_id)
+        self._scps.put(account_id, levels)
+        return levels
+
+    def _load_scps(self, account_id: str) -> ScpLevels:
+        with self.engine.connect() as conn:
+            org = conn.execute(
+                select(_ORGS)
+                .join(_ORG_ACCOUNTS, _ORG_ACCOUNTS.c.org_id == _ORGS.c.org_id)
+                .where(_ORG_ACCOUNTS.c.account_id == account_id)
+            ).first()
+            if org is None or not org.scp_enabled or org.management_account_id == account_id:
+                return ()
+            rows = conn.execute(
+                select(_ORG_ATTACHMENTS.c.target_id, _ORG_POLICIES.c.content)
+                .join(
+                    _ORG_POLICIES,
+                    (_ORG_POLICIES.c.org_id == _ORG_ATTACHMENTS.c.org_id)
+                    & (_ORG_POLICIES.c.policy_id == _ORG_ATTACHMENTS.c.policy_id),
+                )
+                .where(_ORG_ATTACHMENTS.c.org_id == org.org_id)
+                .where(_ORG_ATTACHMENTS.c.target_id.in_((org.root_id, account_id)))
+                .where(_ORG_POLICIES.c.policy_type == "SERVICE_CONTROL_POLICY")
+            ).all()
+        # A level with nothing attached allows nothing (AWS refuses to leave a target without an SCP).
+        root = tuple(parsed_scp(r.content) for r in rows if r.target_id == org.root_id)
+        account = tuple(parsed_scp(r.content) for r in rows if r.target_id == account_id)
+        return (root, account)
 
     def for_principal(self, principal: Principal) -> CallerPolicies:
         if principal.is_root or not principal.principal_id:

@@ -17,6 +17,10 @@
 The account root user is not subject to identity-based policies, boundaries or session policies, but
 a resource-based Deny applies to it and a key policy must still name its account.
 
+Service control policies (an organization's guardrails, :func:`evaluate_scps`) apply to every
+principal of a member account, its root user included, and never to the management account: they
+never grant, so they are checked first and can only deny.
+
 The result is a :class:`Decision` that says which kind of policy decided, so errors and the audit
 trail can explain it in AWS's words.
 """
@@ -33,6 +37,7 @@ RESOURCE = "resource-based"
 BOUNDARY = "permissions boundary"
 SESSION = "session"
 TRUST = "role trust"
+SCP = "service control policy"
 
 # How AWS's AccessDenied messages name each kind of policy: (implicit deny, explicit deny).
 _PHRASES = {
@@ -41,6 +46,7 @@ _PHRASES = {
     BOUNDARY: ("no permissions boundary", "a permissions boundary"),
     SESSION: ("no session policy", "a session policy"),
     TRUST: ("no role trust policy", "the role trust policy"),
+    SCP: ("no service control policy", "a service control policy"),
 }
 
 # How a resource-based statement names the caller, strongest first.
@@ -53,7 +59,7 @@ ACCOUNT = "account"  # the caller's account: delegation to IAM policies
 class Decision:
     allowed: bool
     # Which kind of policy decided: "identity-based", "resource-based", "permissions boundary",
-    # "session" or "role trust".
+    # "session", "role trust" or "service control policy".
     policy_kind: str = ""
     explicit_deny: bool = False
     deciding_sid: str = ""
@@ -182,6 +188,25 @@ def _any_allow(statements: list[Statement]) -> bool:
     return any(s.effect == "Allow" for s in statements)
 
 
+def evaluate_scps(request: Request, levels: tuple[tuple[Policy, ...], ...]) -> Decision:
+    """The organization's guardrail for the caller's account: SCPs never grant, they only limit.
+
+    An explicit Deny in any SCP denies; otherwise each level (the root, then the account) must have an
+    SCP statement that allows the action. Allowed here means only "not limited": the caller's own and
+    the resource's policies still decide (:func:`evaluate`). No levels: no SCP applies (not in an
+    organization, SCPs not enabled, or the management account).
+    """
+    matches = [_matching(list(level), request) for level in levels]
+    for found in matches:
+        for statement in found:
+            if statement.effect == "Deny":
+                return Decision(False, SCP, True, statement.sid)
+    for found in matches:
+        if not _any_allow(found):
+            return Decision(False, SCP)
+    return Decision(True)
+
+
 def evaluate(
     request: Request,
     *,
@@ -191,12 +216,19 @@ def evaluate(
     session: list[Policy] | None = None,
     key_policy: bool = False,
     resource_kind: str = RESOURCE,
+    scps: tuple[tuple[Policy, ...], ...] = (),
 ) -> Decision:
     """Decide one request.
 
-    ``key_policy`` marks a resource policy that must allow even within the account (KMS key policies,
-    role trust policies); ``resource_kind`` names it in denials ("role trust" for trust policies).
+    ``scps`` are the service control policies governing the caller's account, by level
+    (:func:`evaluate_scps`): checked first, they can only turn an allow into a deny. ``key_policy``
+    marks a resource policy that must allow even within the account (KMS key policies, role trust
+    policies); ``resource_kind`` names it in denials ("role trust" for trust policies).
     """
+    if scps:
+        guardrail = evaluate_scps(request, scps)
+        if not guardrail.allowed:
+            return guardrail
     principal = request.principal
     same_account = principal.account_id == request.resource_account
     root = principal.is_root

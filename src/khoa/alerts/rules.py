@@ -680,6 +680,53 @@ class SecretLeaked(Rule):
         )
 
 
+# -- xks-proxy-unavailable ------------------------------------------------------------------------
+
+XKS_PROXY_UNAVAILABLE = "xks-proxy-unavailable"
+XKS_PROXY_ERROR_CODES = (
+    "XksProxyUriUnreachableException",
+    "XksProxyInvalidResponseException",
+    "XksProxyIncorrectAuthenticationCredentialException",
+    "XksProxyInvalidConfigurationException",
+)
+_XKS_STATE_CODES = ("KMSInvalidStateException", "CustomKeyStoreInvalidStateException")
+XKS_PROXY_COOLDOWN_SECONDS = 300.0
+
+
+class XksProxyUnavailable(Rule):
+    """A KMS request failed because an external key store's XKS proxy could not serve it (unreachable,
+    timed out, refused Khoa's credential, answered nonsense): its XksProxy* error, or a key-state error
+    whose message names the proxy (the message is read to classify, never copied into the alert).
+    Once per account and region per cooldown."""
+
+    name = XKS_PROXY_UNAVAILABLE
+
+    def observe(self, ctx: PassContext, events: list[Event]) -> None:
+        for e in events:
+            if e.event_source != "kms.amazonaws.com" or not e.error_code:
+                continue
+            if e.error_code not in XKS_PROXY_ERROR_CODES and not (
+                e.error_code in _XKS_STATE_CODES
+                and "external key store proxy" in str(e.record.get("errorMessage") or "")
+            ):
+                continue
+            key_arns = [a for a in e.resource_arns if ":key/" in a]
+            ctx.raise_alert(
+                Alert(
+                    rule=self.name,
+                    severity="high",
+                    account_id=e.account_id,
+                    region=e.region,
+                    summary=f"An XKS proxy failed a KMS {e.event_name} request ({e.error_code})",
+                    dedupe_key=f"{e.account_id}\n{e.region}",
+                    suppress_seconds=XKS_PROXY_COOLDOWN_SECONDS,
+                    details={"errorCode": e.error_code, **_caller_details(e)},
+                    resources=[{"type": _KEY_TYPE, "ARN": arn} for arn in key_arns],
+                    event_ids=[e.event_id],
+                )
+            )
+
+
 def build_rules(settings: AlertSettings) -> list[Rule]:
     rules: list[Rule] = [
         NewSecretReader(settings),
@@ -692,5 +739,6 @@ def build_rules(settings: AlertSettings) -> list[Rule]:
         UnexpectedNetwork(settings),
         LeakCheckBurst(settings),
         SecretLeaked(settings),
+        XksProxyUnavailable(settings),
     ]
     return [rule for rule in rules if settings.rule_enabled(rule.name)]

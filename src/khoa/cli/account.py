@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from khoa.cli.common import (
     usage_error,
 )
 from khoa.crypto.seal import SealError
+from khoa.services.organizations.store import join_oldest_organization
 from khoa.storage import schema
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -41,7 +43,8 @@ def create(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create an account and its root credentials (the secret is shown once)."""
+    """Create an account and its root credentials (the secret is shown once); it joins the
+    organization, if one exists."""
     if account_id is not None and not ACCOUNT_ID.match(account_id):
         raise usage_error(f"--id {account_id!r} is not an account id: an account id is 12 digits")
     settings = installation_settings(data_dir, database_url)
@@ -58,6 +61,8 @@ def create(
         if exists:
             raise CliError(f"account {account_id} already exists: choose another --id")
         account = create_account(engine, barrier, account_id=account_id, name=name)
+        # As AWS's CreateAccount does: a new account joins the organization, when there is one.
+        join_oldest_organization(engine, account.account_id, time.time())
     if as_json:
         print(
             json.dumps(

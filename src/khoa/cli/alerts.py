@@ -15,7 +15,7 @@ from khoa.cli.common import DatabaseUrl, DataDir, installation, installation_set
 from khoa.storage import schema
 
 app = typer.Typer(help="Alerts raised by the server's rules.", no_args_is_help=True)
-out = Console(soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False, emoji=False)
 _ALERTS = schema.alerts
 _STYLES = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
 

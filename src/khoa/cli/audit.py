@@ -16,7 +16,7 @@ from khoa.cli.common import CliError, DatabaseUrl, DataDir, installation, instal
 from khoa.storage import schema
 
 app = typer.Typer(help="Inspect the audit trail.", no_args_is_help=True)
-out = Console(soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False, emoji=False)
 
 _EVENTS = schema.audit_events
 _BATCH = 500

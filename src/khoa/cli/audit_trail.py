@@ -38,8 +38,8 @@ from khoa.crypto.seal import SealError
 from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 # ``khoa audit verify``'s exit code when there is no trail to check: a wrong --data-dir, or nothing

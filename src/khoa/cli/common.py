@@ -246,14 +246,15 @@ def require_account(engine: Engine, account_id: str) -> None:
 
 
 def stdout_console() -> Console:
-    """Standard output: the terminal's width on a terminal; never cut (no 80-column limit) when piped."""
+    """Standard output: the terminal's width on a terminal; never cut (no 80-column limit) when piped.
+    Values print verbatim: no emoji codes (``:secret:`` in an ARN) and no highlighting."""
     if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(highlight=False, width=100_000, soft_wrap=True)
+        return Console(highlight=False, emoji=False)
+    return Console(highlight=False, emoji=False, width=100_000, soft_wrap=True)
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 def print_list(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, empty: str) -> None:

@@ -25,7 +25,8 @@ import typer
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.bootstrap import NewAccount, ensure_first_account, load_barrier
+from khoa.bootstrap import NewAccount, ensure_first_account, load_barrier, shamir_config
+from khoa.cli.access import app as access_app
 from khoa.cli.account import app as account_app
 from khoa.cli.alerts import app as alerts_app
 from khoa.cli.audit import app as audit_app
@@ -40,9 +41,12 @@ from khoa.cli.common import (
 )
 from khoa.cli.env import AWS_CONTEXT, aws, env, export_lines, record_endpoint, root_credentials
 from khoa.cli.functions import app as functions_app
+from khoa.cli.operator import app as operator_app
+from khoa.cli.review import review as review_command
 from khoa.cli.scan import scan as scan_command
 from khoa.cli.secrets import app as secrets_app
 from khoa.cli.webhooks import app as webhooks_app
+from khoa.cli.xks_proxy import app as xks_proxy_app
 from khoa.crypto.seal import SealError
 from khoa.settings import Settings
 from khoa.storage.database import create_database_engine, migrate
@@ -89,6 +93,9 @@ def prepare(settings: Settings) -> NewAccount | None:
     engine = create_database_engine(settings.effective_database_url)
     try:
         migrate(engine)
+        if settings.seal_backend == "shamir":
+            shamir_config(engine)  # initialised (khoa operator init)? It starts sealed either way.
+            return None
         barrier = load_barrier(settings, engine, create=True)
         account = ensure_first_account(settings, engine, barrier)
     except SQLAlchemyError as exc:
@@ -278,6 +285,10 @@ def server(
     if settings.dev and not _is_loopback(settings.host):
         raise usage_error("--dev binds to loopback only (it accepts any credentials): drop --host")
     check_tls(settings)
+    if settings.seal_backend == "shamir" and settings.workers > 1:
+        raise usage_error(
+            "the shamir seal backend unseals one process: use --workers 1 (or run more servers)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("KHOA_TEST_CLOCK") and not settings.dev:
         # The test clock hooks it used to expose let anyone destroy keys pending deletion.
@@ -344,12 +355,16 @@ def _serve(settings: Settings, temporary: bool) -> None:
 app.command("env")(env)
 app.command("aws", context_settings=AWS_CONTEXT, options_metavar="[OPTIONS] AWS_COMMAND [ARGS]...")(aws)
 app.add_typer(account_app, name="account")
+app.add_typer(access_app, name="access")
 app.add_typer(audit_app, name="audit")
 app.add_typer(functions_app, name="functions")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(operator_app, name="operator")
 app.command("scan")(scan_command)
+app.command("review")(review_command)
+app.add_typer(xks_proxy_app, name="xks-proxy")
 
 
 def _one_line(text: str) -> str:

@@ -93,6 +93,20 @@ class Metrics:
             "1 while this process leads background work (holds the jobs lease), else 0",
             registry=self.registry,
         )
+        self.xks_latency = Histogram(
+            "khoa_xks_proxy_request_duration_seconds",
+            "Latency of calls to external key stores' XKS proxies, by XKS operation",
+            ["operation"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.xks_errors = Counter(
+            "khoa_xks_proxy_errors",
+            "Failed calls to XKS proxies, by XKS operation and failure (the spec's errorName, "
+            "Unreachable, Timeout, TlsFailure or InvalidResponse)",
+            ["operation", "error"],
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(StoredResources(engine, now))
             self.registry.register(AlertsRaised(engine))
@@ -112,6 +126,12 @@ class Metrics:
             self.decrypt_failures.inc()
         elif outcome in THROTTLES:
             self.throttles.labels(service).inc()
+
+    def xks_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """One call to an XKS proxy (a listener of :class:`khoa.services.kms.xks.XksClient`)."""
+        self.xks_latency.labels(operation).observe(seconds)
+        if outcome != "ok":
+            self.xks_errors.labels(operation, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,7 @@ reached, or it keeps throttling. None of them carries a candidate.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,29 @@ class LeakChecker:
                     found.setdefault(start + index, []).append(Match.from_wire(item))
             self.responses.extend(answer.get("Responses", []) or [])
         return found
+
+    def probe(self) -> None:
+        """One call with a random value no one holds, so a scan that found no candidate still fails
+        (exit 2) when Khoa cannot be reached or refuses the caller, rather than calling the tree clean
+        unchecked. With --respond it asks ReportLeakedValues not to respond (nothing could match)."""
+        candidate = [{"Id": "probe", "Value": "khoa-scan-probe-" + secrets.token_hex(16)}]
+        if self.respond:
+            self.calls += 1
+            try:
+                self.client.report_leaked_values(
+                    Candidates=candidate, SourceUrl=self.source_url, Respond=False
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped to the same one-line errors as a check
+                self._raise_for(exc)
+            return
+        self._call(candidate)
+
+    def _raise_for(self, exc: Exception) -> None:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            raise _client_error(exc, self.respond) from None
+        raise KhoaError(f"cannot call Khoa: {type(exc).__name__}: {_safe(str(exc))}") from None
 
     def _call(self, candidates: list[dict[str, str]]) -> dict[str, Any]:
         from botocore.exceptions import (

@@ -7,6 +7,9 @@ alternating-users strategy, ``masterarn`` naming a secret with a user allowed to
 - alternating users: the master user creates or updates ``<user>_clone`` (switching back and forth),
   so the previous credentials keep working until the rotation after next.
 Every step is idempotent: a step repeated after a crash or failure finds its work done and moves on.
+testSecret also proves the database checks passwords (a random password for the pending user is
+refused and, for a single user, the AWSCURRENT password too): against a database that trusts every
+login (PostgreSQL's ``trust``) a rotation would "succeed" without changing anything, so it fails instead.
 
 After an emergency rotation (khoa.secret_rotation.emergency) the previous credentials must not keep
 working: :meth:`DatabaseRotator.revoke_previous` has the master user give the previous user a password
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from typing import Any
 
 import psycopg
@@ -213,6 +217,9 @@ class DatabaseRotator:
             conn.close()
 
     def testSecret(self, client: Any, arn: str, token: str) -> None:
+        """The pending credentials log in, and the database really checks them: a wrong password for
+        the pending user is refused and, for a single user, so is the password being replaced (a
+        database that trusts every login "rotates" without changing anything)."""
         pending = _secret(client, arn, "AWSPENDING", token)
         conn = _connect(pending)
         if conn is None:
@@ -225,6 +232,26 @@ class DatabaseRotator:
                 conn.execute("SELECT 1")
         finally:
             conn.close()
+        username = pending.get("username", "")
+        probe = _connect(dict(pending, password=secrets.token_urlsafe(24)))  # a password nobody has
+        if probe is not None:
+            probe.close()
+            raise RotationStepError(
+                f"the database does not check passwords: user {username} logged in with a wrong password "
+                "(trust authentication?), so rotation would change nothing; make it require passwords"
+            )
+        if self.alternating:
+            return  # the previous user keeps its password until the rotation after next, on purpose
+        stages = client.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+        current = next((v for v, labels in stages.items() if "AWSCURRENT" in labels), None)
+        if current is None or current == token:
+            return
+        user, accepted = self.still_accepted(client, arn, current)
+        if accepted and user == username:
+            raise RotationStepError(
+                f"the database does not check passwords for user {username} or kept its old one: "
+                "the AWSCURRENT password still logs in after setSecret"
+            )
 
     def finishSecret(self, client: Any, arn: str, token: str) -> None:
         stages = client.describe_secret(SecretId=arn).get("VersionIdsToStages", {})

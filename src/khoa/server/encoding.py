@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from khoa.protocol import awsjson, awsquery
+from khoa.protocol import awsjson, awsquery, restjson
 from khoa.protocol.errors import AWSError
 from khoa.server.asgi import Response
 from khoa.services.base import Service
@@ -15,6 +15,9 @@ def success_response(service: Service, operation: str, result: dict[str, Any], r
     if service.protocol == "query":
         encoded = service.query_encoder.encode(operation, result, request_id)
         return Response(200, encoded, awsquery.CONTENT_TYPE)
+    if service.protocol == "rest-json":
+        status, body, headers = restjson.router(service.model).encode(operation, result)
+        return Response(status, body, restjson.CONTENT_TYPE, headers)
     return Response(200, awsjson.encode_body(result), awsjson.CONTENT_TYPE)
 
 
@@ -29,6 +32,10 @@ def error_response(service: Service | None, error: AWSError, request_id: str) ->
         status = error.status
         if status == 400 and service is not None:
             status = service.model.error_status(error.code)
-        response = Response(status, awsjson.encode_error(error), awsjson.CONTENT_TYPE)
+        if service is not None and service.protocol == "rest-json":
+            body, headers = restjson.encode_error(error)
+            response = Response(status, body, restjson.CONTENT_TYPE, headers)
+        else:
+            response = Response(status, awsjson.encode_error(error), awsjson.CONTENT_TYPE)
     response.outcome = error.code
     return response

@@ -17,7 +17,7 @@ from khoa.ids import IdSource
 from khoa.logs import LogLimiter
 from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
-from khoa.protocol import awsjson, awsquery
+from khoa.protocol import awsjson, awsquery, restjson
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError, internal_failure
 from khoa.server.asgi import Response, Scope, header_map
@@ -42,6 +42,10 @@ _REVOKING: dict[str, frozenset[str]] = {
     "ssm": frozenset({"DeleteParameter", "DeleteParameters"}),
     # a response to a leak deactivates and quarantines access keys
     "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
+    # service control policies govern every principal of a member account
+    "organizations": frozenset(
+        {"EnablePolicyType", "UpdatePolicy", "AttachPolicy", "DetachPolicy", "CreateOrganization"}
+    ),
 }
 
 
@@ -64,6 +68,12 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
     # a response may run a rotation function, which calls this server back: never on the event loop
     "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
 }
+
+
+def _raw_path(scope: Scope) -> str:
+    """The request's path as sent (still percent-encoded, so an encoded ``/`` stays inside its label)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1").split("?", 1)[0] if raw else str(scope.get("path", "/"))
 
 
 def may_revoke(service: str, operation: str) -> bool:
@@ -102,6 +112,8 @@ class Pipeline:
         database's fast path.
         """
         self.services = services
+        # rest-json services (Access Analyzer) are addressed by method and path (see _rest_service)
+        self.rest_services = {s.signing_name: s for s in services.values() if s.protocol == "rest-json"}
         self.query_services = query_services
         self.authenticator = authenticator
         self.recorder = recorder
@@ -126,6 +138,11 @@ class Pipeline:
         if target:
             prefix, _, call.operation = target.rpartition(".")
             call.service = self.services.get(prefix)
+            if call.service is not None and call.service.protocol == "rest-json":
+                call.service = None  # addressed by method and path only
+        elif (rest := self._rest_service(scope, headers)) is not None:
+            call.service = rest
+            call.operation = self._rest_operation(rest, scope)
         else:
             form = awsquery.parse_form(body, scope.get("query_string", b"").decode("latin-1"))
             call.operation = form.get("Action", "")
@@ -169,7 +186,7 @@ class Pipeline:
                     call.operation,
                     type(exc).__name__,
                 )
-                response = await self.recorder.refuse(call, database_unavailable())
+                response = await self.recorder.refuse(call, database_unavailable(), wait=False)
             else:
                 self._logs.exception(
                     f"{service_name}.{call.operation}:{type(exc).__name__}",
@@ -198,7 +215,33 @@ class Pipeline:
         target = (headers.get("x-amz-target") or [""])[0]
         if target:
             return self.services.get(target.rpartition(".")[0])
-        return self._query_service(headers)
+        return self._rest_service(scope, headers) or self._query_service(headers)
+
+    def _rest_service(self, scope: Scope, headers: dict[str, list[str]]) -> Service | None:
+        """The rest-json service a request is for: by its signing name, or (unsigned, or signed for
+        another service) by its path, which no awsQuery request (``/``) shares, so that even a refusal
+        of its authentication answers in the protocol its client expects."""
+        named = self.rest_services.get(scope_service(headers) or "")
+        if named is not None:
+            return named
+        path = _raw_path(scope)
+        if path in ("", "/"):
+            return None
+        for service in self.rest_services.values():
+            if restjson.router(service.model).addresses(path):
+                return service
+        return None
+
+    @staticmethod
+    def _rest_operation(service: Service, scope: Scope) -> str:
+        """The operation a rest-json request's method and path address ("" for none: refused later)."""
+        try:
+            operation, _ = restjson.router(service.model).match(
+                scope["method"], _raw_path(scope), scope.get("query_string", b"").decode("latin-1")
+            )
+        except AWSError:
+            return ""
+        return operation
 
     def _query_service(self, headers: dict[str, list[str]]) -> Service | None:
         # A form request scoped to a service Khoa does not serve as query goes to the default
@@ -229,8 +272,18 @@ class Pipeline:
                     f"Could not find operation {operation} for version "
                     f"{service.model.metadata.get('apiVersion')}",
                 )
+            if service.protocol == "rest-json":
+                raise restjson.unknown_route()
             raise AWSError("UnknownOperationException", "")
-        raw = service.query_decoder.decode(operation, form) if form is not None else awsjson.decode_body(body)
+        if service.protocol == "rest-json":
+            router = restjson.router(service.model)
+            query_string = scope.get("query_string", b"").decode("latin-1")
+            _, labels = router.match(scope["method"], _raw_path(scope), query_string)
+            raw = router.decode(operation, labels, query_string, headers, body)
+        elif form is not None:
+            raw = service.query_decoder.decode(operation, form)
+        else:
+            raw = awsjson.decode_body(body)
         params = service.model.validate(operation, raw)
         call.params = params
         extras: dict[str, Any] = {"secure_transport": scope.get("scheme") == "https"}

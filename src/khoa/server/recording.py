@@ -8,6 +8,8 @@ already ran: its first record is durable, so the caller gets the truthful answer
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,7 @@ class CallRecorder:
         self.metrics = metrics
         self.default_account = default_account
         self.default_region = default_region
+        self._background: set[asyncio.Task[None]] = set()  # refusals recorded without waiting
 
     async def record_before(self, call: Call) -> None:
         """Record a write before it runs (its outcome completes this record later)."""
@@ -91,14 +94,28 @@ class CallRecorder:
             self.metrics.audit_failures.inc()
             log.error("could not record the outcome of request %s", call.request_id)
 
-    async def refuse(self, call: Call, error: AWSError) -> Response:
-        """Answer a refused request, after recording it (unless its outcome is already recorded)."""
+    async def refuse(self, call: Call, error: AWSError, *, wait: bool = True) -> Response:
+        """Answer a refused request, after recording it (unless its outcome is already recorded).
+
+        ``wait=False`` (the database did not answer the call): answer at once and let the record
+        commit when it can. Waiting would hold the caller for the database bound a second time, to
+        record a refusal of a call that changed nothing; a write's record made before it ran is
+        already durable either way."""
         if not call.recorded:
+            if not wait:
+                task = asyncio.get_running_loop().create_task(self._record_refusal(call, error))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return error_response(call.service, error, call.request_id)
             try:
                 await self.record_outcome(call, None, error)
             except AuditUnavailable:
                 return error_response(call.service, unavailable_error(), call.request_id)
         return error_response(call.service, error, call.request_id)
+
+    async def _record_refusal(self, call: Call, error: AWSError) -> None:
+        with contextlib.suppress(AuditUnavailable):  # counted in audit_failures by _record
+            await self.record_outcome(call, None, error)
 
     async def _record(self, event: AuditEvent) -> None:
         try:

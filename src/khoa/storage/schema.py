@@ -182,6 +182,7 @@ sm_secrets = Table(
     Index("ux_sm_secrets_name", "account_id", "region", "name", unique=True),
     Index("ux_sm_secrets_arn", "arn", unique=True),
     Index("ix_sm_secrets_deletion_due", "deletion_due_at"),
+    Index("ix_sm_secrets_primary", "primary_secret_id"),  # a primary's replicas, read on every write
     # ListSecrets' default order, so a page is an index range scan whatever the store's size.
     Index("ix_sm_secrets_listing", "account_id", "region", "created_at", "secret_id"),
 )
@@ -612,4 +613,120 @@ leak_rate_buckets = Table(
     Column("key", String(64), primary_key=True),
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# -- Organizations ----------------------------------------------------------------------------------
+
+# AWS Organizations (services/organizations): an organization, its member accounts, its policies
+# (service control policies) and where they are attached. One organization per management account; an
+# account belongs to at most one. scp_enabled is the root's SERVICE_CONTROL_POLICY policy type.
+org_organizations = Table(
+    "org_organizations",
+    metadata,
+    Column("org_id", String(34), primary_key=True),
+    Column("management_account_id", String(12), nullable=False, unique=True),
+    Column("root_id", String(32), nullable=False),
+    Column("feature_set", String(32), nullable=False),
+    Column("scp_enabled", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+org_accounts = Table(
+    "org_accounts",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("org_id", String(34), nullable=False),
+    Column("joined_method", String(16), nullable=False),  # INVITED, CREATED
+    Column("joined_at", Float, nullable=False),
+    Index("ix_org_accounts_org", "org_id"),
+)
+
+org_policies = Table(
+    "org_policies",
+    metadata,
+    Column("org_id", String(34), primary_key=True),
+    Column("policy_id", String(130), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("description", String(512), nullable=False),
+    Column("policy_type", String(32), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("aws_managed", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+org_attachments = Table(
+    "org_attachments",
+    metadata,
+    Column("org_id", String(34), primary_key=True),
+    Column("policy_id", String(130), primary_key=True),
+    Column("target_id", String(100), primary_key=True),
+    Index("ix_org_attachments_target", "org_id", "target_id"),
+)
+
+# -- KMS custom key stores (external key stores, XKS) ---------------------------------------------
+
+# One row per custom key store. The XKS proxy's SigV4 secret is sealed by the barrier (binding: the
+# store id); the access key id is not a secret (it is shown by DescribeCustomKeyStores).
+kms_custom_key_stores = Table(
+    "kms_custom_key_stores",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("store_type", String(32), nullable=False),
+    Column("connection_state", String(16), nullable=False),
+    Column("connection_error_code", String(64)),
+    Column("endpoint", String(256), nullable=False),
+    Column("uri_path", String(128), nullable=False),
+    Column("connectivity", String(32), nullable=False),
+    Column("access_key_id", String(128), nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_kms_custom_key_stores_name", "account_id", "region", "name", unique=True),
+)
+
+# The external key behind each KMS key of an external key store (one KMS key per external key).
+kms_xks_keys = Table(
+    "kms_xks_keys",
+    metadata,
+    Column("key_id", String(36), ForeignKey("kms_keys.key_id", ondelete="CASCADE"), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("xks_key_id", String(128), nullable=False),
+    Index("ix_kms_xks_keys_external", "store_id", "xks_key_id", unique=True),
+)
+
+# -- Access Analyzer --------------------------------------------------------------------------------
+
+# IAM Access Analyzer (services/accessanalyzer): external-access analyzers (ACCOUNT or ORGANIZATION
+# zone of trust) and their findings. Findings are recomputed from the current key policies, grants and
+# secret policies whenever they are read; a row keeps a finding's id, its status (ACTIVE, ARCHIVED,
+# RESOLVED) and its times, and details is the finding's JSON (principal, action, condition, isPublic).
+aa_analyzers = Table(
+    "aa_analyzers",
+    metadata,
+    Column("arn", String(1024), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("archive_rules", Text, nullable=False),
+    Index("ux_aa_analyzers_name", "account_id", "region", "name", unique=True),
+)
+
+aa_findings = Table(
+    "aa_findings",
+    metadata,
+    Column("analyzer_arn", String(1024), primary_key=True),
+    Column("finding_id", String(36), primary_key=True),
+    Column("resource_arn", String(2048), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("owner_account", String(12), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("analyzed_at", Float, nullable=False),
 )

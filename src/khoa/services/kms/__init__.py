@@ -8,6 +8,7 @@ from khoa.services.kms import (
     aliases,
     authtable,
     cryptoops,
+    custom_key_stores,
     grants,
     imports,
     key_rotation,
@@ -30,6 +31,7 @@ def build_service(kms: KmsBackend) -> Service:
         keys.OPERATIONS,
         aliases.OPERATIONS,
         cryptoops.OPERATIONS,
+        custom_key_stores.OPERATIONS,
         grants.OPERATIONS,
         imports.OPERATIONS,
         key_rotation.OPERATIONS,
@@ -37,11 +39,13 @@ def build_service(kms: KmsBackend) -> Service:
         unsupported.OPERATIONS,
         usage.OPERATIONS,
     )
+    model = ServiceModel("kms")
+    custom_key_stores.relax_model(model)
     return Service(
         name="kms",
         signing_name="kms",
         target_prefix="TrentService",
-        model=ServiceModel("kms"),
+        model=model,
         handlers=handlers,
         authorizer=authtable.table(kms),
     )

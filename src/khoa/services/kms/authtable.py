@@ -76,7 +76,7 @@ OPERATIONS = (
     "TagResource",
     "UntagResource",
     "ListResourceTags",
-    # custom key stores (not supported; still authorised first, on "*")
+    # custom key stores (external key stores; authorised on "*", as AWS does)
     "CreateCustomKeyStore",
     "ConnectCustomKeyStore",
     "DisconnectCustomKeyStore",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from khoa.access.authorize import access_denied
-from khoa.access.evaluate import Decision
+from khoa.access.evaluate import SCP, Decision
 from khoa.crypto import ciphertext
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
@@ -238,7 +238,8 @@ def authorize_key(
         _record(ctx, basis)
         return basis
     operation = action.split(":", 1)[1]
-    if not decision.explicit_deny:
+    # A grant never rescues an explicit deny, nor what the organization's SCPs do not allow.
+    if not decision.explicit_deny and decision.policy_kind != SCP:
         allowing = _allowing_grants(
             kms, ctx, key, operation, encryption_context or params.get("EncryptionContext")
         )
@@ -281,7 +282,7 @@ def _may_retire(
     principal allowed kms:RetireGrant on the key (key policy and IAM policies, as for any key action)."""
     action = "kms:RetireGrant"
     decision = _decide_on_key(kms, ctx, action, key, lambda: request_context(kms, ctx, {}, key))
-    if decision.explicit_deny:
+    if decision.explicit_deny or decision.policy_kind == SCP:
         return False, decision
     if decision.allowed and ctx.account_id == key.account_id:
         return True, decision

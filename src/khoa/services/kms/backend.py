@@ -8,13 +8,14 @@ evaluates key policies, IAM policies and grants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
 from khoa.access.authorize import Authorizer
 from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store import KmsStore
+from khoa.services.kms.xks import XksClient
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class KmsBackend:
     barrier: Barrier
     store: KmsStore
     authorizer: Authorizer
+    xks: XksClient = field(default_factory=XksClient)
+    """The client of external key stores' XKS proxies (its listeners feed the metrics)."""
 
     @classmethod
     def create(

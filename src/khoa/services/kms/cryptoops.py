@@ -7,7 +7,8 @@ from typing import Any
 from khoa.crypto import ciphertext, keymaterial
 from khoa.crypto.keymaterial import CryptoFailure
 from khoa.protocol.context import RequestContext
-from khoa.services.kms import errors, specs
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors, external, specs
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.grants import check_grant_tokens
 from khoa.services.kms.resolve import require_usable, resolve_key, state_error
@@ -44,6 +45,8 @@ def _encrypt_symmetric(
     kms: KmsBackend, ctx: RequestContext, key: KeyRecord, plaintext: bytes, context: dict[str, str] | None
 ) -> tuple[bytes, str]:
     version_id, material = _current_material(kms, ctx, key)
+    if key.origin == external.ORIGIN:
+        return external.encrypt(kms, ctx, key, material, version_id, plaintext, context), version_id
     return ciphertext.encrypt(material, key.key_id, version_id, plaintext, context), version_id
 
 
@@ -133,9 +136,12 @@ def _decrypt(
     if material is None:
         raise errors.invalid_ciphertext()
     try:
-        return key, ciphertext.decrypt(material, parsed, context), parsed.material_id
+        opened = ciphertext.decrypt(material, parsed, context)
     except ciphertext.InvalidCiphertext:
         raise errors.invalid_ciphertext() from None
+    if key.origin == external.ORIGIN:
+        opened = external.decrypt(kms, ctx, key, material, parsed.material_id, opened, context)
+    return key, opened, parsed.material_id
 
 
 def decrypt(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -274,10 +280,15 @@ def generate_data_key_pair_without_plaintext(
 def generate_random(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("Recipient"):
         raise errors.unsupported("Nitro Enclaves attestation (Recipient) is not supported by Khoa.")
-    if params.get("CustomKeyStoreId"):
-        from khoa.protocol.errors import AWSError
-
-        raise AWSError("CustomKeyStoreNotFoundException", "Custom key stores are not supported by Khoa.")
+    store_id = params.get("CustomKeyStoreId")
+    if store_id:
+        if kms.store.custom_key_stores.get(ctx.account_id, ctx.region, store_id) is None:
+            raise AWSError(
+                "CustomKeyStoreNotFoundException",
+                f"Custom key store {store_id} does not exist in this account and Region.",
+            )
+        # as AWS: random bytes come from an AWS CloudHSM key store only, never from an external one
+        raise errors.unsupported(f"{store_id} is an external key store: it cannot generate random bytes.")
     count = params.get("NumberOfBytes")
     if count is None:
         raise errors.validation("NumberOfBytes is required.")

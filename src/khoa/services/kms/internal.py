@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from khoa.crypto import ciphertext, keymaterial
 from khoa.protocol.context import RequestContext
-from khoa.services.kms import errors, specs
+from khoa.services.kms import errors, external, specs
 from khoa.services.kms.authz import authorize_key
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.keys import generate_material
@@ -157,6 +157,8 @@ class InternalKms:
         if version_id is None:
             raise errors.invalid_state(f"{key.arn} is pending import.")
         material = _material(self.kms, key, version_id)
+        if key.origin == external.ORIGIN:
+            return external.encrypt(self.kms, ctx, key, material, version_id, plaintext, context)
         return ciphertext.encrypt(material, key.key_id, version_id, plaintext, context)
 
     def generate_data_key(
@@ -180,7 +182,11 @@ class InternalKms:
             raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
         authorize_key(self.kms, kms_ctx, "kms:Decrypt", key, {}, context)
         require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
+        material = _material(self.kms, key, parsed.material_id)
         try:
-            return key, ciphertext.decrypt(_material(self.kms, key, parsed.material_id), parsed, context)
+            opened = ciphertext.decrypt(material, parsed, context)
         except ciphertext.InvalidCiphertext:
             raise errors.invalid_ciphertext() from None
+        if key.origin == external.ORIGIN:
+            opened = external.decrypt(self.kms, kms_ctx, key, material, parsed.material_id, opened, context)
+        return key, opened

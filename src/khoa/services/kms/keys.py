@@ -9,8 +9,10 @@ from typing import Any
 from khoa.clock import from_epoch
 from khoa.crypto import keymaterial
 from khoa.protocol.context import RequestContext
-from khoa.services.kms import errors, specs
+from khoa.protocol.errors import AWSError
+from khoa.services.kms import errors, external, specs
 from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.custom_key_stores import SUPPORTED, check_external_key, store_state
 from khoa.services.kms.policy_doc import check_lockout, default_key_policy, validate_key_policy
 from khoa.services.kms.resolve import (
     decode_marker,
@@ -20,6 +22,7 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import KeyRecord, new_material_id
+from khoa.services.kms.store.custom_key_stores import ExternalKeyInUse
 from khoa.services.kms.tags import validate_tags
 
 DEFAULT_PENDING_WINDOW_DAYS = 30
@@ -35,7 +38,9 @@ def generate_material(spec: str) -> bytes:
     return keymaterial.generate_ec(specs.ECC_SPECS[spec])
 
 
-def key_metadata(key: KeyRecord) -> dict[str, Any]:
+def key_metadata(key: KeyRecord, kms: KmsBackend | None = None) -> dict[str, Any]:
+    """DescribeKey's KeyMetadata; with ``kms``, a key in an external key store also shows its store,
+    its external key and, while the store is not connected, the key state ``Unavailable``."""
     meta: dict[str, Any] = {
         "AWSAccountId": key.account_id,
         "KeyId": key.key_id,
@@ -60,6 +65,14 @@ def key_metadata(key: KeyRecord) -> dict[str, Any]:
         meta["ExpirationModel"] = key.expiration_model
         if key.valid_to is not None:
             meta["ValidTo"] = from_epoch(key.valid_to)
+    if kms is not None and key.origin == external.ORIGIN:
+        link = kms.store.custom_key_stores.link_of(key.key_id)
+        if link is not None:
+            meta["CustomKeyStoreId"] = link.store_id
+            meta["XksKeyConfiguration"] = {"Id": link.xks_key_id}
+            connected = store_state(kms, key.account_id, key.region, link.store_id) == "CONNECTED"
+            if not connected and key.state in ("Enabled", "Disabled"):
+                meta["KeyState"] = "Unavailable"
     if key.current_version_id and key.state != "PendingImport" and key.key_spec == specs.SYMMETRIC:
         # Only symmetric encryption keys report their current key material (KeyMetadata docs).
         meta["CurrentKeyMaterialId"] = key.current_version_id
@@ -88,10 +101,9 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     if usage not in specs.ALLOWED_USAGES[spec]:
         raise errors.validation(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
     origin = params.get("Origin", "AWS_KMS")
-    if origin in ("AWS_CLOUDHSM", "EXTERNAL_KEY_STORE") or params.get("CustomKeyStoreId"):
-        raise errors.unsupported("Custom key stores are not supported by Khoa.")
     if params.get("MultiRegion"):
         raise errors.unsupported("Multi-Region keys are not supported by Khoa.")
+    in_store = _check_custom_key_store(params, origin, spec, usage)
     policy = params.get("Policy")
     parsed_policy = validate_key_policy(policy) if policy is not None else None
     tags = params.get("Tags", [])
@@ -125,12 +137,49 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     )
     if parsed_policy is not None:
         check_lockout(kms, ctx, record, parsed_policy, params)
+    if in_store is not None:
+        check_external_key(kms, ctx, in_store[0], in_store[1], record.arn)
     kms.store.keys.insert(record, material, now, tags={t["TagKey"]: t.get("TagValue", "") for t in tags})
-    return {"KeyMetadata": key_metadata(record)}
+    if in_store is not None:
+        try:
+            kms.store.custom_key_stores.link(key_id, in_store[0], in_store[1])
+        except ExternalKeyInUse:  # another CreateKey took the external key in between
+            kms.store.keys.destroy(key_id)
+            raise AWSError(
+                "XksKeyAlreadyInUseException",
+                f"External key {in_store[1]} is already associated with a KMS key in custom key store "
+                f"{in_store[0]}.",
+            ) from None
+    return {"KeyMetadata": key_metadata(record, kms)}
+
+
+def _check_custom_key_store(
+    params: dict[str, Any], origin: str, spec: str, usage: str
+) -> tuple[str, str] | None:
+    """(CustomKeyStoreId, XksKeyId) of a key to create in an external key store, else None."""
+    store_id, xks_key_id = params.get("CustomKeyStoreId"), params.get("XksKeyId")
+    if origin == "AWS_CLOUDHSM":
+        raise errors.unsupported(f"Origin AWS_CLOUDHSM is not supported. {SUPPORTED}")
+    if origin != external.ORIGIN:
+        if store_id is not None or xks_key_id is not None:
+            raise errors.unsupported(
+                "To create a KMS key in an external key store, specify Origin=EXTERNAL_KEY_STORE with "
+                f"CustomKeyStoreId and XksKeyId. {SUPPORTED}"
+            )
+        return None
+    if store_id is None:
+        raise errors.validation("CustomKeyStoreId is required when Origin is EXTERNAL_KEY_STORE.")
+    if xks_key_id is None:
+        raise errors.validation("XksKeyId is required when Origin is EXTERNAL_KEY_STORE.")
+    if spec != specs.SYMMETRIC or usage != "ENCRYPT_DECRYPT":
+        raise errors.unsupported(
+            "KMS keys in an external key store must be SYMMETRIC_DEFAULT keys with KeyUsage ENCRYPT_DECRYPT."
+        )
+    return store_id, xks_key_id
 
 
 def describe_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"KeyMetadata": key_metadata(resolve_key(kms, ctx, params["KeyId"]))}
+    return {"KeyMetadata": key_metadata(resolve_key(kms, ctx, params["KeyId"]), kms)}
 
 
 def list_keys(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

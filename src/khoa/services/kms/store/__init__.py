@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from khoa.cache import METADATA_SECONDS
 from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store.aliases import AliasRecord, AliasStore
+from khoa.services.kms.store.custom_key_stores import CustomKeyStoreRecord, CustomKeyStoreStore
 from khoa.services.kms.store.grants import GrantStore
 from khoa.services.kms.store.imports import ImportParameters, ImportStore
 from khoa.services.kms.store.keys import KeyRecord, KeyStore, VersionRecord, key_arn, new_material_id
@@ -26,6 +27,8 @@ __all__ = [
     "MAX_TAGS_PER_KEY",
     "AliasRecord",
     "AliasStore",
+    "CustomKeyStoreRecord",
+    "CustomKeyStoreStore",
     "GrantStore",
     "ImportParameters",
     "ImportStore",
@@ -53,6 +56,7 @@ class KmsStore:
         self.tags = TagStore(engine)
         self.imports = ImportStore(engine)
         self.usage = UsageStore(engine)
+        self.custom_key_stores = CustomKeyStoreStore(engine, barrier)
 
     def clear_caches(self) -> None:
         """Empty this process's caches of key rows, opened material and alias targets."""
