@@ -3,8 +3,8 @@
 DescribeSecret and every write of a replicated secret look up the primary's replicas by
 ``primary_secret_id``; without an index that read every secret of the installation.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-06 09:15:00
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0019"
-down_revision = "0018"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
