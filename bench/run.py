@@ -1181,6 +1181,21 @@ def profile(wrk: str, workdir: Path, operations: list[str]) -> None:
         server.stop()
 
 
+def start_twins(
+    pair: tuple[Config, Config], workdir: Path, rows: list[Row], started: list[RunningServer]
+) -> tuple[RunningServer, RunningServer] | None:
+    """Start both servers of a twin pair (added to ``started``, to be stopped); None unless both ran."""
+    running: list[RunningServer] = []
+    for twin_config in pair:
+        try:
+            running.append(start_server(twin_config, workdir))
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            log(f"{twin_config.name} failed to start: {error}")
+            rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
+    started += running
+    return (running[0], running[1]) if len(running) == 2 else None
+
+
 def main() -> int:
     wrk = ensure_wrk()
     wrk_name = wrk_version(wrk)
@@ -1218,35 +1233,21 @@ def main() -> int:
                 log(f"{config.name} failed to start: {error}")
                 rows += [Row(op, config, None, "failed to start") for op in operations]
                 continue
+            # The twins run beside SQLite configurations only (PostgreSQL's would show the same).
+            with_twins = (
+                config.kind != "moto" and config.database == "sqlite" and AUDIT_OPERATION in operations
+            )
             started_twins: list[RunningServer] = []
-            if (
-                config.kind != "moto"
-                and config.database == "sqlite"
-                and AUDIT_AB > 0
-                and AUDIT_OPERATION in operations
-            ):
-                for twin_config in config.audit_twins():
-                    try:
-                        started_twins.append(start_server(twin_config, workdir))
-                    except (RuntimeError, subprocess.CalledProcessError) as error:
-                        log(f"{twin_config.name} failed to start: {error}")
-                        rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
-            twins = (started_twins[0], started_twins[1]) if len(started_twins) == 2 else None
-            started_pinning: list[RunningServer] = []
-            if (
-                config.kind != "moto"
-                and config.database == "sqlite"
-                and AFFINITY_AB > 0
-                and AUDIT_OPERATION in operations
-            ):
-                for twin_config in config.affinity_twins():
-                    try:
-                        started_pinning.append(start_server(twin_config, workdir))
-                    except (RuntimeError, subprocess.CalledProcessError) as error:
-                        log(f"{twin_config.name} failed to start: {error}")
-                        rows.append(Row(AUDIT_OPERATION, twin_config, None, "failed to start"))
-            pinning = (started_pinning[0], started_pinning[1]) if len(started_pinning) == 2 else None
-            started_twins += started_pinning
+            twins = (
+                start_twins(config.audit_twins(), workdir, rows, started_twins)
+                if with_twins and AUDIT_AB
+                else None
+            )
+            pinning = (
+                start_twins(config.affinity_twins(), workdir, rows, started_twins)
+                if with_twins and AFFINITY_AB
+                else None
+            )
             try:
                 rows += measure(wrk, server, operations, workdir, twins, pinning)
                 rss[config.name] = tree_rss_mib(server.process.pid)
