@@ -76,3 +76,16 @@ def test_many_reads_share_one_sweep_and_someone_elses_cancel_is_not_a_timeout() 
             await task
 
     asyncio.run(scenario())
+
+
+def test_a_deadline_holds_on_a_later_event_loop_too() -> None:
+    """One object may serve several loops in turn (each test here runs its own): the sweep follows."""
+    deadlines = BodyDeadlines(0.3)
+    assert asyncio.run(deadlines.read(feeder({"type": "http.request", "body": b"x"}), 10)) == b"x"
+
+    async def stalled() -> None:
+        receive = feeder({"type": "http.request", "body": b"a", "more_body": True}, then_wait=True)
+        with pytest.raises(BodyRefused):
+            await asyncio.wait_for(deadlines.read(receive, 10), 5)
+
+    asyncio.run(stalled())

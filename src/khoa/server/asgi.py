@@ -101,6 +101,7 @@ class BodyDeadlines:
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop the sweeper runs on
 
     async def read(self, receive: Receive, limit: int) -> bytes:
         """The whole request body; raises BodyRefused (413, 408) or ClientGone."""
@@ -109,7 +110,8 @@ class BodyDeadlines:
             raise RuntimeError("request bodies are read inside a task")
         loop = asyncio.get_running_loop()
         self._reading[task] = loop.time() + self.timeout
-        if self._sweeper is None:
+        if self._sweeper is None or self._sweeping is not loop:  # none yet, or on a loop now gone
+            self._sweeping = loop
             self._sweeper = loop.call_later(self._tick, self._sweep, loop)
         try:
             return await _read_all(receive, limit)
