@@ -50,7 +50,9 @@ class AwsKmsWrapper:
         import boto3
         from botocore.config import Config
 
-        return boto3.client(
+        # A session of its own: boto3's default session resolves credentials once per process and
+        # keeps them, whatever the environment says later (another caller may have made it first).
+        return boto3.session.Session().client(
             "kms",
             endpoint_url=self.endpoint or None,
             region_name=self.region or None,
