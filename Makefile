@@ -19,7 +19,7 @@ PEERS_STAMP := $(PEERS)/.installed
 PEERS_IN := requirements/bench-peers.in
 PEERS_LOCK := requirements/bench-peers.lock
 
-.PHONY: install run dev test bench lint lock clean softhsm
+.PHONY: install run dev test bench lint lock clean softhsm chromium
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,24 @@ softhsm:
 	  fi; \
 	fi
 
-install: $(STAMP) softhsm
+# Chromium for the web console's browser tests (Playwright's Python client drives the system browser,
+# /usr/bin/chromium; Playwright never downloads one of its own): installed from Debian when missing and
+# this runs as root with apt-get; otherwise the browser tests skip (fail in CI: KHOA_REQUIRE_SERVICES=1).
+# Never fails the install itself.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "chromium is missing: installing it from Debian (apt-get install -y chromium)"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1; apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	      echo "warning: could not install chromium; the browser tests will not run"; \
+	  else \
+	    echo "note: chromium is not installed (apt-get install chromium); the browser tests will not run"; \
+	  fi; \
+	fi
+
+install: $(STAMP) softhsm chromium
 
 run: install
 	$(BIN)/khoa server

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.console import ConsoleClient
 from tests.support.identity import Caller, create_account
-from tests.support.server import KhoaServer
+from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
 
 REQUIRE_SERVICES = os.environ.get("KHOA_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get("KHOA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -35,6 +36,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
 
 # Clients of the shared server signed as the account root, one per test (tests may add event hooks to
 # them). A file that needs another scope, region or signer defines its own under the same name.
+
+
+@pytest.fixture(scope="module")
+def console(server: KhoaServer) -> ConsoleClient:
+    """The web console of the shared server, signed in as the account root once per module (a module
+    that needs another principal or region defines its own under the same name)."""
+    client = ConsoleClient(server.endpoint)
+    assert client.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status == 200
+    return client
 
 
 @pytest.fixture

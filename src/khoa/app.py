@@ -12,7 +12,16 @@ from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
 from khoa.runtime import Runtime
 from khoa.server.admin import ADMIN_BODY_LIMIT, AdminRoutes, is_admin
-from khoa.server.asgi import BodyDeadlines, BodyRefused, ClientGone, Receive, Scope, Send, send_response
+from khoa.server.asgi import (
+    BodyDeadlines,
+    BodyRefused,
+    ClientGone,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    send_response,
+)
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
 from khoa.server.lifespan import lifespan
@@ -21,6 +30,9 @@ from khoa.server.recording import CallRecorder
 from khoa.server.sealgate import SealGate
 from khoa.server.subscriptions import ChangeStreamEndpoint
 from khoa.settings import Settings
+from khoa.webconsole.app import BODY_LIMIT as CONSOLE_BODY_LIMIT
+from khoa.webconsole.app import WebConsole, is_browser_visit
+from khoa.webconsole.cookies import PREFIX as CONSOLE
 
 CHANGE_STREAM = "/_khoa/events"
 # Threads a worker runs calls on (every call on a network database, CPU-heavy calls on SQLite): as
@@ -87,6 +99,7 @@ class KhoaApp:
             revocation_epoch=runtime.revocations.current,
         )
         self.admin = AdminRoutes(runtime, self.metrics)
+        self.console = WebConsole(runtime, self.pipeline.handle, self.pipeline.network)
         self.body_deadlines = BodyDeadlines(settings.body_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,9 +112,13 @@ class KhoaApp:
         if path == CHANGE_STREAM and scope["method"] == "GET":
             await self.change_stream(scope, receive, send)
             return
+        if path == "/" and is_browser_visit(scope):
+            await send_response(send, Response(302, b"", headers=[(b"location", CONSOLE.encode() + b"/")]))
+            return
         admin = is_admin(path)
+        console = path == CONSOLE or path.startswith(CONSOLE + "/")
         settings = self.runtime.settings
-        limit = ADMIN_BODY_LIMIT if admin else settings.max_body_bytes
+        limit = ADMIN_BODY_LIMIT if admin else CONSOLE_BODY_LIMIT if console else settings.max_body_bytes
         try:
             body = await self.body_deadlines.read(receive, limit)
         except ClientGone:
@@ -117,6 +134,8 @@ class KhoaApp:
         else:
             if admin:
                 response = await self.admin.answer(scope, path, body)
+            elif console:
+                response = await self.console.answer(scope, body)
             else:
                 response = await self.pipeline.handle(scope, body)
         await send_response(send, response)

@@ -66,7 +66,8 @@ class NetworkMap:
         self.private = parse_private_networks(private_networks)
         self.proxies = parse_trusted_proxies(trusted_proxies)
 
-    def _trusted(self, address: str) -> bool:
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is one of KHOA_TRUSTED_PROXIES (whose forwarding headers are believed)."""
         parsed = _address(address)
         return parsed is not None and any(parsed in proxy for proxy in self.proxies)
 
@@ -77,7 +78,7 @@ class NetworkMap:
         the chain of trusted proxies goes: anything left of the first untrusted hop could have been
         written by the client. A hop that is not an address stops the walk at the last good one.
         """
-        if not forwarded_for or not self._trusted(peer):
+        if not forwarded_for or not self.trusts(peer):
             return canonical(peer)
         hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
         believed = peer
@@ -85,7 +86,7 @@ class NetworkMap:
             if _address(hop) is None:
                 break
             believed = hop
-            if not self._trusted(hop):
+            if not self.trusts(hop):
                 break
         return canonical(believed)
 

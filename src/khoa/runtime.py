@@ -29,12 +29,14 @@ from khoa.clock import Clock
 from khoa.crypto.barrier import Barrier
 from khoa.jobs import JobRunner
 from khoa.protocol.context import RequestContext
+from khoa.review.accounts import review_account
 from khoa.secret_rotation.engine import RotationEngine, RotationOutcome, RotationSettings
 from khoa.services import accessanalyzer as accessanalyzer_service
 from khoa.services import cloudtrail as cloudtrail_service
 from khoa.services import iam as iam_service
 from khoa.services import kms as kms_service
 from khoa.services import leaks as leaks_service
+from khoa.services import ops as ops_service
 from khoa.services import organizations as organizations_service
 from khoa.services import secretsmanager as secretsmanager_service
 from khoa.services import ssm as ssm_service
@@ -55,6 +57,7 @@ from khoa.services.leaks.backend import LeaksBackend
 from khoa.services.leaks.backfill import Backfill
 from khoa.services.leaks.limits import RateLimiter
 from khoa.services.leaks.store import LeakStore
+from khoa.services.ops.backend import OpsBackend
 from khoa.services.organizations.backend import OrganizationsBackend
 from khoa.services.organizations.store import OrganizationStore
 from khoa.services.secretsmanager import values as secret_values
@@ -222,6 +225,9 @@ class Runtime:
             limiter=RateLimiter(leaks_store),
         )
         json_services = (*json_services, leaks_service.build_service(leaks))
+        # Alerts and review findings for operators and the console (khoa-ops): the caller's account's.
+        ops = OpsBackend(engine, authorizer, dev_account_id, partial(review_account, engine, settings))
+        json_services = (*json_services, ops_service.build_service(ops))
 
         # Background work, in the order of a pass. Each job's work is recorded as AwsServiceEvents.
         job_audit = audit_jobs.JobAudit(engine, audit, dev_account_id, settings.default_region)

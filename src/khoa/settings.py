@@ -80,6 +80,14 @@ class Settings:
     stream_recheck_seconds: float = variable(
         "KHOA_STREAM_RECHECK_SECONDS", 5.0, float, check=more_than_at_most(0, 300)
     )
+    # The web console (/console/): a signed-in session ends this long after sign-in, or after this long
+    # without a request, whichever comes first.
+    console_session_seconds: float = variable(
+        "KHOA_CONSOLE_SESSION_SECONDS", 3600.0, float, check=more_than_at_most(60, 43200)
+    )
+    console_idle_seconds: float = variable(
+        "KHOA_CONSOLE_IDLE_SECONDS", 900.0, float, check=more_than_at_most(30, 43200)
+    )
     job_interval_seconds: float = variable("KHOA_JOB_INTERVAL_SECONDS", 10.0, float)
     # The jobs lease's time to live: a dead leader's background work resumes elsewhere within 4/3 of it
     # (renewed every third of it); a rotation's claim on its run lives as long.

@@ -91,6 +91,8 @@ def assert_sealed(server: KhoaServer) -> None:
     assert status == 200 and health["sealed"] is True
     status, metrics = get(server, "/metrics")
     assert "khoa_sealed 1.0" in metrics
+    status, page = get(server, "/console/")  # the web console says so, in HTML
+    assert status == 503 and "Khoa is sealed" in page
     with pytest.raises(ClientError) as refused:
         server.client("kms").list_keys()
     error = refused.value.response["Error"]

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "runtime": 6,
     **dict.fromkeys(("app", "server", "cli", "console", "__main__"), 7),
     "xks_proxy": 7,  # khoa xks-proxy: a second served application (its own ASGI app)
+    "webconsole": 7,  # the web console: served by the app, a client of the pipeline like an SDK
 }
 
 # Service packages may use each other only through these modules (their published internal APIs).

@@ -43,6 +43,8 @@ NON_DEFAULT: dict[str, Any] = {
     "body_timeout_seconds": 2.5,
     "stream_recheck_seconds": 0.25,
     "job_interval_seconds": 0.5,
+    "console_session_seconds": 120.0,
+    "console_idle_seconds": 60.0,
     "job_lease_seconds": 3.0,
     "rotation_step_timeout_seconds": 5.0,
     "credential_cache_seconds": 0.0,

@@ -25,7 +25,6 @@ from khoa.cli.common import (
     usage_error,
 )
 from khoa.crypto.seal import SealError
-from khoa.services.organizations.store import join_oldest_organization
 from khoa.storage import schema
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -61,7 +60,10 @@ def create(
         if exists:
             raise CliError(f"account {account_id} already exists: choose another --id")
         account = create_account(engine, barrier, account_id=account_id, name=name)
-        # As AWS's CreateAccount does: a new account joins the organization, when there is one.
+        # As AWS's CreateAccount does: a new account joins the organization, when there is one. (Imported
+        # here: the organizations service loads the service models, which `account list` does not need.)
+        from khoa.services.organizations.store import join_oldest_organization
+
         join_oldest_organization(engine, account.account_id, time.time())
     if as_json:
         print(

@@ -19,20 +19,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from sqlalchemy import Engine, inspect, make_url, select
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from khoa.settings import Settings
-from khoa.storage import schema
-from khoa.storage.database import create_database_engine, migrate
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
+
+    from khoa.settings import Settings
+
+# SQLAlchemy, the settings (which bring the storage layer and Alembic) and rich's tables are imported
+# by the functions that use them: every `khoa` command imports this module, and a command that never
+# opens a database (scan, secrets, xks-proxy, --help) should not pay for them at each start.
 
 USAGE = 2  # exit code of a usage error (as click's)
 ACCOUNT_ID = re.compile(r"^\d{12}$")
@@ -106,6 +108,9 @@ _EXAMPLES = "sqlite:///PATH, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or 
 
 def shown_url(url: str | URL) -> str:
     """The URL with its password hidden (for messages)."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url) if isinstance(url, str) else url
         return parsed.render_as_string(hide_password=True)
@@ -116,6 +121,9 @@ def shown_url(url: str | URL) -> str:
 def database_url(raw: str) -> str:
     """``raw`` with the driver Khoa ships chosen (``postgres://`` and ``postgresql://`` → psycopg 3,
     ``mysql://`` → PyMySQL); CliError (usage) for a URL that cannot work."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(raw.strip())
     except ArgumentError:
@@ -156,6 +164,8 @@ def check_http_url(url: str, what: str) -> str:
 
 def settings_for(**overrides: Any) -> Settings:
     """Settings from the environment and flags, checked; a one-line usage error for what cannot work."""
+    from khoa.settings import Settings
+
     try:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:
@@ -211,6 +221,12 @@ def installation(settings: Settings, *, write: bool = False) -> Iterator[Engine]
     """An engine on the installation ``settings`` name; never creates one (CliError when there is
     none). ``write``: bring its schema to this version first. Database failures inside the block
     become one-line CliErrors."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from khoa.storage import schema
+    from khoa.storage.database import create_database_engine, migrate
+
     require_installation(settings)
     engine = create_database_engine(settings.effective_database_url)
     try:
@@ -232,6 +248,10 @@ def installation(settings: Settings, *, write: bool = False) -> Iterator[Engine]
 
 def require_account(engine: Engine, account_id: str) -> None:
     """Refuse an account that does not exist in this installation (usage error)."""
+    from sqlalchemy import select
+
+    from khoa.storage import schema
+
     with engine.connect() as conn:
         found = conn.execute(
             select(schema.accounts.c.account_id).where(schema.accounts.c.account_id == account_id)
@@ -259,6 +279,8 @@ def stderr_console() -> Console:
 
 def print_list(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, empty: str) -> None:
     """A list command's output: a JSON array with ``--json``, else a table of ``columns``."""
+    from rich.table import Table
+
     if as_json:
         print(json.dumps(list(rows), indent=2))
         return

@@ -22,13 +22,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from khoa.bootstrap import ROOT_CREDENTIALS_FILE
 from khoa.cli.common import CliError, DataDir, installation_settings, usage_error
-from khoa.settings import Settings
+
+if TYPE_CHECKING:
+    from khoa.settings import Settings
 
 ENDPOINT_FILE = "endpoint"
 # Variables an outer shell may hold (credentials of a real AWS account) that would otherwise be sent
@@ -78,6 +79,8 @@ def _recorded_endpoint(settings: Settings) -> str:
 
 def root_credentials(data_dir: Path) -> tuple[str, str]:
     """The root access key id and secret from ``<data-dir>/root-credentials``."""
+    from khoa.bootstrap import ROOT_CREDENTIALS_FILE  # here: khoa.bootstrap brings the storage layer
+
     path = data_dir / ROOT_CREDENTIALS_FILE
     parser = configparser.ConfigParser(interpolation=None)
     try:

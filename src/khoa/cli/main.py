@@ -13,23 +13,16 @@ import os
 import shlex
 import shutil
 import signal
-import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
-from khoa.bootstrap import NewAccount, ensure_first_account, load_barrier, shamir_config
-from khoa.cli.access import app as access_app
-from khoa.cli.account import app as account_app
-from khoa.cli.alerts import app as alerts_app
-from khoa.cli.audit import app as audit_app
 from khoa.cli.common import (
     USAGE,
     CliError,
@@ -39,24 +32,53 @@ from khoa.cli.common import (
     stderr_console,
     usage_error,
 )
-from khoa.cli.env import AWS_CONTEXT, aws, env, export_lines, record_endpoint, root_credentials
-from khoa.cli.functions import app as functions_app
-from khoa.cli.operator import app as operator_app
-from khoa.cli.review import review as review_command
-from khoa.cli.scan import scan as scan_command
-from khoa.cli.secrets import app as secrets_app
-from khoa.cli.webhooks import app as webhooks_app
-from khoa.cli.xks_proxy import app as xks_proxy_app
-from khoa.crypto.seal import SealError
-from khoa.settings import Settings
-from khoa.storage.database import create_database_engine, migrate
+from khoa.cli.env import AWS_CONTEXT
+from khoa.cli.lazy import LazyCommand, LazyGroup, loaded_commands
+
+if TYPE_CHECKING:
+    from khoa.bootstrap import NewAccount
+    from khoa.settings import Settings
+
+# The commands besides `server`, imported only when run (khoa.cli.lazy): each `khoa` process runs one
+# command, and importing them all cost more than half a second per start. Order is the help's order.
+COMMANDS: dict[str, LazyCommand] = {
+    "env": LazyCommand("khoa.cli.env:env"),
+    "aws": LazyCommand(
+        "khoa.cli.env:aws",
+        {"context_settings": AWS_CONTEXT, "options_metavar": "[OPTIONS] AWS_COMMAND [ARGS]..."},
+    ),
+    "scan": LazyCommand("khoa.cli.scan:scan"),
+    "review": LazyCommand("khoa.cli.review:review"),
+    # The web console's link (issue 19); offered once khoa/cli/console_link.py exists.
+    "console-link": LazyCommand("khoa.cli.console_link:console_link", optional=True),
+    "account": LazyCommand("khoa.cli.account:app"),
+    "access": LazyCommand("khoa.cli.access:app"),
+    "audit": LazyCommand("khoa.cli.audit:app"),
+    "functions": LazyCommand("khoa.cli.functions:app"),
+    "webhooks": LazyCommand("khoa.cli.webhooks:app"),
+    "alerts": LazyCommand("khoa.cli.alerts:app"),
+    "secrets": LazyCommand("khoa.cli.secrets:app"),
+    "operator": LazyCommand("khoa.cli.operator:app"),
+    "xks-proxy": LazyCommand("khoa.cli.xks_proxy:app"),
+}
 
 HELP = (
     "Khoa: self-hosted AWS-compatible key and secrets management.\n\n"
     "Exit codes: 0 success, 1 failure (also: no installation where one is expected), 2 usage error "
     "(a bad option or value). Errors are one line; khoa --debug shows the traceback of an unexpected one."
 )
-app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+class _Khoa(LazyGroup):
+    """khoa's command group: the commands of COMMANDS, loaded when used, their help tidied."""
+
+    registry = COMMANDS
+
+    def loaded(self, command: Any) -> None:
+        _tidy_help(command)
+
+
+app = typer.Typer(cls=_Khoa, help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
 err = stderr_console()
 _debug = {"on": False}
 
@@ -82,6 +104,11 @@ def _is_loopback(host: str) -> bool:
 def prepare(settings: Settings) -> NewAccount | None:
     """Migrate, load (or create) the root key and create the first account. Runs once per start;
     returns the first account when it was created now."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from khoa.bootstrap import ensure_first_account, load_barrier, shamir_config
+    from khoa.storage.database import create_database_engine, migrate
+
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
@@ -140,6 +167,8 @@ def _shown_path(path: Path) -> str:
 
 def _announce(settings: Settings, url: str, account: NewAccount | None, temporary: bool) -> None:
     """The first output of a server: where it listens, how to reach it, what to do next."""
+    from khoa.cli.env import export_lines, root_credentials
+
     setup, khoa = reach_khoa()
     where = "" if settings.data_dir == Path(".khoa") else f" --data-dir {shlex.quote(str(settings.data_dir))}"
     if settings.dev:
@@ -207,6 +236,8 @@ def check_tls(settings: Settings) -> None:
         if not file.is_file():
             why = "is not a file" if file.exists() else "does not exist"
             raise usage_error(f"{option} {path} {why}: give the path of a PEM file")
+    import ssl  # here: only a TLS configuration needs it
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
@@ -289,6 +320,10 @@ def server(
         raise usage_error(
             "the shamir seal backend unseals one process: use --workers 1 (or run more servers)"
         )
+    # Alembic announces its plugins at INFO as it is imported: import it (the server always migrates)
+    # before logging is configured, so that a start's output stays the lines it announces.
+    import alembic.command  # noqa: F401
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("KHOA_TEST_CLOCK") and not settings.dev:
         # The test clock hooks it used to expose let anyone destroy keys pending deletion.
@@ -322,6 +357,9 @@ def server(
 def _serve(settings: Settings, temporary: bool) -> None:
     import uvicorn
 
+    from khoa.cli.env import record_endpoint
+    from khoa.crypto.seal import SealError
+
     try:
         account = prepare(settings)
         url = record_endpoint(settings)
@@ -352,32 +390,24 @@ def _serve(settings: Settings, temporary: bool) -> None:
     )
 
 
-app.command("env")(env)
-app.command("aws", context_settings=AWS_CONTEXT, options_metavar="[OPTIONS] AWS_COMMAND [ARGS]...")(aws)
-app.add_typer(account_app, name="account")
-app.add_typer(access_app, name="access")
-app.add_typer(audit_app, name="audit")
-app.add_typer(functions_app, name="functions")
-app.add_typer(webhooks_app, name="webhooks")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(operator_app, name="operator")
-app.command("scan")(scan_command)
-app.command("review")(review_command)
-app.add_typer(xks_proxy_app, name="xks-proxy")
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _raised_from(exc: BaseException, module: str, name: str) -> bool:
+    """``isinstance(exc, module.name)`` without importing ``module``: commands are loaded lazily, and an
+    exception class whose module was never imported cannot have been raised."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
+
+
 def _unexpected(exc: BaseException) -> CliError:
     """One line for an error no command turned into a CliError."""
-    if isinstance(exc, SQLAlchemyError):
+    if _raised_from(exc, "sqlalchemy.exc", "SQLAlchemyError"):
         reason = getattr(exc, "orig", None) or exc
         lines = [line for line in str(reason).splitlines() if line.strip()]
         return CliError(f"database error: {lines[0] if lines else type(reason).__name__}")
-    if isinstance(exc, SealError):
+    if _raised_from(exc, "khoa.crypto.seal", "SealError"):
         return CliError(f"cannot open the installation: {exc}")
     if isinstance(exc, OSError) and exc.filename:
         return CliError(f"{exc.filename}: {exc.strerror or type(exc).__name__}")
@@ -403,7 +433,7 @@ def _tidy_help(command: Any) -> None:
             param.metavar = ""
         elif param.metavar is None and param.name:
             param.metavar = param.name.upper()  # an option declared without one: --out OUT, not <path>
-    for sub in getattr(command, "commands", {}).values():
+    for sub in loaded_commands(command).values():  # a lazy group's others: as they load (_Khoa.loaded)
         _tidy_help(sub)
 
 

@@ -67,6 +67,8 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
     "iam": frozenset({"SimulatePrincipalPolicy", "SimulateCustomPolicy"}),
     # a response may run a rotation function, which calls this server back: never on the event loop
     "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
+    # the review reads whole tables (and may verify the trail): never on the event loop
+    "khoa-ops": frozenset({"GetReviewFindings"}),
 }
 
 

@@ -94,6 +94,19 @@ class _Signing:
     skew: timedelta = timedelta(minutes=5)
 
 
+# What a browser at the web console sees while the server is sealed (the console needs the root key).
+_SEALED_PAGE = (
+    b"<!doctype html><html lang=en><head><meta charset=utf-8><title>Khoa is sealed</title></head>"
+    b"<body><h1>Khoa is sealed</h1><p>The web console is available once the server is unsealed "
+    b"(<code>khoa operator unseal</code>).</p></body></html>"
+)
+_SEALED_PAGE_HEADERS = (
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+    (b"retry-after", b"30"),
+)
+
+
 class SealGate:
     """The ASGI app of a shamir-sealed process: answers alone while sealed, then hands every request
     to the app built once the root key is back (``build``)."""
@@ -168,6 +181,8 @@ class SealGate:
             return Response(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         if is_admin(path) or path == "/_khoa/events":
             return json_response(503, {"error": "sealed", "sealed": True})
+        if path == "/console" or path.startswith("/console/"):
+            return Response(503, _SEALED_PAGE, b"text/html; charset=utf-8", list(_SEALED_PAGE_HEADERS))
         request_id = self.ids.request_id()
         headers = header_map(scope)
         action = ""

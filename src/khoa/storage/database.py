@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 
 from khoa.protocol.errors import AWSError
-from khoa.storage import watchdog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -132,6 +129,8 @@ def create_database_engine(url: str, bounds: DatabaseBounds | None = None) -> En
         connect_args=connect_args,
     )
     if bounds is not None and engine.dialect.driver == "psycopg":
+        from khoa.storage import watchdog  # here: it imports psycopg, which SQLite installations never use
+
         guard = watchdog.Watchdog(timeout + WATCHDOG_GRACE_SECONDS)
 
         @event.listens_for(engine, "do_connect")
@@ -161,6 +160,11 @@ def unavailable_error() -> AWSError:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent; safe to run at every start)."""
+    # Alembic is imported here, not with the module: CLI commands that only read (every `khoa` start
+    # reads the settings, which import this module) need not pay for it.
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as connection:

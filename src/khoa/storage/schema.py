@@ -375,6 +375,39 @@ sts_sessions = Table(
     Index("ix_sts_sessions_expires", "expires_at"),
 )
 
+# -- Web console ----------------------------------------------------------------------------------
+
+# A signed-in browser (khoa.webconsole.sessions): the cookie's token is kept only as a digest; the
+# credentials the console signs its API calls with are sealed, bound to that digest.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("principal_arn", String(2048), nullable=False),
+    Column("access_key_id", String(128), nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("token_sealed", LargeBinary),
+    Column("region", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_console_sessions_expires", "expires_at"),
+)
+
+# A single-use sign-in link minted by `khoa console-link` for a role (token kept only as a digest).
+console_links = Table(
+    "console_links",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("role_arn", String(2048), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("redeemed_at", Float),
+    Index("ix_console_links_expires", "expires_at"),
+)
+
 # -- Audit trail ----------------------------------------------------------------------------------
 
 audit_events = Table(

@@ -1,0 +1,48 @@
+"""What the console's pages may use besides the API: the session store, the settings, the node's own
+state (health, seal, leadership) and a way to call the API with credentials not yet signed in (to
+check them at sign-in)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.session
+
+from khoa.observe.health import readiness
+from khoa.runtime import Runtime
+from khoa.webconsole.api import ConsoleApi, Handle, Origin
+from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials
+
+
+@dataclass
+class Tools:
+    runtime: Runtime
+    sessions: ConsoleSessions
+    core: botocore.session.Session
+    handle: Handle
+    loop: asyncio.AbstractEventLoop
+    origin: Origin
+    secure: bool  # the browser's connection is TLS (cookies get Secure)
+
+    @property
+    def settings(self) -> Any:
+        return self.runtime.settings
+
+    def now(self) -> float:
+        """The domain clock (as STS sessions use), in epoch seconds."""
+        return self.runtime.clock.now().timestamp()
+
+    def api_for(self, credentials: SessionCredentials, region: str) -> ConsoleApi:
+        return ConsoleApi(self.core, self.handle, self.loop, self.origin, credentials, region)
+
+    def node_status(self) -> dict[str, Any]:
+        """This node's readiness report (database, audit trail), leadership, seal and mode."""
+        _, report = readiness(self.runtime.engine, self.runtime.audit)
+        settings = self.runtime.settings
+        report["leader"] = self.runtime.jobs.is_leader
+        report["seal_backend"] = settings.seal_backend
+        report["dev"] = settings.dev
+        report["database_kind"] = settings.effective_database_url.split(":", 1)[0].split("+", 1)[0]
+        return report

@@ -1,0 +1,111 @@
+"""The console's session store: only digests of tokens are kept, credentials are sealed to their row,
+sessions end by age and by idleness, and a sign-in link is used at most once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, select, update
+
+from khoa.crypto.barrier import Barrier
+from khoa.storage import schema
+from khoa.webconsole.cookies import safe_next
+from khoa.webconsole.http import Route
+from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials, csrf_matches, csrf_token_for, digest
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture
+def sessions() -> ConsoleSessions:
+    engine = create_engine("sqlite://")
+    schema.metadata.create_all(engine)
+    return ConsoleSessions(engine, Barrier(os.urandom(32)))
+
+
+def _start(sessions: ConsoleSessions, now: float = 1000.0, token: str | None = "tok") -> str:
+    return sessions.create(
+        account_id="111122223333",
+        principal_arn="arn:aws:iam::111122223333:user/alice",
+        credentials=SessionCredentials("AKIAEXAMPLE", SECRET, token),
+        region="us-east-1",
+        now=now,
+        lifetime_seconds=3600,
+    )
+
+
+def test_only_a_digest_and_sealed_credentials_are_stored(sessions: ConsoleSessions) -> None:
+    token = _start(sessions)
+    with sessions._engine.connect() as conn:
+        row = conn.execute(select(schema.console_sessions)).one()
+    assert row.digest == digest(token) and token not in str(tuple(row))
+    assert SECRET.encode() not in row.secret_sealed and b"tok" not in (row.token_sealed or b"")
+    found = sessions.find(token, 1001.0, 900)
+    assert found is not None and found.credentials == SessionCredentials("AKIAEXAMPLE", SECRET, "tok")
+
+
+def test_sealed_credentials_cannot_move_to_another_session(sessions: ConsoleSessions) -> None:
+    first, second = _start(sessions), _start(sessions)
+    table = schema.console_sessions
+    with sessions._engine.begin() as conn:
+        sealed = conn.execute(select(table.c.secret_sealed).where(table.c.digest == digest(first))).scalar()
+        conn.execute(update(table).where(table.c.digest == digest(second)).values(secret_sealed=sealed))
+    assert sessions.find(second, 1001.0, 900) is None  # fails closed
+    assert sessions.find(first, 1001.0, 900) is not None
+
+
+def test_sessions_end_by_age_idleness_and_sign_out(sessions: ConsoleSessions) -> None:
+    token = _start(sessions)
+    assert sessions.find(token, 1000.0 + 899, 900) is not None  # touched: idle clock restarts
+    assert sessions.find(token, 1000.0 + 899 + 901, 900) is None  # idle too long
+    token = _start(sessions, now=5000.0)
+    for minute in range(1, 60):
+        assert sessions.find(token, 5000.0 + minute * 60, 900) is not None
+    assert sessions.find(token, 5000.0 + 3600, 900) is None  # absolute lifetime
+    token = _start(sessions, now=9000.0)
+    sessions.end(token)
+    assert sessions.find(token, 9001.0, 900) is None
+    assert sessions.find("unknown", 9001.0, 900) is None
+
+
+def test_a_link_is_redeemed_once_and_not_after_it_expires(sessions: ConsoleSessions) -> None:
+    role = "arn:aws:iam::111122223333:role/ops"
+    token = sessions.mint_link(account_id="111122223333", role_arn=role, now=100.0, lifetime_seconds=300)
+    assert sessions.peek_link(token, 150.0) is not None
+    grant = sessions.redeem_link(token, 150.0)
+    assert grant is not None and grant.role_arn == role
+    assert sessions.redeem_link(token, 151.0) is None and sessions.peek_link(token, 151.0) is None
+    late = sessions.mint_link(account_id="111122223333", role_arn=role, now=100.0, lifetime_seconds=300)
+    assert sessions.redeem_link(late, 400.0) is None
+
+
+def test_csrf_tokens_belong_to_their_session() -> None:
+    assert csrf_matches("a", csrf_token_for("a"))
+    assert not csrf_matches("b", csrf_token_for("a"))
+    assert not csrf_matches("a", "")
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("/console/kms", "/console/kms"),
+        ("https://evil.example/console/", "/console/"),
+        ("//evil.example/console/", "/console/"),
+        ("/console/..//evil", "/console/"),
+        ("/console\\@evil", "/console/"),
+        ("/elsewhere", "/console/"),
+    ],
+)
+def test_sign_in_returns_only_to_console_paths(given: str, kept: str) -> None:
+    assert safe_next(given) == kept
+
+
+def test_route_parameters() -> None:
+    pattern = Route("GET", "/console/kms/keys/{key_id}", lambda r: None).compiled()
+    match = pattern.match("/console/kms/keys/abc-1")
+    assert match is not None and match.group("key_id") == "abc-1"
+    assert pattern.match("/console/kms/keys/a/b") is None
+    rest = Route("GET", "/console/x/{name:path}", lambda r: None).compiled()
+    match = rest.match("/console/x/a/b/c")
+    assert match is not None and match.group("name") == "a/b/c"
