@@ -1,10 +1,12 @@
 """Cost against store size, two measurements.
 
-pages: ListSecrets and GetParametersByPath with 1,000 vs 100,000 items. For each size a fresh Khoa
+pages: ListSecrets and GetParametersByPath with 1,000 vs 100,000 items, and the web console's pages
+over them (the secrets list, a deep page of it, the parameter tree). For each size a fresh Khoa
 server (SQLite, SigV4 on) gets that many secrets and parameters — written straight into its database
 in bulk, because creating 100,000 of each through the API would take longer than the measurement —
-then one page (the first, and one deep in the listing) is timed many times through boto3. Cost should
-follow the page, not the store. Report: bench/results/scale.md.
+then one page (the first, and one deep in the listing) is timed many times through boto3, and each
+console page through a signed-in HTTP client. Cost should follow the page, not the store. Report:
+bench/results/scale.md.
 
 versions: PutSecretValue on a secret keeping 10 vs 5,000 versions. AWS keeps every version younger
 than 24 hours beyond its 100-version limit, so a busy secret holds thousands, and every write prunes
@@ -36,7 +38,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from sqlalchemy import create_engine, insert, select  # noqa: E402
-from tests.support.server import ACCOUNT_ID, REGION, KhoaServer  # noqa: E402
+from tests.support.console import ConsoleClient  # noqa: E402
+from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer  # noqa: E402
 
 from khoa.storage import schema  # noqa: E402
 
@@ -273,9 +276,39 @@ def measure(size: int, calls: int, workdir: Path) -> list[tuple[str, int, float,
                 ),
             )
         )
+        rows.extend(console_rows(server, size, calls, deep_secret_token))
         return rows
     finally:
         server.stop()
+
+
+def console_rows(
+    server: KhoaServer, size: int, calls: int, deep_token: str | None
+) -> list[tuple[str, int, float, float]]:
+    """The web console's pages over the same store: each is an HTML page rendered from one API page
+    (plus, for the tree, a bounded scan for the paths below), so its cost too should not follow the
+    store."""
+    console = ConsoleClient(server.endpoint)
+    if console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status != 200:
+        raise RuntimeError("the console did not sign in")
+
+    def page(path: str, query: dict[str, str]) -> None:
+        if console.get(path, query).status != 200:
+            raise RuntimeError(f"the console answered {path} with an error")
+
+    return [
+        ("Console: secrets list (50)", size, *timed(lambda: page("/console/secrets", {}), calls)),
+        (
+            "Console: secrets list, deep page",
+            size,
+            *timed(lambda: page("/console/secrets", {"next": deep_token or ""}), calls),
+        ),
+        (
+            "Console: parameter tree /scale/app/",
+            size,
+            *timed(lambda: page("/console/parameters", {"path": "/scale/app/"}), calls),
+        ),
+    ]
 
 
 def pages_report(calls: int) -> str:

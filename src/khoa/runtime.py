@@ -58,6 +58,7 @@ from khoa.services.leaks.backfill import Backfill
 from khoa.services.leaks.limits import RateLimiter
 from khoa.services.leaks.store import LeakStore
 from khoa.services.ops.backend import OpsBackend
+from khoa.services.ops.store import OpsStore
 from khoa.services.organizations.backend import OrganizationsBackend
 from khoa.services.organizations.store import OrganizationStore
 from khoa.services.secretsmanager import values as secret_values
@@ -226,7 +227,9 @@ class Runtime:
         )
         json_services = (*json_services, leaks_service.build_service(leaks))
         # Alerts and review findings for operators and the console (khoa-ops): the caller's account's.
-        ops = OpsBackend(engine, authorizer, dev_account_id, partial(review_account, engine, settings))
+        ops = OpsBackend(
+            OpsStore(engine), authorizer, dev_account_id, partial(review_account, engine, settings)
+        )
         json_services = (*json_services, ops_service.build_service(ops))
 
         # Background work, in the order of a pass. Each job's work is recorded as AwsServiceEvents.

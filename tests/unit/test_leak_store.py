@@ -95,6 +95,67 @@ def test_fingerprints_match_within_the_account_with_the_resource_state(engine: E
     assert states == {"v1": None, "v2": 70.0}
 
 
+def _parameter(engine: Engine, modified_at: list[float]) -> tuple[str, str]:
+    """A String parameter whose version n (from 1) was written at ``modified_at[n - 1]``."""
+    param_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.ssm_parameters).values(
+                param_id=param_id,
+                account_id=ACCOUNT,
+                region="us-east-1",
+                name=f"/p/{param_id}",
+                parent_path="/p",
+                version=len(modified_at),
+                tier="Standard",
+            )
+        )
+        for version, at in enumerate(modified_at, start=1):
+            conn.execute(
+                insert(schema.ssm_parameter_versions).values(
+                    param_id=param_id,
+                    version=version,
+                    param_type="String",
+                    value="v",
+                    data_type="text",
+                    tier="Standard",
+                    modified_at=at,
+                    modified_by="test",
+                )
+            )
+    return param_id, f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/p/{param_id}"
+
+
+def test_a_parameter_match_is_superseded_when_a_later_version_was_first_written(engine: Engine) -> None:
+    store = LeakStore(engine)
+    several, several_arn = _parameter(engine, [10.0, 30.0, 20.0, 40.0])  # version 3 written before 2
+    closed, closed_arn = _parameter(engine, [10.0, 15.0])
+    digests = {}
+    for param_id, arn, version, invalid_since in (
+        (several, several_arn, "1", None),
+        (several, several_arn, "2", None),
+        (several, several_arn, "4", None),
+        (closed, closed_arn, "1", 12.0),  # its write recorded when: no lookup
+        ("deleted", "arn:aws:ssm:us-east-1:111122223333:parameter/gone", "1", None),
+    ):
+        digest = f"{len(digests):064d}"
+        digests[digest] = (param_id, version)
+        resource = fingerprints.Resource(ACCOUNT, "us-east-1", fingerprints.PARAMETER, param_id, arn, version)
+        with engine.begin() as conn:
+            fingerprints.add(conn, resource, [(None, digest)], 1.0, invalid_since)
+    found = {
+        (m.resource_id, m.version_id): (m.current_version, m.superseded_at)
+        for m in store.matches(ACCOUNT, list(digests))
+    }
+    assert found == {
+        (several, "1"): (4, 20.0),  # the earliest write of a later version
+        (several, "2"): (4, 20.0),
+        (several, "4"): (4, None),  # the latest
+        (closed, "1"): (2, None),
+        ("deleted", "1"): (None, None),
+    }
+
+
 def test_the_sweeps_page_in_keyset_order(engine: Engine) -> None:
     store = LeakStore(engine)
     _secret(engine, ["v1", "v2", "v3"], {"AWSCURRENT": "v3"})

@@ -86,6 +86,50 @@ class Rule:
     def tick(self, ctx: PassContext) -> None:
         """Look at the process's own state, once per pass."""
 
+    def raise_for(
+        self,
+        ctx: PassContext,
+        e: Event,
+        *,
+        severity: str,
+        summary: str,
+        dedupe_key: str,
+        suppress_seconds: float | None,
+        details: dict[str, Any],
+        resources: list[dict[str, str]] | None = None,
+    ) -> None:
+        """Raise this rule's alert about event ``e`` (in its account and Region, naming it), so that a
+        rule judging events states only what its alert says."""
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity=severity,
+                account_id=e.account_id,
+                region=e.region,
+                summary=summary,
+                dedupe_key=dedupe_key,
+                suppress_seconds=suppress_seconds,
+                details=details,
+                resources=resources or [],
+                event_ids=[e.event_id],
+            )
+        )
+
+
+def _is(e: Event, source: str, name: str, event_type: str) -> bool:
+    """Whether ``e`` is ``source``'s ``name`` event of type ``event_type`` (a call, or the service's
+    own event), tested in that order: the type may have to be parsed from the record."""
+    return e.event_source == source and e.event_name == name and e.event_type == event_type
+
+
+def _resource(resource_type: str, arn: str) -> dict[str, str]:
+    return {"type": resource_type, "ARN": arn}
+
+
+def _filled(details: dict[str, Any], blanks: tuple[Any, ...] = (None,)) -> dict[str, Any]:
+    """``details`` without the entries that say nothing (an alert shows only what is known)."""
+    return {k: v for k, v in details.items() if v not in blanks}
+
 
 def _caller_details(e: Event) -> dict[str, Any]:
     details: dict[str, Any] = {
@@ -168,19 +212,15 @@ class NewSecretReader(Rule):
                 ctx.learn(arn, who, "rotation")
                 continue
             ctx.learn(arn, who, "reader")
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="high",
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=f"{who} read secret {arn} for the first time",
-                    dedupe_key=f"{arn}\n{who}",
-                    suppress_seconds=None,
-                    details={"secretArn": arn, **_caller_details(e)},
-                    resources=[{"type": _SECRET_TYPE, "ARN": arn}],
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity="high",
+                summary=f"{who} read secret {arn} for the first time",
+                dedupe_key=f"{arn}\n{who}",
+                suppress_seconds=None,
+                details={"secretArn": arn, **_caller_details(e)},
+                resources=[_resource(_SECRET_TYPE, arn)],
             )
 
 
@@ -192,36 +232,28 @@ class RotationFailed(Rule):
 
     def observe(self, ctx: PassContext, events: list[Event]) -> None:
         for e in events:
-            if not (
-                e.event_source == "secretsmanager.amazonaws.com"
-                and e.event_name == "RotationFailed"
-                and e.event_type == "AwsServiceEvent"
-            ):
+            if not _is(e, "secretsmanager.amazonaws.com", "RotationFailed", "AwsServiceEvent"):
                 continue
             data = e.record.get("additionalEventData") or {}
             arn = next(iter(_secret_arns(e)), "unknown secret")
             step = data.get("step") if data.get("step") in _ROTATION_STEPS else "unknown"
             version = _short(data.get("versionId") or "", 64)
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="high",
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=f"Rotation of secret {arn} failed at step {step}",
-                    dedupe_key=f"{arn}\n{version}",
-                    suppress_seconds=self.settings.rotation_failure_cooldown_seconds,
-                    # the function's error text is left out: a function may put anything in it
-                    details={
-                        "secretArn": arn,
-                        "step": step,
-                        "versionId": version,
-                        "eventTime": e.time_iso,
-                        "eventId": e.event_id,
-                    },
-                    resources=[{"type": _SECRET_TYPE, "ARN": arn}],
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity="high",
+                summary=f"Rotation of secret {arn} failed at step {step}",
+                dedupe_key=f"{arn}\n{version}",
+                suppress_seconds=self.settings.rotation_failure_cooldown_seconds,
+                # the function's error text is left out: a function may put anything in it
+                details={
+                    "secretArn": arn,
+                    "step": step,
+                    "versionId": version,
+                    "eventTime": e.time_iso,
+                    "eventId": e.event_id,
+                },
+                resources=[_resource(_SECRET_TYPE, arn)],
             )
 
 
@@ -234,10 +266,7 @@ class KeyDeletionScheduled(Rule):
     def observe(self, ctx: PassContext, events: list[Event]) -> None:
         for e in events:
             if not (
-                e.event_source == "kms.amazonaws.com"
-                and e.event_name == "ScheduleKeyDeletion"
-                and e.event_type == "AwsApiCall"
-                and e.error_code is None
+                _is(e, "kms.amazonaws.com", "ScheduleKeyDeletion", "AwsApiCall") and e.error_code is None
             ):
                 continue
             response = e.record.get("responseElements") or {}
@@ -259,19 +288,15 @@ class KeyDeletionScheduled(Rule):
                 "lastUsed": last_used,
                 **_caller_details(e),
             }
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity=severity,
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=summary,
-                    dedupe_key=e.event_id,
-                    suppress_seconds=None,
-                    details={k: v for k, v in details.items() if v is not None},
-                    resources=[{"type": _KEY_TYPE, "ARN": key_arn}],
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity=severity,
+                summary=summary,
+                dedupe_key=e.event_id,
+                suppress_seconds=None,
+                details=_filled(details),
+                resources=[_resource(_KEY_TYPE, key_arn)],
             )
 
     def recent_use(
@@ -496,23 +521,19 @@ class UnexpectedNetwork(Rule):
                 continue
             key = e.access_key_id or e.identity.get("accessKeyId") or e.principal or "unknown"
             who = e.caller_arn or e.principal or "unknown principal"
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="high",
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=f"Credentials {key} ({who}) used from {address}, outside the allowed networks",
-                    dedupe_key=f"{key}\n{address}",
-                    suppress_seconds=self.settings.network_window_seconds,
-                    details={
-                        "accessKeyId": key,
-                        "address": str(address),
-                        "allowedNetworks": [str(n) for n in self.networks],
-                        **_caller_details(e),
-                    },
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity="high",
+                summary=f"Credentials {key} ({who}) used from {address}, outside the allowed networks",
+                dedupe_key=f"{key}\n{address}",
+                suppress_seconds=self.settings.network_window_seconds,
+                details={
+                    "accessKeyId": key,
+                    "address": str(address),
+                    "allowedNetworks": [str(n) for n in self.networks],
+                    **_caller_details(e),
+                },
             )
 
 
@@ -526,6 +547,11 @@ _LEAK_RESOURCE_TYPES = {
     "access-key": "AWS::IAM::AccessKey",
     "sts-credential": "AWS::IAM::Role",
 }
+
+
+def _leak_resource(kind: str, arn: str) -> dict[str, str]:
+    """A leaked value's resource, typed by its fingerprint's resource type."""
+    return _resource(_LEAK_RESOURCE_TYPES.get(kind, "AWS::Khoa::Resource"), arn)
 
 
 class LeakCheckBurst(Rule):
@@ -557,24 +583,20 @@ class LeakCheckBurst(Rule):
         for (account_id, who), e in over.items():
             times = self.recent[(account_id, who)]
             throttled = sum(1 for _, refused in times if refused)
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="high",
-                    account_id=account_id,
-                    region=e.region,
-                    summary=f"{who} made {len(times)} leak checks in {window:g} seconds (limit {limit})",
-                    dedupe_key=f"{account_id}\n{who}",
-                    suppress_seconds=window,
-                    details={
-                        "count": len(times),
-                        "throttled": throttled,
-                        "windowSeconds": window,
-                        "limit": limit,
-                        **_caller_details(e),
-                    },
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,  # the event that went over the limit: in ``account_id``
+                severity="high",
+                summary=f"{who} made {len(times)} leak checks in {window:g} seconds (limit {limit})",
+                dedupe_key=f"{account_id}\n{who}",
+                suppress_seconds=window,
+                details={
+                    "count": len(times),
+                    "throttled": throttled,
+                    "windowSeconds": window,
+                    "limit": limit,
+                    **_caller_details(e),
+                },
             )
         newest = max((e.event_time for e in events), default=None)
         if newest is not None:  # forget principals quiet for a whole window
@@ -632,20 +654,16 @@ class SecretLeaked(Rule):
                 "actions": actions,
                 **_caller_details(e),
             }
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="critical",
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=f"A live {kind} value of {arn} was reported leaked"
-                    + (f" at {source}" if source else ""),
-                    dedupe_key=f"{arn}\n{which}",
-                    suppress_seconds=self.settings.secret_leaked_cooldown_seconds,
-                    details={k: v for k, v in details.items() if v not in (None, "")},
-                    resources=[{"type": _LEAK_RESOURCE_TYPES.get(kind, "AWS::Khoa::Resource"), "ARN": arn}],
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity="critical",
+                summary=f"A live {kind} value of {arn} was reported leaked"
+                + (f" at {source}" if source else ""),
+                dedupe_key=f"{arn}\n{which}",
+                suppress_seconds=self.settings.secret_leaked_cooldown_seconds,
+                details=_filled(details, (None, "")),
+                resources=[_leak_resource(kind, arn)],
             )
 
     def _response(self, ctx: PassContext, e: Event) -> None:
@@ -664,19 +682,15 @@ class SecretLeaked(Rule):
             "eventTime": e.time_iso,
             "eventId": e.event_id,
         }
-        ctx.raise_alert(
-            Alert(
-                rule=self.name,
-                severity=str(severity),
-                account_id=e.account_id,
-                region=e.region,
-                summary=f"Leak response for {arn}: {action}",
-                dedupe_key=e.event_id,
-                suppress_seconds=None,
-                details={k: v for k, v in details.items() if v is not None},
-                resources=[{"type": _LEAK_RESOURCE_TYPES.get(kind, "AWS::Khoa::Resource"), "ARN": arn}],
-                event_ids=[e.event_id],
-            )
+        self.raise_for(
+            ctx,
+            e,
+            severity=str(severity),
+            summary=f"Leak response for {arn}: {action}",
+            dedupe_key=e.event_id,
+            suppress_seconds=None,
+            details=_filled(details),
+            resources=[_leak_resource(kind, arn)],
         )
 
 
@@ -711,19 +725,15 @@ class XksProxyUnavailable(Rule):
             ):
                 continue
             key_arns = [a for a in e.resource_arns if ":key/" in a]
-            ctx.raise_alert(
-                Alert(
-                    rule=self.name,
-                    severity="high",
-                    account_id=e.account_id,
-                    region=e.region,
-                    summary=f"An XKS proxy failed a KMS {e.event_name} request ({e.error_code})",
-                    dedupe_key=f"{e.account_id}\n{e.region}",
-                    suppress_seconds=XKS_PROXY_COOLDOWN_SECONDS,
-                    details={"errorCode": e.error_code, **_caller_details(e)},
-                    resources=[{"type": _KEY_TYPE, "ARN": arn} for arn in key_arns],
-                    event_ids=[e.event_id],
-                )
+            self.raise_for(
+                ctx,
+                e,
+                severity="high",
+                summary=f"An XKS proxy failed a KMS {e.event_name} request ({e.error_code})",
+                dedupe_key=f"{e.account_id}\n{e.region}",
+                suppress_seconds=XKS_PROXY_COOLDOWN_SECONDS,
+                details={"errorCode": e.error_code, **_caller_details(e)},
+                resources=[_resource(_KEY_TYPE, arn) for arn in key_arns],
             )
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import select
 
-from khoa.bootstrap import create_account, generate_account_id, load_barrier
+from khoa.bootstrap import create_account, generate_account_id
 from khoa.cli.common import (
     ACCOUNT_ID,
     AsJson,
@@ -20,11 +20,11 @@ from khoa.cli.common import (
     DataDir,
     installation,
     installation_settings,
+    open_barrier,
     print_list,
     stdout_console,
     usage_error,
 )
-from khoa.crypto.seal import SealError
 from khoa.storage import schema
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -49,10 +49,7 @@ def create(
     settings = installation_settings(data_dir, database_url)
     account_id = account_id or generate_account_id()
     with installation(settings, write=True) as engine:
-        try:
-            barrier = load_barrier(settings, engine, create=False)
-        except SealError as exc:
-            raise CliError(f"cannot open the installation: {exc}") from None
+        barrier = open_barrier(settings, engine)
         with engine.connect() as conn:
             exists = conn.execute(
                 select(schema.accounts.c.account_id).where(schema.accounts.c.account_id == account_id)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
+    from khoa.crypto.barrier import Barrier
     from khoa.settings import Settings
 
 # SQLAlchemy, the settings (which bring the storage layer and Alembic) and rich's tables are imported
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 USAGE = 2  # exit code of a usage error (as click's)
 ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+_Item = TypeVar("_Item")
 
 
 class CliError(Exception):
@@ -63,7 +67,8 @@ def usage_error(message: str) -> CliError:
 # -- options shared by the commands ----------------------------------------------------------------
 
 
-def _check_account_id(value: str | None) -> str | None:
+def check_account_id(value: str | None) -> str | None:
+    """An ``--account`` option's callback: 12 digits (or no value), else a usage error."""
     if value is not None and not ACCOUNT_ID.match(value):
         raise typer.BadParameter(f"{value!r} is not an account id: an account id is 12 digits")
     return value
@@ -86,9 +91,30 @@ DatabaseUrl = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
+
+
+def format_option(formats: type[StrEnum]) -> Any:
+    """The ``--format`` option of a command printing a report (``khoa scan``, ``khoa review``): its
+    metavar lists ``formats``' values, so the enum alone says what the command offers. Use as
+    ``Annotated[Formats, format_option(Formats)] = Formats.text``."""
+    return typer.Option(
+        "--format", metavar="|".join(member.value for member in formats), help="Output format."
+    )
+
+
+def khoa_version() -> str:
+    """Khoa's installed version (a SARIF report names its tool's version); "0" from a bare source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("khoa")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
 AccountOption = Annotated[
     str,
-    typer.Option("--account", metavar="ID", callback=_check_account_id, help="Account id (12 digits)."),
+    typer.Option("--account", metavar="ID", callback=check_account_id, help="Account id (12 digits)."),
 ]
 
 
@@ -246,6 +272,18 @@ def installation(settings: Settings, *, write: bool = False) -> Iterator[Engine]
         engine.dispose()
 
 
+def open_barrier(settings: Settings, engine: Engine) -> Barrier:
+    """The installation's barrier (its root key, from the seal) for a command that seals or opens
+    values; a one-line CliError when the seal cannot give the key."""
+    from khoa.bootstrap import load_barrier
+    from khoa.crypto.seal import SealError
+
+    try:
+        return load_barrier(settings, engine, create=False)
+    except SealError as exc:
+        raise CliError(f"cannot open the installation: {exc}") from None
+
+
 def require_account(engine: Engine, account_id: str) -> None:
     """Refuse an account that does not exist in this installation (usage error)."""
     from sqlalchemy import select
@@ -296,3 +334,43 @@ def print_list(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: 
             *(escape(str(row.get(column) if row.get(column) is not None else "-")) for column in columns)
         )
     console.print(table)
+
+
+# -- list and delete commands ------------------------------------------------------------------------
+
+
+def list_command(
+    data_dir: Path | None,
+    database_url: str | None,
+    fetch: Callable[[Engine], Iterable[_Item]],
+    row: Callable[[_Item], dict[str, Any]],
+    *,
+    columns: Sequence[str],
+    as_json: bool,
+    empty: str,
+) -> None:
+    """What a ``list`` command of registrations does (``khoa functions list``, ``khoa webhooks list``):
+    read them from the installation (read only), one row each, printed by :func:`print_list`. The
+    command says only what it reads (``fetch``) and how an item reads as a row (``row``)."""
+    settings = installation_settings(data_dir, database_url)
+    with installation(settings) as engine:
+        items = list(fetch(engine))
+    print_list([row(item) for item in items], columns, as_json, empty)
+
+
+def delete_command(
+    data_dir: Path | None,
+    database_url: str | None,
+    remove: Callable[[Engine], bool],
+    *,
+    deleted: str,
+    missing: str,
+) -> None:
+    """What a ``delete`` command of a registration does once its argument is checked: remove it
+    (``remove`` says whether there was one), then print ``deleted``, or fail with ``missing`` (exit 1)."""
+    settings = installation_settings(data_dir, database_url)
+    with installation(settings, write=True) as engine:
+        removed = remove(engine)
+    if not removed:
+        raise CliError(missing)
+    stdout_console().print(deleted, markup=False)

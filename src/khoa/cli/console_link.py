@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from khoa.bootstrap import load_barrier
 from khoa.cli.common import (
     CliError,
     DatabaseUrl,
@@ -23,10 +22,10 @@ from khoa.cli.common import (
     check_http_url,
     installation,
     installation_settings,
+    open_barrier,
     require_account,
     usage_error,
 )
-from khoa.crypto.seal import SealError
 from khoa.services.sts.store import StsStore
 from khoa.webconsole.sessions import ConsoleSessions
 
@@ -65,10 +64,7 @@ def console_link(
     now = time.time()
     with installation(settings, write=True) as engine:
         require_account(engine, account_id)
-        try:
-            barrier = load_barrier(settings, engine, create=False)
-        except SealError as exc:
-            raise CliError(f"cannot open the installation: {exc}") from None
+        barrier = open_barrier(settings, engine)
         if StsStore(engine, barrier).role(account_id, role_arn) is None:
             raise CliError(f"no role {role_arn} in account {account_id}")
         token = ConsoleSessions(engine, barrier).mint_link(

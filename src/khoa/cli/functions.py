@@ -17,9 +17,10 @@ from khoa.cli.common import (
     DatabaseUrl,
     DataDir,
     check_http_url,
+    delete_command,
     installation,
     installation_settings,
-    print_list,
+    list_command,
     require_account,
     stdout_console,
     usage_error,
@@ -123,20 +124,21 @@ def list_functions(
     as_json: AsJson = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
 ) -> None:
     """List registered rotation functions."""
-    settings = installation_settings(data_dir, database_url)
-    with installation(settings) as engine:
-        registered = functions.list_functions(engine)
-    rows = [
-        {
+    list_command(
+        data_dir,
+        database_url,
+        functions.list_functions,
+        lambda function: {
             "FunctionArn": function.arn,
             "Kind": function.kind,
             "Target": function.target,
             "Role": function.role_arn,
             "TimeoutSeconds": function.timeout_seconds,
-        }
-        for function in registered
-    ]
-    print_list(rows, ("FunctionArn", "Kind", "Target", "Role"), as_json, "No rotation functions.")
+        },
+        columns=("FunctionArn", "Kind", "Target", "Role"),
+        as_json=as_json,
+        empty="No rotation functions.",
+    )
 
 
 @app.command("delete")
@@ -164,10 +166,11 @@ def delete(
     elif not ACCOUNT_ID.match(account):
         raise usage_error(f"--account {account!r} is not an account id: an account id is 12 digits")
     _check_name_and_region(name, region)
-    settings = installation_settings(data_dir, database_url)
-    with installation(settings, write=True) as engine:
-        removed = functions.delete_function(engine, account_id=account, region=region, name=name)
     arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
-    if not removed:
-        raise CliError(f"no rotation function {arn} is registered: see `khoa functions list`")
-    stdout_console().print(f"Deleted {arn}", markup=False)
+    delete_command(
+        data_dir,
+        database_url,
+        lambda engine: functions.delete_function(engine, account_id=account, region=region, name=name),
+        deleted=f"Deleted {arn}",
+        missing=f"no rotation function {arn} is registered: see `khoa functions list`",
+    )

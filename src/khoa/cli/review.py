@@ -13,17 +13,18 @@ import re
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from importlib import metadata
 from typing import Annotated
 
 import typer
 
 from khoa.cli.common import (
-    ACCOUNT_ID,
     DatabaseUrl,
     DataDir,
+    check_account_id,
+    format_option,
     installation,
     installation_settings,
+    khoa_version,
     require_account,
     usage_error,
 )
@@ -43,19 +44,6 @@ class Threshold(StrEnum):
     high = "high"
 
 
-def _version() -> str:
-    try:
-        return metadata.version("khoa")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-def _check_account(value: str | None) -> str | None:
-    if value is not None and not ACCOUNT_ID.match(value):
-        raise typer.BadParameter(f"{value!r} is not an account id: an account id is 12 digits")
-    return value
-
-
 def _moment(value: str | None) -> float:
     if value is None:
         return time.time()
@@ -72,13 +60,11 @@ def review(
         typer.Option(
             "--account",
             metavar="ID",
-            callback=_check_account,
+            callback=check_account_id,
             help="Review this account only (12 digits) \\[default: every account].",
         ),
     ] = None,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", metavar="text|json|sarif|markdown", help="Output format.")
-    ] = OutputFormat.text,
+    output: Annotated[OutputFormat, format_option(OutputFormat)] = OutputFormat.text,
     fail_on: Annotated[
         Threshold,
         typer.Option(
@@ -133,7 +119,7 @@ def review(
     if output is OutputFormat.json:
         print(render.as_json(result))
     elif output is OutputFormat.sarif:
-        print(render.as_sarif(result, _version()))
+        print(render.as_sarif(result, khoa_version()))
     elif output is OutputFormat.markdown:
         print(render.as_markdown(result))
     else:

@@ -9,13 +9,12 @@ error (one line on standard error).
 from __future__ import annotations
 
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from khoa.cli.common import USAGE, CliError, stdout_console, usage_error
+from khoa.cli.common import USAGE, CliError, format_option, khoa_version, stdout_console, usage_error
 from khoa.scan.check import KhoaError, LeakChecker, make_client
 from khoa.scan.detect import BaselineError, detector, load_baseline
 from khoa.scan.report import render_json, render_sarif, render_text
@@ -27,13 +26,6 @@ class OutputFormat(StrEnum):
     text = "text"
     json = "json"
     sarif = "sarif"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("khoa")
-    except metadata.PackageNotFoundError:
-        return "0"
 
 
 def scan(
@@ -51,9 +43,7 @@ def scan(
             help="Also scan every commit reachable from HEAD and report the commit that introduced a value.",
         ),
     ] = False,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", metavar="text|json|sarif", help="Output format.")
-    ] = OutputFormat.text,
+    output: Annotated[OutputFormat, format_option(OutputFormat)] = OutputFormat.text,
     baseline: Annotated[
         Path | None,
         typer.Option(
@@ -108,7 +98,7 @@ def scan(
     if output is OutputFormat.json:
         print(render_json(report))
     elif output is OutputFormat.sarif:
-        print(render_sarif(report, _version()))
+        print(render_sarif(report, khoa_version()))
     else:
         render_text(report, stdout_console())
     if report.findings:

@@ -9,23 +9,22 @@ from typing import Annotated
 
 import typer
 
-from khoa.bootstrap import load_barrier
 from khoa.changes import webhooks
 from khoa.cli.common import (
     AccountOption,
     AsJson,
-    CliError,
     DatabaseUrl,
     DataDir,
     check_http_url,
+    delete_command,
     installation,
     installation_settings,
-    print_list,
+    list_command,
+    open_barrier,
     require_account,
     stdout_console,
     usage_error,
 )
-from khoa.crypto.seal import SealError
 
 app = typer.Typer(help="Webhooks receiving secret change events.", no_args_is_help=True)
 
@@ -50,10 +49,7 @@ def register(
     settings = installation_settings(data_dir, database_url)
     with installation(settings, write=True) as engine:
         require_account(engine, account)
-        try:
-            barrier = load_barrier(settings, engine, create=False)
-        except SealError as exc:
-            raise CliError(f"cannot open the installation: {exc}") from None
+        barrier = open_barrier(settings, engine)
         webhook_id = webhooks.register(
             engine,
             barrier,
@@ -71,11 +67,11 @@ def list_webhooks(
     as_json: AsJson = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
 ) -> None:
     """List registered webhooks (never their signing keys)."""
-    settings = installation_settings(data_dir, database_url)
-    with installation(settings) as engine:
-        rows = webhooks.list_webhooks(engine)
-    hooks = [
-        {
+    list_command(
+        data_dir,
+        database_url,
+        webhooks.list_webhooks,
+        lambda row: {
             "WebhookId": row.webhook_id,
             "AccountId": row.account_id,
             "Url": row.url,
@@ -83,10 +79,11 @@ def list_webhooks(
             "Signed": row.secret_sealed is not None,
             "DeliveredSeq": row.delivered_seq,
             "CreatedDate": datetime.fromtimestamp(row.created_at, UTC).isoformat(),
-        }
-        for row in rows
-    ]
-    print_list(hooks, ("WebhookId", "AccountId", "Url", "SecretPrefix", "Signed"), as_json, "No webhooks.")
+        },
+        columns=("WebhookId", "AccountId", "Url", "SecretPrefix", "Signed"),
+        as_json=as_json,
+        empty="No webhooks.",
+    )
 
 
 @app.command("delete")
@@ -100,9 +97,10 @@ def delete(
         uuid.UUID(webhook_id)
     except ValueError:
         raise usage_error(f"{webhook_id!r} is not a webhook id: see `khoa webhooks list`") from None
-    settings = installation_settings(data_dir, database_url)
-    with installation(settings, write=True) as engine:
-        removed = webhooks.delete_webhook(engine, webhook_id)
-    if not removed:
-        raise CliError(f"no webhook {webhook_id}: see `khoa webhooks list`")
-    stdout_console().print(f"Deleted webhook {webhook_id}", markup=False)
+    delete_command(
+        data_dir,
+        database_url,
+        lambda engine: webhooks.delete_webhook(engine, webhook_id),
+        deleted=f"Deleted webhook {webhook_id}",
+        missing=f"no webhook {webhook_id}: see `khoa webhooks list`",
+    )

@@ -78,7 +78,7 @@ def _security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
         (b"content-security-policy", _CSP.encode()),
         (b"x-frame-options", b"DENY"),
         (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"same-origin"),  # no-referrer would make browsers send Origin: null
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cross-origin-resource-policy", b"same-origin"),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
@@ -240,7 +240,8 @@ class WebConsole:
         """The form of a POST, or the refusal of a forged one (another origin, no or wrong CSRF token)."""
         origin = (headers.get("origin") or [""])[0]
         host = (headers.get("host") or [""])[0]
-        if origin and origin != "null" and origin.split("://", 1)[-1] != host:
+        # A form from another site (or from an opaque origin such as a sandboxed frame: "null").
+        if origin and origin.split("://", 1)[-1] != host:
             return self._error(403, "Refused", "This form was not sent from this console.", None, tools)
         content_type = (headers.get("content-type") or [""])[0].split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":

@@ -128,3 +128,24 @@ def parse_form(body: bytes) -> dict[str, list[str]]:
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("The form could not be read.") from exc
+
+
+def page_arguments(max_results: int, next_token: str | None, **arguments: Any) -> dict[str, Any]:
+    """The arguments of an API call for one page of a list: ``arguments``, ``MaxResults``, and
+    ``NextToken`` only when there is one (the APIs refuse an empty token; the first page has none)."""
+    page = {**arguments, "MaxResults": max_results}
+    if next_token:
+        page["NextToken"] = next_token
+    return page
+
+
+def page_size(request: Request, largest: int) -> int:
+    """The page size a list page is asked for (``per_page``, default ``largest``): a whole number from
+    1 to ``largest`` (the API's largest page), else a bad request."""
+    try:
+        value = int(request.arg("per_page", str(largest)))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= largest:
+        raise BadRequest(f"per_page must be a whole number from 1 to {largest}.")
+    return value

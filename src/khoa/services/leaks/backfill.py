@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import uuid4
 
 from khoa.auth.credentials import session_binding
@@ -43,6 +44,28 @@ SecretOpener = Callable[[RequestContext, str, str, str, bytes, bytes], bytes]
 encrypted data key, encrypted value) → the value."""
 ParameterOpener = Callable[[RequestContext, str, bytes], str]
 """Parameter Store's ``values.decrypt`` with its KMS bound: (ctx, ARN, ciphertext) → the value."""
+
+
+K = TypeVar("K")
+
+
+@dataclass
+class _Sweep(Generic[K]):
+    """A keyset sweep's position: the key of the last row read, and whether it reached the end."""
+
+    after: K | None = None
+    done: bool = False
+
+    def page(self, read: Callable[[K | None, int], list[Any]], key: Callable[[Any], K]) -> list[Any]:
+        """The next batch of rows (none once the sweep is done), moving the position past it."""
+        if self.done:
+            return []
+        rows = read(self.after, BATCH)
+        if len(rows) < BATCH:
+            self.done = True
+        if rows:
+            self.after = key(rows[-1])
+        return rows
 
 
 def _context(account_id: str, region: str, now: datetime) -> RequestContext:
@@ -72,11 +95,8 @@ class Backfill:
         self.open_secret = open_secret
         self.open_parameter = open_parameter
         self.settle_every_seconds = settle_every_seconds
-        # keyset positions of the sweeps; "done" once a sweep reached the end
-        self._secrets_after: tuple[str, str] | None = None
-        self._parameters_after: tuple[str, int] | None = None
-        self._secrets_done = False
-        self._parameters_done = False
+        self._secrets: _Sweep[tuple[str, str]] = _Sweep()
+        self._parameters: _Sweep[tuple[str, int]] = _Sweep()
         self._settled_at: float | None = None
 
     def run(self, now: datetime) -> None:
@@ -84,7 +104,7 @@ class Backfill:
         at = now.timestamp()
         done = self.keys(at) + self.sessions(at) + self.parameters(now) + self.secrets(now)
         settled = 0
-        swept = self._secrets_done and self._parameters_done
+        swept = self._secrets.done and self._parameters.done
         if swept and (self._settled_at is None or at - self._settled_at >= self.settle_every_seconds):
             settled = self.store.settle(at)
             self._settled_at = at
@@ -141,13 +161,9 @@ class Backfill:
         return len(rows)
 
     def parameters(self, now: datetime) -> int:
-        if self._parameters_done:
-            return 0
-        rows = self.store.parameter_versions_after(self._parameters_after, BATCH)
-        if len(rows) < BATCH:
-            self._parameters_done = True
-        if rows:
-            self._parameters_after = (rows[-1].param_id, rows[-1].version)
+        rows = self._parameters.page(
+            self.store.parameter_versions_after, lambda row: (row.param_id, row.version)
+        )
         done = 0
         for row in rows:
             if row.fingerprinted:
@@ -171,13 +187,9 @@ class Backfill:
         return done
 
     def secrets(self, now: datetime) -> int:
-        if self._secrets_done:
-            return 0
-        rows: list[Any] = self.store.secret_versions_after(self._secrets_after, BATCH)
-        if len(rows) < BATCH:
-            self._secrets_done = True
-        if rows:
-            self._secrets_after = (rows[-1].secret_id, rows[-1].version_id)
+        rows = self._secrets.page(
+            self.store.secret_versions_after, lambda row: (row.secret_id, row.version_id)
+        )
         done = 0
         for row in rows:
             if row.fingerprinted:

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     Row,
+    Select,
     String,
     and_,
     case,
     cast,
     exists,
-    func,
     insert,
     literal,
     select,
@@ -66,9 +67,32 @@ class FingerprintMatch:
     session_exists: bool = False  # STS: the session is still stored
 
 
-def _chunks(values: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(values), _MAX_IN):
-        yield values[start : start + _MAX_IN]
+def _select_in(
+    conn: Connection, query: Select[Any], column: ColumnElement[Any], values: Iterable[Any]
+) -> list[Row[Any]]:
+    """The rows of ``query`` whose ``column`` is one of ``values``, read with one ``IN (...)`` list of
+    at most ``_MAX_IN`` distinct values per statement (databases bound the parameters of one)."""
+    distinct = sorted(set(values))
+    rows: list[Row[Any]] = []
+    for start in range(0, len(distinct), _MAX_IN):
+        rows.extend(conn.execute(query.where(column.in_(distinct[start : start + _MAX_IN]))).all())
+    return rows
+
+
+def _ids(found: list[FingerprintMatch]) -> list[str]:
+    return [m.resource_id for m in found]
+
+
+def _value_by_id(
+    conn: Connection,
+    id_column: ColumnElement[Any],
+    value_column: ColumnElement[Any],
+    found: list[FingerprintMatch],
+) -> dict[str, Any]:
+    """``value_column`` of the resource of each of ``found`` that still exists, by resource id (the
+    matches' state as it is now, whatever their rows recorded)."""
+    query = select(id_column, value_column)
+    return {resource_id: value for resource_id, value in _select_in(conn, query, id_column, _ids(found))}
 
 
 class LeakStore:
@@ -82,13 +106,8 @@ class LeakStore:
         if not digests:
             return []
         with self._engine.connect() as conn:
-            rows: list[Row[Any]] = []
-            for chunk in _chunks(sorted(set(digests))):
-                rows.extend(
-                    conn.execute(
-                        select(_FP).where(_FP.c.account_id == account_id).where(_FP.c.fingerprint.in_(chunk))
-                    ).all()
-                )
+            mine = select(_FP).where(_FP.c.account_id == account_id)
+            rows = _select_in(conn, mine, _FP.c.fingerprint, digests)
             found = [
                 FingerprintMatch(
                     fingerprint=r.fingerprint,
@@ -113,59 +132,47 @@ class LeakStore:
 
     @staticmethod
     def _secret_state(conn: Connection, found: list[FingerprintMatch]) -> None:
-        ids = sorted({m.resource_id for m in found})
         labels: dict[tuple[str, str], list[str]] = {}
-        for chunk in _chunks(ids):
-            for secret_id, version_id, stage in conn.execute(
-                select(_STAGES.c.secret_id, _STAGES.c.version_id, _STAGES.c.stage).where(
-                    _STAGES.c.secret_id.in_(chunk)
-                )
-            ).all():
-                labels.setdefault((secret_id, version_id), []).append(stage)
+        query = select(_STAGES.c.secret_id, _STAGES.c.version_id, _STAGES.c.stage)
+        for secret_id, version_id, stage in _select_in(conn, query, _STAGES.c.secret_id, _ids(found)):
+            labels.setdefault((secret_id, version_id), []).append(stage)
         for m in found:
             m.stages = sorted(labels.get((m.resource_id, m.version_id or ""), []))
 
     @staticmethod
     def _parameter_state(conn: Connection, found: list[FingerprintMatch]) -> None:
-        ids = sorted({m.resource_id for m in found})
-        current: dict[str, int] = {}
-        for chunk in _chunks(ids):
-            for param_id, version in conn.execute(
-                select(_PARAMS.c.param_id, _PARAMS.c.version).where(_PARAMS.c.param_id.in_(chunk))
-            ).all():
-                current[param_id] = version
+        current = _value_by_id(conn, _PARAMS.c.param_id, _PARAMS.c.version, found)
+        # the match's version (as a number) for each match whose parameter has a later version
+        superseded: list[tuple[FingerprintMatch, int]] = []
         for m in found:
             m.current_version = current.get(m.resource_id)
             version = int(m.version_id or 0)
             if m.current_version is not None and m.current_version > version and m.invalid_since is None:
-                m.superseded_at = conn.execute(
-                    select(func.min(_PARAM_VERSIONS.c.modified_at))
-                    .where(_PARAM_VERSIONS.c.param_id == m.resource_id)
-                    .where(_PARAM_VERSIONS.c.version > version)
-                ).scalar()
+                superseded.append((m, version))
+        if not superseded:
+            return
+        # One read of the later versions for all of them (instead of one per match); versions older
+        # than the oldest match's cannot answer any of them.
+        later: dict[str, list[tuple[int, float]]] = {}
+        query = select(_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version, _PARAM_VERSIONS.c.modified_at)
+        query = query.where(_PARAM_VERSIONS.c.version > min(version for _, version in superseded))
+        ids = [m.resource_id for m, _ in superseded]
+        for param_id, version, modified_at in _select_in(conn, query, _PARAM_VERSIONS.c.param_id, ids):
+            later.setdefault(param_id, []).append((version, modified_at))
+        for m, version in superseded:
+            # when the next version was written: the earliest write of any version after the match's
+            m.superseded_at = min((at for v, at in later.get(m.resource_id, []) if v > version), default=None)
 
     @staticmethod
     def _key_state(conn: Connection, found: list[FingerprintMatch]) -> None:
-        ids = sorted({m.resource_id for m in found})
-        status: dict[str, str] = {}
-        for chunk in _chunks(ids):
-            for key_id, key_status in conn.execute(
-                select(_KEYS.c.access_key_id, _KEYS.c.status).where(_KEYS.c.access_key_id.in_(chunk))
-            ).all():
-                status[key_id] = key_status
+        status = _value_by_id(conn, _KEYS.c.access_key_id, _KEYS.c.status, found)
         for m in found:
             m.key_status = status.get(m.resource_id)
 
     @staticmethod
     def _session_state(conn: Connection, found: list[FingerprintMatch]) -> None:
-        ids = sorted({m.resource_id for m in found})
-        stored: set[str] = set()
-        for chunk in _chunks(ids):
-            stored.update(
-                conn.execute(
-                    select(_SESSIONS.c.access_key_id).where(_SESSIONS.c.access_key_id.in_(chunk))
-                ).scalars()
-            )
+        # only whether the session is stored counts (the match's own row carries its expiry)
+        stored = _value_by_id(conn, _SESSIONS.c.access_key_id, _SESSIONS.c.expires_at, found)
         for m in found:
             m.session_exists = m.resource_id in stored
 
@@ -265,16 +272,8 @@ class LeakStore:
             .join(_PARAMS, _PARAMS.c.param_id == _PARAM_VERSIONS.c.param_id)
             .where(_PARAM_VERSIONS.c.param_type == "SecureString")
             .where(_PARAM_VERSIONS.c.ciphertext.is_not(None))
-            .order_by(_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version)
-            .limit(limit)
         )
-        if after is not None:
-            query = query.where(
-                tuple_(_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version)
-                > tuple_(literal(after[0]), literal(after[1]))
-            )
-        with self._engine.connect() as conn:
-            return list(conn.execute(query).all())
+        return self._page(query, (_PARAM_VERSIONS.c.param_id, _PARAM_VERSIONS.c.version), after, limit)
 
     def secret_versions_after(self, after: tuple[str, str] | None, limit: int) -> list[Row[Any]]:
         """The next ``limit`` secret versions with a value in (secret_id, version_id) order after
@@ -297,14 +296,21 @@ class LeakStore:
             )
             .join(_SECRETS, _SECRETS.c.secret_id == _SM_VERSIONS.c.secret_id)
             .where(_SM_VERSIONS.c.value_kind != schema.SM_NO_VALUE)
-            .order_by(_SM_VERSIONS.c.secret_id, _SM_VERSIONS.c.version_id)
-            .limit(limit)
         )
+        return self._page(query, (_SM_VERSIONS.c.secret_id, _SM_VERSIONS.c.version_id), after, limit)
+
+    def _page(
+        self,
+        query: Select[Any],
+        keys: tuple[ColumnElement[Any], ColumnElement[Any]],
+        after: tuple[Any, Any] | None,
+        limit: int,
+    ) -> list[Row[Any]]:
+        """One page of a keyset sweep: the first ``limit`` rows of ``query`` in ``keys`` order after
+        the key ``after`` (None: from the start), so each page is an index range, not an OFFSET."""
+        query = query.order_by(*keys).limit(limit)
         if after is not None:
-            query = query.where(
-                tuple_(_SM_VERSIONS.c.secret_id, _SM_VERSIONS.c.version_id)
-                > tuple_(literal(after[0]), literal(after[1]))
-            )
+            query = query.where(tuple_(*keys) > tuple_(*(literal(value) for value in after)))
         with self._engine.connect() as conn:
             return list(conn.execute(query).all())
 

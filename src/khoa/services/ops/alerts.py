@@ -14,16 +14,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-
 from khoa.protocol.context import RequestContext
 from khoa.services.ops import paging
 from khoa.services.ops.backend import OpsBackend
-from khoa.storage import schema
 
 SEVERITIES = ("low", "medium", "high", "critical")
 DEFAULT_MAX_RESULTS = 50
-_ALERTS = schema.alerts
 
 
 def _alert(row: Any) -> dict[str, Any]:
@@ -64,12 +60,7 @@ def list_alerts(ops: OpsBackend, ctx: RequestContext, params: dict[str, Any]) ->
     filters = {"severity": minimum, "rule": rule}
     after = paging.decode(params["NextToken"], filters) if params.get("NextToken") else None
     limit = params.get("MaxResults", DEFAULT_MAX_RESULTS)
-    c = _ALERTS.c
-    query = select(_ALERTS).where(c.account_id == ctx.account_id)
-    if minimum is not None:
-        query = query.where(c.severity.in_(SEVERITIES[SEVERITIES.index(minimum) :]))
-    if rule is not None:
-        query = query.where(c.rule == rule)
+    position = None
     if after is not None:
         if not (
             isinstance(after, list)
@@ -78,11 +69,14 @@ def list_alerts(ops: OpsBackend, ctx: RequestContext, params: dict[str, Any]) ->
             and isinstance(after[1], str)
         ):
             raise paging.invalid_next_token()
-        at, alert_id = float(after[0]), after[1]
-        query = query.where(or_(c.raised_at < at, and_(c.raised_at == at, c.alert_id > alert_id)))
-    query = query.order_by(c.raised_at.desc(), c.alert_id).limit(limit + 1)
-    with ops.engine.connect() as conn:
-        rows = conn.execute(query).all()
+        position = (float(after[0]), after[1])
+    rows = ops.store.alerts_page(
+        ctx.account_id,
+        severities=SEVERITIES[SEVERITIES.index(minimum) :] if minimum is not None else None,
+        rule=rule,
+        after=position,
+        limit=limit + 1,  # one more: whether there is a next page
+    )
     result: dict[str, Any] = {"Alerts": [_alert(row) for row in rows[:limit]]}
     if len(rows) > limit:
         last = rows[limit - 1]

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
-
 from khoa.access.authorize import Authorizer
+from khoa.services.ops.store import OpsStore
 
 
 class ReviewRunner(Protocol):
@@ -25,11 +24,11 @@ class ReviewRunner(Protocol):
 
 @dataclass(frozen=True)
 class OpsBackend:
-    """``engine`` reads the alerts table; ``authorizer`` authorises the calls; ``installation_account``
-    is the installation's first account (installation-wide alerts and findings are its own: see the
-    package docstring); ``review`` runs the review's rules."""
+    """``store`` reads the alerts table (the service's SQL is there only); ``authorizer`` authorises
+    the calls; ``installation_account`` is the installation's first account (installation-wide alerts
+    and findings are its own: see the package docstring); ``review`` runs the review's rules."""
 
-    engine: Engine
+    store: OpsStore
     authorizer: Authorizer
     installation_account: str
     review: ReviewRunner

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from khoa.webconsole.http import BadRequest, Page, Request, Route
+from khoa.webconsole.http import BadRequest, Page, Request, Route, page_arguments, page_size
 
-PAGE_SIZE = 50
+PAGE_SIZE = 50  # LookupEvents' largest page
 ATTRIBUTES = (
     "EventName",
     "Username",
@@ -42,17 +42,6 @@ def parse_time(raw: str, label: str) -> datetime | None:
     raise BadRequest(f"The {label} time must look like 2026-12-06T11:00 (UTC).")
 
 
-def _per_page(raw: str) -> int:
-    """The page size asked for (1 to 50; LookupEvents' largest page is 50)."""
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= PAGE_SIZE:
-        raise BadRequest("per_page must be a whole number from 1 to 50.")
-    return value
-
-
 def _record(event: dict[str, Any]) -> dict[str, Any]:
     """The event's CloudTrailEvent JSON, parsed ({} when it is not JSON)."""
     try:
@@ -70,17 +59,15 @@ def events(request: Request) -> Page:
     start_raw, end_raw = request.arg("start"), request.arg("end")
     start = parse_time(start_raw, "start")
     end = parse_time(end_raw, "end")
-    per_page = _per_page(request.arg("per_page", str(PAGE_SIZE)))
-    arguments: dict[str, Any] = {"MaxResults": per_page}
+    per_page = page_size(request, PAGE_SIZE)
+    next_token = request.arg("next")
+    arguments = page_arguments(per_page, next_token)
     if value:
         arguments["LookupAttributes"] = [{"AttributeKey": attribute, "AttributeValue": value}]
     if start is not None:
         arguments["StartTime"] = start
     if end is not None:
         arguments["EndTime"] = end
-    next_token = request.arg("next")
-    if next_token:
-        arguments["NextToken"] = next_token
     answer = request.client_api.client("cloudtrail").lookup_events(**arguments)
     rows = []
     for event in answer.get("Events", []):

@@ -8,10 +8,9 @@ one API page per console page. Health is this node's readiness report, the same 
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlencode
 
-from khoa.webconsole.http import BadRequest, Page, Request, Route
+from khoa.webconsole.http import BadRequest, Page, Request, Route, page_arguments
 
 ALERT_SEVERITIES = ("low", "medium", "high", "critical")
 FINDING_SEVERITIES = ("low", "medium", "high")
@@ -37,14 +36,12 @@ def alerts(request: Request) -> Page:
     rule = request.arg("rule").strip()
     if len(rule) > MAX_RULE_LENGTH:
         raise BadRequest(f"A rule name has at most {MAX_RULE_LENGTH} characters.")
-    arguments: dict[str, Any] = {"MaxResults": PAGE_SIZE}
+    token = request.arg("next")
+    arguments = page_arguments(PAGE_SIZE, token)
     if severity:
         arguments["MinimumSeverity"] = severity
     if rule:
         arguments["Rule"] = rule
-    token = request.arg("next")
-    if token:
-        arguments["NextToken"] = token
     answer = request.client_api.client("khoa-ops").list_alerts(**arguments)
     return Page(
         "ops/alerts.html",
@@ -63,12 +60,10 @@ def alerts(request: Request) -> Page:
 
 def review(request: Request) -> Page:
     severity = _choice(request, "severity", FINDING_SEVERITIES)
-    arguments: dict[str, Any] = {"MaxResults": PAGE_SIZE}
+    token = request.arg("next")
+    arguments = page_arguments(PAGE_SIZE, token)
     if severity:
         arguments["MinimumSeverity"] = severity
-    token = request.arg("next")
-    if token:
-        arguments["NextToken"] = token
     answer = request.client_api.client("khoa-ops").get_review_findings(**arguments)
     return Page(
         "ops/review.html",

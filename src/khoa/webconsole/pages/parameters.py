@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route
+from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route, page_arguments, page_size
 
 PAGE_SIZE = 50  # DescribeParameters' largest page
 FOLDER_SCAN_PAGES = 4  # at most this many recursive pages (of PAGE_SIZE) are read to find sub-paths
@@ -54,17 +54,6 @@ def folders_of(names: list[str], path: str) -> list[str]:
     return sorted(found)
 
 
-def _per_page(request: Request) -> int:
-    raw = request.arg("per_page", str(PAGE_SIZE))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest("per_page must be a whole number from 1 to 50.") from None
-    if not 1 <= value <= PAGE_SIZE:
-        raise BadRequest("per_page must be a whole number from 1 to 50.")
-    return value
-
-
 def _path_filter(path: str, option: str) -> list[dict[str, Any]]:
     return [{"Key": "Path", "Option": option, "Values": [path]}]
 
@@ -74,9 +63,8 @@ def _scan_folders(ssm: Any, path: str) -> tuple[list[str], bool]:
     names: list[str] = []
     token: str | None = None
     for _ in range(FOLDER_SCAN_PAGES):
-        extra = {"NextToken": token} if token else {}
         answer = ssm.describe_parameters(
-            ParameterFilters=_path_filter(path, "Recursive"), MaxResults=PAGE_SIZE, **extra
+            **page_arguments(PAGE_SIZE, token, ParameterFilters=_path_filter(path, "Recursive"))
         )
         names.extend(item["Name"] for item in answer.get("Parameters", []))
         token = answer.get("NextToken")
@@ -88,12 +76,11 @@ def _scan_folders(ssm: Any, path: str) -> tuple[list[str], bool]:
 def tree(request: Request) -> Page:
     """One level of the tree: its parameters (one API page) and the folders below it."""
     path = normal_path(request.arg("path", "/"))
-    per_page = _per_page(request)
+    per_page = page_size(request, PAGE_SIZE)
     next_token = request.arg("next")
     ssm = request.client_api.client("ssm")
-    extra = {"NextToken": next_token} if next_token else {}
     answer = ssm.describe_parameters(
-        ParameterFilters=_path_filter(path, "OneLevel"), MaxResults=per_page, **extra
+        **page_arguments(per_page, next_token, ParameterFilters=_path_filter(path, "OneLevel"))
     )
     folders, partial = _scan_folders(ssm, path)
     query = {"path": path}
@@ -136,9 +123,8 @@ def _detail_values(request: Request, name: str) -> dict[str, Any] | None:
     if meta.get("Type") != "SecureString":
         value = ssm.get_parameter(Name=meta["Name"], WithDecryption=False)["Parameter"]["Value"]
     next_token = request.arg("next")
-    extra = {"NextToken": next_token} if next_token else {}
     history = ssm.get_parameter_history(
-        Name=meta["Name"], WithDecryption=False, MaxResults=HISTORY_PAGE, **extra
+        **page_arguments(HISTORY_PAGE, next_token, Name=meta["Name"], WithDecryption=False)
     )
     parent = meta["Name"].rsplit("/", 1)[0] + "/" if meta["Name"].startswith("/") else "/"
     return {

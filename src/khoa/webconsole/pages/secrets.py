@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 
 from botocore.exceptions import ClientError
 
-from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route
+from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route, page_arguments
 
 MAX_PAGE = 50  # one API page per console page, whatever the number of secrets
 VERSIONS_PAGE = 20
@@ -56,11 +56,9 @@ def secret_list(request: Request) -> Page:
     query = request.arg("q").strip()
     deleted = request.arg("deleted") == "1"
     per_page = _per_page(request)
-    kwargs: dict[str, Any] = {"MaxResults": per_page, "IncludePlannedDeletion": deleted}
+    kwargs = page_arguments(per_page, request.arg("next"), IncludePlannedDeletion=deleted)
     if query:
         kwargs["Filters"] = [{"Key": "name", "Values": [query]}]
-    if request.arg("next"):
-        kwargs["NextToken"] = request.arg("next")
     answer = sm.list_secrets(**kwargs)
     base_query = {"q": query, "deleted": "1" if deleted else ""}
     if per_page != MAX_PAGE:
@@ -108,9 +106,7 @@ def create(request: Request) -> Redirect:
 
 
 def _versions(sm: Any, secret_id: str, next_token: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"SecretId": secret_id, "IncludeDeprecated": True, "MaxResults": VERSIONS_PAGE}
-    if next_token:
-        kwargs["NextToken"] = next_token
+    kwargs = page_arguments(VERSIONS_PAGE, next_token, SecretId=secret_id, IncludeDeprecated=True)
     try:
         answer = sm.list_secret_version_ids(**kwargs)
     except ClientError as error:
