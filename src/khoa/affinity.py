@@ -430,13 +430,26 @@ def allowed_cpus() -> frozenset[int]:
     return frozenset(os.sched_getaffinity(0))
 
 
+# How much lower than the event loop and request threads the heavy threads run (niceness +10, on top
+# of the process's own: about a tenth of the CPU share when both want a core), so a burst of key
+# generation yields to fast calls.
+HEAVY_THREAD_NICENESS = 10
+
+
 def keep_thread_to(cpus: frozenset[int]) -> None:
-    """Let the calling thread run on ``cpus`` (a thread pool's initializer). A pinned worker's
-    CPU-heavy calls (RSA key generation: OpenSSL releases the GIL) then run on another CPU instead
-    of taking turns with the worker's event loop on its own."""
+    """Set up a thread of the CPU-heavy pool (the pool's initializer). It may run on ``cpus``: a pinned
+    worker's CPU-heavy calls (RSA key generation: OpenSSL releases the GIL) then run on another CPU
+    instead of taking turns with the worker's event loop on its own. And it runs at a lower priority
+    (Linux's niceness is per thread): when heavy calls keep every core busy, the scheduler still gives
+    the event loop and request threads their turn, so fast calls are not held behind key generation."""
     if cpus and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, cpus)
+    if hasattr(os, "setpriority"):
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):  # raising a niceness needs no privilege; be safe anyway
+            current = os.getpriority(os.PRIO_PROCESS, thread)  # relative: an operator's nice stays
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + HEAVY_THREAD_NICENESS))
 
 
 def _move_threads(cpus: set[int]) -> None:

@@ -38,6 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import POSTGRES_ADMIN_URL
+from tests.support.console import ConsoleClient
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 from tests.support.tcpproxy import TcpProxy
 
@@ -160,6 +161,8 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
     node: Node, fault: str, delay: float, capsys: pytest.CaptureFixture[str]
 ) -> None:
     node.write(f"acknowledged-before-{fault}", "kept")
+    console = ConsoleClient(node.server.endpoint)
+    assert console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status == 200
     node.proxy.set_mode(fault, delay)
 
     read = expect_503(lambda: node.sm.get_secret_value(SecretId="before-any-fault"))
@@ -171,6 +174,11 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
     assert ready_took <= READY_BOUND, f"/_khoa/ready took {ready_took:.2f} s"
     status, _, health_took = node.get("/_khoa/health")
     assert status == 200
+    # The web console answers too: a page of its own saying so, within the bound, not a hang or a 500.
+    started = time.monotonic()
+    page = console.get("/console/secrets")
+    assert page.status == 503 and "did not answer" in page.plain, page.plain[:300]
+    assert time.monotonic() - started <= CALL_BOUND
 
     # While a call waits on the silent database, the worker's event loop waits with it (handlers run
     # on it): liveness answers once the call's bounded wait ends. Measured, and bounded by the call's.

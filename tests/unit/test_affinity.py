@@ -9,6 +9,7 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,15 @@ def test_the_server_entry_point_applies_the_switch_interval(monkeypatch: pytest.
     assert sys.getswitchinterval() == pytest.approx(0.005)
     app.create_app(Settings())
     assert sys.getswitchinterval() == pytest.approx(0.0005)
+
+
+def test_heavy_threads_run_at_a_lower_priority_than_the_rest() -> None:
+    """CPU-heavy calls' threads yield to the event loop and request threads when cores are busy."""
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = niceness()
+    with ThreadPoolExecutor(1, initializer=affinity.keep_thread_to, initargs=(frozenset(),)) as pool:
+        assert pool.submit(niceness).result() == min(19, mine + affinity.HEAVY_THREAD_NICENESS)
+    assert niceness() == mine  # the calling thread is untouched

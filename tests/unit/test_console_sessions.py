@@ -109,3 +109,9 @@ def test_route_parameters() -> None:
     rest = Route("GET", "/console/x/{name:path}", lambda r: None).compiled()
     match = rest.match("/console/x/a/b/c")
     assert match is not None and match.group("name") == "a/b/c"
+
+
+def test_a_short_idle_timeout_still_counts_every_request(sessions: ConsoleSessions) -> None:
+    token = _start(sessions)
+    for step in range(1, 10):  # a request every 20 s keeps a 40 s idle timeout from ending it
+        assert sessions.find(token, 1000.0 + step * 20, 40) is not None

@@ -193,6 +193,9 @@ def _announce(settings: Settings, url: str, account: NewAccount | None, temporar
             + ". Paste this line into another shell, then use aws or boto3 as usual:"
         )
         print(export_lines(variables), flush=True)
+        err.print(
+            f"Web console: {escape(url)}/console/ (in --dev any access key signs in as the account root)"
+        )
         return
     steps = [
         *([(setup, "puts khoa (and the aws CLI installed beside it) on PATH")] if setup else []),
@@ -204,6 +207,11 @@ def _announce(settings: Settings, url: str, account: NewAccount | None, temporar
     err.print(f"Khoa on {escape(url)}, data in {escape(str(settings.data_dir))}. Next, in another shell:")
     for command, why in steps:
         err.print(escape(f"  {command.ljust(width)}  # {why}"))
+    err.print(
+        escape(
+            f"Web console: {url}/console/ (sign in with an access key, or a link from `{khoa} console-link`)"
+        )
+    )
 
 
 class _Stopped(Exception):

@@ -30,9 +30,11 @@ from urllib.parse import parse_qs, quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from khoa.logs import LogLimiter
 from khoa.network import NetworkMap
 from khoa.runtime import Runtime
 from khoa.server.asgi import Response, Scope, header_map
+from khoa.storage.database import is_unavailable
 from khoa.webconsole import pages
 from khoa.webconsole.api import Handle, Origin, new_core_session
 from khoa.webconsole.cookies import FLASH_COOKIE, PREFIX, PRESESSION_COOKIE, SESSION_COOKIE, cookie
@@ -120,6 +122,7 @@ class WebConsole:
         self.templates = Templates()
         self.core = new_core_session()
         self.threads = ThreadPoolExecutor(CONSOLE_THREADS, thread_name_prefix="khoa-console")
+        self._logs = LogLimiter(log)  # an outage fails every page the same way: one line per interval
         self.routes = [(route, route.compiled()) for route in pages.ROUTES]
         static = resources.files("khoa.webconsole") / "static"
         self.static = {
@@ -147,7 +150,20 @@ class WebConsole:
             ),
             secure=secure,
         )
-        response = self._route(scope, body, headers, tools)
+        try:
+            response = self._route(scope, body, headers, tools)
+        except Exception as exc:  # noqa: BLE001 - answered as a page, logged without its text
+            if is_unavailable(exc):  # the session store's database did not answer in time
+                self._logs.warning(
+                    "console database", "console: database unavailable (%s)", type(exc).__name__
+                )
+                response = self._error(
+                    503, "Unavailable", "Khoa's database did not answer. Try again.", None, tools
+                )
+                response.headers.append((b"retry-after", b"5"))
+            else:
+                self._logs.exception(f"console:{type(exc).__name__}", "console page %s failed", scope["path"])
+                response = self._error(500, "Error", "The console could not show this page.", None, tools)
         response.headers.extend(_security_headers(secure))
         if not any(name == b"cache-control" for name, _ in response.headers):
             response.headers.append((b"cache-control", b"no-store"))

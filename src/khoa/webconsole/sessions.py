@@ -20,8 +20,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 from khoa.crypto.barrier import Barrier, BarrierError
 from khoa.storage import schema
 
-# Writing last_seen_at on every page would make each page a write: once a minute is enough for an
-# idle timeout measured in minutes.
+# Writing last_seen_at on every page would make each page a write: once a minute (or a quarter of a
+# shorter idle timeout) is enough for an idle timeout measured in minutes.
 _TOUCH_EVERY_SECONDS = 60.0
 
 
@@ -142,7 +142,7 @@ class ConsoleSessions:
                 session_token = self._barrier.open(row.token_sealed, _binding(token_digest, "token")).decode()
         except BarrierError:
             return None  # fails closed: a row that does not open is no session
-        if now - row.last_seen_at >= _TOUCH_EVERY_SECONDS:
+        if now - row.last_seen_at >= min(_TOUCH_EVERY_SECONDS, idle_seconds / 4):
             with self._engine.begin() as conn:
                 conn.execute(update(table).where(table.c.digest == token_digest).values(last_seen_at=now))
         return ConsoleSession(
