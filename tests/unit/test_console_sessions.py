@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, select, update
 
 from khoa.crypto.barrier import Barrier
 from khoa.storage import schema
+from khoa.storage.database import create_database_engine, migrate
 from khoa.webconsole.cookies import safe_next
 from khoa.webconsole.http import Route
 from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials, csrf_matches, csrf_token_for, digest
@@ -115,3 +116,28 @@ def test_a_short_idle_timeout_still_counts_every_request(sessions: ConsoleSessio
     token = _start(sessions)
     for step in range(1, 10):  # a request every 20 s keeps a 40 s idle timeout from ending it
         assert sessions.find(token, 1000.0 + step * 20, 40) is not None
+
+
+def test_the_store_on_postgresql_after_its_migration(private_postgres: str) -> None:
+    """The same lifecycle on PostgreSQL, through the migrations (0019) rather than create_all."""
+    engine = create_database_engine(private_postgres)
+    migrate(engine)
+    try:
+        store = ConsoleSessions(engine, Barrier(os.urandom(32)))
+        token = _start(store, token=None)
+        found = store.find(token, 1100.0, 900)
+        assert found is not None and found.credentials.session_token is None
+        store.set_region(found, "eu-west-1")
+        again = store.find(token, 1200.0, 900)
+        assert again is not None and again.region == "eu-west-1"
+        store.end(token)
+        assert store.find(token, 1201.0, 900) is None
+        link = store.mint_link(
+            account_id="111122223333",
+            role_arn="arn:aws:iam::111122223333:role/r",
+            now=1.0,
+            lifetime_seconds=60,
+        )
+        assert store.redeem_link(link, 2.0) is not None and store.redeem_link(link, 3.0) is None
+    finally:
+        engine.dispose()
