@@ -23,6 +23,7 @@ import pytest
 from tests.integration.test_cloudtrail import lookup
 from tests.support import rotation
 from tests.support.errors import error_code
+from tests.support.identity import eventually
 from tests.support.server import ACCOUNT_ID, KhoaServer, free_port
 
 SIGNING_KEY = "alert-signing-key-for-tests"
@@ -139,7 +140,12 @@ def start(fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver], **env:
             **env,
         }
     )
-    return Alerting(fresh_server.start(), webhook, slack)
+    alerting = Alerting(fresh_server.start(), webhook, slack)
+    # The new leader's first pass starts on its own as leadership is gained: let it finish (a pass run
+    # on request waits for it) before the test acts, or it could count a test's events half-way.
+    eventually(lambda: alerting.server.run_jobs() > 0)
+    alerting.delivered()
+    return alerting
 
 
 @pytest.fixture
