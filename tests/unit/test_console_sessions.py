@@ -120,7 +120,8 @@ def test_a_short_idle_timeout_still_counts_every_request(sessions: ConsoleSessio
 
 def test_the_store_on_postgresql_after_its_migration(private_postgres: str) -> None:
     """The same lifecycle on PostgreSQL, through the migrations (0019) rather than create_all."""
-    engine = create_database_engine(private_postgres)
+    url = private_postgres
+    engine = create_database_engine(url)
     migrate(engine)
     try:
         store = ConsoleSessions(engine, Barrier(os.urandom(32)))

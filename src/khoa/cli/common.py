@@ -124,12 +124,13 @@ AccountOption = Annotated[
 _DRIVERS = {
     "sqlite": "sqlite",  # the standard library's sqlite3
     "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
 }
 _ALIASES = {"postgres": "postgresql"}
-_SHIPPED = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
-_EXAMPLES = "sqlite:///PATH, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB or mysql+pymysql://…"
+_SHIPPED = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+_EXAMPLES = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+# Databases Khoa rotates credentials of, but does not keep its own data in: its schema's migrations
+# assume PostgreSQL's or SQLite's index limits and case-sensitive text comparison.
+_NOT_A_STORE = ("mysql", "mariadb")
 
 
 def shown_url(url: str | URL) -> str:
@@ -145,8 +146,8 @@ def shown_url(url: str | URL) -> str:
 
 
 def database_url(raw: str) -> str:
-    """``raw`` with the driver Khoa ships chosen (``postgres://`` and ``postgresql://`` → psycopg 3,
-    ``mysql://`` → PyMySQL); CliError (usage) for a URL that cannot work."""
+    """``raw`` with the driver Khoa ships chosen (``postgres://`` and ``postgresql://`` → psycopg 3);
+    CliError (usage) for a URL that cannot work."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -156,6 +157,11 @@ def database_url(raw: str) -> str:
         raise usage_error(f"--database-url {raw!r} is not a database URL: give {_EXAMPLES}") from None
     backend, _, driver = url.drivername.partition("+")
     backend = _ALIASES.get(backend, backend)
+    if backend in _NOT_A_STORE:
+        raise usage_error(
+            f"--database-url: Khoa keeps its data in SQLite or PostgreSQL, not {backend!r} (MySQL and "
+            f"MariaDB are databases whose credentials Khoa rotates): give {_EXAMPLES}"
+        )
     if backend not in _DRIVERS:
         raise usage_error(f"--database-url: Khoa does not support {backend!r} databases: give {_EXAMPLES}")
     if driver and driver != _SHIPPED[backend]:
