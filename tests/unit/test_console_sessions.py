@@ -14,6 +14,7 @@ from khoa.storage.database import create_database_engine, migrate
 from khoa.webconsole.cookies import safe_next
 from khoa.webconsole.http import Route
 from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials, csrf_matches, csrf_token_for, digest
+from khoa.webconsole.throttle import FailedSignIns
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
@@ -142,3 +143,13 @@ def test_the_store_on_postgresql_after_its_migration(private_postgres: str) -> N
         assert store.redeem_link(link, 2.0) is not None and store.redeem_link(link, 3.0) is None
     finally:
         engine.dispose()
+
+
+def test_failed_sign_ins_block_an_address_for_a_window() -> None:
+    failures = FailedSignIns(limit=3, window_seconds=60)
+    for second in range(3):
+        assert not failures.blocked("192.0.2.1", now=100.0 + second)
+        failures.failed("192.0.2.1", now=100.0 + second)
+    assert failures.blocked("192.0.2.1", now=103.0)
+    assert not failures.blocked("192.0.2.2", now=103.0)  # another address is not held
+    assert not failures.blocked("192.0.2.1", now=161.0)  # the first failure left the window

@@ -41,6 +41,7 @@ from khoa.webconsole.cookies import FLASH_COOKIE, PREFIX, PRESESSION_COOKIE, SES
 from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route, parse_form
 from khoa.webconsole.render import Templates
 from khoa.webconsole.sessions import ConsoleSessions, csrf_matches, csrf_token_for, new_token
+from khoa.webconsole.throttle import FailedSignIns
 from khoa.webconsole.tools import Tools
 
 log = logging.getLogger("khoa.console")
@@ -122,6 +123,7 @@ class WebConsole:
         self.templates = Templates()
         self.core = new_core_session()
         self.threads = ThreadPoolExecutor(CONSOLE_THREADS, thread_name_prefix="khoa-console")
+        self.failed_sign_ins = FailedSignIns()
         self._logs = LogLimiter(log)  # an outage fails every page the same way: one line per interval
         self.routes = [(route, route.compiled()) for route in pages.ROUTES]
         static = resources.files("khoa.webconsole") / "static"
@@ -149,6 +151,10 @@ class WebConsole:
                 forwarded_for=",".join(forwarded).encode("latin-1") if forwarded else None,
             ),
             secure=secure,
+            client_address=self.network.client_address(
+                (scope.get("client") or ("", 0))[0], ",".join(forwarded) if forwarded else None
+            ),
+            failed_sign_ins=self.failed_sign_ins,
         )
         try:
             response = self._route(scope, body, headers, tools)

@@ -14,6 +14,7 @@ from khoa.observe.health import readiness
 from khoa.runtime import Runtime
 from khoa.webconsole.api import ConsoleApi, Handle, Origin
 from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials
+from khoa.webconsole.throttle import FailedSignIns
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Tools:
     loop: asyncio.AbstractEventLoop
     origin: Origin
     secure: bool  # the browser's connection is TLS (cookies get Secure)
+    client_address: str  # the browser's address (through trusted proxies), as the trail records it
+    failed_sign_ins: FailedSignIns
 
     @property
     def settings(self) -> Any:

@@ -19,6 +19,7 @@ from khoa.webconsole.sessions import SessionCredentials
 from khoa.webconsole.tools import Tools
 
 _REFUSED = "Sign-in failed: these credentials were not accepted."
+_TOO_MANY = "Too many failed sign-ins from this address. Wait a minute, then try again."
 LINK_SESSION_NAME = "khoa-console-link"
 
 
@@ -45,9 +46,13 @@ def signin(request: Request) -> Page | Redirect:
     session_token = request.field("session_token", "").strip() or None
     if not access_key_id or not secret:
         return _refused(request, region, next_path, "Enter an access key ID and a secret access key.")
+    address = tools.client_address
+    if tools.failed_sign_ins.blocked(address):
+        return _refused(request, region, next_path, _TOO_MANY, status=429)
     credentials = SessionCredentials(access_key_id, secret, session_token)
     started = _start(request, tools, credentials, region, tools.settings.console_session_seconds)
     if started is None:
+        tools.failed_sign_ins.failed(address)
         return _refused(request, region, next_path, _REFUSED)
     return _signed_in(request, started, next_path)
 
@@ -83,11 +88,11 @@ def _signed_in(request: Request, token: str, next_path: str) -> Redirect:
     )
 
 
-def _refused(request: Request, region: str, next_path: str, message: str) -> Page:
+def _refused(request: Request, region: str, next_path: str, message: str, status: int = 401) -> Page:
     return Page(
         "signin.html",
         {"title": "Sign in", "next": next_path, "region": region, "error": message},
-        status=401,
+        status=status,
     )
 
 
