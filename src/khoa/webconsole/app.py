@@ -168,7 +168,9 @@ class WebConsole:
                 )
                 response.headers.append((b"retry-after", b"5"))
             else:
-                self._logs.exception(f"console:{type(exc).__name__}", "console page %s failed", scope["path"])
+                self._logs.exception(
+                    f"console:{type(exc).__name__}", "console page %s failed", _area(scope["path"])
+                )
                 response = self._error(500, "Error", "The console could not show this page.", None, tools)
         response.headers.extend(_security_headers(secure))
         if not any(name == b"cache-control" for name, _ in response.headers):
@@ -306,7 +308,7 @@ class WebConsole:
         except ClientError as error:
             return self._api_error(error, request, tools)
         except BotoCoreError as error:
-            log.warning("console page %s: %s", request.path, type(error).__name__)
+            log.warning("console page %s: %s", _area(request.path), type(error).__name__)
             return self._error(
                 502, "Unavailable", "Khoa did not answer the console's request.", request, tools
             )
@@ -383,6 +385,12 @@ class WebConsole:
             return Response(404, b"not found", b"text/plain; charset=utf-8")
         suffix = name[name.rindex(".") :]
         return Response(200, content, _STATIC_TYPES[suffix], [(b"cache-control", b"public, max-age=3600")])
+
+
+def _area(path: str) -> str:
+    """What a log line names of a console path: its area only (``/console/link/<token>`` carries a
+    sign-in link's token, which no log may hold)."""
+    return "/".join(path.split("/", 3)[:3])
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:

@@ -58,9 +58,6 @@ class Request:
         if self.field("confirm", "") != "yes":
             raise BadRequest("This action needs its confirmation box ticked.")
 
-    def fields(self, name: str) -> list[str]:
-        return list(self.form.get(name, []))
-
     @property
     def signed_in(self) -> ConsoleSession:
         """The session (routes that need none say so; every other route has one)."""

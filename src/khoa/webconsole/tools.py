@@ -12,6 +12,7 @@ import botocore.session
 
 from khoa.observe.health import readiness
 from khoa.runtime import Runtime
+from khoa.settings import Settings
 from khoa.webconsole.api import ConsoleApi, Handle, Origin
 from khoa.webconsole.sessions import ConsoleSessions, SessionCredentials
 from khoa.webconsole.throttle import FailedSignIns
@@ -30,7 +31,7 @@ class Tools:
     failed_sign_ins: FailedSignIns
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.runtime.settings
 
     def now(self) -> float:
