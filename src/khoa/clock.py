@@ -14,7 +14,8 @@ class Clock:
         self._offset = timedelta(0)
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + self._offset
+        offset = self._offset
+        return _now(UTC) + offset if offset else _now(UTC)  # adding a zero offset would only copy
 
     def advance(self, delta: timedelta) -> None:
         if delta < timedelta(0):
@@ -26,8 +27,12 @@ class Clock:
         return self._offset
 
 
+_now = datetime.now
+_fromtimestamp = datetime.fromtimestamp
+
+
 def wall_clock() -> datetime:
-    return datetime.now(UTC)
+    return _now(UTC)
 
 
 def to_epoch(moment: datetime) -> float:
@@ -35,4 +40,4 @@ def to_epoch(moment: datetime) -> float:
 
 
 def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
+    return None if value is None else _fromtimestamp(value, UTC)

@@ -9,6 +9,10 @@ Audit event IDs are time-ordered (RFC 9562 UUID version 7: 48 bits of Unix milli
 random bits), so each new event lands at the right-hand end of the ``event_id`` index rather than
 on a random page of it: with random IDs every group commit rewrote one index page per event.
 CloudTrail only promises that an eventID is a GUID; a version 7 UUID is one.
+
+Both forms are assembled from hexadecimal text rather than through a 128-bit integer (this runs
+twice per call): the pool is kept as hex digits, the version is a literal digit, and the variant's
+two bits replace the top two bits of one random digit (``_VARIANT``).
 """
 
 from __future__ import annotations
@@ -18,29 +22,28 @@ import threading
 import time
 
 _POOL_BYTES = 4096
-_RAND_A_MASK = (1 << 12) - 1
-_RAND_B_MASK = (1 << 62) - 1
-_VERSION_4 = ~(0xF000 << 64) & ~(0xC000 << 48), 0x4000 << 64 | 0x8000 << 48  # (keep mask, set bits)
-
-
-def _text(value: int) -> str:
-    """A 128-bit UUID value in its 8-4-4-4-12 form (what str(uuid.UUID(int=value)) gives, faster)."""
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+_MILLIS_MASK = (1 << 48) - 1
+# A random hex digit with its top two bits replaced by RFC 9562's variant, 0b10.
+_VARIANT = {f"{n:x}": "89ab"[n & 0b11] for n in range(16)}
 
 
 def time_ordered_uuid(entropy: bytes, now_ns: int | None = None) -> str:
     """A version 7 UUID from 10 bytes of ``entropy`` (12 + 62 random bits are used)."""
     millis = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
-    rand = int.from_bytes(entropy[:10], "big")
-    value = (
-        (millis & ((1 << 48) - 1)) << 80
-        | 0x7 << 76
-        | ((rand >> 64) & _RAND_A_MASK) << 64
-        | 0b10 << 62
-        | (rand & _RAND_B_MASK)
-    )
-    return _text(value)
+    return _time_ordered(entropy[:10].hex(), _head(millis))
+
+
+def _head(millis: int) -> str:
+    """What a version 7 UUID of this millisecond begins with: the 48-bit timestamp, the version digit."""
+    stamp = f"{millis & _MILLIS_MASK:012x}"
+    return f"{stamp[:8]}-{stamp[8:]}-7"
+
+
+def _time_ordered(digits: str, head: str) -> str:
+    """A version 7 UUID from its ``head`` and 20 random hex ``digits``: the low 12 bits of the first
+    four digits are rand_a, the low 62 bits of the last sixteen are rand_b (the same bits
+    ``time_ordered_uuid`` always took from its 10 bytes)."""
+    return f"{head}{digits[1:4]}-{_VARIANT[digits[4]]}{digits[5:8]}-{digits[8:20]}"
 
 
 def new_event_id() -> str:
@@ -49,26 +52,37 @@ def new_event_id() -> str:
 
 
 class IdSource:
-    """Random and time-ordered UUIDs from a pool of kernel randomness, refilled 4 KiB at a time."""
+    """Random and time-ordered UUIDs from a pool of kernel randomness, refilled 4 KiB at a time
+    (kept as hex digits: two per byte)."""
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = ""
         self._offset = 0
         self._lock = threading.Lock()
+        # The latest millisecond an event ID was made in, and its head (replaced whole, so threads
+        # never see a mismatched pair).
+        self._latest: tuple[int, str] = (-1, "")
 
-    def _take(self, size: int) -> bytes:
+    def _take(self, size: int) -> str:
+        """``size`` random bytes, as ``2 * size`` hex digits."""
+        digits = 2 * size
         with self._lock:
-            if self._offset + size > len(self._pool):
-                self._pool = os.urandom(_POOL_BYTES)
-                self._offset = 0
             start = self._offset
-            self._offset += size
-            return self._pool[start : start + size]
+            if start + digits > len(self._pool):
+                self._pool = os.urandom(_POOL_BYTES).hex()
+                start = 0
+            self._offset = start + digits
+            return self._pool[start : start + digits]
 
     def request_id(self) -> str:
         """A random (version 4) UUID, the form of AWS's request IDs."""
-        keep, version = _VERSION_4
-        return _text(int.from_bytes(self._take(16), "big") & keep | version)
+        h = self._take(16)
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
     def event_id(self) -> str:
-        return time_ordered_uuid(self._take(10))
+        millis = time.time_ns() // 1_000_000
+        latest = self._latest
+        if latest[0] != millis:
+            latest = (millis, _head(millis))
+            self._latest = latest
+        return _time_ordered(self._take(10), latest[1])

@@ -9,6 +9,7 @@ a VPC endpoint does in AWS. ``X-Forwarded-For`` is believed only from the proxie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ def parse_trusted_proxies(text: str) -> list[Network]:
     return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(value: str) -> Address | None:
     """An address as a peer or proxy reports it: ports and brackets dropped, IPv4-mapped IPv6
-    (``::ffff:10.0.0.1``, as dual-stack sockets report IPv4 peers) as the IPv4 address."""
+    (``::ffff:10.0.0.1``, as dual-stack sockets report IPv4 peers) as the IPv4 address. Parsed once
+    per distinct text (every request names its peer: parsing was ~4% of a fast call's CPU)."""
     value = value.strip()
     bracketed = _BRACKETED.match(value) or _V4_PORT.match(value)
     if bracketed:
@@ -55,6 +58,7 @@ def _address(value: str) -> Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical(value: str) -> str:
     """The address in its canonical text form, or the value unchanged when it is not an address."""
     address = _address(value)

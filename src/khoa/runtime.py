@@ -130,7 +130,7 @@ class Runtime:
     clock: Clock
     credentials: CredentialStore
     verifier: SigV4Verifier
-    directory: Directory
+    authorizer: Authorizer
     audit: AuditRecorder
     revocations: RevocationEpoch
     jobs: JobRunner
@@ -313,7 +313,7 @@ class Runtime:
             clock=clock,
             credentials=credentials,
             verifier=SigV4Verifier(regions=settings.regions),
-            directory=directory,
+            authorizer=authorizer,
             audit=audit,
             revocations=open_epoch(settings.data_dir),
             jobs=jobs,
@@ -352,7 +352,7 @@ class Runtime:
 
     def clear_caches(self) -> None:
         self.credentials.clear()
-        self.directory.clear()
+        self.authorizer.clear()
         self.kms.store.clear_caches()
         self.secrets.store.invalidate_all()
         self.parameters.invalidate_all()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from khoa import cache
+from khoa.access.evaluate import Decision
 from khoa.bootstrap import load_barrier
 from khoa.cache import MISSING, TTLCache
 from khoa.runtime import Runtime
@@ -81,7 +82,7 @@ def test_lifetimes_come_from_settings_and_clear_caches_empties_them_all(tmp_path
     try:
         owners = {
             11.0: [runtime.credentials],
-            12.0: [runtime.directory],
+            12.0: [runtime.authorizer.directory],
             13.0: [runtime.kms.store.keys, runtime.secrets.store, runtime.parameters],
         }
         every: list[TTLCache[object, object]] = []
@@ -94,7 +95,10 @@ def test_lifetimes_come_from_settings_and_clear_caches_empties_them_all(tmp_path
         assert len(every) == 1 + 2 + 2 + 4 + 2  # the directory caches policies and SCPs
         for entries in every:
             entries.put("k", "v")
+        decisions = runtime.authorizer._decisions
+        decisions.put(decisions.key(("k",), (), {}), Decision(True), ())
         runtime.clear_caches()
         assert all(len(entries) == 0 for entries in every)
+        assert len(decisions) == 0  # the memo of decisions goes with the policies
     finally:
         runtime.close()

@@ -7,10 +7,12 @@ AWS's message ("User: ARN is not authorized to perform: ACTION on resource: ARN 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
+from khoa.access.decisions import DecisionMemo
 from khoa.access.directory import Directory, ScpLevels, parsed
 from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.access.policy import Policy
@@ -37,9 +39,15 @@ def _no_scps(account_id: str) -> ScpLevels:
     return ()
 
 
+@functools.lru_cache(maxsize=8)
+def _clock_facts(second: int) -> tuple[str, str]:
+    """aws:CurrentTime and aws:EpochTime of one second (formatted once, not per request)."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), str(second)
+
+
 def base_context(ctx: RequestContext) -> dict[str, list[str]]:
     principal = ctx.principal
-    now = ctx.now.astimezone(UTC)
+    current_time, epoch_time = _clock_facts(int(ctx.now.timestamp()))
     principal_arn = principal.arn
     if principal.kind == "AssumedRole":
         principal_arn = f"arn:aws:iam::{principal.account_id}:role/{principal.name}"
@@ -49,8 +57,8 @@ def base_context(ctx: RequestContext) -> dict[str, list[str]]:
         "aws:principaltype": [_PRINCIPAL_TYPES.get(principal.kind, principal.kind)],
         "aws:principalisawsservice": ["false"],
         "aws:userid": [principal.user_id],
-        "aws:currenttime": [now.strftime("%Y-%m-%dT%H:%M:%SZ")],
-        "aws:epochtime": [str(int(now.timestamp()))],
+        "aws:currenttime": [current_time],
+        "aws:epochtime": [epoch_time],
         "aws:requestedregion": [ctx.region],
         "aws:securetransport": ["true" if ctx.extras.get("secure_transport") else "false"],
     }
@@ -103,6 +111,12 @@ class Authorizer:
         if guardrails is None:
             guardrails = directory.scps_for if isinstance(directory, Directory) else _no_scps
         self.guardrails = guardrails
+        self._decisions = DecisionMemo()
+
+    def clear(self) -> None:
+        """Forget cached policies and decisions (access may have been taken away)."""
+        self.directory.clear()
+        self._decisions.clear()
 
     def decide(
         self,
@@ -137,11 +151,19 @@ class Authorizer:
             facts.update({k.lower(): v for k, v in context.items()})
         # A stored resource policy that no longer parses is read as an explicit deny, never as empty.
         policy = parsed(resource_policy, "resource") if isinstance(resource_policy, str) else resource_policy
+        trust = policy is not None and action.lower() in _TRUST_ACTIONS
+        # Every input of the evaluation below, so a repeated request is answered from the memo.
+        policies = (caller, policy, scps)
+        memo_key = self._decisions.key(
+            (principal, action, resource, account, key_policy, trust), policies, facts
+        )
+        decision = self._decisions.get(memo_key)
+        if decision is not None:
+            return decision
         request = Request(
             principal=principal, action=action, resource=resource, resource_account=account, context=facts
         )
-        trust = policy is not None and action.lower() in _TRUST_ACTIONS
-        return evaluate(
+        decision = evaluate(
             request,
             identity=caller.identity,
             resource=policy,
@@ -151,6 +173,8 @@ class Authorizer:
             resource_kind=TRUST if trust else RESOURCE,
             scps=scps,
         )
+        self._decisions.put(memo_key, decision, policies)
+        return decision
 
     def authorize(self, ctx: RequestContext, action: str, resource: str, **kwargs: Any) -> None:
         """Raise the service's AccessDenied error unless ``action`` on ``resource`` is allowed."""

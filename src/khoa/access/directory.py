@@ -82,6 +82,9 @@ class Directory:
         self.engine = engine
         self._cache: TTLCache[str, CallerPolicies] = TTLCache(cache_seconds, max_size=10_000)
         self._scps: TTLCache[str, ScpLevels] = TTLCache(cache_seconds, max_size=10_000)
+        # What a caller without IAM policies has: one object, so decisions about it can be memoised
+        # (khoa.access.decisions keys on the policies' identity).
+        self._no_policies = CallerPolicies()
 
     def clear(self) -> None:
         self._cache.clear()
@@ -125,7 +128,7 @@ class Directory:
 
     def for_principal(self, principal: Principal) -> CallerPolicies:
         if principal.is_root or not principal.principal_id:
-            return CallerPolicies()
+            return self._no_policies
         key = f"{principal.principal_id}|{principal.session_policy or ''}|{principal.session_tags}"
         cached = self._cache.get(key)
         if cached is not MISSING:
@@ -157,7 +160,7 @@ class Directory:
                 select(_PRINCIPALS).where(_PRINCIPALS.c.principal_id == principal.principal_id)
             ).first()
             if row is None:
-                return CallerPolicies()
+                return self._no_policies
             owners = [row.principal_id]
             if row.kind == "user":
                 owners.extend(

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -112,9 +113,25 @@ def unavailable_error() -> AWSError:
     )
 
 
+def _resource_columns(resources: list[dict[str, str]]) -> tuple[str | None, str | None]:
+    """The resource_names and resource_types values: the ARNs in order, and the distinct types
+    sorted, each joined by newlines (None for none)."""
+    if not resources:
+        return None, None
+    if len(resources) == 1:  # most calls name one resource: no join, no set to sort
+        arn = resources[0]["ARN"]
+        kind = resources[0]["type"]
+        if type(arn) is str and type(kind) is str:
+            return arn or None, kind or None
+    return (
+        "\n".join([r["ARN"] for r in resources]) or None,
+        "\n".join(sorted({r["type"] for r in resources})) or None,
+    )
+
+
 def _row(e: AuditEvent) -> tuple[object, ...]:
     """One event's audit_events values, in _COLUMNS order."""
-    resources = e.resources
+    resource_names, resource_types = _resource_columns(e.resources)
     return (
         e.record["eventID"],
         e.account_id,
@@ -124,8 +141,8 @@ def _row(e: AuditEvent) -> tuple[object, ...]:
         e.event_name,
         e.username,
         e.access_key_id,
-        ("\n".join([r["ARN"] for r in resources]) or None) if resources else None,
-        ("\n".join(sorted({r["type"] for r in resources})) or None) if resources else None,
+        resource_names,
+        resource_types,
         e.read_only,
         e.error_code,
         encode_record(e.record),
@@ -176,7 +193,7 @@ class _Statements:
         rows = [_row(e) for e in events]
         for start in range(0, len(rows), self.max_rows):
             chunk = rows[start : start + self.max_rows]
-            statements.append((self._insert(len(chunk)), tuple([value for row in chunk for value in row])))
+            statements.append((self._insert(len(chunk)), tuple(chain.from_iterable(chunk))))
         statements.extend((self.update, _completed(event)) for event in updates)
         return statements
 

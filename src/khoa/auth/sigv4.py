@@ -7,6 +7,7 @@ SDK retry and error handling behave the same against Khoa as against AWS.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import posixpath
@@ -23,7 +24,11 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 _TERMINATOR = "aws4_request"
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z", re.ASCII)
-_TOKEN_SPLIT = re.compile(r"[\s,]+")
+# Bounds of the caches of pure derivations below (each is emptied when full: cheap, and never stale,
+# as every entry is a function of its key alone).
+_MAX_CACHED_HEADERS = 1024
+_MAX_CACHED_DATES = 256
+_MAX_CACHED_PATHS = 256
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -82,12 +87,79 @@ def unrecognized_client() -> AWSError:
 def parse_authorization(header: str) -> tuple[str, dict[str, str]]:
     """Split ``AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...``."""
     algorithm, _, rest = header.strip().partition(" ")
+    return algorithm, _parts(rest)
+
+
+def _parts(rest: str) -> dict[str, str]:
     parts: dict[str, str] = {}
     for item in rest.split(","):
-        key, sep, value = item.strip().partition("=")
+        key, sep, value = item.partition("=")
         if sep:
             parts[key.strip()] = value.strip()
-    return algorithm, parts
+    return parts
+
+
+class _Authorization:
+    """What verification reads from one Authorization header value, derived once per distinct value
+    (a pure function of the header: no request, clock or secret goes into it)."""
+
+    __slots__ = (
+        "algorithm",
+        "credential",
+        "host_signed",
+        "missing",
+        "scope",
+        "scope_string",
+        "signature",
+        "signed_headers",
+        "signed_joined",
+        "unpaired",
+    )
+
+    def __init__(self, header: str) -> None:
+        algorithm, _, rest = header.strip().partition(" ")
+        parts = _parts(rest)
+        self.algorithm = algorithm
+        # The first whitespace- or comma-delimited token without an equal sign (str.split() splits on
+        # exactly the characters ``\s`` matches, so these are the tokens of ``re.split(r"[\s,]+", rest)``).
+        self.unpaired: str | None = None
+        for token in rest.replace(",", " ").split():
+            if "=" not in token:
+                self.unpaired = token
+                break
+        self.credential = credential = parts.get("Credential", "")
+        self.signature = signature = parts.get("Signature", "")
+        self.signed_joined = signed_joined = parts.get("SignedHeaders", "")
+        self.missing: tuple[str, ...] = ()
+        if not (credential and signature and signed_joined):
+            self.missing = tuple(
+                f"Authorization header requires '{name}' parameter."
+                for name, given in (
+                    ("Credential", credential),
+                    ("Signature", signature),
+                    ("SignedHeaders", signed_joined),
+                )
+                if not given
+            )
+        split = credential.split("/")
+        self.scope: tuple[str, str, str, str, str] | None = None
+        self.scope_string = ""  # date/region/service/terminator: the credential after the key id
+        if len(split) == 5:
+            self.scope = (split[0], split[1], split[2], split[3], split[4])
+            self.scope_string = credential[len(split[0]) + 1 :]
+        self.signed_headers = signed = signed_joined.split(";")
+        self.host_signed = "host" in signed or ":authority" in signed
+
+
+def credential_scope(header: str) -> list[str]:
+    """An Authorization header value's ``Credential`` split at its slashes (``[""]`` if it has none):
+    ``parse_authorization(header)[1].get("Credential", "").split("/")``, from the cached parse."""
+    return _authorization(header).credential.split("/")
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED_HEADERS)
+def _authorization(header: str) -> _Authorization:
+    return _Authorization(header)
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
@@ -97,6 +169,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return hmac.new(k_service, _TERMINATOR.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=_MAX_CACHED_PATHS)
 def _canonical_uri(raw_path: str) -> str:
     path = raw_path or "/"
     normalized = posixpath.normpath(path)
@@ -108,6 +181,8 @@ def _canonical_uri(raw_path: str) -> str:
 
 
 def _canonical_query(query_string: str) -> str:
+    if not query_string:
+        return ""
     pairs: list[tuple[str, str]] = []
     for item in query_string.split("&"):
         if not item:
@@ -126,11 +201,17 @@ def _canonical_query(query_string: str) -> str:
 
 
 def _canonical_headers(headers: dict[str, list[str]], signed: Iterable[str]) -> str:
+    get = headers.get
     lines = []
     for name in signed:
-        values = headers.get(name, [])
-        joined = ",".join(" ".join(v.split()) for v in values)
-        lines.append(f"{name}:{joined}\n")
+        values = get(name)
+        if not values:
+            lines.append(f"{name}:\n")
+        elif len(values) == 1:
+            lines.append(f"{name}:{' '.join(values[0].split())}\n")
+        else:
+            joined = ",".join(" ".join(v.split()) for v in values)
+            lines.append(f"{name}:{joined}\n")
     return "".join(lines)
 
 
@@ -139,15 +220,18 @@ def canonical_request(
 ) -> str:
     """SigV4's canonical request. The payload hash is the body's SHA-256 unless given: only S3 signs
     ``UNSIGNED-PAYLOAD`` (or a streaming marker) in its place, and no Khoa service is S3."""
-    return "\n".join(
-        [
-            request.method,
-            _canonical_uri(request.raw_path),
-            _canonical_query(request.query_string),
-            _canonical_headers(request.headers, signed_headers),
-            ";".join(signed_headers),
-            hashlib.sha256(request.body).hexdigest() if payload_hash is None else payload_hash,
-        ]
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(request.body).hexdigest()
+    return _canonical(request, signed_headers, ";".join(signed_headers), payload_hash)
+
+
+def _canonical(
+    request: SignedRequest, signed_headers: list[str], signed_joined: str, payload_hash: str
+) -> str:
+    return (
+        f"{request.method}\n{_canonical_uri(request.raw_path)}\n"
+        f"{_canonical_query(request.query_string)}\n"
+        f"{_canonical_headers(request.headers, signed_headers)}\n{signed_joined}\n{payload_hash}"
     )
 
 
@@ -163,7 +247,10 @@ def check_declared_payload(request: SignedRequest) -> None:
     declared = request.headers.get("x-amz-content-sha256")
     if declared is None:
         return
-    actual = hashlib.sha256(request.body).hexdigest()
+    _check_declared(declared, hashlib.sha256(request.body).hexdigest())
+
+
+def _check_declared(declared: list[str], actual: str) -> None:
     if len(declared) != 1 or not hmac.compare_digest(declared[0].strip().encode(), actual.encode()):
         raise _invalid(SIGNATURE_MISMATCH)
 
@@ -194,14 +281,15 @@ def _request_time(request: SignedRequest, authorization: str) -> tuple[str, date
         parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         return parsed.strftime(_AMZ_DATE_FORMAT), parsed
     try:
-        parsed = _parse_amz_date(raw)
+        signed_at = _parse_amz_date(raw)
     except ValueError:
         raise _incomplete(
             f"Date must be in ISO-8601 'basic format'. Got '{raw}'. See http://en.wikipedia.org/wiki/ISO_8601"
         ) from None
-    return raw, parsed
+    return raw, signed_at
 
 
+@functools.lru_cache(maxsize=_MAX_CACHED_DATES)  # an X-Amz-Date value repeats for a second
 def _parse_amz_date(raw: str) -> datetime:
     """``20261129T080000Z`` as a UTC datetime (strptime took longer than checking the signature)."""
     match = _AMZ_DATE.fullmatch(raw)
@@ -216,16 +304,17 @@ def _fmt(moment: datetime) -> str:
 
 
 def check_skew(amz_date: str, signed_at: datetime, now: datetime, skew: timedelta) -> None:
-    minutes = int(skew.total_seconds() // 60)
-    if signed_at < now - skew:
+    earliest = now - skew
+    if signed_at < earliest:
         raise _invalid(
-            f"Signature expired: {amz_date} is now earlier than {_fmt(now - skew)} "
-            f"({_fmt(now)} - {minutes} min.)"
+            f"Signature expired: {amz_date} is now earlier than {_fmt(earliest)} "
+            f"({_fmt(now)} - {int(skew.total_seconds() // 60)} min.)"
         )
-    if signed_at > now + skew:
+    latest = now + skew
+    if signed_at > latest:
         raise _invalid(
-            f"Signature not yet current: {amz_date} is still later than {_fmt(now + skew)} "
-            f"({_fmt(now)} + {minutes} min.)"
+            f"Signature not yet current: {amz_date} is still later than {_fmt(latest)} "
+            f"({_fmt(now)} + {int(skew.total_seconds() // 60)} min.)"
         )
 
 
@@ -238,20 +327,22 @@ class SigV4Verifier:
     def __init__(
         self, max_cached_keys: int = 4096, regions: Collection[str] = AWS_COMMERCIAL_REGIONS
     ) -> None:
-        self._keys: dict[tuple[str, str, str, str, str], bytes] = {}
+        # Each derived signing key as an HMAC keyed with it and fed nothing yet: a copy of it signs
+        # one request (the key's own processing is done once, not per request).
+        self._keys: dict[tuple[str, str, str, str, str], hmac.HMAC] = {}
         self._max = max_cached_keys
         self.regions = frozenset(regions)  # the only regions a credential scope may name (KHOA_REGIONS)
 
-    def _signing_key(self, secret: str, akid: str, date: str, region: str, service: str) -> bytes:
+    def _signer(self, secret: str, akid: str, date: str, region: str, service: str) -> hmac.HMAC:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
         cache_key = (akid, fingerprint, date, region, service)
-        key = self._keys.get(cache_key)
-        if key is None:
+        signer = self._keys.get(cache_key)
+        if signer is None:
             if len(self._keys) >= self._max:
                 self._keys.clear()
-            key = signing_key(secret, date, region, service)
-            self._keys[cache_key] = key
-        return key
+            signer = hmac.new(signing_key(secret, date, region, service), digestmod="sha256")
+            self._keys[cache_key] = signer
+        return signer
 
     def parse(self, request: SignedRequest) -> tuple[str, dict[str, str]] | None:
         header = _first(request.headers, "authorization")
@@ -268,41 +359,32 @@ class SigV4Verifier:
         skew: timedelta,
         lookup_secret: SecretLookup,
     ) -> VerifiedSignature:
-        header = _first(request.headers, "authorization")
-        if header is None:
+        headers = request.headers
+        values = headers.get("authorization")
+        if not values:
             raise _missing_token()
-        algorithm, parts = parse_authorization(header)
-        if algorithm != ALGORITHM:
-            raise _incomplete(f"Unsupported AWS 'algorithm': '{algorithm}'")
-        for token in _TOKEN_SPLIT.split(header.strip().partition(" ")[2]):
-            if token and "=" not in token:
-                raise _incomplete(
-                    f"'{token}' not a valid key=value pair (missing equal-sign) in Authorization header: "
-                    f"'{header}'."
-                )
-        problems = [
-            f"Authorization header requires '{name}' parameter."
-            for name in ("Credential", "Signature", "SignedHeaders")
-            if not parts.get(name)
-        ]
-        if (
-            problems
-            and _first(request.headers, "x-amz-date") is None
-            and _first(request.headers, "date") is None
-        ):
-            problems.append(
-                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        header = values[0]
+        auth = _authorization(header)
+        if auth.algorithm != ALGORITHM:
+            raise _incomplete(f"Unsupported AWS 'algorithm': '{auth.algorithm}'")
+        if auth.unpaired is not None:
+            raise _incomplete(
+                f"'{auth.unpaired}' not a valid key=value pair (missing equal-sign) in Authorization header: "
+                f"'{header}'."
             )
-        if problems:
+        if auth.missing:
+            problems = list(auth.missing)
+            if not headers.get("x-amz-date") and not headers.get("date"):
+                problems.append(
+                    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                )
             raise _incomplete(" ".join(problems) + f" Authorization={header}")
-        credential = parts["Credential"]
-        scope_parts = credential.split("/")
-        if len(scope_parts) != 5:
+        if auth.scope is None:
             raise _incomplete(
                 "Credential must have exactly 5 slash-delimited elements, e.g. "
-                f"keyid/date/region/service/term, got '{credential}'"
+                f"keyid/date/region/service/term, got '{auth.credential}'"
             )
-        akid, date, region, scoped_service, terminator = scope_parts
+        akid, date, region, scoped_service, terminator = auth.scope
         amz_date, signed_at = _request_time(request, header)
         if terminator != _TERMINATOR:
             raise _invalid(
@@ -317,21 +399,29 @@ class SigV4Verifier:
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
                 f"from HTTP: '{date}' != '{amz_date[:8]}', from '{amz_date}'."
             )
-        signed_headers = parts["SignedHeaders"].split(";")
-        if "host" not in signed_headers and ":authority" not in signed_headers:
+        if not auth.host_signed:
             raise _invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
         check_skew(amz_date, signed_at, now, skew)
         secret = lookup_secret(akid)
         if secret is None:
             raise unrecognized_client()
-        check_declared_payload(request)
-        scope = f"{date}/{region}/{scoped_service}/{_TERMINATOR}"
-        to_sign = string_to_sign(amz_date, scope, canonical_request(request, signed_headers))
-        key = self._signing_key(secret, akid, date, region, scoped_service)
-        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, parts["Signature"]):
+        payload_hash = hashlib.sha256(request.body).hexdigest()
+        declared = headers.get("x-amz-content-sha256")
+        if declared is not None:
+            _check_declared(declared, payload_hash)
+        canonical = _canonical(request, auth.signed_headers, auth.signed_joined, payload_hash)
+        to_sign = (
+            f"{ALGORITHM}\n{amz_date}\n{auth.scope_string}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        )
+        signature = self._signer(secret, akid, date, region, scoped_service).copy()
+        signature.update(to_sign.encode())
+        expected = signature.hexdigest()
+        if not hmac.compare_digest(expected, auth.signature):
             raise _invalid(SIGNATURE_MISMATCH)
-        token = _first(request.headers, "x-amz-security-token")
+        tokens = headers.get("x-amz-security-token")
         return VerifiedSignature(
-            access_key_id=akid, region=region, service=scoped_service, session_token=token
+            access_key_id=akid,
+            region=region,
+            service=scoped_service,
+            session_token=tokens[0] if tokens else None,
         )

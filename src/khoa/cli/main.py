@@ -280,7 +280,7 @@ def server(
         str | None,
         typer.Option(
             metavar="URL",
-            help="SQLAlchemy URL: sqlite:///PATH, postgresql://… (psycopg 3) or mysql://… (PyMySQL) "
+            help="SQLAlchemy URL: sqlite:///PATH or postgresql://… (psycopg 3) "
             "\\[default: sqlite in the data directory].",
         ),
     ] = None,

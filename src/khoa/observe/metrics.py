@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
@@ -26,6 +27,46 @@ log = logging.getLogger("khoa")
 ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
 DECRYPTION_FAILURES = frozenset({"InvalidCiphertextException", "DecryptionFailure"})
 THROTTLES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
+
+
+# Label sets a metric keeps its children for (its label values are the server's own names: services,
+# operations or "unknown", outcomes; the bound only guards against a label taken from a request).
+_KEPT_CHILDREN = 4096
+
+
+class _KeptChildren(MetricWrapperBase):
+    """``labels()`` answered from a plain dict of the children already made, keyed by the label
+    values as given (prometheus_client checks and converts the values, then takes a lock, on every
+    call; this is on every request's path). Children are made, and kept, by prometheus_client; a
+    label set it drops (``remove``, ``clear``) is dropped here too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._kept: dict[tuple[Any, ...], Self] = {}
+        super().__init__(*args, **kwargs)
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        child = self._kept.get(labelvalues) if labelvalues and not labelkwargs else None
+        if child is None:
+            child = super().labels(*labelvalues, **labelkwargs)
+            if labelvalues and not labelkwargs and len(self._kept) < _KEPT_CHILDREN:
+                self._kept[labelvalues] = child
+        return child
+
+    def remove(self, *labelvalues: Any) -> None:
+        self._kept = {}
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        self._kept = {}
+        super().clear()
+
+
+class _Counter(_KeptChildren, Counter):
+    pass
+
+
+class _Histogram(_KeptChildren, Histogram):
+    pass
 
 
 class TrailState(Protocol):
@@ -53,13 +94,13 @@ class Metrics:
     ) -> None:
         """``trail``: the audit trail's delivery health, when log files are delivered."""
         self.registry = CollectorRegistry()
-        self.requests = Counter(
+        self.requests = _Counter(
             "khoa_requests",
             "API requests by service, operation and outcome",
             ["service", "operation", "outcome"],
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = _Histogram(
             "khoa_request_duration_seconds",
             "API request latency",
             ["service", "operation"],
@@ -72,7 +113,7 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self.access_denied = Counter(
+        self.access_denied = _Counter(
             "khoa_access_denied",
             "Requests refused by authorisation (AccessDenied)",
             ["service", "operation"],
@@ -81,7 +122,7 @@ class Metrics:
         self.decrypt_failures = Counter(
             "khoa_decryption_failures", "Ciphertexts that failed to decrypt", registry=self.registry
         )
-        self.throttles = Counter(
+        self.throttles = _Counter(
             "khoa_throttled_requests", "Requests refused by throttling", ["service"], registry=self.registry
         )
         self.audit_failures = Counter(
@@ -93,7 +134,7 @@ class Metrics:
             "1 while this process leads background work (holds the jobs lease), else 0",
             registry=self.registry,
         )
-        self.xks_latency = Histogram(
+        self.xks_latency = _Histogram(
             "khoa_xks_proxy_request_duration_seconds",
             "Latency of calls to external key stores' XKS proxies, by XKS operation",
             ["operation"],

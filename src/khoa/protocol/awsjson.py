@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +23,11 @@ def decode_body(body: bytes) -> dict[str, Any]:
     let the CESU-8 bytes of a lone surrogate (``ED A0 80``) through as a ``str`` that no later
     ``.encode()`` (database, audit record, log) can write.
     """
-    if not body.strip():
+    if not body or body.isspace():  # (bytes.isspace: the ASCII whitespace bytes.strip() removes)
         return {}
     try:
         text = body.decode("utf-8").removeprefix("\ufeff")
-        value = json.loads(text, parse_constant=_no_constant)
+        value = _DECODER.decode(text)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # AWS answers a body that is not JSON with a bare SerializationException (no message).
         raise AWSError("SerializationException", None) from None
@@ -50,27 +51,51 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+# What ``json.loads(text, parse_constant=_no_constant)`` builds on every call, built once (a decoder
+# holds no state between documents).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _inspect(value: Any) -> tuple[int, bool]:
     """The nesting depth of a parsed document and whether every string in it (keys and values)
     encodes as UTF-8; iterative, so no document is too deep to inspect."""
+    if not isinstance(value, (dict, list)):
+        return 0, not isinstance(value, str) or _encodes(value)
     deepest = 0
     encodable = True
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]  # containers, by their depth
+    pop = stack.pop
+    push = stack.append
     while stack:
-        item, depth = stack.pop()
+        item, depth = pop()
+        if depth > deepest:
+            deepest = depth
         if isinstance(item, dict):
-            deepest = max(deepest, depth + 1)
-            stack.extend((key, depth + 1) for key in item)
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and encodable:
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                encodable = False
+            if encodable:
+                for key in item:  # (a JSON object's keys are strings)
+                    if not key.isascii() and not _encodes(key):
+                        encodable = False
+                        break
+            children: Iterable[Any] = item.values()
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, str):
+                if encodable and not child.isascii() and not _encodes(child):
+                    encodable = False
+            elif isinstance(child, (dict, list)):
+                push((child, depth + 1))
     return deepest, encodable
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (holds no unpaired surrogate). ASCII text always does, and
+    ``str.isascii`` answers without reading it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _default(value: Any) -> Any:

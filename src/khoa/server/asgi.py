@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -53,8 +54,19 @@ def header_map(scope: Scope) -> dict[str, list[str]]:
     """The request's headers by lower-case name (a name may repeat)."""
     headers: dict[str, list[str]] = {}
     for raw_name, raw_value in scope["headers"]:
-        headers.setdefault(raw_name.decode("latin-1").lower(), []).append(raw_value.decode("latin-1"))
+        name = _header_name(raw_name)
+        if name in headers:
+            headers[name].append(raw_value.decode("latin-1"))
+        else:
+            headers[name] = [raw_value.decode("latin-1")]
     return headers
+
+
+@functools.lru_cache(maxsize=256)
+def _header_name(raw: bytes) -> str:
+    """A header name as header_map spells it (the same few dozen names arrive on every request;
+    bounded, so names a client makes up cannot grow it)."""
+    return raw.decode("latin-1").lower()
 
 
 def client_address(scope: Scope) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from khoa.auth.credentials import Credential, CredentialStore, check_session_token
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import SignedRequest, SigV4Verifier, invalid_region, parse_authorization
+from khoa.auth.sigv4 import SignedRequest, SigV4Verifier, credential_scope, invalid_region
 from khoa.clock import Clock, wall_clock
 from khoa.observe.metrics import Metrics
 from khoa.protocol.errors import AWSError
@@ -23,7 +23,7 @@ from khoa.services.base import Service
 def scope_parts(headers: dict[str, list[str]]) -> list[str]:
     """The credential scope of the Authorization header: key id, date, region, service, terminator."""
     header = (headers.get("authorization") or [""])[0]
-    return parse_authorization(header)[1].get("Credential", "").split("/") if header else []
+    return credential_scope(header) if header else []
 
 
 def scope_service(headers: dict[str, list[str]]) -> str | None:
@@ -65,7 +65,7 @@ class Authenticator:
             return Principal.account_root(self.dev_account), region
         request = SignedRequest(
             method=scope["method"],
-            raw_path=scope.get("raw_path", b"/").decode("latin-1").split("?")[0] or scope["path"],
+            raw_path=scope.get("raw_path", b"/").decode("latin-1").partition("?")[0] or scope["path"],
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,

@@ -159,19 +159,23 @@ class Pipeline:
                 threads = self.heavy_threads
             elif self.every_call_off_loop:
                 threads = self.request_threads
-            ctx, params, handler = await self._run(
-                threads, self._prepare, scope, headers, body, form, service, call
-            )
-            if not is_read_only(call.operation):
+            if is_read_only(call.operation):
+                # Nothing to record before a read runs: the whole call in one hand-off to a thread
+                # (a refusal, from the checks or the handler, is recorded by ``refuse`` below).
+                result = await self._run(threads, self._read, scope, headers, body, form, service, call)
+            else:
+                ctx, params, handler = await self._run(
+                    threads, self._prepare, scope, headers, body, form, service, call
+                )
                 await self.recorder.record_before(call)
-            try:
-                result = await self._run(threads, handler, ctx, params)
-            except AWSError as error:
-                await self.recorder.record_outcome(call, None, error)
-                raise
-            finally:
-                if may_revoke(service.name, call.operation):
-                    self.revoked()  # committed (or partly): every process of this node sees it
+                try:
+                    result = await self._run(threads, handler, ctx, params)
+                except AWSError as error:
+                    await self.recorder.record_outcome(call, None, error)
+                    raise
+                finally:
+                    if may_revoke(service.name, call.operation):
+                        self.revoked()  # committed (or partly): every process of this node sees it
             await self.recorder.record_outcome(call, result, None)
             response = success_response(service, call.operation, result, call.request_id)
         except AuditUnavailable:
@@ -249,6 +253,19 @@ class Pipeline:
         # A form request scoped to a service Khoa does not serve as query goes to the default
         # endpoint (STS), whose signature check refuses the scope, in XML as a query client expects.
         return self.query_services.get(scope_service(headers) or "sts") or self.query_services.get("sts")
+
+    def _read(
+        self,
+        scope: Scope,
+        headers: dict[str, list[str]],
+        body: bytes,
+        form: dict[str, str] | None,
+        service: Service,
+        call: Call,
+    ) -> dict[str, Any]:
+        """A read-only call from its checks to its result."""
+        ctx, params, handler = self._prepare(scope, headers, body, form, service, call)
+        return handler(ctx, params)
 
     def _prepare(
         self,

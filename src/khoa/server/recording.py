@@ -81,12 +81,15 @@ class CallRecorder:
         await self._record(call.pre_event)
 
     async def record_outcome(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> None:
-        event = self.event(call, result, error)
-        call.recorded = True
-        if call.pre_event is None:
+        pre_event = call.pre_event
+        if pre_event is None:
+            event = self.event(call, result, error)
+            call.recorded = True
             await self._record(event)
             return
-        event.record["eventID"] = call.pre_event.event_id
+        # the outcome completes the record made before the call ran: under its event ID
+        event = self.event(call, result, error, pre_event.event_id)
+        call.recorded = True
         try:
             await self.audit.finalize(event)
         except AuditUnavailable:
@@ -124,26 +127,34 @@ class CallRecorder:
             self.metrics.audit_failures.inc()
             raise
 
-    def event(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> AuditEvent:
+    def event(
+        self, call: Call, result: dict[str, Any] | None, error: AWSError | None, event_id: str | None = None
+    ) -> AuditEvent:
+        """The call's audit event (``event_id``: a new one when not given)."""
         principal = call.principal
-        access_key_id = principal.access_key_id if principal else access_key_of(call.headers)
-        recipient = principal.account_id if principal else self.default_account
+        if principal is not None:
+            access_key_id = principal.access_key_id
+            recipient = principal.account_id
+        else:
+            access_key_id = access_key_of(call.headers)
+            recipient = self.default_account
         service = call.service
+        user_agent = call.headers.get("user-agent")
         return build_event(
-            model=service.model if service else None,
-            service=service.name if service else "unknown",
+            model=service.model if service is not None else None,
+            service=service.name if service is not None else "unknown",
             operation=call.operation,
             region=call.region or self.default_region,
             request_id=call.request_id,
             principal=principal,
             access_key_id=access_key_id,
             source_ip=call.source_ip,
-            user_agent=(call.headers.get("user-agent") or [""])[0],
+            user_agent=user_agent[0] if user_agent else "",
             params=call.params,
             result=result,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
+            error_code=error.code if error is not None else None,
+            error_message=error.message if error is not None else None,
             now=self.clock.now(),
             recipient_account=recipient,
-            event_id=self.ids.event_id(),
+            event_id=self.ids.event_id() if event_id is None else event_id,
         )

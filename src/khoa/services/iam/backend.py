@@ -30,5 +30,5 @@ class IamBackend:
 
     def forget_cached_access(self) -> None:
         """Drop this process's cached policies and credentials after a change to either."""
-        self.authorizer.directory.clear()
+        self.authorizer.clear()
         self.credentials.clear()

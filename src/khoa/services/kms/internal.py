@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from khoa.cache import private_copy
 from khoa.crypto import ciphertext, keymaterial
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, external, specs
@@ -33,8 +34,10 @@ _MANAGED_DESCRIPTIONS = {
 
 def via(ctx: RequestContext, service: str) -> RequestContext:
     """The context for a KMS call a service makes on its caller's behalf."""
-    extras = {**ctx.extras, "kms:ViaService": f"{service}.{ctx.region}.amazonaws.com"}
-    return replace(ctx, service="kms", extras=extras)
+    kms_ctx = private_copy(ctx)  # every field as the caller's, but for these two
+    kms_ctx.service = "kms"
+    kms_ctx.extras = {**ctx.extras, "kms:ViaService": f"{service}.{ctx.region}.amazonaws.com"}
+    return kms_ctx
 
 
 def _managed_policy(account_id: str, region: str, service: str) -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache, private_copy
 from khoa.clock import from_epoch
 from khoa.crypto.barrier import Barrier
 from khoa.storage import schema
@@ -113,13 +113,13 @@ class KeyStore:
         record = self._row(key_id)
         if record is None or record.account_id != account_id or record.region != region:
             return None
-        return replace(record)
+        return private_copy(record)
 
     def by_blob(self, region: str, key_id: str) -> KeyRecord | None:
         """The key a ciphertext names, in any account: whether the caller may use another account's
         key is the key policy's decision."""
         record = self._row(key_id)
-        return None if record is None or record.region != region else replace(record)
+        return None if record is None or record.region != region else private_copy(record)
 
     def insert(
         self, record: KeyRecord, material: bytes | None, now: float, tags: dict[str, str] | None = None

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache, private_copy
 from khoa.services.secretsmanager import errors
 from khoa.services.secretsmanager.store import search
 from khoa.services.secretsmanager.store.records import (
@@ -66,7 +65,7 @@ class SecretStore:
         key = ("name", account_id, region, name)
         cached = self._records.get(key)
         if cached is not MISSING:
-            return None if cached is None else replace(cached)
+            return None if cached is None else private_copy(cached)
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(SECRETS)
@@ -76,18 +75,18 @@ class SecretStore:
             ).first()
         record = None if row is None else SecretRecord.from_row(row)
         self._records.put(key, record)
-        return None if record is None else replace(record)
+        return None if record is None else private_copy(record)
 
     def by_arn(self, arn: str) -> SecretRecord | None:
         key = ("arn", arn)
         cached = self._records.get(key)
         if cached is not MISSING:
-            return None if cached is None else replace(cached)
+            return None if cached is None else private_copy(cached)
         with self._engine.connect() as conn:
             row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
         record = None if row is None else SecretRecord.from_row(row)
         self._records.put(key, record)
-        return None if record is None else replace(record)
+        return None if record is None else private_copy(record)
 
     def by_id(self, secret_id: str) -> SecretRecord | None:
         """Uncached: what a write just left (replication mirrors it)."""
