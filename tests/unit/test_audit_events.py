@@ -427,3 +427,45 @@ def test_the_writer_reconnects_when_the_database_dropped_its_connection(postgres
     finally:
         recorder.close()
         engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_batch_of_new_and_completed_events_is_stored_exactly(
+    store: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """New events and completions of events recorded before their call ran, written in one batch
+    (PostgreSQL streams the new rows with COPY, SQLite inserts them): every column reads back as
+    the writer's row made it, NULLs, booleans, floats and non-ASCII text included."""
+    from khoa.audit.recorder import _COLUMNS, _row
+    from khoa.storage.database import create_database_engine, migrate
+
+    url = request.getfixturevalue("private_postgres") if store == "postgres" else f"sqlite:///{tmp_path}/a.db"
+    engine = create_database_engine(url)
+    migrate(engine)
+    recorder = AuditRecorder(engine)
+    try:
+        before = event("secretsmanager", "PutSecretValue", {"SecretId": "db", "SecretString": "s3cr3t"}, None)
+        recorder.write([before])
+        done = replace(before, error_code="ThrottlingException")
+        done.record = {**before.record, "errorCode": "ThrottlingException", "errorMessage": "ü ✓ 雪"}
+        fresh = [
+            event("kms", "ListKeys", {}, {}),
+            event("ssm", "GetParameter", {"Name": "/ü/✓"}, {}, error_code="ParameterNotFound"),
+        ]
+        fresh[1].event_time = 1735787045.123456789
+        recorder.write(fresh, [done])
+        assert recorder._statements is not None
+        assert (recorder._statements.copy is not None) == (store == "postgres")
+        columns = [schema.audit_events.c[name] for name in _COLUMNS]
+        with engine.connect() as conn:
+            stored = {
+                row[0]: tuple(row)
+                for row in conn.execute(select(*columns).order_by(schema.audit_events.c.seq))
+            }
+        assert list(stored) == [before.event_id, *(e.event_id for e in fresh)]
+        for expected in (*fresh, done):
+            assert stored[expected.event_id] == _row(expected)
+        assert "s3cr3t" not in json.dumps(list(stored.values()), default=str)
+    finally:
+        recorder.close()
+        engine.dispose()

@@ -120,6 +120,16 @@ class BoundedCursor(psycopg.Cursor[Any]):
         finally:
             _leave(self.connection, token)
 
+    @contextlib.contextmanager
+    def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Iterator[psycopg.Copy]:
+        """COPY, guarded from its start to the server's answer at the end of the block."""
+        token = _enter(self.connection)
+        try:
+            with super().copy(statement, params, **kwargs) as copy:
+                yield copy
+        finally:
+            _leave(self.connection, token)
+
 
 class BoundedConnection(psycopg.Connection[Any]):
     """A psycopg connection whose commit and rollback (and cursors) are guarded by ``watchdog``."""
