@@ -214,3 +214,12 @@ def test_the_memo_is_bounded_and_cleared_with_the_caches() -> None:
     assert len(authorizer._decisions) == 1
     authorizer.clear()
     assert len(authorizer._decisions) == 0
+
+
+def test_a_context_value_that_cannot_be_hashed_is_evaluated_every_time(evaluations: list[int]) -> None:
+    """A service's context value that is not text (never expected) must not fail the request."""
+    authorizer = Authorizer(_Directory(CallerPolicies(identity=[CONDITIONAL])))  # type: ignore[arg-type]
+    context: dict[str, Any] = {"kms:encryptioncontext:app": ["orders"], "khoa:odd": [{"not": "text"}]}
+    for _ in range(2):
+        assert authorizer.decide(_ctx(_alice()), "kms:Decrypt", KEY, context=context).allowed
+    assert evaluations[0] == 2

@@ -22,6 +22,7 @@ epoch), though a change already reaches it through the new policy objects; full,
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from khoa.access.evaluate import Decision
@@ -50,13 +51,19 @@ class DecisionMemo:
         )
 
     def get(self, key: tuple[Any, ...]) -> Decision | None:
-        entry = self._entries.get(key)
+        """The decision memoised under ``key``; None when there is none, or when a value of the key
+        cannot be hashed (a service's context value that is not text: evaluated every time)."""
+        try:
+            entry = self._entries.get(key)
+        except TypeError:
+            return None
         return None if entry is None else entry[0]
 
     def put(self, key: tuple[Any, ...], decision: Decision, policies: tuple[object, ...]) -> None:
         if len(self._entries) >= self.max_size:
             self._entries.clear()
-        self._entries[key] = (decision, policies)
+        with contextlib.suppress(TypeError):  # unhashable: never memoised (see get)
+            self._entries[key] = (decision, policies)
 
     def clear(self) -> None:
         self._entries.clear()
