@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
+from khoa.blocking import refuse_on_the_loop
+
 log = logging.getLogger("khoa.outbound")
 
 SIGNATURE_HEADER = "X-Khoa-Signature"
@@ -154,6 +156,7 @@ def post(
     ``user_agent`` None keeps urllib's. Failed attempts are logged (host only) on ``logger`` when
     given, as ``what``: a caller that reports failures itself passes none.
     """
+    refuse_on_the_loop("outbound HTTP")
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent_headers = {"Content-Type": "application/json", **(headers or {})}
     if user_agent is not None:
@@ -361,6 +364,7 @@ def exchange(
     is), http(s) only, nothing of the URL in the exception. Raises :class:`Unreachable` when there is
     no answer.
     """
+    refuse_on_the_loop("outbound HTTP")
     if not _http_url(url):
         raise Unreachable("not an http(s) URL")
     request = urllib.request.Request(url, data=data, method="POST", headers=dict(headers))  # noqa: S310

@@ -624,3 +624,58 @@ def test_end_to_end_with_khoa_xks_proxy_on_softhsm(server: KhoaServer, real_prox
     before = raised_alerts(server)
     server.run_jobs()
     assert raised_alerts(server) == before + 1
+
+
+def test_a_silent_proxy_holds_only_the_calls_that_wait_on_it(server: KhoaServer, kms: Any, sm: Any) -> None:
+    """An XKS proxy that goes silent (connections accepted, nothing answered) holds the calls that use
+    its keys for the proxy timeout each, and nothing else: they wait on request threads, not on the
+    event loop, so the probes and calls served from the node's own keys answer at once meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.tcpproxy import TcpProxy
+
+    proxy = FakeXksProxy().start()
+    relay = TcpProxy("127.0.0.1", int(proxy.endpoint.rsplit(":", 1)[1]))
+    try:
+        store_id = create_store(kms, f"http://127.0.0.1:{relay.port}", proxy.access_key_id, proxy.secret)
+        kms.connect_custom_key_store(CustomKeyStoreId=store_id)
+        xks_key_id = xks_key(kms, store_id, proxy.add_key(_name("ext")))
+        own_key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        secret_name = _name("loop")
+        sm.create_secret(Name=secret_name, SecretString="fast-path")
+        assert kms.decrypt(CiphertextBlob=kms.encrypt(KeyId=xks_key_id, Plaintext=b"x")["CiphertextBlob"])
+
+        relay.set_mode("blackhole")
+        waiting = 6
+        with ThreadPoolExecutor(waiting) as pool:
+            started = time.monotonic()
+            held = [
+                pool.submit(error_response, kms.encrypt, KeyId=xks_key_id, Plaintext=b"x")
+                for _ in range(waiting)
+            ]
+            time.sleep(0.3)  # every held call is waiting on the proxy now
+            slowest = 0.0
+            while not all(call.done() for call in held):
+                begun = time.monotonic()
+                with urllib.request.urlopen(f"{server.endpoint}/_khoa/health", timeout=10) as response:
+                    assert response.status == 200
+                assert kms.decrypt(
+                    CiphertextBlob=kms.encrypt(KeyId=own_key_id, Plaintext=b"y")["CiphertextBlob"]
+                )
+                assert sm.get_secret_value(SecretId=secret_name)["SecretString"] == "fast-path"
+                slowest = max(slowest, time.monotonic() - begun)
+                time.sleep(0.05)
+            failures = [call.result()["Error"] for call in held]
+            elapsed = time.monotonic() - started
+        # On the loop, six calls would have held everything for six proxy timeouts in turn.
+        assert slowest < 1.0, slowest
+        assert elapsed < 2 * 2.0 + 2, elapsed  # the held calls waited side by side
+        for failure in failures:
+            assert failure["Code"] == "KMSInvalidStateException"
+            assert "did not respond in time" in failure["Message"]
+
+        relay.set_mode("pass")
+        assert kms.decrypt(CiphertextBlob=kms.encrypt(KeyId=xks_key_id, Plaintext=b"z")["CiphertextBlob"])
+    finally:
+        relay.close()
+        proxy.stop()

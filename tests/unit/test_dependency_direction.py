@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
             "network",
             "affinity",
             "outbound",
+            "blocking",
             "crypto",
             "storage",
             "protocol",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from khoa.audit.events import is_read_only
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
+from khoa.blocking import WouldBlock, on_the_loop
 from khoa.clock import Clock
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
@@ -72,6 +73,13 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
 }
 
 
+# Writes that call a peer over the network (an external key store's proxy): never on the event loop,
+# whatever the database (a read that does is moved off the loop when it comes to it: khoa.blocking).
+_CALLS_OUT: dict[str, frozenset[str]] = {
+    "kms": frozenset({"CreateCustomKeyStore", "ConnectCustomKeyStore", "UpdateCustomKeyStore"}),
+}
+
+
 def _raw_path(scope: Scope) -> str:
     """The request's path as sent (still percent-encoded, so an encoded ``/`` stays inside its label)."""
     raw = scope.get("raw_path")
@@ -105,13 +113,14 @@ class Pipeline:
         """``services`` by X-Amz-Target prefix (awsJson), ``query_services`` by signing name (awsQuery);
         ``revoked`` tells every process of the node that access may have been taken away.
 
-        A call's blocking work (authentication, authorisation and its handler, which read and write
+        A write's blocking work (authentication, authorisation and its handler, which read and write
         the database) runs on ``request_threads`` when ``every_call_off_loop`` (a database across the
         network, where a slow or silent server would otherwise hold the event loop, and with it every
-        other request and probe, for up to the database bound); CPU-heavy calls run on
-        ``heavy_threads``, which may use every CPU of the process even when the worker keeps to one;
-        other calls run on the event loop, which saves the hand-off between threads on the embedded
-        database's fast path.
+        other request and probe, for up to the database bound), as do writes that call an external
+        key store; CPU-heavy calls run on ``heavy_threads``, which may use every CPU of the process
+        even when the worker keeps to one; other calls run on the event loop, which saves the
+        hand-off between threads. A read runs on the loop until it would wait on a peer, and then on
+        a request thread (``_read_on_the_loop_first``).
         """
         self.services = services
         # rest-json services (Access Analyzer) are addressed by method and path (see _rest_service)
@@ -155,14 +164,20 @@ class Pipeline:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
             threads: Executor | None = None  # None: on the event loop
-            if call.operation in _CPU_HEAVY.get(service.name, ()):
+            heavy = call.operation in _CPU_HEAVY.get(service.name, ())
+            if heavy:
                 threads = self.heavy_threads
-            elif self.every_call_off_loop:
+            elif self.every_call_off_loop or call.operation in _CALLS_OUT.get(service.name, ()):
                 threads = self.request_threads
             if is_read_only(call.operation):
-                # Nothing to record before a read runs: the whole call in one hand-off to a thread
-                # (a refusal, from the checks or the handler, is recorded by ``refuse`` below).
-                result = await self._run(threads, self._read, scope, headers, body, form, service, call)
+                # Nothing to record before a read runs: the whole call at once, on the loop until it
+                # would wait on a peer (a refusal, from the checks or the handler, is recorded by
+                # ``refuse`` below).
+                request = (scope, headers, body, form, service, call)
+                if heavy:
+                    result = await self._run(self.heavy_threads, self._read, *request)
+                else:
+                    result = await self._read_on_the_loop_first(request)
             else:
                 ctx, params, handler = await self._run(
                     threads, self._prepare, scope, headers, body, form, service, call
@@ -208,6 +223,16 @@ class Pipeline:
         self.metrics.count_request(service_name, label, response.outcome)
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
+
+    async def _read_on_the_loop_first(self, request: tuple[Any, ...]) -> dict[str, Any]:
+        """A read, run on the event loop unless it comes to wait on a peer (the network database, an
+        external key store's proxy): then again, from the start, on a request thread (khoa.blocking).
+        Reads served from the caches, nearly all of them, never pay for the hand-off."""
+        try:
+            with on_the_loop():
+                return self._read(*request)
+        except WouldBlock:
+            return await self._run(self.request_threads, self._read, *request)
 
     @staticmethod
     async def _run(threads: Executor | None, work: Callable[..., _T], *args: Any) -> _T:

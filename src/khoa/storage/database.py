@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event, make_url
 
+from khoa.blocking import refuse_on_the_loop
 from khoa.protocol.errors import AWSError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -100,6 +101,18 @@ def mysql_connect_args(bounds: DatabaseBounds | None) -> dict[str, Any]:
     return args
 
 
+def _refuse_on_the_loop(engine: Engine) -> None:
+    """A network database is never waited on by a call tried on the event loop (khoa.blocking): the
+    request for a connection raises WouldBlock before anything is taken from the pool."""
+    checkout = engine.raw_connection
+
+    def raw_connection() -> Any:
+        refuse_on_the_loop("the database")
+        return checkout()
+
+    engine.raw_connection = raw_connection  # type: ignore[method-assign]
+
+
 def create_database_engine(url: str, bounds: DatabaseBounds | None = None) -> Engine:
     """An engine for ``url``; with ``bounds`` (a server's engine) every wait on the database is bounded."""
     timeout = bounds.timeout_seconds if bounds else DEFAULT_TIMEOUT_SECONDS
@@ -128,6 +141,7 @@ def create_database_engine(url: str, bounds: DatabaseBounds | None = None) -> En
         pool_timeout=timeout,
         connect_args=connect_args,
     )
+    _refuse_on_the_loop(engine)
     if bounds is not None and engine.dialect.driver == "psycopg":
         from khoa.storage import watchdog  # here: it imports psycopg, which SQLite installations never use
 
