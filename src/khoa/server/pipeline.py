@@ -175,7 +175,7 @@ class Pipeline:
                 # ``refuse`` below).
                 request = (scope, headers, body, form, service, call)
                 if heavy:
-                    result = await self._run(self.heavy_threads, self._read, *request)
+                    result = await self._run(self.heavy_threads, self._read, request)
                 else:
                     result = await self._read_on_the_loop_first(request)
             else:
@@ -230,9 +230,9 @@ class Pipeline:
         Reads served from the caches, nearly all of them, never pay for the hand-off."""
         try:
             with on_the_loop():
-                return self._read(*request)
+                return self._read(request)
         except WouldBlock:
-            return await self._run(self.request_threads, self._read, *request)
+            return await self._run(self.request_threads, self._read, request)
 
     @staticmethod
     async def _run(threads: Executor | None, work: Callable[..., _T], *args: Any) -> _T:
@@ -279,17 +279,9 @@ class Pipeline:
         # endpoint (STS), whose signature check refuses the scope, in XML as a query client expects.
         return self.query_services.get(scope_service(headers) or "sts") or self.query_services.get("sts")
 
-    def _read(
-        self,
-        scope: Scope,
-        headers: dict[str, list[str]],
-        body: bytes,
-        form: dict[str, str] | None,
-        service: Service,
-        call: Call,
-    ) -> dict[str, Any]:
-        """A read-only call from its checks to its result."""
-        ctx, params, handler = self._prepare(scope, headers, body, form, service, call)
+    def _read(self, request: tuple[Any, ...]) -> dict[str, Any]:
+        """A read-only call from its checks to its result (``request``: ``_prepare``'s arguments)."""
+        ctx, params, handler = self._prepare(*request)
         return handler(ctx, params)
 
     def _prepare(
