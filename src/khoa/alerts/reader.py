@@ -80,30 +80,38 @@ class TrailReader:
 
     def __init__(self, dialect: Dialect) -> None:
         c = _EVENTS.c
-        after, last, limit = (bindparam(name, 0, type_=Integer()) for name in ("after", "last", "limit"))
-        window = select(c.seq).where(c.seq > after).order_by(c.seq).limit(limit).subquery()
+        after, first, last = (bindparam(name, 0, type_=Integer()) for name in ("after", "first", "last"))
+        # Every statement reads a bounded range of the primary key and none asks for an order (the
+        # caller sorts): "the next N after the cursor, in order" was planned, on a table without
+        # fresh statistics, as a scan of everything after the cursor and a sort, on every pass.
+        window = and_(c.seq >= first, c.seq <= last)
         batch = and_(c.seq > after, c.seq <= last)
         firsts = select(func.min(c.seq)).where(batch, _ROUTINE).group_by(*_ROUTINE_KEY)
-        self._span = _Prepared(select(func.count(), func.max(window.c.seq)), dialect)
-        self._seqs = _Prepared(select(window.c.seq).order_by(window.c.seq), dialect)
+        self._first = _Prepared(select(func.min(c.seq)).where(c.seq > after), dialect)
+        self._span = _Prepared(select(func.count(), func.max(c.seq)).where(window), dialect)
+        self._seqs = _Prepared(select(c.seq).where(window), dialect)
         self._events = _Prepared(
-            select(*event_columns()).where(batch, or_(not_(_ROUTINE), c.seq.in_(firsts))).order_by(c.seq),
-            dialect,
+            select(*event_columns()).where(batch, or_(not_(_ROUTINE), c.seq.in_(firsts))), dialect
         )
 
     def read(self, conn: Connection, after: int, limit: int) -> tuple[list[int], list[Event]]:
-        """The sequence numbers of the next ``limit`` events after ``after``, and the events among
-        them that rules must see: every event that is not routine, and the first of each group of
-        routine events alike in everything rules ask of them (a busy application reads one secret
-        thousands of times between two passes, all alike). Counting and grouping happen in SQL, so
-        only the few rows that can tell rules something new reach Python."""
-        [(count, last)] = self._span.rows(conn, after=after, limit=limit)
-        if not count:
+        """The sequence numbers of the events in the next window of ``limit`` numbers after
+        ``after`` (it starts at the first event after it: a gap before that is the cursor's to
+        judge), ascending, and the events among them that rules must see, in no particular order:
+        every event that is not routine, and the first of each group of routine events alike in
+        everything rules ask of them (a busy application reads one secret thousands of times
+        between two passes, all alike). Counting and grouping happen in SQL, so only the few rows
+        that can tell rules something new reach Python."""
+        [(first,)] = self._first.rows(conn, after=after)
+        if first is None:
             return [], []
-        if last - after == count:
-            seqs = list(range(after + 1, last + 1))  # no gaps: SQLite's rowids, PostgreSQL at rest
+        [(count, last)] = self._span.rows(conn, first=first, last=first + limit - 1)
+        if not count:  # removed in between (retention): the next pass looks again
+            return [], []
+        if last - first + 1 == count:
+            seqs = list(range(first, last + 1))  # no gaps: SQLite's rowids, PostgreSQL at rest
         else:
-            seqs = [seq for (seq,) in self._seqs.rows(conn, after=after, limit=limit)]
+            seqs = sorted(seq for (seq,) in self._seqs.rows(conn, first=first, last=last))
         return seqs, [Event(*row) for row in self._events.rows(conn, after=after, last=last)]
 
 

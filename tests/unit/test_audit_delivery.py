@@ -1,0 +1,188 @@
+"""The leader's reading of the trail, on SQLite and PostgreSQL alike: delivery to log files takes a
+backlog in windows of sequence numbers, each event once and in order, across gaps small and large;
+the alert engine's reader takes windows the same way; and on PostgreSQL no statement either makes
+reads more than its window, even from a table the server never analysed (a scan and sort of the
+whole undelivered range per batch made a backlog cost its square)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, insert, text
+
+from khoa.alerts.reader import TrailReader
+from khoa.audit import delivery as delivery_module
+from khoa.audit.delivery import GAP_SECONDS, Delivery
+from khoa.audit.files import AuditFiles
+from khoa.storage import schema
+from khoa.storage.database import create_database_engine, migrate
+
+ACCOUNT = "111122223333"
+T0 = 1_780_000_000.0
+WINDOW = 40
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    url = (
+        f"sqlite:///{tmp_path / 'khoa.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("private_postgres")
+    )
+    made = create_database_engine(url)
+    migrate(made)
+    yield made
+    made.dispose()
+
+
+def _add(engine: Engine, seqs: list[int], region: str = "us-east-1") -> None:
+    rows = [
+        {
+            "seq": seq,
+            "event_id": f"00000000-0000-4000-8000-{seq:012d}",
+            "account_id": ACCOUNT,
+            "region": region,
+            "event_time": T0 + seq,
+            "event_source": "kms.amazonaws.com",
+            "event_name": "Encrypt",
+            "read_only": True,
+            "record": json.dumps({"eventID": f"e{seq}", "awsRegion": region}, separators=(",", ":")),
+        }
+        for seq in seqs
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(schema.audit_events), rows)
+
+
+def _delivered(directory: Path) -> list[list[int]]:
+    """The sequence numbers in each log file, files in the order of their first event."""
+    files = [
+        [int(r["eventID"][1:]) for r in json.loads(gzip.decompress(path.read_bytes()))["Records"]]
+        for path in directory.glob("AWSLogs/**/*.json.gz")
+    ]
+    return sorted(files)
+
+
+def test_a_backlog_is_delivered_in_windows_each_event_once_across_gaps(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "MAX_RECORDS_PER_FILE", WINDOW)
+    directory = tmp_path / "audit"
+    delivery = Delivery(engine, AuditFiles(engine, directory), renew=lambda: None)
+    # A run, two numbers not committed yet, a jump longer than a window (still waited for), and a
+    # jump longer than anyone waits for (rows removed, numbers burnt).
+    seqs = [*range(1, 101), *range(103, 151), *range(400, 451), *range(5000, 5011)]
+    _add(engine, seqs)
+    delivery.deliver(T0, 5010)
+    files = _delivered(directory)
+    assert sorted(seq for file in files for seq in file) == seqs
+    assert all(file == sorted(file) and 0 < len(file) <= WINDOW for file in files)
+    state = delivery.state()
+    assert state.delivered_seq == 5010
+    held = set(state.held)
+    assert {101, 102, 151, 399, 451} <= held and not held & {480, 4999}
+
+    _add(engine, [101, 300], region="eu-west-1")  # two late commits
+    delivery.deliver(T0 + 1, 5010)
+    assert sorted(seq for file in _delivered(directory) for seq in file) == sorted([*seqs, 101, 300])
+    assert {101, 300}.isdisjoint(delivery.state().held)
+    delivery.deliver(T0 + GAP_SECONDS + 2, 5010)  # the rest is given up
+    assert delivery.state().held == {}
+
+
+def test_a_watermark_below_the_newest_event_leaves_the_rest_for_later(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "MAX_RECORDS_PER_FILE", WINDOW)
+    directory = tmp_path / "audit"
+    delivery = Delivery(engine, AuditFiles(engine, directory), renew=lambda: None)
+    _add(engine, list(range(1, 201)))
+    delivery.deliver(T0, 90)
+    assert [seq for file in _delivered(directory) for seq in file] == list(range(1, 91))
+    assert delivery.state().delivered_seq == 90 and delivery.state().held == {}
+    delivery.deliver(T0, 200)
+    assert sorted(seq for file in _delivered(directory) for seq in file) == list(range(1, 201))
+
+
+def _scanned(plan: dict[str, Any]) -> Iterator[int]:
+    """The rows each scan node of an executed plan produced."""
+    if "Scan" in plan["Node Type"]:
+        yield int(plan["Actual Rows"]) * int(plan["Actual Loops"])
+    for child in plan.get("Plans", []):
+        yield from _scanned(child)
+
+
+def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(engine: Engine) -> None:
+    _add(engine, [*range(1, 11), *range(15, 21)])
+    reader = TrailReader(engine.dialect)
+    with engine.connect() as conn:
+        assert [seqs for seqs, _ in [reader.read(conn, 0, 8)]] == [list(range(1, 9))]
+        seqs, events = reader.read(conn, 8, 8)
+        assert seqs == [9, 10, 15, 16] and {e.seq for e in events} <= set(seqs)
+        assert reader.read(conn, 10, 8)[0] == list(range(15, 21))
+        assert reader.read(conn, 20, 8) == ([], [])
+
+
+def _add_unanalysed(engine: Engine, count: int) -> None:
+    """``count`` events the planner has no statistics for."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_events (seq, event_id, account_id, region, event_time, event_source,"
+                " event_name, read_only, record) SELECT g, 'e-' || g, :account, 'us-east-1', :t0 + g,"
+                " 'kms.amazonaws.com', 'Encrypt', true, '{\"eventID\":\"e' || g || '\"}'"
+                " FROM generate_series(1, :count) AS g"
+            ),
+            {"account": ACCOUNT, "t0": T0, "count": count},
+        )
+
+
+def _most_rows_scanned(engine: Engine, statements: list[tuple[str, Any]]) -> int:
+    """The most rows any scan of any of ``statements`` read, as PostgreSQL executes them."""
+    most = 0
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        for statement, parameters in statements:
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+            [[plans]] = cursor.fetchall()
+            most = max(most, *_scanned(plans[0]["Plan"]))
+    finally:
+        connection.close()
+    return most
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_delivery_never_has_postgresql_read_the_whole_backlog(engine: Engine, tmp_path: Path) -> None:
+    _add_unanalysed(engine, 30000)
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "audit_events" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None).deliver(T0, 30000)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert statements
+    assert _most_rows_scanned(engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(engine: Engine) -> None:
+    _add_unanalysed(engine, 30000)
+    reader = TrailReader(engine.dialect)
+    values = {"after": 10, "first": 11, "last": 5010}
+    statements: list[tuple[str, Any]] = []
+    for prepared in (reader._first, reader._span, reader._seqs, reader._events):
+        params = {**prepared.constants, **values}
+        names = prepared.names
+        statements.append((prepared.sql, params if names is None else tuple(params[n] for n in names)))
+    assert _most_rows_scanned(engine, statements) <= 5000
