@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, insert
 
 from khoa.alerts.reader import TrailReader
 from khoa.audit import delivery as delivery_module
@@ -21,6 +21,7 @@ from khoa.audit.delivery import GAP_SECONDS, Delivery
 from khoa.audit.files import AuditFiles
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
+from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, selects_on
 
 ACCOUNT = "111122223333"
 T0 = 1_780_000_000.0
@@ -109,14 +110,6 @@ def test_a_watermark_below_the_newest_event_leaves_the_rest_for_later(
     assert sorted(seq for file in _delivered(directory) for seq in file) == list(range(1, 201))
 
 
-def _scanned(plan: dict[str, Any]) -> Iterator[int]:
-    """The rows each scan node of an executed plan produced."""
-    if "Scan" in plan["Node Type"]:
-        yield int(plan["Actual Rows"]) * int(plan["Actual Loops"])
-    for child in plan.get("Plans", []):
-        yield from _scanned(child)
-
-
 def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(engine: Engine) -> None:
     _add(engine, [*range(1, 11), *range(15, 21)])
     reader = TrailReader(engine.dialect)
@@ -128,56 +121,18 @@ def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(en
         assert reader.read(conn, 20, 8) == ([], [])
 
 
-def _add_unanalysed(engine: Engine, count: int) -> None:
-    """``count`` events the planner has no statistics for."""
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO audit_events (seq, event_id, account_id, region, event_time, event_source,"
-                " event_name, read_only, record) SELECT g, 'e-' || g, :account, 'us-east-1', :t0 + g,"
-                " 'kms.amazonaws.com', 'Encrypt', true, '{\"eventID\":\"e' || g || '\"}'"
-                " FROM generate_series(1, :count) AS g"
-            ),
-            {"account": ACCOUNT, "t0": T0, "count": count},
-        )
-
-
-def _most_rows_scanned(engine: Engine, statements: list[tuple[str, Any]]) -> int:
-    """The most rows any scan of any of ``statements`` read, as PostgreSQL executes them."""
-    most = 0
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        for statement, parameters in statements:
-            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
-            [[plans]] = cursor.fetchall()
-            most = max(most, *_scanned(plans[0]["Plan"]))
-    finally:
-        connection.close()
-    return most
-
-
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_delivery_never_has_postgresql_read_the_whole_backlog(engine: Engine, tmp_path: Path) -> None:
-    _add_unanalysed(engine, 30000)
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "audit_events" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)
+    with selects_on(engine, "audit_events") as statements:
         Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None).deliver(T0, 30000)
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert statements
-    assert _most_rows_scanned(engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
+    assert most_rows_scanned(engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
 
 
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(engine: Engine) -> None:
-    _add_unanalysed(engine, 30000)
+    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)
     reader = TrailReader(engine.dialect)
     values = {"after": 10, "first": 11, "last": 5010}
     statements: list[tuple[str, Any]] = []
@@ -185,4 +140,4 @@ def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(engine: En
         params = {**prepared.constants, **values}
         names = prepared.names
         statements.append((prepared.sql, params if names is None else tuple(params[n] for n in names)))
-    assert _most_rows_scanned(engine, statements) <= 5000
+    assert most_rows_scanned(engine, statements) <= 5000

@@ -3,6 +3,7 @@ and readiness, without a server."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -238,9 +239,20 @@ def test_resource_names_match_whole_lines_only(engine: Engine) -> None:
 
 
 def test_next_tokens_belong_to_their_query() -> None:
-    token = encode_token(42, "abc")
-    assert decode_token(token, "abc") == 42
-    for bad, fingerprint in ((token, "other"), ("garbage!", "abc"), (encode_token(42, "abc")[:-4], "abc")):
+    token = encode_token(1_780_000_000.123456, 42, "abc")
+    assert decode_token(token, "abc") == (1_780_000_000.123456, 42)
+    forged = [
+        base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+        for value in (
+            [42, "abc"],
+            ["NaN", 42, "abc"],
+            [1.5, 4.2, "abc"],
+            [True, 42, "abc"],
+            [1.5, False, "abc"],
+        )
+    ]
+    cases = [(token, "other"), ("garbage!", "abc"), (token[:-4], "abc"), *((bad, "abc") for bad in forged)]
+    for bad, fingerprint in cases:
         with pytest.raises(AWSError) as info:
             decode_token(bad, fingerprint)
         assert info.value.code == "InvalidNextTokenException"

@@ -435,7 +435,9 @@ audit_events = Table(
     Column("event_type", String(32)),
     Column("principal_arn", String(2048)),
     Column("source_ip", String(256)),
-    Index("ix_audit_events_account_time", "account_id", "event_time"),
+    # LookupEvents pages newest first in (event_time, seq) order within an account and Region;
+    # queries by account and time use the prefix.
+    Index("ix_audit_events_lookup", "account_id", "event_time", "region", "seq"),
 )
 
 # How far log file delivery has come (one row, name "trail"): every event with seq <= delivered_seq

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,19 +65,27 @@ def _fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def encode_token(seq: int, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([seq, fingerprint]).encode()).decode()
+def encode_token(at: float, seq: int, fingerprint: str) -> str:
+    """The page's last event (its time and sequence number) and the request's fingerprint."""
+    return base64.urlsafe_b64encode(json.dumps([at, seq, fingerprint]).encode()).decode()
 
 
-def decode_token(token: str, fingerprint: str) -> int:
+def decode_token(token: str, fingerprint: str) -> tuple[float, int]:
     invalid = errors.invalid_next_token()
     try:
-        seq, expected = json.loads(base64.urlsafe_b64decode(token.encode()))
+        at, seq, expected = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError, binascii.Error):
         raise invalid from None
-    if not isinstance(seq, int) or expected != fingerprint:
+    if (
+        not isinstance(at, int | float)
+        or isinstance(at, bool)
+        or not math.isfinite(at)
+        or not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or expected != fingerprint
+    ):
         raise invalid
-    return seq
+    return float(at), seq
 
 
 def _event(row: Row[Any]) -> dict[str, Any]:
@@ -120,12 +129,13 @@ def lookup_events(trail: CloudTrailBackend, ctx: RequestContext, params: dict[st
         attribute=attribute,
         start=start,
         end=end,
-        before_seq=before,
+        before=before,
         limit=limit + 1,
     )
     result: dict[str, Any] = {"Events": [_event(row) for row in rows[:limit]]}
     if len(rows) > limit:
-        result["NextToken"] = encode_token(rows[limit - 1].seq, fingerprint)
+        last = rows[limit - 1]
+        result["NextToken"] = encode_token(last.event_time, last.seq, fingerprint)
     return result
 
 

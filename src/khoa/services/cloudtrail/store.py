@@ -54,12 +54,14 @@ class TrailStore:
         attribute: tuple[str, str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
-        before_seq: int | None = None,
+        before: tuple[float, int] | None = None,
         limit: int,
     ) -> list[Row[Any]]:
-        """Up to ``limit`` of the account's events in ``region``, newest first: those matching the
-        lookup ``attribute`` (key, value), between ``start`` and ``end`` (inclusive), and older than
-        ``before_seq`` (keyset paging)."""
+        """Up to ``limit`` of the account's events in ``region``, newest first (by event time, then
+        sequence number): those matching the lookup ``attribute`` (key, value), between ``start`` and
+        ``end`` (inclusive), and after ``before``, the (event time, sequence number) of the last
+        event of the previous page (keyset paging). The lookup index holds the events in this
+        order, so a page reads only its own rows (and those a lookup attribute skips)."""
         query = (
             select(
                 _EVENTS.c.seq,
@@ -81,7 +83,12 @@ class TrailStore:
             query = query.where(_EVENTS.c.event_time >= start.timestamp())
         if end is not None:
             query = query.where(_EVENTS.c.event_time <= end.timestamp())
-        if before_seq is not None:
-            query = query.where(_EVENTS.c.seq < before_seq)
+        if before is not None:
+            at, seq = before
+            query = query.where(
+                _EVENTS.c.event_time <= at,
+                or_(_EVENTS.c.event_time < at, _EVENTS.c.seq < seq),
+            )
+        newest_first = (_EVENTS.c.event_time.desc(), _EVENTS.c.seq.desc())
         with self._engine.connect() as conn:
-            return list(conn.execute(query.order_by(_EVENTS.c.seq.desc()).limit(limit)).all())
+            return list(conn.execute(query.order_by(*newest_first).limit(limit)).all())
