@@ -36,6 +36,14 @@ shared by every user, else the data directory alone, which other installations c
 worker at a time decides, under ``<claim-dir>/claims.lock``. The cost of the trade: a pinned worker
 never uses a second CPU, even when the other is idle.
 
+CPU-heavy calls (RSA key generation above all) run on threads of their own at a lower priority
+(:func:`keep_thread_to`), and at most one CPU fewer than the machine has run at once, counted across
+every worker and installation that shares the claim directory (:class:`HeavyGate`: lock files
+``<claim-dir>/heavy-<n>.lock``): priority alone did not keep fast calls fast when every worker's
+heavy threads had every CPU busy (measured: GetSecretValue at 1,100 req/s beside two clients creating
+RSA-4096 keys back to back on two workers, 1,700-2,300 with the gate; key generation then takes
+turns).
+
 The GIL switch interval is set where the server process starts (``khoa.app.create_app``), from
 ``KHOA_GIL_SWITCH_INTERVAL_MS``: see :data:`DEFAULT_SWITCH_INTERVAL_MS`.
 """
@@ -52,10 +60,15 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 log = logging.getLogger("khoa.affinity")
+
+_T = TypeVar("_T")
 
 MODES = ("auto", "off")
 
@@ -458,3 +471,67 @@ def _move_threads(cpus: set[int]) -> None:
         if thread.native_id is not None:
             with contextlib.suppress(OSError):  # a thread that just ended
                 os.sched_setaffinity(thread.native_id, cpus)
+
+
+# -- the node-wide gate for CPU-heavy calls --------------------------------------------------------
+
+
+class HeavyGate:
+    """At most ``slots`` CPU-heavy calls at once among every process that shares ``directory``.
+
+    Each call takes a slot (``heavy-<n>.lock``, ``flock``) on a file opened for it alone (flock
+    belongs to the open file, so threads of one process exclude each other too), and the kernel
+    frees it when the call ends or its process dies. Where the lock files cannot be made the call
+    runs ungated: the gate shares CPUs, it guards nothing."""
+
+    def __init__(self, directory: Path | None, slots: int) -> None:
+        self.paths = [directory / f"heavy-{n}.lock" for n in range(max(1, slots))] if directory else []
+
+    def run(self, work: Callable[[], _T]) -> _T:
+        fds = self._take()
+        try:
+            return work()
+        finally:
+            for fd in fds:
+                os.close(fd)  # also unlocks
+
+    def _take(self) -> list[int]:
+        """The open lock file of a free slot (waiting for one when all are taken); none when the
+        files cannot be opened. A free slot is taken at once; when all are busy the call waits on
+        the slot its thread's number picks."""
+        opened: list[int] = []
+        for path in self.paths:
+            fd = _open_lock(path, 0o644)
+            if fd is None:
+                break
+            if _lock(fd):
+                for other in opened:
+                    os.close(other)
+                return [fd]
+            opened.append(fd)
+        if not opened:
+            return []
+        chosen = opened.pop(threading.get_ident() % len(opened))
+        for other in opened:
+            os.close(other)
+        fcntl.flock(chosen, fcntl.LOCK_EX)
+        return [chosen]
+
+
+def heavy_gate(data_dir: Path, claim_dir: Path | None) -> HeavyGate:
+    """The gate for this process: in the claim directory shared machine-wide (``claim_dir``, given by
+    the operator, else the first usable of :data:`MACHINE_CLAIM_DIRS`; else the data directory), with
+    a slot for every CPU this process may use but one (one at least)."""
+    directory = _claim_dir(claim_dir, MACHINE_CLAIM_DIRS) or data_dir
+    return HeavyGate(directory, len(allowed_cpus()) - 1)
+
+
+class GatedThreads(ThreadPoolExecutor):
+    """A thread pool whose every call runs through a :class:`HeavyGate`."""
+
+    def __init__(self, gate: HeavyGate, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        return super().submit(self.gate.run, lambda: fn(*args, **kwargs))

@@ -5,9 +5,12 @@ CPUs; and the GIL switch interval is a setting applied where the server process 
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -457,3 +460,76 @@ def test_heavy_threads_run_at_a_lower_priority_than_the_rest() -> None:
     with ThreadPoolExecutor(1, initializer=affinity.keep_thread_to, initargs=(frozenset(),)) as pool:
         assert pool.submit(niceness).result() == min(19, mine + affinity.HEAVY_THREAD_NICENESS)
     assert niceness() == mine  # the calling thread is untouched
+
+
+def _overlap(gate: affinity.HeavyGate, calls: int, threads: int) -> int:
+    """The most calls that ran through ``gate`` at once, ``calls`` of them on ``threads`` threads."""
+    running = [0]
+    most = [0]
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(0.05)
+        with lock:
+            running[0] -= 1
+
+    with affinity.GatedThreads(gate, threads) as pool:
+        for future in [pool.submit(work) for _ in range(calls)]:
+            future.result(timeout=30)
+    return most[0]
+
+
+def test_the_heavy_gate_runs_no_more_calls_at_once_than_its_slots(tmp_path: Path) -> None:
+    assert _overlap(affinity.HeavyGate(tmp_path, 1), calls=8, threads=4) == 1
+    assert _overlap(affinity.HeavyGate(tmp_path, 2), calls=12, threads=4) == 2
+    assert _overlap(affinity.HeavyGate(tmp_path, 0), calls=4, threads=4) == 1  # one slot at least
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heavy-0.lock", "heavy-1.lock"]
+
+
+def test_the_heavy_gate_is_shared_by_processes_and_freed_when_one_dies(tmp_path: Path) -> None:
+    """Another process holding the only slot holds this one's calls; killed, it frees the slot."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o644);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "heavy-0.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        gate = affinity.HeavyGate(tmp_path, 1)
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(gate.run, lambda: time.monotonic())
+            time.sleep(0.3)
+            assert not done.done()  # waits for the other process's call
+            killed_at = time.monotonic()
+            holder.send_signal(signal.SIGKILL)
+            assert done.result(timeout=10) >= killed_at
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_heavy_gate_runs_calls_ungated_where_it_cannot_make_its_files(tmp_path: Path) -> None:
+    gate = affinity.HeavyGate(tmp_path / "missing", 1)
+    assert _overlap(gate, calls=4, threads=4) > 1
+    assert affinity.HeavyGate(None, 1).run(lambda: 42) == 42
+
+
+def test_the_heavy_gate_has_a_slot_for_every_cpu_but_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(affinity, "allowed_cpus", lambda: frozenset(range(8)))
+    gate = affinity.heavy_gate(tmp_path, tmp_path / "claims")
+    assert [p.name for p in gate.paths] == [f"heavy-{n}.lock" for n in range(7)]
+    assert gate.paths[0].parent == tmp_path / "claims"
+    monkeypatch.setattr(affinity, "allowed_cpus", lambda: frozenset({0}))
+    assert len(affinity.heavy_gate(tmp_path, tmp_path / "claims").paths) == 1
