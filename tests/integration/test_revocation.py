@@ -32,7 +32,11 @@ from tests.support.errors import code_of
 from tests.support.identity import Caller, new_user, session
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
-LONG_CACHES = {"KHOA_CREDENTIAL_CACHE_SECONDS": "60", "KHOA_POLICY_CACHE_SECONDS": "60"}
+LONG_CACHES = {
+    "KHOA_CREDENTIAL_CACHE_SECONDS": "60",
+    "KHOA_POLICY_CACHE_SECONDS": "60",
+    "KHOA_METADATA_CACHE_SECONDS": "60",
+}
 READ_SECRETS = {"Effect": "Allow", "Action": "secretsmanager:DescribeSecret", "Resource": "*"}
 MIN_CALLS_PER_WORKER = 3
 
@@ -61,13 +65,21 @@ def _secret(server: KhoaServer) -> str:
 def _by_worker(node: Node, caller: Caller, secret: str) -> dict[str, frozenset[str]]:
     """DescribeSecret as ``caller`` over new connections until every worker process answered a few
     times; each worker's outcomes ("ok" or the error code). The test harness names the worker."""
+    return _each_worker(node, caller, "secretsmanager", "secretsmanager.DescribeSecret", {"SecretId": secret})
+
+
+def _each_worker(
+    node: Node, caller: Caller, service: str, target: str, payload: dict[str, object]
+) -> dict[str, frozenset[str]]:
+    """``target`` as ``caller`` over new connections until every worker process answered a few
+    times; each worker's outcomes ("ok" or the error code). The test harness names the worker."""
     seen: dict[str, list[str]] = {}
     for _ in range(400):
         reply = call(
             node.server.endpoint,
-            "secretsmanager.DescribeSecret",
-            {"SecretId": secret},
-            service="secretsmanager",
+            target,
+            payload,
+            service=service,
             access_key=caller.access_key_id,
             secret_key=caller.secret_access_key,
         )
@@ -153,6 +165,60 @@ def test_a_secret_resource_policy_deny_applies_at_once(node: Node) -> None:
     }
     node.server.client("secretsmanager").put_resource_policy(SecretId=secret, ResourcePolicy=json.dumps(deny))
     assert set(_by_worker(node, user, secret).values()) == {frozenset({"AccessDeniedException"})}
+
+
+def _tagged_for_blue(action: str) -> dict[str, object]:
+    return {
+        "Effect": "Allow",
+        "Action": action,
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/team": "blue"}},
+    }
+
+
+def test_a_removed_resource_tag_denies_on_the_very_next_call(node: Node) -> None:
+    """A resource's tags are policy facts: taking the tag an ABAC policy asks for takes the access
+    away at once, on every worker, for a KMS key, a secret and a parameter alike."""
+    server = node.server
+    kms, sm, ssm = server.client("kms"), server.client("secretsmanager"), server.client("ssm")
+    key_id = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "blue"}])["KeyMetadata"]["KeyId"]
+    secret = _secret(server)
+    sm.tag_resource(SecretId=secret, Tags=[{"Key": "team", "Value": "blue"}])
+    parameter = f"/revocation/{uuid.uuid4().hex[:8]}"
+    ssm.put_parameter(Name=parameter, Value="v", Type="String", Tags=[{"Key": "team", "Value": "blue"}])
+    user = new_user(
+        server,
+        server.client("iam"),
+        _tagged_for_blue("kms:DescribeKey"),
+        _tagged_for_blue("secretsmanager:DescribeSecret"),
+        _tagged_for_blue("ssm:GetParameter"),
+    )
+    calls = {
+        "kms": (
+            "TrentService.DescribeKey",
+            {"KeyId": key_id},
+            lambda: kms.untag_resource(KeyId=key_id, TagKeys=["team"]),
+        ),
+        "secretsmanager": (
+            "secretsmanager.DescribeSecret",
+            {"SecretId": secret},
+            lambda: sm.untag_resource(SecretId=secret, TagKeys=["team"]),
+        ),
+        "ssm": (
+            "AmazonSSM.GetParameter",
+            {"Name": parameter},
+            lambda: ssm.remove_tags_from_resource(
+                ResourceType="Parameter", ResourceId=parameter, TagKeys=["team"]
+            ),
+        ),
+    }
+    for service, (target, payload, untag) in calls.items():
+        assert set(_each_worker(node, user, service, target, payload).values()) == {frozenset({"ok"})}, (
+            service
+        )
+        untag()
+        denied = set(_each_worker(node, user, service, target, payload).values())
+        assert denied == {frozenset({"AccessDeniedException"})}, service
 
 
 def test_cache_lifetimes_are_settings(tmp_path: Path) -> None:

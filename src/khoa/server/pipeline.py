@@ -36,11 +36,23 @@ _T = TypeVar("_T")
 # drops its cached credentials, policies and metadata (khoa.auth.revocation), so the very next request
 # sees the change whichever worker takes it.
 _REVOKING: dict[str, frozenset[str]] = {
+    # a resource's tags are policy facts (aws:ResourceTag): changing them may take access away
     "kms": frozenset(
-        {"PutKeyPolicy", "RevokeGrant", "RetireGrant", "DisableKey", "ScheduleKeyDeletion", "DeleteAlias"}
+        {
+            "PutKeyPolicy",
+            "RevokeGrant",
+            "RetireGrant",
+            "DisableKey",
+            "ScheduleKeyDeletion",
+            "DeleteAlias",
+            "TagResource",
+            "UntagResource",
+        }
     ),
-    "secretsmanager": frozenset({"PutResourcePolicy", "DeleteResourcePolicy", "DeleteSecret"}),
-    "ssm": frozenset({"DeleteParameter", "DeleteParameters"}),
+    "secretsmanager": frozenset(
+        {"PutResourcePolicy", "DeleteResourcePolicy", "DeleteSecret", "TagResource", "UntagResource"}
+    ),
+    "ssm": frozenset({"DeleteParameter", "DeleteParameters", "AddTagsToResource", "RemoveTagsFromResource"}),
     # a response to a leak deactivates and quarantines access keys
     "khoa-leaks": frozenset({"ReportLeakedValues", "EmergencyRotateSecret"}),
     # service control policies govern every principal of a member account

@@ -19,6 +19,7 @@ here, from the token or from KeyId and GrantId, and the handler retires exactly 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -44,6 +45,13 @@ _ALGORITHM_PARAMS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_resource_tags(policy: str) -> bool:
+    """Whether a key policy may ask for the key's tags (lowercasing a policy of a few KB on every
+    call cost more than the rest of the context; policy text is immutable, so it is asked once)."""
+    return "resourcetag" in policy.lower()
+
+
 def request_context(
     kms: KmsBackend,
     ctx: RequestContext,
@@ -57,7 +65,7 @@ def request_context(
         context["kms:keyusage"] = [key.key_usage]
         context["kms:keyorigin"] = [key.origin]
         context["kms:multiregion"] = ["false"]
-        if "resourcetag" in key.policy.lower() or not ctx.principal.is_root:
+        if not ctx.principal.is_root or _names_resource_tags(key.policy):
             for tag_key, tag_value in kms.store.tags.of(key.key_id).items():
                 context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
     else:

@@ -53,11 +53,12 @@ class KmsStore:
         self.keys = KeyStore(engine, barrier, cache_seconds)
         self.aliases = AliasStore(engine, self.keys.alias_targets)
         self.grants = GrantStore(engine)
-        self.tags = TagStore(engine)
+        self.tags = TagStore(engine, cache_seconds)
         self.imports = ImportStore(engine)
         self.usage = UsageStore(engine)
         self.custom_key_stores = CustomKeyStoreStore(engine, barrier)
 
     def clear_caches(self) -> None:
-        """Empty this process's caches of key rows, opened material and alias targets."""
+        """Empty this process's caches of key rows, opened material, alias targets and tags."""
         self.keys.clear_cache()
+        self.tags.clear_cache()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
 from khoa.storage import schema
@@ -18,20 +19,35 @@ def too_many_tags() -> AWSError:
 
 
 class TagStore:
-    def __init__(self, engine: Engine) -> None:
+    """Tag reads are cached ``cache_seconds`` (KHOA_METADATA_CACHE_SECONDS): every call an IAM
+    principal makes on a key reads its tags for the policy context (aws:ResourceTag). This process's
+    writes forget the key's entry; a tag change also moves the node's revocation epoch, which empties
+    every process's caches (khoa.server.pipeline)."""
+
+    def __init__(self, engine: Engine, cache_seconds: float = METADATA_SECONDS) -> None:
         self._engine = engine
+        self._cache: TTLCache[str, dict[str, str]] = TTLCache(cache_seconds)
 
     def of(self, key_id: str) -> dict[str, str]:
-        """Every tag of the key, key → value."""
+        """Every tag of the key, key → value (the caller's own copy)."""
+        cached = self._cache.get(key_id)
+        if cached is not MISSING:
+            return dict(cached)
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(_TAGS.c.tag_key, _TAGS.c.tag_value).where(_TAGS.c.key_id == key_id)
             ).all()
-        return {r[0]: r[1] for r in rows}
+        tags = {r[0]: r[1] for r in rows}
+        self._cache.put(key_id, dict(tags))
+        return tags
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
 
     def put(self, key_id: str, tags: dict[str, str]) -> None:
         """Add or overwrite tags. The quota is checked against the stored tags inside the writing
         transaction; more than ``MAX_TAGS_PER_KEY`` in all raises TagException and writes nothing."""
+        self._cache.invalidate(key_id)
         with self._engine.begin() as conn:
             existing = set(conn.execute(select(_TAGS.c.tag_key).where(_TAGS.c.key_id == key_id)).scalars())
             if len(existing | set(tags)) > MAX_TAGS_PER_KEY:
@@ -46,10 +62,13 @@ class TagStore:
                     )
                 else:
                     conn.execute(insert(_TAGS).values(key_id=key_id, tag_key=tag_key, tag_value=value))
+        self._cache.invalidate(key_id)
 
     def remove(self, key_id: str, tag_keys: list[str]) -> None:
+        self._cache.invalidate(key_id)
         with self._engine.begin() as conn:
             conn.execute(delete(_TAGS).where(_TAGS.c.key_id == key_id).where(_TAGS.c.tag_key.in_(tag_keys)))
+        self._cache.invalidate(key_id)
 
     def page(self, key_id: str, limit: int, offset: int) -> list[tuple[str, str]]:
         """Up to ``limit`` (tag key, value) pairs of the key, by tag key, from ``offset``."""

@@ -50,12 +50,13 @@ class ParameterStore:
         self._rows: TTLCache[tuple[str, str, str], ParameterRow | None] = TTLCache(cache_seconds)
         self._versions: TTLCache[tuple[str, int], VersionRow | None] = TTLCache(cache_seconds)
         self.labels = LabelStore(engine)
-        self.tags = TagStore(engine)
+        self.tags = TagStore(engine, cache_seconds)
         self.listing = ListingStore(engine)
 
     def invalidate_all(self) -> None:
         self._rows.clear()
         self._versions.clear()
+        self.tags.clear_cache()
 
     def get(self, account_id: str, region: str, name: str) -> ParameterRow | None:
         """The parameter called ``name`` (cached, a miss too)."""
