@@ -36,10 +36,10 @@ shared by every user, else the data directory alone, which other installations c
 worker at a time decides, under ``<claim-dir>/claims.lock``. The cost of the trade: a pinned worker
 never uses a second CPU, even when the other is idle.
 
-CPU-heavy calls (RSA key generation above all) run on threads of their own at a lower priority
-(:func:`keep_thread_to`), and at most one CPU fewer than the machine has run at once, counted across
-every worker and installation that shares the claim directory (:class:`HeavyGate`: lock files
-``<claim-dir>/heavy-<n>.lock``): priority alone did not keep fast calls fast when every worker's
+CPU-heavy calls run on threads of their own at a lower priority (:func:`keep_thread_to`), and RSA
+key generation, the longest of them, runs in at most one CPU fewer than the machine has at once,
+counted across every worker and installation that shares the claim directory (:class:`HeavyGate`:
+lock files ``<claim-dir>/heavy-<n>.lock``): priority alone did not keep fast calls fast when every worker's
 heavy threads had every CPU busy (measured: GetSecretValue at 1,100 req/s beside two clients creating
 RSA-4096 keys back to back on two workers, 1,700-2,300 with the gate; key generation then takes
 turns).
@@ -61,10 +61,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 log = logging.getLogger("khoa.affinity")
 
@@ -524,14 +523,3 @@ def heavy_gate(data_dir: Path, claim_dir: Path | None) -> HeavyGate:
     a slot for every CPU this process may use but one (one at least)."""
     directory = _claim_dir(claim_dir, MACHINE_CLAIM_DIRS) or data_dir
     return HeavyGate(directory, len(allowed_cpus()) - 1)
-
-
-class GatedThreads(ThreadPoolExecutor):
-    """A thread pool whose every call runs through a :class:`HeavyGate`."""
-
-    def __init__(self, gate: HeavyGate, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = gate
-
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        return super().submit(self.gate.run, lambda: fn(*args, **kwargs))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from khoa import affinity
 from khoa.ids import IdSource
@@ -80,10 +79,7 @@ class KhoaApp:
             revoked=runtime.revoked,
             request_threads=ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="khoa-request"),
             # The CPUs read before lifespan pins the worker to one (khoa.affinity): heavy work uses them all.
-            heavy_threads=affinity.GatedThreads(
-                affinity.heavy_gate(
-                    settings.data_dir, Path(settings.cpu_claim_dir) if settings.cpu_claim_dir else None
-                ),
+            heavy_threads=ThreadPoolExecutor(
                 HEAVY_THREADS,
                 thread_name_prefix="khoa-heavy",
                 initializer=affinity.keep_thread_to,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, delete
 
+from khoa import affinity
 from khoa.access.authorize import Authorizer
 from khoa.access.directory import Directory
 from khoa.alerts.engine import AlertEngine
@@ -172,7 +173,14 @@ class Runtime:
             log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
         jobs = JobRunner(engine, clock, settings.job_interval_seconds, settings.job_lease_seconds)
 
-        kms = KmsBackend.create(engine, barrier, authorizer, settings.metadata_cache_seconds)
+        claims = Path(settings.cpu_claim_dir) if settings.cpu_claim_dir else None
+        kms = KmsBackend.create(
+            engine,
+            barrier,
+            authorizer,
+            settings.metadata_cache_seconds,
+            cpu_gate=affinity.heavy_gate(settings.data_dir, claims),
+        )
         # Rotation is built before Secrets Manager, which queues and cancels rotations through it.
         fingerprinter = load_fingerprinter(engine, barrier)  # leak detection's key (khoa-leaks)
         secret_store = SecretStore(engine, settings.metadata_cache_seconds)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from khoa import affinity, app
+from khoa.services.kms.backend import KmsBackend
+from khoa.services.kms.keys import generate_material
 from khoa.settings import Settings
 
 linux_only = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
@@ -477,8 +479,8 @@ def _overlap(gate: affinity.HeavyGate, calls: int, threads: int) -> int:
         with lock:
             running[0] -= 1
 
-    with affinity.GatedThreads(gate, threads) as pool:
-        for future in [pool.submit(work) for _ in range(calls)]:
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(gate.run, work) for _ in range(calls)]:
             future.result(timeout=30)
     return most[0]
 
@@ -522,6 +524,28 @@ def test_the_heavy_gate_runs_calls_ungated_where_it_cannot_make_its_files(tmp_pa
     gate = affinity.HeavyGate(tmp_path / "missing", 1)
     assert _overlap(gate, calls=4, threads=4) > 1
     assert affinity.HeavyGate(None, 1).run(lambda: 42) == 42
+
+
+class _CountingGate(affinity.HeavyGate):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, 1)
+        self.calls = 0
+
+    def run(self, work: Any) -> Any:
+        self.calls += 1
+        return super().run(work)
+
+
+def test_kms_generates_rsa_keys_in_a_slot_of_the_gate(tmp_path: Path) -> None:
+    """RSA key generation (CreateKey, GenerateDataKeyPair, GetParametersForImport) takes a slot of
+    the backend's gate; other key material does not wait for one."""
+    gate = _CountingGate(tmp_path)
+    backend = KmsBackend(barrier=None, store=None, authorizer=None, cpu_gate=gate)  # type: ignore[arg-type]
+    assert generate_material("RSA_2048", backend.generate_rsa)[:1] == b"\x30"  # a DER SEQUENCE
+    assert gate.calls == 1
+    assert len(generate_material("SYMMETRIC_DEFAULT", backend.generate_rsa)) == 32
+    generate_material("ECC_NIST_P256", backend.generate_rsa)
+    assert gate.calls == 1
 
 
 def test_the_heavy_gate_has_a_slot_for_every_cpu_but_one(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from khoa.access.authorize import Authorizer
+from khoa.affinity import HeavyGate
+from khoa.crypto import keymaterial
 from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store import KmsStore
 from khoa.services.kms.xks import XksClient
@@ -27,10 +29,27 @@ class KmsBackend:
     authorizer: Authorizer
     xks: XksClient = field(default_factory=XksClient)
     """The client of external key stores' XKS proxies (its listeners feed the metrics)."""
+    cpu_gate: HeavyGate = field(default_factory=lambda: HeavyGate(None, 1))
+    """Where RSA key generation takes its turn with the node's other key generation (ungated unless
+    the composition root gives the node's gate)."""
 
     @classmethod
     def create(
-        cls, engine: Engine, barrier: Barrier, authorizer: Authorizer, cache_seconds: float
+        cls,
+        engine: Engine,
+        barrier: Barrier,
+        authorizer: Authorizer,
+        cache_seconds: float,
+        cpu_gate: HeavyGate | None = None,
     ) -> KmsBackend:
         """The collaborators over ``engine``, with a store whose caches live ``cache_seconds``."""
-        return cls(barrier, KmsStore(engine, barrier, cache_seconds), authorizer)
+        store = KmsStore(engine, barrier, cache_seconds)
+        if cpu_gate is None:
+            return cls(barrier, store, authorizer)
+        return cls(barrier, store, authorizer, cpu_gate=cpu_gate)
+
+    def generate_rsa(self, bits: int) -> bytes:
+        """A new RSA private key (PKCS#8 DER), generated in a slot of the node's gate: RSA-4096 takes
+        a CPU for up to seconds, and with every CPU generating keys fast calls fell to half their
+        rate (khoa.affinity.HeavyGate)."""
+        return self.cpu_gate.run(lambda: keymaterial.generate_rsa(bits))

@@ -242,9 +242,9 @@ def generate_data_key_without_plaintext(
     return result
 
 
-def _generate_pair(spec: str) -> bytes:
+def _generate_pair(kms: KmsBackend, spec: str) -> bytes:
     if spec in specs.RSA_SPECS:
-        return keymaterial.generate_rsa(specs.RSA_SPECS[spec])
+        return kms.generate_rsa(specs.RSA_SPECS[spec])
     if spec in specs.ECC_SPECS:
         return keymaterial.generate_ec(specs.ECC_SPECS[spec])
     return keymaterial.generate_ed25519()
@@ -257,7 +257,7 @@ def generate_data_key_pair(kms: KmsBackend, ctx: RequestContext, params: dict[st
         raise errors.unsupported(f"KeyPairSpec {pair_spec} is not supported by Khoa.")
     key = _symmetric_key(kms, ctx, params["KeyId"], "GenerateDataKeyPair")
     _finish_dry_run(params)
-    private = _generate_pair(pair_spec)
+    private = _generate_pair(kms, pair_spec)
     blob, version_id = _encrypt_symmetric(kms, ctx, key, private, params.get("EncryptionContext"))
     return {
         "PrivateKeyCiphertextBlob": blob,

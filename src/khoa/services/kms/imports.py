@@ -59,7 +59,7 @@ def get_parameters_for_import(kms: KmsBackend, ctx: RequestContext, params: dict
             f"{algorithm} cannot wrap {key.key_spec} key material: use "
             "RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256."
         )
-    wrapping = keymaterial.generate_rsa(_WRAPPING_BITS[spec])
+    wrapping = kms.generate_rsa(_WRAPPING_BITS[spec])
     token_id = secrets.token_hex(32)
     valid_to = ctx.now + _VALID_FOR
     kms.store.imports.add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,13 +29,15 @@ from khoa.services.kms.tags import validate_tags
 DEFAULT_PENDING_WINDOW_DAYS = 30
 
 
-def generate_material(spec: str) -> bytes:
+def generate_material(spec: str, generate_rsa: Callable[[int], bytes] = keymaterial.generate_rsa) -> bytes:
+    """New key material for ``spec`` (``generate_rsa``: KmsBackend.generate_rsa, which waits for the
+    node's gate, for a key made by a request)."""
     if spec == specs.SYMMETRIC:
         return keymaterial.random_bytes(32)
     if spec in specs.HMAC_SPECS:
         return keymaterial.random_bytes(specs.HMAC_SPECS[spec])
     if spec in specs.RSA_SPECS:
-        return keymaterial.generate_rsa(specs.RSA_SPECS[spec])
+        return generate_rsa(specs.RSA_SPECS[spec])
     return keymaterial.generate_ec(specs.ECC_SPECS[spec])
 
 
@@ -111,7 +114,7 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     now = ctx.now.timestamp()
     key_id = str(uuid.uuid4())
     external = origin == "EXTERNAL"
-    material = None if external else generate_material(spec)
+    material = None if external else generate_material(spec, kms.generate_rsa)
     record = KeyRecord(
         key_id=key_id,
         account_id=ctx.account_id,
