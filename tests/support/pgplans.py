@@ -36,13 +36,15 @@ def add_unanalysed_events(
 
 
 @contextlib.contextmanager
-def selects_on(engine: Engine, table: str) -> Iterator[list[tuple[str, Any]]]:
-    """The SELECT statements (with their parameters) that name ``table``, run through ``engine``
-    while the block runs."""
+def statements_on(
+    engine: Engine, table: str, verbs: tuple[str, ...] = ("SELECT",)
+) -> Iterator[list[tuple[str, Any]]]:
+    """The statements starting with one of ``verbs`` (with their parameters) that name ``table``,
+    run through ``engine`` while the block runs."""
     statements: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and table in statement:
+        if statement.lstrip().upper().startswith(verbs) and table in statement:
             statements.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", capture)
@@ -53,15 +55,22 @@ def selects_on(engine: Engine, table: str) -> Iterator[list[tuple[str, Any]]]:
 
 
 def _scanned(plan: dict[str, Any]) -> Iterator[int]:
-    """The rows each scan node of an executed plan produced."""
+    """The rows each scan node of an executed plan read: those it produced and those its filter
+    removed."""
     if "Scan" in plan["Node Type"]:
-        yield int(plan["Actual Rows"]) * int(plan["Actual Loops"])
+        read = (
+            plan["Actual Rows"]
+            + plan.get("Rows Removed by Filter", 0)
+            + plan.get("Rows Removed by Index Recheck", 0)
+        )
+        yield int(read) * int(plan["Actual Loops"])
     for child in plan.get("Plans", []):
         yield from _scanned(child)
 
 
 def most_rows_scanned(engine: Engine, statements: list[tuple[str, Any]]) -> int:
-    """The most rows any scan of any of ``statements`` read, as PostgreSQL executes them."""
+    """The most rows any scan of any of ``statements`` read, as PostgreSQL executes them (in a
+    transaction rolled back at the end: a DELETE explained removes nothing)."""
     most = 0
     connection = engine.raw_connection()
     try:

@@ -1,8 +1,8 @@
 """The leader's reading of the trail, on SQLite and PostgreSQL alike: delivery to log files takes a
 backlog in windows of sequence numbers, each event once and in order, across gaps small and large;
-the alert engine's reader takes windows the same way; and on PostgreSQL no statement either makes
-reads more than its window, even from a table the server never analysed (a scan and sort of the
-whole undelivered range per batch made a backlog cost its square)."""
+the alert engine's reader and retention take windows the same way; and on PostgreSQL no statement
+any of them makes reads more than its window, even from a table the server never analysed (a scan
+and sort of the whole undelivered range per batch made a backlog cost its square)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from khoa.alerts.reader import TrailReader
 from khoa.audit import delivery as delivery_module
 from khoa.audit.delivery import GAP_SECONDS, Delivery
 from khoa.audit.files import AuditFiles
+from khoa.audit.retention import apply_retention
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
-from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, selects_on
+from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, statements_on
 
 ACCOUNT = "111122223333"
 T0 = 1_780_000_000.0
@@ -124,7 +125,7 @@ def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(en
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_delivery_never_has_postgresql_read_the_whole_backlog(engine: Engine, tmp_path: Path) -> None:
     add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)
-    with selects_on(engine, "audit_events") as statements:
+    with statements_on(engine, "audit_events") as statements:
         Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None).deliver(T0, 30000)
     assert statements
     assert most_rows_scanned(engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
@@ -140,4 +141,15 @@ def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(engine: En
         params = {**prepared.constants, **values}
         names = prepared.names
         statements.append((prepared.sql, params if names is None else tuple(params[n] for n in names)))
+    assert most_rows_scanned(engine, statements) <= 5000
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_retention_never_has_postgresql_read_the_whole_trail(engine: Engine, tmp_path: Path) -> None:
+    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)  # one a second from T0
+    delivery = Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None)
+    delivery.deliver(T0, 30000)
+    # Expired: the first 12,000 (more than two windows).
+    with statements_on(engine, "audit_events", ("SELECT", "DELETE")) as statements:
+        assert apply_retention(engine, delivery, 1.0, T0 + 86400 + 12000.5) == 12000
     assert most_rows_scanned(engine, statements) <= 5000

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, insert
 from khoa.services.cloudtrail.store import TrailStore
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
-from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, selects_on
+from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, statements_on
 
 ACCOUNT = "111122223333"
 T0 = 1_780_000_000.0
@@ -92,7 +92,7 @@ def test_pages_go_newest_first_and_neither_skip_nor_repeat(engine: Engine) -> No
 def test_a_page_reads_its_own_rows_on_postgresql(engine: Engine) -> None:
     add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0, regions=("us-east-1", "eu-west-1"))
     store = TrailStore(engine)
-    with selects_on(engine, "audit_events") as statements:
+    with statements_on(engine, "audit_events") as statements:
         first = store.events(ACCOUNT, "us-east-1", limit=51)
         store.events(ACCOUNT, "us-east-1", before=(first[-1].event_time, first[-1].seq), limit=51)
         store.events(
