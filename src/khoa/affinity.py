@@ -475,46 +475,60 @@ def _move_threads(cpus: set[int]) -> None:
 # -- the node-wide gate for CPU-heavy calls --------------------------------------------------------
 
 
+# How long a call waits for a slot before it runs anyway. Anyone who can read a shared directory's
+# lock file can hold its lock: the gate shares CPUs and guards nothing, so it must never hold a call
+# for good (an RSA-4096 key takes about a second; a queue of them a few more).
+HEAVY_WAIT_SECONDS = 30.0
+_HEAVY_POLL_SECONDS = (0.002, 0.05)  # the first and the longest pause between looks at the slots
+
+
 class HeavyGate:
     """At most ``slots`` CPU-heavy calls at once among every process that shares ``directory``.
 
     Each call takes a slot (``heavy-<n>.lock``, ``flock``) on a file opened for it alone (flock
     belongs to the open file, so threads of one process exclude each other too), and the kernel
-    frees it when the call ends or its process dies. Where the lock files cannot be made the call
-    runs ungated: the gate shares CPUs, it guards nothing."""
+    frees it when the call ends or its process dies. A call runs ungated where the lock files cannot
+    be made, and when no slot came free within ``wait_seconds`` (logged): the gate shares CPUs, it
+    guards nothing, and a lock held by someone else must not hold key generation for good."""
 
-    def __init__(self, directory: Path | None, slots: int) -> None:
+    def __init__(self, directory: Path | None, slots: int, wait_seconds: float = HEAVY_WAIT_SECONDS) -> None:
         self.paths = [directory / f"heavy-{n}.lock" for n in range(max(1, slots))] if directory else []
+        self.wait_seconds = wait_seconds
 
     def run(self, work: Callable[[], _T]) -> _T:
-        fds = self._take()
+        fd = self._take()
         try:
             return work()
         finally:
-            for fd in fds:
+            if fd is not None:
                 os.close(fd)  # also unlocks
 
-    def _take(self) -> list[int]:
-        """The open lock file of a free slot (waiting for one when all are taken); none when the
-        files cannot be opened. A free slot is taken at once; when all are busy the call waits on
-        the slot its thread's number picks."""
-        opened: list[int] = []
-        for path in self.paths:
-            fd = _open_lock(path, 0o644)
-            if fd is None:
-                break
-            if _lock(fd):
-                for other in opened:
-                    os.close(other)
-                return [fd]
-            opened.append(fd)
-        if not opened:
-            return []
-        chosen = opened.pop(threading.get_ident() % len(opened))
-        for other in opened:
-            os.close(other)
-        fcntl.flock(chosen, fcntl.LOCK_EX)
-        return [chosen]
+    def _take(self) -> int | None:
+        """The open, locked file of a free slot, looking again (with growing pauses) while all are
+        taken; None when the files cannot be opened or no slot came free in time."""
+        fds = [fd for fd in (_open_lock(path, 0o644) for path in self.paths) if fd is not None]
+        if not fds:
+            return None
+        deadline = time.monotonic() + self.wait_seconds
+        pause, longest = _HEAVY_POLL_SECONDS
+        try:
+            while True:
+                for fd in fds:
+                    if _lock(fd):
+                        fds.remove(fd)
+                        return fd
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "no CPU-heavy slot came free in %g s (%s): running without one",
+                        self.wait_seconds,
+                        self.paths[0].parent,
+                    )
+                    return None
+                time.sleep(pause)
+                pause = min(longest, pause * 2)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def heavy_gate(data_dir: Path, claim_dir: Path | None) -> HeavyGate:

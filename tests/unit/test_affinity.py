@@ -4,6 +4,7 @@ CPUs; and the GIL switch interval is a setting applied where the server process 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -492,21 +493,31 @@ def test_the_heavy_gate_runs_no_more_calls_at_once_than_its_slots(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heavy-0.lock", "heavy-1.lock"]
 
 
-def test_the_heavy_gate_is_shared_by_processes_and_freed_when_one_dies(tmp_path: Path) -> None:
-    """Another process holding the only slot holds this one's calls; killed, it frees the slot."""
+@contextlib.contextmanager
+def _slot_held_elsewhere(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``path``'s lock (as any local user who can read the file could)."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o644);"
             " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
-            str(tmp_path / "heavy-0.lock"),
+            str(path),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_heavy_gate_is_shared_by_processes_and_freed_when_one_dies(tmp_path: Path) -> None:
+    """Another process holding the only slot holds this one's calls; killed, it frees the slot."""
+    with _slot_held_elsewhere(tmp_path / "heavy-0.lock") as holder:
         gate = affinity.HeavyGate(tmp_path, 1)
         with ThreadPoolExecutor(1) as pool:
             done = pool.submit(gate.run, lambda: time.monotonic())
@@ -515,9 +526,14 @@ def test_the_heavy_gate_is_shared_by_processes_and_freed_when_one_dies(tmp_path:
             killed_at = time.monotonic()
             holder.send_signal(signal.SIGKILL)
             assert done.result(timeout=10) >= killed_at
-    finally:
-        holder.kill()
-        holder.wait()
+
+
+def test_a_slot_held_for_good_elsewhere_delays_a_call_but_never_stops_it(tmp_path: Path) -> None:
+    with _slot_held_elsewhere(tmp_path / "heavy-0.lock"):
+        gate = affinity.HeavyGate(tmp_path, 1, wait_seconds=0.3)
+        started = time.monotonic()
+        assert gate.run(lambda: "made") == "made"
+        assert 0.3 <= time.monotonic() - started < 5
 
 
 def test_the_heavy_gate_runs_calls_ungated_where_it_cannot_make_its_files(tmp_path: Path) -> None:
