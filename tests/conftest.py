@@ -122,3 +122,20 @@ def private_postgres(postgres_admin: Any) -> Iterator[str]:
     other root keys."""
     with _new_postgres_database(postgres_admin, "khoa_private") as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A migrated database of this test's own, once on SQLite and once on PostgreSQL (for tests of
+    SQL that must behave alike on both; ``indirect`` parametrisation picks one)."""
+    from khoa.storage.database import create_database_engine, migrate
+
+    url = (
+        f"sqlite:///{tmp_path / 'khoa.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("private_postgres")
+    )
+    made = create_database_engine(url)
+    migrate(made)
+    yield made
+    made.dispose()

@@ -1,6 +1,6 @@
 """The leader's reading of the trail, on SQLite and PostgreSQL alike: delivery to log files takes a
 backlog in windows of sequence numbers, each event once and in order, across gaps small and large;
-the alert engine's reader and retention take windows the same way; and on PostgreSQL no statement
+the alert store_engine's reader and retention take windows the same way; and on PostgreSQL no statement
 any of them makes reads more than its window, even from a table the server never analysed (a scan
 and sort of the whole undelivered range per batch made a backlog cost its square)."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from khoa.audit.delivery import GAP_SECONDS, Delivery
 from khoa.audit.files import AuditFiles
 from khoa.audit.retention import apply_retention
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine, migrate
 from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, statements_on
 
 ACCOUNT = "111122223333"
@@ -29,20 +27,7 @@ T0 = 1_780_000_000.0
 WINDOW = 40
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'khoa.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("private_postgres")
-    )
-    made = create_database_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
-
-
-def _add(engine: Engine, seqs: list[int], region: str = "us-east-1") -> None:
+def _add(store_engine: Engine, seqs: list[int], region: str = "us-east-1") -> None:
     rows = [
         {
             "seq": seq,
@@ -57,7 +42,7 @@ def _add(engine: Engine, seqs: list[int], region: str = "us-east-1") -> None:
         }
         for seq in seqs
     ]
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         conn.execute(insert(schema.audit_events), rows)
 
 
@@ -70,16 +55,21 @@ def _delivered(directory: Path) -> list[list[int]]:
     return sorted(files)
 
 
-def test_a_backlog_is_delivered_in_windows_each_event_once_across_gaps(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _windowed(engine: Engine, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Delivery:
+    """Delivery into ``directory`` in windows of WINDOW sequence numbers (files of as many events)."""
     monkeypatch.setattr(delivery_module, "MAX_RECORDS_PER_FILE", WINDOW)
+    return Delivery(engine, AuditFiles(engine, directory), renew=lambda: None)
+
+
+def test_a_backlog_is_delivered_in_windows_each_event_once_across_gaps(
+    store_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     directory = tmp_path / "audit"
-    delivery = Delivery(engine, AuditFiles(engine, directory), renew=lambda: None)
+    delivery = _windowed(store_engine, directory, monkeypatch)
     # A run, two numbers not committed yet, a jump longer than a window (still waited for), and a
     # jump longer than anyone waits for (rows removed, numbers burnt).
     seqs = [*range(1, 101), *range(103, 151), *range(400, 451), *range(5000, 5011)]
-    _add(engine, seqs)
+    _add(store_engine, seqs)
     delivery.deliver(T0, 5010)
     files = _delivered(directory)
     assert sorted(seq for file in files for seq in file) == seqs
@@ -89,7 +79,7 @@ def test_a_backlog_is_delivered_in_windows_each_event_once_across_gaps(
     held = set(state.held)
     assert {101, 102, 151, 399, 451} <= held and not held & {480, 4999}
 
-    _add(engine, [101, 300], region="eu-west-1")  # two late commits
+    _add(store_engine, [101, 300], region="eu-west-1")  # two late commits
     delivery.deliver(T0 + 1, 5010)
     assert sorted(seq for file in _delivered(directory) for seq in file) == sorted([*seqs, 101, 300])
     assert {101, 300}.isdisjoint(delivery.state().held)
@@ -98,12 +88,11 @@ def test_a_backlog_is_delivered_in_windows_each_event_once_across_gaps(
 
 
 def test_a_watermark_below_the_newest_event_leaves_the_rest_for_later(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delivery_module, "MAX_RECORDS_PER_FILE", WINDOW)
     directory = tmp_path / "audit"
-    delivery = Delivery(engine, AuditFiles(engine, directory), renew=lambda: None)
-    _add(engine, list(range(1, 201)))
+    delivery = _windowed(store_engine, directory, monkeypatch)
+    _add(store_engine, list(range(1, 201)))
     delivery.deliver(T0, 90)
     assert [seq for file in _delivered(directory) for seq in file] == list(range(1, 91))
     assert delivery.state().delivered_seq == 90 and delivery.state().held == {}
@@ -111,10 +100,10 @@ def test_a_watermark_below_the_newest_event_leaves_the_rest_for_later(
     assert sorted(seq for file in _delivered(directory) for seq in file) == list(range(1, 201))
 
 
-def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(engine: Engine) -> None:
-    _add(engine, [*range(1, 11), *range(15, 21)])
-    reader = TrailReader(engine.dialect)
-    with engine.connect() as conn:
+def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(store_engine: Engine) -> None:
+    _add(store_engine, [*range(1, 11), *range(15, 21)])
+    reader = TrailReader(store_engine.dialect)
+    with store_engine.connect() as conn:
         assert [seqs for seqs, _ in [reader.read(conn, 0, 8)]] == [list(range(1, 9))]
         seqs, events = reader.read(conn, 8, 8)
         assert seqs == [9, 10, 15, 16] and {e.seq for e in events} <= set(seqs)
@@ -122,34 +111,36 @@ def test_the_alert_reader_reads_windows_from_the_first_event_after_the_cursor(en
         assert reader.read(conn, 20, 8) == ([], [])
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_delivery_never_has_postgresql_read_the_whole_backlog(engine: Engine, tmp_path: Path) -> None:
-    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)
-    with statements_on(engine, "audit_events") as statements:
-        Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None).deliver(T0, 30000)
+@pytest.mark.parametrize("store_engine", ["postgresql"], indirect=True)
+def test_delivery_never_has_postgresql_read_the_whole_backlog(store_engine: Engine, tmp_path: Path) -> None:
+    add_unanalysed_events(store_engine, 30000, account=ACCOUNT, t0=T0)
+    with statements_on(store_engine, "audit_events") as statements:
+        Delivery(store_engine, AuditFiles(store_engine, tmp_path / "audit"), renew=lambda: None).deliver(
+            T0, 30000
+        )
     assert statements
-    assert most_rows_scanned(engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
+    assert most_rows_scanned(store_engine, statements) <= delivery_module.MAX_RECORDS_PER_FILE
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(engine: Engine) -> None:
-    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)
-    reader = TrailReader(engine.dialect)
+@pytest.mark.parametrize("store_engine", ["postgresql"], indirect=True)
+def test_the_alert_reader_never_has_postgresql_read_the_whole_backlog(store_engine: Engine) -> None:
+    add_unanalysed_events(store_engine, 30000, account=ACCOUNT, t0=T0)
+    reader = TrailReader(store_engine.dialect)
     values = {"after": 10, "first": 11, "last": 5010}
     statements: list[tuple[str, Any]] = []
     for prepared in (reader._first, reader._span, reader._seqs, reader._events):
         params = {**prepared.constants, **values}
         names = prepared.names
         statements.append((prepared.sql, params if names is None else tuple(params[n] for n in names)))
-    assert most_rows_scanned(engine, statements) <= 5000
+    assert most_rows_scanned(store_engine, statements) <= 5000
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_retention_never_has_postgresql_read_the_whole_trail(engine: Engine, tmp_path: Path) -> None:
-    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0)  # one a second from T0
-    delivery = Delivery(engine, AuditFiles(engine, tmp_path / "audit"), renew=lambda: None)
+@pytest.mark.parametrize("store_engine", ["postgresql"], indirect=True)
+def test_retention_never_has_postgresql_read_the_whole_trail(store_engine: Engine, tmp_path: Path) -> None:
+    add_unanalysed_events(store_engine, 30000, account=ACCOUNT, t0=T0)  # one a second from T0
+    delivery = Delivery(store_engine, AuditFiles(store_engine, tmp_path / "audit"), renew=lambda: None)
     delivery.deliver(T0, 30000)
     # Expired: the first 12,000 (more than two windows).
-    with statements_on(engine, "audit_events", ("SELECT", "DELETE")) as statements:
-        assert apply_retention(engine, delivery, 1.0, T0 + 86400 + 12000.5) == 12000
-    assert most_rows_scanned(engine, statements) <= 5000
+    with statements_on(store_engine, "audit_events", ("SELECT", "DELETE")) as statements:
+        assert apply_retention(store_engine, delivery, 1.0, T0 + 86400 + 12000.5) == 12000
+    assert most_rows_scanned(store_engine, statements) <= 5000

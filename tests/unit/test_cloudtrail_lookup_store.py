@@ -6,38 +6,22 @@ page read and sorted all of the account's events)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert
 
 from khoa.services.cloudtrail.store import TrailStore
 from khoa.storage import schema
-from khoa.storage.database import create_database_engine, migrate
 from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, statements_on
 
 ACCOUNT = "111122223333"
 T0 = 1_780_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'khoa.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("private_postgres")
-    )
-    made = create_database_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
-
-
-def _add(engine: Engine, events: list[tuple[int, float, str]]) -> None:
+def _add(store_engine: Engine, events: list[tuple[int, float, str]]) -> None:
     """Events as (sequence number, event time, Region)."""
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         conn.execute(
             insert(schema.audit_events),
             [
@@ -57,13 +41,13 @@ def _add(engine: Engine, events: list[tuple[int, float, str]]) -> None:
         )
 
 
-def test_pages_go_newest_first_and_neither_skip_nor_repeat(engine: Engine) -> None:
+def test_pages_go_newest_first_and_neither_skip_nor_repeat(store_engine: Engine) -> None:
     # Sequence numbers and times disagree a little (numbers are handed out at commit), and six
     # events share one second.
     events = [(seq, T0 + seq // 6, "us-east-1") for seq in range(1, 40)]
     events += [(40, T0 + 1, "us-east-1"), (41, T0 + 3, "eu-west-1")]
-    _add(engine, events)
-    store = TrailStore(engine)
+    _add(store_engine, events)
+    store = TrailStore(store_engine)
     pages: list[list[int]] = []
     before = None
     while True:
@@ -88,11 +72,11 @@ def test_pages_go_newest_first_and_neither_skip_nor_repeat(engine: Engine) -> No
     assert [row.seq for row in ranged] == [e for e in expected if T0 + 2 <= T0 + e // 6 <= T0 + 3 and e != 40]
 
 
-@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_a_page_reads_its_own_rows_on_postgresql(engine: Engine) -> None:
-    add_unanalysed_events(engine, 30000, account=ACCOUNT, t0=T0, regions=("us-east-1", "eu-west-1"))
-    store = TrailStore(engine)
-    with statements_on(engine, "audit_events") as statements:
+@pytest.mark.parametrize("store_engine", ["postgresql"], indirect=True)
+def test_a_page_reads_its_own_rows_on_postgresql(store_engine: Engine) -> None:
+    add_unanalysed_events(store_engine, 30000, account=ACCOUNT, t0=T0, regions=("us-east-1", "eu-west-1"))
+    store = TrailStore(store_engine)
+    with statements_on(store_engine, "audit_events") as statements:
         first = store.events(ACCOUNT, "us-east-1", limit=51)
         store.events(ACCOUNT, "us-east-1", before=(first[-1].event_time, first[-1].seq), limit=51)
         store.events(
@@ -104,4 +88,4 @@ def test_a_page_reads_its_own_rows_on_postgresql(engine: Engine) -> None:
         )
     assert [row.seq for row in first] == list(range(30000, 30000 - 102, -2))
     # A page of 51 in one of two Regions: about twice that many index entries, never the table.
-    assert most_rows_scanned(engine, statements) <= 2 * 51 + 2
+    assert most_rows_scanned(store_engine, statements) <= 2 * 51 + 2

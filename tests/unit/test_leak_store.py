@@ -6,39 +6,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, insert
 
 from khoa.crypto.barrier import Barrier
 from khoa.crypto.fingerprint import Fingerprinter
 from khoa.services.leaks.store import LeakStore
 from khoa.storage import fingerprints, schema
-from khoa.storage.database import create_database_engine, migrate
 
 ACCOUNT, OTHER = "111122223333", "444455556666"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'khoa.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("private_postgres")
-    )
-    made = create_database_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
-
-
-def _secret(engine: Engine, version_ids: list[str], stages: dict[str, str]) -> tuple[str, str]:
+def _secret(store_engine: Engine, version_ids: list[str], stages: dict[str, str]) -> tuple[str, str]:
     secret_id = str(uuid.uuid4())
     arn = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:s-{secret_id[:6]}"
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         conn.execute(
             insert(schema.sm_secrets).values(
                 secret_id=secret_id,
@@ -70,14 +53,14 @@ def _secret(engine: Engine, version_ids: list[str], stages: dict[str, str]) -> t
     return secret_id, arn
 
 
-def test_fingerprints_match_within_the_account_with_the_resource_state(engine: Engine) -> None:
-    store = LeakStore(engine)
-    secret_id, arn = _secret(engine, ["v1", "v2"], {"AWSCURRENT": "v2"})
+def test_fingerprints_match_within_the_account_with_the_resource_state(store_engine: Engine) -> None:
+    store = LeakStore(store_engine)
+    secret_id, arn = _secret(store_engine, ["v1", "v2"], {"AWSCURRENT": "v2"})
     for version_id, digest in (("v1", "a" * 64), ("v2", "b" * 64)):
         resource = fingerprints.Resource(
             ACCOUNT, "us-east-1", fingerprints.SECRET, secret_id, arn, version_id
         )
-        with engine.begin() as conn:
+        with store_engine.begin() as conn:
             fingerprints.add(conn, resource, [(None, digest)], 1.0)
             fingerprints.add(conn, resource, [(None, digest)], 2.0)  # again: still one row
     found = store.matches(ACCOUNT, ["a" * 64, "b" * 64, "c" * 64])
@@ -89,16 +72,16 @@ def test_fingerprints_match_within_the_account_with_the_resource_state(engine: E
         "v2": None,
     }
     assert store.settle(60.0) == 0
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         fingerprints.labels_moved(conn, secret_id, {"AWSCURRENT": "v2"}, {"AWSCURRENT": "v1"}, 70.0)
     states = {m.version_id: m.invalid_since for m in store.matches(ACCOUNT, ["a" * 64, "b" * 64])}
     assert states == {"v1": None, "v2": 70.0}
 
 
-def _parameter(engine: Engine, modified_at: list[float]) -> tuple[str, str]:
+def _parameter(store_engine: Engine, modified_at: list[float]) -> tuple[str, str]:
     """A String parameter whose version n (from 1) was written at ``modified_at[n - 1]``."""
     param_id = str(uuid.uuid4())
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         conn.execute(
             insert(schema.ssm_parameters).values(
                 param_id=param_id,
@@ -126,10 +109,10 @@ def _parameter(engine: Engine, modified_at: list[float]) -> tuple[str, str]:
     return param_id, f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/p/{param_id}"
 
 
-def test_a_parameter_match_is_superseded_when_a_later_version_was_first_written(engine: Engine) -> None:
-    store = LeakStore(engine)
-    several, several_arn = _parameter(engine, [10.0, 30.0, 20.0, 40.0])  # version 3 written before 2
-    closed, closed_arn = _parameter(engine, [10.0, 15.0])
+def test_a_parameter_match_is_superseded_when_a_later_version_was_first_written(store_engine: Engine) -> None:
+    store = LeakStore(store_engine)
+    several, several_arn = _parameter(store_engine, [10.0, 30.0, 20.0, 40.0])  # version 3 written before 2
+    closed, closed_arn = _parameter(store_engine, [10.0, 15.0])
     digests = {}
     for param_id, arn, version, invalid_since in (
         (several, several_arn, "1", None),
@@ -141,7 +124,7 @@ def test_a_parameter_match_is_superseded_when_a_later_version_was_first_written(
         digest = f"{len(digests):064d}"
         digests[digest] = (param_id, version)
         resource = fingerprints.Resource(ACCOUNT, "us-east-1", fingerprints.PARAMETER, param_id, arn, version)
-        with engine.begin() as conn:
+        with store_engine.begin() as conn:
             fingerprints.add(conn, resource, [(None, digest)], 1.0, invalid_since)
     found = {
         (m.resource_id, m.version_id): (m.current_version, m.superseded_at)
@@ -156,9 +139,9 @@ def test_a_parameter_match_is_superseded_when_a_later_version_was_first_written(
     }
 
 
-def test_the_sweeps_page_in_keyset_order(engine: Engine) -> None:
-    store = LeakStore(engine)
-    _secret(engine, ["v1", "v2", "v3"], {"AWSCURRENT": "v3"})
+def test_the_sweeps_page_in_keyset_order(store_engine: Engine) -> None:
+    store = LeakStore(store_engine)
+    _secret(store_engine, ["v1", "v2", "v3"], {"AWSCURRENT": "v3"})
     first = store.secret_versions_after(None, 2)
     rest = store.secret_versions_after((first[-1].secret_id, first[-1].version_id), 2)
     assert [r.version_id for r in first + rest] == ["v1", "v2", "v3"]
@@ -168,8 +151,8 @@ def test_the_sweeps_page_in_keyset_order(engine: Engine) -> None:
     assert store.unfingerprinted_keys(10) == [] and store.unfingerprinted_sessions(time.time(), 10) == []
 
 
-def test_a_bucket_is_shared_and_refills(engine: Engine) -> None:
-    one, two = LeakStore(engine), LeakStore(engine)  # two processes' stores
+def test_a_bucket_is_shared_and_refills(store_engine: Engine) -> None:
+    one, two = LeakStore(store_engine), LeakStore(store_engine)  # two processes' stores
     assert one.take_token("k", 100.0, 2.0, 1.0)
     assert two.take_token("k", 100.0, 2.0, 1.0)
     assert not one.take_token("k", 100.0, 2.0, 1.0)
@@ -177,12 +160,12 @@ def test_a_bucket_is_shared_and_refills(engine: Engine) -> None:
     assert not two.take_token("k", 101.5, 2.0, 1.0)
 
 
-def test_the_fingerprint_key_is_made_once_and_sealed(engine: Engine) -> None:
+def test_the_fingerprint_key_is_made_once_and_sealed(store_engine: Engine) -> None:
     barrier = Barrier(bytes(32))
-    first: Any = fingerprints.load_fingerprinter(engine, barrier)
-    again = fingerprints.load_fingerprinter(engine, barrier)
+    first: Any = fingerprints.load_fingerprinter(store_engine, barrier)
+    again = fingerprints.load_fingerprinter(store_engine, barrier)
     assert isinstance(first, Fingerprinter)
     assert first.digest("x") == again.digest("x")
-    with engine.connect() as conn:
+    with store_engine.connect() as conn:
         stored = conn.execute(schema.meta.select().where(schema.meta.c.name == "leak_fingerprint_key")).one()
     assert len(stored.value) > 32  # sealed (format byte, nonce, tag), not the key
