@@ -249,6 +249,8 @@ def test_next_tokens_belong_to_their_query() -> None:
             [1.5, 4.2, "abc"],
             [True, 42, "abc"],
             [1.5, False, "abc"],
+            [1.5, 2**63, "abc"],
+            [1.5, -1, "abc"],
         )
     ]
     cases = [(token, "other"), ("garbage!", "abc"), (token[:-4], "abc"), *((bad, "abc") for bad in forged)]

@@ -82,6 +82,7 @@ def decode_token(token: str, fingerprint: str) -> tuple[float, int]:
         or not math.isfinite(at)
         or not isinstance(seq, int)
         or isinstance(seq, bool)
+        or not 0 <= seq < 2**63  # a sequence number both stores can compare (SQLite: 64-bit)
         or expected != fingerprint
     ):
         raise invalid
