@@ -19,6 +19,8 @@ from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store import KmsStore
 from khoa.services.kms.xks import XksClient
 
+UNGATED = HeavyGate(None, 1)  # no lock files: key generation waits for nothing (holds no state)
+
 
 @dataclass(frozen=True)
 class KmsBackend:
@@ -29,7 +31,7 @@ class KmsBackend:
     authorizer: Authorizer
     xks: XksClient = field(default_factory=XksClient)
     """The client of external key stores' XKS proxies (its listeners feed the metrics)."""
-    cpu_gate: HeavyGate = field(default_factory=lambda: HeavyGate(None, 1))
+    cpu_gate: HeavyGate = UNGATED
     """Where RSA key generation takes its turn with the node's other key generation (ungated unless
     the composition root gives the node's gate)."""
 
@@ -44,9 +46,7 @@ class KmsBackend:
     ) -> KmsBackend:
         """The collaborators over ``engine``, with a store whose caches live ``cache_seconds``."""
         store = KmsStore(engine, barrier, cache_seconds)
-        if cpu_gate is None:
-            return cls(barrier, store, authorizer)
-        return cls(barrier, store, authorizer, cpu_gate=cpu_gate)
+        return cls(barrier, store, authorizer, cpu_gate=cpu_gate or UNGATED)
 
     def generate_rsa(self, bits: int) -> bytes:
         """A new RSA private key (PKCS#8 DER), generated in a slot of the node's gate: RSA-4096 takes
