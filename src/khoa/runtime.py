@@ -21,6 +21,7 @@ from khoa.audit import jobs as audit_jobs
 from khoa.audit.health import TrailHealth
 from khoa.audit.recorder import AuditRecorder
 from khoa.audit.trail import AuditTrail
+from khoa.audit.usage import UsageTracker
 from khoa.auth.credentials import CredentialStore
 from khoa.auth.revocation import RevocationEpoch, open_epoch
 from khoa.auth.sigv4 import SigV4Verifier
@@ -294,6 +295,8 @@ class Runtime:
         jobs.register(
             "secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)), lane="rotation"
         )
+        # Last uses of keys first: retention (in audit.trail) keeps the events not counted yet.
+        jobs.register("audit.usage", UsageTracker(engine).run)
         jobs.register("audit.trail", AuditTrail(engine, barrier, settings, trail_health).run_job)
         alerts = AlertEngine(
             engine=engine,

@@ -379,7 +379,7 @@ def test_key_scheduled_for_deletion(alerting: Alerting) -> None:
     alert = only(alerting.run(), "key-deletion-scheduled")
     assert alert["severity"] == "medium"
     assert alert["details"]["keyArn"] == idle["Arn"]
-    assert alert["details"]["recentUses"] == 0
+    assert alert["details"]["usedRecently"] is False and "lastUsed" not in alert["details"]
     assert alert["details"]["pendingWindowInDays"] == 7
     assert alert["resources"] == [{"type": "AWS::KMS::Key", "ARN": idle["Arn"]}]
 
@@ -387,7 +387,7 @@ def test_key_scheduled_for_deletion(alerting: Alerting) -> None:
     alert = only(alerting.run(), "key-deletion-scheduled")
     assert alert["severity"] == "high"
     assert alert["details"]["keyArn"] == busy["Arn"]
-    assert alert["details"]["recentUses"] == 2
+    assert alert["details"]["usedRecently"] is True and alert["details"]["lastUsed"]
     alerting.quiet()
 
     # A refused or repeated scheduling is no new deletion; cancelling is quiet.

@@ -237,7 +237,9 @@ def test_every_event_delivered_once_in_order(trail: Trail) -> None:
                 select(schema.audit_events.c.event_id).order_by(schema.audit_events.c.seq)
             ).all()
             delivered_seq, held = conn.execute(
-                select(schema.audit_delivery.c.delivered_seq, schema.audit_delivery.c.held)
+                select(schema.audit_delivery.c.delivered_seq, schema.audit_delivery.c.held).where(
+                    schema.audit_delivery.c.name == "trail"
+                )
             ).one()
             newest = conn.execute(select(func.max(schema.audit_events.c.seq))).scalar()
     finally:
@@ -443,7 +445,11 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
         try:
             with engine.connect() as conn:
                 db_ids = conn.execute(select(schema.audit_events.c.event_id)).scalars().all()
-                delivered_seq = conn.execute(select(schema.audit_delivery.c.delivered_seq)).scalar()
+                delivered_seq = conn.execute(
+                    select(schema.audit_delivery.c.delivered_seq).where(
+                        schema.audit_delivery.c.name == "trail"
+                    )
+                ).scalar()
                 undelivered = conn.execute(
                     select(func.count())
                     .select_from(schema.audit_events)

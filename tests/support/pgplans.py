@@ -12,10 +12,17 @@ from sqlalchemy import Engine, event, text
 
 
 def add_unanalysed_events(
-    engine: Engine, count: int, *, account: str, t0: float, regions: tuple[str, ...] = ("us-east-1",)
+    engine: Engine,
+    count: int,
+    *,
+    account: str,
+    t0: float,
+    regions: tuple[str, ...] = ("us-east-1",),
+    first: int = 1,
 ) -> None:
-    """``count`` audit events numbered 1..count, one second apart from ``t0``, spread over
-    ``regions`` in turn, inserted in one statement (so the planner has no statistics for them)."""
+    """``count`` audit events numbered from ``first``, one second apart from ``t0`` (at number 0),
+    spread over ``regions`` in turn, inserted in one statement (so the planner has no statistics for
+    them)."""
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -23,12 +30,14 @@ def add_unanalysed_events(
                 " event_name, read_only, record) SELECT g, 'e-' || g, :account,"
                 " (CAST(:regions AS text[]))[1 + g % :region_count], :t0 + g,"
                 " 'kms.amazonaws.com', 'Encrypt', true, '{\"eventID\":\"e' || g || '\"}'"
-                " FROM generate_series(1, :count) AS g"
+                " FROM generate_series(CAST(:first AS bigint),"
+                " CAST(:first AS bigint) + CAST(:count AS bigint) - 1) AS g"
             ),
             {
                 "account": account,
                 "t0": t0,
                 "count": count,
+                "first": first,
                 "regions": list(regions),
                 "region_count": len(regions),
             },

@@ -543,14 +543,14 @@ def test_key_use_makes_a_deletion_more_severe(world: World) -> None:
     world.record(call("ScheduleKeyDeletion", root(), service="kms", resources=[key], response={"keyId": key}))
     world.clock.advance(10)
     (alert,) = world.run()
-    assert alert.severity == "medium" and alert.details["recentUses"] == 0
+    assert alert.severity == "medium" and alert.details["usedRecently"] is False
     world.record(call("GenerateDataKey", root(), service="kms", resources=[key], at=later(20)))
     world.record(
         call("ScheduleKeyDeletion", root(), service="kms", resources=[key], response={}, at=later(30))
     )
     world.clock.advance(30)
     (alert,) = world.run()
-    assert alert.severity == "high" and alert.details["recentUses"] == 1
+    assert alert.severity == "high" and alert.details["usedRecently"] is True
     assert alert.details["lastUsed"] == "2030-01-01T00:00:20Z"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from khoa.audit import delivery as delivery_module
 from khoa.audit.delivery import GAP_SECONDS, Delivery
 from khoa.audit.files import AuditFiles
 from khoa.audit.retention import apply_retention
+from khoa.audit.usage import UsageTracker
 from khoa.storage import schema
 from tests.support.pgplans import add_unanalysed_events, most_rows_scanned, statements_on
 
@@ -140,6 +142,7 @@ def test_retention_never_has_postgresql_read_the_whole_trail(store_engine: Engin
     add_unanalysed_events(store_engine, 30000, account=ACCOUNT, t0=T0)  # one a second from T0
     delivery = Delivery(store_engine, AuditFiles(store_engine, tmp_path / "audit"), renew=lambda: None)
     delivery.deliver(T0, 30000)
+    UsageTracker(store_engine).run(datetime.fromtimestamp(T0, UTC))  # retention keeps uncounted events
     # Expired: the first 12,000 (more than two windows).
     with statements_on(store_engine, "audit_events", ("SELECT", "DELETE")) as statements:
         assert apply_retention(store_engine, delivery, 1.0, T0 + 86400 + 12000.5) == 12000

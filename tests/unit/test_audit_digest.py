@@ -35,6 +35,7 @@ from khoa.audit.formats import BUCKET, string_to_sign
 from khoa.audit.signing import fingerprint, key_binding
 from khoa.audit.stored import StoredFiles
 from khoa.audit.trail import AuditTrail
+from khoa.audit.usage import UsageTracker
 from khoa.audit.verify import (
     BROKEN_CHAIN,
     DELETED,
@@ -510,6 +511,7 @@ def test_retention_removes_only_delivered_old_events(env: Env) -> None:
     add_events(env.engine, 2, at=T0 + 2 * 86400)  # delivered, recent
     trail._deliver(T0 + 2 * 86400, 5)
     add_events(env.engine, 2, at=T0 + 10)  # old, but not delivered yet
+    UsageTracker(env.engine).run(datetime.fromtimestamp(T0 + 2 * 86400, UTC))
     assert trail.apply_retention(T0 + 2 * 86400 + 60) == 3
     with env.engine.connect() as conn:
         left = conn.execute(select(func.count()).select_from(schema.audit_events)).scalar()
@@ -527,6 +529,7 @@ def test_retention_deletes_in_batches(env: Env, monkeypatch: pytest.MonkeyPatch)
     add_events(env.engine, 11, at=T0)
     trail.close_period(T0 + 60)
     add_events(env.engine, 2, at=T0 + 20)  # old, not delivered: kept
+    UsageTracker(env.engine).run(datetime.fromtimestamp(T0 + 60, UTC))
     statements: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

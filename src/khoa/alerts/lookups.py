@@ -1,6 +1,6 @@
 """What rules look up in the database beyond the batch of events they are given: the secret an event
 names (and its primary, creation time and rotation function), the role a rotation function runs as,
-how often a KMS key was used lately, and the error events of a window.
+when a KMS key was last used, and the error events of a window.
 
 Every lookup runs through the pass (:meth:`PassContext.read`), and the ones a batch repeats are
 memoised on it, so a busy secret is resolved once per pass, not once per event.
@@ -16,28 +16,13 @@ from sqlalchemy import func, select
 from khoa.alerts.context import PassContext
 from khoa.alerts.model import Event
 from khoa.alerts.reader import event_columns, event_from_row
+from khoa.audit.usage import UsageReader
 from khoa.secret_rotation.functions import parse_arn
 from khoa.storage import schema
 
 _EVENTS = schema.audit_events
 _SECRETS = schema.sm_secrets
 _FUNCTIONS = schema.rotation_functions
-
-KMS_KEY_USE = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
-
 
 # -- secrets --------------------------------------------------------------------------------------
 
@@ -114,25 +99,13 @@ def rotation_role(ctx: PassContext, lambda_arn: str | None) -> str | None:
 # -- the trail ------------------------------------------------------------------------------------
 
 
-def key_uses(
-    ctx: PassContext, account_id: str, key_arn: str, start: float, end: float
-) -> tuple[int, float | None]:
-    """How many successful cryptographic operations named the key between ``start`` and ``end``
-    (inclusive), and the time of the latest."""
-    c = _EVENTS.c
-    pattern = "%" + key_arn.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    rows = ctx.read(
-        select(func.count(), func.max(c.event_time))
-        .select_from(_EVENTS)
-        .where(c.account_id == account_id)
-        .where(c.event_time >= start, c.event_time <= end)
-        .where(c.event_source == "kms.amazonaws.com")
-        .where(c.event_name.in_(KMS_KEY_USE))
-        .where(c.error_code.is_(None))
-        .where(c.resource_names.like(pattern, escape="\\"))
-    )
-    count, last = rows[0] if rows else (0, None)
-    return int(count or 0), float(last) if last is not None else None
+def key_last_used(ctx: PassContext, key_arn: str) -> float | None:
+    """When the key was last used by a successful cryptographic operation (None: never), from the
+    last-use tables the leader keeps (:mod:`khoa.audit.usage`): counting its uses over the last
+    days read every event the account recorded in them, on a busy account past the statement
+    timeout, and a failing lookup stops the alert engine's pass for good."""
+    use = UsageReader(ctx.engine).key_last_use(key_arn, since=0.0)
+    return None if use is None else use.event_time
 
 
 def error_count(ctx: PassContext, account_id: str, codes: tuple[str, ...], start: float, end: float) -> int:

@@ -59,7 +59,7 @@ from khoa.access.conditions import ip_address
 from khoa.alerts import config
 from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext
-from khoa.alerts.lookups import error_count, key_uses, recent_errors, resolve_secret, rotation_role
+from khoa.alerts.lookups import error_count, key_last_used, recent_errors, resolve_secret, rotation_role
 from khoa.alerts.model import Alert, Event, iso
 
 ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException")
@@ -273,17 +273,19 @@ class KeyDeletionScheduled(Rule):
             key_arn = next((a for a in e.resource_arns if ":key/" in a), None) or _short(
                 response.get("keyId") or "unknown key"
             )
-            uses, last_used = self.recent_use(ctx, e.account_id, key_arn, e.event_time)
+            last = key_last_used(ctx, key_arn)
+            last_used = iso(last) if last is not None else None
             days = self.settings.key_recent_use_days
-            severity = "high" if uses else "medium"
+            recently = last is not None and last >= e.event_time - days * 86400.0
+            severity = "high" if recently else "medium"
             summary = f"KMS key {key_arn} scheduled for deletion"
-            if uses:
-                summary += f"; it was used {uses} time(s) in the last {days:g} days"
+            if recently:
+                summary += f"; it was last used {last_used}, within the last {days:g} days"
             details: dict[str, Any] = {
                 "keyArn": key_arn,
                 "deletionDate": _short(response.get("deletionDate") or "", 64) or None,
                 "pendingWindowInDays": response.get("pendingWindowInDays"),
-                "recentUses": uses,
+                "usedRecently": recently,
                 "recentUseDays": days,
                 "lastUsed": last_used,
                 **_caller_details(e),
@@ -298,14 +300,6 @@ class KeyDeletionScheduled(Rule):
                 details=_filled(details),
                 resources=[_resource(_KEY_TYPE, key_arn)],
             )
-
-    def recent_use(
-        self, ctx: PassContext, account_id: str, key_arn: str, at: float
-    ) -> tuple[int, str | None]:
-        """How often the key was used in the N days before ``at``, and when last."""
-        since = at - self.settings.key_recent_use_days * 86400.0
-        count, last = key_uses(ctx, account_id, key_arn, since, at)
-        return count, iso(last) if last is not None else None
 
 
 # -- windowed error rates -------------------------------------------------------------------------

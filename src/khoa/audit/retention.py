@@ -1,7 +1,8 @@
 """Retention of recorded events: delivered events older than the retention leave the database.
 
 Only events already in a log file go (their log files stay, and the digests vouch for them), so
-retention never loses an event the trail has not kept elsewhere.
+retention never loses an event the trail has not kept elsewhere; and only events already counted in
+the last-use tables (:mod:`khoa.audit.usage`), so a key's last use outlives its event.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from sqlalchemy import Engine, and_, delete, func, or_, select
 
 from khoa.audit.delivery import Delivery
+from khoa.audit.usage import counted_until
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.audit")
@@ -37,7 +39,10 @@ def apply_retention(engine: Engine, delivery: Delivery, retention_days: float, n
     cutoff = now - retention_days * 86400.0
     delivered = delivery.state().delivered_seq
     seq = _EVENTS.c.seq
-    expired = and_(or_(seq <= delivered, _EVENTS.c.log_file.is_not(None)), _EVENTS.c.event_time < cutoff)
+    counted = counted_until(engine)
+    expired = and_(
+        or_(seq <= delivered, _EVENTS.c.log_file.is_not(None)), seq <= counted, _EVENTS.c.event_time < cutoff
+    )
     removed = 0
     after = 0
     while True:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Row
 
 from khoa.access import aws_managed
@@ -20,6 +20,7 @@ from khoa.access.matching import wildcard_match
 from khoa.access.policy import Policy, PolicyError, Statement
 from khoa.access.public import public_statements
 from khoa.audit.stored import StoredFiles
+from khoa.audit.usage import UsageReader
 from khoa.audit.verify import load_public_keys, load_records, verify_trail
 from khoa.review.model import Rule, Severity
 from khoa.review.snapshot import DAY, Snapshot, key_arn
@@ -41,16 +42,6 @@ KEY_USE = (
     "kms:Sign",
     "kms:GenerateMac",
 )
-# What a use of a key or a read of a secret is called in the trail (eventName).
-USE_EVENTS = (
-    *(action.split(":", 1)[1] for action in (*SECRET_READ, *KEY_USE)),
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "ReEncrypt",
-    "Verify",
-    "VerifyMac",
-)
-KEY_USE_EVENTS = tuple(name for name in USE_EVENTS if name not in ("GetSecretValue", "BatchGetSecretValue"))
 WILDCARD_ACTIONS = ("*", "secretsmanager:*", "kms:*")
 # A grant's operations that use the key (CreateGrant and friends are management).
 GRANT_USE = {action.split(":", 1)[1] for action in KEY_USE} | {"ReEncryptFrom", "ReEncryptTo", "Verify"}
@@ -344,22 +335,6 @@ def overly_permissive_policy(snapshot: Snapshot) -> Found:
             yield arn, f"the resource policy of {what} {'; '.join(dict.fromkeys(problems))}"
 
 
-def _used_since(snapshot: Snapshot, since: float, events: Iterable[str]) -> set[str]:
-    """Principal ARNs that read a secret or used a key successfully since ``since`` (one query)."""
-    c = schema.audit_events.c
-    rows = snapshot.rows(
-        select(c.principal_arn)
-        .where(
-            c.event_time >= since,
-            c.event_name.in_(tuple(events)),
-            c.error_code.is_(None),
-            c.principal_arn.is_not(None),
-        )
-        .distinct()
-    )
-    return {row[0] for row in rows}
-
-
 def unused_access(snapshot: Snapshot) -> Found:
     days = snapshot.options.unused_days
     since = snapshot.now - days * DAY
@@ -395,7 +370,7 @@ def unused_access(snapshot: Snapshot) -> Found:
             allowed.setdefault(value, []).append(f"grant {grant.grant_id} of key {grant.key_id}")
     if not allowed:
         return
-    used = _used_since(snapshot, since, USE_EVENTS)
+    used = UsageReader(snapshot.engine).principals_used_since(since)
     for arn, reasons in sorted(allowed.items()):
         if arn in used or created.get(arn, 0.0) > since:
             continue  # used, or too new to judge
@@ -430,26 +405,10 @@ def key_pending_deletion_in_use(snapshot: Snapshot) -> Found:
     pending = [key for key in snapshot.keys if key.state == "PendingDeletion"]
     if not pending:
         return
-    c = schema.audit_events.c
     window = {key.key_id: (key.pending_window_days or 30) * DAY for key in pending}
-    since = snapshot.now - max(window.values())
-    last_use: dict[str, float] = {}
-    for start in range(0, len(pending), 200):
-        batch = pending[start : start + 200]
-        rows = snapshot.rows(
-            select(c.resource_names, func.max(c.event_time))
-            .where(
-                c.event_time >= since,
-                c.event_source == "kms.amazonaws.com",
-                c.event_name.in_(KEY_USE_EVENTS),
-                or_(*(c.resource_names.like(f"%:key/{key.key_id}%") for key in batch)),
-            )
-            .group_by(c.resource_names)
-        )
-        for names, when in rows:
-            for key in batch:
-                if f":key/{key.key_id}" in (names or ""):
-                    last_use[key.key_id] = max(when, last_use.get(key.key_id, 0.0))
+    arns = {key.key_id: key_arn(key.region, key.account_id, key.key_id) for key in pending}
+    uses = UsageReader(snapshot.engine).keys_last_use(list(arns.values()))
+    last_use = {key_id: uses[arn].event_time for key_id, arn in arns.items() if arn in uses}
     for key in pending:
         when = last_use.get(key.key_id)
         if when is not None and when >= snapshot.now - window[key.key_id]:

@@ -440,11 +440,13 @@ audit_events = Table(
     Index("ix_audit_events_lookup", "account_id", "event_time", "region", "seq"),
 )
 
-# How far log file delivery has come (one row, name "trail"): every event with seq <= delivered_seq
-# is in a log file, except the sequence numbers in ``held`` (JSON [[seq, give-up time], ...]): gaps,
-# numbers handed out to transactions that had not committed when delivery passed them (PostgreSQL
-# sequences do not commit in order), delivered when they appear and forgotten once given up. Rows
-# delivered before revision 0011 carry their file in audit_events.log_file instead.
+# How far each follower of the trail has come, one row each: "trail", log file delivery (every event
+# with seq <= delivered_seq is in a log file) and "usage", the last-use tables below (every event
+# with seq <= delivered_seq is counted in them), except the sequence numbers in ``held`` (JSON
+# [[seq, give-up time], ...]): gaps, numbers handed out to transactions that had not committed when
+# the follower passed them (PostgreSQL sequences do not commit in order), read when they appear and
+# forgotten once given up. Rows delivered before revision 0011 carry their file in
+# audit_events.log_file instead.
 audit_delivery = Table(
     "audit_delivery",
     metadata,
@@ -452,6 +454,40 @@ audit_delivery = Table(
     Column("delivered_seq", BigInteger, nullable=False),
     Column("held", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# The newest successful cryptographic use of each KMS key (GetKeyLastUsage, khoa review), the
+# newest call signed with each long-term access key (GetAccessKeyLastUsed) and each principal's
+# newest successful secret read or key use (khoa review's unused access), kept by the leader from
+# the trail (khoa.audit.usage; its cursor is audit_delivery's "usage" row): one row per key, so the
+# answer costs one lookup however long the trail, and outlives the trail's retention.
+audit_key_usage = Table(
+    "audit_key_usage",
+    metadata,
+    Column("key_arn", String(256), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_time", Float, nullable=False),
+    Column("operation", String(128), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("request_id", String(128)),
+)
+audit_access_key_usage = Table(
+    "audit_access_key_usage",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("access_key_id", String(128), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_time", Float, nullable=False),
+    Column("event_source", String(64), nullable=False),
+    Column("region", String(32), nullable=False),
+)
+
+audit_principal_usage = Table(
+    "audit_principal_usage",
+    metadata,
+    Column("principal_arn", String(2048), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_time", Float, nullable=False),
 )
 
 # The trail's RSA-2048 signing keys (CloudTrail's per-Region digest keys): the public key as PKCS#1

@@ -102,7 +102,7 @@ def get_access_key_last_used(iam: IamBackend, ctx: RequestContext, params: dict[
     user_name = None
     if key.principal_kind != "Root":
         user_name = lookup_entity(iam.store, ctx, USER, key.principal_name).name
-    last = iam.store.keys.last_use(ctx.account_id, access_key_id)
+    last = iam.store.usage.access_key_last_use(ctx.account_id, access_key_id)
     used: dict[str, Any] = {"ServiceName": "N/A", "Region": "N/A"}
     if last is not None:
         used = {

@@ -4,7 +4,8 @@ methods and never see a connection.
 One store per kind of thing, so each stays short and a newcomer can guess where a query lives:
 ``entities`` (users, groups, roles, membership), ``keys`` (access keys), ``policies`` (managed
 policies and versions), ``permissions`` (inline policies, attachments), ``tags``, and ``reports``
-(whole-account and whole-entity reads). ``tables`` holds the statements several of them share inside
+(whole-account and whole-entity reads); ``usage`` reads the last-use tables the leader keeps from
+the audit trail (GetAccessKeyLastUsed). ``tables`` holds the statements several of them share inside
 one transaction. Quotas that must hold under concurrency are checked inside the writing transaction,
 so the stores raise IAM's errors (LimitExceeded, EntityAlreadyExists, DeleteConflict) themselves.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from khoa.audit.usage import UsageReader
 from khoa.services.iam.store.entities import EntityStore
 from khoa.services.iam.store.keys import AccessKeyStore, KeyOwner
 from khoa.services.iam.store.permissions import PermissionStore
@@ -45,3 +47,4 @@ class IamStore:
         self.permissions = PermissionStore(engine)
         self.tags = TagStore(engine)
         self.reports = ReportStore(engine)
+        self.usage = UsageReader(engine)

@@ -102,18 +102,6 @@ class AccessKeyStore:
             conn.execute(delete(ACCESS_KEYS).where(ACCESS_KEYS.c.access_key_id == access_key_id))
             fingerprints.retire(conn, access_key_id, time.time())  # kept: a leak of it reads as former
 
-    def last_use(self, account_id: str, access_key_id: str) -> Row[Any] | None:
-        """The latest audited call signed with the key (event_time, event_source, region), if any."""
-        events = schema.audit_events
-        with self._engine.connect() as conn:
-            return conn.execute(
-                select(events.c.event_time, events.c.event_source, events.c.region)
-                .where(events.c.access_key_id == access_key_id)
-                .where(events.c.account_id == account_id)
-                .order_by(events.c.seq.desc())
-                .limit(1)
-            ).first()
-
 
 def _keys_of(conn: Connection, account_id: str, owner: KeyOwner) -> list[Row[Any]]:
     return list(

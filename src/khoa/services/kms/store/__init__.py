@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from khoa.audit.usage import UsageReader
 from khoa.cache import METADATA_SECONDS
 from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store.aliases import AliasRecord, AliasStore
@@ -21,7 +22,6 @@ from khoa.services.kms.store.grants import GrantStore
 from khoa.services.kms.store.imports import ImportParameters, ImportStore
 from khoa.services.kms.store.keys import KeyRecord, KeyStore, VersionRecord, key_arn, new_material_id
 from khoa.services.kms.store.tags import MAX_TAGS_PER_KEY, TagStore, too_many_tags
-from khoa.services.kms.store.usage import KeyUse, UsageStore
 
 __all__ = [
     "MAX_TAGS_PER_KEY",
@@ -34,10 +34,8 @@ __all__ = [
     "ImportStore",
     "KeyRecord",
     "KeyStore",
-    "KeyUse",
     "KmsStore",
     "TagStore",
-    "UsageStore",
     "VersionRecord",
     "key_arn",
     "new_material_id",
@@ -55,7 +53,7 @@ class KmsStore:
         self.grants = GrantStore(engine)
         self.tags = TagStore(engine, cache_seconds)
         self.imports = ImportStore(engine)
-        self.usage = UsageStore(engine)
+        self.usage = UsageReader(engine)  # the last-use tables the leader keeps from the trail
         self.custom_key_stores = CustomKeyStoreStore(engine, barrier)
 
     def clear_caches(self) -> None:
