@@ -73,6 +73,14 @@ def test_last_use_is_answered_before_and_after_it_is_counted_and_outlives_the_tr
     assert _usage(kms, used["KeyId"]) == uncounted
     assert iam.get_access_key_last_used(AccessKeyId=signing["AccessKeyId"])["AccessKeyLastUsed"] == signed
 
+    # A call that claims a key without its secret is no use of it.
+    forged = store_server.client(
+        "sts", aws_access_key_id=idle["AccessKeyId"], aws_secret_access_key="not-the-secret-access-key"
+    )
+    with pytest.raises(ClientError):
+        forged.get_caller_identity()
+    assert store_server.run_jobs() > 0
+
     _drop_the_trail(store_server)
     assert _usage(kms, used["KeyId"]) == uncounted  # the table still knows
     assert _usage(kms, never["KeyId"]) is None

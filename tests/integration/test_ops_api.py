@@ -5,6 +5,7 @@ call is in the trail."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from botocore.config import Config
 
 from khoa.client.leaks import add_models
+from khoa.services.ops import paging
 from tests.integration.test_cloudtrail import lookup
 from tests.support.errors import expect_error
 from tests.support.identity import Caller, new_user
@@ -110,6 +112,37 @@ def test_root_gets_review_findings(server: KhoaServer) -> None:
     assert {f["Rule"] for f in everything} | set(review["PassedRules"]) >= INSTALLATION_RULES
     high = ops.get_review_findings(MinimumSeverity="high", MaxResults=100)
     assert {f["Severity"] for f in high["Findings"]} <= {"high"}
+
+
+def test_review_pages_come_from_the_review_their_token_names(server: KhoaServer) -> None:
+    ops = ops_client(server)
+    sm = server.client("secretsmanager")
+    arn = sm.create_secret(Name=unique("BadlyNamed"), SecretString="x")["ARN"]
+    first = ops.get_review_findings(MaxResults=1)
+    sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)  # fixed after the review ran
+    pages, token = [first], first.get("NextToken")
+    while token:
+        pages.append(ops.get_review_findings(MaxResults=50, NextToken=token))
+        token = pages[-1].get("NextToken")
+    assert len(pages) > 1 and {page["ReviewedAt"] for page in pages} == {first["ReviewedAt"]}
+    paged = [f for page in pages for f in page["Findings"]]
+    assert any(f["Resource"] == arn for f in paged)  # the review as it ran, not re-run per page
+    assert len(paged) == sum(first["SeverityCounts"].values())
+
+    fresh = ops.get_review_findings(MaxResults=100)  # no token: the rules run again
+    assert fresh["ReviewedAt"] >= first["ReviewedAt"]
+    everything, token = list(fresh["Findings"]), fresh.get("NextToken")
+    while token:
+        page = ops.get_review_findings(MaxResults=100, NextToken=token)
+        everything += page["Findings"]
+        token = page.get("NextToken")
+    assert not any(f["Resource"] == arn for f in everything)
+
+    for position in (5, [-1, 1.0], [1, "later"], [1, float("nan")], [True, 1.0], [1, 2, 3]):
+        forged = base64.urlsafe_b64encode(
+            json.dumps([position, paging.fingerprint({"severity": "low"})]).encode()
+        ).decode()
+        expect_error("InvalidNextTokenException", ops.get_review_findings, NextToken=forged)
 
 
 def test_users_need_the_grant_and_other_accounts_see_nothing(

@@ -88,9 +88,21 @@ def test_what_counts_as_a_use_and_the_newest_wins(store_engine: Engine) -> None:
             access_key_id=SESSION_KEY,
         ),
         _event(6, name="Encrypt", keys=(KEY_A,), account_id=OTHER, access_key_id="AKIAOTHER00000000001"),
+        # Failed to authenticate: claims a key (made up, or the user's without its secret).
+        _event(
+            7,
+            name="Encrypt",
+            keys=(),
+            access_key_id="AKIAMADEUP0000000001",
+            principal_arn=None,
+            error_code="x",
+        ),
+        _event(8, name="Encrypt", keys=(), access_key_id=USER_KEY, principal_arn=None, error_code="x"),
     )
     reader = UsageReader(store_engine)
     before = (reader.key_last_use(KEY_A, T0), reader.key_last_use(KEY_B, T0))
+    user_before = reader.access_key_last_use(ACCOUNT, USER_KEY)
+    assert reader.access_key_last_use(ACCOUNT, "AKIAMADEUP0000000001") is None
     _track(store_engine)
     after = (reader.key_last_use(KEY_A, T0), reader.key_last_use(KEY_B, T0))
     assert before == after  # the tail and the table give one answer
@@ -111,10 +123,12 @@ def test_what_counts_as_a_use_and_the_newest_wins(store_engine: Engine) -> None:
         "kms.amazonaws.com",
         "us-east-1",
     )
+    assert user == user_before  # not the call that claimed the key without its secret
+    assert reader.access_key_last_use(ACCOUNT, "AKIAMADEUP0000000001") is None
     assert reader.access_key_last_use(OTHER, USER_KEY) is None  # another account's trail
     with store_engine.connect() as conn:
         tracked = set(conn.execute(select(schema.audit_access_key_usage.c.access_key_id)).scalars())
-    assert tracked == {USER_KEY, "AKIAOTHER00000000001"}  # session keys are not kept
+    assert tracked == {USER_KEY, "AKIAOTHER00000000001"}  # nor session keys, nor made-up ones
 
 
 def test_principals_that_used_access_since_a_time(store_engine: Engine) -> None:

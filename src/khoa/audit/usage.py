@@ -129,7 +129,11 @@ def _is_principal_use() -> ColumnElement[bool]:
 
 
 def _is_long_term_key_use() -> ColumnElement[bool]:
-    return _EVENTS.c.access_key_id.like(LONG_TERM_KEY_PREFIX + "%")
+    """A call authenticated with a long-term access key. A call that failed to authenticate names
+    the key it claimed (anyone can claim any key id): it is no use of the key, and counting it would
+    let anyone add rows for made-up keys."""
+    c = _EVENTS.c
+    return and_(c.access_key_id.like(LONG_TERM_KEY_PREFIX + "%"), c.principal_arn.is_not(None))
 
 
 def _key_arns(resource_names: str | None) -> list[str]:
@@ -209,7 +213,7 @@ def _newest_signed_not_counted(
             account: int(seq)
             for account, seq in conn.execute(
                 select(c.account_id, func.max(c.seq))
-                .where(window, c.access_key_id == access_key_id)
+                .where(window, c.access_key_id == access_key_id, c.principal_arn.is_not(None))
                 .group_by(c.account_id)
             )
         }
@@ -217,7 +221,8 @@ def _newest_signed_not_counted(
             found.extend(conn.execute(select(*columns).where(c.seq == newest[account_id])).all())
             break
     for chunk in held:
-        found.extend(conn.execute(select(*columns).where(chunk, c.access_key_id == access_key_id)).all())
+        signed = select(*columns).where(chunk, c.access_key_id == access_key_id, c.principal_arn.is_not(None))
+        found.extend(conn.execute(signed).all())
     uses = [
         AccessKeyUse(
             account_id, access_key_id, int(row.seq), float(row.event_time), row.event_source, row.region
@@ -489,7 +494,7 @@ def _uses(conn: Connection, picks: list[int]) -> _Uses:
             if row.event_source == "kms.amazonaws.com" and row.event_name in KEY_USE_OPERATIONS and succeeded:
                 for arn in _key_arns(row.resource_names):
                     _keep(uses.keys, arn, asdict(_key_use(arn, row)))
-            if row.access_key_id and row.access_key_id.startswith(LONG_TERM_KEY_PREFIX):
+            if row.principal_arn and row.access_key_id and row.access_key_id.startswith(LONG_TERM_KEY_PREFIX):
                 use = AccessKeyUse(row.account_id, row.access_key_id, seq, when, row.event_source, row.region)
                 _keep(uses.access_keys, (row.account_id, row.access_key_id), asdict(use))
             if row.principal_arn and row.event_name in PRINCIPAL_USE_OPERATIONS and succeeded:

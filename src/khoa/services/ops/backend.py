@@ -6,10 +6,11 @@ root hands the service a function that runs them (``review``) rather than the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from khoa.access.authorize import Authorizer
+from khoa.cache import TTLCache
 from khoa.services.ops.store import OpsStore
 
 
@@ -22,13 +23,26 @@ class ReviewRunner(Protocol):
         ...
 
 
+# How long a review's findings stay for the pages after its first (NextToken), and how many reviews
+# are kept: a large installation's review takes seconds, and paging through its findings re-ran it
+# for every page (with pages that shifted when findings changed in between).
+REVIEW_PAGES_SECONDS = 300.0
+REVIEWS_KEPT = 8
+
+ReviewKey = tuple[str, bool, float]  # (account, installation-wide, reviewed at)
+
+
 @dataclass(frozen=True)
 class OpsBackend:
     """``store`` reads the alerts table (the service's SQL is there only); ``authorizer`` authorises
     the calls; ``installation_account`` is the installation's first account (installation-wide alerts
-    and findings are its own: see the package docstring); ``review`` runs the review's rules."""
+    and findings are its own: see the package docstring); ``review`` runs the review's rules;
+    ``reviews`` keeps recent reviews for their later pages."""
 
     store: OpsStore
     authorizer: Authorizer
     installation_account: str
     review: ReviewRunner
+    reviews: TTLCache[ReviewKey, dict[str, Any]] = field(
+        default_factory=lambda: TTLCache(REVIEW_PAGES_SECONDS, REVIEWS_KEPT)
+    )
