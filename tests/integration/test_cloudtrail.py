@@ -535,3 +535,42 @@ def test_aws_cli_lookup_events(trail: Trail) -> None:
         "AttributeKey=EventSource,AttributeValue=kms.amazonaws.com",
     )
     assert [e["Resources"][0]["ResourceName"] for e in recent["Events"]] == list(reversed(trail.later_keys))
+
+
+def test_a_rare_lookup_attribute_pages_through_a_large_trail(fresh_server: KhoaServer) -> None:
+    """A lookup attribute that matches a few events among many: each page reads a bounded part of
+    the trail (short or empty pages with a NextToken), and the paginator still gets every match."""
+    fresh_server.start()
+    sm = fresh_server.client("secretsmanager")
+    arn = sm.create_secret(Name="rarely-read", SecretString="x")["ARN"]
+    sm.get_secret_value(SecretId=arn)  # the first read, then a busy trail of other calls
+    settings = Settings(data_dir=fresh_server.data_dir, database_url=fresh_server.database_url)
+    engine = create_database_engine(settings.effective_database_url)
+    now = time.time()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(schema.audit_events),
+                [
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "account_id": ACCOUNT_ID,
+                        "region": REGION,
+                        "event_time": now + i * 1e-4,
+                        "event_source": "kms.amazonaws.com",
+                        "event_name": "DescribeKey",
+                        "read_only": True,
+                        "record": json.dumps({"eventName": "DescribeKey"}),
+                    }
+                    for i in range(25_000)
+                ],
+            )
+    finally:
+        engine.dispose()
+    sm.get_secret_value(SecretId=arn)  # the second read, newest of all
+    cloudtrail = fresh_server.client("cloudtrail")
+    request = {"LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": arn}]}
+    first = cloudtrail.lookup_events(**request)
+    assert len(first["Events"]) < 50 and "NextToken" in first  # stopped at its budget
+    events = lookup(cloudtrail, "ResourceName", arn)
+    assert [e["EventName"] for e in events] == ["GetSecretValue", "GetSecretValue", "CreateSecret"]

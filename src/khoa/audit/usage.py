@@ -1,13 +1,16 @@
 """When each key was last used, kept from the audit trail.
 
 GetKeyLastUsage (the newest successful cryptographic call naming a KMS key), GetAccessKeyLastUsed (the
-newest call signed with a long-term access key) and ``khoa review`` (keys pending deletion but still
-used) ask "when was this key last used?". Searching the trail backwards for the key costs, for a key
-used long ago or never, the whole trail: on a large one, past the database's statement timeout, a 503
-every time. And retention takes the answer away with the events.
+newest call authenticated with a long-term access key), the ``key-deletion-scheduled`` alert and
+``khoa review`` (keys pending deletion but still used; principals allowed access they never use) ask
+"when was this key (or principal) last used?". Searching the trail backwards for the key costs, for a
+key used long ago or never, the whole trail: on a large one, past the database's statement timeout,
+a 503 every time (and for the alert engine, a pass that fails on every retry). And retention takes
+the answer away with the events.
 
-So the leader follows the trail (:class:`UsageTracker`, a job) and keeps the newest use of each key in
-``audit_key_usage`` and ``audit_access_key_usage``, one row per key, with a cursor of its own
+So the leader follows the trail (:class:`UsageTracker`, a job) and keeps the newest use of each key
+and principal in ``audit_key_usage``, ``audit_access_key_usage`` and ``audit_principal_usage``, one
+row each, with a cursor of its own
 (``audit_delivery``'s row "usage": sequence numbers passed before their transactions committed are
 held and read when they appear, as log file delivery does). A question (:class:`UsageReader`) reads
 the key's row and the events the tracker has not reached yet: normally one job interval's worth.
@@ -313,14 +316,7 @@ class UsageReader:
                 select(_ACCESS_KEYS).where(t.account_id == account_id, t.access_key_id == access_key_id)
             ).first()
             tail = _newest_signed_not_counted(conn, cursor, account_id, access_key_id)
-        return _newest(
-            None if kept is None else _access_key_use(kept),
-            None
-            if tail is None
-            else AccessKeyUse(
-                account_id, access_key_id, tail.seq, tail.event_time, tail.event_source, tail.region
-            ),
-        )
+        return _newest(None if kept is None else _access_key_use(kept), tail)
 
 
 def _stored_key_use(row: Row[Any]) -> KeyUse:

@@ -1,7 +1,9 @@
 """LookupEvents: the caller's account's events in the request's Region, newest first.
 
-Paging is keyset paging on the trail's sequence number; the token also carries a fingerprint of the
-filters, so (as in AWS) a token is only accepted with the parameters of the call that returned it.
+Paging is keyset paging on (event time, sequence number); the token also carries a fingerprint of the
+filters, so (as in AWS) a token is only accepted with the parameters of the call that returned it. A
+page with a lookup attribute reads at most a budget of events (``store.SCAN_BUDGET``): it may hold
+fewer events than asked for, or none, with a NextToken to go on (as CloudTrail's pages may).
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def lookup_events(trail: CloudTrailBackend, ctx: RequestContext, params: dict[st
     if params.get("EventCategory") == "insight":
         return {"Events": []}  # Khoa has no Insights events
     limit = params.get("MaxResults", DEFAULT_MAX_RESULTS)
-    rows = trail.store.events(
+    page = trail.store.events(
         ctx.account_id,
         ctx.region,
         attribute=attribute,
@@ -133,10 +135,13 @@ def lookup_events(trail: CloudTrailBackend, ctx: RequestContext, params: dict[st
         before=before,
         limit=limit + 1,
     )
+    rows = page.rows
     result: dict[str, Any] = {"Events": [_event(row) for row in rows[:limit]]}
     if len(rows) > limit:
         last = rows[limit - 1]
         result["NextToken"] = encode_token(last.event_time, last.seq, fingerprint)
+    elif page.scanned_to is not None:  # the page read its budget of events: go on from there
+        result["NextToken"] = encode_token(*page.scanned_to, fingerprint)
     return result
 
 
