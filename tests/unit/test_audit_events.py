@@ -3,15 +3,17 @@ and readiness, without a server."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, insert, select
+from sqlalchemy import Engine, create_engine, func, insert, select
 
 from khoa.audit.events import HIDDEN, background, build, redact
 from khoa.audit.jobs import PARAMETERS, JobAudit, recorded
@@ -483,3 +485,39 @@ def test_a_batch_of_new_and_completed_events_is_stored_exactly(
     finally:
         recorder.close()
         engine.dispose()
+
+
+def test_a_writer_of_several_takes_its_turn_before_its_batch(tmp_path: Any) -> None:
+    """Two processes' recorders on one SQLite file take turns on the lock file; events that arrive
+    while one waits for its turn go into its next commit, all of them, and none is lost."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
+    schema.metadata.create_all(engine)
+    mine, other = AuditRecorder(engine, processes=2), AuditRecorder(engine, processes=2)
+    batches: list[int] = []
+    write_in_turn = mine._write_in_turn
+
+    def counted(events: list[Any], updates: list[Any]) -> None:
+        batches.append(len(events))
+        write_in_turn(events, updates)
+
+    mine._write_in_turn = counted  # type: ignore[method-assign]
+    other._take_turn()  # the other process is committing
+
+    async def calls() -> None:
+        first = [asyncio.ensure_future(mine.record(event("kms", "ListKeys", {}, {}))) for _ in range(30)]
+        await asyncio.sleep(0.1)  # the writer waits for its turn; more calls come meanwhile
+        later = [asyncio.ensure_future(mine.record(event("kms", "ListKeys", {}, {}))) for _ in range(30)]
+        await asyncio.sleep(0.1)
+        threading.Timer(0.05, other._end_turn).start()
+        await asyncio.gather(*first, *later)
+
+    try:
+        asyncio.run(calls())
+        other.write([event("kms", "ListKeys", {}, {})])  # the other's turn works again too
+    finally:
+        mine.close()
+        other.close()
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.audit_events)).scalar() == 61
+    assert batches == [60]
+    engine.dispose()

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
@@ -265,26 +265,45 @@ class AuditRecorder:
         server process there is nobody to queue behind, and the two flock() calls per commit would
         only hand the GIL to the event loop and wait to get it back.
         """
-        with self._write_lock:  # this process's threads queue here (flock() belongs to the open file)
-            if self._lock_fd is None:
-                yield
-                return
+        self._take_turn()
+        try:
+            yield
+        finally:
+            self._end_turn()
+
+    def _take_turn(self) -> None:
+        """This process's threads queue on ``_write_lock`` (flock() belongs to the open file, so it
+        cannot order them), then the processes on the lock file. Released by :meth:`_end_turn`, on
+        any thread."""
+        self._write_lock.acquire()
+        if self._lock_fd is None:
+            return
+        try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
+        except BaseException:
+            self._write_lock.release()
+            raise
+
+    def _end_turn(self) -> None:
+        try:
+            if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._write_lock.release()
 
     def write(self, events: list[AuditEvent], updates: list[AuditEvent] | None = None) -> None:
         """Commit new events, and final versions of events recorded before their call ran, in one
         transaction (background jobs and tests call this directly)."""
         with self._writer_turn():
-            try:
-                self._write_once(events, updates or [])
-            except _StaleConnection:
-                # The kept connection had died while idle (a database restart): nothing was sent,
-                # so the batch goes once more on a new connection.
-                self._write_once(events, updates or [])
+            self._write_in_turn(events, updates or [])
+
+    def _write_in_turn(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
+        try:
+            self._write_once(events, updates)
+        except _StaleConnection:
+            # The kept connection had died while idle (a database restart): nothing was sent,
+            # so the batch goes once more on a new connection.
+            self._write_once(events, updates)
 
     def _write_once(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
         fresh = self._connection is None
@@ -380,31 +399,60 @@ class AuditRecorder:
                     await asyncio.sleep(0)
                     if len(self._pending) == size or len(self._pending) >= _MAX_BATCH:
                         break
-                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                # With several processes, the writer first waits for its turn at the database and
+                # only then takes the batch: the events that came while the other process committed
+                # go in this commit, not the next (taken before the wait, each process's batches
+                # were a few events, and the commits' fixed cost per event several times as high).
+                queued = self._lock_fd is not None
+                if queued:
+                    await self._wait_for_turn(loop)
                 try:
-                    inserts = [event for kind, event, _ in batch if kind == "insert"]
-                    updates = [event for kind, event, _ in batch if kind == "update"]
-                    await loop.run_in_executor(self._executor, self.write, inserts, updates)
-                except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
-                    self.note_failure()
-                    self._logs.error(
-                        "sink",
-                        "audit sink failed (%s); refusing %d requests",
-                        type(exc).__name__,
-                        len(batch),
-                    )
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(AuditUnavailable())
-                    continue
-                if self.last_failure_at > self.last_success_at:
-                    self._logs.recovered("sink", "audit sink: commits work again")
-                self.last_success_at = time.monotonic()
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                    await self._commit_batch(loop, self.write if not queued else self._write_in_turn)
+                finally:
+                    if queued:
+                        self._end_turn()
         finally:
             self._flushing = False
+
+    async def _wait_for_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take the writer's turn on the writer thread; if this task is cancelled meanwhile, the turn
+        is given back as soon as it comes."""
+        taken = loop.run_in_executor(self._executor, self._take_turn)
+        try:
+            await asyncio.shield(taken)
+        except asyncio.CancelledError:
+            taken.add_done_callback(lambda done: None if done.exception() else self._end_turn())
+            raise
+
+    async def _commit_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        write: Callable[[list[AuditEvent], list[AuditEvent]], None],
+    ) -> None:
+        """Commit the next batch of pending events with ``write`` and answer their requests."""
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        try:
+            inserts = [event for kind, event, _ in batch if kind == "insert"]
+            updates = [event for kind, event, _ in batch if kind == "update"]
+            await loop.run_in_executor(self._executor, write, inserts, updates)
+        except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
+            self.note_failure()
+            self._logs.error(
+                "sink",
+                "audit sink failed (%s); refusing %d requests",
+                type(exc).__name__,
+                len(batch),
+            )
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(AuditUnavailable())
+            return
+        if self.last_failure_at > self.last_success_at:
+            self._logs.recovered("sink", "audit sink: commits work again")
+        self.last_success_at = time.monotonic()
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     def note_failure(self) -> None:
         self.failures += 1
