@@ -163,7 +163,12 @@ class Runtime:
         authorizer = Authorizer(directory, allow_everything=settings.dev)
         credentials = CredentialStore(engine, barrier, settings.credential_cache_seconds)
         trail_health = TrailHealth(settings.effective_audit_dir, sqlite_directory(engine))
-        audit = AuditRecorder(engine, processes=settings.workers, trail=trail_health)
+        audit = AuditRecorder(
+            engine,
+            processes=settings.workers,
+            trail=trail_health,
+            turn_seconds=settings.database_timeout_seconds,
+        )
         audit.enabled = settings.audit_enabled
         if settings.audit_enabled:
             try:

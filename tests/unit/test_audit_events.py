@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, create_engine, func, insert, select
 
 from khoa.audit.events import HIDDEN, background, build, redact
 from khoa.audit.jobs import PARAMETERS, JobAudit, recorded
-from khoa.audit.recorder import AuditRecorder
+from khoa.audit.recorder import AuditRecorder, AuditUnavailable
 from khoa.auth.principal import Principal
 from khoa.cli.audit import format_event, principal_of
 from khoa.observe.health import readiness
@@ -520,4 +521,37 @@ def test_a_writer_of_several_takes_its_turn_before_its_batch(tmp_path: Any) -> N
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.audit_events)).scalar() == 61
     assert batches == [60]
+    engine.dispose()
+
+
+def test_a_turn_held_too_long_refuses_the_batch_promptly_and_then_recovers(tmp_path: Any) -> None:
+    """A sibling process that holds the lock file (stopped, say) gets this process's requests a
+    prompt refusal (503) within the bound, never a hang; once it lets go, commits work again."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
+    schema.metadata.create_all(engine)
+    mine = AuditRecorder(engine, processes=2, turn_seconds=0.2)
+    other = AuditRecorder(engine, processes=2)
+    other._take_turn()
+
+    async def calls() -> tuple[float, bool]:
+        started = time.monotonic()
+        refused = False
+        try:
+            await mine.record(event("kms", "ListKeys", {}, {}))
+        except AuditUnavailable:
+            refused = True
+        waited = time.monotonic() - started
+        other._end_turn()
+        await mine.record(event("kms", "ListKeys", {}, {}))  # the late turn was given back
+        return waited, refused
+
+    try:
+        waited, refused = asyncio.run(calls())
+    finally:
+        mine.close()
+        other.close()
+    assert refused and waited < 2.0
+    assert mine.failures == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.audit_events)).scalar() == 1
     engine.dispose()

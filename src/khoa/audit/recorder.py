@@ -41,6 +41,9 @@ from khoa.storage import schema
 
 log = logging.getLogger("khoa.audit")
 _MAX_BATCH = 512
+# How long a batch waits for its turn on the lock file that orders several processes' SQLite writers
+# (the default database bound, KHOA_DATABASE_TIMEOUT_SECONDS).
+TURN_SECONDS = 5.0
 # Loop iterations a batch waits for requests already running to join it (it stops at the first
 # iteration that adds nothing: one, when the server is quiet).
 _MAX_GATHER_ROUNDS = 16
@@ -223,11 +226,22 @@ def rows_for(events: list[AuditEvent]) -> list[dict[str, object]]:
 
 
 class AuditRecorder:
-    def __init__(self, engine: Engine, *, processes: int = 1, trail: TrailHealth | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        processes: int = 1,
+        trail: TrailHealth | None = None,
+        turn_seconds: float = TURN_SECONDS,
+    ) -> None:
         """``processes``: how many server processes write to this database (the lock file that
         orders their SQLite writers is only opened when there are several). ``trail``: whether the
-        trail's log files can be delivered (readiness asks the recorder about the whole trail)."""
+        trail's log files can be delivered (readiness asks the recorder about the whole trail).
+        ``turn_seconds``: how long a batch waits for its turn on the lock file before its requests
+        are refused (the database bound: a sibling process stopped while holding the lock must not
+        hold every request of this one)."""
         self.engine = engine
+        self._turn_seconds = turn_seconds
         self.trail = trail
         self.writer = Writer.this_process()
         self._logs = LogLimiter(log)
@@ -405,7 +419,11 @@ class AuditRecorder:
                 # were a few events, and the commits' fixed cost per event several times as high).
                 queued = self._lock_fd is not None
                 if queued:
-                    await self._wait_for_turn(loop)
+                    try:
+                        await self._wait_for_turn(loop)
+                    except Exception as exc:  # noqa: BLE001 - no turn, no commit: refuse, never hang
+                        self._refuse(self._next_batch(), exc)
+                        continue
                 try:
                     await self._commit_batch(loop, self.write if not queued else self._write_in_turn)
                 finally:
@@ -415,13 +433,16 @@ class AuditRecorder:
             self._flushing = False
 
     async def _wait_for_turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Take the writer's turn on the writer thread; if this task is cancelled meanwhile, the turn
-        is given back as soon as it comes."""
+        """Take the writer's turn on the writer thread, for at most ``turn_seconds`` (TimeoutError:
+        the batch is refused). A turn that comes after its waiter gave up (or was cancelled) is given
+        back at once."""
         taken = loop.run_in_executor(self._executor, self._take_turn)
         try:
-            await asyncio.shield(taken)
-        except asyncio.CancelledError:
-            taken.add_done_callback(lambda done: None if done.exception() else self._end_turn())
+            await asyncio.wait_for(asyncio.shield(taken), self._turn_seconds)
+        except BaseException:
+            taken.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() else self._end_turn()
+            )
             raise
 
     async def _commit_batch(
@@ -430,22 +451,13 @@ class AuditRecorder:
         write: Callable[[list[AuditEvent], list[AuditEvent]], None],
     ) -> None:
         """Commit the next batch of pending events with ``write`` and answer their requests."""
-        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        batch = self._next_batch()
         try:
             inserts = [event for kind, event, _ in batch if kind == "insert"]
             updates = [event for kind, event, _ in batch if kind == "update"]
             await loop.run_in_executor(self._executor, write, inserts, updates)
         except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
-            self.note_failure()
-            self._logs.error(
-                "sink",
-                "audit sink failed (%s); refusing %d requests",
-                type(exc).__name__,
-                len(batch),
-            )
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(AuditUnavailable())
+            self._refuse(batch, exc)
             return
         if self.last_failure_at > self.last_success_at:
             self._logs.recovered("sink", "audit sink: commits work again")
@@ -453,6 +465,20 @@ class AuditRecorder:
         for _, _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+    def _next_batch(self) -> list[tuple[str, AuditEvent, asyncio.Future[None]]]:
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        return batch
+
+    def _refuse(self, batch: list[tuple[str, AuditEvent, asyncio.Future[None]]], exc: Exception) -> None:
+        """The batch could not be committed: its requests are refused (AuditUnavailable)."""
+        self.note_failure()
+        self._logs.error(
+            "sink", "audit sink failed (%s); refusing %d requests", type(exc).__name__, len(batch)
+        )
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(AuditUnavailable())
 
     def note_failure(self) -> None:
         self.failures += 1
