@@ -300,8 +300,9 @@ class Runtime:
         jobs.register(
             "secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)), lane="rotation"
         )
-        # Last uses of keys first: retention (in audit.trail) keeps the events not counted yet.
-        jobs.register("audit.usage", UsageTracker(engine).run)
+        # Last uses of keys: a lane of its own, so catching up over a large trail (after the
+        # upgrade) holds no other work. Retention (in audit.trail) keeps the events not counted yet.
+        jobs.register("audit.usage", UsageTracker(engine).run, lane="usage")
         jobs.register("audit.trail", AuditTrail(engine, barrier, settings, trail_health).run_job)
         alerts = AlertEngine(
             engine=engine,

@@ -19,12 +19,14 @@ import pytest
 from sqlalchemy import Engine, delete, insert, select
 
 from khoa.alerts import config
+from khoa.alerts import rules as alert_rules
 from khoa.alerts.config import AlertSettings
 from khoa.alerts.engine import SETTLE_SECONDS, AlertEngine
 from khoa.alerts.model import Event
 from khoa.alerts.notifiers import FAILED, PENDING, SENT, Notifiers, StoredAlert, post_json, slack_payload
 from khoa.audit.events import AuditEvent
 from khoa.audit.recorder import rows_for
+from khoa.audit.usage import UsageBehind
 from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
@@ -552,6 +554,22 @@ def test_key_use_makes_a_deletion_more_severe(world: World) -> None:
     (alert,) = world.run()
     assert alert.severity == "high" and alert.details["usedRecently"] is True
     assert alert.details["lastUsed"] == "2030-01-01T00:00:20Z"
+
+
+def test_a_deletion_whose_key_use_is_not_counted_yet_is_judged_used(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def behind(ctx: Any, key_arn: str) -> float | None:
+        raise UsageBehind()
+
+    monkeypatch.setattr(alert_rules, "key_last_used", behind)
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/2222cccc-12ab-34cd-56ef-1234567890ab"
+    world.record(call("ScheduleKeyDeletion", root(), service="kms", resources=[key], response={"keyId": key}))
+    world.clock.advance(10)
+    (alert,) = world.run()
+    assert alert.severity == "high" and alert.details["usedRecently"] is True
+    assert alert.details["lastUsed"] == "unknown (still being counted)"
+    assert "not known yet" in alert.summary
 
 
 # -- error bursts ---------------------------------------------------------------------------------

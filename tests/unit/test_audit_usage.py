@@ -270,3 +270,23 @@ def test_neither_tracker_nor_question_has_postgresql_read_the_whole_trail(store_
     assert never is None and used is not None and used.seq == 30001 and unused_user is None
     assert set(review) == {KEY_A}
     assert most_rows_scanned(store_engine, statements) <= usage_module.WINDOW
+
+
+def test_a_question_too_far_behind_the_trail_is_refused_not_read(
+    store_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage_module, "WINDOW", 10)
+    _add(store_engine, *(_event(seq, keys=(KEY_A,)) for seq in range(1, 51)))
+    bounded = UsageReader(store_engine, max_tail_windows=2)
+    unbounded = UsageReader(store_engine, max_tail_windows=None)
+    with pytest.raises(usage_module.UsageBehind) as behind:
+        bounded.key_last_use(KEY_B, T0)
+    assert (behind.value.code, behind.value.status) == ("ServiceUnavailableException", 503)
+    with pytest.raises(usage_module.UsageBehind):
+        bounded.access_key_last_use(ACCOUNT, USER_KEY)
+    assert unbounded.keys_last_use([KEY_A])[KEY_A].seq == 50  # khoa review reads it all
+    _track(store_engine)
+    _add(store_engine, *(_event(seq, keys=(KEY_A,)) for seq in range(51, 61)))
+    used = bounded.key_last_use(KEY_A, T0)
+    assert used is not None and used.seq == 60
+    assert bounded.key_last_use(KEY_B, T0) is None

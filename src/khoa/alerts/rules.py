@@ -61,6 +61,7 @@ from khoa.alerts.config import AlertSettings
 from khoa.alerts.context import PassContext
 from khoa.alerts.lookups import error_count, key_last_used, recent_errors, resolve_secret, rotation_role
 from khoa.alerts.model import Alert, Event, iso
+from khoa.audit.usage import UsageBehind
 
 ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException")
 DECRYPTION_FAILURE_CODES = ("InvalidCiphertextException", "DecryptionFailure")
@@ -273,13 +274,18 @@ class KeyDeletionScheduled(Rule):
             key_arn = next((a for a in e.resource_arns if ":key/" in a), None) or _short(
                 response.get("keyId") or "unknown key"
             )
-            last = key_last_used(ctx, key_arn)
-            last_used = iso(last) if last is not None else None
             days = self.settings.key_recent_use_days
-            recently = last is not None and last >= e.event_time - days * 86400.0
+            try:
+                last = key_last_used(ctx, key_arn)
+                last_used = iso(last) if last is not None else None
+                recently = last is not None and last >= e.event_time - days * 86400.0
+            except UsageBehind:  # not counted yet: judged as used, the safer side
+                last, last_used, recently = None, "unknown (still being counted)", True
             severity = "high" if recently else "medium"
             summary = f"KMS key {key_arn} scheduled for deletion"
-            if recently:
+            if recently and last is None:
+                summary += "; whether it was used lately is not known yet"
+            elif recently:
                 summary += f"; it was last used {last_used}, within the last {days:g} days"
             details: dict[str, Any] = {
                 "keyArn": key_arn,

@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from khoa.protocol.errors import AWSError
 from khoa.sequence import GapPolicy, SequenceCursor
 from khoa.storage import schema
 
@@ -73,7 +74,11 @@ CURSOR_NAME = "usage"
 # Sequence numbers a tracker reads at a time, and windows per pass: a pass after a long pause (or
 # the first, over an existing trail) catches up over several passes rather than one long one.
 WINDOW = 10_000
-MAX_WINDOWS_PER_PASS = 50
+MAX_WINDOWS_PER_PASS = 100
+# Windows of events not counted yet that a question reads at most (normally one or two: a job
+# interval's worth). Further behind (the first passes over a large trail after the upgrade, or a
+# leader that has not run for long) a question is refused with a 503 rather than read the backlog.
+MAX_TAIL_WINDOWS = 30
 _GAPS = GapPolicy("key usage", 60.0)
 _IN_CHUNK = 500
 
@@ -82,6 +87,17 @@ _CURSORS = schema.audit_delivery
 _KEYS = schema.audit_key_usage
 _ACCESS_KEYS = schema.audit_access_key_usage
 _PRINCIPALS = schema.audit_principal_usage
+
+
+class UsageBehind(AWSError):
+    """The last-use tables are further behind the trail than a question may read (503: retry)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ServiceUnavailableException",
+            "Key usage is still being counted from the audit trail. Try again later.",
+            503,
+        )
 
 
 @dataclass(frozen=True)
@@ -160,16 +176,18 @@ def _read_cursor(conn: Connection) -> _Cursor:
 
 
 def _not_counted(
-    conn: Connection, cursor: SequenceCursor
+    conn: Connection, cursor: SequenceCursor, max_windows: int | None
 ) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
     """Conditions that together cover the events the tables do not hold yet: windows of at most
     :data:`WINDOW` sequence numbers from the newest event down to the cursor, newest first, and the
     numbers the cursor holds (below it). Closed ranges of the primary key, because PostgreSQL,
     without statistics for the trail, plans an open one ("after the cursor") as a scan of the whole
-    table."""
+    table. :class:`UsageBehind` when that is more than ``max_windows`` windows (None: no bound)."""
     seq = _EVENTS.c.seq
     newest = int(conn.execute(select(func.max(seq))).scalar() or 0)
     floor = cursor.position if newest >= cursor.position else 0  # numbering started again
+    if max_windows is not None and newest - floor > max_windows * WINDOW:
+        raise UsageBehind()
     windows: list[ColumnElement[bool]] = []
     while newest > floor:
         low = max(floor + 1, newest - WINDOW + 1)
@@ -183,11 +201,14 @@ def _not_counted(
 
 
 def _newest_not_counted(
-    conn: Connection, cursor: SequenceCursor, query: Callable[[ColumnElement[bool]], Select[Any]]
+    conn: Connection,
+    cursor: SequenceCursor,
+    max_windows: int | None,
+    query: Callable[[ColumnElement[bool]], Select[Any]],
 ) -> Row[Any] | None:
     """The newest row ``query`` finds among the events not counted yet (by sequence number): the
     windows newest first, stopping at the first that has one, and the held numbers."""
-    windows, held = _not_counted(conn, cursor)
+    windows, held = _not_counted(conn, cursor, max_windows)
     found: list[Row[Any]] = []
     for window in windows:
         row = conn.execute(query(window).order_by(_EVENTS.c.seq.desc()).limit(1)).first()
@@ -200,7 +221,7 @@ def _newest_not_counted(
 
 
 def _newest_signed_not_counted(
-    conn: Connection, cursor: SequenceCursor, account_id: str, access_key_id: str
+    conn: Connection, cursor: SequenceCursor, max_windows: int | None, account_id: str, access_key_id: str
 ) -> AccessKeyUse | None:
     """The newest event not counted yet of ``account_id``'s trail signed with ``access_key_id``.
 
@@ -209,7 +230,7 @@ def _newest_signed_not_counted(
     which walks every event the account ever recorded."""
     c = _EVENTS.c
     columns = (c.seq, c.event_time, c.event_source, c.region, c.account_id)
-    windows, held = _not_counted(conn, cursor)
+    windows, held = _not_counted(conn, cursor, max_windows)
     found: list[Row[Any]] = []
     for window in windows:
         newest: dict[str, int] = {
@@ -237,10 +258,13 @@ def _newest_signed_not_counted(
 
 
 class UsageReader:
-    """Answers "when was this key last used?" from the tables and the events not counted yet."""
+    """Answers "when was this key last used?" from the tables and the events not counted yet (at
+    most ``max_tail_windows`` windows of them, else :class:`UsageBehind`; None: all, for ``khoa
+    review``, which would rather wait than guess)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_tail_windows: int | None = MAX_TAIL_WINDOWS) -> None:
         self._engine = engine
+        self._max_windows = max_tail_windows
 
     def key_last_use(self, key_arn: str, since: float) -> KeyUse | None:
         """The newest successful cryptographic call naming ``key_arn`` at or after ``since`` (the
@@ -253,6 +277,7 @@ class UsageReader:
             tail = _newest_not_counted(
                 conn,
                 cursor,
+                self._max_windows,
                 lambda span: select(c.seq, c.event_time, c.event_name, c.event_id, c.record).where(
                     span, _is_key_use(), c.resource_names.contains(key_arn, autoescape=True)
                 ),
@@ -275,7 +300,7 @@ class UsageReader:
                 chunk = arns[start : start + _IN_CHUNK]
                 for row in conn.execute(select(_KEYS).where(_KEYS.c.key_arn.in_(chunk))):
                     found[row.key_arn] = _stored_key_use(row)
-            windows, held = _not_counted(conn, cursor)
+            windows, held = _not_counted(conn, cursor, self._max_windows)
             for span in [*windows, *held]:
                 newest = select(func.max(c.seq)).where(span, _is_key_use()).group_by(c.resource_names)
                 rows = conn.execute(
@@ -296,7 +321,7 @@ class UsageReader:
         with self._engine.connect() as conn:
             cursor = _read_cursor(conn).cursor
             used = set(conn.execute(select(t.principal_arn).where(t.event_time >= since)).scalars())
-            windows, held = _not_counted(conn, cursor)
+            windows, held = _not_counted(conn, cursor, self._max_windows)
             for span in [*windows, *held]:
                 used.update(
                     conn.execute(
@@ -315,7 +340,7 @@ class UsageReader:
             kept = conn.execute(
                 select(_ACCESS_KEYS).where(t.account_id == account_id, t.access_key_id == access_key_id)
             ).first()
-            tail = _newest_signed_not_counted(conn, cursor, account_id, access_key_id)
+            tail = _newest_signed_not_counted(conn, cursor, self._max_windows, account_id, access_key_id)
         return _newest(None if kept is None else _access_key_use(kept), tail)
 
 

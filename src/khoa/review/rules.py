@@ -370,7 +370,7 @@ def unused_access(snapshot: Snapshot) -> Found:
             allowed.setdefault(value, []).append(f"grant {grant.grant_id} of key {grant.key_id}")
     if not allowed:
         return
-    used = UsageReader(snapshot.engine).principals_used_since(since)
+    used = UsageReader(snapshot.engine, max_tail_windows=None).principals_used_since(since)
     for arn, reasons in sorted(allowed.items()):
         if arn in used or created.get(arn, 0.0) > since:
             continue  # used, or too new to judge
@@ -407,7 +407,7 @@ def key_pending_deletion_in_use(snapshot: Snapshot) -> Found:
         return
     window = {key.key_id: (key.pending_window_days or 30) * DAY for key in pending}
     arns = {key.key_id: key_arn(key.region, key.account_id, key.key_id) for key in pending}
-    uses = UsageReader(snapshot.engine).keys_last_use(list(arns.values()))
+    uses = UsageReader(snapshot.engine, max_tail_windows=None).keys_last_use(list(arns.values()))
     last_use = {key_id: uses[arn].event_time for key_id, arn in arns.items() if arn in uses}
     for key in pending:
         when = last_use.get(key.key_id)
