@@ -84,6 +84,15 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
     "khoa-ops": frozenset({"GetReviewFindings"}),
 }
 
+# Reads that may read many rows of the trail (a page of up to 10,000 events; the events the
+# last-use tables have not counted yet): on a request thread even on SQLite, which releases the GIL
+# while it reads, so the event loop keeps serving meanwhile.
+_SCANS: dict[str, frozenset[str]] = {
+    "cloudtrail": frozenset({"LookupEvents"}),
+    "kms": frozenset({"GetKeyLastUsage"}),
+    "iam": frozenset({"GetAccessKeyLastUsed"}),
+}
+
 
 # Writes that call a peer over the network (an external key store's proxy): never on the event loop,
 # whatever the database (a read that does is moved off the loop when it comes to it: khoa.blocking).
@@ -188,6 +197,8 @@ class Pipeline:
                 request = (scope, headers, body, form, service, call)
                 if heavy:
                     result = await self._run(self.heavy_threads, self._read, request)
+                elif call.operation in _SCANS.get(service.name, ()):
+                    result = await self._run(self.request_threads, self._read, request)
                 else:
                     result = await self._read_on_the_loop_first(request)
             else:
