@@ -25,9 +25,10 @@ class ReviewRunner(Protocol):
 
 # How long a review's findings stay for the pages after its first (NextToken), and how many reviews
 # are kept: a large installation's review takes seconds, and paging through its findings re-ran it
-# for every page (with pages that shifted when findings changed in between).
+# for every page (with pages that shifted when findings changed in between). Few: the review of
+# 100,000 secrets holds ~100,000 findings (tens of MB); a token whose review is gone re-runs it.
 REVIEW_PAGES_SECONDS = 300.0
-REVIEWS_KEPT = 8
+REVIEWS_KEPT = 2
 
 ReviewKey = tuple[str, bool, float]  # (account, installation-wide, reviewed at)
 
