@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, func, insert, select
 
+from khoa.audit import cursors
 from khoa.audit import usage as usage_module
 from khoa.audit.delivery import Delivery
 from khoa.audit.files import AuditFiles
@@ -240,7 +241,7 @@ def test_a_second_tracker_with_a_stale_cursor_counts_nothing_twice(
     assert first.step(T0, 1) is False  # counted everything up to 1
 
     def stale(conn: Any) -> Any:  # the cursor as it was before the first tracker moved it
-        return usage_module._Cursor(usage_module.SequenceCursor(), None)
+        return cursors.StoredCursor(usage_module.SequenceCursor(), None)
 
     monkeypatch.setattr(usage_module, "_read_cursor", stale)
     assert second.step(T0, 1) is False  # its first-ever insert of the cursor conflicts

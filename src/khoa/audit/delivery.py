@@ -16,7 +16,6 @@ deliver the same events, and a crash leaves nothing the database does not know a
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import operator
 import secrets
@@ -26,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from khoa.audit import cursors
 from khoa.audit.errors import TrailConflict
 from khoa.audit.files import AuditFiles
 from khoa.audit.formats import log_file_content, log_file_key, safe_account, safe_region, sha256_hex
@@ -49,7 +49,6 @@ _DELIVERY_NAME = "trail"
 _UNIQUE_ALPHABET = string.ascii_letters + string.digits
 
 _EVENTS = schema.audit_events
-_DELIVERY = schema.audit_delivery
 _FILES = schema.audit_log_files
 _seq = operator.attrgetter("seq")
 _COLUMNS = (
@@ -90,11 +89,8 @@ class Delivery:
 
     def state(self) -> DeliveryState:
         with self.engine.connect() as conn:
-            row = conn.execute(select(_DELIVERY).where(_DELIVERY.c.name == _DELIVERY_NAME)).first()
-        if row is None:
-            return DeliveryState(SequenceCursor(), None)
-        cursor = SequenceCursor.from_pairs(row.delivered_seq, json.loads(row.held))
-        return DeliveryState(cursor, (int(row.delivered_seq), row.held))
+            stored = cursors.read(conn, _DELIVERY_NAME)
+        return DeliveryState(stored.cursor, stored.stored)
 
     def newest_event(self) -> int | None:
         with self.engine.connect() as conn:
@@ -220,23 +216,7 @@ class Delivery:
     @staticmethod
     def _advance(conn: Connection, state: DeliveryState, cursor: SequenceCursor, now: float) -> None:
         """Move the cursor, only if no other writer moved it since ``state`` was read."""
-        new_held = json.dumps(cursor.held_pairs())
-        if state.stored is None:  # the first delivery ever (a second first one fails on the key)
-            conn.execute(
-                insert(_DELIVERY).values(
-                    name=_DELIVERY_NAME, delivered_seq=cursor.position, held=new_held, updated_at=now
-                )
-            )
-            return
-        stored_seq, stored_held = state.stored
-        moved = conn.execute(
-            update(_DELIVERY)
-            .where(_DELIVERY.c.name == _DELIVERY_NAME)
-            .where(_DELIVERY.c.delivered_seq == stored_seq)
-            .where(_DELIVERY.c.held == stored_held)
-            .values(delivered_seq=cursor.position, held=new_held, updated_at=now)
-        ).rowcount
-        if moved != 1:
+        if not cursors.move(conn, _DELIVERY_NAME, state.stored, cursor, now):
             raise TrailConflict("another process delivered some of these events first")
 
 

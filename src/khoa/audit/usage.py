@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from khoa.audit import cursors
 from khoa.protocol.errors import AWSError
 from khoa.sequence import GapPolicy, SequenceCursor
 from khoa.storage import schema
@@ -83,7 +84,6 @@ _GAPS = GapPolicy("key usage", 60.0)
 _IN_CHUNK = 500
 
 _EVENTS = schema.audit_events
-_CURSORS = schema.audit_delivery
 _KEYS = schema.audit_key_usage
 _ACCESS_KEYS = schema.audit_access_key_usage
 _PRINCIPALS = schema.audit_principal_usage
@@ -160,19 +160,8 @@ def _key_arns(resource_names: str | None) -> list[str]:
     return [name for name in (resource_names or "").split("\n") if ":key/" in name and len(name) <= 256]
 
 
-@dataclass(frozen=True)
-class _Cursor:
-    cursor: SequenceCursor
-    stored: tuple[int, str] | None  # the row's values as read (None before the first pass)
-
-
-def _read_cursor(conn: Connection) -> _Cursor:
-    row = conn.execute(select(_CURSORS).where(_CURSORS.c.name == CURSOR_NAME)).first()
-    if row is None:
-        return _Cursor(SequenceCursor(), None)
-    return _Cursor(
-        SequenceCursor.from_pairs(row.delivered_seq, json.loads(row.held)), (row.delivered_seq, row.held)
-    )
+def _read_cursor(conn: Connection) -> cursors.StoredCursor:
+    return cursors.read(conn, CURSOR_NAME)
 
 
 def _not_counted(
@@ -283,7 +272,7 @@ class UsageReader:
                 ),
             )
         use = _newest(
-            None if kept is None else _stored_key_use(kept),
+            None if kept is None else KeyUse(**kept._mapping),
             None if tail is None else _key_use(key_arn, tail),
         )
         return use if use is not None and use.event_time >= since else None
@@ -299,7 +288,7 @@ class UsageReader:
             for start in range(0, len(arns), _IN_CHUNK):
                 chunk = arns[start : start + _IN_CHUNK]
                 for row in conn.execute(select(_KEYS).where(_KEYS.c.key_arn.in_(chunk))):
-                    found[row.key_arn] = _stored_key_use(row)
+                    found[row.key_arn] = KeyUse(**row._mapping)
             windows, held = _not_counted(conn, cursor, self._max_windows)
             for span in [*windows, *held]:
                 newest = select(func.max(c.seq)).where(span, _is_key_use()).group_by(c.resource_names)
@@ -341,13 +330,7 @@ class UsageReader:
                 select(_ACCESS_KEYS).where(t.account_id == account_id, t.access_key_id == access_key_id)
             ).first()
             tail = _newest_signed_not_counted(conn, cursor, self._max_windows, account_id, access_key_id)
-        return _newest(None if kept is None else _access_key_use(kept), tail)
-
-
-def _stored_key_use(row: Row[Any]) -> KeyUse:
-    return KeyUse(
-        row.key_arn, int(row.seq), float(row.event_time), row.operation, row.event_id, row.request_id
-    )
+        return _newest(None if kept is None else AccessKeyUse(**kept._mapping), tail)
 
 
 def _key_use(key_arn: str, row: Row[Any]) -> KeyUse:
@@ -363,12 +346,6 @@ def _key_use(key_arn: str, row: Row[Any]) -> KeyUse:
         row.event_name,
         row.event_id,
         request_id if isinstance(request_id, str) and len(request_id) <= 128 else None,
-    )
-
-
-def _access_key_use(row: Row[Any]) -> AccessKeyUse:
-    return AccessKeyUse(
-        row.account_id, row.access_key_id, int(row.seq), float(row.event_time), row.event_source, row.region
     )
 
 
@@ -424,7 +401,7 @@ class UsageTracker:
                     conn, _ACCESS_KEYS, ("account_id", "access_key_id"), list(uses.access_keys.values())
                 )
                 _keep_newest(conn, _PRINCIPALS, ("principal_arn",), list(uses.principals.values()))
-                if not _move(conn, state.stored, moved, at):
+                if not cursors.move(conn, CURSOR_NAME, state.stored, moved, at):
                     log.warning(
                         "key usage: another process moved the cursor first; leaving this window to it"
                     )
@@ -548,26 +525,6 @@ def _keep_newest(conn: Connection, table: Table, key: tuple[str, ...], rows: lis
             )
     if fresh:
         conn.execute(insert(table), fresh)
-
-
-def _move(conn: Connection, stored: tuple[int, str] | None, cursor: SequenceCursor, at: float) -> bool:
-    """Move the cursor, only if no other tracker moved it since ``stored`` was read."""
-    held = json.dumps(cursor.held_pairs())
-    if stored is None:  # the first pass ever (a second first one fails on the key)
-        conn.execute(
-            insert(_CURSORS).values(name=CURSOR_NAME, delivered_seq=cursor.position, held=held, updated_at=at)
-        )
-        return True
-    moved = conn.execute(
-        update(_CURSORS)
-        .where(
-            _CURSORS.c.name == CURSOR_NAME,
-            _CURSORS.c.delivered_seq == stored[0],
-            _CURSORS.c.held == stored[1],
-        )
-        .values(delivered_seq=cursor.position, held=held, updated_at=at)
-    ).rowcount
-    return moved == 1
 
 
 def counted_until(engine: Engine) -> int:
