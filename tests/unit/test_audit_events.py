@@ -524,6 +524,35 @@ def test_a_writer_of_several_takes_its_turn_before_its_batch(tmp_path: Any) -> N
     engine.dispose()
 
 
+def test_a_background_write_waits_for_its_turn_within_the_bound(tmp_path: Any) -> None:
+    """A background job's write() (no event loop) waits for a sibling that holds the lock file at
+    most the bound, then is refused (AuditUnavailable), never held for good; a turn that comes
+    after the job gave up is given back, and a turn freed in time is taken."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
+    schema.metadata.create_all(engine)
+    mine = AuditRecorder(engine, processes=2, turn_seconds=0.2)
+    other = AuditRecorder(engine, processes=2)
+    try:
+        other._take_turn()
+        started = time.monotonic()
+        with pytest.raises(AuditUnavailable):
+            mine.write([event("kms", "ListKeys", {}, {})])
+        waited = time.monotonic() - started
+        other._end_turn()
+        time.sleep(0.05)  # the helper's late turn, given back
+        other._take_turn_within(2.0)  # not held by the abandoned wait
+        threading.Timer(0.05, other._end_turn).start()
+        mine.write([event("kms", "ListKeys", {}, {})])  # freed within the bound: written
+        mine.write([event("kms", "ListKeys", {}, {})])  # and the turn was given back after it
+    finally:
+        mine.close()
+        other.close()
+    assert 0.2 <= waited < 2.0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.audit_events)).scalar() == 2
+    engine.dispose()
+
+
 def test_a_turn_held_too_long_refuses_the_batch_promptly_and_then_recovers(tmp_path: Any) -> None:
     """A sibling process that holds the lock file (stopped, say) gets this process's requests a
     prompt refusal (503) within the bound, never a hang; once it lets go, commits work again."""

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
@@ -267,28 +267,18 @@ class AuditRecorder:
             with contextlib.suppress(OSError):  # no lock file: SQLite's busy handler still serialises
                 self._lock_fd = os.open(f"{database}-auditlock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    @contextlib.contextmanager
-    def _writer_turn(self) -> Iterator[None]:
-        """On SQLite, queue for the database in the kernel rather than in SQLite.
-
-        With several server processes, each group-commits into the same file. SQLite's busy handler
-        retries a refused write lock after sleeping 1, 2, 5, 10... ms, so a writer that lost the
-        race sleeps through several commits of the other, with all its batch's requests waiting. An
-        exclusive flock() on a file beside the database is handed over the moment its holder is
-        done. It only orders audit writers; SQLite's own locking still protects the data. With one
-        server process there is nobody to queue behind, and the two flock() calls per commit would
-        only hand the GIL to the event loop and wait to get it back.
-        """
-        self._take_turn()
-        try:
-            yield
-        finally:
-            self._end_turn()
-
     def _take_turn(self) -> None:
-        """This process's threads queue on ``_write_lock`` (flock() belongs to the open file, so it
-        cannot order them), then the processes on the lock file. Released by :meth:`_end_turn`, on
-        any thread."""
+        """Queue for the database: this process's threads on ``_write_lock`` (flock() belongs to
+        the open file, so it cannot order them), then, on SQLite with several server processes, the
+        processes in the kernel rather than in SQLite. Released by :meth:`_end_turn`, on any thread.
+
+        Each process group-commits into the same file. SQLite's busy handler retries a refused
+        write lock after sleeping 1, 2, 5, 10... ms, so a writer that lost the race sleeps through
+        several commits of the other, with all its batch's requests waiting. An exclusive flock() on
+        a file beside the database is handed over the moment its holder is done. It only orders
+        audit writers; SQLite's own locking still protects the data. With one server process there
+        is nobody to queue behind, and the two flock() calls per commit would only hand the GIL to
+        the event loop and wait to get it back."""
         self._write_lock.acquire()
         if self._lock_fd is None:
             return
@@ -307,9 +297,54 @@ class AuditRecorder:
 
     def write(self, events: list[AuditEvent], updates: list[AuditEvent] | None = None) -> None:
         """Commit new events, and final versions of events recorded before their call ran, in one
-        transaction (background jobs and tests call this directly)."""
-        with self._writer_turn():
+        transaction (background jobs and tests call this directly). The turn is awaited for at most
+        ``turn_seconds`` (AuditUnavailable after): a sibling process stopped while holding the lock
+        file must not hold a background job's thread, and whatever it holds, for good."""
+        self._take_turn_within(self._turn_seconds)
+        try:
             self._write_in_turn(events, updates or [])
+        finally:
+            self._end_turn()
+
+    def _take_turn_within(self, seconds: float) -> None:
+        """:meth:`_take_turn`, waiting at most ``seconds``. flock() has no timeout, so a busy lock
+        file is waited for on a helper thread; a turn it gets after its waiter gave up is given back
+        at once (the helper's flock() waits in the kernel's queue, as the request writers' do, so
+        a job is not starved by their commits as a poller would be)."""
+        deadline = time.monotonic() + seconds
+        if not self._write_lock.acquire(timeout=max(0.0, seconds)):
+            raise AuditUnavailable("another writer of this process held the audit trail")
+        fd = self._lock_fd
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except BaseException:
+            self._write_lock.release()
+            raise
+        taken = threading.Event()
+        guard = threading.Lock()
+        abandoned = False
+
+        def take() -> None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with guard:
+                    if abandoned:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        return
+                    taken.set()
+
+        threading.Thread(target=take, name="khoa-audit-turn", daemon=True).start()
+        taken.wait(max(0.0, deadline - time.monotonic()))
+        with guard:
+            if not taken.is_set():
+                abandoned = True
+                self._write_lock.release()
+                raise AuditUnavailable("another process held the audit trail's lock file")
 
     def _write_in_turn(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
         try:
