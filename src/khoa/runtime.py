@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, make_url
 
 from khoa import affinity
 from khoa.access.authorize import Authorizer
@@ -78,6 +78,7 @@ from khoa.settings import Settings
 from khoa.storage import schema
 from khoa.storage.database import DatabaseBounds, create_database_engine
 from khoa.storage.fingerprints import load_fingerprinter
+from khoa.storage.turn import WriterTurn
 
 log = logging.getLogger("khoa")
 
@@ -152,9 +153,17 @@ class Runtime:
         if not settings.audit_enabled and not settings.dev:
             # `khoa server` refuses this already; a worker started some other way must refuse too.
             raise RuntimeError("KHOA_AUDIT=0 is allowed only in development mode (KHOA_DEV=1, --dev)")
+        # Every writer of the node queues for an SQLite file in one turn (khoa.storage.turn).
+        database_url = make_url(settings.effective_database_url)
+        turn = (
+            WriterTurn.for_database(database_url.database, settings.workers)
+            if database_url.get_backend_name() == "sqlite"
+            else None
+        )
         engine = create_database_engine(
             settings.effective_database_url,
             DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds),
+            turn,
         )
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
@@ -165,7 +174,7 @@ class Runtime:
         trail_health = TrailHealth(settings.effective_audit_dir, sqlite_directory(engine))
         audit = AuditRecorder(
             engine,
-            processes=settings.workers,
+            turn=turn,
             trail=trail_health,
             turn_seconds=settings.database_timeout_seconds,
         )
@@ -350,6 +359,7 @@ class Runtime:
         last SQLite connection to close folds the WAL back into the database file)."""
         self.audit.close()
         self.engine.dispose()
+        self.audit.turn.close()  # the node's writers' turn (its lock file), now that nobody writes
         self.revocations.close()
 
     def check_revocations(self) -> None:

@@ -28,6 +28,7 @@ from khoa.protocol.model import ServiceModel
 from khoa.services.cloudtrail.lookup import CloudTrailModel, decode_token, encode_token
 from khoa.services.cloudtrail.store import line_match
 from khoa.storage import schema
+from khoa.storage.turn import WriterTurn
 
 ACCOUNT = "111122223333"
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -488,12 +489,18 @@ def test_a_batch_of_new_and_completed_events_is_stored_exactly(
         engine.dispose()
 
 
+def _process_turn(tmp_path: Any) -> WriterTurn:
+    """The writers' turn of one of two server processes on the SQLite file khoa.db in tmp_path."""
+    return WriterTurn.for_database(str(tmp_path / "khoa.db"), processes=2)
+
+
 def test_a_writer_of_several_takes_its_turn_before_its_batch(tmp_path: Any) -> None:
     """Two processes' recorders on one SQLite file take turns on the lock file; events that arrive
     while one waits for its turn go into its next commit, all of them, and none is lost."""
     engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
     schema.metadata.create_all(engine)
-    mine, other = AuditRecorder(engine, processes=2), AuditRecorder(engine, processes=2)
+    mine = AuditRecorder(engine, turn=_process_turn(tmp_path))
+    other = AuditRecorder(engine, turn=_process_turn(tmp_path))
     batches: list[int] = []
     write_in_turn = mine._write_in_turn
 
@@ -502,14 +509,14 @@ def test_a_writer_of_several_takes_its_turn_before_its_batch(tmp_path: Any) -> N
         write_in_turn(events, updates)
 
     mine._write_in_turn = counted  # type: ignore[method-assign]
-    other._take_turn()  # the other process is committing
+    other.turn.take()  # the other process is committing
 
     async def calls() -> None:
         first = [asyncio.ensure_future(mine.record(event("kms", "ListKeys", {}, {}))) for _ in range(30)]
         await asyncio.sleep(0.1)  # the writer waits for its turn; more calls come meanwhile
         later = [asyncio.ensure_future(mine.record(event("kms", "ListKeys", {}, {}))) for _ in range(30)]
         await asyncio.sleep(0.1)
-        threading.Timer(0.05, other._end_turn).start()
+        threading.Timer(0.05, other.turn.end).start()
         await asyncio.gather(*first, *later)
 
     try:
@@ -530,18 +537,18 @@ def test_a_background_write_waits_for_its_turn_within_the_bound(tmp_path: Any) -
     after the job gave up is given back, and a turn freed in time is taken."""
     engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
     schema.metadata.create_all(engine)
-    mine = AuditRecorder(engine, processes=2, turn_seconds=0.2)
-    other = AuditRecorder(engine, processes=2)
+    mine = AuditRecorder(engine, turn=_process_turn(tmp_path), turn_seconds=0.2)
+    other = AuditRecorder(engine, turn=_process_turn(tmp_path))
     try:
-        other._take_turn()
+        other.turn.take()
         started = time.monotonic()
         with pytest.raises(AuditUnavailable):
             mine.write([event("kms", "ListKeys", {}, {})])
         waited = time.monotonic() - started
-        other._end_turn()
+        other.turn.end()
         time.sleep(0.05)  # the helper's late turn, given back
-        other._take_turn_within(2.0)  # not held by the abandoned wait
-        threading.Timer(0.05, other._end_turn).start()
+        other.turn.take_within(2.0)  # not held by the abandoned wait
+        threading.Timer(0.05, other.turn.end).start()
         mine.write([event("kms", "ListKeys", {}, {})])  # freed within the bound: written
         mine.write([event("kms", "ListKeys", {}, {})])  # and the turn was given back after it
     finally:
@@ -558,9 +565,9 @@ def test_a_turn_held_too_long_refuses_the_batch_promptly_and_then_recovers(tmp_p
     prompt refusal (503) within the bound, never a hang; once it lets go, commits work again."""
     engine = create_engine(f"sqlite:///{tmp_path / 'khoa.db'}")
     schema.metadata.create_all(engine)
-    mine = AuditRecorder(engine, processes=2, turn_seconds=0.2)
-    other = AuditRecorder(engine, processes=2)
-    other._take_turn()
+    mine = AuditRecorder(engine, turn=_process_turn(tmp_path), turn_seconds=0.2)
+    other = AuditRecorder(engine, turn=_process_turn(tmp_path))
+    other.turn.take()
 
     async def calls() -> tuple[float, bool]:
         started = time.monotonic()
@@ -570,7 +577,7 @@ def test_a_turn_held_too_long_refuses_the_batch_promptly_and_then_recovers(tmp_p
         except AuditUnavailable:
             refused = True
         waited = time.monotonic() - started
-        other._end_turn()
+        other.turn.end()
         await mine.record(event("kms", "ListKeys", {}, {}))  # the late turn was given back
         return waited, refused
 

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +35,7 @@ from khoa.audit.outcomes import Writer, mark_lost_outcomes
 from khoa.logs import LogLimiter
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
+from khoa.storage.turn import TurnUnavailable, WriterTurn
 
 log = logging.getLogger("khoa.audit")
 _MAX_BATCH = 512
@@ -230,16 +228,16 @@ class AuditRecorder:
         self,
         engine: Engine,
         *,
-        processes: int = 1,
+        turn: WriterTurn | None = None,
         trail: TrailHealth | None = None,
         turn_seconds: float = TURN_SECONDS,
     ) -> None:
-        """``processes``: how many server processes write to this database (the lock file that
-        orders their SQLite writers is only opened when there are several). ``trail``: whether the
-        trail's log files can be delivered (readiness asks the recorder about the whole trail).
-        ``turn_seconds``: how long a batch waits for its turn on the lock file before its requests
-        are refused (the database bound: a sibling process stopped while holding the lock must not
-        hold every request of this one)."""
+        """``turn``: the queue of the database's writers (:mod:`khoa.storage.turn`; the node's, which
+        its other writers take too; None: one of the recorder's own). ``trail``: whether the trail's
+        log files can be delivered (readiness asks the recorder about the whole trail).
+        ``turn_seconds``: how long a batch waits for its turn before its requests are refused (the
+        database bound: a sibling process stopped while holding it must not hold every request of
+        this one)."""
         self.engine = engine
         self._turn_seconds = turn_seconds
         self.trail = trail
@@ -257,94 +255,25 @@ class AuditRecorder:
         self._statements: _Statements | None = None  # known once a connection tells its limits
         # The writer's own driver connection, in autocommit mode and kept between commits
         # (SQLAlchemy's transaction and pool bookkeeping cost more per commit than a batch's
-        # INSERT); opened on first use and again after a failure. Guarded by _write_lock: jobs
-        # write from their own threads.
+        # INSERT); opened on first use and again after a failure. Used only in the writers' turn:
+        # jobs write from their own threads.
         self._connection: PoolProxiedConnection | None = None
-        self._write_lock = threading.Lock()
-        self._lock_fd: int | None = None
-        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
-        if processes > 1 and database and database != ":memory:" and not database.startswith("file:"):
-            with contextlib.suppress(OSError):  # no lock file: SQLite's busy handler still serialises
-                self._lock_fd = os.open(f"{database}-auditlock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def _take_turn(self) -> None:
-        """Queue for the database: this process's threads on ``_write_lock`` (flock() belongs to
-        the open file, so it cannot order them), then, on SQLite with several server processes, the
-        processes in the kernel rather than in SQLite. Released by :meth:`_end_turn`, on any thread.
-
-        Each process group-commits into the same file. SQLite's busy handler retries a refused
-        write lock after sleeping 1, 2, 5, 10... ms, so a writer that lost the race sleeps through
-        several commits of the other, with all its batch's requests waiting. An exclusive flock() on
-        a file beside the database is handed over the moment its holder is done. It only orders
-        audit writers; SQLite's own locking still protects the data. With one server process there
-        is nobody to queue behind, and the two flock() calls per commit would only hand the GIL to
-        the event loop and wait to get it back."""
-        self._write_lock.acquire()
-        if self._lock_fd is None:
-            return
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._write_lock.release()
-            raise
-
-    def _end_turn(self) -> None:
-        try:
-            if self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._write_lock.release()
+        self._owns_turn = turn is None
+        self.turn = turn if turn is not None else WriterTurn()
 
     def write(self, events: list[AuditEvent], updates: list[AuditEvent] | None = None) -> None:
         """Commit new events, and final versions of events recorded before their call ran, in one
         transaction (background jobs and tests call this directly). The turn is awaited for at most
         ``turn_seconds`` (AuditUnavailable after): a sibling process stopped while holding the lock
         file must not hold a background job's thread, and whatever it holds, for good."""
-        self._take_turn_within(self._turn_seconds)
+        try:
+            self.turn.take_within(self._turn_seconds)
+        except TurnUnavailable as exc:
+            raise AuditUnavailable(str(exc)) from exc
         try:
             self._write_in_turn(events, updates or [])
         finally:
-            self._end_turn()
-
-    def _take_turn_within(self, seconds: float) -> None:
-        """:meth:`_take_turn`, waiting at most ``seconds``. flock() has no timeout, so a busy lock
-        file is waited for on a helper thread; a turn it gets after its waiter gave up is given back
-        at once (the helper's flock() waits in the kernel's queue, as the request writers' do, so
-        a job is not starved by their commits as a poller would be)."""
-        deadline = time.monotonic() + seconds
-        if not self._write_lock.acquire(timeout=max(0.0, seconds)):
-            raise AuditUnavailable("another writer of this process held the audit trail")
-        fd = self._lock_fd
-        if fd is None:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        except BaseException:
-            self._write_lock.release()
-            raise
-        taken = threading.Event()
-        guard = threading.Lock()
-        abandoned = False
-
-        def take() -> None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                with guard:
-                    if abandoned:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                        return
-                    taken.set()
-
-        threading.Thread(target=take, name="khoa-audit-turn", daemon=True).start()
-        taken.wait(max(0.0, deadline - time.monotonic()))
-        with guard:
-            if not taken.is_set():
-                abandoned = True
-                self._write_lock.release()
-                raise AuditUnavailable("another process held the audit trail's lock file")
+            self.turn.end()
 
     def _write_in_turn(self, events: list[AuditEvent], updates: list[AuditEvent]) -> None:
         try:
@@ -400,6 +329,9 @@ class AuditRecorder:
         dbapi_connection = connection.dbapi_connection
         assert dbapi_connection is not None  # a connection just opened has its driver connection
         self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+        # The writer takes the writers' turn itself, around each batch (khoa.storage.turn).
+        if hasattr(dbapi_connection, "manages_turn"):
+            dbapi_connection.manages_turn = True
         if self._statements is None:
             self._statements = _Statements(
                 self.engine.dialect.paramstyle,
@@ -452,7 +384,7 @@ class AuditRecorder:
                 # only then takes the batch: the events that came while the other process committed
                 # go in this commit, not the next (taken before the wait, each process's batches
                 # were a few events, and the commits' fixed cost per event several times as high).
-                queued = self._lock_fd is not None
+                queued = self.turn.shared
                 if queued:
                     try:
                         await self._wait_for_turn(loop)
@@ -463,7 +395,7 @@ class AuditRecorder:
                     await self._commit_batch(loop, self.write if not queued else self._write_in_turn)
                 finally:
                     if queued:
-                        self._end_turn()
+                        self.turn.end()
         finally:
             self._flushing = False
 
@@ -471,12 +403,12 @@ class AuditRecorder:
         """Take the writer's turn on the writer thread, for at most ``turn_seconds`` (TimeoutError:
         the batch is refused). A turn that comes after its waiter gave up (or was cancelled) is given
         back at once."""
-        taken = loop.run_in_executor(self._executor, self._take_turn)
+        taken = loop.run_in_executor(self._executor, self.turn.take)
         try:
             await asyncio.wait_for(asyncio.shield(taken), self._turn_seconds)
         except BaseException:
             taken.add_done_callback(
-                lambda done: None if done.cancelled() or done.exception() else self._end_turn()
+                lambda done: None if done.cancelled() or done.exception() else self.turn.end()
             )
             raise
 
@@ -543,13 +475,25 @@ class AuditRecorder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        with self._write_lock:  # not while a background job's write() holds the connection
+        try:  # not while a background job's write() holds the connection
+            self.turn.take_within(self._turn_seconds)
+        except TurnUnavailable:
+            log.warning("audit writer: closing its connection without the writers' turn")
+            taken = False
+        else:
+            taken = True
+        try:
             if self._connection is not None:
                 with contextlib.suppress(Exception):
-                    if self._connection.dbapi_connection is not None:
-                        self.engine.dialect.reset_isolation_level(self._connection.dbapi_connection)
+                    dbapi_connection = self._connection.dbapi_connection
+                    if dbapi_connection is not None:
+                        self.engine.dialect.reset_isolation_level(dbapi_connection)
+                        if hasattr(dbapi_connection, "manages_turn"):
+                            dbapi_connection.manages_turn = False  # pooled again: its writers queue
                     self._connection.close()
                 self._connection = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        finally:
+            if taken:
+                self.turn.end()
+            if self._owns_turn:
+                self.turn.close()

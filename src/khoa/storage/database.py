@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 
 from khoa.blocking import refuse_on_the_loop
 from khoa.protocol.errors import AWSError
+from khoa.storage.turn import WriterTurn, connection_class
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -113,13 +114,20 @@ def _refuse_on_the_loop(engine: Engine) -> None:
     engine.raw_connection = raw_connection  # type: ignore[method-assign]
 
 
-def create_database_engine(url: str, bounds: DatabaseBounds | None = None) -> Engine:
-    """An engine for ``url``; with ``bounds`` (a server's engine) every wait on the database is bounded."""
+def create_database_engine(
+    url: str, bounds: DatabaseBounds | None = None, turn: WriterTurn | None = None
+) -> Engine:
+    """An engine for ``url``; with ``bounds`` (a server's engine) every wait on the database is bounded.
+    On SQLite, ``turn`` (the node's writers' turn, khoa.storage.turn) is taken by every writing
+    transaction of the engine's connections."""
     timeout = bounds.timeout_seconds if bounds else DEFAULT_TIMEOUT_SECONDS
     if url.startswith("sqlite"):
+        sqlite_args: dict[str, Any] = {"check_same_thread": False, "timeout": timeout}
+        if turn is not None:
+            sqlite_args["factory"] = connection_class(turn, timeout)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": timeout},
+            connect_args=sqlite_args,
             pool_size=4,
             max_overflow=4,
             pool_timeout=timeout,
