@@ -206,6 +206,22 @@ def test_a_long_trail_is_counted_over_several_passes(
     assert _stored(store_engine) == {KEY_A: 99, KEY_B: 100}
 
 
+def test_a_pass_stops_after_its_time_and_the_next_goes_on(
+    store_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracker shares the leader's main lane with the other jobs: a pass over a long backlog
+    stops once its time is up (here at once, after its first window)."""
+    monkeypatch.setattr(usage_module, "WINDOW", 10)
+    monkeypatch.setattr(usage_module, "PASS_SECONDS", 0.0)
+    _add(store_engine, *(_event(seq, keys=(KEY_A,)) for seq in range(1, 31)))
+    _track(store_engine)
+    assert usage_module.counted_until(store_engine) == 10
+    _track(store_engine)
+    _track(store_engine)
+    assert usage_module.counted_until(store_engine) == 30
+    assert _stored(store_engine) == {KEY_A: 30}
+
+
 def test_retention_keeps_uncounted_events_and_the_answer_outlives_the_trail(
     store_engine: Engine, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -72,10 +73,12 @@ PRINCIPAL_USE_OPERATIONS = ("GetSecretValue", "BatchGetSecretValue", *KEY_USE_OP
 # GetAccessKeyLastUsed is not asked about them, and there is one per session.
 LONG_TERM_KEY_PREFIX = "AKIA"
 CURSOR_NAME = "usage"
-# Sequence numbers a tracker reads at a time, and windows per pass: a pass after a long pause (or
-# the first, over an existing trail) catches up over several passes rather than one long one.
+# Sequence numbers a tracker reads at a time, and windows and seconds per pass: a pass after a long
+# pause (or the first, over an existing trail) catches up over several passes rather than one long
+# one, which would hold the leader's other jobs (the tracker runs between them, in their lane).
 WINDOW = 10_000
 MAX_WINDOWS_PER_PASS = 100
+PASS_SECONDS = 5.0
 # Windows of events not counted yet that a question reads at most (normally one or two: a job
 # interval's worth). Further behind (the first passes over a large trail after the upgrade, or a
 # leader that has not run for long) a question is refused with a 503 rather than read the backlog.
@@ -366,8 +369,9 @@ class UsageTracker:
         at = now.timestamp()
         with self._engine.connect() as conn:
             newest = int(conn.execute(select(func.max(_EVENTS.c.seq))).scalar() or 0)
+        deadline = time.monotonic() + PASS_SECONDS
         for _ in range(MAX_WINDOWS_PER_PASS):
-            if not self.step(at, newest):
+            if not self.step(at, newest) or time.monotonic() >= deadline:
                 break
 
     def step(self, at: float, newest: int) -> bool:
