@@ -113,3 +113,24 @@ def test_the_audit_writer_and_a_job_share_the_turn(tmp_path: Path) -> None:
         recorder.close()
         engine.dispose()
         turn.close()
+
+
+def test_a_transaction_begun_for_writing_and_ended_as_text_takes_and_ends_the_turn(tmp_path: Path) -> None:
+    turn = WriterTurn.for_database(str(tmp_path / "k.db"), processes=2)
+    engine = _engine(tmp_path / "k.db", turn)
+    other = WriterTurn.for_database(str(tmp_path / "k.db"), processes=2)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("BEGIN IMMEDIATE")  # SQLite's write lock, before any write statement
+        with pytest.raises(TurnUnavailable):
+            other.take_within(0.1)
+        cursor.execute("INSERT INTO t VALUES (1)")
+        cursor.execute("COMMIT")
+        other.take_within(1.0)  # ended with the transaction
+        other.end()
+    finally:
+        raw.close()
+        engine.dispose()
+        turn.close()
+        other.close()

@@ -33,6 +33,11 @@ from typing import Any
 
 # Statements that make SQLite take its write lock (the first of them in a transaction).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_WRITING_BEGINS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+# A busy lock file is first tried again this many times, this far apart (a commit takes about a
+# millisecond), before a thread is started to wait for it in the kernel's queue.
+_RETRIES = 4
+_RETRY_SECONDS = 0.0005
 
 
 class TurnUnavailable(sqlite3.OperationalError):
@@ -96,11 +101,15 @@ class WriterTurn:
             self._hold()
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._hold()
-            return
-        except BlockingIOError:
-            pass
+            for retry in range(_RETRIES + 1):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if retry < _RETRIES:
+                        time.sleep(_RETRY_SECONDS)
+                    continue
+                self._hold()
+                return
         except BaseException:
             self._lock.release()
             raise
@@ -164,23 +173,21 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
         def execute(self, sql: str, parameters: Any = (), /) -> TurnCursor:
             connection = self.connection
             assert isinstance(connection, TurnConnection)
-            taken = connection.before(sql)
+            connection.before(sql)
             try:
                 super().execute(sql, parameters)
             finally:
-                if taken:
-                    connection.after()
+                connection.after()
             return self
 
         def executemany(self, sql: str, parameters: Any, /) -> TurnCursor:
             connection = self.connection
             assert isinstance(connection, TurnConnection)
-            taken = connection.before(sql)
+            connection.before(sql)
             try:
                 super().executemany(sql, parameters)
             finally:
-                if taken:
-                    connection.after()
+                connection.after()
             return self
 
     class TurnConnection(sqlite3.Connection):
@@ -190,17 +197,17 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
         def cursor(self, factory: Any = TurnCursor) -> Any:
             return super().cursor(factory)
 
-        def before(self, sql: str) -> bool:
-            """Take the turn before a transaction's first write; True when this statement took it."""
-            if self.holds_turn or self.manages_turn or not sql.lstrip()[:7].upper().startswith(_WRITES):
-                return False
+        def before(self, sql: str) -> None:
+            """Take the turn before a transaction's first write."""
+            if self.holds_turn or self.manages_turn or not _writes(sql):
+                return
             turn.take_within(seconds)
             self.holds_turn = True
-            return True
 
         def after(self) -> None:
-            """A write that left no transaction open (autocommit) is done with the turn at once."""
-            if not self.in_transaction:
+            """A statement that left no transaction open (a write in autocommit mode, a COMMIT or
+            ROLLBACK as text, a failure SQLite rolled back) is done with the turn at once."""
+            if self.holds_turn and not self.in_transaction:
                 self.let_go()
 
         def let_go(self) -> None:
@@ -227,3 +234,9 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
                 self.let_go()
 
     return TurnConnection
+
+
+def _writes(sql: str) -> bool:
+    """Whether ``sql`` takes SQLite's write lock: a write statement, or a transaction begun for one."""
+    head = sql.lstrip()[:16].upper()
+    return head.startswith(_WRITES) or head.startswith(_WRITING_BEGINS)
