@@ -448,15 +448,21 @@ def allowed_cpus() -> frozenset[int]:
 HEAVY_THREAD_NICENESS = 10
 
 
+def run_thread_on(cpus: frozenset[int]) -> None:
+    """Let this thread run on ``cpus`` (a thread pool's initializer; nothing when empty or where
+    Linux's affinity calls are missing): threads a pinned worker starts inherit its one CPU."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
+
+
 def keep_thread_to(cpus: frozenset[int]) -> None:
     """Set up a thread of the CPU-heavy pool (the pool's initializer). It may run on ``cpus``: a pinned
     worker's CPU-heavy calls (RSA key generation: OpenSSL releases the GIL) then run on another CPU
     instead of taking turns with the worker's event loop on its own. And it runs at a lower priority
     (Linux's niceness is per thread): when heavy calls keep every core busy, the scheduler still gives
     the event loop and request threads their turn, so fast calls are not held behind key generation."""
-    if cpus and hasattr(os, "sched_setaffinity"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, cpus)
+    run_thread_on(cpus)
     if hasattr(os, "setpriority"):
         thread = threading.get_native_id()
         with contextlib.suppress(OSError):  # raising a niceness needs no privilege; be safe anyway

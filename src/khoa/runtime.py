@@ -186,7 +186,14 @@ class Runtime:
                 log.exception("could not look for calls whose outcome was lost")
         if not settings.audit_enabled:
             log.warning("KHOA_AUDIT is off: calls are NOT recorded (--dev benchmarks only)")
-        jobs = JobRunner(engine, clock, settings.job_interval_seconds, settings.job_lease_seconds)
+        # Read before lifespan pins the worker to one CPU (khoa.affinity): the jobs may use them all.
+        jobs = JobRunner(
+            engine,
+            clock,
+            settings.job_interval_seconds,
+            settings.job_lease_seconds,
+            thread_cpus=affinity.allowed_cpus(),
+        )
 
         claims = Path(settings.cpu_claim_dir) if settings.cpu_claim_dir else None
         kms = KmsBackend.create(

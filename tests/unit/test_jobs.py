@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -235,3 +236,24 @@ def test_the_heartbeat_takes_over_from_a_dead_leader(
     finally:
         dead.fence.close()
         survivor.fence.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs"
+)
+def test_the_jobs_threads_use_every_cpu_the_worker_could(engine: Engine) -> None:
+    """A worker pinned to one CPU (khoa.affinity) starts its jobs' threads with that one CPU; they
+    are given back every CPU the worker could use, so the trail's followers do not take turns with
+    its event loop."""
+    everything = frozenset(os.sched_getaffinity(0))
+    seen: list[frozenset[int]] = []
+    runner = JobRunner(engine, Clock(), 3600, thread_cpus=everything)
+    runner.register("where", lambda now: seen.append(frozenset(os.sched_getaffinity(0))))
+    os.sched_setaffinity(0, {min(everything)})  # this thread is the pinned worker
+    try:
+        assert runner.acquire_lease()
+        asyncio.run(runner.run_due_async())  # on the lane's thread
+    finally:
+        os.sched_setaffinity(0, everything)
+        runner.release_lease()
+    assert seen == [everything]
