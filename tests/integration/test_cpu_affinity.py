@@ -67,7 +67,12 @@ def _placements(server: KhoaServer, said: str, count: int) -> tuple[list[int], l
 
 
 def _single_cpu(cpus: set[frozenset[int]]) -> int | None:
-    (only,) = cpus
+    """The one CPU a pinned worker keeps to: every thread's CPU set is that CPU, but the leader's job
+    threads', which are given every CPU the worker could use (khoa.jobs)."""
+    pinned = cpus - {frozenset(os.sched_getaffinity(0))}
+    if len(pinned) != 1:
+        return None
+    (only,) = pinned
     return next(iter(only)) if len(only) == 1 else None
 
 
@@ -82,6 +87,7 @@ def test_workers_keep_to_cpus_of_their_own(tmp_path: Path) -> None:
         assert len(workers) == 2
         cpus = [_single_cpu(p) for p in placements]
         assert None not in cpus, placements
+        assert [os.sched_getaffinity(worker) for worker in workers] == [{cpu} for cpu in cpus]  # the loops
         assert cpus[0] != cpus[1], "two workers on one CPU while another was free"
         assert len(list((tmp_path / "data").glob("cpu-*.lock"))) == 2
         assert len(list(claims.glob("cpu-*.lock"))) == len(os.sched_getaffinity(0))

@@ -29,6 +29,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Statements that make SQLite take its write lock (the first of them in a transaction).
@@ -171,21 +172,17 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
 
     class TurnCursor(sqlite3.Cursor):
         def execute(self, sql: str, parameters: Any = (), /) -> TurnCursor:
-            connection = self.connection
-            assert isinstance(connection, TurnConnection)
-            connection.before(sql)
-            try:
-                super().execute(sql, parameters)
-            finally:
-                connection.after()
-            return self
+            return self._in_turn(super().execute, sql, parameters)
 
         def executemany(self, sql: str, parameters: Any, /) -> TurnCursor:
+            return self._in_turn(super().executemany, sql, parameters)
+
+        def _in_turn(self, run: Callable[[str, Any], object], sql: str, parameters: Any) -> TurnCursor:
             connection = self.connection
             assert isinstance(connection, TurnConnection)
             connection.before(sql)
             try:
-                super().executemany(sql, parameters)
+                run(sql, parameters)
             finally:
                 connection.after()
             return self
