@@ -317,11 +317,11 @@ class Runtime:
             "secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)), lane="rotation"
         )
         # Last uses of keys, in the main lane: the trail's followers (this, delivery, alerts) run one
-        # at a time beside the leader's requests. On separate threads, two of them at once took
-        # the GIL from the event loop often enough to double a busy node's p99 (measured: two
-        # workers, GetSecretValue p99 12 -> 16 ms); a pass's time is bounded instead (catching up
-        # over a large trail after the upgrade takes a few passes). Retention (in audit.trail)
-        # keeps the events not counted yet.
+        # at a time beside the leader's requests. On two lanes at once (measured while the job
+        # threads still shared the worker's pinned CPU) they raised a busy node's p99 (two workers,
+        # GetSecretValue, medians of six runs: 12.3 ms one lane, 15.9 ms two); a pass's time is
+        # bounded instead (catching up over a large trail after the upgrade takes a few passes).
+        # Retention (in audit.trail) keeps the events not counted yet.
         jobs.register("audit.usage", UsageTracker(engine).run)
         jobs.register("audit.trail", AuditTrail(engine, barrier, settings, trail_health).run_job)
         alerts = AlertEngine(
