@@ -104,7 +104,7 @@ class KhoaApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await lifespan(self.runtime, receive, send)
+            await lifespan(self.runtime, receive, send, on_shutdown=self.close)
             return
         if scope["type"] != "http":
             return
@@ -139,6 +139,10 @@ class KhoaApp:
             else:
                 response = await self.pipeline.handle(scope, body)
         await send_response(send, response)
+
+    def close(self) -> None:
+        """Stop the app's own threads (the probe's and the scrape's) before the runtime closes."""
+        self.admin.close()
 
 
 def create_app(settings: Settings | None = None) -> KhoaApp:

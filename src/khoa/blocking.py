@@ -13,9 +13,15 @@ done nothing but compute and read caches, so running them again changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 # True while the running code is a call tried on the event loop (a context variable: threads the
 # loop hands work to start without it, so code on a request thread is never refused).
@@ -48,3 +54,40 @@ def refuse_on_the_loop(what: str) -> None:
     wait (for logs and tests)."""
     if _ON_THE_LOOP.get():
         raise WouldBlock(what)
+
+
+class SingleFlight(Generic[T]):
+    """A blocking function run on a thread of its own, one run at a time, for callers that must not
+    wait on it for long: the probes and the scrape, whose database queries a silent database holds
+    until its bounds end them.
+
+    A caller that comes while a run is in flight waits on that same run instead of starting another,
+    so a silent peer ties up one thread however often the caller asks; a caller that stops waiting
+    leaves the run to finish (within its own bounds) for the next caller to share.
+    """
+
+    def __init__(self, work: Callable[[], T], name: str) -> None:
+        self._work = work
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._running: concurrent.futures.Future[T] | None = None
+
+    def run(self) -> concurrent.futures.Future[T]:
+        """The run in flight, or a new one."""
+        with self._lock:
+            if self._running is None or self._running.done():
+                self._running = self._executor.submit(self._work)
+            return self._running
+
+    def result_within(self, seconds: float) -> T:
+        """The run's result (from a thread that may block); TimeoutError after ``seconds``."""
+        return self.run().result(timeout=seconds)
+
+    async def answer_within(self, seconds: float) -> T:
+        """The run's result (on the event loop, which never blocks on it); TimeoutError after
+        ``seconds``, leaving the run to finish."""
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.run())), seconds)
+
+    def close(self) -> None:
+        """Stop the thread (a run still going ends within its own bounds)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+MAX_OFFSET = timedelta(days=1000 * 365)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -20,6 +22,8 @@ class Clock:
     def advance(self, delta: timedelta) -> None:
         if delta < timedelta(0):
             raise ValueError("the clock only moves forward")
+        if self._offset + delta > MAX_OFFSET:
+            raise ValueError("the clock moves at most 1,000 years ahead")  # datetime ends in year 9999
         self._offset += delta
 
     @property

@@ -4,13 +4,14 @@ else is."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from khoa import outbound
-from khoa.blocking import WouldBlock, on_the_loop, refuse_on_the_loop
+from khoa.blocking import SingleFlight, WouldBlock, on_the_loop, refuse_on_the_loop
 from khoa.storage.database import create_database_engine
 
 
@@ -59,3 +60,39 @@ def test_outbound_calls_are_refused_on_the_loop() -> None:
         outbound.exchange("http://127.0.0.1:1/", b"{}", headers={}, timeout=1)
     with pytest.raises(WouldBlock), on_the_loop():
         outbound.post("http://127.0.0.1:1/", {}, timeout=1)
+
+
+def test_single_flight_shares_the_run_in_flight_and_leaves_it_to_finish() -> None:
+    release = threading.Event()
+    runs: list[int] = []
+
+    def slow() -> int:
+        runs.append(1)
+        release.wait(30)
+        return len(runs)
+
+    flight = SingleFlight(slow, "test-flight")
+    try:
+        with pytest.raises(TimeoutError):
+            flight.result_within(0.05)
+        with pytest.raises(TimeoutError):
+            asyncio.run(flight.answer_within(0.05))
+        assert runs == [1]  # the second caller waited on the first run, it did not start another
+        release.set()
+        assert flight.result_within(5) == 1  # the run left behind finished; its result is shared
+        assert asyncio.run(flight.answer_within(5)) == 2  # a run that is done is not reused
+    finally:
+        release.set()
+        flight.close()
+
+
+def test_single_flight_raises_the_runs_error_to_its_callers() -> None:
+    def failing() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("down"))
+
+    flight = SingleFlight(failing, "test-flight")
+    try:
+        with pytest.raises(OperationalError):
+            flight.result_within(5)
+    finally:
+        flight.close()

@@ -9,13 +9,11 @@ Liveness (``/_khoa/health``) never asks the database: a database outage is not a
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, select, text
 
+from khoa.blocking import SingleFlight
 from khoa.storage import schema
 
 # After the audit sink fails to commit, the process stays unready this long (or until a commit
@@ -70,32 +68,21 @@ class ReadinessProbe:
     """Answers ``/_khoa/ready`` within ``timeout_seconds`` without blocking the event loop.
 
     The checks run on one thread of the probe's own (not the loop's default executor, which
-    requests may fill). While a check is still running, a new probe waits on that same check
-    instead of starting another, so a silent database never ties up more than one thread.
+    requests may fill), one check at a time (:class:`khoa.blocking.SingleFlight`): a silent
+    database never ties up more than one thread.
     """
 
     def __init__(
         self, engine: Engine, audit: AuditHealth, timeout_seconds: float = READY_TIMEOUT_SECONDS
     ) -> None:
-        self.engine = engine
-        self.audit = audit
         self.timeout_seconds = timeout_seconds
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="khoa-ready")
-        self._lock = threading.Lock()
-        self._running: concurrent.futures.Future[tuple[int, dict[str, Any]]] | None = None
-
-    def _check(self) -> concurrent.futures.Future[tuple[int, dict[str, Any]]]:
-        with self._lock:
-            if self._running is None or self._running.done():
-                self._running = self._executor.submit(readiness, self.engine, self.audit)
-            return self._running
+        self._checks = SingleFlight(lambda: readiness(engine, audit), "khoa-ready")
 
     async def answer(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) within ``timeout_seconds``: the checks' answer, or 503 saying they
         did not finish in time."""
-        check = asyncio.wrap_future(self._check())
         try:
-            return await asyncio.wait_for(asyncio.shield(check), self.timeout_seconds)
+            return await self._checks.answer_within(self.timeout_seconds)
         except TimeoutError:
             report: dict[str, Any] = {
                 "status": "ok",
@@ -110,4 +97,4 @@ class ReadinessProbe:
 
     def close(self) -> None:
         """Stop the probe's thread (a check still running ends within the database bounds)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._checks.close()

@@ -13,13 +13,15 @@ from datetime import datetime
 from typing import Any, Protocol, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from khoa.alerts.metrics import AlertsRaised
+from khoa.blocking import SingleFlight
 from khoa.clock import wall_clock
+from khoa.logs import LogLimiter
 from khoa.storage import schema
 
 log = logging.getLogger("khoa")
@@ -148,9 +150,10 @@ class Metrics:
             ["operation", "error"],
             registry=self.registry,
         )
+        self._stored: DatabaseGauges | None = None
         if engine is not None:
-            self.registry.register(StoredResources(engine, now))
-            self.registry.register(AlertsRaised(engine))
+            self._stored = DatabaseGauges([StoredResources(engine, now), AlertsRaised(engine)])
+            self.registry.register(self._stored)
         if trail is not None:
             self.registry.register(TrailDelivery(trail))
 
@@ -175,7 +178,53 @@ class Metrics:
             self.xks_errors.labels(operation, outcome).inc()
 
     def render(self) -> bytes:
+        """The scrape's text. Blocks up to :data:`DATABASE_GAUGES_SECONDS` for the gauges read from
+        the database: call it off the event loop (khoa.server.admin)."""
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        if self._stored is not None:
+            self._stored.close()
+
+
+# A scrape waits this long for the gauges read from the database, then answers without them (the
+# queries go on within the database bounds, one at a time, and the next scrape shares them).
+DATABASE_GAUGES_SECONDS = 1.0
+
+
+class DatabaseGauges(Collector):
+    """The collectors that query the database, run off the scrape's thread and waited for a bounded
+    time: a silent or slow database leaves their series out of a scrape (and says so in the log, once
+    per interval) rather than holding the scrape, whose other series matter most during an outage."""
+
+    def __init__(self, collectors: list[Collector], seconds: float = DATABASE_GAUGES_SECONDS) -> None:
+        self.seconds = seconds
+        self._reads = SingleFlight(lambda: [f for c in collectors for f in c.collect()], "khoa-gauges")
+        self._logs = LogLimiter(log)
+
+    def describe(self) -> list[Metric]:
+        return []  # no query at registration; the series are named in collect()
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            families = self._reads.result_within(self.seconds)
+        except TimeoutError:
+            self._logs.warning(
+                "metrics:timeout",
+                "metrics: the database did not answer within %.1f s; its gauges are left out",
+                self.seconds,
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is down
+            # The exception's type only: its text may carry the database URL.
+            self._logs.warning(
+                "metrics:failed", "metrics: could not read the database's gauges (%s)", type(exc).__name__
+            )
+            return
+        yield from families
+
+    def close(self) -> None:
+        self._reads.close()
 
 
 class TrailDelivery(Collector):
@@ -203,7 +252,8 @@ class TrailDelivery(Collector):
 
 
 class StoredResources(Collector):
-    """Gauges read from the database at scrape time (one cheap aggregate query each)."""
+    """Gauges read from the database at scrape time (one cheap aggregate query each; a database
+    error is raised to :class:`DatabaseGauges`)."""
 
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         self.engine = engine
@@ -216,22 +266,18 @@ class StoredResources(Collector):
         keys = schema.kms_keys
         secrets = schema.sm_secrets
         now = self.now().timestamp()
-        try:
-            with self.engine.connect() as conn:
-                pending = conn.execute(
-                    select(func.count()).select_from(keys).where(keys.c.state == "PendingDeletion")
-                ).scalar_one()
-                overdue = conn.execute(
-                    select(func.count())
-                    .select_from(secrets)
-                    .where(secrets.c.rotation_enabled.is_(True))
-                    .where(secrets.c.deleted_at.is_(None))
-                    .where(secrets.c.next_rotation_at.is_not(None))
-                    .where(secrets.c.next_rotation_at < now)
-                ).scalar_one()
-        except Exception:  # a scrape must not fail because the database is down
-            log.warning("metrics: could not read stored resources", exc_info=True)
-            return
+        with self.engine.connect() as conn:
+            pending = conn.execute(
+                select(func.count()).select_from(keys).where(keys.c.state == "PendingDeletion")
+            ).scalar_one()
+            overdue = conn.execute(
+                select(func.count())
+                .select_from(secrets)
+                .where(secrets.c.rotation_enabled.is_(True))
+                .where(secrets.c.deleted_at.is_(None))
+                .where(secrets.c.next_rotation_at.is_not(None))
+                .where(secrets.c.next_rotation_at < now)
+            ).scalar_one()
         yield GaugeMetricFamily("khoa_kms_keys_pending_deletion", "KMS keys pending deletion", value=pending)
         yield GaugeMetricFamily(
             "khoa_secrets_rotation_overdue",

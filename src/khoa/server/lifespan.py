@@ -7,6 +7,7 @@ The interpreter's switch interval is set earlier, where the process builds the a
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from pathlib import Path
 
 from khoa import affinity
@@ -14,7 +15,10 @@ from khoa.runtime import Runtime
 from khoa.server.asgi import Receive, Send
 
 
-async def lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
+async def lifespan(
+    runtime: Runtime, receive: Receive, send: Send, on_shutdown: Callable[[], None] = lambda: None
+) -> None:
+    """``on_shutdown``: what the app closes of its own (the probes' threads) before the runtime."""
     pinned: affinity.Pinned | None = None  # the CPU this worker keeps to
     while True:
         message = await receive()
@@ -31,6 +35,7 @@ async def lifespan(runtime: Runtime, receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await runtime.jobs.stop()
+            on_shutdown()
             runtime.close()
             if pinned is not None:
                 pinned.release()

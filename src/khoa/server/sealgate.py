@@ -366,6 +366,7 @@ class SealGate:
             return
         runtime: Runtime = inner.runtime
         await runtime.jobs.stop()
+        inner.close()
         runtime.close()
 
 
