@@ -25,6 +25,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -34,7 +35,10 @@ from urllib.parse import urlsplit
 import boto3
 import psycopg
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.conftest import POSTGRES_ADMIN_URL
@@ -84,6 +88,20 @@ class Node:
     def get(self, path: str) -> tuple[int, dict[str, Any], float]:
         status, body, took = self.get_raw(path)
         return status, json.loads(body), took
+
+    def subscribe(self, secret_id: str) -> dict[str, Any]:
+        """Open the change stream of ``secret_id`` (signed as the root): its status, body and time."""
+        url = f"{self.server.endpoint}/_khoa/events?SecretId={urllib.parse.quote(secret_id, safe='')}"
+        signed = AWSRequest(method="GET", url=url)
+        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "secretsmanager", REGION).add_auth(signed)
+        started = time.monotonic()
+        request = urllib.request.Request(url, headers=dict(signed.headers.items()))
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, body = response.status, {"first": response.readline().decode()}
+        except urllib.error.HTTPError as error:
+            status, body = error.code, json.loads(error.read())
+        return {"status": status, "body": body, "took": time.monotonic() - started}
 
     def get_raw(self, path: str) -> tuple[int, bytes, float]:
         started = time.monotonic()
@@ -202,6 +220,18 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
     blocked.join()
     assert status == 200
     assert health_while_blocked <= READY_BOUND, f"/_khoa/health took {health_while_blocked:.2f} s"
+
+    # A change-stream subscription is refused the same way, and its checks never hold the loop either.
+    subscribed: dict[str, Any] = {}
+    subscriber = threading.Thread(target=lambda: subscribed.update(node.subscribe("before-any-fault")))
+    subscriber.start()
+    time.sleep(0.2)
+    status, _, health_while_subscribing = node.get("/_khoa/health")
+    subscriber.join()
+    assert status == 200
+    assert health_while_subscribing <= READY_BOUND, f"/_khoa/health took {health_while_subscribing:.2f} s"
+    assert subscribed["status"] == 503 and subscribed["took"] <= CALL_BOUND, subscribed
+    assert subscribed["body"]["__type"] == "ServiceUnavailableException", subscribed
 
     # The write refused above may or may not have been applied (its outcome was never acknowledged);
     # what matters is that the secret holds either the value acknowledged before or that one.

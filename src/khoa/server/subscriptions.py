@@ -8,6 +8,7 @@ of how secrets are stored or authorised.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -18,13 +19,16 @@ from khoa.audit.recorder import AuditUnavailable, unavailable_error
 from khoa.auth.principal import Principal
 from khoa.changes import stream as change_stream
 from khoa.ids import IdSource
+from khoa.logs import LogLimiter
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
+from khoa.protocol.errors import AWSError, internal_failure
 from khoa.server.asgi import Receive, Response, Scope, Send, client_address, header_map
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
+from khoa.storage.database import is_unavailable
+from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
 
@@ -57,6 +61,8 @@ class ChangeStreamEndpoint:
         self.now = now
         self.recheck_seconds = recheck_seconds
         self.revocation_epoch = revocation_epoch
+        # During an outage every subscription fails the same way: one line per interval.
+        self._logs = LogLimiter(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = Call(request_id=self.ids.request_id(), operation="SubscribeToSecretChanges")
@@ -67,17 +73,30 @@ class ChangeStreamEndpoint:
         call.params = {"SecretId": secret_ref}
         response: Response
         try:
-            call.source_ip = client_address(scope)
-            call.principal, call.region = self.authenticator.authenticate(scope, headers, b"", self.service)
-            secret_id, arn = self._check(call, call.principal, secret_ref)
+            # Off the event loop: the credential, the secret and the stream's start may be read from
+            # the database, and a silent one would hold every request of the worker meanwhile.
+            secret_id, arn, start = await asyncio.get_running_loop().run_in_executor(
+                None, self._subscribe, scope, headers, call, secret_ref
+            )
             await self.recorder.record_outcome(call, {"ARN": arn}, None)
         except AuditUnavailable:
             response = error_response(self.service, unavailable_error(), call.request_id)
         except AWSError as error:
             response = await self.recorder.refuse(call, error)
+        except Exception as exc:  # noqa: BLE001 - 503 (the database) or 500, as the pipeline answers
+            if not is_unavailable(exc):
+                key = f"subscribe:{type(exc).__name__}"
+                self._logs.exception(key, "change stream %s: subscription failed", call.request_id)
+                response = await self.recorder.refuse(call, internal_failure())
+            else:
+                self._logs.warning(
+                    "subscribe:unavailable",
+                    "change stream %s: database unavailable (%s)",
+                    call.request_id,
+                    type(exc).__name__,
+                )
+                response = await self.recorder.refuse(call, database_unavailable(), wait=False)
         else:
-            last = (headers.get("last-event-id") or [""])[0]
-            start = int(last) if last.isdigit() else change_stream.latest_seq(self.engine)
             tokens = headers.get("x-amz-security-token")
             token = tokens[0] if tokens else None
             await change_stream.stream(
@@ -99,6 +118,18 @@ class ChangeStreamEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    def _subscribe(
+        self, scope: Scope, headers: dict[str, list[str]], call: Call, secret_ref: str
+    ) -> tuple[str, str, int]:
+        """Authenticate and authorise a subscription; (secret id, ARN, the sequence to start after:
+        the client's Last-Event-ID, or the newest event)."""
+        call.source_ip = client_address(scope)
+        call.principal, call.region = self.authenticator.authenticate(scope, headers, b"", self.service)
+        secret_id, arn = self._check(call, call.principal, secret_ref)
+        last = (headers.get("last-event-id") or [""])[0]
+        start = int(last) if last.isdigit() else change_stream.latest_seq(self.engine)
+        return secret_id, arn, start
 
     def _check(self, call: Call, principal: Principal, secret_ref: str) -> tuple[str, str]:
         ctx = RequestContext(
