@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -211,25 +211,12 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
 
     # While a call waits on the silent database, liveness still answers at once: on a network database
     # no call waits on the event loop (khoa.blocking), so the worker's loop never waits with it.
-    blocked = threading.Thread(
-        target=lambda: _swallow(lambda: node.sm.get_secret_value(SecretId="before-any-fault"))
+    health_while_blocked = health_while(
+        node, lambda: _swallow(lambda: node.sm.get_secret_value(SecretId="before-any-fault"))
     )
-    blocked.start()
-    time.sleep(0.2)
-    status, _, health_while_blocked = node.get("/_khoa/health")
-    blocked.join()
-    assert status == 200
-    assert health_while_blocked <= READY_BOUND, f"/_khoa/health took {health_while_blocked:.2f} s"
-
     # A change-stream subscription is refused the same way, and its checks never hold the loop either.
     subscribed: dict[str, Any] = {}
-    subscriber = threading.Thread(target=lambda: subscribed.update(node.subscribe("before-any-fault")))
-    subscriber.start()
-    time.sleep(0.2)
-    status, _, health_while_subscribing = node.get("/_khoa/health")
-    subscriber.join()
-    assert status == 200
-    assert health_while_subscribing <= READY_BOUND, f"/_khoa/health took {health_while_subscribing:.2f} s"
+    health_while(node, lambda: subscribed.update(node.subscribe("before-any-fault")))
     assert subscribed["status"] == 503 and subscribed["took"] <= CALL_BOUND, subscribed
     assert subscribed["body"]["__type"] == "ServiceUnavailableException", subscribed
 
@@ -247,6 +234,19 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
             f" health {health_took:.3f} s (while a call is blocked: {health_while_blocked:.2f} s),"
             f" recovered in {recovered:.2f} s"
         )
+
+
+def health_while(node: Node, action: Callable[[], object]) -> float:
+    """Run ``action`` on another thread; ``/_khoa/health`` must answer within READY_BOUND meanwhile.
+    Returns how long it took."""
+    worker = threading.Thread(target=action)
+    worker.start()
+    time.sleep(0.2)
+    status, _, took = node.get("/_khoa/health")
+    worker.join()
+    assert status == 200
+    assert took <= READY_BOUND, f"/_khoa/health took {took:.2f} s"
+    return took
 
 
 def _swallow(call: Any) -> None:
