@@ -4,7 +4,8 @@
   scope; any other is refused with AWS's error, recorded in the default region, and gets no audit chain.
 - Payload signing: ``UNSIGNED-PAYLOAD`` is S3's alone; a declared ``x-amz-content-sha256`` must be the
   body's hash.
-- Slow bodies: a request whose body does not arrive in time is answered 408 and closed.
+- Slow bodies and heads: a request whose body, or whose request line and headers, do not arrive in
+  time is answered 408 and closed; a connection that sends nothing is closed.
 """
 
 from __future__ import annotations
@@ -293,6 +294,76 @@ def test_the_server_stays_healthy_after_abandoned_bodies(impatient_server: KhoaS
             while chunk := sock.recv(65536):
                 data += chunk
             assert data.startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# -- request heads: the same bound, for the request line and headers (khoa.server.connections) ----------
+# A head past its deadline is found by a sweep once a second.
+HEAD_CLOSED_WITHIN = BODY_TIMEOUT + 1.0 + 3.0
+
+
+def _until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    started = time.monotonic()
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def test_a_connection_that_sends_nothing_is_closed(impatient_server: KhoaServer) -> None:
+    with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
+        received, elapsed = _until_closed(sock)
+    assert received == b""  # no request began: nothing to answer
+    assert BODY_TIMEOUT - 0.5 <= elapsed < HEAD_CLOSED_WITHIN
+
+
+def test_a_head_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
+    with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: TrentService.ListKeys\r\n")
+        received, elapsed = _until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in received.lower()
+    assert elapsed < HEAD_CLOSED_WITHIN
+
+
+def test_a_trickled_head_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
+    """One header line every half second, each well within the bound, the whole head never."""
+    parts = [(f"X-Slow-{n}: a\r\n".encode(), 0.5) for n in range(int(BODY_TIMEOUT * 2) + 10)]
+    raw, elapsed = _raw_exchange(impatient_server, b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n", parts)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert elapsed < HEAD_CLOSED_WITHIN + 1.0
+
+
+def test_a_busy_keep_alive_connection_is_not_cut_off(impatient_server: KhoaServer) -> None:
+    """The deadline is per head: a connection used for longer than the bound, each request's head
+    sent at once, keeps being served (pauses shorter than uvicorn's 5 s keep-alive)."""
+    request = _head("TrentService.ListKeys", 2) + b"{}"
+    with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < BODY_TIMEOUT * 2 + 1:
+            sock.sendall(request)
+            reply = sock.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 "), reply  # an unsigned call's refusal, on the same connection
+            answered += 1
+            time.sleep(0.7)
+    assert answered >= 6
+
+
+def test_idle_connections_are_shed_and_the_server_stays_healthy(impatient_server: KhoaServer) -> None:
+    sockets = [socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) for _ in range(300)]
+    try:
+        for n, sock in enumerate(sockets):
+            if n % 2:
+                sock.sendall(b"GET /_khoa/health HTTP/1.1\r\n")  # a head begun and abandoned
+        assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
+        time.sleep(HEAD_CLOSED_WITHIN)
+        for n, sock in enumerate(sockets):  # every one closed: answered 408 if its head had begun
+            received, _ = _until_closed(sock)
+            assert received.startswith(b"HTTP/1.1 408 ") if n % 2 else received == b""
+        assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
     finally:
         for sock in sockets:
             sock.close()

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -363,10 +363,13 @@ def server(
 
 
 def _serve(settings: Settings, temporary: bool) -> None:
+    import functools
+
     import uvicorn
 
     from khoa.cli.env import record_endpoint
     from khoa.crypto.seal import SealError
+    from khoa.server.connections import HeadDeadlineProtocol
 
     try:
         account = prepare(settings)
@@ -384,7 +387,8 @@ def _serve(settings: Settings, temporary: bool) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a deadline for each request's head (slowloris: khoa.server.connections).
+        http=cast(Any, functools.partial(HeadDeadlineProtocol, head_seconds=settings.body_timeout_seconds)),
         lifespan="on",
         access_log=False,
         log_level="info",
