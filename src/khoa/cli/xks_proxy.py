@@ -7,15 +7,19 @@ command line. The SigV4 credentials come from ``--access-key-id``/``--secret-acc
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from khoa.cli.common import CliError, stderr_console, usage_error
+
+if TYPE_CHECKING:
+    from khoa.server.connections import HeadDeadlineProtocol
 
 HELP = (
     "Serve AWS's External Key Store (XKS) proxy API over a PKCS#11 token: AES-256-GCM keys in the token, "
@@ -26,6 +30,8 @@ err = stderr_console()
 
 DEFAULT_PIN_ENV = "KHOA_XKS_PIN"
 DEFAULT_PORT = 8443
+# A request's head must arrive within this long of its first byte (or of the connection opening).
+HEAD_SECONDS = 10.0
 
 Module = Annotated[
     str | None, typer.Option("--pkcs11-module", metavar="PATH", help="The HSM's PKCS#11 module (.so).")
@@ -145,7 +151,12 @@ def _run(
 ) -> None:
     import uvicorn
 
+    from khoa.server.connections import HeadDeadlineProtocol
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    protocol: type[HeadDeadlineProtocol] = (
+        _subject_checking_protocol(client_subject) if client_subject else HeadDeadlineProtocol
+    )
     scheme = "https" if tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(
@@ -161,7 +172,8 @@ def _run(
         ssl_keyfile=tls_key,
         ssl_ca_certs=client_ca,
         ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
-        http=_subject_checking_protocol(client_subject) if client_subject else "auto",
+        # httptools with a deadline for each request's head (slowloris: khoa.server.connections).
+        http=cast(Any, functools.partial(protocol, head_seconds=HEAD_SECONDS)),
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
@@ -183,12 +195,12 @@ def _run(
         raise CliError(f"could not listen on {host}:{port} (is the port in use?)")
 
 
-def _subject_checking_protocol(subject: str) -> type:
+def _subject_checking_protocol(subject: str) -> type[HeadDeadlineProtocol]:
     """uvicorn's HTTP protocol, closing any TLS connection whose client certificate's subject CN is not
     ``subject`` (the CA chain is checked by the handshake itself, --tls-client-ca)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from khoa.server.connections import HeadDeadlineProtocol
 
-    class SubjectCheckingProtocol(HttpToolsProtocol):
+    class SubjectCheckingProtocol(HeadDeadlineProtocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             cert = transport.get_extra_info("peercert") or {}
