@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -367,3 +368,33 @@ def test_idle_connections_are_shed_and_the_server_stays_healthy(impatient_server
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _exchange(server: KhoaServer, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # the server may close before taking it all
+            sock.sendall(request)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        return received
+
+
+def test_a_head_still_incomplete_past_64_kib_is_refused_431(impatient_server: KhoaServer) -> None:
+    endless = b"GET /_khoa/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (8 * 1024 * 1024)
+    assert _exchange(impatient_server, endless).startswith(b"HTTP/1.1 431 ")
+    many = b"GET /_khoa/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Many: a\r\n" * 100_000
+    assert _exchange(impatient_server, many).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_large_head_within_the_limit_and_a_body_in_the_same_packets_are_served(
+    impatient_server: KhoaServer,
+) -> None:
+    head = b"GET /_khoa/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += b"".join(f"X-Filler-{n}: {'a' * 1000}\r\n".encode() for n in range(50)) + b"\r\n"
+    assert _exchange(impatient_server, head).startswith(b"HTTP/1.1 200 ")
+    body = json.dumps({"Limit": 10, "Padding": "x" * 900_000}).encode()
+    request = _head("TrentService.ListKeys", len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    status, _, answer = _status_and_json(_exchange(impatient_server, request + body))
+    assert status == 400 and answer["__type"] == "MissingAuthenticationTokenException", answer  # read whole

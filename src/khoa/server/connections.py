@@ -11,7 +11,7 @@ a byte at a time does not move the deadline. Past it, a connection that has star
 answered ``408`` and closed; one that has sent nothing is closed. As for bodies
 (:class:`khoa.server.asgi.BodyDeadlines`), there is no timer per request: each connection notes
 when its head began (one attribute), and one sweep a second per worker closes those past their
-deadline.
+deadline. A head still incomplete past :data:`MAX_HEAD_BYTES` is answered ``431`` and closed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # How often a worker looks for heads past their deadline (a deadline is kept to within this).
 SWEEP_SECONDS = 1.0
+# A head still incomplete once this much of it has arrived is refused (64 KiB, what an Application
+# Load Balancer allows; a SigV4 head, session token included, is a few KiB). httptools sets no limit,
+# and gathers a header's value by concatenation: a client sending one endless header grew a worker by
+# ~10 MiB a second and slowed its loop. (A larger head that completes within one read, at most
+# 256 KiB, is served: its memory is bounded by the read.)
+MAX_HEAD_BYTES = 64 * 1024
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -37,11 +44,21 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         # it has arrived.
         self.head_since: float | None = None
         self.head_started = False
+        self.head_bytes = 0  # received while the head was incomplete (an upper bound of its size)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.head_since = self.loop.time()
         _Sweeper.watch(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_since is None:
+            super().data_received(data)
+            return
+        self.head_bytes += len(data)
+        super().data_received(data)
+        if self.head_since is not None and self.head_bytes > MAX_HEAD_BYTES:
+            self.refuse_head(_TOO_LARGE)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -51,6 +68,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_since = None
         self.head_started = False
+        self.head_bytes = 0
         super().on_headers_complete()
 
     def head_overdue(self, now: float) -> bool:
@@ -58,11 +76,15 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def close_overdue(self) -> None:
         """Close a connection whose head did not arrive in time (408 if it had begun)."""
+        self.refuse_head(_TIMED_OUT if self.head_started else b"")
+
+    def refuse_head(self, answer: bytes) -> None:
+        """Answer a head that will not be read (or not at all) and close the connection."""
         self.head_since = None
         if self.transport.is_closing():
             return
-        if self.head_started:
-            self.transport.write(_TIMED_OUT)
+        if answer:
+            self.transport.write(answer)
         self.transport.close()
 
 
