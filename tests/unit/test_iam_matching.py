@@ -8,6 +8,8 @@ case-insensitive. Action names match case-insensitively, resource ARNs case-sens
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from khoa.access.matching import arn_like, like, pieces, substitute, wildcard_match
 
@@ -161,3 +163,51 @@ def test_like_ignoring_case_with_variables() -> None:
 )
 def test_arn_like(pattern: str, value: str, expected: bool) -> None:
     assert arn_like(pattern, value, CONTEXT) is expected
+
+
+# -- the regex a pattern becomes never backtracks exponentially --------------------------------------
+
+
+def _reference(pattern: str, value: str) -> bool:
+    """Wildcard matching by dynamic programming (``*`` any run, ``?`` one character)."""
+    matched = [True] + [False] * len(value)  # pattern so far against each prefix of value
+    for char in pattern:
+        if char == "*":
+            for i in range(1, len(value) + 1):
+                matched[i] = matched[i] or matched[i - 1]
+        else:
+            matched = [False] + [matched[i] and (char == "?" or char == value[i]) for i in range(len(value))]
+    return matched[-1]
+
+
+def _arn_reference(pattern: str, value: str) -> bool:
+    """ArnLike: the first five components each on its own, the rest as one."""
+    patterns, values = pattern.split(":", 5), value.split(":", 5)
+    return len(patterns) == len(values) == 6 and all(
+        _reference(p, v) for p, v in zip(patterns, values, strict=True)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pattern=st.text(alphabet="ab*?:", max_size=12),
+    value=st.text(alphabet="abAB:", max_size=12),
+)
+def test_wildcards_match_as_the_reference_does(pattern: str, value: str) -> None:
+    assert wildcard_match(pattern, value) == _reference(pattern, value)
+    assert wildcard_match(pattern, value, ignore_case=True) == _reference(pattern.lower(), value.lower())
+    arn_pattern, arn_value = f"arn:{pattern}:x:y:z:{pattern}", f"arn:{value}:x:y:z:{value}"
+    assert arn_like(arn_pattern, arn_value, {}) == _arn_reference(arn_pattern, arn_value)
+
+
+@pytest.mark.parametrize("stars", [6, 10, 40])
+def test_many_wildcards_against_a_long_value_end_at_once(stars: int) -> None:
+    """``*a*a*a…*b`` against ``aaaa…``: the naive regex (``.*a.*a…``) backtracked exponentially, a
+    policy holding it froze the event loop (0.9 s for six stars and 60 characters, hours for more)."""
+    pattern = "*a" * stars + "*b"
+    assert not wildcard_match(pattern, "a" * 2000)
+    assert wildcard_match(pattern, "a" * 2000 + "b")
+    assert not like(pattern, "a" * 2000, {})
+    arn = "arn:aws:secretsmanager:us-east-1:111122223333:secret:"
+    assert not arn_like(arn + pattern, arn + "a" * 2000, {})
+    assert not arn_like(f"arn:aws:{'*a' * stars}*b:*:*:*", f"arn:aws:{'a' * 2000}:r:1:x", {})
