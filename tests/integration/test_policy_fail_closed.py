@@ -450,3 +450,34 @@ def test_iam_applies_its_own_sid_rules(iam: Any) -> None:
             == "MalformedPolicyDocument"
         )
     iam.create_policy(PolicyName=unique("sid"), PolicyDocument=with_sids("One", "Two", ""))
+
+
+def test_a_policy_full_of_wildcards_is_evaluated_at_once(server: KhoaServer, kms: Any) -> None:
+    """A key policy condition ``*a*a…*b`` against a 2,000-character encryption context value: the naive
+    wildcard regex backtracked exponentially and held the worker's event loop for hours."""
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    trap = "*a" * 12 + "*b"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Admin",
+                "Effect": "Allow",
+                "Principal": {"AWS": ROOT_ARN},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "Trap",
+                "Effect": "Deny",
+                "Principal": {"AWS": ROOT_ARN},
+                "Action": "kms:Encrypt",
+                "Resource": "*",
+                "Condition": {"StringLike": {"kms:EncryptionContext:x": trap}},
+            },
+        ],
+    }
+    kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
+    assert kms.encrypt(KeyId=key_id, Plaintext=b"p", EncryptionContext={"x": "a" * 2000})["CiphertextBlob"]
+    code, _ = refused(kms.encrypt, KeyId=key_id, Plaintext=b"p", EncryptionContext={"x": "a" * 2000 + "b"})
+    assert code == "AccessDeniedException"
