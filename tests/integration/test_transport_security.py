@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -398,3 +399,32 @@ def test_a_large_head_within_the_limit_and_a_body_in_the_same_packets_are_served
     request = _head("TrentService.ListKeys", len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
     status, _, answer = _status_and_json(_exchange(impatient_server, request + body))
     assert status == 400 and answer["__type"] == "MissingAuthenticationTokenException", answer  # read whole
+
+
+def test_large_bodies_are_validated_off_the_event_loop(impatient_server: KhoaServer) -> None:
+    """A 1 MiB body of 100,000 list members takes a few tenths of a second to validate: on a heavy
+    thread (khoa.server.pipeline.LARGE_BODY_BYTES), so liveness answers meanwhile. Validated on the
+    loop, four at once held it for most of a second."""
+    body = json.dumps({"SecretIdList": ["x"] * 200_000}).encode()
+    replies: list[int] = []
+
+    def large() -> None:
+        request = build_request(
+            impatient_server.endpoint, "secretsmanager.BatchGetSecretValue", body, service="secretsmanager"
+        )
+        replies.append(send(request).status)
+
+    impatient_server.client("secretsmanager").list_secrets()  # up, caches warm
+    workers = [threading.Thread(target=large) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    slowest = 0.0
+    while any(worker.is_alive() for worker in workers):
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
+            sock.sendall(b"GET /_khoa/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answered, _ = _until_closed(sock)
+        assert answered.startswith(b"HTTP/1.1 200 ")
+        slowest = max(slowest, time.monotonic() - started)
+    assert replies == [400] * 4  # too many ids: ValidationException, after validation
+    assert slowest < 0.25, f"/_khoa/health took {slowest:.2f} s while large bodies were validated"
