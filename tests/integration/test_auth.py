@@ -268,6 +268,24 @@ def test_signed_header_changed_after_signing(server: KhoaServer) -> None:
     assert_error(reply, "InvalidSignatureException", SIGNATURE_MISMATCH)
 
 
+def test_an_operation_header_added_after_signing_is_refused(server: KhoaServer) -> None:
+    """Signed without X-Amz-Target, a request's body could be sent as any operation: DescribeSecret's
+    {"SecretId": ...}, captured by a proxy, replayed as GetSecretValue. The target must be signed."""
+    sm = server.client("secretsmanager")
+    name = f"auth-target-{uuid.uuid4().hex[:8]}"
+    sm.create_secret(Name=name, SecretString="never sent")
+    request = build_request(server.endpoint, None, {"SecretId": name}, service="secretsmanager")
+    assert "x-amz-target" not in request.headers["Authorization"]
+    for target in ("secretsmanager.DescribeSecret", "secretsmanager.GetSecretValue"):
+        reply = send(request, headers={"X-Amz-Target": target})
+        assert_error(
+            reply,
+            "InvalidSignatureException",
+            "There were headers present in the request which were not signed: x-amz-target",
+        )
+        assert b"never sent" not in reply.body
+
+
 def test_signature_digits_changed(server: KhoaServer) -> None:
     _, authorization = signed_authorization(server)
     signature = authorization.rsplit("Signature=", 1)[1]

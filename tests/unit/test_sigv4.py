@@ -494,6 +494,15 @@ def test_host_must_be_signed() -> None:
     assert message == "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
 
 
+def test_the_operation_header_must_be_signed() -> None:
+    """X-Amz-Target names the operation: a request that does not sign it could be replayed as another
+    operation (DescribeSecret's signed body sent as GetSecretValue)."""
+    header = GOOD_AUTH.replace("x-amz-date;x-amz-target", "x-amz-date")
+    code, message, _ = _refusal(_with_authorization(header))
+    assert code == "InvalidSignatureException"
+    assert message == "There were headers present in the request which were not signed: x-amz-target"
+
+
 def test_unknown_access_key() -> None:
     vector = next(v for v in BOTOCORE if v["name"] == "kms-post-json")
     with pytest.raises(AWSError) as excinfo:

@@ -64,6 +64,9 @@ def _missing_token() -> AWSError:
     return AWSError("MissingAuthenticationTokenException", "Missing Authentication Token", 400)
 
 
+UNSIGNED_TARGET = "There were headers present in the request which were not signed: x-amz-target"
+
+
 def _incomplete(message: str) -> AWSError:
     return AWSError("IncompleteSignatureException", message, 400)
 
@@ -113,6 +116,7 @@ class _Authorization:
         "signature",
         "signed_headers",
         "signed_joined",
+        "target_signed",
         "unpaired",
     )
 
@@ -149,6 +153,7 @@ class _Authorization:
             self.scope_string = credential[len(split[0]) + 1 :]
         self.signed_headers = signed = signed_joined.split(";")
         self.host_signed = "host" in signed or ":authority" in signed
+        self.target_signed = "x-amz-target" in signed
 
 
 def credential_scope(header: str) -> list[str]:
@@ -401,6 +406,10 @@ class SigV4Verifier:
             )
         if not auth.host_signed:
             raise _invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+        if not auth.target_signed and "x-amz-target" in headers:
+            # The header names the operation: unsigned, anyone holding a signed request (a proxy's log)
+            # could replay its body as another operation within the skew. Every SDK signs it.
+            raise _invalid(UNSIGNED_TARGET)
         check_skew(amz_date, signed_at, now, skew)
         secret = lookup_secret(akid)
         if secret is None:
