@@ -71,8 +71,18 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        # A head that waited behind this response (a pipelined request: uvicorn reads no more until
+        # the request before is answered) has its time from now.
+        if self.head_since is not None:
+            self.head_since = self.loop.time()
+        super().on_response_complete()
+
     def head_overdue(self, now: float) -> bool:
-        return self.head_since is not None and now - self.head_since > self.head_seconds
+        if self.head_since is None or now - self.head_since <= self.head_seconds:
+            return False
+        serving = self.cycle is not None and not self.cycle.response_complete
+        return not serving  # the client is not the one keeping the head waiting
 
     def close_overdue(self) -> None:
         """Close a connection whose head did not arrive in time (408 if it had begun)."""
