@@ -208,6 +208,61 @@ def test_put_moves_current_and_previous(sm: Harness) -> None:
     sm.fails("InvalidRequestException", "PutSecretValue", SecretId="p")  # no value at all
 
 
+def test_a_retried_put_racing_its_first_try_is_the_same_request(
+    sm: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write looks for its ClientRequestToken's version (caching "none"), and another worker writes
+    that token with the same value before this one inserts it: the insert fails, and the request
+    must then find the version written, not its own cached absence (it was refused as a different
+    request, ResourceExistsException, about once in 24 concurrent retries)."""
+    arn = sm.call("CreateSecret", Name="app/race", SecretString="v0")["ARN"]
+    cached = replace(sm.backend, store=SecretStore(sm.backend.engine, cache_seconds=60))
+    token = "a" * 36
+    look = cached.store.version
+    raced: list[bool] = []
+
+    def looked_then_raced(secret_id: str, version_id: str) -> Any:
+        found = look(secret_id, version_id)
+        if not raced:  # the other worker writes right after this worker looked
+            raced.append(True)
+            sm.call("PutSecretValue", SecretId=arn, SecretString="same", ClientRequestToken=token)
+        return found
+
+    monkeypatch.setattr(cached.store, "version", looked_then_raced)
+    put = build_service(cached).handlers["PutSecretValue"]
+    answer = put(
+        context("secretsmanager", "PutSecretValue"),
+        {"SecretId": arn, "SecretString": "same", "ClientRequestToken": token},
+    )
+    assert raced and answer["VersionId"] == token and answer["VersionStages"] == ["AWSCURRENT"]
+
+
+def test_a_retried_create_racing_its_first_try_is_the_same_request(
+    sm: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tries of one CreateSecret (same token, same value) at once: the one whose insert loses
+    answers as the repeat it is, with the first one's ARN, not ResourceExistsException."""
+    cached = replace(sm.backend, store=SecretStore(sm.backend.engine, cache_seconds=60))
+    token = "b" * 36
+    look = cached.store.by_name
+    first: dict[str, Any] = {}
+
+    def looked_then_raced(account_id: str, region: str, name: str) -> Any:
+        found = look(account_id, region, name)
+        if not first:  # the first try stores the secret right after this one looked
+            stored = sm.call("CreateSecret", Name="app/twice", SecretString="s", ClientRequestToken=token)
+            first.update(stored)
+        return found
+
+    monkeypatch.setattr(cached.store, "by_name", looked_then_raced)
+    create = build_service(cached).handlers["CreateSecret"]
+    params = {"Name": "app/twice", "SecretString": "s", "ClientRequestToken": token}
+    answer = create(context("secretsmanager", "CreateSecret"), params)
+    assert answer == {"ARN": first["ARN"], "Name": "app/twice", "VersionId": token}
+    other = {**params, "SecretString": "another value", "ClientRequestToken": "c" * 36}
+    sm.fails("ResourceExistsException", "CreateSecret", **other)
+
+
 def test_get_by_version_and_stage(sm: Harness) -> None:
     v1 = sm.call("CreateSecret", Name="g", SecretString="one")["VersionId"]
     sm.call("PutSecretValue", SecretId="g", SecretString="two")

@@ -35,20 +35,7 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     version_id = versions.request_token(params)
     existing = sm.store.by_name(ctx.account_id, ctx.region, name)
     if existing is not None:
-        if existing.deleted_at is not None:
-            raise errors.invalid_request(
-                "You can't create this secret because a secret with this name is "
-                "already scheduled for deletion."
-            )
-        if value is not None and params.get("ClientRequestToken"):
-            # The same request again: its token is a version of the secret. With the same value it
-            # succeeds as before; with another value AWS names the token (moto's AWS-verified
-            # test_create_different_secret_with_same_token).
-            if versions.same_value(sm, ctx, existing, version_id, *value):
-                return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
-            if sm.store.version(existing.secret_id, version_id) is not None:
-                raise errors.token_in_use(version_id, existing.arn)
-        raise errors.secret_exists(name)
+        return _created_before(sm, ctx, existing, params, value, version_id)
     kms_ref = params.get("KmsKeyId") or None
     key = values.encryption_key(sm.keys, ctx, kms_ref)
     now = ctx.now.timestamp()
@@ -81,10 +68,20 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         if value is not None
         else None
     )
-    if sealed is not None:
-        sm.store.create(record, tags, (version_id, sealed), {stages.CURRENT: version_id})
-    else:
-        sm.store.create(record, tags, None, {})
+    try:
+        if sealed is not None:
+            sm.store.create(record, tags, (version_id, sealed), {stages.CURRENT: version_id})
+        else:
+            sm.store.create(record, tags, None, {})
+    except AWSError as refused:
+        # A concurrent CreateSecret stored the name first: perhaps this very request, retried by its
+        # SDK while the first try was still running. Judge it as a repeat, from the stored secret
+        # (not from this process's cache, which holds "no such secret" from the lookup above).
+        sm.store.invalidate_all()
+        racing = sm.store.by_name(ctx.account_id, ctx.region, name)
+        if refused.code != "ResourceExistsException" or racing is None:
+            raise
+        return _created_before(sm, ctx, racing, params, value, version_id)
     result: dict[str, Any] = {"ARN": record.arn, "Name": name}
     if sealed is not None:
         result["VersionId"] = version_id
@@ -93,6 +90,30 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
             sm, ctx, record, replica_specs, force=params.get("ForceOverwriteReplicaSecret", False)
         )
     return result
+
+
+def _created_before(
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    existing: SecretRecord,
+    params: dict[str, Any],
+    value: tuple[str, bytes] | None,
+    version_id: str,
+) -> dict[str, Any]:
+    """CreateSecret of a name that exists: the same request again (its token a version of the secret,
+    with the same value) succeeds as before; anything else is refused."""
+    if existing.deleted_at is not None:
+        raise errors.invalid_request(
+            "You can't create this secret because a secret with this name is already scheduled for deletion."
+        )
+    if value is not None and params.get("ClientRequestToken"):
+        # With another value AWS names the token (moto's AWS-verified
+        # test_create_different_secret_with_same_token).
+        if versions.same_value(sm, ctx, existing, version_id, *value):
+            return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
+        if sm.store.version(existing.secret_id, version_id) is not None:
+            raise errors.token_in_use(version_id, existing.arn)
+    raise errors.secret_exists(existing.name)
 
 
 def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

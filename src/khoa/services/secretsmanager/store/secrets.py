@@ -244,6 +244,10 @@ class SecretStore:
                 write_stages(conn, secret_id, before, after)
                 prune_deprecated(conn, secret_id, now)
         except IntegrityError:
+            # The caller looks at that version next: this process may have cached "no such version"
+            # just before the other request wrote it (a retried PutSecretValue racing its first try
+            # was refused as a different request).
+            self._versions.invalidate((secret_id, version_id))
             return None
         return after
 
