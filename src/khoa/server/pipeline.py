@@ -20,14 +20,12 @@ from khoa.network import NetworkMap
 from khoa.observe.metrics import Metrics
 from khoa.protocol import awsjson, awsquery, restjson
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError, internal_failure
+from khoa.protocol.errors import AWSError
 from khoa.server.asgi import Response, Scope, header_map
 from khoa.server.authentication import Authenticator, scope_service
 from khoa.server.encoding import error_response, success_response
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Handler, Service
-from khoa.storage.database import is_unavailable
-from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
 _T = TypeVar("_T")
@@ -171,6 +169,7 @@ class Pipeline:
         headers = header_map(scope)
         call.headers = headers
         target = (headers.get("x-amz-target") or [""])[0]
+        large = len(body) > LARGE_BODY_BYTES
         form: dict[str, str] | None = None
         if target:
             prefix, _, call.operation = target.rpartition(".")
@@ -182,7 +181,7 @@ class Pipeline:
             call.operation = self._rest_operation(rest, scope)
         else:
             query = scope.get("query_string", b"").decode("latin-1")
-            if len(body) > LARGE_BODY_BYTES:  # ~0.1 s per MiB: off the loop, as its decoding would be
+            if large:  # ~0.1 s per MiB: off the loop, as its decoding would be
                 form = await self._run(self.heavy_threads, awsquery.parse_form, body, query)
             else:
                 form = awsquery.parse_form(body, query)
@@ -194,7 +193,7 @@ class Pipeline:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
             threads: Executor | None = None  # None: on the event loop
-            heavy = len(body) > LARGE_BODY_BYTES or call.operation in _CPU_HEAVY.get(service.name, ())
+            heavy = large or call.operation in _CPU_HEAVY.get(service.name, ())
             if heavy:
                 threads = self.heavy_threads
             elif self.every_call_off_loop or call.operation in _CALLS_OUT.get(service.name, ()):
@@ -230,25 +229,9 @@ class Pipeline:
         except AWSError as error:
             response = await self.recorder.refuse(call, error)
         except Exception as exc:  # noqa: BLE001 - logged (rate-limited) and answered 500 or 503
-            if is_unavailable(exc):  # down, silent or timed out (a bounded wait): 503, retried by SDKs
-                self._logs.warning(
-                    "database unavailable",
-                    "request %s (%s.%s): database unavailable (%s)",
-                    call.request_id,
-                    service_name,
-                    call.operation,
-                    type(exc).__name__,
-                )
-                response = await self.recorder.refuse(call, database_unavailable(), wait=False)
-            else:
-                self._logs.exception(
-                    f"{service_name}.{call.operation}:{type(exc).__name__}",
-                    "request %s (%s.%s) failed",
-                    call.request_id,
-                    service_name,
-                    call.operation,
-                )
-                response = await self.recorder.refuse(call, internal_failure())
+            response = await self.recorder.refuse_failure(
+                call, exc, self._logs, f"{service_name}.{call.operation}"
+            )
         response.headers.append((b"x-amzn-requestid", call.request_id.encode()))
         known_operation = service is not None and call.operation in service.handlers
         label = call.operation if known_operation else "unknown"

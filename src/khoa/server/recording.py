@@ -21,11 +21,14 @@ from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import parse_authorization
 from khoa.clock import Clock
 from khoa.ids import IdSource
+from khoa.logs import LogLimiter
 from khoa.observe.metrics import Metrics
-from khoa.protocol.errors import AWSError
+from khoa.protocol.errors import AWSError, internal_failure
 from khoa.server.asgi import Response
 from khoa.server.encoding import error_response
 from khoa.services.base import Service
+from khoa.storage.database import is_unavailable
+from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
 
@@ -115,6 +118,23 @@ class CallRecorder:
             except AuditUnavailable:
                 return error_response(call.service, unavailable_error(), call.request_id)
         return error_response(call.service, error, call.request_id)
+
+    async def refuse_failure(self, call: Call, exc: Exception, logs: LogLimiter, what: str) -> Response:
+        """Answer a call that failed unexpectedly (``what`` names it in the log): 503 when the
+        database is down, silent or timed out (a bounded wait; SDKs retry it, and its record is not
+        waited for), else 500 with the traceback logged. Either is logged once per interval, not
+        once per request: during an outage every call fails the same way."""
+        if is_unavailable(exc):
+            logs.warning(
+                "database unavailable",
+                "request %s (%s): database unavailable (%s)",
+                call.request_id,
+                what,
+                type(exc).__name__,
+            )
+            return await self.refuse(call, database_unavailable(), wait=False)
+        logs.exception(f"{what}:{type(exc).__name__}", "request %s (%s) failed", call.request_id, what)
+        return await self.refuse(call, internal_failure())
 
     async def _record_refusal(self, call: Call, error: AWSError) -> None:
         with contextlib.suppress(AuditUnavailable):  # counted in audit_failures by _record

@@ -21,14 +21,12 @@ from khoa.changes import stream as change_stream
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError, internal_failure
+from khoa.protocol.errors import AWSError
 from khoa.server.asgi import Receive, Response, Scope, Send, client_address, header_map
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
-from khoa.storage.database import is_unavailable
-from khoa.storage.database import unavailable_error as database_unavailable
 
 log = logging.getLogger("khoa")
 
@@ -84,18 +82,7 @@ class ChangeStreamEndpoint:
         except AWSError as error:
             response = await self.recorder.refuse(call, error)
         except Exception as exc:  # noqa: BLE001 - 503 (the database) or 500, as the pipeline answers
-            if not is_unavailable(exc):
-                key = f"subscribe:{type(exc).__name__}"
-                self._logs.exception(key, "change stream %s: subscription failed", call.request_id)
-                response = await self.recorder.refuse(call, internal_failure())
-            else:
-                self._logs.warning(
-                    "subscribe:unavailable",
-                    "change stream %s: database unavailable (%s)",
-                    call.request_id,
-                    type(exc).__name__,
-                )
-                response = await self.recorder.refuse(call, database_unavailable(), wait=False)
+            response = await self.recorder.refuse_failure(call, exc, self._logs, "change stream")
         else:
             tokens = headers.get("x-amz-security-token")
             token = tokens[0] if tokens else None

@@ -75,9 +75,7 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
             sm.store.create(record, tags, None, {})
     except AWSError as refused:
         # A concurrent CreateSecret stored the name first: perhaps this very request, retried by its
-        # SDK while the first try was still running. Judge it as a repeat, from the stored secret
-        # (not from this process's cache, which holds "no such secret" from the lookup above).
-        sm.store.invalidate_all()
+        # SDK while the first try was still running. Judge it as a repeat, from the stored secret.
         racing = sm.store.by_name(ctx.account_id, ctx.region, name)
         if refused.code != "ResourceExistsException" or racing is None:
             raise

@@ -155,6 +155,9 @@ class SecretStore:
                     write_stages(conn, record.secret_id, {}, labels)
                 write_tags(conn, record.secret_id, tags)
         except IntegrityError:
+            # The caller may look at the secret stored first: not at this process's cached "no such
+            # secret", read a moment before (a CreateSecret retried while its first try ran).
+            self.invalidate_all()
             raise errors.secret_exists(record.name) from None
 
     def add_replica(self, replica: SecretRecord) -> None:
