@@ -8,6 +8,7 @@ import json
 import re
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,26 @@ def test_a_retried_create_racing_its_first_try_is_the_same_request(
     assert answer == {"ARN": first["ARN"], "Name": "app/twice", "VersionId": token}
     other = {**params, "SecretString": "another value", "ClientRequestToken": "c" * 36}
     sm.fails("ResourceExistsException", "CreateSecret", **other)
+
+
+def test_a_put_committed_last_is_never_older_than_the_one_it_replaces(sm: Harness) -> None:
+    """A write reads the clock before it waits for the secret's lock, so two concurrent puts can
+    commit in the opposite order to their clock readings: the one committed last (AWSCURRENT) must
+    still not carry an earlier CreatedDate than the version it made AWSPREVIOUS."""
+    sm.call("CreateSecret", Name="app/order", SecretString="v0")
+    put = sm.service.handlers["PutSecretValue"]
+    later, earlier = datetime.now(UTC), datetime.now(UTC) - timedelta(seconds=5)
+    put(
+        context("secretsmanager", "PutSecretValue", now=later), {"SecretId": "app/order", "SecretString": "b"}
+    )
+    put(
+        context("secretsmanager", "PutSecretValue", now=earlier),
+        {"SecretId": "app/order", "SecretString": "c"},
+    )
+    listed = sm.call("ListSecretVersionIds", SecretId="app/order")["Versions"]
+    dates = {stage: v["CreatedDate"] for v in listed for stage in v["VersionStages"]}
+    assert dates["AWSCURRENT"] >= dates["AWSPREVIOUS"]
+    assert sm.call("GetSecretValue", SecretId="app/order")["SecretString"] == "c"
 
 
 def test_get_by_version_and_stage(sm: Harness) -> None:

@@ -34,6 +34,7 @@ from khoa.services.secretsmanager.store.tables import (
     tag_list_of,
     tags_of_many,
     version_in,
+    version_time,
     write_stages,
     write_tags,
 )
@@ -243,7 +244,7 @@ class SecretStore:
                 lock_secret(conn, secret_id, now)
                 before = stages_in(conn, secret_id)
                 after = relabel(before)
-                insert_version(conn, secret_id, version_id, sealed, now)
+                insert_version(conn, secret_id, version_id, sealed, version_time(conn, secret_id, now))
                 write_stages(conn, secret_id, before, after)
                 prune_deprecated(conn, secret_id, now)
         except IntegrityError:
@@ -262,13 +263,14 @@ class SecretStore:
         ResourceExistsException and nothing is written."""
         with self._engine.begin() as conn:
             lock_secret(conn, secret_id, now)
+            created_at = version_time(conn, secret_id, now)
             filled = conn.execute(
                 update(VERSIONS)
                 .where(VERSIONS.c.secret_id == secret_id)
                 .where(VERSIONS.c.version_id == version_id)
                 .where(VERSIONS.c.value_kind == PLACEHOLDER)
                 .values(
-                    created_at=now,
+                    created_at=created_at,
                     value_kind=sealed.kind,
                     kms_key_arn=sealed.kms_key_arn,
                     encrypted_data_key=sealed.encrypted_data_key,
@@ -277,7 +279,7 @@ class SecretStore:
             )
             if filled.rowcount != 1:  # another request put a value first
                 raise errors.version_exists()
-            fingerprints.add_secret_version(conn, secret_id, version_id, sealed.fingerprints, now)
+            fingerprints.add_secret_version(conn, secret_id, version_id, sealed.fingerprints, created_at)
             before = stages_in(conn, secret_id)
             after = relabel(before)
             write_stages(conn, secret_id, before, after)

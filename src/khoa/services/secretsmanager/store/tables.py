@@ -29,6 +29,17 @@ def lock_secret(conn: Connection, secret_id: str, now: float) -> None:
     conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
 
 
+def version_time(conn: Connection, secret_id: str, now: float) -> float:
+    """The creation time a version written now gets: ``now``, or the secret's newest version's if that
+    is later. Writers take ``now`` before they wait for the secret's lock, so without this a version
+    committed after another could carry an earlier time, and its CreatedDate would contradict its
+    labels (AWSCURRENT older than AWSPREVIOUS)."""
+    newest = conn.execute(
+        select(func.max(VERSIONS.c.created_at)).where(VERSIONS.c.secret_id == secret_id)
+    ).scalar()
+    return now if newest is None else max(now, float(newest))
+
+
 def insert_version(
     conn: Connection, secret_id: str, version_id: str, sealed: SealedValue, created_at: float
 ) -> None:
