@@ -48,6 +48,7 @@ Environment knobs (all optional):
     KHOA_BENCH_PROFILE      1: after the table, profile khoa-uvicorn-w1 with py-spy under the
                             same load and print where the time goes (bench/results/profile-*.txt);
                             only: the profile without the table
+    KHOA_BENCH_PYSPY_RATE   samples per second for the profile (default 100)
     KHOA_BENCH_PYSPY_ARGS   extra py-spy record arguments for the profile (e.g. "--gil --nonblocking")
     KHOA_BENCH_OUTPUT       where to write the Markdown report (default bench/results/latest.md)
     KHOA_BENCH_SERVER_ENV   extra environment for the Khoa servers, as NAME=VALUE[,NAME=VALUE...]
@@ -1155,7 +1156,7 @@ def profile(wrk: str, workdir: Path, operations: list[str]) -> None:
                     "--duration",
                     str(SECONDS),
                     "--rate",
-                    "100",
+                    os.environ.get("KHOA_BENCH_PYSPY_RATE", "100"),
                     "--format",
                     "raw",
                     "--output",

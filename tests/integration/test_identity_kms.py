@@ -488,3 +488,84 @@ def test_another_account_uses_a_key_only_when_both_sides_allow(
     assert code_of(
         new_user(server, server.client("iam")).client("kms").encrypt, KeyId=key["Arn"], Plaintext=b"x"
     ) == ("AccessDeniedException")
+
+
+def test_another_accounts_key_by_its_alias_arn(server: KhoaServer, kms: Any, account_b: Caller) -> None:
+    """Cryptographic operations and DescribeKey take another account's key by alias ARN too; the
+    alias is looked up in the account the ARN names, and that key's policy decides as by key ARN."""
+    user = new_user(server, account_b.client("iam"), allow("kms:*"))
+    client = user.client("kms")
+    shared = kms.create_key(Policy=key_policy(grant_to(ROOT_ARN, "kms:*"), grant_to(user.arn, USER_ACTIONS)))
+    private = kms.create_key()["KeyMetadata"]
+    shared_alias, private_alias = unique("alias/shared"), unique("alias/private")
+    kms.create_alias(AliasName=shared_alias, TargetKeyId=shared["KeyMetadata"]["KeyId"])
+    kms.create_alias(AliasName=private_alias, TargetKeyId=private["KeyId"])
+    shared_arn = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{shared_alias}"
+    private_arn = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{private_alias}"
+
+    described = client.describe_key(KeyId=shared_arn)["KeyMetadata"]
+    assert described["Arn"] == shared["KeyMetadata"]["Arn"]
+    blob = client.encrypt(KeyId=shared_arn, Plaintext=b"by alias")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"by alias"
+    assert client.decrypt(CiphertextBlob=blob, KeyId=shared_arn)["Plaintext"] == b"by alias"
+    assert refused(client.encrypt, KeyId=private_arn, Plaintext=b"x") == (
+        "AccessDeniedException",
+        implicit(user.arn, "kms:Encrypt", private["Arn"], "resource-based policy"),
+    )
+    assert refused(client.describe_key, KeyId=f"{private_arn}-missing") == (
+        "NotFoundException",
+        f"Alias {private_arn}-missing is not found.",
+    )
+    # Only by ARN: an alias name means the caller's own account; other Regions' aliases are not found.
+    assert code_of(client.encrypt, KeyId=shared_alias, Plaintext=b"x") == "NotFoundException"
+    elsewhere = shared_arn.replace(f":{REGION}:", ":eu-west-1:")
+    assert code_of(client.encrypt, KeyId=elsewhere, Plaintext=b"x") == "NotFoundException"
+    # Operations AWS does not allow across accounts do not find the key by alias ARN either.
+    assert code_of(client.list_aliases, KeyId=shared["KeyMetadata"]["Arn"]) == "NotFoundException"
+
+
+def test_secrets_and_parameters_encrypted_under_another_accounts_key(
+    server: KhoaServer, kms: Any, account_b: Caller
+) -> None:
+    """Secrets Manager's KmsKeyId and Parameter Store's KeyId take another account's key by key ARN
+    or alias ARN ("to use a KMS key in a different account, use the key ARN or the alias ARN"), as far
+    as that key's policy and the caller's IAM policies allow it."""
+    user = new_user(server, account_b.client("iam"), allow(["secretsmanager:*", "ssm:*", "kms:*"]))
+    secrets, parameters = user.client("secretsmanager"), user.client("ssm")
+    shared = kms.create_key(
+        Policy=key_policy(grant_to(ROOT_ARN, "kms:*"), grant_to(account_b.arn, USER_ACTIONS))
+    )["KeyMetadata"]
+    private = kms.create_key()["KeyMetadata"]
+    alias = unique("alias/for-b")
+    kms.create_alias(AliasName=alias, TargetKeyId=shared["KeyId"])
+    alias_arn = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{alias}"
+
+    by_key, by_alias = unique("b/by-key"), unique("b/by-alias")
+    secrets.create_secret(Name=by_key, SecretString="one", KmsKeyId=shared["Arn"])
+    secrets.create_secret(Name=by_alias, SecretString="two", KmsKeyId=alias_arn)
+    assert secrets.get_secret_value(SecretId=by_key)["SecretString"] == "one"
+    assert secrets.get_secret_value(SecretId=by_alias)["SecretString"] == "two"
+    assert secrets.describe_secret(SecretId=by_key)["KmsKeyId"] == shared["Arn"]
+    name = unique("/b/param")
+    parameters.put_parameter(Name=name, Value="three", Type="SecureString", KeyId=shared["Arn"])
+    assert parameters.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"] == "three"
+
+    # A key whose policy does not name account B: refused, and nothing is stored.
+    refused_name = unique("b/refused")
+    assert refused(secrets.create_secret, Name=refused_name, SecretString="x", KmsKeyId=private["Arn"])[
+        0
+    ] == ("AccessDeniedException")
+    assert code_of(secrets.describe_secret, SecretId=refused_name) == "ResourceNotFoundException"
+    assert code_of(
+        parameters.put_parameter,
+        Name=unique("/b/refused"),
+        Value="x",
+        Type="SecureString",
+        KeyId=private["Arn"],
+    ) == ("AccessDeniedException")
+    # A's side decides later too: disabling the key makes B's secret unreadable.
+    kms.disable_key(KeyId=shared["KeyId"])
+    try:
+        assert code_of(secrets.get_secret_value, SecretId=by_key) == "DecryptionFailure"
+    finally:
+        kms.enable_key(KeyId=shared["KeyId"])

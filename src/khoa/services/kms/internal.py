@@ -136,7 +136,7 @@ class InternalKms:
         """The symmetric key a service should encrypt with: the named one, or the AWS-managed default."""
         kms_ctx = via(ctx, service)
         key = (
-            resolve_key(self.kms, kms_ctx, key_ref)
+            resolve_key(self.kms, kms_ctx, key_ref, across_accounts=True)
             if key_ref
             else aws_managed_key(self.kms, kms_ctx, service)
         )

@@ -60,8 +60,22 @@ def alias_target(kms: KmsBackend, ctx: RequestContext, alias_name: str) -> str |
     return kms.store.aliases.target(ctx.account_id, ctx.region, alias_name)
 
 
-def resolve_key(kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: bool = True) -> KeyRecord:
-    """Find the key ``ref`` names in the caller's account and region, or raise NotFoundException."""
+def resolve_key(
+    kms: KmsBackend,
+    ctx: RequestContext,
+    ref: str,
+    *,
+    allow_alias: bool = True,
+    across_accounts: bool = False,
+) -> KeyRecord:
+    """Find the key ``ref`` names, or raise NotFoundException.
+
+    A key ID or alias name means the caller's account and region. Another account's key is named by
+    its key ARN (or alias ARN, where the operation takes aliases), and only in the operations AWS
+    allows across accounts - or, with ``across_accounts``, for another service encrypting on the
+    caller's behalf (Secrets Manager's and Parameter Store's KmsKeyId/KeyId take "the key ARN or
+    the alias ARN" of a key in another account). Its key policy and the caller's IAM policies then
+    decide, as for the caller's own keys."""
     key_id = ref
     owner = ctx.account_id
     if ref.startswith("arn:"):
@@ -69,25 +83,28 @@ def resolve_key(kms: KmsBackend, ctx: RequestContext, ref: str, *, allow_alias: 
         if len(parts) != 6 or parts[2] != "kms":
             raise errors.invalid_key_id(ref)
         _, _, _, region, account, resource = parts
-        if resource.startswith("alias/") and allow_alias:
-            if region != ctx.region or account != ctx.account_id:
+        elsewhere = account != ctx.account_id
+        if elsewhere and not (across_accounts or ctx.operation in CROSS_ACCOUNT_OPERATIONS):
+            if resource.startswith("alias/") and allow_alias:
                 raise errors.not_found(f"Alias {ref} is not found.")
-            target = alias_target(kms, ctx, resource)
+            if resource.startswith("key/") and _is_uuid(resource[4:]):
+                raise errors.key_not_found(ref)
+            raise errors.invalid_key_id(ref)
+        if resource.startswith("alias/") and allow_alias:
+            target = (
+                kms.store.aliases.target(account, region, resource) if region == ctx.region else None
+            )
             if target is None:
                 raise errors.not_found(f"Alias {ref} is not found.")
             key_id = target
+            owner = account
         elif resource.startswith("key/"):
             key_id = resource[4:]
             if not _is_uuid(key_id):
                 raise errors.invalid_key_id(ref)
             if region != ctx.region:
                 raise errors.key_not_found(ref)
-            if account != ctx.account_id:
-                # Another account's key: only by key ARN, only for the operations AWS allows across
-                # accounts; its key policy and the caller's IAM policies then decide.
-                if ctx.operation not in CROSS_ACCOUNT_OPERATIONS:
-                    raise errors.key_not_found(ref)
-                owner = account
+            owner = account
         else:
             raise errors.invalid_key_id(ref)
     elif ref.startswith("alias/"):
