@@ -91,9 +91,7 @@ def resolve_key(
                 raise errors.key_not_found(ref)
             raise errors.invalid_key_id(ref)
         if resource.startswith("alias/") and allow_alias:
-            target = (
-                kms.store.aliases.target(account, region, resource) if region == ctx.region else None
-            )
+            target = kms.store.aliases.target(account, region, resource) if region == ctx.region else None
             if target is None:
                 raise errors.not_found(f"Alias {ref} is not found.")
             key_id = target
