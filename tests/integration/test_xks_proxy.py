@@ -58,15 +58,16 @@ def hsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
 
 @pytest.fixture(scope="module")
 def started(hsm: SoftHsm) -> Iterator[tuple[XksProxy, str]]:
-    """The module's proxy and its key: the key is created (khoa xks-proxy create-key) while the proxy
-    starts; the proxy finds keys by label at each request."""
-    instance = XksProxy(hsm, path_prefix=PREFIX).launch()
+    """The module's proxy and its key: the key is created (khoa xks-proxy create-key) before the proxy
+    starts; the proxy finds keys by label at each request. Not while it starts: SoftHSM's file store
+    rewrites the token's file when the proxy logs in, and another process reading it at that moment
+    can find it unreadable and the token absent (SoftHSMv2 issue 757); a hardware token does not."""
+    label = f"xks-key-{uuid.uuid4().hex[:8]}"
+    created = hsm.create_key(label)
+    assert created.returncode == 0, created.stderr
+    assert "AES_256" in created.stdout
+    instance = XksProxy(hsm, path_prefix=PREFIX).start()
     try:
-        label = f"xks-key-{uuid.uuid4().hex[:8]}"
-        created = hsm.create_key(label)
-        assert created.returncode == 0, created.stderr
-        assert "AES_256" in created.stdout
-        instance.wait()
         yield instance, label
     finally:
         instance.stop()

@@ -128,7 +128,7 @@ class XksProxy:
         return self.launch().wait(timeout)
 
     def launch(self) -> XksProxy:
-        """Start the process without waiting for it (start other work meanwhile, then :meth:`wait`)."""
+        """Start the process without waiting for it (then :meth:`wait`)."""
         env = self.hsm.env()
         env["KHOA_XKS_ACCESS_KEY_ID"] = self.access_key_id
         env["KHOA_XKS_SECRET_ACCESS_KEY"] = self.secret_access_key

@@ -16,6 +16,7 @@ from khoa.access.decisions import DecisionMemo
 from khoa.access.directory import Directory, ScpLevels, parsed
 from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.access.policy import Policy
+from khoa.auth.principal import Principal
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 
@@ -45,9 +46,28 @@ def _clock_facts(second: int) -> tuple[str, str]:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), str(second)
 
 
-def base_context(ctx: RequestContext) -> dict[str, list[str]]:
-    principal = ctx.principal
-    current_time, epoch_time = _clock_facts(int(ctx.now.timestamp()))
+def request_facts(ctx: RequestContext) -> tuple[Any, ...]:
+    """Every value of the request the global condition keys are made from, but its caller: the
+    second of its clock, Region, transport, address, network and calling service. The memo of
+    decisions keys on this tuple, and :func:`facts_of` builds the facts from it alone, so whatever a
+    fact is made of is part of the key by construction."""
+    extras = ctx.extras
+    network = extras.get("network")
+    return (
+        int(ctx.now.timestamp()),
+        ctx.region,
+        bool(extras.get("secure_transport")),
+        ctx.source_ip,
+        (network.get("vpc_source_ip") or None) if network else None,
+        (network.get("vpc_id") or None) if network else None,
+        extras.get("kms:ViaService") or None,
+    )
+
+
+def facts_of(principal: Principal, request: tuple[Any, ...]) -> dict[str, list[str]]:
+    """The global condition keys of a call by ``principal`` with :func:`request_facts` ``request``."""
+    second, region, secure, source_ip, vpc_source_ip, vpc_id, via = request
+    current_time, epoch_time = _clock_facts(second)
     principal_arn = principal.arn
     if principal.kind == "AssumedRole":
         principal_arn = f"arn:aws:iam::{principal.account_id}:role/{principal.name}"
@@ -59,25 +79,28 @@ def base_context(ctx: RequestContext) -> dict[str, list[str]]:
         "aws:userid": [principal.user_id],
         "aws:currenttime": [current_time],
         "aws:epochtime": [epoch_time],
-        "aws:requestedregion": [ctx.region],
-        "aws:securetransport": ["true" if ctx.extras.get("secure_transport") else "false"],
+        "aws:requestedregion": [region],
+        "aws:securetransport": ["true" if secure else "false"],
     }
     if principal.kind == "IAMUser":
         context["aws:username"] = [principal.name]
     if principal.source_identity:
         context["aws:sourceidentity"] = [principal.source_identity]
-    network = ctx.extras.get("network")
-    if network and network.get("vpc_source_ip"):
-        context["aws:vpcsourceip"] = [network["vpc_source_ip"]]
-        if network.get("vpc_id"):
-            context["aws:sourcevpc"] = [network["vpc_id"]]
-    elif ctx.source_ip:
-        context["aws:sourceip"] = [ctx.source_ip]
-    via = ctx.extras.get("kms:ViaService")
+    if vpc_source_ip:
+        context["aws:vpcsourceip"] = [vpc_source_ip]
+        if vpc_id:
+            context["aws:sourcevpc"] = [vpc_id]
+    elif source_ip:
+        context["aws:sourceip"] = [source_ip]
     if via:
         context["kms:viaservice"] = [via]
     context["aws:viaawsservice"] = ["true" if via else "false"]
     return context
+
+
+def base_context(ctx: RequestContext) -> dict[str, list[str]]:
+    """The global condition keys of a request (its caller's policies' facts aside)."""
+    return facts_of(ctx.principal, request_facts(ctx))
 
 
 def access_denied(ctx: RequestContext, action: str, resource: str, decision: Decision) -> AWSError:
@@ -139,27 +162,30 @@ class Authorizer:
         scps = self.guardrails(principal.account_id)
         if principal.is_root and account == principal.account_id and resource_policy is None and not scps:
             return Decision(True)
-        facts = base_context(ctx)
         caller = self.directory.for_principal(principal)
-        if caller.arn and principal.kind == "AssumedRole":
-            facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
-        for tag_key, tag_value in caller.tags.items():
-            facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
         if callable(context):
             context = context()
-        if context:
-            facts.update({k.lower(): v for k, v in context.items()})
         # A stored resource policy that no longer parses is read as an explicit deny, never as empty.
         policy = parsed(resource_policy, "resource") if isinstance(resource_policy, str) else resource_policy
         trust = policy is not None and action.lower() in _TRUST_ACTIONS
-        # Every input of the evaluation below, so a repeated request is answered from the memo.
+        # Every input of the evaluation below, so a repeated request is answered from the memo: the
+        # facts are made from the caller, the caller's policies (its tags and ARN with them), the
+        # request's facts and the service's context, so the key holds those rather than the facts.
+        request_values = request_facts(ctx)
         policies = (caller, policy, scps)
         memo_key = self._decisions.key(
-            (principal, action, resource, account, key_policy, trust), policies, facts
+            (principal, action, resource, account, key_policy, trust, request_values), policies, context or {}
         )
         decision = self._decisions.get(memo_key)
         if decision is not None:
             return decision
+        facts = facts_of(principal, request_values)
+        if caller.arn and principal.kind == "AssumedRole":
+            facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
+        for tag_key, tag_value in caller.tags.items():
+            facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+        if context:
+            facts.update({k.lower(): v for k, v in context.items()})
         request = Request(
             principal=principal, action=action, resource=resource, resource_account=account, context=facts
         )

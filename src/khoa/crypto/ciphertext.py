@@ -13,7 +13,6 @@ the header, the context or a single ciphertext bit fails authentication.
 from __future__ import annotations
 
 import os
-import struct
 import uuid
 from dataclasses import dataclass
 
@@ -44,10 +43,10 @@ def canonical_context(context: dict[str, str] | None) -> bytes:
     """Length-prefixed, key-sorted UTF-8 pairs: one byte string per distinct context."""
     if not context:
         return b""
-    parts = [struct.pack(">I", len(context))]
+    parts = [len(context).to_bytes(4, "big")]
     for key in sorted(context):
         for item in (key.encode(), context[key].encode()):
-            parts.append(struct.pack(">I", len(item)))
+            parts.append(len(item).to_bytes(4, "big"))
             parts.append(item)
     return b"".join(parts)
 
@@ -64,8 +63,9 @@ def encrypt(
 def parse(blob: bytes) -> ParsedBlob:
     if len(blob) < MIN_LENGTH or blob[0] != FORMAT_V1:
         raise InvalidCiphertext("not a Khoa ciphertext blob")
+    key = blob[1:17].hex()  # str(uuid.UUID(bytes=...)), without building the UUID
     return ParsedBlob(
-        key_id=str(uuid.UUID(bytes=blob[1:17])),
+        key_id=f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:]}",
         material_id=blob[17:_HEADER].hex(),
         header=blob[:_HEADER],
         nonce=blob[_HEADER : _HEADER + _NONCE],
