@@ -1,4 +1,5 @@
-"""AWS Signature Version 4 verification (the Authorization-header form SDKs and the CLI send).
+"""AWS Signature Version 4 verification: the Authorization-header form SDKs and the CLI send, and the
+query-string form of presigned URLs (STS GetCallerIdentity URLs, as EKS and Vault-style login use).
 
 The server recomputes the signature from the request exactly as the client did and compares the two
 in constant time. Every refusal uses the code, status and message AWS returns for the same fault, so
@@ -162,6 +163,73 @@ def credential_scope(header: str) -> list[str]:
     return _authorization(header).credential.split("/")
 
 
+# A presigned URL is valid for at most seven days (AWS's bound on X-Amz-Expires).
+MAX_PRESIGNED_SECONDS = 604800
+_QUERY_AUTH = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-SignedHeaders", "X-Amz-Signature")
+
+
+@dataclass(frozen=True)
+class QueryAuth:
+    """SigV4 carried in the query string (a presigned URL) rather than an Authorization header."""
+
+    authorization: str  # the same fields as an Authorization header value, for the one parser
+    amz_date: str
+    expires: str
+    session_token: str | None
+
+
+def query_auth(query_string: str) -> QueryAuth | None:
+    """The presigned URL's signature fields, or None when the query carries no ``X-Amz-Algorithm``.
+
+    Each field must appear once and hold no comma or whitespace (they are re-assembled into the
+    header form verification reads, where those separate fields)."""
+    if "X-Amz-Algorithm" not in query_string:
+        return None
+    fields: dict[str, str] = {}
+    for item in query_string.split("&"):
+        key, _, value = item.partition("=")
+        key = unquote(key.replace("+", " "))
+        if key.startswith("X-Amz-"):
+            if key in fields:
+                raise _incomplete(f"The query parameter {key} appears more than once.")
+            fields[key] = unquote(value.replace("+", " "))
+    if "X-Amz-Algorithm" not in fields:
+        return None
+    for name in (*_QUERY_AUTH, "X-Amz-Date", "X-Amz-Expires"):
+        value = fields.get(name, "")
+        if not value:
+            raise _incomplete(
+                f"AWS query-string parameters must include '{name}'. Re-examine the query-string parameters."
+            )
+        if "," in value or any(c.isspace() for c in value):
+            raise _incomplete(f"The query parameter {name} is malformed.")
+    authorization = (
+        f"{fields['X-Amz-Algorithm']} Credential={fields['X-Amz-Credential']}, "
+        f"SignedHeaders={fields['X-Amz-SignedHeaders']}, Signature={fields['X-Amz-Signature']}"
+    )
+    return QueryAuth(
+        authorization, fields["X-Amz-Date"], fields["X-Amz-Expires"], fields.get("X-Amz-Security-Token")
+    )
+
+
+def check_expiry(presigned: QueryAuth, signed_at: datetime, now: datetime) -> None:
+    """A presigned URL's own lifetime (``X-Amz-Expires``, 1 s to seven days) on top of the skew window."""
+    try:
+        seconds = int(presigned.expires)
+    except ValueError:
+        raise _incomplete("X-Amz-Expires should be a number") from None
+    if not 0 < seconds <= MAX_PRESIGNED_SECONDS:
+        raise _incomplete(
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+            if seconds > 0
+            else "X-Amz-Expires must be non-negative"
+        )
+    if now > signed_at + timedelta(seconds=seconds):
+        raise _invalid(
+            f"Signature expired: the presigned URL signed at {presigned.amz_date} expired after {seconds} s."
+        )
+
+
 @functools.lru_cache(maxsize=_MAX_CACHED_HEADERS)
 def _authorization(header: str) -> _Authorization:
     return _Authorization(header)
@@ -265,8 +333,10 @@ def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
-def _request_time(request: SignedRequest, authorization: str) -> tuple[str, datetime]:
-    raw = _first(request.headers, "x-amz-date")
+def _request_time(
+    request: SignedRequest, authorization: str, presigned: QueryAuth | None = None
+) -> tuple[str, datetime]:
+    raw = presigned.amz_date if presigned is not None else _first(request.headers, "x-amz-date")
     if raw is None:
         date_header = _first(request.headers, "date")
         if date_header is None:
@@ -366,9 +436,14 @@ class SigV4Verifier:
     ) -> VerifiedSignature:
         headers = request.headers
         values = headers.get("authorization")
-        if not values:
-            raise _missing_token()
-        header = values[0]
+        presigned = None
+        if values:
+            header = values[0]
+        else:
+            presigned = query_auth(request.query_string)  # a presigned URL (STS's GetCallerIdentity)
+            if presigned is None:
+                raise _missing_token()
+            header = presigned.authorization
         auth = _authorization(header)
         if auth.algorithm != ALGORITHM:
             raise _incomplete(f"Unsupported AWS 'algorithm': '{auth.algorithm}'")
@@ -390,7 +465,7 @@ class SigV4Verifier:
                 f"keyid/date/region/service/term, got '{auth.credential}'"
             )
         akid, date, region, scoped_service, terminator = auth.scope
-        amz_date, signed_at = _request_time(request, header)
+        amz_date, signed_at = _request_time(request, header, presigned)
         if terminator != _TERMINATOR:
             raise _invalid(
                 f"Credential should be scoped with a valid terminator: '{_TERMINATOR}', not '{terminator}'. "
@@ -411,6 +486,8 @@ class SigV4Verifier:
             # could replay its body as another operation within the skew. Every SDK signs it.
             raise _invalid(UNSIGNED_TARGET)
         check_skew(amz_date, signed_at, now, skew)
+        if presigned is not None:
+            check_expiry(presigned, signed_at, now)
         secret = lookup_secret(akid)
         if secret is None:
             raise unrecognized_client()
@@ -427,10 +504,11 @@ class SigV4Verifier:
         expected = signature.hexdigest()
         if not hmac.compare_digest(expected, auth.signature):
             raise _invalid(SIGNATURE_MISMATCH)
-        tokens = headers.get("x-amz-security-token")
+        if presigned is not None:
+            token = presigned.session_token
+        else:
+            tokens = headers.get("x-amz-security-token")
+            token = tokens[0] if tokens else None
         return VerifiedSignature(
-            access_key_id=akid,
-            region=region,
-            service=scoped_service,
-            session_token=tokens[0] if tokens else None,
+            access_key_id=akid, region=region, service=scoped_service, session_token=token
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 from khoa.auth.credentials import Credential, CredentialStore, check_session_token
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import SignedRequest, SigV4Verifier, credential_scope, invalid_region
+from khoa.auth.sigv4 import SignedRequest, SigV4Verifier, credential_scope, invalid_region, query_auth
 from khoa.clock import Clock, wall_clock
 from khoa.observe.metrics import Metrics
 from khoa.protocol.errors import AWSError
@@ -20,14 +20,21 @@ from khoa.server.asgi import Scope
 from khoa.services.base import Service
 
 
-def scope_parts(headers: dict[str, list[str]]) -> list[str]:
-    """The credential scope of the Authorization header: key id, date, region, service, terminator."""
+def scope_parts(headers: dict[str, list[str]], query_string: str = "") -> list[str]:
+    """The credential scope of the Authorization header, or of a presigned URL's ``X-Amz-Credential``
+    when there is no header: key id, date, region, service, terminator."""
     header = (headers.get("authorization") or [""])[0]
-    return credential_scope(header) if header else []
+    if header:
+        return credential_scope(header)
+    try:
+        presigned = query_auth(query_string)
+    except AWSError:
+        return []  # refused by verification, in the protocol of the service the rest addresses
+    return credential_scope(presigned.authorization) if presigned is not None else []
 
 
-def scope_service(headers: dict[str, list[str]]) -> str | None:
-    parts = scope_parts(headers)
+def scope_service(headers: dict[str, list[str]], query_string: str = "") -> str | None:
+    parts = scope_parts(headers, query_string)
     return parts[3] if len(parts) == 5 else None
 
 
@@ -58,7 +65,7 @@ class Authenticator:
         """The verified caller and the region of its credential scope; raises AWS's auth errors."""
         self.check_revocations()  # before any credential, policy or metadata is read from a cache
         if self.dev_account is not None:
-            region = self.scope_region(headers)
+            region = self.scope_region(headers, scope.get("query_string", b"").decode("latin-1"))
             if region not in self.verifier.regions:  # --dev serves the same regions (KHOA_REGIONS)
                 self.metrics.auth_failures.labels("InvalidSignatureException").inc()
                 raise invalid_region(region)
@@ -112,8 +119,8 @@ class Authenticator:
         check_session_token(credential, token, self.clock.now().timestamp())
         return credential.principal
 
-    def scope_region(self, headers: dict[str, list[str]]) -> str:
-        parts = scope_parts(headers)
+    def scope_region(self, headers: dict[str, list[str]], query_string: str = "") -> str:
+        parts = scope_parts(headers, query_string)
         if len(parts) == 5 and parts[2]:
             return parts[2]
         return self.default_region

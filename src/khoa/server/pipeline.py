@@ -186,7 +186,7 @@ class Pipeline:
             else:
                 form = awsquery.parse_form(body, query)
             call.operation = form.get("Action", "")
-            call.service = self._query_service(headers)
+            call.service = self._query_service(headers, query)
         service = call.service
         service_name = service.name if service else "unknown"
         try:
@@ -261,7 +261,9 @@ class Pipeline:
         target = (headers.get("x-amz-target") or [""])[0]
         if target:
             return self.services.get(target.rpartition(".")[0])
-        return self._rest_service(scope, headers) or self._query_service(headers)
+        return self._rest_service(scope, headers) or self._query_service(
+            headers, scope.get("query_string", b"").decode("latin-1")
+        )
 
     def _rest_service(self, scope: Scope, headers: dict[str, list[str]]) -> Service | None:
         """The rest-json service a request is for: by its signing name, or (unsigned, or signed for
@@ -289,10 +291,11 @@ class Pipeline:
             return ""
         return operation
 
-    def _query_service(self, headers: dict[str, list[str]]) -> Service | None:
+    def _query_service(self, headers: dict[str, list[str]], query_string: str) -> Service | None:
         # A form request scoped to a service Khoa does not serve as query goes to the default
         # endpoint (STS), whose signature check refuses the scope, in XML as a query client expects.
-        return self.query_services.get(scope_service(headers) or "sts") or self.query_services.get("sts")
+        named = scope_service(headers, query_string) or "sts"
+        return self.query_services.get(named) or self.query_services.get("sts")
 
     def _read(self, request: tuple[Any, ...]) -> dict[str, Any]:
         """A read-only call from its checks to its result (``request``: ``_prepare``'s arguments)."""
