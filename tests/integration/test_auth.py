@@ -557,6 +557,7 @@ def test_a_presigned_url_of_a_session_and_of_iam(server: KhoaServer) -> None:
     assert status == 200 and f"assumed-role/{user_name}/presigned</Arn>" in body
     # The token is signed: a URL whose token was swapped for another fails.
     assert _open(url.replace("X-Amz-Security-Token=", "X-Amz-Security-Token=x"))[0] in (400, 403)
+    trail = server.client("cloudtrail")
     listed = iam.generate_presigned_url("list_users", Params={}, HttpMethod="GET")
     status, body = _open(listed)
     assert status == 200 and f"<UserName>{user_name}</UserName>" in body
@@ -570,7 +571,14 @@ def test_a_presigned_url_of_a_session_and_of_iam(server: KhoaServer) -> None:
     ).generate_presigned_url("list_users", Params={}, HttpMethod="GET")
     status, body = _open(denied)
     assert (status, _code(body)) == (403, "AccessDenied")
-    trail = server.client("cloudtrail")
+    # A refused presigned URL is recorded under the access key it claims, as a header's would be.
+    forged = user.generate_presigned_url("get_caller_identity", Params={}, HttpMethod="GET")
+    assert _open(forged.replace("X-Amz-Signature=", "X-Amz-Signature=0"))[0] in (400, 403)
+    refused = trail.lookup_events(
+        LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": key["AccessKeyId"]}]
+    )["Events"]
+    records = [json.loads(e["CloudTrailEvent"]) for e in refused]
+    assert any(r["eventName"] == "GetCallerIdentity" and r.get("errorCode") for r in records)
     events = trail.lookup_events(
         LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": token["AccessKeyId"]}]
     )["Events"]

@@ -168,6 +168,7 @@ class Pipeline:
         call = Call(request_id=self.ids.request_id())
         headers = header_map(scope)
         call.headers = headers
+        call.query_string = scope.get("query_string", b"")
         target = (headers.get("x-amz-target") or [""])[0]
         large = len(body) > LARGE_BODY_BYTES
         form: dict[str, str] | None = None

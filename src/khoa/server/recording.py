@@ -18,7 +18,7 @@ from khoa.audit.events import AuditEvent
 from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditRecorder, AuditUnavailable, unavailable_error
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import parse_authorization
+from khoa.auth.sigv4 import parse_authorization, query_auth
 from khoa.clock import Clock
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
@@ -41,6 +41,7 @@ class Call:
     service: Service | None = None
     operation: str = ""
     headers: dict[str, list[str]] = field(default_factory=dict)
+    query_string: bytes = b""  # (a presigned URL carries its signature here)
     principal: Principal | None = None
     region: str = ""
     source_ip: str = ""
@@ -49,9 +50,16 @@ class Call:
     recorded: bool = False
 
 
-def access_key_of(headers: dict[str, list[str]]) -> str:
-    """The access key id a request claims (for the record of a call refused before it was verified)."""
+def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
+    """The access key id a request claims, in its Authorization header or its presigned URL's query
+    (for the record of a call refused before it was verified)."""
     header = (headers.get("authorization") or [""])[0]
+    if not header and query_string:
+        try:
+            presigned = query_auth(query_string.decode("latin-1"))
+        except AWSError:
+            presigned = None
+        header = presigned.authorization if presigned is not None else ""
     credential = parse_authorization(header)[1].get("Credential", "") if header else ""
     return credential.split("/", 1)[0][:128]
 
@@ -156,7 +164,7 @@ class CallRecorder:
             access_key_id = principal.access_key_id
             recipient = principal.account_id
         else:
-            access_key_id = access_key_of(call.headers)
+            access_key_id = access_key_of(call.headers, call.query_string)
             recipient = self.default_account
         service = call.service
         user_agent = call.headers.get("user-agent")
