@@ -25,6 +25,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from tests.support.iam import allow, trust
+from tests.support.identity import new_user, session
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -498,88 +500,38 @@ def test_a_presigned_url_is_refused_when_changed_expired_or_incomplete(server: K
     assert "expired" in body
 
 
-def server_account(iam: Any) -> str:
-    return str(iam.get_user()["User"]["Arn"].split(":")[4])
-
-
 def test_a_presigned_url_of_a_session_and_of_iam(server: KhoaServer) -> None:
     """A session's URL carries its token in X-Amz-Security-Token (checked as the header would be, and
     never recorded); an IAM URL reaches IAM by its credential scope and is authorised as usual."""
     iam = server.client("iam")
-    user_name = f"presign-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user_name)
-    key = iam.create_access_key(UserName=user_name)["AccessKey"]
-    user = boto3.client(
-        "sts",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
-    )
-    status, body = _open(user.generate_presigned_url("get_caller_identity", Params={}, HttpMethod="GET"))
-    assert status == 200 and f":user/{user_name}</Arn>" in body
-    iam.put_user_policy(
-        UserName=user_name,
-        PolicyName="assume",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
-            }
-        ),
-    )
-    role = iam.create_role(
-        RoleName=user_name,
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:aws:iam::{server_account(iam)}:user/{user_name}"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )["Role"]
-    token = user.assume_role(RoleArn=role["Arn"], RoleSessionName="presigned")["Credentials"]
-    session = boto3.client(
-        "sts",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=token["AccessKeyId"],
-        aws_secret_access_key=token["SecretAccessKey"],
-        aws_session_token=token["SessionToken"],
-    )
-    url = session.generate_presigned_url("get_caller_identity", Params={}, HttpMethod="GET")
+    user = new_user(server, iam, allow("sts:AssumeRole"))
+    status, body = _open(user.client("sts").generate_presigned_url("get_caller_identity", HttpMethod="GET"))
+    assert status == 200 and f":user/{user.name}</Arn>" in body
+    role = iam.create_role(RoleName=user.name, AssumeRolePolicyDocument=trust({"AWS": user.arn}))["Role"]
+    caller = session(user, role["Arn"], name="presigned")
+    url = caller.client("sts").generate_presigned_url("get_caller_identity", HttpMethod="GET")
     status, body = _open(url)
-    assert status == 200 and f"assumed-role/{user_name}/presigned</Arn>" in body
+    assert status == 200 and f"assumed-role/{user.name}/presigned</Arn>" in body
     # The token is signed: a URL whose token was swapped for another fails.
     assert _open(url.replace("X-Amz-Security-Token=", "X-Amz-Security-Token=x"))[0] in (400, 403)
     trail = server.client("cloudtrail")
-    listed = iam.generate_presigned_url("list_users", Params={}, HttpMethod="GET")
-    status, body = _open(listed)
-    assert status == 200 and f"<UserName>{user_name}</UserName>" in body
-    # The user has no IAM policy: its own IAM URL is refused by authorisation, not by the signature.
-    denied = boto3.client(
-        "iam",
-        endpoint_url=server.endpoint,
-        region_name=REGION,
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
-    ).generate_presigned_url("list_users", Params={}, HttpMethod="GET")
-    status, body = _open(denied)
+    status, body = _open(iam.generate_presigned_url("list_users", HttpMethod="GET"))
+    assert status == 200 and f"<UserName>{user.name}</UserName>" in body
+    # The user may not list users: its own IAM URL is refused by authorisation, not by the signature.
+    status, body = _open(user.client("iam").generate_presigned_url("list_users", HttpMethod="GET"))
     assert (status, _code(body)) == (403, "AccessDenied")
     # A refused presigned URL is recorded under the access key it claims, as a header's would be.
-    forged = user.generate_presigned_url("get_caller_identity", Params={}, HttpMethod="GET")
+    forged = user.client("sts").generate_presigned_url("get_caller_identity", HttpMethod="GET")
     assert _open(forged.replace("X-Amz-Signature=", "X-Amz-Signature=0"))[0] in (400, 403)
-    refused = trail.lookup_events(
-        LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": key["AccessKeyId"]}]
-    )["Events"]
-    records = [json.loads(e["CloudTrailEvent"]) for e in refused]
-    assert any(r["eventName"] == "GetCallerIdentity" and r.get("errorCode") for r in records)
-    events = trail.lookup_events(
-        LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": token["AccessKeyId"]}]
-    )["Events"]
-    assert events and all(token["SessionToken"] not in event["CloudTrailEvent"] for event in events)
+
+    def records(access_key_id: str) -> list[dict[str, Any]]:
+        found = trail.lookup_events(
+            LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": access_key_id}]
+        )["Events"]
+        return [json.loads(event["CloudTrailEvent"]) for event in found]
+
+    assert any(
+        r["eventName"] == "GetCallerIdentity" and r.get("errorCode") for r in records(user.access_key_id)
+    )
+    recorded = records(caller.access_key_id)
+    assert recorded and all(caller.session_token not in json.dumps(r) for r in recorded)
