@@ -38,6 +38,33 @@ def principal_statement(principal: str | list[str], action: str | list[str], **e
 # -- within the account ---------------------------------------------------------------------------------
 
 
+def test_a_key_change_without_permission_to_encrypt_leaves_the_versions_where_they_are(
+    server: KhoaServer, iam: Any, sm: Any, kms: Any
+) -> None:
+    """UpdateSecret's KmsKeyId by a caller who may not encrypt under the new key: as AWS documents,
+    the secret's key changes (for new versions) and the existing versions are not re-encrypted; a
+    new value under that key is refused, with nothing written."""
+    user = new_user(server, iam, allow(["secretsmanager:*", "kms:Decrypt", "kms:DescribeKey"]))
+    secrets = user.client("secretsmanager")
+    name = unique("app/rekey")
+    first = secrets.create_secret(Name=name, SecretString="one")["VersionId"]
+    # The key policy lets the account's IAM policies decide; the user's allow no encryption.
+    locked = kms.create_key()["KeyMetadata"]
+    secrets.update_secret(SecretId=name, KmsKeyId=locked["Arn"])
+    assert secrets.describe_secret(SecretId=name)["KmsKeyId"] == locked["Arn"]
+    listed = secrets.list_secret_version_ids(SecretId=name)["Versions"]
+    assert [v["KmsKeyIds"] for v in listed if v["VersionId"] == first] != [[locked["Arn"]]]
+    assert secrets.get_secret_value(SecretId=name)["SecretString"] == "one"
+    assert code_of(secrets.put_secret_value, SecretId=name, SecretString="two") == "AccessDeniedException"
+    assert code_of(secrets.update_secret, SecretId=name, SecretString="two") == "AccessDeniedException"
+    assert secrets.get_secret_value(SecretId=name)["VersionId"] == first
+    # The account root may encrypt under it: its key change re-encrypts the labelled versions.
+    sm.update_secret(SecretId=name, KmsKeyId="")
+    sm.update_secret(SecretId=name, KmsKeyId=locked["Arn"])
+    listed = sm.list_secret_version_ids(SecretId=name)["Versions"]
+    assert [v["KmsKeyIds"] for v in listed if v["VersionId"] == first] == [[locked["Arn"]]]
+
+
 def test_a_resource_policy_alone_allows_a_user_of_the_account(server: KhoaServer, iam: Any, sm: Any) -> None:
     user = new_user(server, iam)
     arn = sm.create_secret(Name=unique("shared"), SecretString="v")["ARN"]

@@ -14,7 +14,7 @@ from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import KeyRecord
 from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values, versions
 from khoa.services.secretsmanager.backend import SecretsBackend
-from khoa.services.secretsmanager.store import SecretRecord
+from khoa.services.secretsmanager.store import SealedValue, SecretRecord
 from khoa.services.secretsmanager.tags import validate_tags
 
 DEFAULT_RECOVERY_DAYS = 30
@@ -139,26 +139,35 @@ def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     if column_values:
         column_values["last_changed_at"] = ctx.now.timestamp()
     # Everything that can fail runs before anything is written, so a refused call changes nothing:
-    # the labelled versions a key change re-encrypts must open (their key may be disabled) and the new
-    # value must seal under the (new) key before the description, type or key change is stored.
+    # the labelled versions a key change re-encrypts must open (their key may be disabled) and seal
+    # under the new key, and the new value must seal under the (new) key, before the description, type
+    # or key change is stored.
     changed = replace(record, **column_values)
-    opened = _open_labelled(sm, ctx, record, key) if key is not None else {}
+    resealed = _reseal_labelled(sm, ctx, record, key) if key is not None else {}
     result: dict[str, Any] = {"ARN": record.arn, "Name": record.name}
     if value is not None:
         versions.add_version(sm, ctx, changed, version_id, value[0], value[1], [stages.CURRENT])
         result["VersionId"] = version_id
     if column_values:
         sm.store.update(record.secret_id, **column_values)
-    if key is not None:
-        _reencrypt_labelled(sm, ctx, changed, key, opened)
+    if resealed:
+        # Only the versions that still carry a label once the new value (if any) moved them.
+        labelled = sm.store.read_stages(record.secret_id)
+        for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
+            if version_id in resealed:
+                sm.store.reseal(record.secret_id, version_id, resealed[version_id])
     return result
 
 
-def _open_labelled(
+def _reseal_labelled(
     sm: SecretsBackend, ctx: RequestContext, record: SecretRecord, key: KeyRecord
-) -> dict[str, tuple[str, bytes]]:
-    """The AWSCURRENT, AWSPENDING and AWSPREVIOUS versions not yet under ``key``, opened: version id →
-    (value kind, plaintext). Raises (a disabled key, say) before the caller has written anything."""
+) -> dict[str, SealedValue]:
+    """The AWSCURRENT, AWSPENDING and AWSPREVIOUS versions not yet under ``key``, opened and sealed
+    under it: version id → its new sealed value. Raises (their key disabled, say) before the caller
+    has written anything. None are resealed when the caller may not encrypt under ``key``: AWS then
+    changes the secret's key for new versions and leaves the existing ones under theirs ("if you
+    don't have kms:Encrypt permission to the new key, Secrets Manager does not re-encrypt existing
+    secret versions")."""
     labelled = sm.store.read_stages(record.secret_id)
     opened: dict[str, tuple[str, bytes]] = {}
     for version_id in sorted({labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}):
@@ -175,26 +184,15 @@ def _open_labelled(
             version.encrypted_value,
         )
         opened[version_id] = (version.value_kind, plaintext)
-    return opened
-
-
-def _reencrypt_labelled(
-    sm: SecretsBackend,
-    ctx: RequestContext,
-    record: SecretRecord,
-    key: KeyRecord,
-    opened: dict[str, tuple[str, bytes]],
-) -> None:
-    """After a key change, re-encrypt the versions that still carry AWSCURRENT, AWSPENDING or
-    AWSPREVIOUS under the new key, as AWS does; other versions stay under the key that encrypted them.
-    ``opened`` holds their plaintexts, read before the change was written (_open_labelled)."""
-    labelled = sm.store.read_stages(record.secret_id)
-    for version_id in {labelled[label] for label in _REENCRYPTED_LABELS if label in labelled}:
-        if version_id not in opened:
-            continue  # already under the key (a new version is sealed under it when added)
-        kind, plaintext = opened[version_id]
-        sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, plaintext)
-        sm.store.reseal(record.secret_id, version_id, sealed)
+    resealed: dict[str, SealedValue] = {}
+    for version_id, (kind, plaintext) in opened.items():
+        try:
+            resealed[version_id] = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, plaintext)
+        except AWSError as exc:
+            if exc.code != "AccessDeniedException":
+                raise
+            return {}
+    return resealed
 
 
 def describe(
