@@ -489,6 +489,10 @@ def test_a_presigned_url_is_refused_when_changed_expired_or_incomplete(server: K
     assert (status, _code(body)) == (400, "IncompleteSignature")
     week = sts.generate_presigned_url("get_caller_identity", Params={}, ExpiresIn=604801, HttpMethod="GET")
     assert "604800" in _open(week)[1]
+    # Only plain digits: Python's int() would also read "6_0".
+    status, body = _open(url.replace("X-Amz-Expires=60", "X-Amz-Expires=6_0"))
+    assert (status, _code(body)) == (400, "IncompleteSignature")
+    assert "X-Amz-Expires should be a number" in body
     # X-Amz-Expires bounds the URL's life (within the five-minute skew window, which bounds it too).
     signed_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=90)
     with mock.patch("botocore.auth.datetime.datetime", wraps=dt.datetime) as clock:

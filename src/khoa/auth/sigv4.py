@@ -214,10 +214,9 @@ def query_auth(query_string: str) -> QueryAuth | None:
 
 def check_expiry(presigned: QueryAuth, signed_at: datetime, now: datetime) -> None:
     """A presigned URL's own lifetime (``X-Amz-Expires``, 1 s to seven days) on top of the skew window."""
-    try:
-        seconds = int(presigned.expires)
-    except ValueError:
-        raise _incomplete("X-Amz-Expires should be a number") from None
+    if not (presigned.expires.isascii() and presigned.expires.isdigit()):  # (int() takes "1_0", "٣")
+        raise _incomplete("X-Amz-Expires should be a number")
+    seconds = int(presigned.expires)
     if not 0 < seconds <= MAX_PRESIGNED_SECONDS:
         raise _incomplete(
             "X-Amz-Expires must be less than a week (in seconds) that is 604800"

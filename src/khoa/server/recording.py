@@ -18,13 +18,13 @@ from khoa.audit.events import AuditEvent
 from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditRecorder, AuditUnavailable, unavailable_error
 from khoa.auth.principal import Principal
-from khoa.auth.sigv4 import parse_authorization, query_auth
 from khoa.clock import Clock
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
 from khoa.observe.metrics import Metrics
 from khoa.protocol.errors import AWSError, internal_failure
 from khoa.server.asgi import Response
+from khoa.server.authentication import scope_parts
 from khoa.server.encoding import error_response
 from khoa.services.base import Service
 from khoa.storage.database import is_unavailable
@@ -53,15 +53,7 @@ class Call:
 def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
     """The access key id a request claims, in its Authorization header or its presigned URL's query
     (for the record of a call refused before it was verified)."""
-    header = (headers.get("authorization") or [""])[0]
-    if not header and query_string:
-        try:
-            presigned = query_auth(query_string.decode("latin-1"))
-        except AWSError:
-            presigned = None
-        header = presigned.authorization if presigned is not None else ""
-    credential = parse_authorization(header)[1].get("Credential", "") if header else ""
-    return credential.split("/", 1)[0][:128]
+    return (scope_parts(headers, query_string.decode("latin-1")) or [""])[0][:128]
 
 
 class CallRecorder:
