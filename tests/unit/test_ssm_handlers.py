@@ -268,6 +268,17 @@ def test_a_write_from_a_stale_read_is_too_many_updates(env: Env) -> None:
     assert [v.version for v in env.store.versions(stale.param_id)] == [1, 2]
 
 
+def test_a_version_is_never_dated_before_the_one_it_follows(env: Env) -> None:
+    """A writer reads the clock before the parameter: the one of two racing writers that commits
+    second (the higher version) may hold the earlier reading."""
+    later, earlier = datetime.now(UTC), datetime.now(UTC) - timedelta(seconds=5)
+    call(env, "PutParameter", {"Name": "/order/p", "Value": "one", "Type": "String"}, now=later)
+    call(env, "PutParameter", {"Name": "/order/p", "Value": "two", "Overwrite": True}, now=earlier)
+    history = call(env, "GetParameterHistory", {"Name": "/order/p"})["Parameters"]
+    assert [(h["Version"], h["Value"]) for h in history] == [(1, "one"), (2, "two")]
+    assert history[1]["LastModifiedDate"] >= history[0]["LastModifiedDate"]
+
+
 def test_creating_a_name_created_meanwhile_is_already_exists(env: Env) -> None:
     call(env, "PutParameter", {"Name": "/twice/p", "Value": "one", "Type": "String"})
     row = env.store.get(ACCOUNT, REGION, "/twice/p")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
@@ -145,7 +145,8 @@ class ParameterStore:
         The oldest version is dropped first if the parameter keeps ``MAX_VERSIONS`` already
         (ParameterMaxVersionLimitExceeded if a label is on it). The parameter's row moves on only from
         the version ``existing`` was read at, so of two concurrent writers one gets TooManyUpdates
-        rather than both writing the same version number."""
+        rather than both writing the same version number. A version is never dated before the one
+        it follows (``_not_before``)."""
         version = existing.version + 1
         try:
             with self._engine.begin() as conn:
@@ -164,6 +165,7 @@ class ParameterStore:
                         "There are concurrent updates for the resource that you are "
                         "trying to update. Please try again.",
                     )
+                content = _not_before(conn, existing, content)
                 conn.execute(
                     insert(VERSIONS).values(param_id=existing.param_id, version=version, **asdict(content))
                 )
@@ -253,3 +255,17 @@ def _make_room(conn: Connection, param_id: str, name: str) -> None:
             "again.",
         )
     conn.execute(delete(VERSIONS).where(VERSIONS.c.param_id == param_id).where(VERSIONS.c.version == oldest))
+
+
+def _not_before(conn: Connection, existing: ParameterRow, content: NewVersion) -> NewVersion:
+    """``content``, dated no earlier than the version it follows. A writer reads the clock before it
+    reads the parameter, so of two racing PutParameter calls the one that commits second (the higher
+    version) could otherwise carry the earlier LastModifiedDate."""
+    previous = conn.execute(
+        select(VERSIONS.c.modified_at).where(
+            VERSIONS.c.param_id == existing.param_id, VERSIONS.c.version == existing.version
+        )
+    ).scalar()
+    if previous is None or float(previous) <= content.modified_at:
+        return content
+    return replace(content, modified_at=float(previous))
