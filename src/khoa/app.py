@@ -91,6 +91,7 @@ class KhoaApp:
             service=runtime.services["secretsmanager"],
             authorize=runtime.subscription_check,
             authenticator=authenticator,
+            network=self.pipeline.network,
             recorder=recorder,
             ids=ids,
             engine=runtime.engine,

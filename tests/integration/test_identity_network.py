@@ -11,11 +11,17 @@ for clients in 10.0.0.0/8 (private) or anywhere else (public).
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.support.errors import code_of, refused
@@ -301,3 +307,49 @@ def test_the_trail_records_the_address_policies_saw(proxied: KhoaServer) -> None
     for request_id, expected in seen.items():
         assert records[request_id]["sourceIPAddress"] == expected
         assert records[request_id]["errorCode"] == "AccessDeniedException"
+
+
+def _subscribe(server: KhoaServer, caller: Caller, secret: str, chain: str | None) -> tuple[int, str]:
+    """Open the change stream for ``secret`` as ``caller`` through the proxy for the client ``chain``
+    (X-Forwarded-For, added after signing as a proxy would); its status and first line (or error)."""
+    url = f"{server.endpoint}/_khoa/events?SecretId={urllib.parse.quote(secret, safe='')}"
+    request = AWSRequest(method="GET", url=url, headers={"Accept": "text/event-stream"})
+    SigV4Auth(Credentials(caller.access_key_id, caller.secret_access_key), "secretsmanager", REGION).add_auth(
+        request
+    )
+    headers = dict(request.headers.items())
+    if chain is not None:
+        headers["X-Forwarded-For"] = chain
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status, response.readline().decode().strip()
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["__type"]
+
+
+def test_the_change_stream_sees_the_address_and_network_the_api_sees(proxied: KhoaServer) -> None:
+    """A subscription is authorised as DescribeSecret from the client's address through the trusted
+    proxy (it was the proxy's own address, which an internal-range Allow admitted), and its record
+    names that address."""
+    secret = unique("net/stream")
+    proxied.client("secretsmanager").create_secret(Name=secret, SecretString="v")
+    public = new_user(
+        proxied,
+        proxied.client("iam"),
+        allow("secretsmanager:DescribeSecret", "*", **_when("IpAddress", "aws:SourceIp", f"{OUTSIDE}/32")),
+    )
+    assert _subscribe(proxied, public, secret, OUTSIDE) == (200, ": subscribed")
+    assert _subscribe(proxied, public, secret, "198.51.100.7") == (400, "AccessDeniedException")
+    assert _subscribe(proxied, public, secret, None) == (400, "AccessDeniedException")  # the proxy itself
+    private = new_user(
+        proxied,
+        proxied.client("iam"),
+        allow("secretsmanager:DescribeSecret", "*", **_when("StringEquals", "aws:SourceVpc", "vpc-0abc")),
+    )
+    assert _subscribe(proxied, private, secret, INSIDE) == (200, ": subscribed")
+    assert _subscribe(proxied, private, secret, OUTSIDE) == (400, "AccessDeniedException")
+    events = proxied.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": public.name}]
+    )["Events"]
+    addresses = sorted(json.loads(e["CloudTrailEvent"])["sourceIPAddress"] for e in events)
+    assert addresses == sorted([OUTSIDE, "198.51.100.7", "127.0.0.1"])

@@ -69,11 +69,6 @@ def _header_name(raw: bytes) -> str:
     return raw.decode("latin-1").lower()
 
 
-def client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else ""
-
-
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 

@@ -110,6 +110,23 @@ def _raw_path(scope: Scope) -> str:
     return raw.decode("latin-1").split("?", 1)[0] if raw else str(scope.get("path", "/"))
 
 
+def request_origin(
+    network: NetworkMap, scope: Scope, headers: dict[str, list[str]]
+) -> tuple[str, dict[str, Any]]:
+    """Where a request comes from, as every authorisation must see it: the client's address (through
+    trusted proxies: X-Forwarded-For), and the request context's network facts (HTTPS; the private
+    network the address is in, for aws:SourceVpc and aws:VpcSourceIp)."""
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    forwarded = headers.get("x-forwarded-for")
+    address = network.client_address(peer, ",".join(forwarded) if forwarded else None)
+    extras: dict[str, Any] = {"secure_transport": scope.get("scheme") == "https"}
+    described = network.describe(address)
+    if described:
+        extras["network"] = described
+    return address, extras
+
+
 def may_revoke(service: str, operation: str) -> bool:
     """Whether a call to ``service.operation`` may revoke credentials or permissions."""
     if service == "iam":
@@ -314,10 +331,7 @@ class Pipeline:
     ) -> tuple[RequestContext, dict[str, Any], Handler]:
         """Authenticate, validate and authorise; what remains is running the handler."""
         operation = call.operation
-        client = scope.get("client")
-        peer = client[0] if client else ""
-        forwarded = headers.get("x-forwarded-for")
-        call.source_ip = self.network.client_address(peer, ",".join(forwarded) if forwarded else None)
+        call.source_ip, extras = request_origin(self.network, scope, headers)
         call.principal, call.region = self.authenticator.authenticate(scope, headers, body, service)
         handler = service.handlers.get(operation)
         if handler is None:
@@ -341,10 +355,6 @@ class Pipeline:
             raw = awsjson.decode_body(body)
         params = service.model.validate(operation, raw)
         call.params = params
-        extras: dict[str, Any] = {"secure_transport": scope.get("scheme") == "https"}
-        network = self.network.describe(call.source_ip)
-        if network:
-            extras["network"] = network
         ctx = RequestContext(
             principal=call.principal,
             region=call.region,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,11 +21,13 @@ from khoa.auth.principal import Principal
 from khoa.changes import stream as change_stream
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
+from khoa.network import NetworkMap
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.server.asgi import Receive, Response, Scope, Send, client_address, header_map
+from khoa.server.asgi import Receive, Response, Scope, Send, header_map
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
+from khoa.server.pipeline import request_origin
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
 
@@ -42,6 +45,7 @@ class ChangeStreamEndpoint:
         service: Service,
         authorize: SubscriptionCheck,
         authenticator: Authenticator,
+        network: NetworkMap,
         recorder: CallRecorder,
         ids: IdSource,
         engine: Engine,
@@ -49,8 +53,10 @@ class ChangeStreamEndpoint:
         recheck_seconds: float,
         revocation_epoch: Callable[[], int],
     ) -> None:
-        """``service`` is Secrets Manager's (its model and name shape the records and errors)."""
+        """``service`` is Secrets Manager's (its model and name shape the records and errors);
+        ``network`` says where a request comes from, as for the API's calls."""
         self.service = service
+        self.network = network
         self.authorize = authorize
         self.authenticator = authenticator
         self.recorder = recorder
@@ -73,7 +79,7 @@ class ChangeStreamEndpoint:
         try:
             # Off the event loop: the credential, the secret and the stream's start may be read from
             # the database, and a silent one would hold every request of the worker meanwhile.
-            secret_id, arn, start = await asyncio.get_running_loop().run_in_executor(
+            secret_id, arn, start, extras = await asyncio.get_running_loop().run_in_executor(
                 None, self._subscribe, scope, headers, call, secret_ref
             )
             await self.recorder.record_outcome(call, {"ARN": arn}, None)
@@ -92,7 +98,7 @@ class ChangeStreamEndpoint:
                 start,
                 receive,
                 send,
-                still_allowed=lambda: self._still_holds(call, secret_ref, token),
+                still_allowed=lambda: self._still_holds(call, secret_ref, token, extras),
                 recheck_seconds=self.recheck_seconds,
                 revocation_epoch=self.revocation_epoch,
             )
@@ -108,17 +114,20 @@ class ChangeStreamEndpoint:
 
     def _subscribe(
         self, scope: Scope, headers: dict[str, list[str]], call: Call, secret_ref: str
-    ) -> tuple[str, str, int]:
+    ) -> tuple[str, str, int, dict[str, Any]]:
         """Authenticate and authorise a subscription; (secret id, ARN, the sequence to start after:
-        the client's Last-Event-ID, or the newest event)."""
-        call.source_ip = client_address(scope)
+        the client's Last-Event-ID, or the newest event, and the request's network facts, which its
+        re-checks use again)."""
+        call.source_ip, extras = request_origin(self.network, scope, headers)
         call.principal, call.region = self.authenticator.authenticate(scope, headers, b"", self.service)
-        secret_id, arn = self._check(call, call.principal, secret_ref)
+        secret_id, arn = self._check(call, call.principal, secret_ref, extras)
         last = (headers.get("last-event-id") or [""])[0]
         start = int(last) if last.isdigit() else change_stream.latest_seq(self.engine)
-        return secret_id, arn, start
+        return secret_id, arn, start, extras
 
-    def _check(self, call: Call, principal: Principal, secret_ref: str) -> tuple[str, str]:
+    def _check(
+        self, call: Call, principal: Principal, secret_ref: str, extras: dict[str, Any]
+    ) -> tuple[str, str]:
         ctx = RequestContext(
             principal=principal,
             region=call.region,
@@ -127,10 +136,11 @@ class ChangeStreamEndpoint:
             operation="DescribeSecret",
             now=self.now(),
             source_ip=call.source_ip,
+            extras=dict(extras),  # a fresh copy: authorisers may note what they decided in it
         )
         return self.authorize(ctx, secret_ref)
 
-    def _still_holds(self, call: Call, secret_ref: str, token: str | None) -> bool:
+    def _still_holds(self, call: Call, secret_ref: str, token: str | None, extras: dict[str, Any]) -> bool:
         """Whether an open subscription may go on: its credential still present, active and (for a
         session) unexpired, and DescribeSecret on the secret still allowed, judged as at subscription.
         Anything unexpected ends the stream (fail closed)."""
@@ -139,7 +149,7 @@ class ChangeStreamEndpoint:
             principal = call.principal and self.authenticator.still_valid(call.principal, token)
             if principal is None:
                 return False
-            self._check(call, principal, secret_ref)
+            self._check(call, principal, secret_ref, extras)
         except AWSError as error:
             log.info("change stream %s closed: %s", call.request_id, error.code)
             return False
