@@ -463,3 +463,56 @@ def test_reader_authorises_then_runs_get_secret_value_as_secrets_manager() -> No
         read(ssm_ctx, {"SecretId": "forbidden"})
     assert excinfo.value.code == "AccessDeniedException"
     assert seen == [("check", "secretsmanager", "GetSecretValue")]  # the handler never ran
+
+
+# -- Listing matches names, paths, tag values and key IDs in case too, on every database ----------------
+
+
+def _version(key_id: str | None = None) -> NewVersion:
+    return NewVersion(
+        param_type="SecureString" if key_id else "String",
+        value=None if key_id else "v",
+        ciphertext=b"c" if key_id else None,
+        key_id=key_id,
+        description=None,
+        allowed_pattern=None,
+        data_type="text",
+        tier="Standard",
+        policies=None,
+        modified_at=CREATED.timestamp(),
+        modified_by=f"arn:aws:iam::{ACCOUNT}:root",
+    )
+
+
+def test_listing_prefixes_and_substrings_match_case_on_sqlite_and_postgresql(store_engine: Any) -> None:
+    """SQLite's LIKE ignores ASCII case and PostgreSQL's doesn't: every prefix and substring match of the
+    listing must give PostgreSQL's answer on both (parameter names are case-sensitive in AWS, and
+    GetParametersByPath is authorised on the path as asked, so ``/prod`` must not list ``/Prod/...``)."""
+    from khoa.services.ssm.store import Filter
+
+    store = ParameterStore(store_engine, cache_seconds=0)
+    store.create(ACCOUNT, REGION, "/Prod/db/password", _version("alias/Team"), None, {"env": "Prod"})
+    store.create(ACCOUNT, REGION, "/prod_x/other", _version(), None, {"env": "prod"})
+    store.create(ACCOUNT, REGION, "Flat", _version(), None, {})
+
+    def listed(*filters: Filter) -> list[str]:
+        page, _ = store.listing.page(ACCOUNT, REGION, list(filters), None, 50)
+        return [row.name for row, _ in page]
+
+    assert listed(Filter("Path", "Recursive", ("/Prod",))) == ["/Prod/db/password"]
+    assert listed(Filter("Path", "Recursive", ("/prod",))) == []
+    assert listed(Filter("Path", "Recursive", ("/PROD/db",))) == []
+    assert listed(Filter("Path", "OneLevel", ("/prod/db",))) == []
+    assert listed(Filter("Name", "BeginsWith", ("/Prod",))) == ["/Prod/db/password"]
+    assert listed(Filter("Name", "BeginsWith", ("prod",))) == ["/prod_x/other"]  # "/" optional, "_" literal
+    assert listed(Filter("Name", "BeginsWith", ("/PROD",))) == []
+    assert listed(Filter("Name", "BeginsWith", ("flat",))) == []
+    assert listed(Filter("Name", "Contains", ("db/pass",))) == ["/Prod/db/password"]
+    assert listed(Filter("Name", "Contains", ("DB/PASS",))) == []
+    assert listed(Filter("Name", "Contains", ("/flat",))) == []
+    assert listed(Filter("Name", "Contains", ("/Flat",))) == ["Flat"]
+    assert listed(Filter("tag:env", "BeginsWith", ("Pro",))) == ["/Prod/db/password"]
+    assert listed(Filter("tag:env", "BeginsWith", ("pro",))) == ["/prod_x/other"]
+    assert listed(Filter("KeyId", "BeginsWith", ("alias/T",))) == ["/Prod/db/password"]
+    assert listed(Filter("KeyId", "BeginsWith", ("ALIAS/",))) == []
+    assert listed(Filter("Type", "BeginsWith", ("string",))) == []

@@ -1,5 +1,12 @@
 """Authorising Parameter Store requests: ``ssm:<Operation>`` on each parameter's ARN (path ARNs for
-GetParametersByPath), with ``ssm:ResourceTag`` / ``aws:ResourceTag`` condition keys."""
+GetParametersByPath), with the condition keys the Service Authorization Reference ("Actions,
+resources, and condition keys for AWS Systems Manager") gives Parameter Store's actions:
+``ssm:resourceTag/*`` and ``aws:ResourceTag/*`` (the parameter's tags), ``aws:RequestTag/*`` and
+``aws:TagKeys`` (PutParameter, AddTagsToResource; RemoveTagsFromResource's ``aws:TagKeys``),
+``ssm:Overwrite`` and ``ssm:Policies`` (PutParameter) and ``ssm:Recursive`` (GetParametersByPath).
+
+What is authorised is what the handler serves: names go through :func:`names.parse_selector` and a
+path through :func:`names.hierarchy`, the functions the handlers themselves use."""
 
 from __future__ import annotations
 
@@ -18,7 +25,37 @@ def _name_of(ctx: RequestContext, value: str) -> str:
     try:
         return names.parse_selector(ctx, value).name
     except AWSError:
-        return value
+        # Not a name this account can hold (another account's ARN, a public parameter's ARN, a bad
+        # selector): the handler cleans it as parse_selector does, so the same spaces go here too.
+        return names.clean(value)
+
+
+def _flag(value: Any) -> list[str]:
+    return ["true" if value else "false"]
+
+
+def _request_keys(operation: str, params: dict[str, Any]) -> dict[str, list[str]]:
+    """The condition keys the request itself sets, for the operations the Service Authorization
+    Reference gives them to. A Boolean member left out has its default, false, as its value: a policy
+    that denies ``ssm:Recursive = true`` or allows only ``ssm:Overwrite = false`` reads a request that
+    doesn't say as the request it is."""
+    context: dict[str, list[str]] = {}
+    if operation == "GetParametersByPath":
+        context["ssm:recursive"] = _flag(params.get("Recursive", False))
+    elif operation == "PutParameter":
+        context["ssm:overwrite"] = _flag(params.get("Overwrite", False))
+        # "true" when the request attaches parameter policies (the user guide's example denies
+        # creating or updating a parameter with policies on ssm:Policies = true).
+        context["ssm:policies"] = _flag(params.get("Policies"))
+    if operation in ("PutParameter", "AddTagsToResource"):
+        tags = params.get("Tags")
+        if tags:
+            context["aws:tagkeys"] = [t["Key"] for t in tags]
+            for tag in tags:
+                context[f"aws:requesttag/{tag['Key'].lower()}"] = [tag["Value"]]
+    elif operation == "RemoveTagsFromResource" and params.get("TagKeys"):
+        context["aws:tagkeys"] = list(params["TagKeys"])
+    return context
 
 
 def _context(
@@ -30,13 +67,7 @@ def _context(
         for key, value in ssm.store.tags.of(row.param_id).items():
             context[f"ssm:resourcetag/{key.lower()}"] = [value]
             context[f"aws:resourcetag/{key.lower()}"] = [value]
-    tags = params.get("Tags")
-    if tags:
-        context["aws:tagkeys"] = [t["Key"] for t in tags]
-        for tag in tags:
-            context[f"aws:requesttag/{tag['Key'].lower()}"] = [tag["Value"]]
-    if "Overwrite" in params:
-        context["ssm:overwrite"] = [str(params["Overwrite"]).lower()]
+    context.update(_request_keys(ctx.operation, params))
     return context
 
 
@@ -48,6 +79,15 @@ def _resource(ctx: RequestContext, name: str) -> str:
     if public.is_public(name):
         return public.arn(ctx, name)
     return names.parameter_arn(ctx, name)
+
+
+def _path_resource(ctx: RequestContext, path: str) -> str:
+    """The ARN GetParametersByPath is authorised on: the path's own (``/a/b/`` and ``/a/b`` are one
+    hierarchy), a public one for a path the public parameters answer (see ``browse``)."""
+    trimmed = path.rstrip("/") or "/"
+    if public.is_public(trimmed + "/"):
+        return public.arn(ctx, trimmed)
+    return names.parameter_arn(ctx, trimmed)
 
 
 def authorize_parameter(
@@ -65,8 +105,12 @@ def authorize_request(ssm: ParametersBackend, ctx: RequestContext, params: dict[
     if ctx.operation in _UNSCOPED:
         ssm.authorizer.authorize(ctx, action, "*")
     elif ctx.operation == "GetParametersByPath":
-        path = params.get("Path", "/").rstrip("/") or "/"
-        ssm.authorizer.authorize(ctx, action, _resource(ctx, path))
+        ssm.authorizer.authorize(
+            ctx,
+            action,
+            _path_resource(ctx, names.hierarchy(params.get("Path", "/"))),
+            context=_request_keys(ctx.operation, params),
+        )
     elif "Names" in params:
         for value in params["Names"]:
             authorize_parameter(ssm, ctx, action, _name_of(ctx, value), params)

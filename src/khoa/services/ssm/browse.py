@@ -137,7 +137,7 @@ def _page(
 def get_parameters_by_path(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
-    path: str = names.clean(params["Path"])
+    path = names.hierarchy(params["Path"])  # what authz.authorize_request authorised
     names.validate_path(path)
     filters = params.get("ParameterFilters", [])
     validate_filters(filters, by_path=True)

@@ -26,6 +26,14 @@ def clean(name: str) -> str:
     return name.strip(" ")
 
 
+def hierarchy(path: str) -> str:
+    """The hierarchy a GetParametersByPath ``Path`` names, the one it is both authorised on and lists
+    (``browse`` and ``authz`` call this, so the two cannot drift apart): spaces at its ends removed, as
+    from a name. ``" /Prod"`` lists ``/Prod``, so it is authorised as ``/Prod`` too. Whether it is a valid
+    path is :func:`validate_path`'s question, asked after authorisation."""
+    return clean(path)
+
+
 def canonical(name: str) -> str:
     """The form a name is stored in: a one-level name without its leading slash ("/x" -> "x").
 

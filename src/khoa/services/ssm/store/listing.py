@@ -2,13 +2,21 @@
 
 Paging is keyset-based on the parameter name and non-recursive listing uses the indexed parent path,
 so a page costs the same whether the store holds a thousand parameters or a million.
+
+Every comparison is case-sensitive on every database, as parameter names are in AWS ("Parameter names
+are case sensitive", PutParameter's API reference): ``/prod`` is another hierarchy than ``/Prod``, and
+GetParametersByPath is authorised on the path asked for, so a listing that matched ``/Prod/...`` for
+``/prod`` would pass a Deny on ``parameter/Prod*``. SQLite's LIKE ignores ASCII case (PostgreSQL's does
+not), so each prefix or substring match is the LIKE it was (narrowing the rows, from an index where
+the database's collation allows) and an exact comparison, case-sensitive on SQLite and PostgreSQL
+alike (see :func:`_begins_with` and :func:`_contains`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Engine, and_, exists, false, literal, or_, select, true
+from sqlalchemy import ColumnElement, Engine, and_, exists, false, func, literal, or_, select, true
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from khoa.services.ssm.store.records import LABELS, PARAMS, TAGS, VERSIONS, ParameterRow, VersionRow
@@ -30,6 +38,31 @@ def _like(prefix: str, *, contains: bool = False) -> str:
     return ("%" if contains else "") + escaped + "%"
 
 
+def _begins_with(column: ColumnElement[str], prefix: str) -> ColumnElement[bool]:
+    """``column`` begins with ``prefix``, in case too. The LIKE is what the query had before (an index
+    on the column serves it where the database can); ``substr(column, 1, n) = prefix`` makes the match
+    exact: ``=`` is case-sensitive on both databases (SQLite's BINARY collation, PostgreSQL's
+    deterministic ones), and both count ``n`` in characters, as ``len`` does."""
+    if not prefix:
+        return true()
+    return and_(
+        column.like(_like(prefix), escape="\\"),
+        func.substr(column, 1, len(prefix)) == prefix,
+    )
+
+
+def _contains(column: ColumnElement[str], part: str) -> ColumnElement[bool]:
+    """``column`` holds ``part`` somewhere, in case too: removing ``part`` changes the value only if it
+    is there, and ``replace`` compares exactly on both databases (SQLite's instr and PostgreSQL's
+    strpos would do the same, under two names)."""
+    if not part:
+        return true()
+    return and_(
+        column.like(_like(part, contains=True), escape="\\"),
+        func.replace(column, part, "") != column,
+    )
+
+
 def _normalise_path(path: str) -> str:
     return path.rstrip("/") or "/"
 
@@ -38,7 +71,7 @@ def _recursive(path: str) -> ColumnElement[bool]:
     path = _normalise_path(path)
     if path == "/":
         return true()  # the root holds every parameter, flat names included
-    return PARAMS.c.name.like(_like(path + "/"), escape="\\")
+    return _begins_with(PARAMS.c.name, path + "/")
 
 
 def _one_level(paths: tuple[str, ...]) -> ColumnElement[bool]:
@@ -61,7 +94,7 @@ def _match(column: KeyedColumnElement[str], option: str, values: tuple[str, ...]
     if not matchable:
         return false()
     if option == "BeginsWith":
-        return or_(*[column.like(_like(v), escape="\\") for v in matchable])
+        return or_(*[_begins_with(column, v) for v in matchable])
     return column.in_(matchable)
 
 
@@ -72,23 +105,12 @@ def _name_condition(option: str, values: tuple[str, ...]) -> ColumnElement[bool]
         return false()
     if option == "Contains":
         return or_(
-            *[
-                or_(
-                    PARAMS.c.name.like(_like(v, contains=True), escape="\\"),
-                    (literal("/") + PARAMS.c.name).like(_like(v, contains=True), escape="\\"),
-                )
-                for v in matchable
-            ]
+            *[or_(_contains(PARAMS.c.name, v), _contains(literal("/") + PARAMS.c.name, v)) for v in matchable]
         )
     stripped = [v.lstrip("/") for v in matchable]
     if option == "Equals":
         return PARAMS.c.name.in_(sorted({*stripped, *("/" + v for v in stripped)}))
-    return or_(
-        *[
-            or_(PARAMS.c.name.like(_like(v), escape="\\"), PARAMS.c.name.like(_like("/" + v), escape="\\"))
-            for v in stripped
-        ]
-    )
+    return or_(*[or_(_begins_with(PARAMS.c.name, v), _begins_with(PARAMS.c.name, "/" + v)) for v in stripped])
 
 
 def _condition(item: Filter) -> ColumnElement[bool]:
