@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from tests.support.errors import error_code
+from tests.support.iam import trust
+from tests.support.names import unique
 from tests.support.server import ACCOUNT_ID
 
 
@@ -168,8 +170,10 @@ def test_default_key_policy_text_is_byte_for_byte_aws(kms: Any) -> None:
     assert kms.get_key_policy(KeyId=key["KeyId"])["Policy"] == AWS_DEFAULT_POLICY_TEXT
 
 
-def test_put_key_policy_round_trip(kms: Any) -> None:
+def test_put_key_policy_round_trip(kms: Any, iam: Any) -> None:
     key = kms.create_key()["KeyMetadata"]
+    app = unique("app")  # a key policy may name only users and roles that exist
+    iam.create_role(RoleName=app, AssumeRolePolicyDocument=trust({"AWS": ACCOUNT_ID}))
     policy = json.dumps(
         {
             "Version": "2012-10-17",
@@ -185,7 +189,7 @@ def test_put_key_policy_round_trip(kms: Any) -> None:
                 {
                     "Sid": "App",
                     "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:role/app"},
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:role/{app}"},
                     "Action": ["kms:Encrypt", "kms:Decrypt"],
                     "Resource": "*",
                     "Condition": {"StringEquals": {"kms:EncryptionContext:app": "x"}},

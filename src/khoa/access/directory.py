@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
@@ -34,6 +35,9 @@ _ORGS = schema.org_organizations
 _ORG_ACCOUNTS = schema.org_accounts
 _ORG_POLICIES = schema.org_policies
 _ORG_ATTACHMENTS = schema.org_attachments
+_ACCOUNTS = schema.accounts
+# An IAM user or role ARN in a Principal element: (account, kind, path and name).
+_IAM_ENTITY = re.compile(r"^arn:aws:iam::(\d{12}):(user|role)/(.+)$")
 
 ScpLevels = tuple[tuple[Policy, ...], ...]
 """The service control policies that govern an account, one tuple per level of the organization (the
@@ -125,6 +129,43 @@ class Directory:
         root = tuple(parsed_scp(r.content) for r in rows if r.target_id == org.root_id)
         account = tuple(parsed_scp(r.content) for r in rows if r.target_id == account_id)
         return (root, account)
+
+    def missing_principals(self, policy: Policy) -> list[str]:
+        """The IAM users and roles ``policy``'s Principal and NotPrincipal elements name in an account
+        of this installation that do not exist. AWS refuses to save such a policy: it binds each
+        principal it names to the principal's unique ID as it saves it, so a user or role created later
+        under that name never inherits it (khoa.access.forgotten keeps that true when one is deleted).
+        Principals of accounts this installation does not hold are beyond its knowledge and pass."""
+        named = {
+            value
+            for statement in policy.statements
+            for kind, value in (statement.principals or ()) + (statement.not_principals or ())
+            if kind == "AWS" and _IAM_ENTITY.match(value)
+        }
+        if not named:
+            return []
+        missing = []
+        with self.engine.connect() as conn:
+            for value in sorted(named):
+                match = _IAM_ENTITY.match(value)
+                assert match is not None
+                account_id, kind, rest = match.groups()
+                held = conn.execute(
+                    select(_ACCOUNTS.c.account_id).where(_ACCOUNTS.c.account_id == account_id)
+                )
+                if held.first() is None:
+                    continue
+                query = select(_PRINCIPALS.c.principal_id).where(
+                    _PRINCIPALS.c.account_id == account_id, _PRINCIPALS.c.kind == kind
+                )
+                if kind == "user":  # users are named by their ARN (path included), as policies match them
+                    query = query.where(_PRINCIPALS.c.arn == value)
+                else:  # roles by their name, whatever the path (role names are unique in an account)
+                    name = rest.rsplit("/", 1)[-1]
+                    query = query.where(_PRINCIPALS.c.name_lower == name.lower(), _PRINCIPALS.c.name == name)
+                if conn.execute(query).first() is None:
+                    missing.append(value)
+        return missing
 
     def for_principal(self, principal: Principal) -> CallerPolicies:
         if principal.is_root or not principal.principal_id:

@@ -7,11 +7,20 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from khoa.access.policy import Policy
 from khoa.protocol.context import RequestContext
 from khoa.services.iam import documents, errors, paging, tags, views
 from khoa.services.iam.backend import IamBackend
 from khoa.services.iam.lookups import lookup_entity, lookup_policy
 from khoa.services.iam.names import ROLE, entity_arn, new_id
+
+
+def _require_principals(iam: IamBackend, trust: Policy) -> None:
+    """Every IAM user and role a trust policy names must exist, as AWS requires (it binds each to its
+    unique ID on save, so a principal created later under the name does not inherit the trust)."""
+    missing = iam.authorizer.directory.missing_principals(trust)
+    if missing:
+        raise errors.malformed(f'Invalid principal in policy: "AWS":"{missing[0]}"')
 
 
 def create_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +31,7 @@ def create_role(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) ->
     if new_tags:
         tags.validate(new_tags)
     trust = params["AssumeRolePolicyDocument"]
-    documents.validate_trust(trust)
+    _require_principals(iam, documents.validate_trust(trust))
     if boundary:
         lookup_policy(iam.store, ctx, boundary, missing=errors.policy_not_attachable)
     row, stored_tags = iam.store.entities.create(
@@ -85,7 +94,7 @@ def update_role_description(iam: IamBackend, ctx: RequestContext, params: dict[s
 
 def update_assume_role_policy(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     row = lookup_entity(iam.store, ctx, ROLE, params["RoleName"])
-    documents.validate_trust(params["PolicyDocument"])
+    _require_principals(iam, documents.validate_trust(params["PolicyDocument"]))
     iam.store.entities.update_role(row.principal_id, {"assume_role_policy": params["PolicyDocument"]})
     return {}
 

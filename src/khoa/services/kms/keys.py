@@ -108,7 +108,7 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
         raise errors.unsupported("Multi-Region keys are not supported by Khoa.")
     in_store = _check_custom_key_store(params, origin, spec, usage)
     policy = params.get("Policy")
-    parsed_policy = validate_key_policy(policy) if policy is not None else None
+    parsed_policy = validate_key_policy(kms, policy) if policy is not None else None
     tags = params.get("Tags", [])
     validate_tags(tags)
     now = ctx.now.timestamp()
@@ -276,7 +276,7 @@ def put_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any])
     require_customer_managed(key, "PutKeyPolicy")
     if params.get("PolicyName", "default") != "default":
         raise errors.not_found("No such policy exists")
-    parsed_policy = validate_key_policy(params["Policy"])
+    parsed_policy = validate_key_policy(kms, params["Policy"])
     require_not_pending_deletion(key)
     check_lockout(kms, ctx, key, parsed_policy, params)
     kms.store.keys.update(key.key_id, policy=params["Policy"])

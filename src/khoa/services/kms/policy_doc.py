@@ -35,19 +35,23 @@ def default_key_policy(account_id: str) -> str:
     )
 
 
-def validate_key_policy(text: str) -> Policy:
+def validate_key_policy(kms: KmsBackend, text: str) -> Policy:
     """Refuse documents AWS would refuse with MalformedPolicyDocumentException.
 
     Key policies are resource policies: every statement names a principal and a resource. The one
     policy parser (khoa.access.policy) decides what is well formed; AWS caps key policies at 32 KB.
+    Every IAM user and role it names must exist (AWS binds each to its unique ID on save).
     """
     if len(text.encode("utf-8", "surrogatepass")) > KEY_POLICY_MAX_BYTES:
         # KMS reports length quotas with LimitExceededException.
         raise errors.limit_exceeded(f"The key policy exceeds the {KEY_POLICY_MAX_BYTES}-byte size quota.")
     try:
-        return Policy.parse(text, "resource", require_principal=True, require_resource=True)
+        policy = Policy.parse(text, "resource", require_principal=True, require_resource=True)
     except PolicyError as exc:
         raise errors.malformed_policy(str(exc)) from None
+    if kms.authorizer.directory.missing_principals(policy):
+        raise errors.malformed_policy("Policy contains a statement with one or more invalid principals.")
+    return policy
 
 
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."

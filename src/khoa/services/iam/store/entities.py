@@ -9,6 +9,7 @@ from sqlalchemy import Engine, Row, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from khoa.access.forgotten import forget_principal, names_role, names_user
 from khoa.protocol.errors import AWSError
 from khoa.services.iam import errors
 from khoa.services.iam.names import GROUP, LABEL, ROLE, USER
@@ -151,6 +152,8 @@ class EntityStore:
                 raise errors.delete_conflict("Cannot delete entity, must remove users from group first.")
             conn.execute(delete(TAGS).where(TAGS.c.owner_id == owner))
             conn.execute(delete(PRINCIPALS).where(PRINCIPALS.c.principal_id == owner))
+            # a user created later with this name must not inherit what named this one
+            forget_principal(conn, user.name, names_user(user.arn), owner)
 
     def delete_group(self, group: Row[Any]) -> None:
         """Delete a group that has no members or policies left (DeleteConflict otherwise)."""
@@ -168,6 +171,8 @@ class EntityStore:
             _refuse_if_has_policies(conn, owner)
             conn.execute(delete(TAGS).where(TAGS.c.owner_id == owner))
             conn.execute(delete(PRINCIPALS).where(PRINCIPALS.c.principal_id == owner))
+            # a role created later with this name must not inherit what named this one
+            forget_principal(conn, role.name, names_role(role.account_id, role.name), owner)
 
     def add_member(self, group_id: str, user_id: str) -> None:
         """Add a user to a group (already a member is not an error); at most ten groups per user."""

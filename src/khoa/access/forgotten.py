@@ -1,0 +1,126 @@
+"""A deleted IAM user or role stops being named by the resource policies that named it.
+
+AWS binds an IAM user or role named in a resource policy's ``Principal`` (or ``NotPrincipal``) to that
+principal's unique ID when the policy is saved. Once the principal is deleted, the policy shows the
+unique ID where the ARN was, and a new user or role created later with the same name is a stranger to
+it: "if you delete and recreate the user or role, the relationship is broken" (IAM User Guide, AWS JSON
+policy elements: Principal). Without this, anyone allowed to create users could delete-and-recreate
+(or merely recreate) a name and inherit every key policy, trust policy and secret policy that named it.
+
+Khoa evaluates principals by name, so it makes the same thing true at the moment of deletion: in the
+same transaction that deletes the principal, every stored resource policy of every account that names
+it (KMS key policies, role trust policies, Secrets Manager resource policies) gets the principal's
+unique ID in place of each value that named it, as AWS then displays it; so does every KMS grant that
+names it as grantee or retiring principal. A unique ID is never reused,
+so the rewritten statement names nobody. Only ``Principal``/``NotPrincipal`` values change; a
+condition on ``aws:PrincipalArn`` compares strings, in AWS as here, and is left as written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Column, Table, select, update
+from sqlalchemy.engine import Connection
+
+from khoa.storage import schema
+
+# Every stored document with Principal elements: (table, its key column, its policy column, whether
+# the column holds a JSON map of policy documents by name, as Secrets Manager stores a secret's).
+_POLICY_COLUMNS: tuple[tuple[Table, str, str, bool], ...] = (
+    (schema.kms_keys, "key_id", "policy", False),
+    (schema.iam_principals, "principal_id", "assume_role_policy", False),
+    (schema.sm_secrets, "secret_id", "resource_policy", True),
+)
+_PRINCIPAL_ELEMENTS = ("Principal", "NotPrincipal")
+# Columns that hold one principal value each: a KMS grant's grantee and retiring principal.
+_PRINCIPAL_COLUMNS: tuple[tuple[Table, str, str], ...] = (
+    (schema.kms_grants, "grant_id", "grantee_principal"),
+    (schema.kms_grants, "grant_id", "retiring_principal"),
+)
+
+
+def names_user(arn: str) -> Callable[[str], bool]:
+    """Which principal values name the user ``arn`` (as the evaluator matches users: by ARN)."""
+    return lambda value: value == arn
+
+
+def names_role(account_id: str, name: str) -> Callable[[str], bool]:
+    """Which principal values name role ``name`` of ``account_id`` (as the evaluator matches roles:
+    by name, whatever the path: role names are unique in an account)."""
+    prefix = f"arn:aws:iam::{account_id}:role/"
+    return lambda value: value.startswith(prefix) and value.rsplit("/", 1)[-1] == name
+
+
+def forget_principal(conn: Connection, name: str, names: Callable[[str], bool], unique_id: str) -> int:
+    """In the caller's transaction: replace each ``"AWS"`` principal value that ``names`` the deleted
+    principal (called ``name``) with its ``unique_id``, in every stored resource policy and grant;
+    returns how many rows changed. Only rows whose text contains the name are read."""
+    changed = 0
+    for table, key_name, policy_name, by_name in _POLICY_COLUMNS:
+        key: Column[Any] = table.c[key_name]
+        column: Column[Any] = table.c[policy_name]
+        rows = conn.execute(select(key, column).where(column.contains(name, autoescape=True))).all()
+        for row_key, text in rows:
+            rewrite = _rewritten_map if by_name else _rewritten
+            rewritten = rewrite(text, names, unique_id)
+            if rewritten is not None:
+                conn.execute(update(table).where(key == row_key).values({policy_name: rewritten}))
+                changed += 1
+    for table, key_name, column_name in _PRINCIPAL_COLUMNS:
+        key, column = table.c[key_name], table.c[column_name]
+        rows = conn.execute(select(key, column).where(column.contains(name, autoescape=True))).all()
+        for row_key, value in rows:
+            if names(value):
+                conn.execute(update(table).where(key == row_key).values({column_name: unique_id}))
+                changed += 1
+    return changed
+
+
+def _rewritten_map(text: str, names: Callable[[str], bool], unique_id: str) -> str | None:
+    """A JSON map of policy documents by name, each rewritten as by ``_rewritten``."""
+    try:
+        documents = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(documents, dict):
+        return None
+    replaced = False
+    for name, document in documents.items():
+        rewritten = _rewritten(document, names, unique_id) if isinstance(document, str) else None
+        if rewritten is not None:
+            documents[name] = rewritten
+            replaced = True
+    return json.dumps(documents) if replaced else None
+
+
+def _rewritten(text: str, names: Callable[[str], bool], unique_id: str) -> str | None:
+    """``text`` with the principal values ``names`` matches replaced (None: nothing to replace, or not
+    a policy this can read: such a stored policy is already read as an explicit deny everywhere)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list):
+        return None
+    replaced = False
+    for statement in statements:
+        if not isinstance(statement, dict):
+            continue
+        for element in _PRINCIPAL_ELEMENTS:
+            principals = statement.get(element)
+            if not isinstance(principals, dict) or "AWS" not in principals:
+                continue
+            values = principals["AWS"]
+            if isinstance(values, str) and names(values):
+                principals["AWS"] = unique_id
+                replaced = True
+            elif isinstance(values, list) and any(isinstance(v, str) and names(v) for v in values):
+                principals["AWS"] = [unique_id if isinstance(v, str) and names(v) else v for v in values]
+                replaced = True
+    return json.dumps(document, indent=2) if replaced else None
