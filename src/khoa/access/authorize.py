@@ -49,8 +49,9 @@ def _clock_facts(second: int) -> tuple[str, str]:
 def request_facts(ctx: RequestContext) -> tuple[Any, ...]:
     """Every value of the request the global condition keys are made from, but its caller: the
     second of its clock, Region, transport, address, network and calling service. The memo of
-    decisions keys on this tuple, and :func:`facts_of` builds the facts from it alone, so whatever a
-    fact is made of is part of the key by construction."""
+    decisions keys on this tuple, and :func:`facts_of` builds the facts from it, the caller and the
+    resource's account alone (all three in the key), so whatever a fact is made of is part of the key
+    by construction."""
     extras = ctx.extras
     network = extras.get("network")
     return (
@@ -64,8 +65,20 @@ def request_facts(ctx: RequestContext) -> tuple[Any, ...]:
     )
 
 
-def facts_of(principal: Principal, request: tuple[Any, ...]) -> dict[str, list[str]]:
-    """The global condition keys of a call by ``principal`` with :func:`request_facts` ``request``."""
+@functools.lru_cache(maxsize=1024)
+def _issue_time(second: int) -> str:
+    """aws:TokenIssueTime of a session issued in ``second`` (epoch): ISO 8601 in UTC to the second, as
+    AWS writes dates (and as the revocation policy's cutoff is written)."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def facts_of(
+    principal: Principal, request: tuple[Any, ...], resource_account: str | None
+) -> dict[str, list[str]]:
+    """The global condition keys of a call by ``principal`` with :func:`request_facts` ``request`` on
+    a resource of ``resource_account`` (None: not known, no aws:ResourceAccount). Every value comes
+    from these three, which the memo of decisions keys on (the whole Principal, the request's facts,
+    and the resource's account)."""
     second, region, secure, source_ip, vpc_source_ip, vpc_id, via = request
     current_time, epoch_time = _clock_facts(second)
     principal_arn = principal.arn
@@ -82,10 +95,18 @@ def facts_of(principal: Principal, request: tuple[Any, ...]) -> dict[str, list[s
         "aws:requestedregion": [region],
         "aws:securetransport": ["true" if secure else "false"],
     }
+    if resource_account:
+        # The account that owns the resource (for AssumeRole, the role's).
+        context["aws:resourceaccount"] = [resource_account]
     if principal.kind == "IAMUser":
         context["aws:username"] = [principal.name]
     if principal.source_identity:
         context["aws:sourceidentity"] = [principal.source_identity]
+    # Present only when temporary credentials sign the request (IAM User Guide, global condition
+    # keys: aws:TokenIssueTime); AWS's "revoke active sessions" policy (id_roles_use_revoke-sessions:
+    # Deny * when DateLessThan aws:TokenIssueTime <cutoff>) compares it.
+    if principal.kind == "AssumedRole" and principal.issued_at is not None:
+        context["aws:tokenissuetime"] = [_issue_time(int(principal.issued_at))]
     if vpc_source_ip:
         context["aws:vpcsourceip"] = [vpc_source_ip]
         if vpc_id:
@@ -98,9 +119,10 @@ def facts_of(principal: Principal, request: tuple[Any, ...]) -> dict[str, list[s
     return context
 
 
-def base_context(ctx: RequestContext) -> dict[str, list[str]]:
-    """The global condition keys of a request (its caller's policies' facts aside)."""
-    return facts_of(ctx.principal, request_facts(ctx))
+def base_context(ctx: RequestContext, resource_account: str | None = None) -> dict[str, list[str]]:
+    """The global condition keys of a request (its caller's policies' facts aside) on a resource of
+    ``resource_account`` (aws:ResourceAccount is left out without it)."""
+    return facts_of(ctx.principal, request_facts(ctx), resource_account)
 
 
 def access_denied(ctx: RequestContext, action: str, resource: str, decision: Decision) -> AWSError:
@@ -169,8 +191,9 @@ class Authorizer:
         policy = parsed(resource_policy, "resource") if isinstance(resource_policy, str) else resource_policy
         trust = policy is not None and action.lower() in _TRUST_ACTIONS
         # Every input of the evaluation below, so a repeated request is answered from the memo: the
-        # facts are made from the caller, the caller's policies (its tags and ARN with them), the
-        # request's facts and the service's context, so the key holds those rather than the facts.
+        # facts are made from the caller (the whole Principal: its session's issue time and source
+        # identity too), the resource's account, the caller's policies (its tags and ARN with them),
+        # the request's facts and the service's context, so the key holds those rather than the facts.
         request_values = request_facts(ctx)
         policies = (caller, policy, scps)
         memo_key = self._decisions.key(
@@ -179,7 +202,7 @@ class Authorizer:
         decision = self._decisions.get(memo_key)
         if decision is not None:
             return decision
-        facts = facts_of(principal, request_values)
+        facts = facts_of(principal, request_values, account)
         if caller.arn and principal.kind == "AssumedRole":
             facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
         for tag_key, tag_value in caller.tags.items():

@@ -109,6 +109,7 @@ class CredentialStore:
             return None
         role_name = row.role_arn.rsplit("/", 1)[-1]
         tags = tuple(sorted(json.loads(row.session_tags).items())) if row.session_tags else ()
+        transitive = tuple(json.loads(row.transitive_tag_keys)) if row.transitive_tag_keys else ()
         principal = Principal(
             account_id=row.account_id,
             arn=f"arn:aws:sts::{row.account_id}:assumed-role/{role_name}/{row.session_name}",
@@ -121,6 +122,8 @@ class CredentialStore:
             session_policy=row.session_policy,
             session_tags=tags,
             source_identity=row.source_identity or "",
+            transitive_tag_keys=transitive,
+            issued_at=row.created_at,
         )
         secret = self._barrier.open(row.secret_sealed, session_binding(access_key_id)).decode()
         return Credential(

@@ -25,6 +25,12 @@ class Principal:
     session_policy: str | None = None
     session_tags: tuple[tuple[str, str], ...] = ()
     source_identity: str = ""
+    # Role sessions only: the keys of ``session_tags`` that pass on to every later session of a role
+    # chain (TransitiveTagKeys, as given), and when the session was issued (epoch seconds: the
+    # aws:TokenIssueTime of its requests). Both are fields, so the decision memo, which keys on the
+    # whole Principal, keys on them too.
+    transitive_tag_keys: tuple[str, ...] = ()
+    issued_at: float | None = None
 
     @property
     def is_root(self) -> bool:

@@ -42,10 +42,13 @@ def issue_session(
     session_policy: str | None = None,
     session_tags: dict[str, str] | None = None,
     source_identity: str | None = None,
+    transitive_tag_keys: list[str] | None = None,
     fingerprinter: Fingerprinter | None = None,
 ) -> SessionCredentials:
     """Store a new session (secret sealed, token as a digest only) and return its credentials once;
-    with ``fingerprinter``, the leak fingerprints of its secret and key id go with it."""
+    with ``fingerprinter``, the leak fingerprints of its secret and key id go with it.
+    ``transitive_tag_keys`` names the keys of ``session_tags`` a role chain passes on (the caller
+    checks that they are among the tags)."""
     access_key_id = "ASIA" + "".join(secrets.choice(_ALNUM) for _ in range(16))
     secret = "".join(secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40))
     token = base64.b64encode(b"khoa-session-v1:" + os.urandom(96)).decode()
@@ -63,6 +66,7 @@ def issue_session(
                 session_policy=session_policy,
                 session_tags=json.dumps(session_tags) if session_tags else None,
                 source_identity=source_identity,
+                transitive_tag_keys=json.dumps(transitive_tag_keys) if transitive_tag_keys else None,
                 created_at=now.timestamp(),
                 expires_at=expires.timestamp(),
             )

@@ -316,7 +316,7 @@ def _explain_one(
     )
     if principal.is_root:  # the root user is not subject to its account's IAM policies
         applied.identity, applied.boundary = [], None
-    facts = base_context(ctx)
+    facts = base_context(ctx, resource_account or ctx.account_id)
     facts.update(extra)
     matching = _matching(applied, principal, action, resource, facts)
     decided = ""

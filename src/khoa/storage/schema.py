@@ -370,6 +370,8 @@ sts_sessions = Table(
     Column("session_policy", Text),
     Column("session_tags", Text),
     Column("source_identity", String(64)),
+    # JSON list of the keys of session_tags that pass on to later sessions of a role chain.
+    Column("transitive_tag_keys", Text),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Index("ix_sts_sessions_expires", "expires_at"),

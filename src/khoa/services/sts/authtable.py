@@ -2,10 +2,17 @@
 
 - AssumeRole: ``sts:AssumeRole`` on the role, evaluated against the caller's policies and the role's
   trust policy (both must allow, even within one account, as for every role trust policy); with
-  session tags also ``sts:TagSession``, with ``SourceIdentity`` also ``sts:SetSourceIdentity``. A role
-  that does not exist is refused with the same AccessDenied, so nothing is learnt about which roles
-  exist; the role row found here is handed to the handler (``ctx.extras["sts:role"]``), which only
-  then validates the duration and resolves session policies.
+  session tags also ``sts:TagSession``, with a source identity also ``sts:SetSourceIdentity``. In a
+  role chain the new session's source identity and transitive tags may be inherited (chain.py, whose
+  rules are checked first): an inherited source identity needs ``sts:SetSourceIdentity`` and is what
+  ``sts:SourceIdentity`` holds (IAM User Guide, "Monitor and control actions taken with assumed
+  roles": in role chaining the permission is required in the caller's policy and the trust policy,
+  and both aws:SourceIdentity and sts:SourceIdentity are in the request); inherited transitive tags
+  need ``sts:TagSession`` (as AWS answers: a chain that carries them into a role whose trust policy
+  does not allow it is refused). A role that does not exist is refused with the same AccessDenied,
+  so nothing is learnt about which roles exist; the role row found here is handed to the handler
+  (``ctx.extras["sts:role"]``, the lineage as ``ctx.extras["sts:chain"]``), which only then
+  validates the duration and resolves session policies.
 - GetAccessKeyInfo: ``sts:GetAccessKeyInfo`` on ``*`` (AWS requires the permission).
 - GetCallerIdentity: no authorisation; AWS documents that no permission is needed to call it and
   that an explicit Deny does not stop it.
@@ -21,24 +28,27 @@ from khoa.protocol.context import RequestContext
 from khoa.services.authorization import AuthorizationTable, exempt, rule
 from khoa.services.sts import errors
 from khoa.services.sts.backend import StsBackend
+from khoa.services.sts.chain import CHAIN_KEY, Lineage, lineage
 
 ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
 ROLE_KEY = "sts:role"
 
 
-def assume_role_context(params: dict[str, Any]) -> dict[str, list[str]]:
-    """The STS condition keys of an AssumeRole request (session name, external ID, source identity,
-    session tags as request tags)."""
+def assume_role_context(params: dict[str, Any], chain: Lineage) -> dict[str, list[str]]:
+    """The STS condition keys of an AssumeRole request: session name, external ID, the new session's
+    source identity (passed or inherited), the passed session tags as request tags, and the passed
+    transitive tag keys."""
     context: dict[str, list[str]] = {"sts:rolesessionname": [params["RoleSessionName"]]}
     if params.get("ExternalId") is not None:
         context["sts:externalid"] = [params["ExternalId"]]
-    if params.get("SourceIdentity"):
-        context["sts:sourceidentity"] = [params["SourceIdentity"]]
-    tags = {t["Key"]: t["Value"] for t in params.get("Tags") or []}
-    for key, value in tags.items():
+    if chain.source_identity:
+        context["sts:sourceidentity"] = [chain.source_identity]
+    for key, value in chain.passed_tags.items():
         context[f"aws:requesttag/{key}"] = [value]
-    if tags:
-        context["aws:tagkeys"] = list(tags)
+    if chain.passed_tags:
+        context["aws:tagkeys"] = list(chain.passed_tags)
+    if chain.requested_transitive:
+        context["sts:transitivetagkeys"] = list(chain.requested_transitive)
     return context
 
 
@@ -50,23 +60,27 @@ def authorize_assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str
     match = ROLE_ARN.match(role_arn)
     if match is None:
         raise errors.validation(f"{role_arn} is invalid")
+    # The chain's rules depend on the caller and the request alone: checked before the role is looked
+    # up, so their answers tell nothing about the role.
+    chain = lineage(ctx.principal, params)
     role_account = match.group(1)
     role = sts.store.role(role_account, role_arn)
     if role is None:
         # The same refusal as a trust policy that does not allow: which roles exist stays hidden.
         raise errors.not_authorized(ctx.principal.arn, "sts:AssumeRole", role_arn)
-    context = assume_role_context(params)
+    context = assume_role_context(params, chain)
     trust = role.assume_role_policy or '{"Statement": []}'
     actions = ["sts:AssumeRole"]
-    if params.get("Tags"):
+    if chain.tags:
         actions.append("sts:TagSession")
-    if params.get("SourceIdentity"):
+    if chain.source_identity:
         actions.append("sts:SetSourceIdentity")
     for action in actions:
         sts.authorizer.authorize(
             ctx, action, role_arn, resource_account=role_account, resource_policy=trust, context=context
         )
     ctx.extras[ROLE_KEY] = role
+    ctx.extras[CHAIN_KEY] = chain
 
 
 def table(sts: StsBackend) -> AuthorizationTable:

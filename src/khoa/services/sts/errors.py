@@ -33,3 +33,27 @@ def not_authorized(principal_arn: str, action: str, resource: str) -> AWSError:
 
 def policy_not_attachable(arn: str) -> AWSError:
     return invalid_parameter_value(f"Policy {arn} does not exist or is not attachable.")
+
+
+# Role chaining (chain.py). The texts are AWS's answers.
+
+
+def source_identity_already_set() -> AWSError:
+    return validation("The source identity is already set for this assume role session")
+
+
+def transitive_tag_conflict() -> AWSError:
+    return invalid_parameter_value(
+        "One of the specified transitive tag keys can't be set because it conflicts with a transitive "
+        "tag key from the calling session."
+    )
+
+
+def transitive_key_not_passed() -> AWSError:
+    return invalid_parameter_value("The specified transitive tag key must be included in the requested tags.")
+
+
+def duplicate_tag_keys() -> AWSError:
+    return invalid_parameter_value(
+        "Duplicate tag keys found. Please note that Tag keys are case insensitive."
+    )

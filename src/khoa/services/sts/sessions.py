@@ -13,6 +13,7 @@ from khoa.protocol.context import RequestContext
 from khoa.services.sts import errors
 from khoa.services.sts.authtable import ROLE_KEY
 from khoa.services.sts.backend import StsBackend
+from khoa.services.sts.chain import CHAIN_KEY, Lineage
 
 # A managed policy ARN: the account (or "aws" for AWS managed policies), then the path and name.
 _POLICY_ARN = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy/(?:[\x21-\x7e]*/)?[\w+=,.@-]+$")
@@ -22,8 +23,9 @@ CHAINED_MAX = 3600
 
 def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Issue the session. Authorised before it runs (sts/authtable.py: the caller's policies and the
-    role's trust policy), which also found the role; nothing here runs for a caller who may not assume
-    it, so the role's limits and its account's policies stay hidden from such callers."""
+    role's trust policy), which also found the role and the session's lineage (chain.py: the source
+    identity and transitive tags a role chain carries over); nothing here runs for a caller who may
+    not assume it, so the role's limits and its account's policies stay hidden from such callers."""
     role = ctx.extras[ROLE_KEY]
     role_arn = params["RoleArn"]
     role_account = role.account_id
@@ -46,7 +48,8 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
     documents = [session_policy] if session_policy else []
     for item in params.get("PolicyArns", []):
         documents.append(_managed_document(sts, item.get("arn", ""), role_account))
-    tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
+    chain: Lineage = ctx.extras[CHAIN_KEY]
+    tags = chain.tags
     combined = _combine(documents)
     session_name = params["RoleSessionName"]
     credentials = sts.store.start_session(
@@ -58,7 +61,8 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
         duration_seconds=duration,
         session_policy=combined,
         session_tags=tags or None,
-        source_identity=params.get("SourceIdentity") or ctx.principal.source_identity or None,
+        source_identity=chain.source_identity,
+        transitive_tag_keys=chain.transitive_keys or None,
     )
     result: dict[str, Any] = {
         "Credentials": {

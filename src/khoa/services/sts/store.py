@@ -57,6 +57,7 @@ class StsStore:
         session_policy: str | None,
         session_tags: dict[str, str] | None,
         source_identity: str | None,
+        transitive_tag_keys: list[str] | None = None,
     ) -> SessionCredentials:
         """Store a new role session and return its credentials (the only time the secret is seen)."""
         return issue_session(
@@ -71,5 +72,6 @@ class StsStore:
             session_policy=session_policy,
             session_tags=session_tags,
             source_identity=source_identity,
+            transitive_tag_keys=transitive_tag_keys,
             fingerprinter=self._fingerprinter,
         )
