@@ -126,21 +126,35 @@ def test_a_role_recreated_under_a_deleted_name_inherits_nothing(server: KhoaServ
 
 
 def test_a_policy_may_name_only_users_and_roles_that_exist(server: KhoaServer, iam: Any) -> None:
-    kms = server.client("kms")
+    kms, sm = server.client("kms"), server.client("secretsmanager")
     nobody = f"arn:aws:iam::{ACCOUNT_ID}:user/{unique('nobody')}"
     no_role = f"arn:aws:iam::{ACCOUNT_ID}:role/{unique('no-role')}"
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     before = kms.get_key_policy(KeyId=key)["Policy"]
     keys = len(kms.list_keys(Limit=1000)["Keys"])
+    secret = unique("binding/named")
+    sm.create_secret(Name=secret, SecretString="v")
+    kept = resource_policy(_named(ROOT, "secretsmanager:GetSecretValue"))
+    sm.put_resource_policy(SecretId=secret, ResourcePolicy=kept)
     for missing in (nobody, no_role):
         bad = _key_policy(_named(missing, "kms:Decrypt"))
         assert code_of(kms.put_key_policy, KeyId=key, Policy=bad) == "MalformedPolicyDocumentException"
         assert code_of(kms.create_key, Policy=bad) == "MalformedPolicyDocumentException"
         with pytest.raises(ClientError) as refused:
+            sm.put_resource_policy(
+                SecretId=secret,
+                ResourcePolicy=resource_policy(_named(missing, "secretsmanager:GetSecretValue")),
+            )
+        assert refused.value.response["Error"] == {
+            "Code": "MalformedPolicyDocumentException",
+            "Message": "This resource policy contains an unsupported principal.",
+        }
+        with pytest.raises(ClientError) as refused:
             iam.create_role(RoleName=unique("r"), AssumeRolePolicyDocument=trust({"AWS": missing}))
         assert refused.value.response["Error"]["Code"] == "MalformedPolicyDocument"
         assert refused.value.response["Error"]["Message"] == f'Invalid principal in policy: "AWS":"{missing}"'
     assert kms.get_key_policy(KeyId=key)["Policy"] == before
+    assert sm.get_resource_policy(SecretId=secret)["ResourcePolicy"] == kept
     assert len(kms.list_keys(Limit=1000)["Keys"]) == keys
     role = unique("kept")
     iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust({"AWS": ROOT}))

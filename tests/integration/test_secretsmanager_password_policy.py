@@ -3,6 +3,7 @@ against a real server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.errors import error_code
+from tests.support.iam import trust
 from tests.support.names import secret_name
 from tests.support.server import ACCOUNT_ID
 
@@ -225,7 +227,13 @@ def test_block_public_policy_refuses_public_policies(sm: Any, principal: Any, co
         ({"Service": "lambda.amazonaws.com"}, {"ArnLike": {"aws:SourceArn": "arn:aws:lambda:*:*:*"}}),
     ],
 )
-def test_block_public_policy_accepts_restricted_policies(sm: Any, principal: Any, condition: Any) -> None:
+def test_block_public_policy_accepts_restricted_policies(
+    sm: Any, iam: Any, principal: Any, condition: Any
+) -> None:
+    with contextlib.suppress(
+        iam.exceptions.EntityAlreadyExistsException
+    ):  # a policy names only roles that exist
+        iam.create_role(RoleName="app", AssumeRolePolicyDocument=trust({"AWS": ACCOUNT_ID}))
     name = secret_name("policy")
     sm.create_secret(Name=name, SecretString="v")
     sm.put_resource_policy(SecretId=name, ResourcePolicy=policy(principal, condition), BlockPublicPolicy=True)

@@ -85,6 +85,10 @@ def put_resource_policy(sm: SecretsBackend, ctx: RequestContext, params: dict[st
     name = _writable_name(params)
     record = names.require(ctx, sm.store, params["SecretId"])
     parsed = parse_resource_policy(params["ResourcePolicy"])
+    if sm.authorizer.directory.missing_principals(parsed):
+        # AWS binds each user and role a policy names to its unique ID as it saves it: one that does
+        # not exist cannot be named (khoa.access.forgotten keeps the binding when one is deleted).
+        raise errors.malformed_policy("This resource policy contains an unsupported principal.")
     if params.get("BlockPublicPolicy", False) and is_public(parsed):
         raise errors.public_policy()
     policies = _policies(record)
