@@ -3,6 +3,7 @@ Khoa, pkcs11 on SoftHSM2) and seal migration, through the CLI against real serve
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -20,7 +21,9 @@ from unittest import mock
 import pytest
 from botocore.exceptions import ClientError
 
+from khoa.bootstrap import provided_root_key
 from khoa.cli.main import run
+from khoa.crypto import shamir
 from khoa.crypto.seal import SealError
 from khoa.crypto.seal_wrappers import AwsKmsWrapper, Pkcs11Wrapper
 from tests.conftest import missing_service
@@ -78,6 +81,21 @@ def init(server: KhoaServer, shares: int, threshold: int) -> list[str]:
     lines = done.stdout.split()
     assert len(lines) == shares and len(set(lines)) == shares
     return lines
+
+
+def tenant_account(server: KhoaServer, shares: list[str]) -> tuple[str, str]:
+    """A second account (``khoa account create``, given the root key the ``shares`` make, as a sealed
+    installation's command line needs it); its root's access key id and secret."""
+    out = io.StringIO()
+    key = shamir.combine([base64.b64decode(share) for share in shares])
+    with (
+        provided_root_key(key),
+        mock.patch.dict(os.environ, server.env(), clear=True),
+        contextlib.redirect_stdout(out),
+    ):
+        assert run(["account", "create", "--json", "--data-dir", str(server.data_dir)]) == 0
+    made = json.loads(out.getvalue())
+    return made["AccessKeyId"], made["SecretAccessKey"]
 
 
 def unseal(server: KhoaServer, shares: list[str]) -> subprocess.CompletedProcess[str]:
@@ -155,6 +173,17 @@ def test_shamir_init_unseal_seal_rekey_and_restart(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as forbidden:
             urllib.request.urlopen(unsigned, timeout=10)
         assert forbidden.value.code == 403
+        # a tenant account's root may not stop every account's service
+        tenant_key, tenant_secret = tenant_account(server, shares[:3])
+        refused_seal = operator(
+            server,
+            "seal",
+            "--endpoint-url",
+            server.endpoint,
+            env={"AWS_ACCESS_KEY_ID": tenant_key, "AWS_SECRET_ACCESS_KEY": tenant_secret},
+        )
+        assert refused_seal.returncode != 0
+        assert get(server, "/_khoa/ready")[0] == 200
         sealed = operator(
             server,
             "seal",

@@ -354,8 +354,12 @@ class SealGate:
             )
         except AWSError as error:
             return json_response(403, {"error": error.code, "message": error.message})
-        if not principal.is_root:
-            return json_response(403, {"error": "AccessDenied", "message": "sealing needs an account's root"})
+        if not (principal.is_root and principal.account_id == inner.runtime.dev_account_id):
+            # Sealing stops every account's service: only the installation's own (first) account root
+            # may, never a tenant account's (whatever its SCPs, which bind only API calls).
+            return json_response(
+                403, {"error": "AccessDenied", "message": "sealing needs the installation account's root"}
+            )
         log.warning("sealed by %s", principal.arn)
         await self._drop_inner()
         return json_response(200, {"sealed": True})
