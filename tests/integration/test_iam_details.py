@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.errors import failure
 from tests.support.iam import allow, deny, document, trust, user_with_key
+from tests.support.identity import new_user
 from tests.support.names import unique
 from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
@@ -170,6 +171,31 @@ def test_simulate_errors(iam: Any) -> None:
             PolicySourceArn="arn:aws:s3:::some-bucket-name", ActionNames=["kms:Decrypt"]
         )
     assert failure(excinfo)[0::2] == ("InvalidInput", 400)
+
+
+def test_simulate_names_the_entity_by_its_path_too(server: KhoaServer, iam: Any) -> None:
+    """An ARN with another path names another entity (there is none): a caller allowed to simulate only
+    principals under /sandbox/ cannot simulate /admin by writing it under /sandbox/."""
+    admin = unique("simadmin")
+    iam.create_user(UserName=admin)
+    iam.put_user_policy(UserName=admin, PolicyName="break-glass", PolicyDocument=document(allow("*")))
+    sandbox = f"arn:aws:iam::{ACCOUNT_ID}:user/sandbox/*"
+    caller = new_user(server, iam, allow("iam:SimulatePrincipalPolicy", sandbox))
+    simulate = caller.client("iam").simulate_principal_policy
+    with pytest.raises(ClientError) as excinfo:
+        simulate(PolicySourceArn=f"arn:aws:iam::{ACCOUNT_ID}:user/{admin}", ActionNames=["kms:Decrypt"])
+    assert failure(excinfo)[0] == "AccessDenied"
+    with pytest.raises(ClientError) as excinfo:
+        simulate(
+            PolicySourceArn=f"arn:aws:iam::{ACCOUNT_ID}:user/sandbox/{admin}", ActionNames=["kms:Decrypt"]
+        )
+    assert failure(excinfo)[0::2] == ("NoSuchEntity", 404)
+    inside = unique("simsandboxed")
+    iam.create_user(UserName=inside, Path="/sandbox/")
+    results = simulate(
+        PolicySourceArn=f"arn:aws:iam::{ACCOUNT_ID}:user/sandbox/{inside}", ActionNames=["kms:Decrypt"]
+    )["EvaluationResults"]
+    assert [r["EvalDecision"] for r in results] == ["implicitDeny"]
 
 
 def test_simulate_custom_policy(iam: Any) -> None:

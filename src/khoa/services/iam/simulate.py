@@ -186,9 +186,11 @@ def simulate_principal_policy(iam: IamBackend, ctx: RequestContext, params: dict
         raise errors.invalid_input(
             f"Invalid ARN: {source_arn}. The PolicySourceArn must name a user, group or role."
         )
-    account, kind, _path, name = match.groups()
+    account, kind, path, name = match.groups()
     row = iam.store.entities.find(account, kind, name) if account == ctx.account_id else None
-    if row is None:
+    if row is None or row.path != path:
+        # The ARN names the entity, path and all (it is what the caller was authorised on): the same
+        # name under another path is another entity, and there is none.
         raise errors.entity_not_found(kind, name)
     policies = iam.store.reports.entity_policies(row)
     sources, boundary = _sources(policies, bool(row.permissions_boundary))
