@@ -110,8 +110,11 @@ class BodyDeadlines:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop the sweeper runs on
 
-    async def read(self, receive: Receive, limit: int) -> bytes:
-        """The whole request body; raises BodyRefused (413, 408) or ClientGone."""
+    async def read(self, receive: Receive, limit: int, announced: int | None = None) -> bytes:
+        """The whole request body; raises BodyRefused (413, 408) or ClientGone. A body ``announced``
+        (its Content-Length) larger than ``limit`` is refused at once, before any of it is waited for."""
+        if announced is not None and announced > limit:
+            raise BodyRefused(_too_large())
         task = asyncio.current_task()
         if task is None:  # ASGI servers run every request in a task; a deadline needs one
             raise RuntimeError("request bodies are read inside a task")
@@ -151,13 +154,22 @@ async def _read_all(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyRefused(
-                AWSError(
-                    "RequestEntityTooLargeException",
-                    "The request body exceeds the maximum allowed size.",
-                    413,
-                )
-            )
+            raise BodyRefused(_too_large())
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+def _too_large() -> AWSError:
+    return AWSError(
+        "RequestEntityTooLargeException", "The request body exceeds the maximum allowed size.", 413
+    )
+
+
+def announced_length(scope: Scope) -> int | None:
+    """The body size a request's Content-Length announces (None: none, or not a plain number; the
+    HTTP server has already refused a malformed one)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
