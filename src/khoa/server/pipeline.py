@@ -34,9 +34,12 @@ _T = TypeVar("_T")
 # drops its cached credentials, policies and metadata (khoa.auth.revocation), so the very next request
 # sees the change whichever worker takes it.
 _REVOKING: dict[str, frozenset[str]] = {
-    # a resource's tags are policy facts (aws:ResourceTag): changing them may take access away
+    # a resource's tags (aws:ResourceTag) and a key's aliases (kms:ResourceAliases) are policy facts:
+    # changing them may take access away
     "kms": frozenset(
         {
+            "CreateAlias",
+            "UpdateAlias",
             "PutKeyPolicy",
             "RevokeGrant",
             "RetireGrant",

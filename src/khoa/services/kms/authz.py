@@ -24,10 +24,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from khoa.access.authorize import access_denied
 from khoa.access.evaluate import SCP, Decision
+from khoa.audit.usage import UsageBehind
 from khoa.crypto import ciphertext
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
@@ -37,19 +39,130 @@ from khoa.services.kms.resolve import alias_arn, alias_target, resolve_key
 from khoa.services.kms.store import KeyRecord
 
 _ALIAS_OPERATIONS = ("CreateAlias", "UpdateAlias", "DeleteAlias")
+_SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+# Algorithm parameters a request names itself (each required by its operations when they apply).
 _ALGORITHM_PARAMS = {
-    "EncryptionAlgorithm": "kms:encryptionalgorithm",
     "SigningAlgorithm": "kms:signingalgorithm",
     "MacAlgorithm": "kms:macalgorithm",
     "KeyAgreementAlgorithm": "kms:keyagreementalgorithm",
 }
+# kms:EncryptionAlgorithm, by action: the parameter it is read from, SYMMETRIC_DEFAULT when omitted
+# (its default). The data key operations name no algorithm: they always use SYMMETRIC_DEFAULT ("").
+_ENCRYPTION_ALGORITHM = {
+    "Encrypt": "EncryptionAlgorithm",
+    "Decrypt": "EncryptionAlgorithm",
+    "ReEncryptFrom": "SourceEncryptionAlgorithm",
+    "ReEncryptTo": "DestinationEncryptionAlgorithm",
+    "GenerateDataKey": "",
+    "GenerateDataKeyWithoutPlaintext": "",
+    "GenerateDataKeyPair": "",
+    "GenerateDataKeyPairWithoutPlaintext": "",
+}
+# The parameter naming the key (kms:RequestAlias), by action; KeyId for every other one.
+_KEY_REFERENCE = {"ReEncryptFrom": "SourceKeyId", "ReEncryptTo": "DestinationKeyId"}
+# Request parameters read as they are sent, only when sent (kms:BypassPolicyLockoutSafetyCheck and
+# kms:ExpirationModel too: AWS documents allowing a request only when it omits them with Null).
+_REQUEST_PARAMS = {
+    "CreateKey": {"BypassPolicyLockoutSafetyCheck": "kms:bypasspolicylockoutsafetycheck"},
+    "PutKeyPolicy": {"BypassPolicyLockoutSafetyCheck": "kms:bypasspolicylockoutsafetycheck"},
+    "GenerateDataKeyPair": {"KeyPairSpec": "kms:datakeypairspec"},
+    "GenerateDataKeyPairWithoutPlaintext": {"KeyPairSpec": "kms:datakeypairspec"},
+    "GetParametersForImport": {
+        "WrappingAlgorithm": "kms:wrappingalgorithm",
+        "WrappingKeySpec": "kms:wrappingkeyspec",
+    },
+    "ImportKeyMaterial": {"ExpirationModel": "kms:expirationmodel"},
+}
+# AWS's defaults of parameters its condition keys read even when a request omits them.
+DEFAULT_ROTATION_PERIOD_DAYS = 365  # EnableKeyRotation's RotationPeriodInDays
+DEFAULT_PENDING_WINDOW_DAYS = 30  # ScheduleKeyDeletion's PendingWindowInDays
+_DAY = 86400.0
+# Facts of the key that cost a read (its tags, aliases and last use), and the text naming each in a
+# policy that may ask for it.
+_TAGS, _ALIASES, _LAST_USE = "resourcetag", "resourcealiases", "trailingdayswithoutkeyusage"
 
 
 @functools.lru_cache(maxsize=4096)
-def _names_resource_tags(policy: str) -> bool:
-    """Whether a key policy may ask for the key's tags (lowercasing a policy of a few KB on every
-    call cost more than the rest of the context; policy text is immutable, so it is asked once)."""
-    return "resourcetag" in policy.lower()
+def _policy_asks(policy: str) -> frozenset[str]:
+    """Which of the costly facts (_TAGS, _ALIASES, _LAST_USE) a key policy may ask for (lowercasing a
+    policy of a few KB on every call cost more than the rest of the context; policy text is
+    immutable, so it is asked once)."""
+    text = policy.lower()
+    return frozenset(fact for fact in (_TAGS, _ALIASES, _LAST_USE) if fact in text)
+
+
+def _facts_wanted(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> frozenset[str]:
+    """The costly facts of ``key`` this request's policies may ask for: all of them but for the
+    account root of an account no SCPs govern, whose only policy is the key policy (the hot path).
+    SCPs govern a member account's root user too (``Authorizer.decide``), so then all of them."""
+    principal = ctx.principal
+    if principal.is_root and not kms.authorizer.guardrails(principal.account_id):
+        return _policy_asks(key.policy)
+    return frozenset((_TAGS, _ALIASES, _LAST_USE))
+
+
+def _text(value: Any) -> str:
+    """A request parameter as a condition value (booleans as IAM writes them)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _epoch(value: Any) -> str:
+    """A timestamp parameter as AWS compares it: Unix time, seconds (Numeric and Date operators)."""
+    seconds = value.timestamp() if isinstance(value, datetime) else float(value)
+    return str(int(seconds)) if seconds == int(seconds) else repr(seconds)
+
+
+def _days_without_use(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> str:
+    """kms:TrailingDaysWithoutKeyUsage: whole days since the key's last cryptographic use, or since
+    its creation (where tracking starts) when it was never used."""
+    try:
+        last = kms.store.usage.key_last_use(key.arn, key.created_at)
+    except UsageBehind:
+        return "0"  # uses not counted yet: judged as used now, the safer side
+    since = key.created_at if last is None else last.event_time
+    return str(max(0, int((ctx.now.timestamp() - since) // _DAY)))
+
+
+def _key_facts(
+    kms: KmsBackend,
+    ctx: RequestContext,
+    operation: str,
+    key: KeyRecord,
+    params: dict[str, Any],
+    context: dict[str, list[str]],
+) -> None:
+    """The condition keys of the key the request is authorised for (a KMS key resource operation)."""
+    context["kms:keyspec"] = context["kms:customermasterkeyspec"] = [key.key_spec]
+    context["kms:keyusage"] = context["kms:customermasterkeyusage"] = [key.key_usage]
+    context["kms:keyorigin"] = [key.origin]
+    context["kms:multiregion"] = ["false"]
+    wanted = _facts_wanted(kms, ctx, key)
+    if _TAGS in wanted:
+        for tag_key, tag_value in kms.store.tags.of(key.key_id).items():
+            context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
+    if _ALIASES in wanted:
+        aliases = kms.store.aliases.names_of(key.key_id)
+        if aliases:
+            context["kms:resourcealiases"] = list(aliases)
+    if operation == "EnableKeyRotation":
+        # The period the handler applies: the request's, else the key's own, else AWS's default.
+        period = params.get("RotationPeriodInDays", key.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS)
+        context["kms:rotationperiodindays"] = [_text(period)]
+    elif operation == "ScheduleKeyDeletion":
+        window = params.get("PendingWindowInDays", DEFAULT_PENDING_WINDOW_DAYS)
+        context["kms:schedulekeydeletionpendingwindowindays"] = [_text(window)]
+    if operation in ("DisableKey", "ScheduleKeyDeletion") and _LAST_USE in wanted:
+        context["kms:trailingdayswithoutkeyusage"] = [_days_without_use(kms, ctx, key)]
+
+
+def _new_key_facts(params: dict[str, Any], context: dict[str, list[str]]) -> None:
+    """CreateKey: the properties of the key it would make, AWS's defaults for those it omits."""
+    spec = params.get("KeySpec") or params.get("CustomerMasterKeySpec") or _SYMMETRIC_DEFAULT
+    usage = params.get("KeyUsage") or "ENCRYPT_DECRYPT"
+    context["kms:keyspec"] = context["kms:customermasterkeyspec"] = [_text(spec)]
+    context["kms:keyusage"] = context["kms:customermasterkeyusage"] = [_text(usage)]
+    context["kms:keyorigin"] = [_text(params.get("Origin") or "AWS_KMS")]
+    context["kms:multiregion"] = [_text(bool(params.get("MultiRegion", False)))]
 
 
 def request_context(
@@ -58,24 +171,35 @@ def request_context(
     params: dict[str, Any],
     key: KeyRecord | None,
     encryption_context: dict[str, str] | None = None,
+    *,
+    action: str | None = None,
+    extra: dict[str, list[str]] | None = None,
 ) -> dict[str, list[str]]:
+    """The KMS condition keys of ``action`` (``kms:<the request's operation>`` unless given) on
+    ``key`` (None: an operation on no key), from the request's ``params``, with ``extra`` ones the
+    caller knows (kms:ReEncryptOnSameKey). A parameter AWS gives a default has its condition key even
+    when the request omits it, with that default."""
+    operation = action.split(":", 1)[1] if action else ctx.operation
     context: dict[str, list[str]] = {"kms:calleraccount": [ctx.account_id]}
     if key is not None:
-        context["kms:keyspec"] = [key.key_spec]
-        context["kms:keyusage"] = [key.key_usage]
-        context["kms:keyorigin"] = [key.origin]
-        context["kms:multiregion"] = ["false"]
-        if not ctx.principal.is_root or _names_resource_tags(key.policy):
-            for tag_key, tag_value in kms.store.tags.of(key.key_id).items():
-                context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
-    else:
-        for name in ("KeySpec", "KeyUsage", "Origin"):
-            if name in params:
-                context["kms:keyorigin" if name == "Origin" else f"kms:{name.lower()}"] = [params[name]]
+        _key_facts(kms, ctx, operation, key, params, context)
+    elif operation == "CreateKey":
+        _new_key_facts(params, context)
+    if operation in _ENCRYPTION_ALGORITHM:
+        name = _ENCRYPTION_ALGORITHM[operation]
+        algorithm = params.get(name) if name else None
+        context["kms:encryptionalgorithm"] = [_text(algorithm or _SYMMETRIC_DEFAULT)]
     for name, key_name in _ALGORITHM_PARAMS.items():
         if name in params:
-            context[key_name] = [params[name]]
-    reference = params.get("KeyId")
+            context[key_name] = [_text(params[name])]
+    for name, key_name in _REQUEST_PARAMS.get(operation, {}).items():
+        if params.get(name) is not None:
+            context[key_name] = [_text(params[name])]
+    if operation in ("Sign", "Verify"):
+        context["kms:messagetype"] = [_text(params.get("MessageType") or "RAW")]
+    if operation == "ImportKeyMaterial" and params.get("ValidTo") is not None:
+        context["kms:validto"] = [_epoch(params["ValidTo"])]
+    reference = params.get(_KEY_REFERENCE.get(operation, "KeyId"))
     if isinstance(reference, str) and "alias/" in reference:
         context["kms:requestalias"] = [reference[reference.index("alias/") :]]
     encryption_context = (
@@ -90,21 +214,29 @@ def request_context(
         context["aws:tagkeys"] = [t["TagKey"] for t in tags]
         for tag in tags:
             context[f"aws:requesttag/{tag['TagKey'].lower()}"] = [tag.get("TagValue", "")]
-    if ctx.operation == "CreateGrant":
+    tag_keys = params.get("TagKeys")
+    if operation == "UntagResource" and isinstance(tag_keys, list) and tag_keys:
+        context["aws:tagkeys"] = [str(t) for t in tag_keys]
+    if operation == "CreateGrant":
         context["kms:grantoperations"] = list(params.get("Operations", []))
         if params.get("GranteePrincipal"):
             context["kms:granteeprincipal"] = [params["GranteePrincipal"]]
         if params.get("RetiringPrincipal"):
             context["kms:retiringprincipal"] = [params["RetiringPrincipal"]]
+        for name in ("GranteeServicePrincipal", "RetiringServicePrincipal"):
+            if params.get(name):
+                context[f"kms:{name.lower()}"] = [params[name]]
         constraints = params.get("Constraints") or {}
         types = [t for t in ("EncryptionContextEquals", "EncryptionContextSubset") if t in constraints]
         if types:
             context["kms:grantconstrainttype"] = types
         if constraints.get("SourceArn"):
             context["kms:grantconstraintsourcearn"] = [constraints["SourceArn"]]
-    if ctx.operation in ("CreateGrant", "ListGrants", "RevokeGrant"):
+    if operation in ("CreateGrant", "ListGrants", "RevokeGrant"):
         # Khoa's callers are never an AWS service creating grants for its resources.
         context["kms:grantisforawsresource"] = ["false"]
+    if extra:
+        context.update(extra)
     return context
 
 
@@ -237,9 +369,17 @@ def authorize_key(
     key: KeyRecord,
     params: dict[str, Any],
     encryption_context: dict[str, str] | None = None,
+    *,
+    extra: dict[str, list[str]] | None = None,
 ) -> Basis:
+    """Authorise ``action`` on ``key`` (policies, then the caller's grants); the :class:`Basis` is
+    also recorded for the handler. ``extra``: condition keys only the caller knows."""
     decision = _decide_on_key(
-        kms, ctx, action, key, lambda: request_context(kms, ctx, params, key, encryption_context)
+        kms,
+        ctx,
+        action,
+        key,
+        lambda: request_context(kms, ctx, params, key, encryption_context, action=action, extra=extra),
     )
     if decision.allowed:
         basis = Basis(action, key.key_id, True, (), decision)
@@ -434,14 +574,29 @@ def _authorize_request(kms: KmsBackend, ctx: RequestContext, params: dict[str, A
             if params.get("SourceKeyId")
             else _blob_key(kms, ctx, params.get("CiphertextBlob", b""))
         )
+        destination = _key_or_none(kms, ctx, params.get("DestinationKeyId", ""))
+        same = None
+        if source is not None and destination is not None:
+            same = {"kms:reencryptonsamekey": ["true" if source.key_id == destination.key_id else "false"]}
         if source is not None:
             authorize_key(
-                kms, ctx, "kms:ReEncryptFrom", source, params, params.get("SourceEncryptionContext")
+                kms,
+                ctx,
+                "kms:ReEncryptFrom",
+                source,
+                params,
+                params.get("SourceEncryptionContext"),
+                extra=same,
             )
-        destination = _key_or_none(kms, ctx, params.get("DestinationKeyId", ""))
         if destination is not None:
             authorize_key(
-                kms, ctx, "kms:ReEncryptTo", destination, params, params.get("DestinationEncryptionContext")
+                kms,
+                ctx,
+                "kms:ReEncryptTo",
+                destination,
+                params,
+                params.get("DestinationEncryptionContext"),
+                extra=same,
             )
         return
     if operation == "Decrypt" and not params.get("KeyId"):

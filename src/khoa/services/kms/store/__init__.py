@@ -49,7 +49,7 @@ class KmsStore:
 
     def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float = METADATA_SECONDS) -> None:
         self.keys = KeyStore(engine, barrier, cache_seconds)
-        self.aliases = AliasStore(engine, self.keys.alias_targets)
+        self.aliases = AliasStore(engine, self.keys.alias_targets, cache_seconds)
         self.grants = GrantStore(engine)
         self.tags = TagStore(engine, cache_seconds)
         self.imports = ImportStore(engine)
@@ -57,6 +57,7 @@ class KmsStore:
         self.custom_key_stores = CustomKeyStoreStore(engine, barrier)
 
     def clear_caches(self) -> None:
-        """Empty this process's caches of key rows, opened material, alias targets and tags."""
+        """Empty this process's caches of key rows, opened material, aliases and tags."""
         self.keys.clear_cache()
+        self.aliases.clear_cache()
         self.tags.clear_cache()

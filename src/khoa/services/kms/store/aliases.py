@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from khoa.cache import MISSING, TTLCache
+from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.storage import schema
 
 _ALIASES = schema.kms_aliases
@@ -23,11 +23,40 @@ class AliasRecord:
 
 class AliasStore:
     """Aliases over ``engine``; ``targets`` is the key store's alias cache (see ``KeyStore``), read
-    here and cleared whole after every alias write."""
+    here and cleared whole after every alias write. The names of each key's aliases
+    (kms:ResourceAliases, read for every call an IAM principal makes on a key) are cached
+    ``cache_seconds`` too, and cleared with it."""
 
-    def __init__(self, engine: Engine, targets: TTLCache[tuple[str, str, str], str | None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        targets: TTLCache[tuple[str, str, str], str | None],
+        cache_seconds: float = METADATA_SECONDS,
+    ) -> None:
         self._engine = engine
         self._targets = targets
+        self._names: TTLCache[str, tuple[str, ...]] = TTLCache(cache_seconds)
+
+    def names_of(self, key_id: str) -> tuple[str, ...]:
+        """The names of the aliases pointing at the key, sorted (key ids are globally unique, and an
+        alias only ever points at a key of its own account and Region)."""
+        cached = self._names.get(key_id)
+        if cached is not MISSING:
+            return cached
+        with self._engine.connect() as conn:
+            names = tuple(
+                conn.execute(
+                    select(_ALIASES.c.alias_name)
+                    .where(_ALIASES.c.target_key_id == key_id)
+                    .order_by(_ALIASES.c.alias_name)
+                ).scalars()
+            )
+        self._names.put(key_id, names)
+        return names
+
+    def clear_cache(self) -> None:
+        self._targets.clear()
+        self._names.clear()
 
     def target(self, account_id: str, region: str, alias_name: str) -> str | None:
         """The key id the alias points at (None: no such alias), from the cache or one query."""
@@ -63,7 +92,7 @@ class AliasStore:
         except IntegrityError:
             return False
         finally:
-            self._targets.clear()
+            self.clear_cache()
         return True
 
     def retarget(self, account_id: str, region: str, alias_name: str, key_id: str, now: float) -> None:
@@ -76,7 +105,7 @@ class AliasStore:
                 .where(_ALIASES.c.alias_name == alias_name)
                 .values(target_key_id=key_id, updated_at=now)
             )
-        self._targets.clear()
+        self.clear_cache()
 
     def remove(self, account_id: str, region: str, alias_name: str) -> bool:
         """Remove the alias; False when there was none."""
@@ -87,7 +116,7 @@ class AliasStore:
                 .where(_ALIASES.c.region == region)
                 .where(_ALIASES.c.alias_name == alias_name)
             )
-        self._targets.clear()
+        self.clear_cache()
         return bool(result.rowcount)
 
     def page(
