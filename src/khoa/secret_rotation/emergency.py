@@ -102,6 +102,9 @@ def _rotate(engine: RotationEngine, outcome: EmergencyOutcome, now: datetime, de
     if function is None:
         outcome.error = f"no rotation function is registered as {secret.rotation_lambda_arn}"
         return
+    if function.account_id != secret.account_id:
+        outcome.error = f"the function {function.arn} is of another account than the secret's: it never runs"
+        return
     with_values = {v.version_id for v in engine.store.versions(secret.secret_id) if not v.placeholder}
     before = [v for v, labels in _labels(engine, secret.secret_id).items() if labels and v in with_values]
 

@@ -362,6 +362,13 @@ class RotationEngine:
         try:
             if function is None:
                 raise InvocationError(f"no rotation function is registered as {secret.rotation_lambda_arn}")
+            if function.account_id != secret.account_id:
+                # RotateSecret refuses such a function (no function policy can grant Secrets Manager
+                # invoke across accounts in Khoa); one stored before that check never runs either.
+                raise InvocationError(
+                    f"Secrets Manager cannot invoke the function {function.arn} of another account "
+                    f"than the secret's ({secret.account_id})"
+                )
             hmac_key = None
             if function.secret_sealed:
                 hmac_key = self.barrier.open(

@@ -3,9 +3,12 @@ authorised as.
 
 All are checked by :func:`khoa.services.secretsmanager.authz.authorize_request`:
 ``secretsmanager:<Operation>`` on the secret named by ``SecretId`` (with its resource policy and tags),
-on the ARN a new secret would have for CreateSecret, and on ``*`` for ListSecrets, GetRandomPassword,
-BatchGetSecretValue (each secret it returns is then authorised for GetSecretValue) and
-ValidateResourcePolicy without a SecretId. The list is spelled out so that a new handler without an
+on the ARN a new secret would have for CreateSecret (with secretsmanager:TagResource when it has Tags and
+secretsmanager:ReplicateSecretToRegions when it has AddReplicaRegions), and on ``*`` for ListSecrets,
+GetRandomPassword, BatchGetSecretValue (with secretsmanager:ListSecrets when it has Filters; each secret it
+returns is then authorised for GetSecretValue) and ValidateResourcePolicy without a SecretId.
+TagResource and UntagResource are also refused when they would take the caller's own permission for
+them away (authz.py). The list is spelled out so that a new handler without an
 entry stops the service from building.
 """
 
@@ -56,5 +59,13 @@ def table(sm: SecretsBackend) -> AuthorizationTable:
             partial(authz.authorize_request, sm),
             OPERATIONS,
             RotateSecret=("secretsmanager:RotateSecret", "lambda:InvokeFunction"),
+            # With Tags / AddReplicaRegions (CreateSecret API reference, "Required permissions").
+            CreateSecret=(
+                "secretsmanager:CreateSecret",
+                "secretsmanager:TagResource",
+                "secretsmanager:ReplicateSecretToRegions",
+            ),
+            # With Filters ("If you use filters, you must also have secretsmanager:ListSecrets").
+            BatchGetSecretValue=("secretsmanager:BatchGetSecretValue", "secretsmanager:ListSecrets"),
         ),
     )

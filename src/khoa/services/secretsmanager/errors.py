@@ -80,6 +80,16 @@ def decryption_failure() -> AWSError:
     )
 
 
+def cannot_invoke_function() -> AWSError:
+    """RotateSecret naming a function Secrets Manager may not invoke (its function policy does not grant
+    secretsmanager.amazonaws.com lambda:InvokeFunction): AWS's answer, word for word."""
+    return AWSError(
+        "AccessDeniedException",
+        "Secrets Manager cannot invoke the specified Lambda function. "
+        "Ensure that the function policy grants access to the principal secretsmanager.amazonaws.com.",
+    )
+
+
 def malformed_policy(message: str) -> AWSError:
     return AWSError("MalformedPolicyDocumentException", message)
 

@@ -35,6 +35,10 @@ _REGION_FIELDS = (
     "secret_type",
     "deleted_at",
     "deletion_due_at",
+    # "Secrets Manager replicates the encrypted secret data and metadata such as tags and resource
+    # policies" (User Guide, "Replicate secrets across Regions"): a primary's policy change or deletion
+    # reaches its replicas, which refuse policy writes of their own.
+    "resource_policy",
 )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
 from khoa.services.secretsmanager import errors, names, schedule, stages
 from khoa.services.secretsmanager.backend import SecretsBackend
 
@@ -36,13 +35,12 @@ def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         raise errors.invalid_parameter(
             "RotationLambdaARN must be a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)."
         )
-    if lambda_arn and not sm.rotation.has_function(lambda_arn):
-        raise AWSError(
-            "AccessDeniedException",
-            "Secrets Manager cannot invoke the specified Lambda function. "
-            "Ensure that the function policy grants access to the principal "
-            "secretsmanager.amazonaws.com.",
-        )
+    # Khoa has no Lambda function policies: a function of another account than the secret's never
+    # grants Secrets Manager the right to invoke it for this secret, and AWS refuses such a function.
+    if lambda_arn and (
+        lambda_arn.split(":")[4] != record.account_id or not sm.rotation.has_function(lambda_arn)
+    ):
+        raise errors.cannot_invoke_function()
     current_stages = sm.store.read_stages(record.secret_id)
     immediately = params.get("RotateImmediately", True)
     if (immediately and sm.rotation.in_progress(record.secret_id)) or (
