@@ -96,3 +96,72 @@ def test_a_role_session_is_recorded_as_the_assumed_role(server: KhoaServer, iam:
     assert identity["arn"] == sessioned.arn
     assert identity["sessionContext"]["sessionIssuer"]["arn"] == arn
     assert "errorCode" not in by_name["ListKeys"]
+
+
+def _by_request(
+    caller: Caller | KhoaServer, request_ids: set[str], key: str, value: str
+) -> dict[str, dict[str, Any]]:
+    """The records of ``request_ids`` among the events with ``key`` ``value`` (a LookupAttribute) in
+    the trail of ``caller``'s account, by request ID."""
+    found: dict[str, dict[str, Any]] = {}
+    pages = caller.client("cloudtrail").get_paginator("lookup_events")
+    for page in pages.paginate(LookupAttributes=[{"AttributeKey": key, "AttributeValue": value}]):
+        for event in page["Events"]:
+            record = json.loads(event["CloudTrailEvent"])
+            if record.get("requestID") in request_ids:
+                found[record["requestID"]] = record
+    return found
+
+
+def test_a_call_on_another_accounts_resource_is_in_both_trails(
+    server: KhoaServer, iam: Any, account_b: Caller
+) -> None:
+    """CloudTrail records a call on another account's key, secret or role in the caller's trail and in
+    the owner's, joined by one sharedEventID: the owner sees who used what it owns (KMS Developer
+    Guide, "Logging AWS KMS API calls with AWS CloudTrail": cross-account operations are logged in
+    both accounts)."""
+    b_account = account_b.account_id
+    user = new_user(server, account_b.client("iam"), allow(["kms:*", "secretsmanager:*", "sts:AssumeRole"]))
+    b_root = f"arn:aws:iam::{b_account}:root"
+    shared_with_b = {"Effect": "Allow", "Principal": {"AWS": b_root}, "Resource": "*"}
+    root_statement = {"Effect": "Allow", "Principal": {"AWS": ROOT_ARN}, "Action": "kms:*", "Resource": "*"}
+    key = server.client("kms").create_key(
+        Policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": [root_statement, {**shared_with_b, "Action": "kms:*"}]}
+        )
+    )["KeyMetadata"]["Arn"]
+    sm = server.client("secretsmanager")
+    secret = sm.create_secret(Name=unique("shared"), SecretString="v", KmsKeyId=key)["ARN"]
+    sm.put_resource_policy(
+        SecretId=secret,
+        ResourcePolicy=document({**shared_with_b, "Action": "secretsmanager:GetSecretValue"}),
+    )
+    role = iam.create_role(
+        RoleName=unique("shared"),
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": b_root}, "Action": "sts:AssumeRole"}],
+            }
+        ),
+    )["Role"]["Arn"]
+    calls = {
+        "Encrypt": user.client("kms").encrypt(KeyId=key, Plaintext=b"x"),
+        "GetSecretValue": user.client("secretsmanager").get_secret_value(SecretId=secret),
+        "AssumeRole": user.client("sts").assume_role(RoleArn=role, RoleSessionName="shared"),
+    }
+    ids = {name: answer["ResponseMetadata"]["RequestId"] for name, answer in calls.items()}
+    own = _by_request(account_b, set(ids.values()), "Username", user.name)
+    owner = _by_request(server, set(ids.values()), "Username", user.name)
+    for name, request_id in ids.items():
+        mine, theirs = own[request_id], owner[request_id]
+        assert mine["eventName"] == theirs["eventName"] == name
+        assert mine["recipientAccountId"] == b_account
+        assert theirs["recipientAccountId"] == ACCOUNT_ID
+        assert theirs["userIdentity"]["accountId"] == b_account
+        assert theirs["userIdentity"]["arn"] == user.arn
+        assert mine["sharedEventID"] == theirs["sharedEventID"]
+        assert mine["eventID"] != theirs["eventID"]
+    # A call within one account stays in its own trail, without a sharedEventID.
+    alone = server.client("kms").encrypt(KeyId=key, Plaintext=b"x")["ResponseMetadata"]["RequestId"]
+    assert "sharedEventID" not in _by_request(server, {alone}, "ResourceName", key)[alone]

@@ -36,6 +36,11 @@ _TRUST_ACTIONS = frozenset(
 )
 
 
+# Where a request's context notes the accounts, other than the caller's, whose resources it was
+# authorised on (a set): CloudTrail records such a call in each owner's trail too (khoa.server.recording).
+RESOURCE_OWNERS = "khoa:resource-owners"
+
+
 def _no_scps(account_id: str) -> ScpLevels:
     return ()
 
@@ -178,6 +183,8 @@ class Authorizer:
         (the account root on its own resources skips it, which keeps the hot path cheap)."""
         principal = ctx.principal
         account = resource_account or ctx.account_id
+        if account != principal.account_id:
+            ctx.extras.setdefault(RESOURCE_OWNERS, set()).add(account)
         if self.allow_everything:
             return Decision(True)
         # The organization's SCPs govern every principal of a member account, its root user too.

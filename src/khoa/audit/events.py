@@ -431,8 +431,11 @@ def build(
     now: datetime,
     recipient_account: str,
     event_id: str | None = None,
+    shared_event_id: str | None = None,
 ) -> AuditEvent:
-    """The CloudTrail record of one API call (``event_id``: a new one when not given)."""
+    """The CloudTrail record of one API call (``event_id``: a new one when not given), for
+    ``recipient_account``'s trail; ``shared_event_id`` joins the records of one call that reach
+    several accounts' trails (CloudTrail's sharedEventID)."""
     plan = _operation(model, operation) if model is not None else None
     if plan is None:
         # The name of an operation that does not exist is whatever the caller sent (a 60,000-character
@@ -479,6 +482,8 @@ def build(
     if error_code is not None:
         record["errorCode"] = error_code
         record["errorMessage"] = error_message or ""
+    if shared_event_id is not None:
+        record["sharedEventID"] = shared_event_id
     return AuditEvent(
         record=record,
         account_id=account,

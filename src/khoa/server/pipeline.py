@@ -335,6 +335,7 @@ class Pipeline:
         """Authenticate, validate and authorise; what remains is running the handler."""
         operation = call.operation
         call.source_ip, extras = request_origin(self.network, scope, headers)
+        call.extras = extras  # the request context's: what authorisation notes in it, the record reads
         call.principal, call.region = self.authenticator.authenticate(scope, headers, body, service)
         handler = service.handlers.get(operation)
         if handler is None:

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from khoa.access.authorize import RESOURCE_OWNERS
 from khoa.audit.events import AuditEvent
 from khoa.audit.events import build as build_event
 from khoa.audit.recorder import AuditRecorder, AuditUnavailable, unavailable_error
@@ -48,6 +49,13 @@ class Call:
     params: dict[str, Any] | None = None
     pre_event: AuditEvent | None = None
     recorded: bool = False
+    # The request context's extras (its authorisation notes there whose resources it used).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def resource_owners(self) -> list[str]:
+        """The accounts, other than the caller's, whose resources the call was authorised on."""
+        owners = self.extras.get(RESOURCE_OWNERS)
+        return sorted(owners) if owners else []
 
 
 def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
@@ -84,17 +92,23 @@ class CallRecorder:
         await self._record(call.pre_event)
 
     async def record_outcome(self, call: Call, result: dict[str, Any] | None, error: AWSError | None) -> None:
+        """Record the call with its outcome. A call on another account's resources (a key, a secret,
+        a role) is recorded in each owner's trail too, as CloudTrail does, the records joined by one
+        sharedEventID: an owner sees who used what it owns."""
+        owners = call.resource_owners()
+        shared = self.ids.request_id() if owners else None
+        copies = [self.event(call, result, error, recipient=owner, shared=shared) for owner in owners]
         pre_event = call.pre_event
         if pre_event is None:
-            event = self.event(call, result, error)
+            event = self.event(call, result, error, shared=shared)
             call.recorded = True
-            await self._record(event)
+            await asyncio.gather(*(self._record(e) for e in (event, *copies)))
             return
         # the outcome completes the record made before the call ran: under its event ID
-        event = self.event(call, result, error, pre_event.event_id)
+        event = self.event(call, result, error, pre_event.event_id, shared=shared)
         call.recorded = True
         try:
-            await self.audit.finalize(event)
+            await asyncio.gather(self.audit.finalize(event), *(self._record(e) for e in copies))
         except AuditUnavailable:
             # The call already ran and its record (made before it ran) is durable: answer truthfully.
             self.metrics.audit_failures.inc()
@@ -148,16 +162,24 @@ class CallRecorder:
             raise
 
     def event(
-        self, call: Call, result: dict[str, Any] | None, error: AWSError | None, event_id: str | None = None
+        self,
+        call: Call,
+        result: dict[str, Any] | None,
+        error: AWSError | None,
+        event_id: str | None = None,
+        *,
+        recipient: str | None = None,
+        shared: str | None = None,
     ) -> AuditEvent:
-        """The call's audit event (``event_id``: a new one when not given)."""
+        """The call's audit event (``event_id``: a new one when not given) for ``recipient``'s trail
+        (the caller's account when not given), with CloudTrail's sharedEventID ``shared``."""
         principal = call.principal
         if principal is not None:
             access_key_id = principal.access_key_id
-            recipient = principal.account_id
+            recipient = recipient or principal.account_id
         else:
             access_key_id = access_key_of(call.headers, call.query_string)
-            recipient = self.default_account
+            recipient = recipient or self.default_account
         service = call.service
         user_agent = call.headers.get("user-agent")
         return build_event(
@@ -177,4 +199,5 @@ class CallRecorder:
             now=self.clock.now(),
             recipient_account=recipient,
             event_id=self.ids.event_id() if event_id is None else event_id,
+            shared_event_id=shared,
         )
