@@ -102,13 +102,19 @@ class CallRecorder:
         if pre_event is None:
             event = self.event(call, result, error, shared=shared)
             call.recorded = True
-            await asyncio.gather(*(self._record(e) for e in (event, *copies)))
+            if copies:  # (gather costs a task per record: not on the common path)
+                await asyncio.gather(*(self._record(e) for e in (event, *copies)))
+            else:
+                await self._record(event)
             return
         # the outcome completes the record made before the call ran: under its event ID
         event = self.event(call, result, error, pre_event.event_id, shared=shared)
         call.recorded = True
         try:
-            await asyncio.gather(self.audit.finalize(event), *(self._record(e) for e in copies))
+            if copies:
+                await asyncio.gather(self.audit.finalize(event), *(self._record(e) for e in copies))
+            else:
+                await self.audit.finalize(event)
         except AuditUnavailable:
             # The call already ran and its record (made before it ran) is durable: answer truthfully.
             self.metrics.audit_failures.inc()
