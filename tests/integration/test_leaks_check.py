@@ -27,6 +27,7 @@ from tests.support.names import unique
 from tests.support.server import ACCESS_KEY_ID, ACCOUNT_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 ALLOW_CHECK = {"Effect": "Allow", "Action": "khoa:CheckLeakedValues", "Resource": "*"}
+ALLOW_DESCRIBE = {"Effect": "Allow", "Action": "secretsmanager:DescribeSecret", "Resource": "*"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -467,7 +468,8 @@ def test_check_and_rate_limit_on_postgresql_with_two_workers(tmp_path: Path, pri
         created = sm.create_secret(Name=name, SecretString=first)
         sm.put_secret_value(SecretId=name, SecretString=value("pg2"))
         sm.put_secret_value(SecretId=name, SecretString=json.dumps({"password": password}))
-        user = new_user(instance, iam, ALLOW_CHECK)
+        # a scanner that may describe the secrets, so matches name them (visibility.py)
+        user = new_user(instance, iam, ALLOW_CHECK, ALLOW_DESCRIBE)
         leaks = client_for(instance, user.access_key_id, user.secret_access_key)
         found = check(leaks, first, password, user.secret_access_key)
         assert (one(found[first])["Status"], one(found[first])["VersionId"]) == (

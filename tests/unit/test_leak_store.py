@@ -169,3 +169,52 @@ def test_the_fingerprint_key_is_made_once_and_sealed(store_engine: Engine) -> No
     with store_engine.connect() as conn:
         stored = conn.execute(schema.meta.select().where(schema.meta.c.name == "leak_fingerprint_key")).one()
     assert len(stored.value) > 32  # sealed (format byte, nonce, tag), not the key
+
+
+def test_key_ids_and_session_tokens_are_found_by_the_credentials_rows(store_engine: Engine) -> None:
+    """A key id is found by the credential's rows' key id (one match per credential, however many rows
+    it has; not another account's), a session token by the digest the unexpired session keeps."""
+    store = LeakStore(store_engine)
+    user_arn = f"arn:aws:iam::{ACCOUNT}:user/u"
+    key = fingerprints.Resource(
+        ACCOUNT,
+        "",
+        fingerprints.ACCESS_KEY,
+        "AKIAKEYID00000000001",
+        user_arn,
+        access_key_id="AKIAKEYID00000000001",
+    )
+    theirs = fingerprints.Resource(
+        OTHER, "", fingerprints.ACCESS_KEY, "AKIAKEYID00000000002", "x", access_key_id="AKIAKEYID00000000002"
+    )
+    with store_engine.begin() as conn:
+        fingerprints.add(conn, key, [(None, "d" * 64), (None, "e" * 64)], 1.0)  # its secret's, an old id's
+        fingerprints.add(conn, theirs, [(None, "f" * 64)], 1.0)
+        for access_key_id, expires_at, token in (("ASIALIVE", 200.0, "1" * 64), ("ASIAGONE", 50.0, "2" * 64)):
+            conn.execute(
+                insert(schema.sts_sessions).values(
+                    access_key_id=access_key_id,
+                    account_id=ACCOUNT,
+                    secret_sealed=b"s",
+                    token_digest=token,
+                    role_id="AROA1",
+                    role_arn=f"arn:aws:iam::{ACCOUNT}:role/r",
+                    session_name="s",
+                    created_at=1.0,
+                    expires_at=expires_at,
+                )
+            )
+    found = store.matches(
+        ACCOUNT,
+        [],
+        key_ids=["AKIAKEYID00000000001", "AKIAKEYID00000000002"],
+        token_digests=["1" * 64, "2" * 64],
+        now=100.0,
+    )
+    assert sorted((m.matched_on, m.fingerprint, m.resource_id, m.resource_arn) for m in found) == [
+        ("access-key-id", "AKIAKEYID00000000001", "AKIAKEYID00000000001", user_arn),
+        ("session-token", "1" * 64, "ASIALIVE", f"arn:aws:iam::{ACCOUNT}:role/r"),
+    ]
+    states = {m.resource_id: (m.key_status, m.session_exists, m.expires_at) for m in found}
+    assert states == {"AKIAKEYID00000000001": (None, False, None), "ASIALIVE": (None, True, 200.0)}
+    assert store.matches(ACCOUNT, [], key_ids=[], token_digests=[], now=100.0) == []

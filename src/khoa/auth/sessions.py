@@ -46,7 +46,8 @@ def issue_session(
     fingerprinter: Fingerprinter | None = None,
 ) -> SessionCredentials:
     """Store a new session (secret sealed, token as a digest only) and return its credentials once;
-    with ``fingerprinter``, the leak fingerprints of its secret and key id go with it.
+    with ``fingerprinter``, the leak fingerprint of its secret goes with it (not of its key id, which
+    is no secret).
     ``transitive_tag_keys`` names the keys of ``session_tags`` a role chain passes on (the caller
     checks that they are among the tags)."""
     access_key_id = "ASIA" + "".join(secrets.choice(_ALNUM) for _ in range(16))
@@ -81,6 +82,7 @@ def issue_session(
                 access_key_id=access_key_id,
                 expires_at=expires.timestamp(),
             )
-            items = [(None, fingerprinter.digest(v)) for v in (secret, access_key_id)]
+            # the secret only: the key id is no secret (khoa-leaks finds ids by the row's key id)
+            items = [(None, fingerprinter.digest(secret))]
             fingerprints.add(conn, resource, items, now.timestamp())
     return SessionCredentials(access_key_id, secret, token, expires)

@@ -2,8 +2,10 @@
 
 The check is an oracle, so it has its own permission, denied unless an identity policy grants it
 (the account root is allowed, as for any action in its own account); it supports no resource-level
-permissions (resource ``*``). A call that is allowed then takes a token from the caller's bucket
-(limits.py): over the rate it is refused with ThrottlingException, audited like every refusal.
+permissions (resource ``*``). A call that is allowed then takes a token from the caller's identity's
+bucket (limits.py): over the rate it is refused with ThrottlingException, audited like every refusal.
+The identity is what is granted the permission, not the session: a role's ARN for all its sessions
+(a new RoleSessionName is no new bucket), a user's ARN, the account for its root.
 EmergencyRotateSecret needs ``khoa:EmergencyRotateSecret`` and passes Secrets Manager's own check of
 RotateSecret on the secret.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from khoa.audit.events import acting_principal
 from khoa.protocol.context import RequestContext
 from khoa.services.authorization import AuthorizationTable, rule
 from khoa.services.leaks.backend import LeaksBackend
@@ -23,8 +26,14 @@ EMERGENCY_ROTATE = "khoa:EmergencyRotateSecret"
 ROTATE_SECRET = "secretsmanager:RotateSecret"
 
 
+def rate_key(ctx: RequestContext) -> str:
+    """Whose bucket a call takes from: the identity behind the caller (acting_principal: the role of
+    an assumed-role session, a user's ARN, the root's), or the account when there is none."""
+    return acting_principal(ctx.principal) or ctx.principal.account_id
+
+
 def _limit(leaks: LeaksBackend, ctx: RequestContext) -> None:
-    leaks.limiter.take(ctx.principal.arn or ctx.principal.account_id)
+    leaks.limiter.take(rate_key(ctx))
 
 
 def table(leaks: LeaksBackend) -> AuthorizationTable:

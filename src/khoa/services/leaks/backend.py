@@ -64,7 +64,7 @@ class LeaksBackend:
 
     ``store`` reads the fingerprint table (and the state of what each fingerprint is of);
     ``fingerprinter`` computes candidates' fingerprints with the installation's key; ``authorizer``
-    authorises the calls; ``limiter`` is the per-principal rate limit. For responses (respond.py):
+    authorises the calls; ``limiter`` is the per-identity rate limit. For responses (respond.py):
     ``services`` are this process's other services by :attr:`Service.name` (their handlers run without
     the pipeline's authorisation: a response acts as Khoa), ``rotation`` the rotation engine,
     ``poke_jobs`` wakes the job runner, ``audit`` records what was done, ``clock`` is Khoa's clock.

@@ -9,7 +9,8 @@ batch per pass, as an upgrade needs, since every later write fingerprints itself
 then hourly, rows whose value stopped working without its write saying when are settled
 (LeakStore.settle).
 
-Access keys' and sessions' secrets are opened with the barrier; secret versions and SecureStrings
+Access keys' and sessions' secrets are opened with the barrier (their secrets are fingerprinted, not
+their key ids, which are no secret); secret versions and SecureStrings
 through KMS as the account's root, as the services read them (``open_secret`` and
 ``open_parameter``, given by the composition root); one that cannot be opened (its key disabled or
 deleted) is passed over.
@@ -111,8 +112,10 @@ class Backfill:
         if done or settled:
             log.info("leak fingerprints: %d value(s) fingerprinted, %d marked former", done, settled)
 
-    def _two(self, secret: str, key_id: str) -> list[tuple[str | None, str]]:
-        return [(None, self.fingerprinter.digest(secret)), (None, self.fingerprinter.digest(key_id))]
+    def _credential(self, secret: str) -> list[tuple[str | None, str]]:
+        """A credential's fingerprint: of its secret only (its key id is no secret; check.py finds
+        ids by the rows' ``access_key_id``)."""
+        return [(None, self.fingerprinter.digest(secret))]
 
     def keys(self, at: float) -> int:
         rows = self.store.unfingerprinted_keys(BATCH)
@@ -134,7 +137,7 @@ class Backfill:
             )
             self.store.add(
                 resource,
-                self._two(secret, row.access_key_id),
+                self._credential(secret),
                 row.created_at,
                 None if row.status == "Active" else at,
             )
@@ -157,7 +160,7 @@ class Backfill:
                 access_key_id=row.access_key_id,
                 expires_at=row.expires_at,
             )
-            self.store.add(resource, self._two(secret, row.access_key_id), row.created_at)
+            self.store.add(resource, self._credential(secret), row.created_at)
         return len(rows)
 
     def parameters(self, now: datetime) -> int:

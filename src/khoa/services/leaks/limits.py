@@ -4,7 +4,8 @@ CheckLeakedValues is an oracle (it answers whether a guess is a value Khoa holds
 ``capacity`` calls at once and ``capacity`` more every ``period`` seconds; beyond that the call is
 refused with ThrottlingException (recorded in the trail like any refused call, where the
 ``leak-check-burst`` alert rule sees it). The bucket is a row (store.take_token), so the rate is the
-principal's whichever process or node answers.
+principal's whichever process or node answers. The caller is its identity (authtable.rate_key): all
+sessions of a role share the role's bucket.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ DEFAULT_PERIOD_SECONDS = 10.0
 
 
 class RateLimiter:
-    """Token buckets keyed by principal ARN; ``take`` raises ThrottlingException when one is empty."""
+    """Token buckets keyed by identity (a user's, role's or root's ARN); ``take`` raises
+    ThrottlingException when one is empty."""
 
     def __init__(
         self,

@@ -14,10 +14,17 @@
 - a **SecureString** parameter, or an unexpired **STS credential**: an alert naming it (Khoa cannot
   know what the parameter's value unlocks; a role's sessions are revoked by its administrator).
 
+Only a match that proves a leak is responded to (check.py): a secret access key, a session token, a
+secret's or SecureString's value, never an access key id, which is no secret. A match the caller may
+not see (visibility.py: a secret it may not describe...) is responded to all the same, the value
+being the proof, but the Response returned to the caller names nothing: the wildcard ARN of its
+type and what was done.
+
 Each response is recorded as a ``LeakResponse`` service event (eventSource ``khoa-leaks.amazonaws.com``),
-from which the ``secret-leaked`` alert rule raises one alert per response. Responses never carry a
-value. Khoa acts as itself here (the caller was authorised for the report, not for IAM or Secrets
-Manager): the other services' handlers are called as the account root, without their authorisation.
+from which the ``secret-leaked`` alert rule raises one alert per response; these name the resource
+(for the account's administrators). Responses never carry a value. Khoa acts as itself here (the
+caller was authorised for the report, not for IAM or Secrets Manager): the other services' handlers
+are called as the account root, without their authorisation.
 
 ``emergency_rotate`` is EmergencyRotateSecret (``khoa secrets emergency-rotate``).
 """
@@ -35,6 +42,7 @@ from khoa.auth.principal import Principal
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.leaks.backend import LeaksBackend
+from khoa.services.leaks.visibility import hidden_arn, noun
 
 log = logging.getLogger("khoa.leaks")
 
@@ -47,6 +55,11 @@ EVENT_NAME = "LeakResponse"
 REPORT_BUDGET_SECONDS = 45.0
 EMERGENCY_TIMEOUT_SECONDS = 50.0
 _QUARANTINE_ARN = aws_managed.arn_of(aws_managed.QUARANTINE)
+_HIDDEN_ACTIONS = {
+    QUARANTINED: "quarantined",
+    ROTATION_STARTED: "started an emergency rotation of",
+    ALERTED: "raised an alert about",
+}
 _RESOURCE_TYPES = {
     "secret": "AWS::SecretsManager::Secret",
     "parameter": "AWS::SSM::Parameter",
@@ -65,6 +78,17 @@ class _Response:
 
     def wire(self) -> dict[str, Any]:
         return {"ResourceArn": self.resource_arn, "Action": self.action, "Detail": self.detail[:1000]}
+
+    def hidden(self, resource_type: str, account_id: str) -> dict[str, Any]:
+        """What the caller is told of a response to a match it may not see: what was done, to "one of
+        this account's" resources."""
+        what = _HIDDEN_ACTIONS.get(self.action, "responded to")
+        detail = (
+            f"Khoa {what} {noun(resource_type)} of this account whose value this report matched. You "
+            "may not describe it, so it is not named here; the account's administrators find it in the "
+            "trail (LeakResponse event) and in the secret-leaked alert."
+        )
+        return {"ResourceArn": hidden_arn(resource_type, account_id), "Action": self.action, "Detail": detail}
 
 
 def _as_khoa(ctx: RequestContext, region: str | None = None) -> RequestContext:
@@ -311,20 +335,26 @@ def _one(
 def respond(
     backend: LeaksBackend, ctx: RequestContext, matches: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Respond to every live match once per resource (see the module docstring); the Response dicts."""
+    """Respond to every live match that proves a leak once per resource (see the module docstring);
+    the Response dicts, naming only what the caller may see."""
     deadline = time.monotonic() + REPORT_BUDGET_SECONDS
     done: set[str] = set()
     responses: list[dict[str, Any]] = []
     for match in matches:
-        if match.get("Status") != "live":
-            continue
+        if match.get("Status") != "live" or match.get("ProvesLeak") is not True:
+            continue  # former: nothing to stop; a key id: no leak
         where = _as_khoa(ctx, match.get("Region"))
         response = _one(backend, where, match, done, deadline)
         if response is None:
             continue
         _record(backend, where, match, response)
         log.warning("leak response: %s %s", response.action, response.resource_arn)
-        responses.append(response.wire())
+        if match.get("Shown") is True:
+            responses.append(response.wire())
+            continue
+        hidden = response.hidden(str(match.get("ResourceType")), ctx.account_id)
+        if hidden not in responses:  # as its matches, hidden responses that say the same are said once
+            responses.append(hidden)
     return responses
 
 

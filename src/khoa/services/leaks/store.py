@@ -4,6 +4,10 @@ backfill job's reads and writes (khoa.storage.fingerprints writes rows inside ot
 A fingerprint row says what a value was of; whether that value still works is read at check time
 from the resource itself (the version's labels, the parameter's latest version, the key's status, the
 session's expiry), so a check is right even for a change whose own write did not record it.
+
+Besides fingerprints, :meth:`LeakStore.matches` finds access key ids by the rows' own key id (an id is
+no secret, so it is not fingerprinted: check.py reports such a match as information only) and an
+unexpired STS session by its token (by the SHA-256 digest the session keeps; the token is a secret).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ _SESSIONS = schema.sts_sessions
 _PRINCIPALS = schema.iam_principals
 _BUCKETS = schema.leak_rate_buckets
 _MAX_IN = 500  # values in one IN (...) list
+_CREDENTIALS = (fingerprints.ACCESS_KEY, fingerprints.STS_CREDENTIAL)
+
+BY_FINGERPRINT = "fingerprint"  # the value's keyed fingerprint
+BY_KEY_ID = "access-key-id"  # the value is a key id (not a secret)
+BY_TOKEN = "session-token"  # the value is an unexpired STS session's token (a secret)
 
 
 @dataclass
@@ -65,6 +74,8 @@ class FingerprintMatch:
     superseded_at: float | None = None  # parameter: when the next version was written
     key_status: str | None = None  # access key: Active / Inactive (None: deleted)
     session_exists: bool = False  # STS: the session is still stored
+    # what matched (BY_*); ``fingerprint`` is then the fingerprint, the key id or the token's digest
+    matched_on: str = BY_FINGERPRINT
 
 
 def _select_in(
@@ -77,6 +88,24 @@ def _select_in(
     for start in range(0, len(distinct), _MAX_IN):
         rows.extend(conn.execute(query.where(column.in_(distinct[start : start + _MAX_IN]))).all())
     return rows
+
+
+def _row_match(r: Row[Any], matched: str, matched_on: str = BY_FINGERPRINT) -> FingerprintMatch:
+    """A fingerprint row as a match (its resource's state still to be read)."""
+    return FingerprintMatch(
+        fingerprint=matched,
+        resource_type=r.resource_type,
+        resource_id=r.resource_id,
+        resource_arn=r.resource_arn,
+        region=r.region,
+        version_id=r.version_id,
+        field=r.field,
+        access_key_id=r.access_key_id,
+        invalid_since=r.invalid_since,
+        expires_at=r.expires_at,
+        stages=[],
+        matched_on=matched_on,
+    )
 
 
 def _ids(found: list[FingerprintMatch]) -> list[str]:
@@ -100,30 +129,53 @@ class LeakStore:
         self._engine = engine
 
     # -- checking ----------------------------------------------------------------------------------
-    def matches(self, account_id: str, digests: list[str]) -> list[FingerprintMatch]:
-        """Every fingerprint row of ``account_id`` (any Region) equal to one of ``digests``, with the
-        state of its resource."""
-        if not digests:
+    def matches(
+        self,
+        account_id: str,
+        digests: list[str],
+        key_ids: list[str] | None = None,
+        token_digests: list[str] | None = None,
+        now: float = 0.0,
+    ) -> list[FingerprintMatch]:
+        """Every fingerprint row of ``account_id`` (any Region) equal to one of ``digests``; one row
+        per access key or STS credential of the account whose key id is one of ``key_ids``
+        (``BY_KEY_ID``); every session of the account unexpired at ``now`` whose token's SHA-256 is
+        one of ``token_digests`` (``BY_TOKEN``); each with the state of its resource."""
+        key_ids, token_digests = key_ids or [], token_digests or []
+        if not (digests or key_ids or token_digests):
             return []
         with self._engine.connect() as conn:
             mine = select(_FP).where(_FP.c.account_id == account_id)
-            rows = _select_in(conn, mine, _FP.c.fingerprint, digests)
-            found = [
-                FingerprintMatch(
-                    fingerprint=r.fingerprint,
-                    resource_type=r.resource_type,
-                    resource_id=r.resource_id,
-                    resource_arn=r.resource_arn,
-                    region=r.region,
-                    version_id=r.version_id,
-                    field=r.field,
-                    access_key_id=r.access_key_id,
-                    invalid_since=r.invalid_since,
-                    expires_at=r.expires_at,
-                    stages=[],
+            found = [_row_match(r, r.fingerprint) for r in _select_in(conn, mine, _FP.c.fingerprint, digests)]
+            # a credential's rows have its key id as resource id (ix_leak_fingerprints_resource)
+            credentials = mine.where(_FP.c.resource_type.in_(_CREDENTIALS)).order_by(_FP.c.row_id)
+            by_id: dict[str, FingerprintMatch] = {}
+            for r in _select_in(conn, credentials, _FP.c.resource_id, key_ids):
+                by_id.setdefault(r.resource_id, _row_match(r, r.resource_id, BY_KEY_ID))
+            found.extend(by_id.values())
+            sessions = select(
+                _SESSIONS.c.access_key_id,
+                _SESSIONS.c.token_digest,
+                _SESSIONS.c.role_arn,
+                _SESSIONS.c.expires_at,
+            ).where(_SESSIONS.c.expires_at > now, _SESSIONS.c.account_id == account_id)
+            for r in _select_in(conn, sessions, _SESSIONS.c.token_digest, token_digests):
+                found.append(
+                    FingerprintMatch(
+                        fingerprint=r.token_digest,
+                        resource_type=fingerprints.STS_CREDENTIAL,
+                        resource_id=r.access_key_id,
+                        resource_arn=r.role_arn,
+                        region="",
+                        version_id=None,
+                        field=None,
+                        access_key_id=r.access_key_id,
+                        invalid_since=None,
+                        expires_at=r.expires_at,
+                        stages=[],
+                        matched_on=BY_TOKEN,
+                    )
                 )
-                for r in rows
-            ]
             self._secret_state(conn, [m for m in found if m.resource_type == fingerprints.SECRET])
             self._parameter_state(conn, [m for m in found if m.resource_type == fingerprints.PARAMETER])
             self._key_state(conn, [m for m in found if m.resource_type == fingerprints.ACCESS_KEY])
