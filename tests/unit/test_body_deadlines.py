@@ -63,6 +63,17 @@ def test_a_body_that_never_completes_is_refused_at_its_deadline() -> None:
     assert 0.4 <= took < 2.0
 
 
+def test_a_body_announced_too_large_and_never_sent_is_413_at_its_deadline() -> None:
+    deadlines = BodyDeadlines(0.2)
+    receive = feeder({"type": "http.request", "body": b"", "more_body": True}, then_wait=True)
+    with pytest.raises(BodyRefused) as refused:
+        asyncio.run(deadlines.read(receive, 10, announced=11))
+    assert refused.value.error.status == 413
+    with pytest.raises(BodyRefused) as refused:  # within the limit: the body is only late
+        asyncio.run(deadlines.read(feeder(then_wait=True), 10, announced=10))
+    assert refused.value.error.status == 408
+
+
 def test_many_reads_share_one_sweep_and_someone_elses_cancel_is_not_a_timeout() -> None:
     deadlines = BodyDeadlines(30.0)
 

@@ -112,9 +112,9 @@ class BodyDeadlines:
 
     async def read(self, receive: Receive, limit: int, announced: int | None = None) -> bytes:
         """The whole request body; raises BodyRefused (413, 408) or ClientGone. A body ``announced``
-        (its Content-Length) larger than ``limit`` is refused at once, before any of it is waited for."""
-        if announced is not None and announced > limit:
-            raise BodyRefused(_too_large())
+        (its Content-Length) larger than ``limit`` and not sent by the deadline is answered 413, not
+        408. It is not refused before it is read: a client still sending its body (http.client, the
+        SDKs) would see a broken pipe instead of the answer."""
         task = asyncio.current_task()
         if task is None:  # ASGI servers run every request in a task; a deadline needs one
             raise RuntimeError("request bodies are read inside a task")
@@ -129,7 +129,8 @@ class BodyDeadlines:
             if task not in self._expired:
                 raise  # cancelled by someone else
             task.uncancel()
-            raise BodyRefused(request_timeout()) from None
+            too_large = announced is not None and announced > limit
+            raise BodyRefused(_too_large() if too_large else request_timeout()) from None
         finally:
             self._reading.pop(task, None)
             self._expired.discard(task)
