@@ -99,6 +99,46 @@ def test_a_user_recreated_under_a_deleted_name_inherits_nothing(server: KhoaServ
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
 
 
+def test_a_renamed_user_keeps_what_named_it_and_its_old_name_inherits_nothing(
+    server: KhoaServer, iam: Any
+) -> None:
+    """A rename keeps the user's unique ID: resource policies and grants that named it by its old ARN
+    name it by the new one (as AWS updates them), and whoever takes the old name gets none of it."""
+    kms, sm = server.client("kms"), server.client("secretsmanager")
+    name = unique("bob")
+    bob = new_user(server, iam, name=name)
+    key = kms.create_key(Policy=_key_policy(_named(bob.arn, "kms:Decrypt")))["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key, Plaintext=b"for bob")["CiphertextBlob"]
+    granted = kms.create_key()["KeyMetadata"]["KeyId"]
+    granted_blob = kms.encrypt(KeyId=granted, Plaintext=b"by grant")["CiphertextBlob"]
+    kms.create_grant(KeyId=granted, GranteePrincipal=bob.arn, Operations=["Decrypt"])
+    secret = sm.create_secret(Name=unique("binding/bob"), SecretString="bob's value")["ARN"]
+    sm.put_resource_policy(
+        SecretId=secret, ResourcePolicy=resource_policy(_named(bob.arn, "secretsmanager:GetSecretValue"))
+    )
+
+    renamed = unique("bob-old")
+    iam.update_user(UserName=name, NewUserName=renamed, NewPath="/moved/")
+    new_arn = iam.get_user(UserName=renamed)["User"]["Arn"]
+    assert new_arn == f"arn:aws:iam::{ACCOUNT_ID}:user/moved/{renamed}"
+    assert json.loads(kms.get_key_policy(KeyId=key)["Policy"])["Statement"][1]["Principal"] == {
+        "AWS": new_arn
+    }
+    assert [g["GranteePrincipal"] for g in kms.list_grants(KeyId=granted)["Grants"]] == [new_arn]
+    # The renamed user (the same access key) keeps all three.
+    assert bob.client("kms").decrypt(CiphertextBlob=blob)["Plaintext"] == b"for bob"
+    assert bob.client("kms").decrypt(CiphertextBlob=granted_blob)["Plaintext"] == b"by grant"
+    assert bob.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"] == "bob's value"
+    # A new user under the old name gets none of them.
+    taker = new_user(server, iam, name=name)
+    assert taker.arn == bob.arn
+    assert code_of(taker.client("kms").decrypt, CiphertextBlob=blob) == "AccessDeniedException"
+    assert code_of(taker.client("kms").decrypt, CiphertextBlob=granted_blob) == "AccessDeniedException"
+    assert (
+        code_of(taker.client("secretsmanager").get_secret_value, SecretId=secret) == "AccessDeniedException"
+    )
+
+
 def test_a_role_recreated_under_a_deleted_name_inherits_nothing(server: KhoaServer, iam: Any) -> None:
     kms = server.client("kms")
     caller = new_user(server, iam, allow("sts:AssumeRole"))

@@ -14,6 +14,12 @@ unique ID in place of each value that named it, as AWS then displays it; so does
 names it as grantee or retiring principal. A unique ID is never reused,
 so the rewritten statement names nobody. Only ``Principal``/``NotPrincipal`` values change; a
 condition on ``aws:PrincipalArn`` compares strings, in AWS as here, and is left as written.
+
+A renamed user (a new name or path: a new ARN, the same unique ID) keeps what named it, and the old
+name becomes free: every value that named the user by its old ARN names the new one instead
+(:func:`follow_rename`), as AWS updates resource policies that name a renamed user as principal.
+Otherwise whoever next took the old name, by CreateUser or by renaming themselves into it, would
+inherit everything that named the user, and the user would lose it.
 """
 
 from __future__ import annotations
@@ -57,7 +63,19 @@ def names_role(account_id: str, name: str) -> Callable[[str], bool]:
 def forget_principal(conn: Connection, name: str, names: Callable[[str], bool], unique_id: str) -> int:
     """In the caller's transaction: replace each ``"AWS"`` principal value that ``names`` the deleted
     principal (called ``name``) with its ``unique_id``, in every stored resource policy and grant;
-    returns how many rows changed. Only rows whose text contains the name are read."""
+    returns how many rows changed."""
+    return _replace(conn, name, names, unique_id)
+
+
+def follow_rename(conn: Connection, old_name: str, old_arn: str, new_arn: str) -> int:
+    """In the caller's transaction: every principal value naming a user by ``old_arn`` (its name was
+    ``old_name``) names it by ``new_arn`` instead; returns how many rows changed."""
+    return _replace(conn, old_name, names_user(old_arn), new_arn)
+
+
+def _replace(conn: Connection, name: str, names: Callable[[str], bool], replacement: str) -> int:
+    """Replace each principal value ``names`` matches with ``replacement`` in every stored resource
+    policy and grant. Only rows whose text contains ``name`` are read."""
     changed = 0
     for table, key_name, policy_name, by_name in _POLICY_COLUMNS:
         key: Column[Any] = table.c[key_name]
@@ -65,7 +83,7 @@ def forget_principal(conn: Connection, name: str, names: Callable[[str], bool], 
         rows = conn.execute(select(key, column).where(column.contains(name, autoescape=True))).all()
         for row_key, text in rows:
             rewrite = _rewritten_map if by_name else _rewritten
-            rewritten = rewrite(text, names, unique_id)
+            rewritten = rewrite(text, names, replacement)
             if rewritten is not None:
                 conn.execute(update(table).where(key == row_key).values({policy_name: rewritten}))
                 changed += 1
@@ -74,12 +92,12 @@ def forget_principal(conn: Connection, name: str, names: Callable[[str], bool], 
         rows = conn.execute(select(key, column).where(column.contains(name, autoescape=True))).all()
         for row_key, value in rows:
             if names(value):
-                conn.execute(update(table).where(key == row_key).values({column_name: unique_id}))
+                conn.execute(update(table).where(key == row_key).values({column_name: replacement}))
                 changed += 1
     return changed
 
 
-def _rewritten_map(text: str, names: Callable[[str], bool], unique_id: str) -> str | None:
+def _rewritten_map(text: str, names: Callable[[str], bool], replacement: str) -> str | None:
     """A JSON map of policy documents by name, each rewritten as by ``_rewritten``."""
     try:
         documents = json.loads(text)
@@ -89,14 +107,14 @@ def _rewritten_map(text: str, names: Callable[[str], bool], unique_id: str) -> s
         return None
     replaced = False
     for name, document in documents.items():
-        rewritten = _rewritten(document, names, unique_id) if isinstance(document, str) else None
+        rewritten = _rewritten(document, names, replacement) if isinstance(document, str) else None
         if rewritten is not None:
             documents[name] = rewritten
             replaced = True
     return json.dumps(documents) if replaced else None
 
 
-def _rewritten(text: str, names: Callable[[str], bool], unique_id: str) -> str | None:
+def _rewritten(text: str, names: Callable[[str], bool], replacement: str) -> str | None:
     """``text`` with the principal values ``names`` matches replaced (None: nothing to replace, or not
     a policy this can read: such a stored policy is already read as an explicit deny everywhere)."""
     try:
@@ -118,9 +136,9 @@ def _rewritten(text: str, names: Callable[[str], bool], unique_id: str) -> str |
                 continue
             values = principals["AWS"]
             if isinstance(values, str) and names(values):
-                principals["AWS"] = unique_id
+                principals["AWS"] = replacement
                 replaced = True
             elif isinstance(values, list) and any(isinstance(v, str) and names(v) for v in values):
-                principals["AWS"] = [unique_id if isinstance(v, str) and names(v) else v for v in values]
+                principals["AWS"] = [replacement if isinstance(v, str) and names(v) else v for v in values]
                 replaced = True
     return json.dumps(document, indent=2) if replaced else None

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, Row, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from khoa.access.forgotten import forget_principal, names_role, names_user
+from khoa.access.forgotten import follow_rename, forget_principal, names_role, names_user
 from khoa.protocol.errors import AWSError
 from khoa.services.iam import errors
 from khoa.services.iam.names import GROUP, LABEL, ROLE, USER
@@ -116,6 +116,8 @@ class EntityStore:
                         .values(principal_name=name)
                     )
                     fingerprints.renamed(conn, entity.arn, arn)  # leak matches name the user as it is now
+                    if arn != entity.arn:  # what named the user names it still; its old name is free
+                        follow_rename(conn, entity.name, entity.arn, arn)
         except IntegrityError:
             raise _exists(kind, name) from None
 
