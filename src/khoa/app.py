@@ -20,7 +20,6 @@ from khoa.server.asgi import (
     Response,
     Scope,
     Send,
-    announced_length,
     send_response,
 )
 from khoa.server.authentication import Authenticator
@@ -122,7 +121,7 @@ class KhoaApp:
         settings = self.runtime.settings
         limit = ADMIN_BODY_LIMIT if admin else CONSOLE_BODY_LIMIT if console else settings.max_body_bytes
         try:
-            body = await self.body_deadlines.read(receive, limit, announced_length(scope))
+            body = await self.body_deadlines.read(receive, limit, scope)
         except ClientGone:
             return  # nobody to answer; a half-received request is never acted on
         except BodyRefused as refused:

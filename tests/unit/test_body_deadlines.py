@@ -67,10 +67,10 @@ def test_a_body_announced_too_large_and_never_sent_is_413_at_its_deadline() -> N
     deadlines = BodyDeadlines(0.2)
     receive = feeder({"type": "http.request", "body": b"", "more_body": True}, then_wait=True)
     with pytest.raises(BodyRefused) as refused:
-        asyncio.run(deadlines.read(receive, 10, announced=11))
+        asyncio.run(deadlines.read(receive, 10, {"headers": [(b"content-length", b"11")]}))
     assert refused.value.error.status == 413
     with pytest.raises(BodyRefused) as refused:  # within the limit: the body is only late
-        asyncio.run(deadlines.read(feeder(then_wait=True), 10, announced=10))
+        asyncio.run(deadlines.read(feeder(then_wait=True), 10, {"headers": [(b"content-length", b"10")]}))
     assert refused.value.error.status == 408
 
 

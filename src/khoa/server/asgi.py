@@ -110,11 +110,11 @@ class BodyDeadlines:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop the sweeper runs on
 
-    async def read(self, receive: Receive, limit: int, announced: int | None = None) -> bytes:
-        """The whole request body; raises BodyRefused (413, 408) or ClientGone. A body ``announced``
-        (its Content-Length) larger than ``limit`` and not sent by the deadline is answered 413, not
-        408. It is not refused before it is read: a client still sending its body (http.client, the
-        SDKs) would see a broken pipe instead of the answer."""
+    async def read(self, receive: Receive, limit: int, scope: Scope | None = None) -> bytes:
+        """The whole request body; raises BodyRefused (413, 408) or ClientGone. A body the request's
+        ``scope`` announces (its Content-Length) larger than ``limit`` and not sent by the deadline is
+        answered 413, not 408. It is not refused before it is read: a client still sending its body
+        (http.client, the SDKs) would see a broken pipe instead of the answer."""
         task = asyncio.current_task()
         if task is None:  # ASGI servers run every request in a task; a deadline needs one
             raise RuntimeError("request bodies are read inside a task")
@@ -129,6 +129,7 @@ class BodyDeadlines:
             if task not in self._expired:
                 raise  # cancelled by someone else
             task.uncancel()
+            announced = announced_length(scope) if scope is not None else None
             too_large = announced is not None and announced > limit
             raise BodyRefused(_too_large() if too_large else request_timeout()) from None
         finally:

@@ -49,13 +49,9 @@ class Call:
     params: dict[str, Any] | None = None
     pre_event: AuditEvent | None = None
     recorded: bool = False
-    # The request context's extras (its authorisation notes there whose resources it used).
+    # The request context's extras (its authorisation notes there, under RESOURCE_OWNERS, the
+    # accounts other than the caller's whose resources the call was authorised on).
     extras: dict[str, Any] = field(default_factory=dict)
-
-    def resource_owners(self) -> list[str]:
-        """The accounts, other than the caller's, whose resources the call was authorised on."""
-        owners = self.extras.get(RESOURCE_OWNERS)
-        return sorted(owners) if owners else []
 
 
 def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
@@ -95,9 +91,13 @@ class CallRecorder:
         """Record the call with its outcome. A call on another account's resources (a key, a secret,
         a role) is recorded in each owner's trail too, as CloudTrail does, the records joined by one
         sharedEventID: an owner sees who used what it owns."""
-        owners = call.resource_owners()
+        owners = call.extras.get(RESOURCE_OWNERS)  # (a set, on the rare call that has any)
         shared = self.ids.request_id() if owners else None
-        copies = [self.event(call, result, error, recipient=owner, shared=shared) for owner in owners]
+        copies = (
+            [self.event(call, result, error, recipient=owner, shared=shared) for owner in sorted(owners)]
+            if owners
+            else ()
+        )
         pre_event = call.pre_event
         if pre_event is None:
             event = self.event(call, result, error, shared=shared)
