@@ -202,6 +202,7 @@ class Runtime:
             authorizer,
             settings.metadata_cache_seconds,
             cpu_gate=affinity.heavy_gate(settings.data_dir, claims),
+            xks_networks=settings.xks_proxy_networks,
         )
         # Rotation is built before Secrets Manager, which queues and cancels rotations through it.
         fingerprinter = load_fingerprinter(engine, barrier)  # leak detection's key (khoa-leaks)

@@ -7,6 +7,7 @@ from that declaration. README's environment table lists the same names (tests/un
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -23,6 +24,18 @@ from khoa.storage.database import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_TIMEO
 DEFAULT_REGION = "us-east-1"
 # Per-process caches (README "Cache lifetimes"): at most 300 s, 0 turns one off.
 _CACHE_SECONDS = seconds_between(0, 300)
+
+
+def _cidrs(name: str, value: str) -> None:
+    """A comma-separated list of CIDRs (refused at start, not at the first call that reads it)."""
+    for part in value.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{name} must list CIDRs (e.g. 10.0.0.0/8,127.0.0.1/32), not {part.strip()!r}"
+                ) from None
 
 
 def _lower(raw: str) -> str:
@@ -116,6 +129,10 @@ class Settings:
     tls_key: str = variable("KHOA_TLS_KEY", "", str)
     private_networks: str = variable("KHOA_PRIVATE_NETWORKS", "", str)
     trusted_proxies: str = variable("KHOA_TRUSTED_PROXIES", "", str)
+    # CIDRs of non-public addresses an external key store's XKS proxy may be at (an on-premises HSM's
+    # proxy, a sidecar on loopback): without them an endpoint must be public https on port 443, as on
+    # AWS, so that no tenant can aim Khoa at the node's own network (khoa.services.kms.xks_endpoints).
+    xks_proxy_networks: str = variable("KHOA_XKS_PROXY_NETWORKS", "", str, check=_cidrs)
     audit_dir: str = variable("KHOA_AUDIT_DIR", "", str)
     audit_retention_days: float = variable("KHOA_AUDIT_RETENTION_DAYS", 90.0, float)
     audit_delivery_seconds: float = variable("KHOA_AUDIT_DELIVERY_SECONDS", 300.0, float)

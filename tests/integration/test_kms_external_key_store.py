@@ -157,6 +157,49 @@ def test_store_life_cycle(server: KhoaServer, kms: Any, proxy: FakeXksProxy) -> 
     )
 
 
+def test_without_operator_networks_a_proxy_must_be_public_https_on_443(
+    tmp_path: Path, proxy: FakeXksProxy
+) -> None:
+    """A tenant cannot aim Khoa at the node's own network: loopback, private and link-local addresses
+    (literal or by name), http:// and ports other than 443 are refused unless KHOA_XKS_PROXY_NETWORKS
+    allows them. A proxy really listening on loopback is not called (nothing tells what is there)."""
+    server = KhoaServer(tmp_path / "data", extra_env={"KHOA_XKS_PROXY_NETWORKS": ""}).start()
+    try:
+        kms = server.client("kms")
+        credential = {"AccessKeyId": proxy.access_key_id, "RawSecretAccessKey": proxy.secret}
+        base = {
+            "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
+            "XksProxyUriPath": PATH,
+            "XksProxyConnectivity": "PUBLIC_ENDPOINT",
+            "XksProxyAuthenticationCredential": credential,
+        }
+        port = proxy.endpoint.rsplit(":", 1)[1]
+        before = (len(proxy.seen), proxy.bad_signatures)
+        for endpoint in (
+            proxy.endpoint,
+            f"https://127.0.0.1:{port}",
+            f"https://localhost:{port}",
+            "https://localhost",
+            "https://[::1]",
+            "https://[::ffff:127.0.0.1]",
+            "https://169.254.169.254",
+            "https://10.1.2.3",
+            "https://192.168.0.10",
+            "https://xks.example.com:8443",
+        ):
+            refused = error_response(
+                kms.create_custom_key_store,
+                CustomKeyStoreName=_name("inward"),
+                XksProxyUriEndpoint=endpoint,
+                **base,
+            )["Error"]
+            assert refused["Code"] == "ValidationException", (endpoint, refused)
+        assert (len(proxy.seen), proxy.bad_signatures) == before  # never called
+        assert kms.describe_custom_key_stores()["CustomKeyStores"] == []
+    finally:
+        server.stop()
+
+
 def test_store_refusals(kms: Any, proxy: FakeXksProxy) -> None:
     credential = {"AccessKeyId": proxy.access_key_id, "RawSecretAccessKey": proxy.secret}
     base = {

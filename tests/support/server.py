@@ -70,6 +70,8 @@ class KhoaServer:
                 "KHOA_ROOT_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
                 "KHOA_JOB_INTERVAL_SECONDS": "3600",
                 "KHOA_REGIONS": ",".join((*AWS_COMMERCIAL_REGIONS, *TEST_REGIONS)),
+                # The XKS proxies tests start listen on loopback (an operator's choice, as here).
+                "KHOA_XKS_PROXY_NETWORKS": "127.0.0.0/8,::1/128",
             }
         )
         if self.harness:

@@ -55,6 +55,7 @@ NON_DEFAULT: dict[str, Any] = {
     "tls_key": "/etc/khoa/key.pem",
     "private_networks": "10.0.0.0/8=vpc-0abc",
     "trusted_proxies": "127.0.0.1/32",
+    "xks_proxy_networks": "10.1.0.0/16,127.0.0.1/32",
     "audit_dir": "/var/log/khoa",
     "audit_retention_days": 7.0,
     "audit_delivery_seconds": 60.0,

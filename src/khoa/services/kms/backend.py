@@ -18,6 +18,7 @@ from khoa.crypto import keymaterial
 from khoa.crypto.barrier import Barrier
 from khoa.services.kms.store import KmsStore
 from khoa.services.kms.xks import XksClient
+from khoa.services.kms.xks_endpoints import EndpointPolicy, parse_networks
 
 UNGATED = HeavyGate(None, 1)  # no lock files: key generation waits for nothing (holds no state)
 
@@ -43,10 +44,13 @@ class KmsBackend:
         authorizer: Authorizer,
         cache_seconds: float,
         cpu_gate: HeavyGate | None = None,
+        xks_networks: str = "",
     ) -> KmsBackend:
-        """The collaborators over ``engine``, with a store whose caches live ``cache_seconds``."""
+        """The collaborators over ``engine``, with a store whose caches live ``cache_seconds``;
+        ``xks_networks``: the non-public networks XKS proxies may be in (KHOA_XKS_PROXY_NETWORKS)."""
         store = KmsStore(engine, barrier, cache_seconds)
-        return cls(barrier, store, authorizer, cpu_gate=cpu_gate or UNGATED)
+        xks = XksClient(endpoints=EndpointPolicy(parse_networks(xks_networks)))
+        return cls(barrier, store, authorizer, xks, cpu_gate=cpu_gate or UNGATED)
 
     def generate_rsa(self, bits: int) -> bytes:
         """A new RSA private key (PKCS#8 DER), generated in a slot of the node's gate: RSA-4096 takes

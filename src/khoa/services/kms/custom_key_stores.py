@@ -14,7 +14,6 @@ The proxy endpoint must be ``https://host[:port]``; ``http://`` is accepted only
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import urllib.parse
 from typing import Any
@@ -64,16 +63,8 @@ def invalid_store_state(message: str) -> AWSError:
     return AWSError("CustomKeyStoreInvalidStateException", message)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_endpoint(endpoint: str) -> str:
+def _check_endpoint(kms: KmsBackend, endpoint: str) -> str:
+    """A well-formed endpoint at an address XKS proxies may be at (khoa.services.kms.xks_endpoints)."""
     try:
         parts = urllib.parse.urlsplit(endpoint)
         host = parts.hostname or ""
@@ -84,13 +75,11 @@ def _check_endpoint(endpoint: str) -> str:
         raise errors.validation(
             f"XksProxyUriEndpoint {endpoint} must be https://<host>[:<port>], with no path or query."
         )
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise errors.validation(
-            f"XksProxyUriEndpoint {endpoint} must use https://; http:// is accepted only for a loopback "
-            "address (127.0.0.0/8, ::1, localhost)."
-        )
     if port == 0:
         raise errors.validation(f"XksProxyUriEndpoint {endpoint} has an invalid port.")
+    refusal = kms.xks.endpoints.refusal(endpoint)
+    if refusal is not None:
+        raise errors.validation(f"XksProxyUriEndpoint {endpoint} is not accepted: {refusal}.")
     return endpoint.rstrip("/")
 
 
@@ -156,7 +145,7 @@ def create_custom_key_store(kms: KmsBackend, ctx: RequestContext, params: dict[s
     for name in ("XksProxyUriEndpoint", "XksProxyUriPath", "XksProxyAuthenticationCredential"):
         if params.get(name) is None:
             raise errors.validation(f"{name} is required for an external key store.")
-    endpoint = _check_endpoint(params["XksProxyUriEndpoint"])
+    endpoint = _check_endpoint(kms, params["XksProxyUriEndpoint"])
     path = params["XksProxyUriPath"]
     credential = params["XksProxyAuthenticationCredential"]
     stores = kms.store.custom_key_stores
@@ -303,7 +292,7 @@ def update_custom_key_store(kms: KmsBackend, ctx: RequestContext, params: dict[s
     if params.get("XksProxyConnectivity") is not None:
         _check_connectivity(params["XksProxyConnectivity"])
     if params.get("XksProxyUriEndpoint") is not None:
-        endpoint = _check_endpoint(params["XksProxyUriEndpoint"])
+        endpoint = _check_endpoint(kms, params["XksProxyUriEndpoint"])
         changes["endpoint"] = endpoint
     if params.get("XksProxyUriPath") is not None:
         path = params["XksProxyUriPath"]

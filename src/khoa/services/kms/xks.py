@@ -28,6 +28,7 @@ from typing import Any
 
 from khoa import outbound
 from khoa.auth.sigv4 import SignedRequest, canonical_request, signing_key, string_to_sign
+from khoa.services.kms.xks_endpoints import EndpointPolicy
 
 SERVICE = "kms-xks-proxy"
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -137,8 +138,13 @@ def _unb64(value: Any, name: str) -> bytes:
 class XksClient:
     """One per process (held by the KMS backend); stateless apart from its listeners."""
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, timeout: float = DEFAULT_TIMEOUT_SECONDS, endpoints: EndpointPolicy | None = None
+    ) -> None:
+        """``endpoints``: where a proxy may be (checked again before every call: a name's addresses
+        may have changed since the endpoint was accepted)."""
         self.timeout = timeout
+        self.endpoints = endpoints if endpoints is not None else EndpointPolicy()
         self.listeners: list[Listener] = []
 
     # -- the four operations -----------------------------------------------------------------------
@@ -228,6 +234,9 @@ class XksClient:
                 listener(operation, outcome, elapsed)
 
     def _exchange(self, proxy: Proxy, url: str, data: bytes) -> dict[str, Any]:
+        if self.endpoints.refusal(proxy.endpoint) is not None:
+            # Answered as an unreachable proxy, whatever is there: nothing of the node's network is told.
+            raise ProxyFailure("Unreachable", "the endpoint is not at an address XKS proxies may be at")
         headers = sign(proxy, url, data, datetime.now(UTC))
         try:
             reply = outbound.exchange(url, data, headers=headers, timeout=self.timeout, max_body=64 * 1024)
