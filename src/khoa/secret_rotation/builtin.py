@@ -15,6 +15,14 @@ After an emergency rotation (khoa.secret_rotation.emergency) the previous creden
 working: :meth:`DatabaseRotator.revoke_previous` has the master user give the previous user a password
 nobody is told, and :meth:`DatabaseRotator.still_accepted` is testSecret turned around (the old
 credentials must be refused).
+
+Confused-deputy guards (as in AWS's templates): whoever may PutSecretValue on the secret chooses its
+``username``/``host``, but must not get the master user, or the previous credentials, to act on a user
+they could not log in as. Before the master user acts, setSecret and revoke_previous check that the user
+it changes is the alternate of the current one, that current, pending and master secrets name the same
+database server, that the current credentials log in, and that the user is not the master user itself;
+the single-user setSecret uses the AWSPREVIOUS credentials only if they name the pending user, and changes
+the password of the user it is logged in as only. A refusal fails the step (never naming a value).
 """
 
 from __future__ import annotations
@@ -84,6 +92,18 @@ def _mysql_hosts(cursor: Any, username: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
+def _check_session_user(conn: Any, secret: dict[str, Any], username: str) -> None:
+    """The connection is logged in as ``username`` (single user: a user only changes its own password)."""
+    if _is_mysql(secret):
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)")
+            row = cursor.fetchone()
+    else:
+        row = conn.execute("SELECT session_user").fetchone()
+    if not row or row[0] != username:
+        raise RotationStepError(f"the connection is not logged in as user {username}: refusing to change it")
+
+
 def _set_own_password(conn: Any, secret: dict[str, Any], username: str, password: str) -> None:
     """The user changes its own password (single user): no privilege needed on either engine."""
     if not _is_mysql(secret):
@@ -143,6 +163,61 @@ def _alternate(username: str) -> str:
     return username[: -len(_CLONE)] if username.endswith(_CLONE) else username + _CLONE
 
 
+def _server(secret: dict[str, Any]) -> tuple[bool, str, int]:
+    """The database server a secret names: engine family, host (case-insensitive), port (or the default)."""
+    mysql = _is_mysql(secret)
+    host = str(secret.get("host") or "").strip().lower()
+    try:
+        port = int(secret.get("port") or (3306 if mysql else 5432))
+    except (TypeError, ValueError):
+        raise RotationStepError("the secret's 'port' is not a number") from None
+    if not host:
+        raise RotationStepError("the secret has no 'host'")
+    return mysql, host, port
+
+
+def _same_server(first: dict[str, Any], second: dict[str, Any], what: str) -> None:
+    if _server(first) != _server(second):
+        raise RotationStepError(f"{what} do not name the same database server (engine, host and port)")
+
+
+def _username(secret: dict[str, Any], which: str) -> str:
+    username = secret.get("username")
+    if not isinstance(username, str) or not username:
+        raise RotationStepError(f"the {which} secret has no 'username'")
+    return username
+
+
+def _check_login(secret: dict[str, Any], message: str) -> None:
+    """The credentials log in (they are not just a name someone wrote into the secret)."""
+    conn = _connect(secret)
+    if conn is None:
+        raise RotationStepError(message)
+    conn.close()
+
+
+def _master_for(client: Any, current: dict[str, Any], username: str, why: str) -> dict[str, Any]:
+    """The master secret named by the AWSCURRENT value, once it is safe to let its user change
+    ``username``'s password: the current credentials log in (so whoever wrote them could already act
+    as that user: no confused deputy), the master secret names the same server, and ``username`` is not
+    the master user (a child secret never changes the master's password)."""
+    master_arn = current.get("masterarn")
+    if not master_arn:
+        raise RotationStepError("the alternating-users strategy needs 'masterarn' in the secret")
+    _check_login(
+        current,
+        f"the AWSCURRENT credentials (user {_username(current, 'AWSCURRENT')}) were refused by the "
+        f"database: refusing to use the master user to {why}",
+    )
+    admin = _secret(client, str(master_arn), "AWSCURRENT")
+    _same_server(current, admin, "the secret and its master secret")
+    if _username(admin, "master") in (username, _alternate(username)):
+        raise RotationStepError(
+            f"user {username} is the master user or its alternate: refusing to let the master user {why}"
+        )
+    return admin
+
+
 class DatabaseRotator:
     def __init__(self, strategy: str) -> None:
         self.alternating = strategy.endswith("alternating-users")
@@ -186,33 +261,53 @@ class DatabaseRotator:
             done.close()
             return
         current = _secret(client, arn, "AWSCURRENT")
+        username = _username(pending, "AWSPENDING")
+        current_user = _username(current, "AWSCURRENT")
+        _same_server(current, pending, "the AWSCURRENT and AWSPENDING secrets")
         if self.alternating:
-            master_arn = current.get("masterarn")
-            if not master_arn:
-                raise RotationStepError("the alternating-users strategy needs 'masterarn' in the secret")
-            admin = _secret(client, master_arn, "AWSCURRENT")
+            # AWS's set_secret (multi user): pending user == alternate of current, same host, current
+            # credentials log in ("confused deputy"), master on the same host.
+            if username != _alternate(current_user):
+                raise RotationStepError(
+                    f"the AWSPENDING user {username} is not the alternate of the AWSCURRENT user "
+                    f"{current_user}: refusing to let the master user change it"
+                )
+            admin = _master_for(client, current, username, f"create or change user {username}")
             conn = _connect(admin)
             if conn is None:
                 raise RotationStepError("the master credentials were refused by the database")
             try:
-                template = current["username"]
-                base = template[: -len(_CLONE)] if template.endswith(_CLONE) else template
-                _ensure_clone(conn, pending, base, pending["username"], pending["password"])
-                _set_password(conn, pending, pending["username"], pending["password"])
+                base = current_user[: -len(_CLONE)] if current_user.endswith(_CLONE) else current_user
+                _ensure_clone(conn, pending, base, username, pending["password"])
+                _set_password(conn, pending, username, pending["password"])
             finally:
                 conn.close()
             return
+        # AWS's set_secret (single user): current, previous and pending name the same user and host.
+        if current_user != username:
+            raise RotationStepError(
+                f"the AWSPENDING user {username} is not the AWSCURRENT user {current_user}: "
+                "a single-user rotation only changes its own user's password"
+            )
         conn = _connect(current)
         if conn is None:
             try:
                 previous = _secret(client, arn, "AWSPREVIOUS")
             except client.exceptions.ResourceNotFoundException:
                 previous = None
-            conn = _connect(previous) if previous else None
+            if previous is not None:
+                if previous.get("username") != username:
+                    raise RotationStepError(
+                        f"the AWSCURRENT credentials were refused and the AWSPREVIOUS ones are not of user "
+                        f"{username}: refusing to use them"
+                    )
+                _same_server(previous, pending, "the AWSPREVIOUS and AWSPENDING secrets")
+                conn = _connect(previous)
         if conn is None:
             raise RotationStepError("neither the current nor the previous credentials were accepted")
         try:
-            _set_own_password(conn, pending, pending["username"], pending["password"])
+            _check_session_user(conn, pending, username)
+            _set_own_password(conn, pending, username, pending["password"])
         finally:
             conn.close()
 
@@ -275,10 +370,17 @@ class DatabaseRotator:
         username = previous.get("username")
         if not username or username == current.get("username"):
             return None
-        master_arn = current.get("masterarn") or previous.get("masterarn")
-        if not master_arn:
-            raise RotationStepError("the alternating-users strategy needs 'masterarn' in the secret")
-        conn = _connect(_secret(client, master_arn, "AWSCURRENT"))
+        # the same guards as setSecret: only the alternate of the current user, on the same server,
+        # and only when the current credentials log in
+        current_user = _username(current, "AWSCURRENT")
+        if username != _alternate(current_user):
+            raise RotationStepError(
+                f"the previous user {username} is not the alternate of the AWSCURRENT user "
+                f"{current_user}: refusing to let the master user change its password"
+            )
+        _same_server(current, previous, "the AWSCURRENT and previous secrets")
+        admin = _master_for(client, current, str(username), f"change the password of user {username}")
+        conn = _connect(admin)
         if conn is None:
             raise RotationStepError("the master credentials were refused by the database")
         try:
