@@ -137,19 +137,16 @@ class Directory:
         under that name never inherits it (khoa.access.forgotten keeps that true when one is deleted).
         Principals of accounts this installation does not hold are beyond its knowledge and pass."""
         named = {
-            value
+            value: match.groups()
             for statement in policy.statements
             for kind, value in (statement.principals or ()) + (statement.not_principals or ())
-            if kind == "AWS" and _IAM_ENTITY.match(value)
+            if kind == "AWS" and (match := _IAM_ENTITY.match(value))
         }
         if not named:
             return []
         missing = []
         with self.engine.connect() as conn:
-            for value in sorted(named):
-                match = _IAM_ENTITY.match(value)
-                assert match is not None
-                account_id, kind, rest = match.groups()
+            for value, (account_id, kind, rest) in sorted(named.items()):
                 held = conn.execute(
                     select(_ACCOUNTS.c.account_id).where(_ACCOUNTS.c.account_id == account_id)
                 )
