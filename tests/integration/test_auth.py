@@ -8,6 +8,8 @@ exactly what an SDK would send, or a precisely damaged variant of it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import http.client
 import json
 import re
 import urllib.error
@@ -189,6 +191,37 @@ def test_authorization_missing_a_parameter(server: KhoaServer, drop: str) -> Non
         reply,
         "IncompleteSignatureException",
         f"Authorization header requires '{drop}' parameter. Authorization={damaged}",
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["Authorization", "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256"]
+)
+def test_a_header_verification_reads_may_appear_only_once(server: KhoaServer, name: str) -> None:
+    """Two Authorization (or X-Amz-Date, token, payload hash) headers: which one the signer meant is
+    a guess, so the request is refused rather than verified against the first."""
+    extra = (
+        {"X-Amz-Content-Sha256": hashlib.sha256(b"{}").hexdigest()} if name == "X-Amz-Content-Sha256" else {}
+    )
+    token = "a-session-token" if name == "X-Amz-Security-Token" else None
+    request = build_request(server.endpoint, "TrentService.ListKeys", headers=extra, token=token).prepare()
+    headers = list(request.headers.items())
+    value = dict(headers).get(name, "anything")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/", skip_accept_encoding=True)
+        for key, header_value in headers:
+            connection.putheader(key, header_value)
+        connection.putheader(name, value)
+        connection.endheaders(request.body)
+        response = connection.getresponse()
+        reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+    assert_error(
+        reply,
+        "IncompleteSignatureException",
+        f"Only one '{name.lower()}' header is allowed in a signed request.",
     )
 
 

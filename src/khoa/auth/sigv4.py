@@ -56,6 +56,10 @@ class VerifiedSignature:
     session_token: str | None
 
 
+# Headers whose single value verification reads; a request carrying one twice is refused.
+_SINGLE_HEADERS = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
+
+
 def _first(headers: dict[str, list[str]], name: str) -> str | None:
     values = headers.get(name)
     return values[0] if values else None
@@ -436,6 +440,10 @@ class SigV4Verifier:
         headers = request.headers
         values = headers.get("authorization")
         presigned = None
+        for name in _SINGLE_HEADERS:
+            if len(headers.get(name) or ()) > 1:
+                # Which one counts would be the server's guess, not the signer's statement.
+                raise _incomplete(f"Only one '{name}' header is allowed in a signed request.")
         if values:
             header = values[0]
         else:
