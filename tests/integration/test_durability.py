@@ -39,7 +39,7 @@ def test_state_survives_restart(fresh_server: KhoaServer) -> None:
     symmetric = kms.create_key(Description="survivor", Tags=[{"TagKey": "k", "TagValue": "v"}])["KeyMetadata"]
     kms.create_alias(AliasName="alias/survivor", TargetKeyId=symmetric["KeyId"])
     grant = kms.create_grant(
-        KeyId=symmetric["KeyId"], GranteePrincipal="arn:aws:iam::111122223333:role/r", Operations=["Decrypt"]
+        KeyId=symmetric["KeyId"], GranteePrincipal="arn:aws:iam::999988887777:role/r", Operations=["Decrypt"]
     )
     before_rotation = kms.encrypt(KeyId="alias/survivor", Plaintext=b"one", EncryptionContext={"e": "c"})
     kms.rotate_key_on_demand(KeyId=symmetric["KeyId"])

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.support.errors import error_code
+from tests.support.iam import trust
 from tests.support.server import ACCOUNT_ID
 
 GRANTEE = f"arn:aws:iam::{ACCOUNT_ID}:role/khoa-grantee"
 RETIREE = f"arn:aws:iam::{ACCOUNT_ID}:role/khoa-retiree"
+OTHER_GRANTEE = f"arn:aws:iam::{ACCOUNT_ID}:user/someone-else"
+
+
+def ensure_principal(iam: Any, arn: str) -> str:
+    """Create the user or role ``arn`` names unless it exists: a grant may name only those that do."""
+    kind, name = arn.rsplit(":", 1)[1].split("/", 1)
+    create = (
+        (lambda: iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust({"AWS": ACCOUNT_ID})))
+        if kind == "role"
+        else (lambda: iam.create_user(UserName=name))
+    )
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        create()
+    return arn
+
+
+@pytest.fixture(autouse=True)
+def principals(iam: Any) -> None:
+    for arn in (GRANTEE, RETIREE, OTHER_GRANTEE):
+        ensure_principal(iam, arn)
 
 
 @pytest.fixture
@@ -91,7 +113,7 @@ def test_grant_name_makes_create_idempotent(kms: Any, key: dict[str, Any]) -> No
 
 
 def test_list_grants_filters_and_paging(kms: Any, key: dict[str, Any]) -> None:
-    other_grantee = f"arn:aws:iam::{ACCOUNT_ID}:user/someone-else"
+    other_grantee = OTHER_GRANTEE
     ids = [
         kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=GRANTEE, Operations=["Encrypt"])["GrantId"]
         for _ in range(4)
@@ -130,8 +152,8 @@ def test_list_grants_filters_and_paging(kms: Any, key: dict[str, Any]) -> None:
     assert error_code(kms.list_grants, KeyId=key["KeyId"], Marker="not-a-marker") == "InvalidMarkerException"
 
 
-def test_list_retirable_grants(kms: Any) -> None:
-    retiree = f"arn:aws:iam::{ACCOUNT_ID}:role/retiree-{uuid.uuid4().hex[:8]}"
+def test_list_retirable_grants(kms: Any, iam: Any) -> None:
+    retiree = ensure_principal(iam, f"arn:aws:iam::{ACCOUNT_ID}:role/retiree-{uuid.uuid4().hex[:8]}")
     first = kms.create_key()["KeyMetadata"]
     second = kms.create_key()["KeyMetadata"]
     g1 = kms.create_grant(

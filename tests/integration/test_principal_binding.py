@@ -224,3 +224,33 @@ def test_an_iam_identity_policy_is_unaffected(server: KhoaServer, iam: Any) -> N
     assert code_of(again.client("kms").list_keys) == "AccessDeniedException"
     iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=document(allow("kms:ListKeys")))
     again.client("kms").list_keys()
+
+
+def test_a_grant_may_name_only_users_and_roles_that_exist(server: KhoaServer, iam: Any) -> None:
+    """KMS answers InvalidArnException ("ARN does not refer to a valid principal") for a grantee or
+    retiring principal that does not exist, the error AWS's own clients retry on while a new role
+    propagates: otherwise the grant would wait for whoever is created under that name."""
+    kms = server.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    user = new_user(server, iam)
+    nobody = f"arn:aws:iam::{ACCOUNT_ID}:user/{unique('nobody')}"
+    no_role = f"arn:aws:iam::{ACCOUNT_ID}:role/{unique('no-role')}"
+    for params in (
+        {"GranteePrincipal": nobody},
+        {"GranteePrincipal": no_role},
+        {"GranteePrincipal": user.arn, "RetiringPrincipal": nobody},
+    ):
+        with pytest.raises(ClientError) as refused:
+            kms.create_grant(KeyId=key, Operations=["Decrypt"], **params)
+        missing = nobody if nobody in params.values() else no_role
+        assert refused.value.response["Error"] == {
+            "Code": "InvalidArnException",
+            "Message": f"ARN does not refer to a valid principal: {missing}",
+        }
+    assert kms.list_grants(KeyId=key)["Grants"] == []
+    # Existing users, the account, and principals of accounts this installation does not hold.
+    for grantee in (user.arn, ROOT, "arn:aws:iam::999988887777:role/elsewhere"):
+        kms.create_grant(
+            KeyId=key, Operations=["Decrypt"], GranteePrincipal=grantee, RetiringPrincipal=user.arn
+        )
+    assert len(kms.list_grants(KeyId=key)["Grants"]) == 3

@@ -89,7 +89,7 @@ def test_kms_conformance(backend_server: KhoaServer) -> None:
     grant_ids = {
         kms.create_grant(
             KeyId=symmetric["KeyId"],
-            GranteePrincipal="arn:aws:iam::111122223333:role/g",
+            GranteePrincipal="arn:aws:iam::999988887777:role/g",
             Operations=["Decrypt"],
         )["GrantId"]
         for _ in range(3)

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
@@ -136,12 +137,17 @@ class Directory:
         principal it names to the principal's unique ID as it saves it, so a user or role created later
         under that name never inherits it (khoa.access.forgotten keeps that true when one is deleted).
         Principals of accounts this installation does not hold are beyond its knowledge and pass."""
-        named = {
-            value: match.groups()
+        return self.missing_entities(
+            value
             for statement in policy.statements
             for kind, value in (statement.principals or ()) + (statement.not_principals or ())
-            if kind == "AWS" and (match := _IAM_ENTITY.match(value))
-        }
+            if kind == "AWS"
+        )
+
+    def missing_entities(self, values: Iterable[str]) -> list[str]:
+        """Those of ``values`` that are the ARN of an IAM user or role in an account of this
+        installation which does not exist (other values pass: see :meth:`missing_principals`)."""
+        named = {value: match.groups() for value in values if (match := _IAM_ENTITY.match(value))}
         if not named:
             return []
         missing = []

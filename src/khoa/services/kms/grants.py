@@ -104,6 +104,13 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
             "Grant constraints can have EncryptionContextSubset or EncryptionContextEquals, not both."
         )
     _check_grant_fits_key(key, params["Operations"], constraints)
+    # A grant is bound to its principals as AWS binds them (to their unique IDs; see
+    # khoa.access.forgotten): naming a user or role that does not exist would leave a grant for
+    # whoever is created under that name later.
+    named = [params[name] for name in ("GranteePrincipal", "RetiringPrincipal") if params.get(name)]
+    missing = kms.authorizer.directory.missing_entities(named)
+    if missing:
+        raise errors.invalid_arn(f"ARN does not refer to a valid principal: {missing[0]}")
     # Before DryRun and before a Name retry returns an existing grant: a caller whose CreateGrant
     # comes from grants learns nothing about grants it could not have created.
     authz.check_child_grant(ctx, key, params["Operations"], constraints)
