@@ -262,6 +262,35 @@ def test_delete_imported_key_material(kms: Any) -> None:
     assert error_code(kms.enable_key, KeyId=key["KeyId"]) == "KMSInvalidStateException"
 
 
+def test_reimporting_never_enables_a_disabled_key(kms: Any) -> None:
+    """Only EnableKey undoes DisableKey: whoever may import material (to change its expiry) must not
+    put a key an administrator took out of service back into use."""
+    key = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    material = os.urandom(32)
+    import_material(kms, key, material)
+    blob = kms.encrypt(KeyId=key, Plaintext=b"payroll")["CiphertextBlob"]
+    kms.disable_key(KeyId=key)
+    import_material(kms, key, material)
+    described = kms.describe_key(KeyId=key)["KeyMetadata"]
+    assert (described["KeyState"], described["Enabled"]) == ("Disabled", False)
+    assert error_code(kms.decrypt, CiphertextBlob=blob) == "DisabledException"
+    kms.enable_key(KeyId=key)
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"payroll"
+
+
+def test_cancelling_deletion_of_a_key_whose_material_was_deleted(kms: Any) -> None:
+    """A key whose imported material is gone comes back PendingImport, whichever worker answers
+    (each worker caches opened material; the database decides)."""
+    key = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    import_material(kms, key, os.urandom(32))
+    for _ in range(4):  # every worker opens (and caches) the material
+        kms.encrypt(KeyId=key, Plaintext=b"x")
+    kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
+    kms.delete_imported_key_material(KeyId=key)
+    kms.cancel_key_deletion(KeyId=key)
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "PendingImport"
+
+
 def test_import_hmac_material(kms: Any) -> None:
     key = kms.create_key(Origin="EXTERNAL", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
     material = os.urandom(32)

@@ -1,7 +1,7 @@
 """AWS Organizations through boto3 against a private server: the organization's lifecycle, AWS's
 errors, and service control policies as the handbook's prevention uses them — an SCP denying
 kms:ScheduleKeyDeletion stops even a member account's root, never the management account, and
-detaching it gives the permission back.
+detaching it gives the permission back; the runbook's SCP stops every other way to destroy a key too.
 
 One private server per module: an organization is installation-wide, so it must not meet the shared
 server's other tests."""
@@ -9,7 +9,9 @@ server's other tests."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from khoa.cli.main import run
+from tests.integration.test_kms_import import import_material
 from tests.support.identity import Caller, create_account, new_user
 from tests.support.server import ACCOUNT_ID, KhoaServer
 
@@ -249,6 +252,69 @@ def test_an_scp_stops_a_member_accounts_root_from_deleting_keys(
     state = member_kms.schedule_key_deletion(KeyId=member_key, PendingWindowInDays=7)
     assert state["KeyState"] == "PendingDeletion"
     member_kms.cancel_key_deletion(KeyId=member_key)
+
+
+def _runbook_scp() -> str:
+    """The SCP the key-recovery runbook tells operators to attach, exactly as the runbook holds it."""
+    text = (Path(__file__).resolve().parents[2] / "docs/runbooks/kms-key-recovery.md").read_text()
+    start = text.index("cat > deny-kms-key-destruction.json <<'SCP'\n") + len(
+        "cat > deny-kms-key-destruction.json <<'SCP'\n"
+    )
+    return json.dumps(json.loads(text[start : text.index("\nSCP\n", start)]))
+
+
+def test_the_runbooks_scp_stops_every_way_to_destroy_a_key(
+    org_server: KhoaServer, org: dict[str, Any], member: Caller
+) -> None:
+    """Deleting a key is not the only way to lose what it encrypted: deleting or expiring imported
+    material, deleting its custom key store, or a policy that locks everyone out do it too. The runbook's
+    SCP stops each of them for a member account's root, and leaves ordinary administration alone."""
+    client, kms = org["client"], member.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    external = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    material = os.urandom(32)
+    import_material(kms, external, material)
+    policy_id = client.create_policy(
+        Name="deny-kms-key-destruction", Description="runbook", Type=SCP, Content=_runbook_scp()
+    )["Policy"]["PolicySummary"]["Id"]
+    lockout = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*"}],
+        }
+    )
+    client.attach_policy(PolicyId=policy_id, TargetId=member.account_id)
+    try:
+        expiring = {
+            "ExpirationModel": "KEY_MATERIAL_EXPIRES",
+            "ValidTo": datetime.now(UTC) + timedelta(days=1),
+        }
+        for call, params in (
+            (kms.schedule_key_deletion, {"KeyId": key, "PendingWindowInDays": 7}),
+            (kms.delete_imported_key_material, {"KeyId": external}),
+            (kms.delete_custom_key_store, {"CustomKeyStoreId": "cks-1234567890abcdef0"}),
+            (kms.put_key_policy, {"KeyId": key, "Policy": lockout, "BypassPolicyLockoutSafetyCheck": True}),
+            (kms.create_key, {"Policy": lockout, "BypassPolicyLockoutSafetyCheck": True}),
+        ):
+            with pytest.raises(ClientError) as error:
+                call(**params)
+            assert code(error) == "AccessDeniedException", call
+            assert (
+                "with an explicit deny in a service control policy"
+                in error.value.response["Error"]["Message"]
+            )
+        with pytest.raises(ClientError) as error:
+            import_material(kms, external, material, **expiring)
+        assert code(error) == "AccessDeniedException"
+        # Ordinary administration stays allowed.
+        import_material(kms, external, material)
+        kms.disable_key(KeyId=key)
+        kms.enable_key(KeyId=key)
+        kms.put_key_policy(KeyId=key, Policy=kms.get_key_policy(KeyId=key)["Policy"])
+        assert kms.describe_key(KeyId=external)["KeyMetadata"]["KeyState"] == "Enabled"
+    finally:
+        client.detach_policy(PolicyId=policy_id, TargetId=member.account_id)
+        client.delete_policy(PolicyId=policy_id)
 
 
 def test_scps_never_grant(org_server: KhoaServer, org: dict[str, Any], member: Caller) -> None:

@@ -45,6 +45,7 @@ _REVOKING: dict[str, frozenset[str]] = {
             "RetireGrant",
             "DisableKey",
             "ScheduleKeyDeletion",
+            "DeleteImportedKeyMaterial",
             "DeleteAlias",
             "TagResource",
             "UntagResource",

@@ -140,7 +140,8 @@ def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
         key.key_id,
         material,
         ctx.now.timestamp(),
-        state="Enabled",
+        # Importing restores material; it never undoes DisableKey (only EnableKey does).
+        state="Disabled" if key.state == "Disabled" else "Enabled",
         expiration_model=model,
         valid_to=valid_to.timestamp() if valid_to is not None else None,
     )

@@ -255,8 +255,10 @@ def cancel_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
         raise errors.invalid_state(f"{key.arn} is not pending deletion.")
     # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
     # returns to PendingImport, as in AWS; every other key comes back Disabled.
-    has_material = key.current_version_id is not None and (
-        kms.store.keys.material(key.key_id, key.current_version_id) is not None
+    # Read from the database, not a worker's cache of opened material, which may predate a deletion.
+    has_material = any(
+        version.version_id == key.current_version_id and version.has_material
+        for version in kms.store.keys.versions(key.key_id)
     )
     state = "Disabled" if has_material else "PendingImport"
     kms.store.keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)

@@ -90,7 +90,8 @@ class KeyStore:
     def __init__(self, engine: Engine, barrier: Barrier, cache_seconds: float = METADATA_SECONDS) -> None:
         self._engine = engine
         self._barrier = barrier
-        self._material: dict[str, bytes] = {}
+        # (key, material version) → opened material; keyed by both so a version is only ever its key's.
+        self._material: dict[tuple[str, str], bytes] = {}
         self._rows: TTLCache[str, KeyRecord | None] = TTLCache(cache_seconds)
         # (account, region, alias name) → target key id; cleared whole on any alias change. Held here
         # (and shared with the alias store, which reads and clears it) because destroying a key
@@ -221,7 +222,7 @@ class KeyStore:
         return version_id
 
     def material(self, key_id: str, version_id: str) -> bytes | None:
-        cached = self._material.get(version_id)
+        cached = self._material.get((key_id, version_id))
         if cached is not None:
             return cached
         with self._engine.connect() as conn:
@@ -235,7 +236,7 @@ class KeyStore:
         material = self._barrier.open(sealed, _binding(key_id, version_id))
         if len(self._material) > 100_000:
             self._material.clear()
-        self._material[version_id] = material
+        self._material[(key_id, version_id)] = material
         return material
 
     def versions(self, key_id: str) -> list[VersionRecord]:
@@ -286,7 +287,7 @@ class KeyStore:
                 .where(_KEYS.c.key_id == key_id)
                 .values(current_version_id=version_id, **key_values)
             )
-        self._material.pop(version_id, None)
+        self._material.pop((key_id, version_id), None)
         return version_id
 
     def drop_imported_material(self, key_id: str, **key_values: Any) -> None:
