@@ -159,6 +159,17 @@ def test_invalid_allowed_pattern(ssm: Any) -> None:
     assert caught_code(exc) == "InvalidAllowedPatternException"
 
 
+def test_a_pattern_that_backtracks_without_end_is_refused_not_run(ssm: Any) -> None:
+    """ "(a+)+$" against "aaa…!" backtracks exponentially; the worker's event loop must not spend
+    minutes on it (each further "a" doubles the time), so a value it cannot validate is refused."""
+    name = parameter_name("it")
+    with pytest.raises(ClientError) as exc:
+        ssm.put_parameter(Name=name, Value="a" * 40 + "!", Type="String", AllowedPattern="(a+)+$")
+    assert caught_code(exc) == "ParameterPatternMismatchException"
+    ssm.put_parameter(Name=name, Value="a" * 40, Type="String", AllowedPattern="(a+)+$")
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == "a" * 40
+
+
 # -- tags at creation --------------------------------------------------------------------------------
 
 
