@@ -43,7 +43,7 @@ def create(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an account and its root credentials (the secret is shown once); it joins the
-    organization, if one exists."""
+    organization managed by the installation's first account, if that account has made one."""
     if account_id is not None and not ACCOUNT_ID.match(account_id):
         raise usage_error(f"--id {account_id!r} is not an account id: an account id is 12 digits")
     settings = installation_settings(data_dir, database_url)
@@ -57,11 +57,13 @@ def create(
         if exists:
             raise CliError(f"account {account_id} already exists: choose another --id")
         account = create_account(engine, barrier, account_id=account_id, name=name)
-        # As AWS's CreateAccount does: a new account joins the organization, when there is one. (Imported
-        # here: the organizations service loads the service models, which `account list` does not need.)
-        from khoa.services.organizations.store import join_oldest_organization
+        # As AWS's CreateAccount called by the management account does: a new account joins the
+        # organization of the installation's first account (the operator's), when it has one; never an
+        # organization a tenant made. (Imported here: the organizations service loads the service
+        # models, which `account list` does not need.)
+        from khoa.services.organizations.store import join_installation_organization
 
-        join_oldest_organization(engine, account.account_id, time.time())
+        join_installation_organization(engine, account.account_id, time.time())
     if as_json:
         print(
             json.dumps(

@@ -1,7 +1,10 @@
 """The organization itself: CreateOrganization, DescribeOrganization, ListAccounts, DescribeAccount,
 ListRoots, EnablePolicyType and DisablePolicyType.
 
-The caller's account becomes the management account (on a fresh installation, the first account).
+The caller's account becomes the management account. Any account may create one, as on AWS, but only
+the organization of the installation's first account receives the accounts the operator makes with
+``khoa account create``; Khoa serves no invitations, so another account's organization holds its
+management account alone (and SCPs never apply to a management account).
 Only SERVICE_CONTROL_POLICY is served. FullAWSAccess is attached to the root and to every account as
 it joins (as AWS does), so enabling SCPs changes nothing until a narrower policy is attached.
 """

@@ -51,23 +51,47 @@ def _attach_full_access(conn: Connection, org_id: str, target_id: str) -> None:
 
 
 def join(conn: Connection, org_id: str, account_id: str, method: str, now: float) -> None:
-    """Add ``account_id`` to the organization with FullAWSAccess attached, as AWS does for a new member."""
+    """Add ``account_id`` to the organization with FullAWSAccess attached, as AWS does for a new member.
+
+    Only on that organization's own management account's action: its CreateOrganization (the account
+    itself) or the operator's ``khoa account create`` for the installation's first account's
+    organization (:func:`join_installation_organization`). Never for whoever created an organization
+    first, or a tenant's organization would govern accounts it was never given."""
     conn.execute(
         insert(_MEMBERS).values(account_id=account_id, org_id=org_id, joined_method=method, joined_at=now)
     )
     _attach_full_access(conn, org_id, account_id)
 
 
-def join_oldest_organization(engine: Engine, account_id: str, now: float) -> str | None:
-    """``khoa account create``: a new account joins the installation's organization, if there is one
-    (the oldest, when several management accounts made one). Returns its id, or None."""
+def installation_account(conn: Connection) -> str | None:
+    """The installation's first account (the one ``khoa server`` made at first start; the operator's),
+    as ``khoa.bootstrap.first_account_id`` names it."""
+    found = conn.execute(select(_ACCOUNTS.c.account_id).order_by(_ACCOUNTS.c.created_at).limit(1)).scalar()
+    return None if found is None else str(found)
+
+
+def join_installation_organization(engine: Engine, account_id: str, now: float) -> str | None:
+    """``khoa account create``: a new account joins the organization whose management account is the
+    installation's first account, as AWS's CreateAccount called by that account would add it. Returns
+    the organization's id, or None when the first account manages none.
+
+    Never any other organization: any account (a tenant) may create one, as on AWS, but an account
+    joins a tenant's organization only through that organization's own management account, which
+    Khoa offers no way to do (no CreateAccount, no invitations), so a tenant's organization holds its
+    management account alone."""
     with engine.begin() as conn:
-        org_id = conn.execute(select(_ORGS.c.org_id).order_by(_ORGS.c.created_at).limit(1)).scalar()
+        management = installation_account(conn)
+        if management is None or management == account_id:
+            return None
+        org_id = conn.execute(
+            select(_ORGS.c.org_id).where(_ORGS.c.management_account_id == management)
+        ).scalar()
         if org_id is None:
             return None
         member = conn.execute(select(_MEMBERS.c.org_id).where(_MEMBERS.c.account_id == account_id)).scalar()
-        if member is None:
-            join(conn, org_id, account_id, "CREATED", now)
+        if member is not None:
+            return str(member)  # already in one (an account is in one organization at most)
+        join(conn, org_id, account_id, "CREATED", now)
     return str(org_id)
 
 
