@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import http.client
 import json
 import re
@@ -572,3 +573,36 @@ def test_a_presigned_url_of_a_session_and_of_iam(server: KhoaServer) -> None:
     )
     recorded = records(caller.access_key_id)
     assert recorded and all(caller.session_token not in json.dumps(r) for r in recorded)
+
+
+def test_a_date_header_is_read_in_utc(server: KhoaServer) -> None:
+    """The Date header's digits are signed as UTC time: a request signed ten hours ago stays expired
+    when its (unsigned) Date header is resent with another UTC offset and the same digits."""
+    signed_at = utcnow() - dt.timedelta(hours=10)
+    amz_date = signed_at.strftime("%Y%m%dT%H%M%SZ")
+    body = b"Action=GetCallerIdentity&Version=2011-06-15"
+    host = server.endpoint.split("//", 1)[1]
+    scope = f"{amz_date[:8]}/{REGION}/sts/aws4_request"
+    canonical = f"POST\n/\n\nhost:{host}\n\nhost\n{hashlib.sha256(body).hexdigest()}"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = ("AWS4" + SECRET_ACCESS_KEY).encode()
+    for part in (amz_date[:8], REGION, "sts", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{scope}, SignedHeaders=host, Signature={signature}"
+    )
+    for offset in ("GMT", "-1000"):
+        request = urllib.request.Request(
+            server.endpoint + "/",
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": authorization,
+                "Date": signed_at.strftime(f"%a, %d %b %Y %H:%M:%S {offset}"),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403, offset

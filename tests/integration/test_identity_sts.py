@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from tests.support.errors import code_of, refused
-from tests.support.iam import allow, document
+from tests.support.iam import allow, deny, document
 from tests.support.identity import (
     ROOT_ARN,
     Caller,
+    across_accounts,
     implicit,
     new_user,
     parameter_arn,
@@ -92,17 +93,15 @@ def test_users_the_trust_policy_does_not_name_are_refused(server: KhoaServer, ia
     trusted = new_user(server, iam)
     _, arn = make_role(iam, trusting(trusted.arn))
     stranger = new_user(server, iam, allow("sts:AssumeRole"))  # even with an identity allow
-    code, message = refused(stranger.client("sts").assume_role, RoleArn=arn, RoleSessionName="nope")
-    assert code == "AccessDenied"
-    assert message.startswith(
-        f"User: {stranger.arn} is not authorized to perform: sts:AssumeRole on resource: {arn}"
+    assert refused(stranger.client("sts").assume_role, RoleArn=arn, RoleSessionName="nope") == (
+        "AccessDenied",
+        implicit(stranger.arn, "sts:AssumeRole", arn, "role trust policy"),
     )
-    # A role that does not exist is refused the same way, revealing nothing.
+    # A role that does not exist is refused in the same words, revealing nothing.
     missing = f"arn:aws:iam::{ACCOUNT_ID}:role/{unique('missing')}"
-    code, message = refused(stranger.client("sts").assume_role, RoleArn=missing, RoleSessionName="nope")
-    assert code == "AccessDenied"
-    assert message.startswith(
-        f"User: {stranger.arn} is not authorized to perform: sts:AssumeRole on resource: {missing}"
+    assert refused(stranger.client("sts").assume_role, RoleArn=missing, RoleSessionName="nope") == (
+        "AccessDenied",
+        implicit(stranger.arn, "sts:AssumeRole", missing, "role trust policy"),
     )
 
 
@@ -149,7 +148,7 @@ def test_cross_account_assume_role_with_external_id(
     # B's side first: without an identity policy in B, A's trust policy is not enough.
     assert refused(sts.assume_role, RoleArn=arn, RoleSessionName="partner", ExternalId="partner-7781") == (
         "AccessDenied",
-        implicit(b_user.arn, "sts:AssumeRole", arn),
+        across_accounts(b_user.arn, "sts:AssumeRole", arn),
     )
     account_b.client("iam").put_user_policy(
         UserName=b_user.name, PolicyName="assume", PolicyDocument=document(allow("sts:AssumeRole", arn))
@@ -158,8 +157,14 @@ def test_cross_account_assume_role_with_external_id(
         extra = {"ExternalId": external_id} if external_id else {}
         assert refused(sts.assume_role, RoleArn=arn, RoleSessionName="partner", **extra) == (
             "AccessDenied",
-            implicit(b_user.arn, "sts:AssumeRole", arn, "role trust policy"),
+            across_accounts(b_user.arn, "sts:AssumeRole", arn),
         )
+    # A role that does not exist is refused in the same words: nothing tells B which of A's roles exist.
+    missing = arn.replace(name, unique("missing"))
+    assert refused(sts.assume_role, RoleArn=missing, RoleSessionName="partner") == (
+        "AccessDenied",
+        across_accounts(b_user.arn, "sts:AssumeRole", missing),
+    )
     partner = session(b_user, arn, "partner", ExternalId="partner-7781")
     assert partner.arn == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{name}/partner"
     identity = partner.client("sts").get_caller_identity()
@@ -405,3 +410,55 @@ def test_temporary_credentials_expire(clock_server: KhoaServer) -> None:
     assert code_of(fresh.client("kms").list_keys) == "ExpiredTokenException"
     # The user's long-term key is unaffected.
     assert user.client("sts").get_caller_identity()["Arn"] == user.arn
+
+
+def test_role_sessions_are_never_taken_for_mfa_sessions(server: KhoaServer, iam: Any) -> None:
+    """aws:MultiFactorAuthPresent is "false" in every request a role session signs (Khoa verifies no
+    MFA), so AWS's MFA guards deny; AssumeRole with an MFA code is refused rather than ignored."""
+    ssm = server.client("ssm")
+    parameter = _parameter(ssm)
+    user = new_user(server, iam, allow("sts:AssumeRole"))
+    mfa_deny = {
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}},
+    }
+    _, guarded = make_role(iam, trusting(user.arn), allow("ssm:GetParameter"), mfa_deny)
+    _, plain = make_role(iam, trusting(user.arn), allow("ssm:GetParameter"))
+    assert session(user, plain, "plain").client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"]
+    code, message = refused(session(user, guarded, "guarded").client("ssm").get_parameter, Name=parameter)
+    assert code == "AccessDeniedException" and "with an explicit deny in an identity-based policy" in message
+    code, message = refused(
+        user.client("sts").assume_role,
+        RoleArn=plain,
+        RoleSessionName="mfa",
+        SerialNumber=f"arn:aws:iam::{ACCOUNT_ID}:mfa/{user.name}",
+        TokenCode="123456",
+    )
+    assert code == "AccessDenied" and message.startswith("MultiFactorAuthentication failed")
+
+
+def test_assume_role_is_decided_with_the_roles_tags(server: KhoaServer, iam: Any) -> None:
+    """The role is AssumeRole's resource: its tags are aws:ResourceTag and iam:ResourceTag facts, as in
+    AWS's ABAC tutorial (allow sts:AssumeRole where iam:ResourceTag/team matches). The roles trust
+    the account, so the user's own policies decide."""
+    user = new_user(
+        server,
+        iam,
+        allow("sts:AssumeRole", Condition={"StringEquals": {"iam:ResourceTag/team": "core"}}),
+        deny("sts:AssumeRole", Condition={"StringEquals": {"aws:ResourceTag/tier": "prod"}}),
+    )
+    tagged = {"team": "core"}
+    _, core = make_role(iam, trusting(ROOT_ARN), Tags=[{"Key": k, "Value": v} for k, v in tagged.items()])
+    _, prod = make_role(
+        iam, trusting(ROOT_ARN), Tags=[{"Key": "team", "Value": "core"}, {"Key": "tier", "Value": "prod"}]
+    )
+    _, other = make_role(iam, trusting(ROOT_ARN), Tags=[{"Key": "team", "Value": "web"}])
+    assert session(user, core, "core").arn.endswith("/core")
+    code, message = refused(user.client("sts").assume_role, RoleArn=prod, RoleSessionName="prod")
+    assert code == "AccessDenied" and "with an explicit deny in an identity-based policy" in message
+    assert refused(user.client("sts").assume_role, RoleArn=other, RoleSessionName="web") == (
+        "AccessDenied",
+        implicit(user.arn, "sts:AssumeRole", other),
+    )

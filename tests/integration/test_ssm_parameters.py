@@ -170,6 +170,25 @@ def test_a_pattern_that_backtracks_without_end_is_refused_not_run(ssm: Any) -> N
     assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == "a" * 40
 
 
+def test_a_pattern_that_would_expand_without_end_is_refused_not_compiled(ssm: Any) -> None:
+    """Counted repeats multiply when compiled: 33 characters would build gigabytes on the event loop."""
+    name = parameter_name("it")
+    for bomb in ("(?:(?:(?:a{1000}){1000}){1000})", "(?:(?:[ab]{1000}){1000})"):
+        with pytest.raises(ClientError) as exc:
+            ssm.put_parameter(Name=name, Value="a", Type="String", AllowedPattern=bomb)
+        assert caught_code(exc) == "InvalidAllowedPatternException"
+    # What AllowedPattern is for still works: lookaheads, Unicode classes, a whole value spelt out.
+    for pattern, value in (
+        (r"^(?=.*[A-Z])(?=.*\d).{8,64}$", "Passw0rdX"),
+        (r"^\p{L}+$", "Ünïcode"),
+        (r"^.{8192}$", "x" * 8192),
+        (r"^[a-z]{2}-\d{4}$", "ab-1234"),
+    ):
+        ssm.put_parameter(
+            Name=parameter_name("it"), Value=value, Type="String", AllowedPattern=pattern, Tier="Advanced"
+        )
+
+
 # -- tags at creation --------------------------------------------------------------------------------
 
 

@@ -17,6 +17,12 @@ from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 ROOT_ARN = f"arn:aws:iam::{ACCOUNT_ID}:root"
 
 
+def across_accounts(principal: str, action: str, resource: str) -> str:
+    """AWS's AccessDenied message for a resource of another account: the policy type that decided is
+    told only within an account, so a missing resource and a refusing one read the same."""
+    return f"User: {principal} is not authorized to perform: {action} on resource: {resource}"
+
+
 def implicit(principal: str, action: str, resource: str, kind: str = "identity-based policy") -> str:
     """AWS's message when nothing allows: "... because no <kind> allows the <action> action"
     (kind: "identity-based policy", "resource-based policy", "permissions boundary", "session policy",

@@ -110,8 +110,13 @@ def facts_of(
     # Present only when temporary credentials sign the request (IAM User Guide, global condition
     # keys: aws:TokenIssueTime); AWS's "revoke active sessions" policy (id_roles_use_revoke-sessions:
     # Deny * when DateLessThan aws:TokenIssueTime <cutoff>) compares it.
-    if principal.kind == "AssumedRole" and principal.issued_at is not None:
-        context["aws:tokenissuetime"] = [_issue_time(int(principal.issued_at))]
+    if principal.kind == "AssumedRole":
+        if principal.issued_at is not None:
+            context["aws:tokenissuetime"] = [_issue_time(int(principal.issued_at))]
+        # Present in every request signed with temporary credentials, "false" unless MFA was checked
+        # when they were issued, which Khoa never does (IAM User Guide, aws:MultiFactorAuthPresent):
+        # without it a Deny on "Bool aws:MultiFactorAuthPresent false" would never match.
+        context["aws:multifactorauthpresent"] = ["false"]
     if vpc_source_ip:
         context["aws:vpcsourceip"] = [vpc_source_ip]
         if vpc_id:
@@ -130,11 +135,23 @@ def base_context(ctx: RequestContext, resource_account: str | None = None) -> di
     return facts_of(ctx.principal, request_facts(ctx), resource_account)
 
 
+def _account_of(resource: str) -> str | None:
+    """The account an ARN names (its fifth field); None for "*" and for what is not an ARN."""
+    parts = resource.split(":", 5)
+    return parts[4] if len(parts) == 6 and parts[0] == "arn" and parts[4] else None
+
+
 def access_denied(ctx: RequestContext, action: str, resource: str, decision: Decision) -> AWSError:
-    message = (
-        f"User: {ctx.principal.arn} is not authorized to perform: {action} on resource: {resource} "
-        f"{decision.explain(action)}"
-    )
+    """AccessDenied, with the policy type that decided only when the resource is the caller's own.
+
+    AWS adds that clause ("because no resource-based policy allows ...") to requests within an account
+    (or organization) only: told to a caller from elsewhere it would tell a missing resource from one
+    whose policy refuses them, so another tenant could enumerate roles, keys and secrets by name.
+    """
+    message = f"User: {ctx.principal.arn} is not authorized to perform: {action} on resource: {resource}"
+    owner = _account_of(resource)
+    if owner is None or owner == ctx.principal.account_id:
+        message = f"{message} {decision.explain(action)}"
     if ctx.service in _QUERY_SERVICES:
         return AWSError("AccessDenied", message, 403)
     return AWSError("AccessDeniedException", message)

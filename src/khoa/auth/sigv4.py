@@ -356,7 +356,10 @@ def _request_time(
                 f"Date must be in ISO-8601 'basic format'. Got '{date_header}'. "
                 "See http://en.wikipedia.org/wiki/ISO_8601"
             ) from None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # The instant, in UTC: the signature covers the digits of the request time, so the digits
+        # must be the UTC time; otherwise an unsigned offset ("-1000") would move an old request's
+        # instant into the skew window while its digits still match the signature.
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         return parsed.strftime(_AMZ_DATE_FORMAT), parsed
     try:
         signed_at = _parse_amz_date(raw)

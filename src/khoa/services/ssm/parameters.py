@@ -7,13 +7,11 @@ import json
 import re
 from typing import Any
 
-import regex
-
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import InternalKms
-from khoa.services.ssm import errors, names, policies, public, references, values
+from khoa.services.ssm import errors, names, patterns, policies, public, references, values
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import MAX_TAGS, NewVersion, ParameterRow, ParameterStore, VersionRow
 
@@ -21,9 +19,6 @@ STANDARD_MAX = 4096
 ADVANCED_MAX = 8192
 _DATA_TYPES = ("text", "aws:ec2:image", "aws:ssm:integration")
 _AMI = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
-
-# How long an AllowedPattern may take to match a value before the value is refused.
-_PATTERN_SECONDS = 0.05
 
 
 def _choose_tier(requested: str | None, existing: ParameterRow | None, value: str, has_policies: bool) -> str:
@@ -67,24 +62,7 @@ def _check_value(
 ) -> None:
     pattern = params.get("AllowedPattern", previous.allowed_pattern if previous else None)
     if pattern:
-        try:
-            compiled = regex.compile(pattern)
-        except regex.error:
-            raise errors.code(
-                "InvalidAllowedPatternException",
-                f"The allowed pattern {pattern} is not a valid regular expression.",
-            ) from None
-        try:
-            # A caller's pattern may backtrack exponentially ("(a+)+$"): the match runs on the event
-            # loop, so it gets a deadline, and a value it cannot validate in time is refused.
-            matched = compiled.fullmatch(value, timeout=_PATTERN_SECONDS) is not None
-        except TimeoutError:
-            matched = False
-        if not matched:
-            raise errors.code(
-                "ParameterPatternMismatchException",
-                f"Parameter value, cannot be validated against allowedPattern: {pattern}",
-            )
+        patterns.check_value(pattern, value)
     data_type = params.get("DataType", previous.data_type if previous else "text")
     if data_type not in _DATA_TYPES:
         raise errors.validation(

@@ -24,6 +24,7 @@ import re
 from functools import partial
 from typing import Any
 
+from khoa.access.policy import Policy
 from khoa.protocol.context import RequestContext
 from khoa.services.authorization import AuthorizationTable, exempt, rule
 from khoa.services.sts import errors
@@ -32,6 +33,8 @@ from khoa.services.sts.chain import CHAIN_KEY, Lineage, lineage
 
 ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:.*/)?([\w+=,.@-]+)$")
 ROLE_KEY = "sts:role"
+# A trust policy that allows nobody: what a missing role is decided against.
+_NO_TRUST = Policy((), "resource")
 
 
 def assume_role_context(params: dict[str, Any], chain: Lineage) -> dict[str, list[str]]:
@@ -63,13 +66,33 @@ def authorize_assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str
     # The chain's rules depend on the caller and the request alone: checked before the role is looked
     # up, so their answers tell nothing about the role.
     chain = lineage(ctx.principal, params)
+    if params.get("SerialNumber") is not None or params.get("TokenCode") is not None:
+        # Khoa holds no MFA devices, so no code can be verified: a session must never look as if
+        # MFA had been checked (aws:MultiFactorAuthPresent stays "false" in its requests).
+        raise errors.access_denied(
+            "MultiFactorAuthentication failed, unable to validate MFA code. Please verify your MFA "
+            "serial number is valid and associated with this user."
+        )
     role_account = match.group(1)
     role = sts.store.role(role_account, role_arn)
-    if role is None:
-        # The same refusal as a trust policy that does not allow: which roles exist stays hidden.
-        raise errors.not_authorized(ctx.principal.arn, "sts:AssumeRole", role_arn)
     context = assume_role_context(params, chain)
-    trust = role.assume_role_policy or '{"Statement": []}'
+    if role is None:
+        # Decided as a role whose trust policy allows nobody, so the refusal reads exactly as one:
+        # which roles exist stays hidden.
+        sts.authorizer.authorize(
+            ctx,
+            "sts:AssumeRole",
+            role_arn,
+            resource_account=role_account,
+            resource_policy=_NO_TRUST,
+            context=context,
+        )
+        raise errors.not_authorized(ctx.principal.arn, "sts:AssumeRole", role_arn)
+    # The role is the resource: its tags are aws:ResourceTag and iam:ResourceTag facts (AWS's ABAC
+    # tutorial allows sts:AssumeRole on iam:ResourceTag).
+    for key, value in sts.store.tags(role.principal_id).items():
+        context[f"aws:resourcetag/{key.lower()}"] = context[f"iam:resourcetag/{key.lower()}"] = [value]
+    trust: str | Policy = role.assume_role_policy or _NO_TRUST
     actions = ["sts:AssumeRole"]
     if chain.tags:
         actions.append("sts:TagSession")

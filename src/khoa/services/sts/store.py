@@ -31,6 +31,15 @@ class StsStore:
                 .where(table.c.arn == role_arn)
             ).first()
 
+    def tags(self, principal_id: str) -> dict[str, str]:
+        """The tags of the user or role ``principal_id`` (AssumeRole's aws:ResourceTag facts)."""
+        table = schema.iam_tags
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.tag_key, table.c.tag_value).where(table.c.owner_id == principal_id)
+            ).all()
+        return {key: value for key, value in rows}
+
     def policy_document(self, policy_arn: str, account_id: str) -> str | None:
         """The default version's document of ``account_id``'s customer-managed policy ``policy_arn``."""
         managed = schema.iam_managed_policies
