@@ -88,6 +88,21 @@ def test_without_require_each_type(sm: Any) -> None:
     assert len(value) == 2
 
 
+def test_every_required_type_even_when_one_is_nearly_excluded(sm: Any) -> None:
+    """One lowercase, one uppercase and one digit left, beside all of punctuation and the space, in
+    six characters: about one uniform draw in 15,000 holds each type. Every answer still does, and
+    comes from a bounded number of draws."""
+    keep = {"a", "B", "7"}
+    excluded = "".join(c for c in string.ascii_letters + string.digits if c not in keep)
+    for _ in range(20):
+        password = sm.get_random_password(PasswordLength=6, ExcludeCharacters=excluded, IncludeSpace=True)[
+            "RandomPassword"
+        ]
+        assert len(password) == 6 and not set(password) & set(excluded)
+        assert {"a", "B", "7", " "} <= set(password)
+        assert any(c in string.punctuation for c in password)
+
+
 def test_nothing_left_to_choose_from(sm: Any) -> None:
     code = error_code(
         sm.get_random_password,
