@@ -77,6 +77,7 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
             "GetParametersForImport",
             "ImportKeyMaterial",
             "Sign",
+            "DeriveSharedSecret",
         }
     ),
     "iam": frozenset({"SimulatePrincipalPolicy", "SimulateCustomPolicy"}),
@@ -85,6 +86,11 @@ _CPU_HEAVY: dict[str, frozenset[str]] = {
     # the review reads whole tables (and may verify the trail): never on the event loop
     "khoa-ops": frozenset({"GetReviewFindings"}),
 }
+
+# Calls that are heavy only with an RSA key, told by the algorithm the request must then name (an
+# RSA-4096 private-key operation takes ~5 ms; symmetric Decrypt, the hot path, stays on the loop).
+_RSA_PRIVATE = frozenset({"Decrypt", "ReEncrypt"})
+_RSA_ALGORITHM = b'"RSAES_'
 
 # A body this large is decoded and validated on a heavy thread, whatever the call: a 1 MiB body of
 # 100,000 list members took 0.1-0.4 s of validation, on the event loop, between every other request
@@ -215,7 +221,11 @@ class Pipeline:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
             threads: Executor | None = None  # None: on the event loop
-            heavy = large or call.operation in _CPU_HEAVY.get(service.name, ())
+            heavy = (
+                large
+                or call.operation in _CPU_HEAVY.get(service.name, ())
+                or (call.operation in _RSA_PRIVATE and service.name == "kms" and _RSA_ALGORITHM in body)
+            )
             if heavy:
                 threads = self.heavy_threads
             elif self.every_call_off_loop or call.operation in _CALLS_OUT.get(service.name, ()):
