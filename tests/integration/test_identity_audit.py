@@ -165,3 +165,31 @@ def test_a_call_on_another_accounts_resource_is_in_both_trails(
     # A call within one account stays in its own trail, without a sharedEventID.
     alone = server.client("kms").encrypt(KeyId=key, Plaintext=b"x")["ResponseMetadata"]["RequestId"]
     assert "sharedEventID" not in _by_request(server, {alone}, "ResourceName", key)[alone]
+
+
+def test_a_refused_signature_is_recorded_in_the_key_owners_trail(
+    server: KhoaServer, account_b: Caller
+) -> None:
+    """A call whose signature fails names an access key: its owner's trail records the refusal (who
+    is probing its key), never another tenant's. A key of no account stays in the installation's."""
+    user = new_user(server, account_b.client("iam"), allow("secretsmanager:*"))
+    wrong = server.client(
+        "secretsmanager",
+        aws_access_key_id=user.access_key_id,
+        aws_secret_access_key="wrong-secret-0000000000000000000000000000",
+    )
+    refused = error_response(wrong.get_secret_value, SecretId="prod/db")
+    assert refused["Error"]["Code"] == "InvalidSignatureException"
+    request_id = refused["ResponseMetadata"]["RequestId"]
+    own = _by_request(account_b, {request_id}, "AccessKeyId", user.access_key_id)
+    assert own[request_id]["errorCode"] == "InvalidSignatureException"
+    assert own[request_id]["recipientAccountId"] == account_b.account_id
+    assert _by_request(server, {request_id}, "AccessKeyId", user.access_key_id) == {}
+    unknown = "AKIAKHOANOSUCHKEY999"
+    stranger = server.client("secretsmanager", aws_access_key_id=unknown, aws_secret_access_key="x" * 40)
+    refused = error_response(stranger.get_secret_value, SecretId="prod/db")
+    request_id = refused["ResponseMetadata"]["RequestId"]
+    assert (
+        _by_request(server, {request_id}, "AccessKeyId", unknown)[request_id]["recipientAccountId"]
+        == ACCOUNT_ID
+    )

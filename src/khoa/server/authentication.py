@@ -108,6 +108,18 @@ class Authenticator:
             raise
         return credential.principal, verified.region
 
+    def owner_of(self, access_key_id: str) -> str | None:
+        """The account whose access key ``access_key_id`` is, for the record of a call refused before
+        (or while) its signature was verified: the refusal belongs in that account's trail. None when
+        the key is not one of this installation's (or cannot be looked up now)."""
+        if not access_key_id or self.dev_account is not None:
+            return None
+        try:
+            credential = self.credentials.lookup(access_key_id)
+        except Exception:  # noqa: BLE001 - the refusal stands; only where it is recorded is unknown
+            return None
+        return None if credential is None else credential.principal.account_id
+
     def still_valid(self, principal: Principal, token: str | None) -> Principal | None:
         """The principal of an open subscription's credential if it still works (present, active, a
         session unexpired), else None. Raises AWS's auth errors for a session that ended."""

@@ -24,7 +24,7 @@ from khoa.protocol.errors import AWSError
 from khoa.server.asgi import Response, Scope, header_map
 from khoa.server.authentication import Authenticator, scope_service
 from khoa.server.encoding import error_response, success_response
-from khoa.server.recording import Call, CallRecorder
+from khoa.server.recording import Call, CallRecorder, access_key_of
 from khoa.services.base import Handler, Service
 
 log = logging.getLogger("khoa")
@@ -347,7 +347,11 @@ class Pipeline:
         operation = call.operation
         call.source_ip, extras = request_origin(self.network, scope, headers)
         call.extras = extras  # the request context's: what authorisation notes in it, the record reads
-        call.principal, call.region = self.authenticator.authenticate(scope, headers, body, service)
+        try:
+            call.principal, call.region = self.authenticator.authenticate(scope, headers, body, service)
+        except AWSError:
+            call.key_owner = self.authenticator.owner_of(access_key_of(headers, call.query_string))
+            raise
         handler = service.handlers.get(operation)
         if handler is None:
             if service.protocol == "query":

@@ -52,6 +52,9 @@ class Call:
     # The request context's extras (its authorisation notes there, under RESOURCE_OWNERS, the
     # accounts other than the caller's whose resources the call was authorised on).
     extras: dict[str, Any] = field(default_factory=dict)
+    # The account whose access key a call refused before it was verified claims (None: no such key):
+    # its trail records the refusal, never another tenant's.
+    key_owner: str | None = None
 
 
 def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
@@ -185,7 +188,8 @@ class CallRecorder:
             recipient = recipient or principal.account_id
         else:
             access_key_id = access_key_of(call.headers, call.query_string)
-            recipient = recipient or self.default_account
+            # An unknown key belongs to no tenant: the installation's own account keeps its refusal.
+            recipient = recipient or call.key_owner or self.default_account
         service = call.service
         user_agent = call.headers.get("user-agent")
         return build_event(
