@@ -23,10 +23,17 @@ def across_accounts(principal: str, action: str, resource: str) -> str:
     return f"User: {principal} is not authorized to perform: {action} on resource: {resource}"
 
 
+def _account(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
 def implicit(principal: str, action: str, resource: str, kind: str = "identity-based policy") -> str:
     """AWS's message when nothing allows: "... because no <kind> allows the <action> action"
     (kind: "identity-based policy", "resource-based policy", "permissions boundary", "session policy",
-    "role trust policy")."""
+    "role trust policy"); on another account's resource, without the clause (:func:`across_accounts`)."""
+    if _account(resource) and _account(resource) != _account(principal):
+        return across_accounts(principal, action, resource)
     return (
         f"User: {principal} is not authorized to perform: {action} on resource: {resource} "
         f"because no {kind} allows the {action} action"
@@ -34,7 +41,10 @@ def implicit(principal: str, action: str, resource: str, kind: str = "identity-b
 
 
 def explicit(principal: str, action: str, resource: str, kind: str = "an identity-based policy") -> str:
-    """AWS's message for an explicit deny: "... with an explicit deny in <kind>"."""
+    """AWS's message for an explicit deny: "... with an explicit deny in <kind>"; on another account's
+    resource, without the clause (:func:`across_accounts`)."""
+    if _account(resource) and _account(resource) != _account(principal):
+        return across_accounts(principal, action, resource)
     return (
         f"User: {principal} is not authorized to perform: {action} on resource: {resource} "
         f"with an explicit deny in {kind}"

@@ -136,8 +136,8 @@ def _identities(principal: Principal) -> list[str]:
     return chain
 
 
-def _excluded(pairs: tuple[tuple[str, str], ...], principal: Principal) -> tuple[bool, bool]:
-    """(every identity of the caller is listed, some identity is listed) for a NotPrincipal."""
+def _excluded(pairs: tuple[tuple[str, str], ...], principal: Principal) -> bool:
+    """Whether a NotPrincipal lists every identity of the caller (its account, role and own ARN)."""
     listed = []
     for identity in _identities(principal):
         hit = False
@@ -153,7 +153,7 @@ def _excluded(pairs: tuple[tuple[str, str], ...], principal: Principal) -> tuple
         listed.append(hit)
     if principal.kind == "AssumedRole":
         listed.append(any(k == "AWS" and (v == "*" or _names_role(v, principal)) for k, v in pairs))
-    return all(listed), any(listed)
+    return all(listed)
 
 
 def principal_match(statement: Statement, principal: Principal, *, has_boundary: bool = False) -> str | None:
@@ -161,15 +161,18 @@ def principal_match(statement: Statement, principal: Principal, *, has_boundary:
 
     ``NotPrincipal`` with ``Deny`` applies unless the caller's account, role and own ARN are all
     listed (AWS may check each in turn), and always to a principal with a permissions boundary, as
-    IAM documents. ``NotPrincipal`` with ``Allow`` applies only when none of them is listed.
+    IAM documents. ``NotPrincipal`` with ``Allow`` is not supported ("NotPrincipal must be used with
+    "Effect":"Deny""): every service refuses to store it, and one found in storage anyway applies to
+    nobody, so it never grants (fail closed) -- read as "everyone not listed" it would grant every
+    principal of every account.
     """
     if statement.principals is not None:
         return _strongest(statement.principals, principal)
     if statement.not_principals is not None:
-        every, some = _excluded(statement.not_principals, principal)
-        if statement.effect == "Deny":
-            return CALLER if (has_boundary or not every) else None
-        return None if some else CALLER
+        if statement.effect != "Deny":
+            return None
+        every = _excluded(statement.not_principals, principal)
+        return CALLER if (has_boundary or not every) else None
     return None
 
 

@@ -26,6 +26,12 @@ The grammar, as enforced here:
   ``ForAllValues:`` qualifiers; ``Null`` takes no ``IfExists``) to non-empty objects of condition key →
   a string, boolean or number, or a non-empty list of them.
 - IAM's own policies (``iam=True``) also require Sids of ASCII letters and digits, unique in the policy.
+
+``NotPrincipal`` with ``Allow`` is grammatical but unsupported ("NotPrincipal must be used with
+"Effect":"Deny""): the services that store resource policies refuse it at write time
+(:func:`refuse_allow_not_principal`; IAM refuses NotPrincipal in trust policies altogether), and
+evaluation never grants on such a statement, should one be in storage anyway. The parser itself still
+reads it, so that Access Analyzer can point at it (ALLOW_WITH_NOT_PRINCIPAL).
 """
 
 from __future__ import annotations
@@ -375,6 +381,24 @@ def _statement(
         condition=condition,
         variables=version == VARIABLES_VERSION,
     )
+
+
+ALLOW_NOT_PRINCIPAL = (
+    'NotPrincipal is supported only with "Effect": "Deny"; a statement with "Effect": "Allow" must '
+    "name its principals with Principal."
+)
+
+
+def allows_not_principal(statement: Statement) -> bool:
+    """An ``Allow`` statement with ``NotPrincipal``: unsupported, it grants nothing (khoa.access.evaluate)."""
+    return statement.effect == "Allow" and statement.not_principals is not None
+
+
+def refuse_allow_not_principal(policy: Policy) -> None:
+    """Refuse a resource policy with an ``Allow`` + ``NotPrincipal`` statement (:class:`PolicyError`):
+    read as "everyone not listed", it would grant every principal of every account."""
+    if any(allows_not_principal(statement) for statement in policy.statements):
+        raise PolicyError(ALLOW_NOT_PRINCIPAL)
 
 
 # What the account root may still do on a resource whose stored policy does not parse: read and replace

@@ -14,7 +14,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, select
 
 from khoa.auth.principal import Principal
 from khoa.auth.sigv4 import unrecognized_client
@@ -102,9 +102,30 @@ class CredentialStore:
         return Credential(secret=secret, principal=principal)
 
     def _load_session(self, access_key_id: str) -> Credential | None:
+        """A role session, only while its role exists under the unique ID it was issued for.
+
+        Sessions are bound to the role's unique ID (``role_id``), not to its name, as AWS binds them: a
+        session of a deleted role is no session of a new role created later under the same name, which
+        policies naming ``role/NAME`` (resource, trust, key policies, grants) would otherwise take it
+        for. Such a session, and one of a role deleted and not re-created, is refused like a revoked
+        one (no credential: UnrecognizedClientException / InvalidClientTokenId). DeleteRole is an IAM
+        write, so the revocation epoch drops the cached credential before the node's next request.
+        """
         table = schema.sts_sessions
+        roles = schema.iam_principals
         with self._engine.connect() as conn:
-            row = conn.execute(select(table).where(table.c.access_key_id == access_key_id)).first()
+            row = conn.execute(
+                select(table)
+                .join(
+                    roles,
+                    and_(
+                        roles.c.principal_id == table.c.role_id,
+                        roles.c.kind == "role",
+                        roles.c.account_id == table.c.account_id,
+                    ),
+                )
+                .where(table.c.access_key_id == access_key_id)
+            ).first()
         if row is None:
             return None
         role_name = row.role_arn.rsplit("/", 1)[-1]

@@ -1,7 +1,8 @@
 """Policy documents as IAM stores them: validated on the way in, URL-encoded on the way out.
 
 Identity policies (inline and managed) must name resources and no principal; trust policies must name
-a principal and only STS actions. Sizes count characters other than whitespace, as IAM's quotas do.
+a principal (never NotPrincipal) and only STS actions. Sizes count characters other than whitespace,
+as IAM's quotas do.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def validate_identity(document: str) -> Policy:
 
 
 def validate_trust(document: str) -> Policy:
-    """A role's trust (assume-role) policy: a principal in every statement, only STS actions, and no
-    Resource element."""
+    """A role's trust (assume-role) policy: a Principal in every statement, only STS actions, and no
+    Resource or NotPrincipal element ("You cannot use the NotPrincipal element ... in an IAM role trust
+    policy": with Allow it would let every principal of every account assume the role)."""
     if size(document) > TRUST_POLICY_SIZE:
         raise errors.quota("ACLSizePerRole", TRUST_POLICY_SIZE)
     try:
@@ -54,6 +56,8 @@ def validate_trust(document: str) -> Policy:
     except PolicyError as exc:
         raise errors.malformed(str(exc)) from None
     for statement in policy.statements:
+        if statement.not_principals is not None:
+            raise errors.malformed("Has prohibited field NotPrincipal")
         if statement.resources:
             raise errors.malformed("Has prohibited field Resource")
         if statement.not_resources:
@@ -61,7 +65,7 @@ def validate_trust(document: str) -> Policy:
         for action in statement.actions + statement.not_actions:
             if not action.lower().startswith("sts:"):
                 raise errors.malformed("AssumeRole policy may only specify STS AssumeRole actions.")
-        for kind, value in (statement.principals or ()) + (statement.not_principals or ()):
+        for kind, value in statement.principals or ():
             if kind == "AWS" and value != "*" and not (_ACCOUNT.match(value) or _AWS_PRINCIPAL.match(value)):
                 raise errors.malformed(f'Invalid principal in policy: "AWS":"{value}"')
     return policy

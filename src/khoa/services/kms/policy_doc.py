@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from khoa.access.policy import KEY_POLICY_MAX_BYTES, Policy, PolicyError
+from khoa.access.policy import KEY_POLICY_MAX_BYTES, Policy, PolicyError, refuse_allow_not_principal
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors
 from khoa.services.kms.authz import request_context
@@ -38,8 +38,9 @@ def default_key_policy(account_id: str) -> str:
 def validate_key_policy(kms: KmsBackend, text: str) -> Policy:
     """Refuse documents AWS would refuse with MalformedPolicyDocumentException.
 
-    Key policies are resource policies: every statement names a principal and a resource. The one
-    policy parser (khoa.access.policy) decides what is well formed; AWS caps key policies at 32 KB.
+    Key policies are resource policies: every statement names a principal and a resource, and
+    NotPrincipal goes only with Deny. The one policy parser (khoa.access.policy) decides what is well
+    formed; AWS caps key policies at 32 KB.
     Every IAM user and role it names must exist (AWS binds each to its unique ID on save).
     """
     if len(text.encode("utf-8", "surrogatepass")) > KEY_POLICY_MAX_BYTES:
@@ -47,6 +48,7 @@ def validate_key_policy(kms: KmsBackend, text: str) -> Policy:
         raise errors.limit_exceeded(f"The key policy exceeds the {KEY_POLICY_MAX_BYTES}-byte size quota.")
     try:
         policy = Policy.parse(text, "resource", require_principal=True, require_resource=True)
+        refuse_allow_not_principal(policy)
     except PolicyError as exc:
         raise errors.malformed_policy(str(exc)) from None
     if kms.authorizer.directory.missing_principals(policy):

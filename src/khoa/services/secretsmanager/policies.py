@@ -10,7 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from khoa.access.policy import SECRET_POLICY_MAX_CHARS, Policy, PolicyError, load_json
+from khoa.access.policy import (
+    SECRET_POLICY_MAX_CHARS,
+    Policy,
+    PolicyError,
+    load_json,
+    refuse_allow_not_principal,
+)
 from khoa.access.public import is_public
 from khoa.protocol.context import RequestContext
 from khoa.services.secretsmanager import errors, names
@@ -36,8 +42,11 @@ def _document(text: str) -> Any:
 
 
 def _grammar(data: Any) -> Policy:
-    """The one policy parser; a secret's resource policy names a principal in every statement."""
-    return Policy.parse(data, "resource", require_principal=True)
+    """The one policy parser; a secret's resource policy names a principal in every statement, and
+    NotPrincipal goes only with Deny (Allow + NotPrincipal would grant everyone not listed)."""
+    policy = Policy.parse(data, "resource", require_principal=True)
+    refuse_allow_not_principal(policy)
+    return policy
 
 
 def parse_resource_policy(text: str) -> Policy:
