@@ -166,9 +166,12 @@ def test_tags(sm: Any) -> None:
         {"Key": "a", "Value": "overwritten"},
         {"Key": "b", "Value": "2"},
     ]
-    # keys are case-sensitive
-    sm.tag_resource(SecretId=name, Tags=[{"Key": "A", "Value": "upper"}])
-    assert len(sm.describe_secret(SecretId=name)["Tags"]) == 3
+    # Keys are case-sensitive, but policy condition keys (aws:ResourceTag/<key>) are not: a key that
+    # differs only in case from one the secret has is refused (test_secretsmanager_write_guards).
+    assert error_code(sm.tag_resource, SecretId=name, Tags=[{"Key": "A", "Value": "upper"}]) == (
+        "InvalidParameterException"
+    )
+    assert len(sm.describe_secret(SecretId=name)["Tags"]) == 2
     # removing absent keys is not an error
     sm.untag_resource(SecretId=name, TagKeys=["a", "A", "never-there"])
     assert sm.describe_secret(SecretId=name)["Tags"] == [{"Key": "b", "Value": "2"}]

@@ -68,8 +68,12 @@ def _request_tags(params: dict[str, Any], context: Context) -> None:
         if any("Key" not in t or "Value" not in t for t in tags):  # optional in the model
             raise errors.invalid_parameter("Each tag must have a Key and a Value.")
         context["aws:tagkeys"] = [t["Key"] for t in tags]
-        for tag in tags:
-            context[f"aws:requesttag/{tag['Key'].lower()}"] = [tag["Value"]]
+        # The value each key is stored with (a key given twice keeps its last value) ...
+        for key, value in {t["Key"]: t["Value"] for t in tags}.items():
+            # ... and, condition key names being case-insensitive while tag keys are not, the values of
+            # keys differing only in case all kept (tags.validate_tags then refuses such a request),
+            # never one silently dropped.
+            context.setdefault(f"aws:requesttag/{key.lower()}", []).append(value)
     if params.get("TagKeys"):
         context["aws:tagkeys"] = list(params["TagKeys"])
 
@@ -78,23 +82,32 @@ def _flag(value: Any) -> list[str]:
     return ["true" if value else "false"]
 
 
-def _kms_key_arn(sm: SecretsBackend, ctx: RequestContext, key_ref: Any) -> list[str] | None:
-    """``secretsmanager:KmsKeyArn``: the ARN of the key the request names (an ID, alias or ARN). None when
-    it names none (the AWS-managed default) or one that does not resolve: the handler then refuses the
-    request itself, so nothing is done under a key the policy never saw."""
+def _kms_key_arn(
+    sm: SecretsBackend, ctx: RequestContext, key_ref: Any, record: SecretRecord | None
+) -> list[str] | None:
+    """``secretsmanager:KmsKeyArn``: the ARN of the key the request names (an ID, alias or ARN), resolved
+    where the handler resolves it: in the secret's account and region (``record``; the caller's for a
+    new secret). None when it names none (the AWS-managed default) or one that does not resolve: the
+    handler then refuses the request itself, so nothing is done under a key the policy never saw."""
     if not key_ref or not isinstance(key_ref, str):
         return None
+    account, region = (ctx.account_id, ctx.region) if record is None else (record.account_id, record.region)
     try:
-        return [sm.keys.encryption_key(ctx, key_ref, values.SERVICE).arn]
+        return [values.secret_key(sm.keys, ctx, account, region, key_ref).arn]
     except AWSError:
         return None
 
 
 def _request_keys(
-    sm: SecretsBackend, ctx: RequestContext, action: str, params: dict[str, Any], context: Context
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    action: str,
+    params: dict[str, Any],
+    context: Context,
+    record: SecretRecord | None = None,
 ) -> None:
     """The request's own condition keys, for the operations the Service Authorization Reference lists
-    each of them for."""
+    each of them for (``record``: the secret the request is on; None for CreateSecret)."""
     for name, key in (
         ("VersionStage", "secretsmanager:versionstage"),
         ("VersionId", "secretsmanager:versionid"),
@@ -108,7 +121,7 @@ def _request_keys(
     if operation in ("CreateSecret", "UpdateSecret"):
         if params.get("Type") is not None:
             context["secretsmanager:type"] = [str(params["Type"])]
-        key_arn = _kms_key_arn(sm, ctx, params.get("KmsKeyId"))
+        key_arn = _kms_key_arn(sm, ctx, params.get("KmsKeyId"), record)
         if key_arn is not None:
             context["secretsmanager:kmskeyarn"] = key_arn
     if operation in ("CreateSecret", "ReplicateSecretToRegions"):
@@ -152,6 +165,22 @@ def authorize_secret(
     _authorize_on(sm, ctx, action, record, params, None)
 
 
+def secret_allows(
+    sm: SecretsBackend, ctx: RequestContext, action: str, record: SecretRecord, params: dict[str, Any]
+) -> bool:
+    """Whether :func:`authorize_secret` would let ``action`` on the secret through (without raising):
+    for a handler that must know whether its caller may act on a second secret before telling it
+    anything about that secret."""
+    return sm.authorizer.decide(
+        ctx,
+        action,
+        record.arn,
+        resource_account=record.account_id,
+        resource_policy=_merged_policy(record),
+        context=lambda: _secret_context(sm, ctx, action, record, params),
+    ).allowed
+
+
 def _authorize_on(
     sm: SecretsBackend,
     ctx: RequestContext,
@@ -185,8 +214,11 @@ def _secret_context(
         "secretsmanager:name": [record.name],
     }
     for tag in (sm.store.tags(record.secret_id) if tags is None else tags) or []:
-        context[f"secretsmanager:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
-        context[f"aws:resourcetag/{tag['Key'].lower()}"] = [tag["Value"]]
+        # Tag keys differing only in case (which TagResource now refuses, but a secret may hold from
+        # before) give one condition key all their values: a Deny on any of them still matches.
+        key = tag["Key"].lower()
+        context.setdefault(f"secretsmanager:resourcetag/{key}", []).append(tag["Value"])
+        context.setdefault(f"aws:resourcetag/{key}", []).append(tag["Value"])
     if record.rotation_lambda_arn:
         context["secretsmanager:resource/allowrotationlambdaarn"] = [record.rotation_lambda_arn]
     if record.secret_type:
@@ -194,7 +226,7 @@ def _secret_context(
     # Set on a replica (its primary's Region) and on a primary while it has replicas (its own).
     if record.primary_region:
         context["secretsmanager:secretprimaryregion"] = [record.primary_region]
-    _request_keys(sm, ctx, action, params, context)
+    _request_keys(sm, ctx, action, params, context, record)
     return context
 
 

@@ -44,6 +44,16 @@ def token_in_use(token: str, arn: str) -> AWSError:
     )
 
 
+def tag_keys_collide(first: str, second: str) -> AWSError:
+    """Two tag keys equal but for case: tag keys are case-sensitive, while the condition keys policies
+    test them with (``aws:RequestTag/<key>``, ``aws:ResourceTag/<key>``,
+    ``secretsmanager:ResourceTag/<key>``) are not, so such tags could not be told apart by a policy."""
+    return invalid_parameter(
+        f"The tag keys {first} and {second} differ only in case. Policy condition keys don't distinguish "
+        "tag keys by case, so a secret can't have both."
+    )
+
+
 def too_many_tags(limit: int) -> AWSError:
     return invalid_request(f"A secret can have at most {limit} tags.")
 

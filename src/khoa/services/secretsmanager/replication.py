@@ -20,7 +20,8 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.base import Handler
-from khoa.services.secretsmanager import errors, names, values
+from khoa.services.kms.internal import KeyRecord
+from khoa.services.secretsmanager import authz, errors, names, values
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import NOTHING, SealedValue, SecretRecord
 
@@ -62,7 +63,7 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
     primary_tags = store.tags(primary.secret_id)  # None: never tagged, mirrored as such
     for replica in replicas:
         rctx = replace(ctx, region=replica.region)
-        key = values.encryption_key(sm.keys, rctx, replica.kms_key_id)
+        key: KeyRecord | None = None  # resolved when a version is to be sealed
         have = {v.version_id: v for v in store.versions(replica.secret_id)}
         # a rotation's placeholder is copied as one, and again once the primary's has a value
         stale = {v for v, mine in have.items() if mine.placeholder and v in primary_versions}
@@ -81,6 +82,8 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
                 version.encrypted_data_key,
                 version.encrypted_value,
             )
+            if key is None:
+                key = replica_key(sm, ctx, replica)
             sealed[version_id] = (
                 version.created_at,
                 values.seal(
@@ -102,6 +105,12 @@ def sync(sm: SecretsBackend, ctx: RequestContext, primary: SecretRecord) -> None
             tags=primary_tags,
             fields={f: getattr(primary, f) for f in _REGION_FIELDS if f != "secret_type"},
         )
+
+
+def replica_key(sm: SecretsBackend, ctx: RequestContext, replica: SecretRecord) -> KeyRecord:
+    """The key a replica's versions are sealed under: its own KmsKeyId, resolved in the replica's
+    account and region (values.secret_key), the caller (who wrote the primary) as KMS's principal."""
+    return values.secret_key(sm.keys, ctx, replica.account_id, replica.region, replica.kms_key_id)
 
 
 def _primary(sm: SecretsBackend, ctx: RequestContext, secret_id: str) -> SecretRecord:
@@ -136,6 +145,66 @@ def _status(replica: SecretRecord) -> dict[str, Any]:
     return entry
 
 
+def check_overwrites(
+    sm: SecretsBackend,
+    ctx: RequestContext,
+    account_id: str,
+    name: str,
+    specs: list[dict[str, Any]],
+    *,
+    force: bool,
+    primary_id: str | None = None,
+) -> None:
+    """Before anything is written, refuse a ForceOverwriteReplicaSecret request that would overwrite a
+    secret it may not: see :func:`_refuse_overwrite`. ``account_id`` and ``name`` are the primary's
+    (``primary_id``: its id, whose own replicas are not overwritten but kept)."""
+    if not force:
+        return
+    for spec in specs:
+        region = spec.get("Region")
+        existing = sm.store.by_name(account_id, region, name) if isinstance(region, str) else None
+        if existing is not None and (primary_id is None or existing.primary_secret_id != primary_id):
+            _refuse_overwrite(sm, ctx, existing)
+
+
+def _refuse_overwrite(sm: SecretsBackend, ctx: RequestContext, existing: SecretRecord) -> None:
+    """ForceOverwriteReplicaSecret deletes ``existing`` (at once, with no recovery window) to put the
+    replica in its place. AWS documents only secretsmanager:ReplicateSecretToRegions on the primary, and
+    nothing of the secret overwritten; Khoa fails closed: the caller must be allowed
+    secretsmanager:DeleteSecret with ForceDeleteWithoutRecovery on that secret, as a DeleteSecret sent
+    to its own Region would be judged (its resource policy and tags included), and, as DeleteSecret
+    refuses them, a replica of another primary and a primary that has replicas of its own are never
+    overwritten (that would orphan or take over another secret's replication)."""
+    authz.authorize_secret(
+        sm,
+        replace(ctx, region=existing.region),
+        "secretsmanager:DeleteSecret",
+        existing,
+        {"SecretId": existing.arn, "ForceDeleteWithoutRecovery": True},
+    )
+    if existing.primary_secret_id is not None:
+        raise errors.invalid_request(
+            f"ForceOverwriteReplicaSecret can't overwrite the secret {existing.arn}: it is a replica of "
+            "another primary secret."
+        )
+    replicas = sm.store.replicas_of(existing.secret_id)
+    if replicas:
+        regions = ", ".join(r.region for r in replicas)
+        raise errors.invalid_request(
+            f"ForceOverwriteReplicaSecret can't overwrite the secret {existing.arn}: it still has replica "
+            f"regions [{regions}]."
+        )
+
+
+def _failed(region: str, spec: dict[str, Any], message: str) -> dict[str, Any]:
+    return {
+        "Region": region,
+        "KmsKeyId": spec.get("KmsKeyId") or "alias/aws/secretsmanager",
+        "Status": "Failed",
+        "StatusMessage": message,
+    }
+
+
 def add_replicas(
     sm: SecretsBackend,
     ctx: RequestContext,
@@ -145,43 +214,37 @@ def add_replicas(
     force: bool,
 ) -> list[dict[str, Any]]:
     """Create replicas of ``primary`` in other regions of this server and bring them in sync; returns
-    the status of every replica, failed ones included (they are not kept)."""
+    the status of every replica, failed ones included (they are not kept). A replica is of the
+    primary's account, whoever asks (a caller of another account the primary's policy lets replicate)."""
     validate_regions(sm, ctx, specs)
     store = sm.store
+    check_overwrites(
+        sm, ctx, primary.account_id, primary.name, specs, force=force, primary_id=primary.secret_id
+    )
     statuses = []
     suffix = primary.arn[-7:]
     for spec in specs:
         region = spec["Region"]
-        rctx = replace(ctx, region=region)
-        existing = store.by_name(ctx.account_id, region, primary.name)
+        existing = store.by_name(primary.account_id, region, primary.name)
         if existing is not None and existing.primary_secret_id == primary.secret_id:
             statuses.append(_status(existing))
             continue
         if existing is not None:
             if not force:
-                statuses.append(
-                    {
-                        "Region": region,
-                        "KmsKeyId": spec.get("KmsKeyId") or "alias/aws/secretsmanager",
-                        "Status": "Failed",
-                        "StatusMessage": "Secret with this name already exists in this region",
-                    }
-                )
+                statuses.append(_failed(region, spec, "Secret with this name already exists in this region"))
+                continue
+            try:  # checked above; again for a secret made or changed since
+                _refuse_overwrite(sm, ctx, existing)
+            except AWSError as exc:
+                statuses.append(_failed(region, spec, exc.message or exc.code))
                 continue
             store.destroy(existing.secret_id)
         try:
-            values.encryption_key(sm.keys, rctx, spec.get("KmsKeyId"))
+            values.secret_key(sm.keys, ctx, primary.account_id, region, spec.get("KmsKeyId") or None)
         except AWSError as exc:
-            statuses.append(
-                {
-                    "Region": region,
-                    "KmsKeyId": spec.get("KmsKeyId") or "alias/aws/secretsmanager",
-                    "Status": "Failed",
-                    "StatusMessage": exc.message or exc.code,
-                }
-            )
+            statuses.append(_failed(region, spec, exc.message or exc.code))
             continue
-        arn = f"arn:aws:secretsmanager:{region}:{ctx.account_id}:secret:{primary.name}{suffix}"
+        arn = f"arn:aws:secretsmanager:{region}:{primary.account_id}:secret:{primary.name}{suffix}"
         replica = replace(
             primary,
             secret_id=str(uuid.uuid4()),
@@ -258,6 +321,16 @@ def mirrored(sm: SecretsBackend, handler: Handler) -> Handler:
         record = names.find(ctx, sm.store, params["SecretId"])
         if record is not None and record.primary_secret_id is not None and not _replica_may(ctx, params):
             raise errors.replica_not_permitted()
+        if (
+            record is not None
+            and record.account_id != ctx.account_id
+            and ("SecretString" in params or "SecretBinary" in params)
+        ):
+            # A new value is sealed for every replica too, under each replica's key as resolved for
+            # this caller of another account (refused for an AWS-managed one): refused before the
+            # primary is written rather than after, with the replicas left behind.
+            for replica in sm.store.replicas_of(record.secret_id):
+                replica_key(sm, ctx, replica)
         result = handler(ctx, params)
         if record is not None:
             fresh = sm.store.by_id(record.secret_id)

@@ -48,6 +48,19 @@ def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
     ):
         raise errors.invalid_request("A previous rotation isn't complete. That rotation will be reattempted.")
+    token = params.get("ClientRequestToken") or str(uuid.uuid4())
+    if (
+        sm.store.version(record.secret_id, token) is not None
+        and sm.rotation.in_progress(record.secret_id) != token
+    ):
+        # "This value becomes the VersionId of the new version" (RotateSecret API reference): a rotation
+        # always makes a new version. A token naming an existing one (other than the retried token of
+        # the rotation in progress) would have the rotation relabel that version, and its value
+        # (perhaps one rotated away) would become AWSCURRENT again.
+        raise errors.invalid_request(
+            f"You can't use ClientRequestToken {token} because that value is already in use for a version "
+            f"of secret {record.arn}. A rotation creates a new version."
+        )
     rules = params.get("RotationRules") or record.rules
     if rules is not None:
         schedule.validate(rules)
@@ -63,7 +76,6 @@ def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         next_rotation_at=next_at.timestamp() if next_at else None,
         last_changed_at=ctx.now.timestamp(),
     )
-    token = params.get("ClientRequestToken") or str(uuid.uuid4())
     if immediately:
         sm.rotation.start(record.secret_id, token, ctx.now.timestamp())
         sm.poke_jobs()

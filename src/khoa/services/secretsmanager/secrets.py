@@ -12,7 +12,16 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms.internal import KeyRecord
-from khoa.services.secretsmanager import errors, names, replication, schedule, stages, values, versions
+from khoa.services.secretsmanager import (
+    authz,
+    errors,
+    names,
+    replication,
+    schedule,
+    stages,
+    values,
+    versions,
+)
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SealedValue, SecretRecord
 from khoa.services.secretsmanager.tags import validate_tags
@@ -36,6 +45,9 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     existing = sm.store.by_name(ctx.account_id, ctx.region, name)
     if existing is not None:
         return _created_before(sm, ctx, existing, params, value, version_id)
+    # A secret ForceOverwriteReplicaSecret would replace is checked before the new one is stored.
+    force = params.get("ForceOverwriteReplicaSecret", False)
+    replication.check_overwrites(sm, ctx, ctx.account_id, name, replica_specs, force=force)
     kms_ref = params.get("KmsKeyId") or None
     key = values.encryption_key(sm.keys, ctx, kms_ref)
     now = ctx.now.timestamp()
@@ -84,9 +96,7 @@ def create_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     if sealed is not None:
         result["VersionId"] = version_id
     if replica_specs:
-        result["ReplicationStatus"] = replication.add_replicas(
-            sm, ctx, record, replica_specs, force=params.get("ForceOverwriteReplicaSecret", False)
-        )
+        result["ReplicationStatus"] = replication.add_replicas(sm, ctx, record, replica_specs, force=force)
     return result
 
 
@@ -99,19 +109,40 @@ def _created_before(
     version_id: str,
 ) -> dict[str, Any]:
     """CreateSecret of a name that exists: the same request again (its token a version of the secret,
-    with the same value) succeeds as before; anything else is refused."""
+    with the same value) succeeds as before; anything else is refused.
+
+    CreateSecret is authorised on the new secret's ARN only (authz._authorize_create), and telling
+    "same value" from "another value" tells whether a guess is the stored value. So the value is
+    compared only for a caller who may already learn it, or test it, on the existing secret itself:
+    secretsmanager:GetSecretValue on that version, or secretsmanager:PutSecretValue (whose
+    ClientRequestToken AWS documents as the same comparison). Any other caller gets
+    ResourceExistsException whatever it sent, and nothing is decrypted for it."""
     if existing.deleted_at is not None:
         raise errors.invalid_request(
             "You can't create this secret because a secret with this name is already scheduled for deletion."
         )
-    if value is not None and params.get("ClientRequestToken"):
+    if (
+        value is not None
+        and params.get("ClientRequestToken")
+        and sm.store.version(existing.secret_id, version_id) is not None
+        and _may_compare(sm, ctx, existing, version_id)
+    ):
         # With another value AWS names the token (moto's AWS-verified
         # test_create_different_secret_with_same_token).
         if versions.same_value(sm, ctx, existing, version_id, *value):
             return {"ARN": existing.arn, "Name": existing.name, "VersionId": version_id}
-        if sm.store.version(existing.secret_id, version_id) is not None:
-            raise errors.token_in_use(version_id, existing.arn)
+        raise errors.token_in_use(version_id, existing.arn)
     raise errors.secret_exists(existing.name)
+
+
+def _may_compare(sm: SecretsBackend, ctx: RequestContext, existing: SecretRecord, version_id: str) -> bool:
+    """Whether the caller may read version ``version_id`` of ``existing``, or write a version of it
+    (each judged as that request on that secret would be, its resource policy and tags included)."""
+    reading = {"SecretId": existing.arn, "VersionId": version_id}
+    writing = {"SecretId": existing.arn, "ClientRequestToken": version_id}
+    return authz.secret_allows(sm, ctx, "secretsmanager:GetSecretValue", existing, reading) or (
+        authz.secret_allows(sm, ctx, "secretsmanager:PutSecretValue", existing, writing)
+    )
 
 
 def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +164,9 @@ def update_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     if "KmsKeyId" in params:
         # An empty KmsKeyId means the AWS-managed aws/secretsmanager key.
         kms_ref = params["KmsKeyId"] or None
-        key = values.encryption_key(sm.keys, ctx, kms_ref)
+        # Resolved in the secret's account and region (a caller of another account may not use the
+        # AWS-managed key: values.secret_key).
+        key = values.secret_key(sm.keys, ctx, record.account_id, record.region, kms_ref)
         if kms_ref != record.kms_key_id:
             column_values["kms_key_id"] = kms_ref
     if column_values:

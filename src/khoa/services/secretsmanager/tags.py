@@ -20,6 +20,14 @@ def validate_tags(tags: list[dict[str, str]]) -> None:
             raise errors.invalid_parameter("Each tag must have a Key and a Value.")
         if tag["Key"].lower().startswith("aws:"):
             raise errors.invalid_parameter("Invalid tag key. Tag keys can't start with aws:.")
+    seen: dict[str, str] = {}
+    for tag in tags:
+        # Condition keys are case-insensitive: two tags whose keys differ only in case would be one
+        # aws:RequestTag/<key> to a policy, which could then judge the request on the wrong value. (A
+        # key given twice is one tag, the last value kept, and one value in the condition key.)
+        first = seen.setdefault(tag["Key"].lower(), tag["Key"])
+        if first != tag["Key"]:
+            raise errors.tag_keys_collide(first, tag["Key"])
     if len({t["Key"] for t in tags}) > MAX_TAGS:
         raise errors.too_many_tags(MAX_TAGS)
 

@@ -12,6 +12,7 @@ Secrets Manager depends on what it uses of KMS and not on how the KMS service is
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -65,6 +66,56 @@ def encryption_key(keys: EnvelopeKeys, ctx: RequestContext, kms_key_id: str | No
         if exc.code == "NotFoundException":
             raise errors.not_found("Secrets Manager can't find the specified KMS key.") from None
         raise errors.encryption_failure() from None
+
+
+# The AWS-managed key's alias, as a KmsKeyId may name it.
+MANAGED_ALIAS = "alias/aws/secretsmanager"
+
+
+def managed_key_across_accounts() -> AWSError:
+    """A caller of another account than the secret's writing a value under the secret's AWS-managed
+    key: AWS's answer (UpdateSecret API reference: "You can only use the Amazon Web Services managed
+    key aws/secretsmanager if you call this operation using credentials from the same Amazon Web
+    Services account that owns the secret. If the secret is in a different account, then you must use a
+    customer managed key")."""
+    return errors.invalid_request(
+        "You can't access a secret from a different AWS account if you encrypt the secret with the "
+        "default KMS service key."
+    )
+
+
+def _in_account(kms_key_id: str, account_id: str, region: str) -> str:
+    """A KmsKeyId as stored (key ID, key ARN, alias name or alias ARN) named by ARN in the secret's
+    ``account_id`` and ``region``, so it resolves there and not in the caller's account."""
+    if kms_key_id.startswith("arn:"):
+        return kms_key_id
+    if kms_key_id.startswith("alias/"):
+        return f"arn:aws:kms:{region}:{account_id}:{kms_key_id}"
+    return f"arn:aws:kms:{region}:{account_id}:key/{kms_key_id}"
+
+
+def secret_key(
+    keys: EnvelopeKeys, ctx: RequestContext, account_id: str, region: str, kms_key_id: str | None
+) -> KeyRecord:
+    """The key new values of a secret of ``account_id`` in ``region`` are sealed under: its KmsKeyId as
+    stored (None: the AWS-managed ``aws/secretsmanager`` key), resolved in the secret's own account and
+    region, never the caller's: an alias name or key ID written by the owner names the owner's key,
+    and a caller of another account can't pick the key that seals the owner's values by making an
+    alias of that name in its own account. The caller stays the principal KMS authorises.
+
+    A caller of another account is refused the AWS-managed key (whose key policy trusts only its own
+    account, and which AWS refuses across accounts), with AWS's InvalidRequestException, before
+    anything is written."""
+    owner_ctx = ctx if ctx.region == region else replace(ctx, region=region)
+    if account_id == ctx.account_id:
+        key = encryption_key(keys, owner_ctx, kms_key_id)
+    else:
+        if not kms_key_id or kms_key_id == MANAGED_ALIAS:
+            raise managed_key_across_accounts()
+        key = encryption_key(keys, owner_ctx, _in_account(kms_key_id, account_id, region))
+    if key.key_manager == "AWS" and key.account_id != ctx.account_id:
+        raise managed_key_across_accounts()
+    return key
 
 
 def seal(

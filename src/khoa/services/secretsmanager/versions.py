@@ -87,7 +87,7 @@ def add_version(
         if same_value(sm, ctx, record, version_id, kind, value):
             return stages.by_version(sm.store.read_stages(record.secret_id)).get(version_id, [])
         raise errors.token_in_use(version_id, record.arn)
-    key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
+    key = values.secret_key(sm.keys, ctx, record.account_id, record.region, record.kms_key_id)
     sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value, sm.fingerprinter)
 
     def relabel(before: dict[str, str]) -> dict[str, str]:
@@ -113,7 +113,7 @@ def _fill_placeholder(
     value: bytes,
     labels: list[str],
 ) -> list[str]:
-    key = values.encryption_key(sm.keys, ctx, record.kms_key_id)
+    key = values.secret_key(sm.keys, ctx, record.account_id, record.region, record.kms_key_id)
     sealed = values.seal(sm.keys, ctx, key, record.arn, version_id, kind, value, sm.fingerprinter)
     after = sm.store.fill_placeholder(
         record.secret_id,

@@ -14,9 +14,9 @@ from typing import Any
 
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
-from khoa.services.ssm import names, public
+from khoa.services.ssm import errors, names, public
 from khoa.services.ssm.backend import ParametersBackend
-from khoa.services.ssm.parameters import lookup
+from khoa.services.ssm.parameters import find, lookup
 
 _UNSCOPED = ("DescribeParameters",)
 
@@ -51,8 +51,11 @@ def _request_keys(operation: str, params: dict[str, Any]) -> dict[str, list[str]
         tags = params.get("Tags")
         if tags:
             context["aws:tagkeys"] = [t["Key"] for t in tags]
-            for tag in tags:
-                context[f"aws:requesttag/{tag['Key'].lower()}"] = [tag["Value"]]
+            # The value each key is stored with (a key given twice keeps its last value), and the
+            # values of keys differing only in case all kept (such a request is refused:
+            # _refuse_case_variants), never one silently dropped.
+            for key, value in {t["Key"]: t["Value"] for t in tags}.items():
+                context.setdefault(f"aws:requesttag/{key.lower()}", []).append(value)
     elif operation == "RemoveTagsFromResource" and params.get("TagKeys"):
         context["aws:tagkeys"] = list(params["TagKeys"])
     return context
@@ -65,8 +68,10 @@ def _context(
     row = lookup(ssm.store, ctx, name)  # "/x" and "x" are one parameter, with one set of tags
     if row is not None:
         for key, value in ssm.store.tags.of(row.param_id).items():
-            context[f"ssm:resourcetag/{key.lower()}"] = [value]
-            context[f"aws:resourcetag/{key.lower()}"] = [value]
+            # Tag keys differing only in case (refused now, but a parameter may hold them from before)
+            # give one condition key all their values: a Deny on any of them still matches.
+            context.setdefault(f"ssm:resourcetag/{key.lower()}", []).append(value)
+            context.setdefault(f"aws:resourcetag/{key.lower()}", []).append(value)
     context.update(_request_keys(ctx.operation, params))
     return context
 
@@ -99,9 +104,55 @@ def authorize_parameter(
     )
 
 
+def _tag_keys(params: dict[str, Any]) -> list[str]:
+    return [
+        t["Key"] for t in params.get("Tags") or [] if isinstance(t, dict) and isinstance(t.get("Key"), str)
+    ]
+
+
+def _collision(first: str, second: str) -> AWSError:
+    return errors.validation(
+        f"The tag keys {first} and {second} differ only in case. Policy condition keys don't distinguish "
+        "tag keys by case, so a parameter can't have both."
+    )
+
+
+def _refuse_case_variants(params: dict[str, Any]) -> None:
+    """Tag keys are case-sensitive, the condition keys that test them (``aws:RequestTag/<key>``,
+    ``aws:ResourceTag/<key>``, ``ssm:resourceTag/<key>``) are not: a request whose tags include two keys
+    equal ignoring case would be judged on whichever value a policy sees, so it is refused (AWS is
+    silent; Khoa fails closed), with Parameter Store's ValidationException, before anything is judged."""
+    seen: dict[str, str] = {}
+    for key in _tag_keys(params):
+        first = seen.setdefault(key.lower(), key)
+        if first != key:  # a key given twice is one tag, its last value kept
+            raise _collision(first, key)
+
+
+def _refuse_tag_collisions(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> None:
+    """AddTagsToResource of a key differing only in case from one the parameter has is refused as
+    :func:`_refuse_case_variants` says; checked once the caller is known to be allowed to tag it (the
+    answer tells what tags it has). A resource the handler refuses anyway is left to it."""
+    if params.get("ResourceType") != "Parameter":
+        return
+    try:
+        selector = names.parse_selector(ctx, params["ResourceId"])
+    except AWSError:
+        return
+    row = find(ssm.store, ctx, selector) if selector.version is None and selector.label is None else None
+    if row is None:
+        return
+    held = {key.lower(): key for key in ssm.store.tags.of(row.param_id)}
+    for key in _tag_keys(params):
+        if held.get(key.lower(), key) != key:
+            raise _collision(held[key.lower()], key)
+
+
 def authorize_request(ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """The check every Parameter Store operation's rule runs (see authtable.py)."""
     action = f"ssm:{ctx.operation}"
+    if ctx.operation in ("PutParameter", "AddTagsToResource"):
+        _refuse_case_variants(params)
     if ctx.operation in _UNSCOPED:
         ssm.authorizer.authorize(ctx, action, "*")
     elif ctx.operation == "GetParametersByPath":
@@ -117,7 +168,10 @@ def authorize_request(ssm: ParametersBackend, ctx: RequestContext, params: dict[
     elif "Name" in params:
         authorize_parameter(ssm, ctx, action, _name_of(ctx, params["Name"]), params)
     elif "ResourceId" in params:
-        authorize_parameter(ssm, ctx, action, _name_of(ctx, params["ResourceId"]), params)
+        name = _name_of(ctx, params["ResourceId"])
+        authorize_parameter(ssm, ctx, action, name, params)
+        if ctx.operation == "AddTagsToResource":
+            _refuse_tag_collisions(ssm, ctx, params)
     else:
         ssm.authorizer.authorize(ctx, action, "*")
     return {}

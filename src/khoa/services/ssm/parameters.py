@@ -309,7 +309,9 @@ def delete_parameter(ssm: ParametersBackend, ctx: RequestContext, params: dict[s
     selector = names.parse_selector(ctx, params["Name"])
     if names.reserved(selector.name):
         raise names.reserved_error(selector.name)
-    row = find(ssm.store, ctx, selector)
+    # AWS deletes whole parameters only: a name with a version or label selector names no parameter
+    # (DeleteParameters lists it among InvalidParameters), rather than deleting every version of it.
+    row = find(ssm.store, ctx, selector) if selector.version is None and selector.label is None else None
     if row is None:
         raise errors.not_found()
     ssm.store.destroy(row.param_id)

@@ -313,8 +313,16 @@ class SecretStore:
     def add_placeholder(self, conn: Connection, secret_id: str, version_id: str, now: float) -> None:
         """Give a rotation's token its version (no value: see PLACEHOLDER) unless it has one, and
         move AWSPENDING to it, inside the rotation engine's transaction (which also queues the run).
-        The caller commits, then clears the cache."""
-        if version_in(conn, secret_id, version_id) is None:
+        The caller commits, then clears the cache. A token naming a version that has a value is
+        refused (InvalidRequestException, rolling the transaction back): a rotation's version is a new
+        one, and AWSPENDING on an old value would make the rotation's finishSecret restore it."""
+        existing = version_in(conn, secret_id, version_id)
+        if existing is not None and not existing.placeholder:
+            raise errors.invalid_request(
+                f"You can't use ClientRequestToken {version_id} because that value is already in use "
+                "for a version of the secret. A rotation creates a new version."
+            )
+        if existing is None:
             insert_version(conn, secret_id, version_id, NOTHING, now)
         before = stages_in(conn, secret_id)
         write_stages(conn, secret_id, before, {**before, "AWSPENDING": version_id})

@@ -137,6 +137,12 @@ def write_tags(conn: Connection, secret_id: str, tags: list[dict[str, str]]) -> 
         select(func.coalesce(func.max(TAGS.c.position), 0)).where(TAGS.c.secret_id == secret_id)
     ).scalar_one()
     latest = {t["Key"]: t["Value"] for t in tags}
+    # A new key differing only in case from one the secret has is refused (tags.validate_tags says
+    # why), here, in the transaction, so that concurrent taggers can't add both.
+    held = {key.lower(): key for key in existing}
+    for key in latest:
+        if held.get(key.lower(), key) != key:
+            raise errors.tag_keys_collide(held[key.lower()], key)
     if len(set(existing) | set(latest)) > MAX_TAGS:
         raise errors.too_many_tags(MAX_TAGS)
     conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(tag_list=True))
