@@ -9,13 +9,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+import uuid
 from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
 
 from tests.support.errors import error_code, refused
 from tests.support.iam import allow, deny
 from tests.support.identity import new_user
 from tests.support.names import parameter_name
-from tests.support.server import KhoaServer
+from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
 
 def test_delete_parameter_with_a_selector_deletes_nothing(ssm: Any) -> None:
@@ -93,3 +98,25 @@ def test_tag_keys_differing_only_in_case_are_refused(server: KhoaServer, iam: An
         ResourceType="Parameter", ResourceId=name, Tags=[{"Key": "classification", "Value": "internal"}]
     )
     assert reader.client("ssm").get_parameter(Name=name)["Parameter"]["Value"] == "top"
+
+
+def test_an_account_keeps_at_most_its_quota_of_parameters_per_tier(fresh_server: KhoaServer) -> None:
+    """AWS's quotas: 10,000 standard and 100,000 advanced parameters per account and Region; the next
+    one is refused with ParameterLimitExceeded (the rows up to the quota are written directly)."""
+    server = fresh_server.start()
+    ssm = server.client("ssm")
+    ssm.put_parameter(Name="/quota/first", Value="v", Type="String")
+    with sqlite3.connect(server.data_dir / "khoa.db", timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO ssm_parameters (param_id, account_id, region, name, parent_path, version, tier) "
+            "VALUES (?, ?, ?, ?, '/quota', 1, 'Standard')",
+            [(str(uuid.uuid4()), ACCOUNT_ID, REGION, f"/quota/p{n}") for n in range(9_999)],
+        )
+    with pytest.raises(ClientError) as caught:
+        ssm.put_parameter(Name="/quota/one-too-many", Value="v", Type="String")
+    assert caught.value.response["Error"]["Code"] == "ParameterLimitExceeded"
+    # An overwrite is no new parameter, and the advanced tier has a quota of its own.
+    ssm.put_parameter(Name="/quota/first", Value="w", Type="String", Overwrite=True)
+    ssm.put_parameter(Name="/quota/advanced", Value="v", Type="String", Tier="Advanced")
+    ssm.delete_parameter(Name="/quota/first")
+    ssm.put_parameter(Name="/quota/one-too-many", Value="v", Type="String")

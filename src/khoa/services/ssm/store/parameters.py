@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import asdict, replace
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +28,9 @@ from khoa.services.ssm.store.tags import TagStore
 from khoa.storage import fingerprints
 
 MAX_VERSIONS = 100
+# Parameters an account may keep in a Region, by tier (AWS's quotas: "Number of parameters per AWS
+# account and AWS Region"). Counted as one is created, in the creating transaction.
+MAX_PARAMETERS = {"Standard": 10_000, "Advanced": 100_000}
 
 
 class ParameterStore:
@@ -110,6 +113,18 @@ class ParameterStore:
         param_id = str(uuid.uuid4())
         try:
             with self._engine.begin() as conn:
+                held = conn.execute(
+                    select(func.count())
+                    .select_from(PARAMS)
+                    .where(PARAMS.c.account_id == account_id, PARAMS.c.region == region)
+                    .where(PARAMS.c.tier == first.tier)
+                ).scalar_one()
+                if held >= MAX_PARAMETERS.get(first.tier, MAX_PARAMETERS["Standard"]):
+                    raise errors.code(
+                        "ParameterLimitExceeded",
+                        f"You have exceeded the number of {first.tier.lower()} parameters for this AWS "
+                        "account and Region. Delete one or more parameters and try again.",
+                    )
                 conn.execute(
                     insert(PARAMS).values(
                         param_id=param_id,
