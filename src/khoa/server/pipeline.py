@@ -107,10 +107,14 @@ _SCANS: dict[str, frozenset[str]] = {
 }
 
 
-# Writes that call a peer over the network (an external key store's proxy): never on the event loop,
-# whatever the database (a read that does is moved off the loop when it comes to it: khoa.blocking).
+# Writes that call a peer over the network (an external key store's proxy), or that may read many rows
+# (CreateGrant allowed by grants reads every CreateGrant grant its caller holds on the key, up to the
+# 50,000-grant quota): never on the event loop, whatever the database (a read that does is moved off
+# the loop when it comes to it: khoa.blocking).
 _CALLS_OUT: dict[str, frozenset[str]] = {
-    "kms": frozenset({"CreateCustomKeyStore", "ConnectCustomKeyStore", "UpdateCustomKeyStore"}),
+    "kms": frozenset(
+        {"CreateCustomKeyStore", "ConnectCustomKeyStore", "UpdateCustomKeyStore", "CreateGrant"}
+    ),
 }
 
 

@@ -128,6 +128,8 @@ kms_grants = Table(
     Column("issuing_account", String(256), nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_kms_grants_key", "key_id", "created_at"),
+    # A caller's grants on a key, read when policies do not allow a call (services/kms/authz.py).
+    Index("ix_kms_grants_grantee", "key_id", "grantee_principal"),
 )
 
 kms_import_parameters = Table(

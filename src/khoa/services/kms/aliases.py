@@ -18,8 +18,18 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import AliasRecord, KeyRecord
+from khoa.services.kms.store.aliases import AliasQuotaExceeded
 
 _ALIAS_DOCS = "Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+# AWS KMS resource quota "Aliases per KMS key" (developer guide, Resource quotas): creating or moving
+# an alias onto a key that has this many is refused with LimitExceededException.
+MAX_ALIASES_PER_KEY = 50
+
+
+def _alias_quota(key: KeyRecord) -> AWSError:
+    return errors.limit_exceeded(
+        f"{key.arn} has reached the limit of {MAX_ALIASES_PER_KEY} aliases per KMS key."
+    )
 
 
 def _check_name(name: str) -> None:
@@ -56,7 +66,13 @@ def create_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
     name = params["AliasName"]
     _check_name(name)
     key = _target(kms, ctx, params["TargetKeyId"])
-    if not kms.store.aliases.create(ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp()):
+    try:
+        created = kms.store.aliases.create(
+            ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp(), limit=MAX_ALIASES_PER_KEY
+        )
+    except AliasQuotaExceeded:
+        raise _alias_quota(key) from None
+    if not created:
         raise errors.already_exists(f"An alias with the name {alias_arn(ctx, name)} already exists")
     return {}
 
@@ -74,7 +90,12 @@ def update_alias(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
             f"{key.arn} is not the same type of key and key usage as the alias's current "
             "key; an alias can only move to a key of the same type and usage."
         )
-    kms.store.aliases.retarget(ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp())
+    try:
+        kms.store.aliases.retarget(
+            ctx.account_id, ctx.region, name, key.key_id, ctx.now.timestamp(), limit=MAX_ALIASES_PER_KEY
+        )
+    except AliasQuotaExceeded:
+        raise _alias_quota(key) from None
     return {}
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from khoa.access.authorize import access_denied
 from khoa.access.evaluate import SCP, Decision
 from khoa.audit.usage import UsageBehind
+from khoa.blocking import refuse_on_the_loop
 from khoa.crypto import ciphertext
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
@@ -259,22 +260,40 @@ class GrantRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> GrantRecord:
-        # Whatever cannot be read as written by CreateGrant allows nothing (fail closed).
-        operations: frozenset[str] = frozenset()
-        constraint = grant_rules.UNREADABLE
-        try:
-            listed = json.loads(row.operations)
-            stored = json.loads(row.constraints) if row.constraints else None
-        except (TypeError, ValueError):
-            listed, stored = None, None
-        if isinstance(listed, list) and all(isinstance(op, str) for op in listed):
-            operations = frozenset(listed)
-            constraint = (
-                grant_rules.parse_constraint(stored) if isinstance(stored, dict | None) else constraint
-            )
+        operations, constraint = _parsed_grant(row.operations, row.constraints)
         return cls(
             row.grant_id, row.key_id, row.grantee_principal, row.retiring_principal, operations, constraint
         )
+
+
+# Stored constraints up to this long are parsed once per process (a grant's operations and
+# constraints never change); longer ones (stored before CreateGrant bounded them) every time.
+_CACHED_CONSTRAINT_CHARS = 8192
+
+
+def _parsed_grant(operations: Any, constraints: Any) -> tuple[frozenset[str], grant_rules.Constraint]:
+    cacheable = constraints is None or (
+        isinstance(constraints, str) and len(constraints) <= _CACHED_CONSTRAINT_CHARS
+    )
+    if isinstance(operations, str) and cacheable:
+        return _parse_grant(operations, constraints)
+    return _parse_grant.__wrapped__(operations, constraints)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_grant(operations: Any, constraints: Any) -> tuple[frozenset[str], grant_rules.Constraint]:
+    """A stored grant's operations and constraint, as CreateGrant wrote them. Whatever cannot be read
+    as written by CreateGrant allows nothing (fail closed)."""
+    try:
+        listed = json.loads(operations)
+        stored = json.loads(constraints) if constraints else None
+    except (TypeError, ValueError):
+        return frozenset(), grant_rules.UNREADABLE
+    if not (isinstance(listed, list) and all(isinstance(op, str) for op in listed)):
+        return frozenset(), grant_rules.UNREADABLE
+    if not isinstance(stored, dict | None):
+        return frozenset(listed), grant_rules.UNREADABLE
+    return frozenset(listed), grant_rules.parse_constraint(stored)
 
 
 @dataclass(frozen=True)
@@ -305,9 +324,11 @@ def caller_names(kms: KmsBackend, ctx: RequestContext) -> set[str]:
     return names
 
 
-def _caller_grants(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> list[GrantRecord]:
-    rows = kms.store.grants.held_by(key.key_id, sorted(caller_names(kms, ctx)))
-    return [GrantRecord.from_row(row) for row in rows]
+# How many of a caller's grants on a key authorisation reads on the event loop. A caller holding more
+# that may allow the operation is decided on a request thread instead (khoa.blocking: the call, a
+# read, runs again from the start there), so however many grants a tenant creates (up to 50,000 per
+# key) no other request waits for them to be read.
+GRANTS_READ_ON_THE_LOOP = 100
 
 
 def _allowing_grants(
@@ -317,16 +338,35 @@ def _allowing_grants(
     operation: str,
     encryption_context: dict[str, str] | None,
 ) -> tuple[GrantRecord, ...]:
-    """The caller's grants on ``key`` that allow ``operation`` with this encryption context.
-    Only operations a grant can list are ever allowed by one (never ListGrants, RevokeGrant, ...)."""
+    """The caller's grants on ``key`` that allow ``operation`` with this encryption context: for
+    CreateGrant all of them (``check_child_grant`` weighs them together), for any other operation
+    the first found (one is enough). Only operations a grant can list are ever allowed by one (never
+    ListGrants, RevokeGrant, ...)."""
     if operation not in grant_rules.GRANTABLE_OPERATIONS:
         return ()
-    return tuple(
-        grant
-        for grant in _caller_grants(kms, ctx, key)
-        if operation in grant.operations
-        and grant_rules.admits(grant.constraint, operation, encryption_context)
-    )
+    admits = grant_rules.admitter(operation, encryption_context)
+
+    def allowing(rows: list[Any]) -> list[GrantRecord]:
+        found = []
+        for row in rows:
+            grant = GrantRecord.from_row(row)
+            if operation in grant.operations and admits(grant.constraint):
+                if operation != "CreateGrant":
+                    return [grant]
+                found.append(grant)
+        return found
+
+    names = sorted(caller_names(kms, ctx))
+    grants = kms.store.grants
+    rows = grants.held_by(key.key_id, names, operation, limit=GRANTS_READ_ON_THE_LOOP + 1)
+    if len(rows) > GRANTS_READ_ON_THE_LOOP:
+        if operation != "CreateGrant":
+            first = allowing(rows[:GRANTS_READ_ON_THE_LOOP])
+            if first:
+                return tuple(first)
+        refuse_on_the_loop("a caller's grants on a key")
+        rows = grants.held_by(key.key_id, names, operation)
+    return tuple(allowing(rows))
 
 
 def _record(ctx: RequestContext, basis: Basis) -> None:

@@ -25,13 +25,17 @@ from khoa.protocol.model import ServiceModel
 from khoa.services.kms import errors, external
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.resolve import decode_marker, encode_marker
-from khoa.services.kms.store.custom_key_stores import CustomKeyStoreRecord, NameInUse
+from khoa.services.kms.store.custom_key_stores import CustomKeyStoreRecord, NameInUse, StoreQuotaExceeded
 from khoa.services.kms.xks import Proxy, ProxyFailure, request_metadata
 
 CONNECTED = "CONNECTED"
 DISCONNECTED = "DISCONNECTED"
 FAILED = "FAILED"
 _ENDPOINT_PATTERN = r"^https?://[a-zA-Z0-9.\-\[\]:]+$"
+# AWS KMS resource quota "Custom key store resource quota" (developer guide, Resource quotas): custom
+# key stores per account and Region; CreateCustomKeyStore beyond it is refused with
+# LimitExceededException.
+MAX_CUSTOM_KEY_STORES = 10
 SUPPORTED = (
     "Khoa supports custom key stores of type EXTERNAL_KEY_STORE only (an XKS proxy, CustomKeyStoreType="
     "EXTERNAL_KEY_STORE); AWS CloudHSM key stores are not supported."
@@ -105,6 +109,12 @@ def _refuse_cloudhsm_parameters(params: dict[str, Any]) -> None:
             )
 
 
+def _store_quota() -> AWSError:
+    return errors.limit_exceeded(
+        f"This account has reached the limit of {MAX_CUSTOM_KEY_STORES} custom key stores in this Region."
+    )
+
+
 def _health(kms: KmsBackend, ctx: RequestContext, proxy: Proxy) -> None:
     """GetHealthStatus as the caller's operation; raises the proxy's failure."""
     kms.xks.health(proxy, {"kmsRequestId": ctx.request_id, "kmsOperation": ctx.operation})
@@ -151,6 +161,9 @@ def create_custom_key_store(kms: KmsBackend, ctx: RequestContext, params: dict[s
     stores = kms.store.custom_key_stores
     if stores.by_name(ctx.account_id, ctx.region, params["CustomKeyStoreName"]) is not None:
         raise name_in_use(params["CustomKeyStoreName"])
+    # Before the proxy is called; checked again as the store is inserted (concurrent creations).
+    if stores.count(ctx.account_id, ctx.region) >= MAX_CUSTOM_KEY_STORES:
+        raise _store_quota()
     if stores.endpoint_in_use(ctx.account_id, ctx.region, endpoint, path):
         raise AWSError(
             "XksProxyUriInUseException",
@@ -178,9 +191,11 @@ def create_custom_key_store(kms: KmsBackend, ctx: RequestContext, params: dict[s
         created_at=ctx.now.timestamp(),
     )
     try:
-        stores.insert(record)
+        stores.insert(record, limit=MAX_CUSTOM_KEY_STORES)
     except NameInUse:
         raise name_in_use(record.name) from None
+    except StoreQuotaExceeded:
+        raise _store_quota() from None
     return {"CustomKeyStoreId": store_id}
 
 

@@ -15,14 +15,17 @@ Kept apart from the handlers so the rules can be read in one place and tested ex
   ``EncryptionContextEquals`` containing those pairs, but never the reverse) and nothing wider.
 * Anything unreadable fails closed: a stored constraint of an unknown shape admits nothing and
   bounds nothing.
+* A new constraint's encryption context is bounded as AWS bounds it (``check_constraint_size``): at
+  most 8 pairs, each key and value at most 384 characters.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +72,13 @@ ANY = "any"
 SUBSET = "subset"
 EQUALS = "equals"
 
+# AWS CreateGrant, Constraints: "Each constraint value can include up to 8 encryption context pairs.
+# The encryption context value in each constraint cannot exceed 384 characters." Khoa reads the
+# second sentence per key and per value (the lenient reading), so every constraint it stores holds at
+# most 8 x 2 x 384 characters and authorisation reads a bounded amount per grant.
+MAX_CONSTRAINT_PAIRS = 8
+MAX_CONSTRAINT_CHARS = 384
+
 
 @dataclass(frozen=True)
 class Constraint:
@@ -80,9 +90,10 @@ class Constraint:
     source_arn: str | None = None
     readable: bool = True
 
-    @property
+    @functools.cached_property
     def satisfiable(self) -> bool:
-        """False when two pairs give one (case-insensitive) key different values: no context fits."""
+        """False when two pairs give one (case-insensitive) key different values: no context fits.
+        Computed once per constraint (authorisation reuses parsed constraints across requests)."""
         keys = [k for k, _ in self.pairs]
         return self.readable and len(keys) == len(set(keys))
 
@@ -122,6 +133,30 @@ def parse_constraint(raw: Mapping[str, Any] | None) -> Constraint:
     return Constraint(SUBSET if subset is not None else EQUALS, pairs, source)
 
 
+def check_constraint_size(raw: Mapping[str, Any] | None) -> None:
+    """ValidationException for an encryption-context constraint beyond AWS's bounds (see
+    ``MAX_CONSTRAINT_PAIRS``); any other shape is left to ``parse_constraint``."""
+    if not raw or not isinstance(raw, Mapping):
+        return
+    for member in ("EncryptionContextSubset", "EncryptionContextEquals"):
+        context = raw.get(member)
+        if not isinstance(context, Mapping):
+            continue
+        field = f"constraints.{member[0].lower()}{member[1:]}"
+        if len(context) > MAX_CONSTRAINT_PAIRS:
+            raise errors.validation(
+                f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
+                f"Map must have at most {MAX_CONSTRAINT_PAIRS} encryption context pairs"
+            )
+        for key, value in context.items():
+            if len(str(key)) > MAX_CONSTRAINT_CHARS or len(str(value)) > MAX_CONSTRAINT_CHARS:
+                raise errors.validation(
+                    f"1 validation error detected: Value at '{field}' failed to satisfy constraint: "
+                    f"Encryption context keys and values must have length less than or equal to "
+                    f"{MAX_CONSTRAINT_CHARS}"
+                )
+
+
 def _lowered(context: Mapping[str, str] | None) -> dict[str, str] | None:
     """The request's encryption context with lower-cased keys; None when two keys collide (then
     which value a constraint should see is ambiguous, so no constraint is satisfied)."""
@@ -133,22 +168,35 @@ def _lowered(context: Mapping[str, str] | None) -> dict[str, str] | None:
     return lowered
 
 
-def admits(constraint: Constraint, operation: str, context: Mapping[str, str] | None) -> bool:
-    """Does a grant with ``constraint`` allow ``operation`` with this encryption context?
+def admitter(operation: str, context: Mapping[str, str] | None) -> Callable[[Constraint], bool]:
+    """``admits`` for one request, checked against many grants: the request's encryption context is
+    read once here, not once per grant.
 
     A SourceArn constraint is never met: it restricts a grant to an AWS service acting for a
     resource, and Khoa's callers are never such a service.
     """
-    if not constraint.readable or constraint.source_arn is not None:
-        return False
-    if operation not in CONTEXT_OPERATIONS or constraint.kind == ANY:
-        return True
+    if operation not in CONTEXT_OPERATIONS:
+        return lambda constraint: constraint.readable and constraint.source_arn is None
     lowered = _lowered(context)
-    if lowered is None or not constraint.satisfiable:
-        return False
-    if constraint.kind == SUBSET:
-        return all(lowered.get(k) == v for k, v in constraint.pairs)
-    return frozenset(lowered.items()) == constraint.pairs
+    items = frozenset(lowered.items()) if lowered is not None else frozenset()
+
+    def check(constraint: Constraint) -> bool:
+        if not constraint.readable or constraint.source_arn is not None:
+            return False
+        if constraint.kind == ANY:
+            return True
+        if lowered is None or not constraint.satisfiable:
+            return False
+        if constraint.kind == SUBSET:
+            return all(lowered.get(k) == v for k, v in constraint.pairs)
+        return items == constraint.pairs
+
+    return check
+
+
+def admits(constraint: Constraint, operation: str, context: Mapping[str, str] | None) -> bool:
+    """Does a grant with ``constraint`` allow ``operation`` with this encryption context?"""
+    return admitter(operation, context)(constraint)
 
 
 def at_least_as_strict(child: Constraint, parent: Constraint) -> bool:

@@ -18,7 +18,12 @@ from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import authz, errors, specs
 from khoa.services.kms.backend import KmsBackend
-from khoa.services.kms.grant_rules import CONTEXT_OPERATIONS, grant_id_from_token, make_grant_token
+from khoa.services.kms.grant_rules import (
+    CONTEXT_OPERATIONS,
+    check_constraint_size,
+    grant_id_from_token,
+    make_grant_token,
+)
 from khoa.services.kms.resolve import (
     decode_marker,
     encode_marker,
@@ -26,8 +31,19 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import KeyRecord, key_arn
+from khoa.services.kms.store.grants import GrantQuotaExceeded
 
-__all__ = ["OPERATIONS", "check_grant_tokens", "grant_id_from_token", "make_grant_token"]
+__all__ = [
+    "MAX_GRANTS_PER_KEY",
+    "OPERATIONS",
+    "check_grant_tokens",
+    "grant_id_from_token",
+    "make_grant_token",
+]
+
+# AWS KMS resource quota "Grants per KMS key" (developer guide, Resource quotas): a CreateGrant beyond
+# it is refused with LimitExceededException.
+MAX_GRANTS_PER_KEY = 50_000
 
 
 def check_grant_tokens(tokens: list[str]) -> None:
@@ -103,6 +119,7 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
         raise errors.validation(
             "Grant constraints can have EncryptionContextSubset or EncryptionContextEquals, not both."
         )
+    check_constraint_size(constraints)
     _check_grant_fits_key(key, params["Operations"], constraints)
     # A grant is bound to its principals as AWS binds them (to their unique IDs; see
     # khoa.access.forgotten): naming a user or role that does not exist would leave a grant for
@@ -133,18 +150,24 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
             ) == (grantee, retiring, operations, constraint_text):
                 return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
     grant_id = secrets.token_hex(32)
-    kms.store.grants.add(
-        grant_id=grant_id,
-        key_id=key.key_id,
-        account_id=ctx.account_id,
-        name=name,
-        grantee=grantee,
-        retiring=retiring,
-        operations=operations,
-        constraints=constraint_text,
-        issuing_account=f"arn:aws:iam::{ctx.account_id}:root",
-        created_at=ctx.now.timestamp(),
-    )
+    try:
+        kms.store.grants.add(
+            grant_id=grant_id,
+            key_id=key.key_id,
+            account_id=ctx.account_id,
+            name=name,
+            grantee=grantee,
+            retiring=retiring,
+            operations=operations,
+            constraints=constraint_text,
+            issuing_account=f"arn:aws:iam::{ctx.account_id}:root",
+            created_at=ctx.now.timestamp(),
+            limit=MAX_GRANTS_PER_KEY,
+        )
+    except GrantQuotaExceeded:
+        raise errors.limit_exceeded(
+            f"{key.arn} has reached the limit of {MAX_GRANTS_PER_KEY} grants per KMS key."
+        ) from None
     return {"GrantToken": make_grant_token(grant_id), "GrantId": grant_id}
 
 

@@ -27,6 +27,11 @@ from khoa.services.kms.store.custom_key_stores import ExternalKeyInUse
 from khoa.services.kms.tags import validate_tags
 
 DEFAULT_PENDING_WINDOW_DAYS = 30
+# AWS KMS resource quota "AWS KMS keys" (developer guide, Resource quotas): customer managed keys per
+# account and Region, whatever their state; AWS managed keys do not count. CreateKey beyond it is
+# refused with LimitExceededException. Checked before the key is made (CreateKey runs on a request
+# thread; concurrent creations may pass it together, by at most their number).
+MAX_CUSTOMER_KEYS_PER_REGION = 100_000
 
 
 def generate_material(spec: str, generate_rsa: Callable[[int], bytes] = keymaterial.generate_rsa) -> bytes:
@@ -111,6 +116,7 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
     parsed_policy = validate_key_policy(kms, policy) if policy is not None else None
     tags = params.get("Tags", [])
     validate_tags(tags)
+    _check_key_quota(kms, ctx)
     now = ctx.now.timestamp()
     key_id = str(uuid.uuid4())
     external = origin == "EXTERNAL"
@@ -154,6 +160,14 @@ def create_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> 
                 f"{in_store[0]}.",
             ) from None
     return {"KeyMetadata": key_metadata(record, kms)}
+
+
+def _check_key_quota(kms: KmsBackend, ctx: RequestContext) -> None:
+    limit = MAX_CUSTOMER_KEYS_PER_REGION
+    if kms.store.keys.customer_managed_count(ctx.account_id, ctx.region, at_least=limit) >= limit:
+        raise errors.limit_exceeded(
+            f"This account has reached the limit of {limit} customer managed KMS keys in {ctx.region}."
+        )
 
 
 def _check_custom_key_store(

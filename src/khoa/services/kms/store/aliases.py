@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, case, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.storage import schema
 
 _ALIASES = schema.kms_aliases
+
+
+class AliasQuotaExceeded(Exception):
+    """The key already has as many aliases as its quota allows (nothing was changed)."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,16 @@ class AliasStore:
         self._targets.put(cache_key, target)
         return target
 
-    def create(self, account_id: str, region: str, alias_name: str, key_id: str, now: float) -> bool:
+    def create(
+        self, account_id: str, region: str, alias_name: str, key_id: str, now: float, limit: int | None = None
+    ) -> bool:
         """Add the alias; False when the name is already taken (the primary key decides, so two
-        concurrent creations cannot both succeed)."""
+        concurrent creations cannot both succeed). With ``limit``, an alias that would give the key
+        more than ``limit`` aliases raises AliasQuotaExceeded (see ``_check_quota``)."""
         try:
             with self._engine.begin() as conn:
+                if limit is not None:
+                    _lock_key(conn, key_id)
                 conn.execute(
                     insert(_ALIASES).values(
                         account_id=account_id,
@@ -89,23 +98,32 @@ class AliasStore:
                         updated_at=now,
                     )
                 )
+                _check_quota(conn, key_id, limit)
         except IntegrityError:
             return False
         finally:
             self.clear_cache()
         return True
 
-    def retarget(self, account_id: str, region: str, alias_name: str, key_id: str, now: float) -> None:
-        """Point an existing alias at another key (nothing happens if it was deleted meanwhile)."""
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(_ALIASES)
-                .where(_ALIASES.c.account_id == account_id)
-                .where(_ALIASES.c.region == region)
-                .where(_ALIASES.c.alias_name == alias_name)
-                .values(target_key_id=key_id, updated_at=now)
-            )
-        self.clear_cache()
+    def retarget(
+        self, account_id: str, region: str, alias_name: str, key_id: str, now: float, limit: int | None = None
+    ) -> None:
+        """Point an existing alias at another key (nothing happens if it was deleted meanwhile). With
+        ``limit``, as ``create``."""
+        try:
+            with self._engine.begin() as conn:
+                if limit is not None:
+                    _lock_key(conn, key_id)
+                conn.execute(
+                    update(_ALIASES)
+                    .where(_ALIASES.c.account_id == account_id)
+                    .where(_ALIASES.c.region == region)
+                    .where(_ALIASES.c.alias_name == alias_name)
+                    .values(target_key_id=key_id, updated_at=now)
+                )
+                _check_quota(conn, key_id, limit)
+        finally:
+            self.clear_cache()
 
     def remove(self, account_id: str, region: str, alias_name: str) -> bool:
         """Remove the alias; False when there was none."""
@@ -146,3 +164,22 @@ class AliasStore:
             row = conn.execute(query).one()
         count = len(alias_names)
         return {name: (-1 if row[count + i] else int(row[i])) for i, name in enumerate(alias_names)}
+
+
+def _lock_key(conn: Connection, key_id: str) -> None:
+    """Serialise alias changes onto one key (PostgreSQL; a no-op on SQLite, where the transaction's
+    first write already holds the database's single write lock)."""
+    keys = schema.kms_keys
+    conn.execute(select(keys.c.key_id).where(keys.c.key_id == key_id).with_for_update())
+
+
+def _check_quota(conn: Connection, key_id: str, limit: int | None) -> None:
+    """AliasQuotaExceeded (rolling the change back) when the key now has more than ``limit`` aliases:
+    counted after the write, inside its transaction, so concurrent changes cannot both fit."""
+    if limit is None:
+        return
+    count = conn.execute(
+        select(func.count()).select_from(_ALIASES).where(_ALIASES.c.target_key_id == key_id)
+    ).scalar_one()
+    if count > limit:
+        raise AliasQuotaExceeded

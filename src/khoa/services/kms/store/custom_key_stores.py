@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.crypto.barrier import Barrier
@@ -54,6 +54,10 @@ class ExternalKeyInUse(Exception):
     """Another KMS key of the store is backed by that external key."""
 
 
+class StoreQuotaExceeded(Exception):
+    """The account already has as many custom key stores in the region as its quota allows."""
+
+
 class CustomKeyStoreStore:
     def __init__(self, engine: Engine, barrier: Barrier) -> None:
         self._engine = engine
@@ -65,12 +69,31 @@ class CustomKeyStoreStore:
     def open_secret(self, record: CustomKeyStoreRecord) -> str:
         return self._barrier.open(record.secret_sealed, secret_binding(record.store_id)).decode()
 
-    def insert(self, record: CustomKeyStoreRecord) -> None:
+    def insert(self, record: CustomKeyStoreRecord, limit: int | None = None) -> None:
+        """Store a new store; NameInUse for a name the account's region already has. With ``limit``,
+        a store that would give the account more than ``limit`` stores in the region raises
+        StoreQuotaExceeded: counted after the insert, inside its transaction, with the account's row
+        locked (PostgreSQL; on SQLite the insert already holds the single write lock), so concurrent
+        creations cannot both fit."""
         try:
             with self._engine.begin() as conn:
+                if limit is not None:
+                    accounts = schema.accounts
+                    conn.execute(
+                        select(accounts.c.account_id)
+                        .where(accounts.c.account_id == record.account_id)
+                        .with_for_update()
+                    )
                 conn.execute(insert(_STORES).values(**record.__dict__))
+                if limit is not None and _count(conn, record.account_id, record.region) > limit:
+                    raise StoreQuotaExceeded
         except IntegrityError:
             raise NameInUse from None
+
+    def count(self, account_id: str, region: str) -> int:
+        """How many custom key stores the account has in the region."""
+        with self._engine.connect() as conn:
+            return _count(conn, account_id, region)
 
     def get(self, account_id: str, region: str, store_id: str) -> CustomKeyStoreRecord | None:
         with self._engine.connect() as conn:
@@ -160,3 +183,13 @@ class CustomKeyStoreStore:
                     select(func.count()).select_from(_XKS_KEYS).where(_XKS_KEYS.c.store_id == store_id)
                 ).scalar_one()
             )
+
+
+def _count(conn: Connection, account_id: str, region: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(_STORES)
+        .where(_STORES.c.account_id == account_id)
+        .where(_STORES.c.region == region)
+    )
+    return int(conn.execute(query).scalar_one())

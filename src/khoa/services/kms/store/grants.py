@@ -1,14 +1,16 @@
 """KMS grants as stored: one row each, operations and constraints as the JSON CreateGrant wrote.
 
 Listings join the key so each entry can name its key's ARN (region and owning account); the lookups
-authorisation makes (a caller's grants on a key, one grant by id) read the grant row alone.
+authorisation makes (a caller's grants on a key, one grant by id) read the grant row alone. A caller's
+grants on a key are found through the (key, grantee) index, only those listing the operation asked
+about.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Row, Select, delete, insert, select
+from sqlalchemy import Connection, Engine, Row, Select, delete, func, insert, select
 
 from khoa.storage import schema
 
@@ -20,6 +22,10 @@ def _with_key_region() -> Select[Any]:
     return select(_GRANTS, _KEYS.c.region, _KEYS.c.account_id.label("key_account")).join(
         _KEYS, _KEYS.c.key_id == _GRANTS.c.key_id
     )
+
+
+class GrantQuotaExceeded(Exception):
+    """The key already has as many grants as its quota allows (nothing was stored)."""
 
 
 class GrantStore:
@@ -48,9 +54,16 @@ class GrantStore:
         constraints: str | None,
         issuing_account: str,
         created_at: float,
+        limit: int | None = None,
     ) -> None:
-        """Store a new grant (``operations`` and ``constraints`` already serialised as JSON)."""
+        """Store a new grant (``operations`` and ``constraints`` already serialised as JSON). With
+        ``limit``, a grant that would give the key more than ``limit`` grants is refused with
+        GrantQuotaExceeded: counted after the insert, inside its transaction, with the key's row
+        locked (PostgreSQL; on SQLite the insert already holds the single write lock), so concurrent
+        creations cannot both fit."""
         with self._engine.begin() as conn:
+            if limit is not None:
+                conn.execute(select(_KEYS.c.key_id).where(_KEYS.c.key_id == key_id).with_for_update())
             conn.execute(
                 insert(_GRANTS).values(
                     grant_id=grant_id,
@@ -65,6 +78,13 @@ class GrantStore:
                     created_at=created_at,
                 )
             )
+            if limit is not None and self._count(conn, key_id) > limit:
+                raise GrantQuotaExceeded
+
+    @staticmethod
+    def _count(conn: Connection, key_id: str) -> int:
+        query = select(func.count()).select_from(_GRANTS).where(_GRANTS.c.key_id == key_id)
+        return int(conn.execute(query).scalar_one())
 
     def find(self, grant_id: str, key_id: str | None = None) -> Row[Any] | None:
         """One grant by id (on ``key_id`` only, when given)."""
@@ -74,16 +94,32 @@ class GrantStore:
         with self._engine.connect() as conn:
             return conn.execute(query).first()
 
-    def held_by(self, key_id: str, grantees: list[str]) -> list[Row[Any]]:
-        """The key's grants whose grantee principal is one of ``grantees``."""
-        with self._engine.connect() as conn:
-            return list(
-                conn.execute(
-                    select(_GRANTS)
-                    .where(_GRANTS.c.key_id == key_id)
-                    .where(_GRANTS.c.grantee_principal.in_(grantees))
-                ).all()
+    def held_by(
+        self, key_id: str, grantees: list[str], operation: str, limit: int | None = None
+    ) -> list[Row[Any]]:
+        """The key's grants whose grantee principal is one of ``grantees`` and whose operations list
+        ``operation`` (up to ``limit`` of them, when given). Only what authorisation reads.
+
+        The operations column is the JSON list CreateGrant wrote, so a listed operation appears in it
+        quoted; a row the pattern misses lists no such operation (or cannot be read, and would allow
+        nothing anyway). Operation names hold no LIKE wildcards."""
+        query = (
+            select(
+                _GRANTS.c.grant_id,
+                _GRANTS.c.key_id,
+                _GRANTS.c.grantee_principal,
+                _GRANTS.c.retiring_principal,
+                _GRANTS.c.operations,
+                _GRANTS.c.constraints,
             )
+            .where(_GRANTS.c.key_id == key_id)
+            .where(_GRANTS.c.grantee_principal.in_(grantees))
+            .where(_GRANTS.c.operations.like(f'%"{operation}"%'))
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).all())
 
     def page_of_key(
         self, key_id: str, grant_id: str | None, grantee: str | None, limit: int, offset: int

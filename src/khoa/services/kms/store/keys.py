@@ -156,6 +156,18 @@ class KeyStore:
             ).all()
         return [KeyRecord.from_row(r) for r in rows]
 
+    def customer_managed_count(self, account_id: str, region: str, at_least: int) -> int:
+        """How many customer managed keys the account has in the region, exactly once there are at
+        least ``at_least`` keys of any kind (else the count of every key, read from the index on
+        (account, region) alone: CreateKey's quota check costs one index range until it matters)."""
+        where = (_KEYS.c.account_id == account_id, _KEYS.c.region == region)
+        with self._engine.connect() as conn:
+            every = int(conn.execute(select(func.count()).select_from(_KEYS).where(*where)).scalar_one())
+            if every < at_least:
+                return every
+            query = select(func.count()).select_from(_KEYS).where(*where, _KEYS.c.key_manager == "CUSTOMER")
+            return int(conn.execute(query).scalar_one())
+
     def due(self, column: str, now: float) -> list[KeyRecord]:
         col = _KEYS.c[column]
         with self._engine.connect() as conn:
