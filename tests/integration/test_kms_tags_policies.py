@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from tests.support.errors import error_code
-from tests.support.iam import trust
+from tests.support.iam import allow, deny, trust
+from tests.support.identity import new_user
 from tests.support.names import unique
-from tests.support.server import ACCOUNT_ID
+from tests.support.server import ACCOUNT_ID, KhoaServer
 
 
 def all_tags(kms: Any, key_id: str) -> dict[str, str]:
@@ -34,10 +35,8 @@ def test_tags_at_creation_and_overwrite(kms: Any) -> None:
     )
     assert all_tags(kms, key["KeyId"]) == {"team": "ledger", "env": ""}
 
-    # Tag keys and values are case-sensitive: "Team" is another tag.
-    kms.tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": "Team", "TagValue": "Other"}])
-    assert all_tags(kms, key["KeyId"]) == {"team": "ledger", "env": "", "Team": "Other"}
-
+    # Tag keys are case-sensitive ("Team" is not "team"), so untagging "Team" leaves "team"; a key that
+    # differs from another only in case is refused (see test_tag_keys_differing_only_in_case_are_refused).
     kms.untag_resource(KeyId=key["KeyId"], TagKeys=["Team", "env", "never-set"])
     assert all_tags(kms, key["KeyId"]) == {"team": "ledger"}
 
@@ -113,6 +112,29 @@ def test_tag_errors(kms: Any) -> None:
     assert error_code(kms.untag_resource, KeyId=key["KeyId"], TagKeys=["a"]) == "KMSInvalidStateException"
     # Reading tags of a key pending deletion is allowed.
     assert all_tags(kms, key["KeyId"]) == {"a": "b"}
+
+
+def test_tag_keys_differing_only_in_case_are_refused(kms: Any, iam: Any, server: KhoaServer) -> None:
+    """A policy names a tag key without case: with "env" and "ENV" both on a key, a Deny on
+    aws:ResourceTag/env would check only one of the two values."""
+    variants = [{"TagKey": "env", "TagValue": "prod"}, {"TagKey": "ENV", "TagValue": "dev"}]
+    assert error_code(kms.create_key, Tags=variants) == "TagException"
+    key = kms.create_key(Tags=[{"TagKey": "classification", "TagValue": "restricted"}])["KeyMetadata"][
+        "KeyId"
+    ]
+    assert (
+        error_code(kms.tag_resource, KeyId=key, Tags=[{"TagKey": "Classification", "TagValue": "public"}])
+        == "TagException"
+    )
+    kms.tag_resource(KeyId=key, Tags=[{"TagKey": "classification", "TagValue": "restricted"}])
+    assert all_tags(kms, key) == {"classification": "restricted"}
+    reader = new_user(
+        server,
+        iam,
+        allow("kms:Encrypt"),
+        deny("kms:Encrypt", Condition={"StringEquals": {"aws:ResourceTag/classification": "restricted"}}),
+    )
+    assert error_code(reader.client("kms").encrypt, KeyId=key, Plaintext=b"x") == "AccessDeniedException"
 
 
 # -- key policies ---------------------------------------------------------------------------------

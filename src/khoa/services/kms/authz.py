@@ -140,7 +140,8 @@ def _key_facts(
     wanted = _facts_wanted(kms, ctx, key)
     if _TAGS in wanted:
         for tag_key, tag_value in kms.store.tags.of(key.key_id).items():
-            context[f"aws:resourcetag/{tag_key.lower()}"] = [tag_value]
+            # Keys differing only in case (refused now, perhaps stored before) share one condition key.
+            context.setdefault(f"aws:resourcetag/{tag_key.lower()}", []).append(tag_value)
     if _ALIASES in wanted:
         aliases = kms.store.aliases.names_of(key.key_id)
         if aliases:
@@ -213,8 +214,10 @@ def request_context(
     tags = params.get("Tags")
     if isinstance(tags, list) and tags and isinstance(tags[0], dict) and "TagKey" in tags[0]:
         context["aws:tagkeys"] = [t["TagKey"] for t in tags]
-        for tag in tags:
-            context[f"aws:requesttag/{tag['TagKey'].lower()}"] = [tag.get("TagValue", "")]
+        # The value each key is stored with (a repeated key keeps its last); keys differing only in case
+        # (which validate_tags refuses) keep every value, so none is silently left unchecked.
+        for tag_key, tag_value in {t["TagKey"]: t.get("TagValue", "") for t in tags}.items():
+            context.setdefault(f"aws:requesttag/{tag_key.lower()}", []).append(tag_value)
     tag_keys = params.get("TagKeys")
     if operation == "UntagResource" and isinstance(tag_keys, list) and tag_keys:
         context["aws:tagkeys"] = [str(t) for t in tag_keys]

@@ -14,6 +14,7 @@ from khoa.services.kms.resolve import (
     resolve_key,
 )
 from khoa.services.kms.store import MAX_TAGS_PER_KEY, too_many_tags
+from khoa.services.kms.store.tags import CASE_VARIANTS
 
 
 def validate_tags(tags: list[dict[str, str]]) -> None:
@@ -22,6 +23,9 @@ def validate_tags(tags: list[dict[str, str]]) -> None:
             raise errors.tag_error("Tags beginning with aws: are reserved")
     if len(tags) > MAX_TAGS_PER_KEY:
         raise too_many_tags()
+    keys = {tag["TagKey"] for tag in tags}
+    if len({key.lower() for key in keys}) < len(keys):
+        raise errors.tag_error(CASE_VARIANTS)
 
 
 def tag_resource(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,9 @@ from khoa.services.kms import errors
 from khoa.storage import schema
 
 MAX_TAGS_PER_KEY = 50
+# A policy names a tag key without case (aws:ResourceTag/env): two keys differing only in case would
+# leave one value unchecked by it.
+CASE_VARIANTS = "Tag keys must differ by more than case: a policy condition cannot tell them apart."
 _TAGS = schema.kms_tags
 
 
@@ -52,6 +55,9 @@ class TagStore:
             existing = set(conn.execute(select(_TAGS.c.tag_key).where(_TAGS.c.key_id == key_id)).scalars())
             if len(existing | set(tags)) > MAX_TAGS_PER_KEY:
                 raise too_many_tags()
+            held = {key.lower(): key for key in existing}
+            if any(held.get(key.lower(), key) != key for key in tags):
+                raise errors.tag_error(CASE_VARIANTS)
             for tag_key, value in tags.items():
                 if tag_key in existing:
                     conn.execute(
