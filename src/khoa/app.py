@@ -28,7 +28,7 @@ from khoa.server.lifespan import lifespan
 from khoa.server.pipeline import Pipeline
 from khoa.server.recording import CallRecorder
 from khoa.server.sealgate import SealGate
-from khoa.server.subscriptions import ChangeStreamEndpoint
+from khoa.server.subscriptions import ChangeStreamEndpoint, SubscriptionLimits
 from khoa.settings import Settings
 from khoa.webconsole.app import BODY_LIMIT as CONSOLE_BODY_LIMIT
 from khoa.webconsole.app import WebConsole, is_browser_visit
@@ -98,6 +98,7 @@ class KhoaApp:
             now=runtime.clock.now,
             recheck_seconds=settings.stream_recheck_seconds,
             revocation_epoch=runtime.revocations.current,
+            limits=SubscriptionLimits.from_settings(settings),
         )
         self.admin = AdminRoutes(runtime, self.metrics)
         self.console = WebConsole(runtime, self.pipeline.handle, self.pipeline.network)

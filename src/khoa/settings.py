@@ -93,6 +93,14 @@ class Settings:
     stream_recheck_seconds: float = variable(
         "KHOA_STREAM_RECHECK_SECONDS", 5.0, float, check=more_than_at_most(0, 300)
     )
+    # How many change streams one worker process keeps open, in all and for one principal (an IAM
+    # user, an account's root, or a role: all its sessions together); one more is refused with 429.
+    stream_max_subscriptions: int = variable(
+        "KHOA_STREAM_MAX_SUBSCRIPTIONS", 1000, int, check=more_than_at_most(0, 100_000)
+    )
+    stream_max_subscriptions_per_principal: int = variable(
+        "KHOA_STREAM_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", 100, int, check=more_than_at_most(0, 100_000)
+    )
     # The web console (/console/): a signed-in session ends this long after sign-in, or after this long
     # without a request, whichever comes first.
     console_session_seconds: float = variable(

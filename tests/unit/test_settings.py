@@ -42,6 +42,8 @@ NON_DEFAULT: dict[str, Any] = {
     "max_body_bytes": 2048,
     "body_timeout_seconds": 2.5,
     "stream_recheck_seconds": 0.25,
+    "stream_max_subscriptions": 50,
+    "stream_max_subscriptions_per_principal": 5,
     "job_interval_seconds": 0.5,
     "console_session_seconds": 120.0,
     "console_idle_seconds": 60.0,

@@ -32,9 +32,10 @@ def read_in_order(
     *,
     where: Any = None,
     limit: int | None = None,
+    upto: int | None = None,
 ) -> tuple[SequenceCursor, list[Any]]:
     """The change events after ``cursor`` that are ready to go out in sequence order (those matching
-    ``where``; at most ``limit`` of them), and the cursor past them.
+    ``where``; at most ``limit`` of them; none numbered above ``upto``), and the cursor past them.
 
     The numbers of every event are read first (the primary key alone), so a gap is seen whichever
     secret or account the missing event belongs to; then the matching rows up to the end of the
@@ -42,9 +43,10 @@ def read_in_order(
     """
     c = _EVENTS.c
     with engine.connect() as conn:
-        seqs = conn.execute(
-            select(c.seq).where(c.seq > cursor.position).order_by(c.seq).limit(SCAN)
-        ).scalars()
+        numbers = select(c.seq).where(c.seq > cursor.position)
+        if upto is not None:
+            numbers = numbers.where(c.seq <= upto)
+        seqs = conn.execute(numbers.order_by(c.seq).limit(SCAN)).scalars()
         moved, ready = cursor.advance_in_order(seqs, now, policy)
         if not ready:
             return moved, []

@@ -4,13 +4,20 @@ then handing it to :mod:`khoa.changes.stream`.
 The subscription is authorised as Secrets Manager's DescribeSecret on the secret, by the function the
 composition root passes in (``authorize``, Secrets Manager's own check), so this module knows nothing
 of how secrets are stored or authorised.
+
+A worker process keeps at most ``KHOA_STREAM_MAX_SUBSCRIPTIONS`` streams open, and at most
+``KHOA_STREAM_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`` for one principal (a user, an account's root, or a role
+with all its sessions); one more is refused ``429 ThrottlingException`` (recorded like any refusal).
+Every stream of the process is fed by one poller (:class:`khoa.changes.stream.ChangeHub`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,12 +37,35 @@ from khoa.server.encoding import error_response
 from khoa.server.pipeline import request_origin
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
+from khoa.settings import Settings
 
 log = logging.getLogger("khoa")
 
 SubscriptionCheck = Callable[[RequestContext, str], tuple[str, str]]
 """Resolves the subscribed secret and authorises DescribeSecret on it for ``ctx``'s principal;
 returns (secret id, ARN) or raises the AWSError the API would."""
+
+
+@dataclass(frozen=True)
+class SubscriptionLimits:
+    """How many change streams one worker process keeps open: in all, and for one principal."""
+
+    per_worker: int
+    per_principal: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubscriptionLimits:
+        return cls(settings.stream_max_subscriptions, settings.stream_max_subscriptions_per_principal)
+
+
+def _owner(principal: Principal) -> tuple[str, str]:
+    """Whose streams count together: the IAM identity behind the caller (every session of a role is
+    the role's, so minting sessions does not buy more streams)."""
+    return principal.account_id, principal.principal_id or principal.arn
+
+
+def _too_many(message: str) -> AWSError:
+    return AWSError("ThrottlingException", message, 429)
 
 
 class ChangeStreamEndpoint:
@@ -52,9 +82,11 @@ class ChangeStreamEndpoint:
         now: Callable[[], datetime],
         recheck_seconds: float,
         revocation_epoch: Callable[[], int],
+        limits: SubscriptionLimits | None = None,
     ) -> None:
         """``service`` is Secrets Manager's (its model and name shape the records and errors);
-        ``network`` says where a request comes from, as for the API's calls."""
+        ``network`` says where a request comes from, as for the API's calls; ``limits`` default to
+        the settings' defaults."""
         self.service = service
         self.network = network
         self.authorize = authorize
@@ -65,6 +97,10 @@ class ChangeStreamEndpoint:
         self.now = now
         self.recheck_seconds = recheck_seconds
         self.revocation_epoch = revocation_epoch
+        self.limits = limits or SubscriptionLimits.from_settings(Settings())
+        self.hub = change_stream.ChangeHub(engine, revocation_epoch=revocation_epoch)
+        self._open = 0
+        self._open_by_owner: dict[tuple[str, str], int] = {}
         # During an outage every subscription fails the same way: one line per interval.
         self._logs = LogLimiter(log)
 
@@ -82,7 +118,12 @@ class ChangeStreamEndpoint:
             secret_id, arn, start, extras = await asyncio.get_running_loop().run_in_executor(
                 None, self._subscribe, scope, headers, call, secret_ref
             )
-            await self.recorder.record_outcome(call, {"ARN": arn}, None)
+            owner = self._take_slot(call)
+            try:
+                await self.recorder.record_outcome(call, {"ARN": arn}, None)
+            except BaseException:
+                self._release_slot(owner)
+                raise
         except AuditUnavailable:
             response = error_response(self.service, unavailable_error(), call.request_id)
         except AWSError as error:
@@ -92,16 +133,27 @@ class ChangeStreamEndpoint:
         else:
             tokens = headers.get("x-amz-security-token")
             token = tokens[0] if tokens else None
-            await change_stream.stream(
-                self.engine,
-                secret_id,
-                start,
-                receive,
-                send,
-                still_allowed=lambda: self._still_holds(call, secret_ref, token, extras),
-                recheck_seconds=self.recheck_seconds,
-                revocation_epoch=self.revocation_epoch,
+            # Everything the re-check reads: streams alike in all of it share their re-checks.
+            check_key: Hashable = (
+                call.principal,
+                token,
+                secret_ref,
+                call.region,
+                call.source_ip,
+                json.dumps(extras, sort_keys=True, default=str),
             )
+            try:
+                await self.hub.serve(
+                    secret_id,
+                    start,
+                    receive,
+                    send,
+                    still_allowed=lambda: self._still_holds(call, secret_ref, token, extras),
+                    recheck_seconds=self.recheck_seconds,
+                    check_key=check_key,
+                )
+            finally:
+                self._release_slot(owner)
             return
         await send(
             {
@@ -111,6 +163,48 @@ class ChangeStreamEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    def _take_slot(self, call: Call) -> tuple[str, str]:
+        """Count an authorised subscription against the caps (on the event loop: no other
+        subscription is counted in between), or refuse it."""
+        assert call.principal is not None  # authenticated
+        owner = _owner(call.principal)
+        if self._open >= self.limits.per_worker:
+            self._logs.warning(
+                "cap:worker",
+                "change stream %s refused: %d streams open in this worker (KHOA_STREAM_MAX_SUBSCRIPTIONS)",
+                call.request_id,
+                self._open,
+            )
+            raise _too_many(
+                f"This server process has {self.limits.per_worker} change streams open, as many as it "
+                "keeps; try again later."
+            )
+        held = self._open_by_owner.get(owner, 0)
+        if held >= self.limits.per_principal:
+            self._logs.warning(
+                f"cap:{owner}",
+                "change stream %s refused: %s has %d streams open in this worker"
+                " (KHOA_STREAM_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)",
+                call.request_id,
+                call.principal.arn,
+                held,
+            )
+            raise _too_many(
+                f"Too many open change streams for this principal: at most {self.limits.per_principal} "
+                "per server process; close one before opening another."
+            )
+        self._open += 1
+        self._open_by_owner[owner] = held + 1
+        return owner
+
+    def _release_slot(self, owner: tuple[str, str]) -> None:
+        self._open -= 1
+        left = self._open_by_owner.get(owner, 0) - 1
+        if left > 0:
+            self._open_by_owner[owner] = left
+        else:
+            self._open_by_owner.pop(owner, None)
 
     def _subscribe(
         self, scope: Scope, headers: dict[str, list[str]], call: Call, secret_ref: str
