@@ -280,10 +280,23 @@ def _arm(connection: http.client.HTTPConnection, deadline: _Deadline) -> None:
     deadline.watch(connection)
 
 
+def _pin(connection: http.client.HTTPConnection, address: str | None) -> None:
+    """Make ``connection`` open its socket to ``address`` (an IP literal) rather than resolve its host
+    again; TLS still verifies the certificate for the host name (HTTPSConnection wraps the socket with
+    ``server_hostname=self.host``). ``_create_connection`` is http.client's own seam for this."""
+    if address is not None:
+        connection._create_connection = partial(_connect_to, address)  # type: ignore[attr-defined]
+
+
+def _connect_to(address: str, where: tuple[str, int], *args: object) -> socket.socket:
+    return socket.create_connection((address, where[1]), *args)  # type: ignore[arg-type]
+
+
 class _WatchedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, *, timeout: float, deadline: _Deadline) -> None:
+    def __init__(self, host: str, *, timeout: float, deadline: _Deadline, address: str | None) -> None:
         super().__init__(host, timeout=timeout)
         self.deadline = deadline
+        _pin(self, address)
 
     def connect(self) -> None:
         _arm(self, self.deadline)
@@ -291,9 +304,10 @@ class _WatchedHTTPConnection(http.client.HTTPConnection):
 
 
 class _WatchedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, *, timeout: float, deadline: _Deadline) -> None:
+    def __init__(self, host: str, *, timeout: float, deadline: _Deadline, address: str | None) -> None:
         super().__init__(host, timeout=timeout)
         self.deadline = deadline
+        _pin(self, address)
 
     def connect(self) -> None:
         _arm(self, self.deadline)
@@ -301,36 +315,46 @@ class _WatchedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Deadline, address: str | None) -> None:
         super().__init__()
         self.deadline = deadline
+        self.address = address
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(partial(_WatchedHTTPConnection, deadline=self.deadline), req)
+        return self.do_open(
+            partial(_WatchedHTTPConnection, deadline=self.deadline, address=self.address), req
+        )
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Deadline, address: str | None) -> None:
         super().__init__()
         self.deadline = deadline
+        self.address = address
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         # No context: HTTPSConnection builds the default one (certificate and hostname verified).
-        return self.do_open(partial(_WatchedHTTPSConnection, deadline=self.deadline), req)
+        return self.do_open(
+            partial(_WatchedHTTPSConnection, deadline=self.deadline, address=self.address), req
+        )
 
 
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+def _opener(deadline: _Deadline, address: str | None = None) -> urllib.request.OpenerDirector:
     """urllib's default opener (proxies from the environment, errors as HTTPError) without redirects
-    or non-HTTP schemes, its connections under ``deadline``."""
+    or non-HTTP schemes, its connections under ``deadline``; with ``address``, connected to that
+    address and never through a proxy (the address is the one that was checked)."""
     opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler(),
-        _HTTPHandler(deadline),
-        _HTTPSHandler(deadline),
+    handlers: list[urllib.request.BaseHandler] = (
+        [] if address is not None else [urllib.request.ProxyHandler()]
+    )
+    handlers += [
+        _HTTPHandler(deadline, address),
+        _HTTPSHandler(deadline, address),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
         urllib.request.UnknownHandler(),
-    ):
+    ]
+    for handler in handlers:
         opener.add_handler(handler)
     return opener
 
@@ -355,14 +379,21 @@ class Unreachable(Exception):
 
 
 def exchange(
-    url: str, data: bytes, *, headers: Mapping[str, str], timeout: float, max_body: int = 1 << 20
+    url: str,
+    data: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_body: int = 1 << 20,
+    address: str | None = None,
 ) -> Reply:
     """One POST whose answer is read in full within ``timeout`` seconds (request/response protocols,
     such as an XKS proxy's, need the body; :func:`post` only says what became of a delivery).
 
     Same conventions as :func:`post`: a hard deadline per call, no redirects (a 3xx is returned as
-    is), http(s) only, nothing of the URL in the exception. Raises :class:`Unreachable` when there is
-    no answer.
+    is), http(s) only, nothing of the URL in the exception. With ``address`` (an IP literal the caller
+    has checked), the connection goes there rather than to what the host name resolves to now.
+    Raises :class:`Unreachable` when there is no answer.
     """
     refuse_on_the_loop("outbound HTTP")
     if not _http_url(url):
@@ -370,7 +401,7 @@ def exchange(
     request = urllib.request.Request(url, data=data, method="POST", headers=dict(headers))  # noqa: S310
     with _Deadline(timeout) as deadline:
         try:
-            with _opener(deadline).open(request, timeout=timeout) as response:
+            with _opener(deadline, address).open(request, timeout=timeout) as response:
                 return Reply(int(response.status), response.read(max_body))
         except urllib.error.HTTPError as error:
             with contextlib.closing(error):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from khoa.outbound import SIGNATURE_HEADER, Outcome, Retry, post, signature, where
+from khoa.outbound import SIGNATURE_HEADER, Outcome, Retry, Unreachable, exchange, post, signature, where
 
 TOKEN = "tok-do-not-log-3f9a"
 KEY = b"signing-key-do-not-log"
@@ -356,3 +356,23 @@ def test_no_secret_in_results_or_logs(receiver: Receiver, caplog: pytest.LogCapt
     assert "unreachable" in caplog.text and f"http://127.0.0.1:{receiver.port}" in caplog.text
     for text in [caplog.text, *(repr(r) for r in results), *(r.describe() for r in results)]:
         assert TOKEN not in text and KEY.decode() not in text
+
+
+def test_an_exchange_pinned_to_an_address_connects_there_not_where_the_name_resolves(
+    receiver: Receiver,
+) -> None:
+    """The XKS proxy check resolves a name once and the call connects to the address it checked: a
+    name server answering differently the second time (DNS rebinding) is never asked again."""
+    reply = exchange(
+        f"http://xks.invalid:{receiver.port}/kms/xks/v1/keys/k/encrypt",
+        b"{}",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+        address="127.0.0.1",
+    )
+    assert reply.status == 200
+    method, path, headers, _ = receiver.requests[-1]
+    assert (method, path) == ("POST", "/kms/xks/v1/keys/k/encrypt")
+    assert headers["host"] == f"xks.invalid:{receiver.port}"  # the name, as signed, not the address
+    with pytest.raises(Unreachable):  # unpinned, the name is looked up (and .invalid never resolves)
+        exchange(f"http://xks.invalid:{receiver.port}/", b"{}", headers={}, timeout=5)

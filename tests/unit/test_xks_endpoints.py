@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import threading
+
 import pytest
 
+from khoa.services.kms import xks_endpoints
 from khoa.services.kms.xks_endpoints import EndpointPolicy, parse_networks
 
 PUBLIC = "https://93.184.216.34"  # a literal public address: no DNS in the test
@@ -56,3 +60,38 @@ def test_the_operators_networks_allow_any_port_and_http_only_on_loopback() -> No
 def test_networks_must_be_cidrs() -> None:
     with pytest.raises(ValueError):
         parse_networks("10.0.0.0/8,not-a-network")
+
+
+def test_a_name_that_does_not_resolve_in_time_is_refused_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tenant's name server that never answers holds a call no longer than its deadline, and only a
+    few lookups may wait on such servers at once."""
+    release = threading.Event()
+
+    def slow(host: str) -> list[object]:
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(xks_endpoints, "_lookup", slow)
+    policy = EndpointPolicy(resolver=xks_endpoints.Resolver(pending=2))
+    try:
+        for _ in range(2):
+            with pytest.raises(xks_endpoints.Refused) as refused:
+                policy.admit("https://xks.example.com", timeout=0.05)
+            assert refused.value.timed_out
+        with pytest.raises(xks_endpoints.Refused, match="too many name lookups"):
+            policy.admit("https://xks.example.com", timeout=5)
+    finally:
+        release.set()
+
+
+def test_admit_names_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xks_endpoints, "_lookup", lambda host: [ipaddress.ip_address("93.184.216.34")])
+    assert str(EndpointPolicy().admit("https://xks.example.com", timeout=1)) == "93.184.216.34"
+    monkeypatch.setattr(
+        xks_endpoints,
+        "_lookup",
+        lambda host: [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("127.0.0.1")],
+    )
+    assert EndpointPolicy().refusal("https://xks.example.com") is not None  # one address inward: refused

@@ -28,7 +28,8 @@ from typing import Any
 
 from khoa import outbound
 from khoa.auth.sigv4 import SignedRequest, canonical_request, signing_key, string_to_sign
-from khoa.services.kms.xks_endpoints import EndpointPolicy
+from khoa.blocking import refuse_on_the_loop
+from khoa.services.kms.xks_endpoints import EndpointPolicy, Refused
 
 SERVICE = "kms-xks-proxy"
 DEFAULT_TIMEOUT_SECONDS = 2.0
@@ -219,6 +220,8 @@ class XksClient:
 
     # -- transport ---------------------------------------------------------------------------------
     def _call(self, proxy: Proxy, operation: str, suffix: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Even the name lookup waits on a peer (the tenant's name server): never on the event loop.
+        refuse_on_the_loop("XKS proxy")
         url = proxy.endpoint.rstrip("/") + proxy.uri_path + suffix
         data = json.dumps(body).encode()
         started = time.monotonic()
@@ -234,12 +237,22 @@ class XksClient:
                 listener(operation, outcome, elapsed)
 
     def _exchange(self, proxy: Proxy, url: str, data: bytes) -> dict[str, Any]:
-        if self.endpoints.refusal(proxy.endpoint) is not None:
-            # Answered as an unreachable proxy, whatever is there: nothing of the node's network is told.
-            raise ProxyFailure("Unreachable", "the endpoint is not at an address XKS proxies may be at")
-        headers = sign(proxy, url, data, datetime.now(UTC))
+        started = time.monotonic()
         try:
-            reply = outbound.exchange(url, data, headers=headers, timeout=self.timeout, max_body=64 * 1024)
+            address = self.endpoints.admit(proxy.endpoint, self.timeout)
+        except Refused as refused:
+            if refused.timed_out:
+                raise ProxyFailure("Timeout", refused.reason) from None
+            # Answered as an unreachable proxy, whatever is there: nothing of the node's network is told.
+            raise ProxyFailure(
+                "Unreachable", "the endpoint is not at an address XKS proxies may be at"
+            ) from None
+        headers = sign(proxy, url, data, datetime.now(UTC))
+        left = max(self.timeout - (time.monotonic() - started), 0.001)
+        try:
+            reply = outbound.exchange(
+                url, data, headers=headers, timeout=left, max_body=64 * 1024, address=str(address)
+            )
         except outbound.Unreachable as problem:
             if problem.timed_out:
                 raise ProxyFailure("Timeout", problem.reason) from None
