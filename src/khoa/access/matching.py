@@ -28,7 +28,12 @@ def _pattern(pattern: str, ignore_case: bool) -> re.Pattern[str]:
 
 @functools.lru_cache(maxsize=8192)
 def _compile(pieces: Pieces, ignore_case: bool, *, arn: bool = False) -> re.Pattern[str]:
-    """Pieces → regex. With ``arn``, wildcards in the first five ARN components do not cross a colon.
+    """Pieces → compiled regex (see :func:`regex_source`)."""
+    return re.compile(regex_source(pieces, arn=arn), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def regex_source(pieces: Pieces, *, arn: bool = False) -> str:
+    """Pieces → regex text. With ``arn``, wildcards in the first five ARN components do not cross a colon.
 
     The regex runs in time linear in the value (times the pattern's length), however many wildcards
     the pattern holds: ``.*a.*a.*a.*b``, the naive translation, backtracks exponentially (a policy
@@ -49,10 +54,9 @@ def _compile(pieces: Pieces, ignore_case: bool, *, arn: bool = False) -> re.Patt
             components.append([])
         else:
             components[-1].append(token)
-    regex = ":".join(
+    return ":".join(
         _component(component, "[^:]" if arn and n < 5 else ".") for n, component in enumerate(components)
     )
-    return re.compile(regex, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def _component(tokens: list[str | None], anything: str) -> str:
@@ -146,3 +150,30 @@ def match_pieces(parts: Pieces, value: str, *, ignore_case: bool = False, arn: b
     if arn and (value.count(":") < 5 or sum(text.count(":") for text, _ in parts) < 5):
         return False
     return _compile(parts, ignore_case, arn=arn).fullmatch(value) is not None
+
+
+def has_wildcard(parts: Pieces) -> bool:
+    """Does the pattern hold a ``*`` or ``?`` that acts as a wildcard (not substituted, not escaped)?"""
+    return any(not literal and ("*" in text or "?" in text) for text, literal in parts)
+
+
+def lead(parts: Pieces) -> str:
+    """The character every value the pattern matches starts with; "" when it starts with a wildcard
+    (or is empty)."""
+    for text, literal in parts:
+        if text:
+            return text[0] if literal or text[0] not in "*?" else ""
+    return ""
+
+
+def union(sources: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex that fullmatches what any of ``sources`` (from :func:`regex_source`) fullmatches.
+
+    The alternation keeps the linear-time property: the engine tries each alternative once, from the
+    start of the value, and gives it up for the next only after the alternative itself has failed;
+    no quantifier encloses the alternation, so no alternative is ever tried again. The cost is that of
+    matching each pattern on its own, summed, but within one call into the regex engine (which skips
+    at once an alternative whose first character differs from the value's, and factors out a prefix
+    that all alternatives share) instead of one Python call per pattern.
+    """
+    return re.compile("|".join(sources), re.DOTALL)
