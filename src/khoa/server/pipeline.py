@@ -246,9 +246,11 @@ class Pipeline:
                 else:
                     result = await self._read_on_the_loop_first(request)
             else:
-                ctx, params, handler = await self._run(
-                    threads, self._prepare, scope, headers, body, form, service, call
-                )
+                prepared = (scope, headers, body, form, service, call)
+                if threads is None:
+                    ctx, params, handler = await self._prepare_on_the_loop_first(prepared)
+                else:
+                    ctx, params, handler = await self._run(threads, self._prepare, *prepared)
                 await self.recorder.record_before(call)
                 try:
                     result = await self._run(threads, handler, ctx, params)
@@ -284,6 +286,18 @@ class Pipeline:
                 return self._read(request)
         except WouldBlock:
             return await self._run(self.request_threads, self._read, request)
+
+    async def _prepare_on_the_loop_first(
+        self, prepared: tuple[Any, ...]
+    ) -> tuple[RequestContext, dict[str, Any], Handler]:
+        """A write's checks (authentication, validation, authorisation), on the event loop unless they
+        come to wait on a peer or to spend long on policy conditions (khoa.blocking): then again, from
+        the start, on a request thread. They write nothing, so running them again changes nothing."""
+        try:
+            with on_the_loop():
+                return self._prepare(*prepared)
+        except WouldBlock:
+            return await self._run(self.request_threads, self._prepare, *prepared)
 
     @staticmethod
     async def _run(threads: Executor | None, work: Callable[..., _T], *args: Any) -> _T:
