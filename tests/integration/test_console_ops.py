@@ -73,6 +73,19 @@ def test_user_without_the_grant_gets_403_and_signed_out_is_sent_to_sign_in(
     assert "/console/signin" in anonymous.url
 
 
+def test_how_the_node_is_built_is_shown_to_the_operator_only(server: KhoaServer, iam: Any) -> None:
+    """A user denied everything sees what /_khoa/ready tells anyone (status, database and trail
+    health, leadership), never the seal backend, database kind or mode."""
+    user = new_user(server, iam, {"Effect": "Deny", "Action": "*", "Resource": "*"})
+    console = ConsoleClient(server.endpoint)
+    assert console.sign_in(user.access_key_id, user.secret_access_key).status == 200
+    for path in ("/console/health", "/console/"):
+        page = console.get(path)
+        for detail in ("Seal backend", "sqlite", "Mode", "production"):
+            assert detail not in page.plain, (path, detail)
+    assert "Leader" in console.get("/console/health").plain
+
+
 def _next_link(text: str) -> str | None:
     marker = 'rel="next" href="'
     start = text.find(marker)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import boto3
 import psycopg
 import pymysql
 import pytest
@@ -195,3 +198,56 @@ def test_invalidate_does_not_sleep() -> None:
     reader.invalidate("s")
     reader.get_json("s")
     assert time.monotonic() - started < 0.5
+
+
+def test_a_watching_reader_never_follows_a_redirect_with_its_signature() -> None:
+    """A change stream answered with a 307 elsewhere: the signed request (Authorization, replayable for
+    minutes, and the session token) must not be sent where the answer points."""
+    seen: dict[str, list[dict[str, str]]] = {"origin": [], "elsewhere": []}
+
+    def serve(name: str, location: str | None) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen[name].append({k.lower(): v for k, v in self.headers.items()})
+                if location is None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    self.wfile.write(b": hello\n\n")
+                    return
+                self.send_response(307)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return server
+
+    elsewhere = serve("elsewhere", None)
+    origin = serve("origin", f"http://127.0.0.1:{elsewhere.server_address[1]}/steal")
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=f"http://127.0.0.1:{origin.server_address[1]}",
+        region_name="us-east-1",
+        aws_access_key_id="AKIAEXAMPLE000000001",
+        aws_secret_access_key="example-secret",
+        aws_session_token="example-session-token",
+    )
+    reader = SecretReader(client, watch=True)
+    try:
+        reader._subscribe("prod/db")
+        deadline = time.monotonic() + 10
+        while not seen["origin"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        reader.close()
+        origin.shutdown()
+        elsewhere.shutdown()
+    assert seen["origin"] and "authorization" in seen["origin"][0]
+    assert seen["elsewhere"] == []

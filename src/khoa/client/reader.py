@@ -119,7 +119,7 @@ class SecretReader:
         while not self._stop.is_set():
             try:
                 request = self._signed_request(secret_id, last_event_id)
-                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the client's endpoint
+                with _NO_REDIRECTS.open(request, timeout=60) as response:
                     with self._lock:
                         self._responses[secret_id] = response
                     if self._stop.is_set():
@@ -128,16 +128,24 @@ class SecretReader:
                         # AWSCURRENT may have moved between the first read and this subscription
                         self.invalidate(secret_id)
                     event_kind = ""
-                    for raw in response:
+                    while not self._stop.is_set():
+                        raw = response.readline(_MAX_LINE + 1)
+                        if not raw:
+                            break
+                        if len(raw) > _MAX_LINE:
+                            raise ValueError("change stream line too long")
                         line = raw.decode("utf-8").rstrip("\n")
                         if line.startswith("id: "):
                             last_event_id = line[4:]
                         elif line.startswith("event: "):
                             event_kind = line[7:]
                         elif line.startswith("data: "):
-                            self._on_event(secret_id, event_kind, json.loads(line[6:]))
-                        if self._stop.is_set():
-                            return
+                            payload = json.loads(line[6:])
+                            if not isinstance(payload, dict):
+                                raise ValueError("change event is not a JSON object")
+                            self._on_event(secret_id, event_kind, payload)
+                    if self._stop.is_set():
+                        return
             except (OSError, ValueError) as exc:
                 if self._stop.is_set():
                     return
@@ -150,7 +158,8 @@ class SecretReader:
                     self._responses.pop(secret_id, None)
 
     def _on_event(self, secret_id: str, kind: str, payload: dict[str, Any]) -> None:
-        detail = payload.get("detail", {})
+        detail = payload.get("detail")
+        detail = detail if isinstance(detail, dict) else {}
         if kind in ("StagesMoved", "RotationSucceeded") and (
             kind == "RotationSucceeded" or detail.get("currentMoved")
         ):
@@ -158,6 +167,20 @@ class SecretReader:
                 self.invalidate(secret_id)
             except Exception:  # noqa: BLE001 - a failed refresh leaves the cache's own TTL in charge
                 log.warning("could not refresh %s after AWSCURRENT moved", secret_id)
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is refused, never followed: following it would send the signed request (its
+    Authorization, replayable for minutes, and the session token) to wherever the answer points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# The stream's opener: urllib's, but a 3xx ends the connection attempt (HTTPError) instead.
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects())
+# The longest line a change stream may send (an event is a few hundred bytes).
+_MAX_LINE = 64 * 1024
 
 
 def _abort(response: Any) -> None:

@@ -41,12 +41,16 @@ class Tools:
     def api_for(self, credentials: SessionCredentials, region: str) -> ConsoleApi:
         return ConsoleApi(self.core, self.handle, self.loop, self.origin, credentials, region)
 
-    def node_status(self) -> dict[str, Any]:
-        """This node's readiness report (database, audit trail), leadership, seal and mode."""
+    def node_status(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """This node's readiness report (database, audit trail) and leadership, as ``/_khoa/ready``
+        tells anyone; for the installation's operator (its first account's root, ``identity`` being the
+        signed-in caller's) also how it is built: seal backend, database kind and mode, which a
+        tenant has no business knowing."""
         _, report = readiness(self.runtime.engine, self.runtime.audit)
-        settings = self.runtime.settings
         report["leader"] = self.runtime.jobs.is_leader
-        report["seal_backend"] = settings.seal_backend
-        report["dev"] = settings.dev
-        report["database_kind"] = settings.effective_database_url.split(":", 1)[0].split("+", 1)[0]
+        if identity.get("Arn") == f"arn:aws:iam::{self.runtime.dev_account_id}:root":
+            settings = self.runtime.settings
+            report["seal_backend"] = settings.seal_backend
+            report["dev"] = settings.dev
+            report["database_kind"] = settings.effective_database_url.split(":", 1)[0].split("+", 1)[0]
         return report

@@ -9,7 +9,7 @@ def home(request: Request) -> Page:
     identity = request.client_api.client("sts").get_caller_identity()
     return Page(
         "home.html",
-        {"title": "Khoa", "identity": identity, "node": request.tools.node_status()},
+        {"title": "Khoa", "identity": identity, "node": request.tools.node_status(identity)},
     )
 
 

@@ -83,7 +83,8 @@ def review(request: Request) -> Page:
 
 
 def health(request: Request) -> Page:
-    return Page("ops/health.html", {"title": "Health", "node": request.tools.node_status()})
+    identity = request.client_api.client("sts").get_caller_identity()
+    return Page("ops/health.html", {"title": "Health", "node": request.tools.node_status(identity)})
 
 
 ROUTES = [
