@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from khoa.clock import wall_clock
@@ -105,8 +105,7 @@ def _obtain_root_key(settings: Settings, engine: Engine, *, create: bool) -> byt
             salt = _meta_put_if_absent(engine, "passphrase_salt", os.urandom(16))
         key = derive_passphrase_key(settings.passphrase, salt)
     elif settings.seal_backend == "shamir":
-        _require_seal_type(engine, "shamir")
-        key = _provided_key()
+        key = shamir_root_key(engine, _provided_key())
     elif settings.seal_backend in WRAPPED_BACKENDS:
         key = _load_wrapped_key(engine, seal_wrapper(settings), create=create)
     else:
@@ -119,12 +118,21 @@ def _obtain_root_key(settings: Settings, engine: Engine, *, create: bool) -> byt
 
 # --- seals an operator controls (shamir) and auto-unseal (pkcs11, awskms) --------------------------
 # khoa_meta holds, besides barrier_check: seal_type (which of these backends sealed the root key),
-# seal_shamir (the shares and threshold, JSON: never a share) and seal_wrapped (the wrapped root key and
-# where its wrapping key lives, JSON).
+# seal_shamir (JSON, never a share: the split's shares and threshold, and root_key_wrapped, the root key
+# sealed under the unseal key the shares reconstruct) and seal_wrapped (the wrapped root key and where
+# its wrapping key lives, JSON).
+#
+# Shamir, as in Vault: the shares reconstruct an *unseal key* (random, 256 bits), never the root key;
+# the unseal key opens root_key_wrapped (AES-256-GCM, the barrier's format, bound to this place). A rekey
+# makes a new unseal key and re-wraps the same root key in one statement, so the old shares open nothing
+# stored any more (a backup taken before the rekey still opens with them: the root key is unchanged).
+# An installation initialised before unseal keys has no root_key_wrapped: its shares reconstruct the root
+# key itself, accepted as such until its next rekey, which converts it.
 WRAPPED_BACKENDS = ("pkcs11", "awskms")
 _SEAL_TYPE = "seal_type"
 _SEAL_SHAMIR = "seal_shamir"
 _SEAL_WRAPPED = "seal_wrapped"
+_ROOT_KEY_BINDING = "khoa_meta:seal_shamir:root_key_wrapped"
 _provided = threading.local()
 
 
@@ -134,8 +142,9 @@ class Sealed(SealError):
 
 @contextlib.contextmanager
 def provided_root_key(key: bytes) -> Iterator[None]:
-    """Within the block, the shamir backend's load_barrier (on this thread) uses ``key``, reconstructed
-    from shares by an unseal; it is kept nowhere else than in the barrier built from it."""
+    """Within the block, the shamir backend's load_barrier (on this thread) uses ``key``, what an unseal
+    reconstructed from shares (the unseal key, which opens the stored root key: see shamir_root_key);
+    it is kept nowhere else than in the barrier built from the root key it opens."""
     _provided.key = key
     try:
         yield
@@ -223,48 +232,106 @@ def _wrapped_record(wrapper: KeyWrapper, key: bytes) -> bytes:
 class ShamirConfig:
     shares: int
     threshold: int
+    # The root key sealed under the unseal key the shares reconstruct; None for an installation
+    # initialised before unseal keys, whose shares reconstruct the root key itself (until a rekey).
+    wrapped_root_key: bytes | None = None
 
 
-def shamir_config(engine: Engine) -> ShamirConfig:
+def _shamir_state(engine: Engine) -> tuple[bytes, ShamirConfig]:
+    """The stored seal_shamir value as it is (for a compare-and-swap) and parsed."""
     _require_seal_type(engine, "shamir")
     raw = _meta_get(engine, _SEAL_SHAMIR)
     if raw is None:
         raise SealError("the shamir seal configuration is missing from this database")
-    parsed = json.loads(raw)
-    return ShamirConfig(int(parsed["shares"]), int(parsed["threshold"]))
+    try:
+        parsed = json.loads(raw)
+        wrapped = parsed.get("root_key_wrapped")
+        config = ShamirConfig(
+            int(parsed["shares"]),
+            int(parsed["threshold"]),
+            base64.b64decode(wrapped, validate=True) if wrapped is not None else None,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise SealError("the shamir seal configuration in this database is malformed") from None
+    return raw, config
 
 
-def check_root_key(engine: Engine, key: bytes) -> Barrier:
-    """The barrier of ``key`` if it opens this database's check value; raises SealError otherwise."""
+def shamir_config(engine: Engine) -> ShamirConfig:
+    return _shamir_state(engine)[1]
+
+
+def _shamir_record(shares: int, threshold: int, unseal_key: bytes, root_key: bytes) -> bytes:
+    wrapped = Barrier(unseal_key).seal(root_key, _ROOT_KEY_BINDING)
+    return json.dumps(
+        {"shares": shares, "threshold": threshold, "root_key_wrapped": base64.b64encode(wrapped).decode()}
+    ).encode()
+
+
+def _new_shamir_seal(root_key: bytes, shares: int, threshold: int) -> tuple[bytes, list[bytes]]:
+    """A new random unseal key for ``root_key``: the seal_shamir value (the root key wrapped under it)
+    and the unseal key's shares. Nothing is stored."""
+    unseal_key = os.urandom(ROOT_KEY_BYTES)
+    parts = shamir.split(unseal_key, shares, threshold)
+    return _shamir_record(shares, threshold, unseal_key, root_key), parts
+
+
+def _check_key(engine: Engine, key: bytes) -> Barrier:
+    """The barrier of the root key ``key`` if it opens this database's check value; SealError otherwise."""
     check = _meta_get(engine, "barrier_check")
     if check is None:
         raise SealError("not initialised: this database holds no root key check value")
-    barrier = Barrier(key)
     try:
+        barrier = Barrier(key)
         barrier.open(check, _CHECK_BINDING)
-    except BarrierError:
-        raise SealError("the shares do not reconstruct this database's root key") from None
+    except (BarrierError, ValueError):
+        raise SealError("the key does not open this database's root key check value") from None
     return barrier
+
+
+def shamir_root_key(engine: Engine, secret: bytes, config: ShamirConfig | None = None) -> bytes:
+    """The root key that ``secret`` (what shamir.combine made of a quorum of shares) opens: the secret
+    is the unseal key, which unwraps the stored root key; for an installation initialised before unseal
+    keys (nothing wrapped yet), the root key itself. Checked against the barrier check value; raises
+    SealError otherwise (a root key given where an unseal key is expected is refused)."""
+    if config is None:
+        config = shamir_config(engine)
+    if config.wrapped_root_key is None:
+        key = secret
+    else:
+        try:
+            key = Barrier(secret).open(config.wrapped_root_key, _ROOT_KEY_BINDING)
+        except (BarrierError, ValueError):
+            raise SealError("the shares do not reconstruct this database's unseal key") from None
+    try:
+        _check_key(engine, key)
+    except SealError:
+        raise SealError("the shares do not reconstruct this database's root key") from None
+    return key
+
+
+def check_root_key(engine: Engine, key: bytes) -> Barrier:
+    """The barrier of the root key that what an operator supplied opens, checked against this database;
+    raises SealError otherwise. With the shamir seal ``key`` is what a quorum of shares reconstructs
+    (see shamir_root_key: the unseal key); with any other seal, the root key itself."""
+    if seal_type(engine) == "shamir":
+        return Barrier(shamir_root_key(engine, key))
+    return _check_key(engine, key)
 
 
 def init_shamir(
     settings: Settings, engine: Engine, shares: int, threshold: int
 ) -> tuple[list[bytes], NewAccount | None]:
-    """Create the root key of a new installation, split into shares (returned once, stored nowhere);
-    creates the first account too."""
+    """Create the root key of a new installation and an unseal key that wraps it, split into shares
+    (returned once, stored nowhere); creates the first account too."""
     if _meta_get(engine, "barrier_check") is not None or seal_type(engine) is not None:
         raise SealError("already initialised: this database holds data sealed under a root key")
     key = os.urandom(ROOT_KEY_BYTES)
-    parts = shamir.split(key, shares, threshold)
+    record, parts = _new_shamir_seal(key, shares, threshold)
     barrier = Barrier(key)
     try:
         with engine.begin() as conn:
             conn.execute(insert(schema.meta).values(name=_SEAL_TYPE, value=b"shamir"))
-            conn.execute(
-                insert(schema.meta).values(
-                    name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
-                )
-            )
+            conn.execute(insert(schema.meta).values(name=_SEAL_SHAMIR, value=record))
             conn.execute(
                 insert(schema.meta).values(
                     name="barrier_check", value=barrier.seal(_CHECK_PLAINTEXT, _CHECK_BINDING)
@@ -275,31 +342,49 @@ def init_shamir(
     return parts, ensure_first_account(settings, engine, barrier)
 
 
-def rekey_shamir(engine: Engine, old_shares: list[bytes], shares: int, threshold: int) -> list[bytes]:
-    """New shares of the same root key (nothing re-encrypted); the old shares stop being a quorum's."""
-    key = shamir.combine(old_shares)
-    check_root_key(engine, key)
-    parts = shamir.split(key, shares, threshold)
+@dataclass(frozen=True)
+class Rekeyed:
+    shares: list[bytes]
+    # The old shares were of the root key itself (initialised before unseal keys): servers refuse them
+    # from now on, but they still reconstruct the root key, which no rekey changes.
+    converted: bool
+
+
+def rekey_shamir(engine: Engine, old_shares: list[bytes], shares: int, threshold: int) -> Rekeyed:
+    """A new unseal key (split into the returned shares) for the same root key, stored wrapped under it
+    in place of the old one in one statement: the old shares open nothing stored any more. Data is not
+    re-encrypted, so a backup taken before holds the old wrapping, which the old shares still open.
+    The new shares are returned only once stored; a concurrent rekey or migrate-seal makes this one
+    fail, changing nothing."""
+    raw, config = _shamir_state(engine)
+    root_key = shamir_root_key(engine, shamir.combine(old_shares), config)
+    record, parts = _new_shamir_seal(root_key, shares, threshold)
     with engine.begin() as conn:
-        _meta_delete(conn, _SEAL_SHAMIR)
-        conn.execute(
-            insert(schema.meta).values(
-                name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
-            )
+        swapped = conn.execute(
+            update(schema.meta)
+            .where(schema.meta.c.name == _SEAL_SHAMIR, schema.meta.c.value == raw)
+            .values(value=record)
         )
-    return parts
+        if swapped.rowcount != 1:
+            raise SealError(
+                "the shamir seal changed while rekeying (another rekey or migrate-seal): nothing was "
+                "changed here; rekey again with the current shares"
+            )
+    return Rekeyed(parts, converted=config.wrapped_root_key is None)
 
 
 def migrate_seal(
     settings: Settings, engine: Engine, key: bytes, to: str, *, shares: int = 0, threshold: int = 0
 ) -> list[bytes]:
-    """Re-seal ``key`` (already checked against this database) for backend ``to``; the data stays as it
-    is. Returns new shares when ``to`` is shamir. The old backend's artefacts are removed."""
-    check_root_key(engine, key)
+    """Re-seal the root key ``key`` (already checked against this database) for backend ``to``; the
+    data stays as it is. Returns new shares when ``to`` is shamir (of a new unseal key that wraps the
+    root key). The old backend's artefacts are removed."""
+    _check_key(engine, key)
     new_shares: list[bytes] = []
     wrapped: bytes | None = None
+    shamir_record: bytes | None = None
     if to == "shamir":
-        new_shares = shamir.split(key, shares, threshold)
+        shamir_record, new_shares = _new_shamir_seal(key, shares, threshold)
     elif to in WRAPPED_BACKENDS:
         wrapped = _wrapped_record(seal_wrapper(replace(settings, seal_backend=to)), key)
     elif to == "file":
@@ -317,12 +402,8 @@ def migrate_seal(
             _meta_delete(conn, name)
         if to != "file":
             conn.execute(insert(schema.meta).values(name=_SEAL_TYPE, value=to.encode()))
-        if to == "shamir":
-            conn.execute(
-                insert(schema.meta).values(
-                    name=_SEAL_SHAMIR, value=json.dumps({"shares": shares, "threshold": threshold}).encode()
-                )
-            )
+        if shamir_record is not None:
+            conn.execute(insert(schema.meta).values(name=_SEAL_SHAMIR, value=shamir_record))
         if wrapped is not None:
             conn.execute(insert(schema.meta).values(name=_SEAL_WRAPPED, value=wrapped))
     old_file = settings.data_dir / "root.key"
@@ -336,12 +417,9 @@ def current_root_key(settings: Settings, engine: Engine, shares: list[bytes] | N
     if settings.seal_backend == "shamir":
         if not shares:
             raise SealError("the shamir backend needs shares to recover the root key")
-        _require_seal_type(engine, "shamir")
-        key = shamir.combine(shares)
-        check_root_key(engine, key)
-        return key
+        return shamir_root_key(engine, shamir.combine(shares))
     key = _obtain_root_key(settings, engine, create=False)
-    check_root_key(engine, key)
+    _check_key(engine, key)
     return key
 
 

@@ -257,21 +257,37 @@ def rekey(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """New shares for the same root key (read a threshold of the current shares; nothing re-encrypted)."""
+    """New shares (of a new unseal key) for the same root key: read a threshold of the current shares,
+    store the root key wrapped under the new unseal key, then print its shares. Nothing re-encrypted."""
     _check_split(key_shares, key_threshold)
     settings = installation_settings(data_dir, database_url)
     with installation(settings, write=True) as engine:
         try:
             config = shamir_config(engine)
             old = _read_shares(config.threshold)
-            shares = rekey_shamir(engine, old, key_shares, key_threshold)
+            rekeyed = rekey_shamir(engine, old, key_shares, key_threshold)
         except (SealError, ShamirError) as exc:
             raise CliError(f"cannot rekey: {exc}") from None
-    err.print(
-        f"[bold]Rekeyed[/bold]: {key_shares} new shares, any {key_threshold} unseal; the old shares no "
-        "longer do. Printed once, below:"
-    )
-    _print_shares(shares)
+    done = f"[bold]Rekeyed[/bold]: {key_shares} new shares, any {key_threshold} unseal."
+    if not rekeyed.converted:
+        err.print(
+            f"{done} The old shares no longer open anything this database holds: every server refuses "
+            "them from now on (servers unsealed now stay unsealed). The root key is unchanged, so a "
+            "backup of the database taken before this rekey still opens with a threshold of the old "
+            "shares."
+        )
+    else:
+        err.print(
+            f"{done} Every server refuses the old shares from now on (servers unsealed now stay unsealed)."
+        )
+        err.print(
+            "[bold]Warning[/bold]: the old shares were of the root key itself (this installation was "
+            "initialised before Khoa wrapped the root key under an unseal key). A threshold of them still "
+            "reconstructs the root key, which opens this database and every backup of it, now and after "
+            "any rekey: if they may be compromised, move the data to a new installation."
+        )
+    err.print("The new shares, printed once:")
+    _print_shares(rekeyed.shares)
 
 
 @app.command("migrate-seal")
