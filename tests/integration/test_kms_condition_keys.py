@@ -122,6 +122,21 @@ def test_reencrypt_on_same_key(server: KhoaServer, kms: Any, iam: Any) -> None:
     denied(only_same.re_encrypt, CiphertextBlob=blob, DestinationKeyId=other)
 
 
+def test_encryption_context_keys_differing_only_in_case_are_each_checked(
+    server: KhoaServer, kms: Any, iam: Any
+) -> None:
+    """Context keys are case-sensitive and condition key names are not: {"app": "payroll", "APP": "x"}
+    must not hide "payroll" from a Deny on kms:EncryptionContext:app."""
+    key = new_key(kms)
+    user = allowed_all_but(
+        server, iam, deny("kms:Encrypt", Condition={"StringEquals": {"kms:EncryptionContext:app": "payroll"}})
+    )
+    denied(user.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll"})
+    denied(user.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll", "APP": "x"})
+    denied(user.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"APP": "x", "app": "payroll"})
+    user.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"app": "ledger", "APP": "x"})
+
+
 def test_data_key_pair_spec(server: KhoaServer, kms: Any, iam: Any) -> None:
     key = new_key(kms)
     rsa_pairs = {"StringEquals": {"kms:DataKeyPairSpec": "RSA_2048"}}

@@ -210,7 +210,9 @@ def request_context(
     if encryption_context:
         context["kms:encryptioncontextkeys"] = list(encryption_context)
         for ec_key, ec_value in encryption_context.items():
-            context[f"kms:encryptioncontext:{ec_key.lower()}"] = [ec_value]
+            # Context keys are case-sensitive, condition key names are not: keys differing only in case
+            # ("app", "APP") share one condition key with both values, so a Deny checks each of them.
+            context.setdefault(f"kms:encryptioncontext:{ec_key.lower()}", []).append(ec_value)
     tags = params.get("Tags")
     if isinstance(tags, list) and tags and isinstance(tags[0], dict) and "TagKey" in tags[0]:
         context["aws:tagkeys"] = [t["TagKey"] for t in tags]
