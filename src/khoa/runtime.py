@@ -317,6 +317,10 @@ class Runtime:
         jobs.register(
             "secretsmanager.rotate_secrets", lambda now: log_rotations(rotation.run_due(now)), lane="rotation"
         )
+        jobs.register(
+            "audit.lost_outcomes",
+            audit_jobs.lost_outcomes(engine, audit.writer, settings.rotation_step_timeout_seconds),
+        )
         # Last uses of keys, in the main lane: the trail's followers (this, delivery, alerts) run one
         # at a time beside the leader's requests. On two lanes at once (measured while the job
         # threads still shared the worker's pinned CPU) they raised a busy node's p99 (two workers,

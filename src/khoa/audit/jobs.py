@@ -1,4 +1,4 @@
-"""Background work as audit events.
+"""Background work as audit events, and the leader's sweep for calls whose outcome was lost.
 
 Each resource a job deletes, rotates or expires on its own becomes one ``AwsServiceEvent`` (as AWS
 records a key deleted at the end of its waiting period) naming the resource and its account. A job
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, select
 
 from khoa.audit.events import AuditEvent, background
+from khoa.audit.outcomes import LostOutcomeSweep, Writer, outcome_wait_seconds
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.jobs")
@@ -146,3 +147,10 @@ def recorded(
             raise
 
     return job
+
+
+def lost_outcomes(engine: Engine, writer: Writer, step_timeout_seconds: float) -> Callable[[datetime], int]:
+    """The leader's job marking write calls whose outcome was lost as outcome unknown, every pass
+    (:class:`khoa.audit.outcomes.LostOutcomeSweep`: this host's processes that are gone, and any
+    call that waited past the bound for rotation steps of ``step_timeout_seconds``)."""
+    return LostOutcomeSweep(engine, writer, outcome_wait_seconds(step_timeout_seconds)).run

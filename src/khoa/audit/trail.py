@@ -13,6 +13,10 @@ demand). It decides *when* to deliver, write digests and apply the retention, an
 
 Conditional updates keep concurrent writers correct on their own; the lease keeps them from wasting
 work on the same events.
+
+A write's record made before the call ran is never delivered while it waits for its outcome
+(:mod:`khoa.audit.outcomes`): delivery stops just before it, and the leader's next pass tries again
+(not only at the next delivery interval); once its outcome is lost it is delivered as unknown.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from khoa.audit.digests import Digests
 from khoa.audit.errors import TrailBusy
 from khoa.audit.files import AuditFiles
 from khoa.audit.health import TrailHealth
+from khoa.audit.outcomes import Writer, outcome_wait_seconds
 from khoa.audit.retention import apply_retention
 from khoa.audit.signing import SigningKey, SigningKeys
 from khoa.clock import wall_clock
@@ -43,9 +48,10 @@ from khoa.settings import Settings
 log = logging.getLogger("khoa.audit")
 
 # A mutating call's event is recorded before the call runs and completed right after. Delivery only
-# takes events that were already there a while ago, so it does not freeze one that is about to change:
-# the leader's job takes what it saw at least JOB_SETTLE_SECONDS earlier (from an earlier pass, so it
-# never waits); ``khoa audit digest`` takes everything, after waiting SETTLE_SECONDS.
+# takes events that were already there a while ago, so it seldom comes to one still waiting for its
+# outcome (where it stops: khoa.audit.delivery): the leader's job takes what it saw at least
+# JOB_SETTLE_SECONDS earlier (from an earlier pass, so it never waits); ``khoa audit digest`` takes
+# everything, after waiting SETTLE_SECONDS.
 SETTLE_SECONDS = 1.0
 JOB_SETTLE_SECONDS = 10.0
 LOCK_NAME = "audit-trail"
@@ -58,8 +64,12 @@ _RETENTION_INTERVAL_SECONDS = 3600.0
 
 @dataclass(frozen=True)
 class ClosedPeriod:
+    """What ``khoa audit digest`` wrote; ``waiting``: the event delivery stopped before, a write
+    still waiting for its outcome (it and the events after it go in a later period), or None."""
+
     log_files: list[str]
     digests: list[str]
+    waiting: int | None = None
 
 
 class AuditTrail:
@@ -81,7 +91,13 @@ class AuditTrail:
         self.health = health if health is not None else TrailHealth(self.directory)
         self._logs = LogLimiter(log)
         self.keys = SigningKeys(engine, barrier)
-        self.delivery = Delivery(engine, self.files, renew=self._renew_lock)
+        self.delivery = Delivery(
+            engine,
+            self.files,
+            renew=self._renew_lock,
+            writer=Writer.this_process(),
+            outcome_wait_seconds=outcome_wait_seconds(settings.rotation_step_timeout_seconds),
+        )
         self.digests = Digests(
             engine, self.files, self.keys, settings.audit_digest_seconds, renew=self._renew_lock
         )
@@ -119,7 +135,8 @@ class AuditTrail:
             wanted = due or at - self._last_delivery >= self.delivery_seconds or self.delivery.backlog()
             if wanted and watermark is not None:
                 delivered = self._deliver(at, watermark)
-                self._last_delivery = at
+                if self.delivery.waiting is None:  # else the next pass tries again
+                    self._last_delivery = at
                 if delivered:
                     log.info("audit trail: delivered %d log file(s)", len(delivered))
             if due:
@@ -134,7 +151,8 @@ class AuditTrail:
         self._logs.recovered("delivery", "audit trail: delivery works again")
 
     def close_period(self, now: float | None = None, wait: float = 60.0) -> ClosedPeriod:
-        """Deliver pending events and write every chain's digest now (``khoa audit digest``)."""
+        """Deliver pending events and write every chain's digest now (``khoa audit digest``). A write
+        still waiting for its outcome stops delivery before it (``waiting`` says which)."""
         with self._lock(wait=wait) as held:
             if not held:
                 raise TrailBusy("another process is writing the audit trail; try again")
@@ -148,7 +166,7 @@ class AuditTrail:
                 files = self._deliver(at, newest)
             self._last_delivery = at
             digests = self.digests.write_digests(at, None)
-        return ClosedPeriod(files, digests)
+        return ClosedPeriod(files, digests, self.delivery.waiting if newest is not None else None)
 
     def apply_retention(self, now: float) -> int:
         """Remove delivered events older than the retention (their log files stay)."""
