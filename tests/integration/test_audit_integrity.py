@@ -8,10 +8,12 @@ caught by both. Two server processes on one PostgreSQL deliver every event exact
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -23,12 +25,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
 
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
+from tests.support.iam import allow, document, trust
+from tests.support.identity import eventually, new_user, session
 from tests.support.khoa_cli import run_khoa
-from tests.support.server import SECRET_ACCESS_KEY, KhoaServer
+from tests.support.server import ACCOUNT_ID, SECRET_ACCESS_KEY, KhoaServer
 
 pytestmark = pytest.mark.slow
 
@@ -472,3 +478,368 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
     finally:
         a.stop()
         b.stop()
+
+
+# -- someone who can write the database and the audit directory, without the root key ---------------
+# (docs/threat-model.md 5a; the red team's findings 2, 3 and 5)
+
+
+def _sql(data_dir: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(data_dir / "khoa.db", timeout=30)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _close_period(server: KhoaServer) -> None:
+    time.sleep(1.2)  # past `khoa audit digest`'s settle time, and a new second for the digest's name
+    closed = run_khoa(server.env(), "audit", "digest", "--data-dir", str(server.data_dir))
+    assert closed.returncode == 0, closed.stderr
+
+
+def _verify(server: KhoaServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_khoa(server.env(), "audit", "verify", "--data-dir", str(server.data_dir), *args)
+
+
+def _events_in_files(data_dir: Path) -> list[str]:
+    return [
+        r["eventName"]
+        for path in sorted((data_dir / "audit").glob("AWSLogs/*/CloudTrail/*/**/*.json.gz"))
+        for r in json.loads(gzip.decompress(path.read_bytes()))["Records"]
+    ]
+
+
+def _plant_trail_key(data_dir: Path) -> tuple[rsa.RSAPrivateKey, str]:
+    """An RSA key of one's own in audit_trail_keys, beside a sealed value one cannot make (a retired
+    key, so the server keeps signing with its own)."""
+    mine = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = mine.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    fingerprint = hashlib.md5(der, usedforsecurity=False).hexdigest()
+    with _sql(data_dir) as conn:
+        conn.execute(
+            "insert into audit_trail_keys (fingerprint, public_key, private_key_sealed, valid_from, "
+            "valid_to) values (?, ?, ?, 0, 1)",
+            (fingerprint, der, b"\x01" + b"\x00" * 40),
+        )
+    return mine, fingerprint
+
+
+def _forge_without(data_dir: Path, event_name: str, key: rsa.RSAPrivateKey, fingerprint: str) -> None:
+    """Remove every ``event_name`` record from the log files, rows and files, and re-sign every digest
+    of every chain with ``key`` (the red team's r2: no root key involved)."""
+    audit = data_dir / "audit"
+    with _sql(data_dir) as conn:
+        changed: dict[str, str] = {}
+        for row in conn.execute("select * from audit_log_files").fetchall():
+            records = json.loads(gzip.decompress(row["content"]))["Records"]
+            kept = [r for r in records if r["eventName"] != event_name]
+            if len(kept) == len(records):
+                continue
+            content = json.dumps({"Records": kept}, separators=(",", ":")).encode()
+            packed = gzip.compress(content, mtime=0)
+            (audit / row["s3_object"]).write_bytes(packed)
+            changed[row["s3_object"]] = hashlib.sha256(content).hexdigest()
+            conn.execute(
+                "update audit_log_files set content = ?, hash_value = ?, event_count = ? where file_id = ?",
+                (packed, changed[row["s3_object"]], len(kept), row["file_id"]),
+            )
+        conn.execute("delete from audit_events where event_name = ?", (event_name,))
+        for chain in conn.execute("select distinct account_id, region from audit_digests").fetchall():
+            previous: tuple[str, str] | None = None
+            for row in conn.execute(
+                "select * from audit_digests where account_id = ? and region = ? order by position",
+                tuple(chain),
+            ).fetchall():
+                body = json.loads(gzip.decompress(row["content"]))
+                for entry in body["logFiles"]:
+                    entry["hashValue"] = changed.get(entry["s3Object"], entry["hashValue"])
+                if previous is not None:
+                    body["previousDigestHashValue"], body["previousDigestSignature"] = previous
+                body["digestPublicKeyFingerprint"] = fingerprint
+                content = json.dumps(body, separators=(",", ":")).encode()
+                digest_hash = hashlib.sha256(content).hexdigest()
+                to_sign = "\n".join(
+                    [
+                        body["digestEndTime"],
+                        f"khoa-audit/{body['digestS3Object']}",
+                        digest_hash,
+                        previous[1] if previous else "null",
+                    ]
+                ).encode()
+                signature = key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256()).hex()
+                packed = gzip.compress(content, mtime=0)
+                (audit / row["s3_object"]).write_bytes(packed)
+                (audit / (row["s3_object"] + ".sig")).write_text(signature + "\n")
+                conn.execute(
+                    "update audit_digests set content = ?, hash_value = ?, signature = ?, fingerprint = ? "
+                    "where digest_id = ?",
+                    (packed, digest_hash, signature, fingerprint, row["digest_id"]),
+                )
+                previous = (digest_hash, signature)
+
+
+def test_a_trail_key_added_through_the_database_is_not_trusted(
+    fresh_server: KhoaServer, tmp_path: Path
+) -> None:
+    """Finding 3: verify trusts a trail key only when the root key vouches for it (its sealed private
+    half opens, bound to its fingerprint, and matches), never because the database lists it."""
+    server = fresh_server.start()
+    secrets = server.client("secretsmanager")
+    secrets.create_secret(Name="prod/db-master", SecretString="hunter2-" + uuid.uuid4().hex)
+    _close_period(server)
+    secrets.get_secret_value(SecretId="prod/db-master")  # the read to hide
+    secrets.list_secrets()
+    _close_period(server)
+    secrets.describe_secret(SecretId="prod/db-master")
+    _close_period(server)
+    keys = tmp_path / "keys"
+    exported = run_khoa(
+        server.env(), "audit", "public-keys", "--out", str(keys), "--data-dir", str(server.data_dir)
+    )
+    assert exported.returncode == 0, exported.stderr
+    server.stop()
+    assert _verify(server).returncode == 0
+
+    # A key of one's own added through the database; the trail edited (a GetSecretValue removed from
+    # the middle) and re-signed with it.
+    mine, fingerprint = _plant_trail_key(server.data_dir)
+    _forge_without(server.data_dir, "GetSecretValue", mine, fingerprint)
+    assert "GetSecretValue" not in _events_in_files(server.data_dir)
+    forged = _verify(server)
+    assert forged.returncode == 1, forged.stdout
+    assert "INVALID DIGEST" in forged.stdout and "not vouch" in forged.stdout
+    assert "UNTRUSTED KEY" in forged.stdout and fingerprint in forged.stdout
+    assert "NOT intact" in forged.stdout
+    # Keys exported now, to pin, leave the planted one out.
+    again = tmp_path / "keys-now"
+    exported = run_khoa(
+        server.env(), "audit", "public-keys", "--out", str(again), "--data-dir", str(server.data_dir)
+    )
+    assert exported.returncode == 0 and f"trail key {fingerprint} left out" in exported.stderr
+    assert sorted(p.name for p in again.glob("*.pem")) == sorted(p.name for p in keys.glob("*.pem"))
+    # Without the root key verify cannot tell which of the database's keys to trust: it refuses,
+    # unless keys pinned earlier are given (which catch the forgery too).
+    root_key = server.data_dir / "root.key"
+    aside = tmp_path / "root.key"
+    shutil.move(root_key, aside)
+    try:
+        refused = _verify(server)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "--public-keys" in refused.stderr and "intact" not in refused.stdout
+        pinned = _verify(server, "--public-keys", str(keys))
+        assert pinned.returncode == 1 and "INVALID DIGEST" in pinned.stdout
+    finally:
+        shutil.move(aside, root_key)
+
+    # The server's next digest, signed with its real key onto the forged chain, changes nothing.
+    server.start()
+    server.client("secretsmanager").list_secrets()
+    _close_period(server)
+    server.stop()
+    later = _verify(server)
+    assert later.returncode == 1, later.stdout
+    assert "UNTRUSTED KEY" in later.stdout
+
+
+def _cut_newest_period(data_dir: Path) -> None:
+    """The red team's r1: plain SQL and file deletes, no key of any kind. The newest digest of each
+    chain past its first goes, with its log files, their events and the delivery cursor's memory."""
+    audit = data_dir / "audit"
+    with _sql(data_dir) as conn:
+        heads = conn.execute(
+            "select d.* from audit_digests d where position = (select max(position) from audit_digests e "
+            "where e.account_id = d.account_id and e.region = d.region)"
+        ).fetchall()
+        for head in heads:
+            if head["position"] < 2:
+                continue
+            files = conn.execute("select * from audit_log_files where digest_id = ?", (head["digest_id"],))
+            for row in files.fetchall():
+                (audit / row["s3_object"]).unlink()
+                conn.execute(
+                    "delete from audit_events where account_id = ? and region = ? "
+                    "and event_time between ? and ?",
+                    (row["account_id"], row["region"], row["oldest_event_time"], row["newest_event_time"]),
+                )
+            conn.execute("delete from audit_log_files where digest_id = ?", (head["digest_id"],))
+            conn.execute("delete from audit_digests where digest_id = ?", (head["digest_id"],))
+            (audit / head["s3_object"]).unlink()
+            (audit / (head["s3_object"] + ".sig")).unlink()
+        newest = conn.execute("select max(seq) from audit_events").fetchone()[0]
+        conn.execute("update audit_delivery set delivered_seq = ?, held = '[]'", (newest,))
+        for table in ("audit_key_usage", "audit_access_key_usage"):
+            conn.execute(f"delete from {table} where seq > ?", (newest,))
+
+
+def test_a_pinned_head_catches_the_newest_period_cut_from_the_database_and_directory(
+    fresh_server: KhoaServer, tmp_path: Path
+) -> None:
+    """Finding 2: the database's list of digests is no anchor against someone who can write it. verify
+    prints each chain's head; given back (--expect-digest) it must still be in the chain."""
+    server = fresh_server.start()
+    secrets = server.client("secretsmanager")
+    secrets.create_secret(Name="benign/one", SecretString="x" * 20)
+    _close_period(server)
+    secrets.create_secret(Name="prod/db-master", SecretString="hunter2-" + uuid.uuid4().hex)
+    secrets.get_secret_value(SecretId="prod/db-master")
+    secrets.delete_secret(SecretId="prod/db-master", ForceDeleteWithoutRecovery=True)
+    _close_period(server)
+    server.stop()
+
+    intact = _verify(server)
+    assert intact.returncode == 0, intact.stdout
+    printed = re.findall(r"sha256 ([0-9a-f]{64})", intact.stdout)
+    report = json.loads(_verify(server, "--json").stdout)
+    assert [head["hashValue"] for head in report["heads"]] == printed and len(printed) == 1
+    (head,) = report["heads"]
+    digest_file = server.data_dir / "audit" / head["digest"]
+    assert hashlib.sha256(gzip.decompress(digest_file.read_bytes())).hexdigest() == printed[0]
+    # What an operator keeps out of reach: the verify output, or a copy of the newest digest.
+    saved = tmp_path / "heads.txt"
+    saved.write_text(intact.stdout)
+    copy = tmp_path / "newest-digest.json.gz"
+    shutil.copy2(digest_file, copy)
+    for pin in (str(saved), printed[0], str(copy)):
+        kept = _verify(server, "--expect-digest", pin)
+        assert kept.returncode == 0, kept.stdout + kept.stderr
+        assert "1 pinned digest(s) found in the chain" in kept.stdout
+
+    _cut_newest_period(server.data_dir)
+    assert "GetSecretValue" not in _events_in_files(server.data_dir)
+    for pin in (str(saved), printed[0], str(copy)):
+        cut = _verify(server, "--expect-digest", pin)
+        assert cut.returncode == 1, cut.stdout + cut.stderr
+        assert "BROKEN CHAIN" in cut.stdout and f"pinned digest sha256 {printed[0]}" in cut.stdout
+
+    # The server carries on from the cut, and the pin still catches it.
+    server.start()
+    server.client("secretsmanager").create_secret(Name="benign/two", SecretString="y" * 20)
+    _close_period(server)
+    server.stop()
+    later = _verify(server, "--expect-digest", str(saved))
+    assert later.returncode == 1 and "BROKEN CHAIN" in later.stdout
+    # A value that names no digest is a usage error, not a verdict.
+    nothing = tmp_path / "empty.txt"
+    nothing.write_text("no hash here\n")
+    assert _verify(server, "--expect-digest", str(nothing)).returncode == 2
+
+
+def _varied_traffic(server: KhoaServer) -> None:
+    """Calls by the root, an IAM user, a role session, refused callers, and background work."""
+    iam = server.client("iam")
+    secrets = server.client("secretsmanager")
+    secrets.create_secret(Name="rows/db", SecretString="v-" + uuid.uuid4().hex)
+    secrets.get_secret_value(SecretId="rows/db")
+    user = new_user(server, iam, allow(["secretsmanager:GetSecretValue", "sts:AssumeRole"]))
+    role = iam.create_role(
+        RoleName="rows-reader", AssumeRolePolicyDocument=trust({"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"})
+    )["Role"]
+    iam.put_role_policy(
+        RoleName="rows-reader", PolicyName="inline", PolicyDocument=document(allow("kms:ListKeys"))
+    )
+    eventually(lambda: _works(lambda: user.client("secretsmanager").get_secret_value(SecretId="rows/db")))
+    reader = session(user, role["Arn"], name="nightly")
+    eventually(lambda: _works(lambda: reader.client("kms").list_keys()))
+    with pytest.raises(ClientError):
+        reader.client("secretsmanager").get_secret_value(SecretId="rows/db")  # denied
+    with pytest.raises(ClientError):
+        server.client("kms", aws_secret_access_key="wrong" + SECRET_ACCESS_KEY[5:]).list_keys()
+    with pytest.raises(ClientError):
+        server.client("kms", aws_access_key_id="AKIAUNKNOWNKEY000000").list_keys()
+    secrets.create_secret(Name="rows/old", SecretString="o-" + uuid.uuid4().hex)
+    secrets.delete_secret(SecretId="rows/old", RecoveryWindowInDays=7)
+    server.advance_clock(8 * 86400)
+    assert server.run_jobs() > 0  # the deletion, as an AwsServiceEvent
+
+
+def _works(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except ClientError:
+        return False
+    return True
+
+
+def test_verify_compares_delivered_event_rows_with_the_signed_log_files(
+    fresh_server: KhoaServer, tmp_path: Path
+) -> None:
+    """Finding 5: LookupEvents, ``khoa audit tail`` and the alert rules read the database's rows, which
+    whoever can write the database can change; verify holds every delivered row to its log file."""
+    server = fresh_server.start()
+    _varied_traffic(server)
+    _close_period(server)
+    server.stop()
+    intact = _verify(server)
+    assert intact.returncode == 0, intact.stdout
+    names = _events_in_files(server.data_dir)
+    assert "DeleteSecret" in names and "AssumeRole" in names
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for path in server.data_dir.glob("khoa.db*"):
+        shutil.copy2(path, backup / path.name)
+
+    def restore() -> None:
+        for path in server.data_dir.glob("khoa.db*"):
+            path.unlink()
+        for path in backup.iterdir():
+            shutil.copy2(path, server.data_dir / path.name)
+
+    def reattribute(conn: sqlite3.Connection) -> None:
+        seq, raw = conn.execute(
+            "select seq, record from audit_events where event_name = 'GetSecretValue'"
+        ).fetchone()
+        record = json.loads(raw)
+        record["sourceIPAddress"] = "10.9.9.9"
+        conn.execute(
+            "update audit_events set record = ?, source_ip = '10.9.9.9' where seq = ?",
+            (json.dumps(record), seq),
+        )
+
+    def add_row(conn: sqlite3.Connection) -> None:
+        row = dict(
+            conn.execute("select * from audit_events where event_name = 'ListKeys' limit 1").fetchone()
+        )
+        record = json.loads(row["record"])
+        record["eventID"] = row["event_id"] = str(uuid.uuid4())
+        record["eventName"] = row["event_name"] = "ScheduleKeyDeletion"
+        row["record"] = json.dumps(record)
+        row["seq"] = conn.execute("select max(seq) + 1 from audit_events").fetchone()[0]
+        conn.execute(
+            f"insert into audit_events ({', '.join(row)}) values ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+        conn.execute("update audit_delivery set delivered_seq = ? where name = 'trail'", (row["seq"],))
+
+    cases: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
+        "a delivered row deleted": (
+            lambda c: c.execute("delete from audit_events where event_name = 'CreateSecret'"),
+            "ROW DELETED",
+        ),
+        "a delivered row re-attributed": (reattribute, "ROW MODIFIED"),
+        "only the Username column changed": (
+            lambda c: c.execute(
+                "update audit_events set username = 'backup' where event_name = 'AssumeRole'"
+            ),
+            "ROW MODIFIED",
+        ),
+        "an event moved to another account": (
+            lambda c: c.execute(
+                "update audit_events set account_id = '999988887777' where event_name = 'GetSecretValue'"
+            ),
+            "ROW MODIFIED",
+        ),
+        "a row added as delivered": (add_row, "ROW INSERTED"),
+    }
+    for case, (tamper, kind) in cases.items():
+        try:
+            with _sql(server.data_dir) as conn:
+                tamper(conn)
+            result = _verify(server)
+            assert result.returncode == 1, f"{case}: {result.stdout}"
+            assert kind in result.stdout and "NOT intact" in result.stdout, f"{case}: {result.stdout}"
+        finally:
+            restore()
+    intact = _verify(server)
+    assert intact.returncode == 0, intact.stdout
+    matched = re.search(r"(\d+)/(\d+) delivered event rows match the signed log files", intact.stdout)
+    assert matched and matched.group(1) == matched.group(2) and int(matched.group(1)) >= 12, intact.stdout

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -112,3 +118,77 @@ def test_tail_reports_an_unreadable_trail(tmp_path: Any) -> None:
     )
     assert done.returncode == 1
     assert "cannot read the audit trail" in done.stderr
+
+
+def test_tail_never_sends_a_callers_control_characters_to_the_terminal(busy: KhoaServer) -> None:
+    """An unauthenticated caller chose the access key id (a presigned URL's X-Amz-Credential is
+    percent-decoded) and the operation name (a query API's Action) of a refused call; neither may
+    carry an escape sequence to the operator's terminal (erase lines above, hide text, set the title)."""
+    erase = "\x1b[1A\x1b[2K" * 3 + "\x1b[8m"
+    query = urllib.parse.urlencode(
+        {
+            "Action": "GetCallerIdentity",
+            "Version": "2011-06-15",
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": erase + "AKIA/20250101/us-east-1/sts/aws4_request",
+            "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+            "X-Amz-Expires": "60",
+            "X-Amz-SignedHeaders": "host",
+            "X-Amz-Signature": "0" * 64,
+        }
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{busy.endpoint}/?{query}", timeout=10)
+    assert refused.value.code == 403
+    form = urllib.parse.urlencode({"Action": erase + "GetCallerIdentity", "Version": "2011-06-15"}).encode()
+    request = urllib.request.Request(
+        busy.endpoint, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(request, timeout=10)
+    # A database writer can put anything in any field; tail shows it escaped all the same.
+    with sqlite3.connect(busy.data_dir / "khoa.db") as db:
+        row = db.execute("SELECT * FROM audit_events WHERE event_name = 'CreateKey'").fetchone()
+        columns = [c[1] for c in db.execute("PRAGMA table_info(audit_events)")]
+        values = dict(zip(columns, row, strict=True))
+        record = json.loads(values["record"])
+        record.update(
+            {
+                "eventTime": "2026\x1b]0;owned\x07",
+                "recipientAccountId": "1111\x9b2J",
+                "eventSource": "kms\u202e.amazonaws.com",
+                "errorCode": "Denied\x1b[8m",
+                "resources": [{"ARN": "arn:\x1b[2Kkey", "type": "AWS::KMS::Key", "accountId": ACCOUNT_ID}],
+                "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/r/\x1b[1A"},
+            }
+        )
+        values.update(seq=None, event_id=str(uuid.uuid4()), record=json.dumps(record))
+        db.execute(
+            f"INSERT INTO audit_events ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()),
+        )
+
+    time.sleep(1)  # the refusals' records are committed in the background
+    done = khoa(busy, "tail", "-n", "50", "--data-dir", str(busy.data_dir))
+    assert done.returncode == 0, done.stderr
+    assert not any(c in done.stdout for c in "\x1b\x07\x9b\u202e"), repr(done.stdout)
+    lines = done.stdout.splitlines()
+    refusal = next(line for line in lines if "sts:GetCallerIdentity" in line)
+    assert "  unknown  " in refusal  # the claimed key id is not one: none is recorded
+    assert any("sts:\\x1b[1A\\x1b[2K" in line for line in lines)  # the Action, escaped
+    forged = next(line for line in lines if "Denied" in line)
+    for shown in (
+        "2026\\x1b]0;owned\\x07",
+        "1111\\x9b2J",
+        "kms\\u202e:",
+        "Denied\\x1b[8m",
+        "arn:\\x1b[2Kkey",
+        "r/\\x1b[1A",
+    ):
+        assert shown in forged, forged
+    # The trail itself records no claimed key id that is not one.
+    events = busy.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "GetCallerIdentity"}]
+    )["Events"]
+    identities = [json.loads(e["CloudTrailEvent"])["userIdentity"] for e in events]
+    assert identities and all("accessKeyId" not in identity for identity in identities)

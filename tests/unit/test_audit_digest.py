@@ -27,12 +27,14 @@ from awscli.customizations.cloudtrail.validation import (
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, event, func, insert, select, update
 
-from khoa.audit import retention
+from khoa.audit import retention, verify
 from khoa.audit.delivery import GAP_SECONDS
 from khoa.audit.errors import TrailConflict
+from khoa.audit.events import build as build_event
 from khoa.audit.files import STAGING_DIR, AuditFiles
 from khoa.audit.formats import BUCKET, string_to_sign
-from khoa.audit.signing import fingerprint, key_binding
+from khoa.audit.recorder import rows_for
+from khoa.audit.signing import fingerprint, key_binding, public_key_der, vouched_public_keys
 from khoa.audit.stored import StoredFiles
 from khoa.audit.trail import AuditTrail
 from khoa.audit.usage import UsageTracker
@@ -43,10 +45,17 @@ from khoa.audit.verify import (
     INVALID_DIGEST,
     MODIFIED,
     REORDERED,
+    ROW_DELETED,
+    ROW_INSERTED,
+    ROW_MODIFIED,
+    UNTRUSTED_KEY,
+    EventRows,
+    Expectations,
     load_public_keys,
     load_records,
     verify_trail,
 )
+from khoa.auth.principal import Principal
 from khoa.crypto.barrier import ROOT_KEY_BYTES, Barrier, BarrierError
 from khoa.settings import Settings
 from khoa.storage import schema
@@ -691,3 +700,212 @@ def test_rows_delivered_by_the_old_scheme_are_not_delivered_again(env: Env) -> N
     env.trail._deliver(T0, 3)
     assert events_in_files(env.audit) == [ids[0], ids[2]]
     assert env.trail._delivery_state().held == {}
+
+
+# -- trust in keys, pinned heads and overdue digests (someone who can write the database) -----------
+
+
+def _expect(**kwargs: Any) -> Expectations:
+    return Expectations(**{"digest_seconds": 3600.0, "grace_seconds": 300.0, **kwargs})
+
+
+def _check(env: Env, **kwargs: Any) -> Any:
+    keys, untrusted = vouched_public_keys(env.engine, env.barrier)
+    return verify_trail(env.audit, keys, load_records(env.engine), untrusted_keys=untrusted, **kwargs)
+
+
+def _drop_digest(env: Env, key: str) -> None:
+    """What someone who can write the database and the directory does to cut a chain's end: the
+    digest, its log files and their rows go (no key needed)."""
+    with env.engine.begin() as conn:
+        digest_id = conn.execute(
+            select(schema.audit_digests.c.digest_id).where(schema.audit_digests.c.s3_object == key)
+        ).scalar_one()
+        files = conn.execute(
+            select(schema.audit_log_files.c.s3_object).where(schema.audit_log_files.c.digest_id == digest_id)
+        ).scalars()
+        for log_key in files:
+            (env.audit / log_key).unlink()
+        conn.execute(schema.audit_log_files.delete().where(schema.audit_log_files.c.digest_id == digest_id))
+        conn.execute(schema.audit_digests.delete().where(schema.audit_digests.c.digest_id == digest_id))
+    (env.audit / key).unlink()
+    (env.audit / (key + ".sig")).unlink()
+
+
+def test_only_keys_the_root_key_vouches_for_are_trusted(env: Env) -> None:
+    _build_trail(env)
+    trusted, untrusted = vouched_public_keys(env.engine, env.barrier)
+    assert len(trusted) == 1 and untrusted == {}
+    assert _check(env).intact
+    (genuine,) = trusted
+    with env.engine.connect() as conn:
+        row = conn.execute(select(schema.audit_trail_keys)).one()
+    mine = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = public_key_der(mine)
+    planted = fingerprint(der)
+    copied = fingerprint(
+        public_key_der(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+    )
+    with env.engine.begin() as conn:
+        conn.execute(
+            insert(schema.audit_trail_keys),
+            [
+                # a key of one's own beside a sealed value one could not make
+                {
+                    "fingerprint": planted,
+                    "public_key": der,
+                    "private_key_sealed": b"\x01" + b"\x00" * 40,
+                    "valid_from": 0.0,
+                    "valid_to": 1.0,
+                },
+                # the genuine sealed private half under another key's row: bound to its own row, it
+                # does not open there
+                {
+                    "fingerprint": copied,
+                    "public_key": der,
+                    "private_key_sealed": row.private_key_sealed,
+                    "valid_from": 0.0,
+                    "valid_to": 1.0,
+                },
+            ],
+        )
+    trusted, untrusted = vouched_public_keys(env.engine, env.barrier)
+    assert set(trusted) == {genuine} and set(untrusted) == {planted, copied}
+    assert "does not open with the root key" in untrusted[planted]
+    assert "fingerprint" in untrusted[copied]
+    report = _check(env)
+    assert kinds(report) == {UNTRUSTED_KEY}
+    # Another installation's root key vouches for none of them.
+    other = Barrier(os.urandom(ROOT_KEY_BYTES))
+    assert vouched_public_keys(env.engine, other)[0] == {}
+
+
+def test_a_pinned_digest_must_still_be_in_the_chain(env: Env) -> None:
+    _, digests = _build_trail(env)
+    report = _check(env, expect=_expect(pinned=frozenset()))
+    assert report.intact
+    (head,) = report.heads
+    assert head.key == digests[-1]
+    assert head.hash_value == hashlib.sha256(gzip.decompress((env.audit / head.key).read_bytes())).hexdigest()
+    pinned = _check(env, expect=Expectations(pinned=frozenset({head.hash_value})))
+    assert pinned.intact and pinned.pinned_found == 1
+    _drop_digest(env, digests[-1])
+    assert _check(env).intact  # the database no longer remembers it: nothing else tells
+    cut = _check(env, expect=Expectations(pinned=frozenset({head.hash_value})))
+    assert kinds(cut) == {BROKEN_CHAIN}
+    assert cut.findings[0].path == f"pinned digest sha256 {head.hash_value}"
+    # The next digest, chained onto the cut, does not make it whole again.
+    add_events(env.engine, 1, at=T0 + 4 * 3600)
+    env.trail.close_period(T0 + 4 * 3600 + 30)
+    assert kinds(_check(env, expect=Expectations(pinned=frozenset({head.hash_value})))) == {BROKEN_CHAIN}
+
+
+def test_a_stopped_server_is_never_taken_for_a_truncated_chain(env: Env) -> None:
+    """The leader's own cadence, across a week's stop: every pass leaves a trail with no overdue chain."""
+    settings = replace(env.settings, audit_delivery_seconds=0.0, audit_digest_seconds=3600.0)
+    passes = [T0 + s for s in (10, 20, 3621, 3700, 7300, 9000)]
+    passes += [T0 + 7 * 86400 + s for s in (0, 10, 20, 3000, 3620, 3630)]  # after a week's stop
+    trail = AuditTrail(env.engine, env.barrier, settings)
+    trail.job_settle_seconds = 0.0
+    for at in passes:
+        if at == passes[6]:
+            trail = AuditTrail(env.engine, env.barrier, settings)  # the server started again
+            trail.job_settle_seconds = 0.0
+        add_events(env.engine, 2, at=at - 5)
+        add_events(env.engine, 1, at=at - 5, region="eu-west-1")
+        trail.run_job(datetime.fromtimestamp(at, UTC))
+        report = _check(env, expect=_expect())
+        assert report.intact, (at - T0, report.findings)
+    assert len(digests_of(env.audit)) >= 8
+
+
+def test_a_chain_whose_newest_digests_are_gone_while_the_trail_went_on_is_reported(env: Env) -> None:
+    for hour in range(4):
+        add_events(env.engine, 2, at=T0 + hour * 3600)
+        add_events(env.engine, 1, at=T0 + hour * 3600, region="eu-west-1")
+        env.trail.close_period(T0 + hour * 3600 + 60)
+    east = [d.relative_to(env.audit).as_posix() for d in digests_of(env.audit) if "/us-east-1/" in str(d)]
+    assert len(east) == 4 and _check(env, expect=_expect()).intact
+    # One period cut from one chain: the other chain's digests are a period apart from it, within
+    # the grace: not evidence enough.
+    _drop_digest(env, east[3])
+    assert _check(env, expect=_expect()).intact
+    # Two periods cut: eu-west-1 had its digests written two hours after us-east-1's newest.
+    _drop_digest(env, east[2])
+    report = _check(env, expect=_expect())
+    assert kinds(report) == {BROKEN_CHAIN}
+    assert report.findings[0].path == east[1] and "truncated" in report.findings[0].detail
+    assert _check(env).intact  # (without the period, verify cannot tell)
+    assert _check(env, expect=_expect(), end=T0 + 2 * 3600).intact  # a range that ends before
+
+
+def _recorded(engine: Engine, count: int, at: float) -> list[str]:
+    """Events as the recorder writes them (record and columns), by the account root."""
+    events = [
+        build_event(
+            model=None,
+            service="kms",
+            operation="ListKeys",
+            region=REGION,
+            request_id=f"req-{i}",
+            principal=Principal.account_root(ACCOUNT, "AKIAEXAMPLE000000001"),
+            access_key_id="AKIAEXAMPLE000000001",
+            source_ip="192.0.2.1",
+            user_agent="test",
+            params={},
+            result={},
+            error_code=None,
+            error_message=None,
+            now=datetime.fromtimestamp(at + i, UTC),
+            recipient_account=ACCOUNT,
+        )
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(schema.audit_events), rows_for(events))
+    return [e.event_id for e in events]
+
+
+def _rows_report(env: Env) -> Any:
+    return _check(env, events=EventRows(env.engine, 0.0, T0))
+
+
+def test_delivered_rows_are_held_to_their_log_files(env: Env) -> None:
+    ids = _recorded(env.engine, 4, T0)
+    env.trail.close_period(T0 + 60)
+    _recorded(env.engine, 2, T0 + 120)  # not delivered: vouched for by nothing, not compared
+    report = _rows_report(env)
+    assert report.intact and report.rows_checked == report.rows_valid == 4
+    with env.engine.begin() as conn:
+        conn.execute(
+            update(schema.audit_events)
+            .where(schema.audit_events.c.event_id == ids[0])
+            .values(source_ip="10.9.9.9")
+        )
+        conn.execute(schema.audit_events.delete().where(schema.audit_events.c.event_id == ids[1]))
+    report = _rows_report(env)
+    assert kinds(report) == {ROW_MODIFIED, ROW_DELETED}
+    assert "source_ip" in next(f.detail for f in report.findings if f.kind == ROW_MODIFIED)
+    # Rows older than the retention may have gone.
+    old = _check(env, events=EventRows(env.engine, 1.0, T0 + 3 * 86400))
+    assert kinds(old) == {ROW_MODIFIED}
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_row_counted_as_delivered_must_be_in_a_log_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch, named: bool
+) -> None:
+    if not named:  # more events than verify keeps the IDs of: counted, not named
+        monkeypatch.setattr(verify, "_SEEN_LIMIT", 2)
+    _recorded(env.engine, 4, T0)
+    env.trail.close_period(T0 + 60)
+    assert _rows_report(env).intact
+    (extra,) = _recorded(env.engine, 1, T0 + 10)
+    with env.engine.begin() as conn:
+        newest = conn.execute(select(func.max(schema.audit_events.c.seq))).scalar()
+        conn.execute(update(schema.audit_delivery).values(delivered_seq=newest))
+    report = _rows_report(env)
+    assert kinds(report) == {ROW_INSERTED}
+    (finding,) = report.findings
+    assert (extra in finding.detail) == named
+    assert finding.path == (f"audit_events seq {newest}" if named else "audit_events")

@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from khoa.observe.health import readiness
 from khoa.observe.metrics import Metrics
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
+from khoa.server.recording import access_key_of
 from khoa.services.cloudtrail.lookup import CloudTrailModel, decode_token, encode_token
 from khoa.services.cloudtrail.store import line_match
 from khoa.storage import schema
@@ -300,6 +302,55 @@ def test_tail_lines() -> None:
     assert line.endswith("kms:DisableKey  AccessDeniedException")
     ok = event("kms", "DisableKey", {"KeyId": "arn:aws:kms:us-east-1:1:key/k"}, {})
     assert format_event(ok.record).plain.endswith("kms:DisableKey  OK  arn:aws:kms:us-east-1:1:key/k")
+
+
+def test_tail_lines_escape_every_control_character() -> None:
+    """What a caller sent (or a database writer wrote) is shown, never obeyed by the terminal."""
+    record = {
+        "eventTime": "2025\x1b]0;title\x07",
+        "recipientAccountId": "1111\x9b2J",
+        "userIdentity": {"type": "Unknown", "accessKeyId": "\x1b[1A\x1b[2KAKIA"},
+        "eventSource": "kms\u202e.amazonaws.com",
+        "eventName": "List\x1b[8mKeys",
+        "errorCode": "Denied\r\n",
+        "resources": [{"ARN": "arn:\x00x"}],
+    }
+    line = format_event(record).plain
+    assert line.isprintable(), repr(line)
+    for shown in ("2025\\x1b]0;title\\x07", "1111\\x9b2J", "unknown (\\x1b[1A\\x1b[2KAKIA)"):
+        assert shown in line
+    assert "kms\\u202e:List\\x1b[8mKeys  Denied\\x0d\\x0a  arn:\\x00x" in line
+    assert principal_of({"invokedBy": "svc\x1b"}) == "svc\\x1b"
+    # Odd shapes do not break the line.
+    assert format_event({"resources": ["not a dict"], "userIdentity": "nobody"}).plain.startswith("  ")
+
+
+@pytest.mark.parametrize(
+    ("claimed", "recorded"),
+    [
+        ("AKIAKHOATESTROOT0001", "AKIAKHOATESTROOT0001"),
+        ("ASIA" + "A1" * 8, "ASIA" + "A1" * 8),
+        ("\x1b[1A\x1b[2KAKIA", ""),
+        ("AKIA\u00c9XAMPLE00000001", ""),
+        ("AKIASHORT", ""),
+        ("A" * 129, ""),
+        ("AKIA-EXAMPLE-000000", ""),
+    ],
+)
+def test_a_refused_calls_claimed_key_id_is_recorded_only_when_it_is_one(claimed: str, recorded: str) -> None:
+    query = urllib.parse.urlencode(
+        {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{claimed}/20250101/us-east-1/sts/aws4_request",
+            "X-Amz-Date": "20250101T000000Z",
+            "X-Amz-Expires": "60",
+            "X-Amz-SignedHeaders": "host",
+            "X-Amz-Signature": "0" * 64,
+        }
+    )
+    assert access_key_of({}, query.encode()) == recorded
+    header = f"AWS4-HMAC-SHA256 Credential={claimed}/20250101/us-east-1/kms/aws4_request, Signature=00"
+    assert access_key_of({"authorization": [header]}) == recorded
 
 
 def test_outcome_counters() -> None:

@@ -4,6 +4,11 @@ The digest is signed SHA256withRSA (PKCS#1 v1.5) with the trail's RSA-2048 key. 
 signature in the object's ``x-amz-meta-signature`` metadata; with no S3 it is stored, hex-encoded, in a
 sidecar file (see :mod:`khoa.audit.files`). Private halves are sealed bound to their row, so a key
 copied to another row does not open; public halves are listed for verifiers (``khoa audit public-keys``).
+
+A row of ``audit_trail_keys`` is no evidence by itself: whoever can write the database can add a public
+key of their own. :func:`vouched_public_keys` trusts a key only when its sealed private half opens with
+the root key, bound to its fingerprint, and is the private half of that very public key: only a
+holder of the root key (the server) can have made such a row.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import Engine, Row, insert, select
 
-from khoa.crypto.barrier import Barrier
+from khoa.crypto.barrier import Barrier, BarrierError
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.audit")
@@ -107,3 +112,56 @@ def public_keys(engine: Engine) -> list[Row[Any]]:
                 ).order_by(_KEYS.c.valid_from, _KEYS.c.fingerprint)
             ).all()
         )
+
+
+def vouched_public_keys(
+    engine: Engine, barrier: Barrier
+) -> tuple[dict[str, rsa.RSAPublicKey], dict[str, str]]:
+    """The trail keys the root key vouches for, by fingerprint, and every other row of
+    ``audit_trail_keys`` with why it is not trusted.
+
+    A key is vouched for when its ``private_key_sealed`` opens with ``barrier`` bound to its fingerprint
+    and holds the RSA private key of its ``public_key``, whose MD5 is that fingerprint. A key someone
+    added through the database (their own public key beside a sealed value they could not make without
+    the root key) fails the first check."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_KEYS.c.fingerprint, _KEYS.c.public_key, _KEYS.c.private_key_sealed)).all()
+    trusted: dict[str, rsa.RSAPublicKey] = {}
+    untrusted: dict[str, str] = {}
+    for row in rows:
+        key_id = str(row.fingerprint)
+        public, reason = _vouched(key_id, bytes(row.public_key), bytes(row.private_key_sealed), barrier)
+        if public is not None:
+            trusted[key_id] = public
+        else:
+            untrusted[key_id] = reason
+    return trusted, untrusted
+
+
+def _vouched(
+    key_id: str, public_der: bytes, sealed: bytes, barrier: Barrier
+) -> tuple[rsa.RSAPublicKey | None, str]:
+    try:
+        public = serialization.load_der_public_key(public_der)
+    except ValueError:
+        return None, "its public key is not a DER-encoded key"
+    if not isinstance(public, rsa.RSAPublicKey):
+        return None, "its public key is not an RSA key"
+    if fingerprint(public_key_der(public)) != key_id:
+        return None, "its fingerprint is not the MD5 of its public key"
+    try:
+        opened = barrier.open(sealed, key_binding(key_id))
+    except BarrierError:
+        return None, (
+            "its private half does not open with the root key: the server never made this key (it was "
+            "added through the database)"
+        )
+    try:
+        private = serialization.load_der_private_key(opened, password=None)
+    except (ValueError, TypeError):
+        return None, "its sealed private half is not a private key"
+    if not isinstance(private, rsa.RSAPrivateKey) or public_key_der(private.public_key()) != public_key_der(
+        public
+    ):
+        return None, "its sealed private half does not belong to its public key"
+    return public, ""

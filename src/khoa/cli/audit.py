@@ -25,35 +25,58 @@ _BATCH = 500
 # -- tail -----------------------------------------------------------------------------------------
 
 
+def printable(value: object) -> str:
+    """``value`` as text safe for a terminal: every character that is not printable (C0 and C1
+    controls such as ESC, which start the escape sequences that move the cursor, erase lines or set
+    the window title; bidirectional and other format characters; line separators) is shown as its
+    Python escape (``\\x1b``, ``\\u202e``). Records hold what callers sent (a claimed access key id, a
+    user agent, an operation name), and the trail keeps it verbatim, JSON-escaped; only its display
+    is made harmless here."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def principal_of(identity: dict[str, Any]) -> str:
     """A short name for who acted: ``root``, ``user/alice``, ``assumed-role/R/session``, a service."""
     if identity.get("invokedBy"):
-        return str(identity["invokedBy"])
+        return printable(identity["invokedBy"])
     arn = identity.get("arn")
     if isinstance(arn, str) and ":" in arn:
-        return arn.rsplit(":", 1)[1]
+        return printable(arn.rsplit(":", 1)[1])
     key = identity.get("accessKeyId")
-    return f"unknown ({key})" if key else "unknown"
+    return f"unknown ({printable(key)})" if key else "unknown"
 
 
 def format_event(record: dict[str, Any]) -> Text:
-    """One line: time, account, principal, source:name, outcome and the first resource."""
-    source = str(record.get("eventSource", "")).removesuffix(".amazonaws.com")
+    """One line: time, account, principal, source:name, outcome and the first resource. Every field
+    goes through :func:`printable`: nothing a caller sent reaches the terminal as a control code."""
+    source = printable(record.get("eventSource", "")).removesuffix(".amazonaws.com")
     error = record.get("errorCode")
+    identity = record.get("userIdentity")
     line = Text(no_wrap=True)
-    line.append(str(record.get("eventTime", "")), style="dim")
+    line.append(printable(record.get("eventTime", "")), style="dim")
     line.append("  ")
-    line.append(str(record.get("recipientAccountId", "")), style="cyan")
+    line.append(printable(record.get("recipientAccountId", "")), style="cyan")
     line.append("  ")
-    line.append(principal_of(record.get("userIdentity") or {}).ljust(24), style="yellow")
+    line.append(principal_of(identity if isinstance(identity, dict) else {}).ljust(24), style="yellow")
     line.append("  ")
-    line.append(f"{source}:{record.get('eventName', '')}", style="bold")
+    line.append(f"{source}:{printable(record.get('eventName', ''))}", style="bold")
     line.append("  ")
-    line.append(str(error) if error else "OK", style="bold red" if error else "green")
-    resources = record.get("resources") or []
-    if resources:
+    line.append(printable(error) if error else "OK", style="bold red" if error else "green")
+    resources = record.get("resources")
+    first = resources[0] if isinstance(resources, list) and resources else None
+    if isinstance(first, dict):
         line.append("  ")
-        line.append(str(resources[0].get("ARN", "")), style="dim")
+        line.append(printable(first.get("ARN", "")), style="dim")
     return line
 
 

@@ -59,8 +59,14 @@ class Call:
 
 def access_key_of(headers: dict[str, list[str]], query_string: bytes = b"") -> str:
     """The access key id a request claims, in its Authorization header or its presigned URL's query
-    (for the record of a call refused before it was verified)."""
-    return (scope_parts(headers, query_string.decode("latin-1")) or [""])[0][:128]
+    (for the record of a call refused before it was verified). Anyone can claim anything there, so
+    only a value of AWS's access key id alphabet and length (16 to 128 word characters, as IAM's
+    AccessKeyId) is kept: anything else (a control character, an escape sequence that would rewrite an
+    operator's terminal in ``khoa audit tail``) is recorded as no key at all."""
+    claimed = (scope_parts(headers, query_string.decode("latin-1")) or [""])[0]
+    # IAM's AccessKeyId pattern, [\w]+ of 16 to 128 characters, in ASCII (A-Z, a-z, 0-9 and _)
+    word = claimed.isascii() and claimed.replace("_", "a").isalnum()
+    return claimed if word and 16 <= len(claimed) <= 128 else ""
 
 
 class CallRecorder:

@@ -4,10 +4,12 @@ While sealed, no root key is in memory, so nothing sealed under it (credentials,
 values, the trail's signing keys) can be read: ``/_khoa/health`` answers (``"sealed": true``),
 ``/_khoa/ready`` is 503 with reason ``sealed``, ``/metrics`` shows ``khoa_sealed 1``, and every API
 call is refused ``503 ServiceUnavailableException`` ("the server is sealed"). Those refusals cannot be
-written to the trail yet (its records are bound to credentials and signed under the root key), so
-they are kept in a bounded in-memory list and recorded, with their original time, as soon as the
-process is unsealed; beyond :data:`PENDING_LIMIT` the oldest are dropped and counted in the log, so a
-flood while sealed cannot exhaust memory. (A process that stops while sealed loses that list: it
+written to the trail yet (the audit recorder belongs to the runtime, which is built only once the root
+key is back; a record is a plain database row until delivery puts it in a log file that a digest,
+signed with the trail key sealed under the root key, covers), so they are kept in a bounded
+in-memory list and recorded, with their original time, as soon as the process is unsealed; beyond
+:data:`PENDING_LIMIT` the oldest are dropped and counted in the log, so a flood while sealed cannot
+exhaust memory. (A process that stops while sealed loses that list: it
 never answered those calls with anything but the refusal.)
 
 ``POST /_khoa/unseal`` takes one share (``{"key": "<base64>"}``; ``{"reset": true}`` discards the
