@@ -259,7 +259,10 @@ class Runtime:
         json_services = (*json_services, leaks_service.build_service(leaks))
         # Alerts and review findings for operators and the console (khoa-ops): the caller's account's.
         ops = OpsBackend(
-            OpsStore(engine), authorizer, dev_account_id, partial(review_account, engine, settings)
+            OpsStore(engine),
+            authorizer,
+            dev_account_id,
+            partial(review_account, engine, settings, barrier=barrier),
         )
         json_services = (*json_services, ops_service.build_service(ops))
 

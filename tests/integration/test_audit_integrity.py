@@ -609,6 +609,10 @@ def test_a_trail_key_added_through_the_database_is_not_trusted(
     assert "INVALID DIGEST" in forged.stdout and "not vouch" in forged.stdout
     assert "UNTRUSTED KEY" in forged.stdout and fingerprint in forged.stdout
     assert "NOT intact" in forged.stdout
+    # `khoa review`'s trail rule (run where the root key is) trusts the same keys verify does.
+    reviewed = run_khoa(server.env(), "review", "--format", "json", "--data-dir", str(server.data_dir))
+    trail = [f for f in json.loads(reviewed.stdout)["findings"] if f["resource"].endswith("/audit-trail")]
+    assert any(fingerprint in f["message"] and "does not vouch" in f["message"] for f in trail), trail
     # Keys exported now, to pin, leave the planted one out.
     again = tmp_path / "keys-now"
     exported = run_khoa(

@@ -13,7 +13,7 @@ import re
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,12 @@ from khoa.cli.common import (
     usage_error,
 )
 from khoa.review.snapshot import DEFAULT_NAMING_PATTERN, Options
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from khoa.crypto.barrier import Barrier
+    from khoa.settings import Settings
 
 
 class OutputFormat(StrEnum):
@@ -115,7 +121,7 @@ def review(
     with installation(settings) as engine:
         if account is not None:
             require_account(engine, account)
-        result = run_review(engine, settings, options, now)
+        result = run_review(engine, settings, options, now, barrier=_barrier(settings, engine))
     if output is OutputFormat.json:
         print(render.as_json(result))
     elif output is OutputFormat.sarif:
@@ -126,3 +132,15 @@ def review(
         print(render.as_text(result))
     if result.at_or_above(Severity.parse(fail_on.value)):
         raise typer.Exit(1)
+
+
+def _barrier(settings: Settings, engine: Engine) -> Barrier | None:
+    """The root key where this machine holds it (the file seal), for the trail rule to trust only the
+    keys it vouches for; None elsewhere (a Shamir seal: the rule then reads the database's keys)."""
+    from khoa.bootstrap import load_barrier
+    from khoa.crypto.seal import SealError
+
+    try:
+        return load_barrier(settings, engine, create=False)
+    except SealError:
+        return None

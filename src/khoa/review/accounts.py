@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from khoa.crypto.barrier import Barrier
 from khoa.review.model import Rule
 from khoa.review.snapshot import DEFAULT_NAMING_PATTERN, Options
 from khoa.settings import Settings
@@ -28,7 +29,13 @@ def _pattern(settings: Settings) -> str:
 
 
 def review_account(
-    engine: Engine, settings: Settings, account_id: str, installation_wide: bool, now: float
+    engine: Engine,
+    settings: Settings,
+    account_id: str,
+    installation_wide: bool,
+    now: float,
+    *,
+    barrier: Barrier | None = None,
 ) -> dict[str, Any]:
     """Run the rules over ``account_id`` (and the installation-wide rules when ``installation_wide``):
     {"Findings": [{"Rule", "Severity", "Title", "Resource", "Message", "Fix"}], "PassedRules": [ids]},
@@ -44,7 +51,7 @@ def review_account(
     options = Options(
         account=account_id, naming_pattern=_pattern(settings), unused_days=settings.review_unused_days
     )
-    result = run_review(engine, settings, options, now, rules)
+    result = run_review(engine, settings, options, now, rules, barrier=barrier)
     titles = {rule.id: rule.title for rule in rules}
     findings = [
         {

@@ -19,6 +19,7 @@ from khoa.access import aws_managed
 from khoa.access.matching import wildcard_match
 from khoa.access.policy import Policy, PolicyError, Statement
 from khoa.access.public import public_statements
+from khoa.audit.signing import vouched_public_keys
 from khoa.audit.stored import StoredFiles
 from khoa.audit.usage import UsageReader
 from khoa.audit.verify import load_public_keys, load_records, verify_trail
@@ -458,9 +459,22 @@ def audit_trail_unverified(snapshot: Snapshot) -> Found:
     resource = f"{INSTALLATION}/audit-trail"
     records = load_records(snapshot.engine)
     if records.digests or records.log_files:
+        if snapshot.barrier is not None:
+            # Only the keys the root key vouches for: one added through the database is no trail key.
+            keys, untrusted = vouched_public_keys(snapshot.engine, snapshot.barrier)
+            if untrusted:
+                yield (
+                    resource,
+                    (
+                        f"the root key does not vouch for {len(untrusted)} trail key(s) in the database: "
+                        + ", ".join(sorted(untrusted))
+                    ),
+                )
+        else:
+            keys = load_public_keys(snapshot.engine)
         report = verify_trail(
             settings.effective_audit_dir,
-            load_public_keys(snapshot.engine),
+            keys,
             records,
             stored=StoredFiles(snapshot.engine),
             directory_complete=settings.effective_database_url.startswith("sqlite"),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from khoa.crypto.barrier import Barrier
 from khoa.review.model import Finding, Rule, Severity
 from khoa.review.rules import RULES
 from khoa.review.snapshot import Options, Snapshot
@@ -26,9 +27,17 @@ class Review:
 
 
 def run_review(
-    engine: Engine, settings: Settings, options: Options, now: float, rules: tuple[Rule, ...] = RULES
+    engine: Engine,
+    settings: Settings,
+    options: Options,
+    now: float,
+    rules: tuple[Rule, ...] = RULES,
+    *,
+    barrier: Barrier | None = None,
 ) -> Review:
-    snapshot = Snapshot(engine, settings, options, now)
+    """``barrier``: the root key, when the reviewer holds it (the audit trail's keys are then trusted
+    only as far as it vouches for them)."""
+    snapshot = Snapshot(engine, settings, options, now, barrier)
     findings: list[Finding] = []
     passed: list[str] = []
     for rule in rules:

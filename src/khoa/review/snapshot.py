@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
+from khoa.crypto.barrier import Barrier
 from khoa.settings import Settings
 from khoa.storage import schema
 
@@ -51,8 +52,11 @@ def key_arn(region: str, account: str, key_id: str) -> str:
 class Snapshot:
     """The installation as the rules see it (see the module docstring)."""
 
-    def __init__(self, engine: Engine, settings: Settings, options: Options, now: float) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, options: Options, now: float, barrier: Barrier | None = None
+    ) -> None:
         self.engine = engine
+        self.barrier = barrier  # the root key, when the reviewer holds it
         self.settings = settings
         self.options = options
         self.now = now
