@@ -28,6 +28,7 @@ from khoa.crypto.seal import SealError, derive_passphrase_key, load_or_create_fi
 from khoa.crypto.seal_wrappers import AwsKmsWrapper, KeyWrapper, Pkcs11Wrapper
 from khoa.settings import Settings
 from khoa.storage import schema
+from khoa.storage.database import first_account
 
 log = logging.getLogger("khoa")
 
@@ -471,9 +472,7 @@ def create_account(
 
 def first_account_id(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(
-            select(schema.accounts.c.account_id).order_by(schema.accounts.c.created_at).limit(1)
-        ).scalar()
+        return first_account(conn)
 
 
 def ensure_first_account(settings: Settings, engine: Engine, barrier: Barrier) -> NewAccount | None:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
 
 from khoa.blocking import refuse_on_the_loop
 from khoa.protocol.errors import AWSError
+from khoa.storage import schema
 from khoa.storage.turn import WriterTurn, connection_class
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -192,3 +193,11 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def first_account(conn: Connection) -> str | None:
+    """The installation's first account (made at first start: the operator's), the oldest of them."""
+    found = conn.execute(
+        select(schema.accounts.c.account_id).order_by(schema.accounts.c.created_at).limit(1)
+    ).scalar()
+    return None if found is None else str(found)

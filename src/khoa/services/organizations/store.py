@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 
 from khoa.storage import schema
+from khoa.storage.database import first_account
 
 _ORGS = schema.org_organizations
 _MEMBERS = schema.org_accounts
@@ -63,13 +64,6 @@ def join(conn: Connection, org_id: str, account_id: str, method: str, now: float
     _attach_full_access(conn, org_id, account_id)
 
 
-def installation_account(conn: Connection) -> str | None:
-    """The installation's first account (the one ``khoa server`` made at first start; the operator's),
-    as ``khoa.bootstrap.first_account_id`` names it."""
-    found = conn.execute(select(_ACCOUNTS.c.account_id).order_by(_ACCOUNTS.c.created_at).limit(1)).scalar()
-    return None if found is None else str(found)
-
-
 def join_installation_organization(engine: Engine, account_id: str, now: float) -> str | None:
     """``khoa account create``: a new account joins the organization whose management account is the
     installation's first account, as AWS's CreateAccount called by that account would add it. Returns
@@ -80,7 +74,7 @@ def join_installation_organization(engine: Engine, account_id: str, now: float) 
     Khoa offers no way to do (no CreateAccount, no invitations), so a tenant's organization holds its
     management account alone."""
     with engine.begin() as conn:
-        management = installation_account(conn)
+        management = first_account(conn)
         if management is None or management == account_id:
             return None
         org_id = conn.execute(
