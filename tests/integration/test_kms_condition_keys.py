@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.support.iam import allow, deny
-from tests.support.identity import Caller, create_account, new_user
+from tests.support.identity import ROOT_ARN, Caller, create_account, new_user
 from tests.support.server import KhoaServer
 
 SCP = "SERVICE_CONTROL_POLICY"
@@ -326,6 +326,37 @@ def test_resource_aliases(server: KhoaServer, kms: Any, iam: Any) -> None:
     user.encrypt(KeyId=key, Plaintext=b"x")
     user.disable_key(KeyId=key)
     assert state(kms, key) == "Disabled"
+
+
+def test_condition_keys_written_with_json_escapes_stop_the_root(kms: Any) -> None:
+    """Red-team policy finding 4: for the account root, the key's tags, aliases and days without use
+    were built only when the key policy's stored text named them, so a Deny whose condition key is
+    spelled with a JSON escape (the same key once decoded) never saw them and let the root through."""
+    alias = f"alias/quarantine-{uuid.uuid4().hex[:8]}"
+    guards = [
+        ("kms:Encrypt", {"StringEquals": {"aws:ResourceTag/quarantine": "true"}}),
+        ("kms:GenerateDataKey", {"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/quarantine-*"}}),
+        ("kms:DisableKey", {"NumericLessThanEquals": {"kms:TrailingDaysWithoutKeyUsage": "30"}}),
+    ]
+    statements = [{"Effect": "Allow", "Principal": {"AWS": ROOT_ARN}, "Action": "kms:*", "Resource": "*"}]
+    statements += [
+        {"Effect": "Deny", "Principal": "*", "Action": action, "Resource": "*", "Condition": condition}
+        for action, condition in guards
+    ]
+    text = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    for plain, escape in (
+        ("ResourceTag", "Resource\\u0054ag"),
+        ("Aliases", "\\u0041liases"),
+        ("DaysW", "Days\\u0057"),
+    ):
+        text = text.replace(plain, escape)
+    key = new_key(kms, Policy=text, Tags=[{"TagKey": "quarantine", "TagValue": "true"}])
+    kms.create_alias(AliasName=alias, TargetKeyId=key)
+
+    denied(kms.encrypt, KeyId=key, Plaintext=b"x")
+    denied(kms.generate_data_key, KeyId=key, KeySpec="AES_256")
+    denied(kms.disable_key, KeyId=key)
+    assert state(kms, key) == "Enabled"
 
 
 def test_create_key_defaults(server: KhoaServer, kms: Any, iam: Any) -> None:

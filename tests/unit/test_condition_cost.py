@@ -179,9 +179,9 @@ def _reference(
     values = policy_values if isinstance(policy_values, list) else [policy_values]
     raw = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
     resolved = [pieces(v, context, variables=variables and takes_variables) for v in raw]
+    # A value whose variable has no value is null: no request value equals or matches it (IAM User
+    # Guide, "Policy variables with no value"), so it is left out; with none left, nothing matches.
     expected = [p for p in resolved if p is not None]
-    if raw and not expected:
-        return False
     actual = context.get(key.lower())
     if not actual:
         if qualifier == "ForAllValues":

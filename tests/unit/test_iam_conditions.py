@@ -370,12 +370,140 @@ def test_variables_are_text_when_the_policy_predates_them() -> None:
     assert not evaluate_operator("StringEquals", "aws:username", "${aws:username}", context, variables=False)
 
 
+# A variable with no value (IAM User Guide, "Policy variables with no value"): the policy value is
+# effectively null. No request value equals or matches it, so positive operators do not match it and
+# negated ones ("inverted condition operators") do; a missing key is decided as for any values.
+NULL = "${aws:PrincipalTag/missing}"
+NULL_ARN = "arn:aws:iam::111122223333:user/${aws:PrincipalTag/missing}"
+NEGATED_WITH_VARIABLES = [
+    "StringNotEquals",
+    "StringNotEqualsIgnoreCase",
+    "StringNotLike",
+    "ArnNotEquals",
+    "ArnNotLike",
+]
+POSITIVE_WITH_VARIABLES = [
+    "StringEquals",
+    "StringEqualsIgnoreCase",
+    "StringLike",
+    "ArnEquals",
+    "ArnLike",
+    "Bool",
+]
+# The request's values of the key: one value, several (one of them the variable's own text, and one
+# empty: null is equal to neither), an empty set, the key missing.
+ONE = ["red"]
+SEVERAL = ["red", "", NULL, "arn:aws:iam::111122223333:user/alice"]
+# (qualifier, IfExists, request values) → does a negated operator hold, does a positive one hold.
+NULL_CASES: list[tuple[str, bool, list[str] | None, bool, bool]] = [
+    ("", False, ONE, True, False),
+    ("", False, SEVERAL, True, False),
+    ("", False, [], True, False),
+    ("", False, None, True, False),
+    ("", True, ONE, True, False),
+    ("", True, SEVERAL, True, False),
+    ("", True, None, True, True),  # IfExists: a missing key holds whatever the values
+    # ForAllValues: every request value matches no policy value (negated) / some one (positive).
+    ("ForAllValues:", False, ONE, True, False),
+    ("ForAllValues:", False, SEVERAL, True, False),
+    ("ForAllValues:", False, [], True, True),  # an empty set and a missing key: true, as ever
+    ("ForAllValues:", False, None, True, True),
+    ("ForAllValues:", True, SEVERAL, True, False),
+    ("ForAllValues:", True, None, True, True),
+    # ForAnyValue: some request value matches no policy value (negated) / some one (positive); without a
+    # request value there is none to differ from null, so a missing key stays false.
+    ("ForAnyValue:", False, ONE, True, False),
+    ("ForAnyValue:", False, SEVERAL, True, False),
+    ("ForAnyValue:", False, [], False, False),
+    ("ForAnyValue:", False, None, False, False),
+    ("ForAnyValue:", True, SEVERAL, True, False),
+    ("ForAnyValue:", True, None, False, False),
+]
+
+
+def _null_case(operator: str, qualifier: str, if_exists: bool, request: list[str] | None) -> bool:
+    name = f"{qualifier}{operator}{'IfExists' if if_exists else ''}"
+    value = NULL_ARN if operator.startswith("Arn") else NULL
+    context = {} if request is None else {"custom:set": request}
+    return holds(name, "custom:set", value, {"aws:principaltag/team": "red", **context})
+
+
+@pytest.mark.parametrize("operator", NEGATED_WITH_VARIABLES)
+@pytest.mark.parametrize(("qualifier", "if_exists", "request_values", "negated", "_positive"), NULL_CASES)
+def test_a_negated_operator_matches_a_variable_with_no_value(
+    operator: str,
+    qualifier: str,
+    if_exists: bool,
+    request_values: list[str] | None,
+    negated: bool,
+    _positive: bool,
+) -> None:
+    """AWS's example: Deny with StringNotEquals {"s3:ExistingObjectTag/Team": "${aws:PrincipalTag/Team}"}
+    denies a principal without the tag (the value is not equal to the effectively null value)."""
+    assert _null_case(operator, qualifier, if_exists, request_values) is negated
+
+
+@pytest.mark.parametrize("operator", POSITIVE_WITH_VARIABLES)
+@pytest.mark.parametrize(("qualifier", "if_exists", "request_values", "_negated", "positive"), NULL_CASES)
+def test_a_positive_operator_does_not_match_a_variable_with_no_value(
+    operator: str,
+    qualifier: str,
+    if_exists: bool,
+    request_values: list[str] | None,
+    _negated: bool,
+    positive: bool,
+) -> None:
+    """A positive operator never matches null; only a missing key (IfExists, ForAllValues) makes it hold."""
+    assert _null_case(operator, qualifier, if_exists, request_values) is positive
+
+
 @pytest.mark.parametrize(
-    "operator", ["StringEquals", "StringNotEquals", "StringLike", "StringNotLike", "ArnNotLike"]
+    ("operator", "policy", "request_values", "expected"),
+    [
+        # The resolved values decide; null ones add nothing (and take nothing away).
+        ("StringNotEquals", [NULL, "secret"], ["a"], True),
+        ("StringNotEquals", [NULL, "secret"], ["a", "secret"], False),
+        ("ForAllValues:StringNotEquals", [NULL, "secret"], ["a", "b"], True),
+        ("ForAllValues:StringNotEquals", [NULL, "secret"], ["a", "secret"], False),
+        ("ForAnyValue:StringNotEquals", [NULL, "secret"], ["secret"], False),
+        ("ForAnyValue:StringNotEquals", [NULL, "secret"], ["secret", "a"], True),
+        ("ForAnyValue:StringNotLike", [NULL, "s*"], ["secret", "sea"], False),
+        ("ForAllValues:StringEquals", [NULL, "a"], ["a"], True),
+        ("ForAllValues:StringEquals", [NULL, "a"], ["a", NULL], False),
+        ("ForAnyValue:StringLike", [NULL, "a*"], ["b", "ab"], True),
+        # A value with one resolved and one unresolved variable is null as a whole.
+        ("StringNotLike", ["${aws:PrincipalTag/team}-${aws:PrincipalTag/missing}*"], ["red-x"], True),
+        # A default is a value: the variable is not null.
+        ("StringNotEquals", ["${aws:PrincipalTag/missing, 'red'}"], ["red"], False),
+    ],
 )
-def test_a_value_whose_variable_is_unresolved_never_holds(operator: str) -> None:
-    """IAM: an unresolvable variable makes the statement invalid, positive or negated operator alike."""
-    assert not evaluate_operator(operator, "aws:ResourceTag/team", "${aws:PrincipalTag/missing}", VARS)
+def test_resolved_values_decide_beside_null_ones(
+    operator: str, policy: list[str], request_values: list[str], expected: bool
+) -> None:
+    context = {"aws:principaltag/team": "red", "custom:set": request_values}
+    assert holds(operator, "custom:set", policy, context) is expected
+    # Without the resolved values, the null ones alone: a negated operator holds, a positive one does not.
+    alone = [value for value in policy if "missing}" in value]
+    assert holds(operator, "custom:set", alone, context) is ("Not" in operator)
+
+
+def test_a_variable_with_no_value_is_text_when_the_policy_predates_variables() -> None:
+    context = {"custom:set": [NULL]}
+    assert not evaluate_operator("StringNotEquals", "custom:set", NULL, context, variables=False)
+    assert evaluate_operator("StringEquals", "custom:set", NULL, context, variables=False)
+    # In a 2012-10-17 policy the same text is a variable with no value: null, unequal to the text.
+    assert evaluate_operator("StringNotEquals", "custom:set", NULL, context)
+    assert not evaluate_operator("StringEquals", "custom:set", NULL, context)
+
+
+def test_the_deny_of_the_user_guide_applies_to_an_untagged_principal() -> None:
+    deny = {"StringNotEquals": {"s3:ExistingObjectTag/Team": "${aws:PrincipalTag/Team}"}}
+    tagged = {"s3:existingobjecttag/team": ["red"], "aws:principaltag/team": ["red"]}
+    assert not conditions_hold(deny, tagged)
+    assert conditions_hold(deny, {**tagged, "aws:principaltag/team": ["blue"]})
+    untagged = {"s3:existingobjecttag/team": ["red"]}
+    assert conditions_hold(deny, untagged)
+    assert conditions_hold(deny, {})  # neither tag: still denied
 
 
 def test_other_values_still_count_when_one_variable_is_unresolved() -> None:

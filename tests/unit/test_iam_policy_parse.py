@@ -305,3 +305,41 @@ def test_not_resource_matching() -> None:
     ).statements[0]
     assert statement.matches_resource("arn:aws:kms:r:1:key/public", {})
     assert not statement.matches_resource("arn:aws:kms:r:1:key/secret-1", {})
+
+
+SECRETS = "arn:aws:secretsmanager:r:1:secret:"
+
+
+def _resource_statement(element: str, patterns: list[str], version: str = "2012-10-17") -> Statement:
+    document = {"Version": version, "Statement": [{"Effect": "Deny", "Action": "*", element: patterns}]}
+    return Policy.parse(document, "identity").statements[0]
+
+
+def test_an_entry_whose_variable_has_no_value_matches_no_resource() -> None:
+    """IAM User Guide, "Policy variables with no value": such an entry "will not match any resource".
+    In NotResource it therefore excludes nothing: "Deny ... NotResource <your team's prefix>" denies an
+    untagged caller everything, rather than not applying to it."""
+    team = f"{SECRETS}${{aws:PrincipalTag/team}}/*"
+    tagged = {"aws:principaltag/team": ["red"]}
+    only = _resource_statement("NotResource", [team])
+    assert not only.matches_resource(f"{SECRETS}red/db-Ab", tagged)
+    assert only.matches_resource(f"{SECRETS}blue/db-Ab", tagged)
+    assert only.matches_resource(f"{SECRETS}red/db-Ab", {})  # untagged: nothing is excluded
+    assert only.matches_resource(f"{SECRETS}${{aws:PrincipalTag/team}}/db-Ab", {})  # not even the text
+    # Beside other entries, those decide.
+    mixed = _resource_statement("NotResource", [team, f"{SECRETS}shared/*"])
+    assert not mixed.matches_resource(f"{SECRETS}shared/db-Ab", {})
+    assert mixed.matches_resource(f"{SECRETS}red/db-Ab", {})
+    assert not mixed.matches_resource(f"{SECRETS}red/db-Ab", tagged)
+    # Before 2012-10-17 the text is literal: it excludes only a resource named by that very text.
+    literal = _resource_statement("NotResource", [team], version="2008-10-17")
+    assert not literal.matches_resource(f"{SECRETS}${{aws:PrincipalTag/team}}/db-Ab", {})
+    assert literal.matches_resource(f"{SECRETS}red/db-Ab", {})
+    # In Resource the same entry allows nothing (as before); the other entries still do.
+    allowed = _resource_statement("Resource", [team])
+    assert not allowed.matches_resource(f"{SECRETS}red/db-Ab", {})
+    assert not allowed.matches_resource(f"{SECRETS}${{aws:PrincipalTag/team}}/db-Ab", {})
+    assert allowed.matches_resource(f"{SECRETS}red/db-Ab", tagged)
+    allowed_mixed = _resource_statement("Resource", [team, f"{SECRETS}shared/*"])
+    assert allowed_mixed.matches_resource(f"{SECRETS}shared/db-Ab", {})
+    assert not allowed_mixed.matches_resource(f"{SECRETS}red/db-Ab", {})

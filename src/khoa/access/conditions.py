@@ -12,9 +12,15 @@ As IAM documents them:
 - ``ForAllValues``: every request value matches some policy value (negated: none does).
   ``ForAnyValue``: some request value matches some policy value (negated: some request value matches
   none of them).
-- Policy variables are substituted in String, ARN and Bool values only; a value whose variable has no
-  value can never match, and when no value of a key resolves the condition is false (IAM treats the
-  statement as invalid).
+- Policy variables are substituted in String, ARN and Bool values only. A value whose variable has no
+  value is null (IAM User Guide, "Policy variables with no value"): no request value equals or matches
+  it, so the key's other values decide, and when none is left the request's values match nothing. A
+  positive operator then does not hold; a negated one (``StringNotEquals``, ``StringNotLike``,
+  ``ArnNotLike`` ..., with or without ``ForAllValues``/``ForAnyValue``) holds, "as the value of the
+  condition key ... is not equal to or like the effectively null value" -- so a Deny with
+  ``StringNotEquals {"aws:ResourceTag/team": "${aws:PrincipalTag/team}"}`` applies to a caller without
+  the tag. A missing key is decided by the rules above, as for any values (so ``ForAnyValue`` with a
+  negated operator is still false on a missing key: there is no request value to differ from null).
 
 Cost: a condition's policy values are prepared once (cached on the operator and the values, which a
 parsed policy never changes), so that matching a request's values costs about one step each, not
@@ -474,14 +480,17 @@ def evaluate_operator(
         fixed = tuple(value for value in raw if "${" not in value)
         resolved = (pieces(value, context) for value in raw if "${" in value)
         substituted = tuple(parts for parts in resolved if parts is not None)
-    if raw and not fixed and not substituted:
-        return False  # every value names a variable without a value: the statement cannot apply
     if not actual:
         if qualifier == "ForAllValues":
             return True
         if qualifier == "ForAnyValue":
             return False
         return if_exists or negated
+    if not fixed and not substituted:
+        # Every value names a variable without a value: null values, which no request value equals or
+        # matches. Each request value matches none of them, so a negated operator holds (with any
+        # qualifier: every request value, and so some, is unmatched) and a positive one does not.
+        return negated
 
     charge = _budget(context).charge
     charge(len(actual) * _PER_VALUE)

@@ -4,7 +4,10 @@ Policy variables (``${aws:username}``, ``${aws:PrincipalTag/team}``) exist only 
 ``Version`` is ``2012-10-17``; in older or unversioned policies they are literal text. A variable takes
 the single value of its key in the request context, or its default (``${aws:username, 'anonymous'}``);
 a key that is absent (or multivalued, which IAM does not substitute) leaves the variable unresolved, and
-an element holding an unresolved variable matches nothing. ``${*}``, ``${?}`` and ``${$}`` stand for the
+an element holding an unresolved variable matches nothing: its value is effectively null (IAM User
+Guide, "Policy variables with no value"). Matching nothing is not failing the statement: in
+``NotResource`` such an entry excludes nothing, and a negated condition operator holds against it
+(khoa.access.policy, khoa.access.conditions). ``${*}``, ``${?}`` and ``${$}`` stand for the
 literal characters, and substituted values are literal too: neither acts as a wildcard.
 """
 

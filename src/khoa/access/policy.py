@@ -247,27 +247,24 @@ class Statement:
         return False
 
     def matches_resource(self, resource: str, context: dict[str, list[str]]) -> bool:
-        """Resource ARNs match case-sensitively, with ``*`` and ``?`` and policy variables."""
+        """Resource ARNs match case-sensitively, with ``*`` and ``?`` and policy variables.
+
+        An entry holding a variable with no value "will not match any resource" (IAM User Guide,
+        "Policy variables with no value"): in ``Resource`` it allows nothing, and in ``NotResource`` it
+        excludes nothing, so the other entries decide; a ``NotResource`` whose every entry has such a
+        variable excludes nothing at all and the statement covers every resource.
+        """
         patterns = self.resources or self.not_resources
         if not patterns:
             return True  # resource-based policies may omit Resource
-        hit = False
-        resolved = 0
-        for pattern in patterns:
-            if not self.variables or "${" not in pattern:
-                resolved += 1
-                hit = wildcard_match(pattern, resource)
-            else:
-                parts = pieces(pattern, context)
-                if parts is None:
-                    continue  # an unresolvable variable: this entry matches nothing
-                resolved += 1
-                hit = match_pieces(parts, resource)
-            if hit:
-                break
-        if not resolved:
-            return False  # only unresolvable variables: the statement does not apply
+        hit = any(self._entry_matches(pattern, resource, context) for pattern in patterns)
         return hit if self.resources else not hit
+
+    def _entry_matches(self, pattern: str, resource: str, context: dict[str, list[str]]) -> bool:
+        if not self.variables or "${" not in pattern:
+            return wildcard_match(pattern, resource)
+        parts = pieces(pattern, context)
+        return parts is not None and match_pieces(parts, resource)  # unresolved: matches nothing
 
     def matches_conditions(self, context: dict[str, list[str]]) -> bool:
         return conditions_hold(self.condition, context, variables=self.variables)

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from khoa.access.authorize import access_denied
+from khoa.access.directory import parsed as parsed_policy
 from khoa.access.evaluate import SCP, Decision
 from khoa.audit.usage import UsageBehind
 from khoa.blocking import refuse_on_the_loop
@@ -79,17 +80,33 @@ DEFAULT_ROTATION_PERIOD_DAYS = 365  # EnableKeyRotation's RotationPeriodInDays
 DEFAULT_PENDING_WINDOW_DAYS = 30  # ScheduleKeyDeletion's PendingWindowInDays
 _DAY = 86400.0
 # Facts of the key that cost a read (its tags, aliases and last use), and the text naming each in a
-# policy that may ask for it.
+# (decoded, lower-cased) condition key or policy variable that may ask for it.
 _TAGS, _ALIASES, _LAST_USE = "resourcetag", "resourcealiases", "trailingdayswithoutkeyusage"
+_COSTLY = frozenset((_TAGS, _ALIASES, _LAST_USE))
 
 
 @functools.lru_cache(maxsize=4096)
 def _policy_asks(policy: str) -> frozenset[str]:
-    """Which of the costly facts (_TAGS, _ALIASES, _LAST_USE) a key policy may ask for (lowercasing a
-    policy of a few KB on every call cost more than the rest of the context; policy text is
-    immutable, so it is asked once)."""
-    text = policy.lower()
-    return frozenset(fact for fact in (_TAGS, _ALIASES, _LAST_USE) if fact in text)
+    """Which of the costly facts (_TAGS, _ALIASES, _LAST_USE) a key policy may ask for, asked once per
+    policy text (immutable).
+
+    Read from the policy as evaluation reads it (parsed, from the same cache), never from its stored
+    text: a JSON escape (``"aws:Resource\\u0054ag/x"``) spells the same condition key in other
+    characters, and a search of the text would miss it and leave a Deny on it without its fact. A fact
+    is asked for when a condition key, or a condition value or Resource/NotResource entry (where a
+    policy variable such as ``${aws:ResourceTag/x}`` reads it), names it once lower-cased as condition
+    keys are looked up. Anything else than a condition block of the parsed grammar asks for all."""
+    names: list[str] = []
+    for statement in parsed_policy(policy, "resource").statements:
+        names.extend(statement.resources + statement.not_resources)
+        for entries in statement.condition.values():
+            if not isinstance(entries, dict):
+                return _COSTLY  # not the parser's grammar: fail closed
+            for key, values in entries.items():
+                names.append(str(key))
+                names.extend(str(value) for value in (values if isinstance(values, list) else [values]))
+    lowered = [name.lower() for name in names]
+    return frozenset(fact for fact in _COSTLY if any(fact in name for name in lowered))
 
 
 def _facts_wanted(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> frozenset[str]:
@@ -99,7 +116,7 @@ def _facts_wanted(kms: KmsBackend, ctx: RequestContext, key: KeyRecord) -> froze
     principal = ctx.principal
     if principal.is_root and not kms.authorizer.guardrails(principal.account_id):
         return _policy_asks(key.policy)
-    return frozenset((_TAGS, _ALIASES, _LAST_USE))
+    return _COSTLY
 
 
 def _text(value: Any) -> str:
