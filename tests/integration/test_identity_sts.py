@@ -289,6 +289,30 @@ def test_session_policies_narrow_the_role(server: KhoaServer, iam: Any, ssm: Any
         full.get_parameter(Name=parameter)
 
 
+def test_a_managed_session_policy_applies_as_its_current_default_version(
+    server: KhoaServer, iam: Any, ssm: Any
+) -> None:
+    """A session carries its managed session policies' ARNs (AWS packs the ARNs): narrowing the policy
+    narrows the live session, and deleting it leaves the session nothing (fail closed)."""
+    parameter = _parameter(ssm)
+    user = new_user(server, iam, allow("sts:AssumeRole"))
+    _, arn = make_role(iam, trusting(user.arn), allow("ssm:*"))
+    managed = iam.create_policy(
+        PolicyName=unique("session"), PolicyDocument=document(allow("ssm:GetParameter"))
+    )["Policy"]["Arn"]
+    live = session(user, arn, "live", PolicyArns=[{"arn": managed}]).client("ssm")
+    live.get_parameter(Name=parameter)
+    iam.create_policy_version(
+        PolicyArn=managed, PolicyDocument=document(allow("ssm:DescribeParameters")), SetAsDefault=True
+    )
+    assert code_of(live.get_parameter, Name=parameter) == "AccessDeniedException"
+    live.describe_parameters()
+    iam.delete_policy_version(PolicyArn=managed, VersionId="v1")
+    iam.delete_policy(PolicyArn=managed)
+    assert code_of(live.describe_parameters) == "AccessDeniedException"
+    assert code_of(live.get_parameter, Name=parameter) == "AccessDeniedException"
+
+
 def test_session_tags_are_principal_tags(server: KhoaServer, iam: Any, ssm: Any) -> None:
     base = f"/sts/{unique('tags')}"
     blue, red = _parameter(ssm, f"{base}/blue/key"), _parameter(ssm, f"{base}/red/key")

@@ -357,6 +357,97 @@ def test_scps_never_grant(org_server: KhoaServer, org: dict[str, Any], member: C
     member.client("kms").list_keys()
 
 
+def test_organization_condition_keys(
+    org_server: KhoaServer, org: dict[str, Any], member: Caller, outsider: Caller
+) -> None:
+    """aws:PrincipalOrgID/Paths and aws:ResourceOrgID/Paths are in the request context of accounts in
+    the organization: the documented way to share a secret with the organization (Principal "*" and
+    aws:PrincipalOrgID) lets a member read it and nobody outside, and a Deny on the organization's
+    path stops its own users."""
+    org_id, root_id = org["org"]["Id"], org["root"]["Id"]
+    in_org = {"StringEquals": {"aws:PrincipalOrgID": org_id}}
+    kms, sm = org_server.client("kms"), org_server.client("secretsmanager")
+    root = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}}
+    key = kms.create_key(
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {**root, "Action": "kms:*", "Resource": "*"},
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "kms:Decrypt",
+                        "Resource": "*",
+                        "Condition": in_org,
+                    },
+                ],
+            }
+        )
+    )["KeyMetadata"]["Arn"]
+    shared = sm.create_secret(Name="org-shared", SecretString="for the org", KmsKeyId=key)["ARN"]
+    sm.put_resource_policy(
+        SecretId=shared,
+        BlockPublicPolicy=True,  # bounded by the organization: not public
+        ResourcePolicy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": "*",
+                        "Condition": in_org,
+                    }
+                ],
+            }
+        ),
+    )
+    reader = {
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue", "kms:Decrypt"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceOrgID": org_id}},
+    }
+    anywhere = {k: v for k, v in reader.items() if k != "Condition"}
+    assert (
+        new_user(org_server, member.client("iam"), reader)
+        .client("secretsmanager")
+        .get_secret_value(SecretId=shared)["SecretString"]
+        == "for the org"
+    )
+    stranger = new_user(org_server, outsider.client("iam"), anywhere)
+    with pytest.raises(ClientError) as error:
+        stranger.client("secretsmanager").get_secret_value(SecretId=shared)
+    assert code(error) == "AccessDeniedException"
+
+    fenced = sm.create_secret(Name="not-for-the-org", SecretString="x")["ARN"]
+    sm.put_resource_policy(
+        SecretId=fenced,
+        ResourcePolicy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": "*",
+                        "Condition": {
+                            "ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": f"{org_id}/{root_id}/*"}
+                        },
+                    }
+                ],
+            }
+        ),
+    )
+    local = new_user(org_server, org_server.client("iam"), anywhere)
+    with pytest.raises(ClientError) as error:
+        local.client("secretsmanager").get_secret_value(SecretId=fenced)
+    assert code(error) == "AccessDeniedException"
+
+
 def test_accounts_outside_an_organization(org: dict[str, Any], outsider: Caller) -> None:
     accounts = {a["Id"] for a in org["client"].list_accounts()["Accounts"]}
     assert outsider.account_id not in accounts

@@ -139,6 +139,53 @@ def test_a_renamed_user_keeps_what_named_it_and_its_old_name_inherits_nothing(
     )
 
 
+def test_a_user_named_with_json_escapes_is_forgotten_too(server: KhoaServer, iam: Any) -> None:
+    """``user/\\u0064ave`` is ``user/dave`` once JSON is decoded, as evaluation reads it: deleting
+    dave unbinds it as it unbinds the plain spelling, while the policy is stored and returned as
+    written until then."""
+    kms, sm = server.client("kms"), server.client("secretsmanager")
+    name = unique("dave")
+    dave = new_user(server, iam, name=name)
+    escaped = dave.arn.replace(f"user/{name}", f"user/\\u{ord(name[0]):04x}{name[1:]}")
+
+    def written(*statements: dict[str, Any]) -> str:
+        """The policy's JSON text with dave's ARN spelt with the escape."""
+        return resource_policy(*statements).replace(f'"{dave.arn}"', f'"{escaped}"')
+
+    key_policy = written(
+        {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:*", "Resource": "*"},
+        _named(dave.arn, "kms:Decrypt"),
+    )
+    assert "\\u" in key_policy and dave.arn not in key_policy
+    key = kms.create_key(Policy=key_policy)["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key, Plaintext=b"for dave")["CiphertextBlob"]
+    secret = sm.create_secret(Name=unique("binding/dave"), SecretString="dave's value")["ARN"]
+    sm.put_resource_policy(
+        SecretId=secret, ResourcePolicy=written(_named(dave.arn, "secretsmanager:GetSecretValue"))
+    )
+    role = unique("dave-admin")
+    trusting = {"Effect": "Allow", "Principal": {"AWS": dave.arn}, "Action": "sts:AssumeRole"}
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=written(trusting))["Role"]["Arn"]
+    assert kms.get_key_policy(KeyId=key)["Policy"] == key_policy  # kept as written
+    assert dave.client("kms").decrypt(CiphertextBlob=blob)["Plaintext"] == b"for dave"
+    assert dave.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"] == "dave's value"
+    session(dave, role_arn)
+
+    user_id = iam.get_user(UserName=name)["User"]["UserId"]
+    _delete_user(iam, name)
+    again = new_user(server, iam, allow("sts:AssumeRole"), name=name)
+    assert code_of(again.client("kms").decrypt, CiphertextBlob=blob) == "AccessDeniedException"
+    assert (
+        code_of(again.client("secretsmanager").get_secret_value, SecretId=secret) == "AccessDeniedException"
+    )
+    with pytest.raises(ClientError) as refused:
+        session(again, role_arn)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert json.loads(kms.get_key_policy(KeyId=key)["Policy"])["Statement"][1]["Principal"] == {
+        "AWS": user_id
+    }
+
+
 def test_a_role_recreated_under_a_deleted_name_inherits_nothing(server: KhoaServer, iam: Any) -> None:
     kms = server.client("kms")
     caller = new_user(server, iam, allow("sts:AssumeRole"))

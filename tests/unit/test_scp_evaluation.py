@@ -154,3 +154,23 @@ def test_the_directory_loads_scps_for_members_only(tmp_path: Path) -> None:
         )
     levels = directory.scps_for(member)
     assert not evaluate_scps(request("sts:GetCallerIdentity", Principal.account_root(member)), levels).allowed
+
+
+def test_the_directory_places_accounts_in_their_organization(tmp_path: Path) -> None:
+    """aws:PrincipalOrgID/aws:ResourceOrgID and their paths: the organization's ID and ``o-…/r-…/`` for
+    every account in it (the management account too); None outside one; cached, emptied by clear()."""
+    engine = database(tmp_path)
+    store = OrganizationStore(engine)
+    management, member, outsider = "111111111111", "222222222222", "333333333333"
+    directory = Directory(engine, cache_seconds=60)
+    assert directory.organization_of(member) is None
+    org = store.create_organization(management, "ALL", 1.0)
+    assert org is not None
+    with engine.begin() as conn:
+        join(conn, org.org_id, member, "CREATED", 2.0)
+    assert directory.organization_of(member) is None  # cached until the revocation epoch clears it
+    directory.clear()
+    place = (org.org_id, (f"{org.org_id}/{org.root_id}/",))
+    assert directory.organization_of(member) == place
+    assert directory.organization_of(management) == place
+    assert directory.organization_of(outsider) is None

@@ -131,6 +131,65 @@ def test_a_memoised_decision_never_outlives_the_resources_account(evaluations: l
     assert evaluations[0] == 2
 
 
+ORG = ("o-exampleorg", ("o-exampleorg/r-ab12/",))
+
+
+def test_organization_keys_are_facts_of_accounts_in_an_organization() -> None:
+    facts = facts_of(_session(), REQUEST, OTHER, ORG, ("o-otherorg11", ("o-otherorg11/r-cd34/",)))
+    assert facts["aws:principalorgid"] == ["o-exampleorg"]
+    assert facts["aws:principalorgpaths"] == ["o-exampleorg/r-ab12/"]
+    assert facts["aws:resourceorgid"] == ["o-otherorg11"]
+    assert facts["aws:resourceorgpaths"] == ["o-otherorg11/r-cd34/"]
+    root = facts_of(Principal.account_root(ACCOUNT), REQUEST, ACCOUNT, ORG, ORG)
+    assert root["aws:principalorgid"] == root["aws:resourceorgid"] == ["o-exampleorg"]
+    # Outside an organization (or a resource of no known account): no such keys.
+    alone = facts_of(_session(), REQUEST, None, None, ORG)
+    assert not {key for key in alone if "orgid" in key or "orgpaths" in key}
+
+
+def test_organization_keys_decide_and_a_memoised_decision_never_outlives_them(evaluations: list[int]) -> None:
+    """The documented org-sharing pattern allows members; a Deny on the organization stops them; and a
+    decision memoised for one organization is never reused for another."""
+    org_only = _policy(
+        {
+            "Effect": "Allow",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:PrincipalOrgID": "o-exampleorg", "aws:ResourceOrgID": "o-exampleorg"},
+                "ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-exampleorg/r-ab12/*"},
+            },
+        }
+    )
+    places: dict[str, Any] = {ACCOUNT: ORG}
+    authorizer = Authorizer(
+        _Directory(CallerPolicies(identity=[org_only])),  # type: ignore[arg-type]
+        organizations=places.get,
+    )
+    ctx = _ctx(_session())
+    for _ in range(2):
+        assert authorizer.decide(ctx, "secretsmanager:GetSecretValue", SECRET).allowed
+    places[ACCOUNT] = ("o-otherorg11", ("o-otherorg11/r-cd34/",))
+    assert not authorizer.decide(ctx, "secretsmanager:GetSecretValue", SECRET).allowed
+    del places[ACCOUNT]
+    assert not authorizer.decide(ctx, "secretsmanager:GetSecretValue", SECRET).allowed
+    assert evaluations[0] == 3
+    fence = _policy(
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-exampleorg"}},
+        },
+    )
+    fenced = Authorizer(
+        _Directory(CallerPolicies(identity=[fence])),  # type: ignore[arg-type]
+        organizations=lambda account: ORG,
+    )
+    assert not fenced.decide(ctx, "secretsmanager:GetSecretValue", SECRET).allowed
+
+
 # -- the chain's rules ------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ role run the step first (``service.authorizer``), exactly as ``KhoaApp._prepare`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -46,6 +47,7 @@ class Env:
         seal = barrier()
         authorizer = Authorizer(Directory(engine, cache_seconds=0), allow_everything=dev)
         credentials = CredentialStore(engine, seal, 0)
+        self.directory, self.credentials = authorizer.directory, credentials
         self.sts: Service = sts.build_service(StsBackend(StsStore(engine, seal), credentials, authorizer))
         self.iam: Service = iam.build_service(IamBackend(IamStore(engine), seal, authorizer, credentials))
 
@@ -179,6 +181,85 @@ def test_managed_session_policies(dev: Env) -> None:
         PolicyArns=[{"arn": own["Policy"]["Arn"]}, {"arn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}],
     )
     assert result["PackedPolicySize"] > 0
+
+
+def _session_allows(env: Env, principal: Principal, action: str) -> bool:
+    """Whether the session's session policies allow ``action`` (on any resource): evaluated with the
+    role's identity policies allowing everything, so only the session policies decide."""
+    decider = Authorizer(env.directory)
+    return decider.decide(context(action.split(":")[0], "Op", principal=principal), action, "*").allowed
+
+
+def test_managed_session_policies_apply_as_their_current_default_version(dev: Env) -> None:
+    """A session keeps its managed session policies' ARNs, not their documents: a new default version
+    narrows a live session, and a deleted one allows nothing (fail closed); the inline policy and the
+    other managed ones still apply. Sessions stored with the older shape (documents) still read."""
+    dev.iam_call(
+        "PutRolePolicy",
+        RoleName="deployer",
+        PolicyName="all",
+        PolicyDocument=_policy("Allow", "*", Resource="*"),
+    )
+    arn = dev.iam_call(
+        "CreatePolicy", PolicyName="scope", PolicyDocument=_policy("Allow", "kms:Decrypt", Resource="*")
+    )["Policy"]["Arn"]
+    inline = _policy("Allow", "ssm:GetParameter", Resource="*")
+
+    def start(**params: Any) -> Principal:
+        result = dev.call("AssumeRole", RoleArn=ROLE_ARN, RoleSessionName="s", **params)
+        found = dev.credentials.lookup(result["Credentials"]["AccessKeyId"])
+        assert found is not None
+        return found.principal
+
+    both = start(Policy=inline, PolicyArns=[{"arn": arn}])
+    alone = start(PolicyArns=[{"arn": arn}])
+    aws = start(PolicyArns=[{"arn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}])
+    assert both.session_policy is not None and arn in both.session_policy
+    assert "kms:Decrypt" not in both.session_policy  # the ARN, not the document
+    for principal in (both, alone):
+        assert _session_allows(dev, principal, "kms:Decrypt")
+        assert not _session_allows(dev, principal, "kms:Encrypt")
+    assert _session_allows(dev, both, "ssm:GetParameter")
+    assert not _session_allows(dev, alone, "ssm:GetParameter")
+    assert _session_allows(dev, aws, "kms:DescribeKey") and not _session_allows(dev, aws, "kms:Decrypt")
+
+    # A new default version narrows the live sessions; setting the old one back widens them again.
+    dev.iam_call(
+        "CreatePolicyVersion",
+        PolicyArn=arn,
+        PolicyDocument=_policy("Allow", "kms:Encrypt", Resource="*"),
+        SetAsDefault=True,
+    )
+    for principal in (both, alone):
+        assert not _session_allows(dev, principal, "kms:Decrypt")
+        assert _session_allows(dev, principal, "kms:Encrypt")
+    dev.iam_call("SetDefaultPolicyVersion", PolicyArn=arn, VersionId="v1")
+    assert _session_allows(dev, alone, "kms:Decrypt")
+
+    # Deleted: that part allows nothing, never everything.
+    dev.iam_call("DeletePolicyVersion", PolicyArn=arn, VersionId="v2")
+    dev.iam_call("DeletePolicy", PolicyArn=arn)
+    assert not _session_allows(dev, alone, "kms:Decrypt")
+    assert not _session_allows(dev, alone, "ssm:GetParameter")
+    assert not _session_allows(dev, both, "kms:Decrypt")
+    assert _session_allows(dev, both, "ssm:GetParameter")
+
+    # A session stored before (the documents merged into one) reads as it did.
+    merged = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"},
+                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
+            ],
+        }
+    )
+    old = dataclasses.replace(alone, session_policy=merged)
+    assert _session_allows(dev, old, "kms:Decrypt") and _session_allows(dev, old, "ssm:GetParameter")
+    assert not _session_allows(dev, old, "kms:Encrypt")
+    # Stored session policies that cannot be read deny everything.
+    broken = dataclasses.replace(alone, session_policy='{"KhoaSessionPolicies": 1, "PolicyArns": "x"}')
+    assert not _session_allows(dev, broken, "ssm:GetParameter")
 
 
 def test_get_access_key_info(env: Env) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from khoa.access.decisions import DecisionMemo
-from khoa.access.directory import Directory, ScpLevels, parsed
+from khoa.access.directory import Directory, OrgPlace, ScpLevels, parsed
 from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.access.policy import Policy
 from khoa.auth.principal import Principal
@@ -45,6 +45,10 @@ def _no_scps(account_id: str) -> ScpLevels:
     return ()
 
 
+def _no_organization(account_id: str) -> OrgPlace | None:
+    return None
+
+
 @functools.lru_cache(maxsize=8)
 def _clock_facts(second: int) -> tuple[str, str]:
     """aws:CurrentTime and aws:EpochTime of one second (formatted once, not per request)."""
@@ -54,9 +58,9 @@ def _clock_facts(second: int) -> tuple[str, str]:
 def request_facts(ctx: RequestContext) -> tuple[Any, ...]:
     """Every value of the request the global condition keys are made from, but its caller: the
     second of its clock, Region, transport, address, network and calling service. The memo of
-    decisions keys on this tuple, and :func:`facts_of` builds the facts from it, the caller and the
-    resource's account alone (all three in the key), so whatever a fact is made of is part of the key
-    by construction."""
+    decisions keys on this tuple, and :func:`facts_of` builds the facts from it, the caller, the
+    resource's account and both accounts' places in their organizations alone (all of them in the
+    key), so whatever a fact is made of is part of the key by construction."""
     extras = ctx.extras
     network = extras.get("network")
     return (
@@ -78,12 +82,18 @@ def _issue_time(second: int) -> str:
 
 
 def facts_of(
-    principal: Principal, request: tuple[Any, ...], resource_account: str | None
+    principal: Principal,
+    request: tuple[Any, ...],
+    resource_account: str | None,
+    principal_org: OrgPlace | None = None,
+    resource_org: OrgPlace | None = None,
 ) -> dict[str, list[str]]:
     """The global condition keys of a call by ``principal`` with :func:`request_facts` ``request`` on
-    a resource of ``resource_account`` (None: not known, no aws:ResourceAccount). Every value comes
-    from these three, which the memo of decisions keys on (the whole Principal, the request's facts,
-    and the resource's account)."""
+    a resource of ``resource_account`` (None: not known, no aws:ResourceAccount), whose accounts sit
+    in organizations at ``principal_org`` and ``resource_org`` (None: in none, or not known: no
+    aws:PrincipalOrgID/Paths, aws:ResourceOrgID/Paths). Every value comes from these, which the memo
+    of decisions keys on (the whole Principal, the request's facts, the resource's account and both
+    accounts' places)."""
     second, region, secure, source_ip, vpc_source_ip, vpc_id, via = request
     current_time, epoch_time = _clock_facts(second)
     principal_arn = principal.arn
@@ -103,6 +113,14 @@ def facts_of(
     if resource_account:
         # The account that owns the resource (for AssumeRole, the role's).
         context["aws:resourceaccount"] = [resource_account]
+    # Present for a principal, or a resource, of an account in an organization (IAM User Guide,
+    # global condition keys): the organization's ID and the account's paths in it (multivalued).
+    if principal_org is not None:
+        context["aws:principalorgid"] = [principal_org[0]]
+        context["aws:principalorgpaths"] = list(principal_org[1])
+    if resource_account and resource_org is not None:
+        context["aws:resourceorgid"] = [resource_org[0]]
+        context["aws:resourceorgpaths"] = list(resource_org[1])
     if principal.kind == "IAMUser":
         context["aws:username"] = [principal.name]
     if principal.source_identity:
@@ -130,8 +148,9 @@ def facts_of(
 
 
 def base_context(ctx: RequestContext, resource_account: str | None = None) -> dict[str, list[str]]:
-    """The global condition keys of a request (its caller's policies' facts aside) on a resource of
-    ``resource_account`` (aws:ResourceAccount is left out without it)."""
+    """The global condition keys of a request (the facts the directory holds aside: its caller's
+    tags and the accounts' organizations) on a resource of ``resource_account`` (aws:ResourceAccount
+    is left out without it)."""
     return facts_of(ctx.principal, request_facts(ctx), resource_account)
 
 
@@ -171,6 +190,7 @@ class Authorizer:
         *,
         allow_everything: bool = False,
         guardrails: Callable[[str], ScpLevels] | None = None,
+        organizations: Callable[[str], OrgPlace | None] | None = None,
     ) -> None:
         self.directory = directory
         self.allow_everything = allow_everything
@@ -178,6 +198,12 @@ class Authorizer:
         if guardrails is None:
             guardrails = directory.scps_for if isinstance(directory, Directory) else _no_scps
         self.guardrails = guardrails
+        # Where an account sits in its organization (by default the directory's, cached with the SCPs).
+        if organizations is None:
+            organizations = (
+                directory.organization_of if isinstance(directory, Directory) else _no_organization
+            )
+        self.organizations = organizations
         self._decisions = DecisionMemo()
 
     def clear(self) -> None:
@@ -219,14 +245,17 @@ class Authorizer:
         # identity too), the resource's account, the caller's policies (its tags and ARN with them),
         # the request's facts and the service's context, so the key holds those rather than the facts.
         request_values = request_facts(ctx)
+        places = (self.organizations(principal.account_id), self.organizations(account))
         policies = (caller, policy, scps)
         memo_key = self._decisions.key(
-            (principal, action, resource, account, key_policy, trust, request_values), policies, context or {}
+            (principal, action, resource, account, key_policy, trust, request_values, places),
+            policies,
+            context or {},
         )
         decision = self._decisions.get(memo_key)
         if decision is not None:
             return decision
-        facts = facts_of(principal, request_values, account)
+        facts = facts_of(principal, request_values, account, *places)
         if caller.arn and principal.kind == "AssumedRole":
             facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
         for tag_key, tag_value in caller.tags.items():

@@ -1,5 +1,10 @@
 """Which policies apply to a caller: inline and attached policies of the user (and its groups) or of
-the assumed role, its permissions boundary, session policies, and principal tags.
+the assumed role, its permissions boundary, session policies, and principal tags; and, for every
+account, the service control policies that govern it and its place in an organization.
+
+A role session's managed session policies (AssumeRole ``PolicyArns``) are stored as their ARNs and
+resolved here to each policy's current default version, like every other managed policy: narrowing
+or deleting one narrows every live session that passed it (:func:`session_policy_text`).
 
 Lookups are cached per process for ``KHOA_POLICY_CACHE_SECONDS`` (default 2), so the hot path does
 not query IAM tables. A change made through Khoa's API takes effect at once on the node that made it
@@ -18,7 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
 
+from khoa.access import aws_managed
 from khoa.access.policy import Policy, PolicyError, deny_all
 from khoa.auth.principal import Principal
 from khoa.cache import MISSING, TTLCache
@@ -43,6 +50,56 @@ _IAM_ENTITY = re.compile(r"^arn:aws:iam::(\d{12}):(user|role)/(.+)$")
 ScpLevels = tuple[tuple[Policy, ...], ...]
 """The service control policies that govern an account, one tuple per level of the organization (the
 root, then the account): an action must be allowed at every level. Empty: no SCP applies."""
+
+OrgPlace = tuple[str, tuple[str, ...]]
+"""Where an account sits in its organization: the organization's ID (``o-…``) and the account's
+organization paths (``o-…/r-…/``, then one ``ou-…/`` per organizational unit, which Khoa does not
+serve): the values of aws:PrincipalOrgID / aws:PrincipalOrgPaths for its principals and of
+aws:ResourceOrgID / aws:ResourceOrgPaths for its resources."""
+
+# The one key of what a session stores when it has managed session policies (see session_policy_text).
+# Never a policy document's: the policy grammar refuses every top-level key but Version, Id, Statement.
+_SESSION_POLICIES = "KhoaSessionPolicies"
+# An IAM managed policy ARN's account ("aws" for AWS managed policies).
+_POLICY_ACCOUNT = re.compile(r"^arn:aws:iam::(\d{12}|aws):policy/")
+
+
+def session_policy_text(inline: str | None, policy_arns: Iterable[str]) -> str | None:
+    """What a role session stores of its session policies: the inline ``Policy`` as given when it is
+    the only one; with managed session policies (``PolicyArns``), their ARNs and the inline policy, so
+    each ARN is resolved to its policy's current default version whenever the session is used (AWS
+    packs the ARNs, not the documents, into the session). Sessions issued before hold a policy
+    document (the inline one, or it and the managed ones' documents merged): read as before."""
+    arns = list(policy_arns)
+    if not arns:
+        return inline
+    return json.dumps({_SESSION_POLICIES: 1, "Policy": inline, "PolicyArns": arns}, separators=(",", ":"))
+
+
+def _session_parts(text: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """The inline policy and the managed policy ARNs :func:`session_policy_text` stored; None when
+    ``text`` is a policy document itself (the inline policy, or a session of the older shape)."""
+    if _SESSION_POLICIES not in text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or _SESSION_POLICIES not in data:
+        return None
+    inline, arns = data.get("Policy"), data.get("PolicyArns")
+    if not (inline is None or isinstance(inline, str)) or not isinstance(arns, list):
+        raise PolicyError("the stored session policies are not readable")
+    if not all(isinstance(arn, str) for arn in arns):
+        raise PolicyError("the stored session policies are not readable")
+    return inline, tuple(arns)
+
+
+def _union(policies: list[Policy]) -> Policy:
+    """Several session policies as one: a session may do what any of them allows (none: nothing)."""
+    if len(policies) == 1:
+        return policies[0]
+    return Policy(tuple(s for p in policies for s in p.statements), "session", "2012-10-17")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -87,6 +144,7 @@ class Directory:
         self.engine = engine
         self._cache: TTLCache[str, CallerPolicies] = TTLCache(cache_seconds, max_size=10_000)
         self._scps: TTLCache[str, ScpLevels] = TTLCache(cache_seconds, max_size=10_000)
+        self._places: TTLCache[str, OrgPlace | None] = TTLCache(cache_seconds, max_size=10_000)
         # What a caller without IAM policies has: one object, so decisions about it can be memoised
         # (khoa.access.decisions keys on the policies' identity).
         self._no_policies = CallerPolicies()
@@ -94,6 +152,25 @@ class Directory:
     def clear(self) -> None:
         self._cache.clear()
         self._scps.clear()
+        self._places.clear()
+
+    def organization_of(self, account_id: str) -> OrgPlace | None:
+        """Where ``account_id`` sits in its organization (:data:`OrgPlace`); None when it is in none.
+        Cached and emptied with the SCPs (every Organizations write that changes membership bumps the
+        revocation epoch)."""
+        cached = self._places.get(account_id)
+        if cached is not MISSING:
+            return cached
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_ORGS.c.org_id, _ORGS.c.root_id)
+                .join(_ORG_ACCOUNTS, _ORG_ACCOUNTS.c.org_id == _ORGS.c.org_id)
+                .where(_ORG_ACCOUNTS.c.account_id == account_id)
+            ).first()
+        # Khoa serves no organizational units: every account sits directly under the root.
+        place = None if row is None else (row.org_id, (f"{row.org_id}/{row.root_id}/",))
+        self._places.put(account_id, place)
+        return place
 
     def scps_for(self, account_id: str) -> ScpLevels:
         """The SCPs governing ``account_id``'s principals (root user included): none unless the account
@@ -181,10 +258,7 @@ class Directory:
         self._cache.put(key, result)
         return result
 
-    def _documents_for(self, conn: object, owner_ids: list[str]) -> list[str]:
-        from sqlalchemy.engine import Connection
-
-        assert isinstance(conn, Connection)
+    def _documents_for(self, conn: Connection, owner_ids: list[str]) -> list[str]:
         documents = list(
             conn.execute(select(_INLINE.c.document).where(_INLINE.c.owner_id.in_(owner_ids))).scalars()
         )
@@ -227,15 +301,54 @@ class Directory:
                     select(_TAGS.c.tag_key, _TAGS.c.tag_value).where(_TAGS.c.owner_id == row.principal_id)
                 ).all()
             }
+            session = self._session_policies(conn, principal) if principal.session_policy else []
         identity = [parsed(d, "identity") for d in documents]
         boundary = parsed(boundary_document, "boundary") if boundary_document else None
         if row.permissions_boundary and boundary is None:
             boundary = Policy((), "boundary")  # a missing boundary policy allows nothing
-        session = []
-        if principal.session_policy:
-            session.append(parsed(principal.session_policy, "session"))
         tags.update(dict(principal.session_tags))
         return CallerPolicies(identity=identity, boundary=boundary, session=session, tags=tags, arn=row.arn)
+
+    def _session_policies(self, conn: Connection, principal: Principal) -> list[Policy]:
+        """A role session's session policies, as one policy (an action must be allowed by it).
+
+        Each managed session policy is its current default version; one deleted since the session was
+        issued allows nothing (fail closed: the rest still allow what they allow, and a session left
+        with none allows nothing at all, never everything). Only the role's account's policies and
+        AWS managed ones are read (AssumeRole accepts no other)."""
+        text = principal.session_policy or ""
+        try:
+            parts = _session_parts(text)
+        except PolicyError as exc:
+            _log.error("stored session policies do not parse (%s); denying every request of the session", exc)
+            return [deny_all("session")]
+        if parts is None:
+            return [parsed(text, "session")]
+        inline, arns = parts
+        policies = [parsed(inline, "session")] if inline else []
+        found: dict[str, str] = {}
+        customer = [arn for arn in arns if _policy_account(arn) == principal.account_id]
+        if customer:
+            rows = conn.execute(
+                select(_MANAGED.c.arn, _VERSIONS.c.document)
+                .join(_VERSIONS, _VERSIONS.c.policy_arn == _MANAGED.c.arn)
+                .where(_MANAGED.c.arn.in_(customer))
+                .where(_MANAGED.c.account_id == principal.account_id)
+                .where(_VERSIONS.c.version_id == _MANAGED.c.default_version)
+            ).all()
+            found.update((str(arn), str(document)) for arn, document in rows)
+        for arn in arns:
+            document = found.get(arn)
+            if document is None and _policy_account(arn) == aws_managed.ACCOUNT:
+                document = aws_managed.document(arn)
+            if document is not None:
+                policies.append(parsed(document, "session"))
+        return [_union(policies)]
+
+
+def _policy_account(arn: str) -> str | None:
+    match = _POLICY_ACCOUNT.match(arn)
+    return match.group(1) if match else None
 
 
 def load_tags(text: str | None) -> dict[str, str]:

@@ -15,6 +15,13 @@ names it as grantee or retiring principal. A unique ID is never reused,
 so the rewritten statement names nobody. Only ``Principal``/``NotPrincipal`` values change; a
 condition on ``aws:PrincipalArn`` compares strings, in AWS as here, and is left as written.
 
+Policies are kept as their writers sent them (GetKeyPolicy, GetResourcePolicy and GetRole return them
+verbatim) and are read here as evaluation reads them, JSON-decoded: a value written with escapes
+(``user/b\\u006fb``) names the principal as much as the plain one does, and is rewritten with it.
+Names are compared exactly, as the evaluator and the check that a named principal exists compare
+them: a case variant (``user/Bob`` for ``bob``) never named the principal, and cannot be saved
+while no principal has that exact name.
+
 A renamed user (a new name or path: a new ARN, the same unique ID) keeps what named it, and the old
 name becomes free: every value that named the user by its old ARN names the new one instead
 (:func:`follow_rename`), as AWS updates resource policies that name a renamed user as principal.
@@ -28,7 +35,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Column, Table, select, update
+from sqlalchemy import Column, Table, or_, select, update
 from sqlalchemy.engine import Connection
 
 from khoa.storage import schema
@@ -41,6 +48,8 @@ _POLICY_COLUMNS: tuple[tuple[Table, str, str, bool], ...] = (
     (schema.sm_secrets, "secret_id", "resource_policy", True),
 )
 _PRINCIPAL_ELEMENTS = ("Principal", "NotPrincipal")
+# A JSON \uXXXX escape: the one way a policy's text can spell a name without containing it.
+_UNICODE_ESCAPE = "\\u"
 # Columns that hold one principal value each: a KMS grant's grantee and retiring principal.
 _PRINCIPAL_COLUMNS: tuple[tuple[Table, str, str], ...] = (
     (schema.kms_grants, "grant_id", "grantee_principal"),
@@ -75,12 +84,22 @@ def follow_rename(conn: Connection, old_name: str, old_arn: str, new_arn: str) -
 
 def _replace(conn: Connection, name: str, names: Callable[[str], bool], replacement: str) -> int:
     """Replace each principal value ``names`` matches with ``replacement`` in every stored resource
-    policy and grant. Only rows whose text contains ``name`` are read."""
+    policy and grant.
+
+    A policy is stored as its writer sent it and evaluated once JSON has decoded it, so a value that
+    names the principal may be written with escapes: ``user/b\\u006fb`` is ``user/bob``. Only rows that
+    can name it are read: a policy whose text contains ``name`` or any ``\\u`` escape (the only escape
+    that can stand for a character of a user or role name; ``\\/`` and the others leave the name
+    itself in the text), each decided on its decoded document. A grant column holds one plain value,
+    so its text is the value."""
     changed = 0
     for table, key_name, policy_name, by_name in _POLICY_COLUMNS:
         key: Column[Any] = table.c[key_name]
         column: Column[Any] = table.c[policy_name]
-        rows = conn.execute(select(key, column).where(column.contains(name, autoescape=True))).all()
+        may_name = or_(
+            column.contains(name, autoescape=True), column.contains(_UNICODE_ESCAPE, autoescape=True)
+        )
+        rows = conn.execute(select(key, column).where(may_name)).all()
         for row_key, text in rows:
             rewrite = _rewritten_map if by_name else _rewritten
             rewritten = rewrite(text, names, replacement)

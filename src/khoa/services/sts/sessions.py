@@ -3,11 +3,11 @@ secret sealed and only a digest of their token."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from khoa.access import aws_managed
+from khoa.access.directory import session_policy_text
 from khoa.access.policy import Policy, PolicyError
 from khoa.protocol.context import RequestContext
 from khoa.services.sts import errors
@@ -45,12 +45,14 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
             Policy.parse(session_policy, "session")
         except PolicyError as exc:
             raise errors.malformed_policy(str(exc)) from None
-    documents = [session_policy] if session_policy else []
-    for item in params.get("PolicyArns", []):
-        documents.append(_managed_document(sts, item.get("arn", ""), role_account))
+    # The session keeps the managed session policies' ARNs, as AWS packs them: each applies as its
+    # current default version whenever the session is used (khoa.access.directory).
+    policy_arns = [item.get("arn", "") for item in params.get("PolicyArns", [])]
+    for arn in policy_arns:
+        _check_attachable(sts, arn, role_account)
     chain: Lineage = ctx.extras[CHAIN_KEY]
     tags = chain.tags
-    combined = _combine(documents)
+    stored = session_policy_text(session_policy or None, policy_arns)
     session_name = params["RoleSessionName"]
     credentials = sts.store.start_session(
         account_id=role_account,
@@ -59,7 +61,7 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
         session_name=session_name,
         now=ctx.now,
         duration_seconds=duration,
-        session_policy=combined,
+        session_policy=stored,
         session_tags=tags or None,
         source_identity=chain.source_identity,
         transitive_tag_keys=chain.transitive_keys or None,
@@ -75,18 +77,17 @@ def assume_role(sts: StsBackend, ctx: RequestContext, params: dict[str, Any]) ->
             "AssumedRoleId": f"{role.principal_id}:{session_name}",
             "Arn": f"arn:aws:sts::{role_account}:assumed-role/{role.name}/{session_name}",
         },
-        "PackedPolicySize": min(100, len(combined or "") * 100 // 2048),
+        "PackedPolicySize": _packed_size(session_policy, policy_arns),
     }
     if params.get("SourceIdentity"):
         result["SourceIdentity"] = params["SourceIdentity"]
     return result
 
 
-def _managed_document(sts: StsBackend, arn: str, role_account: str) -> str:
-    """The default version of a managed session policy, which AWS requires to be in the role's account
-    (or an AWS managed policy, whose one version is the catalogue's). Any other ARN gets the same
-    answer as a policy that does not exist, without being looked up, so the call reveals nothing about
-    other accounts' policies."""
+def _check_attachable(sts: StsBackend, arn: str, role_account: str) -> None:
+    """A managed session policy must exist in the role's account (or be an AWS managed policy). Any
+    other ARN gets the same answer as a policy that does not exist, without being looked up, so the
+    call reveals nothing about other accounts' policies."""
     unusable = errors.policy_not_attachable(arn)
     match = _POLICY_ARN.match(arn)
     if match is None or match.group(1) not in (role_account, aws_managed.ACCOUNT):
@@ -97,21 +98,13 @@ def _managed_document(sts: StsBackend, arn: str, role_account: str) -> str:
         document = sts.store.policy_document(arn, role_account)
     if document is None:
         raise unusable
-    return document
 
 
-def _combine(documents: list[str]) -> str | None:
-    """Several session policies narrow together: keep them as one document per policy in a JSON list."""
-    if not documents:
-        return None
-    if len(documents) == 1:
-        return documents[0]
-    statements: list[Any] = []
-    for document in documents:
-        data = json.loads(document)
-        raw = data.get("Statement", [])
-        statements.extend(raw if isinstance(raw, list) else [raw])
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+def _packed_size(inline: str | None, policy_arns: list[str]) -> int:
+    """PackedPolicySize: the share (percent) of the session's room its session policies take, as AWS
+    counts them: the inline policy's text and the managed policies' ARNs (not their documents)."""
+    packed = len(inline or "") + sum(len(arn) for arn in policy_arns)
+    return min(100, packed * 100 // 2048)
 
 
 OPERATIONS = {"AssumeRole": assume_role}
