@@ -85,6 +85,38 @@ def test_an_allowed_request_names_the_allowing_statement(
     }
 
 
+def test_statements_on_principal_tags_are_matched_as_the_decision_saw_them(
+    server: KhoaServer, setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The statements explain lists are matched against the context the decision was made with: a
+    statement conditioned on the caller's tags (or its organization) is shown as the one that allowed."""
+    user = new_user(
+        server,
+        server.client("iam"),
+        {
+            "Sid": "BlueTeamReads",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": setup["secret"],
+            "Condition": {"StringEquals": {"aws:PrincipalTag/Team": "blue"}},
+        },
+        tags={"Team": "blue"},
+    )
+    report = explained(
+        server,
+        capsys,
+        "--principal",
+        user.arn,
+        "--action",
+        "secretsmanager:GetSecretValue",
+        "--resource",
+        setup["secret"],
+    )
+    assert report["allowed"] is True
+    assert "BlueTeamReads" in report["decidingStatement"]
+    assert [m["sid"] for m in report["matchingStatements"]] == ["BlueTeamReads"]
+
+
 def test_an_explicit_deny_names_the_denying_statement(
     server: KhoaServer, setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

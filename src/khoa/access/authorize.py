@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from khoa.access.decisions import DecisionMemo
-from khoa.access.directory import Directory, OrgPlace, ScpLevels, parsed
+from khoa.access.directory import CallerPolicies, Directory, OrgPlace, ScpLevels, parsed
 from khoa.access.evaluate import RESOURCE, TRUST, Decision, Request, evaluate
 from khoa.access.policy import Policy
 from khoa.auth.principal import Principal
@@ -211,6 +211,33 @@ class Authorizer:
         self.directory.clear()
         self._decisions.clear()
 
+    def condition_context(
+        self, ctx: RequestContext, resource_account: str | None = None
+    ) -> dict[str, list[str]]:
+        """The global condition keys :meth:`decide` evaluates a request by ``ctx`` on a resource of
+        ``resource_account`` with (the service's own keys aside): what ``khoa access explain`` matches
+        statements against, so that it shows the statements the decision saw."""
+        principal = ctx.principal
+        account = resource_account or ctx.account_id
+        places = (self.organizations(principal.account_id), self.organizations(account))
+        caller = self.directory.for_principal(principal)
+        return self._facts(principal, request_facts(ctx), account, places, caller)
+
+    @staticmethod
+    def _facts(
+        principal: Principal,
+        request_values: tuple[Any, ...],
+        account: str,
+        places: tuple[OrgPlace | None, OrgPlace | None],
+        caller: CallerPolicies,
+    ) -> dict[str, list[str]]:
+        facts = facts_of(principal, request_values, account, *places)
+        if caller.arn and principal.kind == "AssumedRole":
+            facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
+        for tag_key, tag_value in caller.tags.items():
+            facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+        return facts
+
     def decide(
         self,
         ctx: RequestContext,
@@ -255,11 +282,7 @@ class Authorizer:
         decision = self._decisions.get(memo_key)
         if decision is not None:
             return decision
-        facts = facts_of(principal, request_values, account, *places)
-        if caller.arn and principal.kind == "AssumedRole":
-            facts["aws:principalarn"] = [caller.arn]  # the role's ARN, with its path
-        for tag_key, tag_value in caller.tags.items():
-            facts[f"aws:principaltag/{tag_key.lower()}"] = [tag_value]
+        facts = self._facts(principal, request_values, account, places, caller)
         if context:
             facts.update({k.lower(): v for k, v in context.items()})
         request = Request(

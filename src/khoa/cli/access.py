@@ -29,7 +29,7 @@ from typing import Annotated, Any, cast
 import typer
 from sqlalchemy import Connection, Engine, select
 
-from khoa.access.authorize import Authorizer, access_denied, base_context
+from khoa.access.authorize import Authorizer, access_denied
 from khoa.access.directory import Directory, parsed, parsed_scp
 from khoa.access.policy import Policy, Statement
 from khoa.auth.principal import Principal
@@ -305,7 +305,8 @@ def _explain_one(
         own = _resource_policy(conn, action, resource)
     if own is not None:
         applied.resource = (own[0], parsed(own[1], "resource"))
-    decision = Authorizer(directory).decide(
+    authorizer = Authorizer(directory)
+    decision = authorizer.decide(
         ctx,
         action,
         resource,
@@ -316,7 +317,7 @@ def _explain_one(
     )
     if principal.is_root:  # the root user is not subject to its account's IAM policies
         applied.identity, applied.boundary = [], None
-    facts = base_context(ctx, resource_account or ctx.account_id)
+    facts = authorizer.condition_context(ctx, resource_account)
     facts.update(extra)
     matching = _matching(applied, principal, action, resource, facts)
     decided = ""
