@@ -538,6 +538,29 @@ def test_a_presigned_url_is_refused_when_changed_expired_or_incomplete(server: K
     assert "expired" in body
 
 
+def test_numbers_in_a_signature_are_never_a_500(server: KhoaServer) -> None:
+    """An X-Amz-Expires of more digits than int() reads (4,300) is past a week like any other; a Date
+    header whose year, hour or offset no datetime holds is a malformed date (both were 500s)."""
+    sts = server.client("sts")
+    url = sts.generate_presigned_url("get_caller_identity", Params={}, ExpiresIn=60, HttpMethod="GET")
+    status, body = _open(url.replace("X-Amz-Expires=60", "X-Amz-Expires=" + "9" * 4301))
+    assert (status, _code(body)) == (400, "IncompleteSignature"), body
+    assert "X-Amz-Expires must be less than a week (in seconds) that is 604800" in body
+    # Leading zeros do not count: the URL is refused by its signature (the value is not the one signed).
+    status, body = _open(url.replace("X-Amz-Expires=60", "X-Amz-Expires=" + "0" * 4400 + "60"))
+    assert (status, _code(body)) == (403, "SignatureDoesNotMatch"), body
+    for date in ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 -2359"):
+        request = build_request(server.endpoint, "TrentService.ListKeys")
+        headers = {k: v for k, v in request.prepare().headers.items() if k.lower() != "x-amz-date"}
+        http = urllib.request.Request(
+            server.endpoint + "/", data=b"{}", headers={**headers, "Date": date}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(http, timeout=30)
+        assert refused.value.code == 400, date
+        assert json.loads(refused.value.read())["__type"] == "IncompleteSignatureException", date
+
+
 def test_a_presigned_url_of_a_session_and_of_iam(server: KhoaServer) -> None:
     """A session's URL carries its token in X-Amz-Security-Token (checked as the header would be, and
     never recorded); an IAM URL reaches IAM by its credential scope and is authorised as usual."""

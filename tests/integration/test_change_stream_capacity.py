@@ -38,6 +38,7 @@ from sqlalchemy.exc import OperationalError
 
 from khoa.changes import stream as change_stream
 from khoa.changes.stream import ChangeHub
+from khoa.protocol.errors import AWSError
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine, migrate
 from tests.support.identity import Caller, new_user, session
@@ -63,7 +64,9 @@ def _wait(check: Callable[[], bool], seconds: float = WAIT) -> bool:
 class Stream:
     """An open ``GET /_khoa/events`` read on a thread: its events as (id, kind), comment lines, end."""
 
-    def __init__(self, server: KhoaServer, caller: Caller, secret: str, last_event_id: int | None = None):
+    def __init__(
+        self, server: KhoaServer, caller: Caller, secret: str, last_event_id: int | str | None = None
+    ):
         url = f"{server.endpoint}/_khoa/events?SecretId={urllib.parse.quote(secret, safe='')}"
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -110,10 +113,12 @@ class Stream:
         self.response.close()
 
 
-def _refusal(server: KhoaServer, caller: Caller, secret: str) -> tuple[int, dict[str, Any]]:
+def _refusal(
+    server: KhoaServer, caller: Caller, secret: str, last_event_id: int | str | None = None
+) -> tuple[int, dict[str, Any]]:
     """Subscribe expecting a refusal: its status and JSON body."""
     with pytest.raises(urllib.error.HTTPError) as refused:
-        Stream(server, caller, secret).close()
+        Stream(server, caller, secret, last_event_id).close()
     return refused.value.code, json.loads(refused.value.read())
 
 
@@ -314,6 +319,32 @@ def test_resuming_from_the_start_when_no_one_else_subscribes(node: KhoaServer) -
         assert history.ids() == sorted(set(history.ids()))
     finally:
         history.close()
+
+
+# "²" and "¹" are what the bytes B2 and B9 read as (headers are decoded as latin-1): str.isdigit takes
+# them, int() refuses them and more than 4,300 digits, and reads "1_0" as 10.
+NOT_EVENT_IDS = ["\xb2", "1\xb9", "9" * 4301, "1_0", "abc", "-1", "9" * 20, str(2**63)]
+
+
+def test_a_last_event_id_that_is_no_event_id_is_refused_400(node: KhoaServer) -> None:
+    """Not a 500, and not silently read as something the client did not send (README and
+    docs/rotation.md leave such a value unspecified: refused as the bad input it is)."""
+    secret = _secret(node)
+    for value in NOT_EVENT_IDS:
+        status, body = _refusal(node, _root(node), secret, last_event_id=value)
+        assert (status, body["__type"]) == (400, "ValidationException"), (value[:20], body)
+        assert "Last-Event-ID" in body["message"]
+    Stream(node, _root(node), secret, last_event_id=str(2**63 - 1)).close()  # the largest id
+
+
+def test_last_event_ids_are_ascii_digits_of_a_64_bit_number() -> None:
+    from khoa.server.subscriptions import _event_id
+
+    assert [_event_id(v) for v in ("0", "42", "0042", str(2**63 - 1))] == [0, 42, 42, 2**63 - 1]
+    for value in [*NOT_EVENT_IDS, "\u0663", " 1"]:  # (no header carries these: int() reads 3 and 1)
+        with pytest.raises(AWSError) as excinfo:
+            _event_id(value)
+        assert (excinfo.value.code, excinfo.value.status) == ("ValidationException", 400)
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ One server of its own (its clock is moved to test expiry, which would disturb th
 
 from __future__ import annotations
 
+import http.client
 import json
+import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -270,6 +272,90 @@ def test_hostile_query_values_get_answers_not_errors(server: KhoaServer) -> None
                 page = console.get(path, {name: value})
                 assert 200 <= page.status < 500, (path, name, page.status)
                 assert "<script>x" not in page.text, (path, name)
+
+
+def test_too_many_query_parameters_are_a_bad_request(server: KhoaServer) -> None:
+    """parse_qs refuses more than 100 fields: a 400 on any page, signed in or not (it was a 500)."""
+    many = {f"a{n}": "1" for n in range(101)}
+    console = ConsoleClient(server.endpoint)
+    assert console.get("/console/signin", many).status == 400
+    assert console.get("/console/kms", many).status == 400  # before the redirect to sign in
+    assert console.get("/console/signin", dict(list(many.items())[:100])).status == 200
+    console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    assert console.get("/console/kms", many).status == 400
+    log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+    assert "console page /console/signin failed" not in log
+
+
+def _console_sessions(server: KhoaServer) -> int:
+    with sqlite3.connect(server.data_dir / "khoa.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM console_sessions").fetchone()[0])
+
+
+def _sign_in_to(server: KhoaServer, next_path: str, secret: str = SECRET_ACCESS_KEY) -> tuple[int, Any]:
+    """A sign-in whose form says to go to ``next_path`` afterwards, not followed: (status, headers).
+    Through the trusted proxy for an address of its own (its refusals count against that address,
+    not against the one test_zz_repeated_failed_sign_ins_are_held_off counts)."""
+    console = ConsoleClient(server.endpoint)
+    form = console.get("/console/signin")
+    body = urllib.parse.urlencode(
+        {
+            "csrf_token": form.csrf or "",
+            "access_key_id": ACCESS_KEY_ID,
+            "secret_access_key": secret,
+            "region": "us-east-1",
+            "next": next_path,
+        }
+    )
+    pre = console.cookie("khoa_console_pre") or ""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/console/signin",
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"khoa_console_pre={pre}",
+                "X-Forwarded-For": "203.0.113.7",
+            },
+        )
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, answer.headers
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("next_path", "location"),
+    [
+        ("/console/\u0100", "/console/%C4%80"),  # outside latin-1: was a 500, after the session was made
+        ("/console/x\r\nX-Injected: 1", "/console/"),  # the server refused the header: no answer at all
+        ("/console/x\ny", "/console/"),
+        ("/console/a b", "/console/"),
+        ("/console/\x7f", "/console/"),
+        ("/console/\x85", "/console/"),  # a C1 control
+        ("/console/../_khoa/health", "/console/"),
+    ],
+    ids=["non-latin-1", "crlf", "lf", "space", "del", "c1", "dot-segment"],
+)
+def test_sign_in_goes_on_only_to_a_plain_console_path(
+    server: KhoaServer, next_path: str, location: str
+) -> None:
+    """Where a sign-in goes next is checked before the session is made, and a header can always carry
+    it: exactly one session per sign-in, its cookie delivered, and no page failed."""
+    before = _console_sessions(server)
+    status, headers = _sign_in_to(server, next_path)
+    assert status == 303 and headers["location"] == location
+    assert "x-injected" not in headers
+    assert any(c.startswith("khoa_console=") for c in _set_cookies(headers))
+    assert _console_sessions(server) == before + 1
+    refused, headers = _sign_in_to(server, next_path, secret="not-the-secret")
+    assert refused == 401 and not any(c.startswith("khoa_console=") for c in _set_cookies(headers))
+    assert _console_sessions(server) == before + 1  # a refused sign-in leaves no session
+    log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+    assert "console page /console/signin failed" not in log and "Exception in ASGI application" not in log
 
 
 def test_zz_repeated_failed_sign_ins_are_held_off(server: KhoaServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 from typing import Any
@@ -214,6 +215,47 @@ def test_simulate_custom_policy(iam: Any) -> None:
     assert [r["EvalDecision"] for r in results] == ["allowed", "explicitDeny"]
 
 
+def test_simulation_pages_and_its_bounds(iam: Any) -> None:
+    """Each page of a simulation is evaluated alone, from its Marker (the whole product was evaluated
+    and kept in memory first: /work/redteam/fuzz finding 1); a forged Marker and a product past the
+    bound are refused as the caller's bad input."""
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
+    params: dict[str, Any] = {
+        "PolicyInputList": [document(allow("kms:A1", key + "k2"))],
+        "ActionNames": [f"kms:A{i}" for i in range(40)],
+        "ResourceArns": [f"{key}k{i}" for i in range(30)],
+    }
+    first = iam.simulate_custom_policy(**params, MaxItems=3)
+    assert [(r["EvalActionName"], r["EvalResourceName"]) for r in first["EvaluationResults"]] == [
+        ("kms:A0", key + "k0"),
+        ("kms:A0", key + "k1"),
+        ("kms:A0", key + "k2"),
+    ]
+    assert first["IsTruncated"] is True
+    pages = iam.get_paginator("simulate_custom_policy").paginate(**params, PaginationConfig={"PageSize": 500})
+    results = [r for page in pages for r in page["EvaluationResults"]]
+    assert len(results) == 1200
+    assert [r["EvalDecision"] for r in results].count("allowed") == 1
+    assert results[32]["EvalDecision"] == "allowed"  # kms:A1 on k2: 1 x 30 + 2
+    assert (
+        iam.simulate_custom_policy(**params, MaxItems=3, Marker=first["Marker"])["EvaluationResults"]
+        == (results[3:6])
+    )
+    for forged in ("khoa-iam:\xb2", "khoa-iam:1200", "khoa-iam:" + "9" * 40):
+        marker = base64.b64encode(forged.encode()).decode()
+        with pytest.raises(ClientError) as excinfo:
+            iam.simulate_custom_policy(**params, Marker=marker)
+        assert failure(excinfo)[0::2] == ("ValidationError", 400), forged
+    with pytest.raises(ClientError) as excinfo:
+        iam.simulate_custom_policy(
+            PolicyInputList=params["PolicyInputList"],
+            ActionNames=[f"kms:A{i}" for i in range(1001)],
+            ResourceArns=[f"{key}k{i}" for i in range(1000)],
+            MaxItems=1,
+        )
+    assert failure(excinfo)[0::2] == ("InvalidInput", 400)
+
+
 def test_resource_tags_gate_iam_operations(server: KhoaServer, iam: Any) -> None:
     mine, theirs = unique("mine"), unique("theirs")
     iam.create_user(UserName=mine, Tags=[{"Key": "team", "Value": "blue"}])
@@ -275,3 +317,20 @@ def test_wire_format(server: KhoaServer) -> None:
 
     status, body = _signed_post(server, "Action=FlyToTheMoon&Version=2010-05-08")
     assert status == 400 and "<Code>InvalidAction</Code>" in body
+
+
+def test_query_integers_and_list_indexes_as_aws_reads_them(server: KhoaServer, iam: Any) -> None:
+    """An integer is ASCII digits (int() would also read "1_0", " 3", "+2" and "٣"), and list members
+    are numbered from 1: member 0 is refused, not stored."""
+    for raw in ("1_0", "%203", "%2B2", "%D9%A3"):
+        status, body = _signed_post(server, f"Action=ListUsers&Version=2010-05-08&MaxItems={raw}")
+        assert (status, "<Code>ValidationError</Code>" in body) == (400, True), (raw, body)
+    assert _signed_post(server, "Action=ListUsers&Version=2010-05-08&MaxItems=1")[0] == 200
+    name = unique("zero")
+    iam.create_user(UserName=name)
+    status, body = _signed_post(
+        server,
+        f"Action=TagUser&Version=2010-05-08&UserName={name}&Tags.member.0.Key=zero&Tags.member.0.Value=v",
+    )
+    assert (status, "<Code>ValidationError</Code>" in body) == (400, True), body
+    assert iam.list_user_tags(UserName=name)["Tags"] == []

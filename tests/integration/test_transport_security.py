@@ -389,6 +389,28 @@ def test_a_head_still_incomplete_past_64_kib_is_refused_431(impatient_server: Kh
     assert _exchange(impatient_server, many).startswith(b"HTTP/1.1 431 ")
 
 
+def test_a_request_target_over_16_kib_is_refused_414(impatient_server: KhoaServer) -> None:
+    """httptools.parse_url keeps offsets in 16 bits: a 70,001-byte path was seen as 4,465 bytes and its
+    query read from inside the path, then routed and signature-checked as such. Refused, on every route,
+    however the target arrives; one of 16 KiB is served."""
+    head = b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    mangled = b"/" + b"A" * 70_000 + b"?Action=GetCallerIdentity&Version=2011-06-15"
+    assert _exchange(impatient_server, b"GET " + mangled + head).startswith(b"HTTP/1.1 414 ")
+    health = b"/_khoa/health?x="
+    within = health + b"a" * (16 * 1024 - len(health))
+    assert _exchange(impatient_server, b"GET " + within + head).startswith(b"HTTP/1.1 200 ")
+    assert _exchange(impatient_server, b"GET " + within + b"a" + head).startswith(b"HTTP/1.1 414 ")
+    console = b"/console/signin?next=" + b"a" * 20_000
+    assert _exchange(impatient_server, b"GET " + console + head).startswith(b"HTTP/1.1 414 ")
+
+
+def test_a_head_over_64_kib_is_refused_431_even_when_it_arrives_whole(impatient_server: KhoaServer) -> None:
+    head = b"GET /_khoa/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    head += b"".join(f"X-Filler-{n}: {'a' * 1000}\r\n".encode() for n in range(100)) + b"\r\n"
+    assert _exchange(impatient_server, head).startswith(b"HTTP/1.1 431 ")
+    assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
 def test_a_large_head_within_the_limit_and_a_body_in_the_same_packets_are_served(
     impatient_server: KhoaServer,
 ) -> None:

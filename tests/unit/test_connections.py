@@ -1,5 +1,6 @@
-"""khoa.server.connections: which heads are overdue. The deadlines themselves, against a real server,
-are in tests/integration/test_transport_security.py."""
+"""khoa.server.connections: which heads are overdue, and which are too large (each arriving in one
+read here). The deadlines and limits themselves, against a real server, are in
+tests/integration/test_transport_security.py."""
 
 from __future__ import annotations
 
@@ -101,3 +102,62 @@ def test_a_complete_head_is_never_overdue(connection: tuple[HeadDeadlineProtocol
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert protocol.head_since is None
     assert not protocol.head_overdue(protocol.loop.time() + 3600)
+
+
+# The documented bounds (README): a request-target of 16 KiB, a head of 64 KiB.
+TARGET_LIMIT = 16 * 1024
+HEAD_LIMIT = 64 * 1024
+
+
+def test_a_request_target_too_long_for_the_url_parser_is_refused_414(
+    connection: tuple[HeadDeadlineProtocol, Any],
+) -> None:
+    """httptools.parse_url keeps offsets in 16 bits: this path was seen as 4,465 bytes and the query read
+    from inside it. Refused before it is parsed, whole in one read, and no application started."""
+    protocol, transport = connection
+    protocol.data_received(
+        b"GET /" + b"A" * 70_000 + b"?Action=GetCallerIdentity HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert transport.written.startswith(b"HTTP/1.1 414 ") and transport.closed
+    assert transport.written.count(b"HTTP/1.1") == 1  # not uvicorn's 400 as well
+    assert protocol.cycle is None
+
+
+def _another(protocol: HeadDeadlineProtocol) -> tuple[HeadDeadlineProtocol, Transport]:
+    """A second connection, on the same loop and configuration as the fixture's."""
+    other = HeadDeadlineProtocol(
+        config=protocol.config,
+        server_state=ServerState(),
+        app_state={},
+        _loop=protocol.loop,
+        head_seconds=10.0,
+    )
+    transport = Transport()
+    other.connection_made(transport)
+    return other, transport
+
+
+def test_the_request_target_bound_is_16_kib(connection: tuple[HeadDeadlineProtocol, Any]) -> None:
+    protocol, transport = connection
+    within = b"/?" + b"a" * (TARGET_LIMIT - 2)
+    protocol.data_received(b"GET " + within + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.written == b"" and not transport.closed
+    assert protocol.cycle is not None and protocol.scope["query_string"] == within[2:]
+    over, over_transport = _another(protocol)
+    over.data_received(b"GET " + within + b"a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert over_transport.written.startswith(b"HTTP/1.1 414 ") and over.cycle is None
+
+
+def test_a_head_over_the_limit_is_refused_431_though_it_arrives_in_one_read(
+    connection: tuple[HeadDeadlineProtocol, Any],
+) -> None:
+    protocol, transport = connection
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 1000) for n in range(60))  # ~61 KiB: served
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
+    assert protocol.cycle is not None and not transport.closed
+    over, over_transport = _another(protocol)
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 1000) for n in range(HEAD_LIMIT // 1000 + 1))
+    over.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
+    assert over_transport.written.startswith(b"HTTP/1.1 431 ") and over_transport.closed
+    assert over_transport.written.count(b"HTTP/1.1") == 1  # not uvicorn's 400 as well
+    assert over.cycle is None

@@ -103,6 +103,29 @@ def test_sign_in_returns_only_to_console_paths(given: str, kept: str) -> None:
     assert safe_next(given) == kept
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("/console/\u0100", "/console/%C4%80"),  # outside latin-1: percent-encoded, as a browser would
+        ("/console/caf\u00e9?x=\u00e9", "/console/caf%C3%A9?x=%C3%A9"),
+        ("/console/x\r\nX-Injected: 1", "/console/"),  # control characters: home
+        ("/console/x\n", "/console/"),
+        ("/console/\x00", "/console/"),
+        ("/console/\x7f", "/console/"),
+        ("/console/\x85", "/console/"),  # C1
+        ("/console/a b", "/console/"),
+        ("/console/a\u2028b", "/console/"),  # a line separator
+        ("/console/../_khoa/health", "/console/"),  # a browser resolves it outside /console
+        ("/console/%2e%2E/x", "/console/"),
+        ("/console/kms/.", "/console/"),
+    ],
+)
+def test_sign_in_goes_on_only_to_printable_ascii(given: str, kept: str) -> None:
+    """What safe_next returns goes into a Location header as it is: printable ASCII only."""
+    assert safe_next(given) == kept
+    assert safe_next(kept) == kept  # the sign-in form carries it back unchanged
+
+
 def test_route_parameters() -> None:
     pattern = Route("GET", "/console/kms/keys/{key_id}", lambda r: None).compiled()
     match = pattern.match("/console/kms/keys/abc-1")

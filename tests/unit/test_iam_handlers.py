@@ -8,6 +8,7 @@ explicitly before the handler, as ``KhoaApp._prepare`` does.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from khoa.auth.credentials import CredentialStore
 from khoa.auth.principal import Principal
 from khoa.protocol.errors import AWSError
 from khoa.services.base import Service
-from khoa.services.iam import build_service
+from khoa.services.iam import build_service, simulate
 from khoa.services.iam.backend import IamBackend
 from khoa.services.iam.store import IamStore
 from khoa.storage import schema
@@ -475,6 +476,125 @@ def test_simulate_principal_policy(iam: Env) -> None:
     assert (
         iam.error("SimulatePrincipalPolicy", PolicySourceArn="arn:x", ActionNames=["s3:x"]) == "InvalidInput"
     )
+
+
+KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/"
+
+
+def _custom(actions: int, resources: int, **params: Any) -> dict[str, Any]:
+    """SimulateCustomPolicy parameters: ``actions`` x ``resources`` pairs, kms:A1 on key/k2 allowed."""
+    return {
+        "PolicyInputList": [allow("kms:A1", KMS_KEY + "k2")],
+        "ActionNames": [f"kms:A{i}" for i in range(actions)],
+        "ResourceArns": [f"{KMS_KEY}k{i}" for i in range(resources)],
+        **params,
+    }
+
+
+def _pairs(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [
+        (r["EvalActionName"], r["EvalResourceName"].removeprefix(KMS_KEY), r["EvalDecision"]) for r in results
+    ]
+
+
+def _every_page(iam: Env, params: dict[str, Any]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    page = iam.call("SimulateCustomPolicy", **params)
+    results += page["EvaluationResults"]
+    while page["IsTruncated"]:
+        assert page["EvaluationResults"], "a page that is not the last has a result at least"
+        page = iam.call("SimulateCustomPolicy", **params, Marker=page["Marker"])
+        results += page["EvaluationResults"]
+    assert "Marker" not in page
+    return results
+
+
+def test_a_simulation_evaluates_its_page_and_no_more(iam: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pair is evaluated from its position when its page is asked for: 90,000 pairs and
+    MaxItems=2 cost two evaluations (the whole product was evaluated, and kept, before paging)."""
+    evaluations = []
+    real = simulate.evaluate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        evaluations.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simulate, "evaluate", counted)
+    first = iam.call("SimulateCustomPolicy", **_custom(300, 300, MaxItems=2))
+    assert len(evaluations) == 2
+    assert _pairs(first["EvaluationResults"]) == [
+        ("kms:A0", "k0", "implicitDeny"),
+        ("kms:A0", "k1", "implicitDeny"),
+    ]
+    assert first["IsTruncated"] is True
+    last = iam.call("SimulateCustomPolicy", **_custom(300, 300, MaxItems=5, Marker=first["Marker"]))
+    assert len(evaluations) == 7
+    assert _pairs(last["EvaluationResults"])[:2] == [
+        ("kms:A0", "k2", "implicitDeny"),
+        ("kms:A0", "k3", "implicitDeny"),
+    ]
+    # Pages in turn are the whole answer, in order: actions outer, resources inner.
+    whole = iam.call("SimulateCustomPolicy", **_custom(4, 3, MaxItems=1000))
+    assert whole["IsTruncated"] is False and "Marker" not in whole
+    assert _pairs(whole["EvaluationResults"]) == [
+        (f"kms:A{a}", f"k{r}", "allowed" if (a, r) == (1, 2) else "implicitDeny")
+        for a in range(4)
+        for r in range(3)
+    ]
+    assert _every_page(iam, _custom(4, 3, MaxItems=5)) == whole["EvaluationResults"]
+    assert (
+        len(iam.call("SimulateCustomPolicy", **_custom(30, 10))["EvaluationResults"]) == 100
+    )  # AWS's default
+
+
+def test_a_simulation_page_ends_when_its_time_is_up(iam: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that has taken PAGE_SECONDS ends there, truncated (after one result, so paging moves on)."""
+    monkeypatch.setattr(simulate, "PAGE_SECONDS", 0.0)
+    page = iam.call("SimulateCustomPolicy", **_custom(4, 3, MaxItems=1000))
+    assert len(page["EvaluationResults"]) == 1 and page["IsTruncated"] is True
+    monkeypatch.undo()
+    whole = iam.call("SimulateCustomPolicy", **_custom(4, 3, MaxItems=1000))["EvaluationResults"]
+    monkeypatch.setattr(simulate, "PAGE_SECONDS", 0.0)
+    assert _every_page(iam, _custom(4, 3, MaxItems=1000)) == whole
+
+
+def test_a_simulation_of_more_pairs_than_the_bound_is_refused(
+    iam: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simulate, "MAX_SIMULATIONS", 12)
+    assert len(iam.call("SimulateCustomPolicy", **_custom(4, 3, MaxItems=1000))["EvaluationResults"]) == 12
+    with pytest.raises(AWSError) as excinfo:
+        iam.call("SimulateCustomPolicy", **_custom(13, 1))
+    assert (excinfo.value.code, excinfo.value.status) == ("InvalidInput", 400)
+    assert "13 combinations of ActionNames and ResourceArns (13 x 1)" in str(excinfo.value.message)
+    arn = iam.call("CreateUser", UserName="bounded")["User"]["Arn"]
+    params = {"PolicySourceArn": arn, "ActionNames": ["kms:A"] * 5, "ResourceArns": ["*"] * 3}
+    assert iam.error("SimulatePrincipalPolicy", **params) == "InvalidInput"
+
+
+def _marker(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_marker_is_checked_as_the_callers_input(iam: Env) -> None:
+    """Only a marker Khoa could have issued for this simulation is read: "khoa-iam:" and ASCII digits
+    (str.isdigit also takes "²", which int() refuses: a 500), below the number of pairs."""
+    for marker in (
+        "not-a-marker",
+        _marker("khoa-iam:\xb2"),
+        _marker("khoa-iam:\u0663"),
+        _marker("khoa-iam:"),
+        _marker("khoa-iam:-1"),
+        _marker("khoa-iam:12"),  # 4 x 3 pairs: 11 is the last
+        _marker("khoa-iam:" + "9" * 20),
+        _marker("other:1"),
+    ):
+        assert iam.error("SimulateCustomPolicy", **_custom(4, 3, Marker=marker)) == "ValidationError", marker
+    assert _pairs(
+        iam.call("SimulateCustomPolicy", **_custom(4, 3, Marker=_marker("khoa-iam:11")))["EvaluationResults"]
+    ) == [("kms:A3", "k2", "implicitDeny")]
+    # The other lists read markers alike.
+    assert iam.error("ListUsers", Marker=_marker("khoa-iam:\xb2")) == "ValidationError"
 
 
 def test_writes_take_effect_on_authorisation_at_once(iam: Env) -> None:

@@ -85,6 +85,33 @@ def test_query_list_indexes_with_more_than_nine_digits_are_refused(index: str) -
     assert raised_code(lambda: decoder.decode("CreateUser", flat)) == "ValidationError"
 
 
+@pytest.mark.parametrize("index", ["0", "00"])
+def test_query_list_members_are_numbered_from_one(index: str) -> None:
+    """awsQuery lists are 1-based: a member 0 is refused as a malformed index, not taken as a member."""
+    decoder = QueryDecoder(QueryServiceModel("iam"))
+    flat = {"UserName": "u", f"Tags.member.{index}.Key": "zero", f"Tags.member.{index}.Value": "v"}
+    assert raised_code(lambda: decoder.decode("TagUser", flat)) == "ValidationError"
+    flat = {"UserName": "u", "Tags.member.1.Key": "one", "Tags.member.1.Value": "v", **flat}
+    assert raised_code(lambda: decoder.decode("TagUser", flat)) == "ValidationError"
+
+
+def test_query_integers_are_ascii_digits_and_nothing_else() -> None:
+    """Python's int() reads all of the refused ones; AWS's parsers do not (refused as "many" is)."""
+    decoder = QueryDecoder(QueryServiceModel("iam"))
+    for raw in ("1_0", " 3", "3 ", "3\n", "+2", "\u0663", "1\u0660", "1" * 40):
+        with pytest.raises(AWSError) as excinfo:
+            decoder.decode("ListUsers", {"MaxItems": raw})
+        assert (excinfo.value.code, excinfo.value.message) == (
+            "ValidationError",
+            f"Invalid integer for MaxItems: {raw}",
+        ), raw
+    assert [decoder.decode("ListUsers", {"MaxItems": raw})["MaxItems"] for raw in ("10", "007", "-5")] == [
+        10,
+        7,
+        -5,
+    ]
+
+
 def test_xml_output_never_carries_what_xml_cannot() -> None:
     assert xml_text("a\x00b\x1b<&\ud800\uffff") == "a\ufffdb\ufffd&lt;&amp;\ufffd\ufffd"
     encoder = QueryEncoder(QueryServiceModel("iam"))

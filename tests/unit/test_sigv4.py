@@ -24,10 +24,12 @@ from botocore.credentials import Credentials
 from khoa.auth.regions import AWS_COMMERCIAL_REGIONS, parse_regions
 from khoa.auth.sigv4 import (
     SIGNATURE_MISMATCH,
+    QueryAuth,
     SignedRequest,
     SigV4Verifier,
     VerifiedSignature,
     canonical_request,
+    check_expiry,
     check_skew,
     parse_authorization,
     signing_key,
@@ -412,6 +414,45 @@ def test_malformed_date_header() -> None:
         "Date must be in ISO-8601 'basic format'. Got '2026-03-01T10:11:12Z'. "
         "See http://en.wikipedia.org/wiki/ISO_8601"
     )
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",  # a year no C long holds
+        "Mon, 01 Jan 2024 99999999999999999999:00:00 GMT",
+        "Mon, 01 Jan 2024 00:00:00 +99999999999999999999",
+        "Fri, 31 Dec 9999 23:59:59 -2359",  # in UTC, past the last datetime
+    ],
+)
+def test_a_date_header_no_datetime_holds_is_malformed(date: str) -> None:
+    """email.utils reads these with OverflowError, not ValueError: still the malformed-date answer."""
+    code, message, status = _refusal(_with_authorization(GOOD_AUTH, **{"x-amz-date": [], "date": [date]}))
+    assert (code, status) == ("IncompleteSignatureException", 400)
+    assert (
+        message
+        == f"Date must be in ISO-8601 'basic format'. Got '{date}'. See http://en.wikipedia.org/wiki/ISO_8601"
+    )
+
+
+WEEK = "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+
+
+@pytest.mark.parametrize("expires", ["9" * 4301, "0" * 5000 + "604801"], ids=["4301-nines", "zeros-604801"])
+def test_an_x_amz_expires_past_a_week_is_refused_however_long(expires: str) -> None:
+    """More digits than int() reads (4,300) get the answer any value past a week gets, not a 500."""
+    with pytest.raises(AWSError) as excinfo:
+        check_expiry(QueryAuth("", "20260301T101112Z", expires, None), NOW, NOW)
+    assert _error(excinfo) == ("IncompleteSignatureException", WEEK, 400)
+
+
+def test_an_x_amz_expires_is_its_number_whatever_its_leading_zeros() -> None:
+    presigned = QueryAuth("", "20260301T101112Z", "0" * 5000 + "60", None)
+    check_expiry(presigned, NOW, NOW + dt.timedelta(seconds=60))
+    with pytest.raises(AWSError) as excinfo:
+        check_expiry(presigned, NOW, NOW + dt.timedelta(seconds=61))
+    assert _error(excinfo)[0] == "InvalidSignatureException"
+    assert "expired after 60 s" in str(excinfo.value.message)
 
 
 def test_pair_without_equal_sign() -> None:

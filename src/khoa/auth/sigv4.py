@@ -220,7 +220,10 @@ def check_expiry(presigned: QueryAuth, signed_at: datetime, now: datetime) -> No
     """A presigned URL's own lifetime (``X-Amz-Expires``, 1 s to seven days) on top of the skew window."""
     if not (presigned.expires.isascii() and presigned.expires.isdigit()):  # (int() takes "1_0", "٣")
         raise _incomplete("X-Amz-Expires should be a number")
-    seconds = int(presigned.expires)
+    # Read no more digits than a week has (int() refuses over 4,300 of them, and takes time on
+    # thousands): a longer number is more than a week, whatever its digits.
+    digits = presigned.expires.lstrip("0") or "0"
+    seconds = int(digits) if len(digits) <= len(str(MAX_PRESIGNED_SECONDS)) else MAX_PRESIGNED_SECONDS + 1
     if not 0 < seconds <= MAX_PRESIGNED_SECONDS:
         raise _incomplete(
             "X-Amz-Expires must be less than a week (in seconds) that is 604800"
@@ -351,15 +354,17 @@ def _request_time(
 
         try:
             parsed = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError):
+            # The instant, in UTC: the signature covers the digits of the request time, so the digits
+            # must be the UTC time; otherwise an unsigned offset ("-1000") would move an old request's
+            # instant into the skew window while its digits still match the signature.
+            parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (TypeError, ValueError, OverflowError):
+            # (OverflowError: a year, hour or offset of 20 digits, or a date a day's offset moves out
+            # of years 1 to 9999)
             raise _incomplete(
                 f"Date must be in ISO-8601 'basic format'. Got '{date_header}'. "
                 "See http://en.wikipedia.org/wiki/ISO_8601"
             ) from None
-        # The instant, in UTC: the signature covers the digits of the request time, so the digits
-        # must be the UTC time; otherwise an unsigned offset ("-1000") would move an old request's
-        # instant into the skew window while its digits still match the signature.
-        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         return parsed.strftime(_AMZ_DATE_FORMAT), parsed
     try:
         signed_at = _parse_amz_date(raw)

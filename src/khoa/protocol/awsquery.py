@@ -20,6 +20,10 @@ from khoa.protocol.model import ServiceModel
 CONTENT_TYPE = b"text/xml"
 _INDEX = re.compile(r"^([0-9]+)")
 _MAX_INDEX_DIGITS = 9
+# An integer as AWS's query parsers read one: ASCII digits and an optional minus sign, nothing else
+# (int() also takes "1_0", " 3", "+2" and "٣"). Its length is bounded before int() reads it (a long
+# is 19 digits; a few more still reach the model's range check, which answers for them).
+_INTEGER = re.compile(r"-?[0-9]{1,32}")
 # Characters XML 1.0 cannot carry, even as character references.
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -89,10 +93,9 @@ class QueryDecoder:
             return None
         raw = flat[key]
         if kind in ("integer", "long"):
-            try:
-                return int(raw)
-            except ValueError:
-                raise AWSError("ValidationError", f"Invalid integer for {key}: {raw}") from None
+            if _INTEGER.fullmatch(raw) is None:
+                raise AWSError("ValidationError", f"Invalid integer for {key}: {raw[:100]}")
+            return int(raw)
         if kind in ("float", "double"):
             try:
                 return float(raw)
@@ -118,8 +121,9 @@ class QueryDecoder:
                 match = _INDEX.match(key[len(prefix) :])
                 if match:
                     digits = match.group(1)
-                    if len(digits) > _MAX_INDEX_DIGITS:
-                        # No list holds a billion members; refuse before int() meets 5,000 digits.
+                    # No list holds a billion members (refused before int() meets 5,000 digits), and
+                    # members are numbered from 1.
+                    if len(digits) > _MAX_INDEX_DIGITS or int(digits) == 0:
                         raise AWSError("ValidationError", f"Invalid list index in parameter {key[:100]}")
                     found.add(int(digits))
         return sorted(found)

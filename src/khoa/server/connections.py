@@ -11,7 +11,11 @@ a byte at a time does not move the deadline. Past it, a connection that has star
 answered ``408`` and closed; one that has sent nothing is closed. As for bodies
 (:class:`khoa.server.asgi.BodyDeadlines`), there is no timer per request: each connection notes
 when its head began (one attribute), and one sweep a second per worker closes those past their
-deadline. A head still incomplete past :data:`MAX_HEAD_BYTES` is answered ``431`` and closed.
+deadline.
+
+Sizes are bounded too, however the head arrives (in one read or trickled): a request-target longer
+than :data:`MAX_TARGET_BYTES` is answered ``414`` and a head larger than :data:`MAX_HEAD_BYTES`
+``431``, and the connection is closed, before uvicorn parses the target or starts the application.
 """
 
 from __future__ import annotations
@@ -23,14 +27,29 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # How often a worker looks for heads past their deadline (a deadline is kept to within this).
 SWEEP_SECONDS = 1.0
-# A head still incomplete once this much of it has arrived is refused (64 KiB, what an Application
-# Load Balancer allows; a SigV4 head, session token included, is a few KiB). httptools sets no limit,
-# and gathers a header's value by concatenation: a client sending one endless header grew a worker by
-# ~10 MiB a second and slowed its loop. (A larger head that completes within one read, at most
-# 256 KiB, is served: its memory is bounded by the read.)
+# A head larger than this is refused (64 KiB, what an Application Load Balancer allows; a SigV4 head,
+# session token included, is a few KiB). httptools sets no limit, and gathers a header's value by
+# concatenation: a client sending one endless header grew a worker by ~10 MiB a second and slowed its
+# loop. A head still incomplete once this much of it has arrived is refused at once; one that arrives
+# within a single read is measured by what the parser found in it (target, header names and values).
 MAX_HEAD_BYTES = 64 * 1024
+# A request-target (path and query) longer than this is refused (16 KiB, an Application Load
+# Balancer's bound on the request line; CloudFront allows 8 KiB; a presigned URL with a session token
+# is ~4 KiB). httptools.parse_url keeps each part's offset and length in 16 bits: a path or query of
+# 64 KiB or more was silently cut, and its query read from inside the path, then routed and signature-
+# checked as such (a proxy allowing such URLs and Khoa would have seen different requests).
+MAX_TARGET_BYTES = 16 * 1024
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+_URI_TOO_LONG = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+# What each header adds to a head besides its name and value, at least (": " is optional white space
+# but the colon, and the line's CRLF).
+_HEADER_LINE_BYTES = 3
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback once the head has been answered (414/431): stops httptools at
+    once, so nothing further of the head is parsed, nor the application started."""
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -45,6 +64,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_since: float | None = None
         self.head_started = False
         self.head_bytes = 0  # received while the head was incomplete (an upper bound of its size)
+        self.head_parsed = 0  # the header names and values the parser has given (a lower bound)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,12 +84,36 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.head_since = self.loop.time()
         self.head_started = True
+        self.head_parsed = 0
+
+    def on_url(self, url: bytes) -> None:
+        # Called for each piece of the target as it arrives, before anything parses it.
+        super().on_url(url)
+        if len(self.url) > MAX_TARGET_BYTES:
+            self.refuse_head(_URI_TOO_LONG)
+            raise _HeadRefused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_started:  # not a chunked body's trailer
+            self.head_parsed += len(name) + len(value) + _HEADER_LINE_BYTES
+            if len(self.url) + self.head_parsed > MAX_HEAD_BYTES:
+                self.refuse_head(_TOO_LARGE)
+                raise _HeadRefused
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self.head_since = None
         self.head_started = False
         self.head_bytes = 0
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer when the parser stops on an error (it has logged "Invalid HTTP request
+        # received." first): a head refused above (_HeadRefused, which httptools reports as a callback
+        # error) has had its answer, and its connection is closing.
+        if self.transport.is_closing():
+            return
+        super().send_400_response(msg)
 
     def on_response_complete(self) -> None:
         # A head that waited behind this response (a pipelined request: uvicorn reads no more until

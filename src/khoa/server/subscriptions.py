@@ -30,7 +30,7 @@ from khoa.ids import IdSource
 from khoa.logs import LogLimiter
 from khoa.network import NetworkMap
 from khoa.protocol.context import RequestContext
-from khoa.protocol.errors import AWSError
+from khoa.protocol.errors import AWSError, validation_error
 from khoa.server.asgi import Receive, Response, Scope, Send, header_map
 from khoa.server.authentication import Authenticator
 from khoa.server.encoding import error_response
@@ -66,6 +66,21 @@ def _owner(principal: Principal) -> tuple[str, str]:
 
 def _too_many(message: str) -> AWSError:
     return AWSError("ThrottlingException", message, 429)
+
+
+_MAX_EVENT_ID = 2**63 - 1  # event ids are the database's 64-bit sequence numbers
+
+
+def _event_id(value: str) -> int:
+    """A ``Last-Event-ID``: the id of an event (``id:`` of an event sent), a decimal number of at most
+    19 ASCII digits. Anything else is refused (``ValidationException``, 400) rather than read as
+    something the client did not send: ``str.isdigit`` also takes "²" (which ``int`` refuses) and
+    "٣" (which it reads as 3), and ``int`` takes "1_0" and " 1"."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= _MAX_EVENT_ID):
+        raise validation_error(
+            "Last-Event-ID must be the id of an event this stream sent: a decimal number below 2^63."
+        )
+    return int(value)
 
 
 class ChangeStreamEndpoint:
@@ -216,7 +231,7 @@ class ChangeStreamEndpoint:
         call.principal, call.region = self.authenticator.authenticate(scope, headers, b"", self.service)
         secret_id, arn = self._check(call, call.principal, secret_ref, extras)
         last = (headers.get("last-event-id") or [""])[0]
-        start = int(last) if last.isdigit() else change_stream.latest_seq(self.engine)
+        start = _event_id(last) if last else change_stream.latest_seq(self.engine)
         return secret_id, arn, start, extras
 
     def _check(

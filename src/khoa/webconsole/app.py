@@ -37,7 +37,14 @@ from khoa.server.asgi import Response, Scope, header_map
 from khoa.storage.database import is_unavailable
 from khoa.webconsole import pages
 from khoa.webconsole.api import Handle, Origin, new_core_session
-from khoa.webconsole.cookies import FLASH_COOKIE, PREFIX, PRESESSION_COOKIE, SESSION_COOKIE, cookie
+from khoa.webconsole.cookies import (
+    FLASH_COOKIE,
+    PREFIX,
+    PRESESSION_COOKIE,
+    PRINTABLE_ASCII,
+    SESSION_COOKIE,
+    cookie,
+)
 from khoa.webconsole.http import BadRequest, Page, Redirect, Request, Route, parse_form
 from khoa.webconsole.render import Templates
 from khoa.webconsole.sessions import ConsoleSessions, csrf_matches, csrf_token_for, new_token
@@ -201,6 +208,10 @@ class WebConsole:
                 response.headers.append((b"allow", ", ".join(sorted(allowed)).encode()))
                 return response
             return self._error(404, "Not found", "There is no such page in the console.", None, tools)
+        try:
+            query = _query(scope)
+        except BadRequest as bad:
+            return self._error(400, "Bad request", str(bad), None, tools)
         cookies = _cookies(headers)
         now = tools.now()
         session = None
@@ -220,7 +231,7 @@ class WebConsole:
         request = Request(
             method=method,
             path=path,
-            query=_query(scope),
+            query=query,
             form=form,
             params={name: unquote(value) for name, value in params.items()},
             session=session,
@@ -353,7 +364,7 @@ class WebConsole:
         return Response(page.status, self.templates.render(page.template, values), HTML)
 
     def _redirect(self, redirect: Redirect, tools: Tools, *, had_flash: bool) -> Response:
-        response = Response(303, b"", HTML, [(b"location", redirect.location.encode("latin-1"))])
+        response = Response(303, b"", HTML, [(b"location", _header_safe(redirect.location))])
         for value in redirect.cookies:
             response.headers.append((b"set-cookie", value))
         if redirect.notice:
@@ -394,8 +405,20 @@ def _area(path: str) -> str:
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
+    """The query string's fields; more than 100 is a bad request (no console page takes so many)."""
     raw = scope.get("query_string", b"").decode("latin-1")
-    return parse_qs(raw, keep_blank_values=True, max_num_fields=100)
+    try:
+        return parse_qs(raw, keep_blank_values=True, max_num_fields=100)
+    except ValueError as exc:  # parse_qs's "Max number of fields exceeded"
+        raise BadRequest("This address has too many query parameters.") from exc
+
+
+def _header_safe(location: str) -> bytes:
+    """A redirect's target as a header value: printable ASCII, anything else percent-encoded (UTF-8).
+    Targets are console paths built or checked by the pages (safe_next), so this changes nothing for
+    them; it keeps one that was not from failing the answer (a 500 after the page's action was done)
+    or from being refused by the server (CR/LF: the connection dropped without an answer)."""
+    return quote(location, safe=PRINTABLE_ASCII).encode("ascii")
 
 
 def _read_flash(raw: str | None) -> str | None:

@@ -7,6 +7,7 @@ statements that decided it and the condition keys the policies use that the requ
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,12 @@ from khoa.services.iam.names import ENTITY_ARN, ROLE, USER
 from khoa.services.iam.store import EntityPolicies
 
 _ACCOUNT_IN = re.compile(r"(\d{12})")
+# ActionNames x ResourceArns pairs one request may simulate (over all its pages). The API reference
+# sets no limit on either list. This is far above any real use (every action AWS defines, fewer than
+# 20,000, against 50 resources) and far below what a 1 MiB body can name (some 300 million pairs).
+MAX_SIMULATIONS = 1_000_000
+# How long one page may take evaluating (seconds): it then ends early, truncated, with a Marker.
+PAGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,74 @@ def _context_entries(entries: list[dict[str, Any]]) -> dict[str, list[str]]:
     return context
 
 
+def _result(
+    request: Request,
+    sources: list[Source],
+    resource_source: list[Source],
+    resource_policy: Policy | None,
+    boundary: Policy | None,
+) -> dict[str, Any]:
+    """The EvaluationResult of one action on one resource."""
+    action, resource = request.action, request.resource
+    decision = evaluate(
+        request, identity=[s.policy for s in sources], resource=resource_policy, boundary=boundary
+    )
+    if decision.allowed:
+        verdict = "allowed"
+    elif decision.explicit_deny:
+        verdict = "explicitDeny"
+    else:
+        verdict = "implicitDeny"
+    matched = []
+    if verdict != "implicitDeny":
+        wanted = "Allow" if verdict == "allowed" else "Deny"
+        for statement, source in _matching(sources + resource_source, request):
+            if statement.effect == wanted:
+                matched.append({"SourcePolicyId": source.policy_id, "SourcePolicyType": source.policy_type})
+    missing = _missing(sources + resource_source, request)
+    result: dict[str, Any] = {
+        "EvalActionName": action,
+        "EvalResourceName": resource,
+        "EvalDecision": verdict,
+        "MatchedStatements": matched,
+        "MissingContextValues": missing,
+        "ResourceSpecificResults": [
+            {
+                "EvalResourceName": resource,
+                "EvalResourceDecision": verdict,
+                "MatchedStatements": matched,
+                "MissingContextValues": missing,
+            }
+        ],
+    }
+    if boundary is not None:
+        in_boundary = any(
+            s.effect == "Allow" for s, _ in _matching([Source(boundary, "boundary", "none")], request)
+        )
+        result["PermissionsBoundaryDecisionDetail"] = {"AllowedByPermissionsBoundary": in_boundary}
+    return result
+
+
+def _page(params: dict[str, Any]) -> tuple[list[str], list[str], int, int]:
+    """The actions and resources simulated, and the page asked for: the position of its first
+    result in ActionNames x ResourceArns (actions outer, resources inner) and the position after its
+    last. Refuses more pairs than :data:`MAX_SIMULATIONS`, and a Marker Khoa cannot have issued for
+    them (one is issued only while pairs are left, so it is below their number)."""
+    actions: list[str] = params.get("ActionNames") or []
+    resources: list[str] = params.get("ResourceArns") or ["*"]
+    total = len(actions) * len(resources)
+    if total > MAX_SIMULATIONS:
+        raise errors.invalid_input(
+            f"The simulation would evaluate {total} combinations of ActionNames and ResourceArns "
+            f"({len(actions)} x {len(resources)}); at most {MAX_SIMULATIONS} can be simulated in one request."
+        )
+    first = paging.start(params)
+    if params.get("Marker") and first >= total:
+        raise paging.invalid_marker()
+    limit = params.get("MaxItems") or paging.DEFAULT_MAX_ITEMS
+    return actions, resources, first, min(first + limit, total)
+
+
 def _simulate(
     params: dict[str, Any],
     principal: Principal,
@@ -111,6 +186,7 @@ def _simulate(
     sources: list[Source],
     boundary: Policy | None,
 ) -> dict[str, Any]:
+    actions, resources, first, end = _page(params)
     for i, document in enumerate(params.get("PolicyInputList") or [], start=1):
         sources.append(
             Source(_parse(document, "identity", "PolicyInputList"), f"PolicyInputList.{i}", "none")
@@ -126,57 +202,32 @@ def _simulate(
     owner = _ACCOUNT_IN.search(params.get("ResourceOwner") or "")
     resource_account = owner.group(1) if owner else principal.account_id
     context.update(_context_entries(params.get("ContextEntries") or []))
+    # Only the page's pairs are evaluated, each from its position: a request's time and memory are
+    # those of its page, however many pairs it names. A page also ends once it has taken
+    # PAGE_SECONDS (after one result at least, so paging always moves on): what a pair costs grows
+    # with the policies' statements, and a megabyte of them makes each pair take milliseconds. AWS
+    # allows this: "IAM might return fewer results, even when there are more results available".
+    deadline = time.monotonic() + PAGE_SECONDS
     results = []
-    for action in params["ActionNames"]:
-        for resource in params.get("ResourceArns") or ["*"]:
-            request = Request(
-                principal=principal,
-                action=action,
-                resource=resource,
-                resource_account=resource_account,
-                context=context,
-            )
-            decision = evaluate(
-                request, identity=[s.policy for s in sources], resource=resource_policy, boundary=boundary
-            )
-            if decision.allowed:
-                verdict = "allowed"
-            elif decision.explicit_deny:
-                verdict = "explicitDeny"
-            else:
-                verdict = "implicitDeny"
-            matched = []
-            if verdict != "implicitDeny":
-                wanted = "Allow" if verdict == "allowed" else "Deny"
-                for statement, source in _matching(sources + resource_source, request):
-                    if statement.effect == wanted:
-                        matched.append(
-                            {"SourcePolicyId": source.policy_id, "SourcePolicyType": source.policy_type}
-                        )
-            missing = _missing(sources + resource_source, request)
-            result: dict[str, Any] = {
-                "EvalActionName": action,
-                "EvalResourceName": resource,
-                "EvalDecision": verdict,
-                "MatchedStatements": matched,
-                "MissingContextValues": missing,
-                "ResourceSpecificResults": [
-                    {
-                        "EvalResourceName": resource,
-                        "EvalResourceDecision": verdict,
-                        "MatchedStatements": matched,
-                        "MissingContextValues": missing,
-                    }
-                ],
-            }
-            if boundary is not None:
-                in_boundary = any(
-                    s.effect == "Allow" for s, _ in _matching([Source(boundary, "boundary", "none")], request)
-                )
-                result["PermissionsBoundaryDecisionDetail"] = {"AllowedByPermissionsBoundary": in_boundary}
-            results.append(result)
-    page, meta = paging.paginate(results, params)
-    return {"EvaluationResults": page, **meta}
+    position = first
+    while position < end:
+        action, resource = divmod(position, len(resources))
+        request = Request(
+            principal=principal,
+            action=actions[action],
+            resource=resources[resource],
+            resource_account=resource_account,
+            context=context,
+        )
+        results.append(_result(request, sources, resource_source, resource_policy, boundary))
+        position += 1
+        if time.monotonic() >= deadline:
+            break
+    truncated = position < len(actions) * len(resources)
+    meta: dict[str, Any] = {"IsTruncated": truncated}
+    if truncated:
+        meta["Marker"] = paging.encode(position)
+    return {"EvaluationResults": results, **meta}
 
 
 def simulate_principal_policy(iam: IamBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
