@@ -61,6 +61,12 @@ UNKNOWN_CODE = "Khoa.OutcomeUnknown"
 UNKNOWN_MESSAGE = (
     "The server stopped before this call's outcome was recorded: the call may or may not have taken effect."
 )
+# A write that ran but whose database stopped answering before it could say whether it committed (a
+# COMMIT whose reply was lost): the caller is told 503, the trail that the outcome is unknown.
+UNCONFIRMED_MESSAGE = (
+    "The database stopped answering before this call's outcome was confirmed: the call may or may not "
+    "have taken effect (the caller was answered ServiceUnavailableException)."
+)
 # How long a write's first record may wait for its outcome before the outcome counts as lost,
 # whoever wrote it (a writer on another host cannot be checked). It must exceed the longest a write
 # legitimately runs. The longest is an emergency rotation (EmergencyRotateSecret, or

@@ -17,6 +17,7 @@ from typing import Any
 from khoa.access.authorize import RESOURCE_OWNERS
 from khoa.audit.events import AuditEvent
 from khoa.audit.events import build as build_event
+from khoa.audit.outcomes import UNCONFIRMED_MESSAGE, UNKNOWN_CODE
 from khoa.audit.recorder import AuditRecorder, AuditUnavailable, unavailable_error
 from khoa.auth.principal import Principal
 from khoa.clock import Clock
@@ -129,21 +130,25 @@ class CallRecorder:
             self.metrics.audit_failures.inc()
             log.error("could not record the outcome of request %s", call.request_id)
 
-    async def refuse(self, call: Call, error: AWSError, *, wait: bool = True) -> Response:
+    async def refuse(
+        self, call: Call, error: AWSError, *, wait: bool = True, recorded_as: AWSError | None = None
+    ) -> Response:
         """Answer a refused request, after recording it (unless its outcome is already recorded).
 
         ``wait=False`` (the database did not answer the call): answer at once and let the record
         commit when it can. Waiting would hold the caller for the database bound a second time, to
         record a refusal of a call that changed nothing; a write's record made before it ran is
-        already durable either way."""
+        already durable either way. ``recorded_as``: the outcome the trail records, when it is not
+        the answer (a write whose outcome the database never confirmed)."""
+        recorded = recorded_as or error
         if not call.recorded:
             if not wait:
-                task = asyncio.get_running_loop().create_task(self._record_refusal(call, error))
+                task = asyncio.get_running_loop().create_task(self._record_refusal(call, recorded))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 return error_response(call.service, error, call.request_id)
             try:
-                await self.record_outcome(call, None, error)
+                await self.record_outcome(call, None, recorded)
             except AuditUnavailable:
                 return error_response(call.service, unavailable_error(), call.request_id)
         return error_response(call.service, error, call.request_id)
@@ -152,7 +157,12 @@ class CallRecorder:
         """Answer a call that failed unexpectedly (``what`` names it in the log): 503 when the
         database is down, silent or timed out (a bounded wait; SDKs retry it, and its record is not
         waited for), else 500 with the traceback logged. Either is logged once per interval, not
-        once per request: during an outage every call fails the same way."""
+        once per request: during an outage every call fails the same way.
+
+        A write that had started (its first record made) when the database stopped answering may have
+        committed all the same (a COMMIT that arrived, whose reply was lost): its record says the
+        outcome is unknown (``Khoa.OutcomeUnknown``, as for a call cut off by a crash), never that it
+        failed. A read changed nothing either way."""
         if is_unavailable(exc):
             logs.warning(
                 "database unavailable",
@@ -161,7 +171,10 @@ class CallRecorder:
                 what,
                 type(exc).__name__,
             )
-            return await self.refuse(call, database_unavailable(), wait=False)
+            unconfirmed = (
+                AWSError(UNKNOWN_CODE, UNCONFIRMED_MESSAGE, 503) if call.pre_event is not None else None
+            )
+            return await self.refuse(call, database_unavailable(), wait=False, recorded_as=unconfirmed)
         logs.exception(f"{what}:{type(exc).__name__}", "request %s (%s) failed", call.request_id, what)
         return await self.refuse(call, internal_failure())
 
