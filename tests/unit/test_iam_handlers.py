@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 
 from khoa.access.authorize import Authorizer
 from khoa.access.directory import Directory
@@ -30,6 +31,7 @@ from khoa.services.iam.store import IamStore
 from khoa.storage import schema
 from khoa.storage.database import create_database_engine
 from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, barrier, context, database
+from tests.support.interleave import before_first_write
 
 ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
 ACCOUNT_CREATED = 1700000000.0
@@ -57,8 +59,9 @@ class Env:
     """The IAM service over a fresh database. The directory caches callers' policies for a long time,
     so tests also show that every write empties that cache (build_service's wrapper)."""
 
-    def __init__(self, path: Path) -> None:
-        engine = create_database_engine(f"sqlite:///{path}")
+    def __init__(self, path: Path | Engine) -> None:
+        engine = path if isinstance(path, Engine) else create_database_engine(f"sqlite:///{path}")
+        self.engine = engine
         seal = barrier()
         self.authorizer = Authorizer(Directory(engine, cache_seconds=300))
         self.backend = IamBackend(IamStore(engine), seal, self.authorizer, CredentialStore(engine, seal, 300))
@@ -308,6 +311,83 @@ def test_policy_versions(iam: Env) -> None:
     iam.call("DeletePolicyVersion", PolicyArn=arn, VersionId="v2")
     assert iam.call("GetPolicy", PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v5"
     assert iam.error("DeletePolicy", PolicyArn=arn) == "DeleteConflict"  # versions left
+
+
+def _versions(iam: Env, arn: str) -> tuple[str, list[str]]:
+    """A policy's default version and its versions, and that the default is one of them."""
+    default = iam.call("GetPolicy", PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    versions = sorted(v["VersionId"] for v in iam.call("ListPolicyVersions", PolicyArn=arn)["Versions"])
+    assert default in versions
+    return default, versions
+
+
+def _fails(call: Any) -> str:
+    with pytest.raises(AWSError) as excinfo:
+        call()
+    return excinfo.value.code
+
+
+# Each change to a policy's versions reads the policy under its lock (finding 8). The tests below run
+# one change inside another, just before the other's first write (tests.support.interleave), on SQLite
+# and PostgreSQL: the interleaving in which, without that lock, CreatePolicyVersion failed on the
+# version ID it had read (500), SetDefaultPolicyVersion and DeletePolicyVersion of one version both
+# succeeded (a default version that does not exist), and DeletePolicy deleted a policy of two versions.
+
+
+@pytest.fixture
+def versioned(store_engine: Engine) -> tuple[Env, str]:
+    """The IAM service on SQLite or PostgreSQL, and a customer-managed policy of one version."""
+    iam = Env(store_engine)
+    return iam, iam.call("CreatePolicy", PolicyName="p", PolicyDocument=allow("s3:GetObject"))["Policy"][
+        "Arn"
+    ]
+
+
+def test_concurrent_create_policy_versions_number_and_count_each_other(versioned: tuple[Env, str]) -> None:
+    iam, arn = versioned
+
+    def create() -> str:
+        made = iam.call("CreatePolicyVersion", PolicyArn=arn, PolicyDocument=allow("s3:ListBucket"))
+        return str(made["PolicyVersion"]["VersionId"])
+
+    with before_first_write(iam.engine, create) as inner:
+        outer = create()
+    assert (inner, outer) == (["v2"], "v3")
+    create()  # v4
+    with before_first_write(iam.engine, create) as inner:  # at four versions, only one more fits
+        assert _fails(create) == "LimitExceeded"
+    assert inner == ["v5"] and _versions(iam, arn) == ("v1", ["v1", "v2", "v3", "v4", "v5"])
+
+
+def test_set_default_and_delete_of_one_version_never_leave_a_missing_default(
+    versioned: tuple[Env, str],
+) -> None:
+    iam, arn = versioned
+    for _ in range(2):
+        iam.call("CreatePolicyVersion", PolicyArn=arn, PolicyDocument=allow("s3:ListBucket"))
+
+    def call(operation: str, version_id: str) -> Callable[[], dict[str, Any]]:
+        return lambda: iam.call(operation, PolicyArn=arn, VersionId=version_id)
+
+    # SetDefaultPolicyVersion(v3) with DeletePolicyVersion(v3) committed meanwhile: v3 is gone.
+    with before_first_write(iam.engine, call("DeletePolicyVersion", "v3")) as inner:
+        assert _fails(call("SetDefaultPolicyVersion", "v3")) == "NoSuchEntity"
+    assert inner == [{}] and _versions(iam, arn) == ("v1", ["v1", "v2"])
+    # DeletePolicyVersion(v2) with SetDefaultPolicyVersion(v2) committed meanwhile: v2 is the default.
+    with before_first_write(iam.engine, call("SetDefaultPolicyVersion", "v2")) as inner:
+        assert _fails(call("DeletePolicyVersion", "v2")) == "DeleteConflict"
+    assert inner == [{}] and _versions(iam, arn) == ("v2", ["v1", "v2"])
+
+
+def test_delete_policy_counts_a_version_created_meanwhile(versioned: tuple[Env, str]) -> None:
+    iam, arn = versioned
+
+    def add_version() -> dict[str, Any]:
+        return iam.call("CreatePolicyVersion", PolicyArn=arn, PolicyDocument=allow("s3:*"))
+
+    with before_first_write(iam.engine, add_version) as inner:
+        assert _fails(lambda: iam.call("DeletePolicy", PolicyArn=arn)) == "DeleteConflict"
+    assert len(inner) == 1 and _versions(iam, arn) == ("v1", ["v1", "v2"])
 
 
 def test_aws_managed_policies_are_listed_and_attachable(iam: Env) -> None:

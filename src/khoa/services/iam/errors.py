@@ -65,3 +65,12 @@ def validation(message: str) -> AWSError:
 
 def needs_user_name() -> AWSError:
     return validation("Must specify userName when calling with non-User credentials")
+
+
+def concurrent_modification() -> AWSError:
+    return AWSError(
+        "ConcurrentModification",
+        "The request was rejected because multiple requests to change this object were submitted "
+        "simultaneously. Wait a few minutes and submit your request again.",
+        409,
+    )

@@ -1,9 +1,9 @@
-"""LabelParameterVersion and UnlabelParameterVersion. A label is on one version at a time."""
+"""LabelParameterVersion and UnlabelParameterVersion. A label is on one version at a time, and a version
+carries at most 10 (checked by the store, in the writing transaction)."""
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any
 
 from khoa.protocol.context import RequestContext
@@ -11,7 +11,6 @@ from khoa.services.ssm import errors, names
 from khoa.services.ssm.backend import ParametersBackend
 from khoa.services.ssm.store import ParameterRow, ParameterStore
 
-MAX_LABELS_PER_VERSION = 10
 _LABEL = re.compile(r"[A-Za-z0-9._\-]{1,100}")
 
 
@@ -33,48 +32,20 @@ def _parameter(store: ParameterStore, ctx: RequestContext, name: str) -> Paramet
 def label_parameter_version(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
-    store = ssm.store
-    row = _parameter(store, ctx, params["Name"])
-    number = params.get("ParameterVersion", row.version)
-    if store.version(row.param_id, number) is None:
-        raise errors.version_not_found(
-            f"Systems Manager could not find version {number} of {row.name}. Verify "
-            "the version and try again."
-        )
-    current = store.labels.of(row.param_id)
+    row = _parameter(ssm.store, ctx, params["Name"])
     invalid = [label for label in params["Labels"] if not valid_label(label)]
     wanted = [label for label in dict.fromkeys(params["Labels"]) if valid_label(label)]
-    after = {**current, **{label: number for label in wanted}}
-    if Counter(after.values())[number] > MAX_LABELS_PER_VERSION:
-        raise errors.code(
-            "ParameterVersionLabelLimitExceeded",
-            "A parameter version can have maximum 10 labels.Move one or more labels to another "
-            "version and try again.",
-        )
-    store.labels.attach(
-        row.param_id,
-        number,
-        added=[label for label in wanted if label not in current],
-        moved=[label for label in wanted if label in current and current[label] != number],
-    )
+    # The version is checked, and the labels counted and moved, under the parameter's lock.
+    number = ssm.store.labels.attach(row.param_id, row.name, params.get("ParameterVersion"), wanted)
     return {"InvalidLabels": invalid, "ParameterVersion": number}
 
 
 def unlabel_parameter_version(
     ssm: ParametersBackend, ctx: RequestContext, params: dict[str, Any]
 ) -> dict[str, Any]:
-    store = ssm.store
-    row = _parameter(store, ctx, params["Name"])
-    number = params["ParameterVersion"]
-    if store.version(row.param_id, number) is None:
-        raise errors.version_not_found(
-            f"Systems Manager could not find version {number} of {row.name}. Verify "
-            "the version and try again."
-        )
-    current = store.labels.of(row.param_id)
-    removed = [label for label in dict.fromkeys(params["Labels"]) if current.get(label) == number]
-    invalid = [label for label in params["Labels"] if current.get(label) != number]
-    store.labels.detach(row.param_id, removed)
+    row = _parameter(ssm.store, ctx, params["Name"])
+    removed = ssm.store.labels.detach(row.param_id, row.name, params["ParameterVersion"], params["Labels"])
+    invalid = [label for label in params["Labels"] if label not in removed]
     return {"RemovedLabels": removed, "InvalidLabels": invalid}
 
 

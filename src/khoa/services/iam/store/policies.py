@@ -145,6 +145,7 @@ class PolicyStore:
         """Delete a policy no entity uses and that has only its default version left, with its tags."""
         arn = policy.arn
         with self._engine.begin() as conn:
+            _lock(conn, arn)  # a version created meanwhile is counted
             attached, boundaries = usage(conn, account_id, arn)
             if attached or boundaries:
                 raise errors.delete_conflict("Cannot delete a policy attached to entities.")
@@ -170,29 +171,34 @@ class PolicyStore:
             return [PolicyRecord(row, *usage(conn, account_id, row.arn)) for row in rows]
 
     def create_version(self, arn: str, document: str, make_default: bool, created_at: float) -> str:
-        """Add a version (at most ``MAX_VERSIONS``), optionally as the default; returns its ID."""
-        with self._engine.begin() as conn:
-            current = _find(conn, arn)
-            if current is None:
-                raise errors.policy_not_found(arn)
-            versions = conn.execute(
-                select(func.count()).select_from(VERSIONS).where(VERSIONS.c.policy_arn == arn)
-            ).scalar_one()
-            if versions >= MAX_VERSIONS:
-                raise errors.limit_exceeded(
-                    "A managed policy can have up to 5 versions. Before you create a new version, you must "
-                    "delete an existing version."
+        """Add a version (at most ``MAX_VERSIONS``), optionally as the default; returns its ID. The
+        policy's row is locked first, so concurrent calls number their versions one after the other
+        and count each other's."""
+        try:
+            with self._engine.begin() as conn:
+                current = _lock(conn, arn)
+                versions = conn.execute(
+                    select(func.count()).select_from(VERSIONS).where(VERSIONS.c.policy_arn == arn)
+                ).scalar_one()
+                if versions >= MAX_VERSIONS:
+                    raise errors.limit_exceeded(
+                        "A managed policy can have up to 5 versions. Before you create a new version, you "
+                        "must delete an existing version."
+                    )
+                version_id = f"v{current.next_version}"
+                conn.execute(
+                    insert(VERSIONS).values(
+                        policy_arn=arn, version_id=version_id, document=document, created_at=created_at
+                    )
                 )
-            version_id = f"v{current.next_version}"
-            conn.execute(
-                insert(VERSIONS).values(
-                    policy_arn=arn, version_id=version_id, document=document, created_at=created_at
-                )
-            )
-            values: dict[str, Any] = {"next_version": current.next_version + 1, "updated_at": created_at}
-            if make_default:
-                values["default_version"] = version_id
-            conn.execute(update(MANAGED).where(MANAGED.c.arn == arn).values(**values))
+                values: dict[str, Any] = {"next_version": current.next_version + 1, "updated_at": created_at}
+                if make_default:
+                    values["default_version"] = version_id
+                conn.execute(update(MANAGED).where(MANAGED.c.arn == arn).values(**values))
+        except IntegrityError:
+            # Not reached while every writer of the policy's versions locks its row first; a writer
+            # that did not (an older node during an upgrade) is answered as IAM answers a conflict.
+            raise errors.concurrent_modification() from None
         return version_id
 
     def version(self, arn: str, version_id: str) -> Row[Any]:
@@ -205,11 +211,13 @@ class PolicyStore:
             return list(conn.execute(select(VERSIONS).where(VERSIONS.c.policy_arn == arn)).all())
 
     def delete_version(self, arn: str, version_id: str) -> None:
-        """Delete a version that is not the default (DeleteConflict) and exists (NoSuchEntity)."""
+        """Delete a version that exists (NoSuchEntity) and is not the default (DeleteConflict), judged
+        under the policy's lock: a concurrent SetDefaultPolicyVersion of the same version either comes
+        first (and this is refused) or finds the version gone."""
         with self._engine.begin() as conn:
+            current = _lock(conn, arn)
             _version(conn, arn, version_id)
-            default = conn.execute(select(MANAGED.c.default_version).where(MANAGED.c.arn == arn)).scalar()
-            if default == version_id:
+            if current.default_version == version_id:
                 raise errors.delete_conflict("Cannot delete the default version of a policy.")
             conn.execute(
                 delete(VERSIONS)
@@ -218,10 +226,26 @@ class PolicyStore:
             )
 
     def set_default_version(self, arn: str, version_id: str) -> None:
-        """Make an existing version the one that takes effect."""
+        """Make an existing version the one that takes effect (checked under the policy's lock, so the
+        default never names a version deleted meanwhile)."""
         with self._engine.begin() as conn:
+            _lock(conn, arn)
             _version(conn, arn, version_id)
             conn.execute(update(MANAGED).where(MANAGED.c.arn == arn).values(default_version=version_id))
+
+
+def _lock(conn: Connection, arn: str) -> Row[Any]:
+    """Start a change to a managed policy or its versions by updating its row (to what it holds):
+    concurrent writers of the same policy wait here (a row lock on PostgreSQL; on SQLite the write lock
+    and the writers' turn, which a transaction takes at its first write, not at a read), so what is
+    read next is current. The policy as it is now; NoSuchEntity if it was deleted."""
+    locked = conn.execute(
+        update(MANAGED).where(MANAGED.c.arn == arn).values(next_version=MANAGED.c.next_version)
+    )
+    current = _find(conn, arn) if locked.rowcount == 1 else None
+    if current is None:
+        raise errors.policy_not_found(arn)
+    return current
 
 
 def _find(conn: Connection, arn: str) -> Row[Any] | None:

@@ -5,8 +5,9 @@ One module per kind of thing: ``parameters`` (parameters and versions, behind th
 reads through; :class:`ParameterStore` is the whole store and holds the others), ``labels``, ``tags``,
 and ``listing`` (the filtered, keyset-paged reads of GetParametersByPath and DescribeParameters);
 ``records`` holds the tables and the rows handed out. What must hold under concurrency (the tag
-quota, the version limit, one writer per version) is checked inside the writing transaction, so the
-stores raise Parameter Store's errors themselves.
+quota, the version limit, one writer per version, ten labels per version and each label on one version)
+is checked inside the writing transaction, so the stores raise Parameter Store's errors themselves.
+Writers of a parameter's versions and labels take its lock first (``records.lock``).
 """
 
 from __future__ import annotations

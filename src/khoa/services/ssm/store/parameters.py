@@ -23,6 +23,7 @@ from khoa.services.ssm.store.records import (
     NewVersion,
     ParameterRow,
     VersionRow,
+    lock,
 )
 from khoa.services.ssm.store.tags import TagStore
 from khoa.storage import fingerprints
@@ -157,15 +158,16 @@ class ParameterStore:
     ) -> int:
         """The next version of ``existing``, in one transaction; returns its number.
 
-        The oldest version is dropped first if the parameter keeps ``MAX_VERSIONS`` already
-        (ParameterMaxVersionLimitExceeded if a label is on it). The parameter's row moves on only from
-        the version ``existing`` was read at, so of two concurrent writers one gets TooManyUpdates
-        rather than both writing the same version number. A version is never dated before the one
-        it follows (``_not_before``)."""
+        The parameter's row moves on only from the version ``existing`` was read at, so of two
+        concurrent writers one gets TooManyUpdates rather than both writing the same version number
+        (and a parameter deleted meanwhile is TooManyUpdates too). That update comes first: it is
+        the parameter's lock (records.lock), so what is read next is current. The oldest version is
+        then dropped if the parameter keeps ``MAX_VERSIONS`` already (ParameterMaxVersionLimitExceeded
+        if a label is on it, one put there by a concurrent LabelParameterVersion included). A
+        version is never dated before the one it follows (``_not_before``)."""
         version = existing.version + 1
         try:
             with self._engine.begin() as conn:
-                _make_room(conn, existing.param_id, existing.name)
                 result = conn.execute(
                     update(PARAMS)
                     .where(PARAMS.c.param_id == existing.param_id)
@@ -180,6 +182,7 @@ class ParameterStore:
                         "There are concurrent updates for the resource that you are "
                         "trying to update. Please try again.",
                     )
+                _make_room(conn, existing.param_id, existing.name)
                 content = _not_before(conn, existing, content)
                 conn.execute(
                     insert(VERSIONS).values(param_id=existing.param_id, version=version, **asdict(content))
@@ -201,8 +204,11 @@ class ParameterStore:
         return version
 
     def destroy(self, param_id: str) -> None:
-        """Delete a parameter with its versions, labels and tags, and forget what this process cached."""
+        """Delete a parameter with its versions, labels and tags, and forget what this process cached.
+        The parameter's lock is taken first, so a concurrent change to its versions or labels is
+        wholly before or finds it gone."""
         with self._engine.begin() as conn:
+            lock(conn, param_id)
             for table in (LABELS, TAGS, VERSIONS):
                 conn.execute(delete(table).where(table.c.param_id == param_id))
             conn.execute(delete(PARAMS).where(PARAMS.c.param_id == param_id))

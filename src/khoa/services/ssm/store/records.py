@@ -1,11 +1,13 @@
-"""Parameter Store's tables and the rows the stores hand to handlers (plain values, no connections)."""
+"""Parameter Store's tables, the rows the stores hand to handlers (plain values, no connections), and
+the lock every writer of a parameter's versions or labels takes first (:func:`lock`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, select, update
+from sqlalchemy.engine import Connection
 
 from khoa.storage import schema
 
@@ -13,6 +15,19 @@ PARAMS = schema.ssm_parameters
 VERSIONS = schema.ssm_parameter_versions
 LABELS = schema.ssm_labels
 TAGS = schema.ssm_tags
+
+
+def lock(conn: Connection, param_id: str) -> int | None:
+    """Start a change to a parameter's versions or labels by updating its row (to what it holds):
+    concurrent writers of the same parameter wait here (a row lock on PostgreSQL; on SQLite the write
+    lock and the writers' turn, which a transaction takes at its first write, not at a read), so
+    what is read next is current. The parameter's current version; None if it was deleted."""
+    locked = conn.execute(
+        update(PARAMS).where(PARAMS.c.param_id == param_id).values(version=PARAMS.c.version)
+    )
+    if locked.rowcount != 1:
+        return None
+    return int(conn.execute(select(PARAMS.c.version).where(PARAMS.c.param_id == param_id)).scalar_one())
 
 
 @dataclass(frozen=True)
