@@ -24,7 +24,15 @@ from sqlalchemy.exc import IntegrityError
 from khoa.clock import wall_clock
 from khoa.crypto import shamir
 from khoa.crypto.barrier import ROOT_KEY_BYTES, Barrier, BarrierError
-from khoa.crypto.seal import SealError, derive_passphrase_key, load_or_create_file_key
+from khoa.crypto.seal import (
+    ROOT_KEY_FILE,
+    SealError,
+    derive_passphrase_key,
+    load_or_create_file_key,
+    read_root_key_file,
+    remove_file_durably,
+    write_private_file,
+)
 from khoa.crypto.seal_wrappers import AwsKmsWrapper, KeyWrapper, Pkcs11Wrapper
 from khoa.settings import Settings
 from khoa.storage import schema
@@ -78,22 +86,26 @@ def load_barrier(settings: Settings, engine: Engine, *, create: bool) -> Barrier
 
 def _obtain_root_key(settings: Settings, engine: Engine, *, create: bool) -> bytes:
     if settings.seal_backend == "file":
-        key_path = settings.data_dir / "root.key"
-        if not key_path.exists():
-            if not create:
-                raise SealError(f"no root key at {key_path}")
-            if _meta_get(engine, "barrier_check") is not None:
-                # Creating a new key here could never open this database's data: refuse, change nothing.
-                raise SealError(
-                    f"no root key at {key_path}, but this database holds data sealed under one: restore "
-                    "that root key file (or start with the seal backend the database was created with)"
-                )
+        key_path = settings.data_dir / ROOT_KEY_FILE
+        # A FIFO, device or directory by that name is refused here, never waited on.
+        found = read_root_key_file(key_path)
+        if found is not None:
+            return found
+        if not create:
+            raise SealError(f"no root key at {key_path}")
+        if _meta_get(engine, "barrier_check") is not None:
+            # Creating a new key here could never open this database's data: refuse, change nothing.
+            raise SealError(
+                f"no root key at {key_path}, but this database holds data sealed under one: restore "
+                "that root key file (or start with the seal backend the database was created with)"
+            )
+        # On disk (fsynced, file and directory) before load_barrier commits the check value under it.
         key, created = load_or_create_file_key(settings.data_dir)
         if created:
             log.warning(
                 "created a new root key in %s (file seal backend): anyone who can read this "
                 "file can read every key and secret; use the passphrase backend in production",
-                settings.data_dir / "root.key",
+                key_path,
             )
     elif settings.seal_backend == "passphrase":
         salt = _meta_get(engine, "passphrase_salt")
@@ -379,8 +391,11 @@ def migrate_seal(
 ) -> list[bytes]:
     """Re-seal the root key ``key`` (already checked against this database) for backend ``to``; the
     data stays as it is. Returns new shares when ``to`` is shamir (of a new unseal key that wraps the
-    root key). The old backend's artefacts are removed."""
+    root key). The old backend's artefacts are removed, only once the new seal is durable: a root key
+    file is fsynced (file and directory) before the transaction that deletes the old seal's records
+    commits, and an old root key file is removed (durably) only after the new seal's commit."""
     _check_key(engine, key)
+    key_file = settings.data_dir / ROOT_KEY_FILE
     new_shares: list[bytes] = []
     wrapped: bytes | None = None
     shamir_record: bytes | None = None
@@ -389,15 +404,12 @@ def migrate_seal(
     elif to in WRAPPED_BACKENDS:
         wrapped = _wrapped_record(seal_wrapper(replace(settings, seal_backend=to)), key)
     elif to == "file":
-        if (settings.data_dir / "root.key").exists():
-            raise SealError(f"{settings.data_dir / 'root.key'} exists already: move it away first")
+        try:
+            write_private_file(key_file, key)  # never over anything by that name
+        except FileExistsError:
+            raise SealError(f"{key_file} exists already: move it away first") from None
     else:
         raise SealError(f"cannot migrate to {to!r} (choose shamir, pkcs11, awskms or file)")
-    if to == "file":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(settings.data_dir / "root.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
     with engine.begin() as conn:
         for name in (_SEAL_TYPE, _SEAL_SHAMIR, _SEAL_WRAPPED, "passphrase_salt"):
             _meta_delete(conn, name)
@@ -407,9 +419,10 @@ def migrate_seal(
             conn.execute(insert(schema.meta).values(name=_SEAL_SHAMIR, value=shamir_record))
         if wrapped is not None:
             conn.execute(insert(schema.meta).values(name=_SEAL_WRAPPED, value=wrapped))
-    old_file = settings.data_dir / "root.key"
-    if to != "file" and old_file.exists():
-        old_file.unlink()  # the key must not stay readable in a file once another backend seals it
+    if to != "file":
+        # The key must not stay readable in a file once another backend seals it (nor come back
+        # after a crash).
+        remove_file_durably(key_file)
     return new_shares
 
 
@@ -495,13 +508,16 @@ def ensure_first_account(settings: Settings, engine: Engine, barrier: Barrier) -
 
 
 def write_root_credentials(data_dir: Path, account: NewAccount) -> Path:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The first account's root credentials, durably (0600, fsynced): the account is committed
+    already, and nothing shows its secret again."""
     path = data_dir / ROOT_CREDENTIALS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(
+    write_private_file(
+        path,
+        (
             f"[default]\naws_account_id = {account.account_id}\n"
             f"aws_access_key_id = {account.access_key_id}\n"
             f"aws_secret_access_key = {account.secret_access_key}\n"
-        )
+        ).encode(),
+        replace=True,
+    )
     return path

@@ -7,11 +7,13 @@ and the check itself) run it explicitly before the handler, as ``KhoaApp._prepar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, func, select
 
 from khoa.auth.principal import Principal
 from khoa.protocol.context import RequestContext
@@ -21,12 +23,19 @@ from khoa.services.kms import build_service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.internal import InternalKms, via
 from khoa.services.kms.key_rotation import rotate_due_keys
+from khoa.services.kms.keys import destroy_due_keys
+from khoa.storage import schema
 from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, authorizer, barrier, context, database
+from tests.support.interleave import before_first_write
 
 
 @pytest.fixture
-def kms(tmp_path: Path) -> KmsBackend:
-    engine = database(tmp_path)
+def engine(tmp_path: Path) -> Engine:
+    return database(tmp_path)
+
+
+@pytest.fixture
+def kms(engine: Engine) -> KmsBackend:
     return KmsBackend.create(engine, barrier(), authorizer(engine), cache_seconds=0)
 
 
@@ -398,3 +407,129 @@ def test_internal_refuses_keys_other_services_cannot_use(kms: KmsBackend, servic
     key = internal.encryption_key(ctx, None, "ssm")
     blob = internal.encrypt(via(ctx, "ssm"), key, b"value", {"PARAMETER_ARN": "p"})
     assert internal.decrypt(ctx, blob, {"PARAMETER_ARN": "p"}, "ssm")[1] == b"value"
+
+
+# -- concurrent calls on one key --------------------------------------------------------------------
+# Two calls interleaved in the order that breaks a read-then-write (tests.support.interleave): the
+# inner call runs, whole, just before the outer call's first write statement, so the outer call has
+# read the key before the inner call changed it. No threads and no timing.
+
+
+@pytest.fixture
+def on_each_database(store_engine: Engine) -> tuple[Engine, KmsBackend, Service]:
+    """KMS over a database of its own, once on SQLite and once on PostgreSQL."""
+    backend = KmsBackend.create(store_engine, barrier(), authorizer(store_engine), cache_seconds=0)
+    return store_engine, backend, build_service(backend)
+
+
+def test_concurrent_schedule_key_deletion_schedules_once(
+    on_each_database: tuple[Engine, KmsBackend, Service],
+) -> None:
+    """AWS refuses ScheduleKeyDeletion on a key already pending deletion: of two concurrent calls the
+    second is refused (both were acknowledged, with different dates, and one of them was stored); a
+    DisableKey or EnableKey that read the key before a deletion was scheduled does not end it."""
+    engine, _, service = on_each_database
+    key_id = new_key(service)["KeyId"]
+
+    def schedule(days: int) -> Callable[[], Any]:
+        return lambda: call(service, "ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": days})
+
+    with before_first_write(engine, schedule(7)) as first:
+        refused = error(service, "ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": 30})
+    assert refused == "KMSInvalidStateException"
+    described = call(service, "DescribeKey", {"KeyId": key_id})["KeyMetadata"]
+    assert described["KeyState"] == "PendingDeletion" and described["PendingDeletionWindowInDays"] == 7
+    assert described["DeletionDate"] == first[0]["DeletionDate"]
+
+    for operation in ("DisableKey", "EnableKey"):
+        other = new_key(service)["KeyId"]
+        if operation == "EnableKey":
+            call(service, "DisableKey", {"KeyId": other})
+        scheduled = lambda: call(service, "ScheduleKeyDeletion", {"KeyId": other})  # noqa: E731
+        with before_first_write(engine, scheduled) as first:
+            assert error(service, operation, {"KeyId": other}) == "KMSInvalidStateException"
+        assert first[0]["KeyState"] == "PendingDeletion"
+        assert call(service, "DescribeKey", {"KeyId": other})["KeyMetadata"]["KeyState"] == "PendingDeletion"
+
+
+def test_concurrent_rotations_on_demand_each_make_a_version(
+    on_each_database: tuple[Engine, KmsBackend, Service],
+) -> None:
+    """Concurrent RotateKeyOnDemand calls answered 500 (both numbered their version the same): each
+    now makes its own version, numbered after the other's, and the on-demand limit holds."""
+    engine, kms, service = on_each_database
+    key_id = new_key(service)["KeyId"]
+    rotate = lambda: call(service, "RotateKeyOnDemand", {"KeyId": key_id})  # noqa: E731
+    with before_first_write(engine, rotate) as inner:
+        outer = rotate()
+    assert inner[0] == {"KeyId": outer["KeyId"]}
+    versions = kms.store.keys.versions(key_id)
+    assert [v.seq for v in versions] == [1, 2, 3]
+    assert [v.rotation_type for v in versions] == [None, "ON_DEMAND", "ON_DEMAND"]
+    described = call(service, "DescribeKey", {"KeyId": key_id})["KeyMetadata"]
+    assert described["CurrentKeyMaterialId"] == versions[-1].version_id
+
+    # The limit is counted inside the rotation's transaction: the last rotation it allows, raced by
+    # another, leaves exactly the limit.
+    from khoa.services.kms.key_rotation import MAX_ON_DEMAND_ROTATIONS
+
+    for _ in range(MAX_ON_DEMAND_ROTATIONS - 3):
+        rotate()
+    with before_first_write(engine, rotate) as inner:
+        assert error(service, "RotateKeyOnDemand", {"KeyId": key_id}) == "LimitExceededException"
+    assert inner[0] == {"KeyId": outer["KeyId"]}
+    on_demand = [v for v in kms.store.keys.versions(key_id) if v.rotation_type == "ON_DEMAND"]
+    assert len(on_demand) == MAX_ON_DEMAND_ROTATIONS
+    # The rotation job rotates a key still due when it writes (its conditions hold on both databases).
+    call(service, "EnableKeyRotation", {"KeyId": key_id, "RotationPeriodInDays": 90})
+    later = (context("kms", "RotateKeyOnDemand").now + timedelta(days=91)).timestamp()
+    assert rotate_due_keys(kms, later) == [key_id]
+    assert kms.store.keys.versions(key_id)[-1].rotation_type == "AUTOMATIC"
+
+
+def test_the_deletion_job_keeps_a_key_whose_deletion_was_cancelled(
+    on_each_database: tuple[Engine, KmsBackend, Service],
+) -> None:
+    """The job that ends deletion windows read a key as due; a CancelKeyDeletion acknowledged before
+    the job's delete keeps the key (it was destroyed, though the caller had heard it was not)."""
+    engine, kms, service = on_each_database
+    key_id = new_key(service)["KeyId"]
+    call(service, "ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": 7})
+    later = (context("kms", "ScheduleKeyDeletion").now + timedelta(days=8)).timestamp()
+    cancel = lambda: call(service, "CancelKeyDeletion", {"KeyId": key_id})  # noqa: E731
+    with before_first_write(engine, cancel) as cancelled:
+        assert destroy_due_keys(kms, later) == []
+    assert cancelled[0] == {"KeyId": call(service, "DescribeKey", {"KeyId": key_id})["KeyMetadata"]["Arn"]}
+    assert call(service, "DescribeKey", {"KeyId": key_id})["KeyMetadata"]["KeyState"] == "Disabled"
+    # A deletion still due when the job deletes is carried out.
+    call(service, "ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": 7})
+    assert destroy_due_keys(kms, later) == [key_id]
+    assert error(service, "DescribeKey", {"KeyId": key_id}) == "NotFoundException"
+
+
+def test_create_grant_retries_with_a_name_make_one_grant(engine: Engine, service: Service) -> None:
+    """A grant's Name makes CreateGrant retries idempotent (AWS): a retry that ran while the first
+    call was being written (after the first had looked for an earlier grant of that name) answers
+    with the same grant, and the key has one grant. Other parameters under the same name still make
+    another grant. (SQLite only: on PostgreSQL the first call locks the key's row before its insert,
+    so the retry would wait for it, in this one thread, for ever.)"""
+    key_id = new_key(service)["KeyId"]
+    params = {
+        "KeyId": key_id,
+        "GranteePrincipal": iam_user("bob").arn,
+        "Operations": ["Encrypt", "Decrypt"],
+        "Name": "app-retry",
+    }
+    create = lambda: authorized(service, context("kms", "CreateGrant"), params)  # noqa: E731
+    with before_first_write(engine, create) as retry:
+        first = create()
+    assert retry[0]["GrantId"] == first["GrantId"]
+    with engine.connect() as conn:
+        count = (
+            select(func.count()).select_from(schema.kms_grants).where(schema.kms_grants.c.key_id == key_id)
+        )
+        assert conn.execute(count).scalar_one() == 1
+    assert create()["GrantId"] == first["GrantId"]  # a later retry, found before anything is written
+    other = authorized(service, context("kms", "CreateGrant"), {**params, "Operations": ["Encrypt"]})
+    assert other["GrantId"] != first["GrantId"]
+    assert len(call(service, "ListGrants", {"KeyId": key_id})["Grants"]) == 2

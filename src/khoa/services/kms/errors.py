@@ -52,6 +52,10 @@ def limit_exceeded(message: str) -> AWSError:
     return AWSError("LimitExceededException", message)
 
 
+def conflict(message: str) -> AWSError:
+    return AWSError("ConflictException", message)
+
+
 def malformed_policy(message: str) -> AWSError:
     return AWSError("MalformedPolicyDocumentException", message)
 

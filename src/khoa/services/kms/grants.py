@@ -149,10 +149,11 @@ def create_grant(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -
                 existing.constraints,
             ) == (grantee, retiring, operations, constraint_text):
                 return {"GrantToken": make_grant_token(existing.grant_id), "GrantId": existing.grant_id}
-    grant_id = secrets.token_hex(32)
     try:
-        kms.store.grants.add(
-            grant_id=grant_id,
+        # With a Name, the store answers with the grant of the same Name and parameters that a
+        # concurrent retry stored first, if any (the check above misses one still being written).
+        grant_id = kms.store.grants.add(
+            grant_id=secrets.token_hex(32),
             key_id=key.key_id,
             account_id=ctx.account_id,
             name=name,

@@ -19,10 +19,12 @@ from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors, specs
 from khoa.services.kms.backend import KmsBackend
-from khoa.services.kms.resolve import require_not_pending_deletion, resolve_key
-from khoa.services.kms.store import ImportParameters, KeyRecord
+from khoa.services.kms.resolve import current_key, require_not_pending_deletion, resolve_key
+from khoa.services.kms.store import ImportParameters, KeyChanged, KeyRecord, MaterialMismatch
 
 _VALID_FOR = timedelta(hours=24)
+# An import or deletion that keeps finding its key changed by others gives up (ConflictException).
+_ATTEMPTS = 5
 _WRAPPING_BITS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 _OAEP = {
     "RSAES_OAEP_SHA_1": "RSAES_OAEP_SHA_1",
@@ -131,21 +133,38 @@ def import_key_material(kms: KmsBackend, ctx: RequestContext, params: dict[str, 
     previous = kms.store.keys.material_digest(key.key_id)
     digest = hashlib.sha256(b"khoa-material-digest" + material).hexdigest()
     if previous is not None and previous != digest:
-        raise AWSError(
-            "IncorrectKeyMaterialException",
-            "The key material in the request is different from the key material previously "
-            f"imported into {key.arn}.",
-        )
-    version_id = kms.store.keys.set_imported_material(
-        key.key_id,
-        material,
-        ctx.now.timestamp(),
-        # Importing restores material; it never undoes DisableKey (only EnableKey does).
-        state="Disabled" if key.state == "Disabled" else "Enabled",
-        expiration_model=model,
-        valid_to=valid_to.timestamp() if valid_to is not None else None,
+        raise _different_material(key)
+    for _ in range(_ATTEMPTS):
+        # Written only while the key is in the state read (a ScheduleKeyDeletion or DisableKey that
+        # committed since is not undone: the import is judged again on the key as it is now), and
+        # the material compared again with the key's row claimed.
+        try:
+            version_id = kms.store.keys.set_imported_material(
+                key.key_id,
+                material,
+                ctx.now.timestamp(),
+                when={"state": key.state},
+                # Importing restores material; it never undoes DisableKey (only EnableKey does).
+                state="Disabled" if key.state == "Disabled" else "Enabled",
+                expiration_model=model,
+                valid_to=valid_to.timestamp() if valid_to is not None else None,
+            )
+        except KeyChanged:
+            key = current_key(kms, key)
+            require_not_pending_deletion(key)
+            continue
+        except MaterialMismatch:
+            raise _different_material(key) from None
+        return {"KeyId": key.arn, "KeyMaterialId": version_id}
+    raise errors.conflict(f"{key.arn} is being changed by other requests. Try again.")
+
+
+def _different_material(key: KeyRecord) -> AWSError:
+    return AWSError(
+        "IncorrectKeyMaterialException",
+        "The key material in the request is different from the key material previously "
+        f"imported into {key.arn}.",
     )
-    return {"KeyId": key.arn, "KeyMaterialId": version_id}
 
 
 def delete_imported_key_material(
@@ -153,8 +172,16 @@ def delete_imported_key_material(
 ) -> dict[str, Any]:
     # AWS: allowed on a key pending deletion, whose state then stays PendingDeletion.
     key = _external(kms, ctx, params["KeyId"], allow_pending_deletion=True)
-    state = "PendingDeletion" if key.state == "PendingDeletion" else "PendingImport"
-    kms.store.keys.drop_imported_material(key.key_id, state=state, valid_to=None)
+    for _ in range(_ATTEMPTS):
+        state = "PendingDeletion" if key.state == "PendingDeletion" else "PendingImport"
+        # Only from the state read: a deletion scheduled since stays scheduled.
+        if kms.store.keys.drop_imported_material(
+            key.key_id, when={"state": key.state}, state=state, valid_to=None
+        ):
+            break
+        key = current_key(kms, key)
+    else:
+        raise errors.conflict(f"{key.arn} is being changed by other requests. Try again.")
     kms.store.imports.forget_key(key.key_id)
     result: dict[str, Any] = {"KeyId": key.arn}
     if key.current_version_id:
@@ -166,11 +193,17 @@ def expire_imported_material(backend: KmsBackend, now: float) -> list[str]:
     """The job for ValidTo: expired imported material is deleted and the key waits for a new import."""
     expired = []
     for key in backend.store.keys.due("valid_to", now):
+        # Only the material read as expired: an ImportKeyMaterial (a new ValidTo) or a state change
+        # that committed since is left alone.
+        still_due = {"state": key.state, "valid_to": key.valid_to}
         if key.state == "PendingDeletion":
-            backend.store.keys.drop_imported_material(key.key_id, valid_to=None)
+            dropped = backend.store.keys.drop_imported_material(key.key_id, when=still_due, valid_to=None)
         else:
-            backend.store.keys.drop_imported_material(key.key_id, state="PendingImport", valid_to=None)
-        expired.append(key.key_id)
+            dropped = backend.store.keys.drop_imported_material(
+                key.key_id, when=still_due, state="PendingImport", valid_to=None
+            )
+        if dropped:
+            expired.append(key.key_id)
     return expired
 
 

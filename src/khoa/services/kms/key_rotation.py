@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from khoa.clock import from_epoch
 from khoa.protocol.context import RequestContext
 from khoa.services.kms import errors, specs
 from khoa.services.kms.backend import KmsBackend
-from khoa.services.kms.keys import generate_material
-from khoa.services.kms.resolve import decode_marker, encode_marker, resolve_key, state_error
-from khoa.services.kms.store import KeyRecord
+from khoa.services.kms.keys import change_key, generate_material
+from khoa.services.kms.resolve import current_key, decode_marker, encode_marker, resolve_key, state_error
+from khoa.services.kms.store import KeyChanged, KeyRecord, VersionLimitReached
 
 DEFAULT_ROTATION_PERIOD_DAYS = 365
 MAX_ON_DEMAND_ROTATIONS = 25
@@ -30,31 +32,43 @@ def _rotatable(kms: KmsBackend, ctx: RequestContext, ref: str, operation: str) -
     return key
 
 
+_ENABLED = ("Enabled",)
+# A rotation that keeps finding its key changed by others gives up (ConflictException) after this many.
+_ATTEMPTS = 5
+
+
 def _require_enabled(key: KeyRecord) -> None:
     problem = state_error(key)
     if problem is not None:
         raise problem
 
 
-def enable_key_rotation(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    key = _rotatable(kms, ctx, params["KeyId"], "EnableKeyRotation")
+def _rotation_changeable(key: KeyRecord) -> None:
     _require_enabled(key)
     if key.key_manager == "AWS":
         raise errors.unsupported(f"{key.arn} is an AWS managed key: its rotation cannot be changed.")
+
+
+def enable_key_rotation(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    key = _rotatable(kms, ctx, params["KeyId"], "EnableKeyRotation")
+    _rotation_changeable(key)
     period = params.get("RotationPeriodInDays", key.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS)
     next_at = ctx.now.timestamp() + period * _DAY
-    kms.store.keys.update(
-        key.key_id, rotation_enabled=True, rotation_period_days=period, next_rotation_at=next_at
+    change_key(
+        kms,
+        key,
+        _ENABLED,
+        _rotation_changeable,
+        rotation_enabled=True,
+        rotation_period_days=period,
+        next_rotation_at=next_at,
     )
     return {}
 
 
 def disable_key_rotation(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = _rotatable(kms, ctx, params["KeyId"], "DisableKeyRotation")
-    _require_enabled(key)
-    if key.key_manager == "AWS":
-        raise errors.unsupported(f"{key.arn} is an AWS managed key: its rotation cannot be changed.")
-    kms.store.keys.update(key.key_id, rotation_enabled=False, next_rotation_at=None)
+    change_key(kms, key, _ENABLED, _rotation_changeable, rotation_enabled=False, next_rotation_at=None)
     return {}
 
 
@@ -73,16 +87,37 @@ def get_key_rotation_status(kms: KmsBackend, ctx: RequestContext, params: dict[s
 
 def rotate_key_on_demand(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = _rotatable(kms, ctx, params["KeyId"], "RotateKeyOnDemand")
-    _require_enabled(key)
     if key.key_manager == "AWS":
+        _require_enabled(key)
         raise errors.unsupported(f"{key.arn} is an AWS managed key: it cannot be rotated on demand.")
-    on_demand = sum(1 for v in kms.store.keys.versions(key.key_id) if v.rotation_type == "ON_DEMAND")
-    if on_demand >= MAX_ON_DEMAND_ROTATIONS:
-        raise errors.limit_exceeded(
-            f"{key.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
-        )
-    kms.store.keys.add_version(key.key_id, generate_material(key.key_spec), ctx.now.timestamp(), "ON_DEMAND")
-    return {"KeyId": key.arn}
+    material = generate_material(key.key_spec)
+    for _ in range(_ATTEMPTS):
+        _require_enabled(key)
+        # The store numbers the new version and counts the on-demand ones with the key's row claimed,
+        # and only while the key is Enabled: concurrent rotations of one key each make their own
+        # version, one after the other, and the limit holds across them.
+        try:
+            kms.store.keys.add_version(
+                key.key_id,
+                material,
+                ctx.now.timestamp(),
+                "ON_DEMAND",
+                when={"state": _ENABLED},
+                max_of_type=MAX_ON_DEMAND_ROTATIONS,
+            )
+        except KeyChanged:
+            key = current_key(kms, key)
+            continue
+        except VersionLimitReached:
+            raise errors.limit_exceeded(
+                f"{key.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
+            ) from None
+        except IntegrityError:
+            # Another rotation of the key numbered its version the same (a database that let both
+            # read before either wrote): KMS's answer to a rotation in progress.
+            raise errors.conflict(f"A rotation of {key.arn} is in progress. Try again later.") from None
+        return {"KeyId": key.arn}
+    raise errors.conflict(f"{key.arn} is being changed by other requests. Try again.")
 
 
 def list_key_rotations(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -121,13 +156,20 @@ def rotate_due_keys(backend: KmsBackend, now: float) -> list[str]:
         if not key.rotation_enabled or key.state != "Enabled":
             continue
         period = key.rotation_period_days or DEFAULT_ROTATION_PERIOD_DAYS
-        backend.store.keys.add_version(
-            key.key_id,
-            generate_material(key.key_spec),
-            now,
-            "AUTOMATIC",
-            next_rotation_at=now + timedelta(days=period).total_seconds(),
-        )
+        # Only the rotation that was read as due: a DisableKey, DisableKeyRotation or another run of
+        # this job that committed since leaves the key alone.
+        still_due = {"state": "Enabled", "rotation_enabled": True, "next_rotation_at": key.next_rotation_at}
+        try:
+            backend.store.keys.add_version(
+                key.key_id,
+                generate_material(key.key_spec),
+                now,
+                "AUTOMATIC",
+                when=still_due,
+                next_rotation_at=now + timedelta(days=period).total_seconds(),
+            )
+        except KeyChanged:
+            continue
         rotated.append(key.key_id)
     return rotated
 

@@ -16,6 +16,7 @@ from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.custom_key_stores import SUPPORTED, check_external_key, store_state
 from khoa.services.kms.policy_doc import check_lockout, default_key_policy, validate_key_policy
 from khoa.services.kms.resolve import (
+    current_key,
     decode_marker,
     encode_marker,
     require_customer_managed,
@@ -32,6 +33,34 @@ DEFAULT_PENDING_WINDOW_DAYS = 30
 # refused with LimitExceededException. Checked before the key is made (CreateKey runs on a request
 # thread; concurrent creations may pass it together, by at most their number).
 MAX_CUSTOMER_KEYS_PER_REGION = 100_000
+
+# The key states each kind of change may start from (AWS's "Key states of AWS KMS keys" table, for
+# the states Khoa stores). A change is written only if the key is still in one of them when it is
+# written, so of two racing calls the later is judged on what the earlier did (a ScheduleKeyDeletion
+# after another is refused, a DisableKey never undoes a deletion scheduled after it was read).
+NOT_PENDING_DELETION = ("Enabled", "Disabled", "PendingImport")
+ENABLED_OR_DISABLED = ("Enabled", "Disabled")
+# A change that keeps finding its key changed by others gives up (ConflictException) after this many.
+_ATTEMPTS = 5
+
+
+def change_key(
+    kms: KmsBackend,
+    key: KeyRecord,
+    allowed: tuple[str, ...],
+    check: Callable[[KeyRecord], None],
+    **values: Any,
+) -> KeyRecord:
+    """Write ``values`` to ``key`` if its state is one of ``allowed`` when written. ``check`` raises
+    the error for a key it may not change (and passes only states in ``allowed``); when the write
+    finds the key changed since it was read, ``check`` judges it again as it is now. The key as it
+    was changed."""
+    for _ in range(_ATTEMPTS):
+        check(key)
+        if kms.store.keys.update(key.key_id, when={"state": allowed}, **values):
+            return key
+        key = current_key(kms, key)
+    raise errors.conflict(f"{key.arn} is being changed by other requests. Try again.")
 
 
 def generate_material(spec: str, generate_rsa: Callable[[int], bytes] = keymaterial.generate_rsa) -> bytes:
@@ -212,31 +241,40 @@ def list_keys(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> d
     return result
 
 
+def _customer_managed_not_pending_deletion(operation: str) -> Callable[[KeyRecord], None]:
+    def check(key: KeyRecord) -> None:
+        require_customer_managed(key, operation)
+        require_not_pending_deletion(key)
+
+    return check
+
+
 def update_key_description(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    require_customer_managed(key, "UpdateKeyDescription")
-    require_not_pending_deletion(key)
-    kms.store.keys.update(key.key_id, description=params["Description"])
+    check = _customer_managed_not_pending_deletion("UpdateKeyDescription")
+    change_key(kms, key, NOT_PENDING_DELETION, check, description=params["Description"])
     return {}
+
+
+def _enable_or_disable(operation: str) -> Callable[[KeyRecord], None]:
+    def check(key: KeyRecord) -> None:
+        require_customer_managed(key, operation)
+        require_not_pending_deletion(key)
+        if key.state == "PendingImport":
+            raise errors.invalid_state(f"{key.arn} is pending import.")
+
+    return check
 
 
 def enable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    require_customer_managed(key, "EnableKey")
-    require_not_pending_deletion(key)
-    if key.state == "PendingImport":
-        raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms.store.keys.update(key.key_id, state="Enabled")
+    change_key(kms, key, ENABLED_OR_DISABLED, _enable_or_disable("EnableKey"), state="Enabled")
     return {}
 
 
 def disable_key(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    require_customer_managed(key, "DisableKey")
-    require_not_pending_deletion(key)
-    if key.state == "PendingImport":
-        raise errors.invalid_state(f"{key.arn} is pending import.")
-    kms.store.keys.update(key.key_id, state="Disabled")
+    change_key(kms, key, ENABLED_OR_DISABLED, _enable_or_disable("DisableKey"), state="Disabled")
     return {}
 
 
@@ -249,11 +287,17 @@ def schedule_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str
             f"failed to satisfy constraint: Member must have value {bound}"
         )
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    require_customer_managed(key, "ScheduleKeyDeletion")
-    require_not_pending_deletion(key)
     deletion = ctx.now + timedelta(days=days)
-    kms.store.keys.update(
-        key.key_id, state="PendingDeletion", deletion_date=deletion.timestamp(), pending_window_days=days
+    # Only from a state other than PendingDeletion, checked by the write: of concurrent calls one
+    # schedules the deletion, and the others are refused as AWS refuses a key already pending it.
+    key = change_key(
+        kms,
+        key,
+        NOT_PENDING_DELETION,
+        _customer_managed_not_pending_deletion("ScheduleKeyDeletion"),
+        state="PendingDeletion",
+        deletion_date=deletion.timestamp(),
+        pending_window_days=days,
     )
     return {
         "KeyId": key.arn,
@@ -265,18 +309,18 @@ def schedule_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str
 
 def cancel_key_deletion(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     key = resolve_key(kms, ctx, params["KeyId"], allow_alias=False)
-    if key.state != "PendingDeletion":
-        raise errors.invalid_state(f"{key.arn} is not pending deletion.")
-    # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
-    # returns to PendingImport, as in AWS; every other key comes back Disabled.
-    # Read from the database, not a worker's cache of opened material, which may predate a deletion.
-    has_material = any(
-        version.version_id == key.current_version_id and version.has_material
-        for version in kms.store.keys.versions(key.key_id)
-    )
-    state = "Disabled" if has_material else "PendingImport"
-    kms.store.keys.update(key.key_id, state=state, deletion_date=None, pending_window_days=None)
-    return {"KeyId": key.arn}
+    for _ in range(_ATTEMPTS):
+        if key.state != "PendingDeletion":
+            raise errors.invalid_state(f"{key.arn} is not pending deletion.")
+        # A key with no key material (an EXTERNAL key never imported, or whose material was deleted)
+        # returns to PendingImport, as in AWS; every other key comes back Disabled. Decided by the
+        # store from the database (not a worker's cache of opened material, which may predate a
+        # deletion), and only while the key is still pending deletion: of concurrent cancellations
+        # one succeeds, and a key the deletion job destroyed first is not found.
+        if kms.store.keys.cancel_deletion(key.key_id) is not None:
+            return {"KeyId": key.arn}
+        key = current_key(kms, key)
+    raise errors.conflict(f"{key.arn} is being changed by other requests. Try again.")
 
 
 def get_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +339,13 @@ def put_key_policy(kms: KmsBackend, ctx: RequestContext, params: dict[str, Any])
     parsed_policy = validate_key_policy(kms, params["Policy"])
     require_not_pending_deletion(key)
     check_lockout(kms, ctx, key, parsed_policy, params)
-    kms.store.keys.update(key.key_id, policy=params["Policy"])
+    change_key(
+        kms,
+        key,
+        NOT_PENDING_DELETION,
+        _customer_managed_not_pending_deletion("PutKeyPolicy"),
+        policy=params["Policy"],
+    )
     return {}
 
 
@@ -310,8 +360,10 @@ def destroy_due_keys(backend: KmsBackend, now: float) -> list[str]:
     """The job that ends a deletion window: the key and its material are gone for good."""
     destroyed = []
     for key in backend.store.keys.due("deletion_date", now):
-        if key.state == "PendingDeletion":
-            backend.store.keys.destroy(key.key_id)
+        # Only the deletion that was read: a CancelKeyDeletion (or a new schedule after it) that
+        # committed since keeps the key.
+        still_due = {"state": "PendingDeletion", "deletion_date": key.deletion_date}
+        if key.state == "PendingDeletion" and backend.store.keys.destroy(key.key_id, when=still_due):
             destroyed.append(key.key_id)
     return destroyed
 

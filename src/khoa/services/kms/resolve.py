@@ -124,6 +124,15 @@ def resolve_key(
     return record
 
 
+def current_key(kms: KmsBackend, key: KeyRecord) -> KeyRecord:
+    """``key`` as the database holds it now, for a handler whose conditional write found it changed
+    since it was read (judged again on this); NotFoundException once it is gone."""
+    now = kms.store.keys.fresh(key.key_id)
+    if now is None:
+        raise errors.key_not_found(key.arn)
+    return now
+
+
 def state_error(key: KeyRecord) -> AWSError | None:
     """The error AWS returns for using a key in a state that forbids cryptographic operations."""
     if key.state == "Enabled":

@@ -20,7 +20,16 @@ from khoa.services.kms.store.aliases import AliasRecord, AliasStore
 from khoa.services.kms.store.custom_key_stores import CustomKeyStoreRecord, CustomKeyStoreStore
 from khoa.services.kms.store.grants import GrantStore
 from khoa.services.kms.store.imports import ImportParameters, ImportStore
-from khoa.services.kms.store.keys import KeyRecord, KeyStore, VersionRecord, key_arn, new_material_id
+from khoa.services.kms.store.keys import (
+    KeyChanged,
+    KeyRecord,
+    KeyStore,
+    MaterialMismatch,
+    VersionLimitReached,
+    VersionRecord,
+    key_arn,
+    new_material_id,
+)
 from khoa.services.kms.store.tags import MAX_TAGS_PER_KEY, TagStore, too_many_tags
 
 __all__ = [
@@ -32,10 +41,13 @@ __all__ = [
     "GrantStore",
     "ImportParameters",
     "ImportStore",
+    "KeyChanged",
     "KeyRecord",
     "KeyStore",
     "KmsStore",
+    "MaterialMismatch",
     "TagStore",
+    "VersionLimitReached",
     "VersionRecord",
     "key_arn",
     "new_material_id",

@@ -28,6 +28,18 @@ class GrantQuotaExceeded(Exception):
     """The key already has as many grants as its quota allows (nothing was stored)."""
 
 
+class _SameGrant(Exception):
+    """A grant of the same Name and parameters was stored first (rolls the new one back)."""
+
+    def __init__(self, grant_id: str) -> None:
+        super().__init__(grant_id)
+        self.grant_id = grant_id
+
+
+def _equal(column: Any, value: str | None) -> Any:
+    return column.is_(None) if value is None else column == value
+
+
 class GrantStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -55,31 +67,55 @@ class GrantStore:
         issuing_account: str,
         created_at: float,
         limit: int | None = None,
-    ) -> None:
-        """Store a new grant (``operations`` and ``constraints`` already serialised as JSON). With
-        ``limit``, a grant that would give the key more than ``limit`` grants is refused with
-        GrantQuotaExceeded: counted after the insert, inside its transaction, with the key's row
-        locked (PostgreSQL; on SQLite the insert already holds the single write lock), so concurrent
-        creations cannot both fit."""
-        with self._engine.begin() as conn:
-            if limit is not None:
-                conn.execute(select(_KEYS.c.key_id).where(_KEYS.c.key_id == key_id).with_for_update())
-            conn.execute(
-                insert(_GRANTS).values(
-                    grant_id=grant_id,
-                    key_id=key_id,
-                    account_id=account_id,
-                    name=name,
-                    grantee_principal=grantee,
-                    retiring_principal=retiring,
-                    operations=operations,
-                    constraints=constraints,
-                    issuing_account=issuing_account,
-                    created_at=created_at,
+    ) -> str:
+        """Store a new grant (``operations`` and ``constraints`` already serialised as JSON); returns
+        the id of the grant that holds. With ``limit``, a grant that would give the key more than
+        ``limit`` grants is refused with GrantQuotaExceeded: counted after the insert, inside its
+        transaction, with the key's row locked (PostgreSQL; on SQLite the insert already holds the
+        single write lock), so concurrent creations cannot both fit.
+
+        With a ``name``, a grant of the key with the same name, grantee, retiring principal,
+        operations and constraints stored before is the one that holds (AWS: the Name makes
+        CreateGrant retries idempotent): looked for after the insert, under the same locks, so of
+        concurrent retries one grant is stored and every one of them answers with its id."""
+        try:
+            with self._engine.begin() as conn:
+                if limit is not None or name is not None:
+                    conn.execute(select(_KEYS.c.key_id).where(_KEYS.c.key_id == key_id).with_for_update())
+                conn.execute(
+                    insert(_GRANTS).values(
+                        grant_id=grant_id,
+                        key_id=key_id,
+                        account_id=account_id,
+                        name=name,
+                        grantee_principal=grantee,
+                        retiring_principal=retiring,
+                        operations=operations,
+                        constraints=constraints,
+                        issuing_account=issuing_account,
+                        created_at=created_at,
+                    )
                 )
-            )
-            if limit is not None and self._count(conn, key_id) > limit:
-                raise GrantQuotaExceeded
+                if name is not None:
+                    same = conn.execute(
+                        select(_GRANTS.c.grant_id)
+                        .where(_GRANTS.c.key_id == key_id)
+                        .where(_GRANTS.c.name == name)
+                        .where(_GRANTS.c.grant_id != grant_id)
+                        .where(_GRANTS.c.grantee_principal == grantee)
+                        .where(_equal(_GRANTS.c.retiring_principal, retiring))
+                        .where(_GRANTS.c.operations == operations)
+                        .where(_equal(_GRANTS.c.constraints, constraints))
+                        .order_by(_GRANTS.c.created_at, _GRANTS.c.grant_id)
+                        .limit(1)
+                    ).scalar()
+                    if same is not None:
+                        raise _SameGrant(same)
+                if limit is not None and self._count(conn, key_id) > limit:
+                    raise GrantQuotaExceeded
+        except _SameGrant as earlier:
+            return earlier.grant_id
+        return grant_id
 
     @staticmethod
     def _count(conn: Connection, key_id: str) -> int:

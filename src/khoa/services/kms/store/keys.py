@@ -3,17 +3,27 @@
 Material is sealed by the barrier with a binding to its key and version, and opened material is
 cached per process by version id: a version's material never changes, and every use re-reads the key
 row first, so a deleted or disabled key is refused before any cached material is touched.
+
+Writes that depend on what a handler read (a state change allowed only from some states, new material
+numbered after the key's last version) are conditional: ``when`` names the key-row values the write
+requires, checked by the write itself. A transaction that reads before it writes first *claims* the
+key row (an UPDATE of the row that changes nothing, under those conditions): on PostgreSQL that locks
+the row until commit, so concurrent writers of one key queue and each reads what the one before
+committed; on SQLite the claim is the transaction's first write, which takes the database's write
+lock before anything is read (pysqlite begins a transaction only at its first write). A condition no
+longer met raises KeyChanged, and nothing is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from khoa.cache import METADATA_SECONDS, MISSING, TTLCache, private_copy
@@ -74,6 +84,49 @@ class VersionRecord:
     has_material: bool
 
 
+class KeyChanged(Exception):
+    """The key's row no longer holds what the write required (another call changed it, or deleted the
+    key, after the handler read it): nothing was written."""
+
+
+class VersionLimitReached(Exception):
+    """The key has as many versions of the rotation type as allowed already: nothing was written."""
+
+
+class MaterialMismatch(Exception):
+    """Imported material differs from the material the key had before: nothing was written."""
+
+
+# What ``when`` may require of a key row: a value (None: NULL) or any of several (a tuple).
+Conditions = Mapping[str, Any]
+
+
+def _matching(key_id: str, when: Conditions | None) -> list[ColumnElement[bool]]:
+    conditions = [_KEYS.c.key_id == key_id]
+    for name, expected in (when or {}).items():
+        column = _KEYS.c[name]
+        if isinstance(expected, tuple):
+            conditions.append(column.in_(expected))
+        elif expected is None:
+            conditions.append(column.is_(None))
+        else:
+            conditions.append(column == expected)
+    return conditions
+
+
+def _claim(conn: Connection, key_id: str, when: Conditions | None) -> None:
+    """Lock the key's row for this transaction if it still holds ``when`` (see the module's
+    docstring); KeyChanged otherwise."""
+    result = conn.execute(update(_KEYS).where(*_matching(key_id, when)).values(state=_KEYS.c.state))
+    if result.rowcount != 1:
+        raise KeyChanged(key_id)
+
+
+def digest_of(material: bytes) -> str:
+    """What the versions table keeps of material, to tell whether imported material is the same."""
+    return hashlib.sha256(b"khoa-material-digest" + material).hexdigest()
+
+
 def key_arn(region: str, account_id: str, key_id: str) -> str:
     return f"arn:aws:kms:{region}:{account_id}:key/{key_id}"
 
@@ -110,6 +163,13 @@ class KeyStore:
         self._rows.put(key_id, record)
         return record
 
+    def fresh(self, key_id: str) -> KeyRecord | None:
+        """The key's row as the database holds it now (the cache refreshed): what a handler whose
+        conditional write found the key changed judges again."""
+        self._rows.invalidate(key_id)
+        record = self._row(key_id)
+        return None if record is None else private_copy(record)
+
     def get(self, account_id: str, region: str, key_id: str) -> KeyRecord | None:
         record = self._row(key_id)
         if record is None or record.account_id != account_id or record.region != region:
@@ -138,11 +198,42 @@ class KeyStore:
                     [{"key_id": record.key_id, "tag_key": k, "tag_value": v} for k, v in tags.items()],
                 )
 
-    def update(self, key_id: str, **values: Any) -> None:
+    def update(self, key_id: str, *, when: Conditions | None = None, **values: Any) -> bool:
+        """Write ``values`` to the key's row if it holds ``when`` (in the same statement); False when
+        it does not (or the key is gone), and nothing was written."""
         self._rows.invalidate(key_id)
         with self._engine.begin() as conn:
-            conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**values))
+            result = conn.execute(update(_KEYS).where(*_matching(key_id, when)).values(**values))
         self._rows.invalidate(key_id)
+        return result.rowcount == 1
+
+    def cancel_deletion(self, key_id: str) -> str | None:
+        """End the key's deletion window: the key comes back Disabled, or PendingImport when its
+        current version has no material (an EXTERNAL key never imported, or whose material was
+        deleted), as in AWS. Decided with the row claimed, so a DeleteImportedKeyMaterial racing it is
+        before or after, never between. The state set; None when the key is not PendingDeletion."""
+        self._rows.invalidate(key_id)
+        with self._engine.begin() as conn:
+            try:
+                _claim(conn, key_id, {"state": "PendingDeletion"})
+            except KeyChanged:
+                return None
+            current = select(_KEYS.c.current_version_id).where(_KEYS.c.key_id == key_id).scalar_subquery()
+            has_material = conn.execute(
+                select(func.count())
+                .select_from(_VERSIONS)
+                .where(_VERSIONS.c.key_id == key_id)
+                .where(_VERSIONS.c.version_id == current)
+                .where(_VERSIONS.c.material_sealed.is_not(None))
+            ).scalar_one()
+            state = "Disabled" if has_material else "PendingImport"
+            conn.execute(
+                update(_KEYS)
+                .where(_KEYS.c.key_id == key_id)
+                .values(state=state, deletion_date=None, pending_window_days=None)
+            )
+        self._rows.invalidate(key_id)
+        return state
 
     def list_page(self, account_id: str, region: str, limit: int, offset: int) -> list[KeyRecord]:
         with self._engine.connect() as conn:
@@ -174,9 +265,16 @@ class KeyStore:
             rows = conn.execute(select(_KEYS).where(col.is_not(None)).where(col <= now)).all()
         return [KeyRecord.from_row(r) for r in rows]
 
-    def destroy(self, key_id: str) -> None:
-        """Delete a key, its material, aliases, tags and grants: its ciphertexts become undecryptable."""
+    def destroy(self, key_id: str, *, when: Conditions | None = None) -> bool:
+        """Delete a key, its material, aliases, tags and grants: its ciphertexts become undecryptable.
+        With ``when``, only a key whose row still holds it (a CancelKeyDeletion that committed first
+        keeps its key); False when nothing was deleted for that reason."""
         with self._engine.begin() as conn:
+            if when is not None:
+                try:
+                    _claim(conn, key_id, when)
+                except KeyChanged:
+                    return False
             conn.execute(delete(schema.kms_aliases).where(schema.kms_aliases.c.target_key_id == key_id))
             conn.execute(delete(schema.kms_tags).where(schema.kms_tags.c.key_id == key_id))
             conn.execute(delete(schema.kms_grants).where(schema.kms_grants.c.key_id == key_id))
@@ -188,6 +286,7 @@ class KeyStore:
         self._material.clear()
         self._rows.invalidate(key_id)
         self.alias_targets.clear()
+        return True
 
     # -- material versions ------------------------------------------------------------------------
     def _insert_version(
@@ -206,19 +305,40 @@ class KeyStore:
                 key_id=key_id,
                 seq=seq,
                 material_sealed=self._barrier.seal(material, _binding(key_id, version_id)),
-                material_digest=hashlib.sha256(b"khoa-material-digest" + material).hexdigest(),
+                material_digest=digest_of(material),
                 created_at=now,
                 rotation_type=rotation_type,
             )
         )
 
     def add_version(
-        self, key_id: str, material: bytes, now: float, rotation_type: str | None, **key_values: Any
+        self,
+        key_id: str,
+        material: bytes,
+        now: float,
+        rotation_type: str | None,
+        *,
+        when: Conditions | None = None,
+        max_of_type: int | None = None,
+        **key_values: Any,
     ) -> str:
-        """Add new material and make it current, atomically with any other key-row changes."""
+        """Add new material and make it current, atomically with any other key-row changes, if the
+        key's row holds ``when`` (KeyChanged otherwise) and, with ``max_of_type``, the key has fewer
+        versions of ``rotation_type`` than that (VersionLimitReached otherwise). Numbered and counted
+        with the row claimed: concurrent rotations of one key queue, each after the one before."""
         self._rows.invalidate(key_id)
         version_id = new_material_id()
         with self._engine.begin() as conn:
+            _claim(conn, key_id, when)
+            if max_of_type is not None:
+                made = conn.execute(
+                    select(func.count())
+                    .select_from(_VERSIONS)
+                    .where(_VERSIONS.c.key_id == key_id)
+                    .where(_VERSIONS.c.rotation_type == rotation_type)
+                ).scalar_one()
+                if made >= max_of_type:
+                    raise VersionLimitReached(key_id)
             seq = (
                 conn.execute(
                     select(func.coalesce(func.max(_VERSIONS.c.seq), 0)).where(_VERSIONS.c.key_id == key_id)
@@ -231,6 +351,7 @@ class KeyStore:
                 .where(_KEYS.c.key_id == key_id)
                 .values(current_version_id=version_id, **key_values)
             )
+        self._rows.invalidate(key_id)
         return version_id
 
     def material(self, key_id: str, version_id: str) -> bytes | None:
@@ -275,16 +396,25 @@ class KeyStore:
                 .limit(1)
             ).scalar()
 
-    def set_imported_material(self, key_id: str, material: bytes, now: float, **key_values: Any) -> str:
-        """Store (or restore) imported material as the key's single version."""
+    def set_imported_material(
+        self, key_id: str, material: bytes, now: float, *, when: Conditions | None = None, **key_values: Any
+    ) -> str:
+        """Store (or restore) imported material as the key's single version, if the key's row holds
+        ``when`` (KeyChanged otherwise). Material other than the key had before is refused with
+        MaterialMismatch, checked with the row claimed: of two different imports racing into a new
+        key, one is stored and the other refused, never both acknowledged."""
         self._rows.invalidate(key_id)
         with self._engine.begin() as conn:
-            existing = conn.execute(
-                select(_VERSIONS.c.version_id)
+            _claim(conn, key_id, when)
+            row = conn.execute(
+                select(_VERSIONS.c.version_id, _VERSIONS.c.material_digest)
                 .where(_VERSIONS.c.key_id == key_id)
                 .order_by(_VERSIONS.c.seq)
                 .limit(1)
-            ).scalar()
+            ).first()
+            existing = None if row is None else row.version_id
+            if row is not None and row.material_digest not in (None, digest_of(material)):
+                raise MaterialMismatch(key_id)
             version_id = existing or new_material_id()
             if existing:
                 conn.execute(
@@ -300,15 +430,29 @@ class KeyStore:
                 .values(current_version_id=version_id, **key_values)
             )
         self._material.pop((key_id, version_id), None)
+        self._rows.invalidate(key_id)
         return version_id
 
-    def drop_imported_material(self, key_id: str, **key_values: Any) -> None:
-        """Destroy imported material but keep the digest so only the same material can return."""
+    def drop_imported_material(
+        self, key_id: str, *, when: Conditions | None = None, **key_values: Any
+    ) -> bool:
+        """Destroy imported material but keep the digest so only the same material can return, if the
+        key's row holds ``when`` (its values set first, under it); False, and nothing written, if not."""
         self._rows.invalidate(key_id)
         with self._engine.begin() as conn:
+            try:
+                if key_values:
+                    changed = conn.execute(update(_KEYS).where(*_matching(key_id, when)).values(**key_values))
+                    if changed.rowcount != 1:
+                        raise KeyChanged(key_id)
+                else:
+                    _claim(conn, key_id, when)
+            except KeyChanged:
+                return False
             conn.execute(update(_VERSIONS).where(_VERSIONS.c.key_id == key_id).values(material_sealed=None))
-            conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(**key_values))
         self._material.clear()
+        self._rows.invalidate(key_id)
+        return True
 
     def clear_cache(self) -> None:
         self._material.clear()
