@@ -12,11 +12,29 @@ A lookup is one dict get and one clock read: these caches are hit on every reque
 ``TTLCache`` was the alternative: its lookup also reorders an LRU list and reads the clock through a
 Python-level timer object (a hit measured ~1.1 µs with cachetools 8.0.0 against ~0.14 µs here, timeit,
 Python 3.11), and nothing here needs LRU order: a full cache is simply emptied.
+
+An entry read from the database must never outlive a clear that came after the read began. On
+PostgreSQL reads run on request threads, so without care a thread could read a row, the revoking
+call commit and its node clear the caches, and only then the thread store the row it read: the node
+that acknowledged the revocation would go on allowing for the entry's lifetime (README: a revocation
+takes effect "at once on the node that made it"). So each cache counts its clears and invalidations
+(ticks of one process-wide counter), and a value is stored only if nothing cleared the cache, or
+invalidated its key, since its load began:
+
+- :meth:`TTLCache.load` (key, loader) is the way to fill a cache: it takes the tick, calls the loader
+  and stores its value only if the tick still stands;
+- the older pattern, ``get`` (a miss) then the database, then ``put``, is kept as safe: a miss
+  remembers, for the thread that missed, when it happened, and that thread's ``put`` of the key is
+  dropped if the cache was cleared (or the key invalidated) since. A ``put`` with no miss before it
+  on its thread stores its value as is: the caller vouches that it is current.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+import threading
+from collections.abc import Callable
 from time import monotonic
 from typing import Final, Generic, Literal, TypeVar
 
@@ -25,6 +43,17 @@ V = TypeVar("V")
 
 # KHOA_METADATA_CACHE_SECONDS' default (declared in khoa.settings; the stores' default for tests).
 METADATA_SECONDS: Final = 1.0
+
+# Ticks of every cache of the process: when a load began, when a cache was cleared or a key
+# invalidated (``next`` on a count is atomic under the GIL; a tick is never handed out twice).
+_TICKS = itertools.count(1)
+# The misses a thread remembers (per cache) until their put: loads never nest this deep, and the
+# oldest are those of reads abandoned without a put (a read tried on the event loop that went on to a
+# request thread: khoa.blocking).
+ARMED_PER_THREAD: Final = 64
+# Keys whose invalidation a cache remembers one by one (they matter only to loads in flight); past
+# this many they are forgotten as one clear of the loads in flight (their entries stay).
+INVALIDATIONS_KEPT: Final = 1024
 
 
 class Missing(enum.Enum):
@@ -38,33 +67,87 @@ MISSING: Final = Missing.MISSING
 
 
 class TTLCache(Generic[K, V]):
-    """Entries live ``ttl`` seconds (0: nothing is kept); at ``max_size`` entries the cache is emptied."""
+    """Entries live ``ttl`` seconds (0: nothing is kept); at ``max_size`` entries the cache is emptied.
 
-    __slots__ = ("_entries", "max_size", "ttl")
+    A value loaded while the cache was cleared, or its key invalidated, is not stored (see the module
+    docstring): fill the cache with :meth:`load`, or with ``get`` then ``put`` on one thread."""
+
+    __slots__ = ("_cleared", "_entries", "_invalidated", "_lock", "_misses", "max_size", "ttl")
 
     def __init__(self, ttl: float, max_size: int = 100_000) -> None:
         self.ttl = ttl
         self.max_size = max_size
         self._entries: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()  # a store's check and write, against a clear or invalidation
+        self._cleared = next(_TICKS)  # the tick of the latest clear
+        self._invalidated: dict[K, int] = {}  # key → the tick of its latest invalidation since then
+        self._misses = threading.local()  # .keys: key → the tick of this thread's latest miss of it
 
     def get(self, key: K) -> V | Literal[Missing.MISSING]:
         entry = self._entries.get(key)
         if entry is None or entry[0] <= monotonic():
+            self._missed(key)
             return MISSING
         return entry[1]
 
+    def load(self, key: K, loader: Callable[[], V]) -> V:
+        """The key's value: the entry's, or ``loader()``'s, stored unless the cache was cleared or the
+        key invalidated while the loader ran (the value is returned either way: it is what the
+        database said when asked, but it may no longer be true for the next request)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > monotonic():
+            return entry[1]
+        started = next(_TICKS)
+        value = loader()
+        self._store(key, value, started)
+        return value
+
     def put(self, key: K, value: V) -> None:
+        """Store ``value``; dropped if this thread missed the key (``get``) before the cache was last
+        cleared or the key invalidated. Prefer :meth:`load`."""
+        misses: dict[K, int] | None = getattr(self._misses, "keys", None)
+        started = misses.pop(key, None) if misses else None
+        self._store(key, value, started)
+
+    def _missed(self, key: K) -> None:
+        misses: dict[K, int] | None = getattr(self._misses, "keys", None)
+        if misses is None:
+            misses = self._misses.keys = {}
+        misses.pop(key, None)  # (the newest last)
+        misses[key] = next(_TICKS)
+        if len(misses) > ARMED_PER_THREAD:
+            del misses[next(iter(misses))]
+
+    def _store(self, key: K, value: V, started: int | None) -> None:
+        """Store unless a clear or an invalidation of the key came after tick ``started`` (None: the
+        caller vouches that the value is current)."""
         if self.ttl <= 0:
             return
-        if len(self._entries) >= self.max_size:
-            self._entries.clear()
-        self._entries[key] = (monotonic() + self.ttl, value)
+        with self._lock:
+            if started is not None and (self._cleared > started or self._invalidated.get(key, 0) > started):
+                return
+            if len(self._entries) >= self.max_size:
+                self._entries.clear()
+            self._entries[key] = (monotonic() + self.ttl, value)
 
     def invalidate(self, key: K) -> None:
-        self._entries.pop(key, None)
+        """Forget the key's entry, and any value of it being loaded now."""
+        with self._lock:
+            self._entries.pop(key, None)
+            if len(self._invalidated) >= INVALIDATIONS_KEPT:
+                self._forget_invalidations()
+            self._invalidated[key] = next(_TICKS)
 
     def clear(self) -> None:
-        self._entries.clear()
+        """Forget every entry, and every value being loaded now."""
+        with self._lock:
+            self._entries.clear()
+            self._forget_invalidations()
+
+    def _forget_invalidations(self) -> None:
+        # (under the lock) one tick later than each of them, so it stands for them all
+        self._invalidated.clear()
+        self._cleared = next(_TICKS)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.errors import error_code
+from tests.support.rotation import wait_for
 from tests.support.server import KhoaServer, fresh_region
 
 
@@ -163,6 +164,7 @@ def test_sorting(server: KhoaServer, sm: Any) -> None:
     assert names(sm, SortBy="last-changed-date")[-1] == "alpha"
     assert names(sm, SortBy="last-changed-date", SortOrder="desc")[0] == "alpha"
     sm.get_secret_value(SecretId="bravo")
+    wait_for(lambda: "LastAccessedDate" in sm.describe_secret(SecretId="bravo"))  # (moments later)
     assert names(sm, SortBy="last-accessed-date")[-1] == "bravo"
     code = error_code(sm.list_secrets, SortBy="size")
     assert code == "ValidationException"
@@ -223,8 +225,8 @@ def test_batch_get_by_ids(sm: Any) -> None:
         "batch-deleted": "InvalidRequestException",
     }
     assert all(e["Message"] for e in result["Errors"])
-    # reading through BatchGetSecretValue counts as access
-    assert "LastAccessedDate" in sm.describe_secret(SecretId="batch-b")
+    # reading through BatchGetSecretValue counts as access (written moments later)
+    wait_for(lambda: "LastAccessedDate" in sm.describe_secret(SecretId="batch-b"))
 
 
 def test_batch_get_by_filters_with_paging(sm: Any) -> None:

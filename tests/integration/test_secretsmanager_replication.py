@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.errors import error_code
 from tests.support.names import secret_name
+from tests.support.rotation import wait_for
 from tests.support.server import ACCOUNT_ID, KhoaServer, fresh_region
 
 
@@ -74,9 +75,13 @@ def test_replicate_and_read_in_each_region(
     described = primary.describe_secret(SecretId=name)
     assert {s["Region"] for s in described["ReplicationStatus"]} == {east_region, west_region}
     assert described["PrimaryRegion"] == primary_region
-    # access in a replica region shows in the primary's status
-    status = {s["Region"]: s for s in primary.describe_secret(SecretId=name)["ReplicationStatus"]}
-    assert "LastAccessedDate" in status[east_region]
+
+    # access in a replica region shows in the primary's status (written moments after the read)
+    def east_accessed() -> bool:
+        status = {s["Region"]: s for s in primary.describe_secret(SecretId=name)["ReplicationStatus"]}
+        return "LastAccessedDate" in status[east_region]
+
+    wait_for(east_accessed)
 
 
 def test_writes_to_the_primary_are_mirrored(

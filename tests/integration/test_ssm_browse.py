@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.errors import caught_code
+from tests.support.errors import caught_code, failure
 from tests.support.server import KhoaServer
 
 
@@ -233,6 +233,57 @@ def test_describe_legacy_filters(ssm: Any, tree: dict[str, Any]) -> None:
             ParameterFilters=[{"Key": "Type", "Values": ["String"]}],
         )
     assert caught_code(exc) == "ValidationException"
+
+
+def test_describe_legacy_filters_take_each_key_once(ssm: Any, tree: dict[str, Any]) -> None:
+    """A repeated key of the deprecated Filters is refused as in ParameterFilters: each repeat used to
+    multiply the query (70 Name filters of 50 values held the worker for two minutes)."""
+    root = tree["root"]
+    for key, values in (("Name", [f"{root}/app"]), ("Type", ["String"]), ("KeyId", [tree["key_id"]])):
+        with pytest.raises(ClientError) as exc:
+            ssm.describe_parameters(Filters=[{"Key": key, "Values": values}] * 2)
+        code, message, status = failure(exc)
+        assert (code, status) == ("InvalidFilterKey", 400)
+        assert f"The following filter is duplicated in the request: {key}." in message
+    with pytest.raises(ClientError) as exc:
+        ssm.describe_parameters(Filters=[{"Key": "Name", "Values": [f"a{j}" for j in range(50)]}] * 40)
+    assert caught_code(exc) == "InvalidFilterKey"
+    # each key once, 50 values each (the model's most): served
+    names = [f"{root}/app/{n}" for n in ("db/password", "hosts", "url", "x")] * 12 + [
+        f"{root}/top",
+        f"{root}/y",
+    ]
+    both = [
+        {"Key": "Name", "Values": names},
+        {"Key": "Type", "Values": ["String", "StringList", "SecureString"]},
+    ]
+    assert describe(ssm, Filters=both) == [
+        f"{root}/app/db/password",
+        f"{root}/app/hosts",
+        f"{root}/app/url",
+        f"{root}/top",
+    ]
+
+
+def test_describe_many_tag_filters(ssm: Any, tree: dict[str, Any]) -> None:
+    """Tag filters have no maximum in the model: 1,000 of them made SQLite refuse the statement, which
+    was answered 503 ("The database is unavailable"). No parameter has more than 50 tags, so more tag
+    filters than that match nothing; many prefixes per tag filter are served too."""
+    root = tree["root"]
+    under = {"Key": "Path", "Option": "Recursive", "Values": [root]}
+    thousand = [{"Key": f"tag:k{i}"} for i in range(1000)]
+    assert ssm.describe_parameters(ParameterFilters=[under, *thousand])["Parameters"] == []
+    prefixes = [f"x{i:02d}" for i in range(49)]
+    env = {"Key": "tag:env", "Option": "BeginsWith", "Values": [*prefixes, "pr"]}
+    assert describe(ssm, ParameterFilters=[under, env]) == [f"{root}/app/url"]
+    both = {"Key": "tag:env", "Option": "BeginsWith", "Values": [*prefixes, "d"]}
+    fifty = [
+        under,
+        both,
+        *({"Key": f"tag:{p}", "Option": "BeginsWith", "Values": prefixes} for p in prefixes),
+    ]
+    assert describe(ssm, ParameterFilters=fifty) == []
+    assert describe(ssm, ParameterFilters=fifty[:2]) == [f"{root}/app/db/deep/er"]
 
 
 @pytest.mark.parametrize(

@@ -196,3 +196,56 @@ def test_two_servers_share_one_database(backend_server: KhoaServer, tmp_path: Pa
         assert second.run_jobs() > 0
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_requests_larger_than_one_statement(backend_server: KhoaServer) -> None:
+    """Valid requests whose naive SQL outgrows what PostgreSQL takes in one statement (65,535
+    parameters) are served. They used to be answered 503 "The database is unavailable" (retried by
+    SDKs, read as an outage by operators), after holding the worker while their statement was built.
+    (SQLite's side: tests/unit/test_secretsmanager_handlers.py, test_ssm_handlers.py and
+    tests/integration/test_ssm_browse.py.)"""
+    server = backend_server.start()
+    kms, sm, ssm = server.client("kms"), server.client("secretsmanager"), server.client("ssm")
+    many = [f"k{i}" for i in range(70_000)]  # TagKeys have no maximum in the models
+
+    # Removing tags: any number of keys, in bounded statements.
+    key_id = kms.create_key(Tags=[{"TagKey": "gone", "TagValue": "1"}, {"TagKey": "kept", "TagValue": "2"}])[
+        "KeyMetadata"
+    ]["KeyId"]
+    kms.untag_resource(KeyId=key_id, TagKeys=[*many, "gone"])
+    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "kept", "TagValue": "2"}]
+    sm.create_secret(
+        Name="tagged", SecretString="v", Tags=[{"Key": "gone", "Value": "1"}, {"Key": "kept", "Value": "2"}]
+    )
+    sm.untag_resource(SecretId="tagged", TagKeys=["gone", *many])
+    assert sm.describe_secret(SecretId="tagged")["Tags"] == [{"Key": "kept", "Value": "2"}]
+    ssm.put_parameter(
+        Name="/big/p",
+        Value="v",
+        Type="String",
+        Tags=[{"Key": "gone", "Value": "1"}, {"Key": "kept", "Value": "2"}],
+    )
+    ssm.remove_tags_from_resource(ResourceType="Parameter", ResourceId="/big/p", TagKeys=[*many, "gone"])
+    assert ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/big/p")["TagList"] == [
+        {"Key": "kept", "Value": "2"}
+    ]
+
+    # ListSecrets with 10 filters of 10 values of 100 words (a ~40 KB request, valid).
+    words = [f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(100)]
+    sm.create_secret(Name="every-word", SecretString="v", Description=" ".join(words))
+    sm.create_secret(Name="most-words", SecretString="v", Description=" ".join(words[:-1]))
+    values = [" ".join(words[i:] + words[:i]) for i in range(10)]
+    listed = sm.list_secrets(Filters=[{"Key": "all", "Values": values}] * 10)["SecretList"]
+    assert [s["Name"] for s in listed] == ["every-word"]
+    negated = [{"Key": "description", "Values": [f"!{v}" for v in values]}] * 10
+    assert {s["Name"] for s in sm.list_secrets(Filters=negated)["SecretList"]} == {"tagged", "most-words"}
+
+    # DescribeParameters with 1,000 tag filters (no parameter has more than 50 tags).
+    thousand = [{"Key": f"tag:t{i}", "Values": ["a"]} for i in range(1000)]
+    assert ssm.describe_parameters(ParameterFilters=thousand)["Parameters"] == []
+    assert [
+        p["Name"] for p in ssm.describe_parameters(ParameterFilters=[{"Key": "tag:kept"}])["Parameters"]
+    ] == ["/big/p"]

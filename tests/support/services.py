@@ -7,7 +7,9 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from khoa.auth.credentials import CredentialStore
 from khoa.services import accessanalyzer, cloudtrail, iam, kms, organizations, secretsmanager, ssm, sts
@@ -34,7 +36,9 @@ from tests.support.handlers import REGION, authorizer, barrier, database
 class _NoRotation:
     """Secrets Manager's rotation engine, never started: these services are looked at, not called."""
 
-    def start(self, secret_id: str, token: str, now: float) -> bool:
+    def start(
+        self, secret_id: str, token: str, now: float, configure: Mapping[str, Any] | None = None
+    ) -> bool:
         return False
 
     def cancel(self, secret_id: str) -> None:

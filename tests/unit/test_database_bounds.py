@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import text
 
+from khoa.protocol.errors import AWSError
 from khoa.storage.database import (
     DatabaseBounds,
     create_database_engine,
@@ -62,6 +63,68 @@ def test_which_errors_mean_unavailable() -> None:
     assert not is_unavailable(ValueError("a bug"))
     error = unavailable_error()
     assert (error.code, error.status) == ("ServiceUnavailableException", 503)
+
+
+class _DriverError(Exception):
+    """A driver's exception as psycopg raises it: a message, and PostgreSQL's SQLSTATE when it has one."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def test_statements_the_request_made_too_large_are_not_an_outage() -> None:
+    """A statement the database refuses as too large or too complex fails the same way on every retry:
+    the caller's to change, never 503 (which SDKs retry and operators read as the database down)."""
+
+    def operational(message: str, sqlstate: str | None = None) -> sqlalchemy.exc.OperationalError:
+        return sqlalchemy.exc.OperationalError("SELECT", {}, _DriverError(message, sqlstate))
+
+    too_large = [
+        operational("Expression tree is too large (maximum depth 1000)"),
+        operational("too many SQL variables"),
+        operational("sending query and params failed: number of parameters must be between 0 and 65535"),
+        operational("stack depth limit exceeded", "54001"),
+        operational("cannot pass more than 100 arguments to a function", "54023"),
+    ]
+    for error in too_large:
+        assert not is_unavailable(error), error
+    outages = [
+        operational("database is locked"),
+        operational("disk I/O error"),
+        operational("connection to server at 127.0.0.1, port 5432 failed: Connection refused"),
+        operational("server closed the connection unexpectedly"),
+        operational("canceling statement due to statement timeout", "57014"),
+        operational("out of memory", "53200"),
+    ]
+    for error in outages:
+        assert is_unavailable(error), error
+
+
+def test_a_statement_too_large_for_sqlite_is_refused_as_the_callers(tmp_path: Any) -> None:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'khoa.db'}", DatabaseBounds())
+    try:
+        with pytest.raises(AWSError) as refused, engine.connect() as conn:
+            conn.execute(text("SELECT 1 WHERE " + " AND ".join(["1 = 1"] * 1200)))
+        assert (refused.value.code, refused.value.status) == ("ValidationException", 400)
+        with engine.connect() as conn:  # the connection is fine: the next call works
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_statement_too_large_for_postgres_is_refused_as_the_callers(postgres_url: str) -> None:
+    engine = create_database_engine(postgres_url, DatabaseBounds())
+    try:
+        many = ", ".join(["%s"] * 70_000)
+        with pytest.raises(AWSError) as refused, engine.connect() as conn:  # libpq: at most 65,535
+            conn.exec_driver_sql(f"SELECT 1 WHERE 1 IN ({many})", tuple(range(70_000)))
+        assert (refused.value.code, refused.value.status) == ("ValidationException", 400)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
 
 
 def test_the_watchdog_shuts_a_socket_whose_call_outlives_the_bound() -> None:

@@ -533,3 +533,22 @@ def test_create_grant_retries_with_a_name_make_one_grant(engine: Engine, service
     other = authorized(service, context("kms", "CreateGrant"), {**params, "Operations": ["Encrypt"]})
     assert other["GrantId"] != first["GrantId"]
     assert len(call(service, "ListGrants", {"KeyId": key_id})["Grants"]) == 2
+
+
+def test_concurrent_tag_resource_keeps_the_tag_quota(
+    on_each_database: tuple[Engine, KmsBackend, Service],
+) -> None:
+    """Two TagResource calls of 30 new tags each on one key: the second counts the first's (it left
+    a key with 60 tags, past the quota of 50) and is refused whole."""
+    engine, _, service = on_each_database
+    key_id = new_key(service)["KeyId"]
+
+    def tags(prefix: str) -> list[dict[str, str]]:
+        return [{"TagKey": f"{prefix}{i}", "TagValue": "v"} for i in range(30)]
+
+    first = lambda: call(service, "TagResource", {"KeyId": key_id, "Tags": tags("a")})  # noqa: E731
+    with before_first_write(engine, first) as inner:
+        refused = error(service, "TagResource", {"KeyId": key_id, "Tags": tags("b")})
+    assert inner == [{}] and refused == "TagException"
+    listed = call(service, "ListResourceTags", {"KeyId": key_id, "Limit": 50})["Tags"]
+    assert sorted(t["TagKey"] for t in listed) == sorted(t["TagKey"] for t in tags("a"))

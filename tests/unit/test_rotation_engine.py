@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
+from khoa.protocol.errors import AWSError
 from khoa.secret_rotation import functions
 from khoa.secret_rotation.engine import CLAIM_SECONDS, RotationEngine, RotationSettings
 from khoa.secret_rotation.invoke import InvocationError
@@ -188,6 +189,40 @@ def test_a_cancelled_or_replaced_run_is_not_claimed(engine: Engine) -> None:
     assert node.start("secret-1", "token-3", time.time())
     assert not node._claim(run), "the claim names the run's token"
     assert node.in_progress("secret-1") == "token-3"
+
+
+def test_of_two_starts_the_second_writes_nothing_not_even_its_configuration(engine: Engine) -> None:
+    """RotateSecret writes its configuration with the start: a call that loses the race to start (both
+    passed the handler's checks) leaves the winner's configuration and no version of its token."""
+    node = rotation_engine(engine)
+    _queued(engine, node)  # token-1 queued (with no configuration)
+    later = {
+        "rotation_lambda_arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:other",
+        "last_changed_at": 1.0,
+    }
+    assert not node.start("secret-1", "token-2", time.time(), configure=later)
+    with engine.connect() as conn:
+        secret = conn.execute(select(schema.sm_secrets)).one()
+        versions = conn.execute(select(schema.sm_versions.c.version_id)).scalars().all()
+    assert secret.rotation_lambda_arn is None and secret.last_changed_at != 1.0
+    assert versions == ["token-1"]
+
+
+def test_a_start_configures_the_secret_in_its_transaction_and_refuses_a_deleted_one(engine: Engine) -> None:
+    node = rotation_engine(engine)
+    run = _queued(engine, node)
+    node.cancel("secret-1")
+    arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:rotator"
+    assert node.start("secret-1", "token-3", time.time(), configure={"rotation_lambda_arn": arn})
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.sm_secrets.c.rotation_lambda_arn)).scalar() == arn
+    node.cancel("secret-1")
+    with engine.begin() as conn:
+        for table in (schema.sm_stages, schema.sm_versions, schema.sm_secrets):
+            conn.execute(delete(table))
+    with pytest.raises(AWSError) as caught:
+        node.start(run.secret_id, "token-4", time.time())
+    assert caught.value.code == "ResourceNotFoundException"
 
 
 def test_an_http_function_needs_no_role(engine: Engine) -> None:

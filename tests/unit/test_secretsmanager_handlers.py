@@ -4,27 +4,35 @@ rotation engine that records what the handlers ask of it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, update
 
+from khoa.audit.events import build as build_event
+from khoa.audit.recorder import AuditRecorder
 from khoa.auth.principal import Principal
+from khoa.blocking import WouldBlock, on_the_loop
+from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.secret_rotation import functions
 from khoa.services.base import Service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.internal import InternalKms
-from khoa.services.secretsmanager import build_service
+from khoa.services.secretsmanager import build_service, versions
 from khoa.services.secretsmanager import store as store_package
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretStore
+from khoa.services.secretsmanager.store import access as access_module
+from khoa.storage import schema
 from tests.support.handlers import ACCOUNT, REGION, authorizer, barrier, context, database
 
 OTHER_REGION = "eu-west-1"
@@ -39,8 +47,21 @@ class FakeRotation:
         self.started: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
         self.running: dict[str, str] = {}
+        # Rotations another call queues (and the engine finds) between a handler's checks and its start.
+        self.queued_meanwhile: dict[str, str] = {}
 
-    def start(self, secret_id: str, token: str, now: float) -> bool:
+    def start(
+        self, secret_id: str, token: str, now: float, configure: Mapping[str, Any] | None = None
+    ) -> bool:
+        """As the engine starts: nothing when one is queued, else the run and ``configure`` at once."""
+        if secret_id in self.queued_meanwhile:
+            self.running[secret_id] = self.queued_meanwhile.pop(secret_id)
+        if secret_id in self.running:
+            return False
+        if configure:
+            with self.engine.begin() as conn:
+                table = schema.sm_secrets
+                conn.execute(update(table).where(table.c.secret_id == secret_id).values(**configure))
         self.started.append((secret_id, token))
         self.running[secret_id] = token
         return True
@@ -295,6 +316,105 @@ def test_get_by_version_and_stage(sm: Harness) -> None:
     sm.fails("ResourceNotFoundException", "GetSecretValue", SecretId="g", VersionId="no-such-version-id")
 
 
+def _read(sm: Harness, request_id: str, **params: Any) -> tuple[RequestContext, dict[str, Any]]:
+    ctx = replace(context("secretsmanager", "GetSecretValue"), request_id=request_id)
+    return ctx, sm.service.handlers["GetSecretValue"](ctx, params)
+
+
+def _record(sm: Harness, ctx: RequestContext, params: dict[str, Any], error: str | None = None) -> None:
+    """Record the call in the trail as the pipeline's recorder would (outcome ``error``, or success)."""
+    recorder = AuditRecorder(sm.backend.engine)
+    try:
+        event = build_event(
+            model=sm.service.model,
+            service="secretsmanager",
+            operation=ctx.operation,
+            region=ctx.region,
+            request_id=ctx.request_id,
+            principal=ctx.principal,
+            access_key_id="",
+            source_ip="",
+            user_agent="",
+            params=params,
+            result=None,
+            error_code=error,
+            error_message=error,
+            now=ctx.now,
+            recipient_account=ctx.account_id,
+        )
+        recorder.write([event])
+    finally:
+        recorder.close()
+
+
+def test_a_read_writes_nothing_on_its_way(sm: Harness) -> None:
+    """GetSecretValue noted LastAccessedDate by writing it (once a day per secret), in the read: on
+    SQLite, on the event loop, waiting for the writers' turn and the busy timeout of a locked file."""
+    sm.call("CreateSecret", Name="quiet", SecretString="v")
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(sm.backend.engine, "before_cursor_execute", seen)
+    try:
+        assert _read(sm, "00000000-0000-4000-8000-00000000000a", SecretId="quiet")[1]["SecretString"] == "v"
+    finally:
+        event.remove(sm.backend.engine, "before_cursor_execute", seen)
+    writes = [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == []
+
+
+def test_an_access_counts_once_the_trail_recorded_its_read_and_never_if_refused(sm: Harness) -> None:
+    """LastAccessedDate moved with reads the trail then could not record (refused, 503): a refused call
+    changed state, which contradicted the trail. Now only a recorded, successful read counts."""
+    sm.call("CreateSecret", Name="seen", SecretString="v")
+    refused, _ = _read(sm, "00000000-0000-4000-8000-00000000000b", SecretId="seen")
+    _read(sm, "00000000-0000-4000-8000-00000000000c", SecretId="seen")  # not recorded (yet)
+    assert "LastAccessedDate" not in sm.call("DescribeSecret", SecretId="seen")
+    access = sm.backend.store.access
+    _record(sm, refused, {"SecretId": "seen"}, error="ServiceUnavailableException")
+    access.flush()
+    assert "LastAccessedDate" not in sm.call("DescribeSecret", SecretId="seen")
+    assert access.pending() == 1  # one note for the secret's version and the day, however many reads
+
+    recorded, _ = _read(sm, "00000000-0000-4000-8000-00000000000d", SecretId="seen")
+    _record(sm, recorded, {"SecretId": "seen"})
+    assert not access.flush()  # written: nothing left
+    day = sm.call("DescribeSecret", SecretId="seen")["LastAccessedDate"].astimezone(UTC)
+    assert (day.hour, day.minute, day.second) == (0, 0, 0) and day.date() == recorded.now.date()
+    [version] = sm.call("ListSecretVersionIds", SecretId="seen")["Versions"]
+    assert version["LastAccessedDate"] == day
+
+
+def test_notes_of_reads_never_recorded_are_given_up(sm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    sm.call("CreateSecret", Name="never", SecretString="v")
+    ctx, _ = _read(sm, "00000000-0000-4000-8000-00000000000e", SecretId="never")
+    assert "LastAccessedDate" not in sm.call("DescribeSecret", SecretId="never")
+    access = sm.backend.store.access
+    monkeypatch.setattr(access_module, "GIVE_UP_SECONDS", -1.0)
+    assert not access.flush()  # given up: the read was refused
+    _record(sm, ctx, {"SecretId": "never"})  # (a record that came after all: too late, not looked for)
+    access.flush()
+    assert "LastAccessedDate" not in sm.call("DescribeSecret", SecretId="never")
+
+
+def test_a_version_put_after_a_forced_deletion_is_not_found(sm: Harness) -> None:
+    """PutSecretValue that found the secret, then lost it to DeleteSecret(ForceDeleteWithoutRecovery)
+    before its transaction: ResourceNotFoundException, not a clash of its ClientRequestToken."""
+    sm.call("CreateSecret", Name="gone-meanwhile", SecretString="v")
+    record = sm.backend.store.by_name(ACCOUNT, REGION, "gone-meanwhile")
+    assert record is not None
+    sm.call("DeleteSecret", SecretId="gone-meanwhile", ForceDeleteWithoutRecovery=True)
+    ctx = context("secretsmanager", "PutSecretValue")
+    with pytest.raises(AWSError) as caught:  # the write as it goes on with the record it read
+        versions.add_version(sm.backend, ctx, record, "token-1", "string", b"w", ["AWSCURRENT"])
+    assert caught.value.code == "ResourceNotFoundException"
+    with pytest.raises(AWSError) as caught:
+        sm.backend.store.tag(record.secret_id, [{"Key": "k", "Value": "v"}], time.time())
+    assert caught.value.code == "ResourceNotFoundException"
+
+
 def test_update_secret_version_stage(sm: Harness) -> None:
     v1 = sm.call("CreateSecret", Name="st", SecretString="one")["VersionId"]
     v2 = sm.call("PutSecretValue", SecretId="st", SecretString="two")["VersionId"]
@@ -356,6 +476,47 @@ def test_list_secrets_filters_and_batch_get(sm: Harness) -> None:
         ("missing", "ResourceNotFoundException")
     ]
     sm.fails("InvalidParameterException", "BatchGetSecretValue")
+
+
+def test_word_filters_cost_a_bounded_statement_and_answer_the_same(sm: Harness) -> None:
+    """Every word of every "all" and "description" value used to become SQL: 10 filters of 10 values
+    of ~100 words built a statement of ~100,000 terms (25 s on the event loop). Repeats now count once
+    and the SQL looks for a bounded number of words, the exact check on the rows deciding the rest:
+    the same secrets are found, from a statement of bounded size; a listing with many words moves off
+    the event loop (khoa.blocking)."""
+    vocabulary = ["".join(pair) for pair in itertools.product("bcdfghjklm", repeat=2)]  # 100 words
+    sm.call("CreateSecret", Name="every-word", SecretString="v", Description=" ".join(vocabulary))
+    sm.call("CreateSecret", Name="all-but-one", SecretString="v", Description=" ".join(vocabulary[1:]))
+    sm.call(
+        "CreateSecret", Name="tagged", SecretString="v", Tags=[{"Key": "Bb", "Value": " ".join(vocabulary)}]
+    )
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    def listed(key: str, values: list[str]) -> set[str]:
+        filters = [{"Key": key, "Values": values}] * 10
+        return {s["Name"] for s in sm.call("ListSecrets", Filters=filters)["SecretList"]}
+
+    # ten values of the same hundred words, in different orders (and a word no secret has)
+    every = [" ".join(vocabulary[i:] + vocabulary[:i]) for i in range(10)]
+    event.listen(sm.backend.engine, "before_cursor_execute", record)
+    try:
+        assert listed("description", every) == {"every-word"}
+        assert listed("all", every) == {"every-word", "tagged"}
+        assert listed("description", [f"{v} zz" for v in every]) == set()
+        assert listed("description", [f"!{v}" for v in every]) == {"all-but-one", "tagged"}
+        assert listed("all", [f"!{v}" for v in every]) == {"all-but-one"}
+    finally:
+        event.remove(sm.backend.engine, "before_cursor_execute", record)
+    # a word of "all" is four LIKEs (name, description, tag key, tag value): at most 32 words
+    assert max(statement.count(" LIKE ") for statement in statements) <= 4 * 32
+    many = [" ".join(vocabulary[10 * i : 10 * i + 10]) for i in range(10)]  # 100 distinct words
+    with on_the_loop(), pytest.raises(WouldBlock):
+        sm.call("ListSecrets", Filters=[{"Key": "all", "Values": many}])
+    with on_the_loop():
+        assert sm.call("ListSecrets", Filters=[{"Key": "all", "Values": ["bb cd"]}])["SecretList"]
 
 
 def test_tag_and_untag(sm: Harness) -> None:
@@ -476,6 +637,26 @@ def test_rotate_secret_queues_a_rotation_and_wakes_the_jobs(sm: Harness) -> None
     sm.call("CancelRotateSecret", SecretId="rot")
     assert sm.rotation.cancelled == [secret_id]
     assert sm.call("DescribeSecret", SecretId="rot")["RotationEnabled"] is False
+
+
+def test_a_rotate_secret_that_loses_the_race_to_start_is_refused_and_writes_nothing(sm: Harness) -> None:
+    """Concurrent RotateSecret calls all pass the checks made before their transaction; the engine
+    queues exactly one. A loser answered 200 with a VersionId that never came to exist."""
+    created = sm.call("CreateSecret", Name="raced", SecretString="v")
+    _register_function(sm)
+    secret_id = sm.backend.store.by_arn(created["ARN"]).secret_id  # type: ignore[union-attr]
+    sm.rotation.queued_meanwhile[secret_id] = "the-winners-token"
+    error = sm.fails(
+        "InvalidRequestException",
+        "RotateSecret",
+        SecretId="raced",
+        RotationLambdaARN=FUNCTION_ARN,
+        RotationRules={"AutomaticallyAfterDays": 30},
+    )
+    assert error.message == "A previous rotation isn't complete. That rotation will be reattempted."
+    assert sm.rotation.started == [] and sm.pokes == 0
+    described = sm.call("DescribeSecret", SecretId="raced")
+    assert "RotationEnabled" not in described and "RotationLambdaARN" not in described
 
 
 def test_rotate_later_queues_nothing(sm: Harness) -> None:

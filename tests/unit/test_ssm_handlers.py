@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from khoa.auth.principal import Principal
+from khoa.blocking import WouldBlock, on_the_loop
 from khoa.protocol.context import RequestContext
 from khoa.protocol.errors import AWSError
 from khoa.protocol.model import ServiceModel
@@ -516,3 +518,55 @@ def test_listing_prefixes_and_substrings_match_case_on_sqlite_and_postgresql(sto
     assert listed(Filter("KeyId", "BeginsWith", ("alias/T",))) == ["/Prod/db/password"]
     assert listed(Filter("KeyId", "BeginsWith", ("ALIAS/",))) == []
     assert listed(Filter("Type", "BeginsWith", ("string",))) == []
+
+
+def test_listing_statements_stay_bounded_whatever_the_filters(tmp_path: Path) -> None:
+    """DescribeParameters' filters used to become SQL value by value: 1,000 tag filters made SQLite
+    refuse the statement (an "outage", 503) and 50 tag filters of 50 prefixes took two seconds to
+    build and plan, on the event loop. More tag filters than a parameter can have tags match nothing
+    without a query; tag prefixes past a bound are compared on the rows the SQL finds; a large
+    listing moves off the event loop (khoa.blocking). The answers are the same."""
+    from khoa.services.ssm.store import Filter
+
+    engine = database(tmp_path)
+    store = ParameterStore(engine, cache_seconds=0)
+    store.create(ACCOUNT, REGION, "/app/one", _version(), None, {"env": "prod", "team": "blue"})
+    store.create(ACCOUNT, REGION, "/app/two", _version(), None, {"env": "dev", "team": "blue"})
+    store.create(ACCOUNT, REGION, "/app/three", _version(), None, {"env": "prod"})
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    def listed(*filters: Filter, limit: int = 50) -> list[str]:
+        names: list[str] = []
+        after = None
+        while True:
+            page, more = store.listing.page(ACCOUNT, REGION, list(filters), after, limit)
+            names += [row.name for row, _ in page]
+            if not more:
+                return names
+            after = page[-1][0].name
+
+    prefixes = tuple(f"x{i:02d}" for i in range(49))
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        env = Filter("tag:env", "BeginsWith", (*prefixes, "pr"))
+        team = Filter("tag:team", "BeginsWith", (*prefixes, "bl"))
+        assert listed(env, team) == ["/app/one"]
+        assert listed(env, team, limit=1) == ["/app/one"]
+        assert listed(env, Filter("tag:team", "Equals", ("blue", "red"))) == ["/app/one"]
+        assert listed(Filter("tag:env", "BeginsWith", ("p", "pr", "prod", "p"))) == ["/app/one", "/app/three"]
+        fifty = [Filter(f"tag:k{i}", "BeginsWith", prefixes) for i in range(48)] + [env, team]
+        assert listed(*fifty) == []
+        assert max(statement.count(" LIKE ") for statement in statements) <= 50
+        statements.clear()
+        assert listed(*[Filter(f"tag:k{i}", "Equals", ()) for i in range(1000)]) == []
+        assert statements == []  # no parameter has more than 50 tags: nothing to ask the database
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with on_the_loop(), pytest.raises(WouldBlock):
+        store.listing.page(ACCOUNT, REGION, fifty, None, 10)
+    with on_the_loop():
+        page, _ = store.listing.page(ACCOUNT, REGION, [Filter("tag:env", "Equals", ("prod",))], None, 10)
+    assert [row.name for row, _ in page] == ["/app/one", "/app/three"]

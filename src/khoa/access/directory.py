@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from khoa.access import aws_managed
 from khoa.access.policy import Policy, PolicyError, deny_all
 from khoa.auth.principal import Principal
-from khoa.cache import MISSING, TTLCache
+from khoa.cache import TTLCache
 from khoa.storage import schema
 
 _log = logging.getLogger(__name__)
@@ -150,6 +150,8 @@ class Directory:
         self._no_policies = CallerPolicies()
 
     def clear(self) -> None:
+        """Forget every cached entry, and what reads in flight (on other threads) would store: they
+        may have read what a revocation just changed (khoa.cache)."""
         self._cache.clear()
         self._scps.clear()
         self._places.clear()
@@ -158,9 +160,9 @@ class Directory:
         """Where ``account_id`` sits in its organization (:data:`OrgPlace`); None when it is in none.
         Cached and emptied with the SCPs (every Organizations write that changes membership bumps the
         revocation epoch)."""
-        cached = self._places.get(account_id)
-        if cached is not MISSING:
-            return cached
+        return self._places.load(account_id, lambda: self._load_place(account_id))
+
+    def _load_place(self, account_id: str) -> OrgPlace | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(_ORGS.c.org_id, _ORGS.c.root_id)
@@ -168,20 +170,13 @@ class Directory:
                 .where(_ORG_ACCOUNTS.c.account_id == account_id)
             ).first()
         # Khoa serves no organizational units: every account sits directly under the root.
-        place = None if row is None else (row.org_id, (f"{row.org_id}/{row.root_id}/",))
-        self._places.put(account_id, place)
-        return place
+        return None if row is None else (row.org_id, (f"{row.org_id}/{row.root_id}/",))
 
     def scps_for(self, account_id: str) -> ScpLevels:
         """The SCPs governing ``account_id``'s principals (root user included): none unless the account
         is a member of an organization whose root has SERVICE_CONTROL_POLICY enabled, and none for the
         organization's management account, which SCPs never affect."""
-        cached = self._scps.get(account_id)
-        if cached is not MISSING:
-            return cached
-        levels = self._load_scps(account_id)
-        self._scps.put(account_id, levels)
-        return levels
+        return self._scps.load(account_id, lambda: self._load_scps(account_id))
 
     def _load_scps(self, account_id: str) -> ScpLevels:
         with self.engine.connect() as conn:
@@ -251,12 +246,7 @@ class Directory:
         if principal.is_root or not principal.principal_id:
             return self._no_policies
         key = f"{principal.principal_id}|{principal.session_policy or ''}|{principal.session_tags}"
-        cached = self._cache.get(key)
-        if cached is not MISSING:
-            return cached
-        result = self._load(principal)
-        self._cache.put(key, result)
-        return result
+        return self._cache.load(key, lambda: self._load(principal))
 
     def _documents_for(self, conn: Connection, owner_ids: list[str]) -> list[str]:
         documents = list(

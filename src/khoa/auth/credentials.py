@@ -62,11 +62,12 @@ class CredentialStore:
         cached = self._cache.get(access_key_id)
         if cached is not MISSING:
             return cached
+        # A key that does not exist is not cached (and nothing is invalidated for it: anyone may
+        # send any key id). An existing one is stored unless a revocation cleared the cache while it
+        # was read (khoa.cache): the miss above began the load.
         credential = self._load(access_key_id)
-        if credential is None:
-            self._cache.invalidate(access_key_id)
-            return None
-        self._cache.put(access_key_id, credential)
+        if credential is not None:
+            self._cache.put(access_key_id, credential)
         return credential
 
     def _load(self, access_key_id: str) -> Credential | None:

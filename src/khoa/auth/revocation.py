@@ -12,7 +12,9 @@ memory. A call that may take access away (any IAM write; a key policy, grant or 
 secret's resource policy) increments it after its change is committed; every process reads it at the
 start of each authenticated request (one load from shared memory, well under a microsecond) and, when
 it moved, drops every cached credential, policy and metadata entry before anything is looked up. So
-the very next request on this node, whichever worker takes it, sees the change.
+the very next request on this node, whichever worker takes it, sees the change. Reads in flight on
+other threads at that moment (request threads, on PostgreSQL) may hold what the change replaced: the
+caches do not store what such a read loaded (khoa.cache), so it cannot outlive the drop either.
 
 What this does not cover: other nodes sharing the database (their caches expire within the lifetimes
 above), and changes made behind Khoa's back in the database (likewise).

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from khoa.protocol.errors import AWSError
 from khoa.secret_rotation import functions
 from khoa.secret_rotation.builtin import DatabaseRotator
 from khoa.secret_rotation.invoke import InvocationError, call_redacted
@@ -113,7 +114,12 @@ def _rotate(engine: RotationEngine, outcome: EmergencyOutcome, now: datetime, de
         outcome.actions.append(f"resumed the rotation already in progress (version {token}) at once")
     else:
         token = str(uuid.uuid4())
-        if not engine.start(secret.secret_id, token, now.timestamp()):
+        try:
+            started = engine.start(secret.secret_id, token, now.timestamp())
+        except AWSError:  # ResourceNotFoundException: deleted since it was read above
+            outcome.error = "the secret no longer exists"
+            return
+        if not started:
             token = engine.in_progress(secret.secret_id) or token  # queued meanwhile by another call
         outcome.actions.append(f"started a rotation to version {token} with function {function.name}")
     outcome.version_id = token

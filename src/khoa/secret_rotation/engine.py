@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -53,6 +53,7 @@ from khoa.auth.sessions import SessionCredentials, issue_session
 from khoa.changes.changes import publish, snapshot
 from khoa.crypto.barrier import Barrier
 from khoa.lease import LeaseLost
+from khoa.protocol.errors import AWSError
 from khoa.secret_rotation import emergency, functions
 from khoa.secret_rotation.invoke import InvocationError, invoke, khoa_client
 from khoa.services.secretsmanager.schedule import next_rotation
@@ -111,6 +112,10 @@ class RotationSettings:
         )
 
 
+class _InProgress(Exception):
+    """A rotation of the secret is already queued or running (``start`` rolls back and says False)."""
+
+
 class ClaimLost(Exception):
     """Another node owns the run now (or this one lost the jobs lease): stop, record nothing."""
 
@@ -137,11 +142,26 @@ class RotationEngine:
         self.last_success: float | None = None
 
     # -- starting -----------------------------------------------------------------------------------
-    def start(self, secret_id: str, token: str, now: float) -> bool:
+    def start(
+        self, secret_id: str, token: str, now: float, configure: Mapping[str, Any] | None = None
+    ) -> bool:
         """Queue a rotation, and give its token a version labelled AWSPENDING (no value until the
-        function's createSecret step puts one); False if one is already in progress."""
+        function's createSecret step puts one); with ``configure``, write those columns of the secret's
+        row (RotateSecret's rotation configuration) in the same transaction. False, with nothing
+        written, when a rotation of the secret is already queued or running: the secret's row is locked
+        first and the queue read after, so of concurrent starts exactly one queues its rotation (the
+        queue's primary key decides too). A secret deleted meanwhile raises ResourceNotFoundException.
+        """
         try:
             with self.engine.begin() as conn:
+                self.store.lock(conn, secret_id, now)
+                queued = conn.execute(select(_RUNS.c.token).where(_RUNS.c.secret_id == secret_id)).first()
+                if queued is not None:
+                    raise _InProgress
+                if configure:
+                    conn.execute(
+                        update(_SECRETS).where(_SECRETS.c.secret_id == secret_id).values(**configure)
+                    )
                 self.store.add_placeholder(conn, secret_id, token, now)
                 conn.execute(
                     insert(_RUNS).values(
@@ -154,7 +174,7 @@ class RotationEngine:
                         started_at=now,
                     )
                 )
-        except IntegrityError:
+        except (_InProgress, IntegrityError):
             return False
         self.store.invalidate_all()
         return True
@@ -185,7 +205,13 @@ class RotationEngine:
                 .scalars()
                 .all()
             )
-        return sum(self.start(secret_id, str(uuid.uuid4()), now.timestamp()) for secret_id in due)
+        started = 0
+        for secret_id in due:
+            try:
+                started += self.start(secret_id, str(uuid.uuid4()), now.timestamp())
+            except AWSError:  # deleted since it was found due (ResourceNotFoundException)
+                continue
+        return started
 
     # -- running ------------------------------------------------------------------------------------
     def run_now(self, secret_id: str, now: datetime, deadline: float) -> RotationOutcome | None:

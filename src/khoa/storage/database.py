@@ -12,9 +12,10 @@ legitimately run long (verifying a large trail), but they still never wait forev
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
@@ -34,6 +35,33 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 # 3 s: a TCP and TLS handshake plus authentication on a LAN takes milliseconds; 3 s survives one lost
 # SYN retransmit (1 s) and a slow SCRAM exchange. libpq counts whole seconds, at least 2.
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 3.0
+# Values in one IN (...) list (see in_chunks): a statement's parameters are bounded (PostgreSQL's
+# protocol: 65,535; SQLite: 32,766), and a request may name more (UntagResource's TagKeys have no
+# maximum in the model: 70,000 of them fit in a request).
+MAX_IN = 500
+# What a database answers to a statement that the request made too large or too complex: the same
+# request fails the same way every time, so it is the caller's to change (400), never an outage to
+# retry (503). SQLite's messages (an OperationalError, or a DataError for "string or blob too big"),
+# and libpq's refusal to send more than 65,535 parameters (psycopg raises it as an OperationalError
+# with no SQLSTATE).
+_TOO_LARGE_MESSAGES = (
+    "expression tree is too large",
+    "too many sql variables",
+    "too many terms in compound select",
+    "too many arguments on function",
+    "too many from clause terms",
+    "parser stack overflow",
+    "like or glob pattern too complex",
+    "string or blob too big",
+    "number of parameters must be between",
+)
+# PostgreSQL's class 54, program limit exceeded: statement too complex (stack depth), too many
+# arguments or columns. (Class 53, insufficient resources - out of memory, disk full, too many
+# connections - is the server's state: it stays 503.)
+_TOO_LARGE_SQLSTATE_CLASS = "54"
+
+_T = TypeVar("_T")
+
 # The watchdog cuts a call off this long after the server-side statement timeout would have ended it,
 # so on a reachable server the server's clean cancel (which keeps the connection) always comes first.
 WATCHDOG_GRACE_SECONDS = 0.5
@@ -115,6 +143,46 @@ def _refuse_on_the_loop(engine: Engine) -> None:
     engine.raw_connection = raw_connection  # type: ignore[method-assign]
 
 
+def too_large(exc: BaseException) -> bool:
+    """Whether ``exc`` (SQLAlchemy's or the driver's) is the database refusing a statement as too large
+    or too complex: the request's fault, not the database's."""
+    original = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    if original is None:
+        return False
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_TOO_LARGE_SQLSTATE_CLASS):
+        return True
+    message = str(original).lower()
+    return any(text in message for text in _TOO_LARGE_MESSAGES)
+
+
+def request_too_large() -> AWSError:
+    """The AWS-shaped 400 for a request whose statement the database refused as too large."""
+    return AWSError(
+        "ValidationException",
+        "The request is too large or too complex to be served: send fewer items or filter values in "
+        "one request.",
+    )
+
+
+def _refuse_statements_too_large(engine: Engine) -> None:
+    """A statement the database refuses as too large raises :func:`request_too_large` (an AWSError,
+    answered 400 like any other refusal) instead of the driver's error, which would read as an outage
+    (is_unavailable). SQLAlchemy rolls back and cleans up before the new exception is raised."""
+
+    @event.listens_for(engine, "handle_error")
+    def _too_large(context: Any) -> None:
+        if too_large(context.original_exception):
+            raise request_too_large() from context.original_exception
+
+
+def in_chunks(values: Iterable[_T], size: int = MAX_IN) -> list[list[_T]]:
+    """``values`` once each, in their first order, in lists of at most ``size``: one ``IN (...)`` list
+    per statement, whatever the request names."""
+    distinct = list(dict.fromkeys(values))
+    return [distinct[start : start + size] for start in range(0, len(distinct), size)]
+
+
 def create_database_engine(
     url: str, bounds: DatabaseBounds | None = None, turn: WriterTurn | None = None
 ) -> Engine:
@@ -134,6 +202,7 @@ def create_database_engine(
             pool_timeout=timeout,
         )
         event.listen(engine, "connect", _sqlite_pragmas(math.ceil(timeout * 1000)))
+        _refuse_statements_too_large(engine)
         return engine
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":
@@ -151,6 +220,7 @@ def create_database_engine(
         connect_args=connect_args,
     )
     _refuse_on_the_loop(engine)
+    _refuse_statements_too_large(engine)
     if bounds is not None and engine.dialect.driver == "psycopg":
         from khoa.storage import watchdog  # here: it imports psycopg, which SQLite installations never use
 
@@ -165,7 +235,10 @@ def create_database_engine(
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not serve the call (down, silent, timed out, locked,
-    out of connections): the caller should hear 503 and retry, not 500."""
+    out of connections): the caller should hear 503 and retry, not 500. A statement the request made
+    too large (:func:`too_large`) is not: retrying it fails the same way."""
+    if too_large(exc):
+        return False
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
         return True
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated

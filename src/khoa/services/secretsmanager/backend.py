@@ -9,9 +9,9 @@ service (it needs the secret store, not the service) and its runner stays outsid
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -24,8 +24,12 @@ from khoa.services.secretsmanager.values import EnvelopeKeys
 class RotationControl(Protocol):
     """What RotateSecret and CancelRotateSecret ask of the rotation engine (khoa.secret_rotation.engine)."""
 
-    def start(self, secret_id: str, token: str, now: float) -> bool:
-        """Queue a rotation with version ``token``; False if one is already in progress."""
+    def start(
+        self, secret_id: str, token: str, now: float, configure: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Queue a rotation with version ``token``, writing the secret's columns ``configure`` in the
+        same transaction; False, with nothing written, if one is already in progress (of concurrent
+        starts exactly one succeeds)."""
         ...
 
     def cancel(self, secret_id: str) -> None:

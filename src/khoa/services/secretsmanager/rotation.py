@@ -20,6 +20,7 @@ from khoa.services.secretsmanager.backend import SecretsBackend
 _LAMBDA_ARN = re.compile(r"^arn:aws:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$")
 
 
+_INCOMPLETE = "A previous rotation isn't complete. That rotation will be reattempted."
 _NO_LAMBDA = (
     "You tried to enable rotation on a secret that doesn't already have a Lambda function ARN configured "
     "and you didn't include such an ARN as a parameter in this call."
@@ -47,7 +48,7 @@ def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
         stages.PENDING in current_stages
         and current_stages.get(stages.CURRENT) != current_stages[stages.PENDING]
     ):
-        raise errors.invalid_request("A previous rotation isn't complete. That rotation will be reattempted.")
+        raise errors.invalid_request(_INCOMPLETE)
     token = params.get("ClientRequestToken") or str(uuid.uuid4())
     if (
         sm.store.version(record.secret_id, token) is not None
@@ -68,17 +69,23 @@ def rotate_secret(sm: SecretsBackend, ctx: RequestContext, params: dict[str, Any
     last = from_epoch(record.last_rotated_at)
     base = ctx.now if params.get("RotateImmediately", True) or last is None else last
     next_at = schedule.next_rotation(rules, base) if rules else None
-    sm.store.update(
-        record.secret_id,
-        rotation_enabled=rules is not None,
-        rotation_lambda_arn=lambda_arn,
-        rotation_rules=json.dumps(rules) if rules else None,
-        next_rotation_at=next_at.timestamp() if next_at else None,
-        last_changed_at=ctx.now.timestamp(),
-    )
+    configuration = {
+        "rotation_enabled": rules is not None,
+        "rotation_lambda_arn": lambda_arn,
+        "rotation_rules": json.dumps(rules) if rules else None,
+        "next_rotation_at": next_at.timestamp() if next_at else None,
+        "last_changed_at": ctx.now.timestamp(),
+    }
     if immediately:
-        sm.rotation.start(record.secret_id, token, ctx.now.timestamp())
+        # The checks above read before this call's transaction, so concurrent calls may all pass
+        # them. Starting is conditional (the engine locks the secret, then queues only if nothing is
+        # queued): exactly one starts, its configuration written with it, and the others are refused
+        # as AWS refuses a RotateSecret during a rotation, with nothing written.
+        if not sm.rotation.start(record.secret_id, token, ctx.now.timestamp(), configure=configuration):
+            raise errors.invalid_request(_INCOMPLETE)
         sm.poke_jobs()
+    else:
+        sm.store.update(record.secret_id, **configuration)
     return {"ARN": record.arn, "Name": record.name, "VersionId": token}
 
 

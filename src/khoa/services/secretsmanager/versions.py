@@ -157,7 +157,7 @@ def read_value(
     sm: SecretsBackend, ctx: RequestContext, record: SecretRecord, version_id: str | None, stage: str | None
 ) -> dict[str, Any]:
     """GetSecretValue's answer for an already authorised read (BatchGetSecretValue and Parameter
-    Store's ``/aws/reference/secretsmanager/`` use it too); records the day of access as AWS does."""
+    Store's ``/aws/reference/secretsmanager/`` use it too); notes the day of access, which AWS keeps."""
     chosen, labels = _select_version(sm, record, version_id, stage)
     version = sm.store.version(record.secret_id, chosen)
     if version is None:
@@ -180,7 +180,15 @@ def read_value(
     )
     today = _midnight(ctx.now)
     if record.last_accessed_at != today or version.last_accessed_at != today:
-        sm.store.record_access(record.secret_id, chosen, today)
+        # Noted, not written: the store writes it off this read's path once the trail has recorded
+        # this read (a read refused for want of a record changes nothing). See store/access.py.
+        sm.store.access.note(
+            (record.secret_id, chosen, today),
+            region=ctx.region,
+            account_id=ctx.account_id,
+            request_id=ctx.request_id,
+            at=ctx.now.timestamp(),
+        )
     result: dict[str, Any] = {
         "ARN": record.arn,
         "Name": record.name,

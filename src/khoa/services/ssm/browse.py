@@ -33,6 +33,14 @@ def _option_error(option: str, valid: tuple[str, ...]) -> AWSError:
     )
 
 
+def _duplicated(key: str) -> AWSError:
+    return errors.code(
+        "InvalidFilterKey",
+        f"The following filter is duplicated in the request: {key}. A request can contain only "
+        "one occurrence of a specific filter.",
+    )
+
+
 def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
     """ParameterFilters checks, in the order and with the errors AWS gives."""
     allowed = _BY_PATH_KEYS if by_path else _DESCRIBE_KEYS
@@ -47,11 +55,7 @@ def validate_filters(filters: list[dict[str, Any]], *, by_path: bool) -> None:
                 f"The following filter key is not valid: {key}. Valid filter keys include: [{valid}].",
             )
         if key in seen:
-            raise errors.code(
-                "InvalidFilterKey",
-                f"The following filter is duplicated in the request: {key}. A request can contain only "
-                "one occurrence of a specific filter.",
-            )
+            raise _duplicated(key)
         seen.add(key)
         option = item.get("Option", "OneLevel" if key == "Path" else "Equals")
         if key == "Path":
@@ -195,7 +199,16 @@ def _public_by_path(
 
 
 def _legacy_filters(filters: list[dict[str, Any]]) -> list[Filter]:
-    """The deprecated Filters (Name, Type, KeyId): Name matches the beginning of names, others exactly."""
+    """The deprecated Filters (Name, Type, KeyId): Name matches the beginning of names, others exactly.
+
+    The model checks each key (Name, Type or KeyId) and its 1 to 50 values of 1 to 1,024 characters;
+    a key may appear once, as in ParameterFilters (AWS: InvalidFilterKey "The following filter is
+    duplicated in the request"), so a request holds at most three such filters."""
+    seen: set[str] = set()
+    for item in filters:
+        if item["Key"] in seen:
+            raise _duplicated(item["Key"])
+        seen.add(item["Key"])
     return [
         Filter(item["Key"], "BeginsWith" if item["Key"] == "Name" else "Equals", tuple(item["Values"] or ()))
         for item in filters
@@ -209,11 +222,11 @@ def describe_parameters(
         raise errors.validation("You can use either Filters or ParameterFilters in a single request.")
     parameter_filters = params.get("ParameterFilters", [])
     validate_filters(parameter_filters, by_path=False)
+    conditions = _legacy_filters(params.get("Filters", []))
     if params.get("NextToken"):
         _decode(params["NextToken"])  # a garbage token is refused whatever else the request says
     if params.get("Shared", False):
         return {"Parameters": []}  # Khoa doesn't share parameters with other accounts (AWS RAM)
-    conditions = _legacy_filters(params.get("Filters", []))
     conditions += [_to_filter(f) for f in parameter_filters]
     page, token = _page(ssm, ctx, conditions, params.get("MaxResults", DEFAULT_PAGE), params.get("NextToken"))
     now = ctx.now.timestamp()

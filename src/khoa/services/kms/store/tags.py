@@ -8,12 +8,14 @@ from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.protocol.errors import AWSError
 from khoa.services.kms import errors
 from khoa.storage import schema
+from khoa.storage.database import in_chunks
 
 MAX_TAGS_PER_KEY = 50
 # A policy names a tag key without case (aws:ResourceTag/env): two keys differing only in case would
 # leave one value unchecked by it.
 CASE_VARIANTS = "Tag keys must differ by more than case: a policy condition cannot tell them apart."
 _TAGS = schema.kms_tags
+_KEYS = schema.kms_keys
 
 
 def too_many_tags() -> AWSError:
@@ -49,9 +51,13 @@ class TagStore:
 
     def put(self, key_id: str, tags: dict[str, str]) -> None:
         """Add or overwrite tags. The quota is checked against the stored tags inside the writing
-        transaction; more than ``MAX_TAGS_PER_KEY`` in all raises TagException and writes nothing."""
+        transaction; more than ``MAX_TAGS_PER_KEY`` in all raises TagException and writes nothing.
+        Its first statement locks the key's row (a write that changes nothing: on PostgreSQL the row
+        lock, on SQLite the database's write lock), so the tags it counts are those no concurrent
+        TagResource can add to before it commits (two calls of 30 tags each left a key with 60)."""
         self._cache.invalidate(key_id)
         with self._engine.begin() as conn:
+            conn.execute(update(_KEYS).where(_KEYS.c.key_id == key_id).values(state=_KEYS.c.state))
             existing = set(conn.execute(select(_TAGS.c.tag_key).where(_TAGS.c.key_id == key_id)).scalars())
             if len(existing | set(tags)) > MAX_TAGS_PER_KEY:
                 raise too_many_tags()
@@ -71,9 +77,12 @@ class TagStore:
         self._cache.invalidate(key_id)
 
     def remove(self, key_id: str, tag_keys: list[str]) -> None:
+        """Remove the tags ``tag_keys`` (any number: UntagResource's have no maximum), in one
+        transaction of bounded statements (in_chunks)."""
         self._cache.invalidate(key_id)
         with self._engine.begin() as conn:
-            conn.execute(delete(_TAGS).where(_TAGS.c.key_id == key_id).where(_TAGS.c.tag_key.in_(tag_keys)))
+            for chunk in in_chunks(tag_keys):
+                conn.execute(delete(_TAGS).where(_TAGS.c.key_id == key_id).where(_TAGS.c.tag_key.in_(chunk)))
         self._cache.invalidate(key_id)
 
     def page(self, key_id: str, limit: int, offset: int) -> list[tuple[str, str]]:

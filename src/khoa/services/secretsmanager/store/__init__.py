@@ -4,7 +4,8 @@ methods of :class:`SecretStore` and never see a connection.
 ``records`` holds what the store hands out (SecretRecord, VersionRecord, SealedValue); ``secrets`` the
 store itself (cached reads, and each write as one transaction); ``tables`` the statements several
 writes share inside one transaction (the row lock that serialises writers to one secret, label and
-tag writes, pruning); ``search`` ListSecrets' filters and keyset paging. Checks that must hold under
+tag writes, pruning); ``search`` ListSecrets' filters and keyset paging; ``access`` the log of reads
+that writes LastAccessedDate off their path, once the trail has recorded them. Checks that must hold under
 concurrency (the tag quota, a rotation's version filled only once) are made inside the writing
 transaction, so the store raises Secrets Manager's errors for them itself.
 

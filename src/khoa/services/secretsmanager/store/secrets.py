@@ -11,9 +11,10 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from khoa.cache import METADATA_SECONDS, MISSING, TTLCache, private_copy
+from khoa.cache import METADATA_SECONDS, TTLCache, private_copy
 from khoa.services.secretsmanager import errors
 from khoa.services.secretsmanager.store import search
+from khoa.services.secretsmanager.store.access import Access, AccessLog
 from khoa.services.secretsmanager.store.records import (
     NOTHING,
     PLACEHOLDER,
@@ -39,6 +40,7 @@ from khoa.services.secretsmanager.store.tables import (
     write_tags,
 )
 from khoa.storage import fingerprints
+from khoa.storage.database import in_chunks
 
 # What a write does to a secret's labels: given them as read inside its transaction (``{label:
 # version_id}``), the labels to store. It may raise (an AWSError), which rolls the write back.
@@ -56,6 +58,9 @@ class SecretStore:
         self._stages: TTLCache[str, dict[str, str]] = TTLCache(cache_seconds)
         self._versions: TTLCache[tuple[str, str], VersionRecord | None] = TTLCache(cache_seconds)
         self._tags: TTLCache[str, list[dict[str, str]] | None] = TTLCache(cache_seconds)
+        # Reads note the day they read a secret here; it writes LastAccessedDate off their path, once
+        # the trail has recorded them (see access.py).
+        self.access = AccessLog(engine, self._accessed)
 
     def invalidate_all(self) -> None:
         for cache in (self._records, self._stages, self._versions, self._tags):
@@ -63,30 +68,26 @@ class SecretStore:
 
     # -- secrets -------------------------------------------------------------------------------------
     def by_name(self, account_id: str, region: str, name: str) -> SecretRecord | None:
-        key = ("name", account_id, region, name)
-        cached = self._records.get(key)
-        if cached is not MISSING:
-            return None if cached is None else private_copy(cached)
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(SECRETS)
-                .where(SECRETS.c.account_id == account_id)
-                .where(SECRETS.c.region == region)
-                .where(SECRETS.c.name == name)
-            ).first()
-        record = None if row is None else SecretRecord.from_row(row)
-        self._records.put(key, record)
+        def load() -> SecretRecord | None:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    select(SECRETS)
+                    .where(SECRETS.c.account_id == account_id)
+                    .where(SECRETS.c.region == region)
+                    .where(SECRETS.c.name == name)
+                ).first()
+            return None if row is None else SecretRecord.from_row(row)
+
+        record = self._records.load(("name", account_id, region, name), load)
         return None if record is None else private_copy(record)
 
     def by_arn(self, arn: str) -> SecretRecord | None:
-        key = ("arn", arn)
-        cached = self._records.get(key)
-        if cached is not MISSING:
-            return None if cached is None else private_copy(cached)
-        with self._engine.connect() as conn:
-            row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
-        record = None if row is None else SecretRecord.from_row(row)
-        self._records.put(key, record)
+        def load() -> SecretRecord | None:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(SECRETS).where(SECRETS.c.arn == arn)).first()
+            return None if row is None else SecretRecord.from_row(row)
+
+        record = self._records.load(("arn", arn), load)
         return None if record is None else private_copy(record)
 
     def by_id(self, secret_id: str) -> SecretRecord | None:
@@ -171,20 +172,21 @@ class SecretStore:
             conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(**values))
         self.invalidate_all()
 
-    def record_access(self, secret_id: str, version_id: str, day: float) -> None:
-        """Note that the secret and its version were read on ``day`` (midnight, as AWS records it)."""
-        with self._engine.begin() as conn:
-            conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_accessed_at=day))
-            conn.execute(
-                update(VERSIONS)
-                .where(VERSIONS.c.secret_id == secret_id)
-                .where(VERSIONS.c.version_id == version_id)
-                .values(last_accessed_at=day)
-            )
-        self.invalidate_all()
+    def _accessed(self, accesses: list[Access]) -> None:
+        """The access log wrote LastAccessedDate of these (on its thread): forget what was cached."""
+        self._records.clear()  # (cached by name and by ARN)
+        for secret_id, version_id, _ in accesses:
+            self._versions.invalidate((secret_id, version_id))
 
     def destroy(self, secret_id: str) -> None:
+        """Delete the secret and everything of it (nothing if it is gone already)."""
         with self._engine.begin() as conn:
+            # The secret's row first, as every writer to the secret locks it first (lock_secret): a
+            # PutSecretValue holding it while this deleted the versions and labels first waited here for
+            # them, and each waited on the other (PostgreSQL broke the deadlock with a 503).
+            conn.execute(
+                select(SECRETS.c.secret_id).where(SECRETS.c.secret_id == secret_id).with_for_update()
+            )
             for table in (STAGES, TAGS, VERSIONS):
                 conn.execute(delete(table).where(table.c.secret_id == secret_id))
             conn.execute(delete(SECRETS).where(SECRETS.c.secret_id == secret_id))
@@ -193,13 +195,11 @@ class SecretStore:
 
     # -- versions and stages -----------------------------------------------------------------------
     def read_stages(self, secret_id: str) -> dict[str, str]:
-        cached = self._stages.get(secret_id)
-        if cached is not MISSING:
-            return dict(cached)
-        with self._engine.connect() as conn:
-            stages = stages_in(conn, secret_id)
-        self._stages.put(secret_id, stages)
-        return dict(stages)
+        def load() -> dict[str, str]:
+            with self._engine.connect() as conn:
+                return stages_in(conn, secret_id)
+
+        return dict(self._stages.load(secret_id, load))
 
     def many_stages(self, secret_ids: list[str]) -> dict[str, dict[str, list[str]]]:
         """Each secret's labels by version (``{version_id: [label, ...]}``), in one query."""
@@ -217,13 +217,11 @@ class SecretStore:
         return result
 
     def version(self, secret_id: str, version_id: str) -> VersionRecord | None:
-        cached = self._versions.get((secret_id, version_id))
-        if cached is not MISSING:
-            return cached
-        with self._engine.connect() as conn:
-            version = version_in(conn, secret_id, version_id)
-        self._versions.put((secret_id, version_id), version)
-        return version
+        def load() -> VersionRecord | None:
+            with self._engine.connect() as conn:
+                return version_in(conn, secret_id, version_id)
+
+        return self._versions.load((secret_id, version_id), load)
 
     def versions(self, secret_id: str) -> list[VersionRecord]:
         """Every version of the secret, oldest first."""
@@ -310,6 +308,11 @@ class SecretStore:
                 )
             )
 
+    def lock(self, conn: Connection, secret_id: str, now: float) -> None:
+        """Lock the secret's row inside the caller's transaction, as every write to its versions does
+        (``tables.lock_secret``: ResourceNotFoundException if it is gone)."""
+        lock_secret(conn, secret_id, now)
+
     def add_placeholder(self, conn: Connection, secret_id: str, version_id: str, now: float) -> None:
         """Give a rotation's token its version (no value: see PLACEHOLDER) unless it has one, and
         move AWSPENDING to it, inside the rotation engine's transaction (which also queues the run).
@@ -331,12 +334,12 @@ class SecretStore:
     def tags(self, secret_id: str) -> list[dict[str, str]] | None:
         """The secret's tags in first-added order; None if it never had a tag (AWS then leaves Tags
         out, while a secret whose tags were all removed has an empty list: schema sm_secrets.tag_list)."""
-        cached = self._tags.get(secret_id)
-        if cached is not MISSING:
-            return None if cached is None else [dict(t) for t in cached]
-        with self._engine.connect() as conn:
-            tags = tag_list_of(conn, secret_id)
-        self._tags.put(secret_id, tags)
+
+        def load() -> list[dict[str, str]] | None:
+            with self._engine.connect() as conn:
+                return tag_list_of(conn, secret_id)
+
+        tags = self._tags.load(secret_id, load)
         return None if tags is None else [dict(t) for t in tags]
 
     def many_tags(self, records: list[SecretRecord]) -> dict[str, list[dict[str, str]] | None]:
@@ -358,10 +361,14 @@ class SecretStore:
             write_tags(conn, secret_id, tags)
 
     def untag(self, secret_id: str, keys: list[str], now: float) -> None:
-        """Remove the tags ``keys``; a secret that had tags keeps an (empty) tag list."""
+        """Remove the tags ``keys``; a secret that had tags keeps an (empty) tag list. Any number of keys
+        (UntagResource's have no maximum), in one transaction of bounded statements."""
         with self._engine.begin() as conn:
             lock_secret(conn, secret_id, now)
-            conn.execute(delete(TAGS).where(TAGS.c.secret_id == secret_id).where(TAGS.c.tag_key.in_(keys)))
+            for chunk in in_chunks(keys):
+                conn.execute(
+                    delete(TAGS).where(TAGS.c.secret_id == secret_id).where(TAGS.c.tag_key.in_(chunk))
+                )
 
     # -- replicas ------------------------------------------------------------------------------------
     def mirror(

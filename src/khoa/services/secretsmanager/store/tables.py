@@ -25,8 +25,12 @@ PRUNE_MIN_AGE_SECONDS = 86400.0
 def lock_secret(conn: Connection, secret_id: str, now: float) -> None:
     """Start a write to a secret's versions, labels or tags by updating its row: concurrent writers to
     the same secret wait here (a row lock on PostgreSQL, the write lock on SQLite), so what is read next
-    is current."""
-    conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
+    is current. A secret that is no longer there (deleted without recovery meanwhile) is AWS's
+    ResourceNotFoundException, and the write rolls back: without the row its version or tag would fail
+    the foreign key, which a write reads as a clash of its own (another request's token)."""
+    locked = conn.execute(update(SECRETS).where(SECRETS.c.secret_id == secret_id).values(last_changed_at=now))
+    if locked.rowcount != 1:
+        raise errors.not_found()
 
 
 def version_time(conn: Connection, secret_id: str, now: float) -> float:

@@ -7,6 +7,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from khoa.cache import METADATA_SECONDS, MISSING, TTLCache
 from khoa.services.ssm import errors
 from khoa.services.ssm.store.records import TAGS
+from khoa.storage.database import in_chunks
 
 MAX_TAGS = 50
 
@@ -60,8 +61,10 @@ class TagStore:
         self._cache.invalidate(param_id)
 
     def remove(self, param_id: str, keys: list[str]) -> None:
-        """Remove the tags with these keys; keys the parameter doesn't have are ignored."""
+        """Remove the tags with these keys; keys the parameter doesn't have are ignored. Any number of
+        keys (RemoveTagsFromResource's have no maximum), in one transaction of bounded statements."""
         self._cache.invalidate(param_id)
         with self._engine.begin() as conn:
-            conn.execute(delete(TAGS).where(TAGS.c.param_id == param_id).where(TAGS.c.tag_key.in_(keys)))
+            for chunk in in_chunks(keys):
+                conn.execute(delete(TAGS).where(TAGS.c.param_id == param_id).where(TAGS.c.tag_key.in_(chunk)))
         self._cache.invalidate(param_id)
