@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, Table, select
 
+from khoa.crypto.seal import fsync_directory
 from khoa.storage import schema
 
 log = logging.getLogger("khoa.audit")
@@ -29,14 +30,6 @@ _FILES = schema.audit_log_files
 _DIGESTS = schema.audit_digests
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(path: Path) -> None:
     """mkdir -p, syncing each parent that gained an entry so the new directories survive a crash."""
     missing: list[Path] = []
@@ -47,7 +40,7 @@ def _make_dirs(path: Path) -> None:
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             directory.mkdir(mode=0o750)
-        _fsync_dir(directory.parent)
+        fsync_directory(directory.parent)
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -60,7 +53,7 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def probe_directory(directory: Path, name: str) -> str | None:
@@ -119,12 +112,12 @@ class AuditFiles:
                 log.warning("audit file %s already in place; keeping it", key)
             else:
                 os.rename(staged, final)
-                _fsync_dir(final.parent)
-                _fsync_dir(staged.parent)
+                fsync_directory(final.parent)
+                fsync_directory(staged.parent)
                 return
-        _fsync_dir(final.parent)
+        fsync_directory(final.parent)
         staged.unlink(missing_ok=True)
-        _fsync_dir(staged.parent)
+        fsync_directory(staged.parent)
 
     def recorded(self, key: str, table: Table) -> bool:
         with self.engine.connect() as conn:
