@@ -313,8 +313,9 @@ class StateProbe:
                 columns = ", ".join(f'"{c}"' for c in names)
                 order = ", ".join(str(i + 1) for i in range(len(names))) if self.postgres else "rowid"
                 rows = self.db.execute(f'SELECT {columns} FROM "{table}" ORDER BY {order}').fetchall()
-                plain = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
-                hashes[table] = hashlib.sha256(repr(plain).encode()).hexdigest()
+                if self.postgres:  # psycopg reads bytea as memoryview, whose repr is its address
+                    rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+                hashes[table] = hashlib.sha256(repr(rows).encode()).hexdigest()
         finally:
             self.db.execute("COMMIT")
         return hashes

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,29 @@ def leaks(paths: list[Path], secrets: dict[str, bytes]) -> list[str]:
 
 
 def fingerprint(data_dir: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in stored_files(data_dir, skip=())}
+    """What a refused start must leave unchanged: every file's bytes, except that the database counts by
+    its content. Any process that opens a database whose WAL was left behind (a node stopped while a
+    connection was still out) folds it back in when it closes, changing bytes but not one row."""
+    sqlite_files = ("khoa.db", "khoa.db-wal", "khoa.db-shm")
+    found = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in stored_files(data_dir, skip=sqlite_files)
+    }
+    found["khoa.db"] = database_content(data_dir)
+    return found
+
+
+def database_content(data_dir: Path) -> str:
+    """A digest of the database's rows, read from a copy (with its WAL) so reading changes nothing."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("khoa.db", "khoa.db-wal"):
+            if (data_dir / name).exists():
+                shutil.copyfile(data_dir / name, Path(scratch) / name)
+        conn = sqlite3.connect(Path(scratch) / "khoa.db")
+        try:
+            return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+        finally:
+            conn.close()
 
 
 def test_nothing_secret_in_the_data_dir(fresh_server: KhoaServer) -> None:

@@ -32,11 +32,17 @@ MODELS_DIRECTORY = Path(__file__).resolve().parent / "models"
 
 
 @functools.cache
+def _loader() -> botocore.loaders.Loader:
+    """One loader for every model: it lists botocore's several hundred service directories once, where
+    a loader per service would list them again for each."""
+    return botocore.loaders.Loader(extra_search_paths=[str(MODELS_DIRECTORY)])
+
+
+@functools.cache
 def load_service_model(service: str) -> dict[str, Any]:
     """Load botocore's service-2 model for ``service`` (cached for the process lifetime); Khoa's own
     services' models are found in ``MODELS_DIRECTORY``."""
-    loader = botocore.loaders.Loader(extra_search_paths=[str(MODELS_DIRECTORY)])
-    model: dict[str, Any] = loader.load_service_model(service, "service-2")
+    model: dict[str, Any] = _loader().load_service_model(service, "service-2")
     return model
 
 
