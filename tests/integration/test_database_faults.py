@@ -20,16 +20,15 @@ waited for.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -58,6 +57,7 @@ READY_BOUND = 1.5
 # A scrape waits 1 s for the gauges read from the database (khoa.observe.metrics), then answers without them.
 SCRAPE_BOUND = 3.0
 RECOVERY_BOUND = 15.0
+_T = TypeVar("_T")
 
 
 class Node:
@@ -189,36 +189,40 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
     assert console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status == 200
     node.proxy.set_mode(fault, delay)
 
-    read = expect_503(lambda: node.sm.get_secret_value(SecretId="before-any-fault"))
-    write = expect_503(lambda: node.sm.put_secret_value(SecretId="before-any-fault", SecretString="lost?"))
-
-    status, body, ready_took = node.get("/_khoa/ready")
-    assert status == 503, body
-    assert body["status"] == "unavailable" and body["reason"], body
-    assert ready_took <= READY_BOUND, f"/_khoa/ready took {ready_took:.2f} s"
-    status, _, health_took = node.get("/_khoa/health")
-    assert status == 200
-    # A scrape answers with what the node knows (requests, leadership, the trail), without the gauges
-    # the database would give: when the database is out is when an operator looks at them.
-    status, text, scrape_took = node.get_raw("/metrics")
-    assert status == 200 and b"khoa_requests_total" in text and b"khoa_leader" in text
-    assert scrape_took <= SCRAPE_BOUND, f"/metrics took {scrape_took:.2f} s"
-    # The web console answers too: a page of its own saying so, within the bound, not a hang or a 500.
-    started = time.monotonic()
-    page = console.get("/console/secrets")
-    assert page.status == 503 and "did not answer" in page.plain, page.plain[:300]
-    assert time.monotonic() - started <= CALL_BOUND
-
-    # While a call waits on the silent database, liveness still answers at once: on a network database
-    # no call waits on the event loop (khoa.blocking), so the worker's loop never waits with it.
-    health_while_blocked = health_while(
-        node, lambda: _swallow(lambda: node.sm.get_secret_value(SecretId="before-any-fault"))
+    # Reads, side by side: an API call and a change-stream subscription are refused with an AWS-shaped
+    # 503 within the bound, and the web console answers a page of its own saying so, within the
+    # bound, not a hang or a 500. While they wait on the silent database, liveness still answers at
+    # once: on a network database no call waits on the event loop (khoa.blocking), and a
+    # subscription's checks never hold it either, so the worker's loop never waits with them.
+    health_while_blocked, (read, (page, page_took), subscribed) = alongside(
+        node,
+        lambda: expect_503(lambda: node.sm.get_secret_value(SecretId="before-any-fault")),
+        lambda: _timed(lambda: console.get("/console/secrets")),
+        lambda: node.subscribe("before-any-fault"),
     )
-    # A change-stream subscription is refused the same way, and its checks never hold the loop either.
-    subscribed: dict[str, Any] = {}
-    health_while(node, lambda: subscribed.update(node.subscribe("before-any-fault")))
+    assert page.status == 503 and "did not answer" in page.plain, page.plain[:300]
+    assert page_took <= CALL_BOUND
     assert subscribed["status"] == 503 and subscribed["took"] <= CALL_BOUND, subscribed
     assert subscribed["body"]["__type"] == "ServiceUnavailableException", subscribed
+
+    # A write is refused the same way. While it waits, the probes (each on a thread of its own, never
+    # behind a call) answer: /_khoa/ready 503 with a reason, /_khoa/health 200, and a scrape with what
+    # the node knows (requests, leadership, the trail), without the gauges the database would give:
+    # when the database is out is when an operator looks at them.
+    with ThreadPoolExecutor(1) as calls:
+        writing = calls.submit(
+            expect_503, lambda: node.sm.put_secret_value(SecretId="before-any-fault", SecretString="lost?")
+        )
+        status, body, ready_took = node.get("/_khoa/ready")
+        assert status == 503, body
+        assert body["status"] == "unavailable" and body["reason"], body
+        assert ready_took <= READY_BOUND, f"/_khoa/ready took {ready_took:.2f} s"
+        status, _, health_took = node.get("/_khoa/health")
+        assert status == 200
+        status, text, scrape_took = node.get_raw("/metrics")
+        assert status == 200 and b"khoa_requests_total" in text and b"khoa_leader" in text
+        assert scrape_took <= SCRAPE_BOUND, f"/metrics took {scrape_took:.2f} s"
+        write = writing.result()
 
     # The write refused above may or may not have been applied (its outcome was never acknowledged);
     # what matters is that the secret holds either the value acknowledged before or that one.
@@ -236,22 +240,24 @@ def test_calls_fail_closed_within_the_bound_and_the_node_recovers(
         )
 
 
-def health_while(node: Node, action: Callable[[], object]) -> float:
-    """Run ``action`` on another thread; ``/_khoa/health`` must answer within READY_BOUND meanwhile.
-    Returns how long it took."""
-    worker = threading.Thread(target=action)
-    worker.start()
-    time.sleep(0.2)
-    status, _, took = node.get("/_khoa/health")
-    worker.join()
+def alongside(node: Node, *actions: Callable[[], Any]) -> tuple[float, list[Any]]:
+    """Run ``actions`` side by side, each on a thread of its own; ``/_khoa/health`` must answer within
+    READY_BOUND meanwhile (asked 0.2 s in, while they wait). Returns how long it took and what each
+    action returned (an action's exception is raised here)."""
+    with ThreadPoolExecutor(len(actions)) as threads:
+        running = [threads.submit(action) for action in actions]
+        time.sleep(0.2)
+        status, _, took = node.get("/_khoa/health")
+        results = [future.result() for future in running]
     assert status == 200
     assert took <= READY_BOUND, f"/_khoa/health took {took:.2f} s"
-    return took
+    return took, results
 
 
-def _swallow(call: Any) -> None:
-    with contextlib.suppress(ClientError):
-        call()
+def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
 
 
 def test_a_lock_held_elsewhere_refuses_calls_within_the_bound(
@@ -262,12 +268,15 @@ def test_a_lock_held_elsewhere_refuses_calls_within_the_bound(
     node.write("acknowledged-before-lock", "kept")
     with psycopg.connect(node.direct_url) as holder:
         holder.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")  # held until the block ends
-        write = expect_503(
-            lambda: node.sm.put_secret_value(SecretId="acknowledged-before-lock", SecretString="x")
-        )
-        status, body, ready_took = node.get("/_khoa/ready")
-        assert status == 503 and body["reason"], body
-        assert ready_took <= READY_BOUND
+        with ThreadPoolExecutor(1) as calls:  # the readiness probe waits on the lock meanwhile
+            writing = calls.submit(
+                expect_503,
+                lambda: node.sm.put_secret_value(SecretId="acknowledged-before-lock", SecretString="x"),
+            )
+            status, body, ready_took = node.get("/_khoa/ready")
+            assert status == 503 and body["reason"], body
+            assert ready_took <= READY_BOUND
+            write = writing.result()
         holder.rollback()
     node.acknowledged.pop("acknowledged-before-lock")
     recovered = recover(node, "lock")

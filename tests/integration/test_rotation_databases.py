@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from tests.support import mariadb, pgcluster
 from tests.support.mariadb import MariaDatabase
 from tests.support.mariadb import connect as maria_connect
 from tests.support.pgcluster import PgCluster, PgDatabase
-from tests.support.rotation import holder, register, rotate_now, stages_of, value_of
+from tests.support.rotation import holder, register, rotate_now, rotation_role, stages_of, value_of
 from tests.support.server import KhoaServer
 
 # the database fixtures (pytest finds fixtures among a module's names)
@@ -43,17 +44,26 @@ class Target:
 
 @pytest.fixture(scope="module")
 def functions(server: KhoaServer) -> dict[str, str]:
-    """The four built-in rotators, registered once with the rotation role."""
+    """The four built-in rotators, registered once with the rotation role, and (as ``no-role``) a
+    Python function registered without one. Each registration is a ``khoa functions register``
+    process; they run side by side."""
     suffix = uuid.uuid4().hex[:6]
-    return {
-        target: register(server, f"{target}-{suffix}", target, "builtin")
-        for target in (
-            "postgresql-single-user",
-            "postgresql-alternating-users",
-            "mysql-single-user",
-            "mysql-alternating-users",
+    rotation_role(server)  # made once, before the registrations that name it
+    targets = (
+        "postgresql-single-user",
+        "postgresql-alternating-users",
+        "mysql-single-user",
+        "mysql-alternating-users",
+    )
+    with ThreadPoolExecutor(len(targets) + 1) as registering:
+        builtin = {
+            target: registering.submit(register, server, f"{target}-{suffix}", target, "builtin")
+            for target in targets
+        }
+        no_role = registering.submit(
+            server.register_function, f"no-role-{suffix}", "tests.support.rotators:simple"
         )
-    }
+    return {target: future.result() for target, future in builtin.items()} | {"no-role": no_role.result()}
 
 
 def _pg_target(database: PgDatabase) -> Target:
@@ -192,7 +202,7 @@ def test_the_functions_calls_are_the_roles(server: KhoaServer, functions: dict[s
     """Outside --dev a function acts as its role: a function registered without one cannot run, and
     the failure says why (no hidden all-powerful identity)."""
     sm = server.client("secretsmanager")
-    arn = server.register_function(f"no-role-{uuid.uuid4().hex[:6]}", "tests.support.rotators:simple")
+    arn = functions["no-role"]
     name = f"db/norole/{uuid.uuid4().hex[:8]}"
     first = sm.create_secret(Name=name, SecretString=json.dumps({"password": "x"}))["VersionId"]
     rotate_now(server, sm, name, RotationLambdaARN=arn)

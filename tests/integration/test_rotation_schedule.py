@@ -7,6 +7,7 @@ The server's test clock only moves forward, so every test works from the server'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from khoa.services.secretsmanager import schedule
 from tests.support.rotation import holder, register, stages_of, value_of
@@ -30,6 +32,16 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]
 @pytest.fixture(scope="module")
 def function(own_server: KhoaServer) -> str:
     return register(own_server, "scheduled", "tests.support.rotators:simple")
+
+
+@pytest.fixture
+def name(own_server: KhoaServer) -> Iterator[str]:
+    """A name for the test's secret, which is deleted afterwards: a secret left with a schedule would
+    come due in later tests (each moves the clock on by days) and make their passes rotate it too."""
+    chosen = f"scheduled/{uuid.uuid4().hex[:8]}"
+    yield chosen
+    with contextlib.suppress(ClientError):
+        own_server.client("secretsmanager").delete_secret(SecretId=chosen, ForceDeleteWithoutRecovery=True)
 
 
 def server_now(server: KhoaServer) -> datetime:
@@ -62,10 +74,9 @@ RULES = [
 
 @pytest.mark.parametrize("rules", RULES, ids=[json.dumps(r) for r in RULES])
 def test_rotation_starts_when_due_and_not_before(
-    own_server: KhoaServer, function: str, rules: dict[str, Any]
+    own_server: KhoaServer, function: str, name: str, rules: dict[str, Any]
 ) -> None:
     sm = own_server.client("secretsmanager")
-    name = f"scheduled/{uuid.uuid4().hex[:8]}"
     first = sm.create_secret(Name=name, SecretString=json.dumps({"password": "v0"}))["VersionId"]
     configured_at = server_now(own_server)
     sm.rotate_secret(SecretId=name, RotationLambdaARN=function, RotationRules=rules, RotateImmediately=False)
@@ -97,9 +108,10 @@ def test_rotation_starts_when_due_and_not_before(
     assert value_of(sm, name)["password"] != "v0"
 
 
-def test_rotate_immediately_counts_as_the_last_rotation(own_server: KhoaServer, function: str) -> None:
+def test_rotate_immediately_counts_as_the_last_rotation(
+    own_server: KhoaServer, function: str, name: str
+) -> None:
     sm = own_server.client("secretsmanager")
-    name = f"scheduled/{uuid.uuid4().hex[:8]}"
     first = sm.create_secret(Name=name, SecretString=json.dumps({"password": "v0"}))["VersionId"]
     rules = {"ScheduleExpression": "rate(10 days)"}
     sm.rotate_secret(SecretId=name, RotationLambdaARN=function, RotationRules=rules)
@@ -115,9 +127,8 @@ def test_rotate_immediately_counts_as_the_last_rotation(own_server: KhoaServer, 
     assert sm.describe_secret(SecretId=name)["LastRotatedDate"] == described["LastRotatedDate"]
 
 
-def test_cancelled_rotation_is_not_scheduled(own_server: KhoaServer, function: str) -> None:
+def test_cancelled_rotation_is_not_scheduled(own_server: KhoaServer, function: str, name: str) -> None:
     sm = own_server.client("secretsmanager")
-    name = f"scheduled/{uuid.uuid4().hex[:8]}"
     first = sm.create_secret(Name=name, SecretString=json.dumps({"password": "v0"}))["VersionId"]
     sm.rotate_secret(
         SecretId=name,

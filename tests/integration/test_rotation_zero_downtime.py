@@ -1,10 +1,10 @@
 """Zero downtime: an application of 8 threads querying PostgreSQL continuously (a new connection for
 every query, the worst case) through ``khoa.client.connect_postgres`` and a ``SecretReader`` following
-the change stream, while 20 rotations run.
+the change stream, while 10 rotations run (ROTATIONS), one after another.
 
 - alternating users: not one failed query;
 - single user (the password changes in place, so there is a window between setSecret and finishSecret
-  where AWSCURRENT is already refused): the same 20 rotations are watched at once by 8 threads using a
+  where AWSCURRENT is already refused): the same rotations are watched at once by 8 threads using a
   plain cached password (aws-secretsmanager-caching's SecretCache, no refresh on failure) and by 8
   threads using the client; both failure counts are printed, and the client's must be 0. Whether a
   query lands inside a window depends on timing, so the window itself is also made by hand, and a
@@ -39,7 +39,7 @@ pg_cluster = pgcluster.pg_cluster
 pg_database = pgcluster.pg_database
 
 THREADS = 8
-ROTATIONS = 20
+ROTATIONS = 10
 PAUSE = 0.2  # between one thread's queries (each a new connection): ~40 connections a second in all
 pytestmark = pytest.mark.slow
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -16,6 +17,8 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from khoa import outbound
@@ -51,7 +54,17 @@ def khoa_client(endpoint: str, region: str, credentials: SessionCredentials | No
         # Calling this very server over loopback: its certificate names the public host, not 127.0.0.1,
         # and the bytes never leave the machine, so the hostname check is skipped for this call only.
         kwargs["verify"] = False
-    return boto3.session.Session().client("secretsmanager", **kwargs)
+    # A session of its own (boto3's sessions are not thread-safe), over one loader: a new loader would
+    # read and parse botocore's endpoint and service models again, most of a rotation step's CPU.
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _models())
+    return boto3.session.Session(botocore_session=session).client("secretsmanager", **kwargs)
+
+
+@functools.cache
+def _models() -> botocore.loaders.Loader:
+    """botocore's models, read once per process and only read after that."""
+    return botocore.loaders.create_loader()
 
 
 class _Loaded:
