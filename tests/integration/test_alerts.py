@@ -1,6 +1,16 @@
 """Alerts through a real server: each rule fires once for its trigger (delivered to a signed JSON
 webhook receiver and a Slack-format receiver started here), normal traffic raises nothing, and alerts
-are stored, listed by ``khoa alerts list``, counted in /metrics and recorded as AlertRaised events."""
+are stored, listed by ``khoa alerts list``, counted in /metrics and recorded as AlertRaised events.
+
+A server start is most of what a scenario costs, so scenarios that fit on one server run on one, in
+an order that keeps each one's view of the installation what it would be on a fresh server: a
+scenario that counts everything the server ever raised (alerts listed, AlertRaised events, metrics,
+what a receiver got) comes before any other that raises an alert; one whose rule is retried as the
+clock moves (rotation-failed) comes last; none depends on the clock of another. Between scenarios
+the server must be quiet (nothing left to raise). Settings a scenario needs that change no other
+scenario's outcome (the trusted proxy, the key's recent-use days, the access-denied thresholds of a
+server whose other scenarios see no AccessDenied) are set for its whole server.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +23,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,7 +80,8 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: stop() waits for the serving loop to notice (0.5 s by default).
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -214,7 +225,7 @@ def only(alerts: list[dict[str, Any]], rule: str) -> dict[str, Any]:
 # -- normal traffic -------------------------------------------------------------------------------
 
 
-def test_normal_traffic_raises_nothing(alerting: Alerting) -> None:
+def normal_traffic_raises_nothing(alerting: Alerting) -> None:
     server = alerting.server
     sm, kms, ssm = server.client("secretsmanager"), server.client("kms"), server.client("ssm")
     # Secrets read by their creators (root, and a user creating its own).
@@ -271,10 +282,10 @@ def test_normal_traffic_raises_nothing(alerting: Alerting) -> None:
     assert all(value == 0 for value in counts.values())
 
 
-# -- one test per rule ----------------------------------------------------------------------------
+# -- one scenario per rule ------------------------------------------------------------------------
 
 
-def test_secret_read_by_a_new_principal(alerting: Alerting) -> None:
+def secret_read_by_a_new_principal(alerting: Alerting) -> None:
     server = alerting.server
     sm = server.client("secretsmanager")
     arn = sm.create_secret(Name="payroll/db", SecretString=SECRET_VALUE)["ARN"]
@@ -348,7 +359,7 @@ def test_secret_read_by_a_new_principal(alerting: Alerting) -> None:
     assert SECRET_VALUE not in log
 
 
-def test_rotation_failure(alerting: Alerting) -> None:
+def rotation_failure(alerting: Alerting) -> None:
     server = alerting.server
     sm = server.client("secretsmanager")
     arn = sm.create_secret(Name="rotating", SecretString=json.dumps({"password": SECRET_VALUE}))["ARN"]
@@ -366,7 +377,7 @@ def test_rotation_failure(alerting: Alerting) -> None:
     assert len(lookup(server.client("cloudtrail"), "EventName", "RotationFailed")) >= 2
 
 
-def test_key_scheduled_for_deletion(alerting: Alerting) -> None:
+def key_scheduled_for_deletion(alerting: Alerting) -> None:
     server = alerting.server
     kms = server.client("kms")
     idle = kms.create_key()["KeyMetadata"]
@@ -396,8 +407,11 @@ def test_key_scheduled_for_deletion(alerting: Alerting) -> None:
     alerting.quiet()
 
 
-def test_key_used_long_ago_is_medium(fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver]) -> None:
-    alerting = start(fresh_server, receivers, KHOA_ALERT_KEY_RECENT_USE_DAYS="7")
+KEY_RECENT_USE_DAYS = {"KHOA_ALERT_KEY_RECENT_USE_DAYS": "7"}
+
+
+def key_used_long_ago_is_medium(alerting: Alerting) -> None:
+    """On a server started with KEY_RECENT_USE_DAYS."""
     kms = alerting.server.client("kms")
     key = kms.create_key()["KeyMetadata"]
     kms.encrypt(KeyId=key["KeyId"], Plaintext=b"old")
@@ -408,7 +422,7 @@ def test_key_used_long_ago_is_medium(fresh_server: KhoaServer, receivers: tuple[
     assert alert["details"]["recentUseDays"] == 7
 
 
-def test_access_denied_spike(alerting: Alerting) -> None:
+def access_denied_spike(alerting: Alerting) -> None:
     server = alerting.server
     nobody = client_as(server, "kms", make_user(server, "prober", ["sts:GetCallerIdentity"]))
     for _ in range(5):  # at the threshold: not over it
@@ -428,17 +442,16 @@ def test_access_denied_spike(alerting: Alerting) -> None:
     alerting.quiet()
 
 
-def test_access_denied_spike_is_relative_to_the_baseline(
-    fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver]
-) -> None:
-    alerting = start(
-        fresh_server,
-        receivers,
-        KHOA_ALERT_ACCESS_DENIED_THRESHOLD="2",
-        KHOA_ALERT_ACCESS_DENIED_FACTOR="2",
-        KHOA_ALERT_ACCESS_DENIED_WINDOW_SECONDS="300",
-        KHOA_ALERT_ACCESS_DENIED_BASELINE_SECONDS="600",
-    )
+BASELINE_SETTINGS = {
+    "KHOA_ALERT_ACCESS_DENIED_THRESHOLD": "2",
+    "KHOA_ALERT_ACCESS_DENIED_FACTOR": "2",
+    "KHOA_ALERT_ACCESS_DENIED_WINDOW_SECONDS": "300",
+    "KHOA_ALERT_ACCESS_DENIED_BASELINE_SECONDS": "600",
+}
+
+
+def access_denied_spike_is_relative_to_the_baseline(alerting: Alerting) -> None:
+    """On a server started with BASELINE_SETTINGS, with no AccessDenied in the last 15 minutes."""
     server = alerting.server
     nobody = client_as(server, "kms", make_user(server, "noisy", ["sts:GetCallerIdentity"]))
     for _ in range(12):
@@ -458,7 +471,7 @@ def test_access_denied_spike_is_relative_to_the_baseline(
     assert alert["details"]["threshold"] == 2
 
 
-def test_decryption_failure_burst(alerting: Alerting) -> None:
+def decryption_failure_burst(alerting: Alerting) -> None:
     server = alerting.server
     kms = server.client("kms")
     key = kms.create_key()["KeyMetadata"]["KeyId"]
@@ -481,7 +494,7 @@ def test_decryption_failure_burst(alerting: Alerting) -> None:
     only(alerting.run(), "decryption-failure-burst")
 
 
-def test_audit_sink_errors(alerting: Alerting) -> None:
+def audit_sink_errors(alerting: Alerting) -> None:
     server = alerting.server
     sm = server.client("secretsmanager")
     alerting.quiet()
@@ -506,10 +519,11 @@ def test_audit_sink_errors(alerting: Alerting) -> None:
     assert json.loads(event["CloudTrailEvent"])["additionalEventData"]["alertId"] == alert["alertId"]
 
 
-def test_credentials_used_from_outside_the_allowed_networks(
-    fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver]
-) -> None:
-    alerting = start(fresh_server, receivers, KHOA_TRUSTED_PROXIES="127.0.0.1/32")
+TRUSTED_PROXY = {"KHOA_TRUSTED_PROXIES": "127.0.0.1/32"}
+
+
+def credentials_used_from_outside_the_allowed_networks(alerting: Alerting) -> None:
+    """On a server started with TRUSTED_PROXY (so that X-Forwarded-For names the caller)."""
     server = alerting.server
     server.client("kms").list_keys()
     alerting.quiet()
@@ -544,7 +558,7 @@ def test_credentials_used_from_outside_the_allowed_networks(
     only(alerting.run(), "unexpected-network")
 
 
-def test_webhook_retries_until_delivered(alerting: Alerting) -> None:
+def webhook_retries_until_delivered(alerting: Alerting) -> None:
     server = alerting.server
     alerting.webhook.fail_next = 10  # more than one pass's attempts
     kms = server.client("kms")
@@ -562,6 +576,52 @@ def test_webhook_retries_until_delivered(alerting: Alerting) -> None:
     assert alert["alertId"] == listed[0]["alertId"]
     alerting.quiet()
     assert json.loads(khoa_alerts(server, "--json").stdout)[0]["delivery"]["webhook"] == "sent"
+
+
+# -- the scenarios, grouped by server -------------------------------------------------------------
+
+
+def run_in_order(alerting: Alerting, *scenarios: Callable[[Alerting], None]) -> None:
+    """Each scenario in turn on one server, with nothing left to raise before the next."""
+    for scenario in scenarios:
+        alerting.quiet()
+        scenario(alerting)
+    alerting.quiet()
+
+
+def test_normal_traffic_new_readers_key_deletions_decryption_bursts_and_rotation_failures(
+    alerting: Alerting,
+) -> None:
+    run_in_order(
+        alerting,
+        normal_traffic_raises_nothing,  # first: nothing may have been raised before it
+        secret_read_by_a_new_principal,  # counts every alert raised: before any other raises one
+        key_scheduled_for_deletion,
+        decryption_failure_burst,
+        rotation_failure,  # last: its rotation is retried whenever the clock moves on
+    )
+
+
+def test_webhook_retries_a_key_used_long_ago_and_an_access_denied_spike(
+    fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver]
+) -> None:
+    run_in_order(
+        start(fresh_server, receivers, **KEY_RECENT_USE_DAYS),
+        webhook_retries_until_delivered,  # first: counts what the receivers ever got
+        key_used_long_ago_is_medium,
+        access_denied_spike,
+    )
+
+
+def test_audit_sink_errors_credentials_from_outside_and_a_spike_over_the_baseline(
+    fresh_server: KhoaServer, receivers: tuple[Receiver, Receiver]
+) -> None:
+    run_in_order(
+        start(fresh_server, receivers, **TRUSTED_PROXY, **BASELINE_SETTINGS),
+        audit_sink_errors,  # first: counts every AlertRaised event
+        credentials_used_from_outside_the_allowed_networks,
+        access_denied_spike_is_relative_to_the_baseline,
+    )
 
 
 def test_disabled_rules_and_no_receivers(fresh_server: KhoaServer) -> None:

@@ -47,13 +47,39 @@ class Node:
     workers: int
 
 
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
-    workers: int = request.param
+# One server of each kind for the whole module: every test works on a secret, user, policy, group, key
+# or parameter of its own (unique names), so the tests do not meet, and each fills the caches itself
+# before it revokes anything. Both servers re-check open change streams every RECHECK seconds; the
+# stream tests (below) use the two-worker one, and no other test depends on that setting.
+RECHECK = 1.0
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, workers: int) -> KhoaServer:
+    data = tmp_path_factory.mktemp(f"revocation-{workers}w") / "data"
+    env = {**LONG_CACHES, "KHOA_STREAM_RECHECK_SECONDS": str(RECHECK)}
     args = ["--workers", str(workers)] if workers > 1 else []
-    instance = KhoaServer(tmp_path / "data", extra_env=LONG_CACHES, extra_args=args).start()
-    yield Node(instance, workers)
+    return KhoaServer(data, extra_env=env, extra_args=args).start()
+
+
+@pytest.fixture(scope="module")
+def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    instance = _start(tmp_path_factory, 1)
+    yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    instance = _start(tmp_path_factory, 2)
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+def node(request: pytest.FixtureRequest) -> Node:
+    workers: int = request.param
+    server = request.getfixturevalue("one_worker_server" if workers == 1 else "two_worker_server")
+    return Node(server, workers)
 
 
 def _secret(server: KhoaServer) -> str:
@@ -237,8 +263,6 @@ def test_cache_lifetimes_are_settings(tmp_path: Path) -> None:
 
 # -- change streams (finding 9) ----------------------------------------------------------------------
 
-RECHECK = 1.0
-
 
 class Subscription:
     """An open ``/_khoa/events`` stream read on a thread: its lines (with arrival times) and its end."""
@@ -280,11 +304,10 @@ class Subscription:
 
 
 @pytest.fixture
-def streaming(tmp_path: Path) -> Iterator[KhoaServer]:
-    env = {**LONG_CACHES, "KHOA_STREAM_RECHECK_SECONDS": str(RECHECK)}
-    instance = KhoaServer(tmp_path / "data", extra_env=env, extra_args=["--workers", "2"]).start()
-    yield instance
-    instance.stop()
+def streaming(two_worker_server: KhoaServer) -> KhoaServer:
+    """The module's two-worker server (long caches, streams re-checked every RECHECK seconds). The
+    session test moves its clock forward: nothing the other tests make here depends on the clock."""
+    return two_worker_server
 
 
 def _subscribed(server: KhoaServer, caller: Caller, secret: str) -> Subscription:

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,10 @@ def test_a_query_call_scoped_to_an_unknown_region_is_refused(server: KhoaServer)
 
 
 @pytest.fixture
-def two_region_server(tmp_path: Path) -> Iterator[KhoaServer]:
-    instance = KhoaServer(tmp_path / "data", extra_env={"KHOA_REGIONS": "us-east-1,eu-west-1"}).start()
-    yield instance
-    instance.stop()
+def two_region_server(impatient_server: KhoaServer) -> KhoaServer:
+    """A server serving two regions only: the module's impatient server (below). Its other tests call
+    it unsigned or in us-east-1, and never with a credential scope it would refuse."""
+    return impatient_server
 
 
 def test_refused_regions_are_recorded_in_the_default_region_and_get_no_chain(
@@ -218,8 +219,11 @@ BODY_TIMEOUT = 2.0
 
 @pytest.fixture(scope="module")
 def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    """Bodies and heads must arrive within BODY_TIMEOUT; only us-east-1 and eu-west-1 are served (for
+    the regions test above, which shares this server)."""
     data = tmp_path_factory.mktemp("impatient") / "data"
-    instance = KhoaServer(data, extra_env={"KHOA_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)}).start()
+    env = {"KHOA_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "KHOA_REGIONS": "us-east-1,eu-west-1"}
+    instance = KhoaServer(data, extra_env=env).start()
     yield instance
     instance.stop()
 
@@ -262,7 +266,7 @@ def _status_and_json(raw: bytes) -> tuple[int, dict[str, str], dict[str, object]
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
-def test_a_body_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
+def a_body_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
     raw, elapsed = _raw_exchange(impatient_server, _head("TrentService.ListKeys", 1000), [(b'{"Limit":', 0)])
     status, headers, body = _status_and_json(raw)
     assert status == 408
@@ -273,7 +277,7 @@ def test_a_body_that_never_completes_is_answered_408_and_closed(impatient_server
     assert BODY_TIMEOUT - 0.5 <= elapsed < BODY_TIMEOUT + 5
 
 
-def test_a_trickled_body_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
+def a_trickled_body_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
     """One byte every half second: each arrives well within the timeout, the whole body does not."""
     parts = [(b"{", 0.5)] + [(b" ", 0.5)] * 20
     raw, elapsed = _raw_exchange(impatient_server, _head("TrentService.ListKeys", 100), parts)
@@ -283,15 +287,14 @@ def test_a_trickled_body_does_not_extend_the_deadline(impatient_server: KhoaServ
     assert elapsed < BODY_TIMEOUT + 5
 
 
-def test_the_server_stays_healthy_after_abandoned_bodies(impatient_server: KhoaServer) -> None:
+def the_server_stays_healthy_after_abandoned_bodies(impatient_server: KhoaServer) -> None:
     sockets = [socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) for _ in range(20)]
     try:
         for sock in sockets:
             sock.sendall(_head("TrentService.ListKeys", 5000) + b"{")
         # Meanwhile ordinary calls are answered.
         assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
-        time.sleep(BODY_TIMEOUT + 1)
-        for sock in sockets:  # every abandoned request was answered and its connection closed
+        for sock in sockets:  # every abandoned request is answered and its connection closed
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
@@ -314,14 +317,14 @@ def _until_closed(sock: socket.socket) -> tuple[bytes, float]:
     return received, time.monotonic() - started
 
 
-def test_a_connection_that_sends_nothing_is_closed(impatient_server: KhoaServer) -> None:
+def a_connection_that_sends_nothing_is_closed(impatient_server: KhoaServer) -> None:
     with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
         received, elapsed = _until_closed(sock)
     assert received == b""  # no request began: nothing to answer
     assert BODY_TIMEOUT - 0.5 <= elapsed < HEAD_CLOSED_WITHIN
 
 
-def test_a_head_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
+def a_head_that_never_completes_is_answered_408_and_closed(impatient_server: KhoaServer) -> None:
     with socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: TrentService.ListKeys\r\n")
         received, elapsed = _until_closed(sock)
@@ -330,7 +333,7 @@ def test_a_head_that_never_completes_is_answered_408_and_closed(impatient_server
     assert elapsed < HEAD_CLOSED_WITHIN
 
 
-def test_a_trickled_head_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
+def a_trickled_head_does_not_extend_the_deadline(impatient_server: KhoaServer) -> None:
     """One header line every half second, each well within the bound, the whole head never."""
     parts = [(f"X-Slow-{n}: a\r\n".encode(), 0.5) for n in range(int(BODY_TIMEOUT * 2) + 10)]
     raw, elapsed = _raw_exchange(impatient_server, b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n", parts)
@@ -338,7 +341,7 @@ def test_a_trickled_head_does_not_extend_the_deadline(impatient_server: KhoaServ
     assert elapsed < HEAD_CLOSED_WITHIN + 1.0
 
 
-def test_a_busy_keep_alive_connection_is_not_cut_off(impatient_server: KhoaServer) -> None:
+def a_busy_keep_alive_connection_is_not_cut_off(impatient_server: KhoaServer) -> None:
     """The deadline is per head: a connection used for longer than the bound, each request's head
     sent at once, keeps being served (pauses shorter than uvicorn's 5 s keep-alive)."""
     request = _head("TrentService.ListKeys", 2) + b"{}"
@@ -354,21 +357,50 @@ def test_a_busy_keep_alive_connection_is_not_cut_off(impatient_server: KhoaServe
     assert answered >= 6
 
 
-def test_idle_connections_are_shed_and_the_server_stays_healthy(impatient_server: KhoaServer) -> None:
+def idle_connections_are_shed_and_the_server_stays_healthy(impatient_server: KhoaServer) -> None:
     sockets = [socket.create_connection(("127.0.0.1", impatient_server.port), timeout=30) for _ in range(300)]
     try:
         for n, sock in enumerate(sockets):
             if n % 2:
                 sock.sendall(b"GET /_khoa/health HTTP/1.1\r\n")  # a head begun and abandoned
         assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
-        time.sleep(HEAD_CLOSED_WITHIN)
-        for n, sock in enumerate(sockets):  # every one closed: answered 408 if its head had begun
+        for n, sock in enumerate(sockets):  # every one is closed: answered 408 if its head had begun
             received, _ = _until_closed(sock)
             assert received.startswith(b"HTTP/1.1 408 ") if n % 2 else received == b""
         assert impatient_server.client("kms").list_keys()["ResponseMetadata"]["HTTPStatusCode"] == 200
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_slow_bodies_slow_heads_and_idle_connections_are_cut_off(impatient_server: KhoaServer) -> None:
+    """Each scenario above waits for the server to give up on a connection of its own (a few seconds):
+    they wait at the same time, each on its own thread and connections. A failure names its scenario."""
+    scenarios: list[Callable[[KhoaServer], None]] = [
+        a_body_that_never_completes_is_answered_408_and_closed,
+        a_trickled_body_does_not_extend_the_deadline,
+        the_server_stays_healthy_after_abandoned_bodies,
+        a_connection_that_sends_nothing_is_closed,
+        a_head_that_never_completes_is_answered_408_and_closed,
+        a_trickled_head_does_not_extend_the_deadline,
+        a_busy_keep_alive_connection_is_not_cut_off,
+        idle_connections_are_shed_and_the_server_stays_healthy,
+    ]
+    failures: dict[str, str] = {}
+
+    def run(scenario: Callable[[KhoaServer], None]) -> None:
+        try:
+            scenario(impatient_server)
+        except Exception:  # noqa: BLE001 - reported below, with its scenario's name
+            failures[scenario.__name__] = traceback.format_exc()
+
+    threads = [threading.Thread(target=run, args=(scenario,), daemon=True) for scenario in scenarios]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a scenario did not finish"
+    assert not failures, "\n".join(f"{name} failed:\n{text}" for name, text in failures.items())
 
 
 def _exchange(server: KhoaServer, request: bytes) -> bytes:
@@ -467,6 +499,7 @@ def test_large_bodies_are_decoded_off_the_event_loop(
         replies.append(send(request).status)
 
     impatient_server.client("secretsmanager").list_secrets()  # up, caches warm
+    began = time.monotonic()
     workers = [threading.Thread(target=large) for _ in range(4)]
     for worker in workers:
         worker.start()
@@ -479,4 +512,8 @@ def test_large_bodies_are_decoded_off_the_event_loop(
         assert answered.startswith(b"HTTP/1.1 200 ")
         slowest = max(slowest, time.monotonic() - started)
     assert replies == [status] * 4
-    assert slowest < 0.25, f"/_khoa/health took {slowest:.2f} s while large bodies were decoded"
+    # Judged against the decoding's own time, so a loaded machine slows both alike: decoded on the
+    # loop, the four run one after another there and a probe waits out about one of them (a quarter of
+    # the whole); off it, a probe waits only for its turn at the interpreter.
+    bound = max(0.25, (time.monotonic() - began) / 6)
+    assert slowest < bound, f"/_khoa/health took {slowest:.2f} s (bound {bound:.2f} s) during decoding"
