@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_here import create_account
 from tests.support.console import ConsoleClient
-from tests.support.identity import Caller, create_account
+from tests.support.identity import Caller
 from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
 
 REQUIRE_SERVICES = os.environ.get("KHOA_REQUIRE_SERVICES") == "1"
@@ -78,7 +79,8 @@ def iam(server: KhoaServer) -> Any:
 
 @pytest.fixture(scope="module")
 def account_b(server: KhoaServer) -> Caller:
-    """A second account on the shared server (made with ``khoa account create``), one per test module."""
+    """A second account on the shared server (made with ``khoa account create``, run in this process),
+    one per test module."""
     return create_account(server)
 
 

@@ -54,8 +54,7 @@ def fingerprint(data_dir: Path) -> dict[str, str]:
     connection was still out) folds it back in when it closes, changing bytes but not one row."""
     sqlite_files = ("khoa.db", "khoa.db-wal", "khoa.db-shm")
     found = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in stored_files(data_dir, skip=sqlite_files)
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in stored_files(data_dir, skip=sqlite_files)
     }
     found["khoa.db"] = database_content(data_dir)
     return found

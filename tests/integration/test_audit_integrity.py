@@ -19,7 +19,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +59,35 @@ def run_script(script: Path, audit: Path, keys: Path) -> subprocess.CompletedPro
     )
 
 
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Run independent checks (CLI processes that only read the installation) at once; their results
+    in order. Most of a check's time is its interpreter starting, so the wait is for the slowest."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
+
+
+def copy_installation(data_dir: Path, to: Path, *, root_key: bool = True) -> Path:
+    """A copy of a stopped server's installation (database, root key, trail files) at ``to``, to
+    tamper with or check apart from the original; without its root key when ``root_key`` is False."""
+    shutil.copytree(data_dir, to, ignore=None if root_key else shutil.ignore_patterns("root.key"))
+    return to
+
+
 @dataclass
 class Trail:
     data_dir: Path
     env: dict[str, str]
     keys: Path
     script: Path
-    pristine: Path
 
     @property
     def audit(self) -> Path:
         return self.data_dir / "audit"
 
-    def restore(self) -> None:
-        shutil.rmtree(self.audit)
-        shutil.copytree(self.pristine, self.audit)
+    def copy(self, to: Path) -> Trail:
+        """The same trail in an installation of its own (to tamper with)."""
+        return replace(self, data_dir=copy_installation(self.data_dir, to))
 
     def verify(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_khoa(self.env, "audit", "verify", "--data-dir", str(self.data_dir), *args)
@@ -129,7 +144,8 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
             closed = run_khoa(env, "audit", "digest", "--data-dir", str(server.data_dir))
             assert closed.returncode == 0, closed.stderr
             assert "wrote" in closed.stdout
-            time.sleep(1.1)  # digests of a chain end at distinct seconds anyway; keep names readable
+            # No pause between periods: a chain's digests end at distinct seconds anyway (each at
+            # least a second after the one before), and a digest command takes over a second.
         exported = run_khoa(
             env, "audit", "public-keys", "--out", str(base / "keys"), "--data-dir", str(server.data_dir)
         )
@@ -138,28 +154,32 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
         server.stop()
     script = base / "verify-trail.sh"
     script.write_text(doc_script())
-    shutil.copytree(server.data_dir / "audit", base / "pristine")
-    yield Trail(server.data_dir, env, base / "keys", script, base / "pristine")
+    # The tests only read this trail; the tampering tests change copies of it (see `tampered`).
+    yield Trail(server.data_dir, env, base / "keys", script)
 
 
 def test_intact_trail_verifies_with_khoa_and_with_openssl(trail: Trail) -> None:
     assert len(trail.digests()) == 3 and len(trail.logs()) == 3
     assert len(trail.digests("eu-west-1")) == 2 and len(trail.logs("eu-west-1")) == 1
 
-    result = trail.verify()
+    result, as_json, pinned, future, bad_time, openssl = concurrently(
+        trail.verify,
+        lambda: trail.verify("--json"),
+        lambda: trail.verify("--public-keys", str(trail.keys)),
+        lambda: trail.verify("--from", "2999-01-01T00:00:00Z"),
+        lambda: trail.verify("--from", "not a time"),
+        lambda: run_script(trail.script, trail.audit, trail.keys),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5/5 digest files valid" in result.stdout and "4/4 log files valid" in result.stdout
     assert "intact" in result.stdout
 
-    report = json.loads(trail.verify("--json").stdout)
+    report = json.loads(as_json.stdout)
     assert report["intact"] and report["findings"] == []
-    pinned = trail.verify("--public-keys", str(trail.keys))
     assert pinned.returncode == 0, pinned.stdout
-    future = trail.verify("--from", "2999-01-01T00:00:00Z")
     assert future.returncode == 0 and "0/0 digest files valid" in future.stdout
-    assert trail.verify("--from", "not a time").returncode == 2
+    assert bad_time.returncode == 2
 
-    openssl = run_script(trail.script, trail.audit, trail.keys)
     assert openssl.returncode == 0, openssl.stdout + openssl.stderr
     assert openssl.stdout.strip() == "trail intact"
 
@@ -335,21 +355,38 @@ TAMPERING: dict[str, tuple[Callable[[Trail], None], str, str]] = {
 }
 
 
+Checked = tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def tampered(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Checked]]]:
+    """Each TAMPERING case applied to a copy of the trail of its own, then checked there by ``khoa
+    audit verify`` and by the openssl script: (verify's result, the script's). The cases share
+    nothing, so they are all started at once (a few at a time) and each test waits for its own."""
+    base = tmp_path_factory.mktemp("tampered")
+
+    def check(copy: Trail, tamper: Callable[[Trail], None]) -> Checked:
+        tamper(copy)
+        return copy.verify(), run_script(copy.script, copy.audit, copy.keys)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield {
+            case: pool.submit(check, trail.copy(base / f"case-{number}"), tamper)
+            for number, (case, (tamper, _, _)) in enumerate(TAMPERING.items())
+        }
+
+
 @pytest.mark.parametrize("case", list(TAMPERING))
-def test_tampering_is_detected_by_verify_and_by_openssl(trail: Trail, case: str) -> None:
-    tamper, reported, script_says = TAMPERING[case]
-    trail.restore()
-    try:
-        tamper(trail)
-        result = trail.verify()
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert reported in result.stdout, result.stdout
-        assert "NOT intact" in result.stdout
-        openssl = run_script(trail.script, trail.audit, trail.keys)
-        assert openssl.returncode != 0, openssl.stdout
-        assert script_says in openssl.stdout, openssl.stdout
-    finally:
-        trail.restore()
+def test_tampering_is_detected_by_verify_and_by_openssl(
+    tampered: dict[str, Future[Checked]], case: str
+) -> None:
+    _, reported, script_says = TAMPERING[case]
+    result, openssl = tampered[case].result()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reported in result.stdout, result.stdout
+    assert "NOT intact" in result.stdout
+    assert openssl.returncode != 0, openssl.stdout
+    assert script_says in openssl.stdout, openssl.stdout
 
 
 def test_retention_removes_old_delivered_events_but_not_files(fresh_server: KhoaServer) -> None:
@@ -390,6 +427,7 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
     try:
         env = a.env()
         stop = threading.Event()
+        closed = threading.Event()  # a digest ran alongside the traffic and the jobs: traffic may end
         errors: list[BaseException] = []
         job_rounds: list[tuple[int, int]] = []
         digests: list[int] = []
@@ -398,8 +436,8 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
             try:
                 kms = server.client("kms")
                 key_id = kms.create_key(Description=f"w{worker}")["KeyMetadata"]["KeyId"]
-                deadline = time.monotonic() + 16
-                while time.monotonic() < deadline:
+                deadline = time.monotonic() + 40  # a bound; the traffic ends once `closed` is set
+                while not closed.is_set() and time.monotonic() < deadline:
                     kms.encrypt(KeyId=key_id, Plaintext=b"x")
                     kms.describe_key(KeyId=key_id)
             except BaseException as exc:  # noqa: BLE001
@@ -410,16 +448,21 @@ def test_two_processes_on_postgres_deliver_every_event_exactly_once(
                 job_rounds.append((a.run_jobs(), b.run_jobs()))
                 time.sleep(0.5)
 
+        def leader_delivered() -> bool:
+            return any("audit trail: delivered" in s.log_path.read_text(errors="replace") for s in (a, b))
+
         def closer() -> None:
-            # First the leader's job alone (it delivers what it saw 10 s earlier), then both at once.
-            if stop.wait(11):
-                return
-            while not stop.is_set():
-                digests.append(
-                    run_khoa(
-                        env, "audit", "digest", "--database-url", private_postgres, "--data-dir", str(data)
-                    ).returncode
-                )
+            # First the leader's job alone (it delivers what it saw 10 s earlier: wait until it says
+            # it delivered), then both at once, under the traffic.
+            while not leader_delivered():
+                if stop.wait(0.2):
+                    return
+            digests.append(
+                run_khoa(
+                    env, "audit", "digest", "--database-url", private_postgres, "--data-dir", str(data)
+                ).returncode
+            )
+            closed.set()
 
         workers = [threading.Thread(target=traffic, args=(s, i)) for i, s in enumerate([a, b, a, b])]
         helpers = [threading.Thread(target=jobs), threading.Thread(target=closer)]
@@ -491,13 +534,16 @@ def _sql(data_dir: Path) -> sqlite3.Connection:
 
 
 def _close_period(server: KhoaServer) -> None:
-    time.sleep(1.2)  # past `khoa audit digest`'s settle time, and a new second for the digest's name
+    # No pause first: every call's record is committed before its response, `khoa audit digest`
+    # waits its own settle time, and a chain's digests end at distinct seconds anyway.
     closed = run_khoa(server.env(), "audit", "digest", "--data-dir", str(server.data_dir))
     assert closed.returncode == 0, closed.stderr
 
 
-def _verify(server: KhoaServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_khoa(server.env(), "audit", "verify", "--data-dir", str(server.data_dir), *args)
+def _verify(server: KhoaServer, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``khoa audit verify`` of the server's installation (or of a copy of it at ``data_dir``)."""
+    where = server.data_dir if data_dir is None else data_dir
+    return run_khoa(server.env(), "audit", "verify", "--data-dir", str(where), *args)
 
 
 def _events_in_files(data_dir: Path) -> list[str]:
@@ -591,48 +637,50 @@ def test_a_trail_key_added_through_the_database_is_not_trusted(
     _close_period(server)
     secrets.describe_secret(SecretId="prod/db-master")
     _close_period(server)
+    server.stop()
     keys = tmp_path / "keys"
-    exported = run_khoa(
-        server.env(), "audit", "public-keys", "--out", str(keys), "--data-dir", str(server.data_dir)
+    exported, intact = concurrently(
+        lambda: run_khoa(
+            server.env(), "audit", "public-keys", "--out", str(keys), "--data-dir", str(server.data_dir)
+        ),
+        lambda: _verify(server),
     )
     assert exported.returncode == 0, exported.stderr
-    server.stop()
-    assert _verify(server).returncode == 0
+    assert intact.returncode == 0
 
     # A key of one's own added through the database; the trail edited (a GetSecretValue removed from
     # the middle) and re-signed with it.
     mine, fingerprint = _plant_trail_key(server.data_dir)
     _forge_without(server.data_dir, "GetSecretValue", mine, fingerprint)
     assert "GetSecretValue" not in _events_in_files(server.data_dir)
-    forged = _verify(server)
+    # The same forged installation without its root key (as where the trail is checked elsewhere).
+    elsewhere = copy_installation(server.data_dir, tmp_path / "without-root-key", root_key=False)
+    assert not (elsewhere / "root.key").exists()
+    again = tmp_path / "keys-now"
+    forged, reviewed, exported, refused, pinned = concurrently(
+        lambda: _verify(server),
+        lambda: run_khoa(server.env(), "review", "--format", "json", "--data-dir", str(server.data_dir)),
+        lambda: run_khoa(
+            server.env(), "audit", "public-keys", "--out", str(again), "--data-dir", str(server.data_dir)
+        ),
+        lambda: _verify(server, data_dir=elsewhere),
+        lambda: _verify(server, "--public-keys", str(keys), data_dir=elsewhere),
+    )
     assert forged.returncode == 1, forged.stdout
     assert "INVALID DIGEST" in forged.stdout and "not vouch" in forged.stdout
     assert "UNTRUSTED KEY" in forged.stdout and fingerprint in forged.stdout
     assert "NOT intact" in forged.stdout
     # `khoa review`'s trail rule (run where the root key is) trusts the same keys verify does.
-    reviewed = run_khoa(server.env(), "review", "--format", "json", "--data-dir", str(server.data_dir))
     trail = [f for f in json.loads(reviewed.stdout)["findings"] if f["resource"].endswith("/audit-trail")]
     assert any(fingerprint in f["message"] and "does not vouch" in f["message"] for f in trail), trail
     # Keys exported now, to pin, leave the planted one out.
-    again = tmp_path / "keys-now"
-    exported = run_khoa(
-        server.env(), "audit", "public-keys", "--out", str(again), "--data-dir", str(server.data_dir)
-    )
     assert exported.returncode == 0 and f"trail key {fingerprint} left out" in exported.stderr
     assert sorted(p.name for p in again.glob("*.pem")) == sorted(p.name for p in keys.glob("*.pem"))
     # Without the root key verify cannot tell which of the database's keys to trust: it refuses,
     # unless keys pinned earlier are given (which catch the forgery too).
-    root_key = server.data_dir / "root.key"
-    aside = tmp_path / "root.key"
-    shutil.move(root_key, aside)
-    try:
-        refused = _verify(server)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "--public-keys" in refused.stderr and "intact" not in refused.stdout
-        pinned = _verify(server, "--public-keys", str(keys))
-        assert pinned.returncode == 1 and "INVALID DIGEST" in pinned.stdout
-    finally:
-        shutil.move(aside, root_key)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--public-keys" in refused.stderr and "intact" not in refused.stdout
+    assert pinned.returncode == 1 and "INVALID DIGEST" in pinned.stdout
 
     # The server's next digest, signed with its real key onto the forged chain, changes nothing.
     server.start()
@@ -689,10 +737,10 @@ def test_a_pinned_head_catches_the_newest_period_cut_from_the_database_and_direc
     _close_period(server)
     server.stop()
 
-    intact = _verify(server)
+    intact, as_json = concurrently(lambda: _verify(server), lambda: _verify(server, "--json"))
     assert intact.returncode == 0, intact.stdout
     printed = re.findall(r"sha256 ([0-9a-f]{64})", intact.stdout)
-    report = json.loads(_verify(server, "--json").stdout)
+    report = json.loads(as_json.stdout)
     assert [head["hashValue"] for head in report["heads"]] == printed and len(printed) == 1
     (head,) = report["heads"]
     digest_file = server.data_dir / "audit" / head["digest"]
@@ -702,15 +750,20 @@ def test_a_pinned_head_catches_the_newest_period_cut_from_the_database_and_direc
     saved.write_text(intact.stdout)
     copy = tmp_path / "newest-digest.json.gz"
     shutil.copy2(digest_file, copy)
-    for pin in (str(saved), printed[0], str(copy)):
-        kept = _verify(server, "--expect-digest", pin)
-        assert kept.returncode == 0, kept.stdout + kept.stderr
-        assert "1 pinned digest(s) found in the chain" in kept.stdout
-
+    pins = (str(saved), printed[0], str(copy))
+    # Each pin checked against the trail as it is (a copy of the installation kept as it is) and
+    # against the trail cut back, all at once.
+    uncut = copy_installation(server.data_dir, tmp_path / "uncut")
     _cut_newest_period(server.data_dir)
     assert "GetSecretValue" not in _events_in_files(server.data_dir)
-    for pin in (str(saved), printed[0], str(copy)):
-        cut = _verify(server, "--expect-digest", pin)
+    checked = concurrently(
+        *(lambda pin=pin: _verify(server, "--expect-digest", pin, data_dir=uncut) for pin in pins),
+        *(lambda pin=pin: _verify(server, "--expect-digest", pin) for pin in pins),
+    )
+    for kept in checked[: len(pins)]:
+        assert kept.returncode == 0, kept.stdout + kept.stderr
+        assert "1 pinned digest(s) found in the chain" in kept.stdout
+    for cut in checked[len(pins) :]:
         assert cut.returncode == 1, cut.stdout + cut.stderr
         assert "BROKEN CHAIN" in cut.stdout and f"pinned digest sha256 {printed[0]}" in cut.stdout
 
@@ -719,12 +772,15 @@ def test_a_pinned_head_catches_the_newest_period_cut_from_the_database_and_direc
     server.client("secretsmanager").create_secret(Name="benign/two", SecretString="y" * 20)
     _close_period(server)
     server.stop()
-    later = _verify(server, "--expect-digest", str(saved))
-    assert later.returncode == 1 and "BROKEN CHAIN" in later.stdout
-    # A value that names no digest is a usage error, not a verdict.
     nothing = tmp_path / "empty.txt"
     nothing.write_text("no hash here\n")
-    assert _verify(server, "--expect-digest", str(nothing)).returncode == 2
+    later, unnamed = concurrently(
+        lambda: _verify(server, "--expect-digest", str(saved)),
+        lambda: _verify(server, "--expect-digest", str(nothing)),
+    )
+    assert later.returncode == 1 and "BROKEN CHAIN" in later.stdout
+    # A value that names no digest is a usage error, not a verdict.
+    assert unnamed.returncode == 2
 
 
 def _varied_traffic(server: KhoaServer) -> None:
@@ -772,21 +828,8 @@ def test_verify_compares_delivered_event_rows_with_the_signed_log_files(
     _varied_traffic(server)
     _close_period(server)
     server.stop()
-    intact = _verify(server)
-    assert intact.returncode == 0, intact.stdout
     names = _events_in_files(server.data_dir)
     assert "DeleteSecret" in names and "AssumeRole" in names
-
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    for path in server.data_dir.glob("khoa.db*"):
-        shutil.copy2(path, backup / path.name)
-
-    def restore() -> None:
-        for path in server.data_dir.glob("khoa.db*"):
-            path.unlink()
-        for path in backup.iterdir():
-            shutil.copy2(path, server.data_dir / path.name)
 
     def reattribute(conn: sqlite3.Connection) -> None:
         seq, raw = conn.execute(
@@ -834,16 +877,19 @@ def test_verify_compares_delivered_event_rows_with_the_signed_log_files(
         ),
         "a row added as delivered": (add_row, "ROW INSERTED"),
     }
-    for case, (tamper, kind) in cases.items():
-        try:
-            with _sql(server.data_dir) as conn:
-                tamper(conn)
-            result = _verify(server)
-            assert result.returncode == 1, f"{case}: {result.stdout}"
-            assert kind in result.stdout and "NOT intact" in result.stdout, f"{case}: {result.stdout}"
-        finally:
-            restore()
-    intact = _verify(server)
+    # Each case changes a copy of the installation of its own; the copies and the untouched
+    # original are verified at once.
+    copies: dict[str, Path] = {}
+    for number, (case, (tamper, _)) in enumerate(cases.items()):
+        copies[case] = copy_installation(server.data_dir, tmp_path / f"case-{number}")
+        with _sql(copies[case]) as conn:
+            tamper(conn)
+    intact, *results = concurrently(
+        lambda: _verify(server), *(lambda at=at: _verify(server, data_dir=at) for at in copies.values())
+    )
+    for (case, (_, kind)), result in zip(cases.items(), results, strict=True):
+        assert result.returncode == 1, f"{case}: {result.stdout}"
+        assert kind in result.stdout and "NOT intact" in result.stdout, f"{case}: {result.stdout}"
     assert intact.returncode == 0, intact.stdout
     matched = re.search(r"(\d+)/(\d+) delivered event rows match the signed log files", intact.stdout)
     assert matched and matched.group(1) == matched.group(2) and int(matched.group(1)) >= 12, intact.stdout

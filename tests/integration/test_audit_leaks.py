@@ -13,7 +13,9 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -203,8 +205,16 @@ def sweep_iam(server: KhoaServer, s: Secrets) -> bool:
     return True
 
 
-def test_no_secret_reaches_the_audit_trail(fresh_server: KhoaServer) -> None:
-    server = fresh_server.start()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    """A server of the module's own (its whole data directory is searched); each test looks only for
+    the secrets it handled itself, under unique names."""
+    instance = KhoaServer(tmp_path_factory.mktemp("leaks") / "data").start()
+    yield instance
+    instance.stop()
+
+
+def test_no_secret_reaches_the_audit_trail(server: KhoaServer) -> None:
     s = Secrets()
     sweep_kms(server, s)
     sweep_secretsmanager(server, s)
@@ -252,8 +262,7 @@ def test_no_secret_reaches_the_audit_trail(fresh_server: KhoaServer) -> None:
     assert all(r["requestParameters"].get("value") == HIDDEN for r in put if r["requestParameters"])
 
 
-def test_audit_tail_shows_no_secret(fresh_server: KhoaServer) -> None:
-    server = fresh_server.start()
+def test_audit_tail_shows_no_secret(server: KhoaServer) -> None:
     s = Secrets()
     sweep_secretsmanager(server, s)
     sweep_ssm(server, s)

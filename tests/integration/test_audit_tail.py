@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,20 +37,56 @@ def khoa(server: KhoaServer, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def busy(fresh_server: KhoaServer) -> KhoaServer:
-    server = fresh_server.start()
-    kms = server.client("kms")
-    key = kms.create_key(Description="tail")["KeyMetadata"]["KeyId"]
-    kms.encrypt(KeyId=key, Plaintext=b"x")
-    with pytest.raises(ClientError):
-        kms.describe_key(KeyId="alias/missing")
-    server.client("secretsmanager").create_secret(Name="tail-secret", SecretString="s")
-    return server
+@dataclass
+class Busy:
+    server: KhoaServer  # the running server, after four calls
+    snapshot: Path  # a copy of its data directory as it was then
 
 
-def test_tail_prints_one_line_per_event(busy: KhoaServer) -> None:
-    done = khoa(busy, "tail", "--data-dir", str(busy.data_dir))
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Busy]:
+    """One server for the module, after four calls, and a copy of its data directory taken then (for
+    the test that counts every event: another test adds events to the server)."""
+    base = tmp_path_factory.mktemp("busy")
+    server = KhoaServer(base / "data").start()
+    try:
+        kms = server.client("kms")
+        key = kms.create_key(Description="tail")["KeyMetadata"]["KeyId"]
+        kms.encrypt(KeyId=key, Plaintext=b"x")
+        with pytest.raises(ClientError):
+            kms.describe_key(KeyId="alias/missing")
+        server.client("secretsmanager").create_secret(Name="tail-secret", SecretString="s")
+        yield Busy(server, snapshot(server.data_dir, base / "snapshot"))
+    finally:
+        server.stop()
+
+
+def snapshot(data_dir: Path, to: Path) -> Path:
+    """A copy of a running server's data directory, its SQLite database copied consistently."""
+    shutil.copytree(data_dir, to, ignore=shutil.ignore_patterns("khoa.db*"))
+    live, copy = sqlite3.connect(data_dir / "khoa.db"), sqlite3.connect(to / "khoa.db")
+    try:
+        live.backup(copy)
+    finally:
+        live.close()
+        copy.close()
+    return to
+
+
+def test_tail_prints_one_line_per_event(busy: Busy) -> None:
+    data_dir = str(busy.snapshot)
+    url = f"sqlite:///{busy.snapshot / 'khoa.db'}"
+    with ThreadPoolExecutor(max_workers=5) as pool:  # five reads of one trail, at once
+        done, last_two, filtered, by_field, by_url = pool.map(
+            lambda args: khoa(busy.server, "tail", *args),
+            [
+                ("--data-dir", data_dir),
+                ("-n", "2", "--data-dir", data_dir),
+                ("--filter", "notfoundEXCEPTION", "--data-dir", data_dir),
+                ("--filter", '"description":"tail"', "--data-dir", data_dir),
+                ("--database-url", url),
+            ],
+        )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 4
@@ -57,24 +98,30 @@ def test_tail_prints_one_line_per_event(busy: KhoaServer) -> None:
     assert "kms:DescribeKey  NotFoundException" in missing
     assert "secretsmanager:CreateSecret  OK  arn:aws:secretsmanager:" in secret
 
-    assert khoa(busy, "tail", "-n", "2", "--data-dir", str(busy.data_dir)).stdout.splitlines() == lines[2:]
+    assert last_two.stdout.splitlines() == lines[2:]
     # --filter matches the record (any case) or the line.
-    filtered = khoa(busy, "tail", "--filter", "notfoundEXCEPTION", "--data-dir", str(busy.data_dir))
     assert filtered.stdout.splitlines() == [missing]
-    by_field = khoa(busy, "tail", "--filter", '"description":"tail"', "--data-dir", str(busy.data_dir))
     assert by_field.stdout.splitlines() == [create]
-    url = f"sqlite:///{busy.data_dir / 'khoa.db'}"
-    assert khoa(busy, "tail", "--database-url", url).stdout.splitlines() == lines
+    assert by_url.stdout.splitlines() == lines
 
 
-def test_tail_follow_prints_new_events_with_their_outcome(busy: KhoaServer) -> None:
+def test_tail_follows_new_events_and_never_sends_a_callers_control_characters_to_the_terminal(
+    busy: Busy,
+) -> None:
+    """Two checks that add events to the module's server, in this order: following starts from its
+    newest kms event (the module's DescribeKey), and the second adds kms-like records of its own."""
+    _tail_follow_prints_new_events_with_their_outcome(busy.server)
+    _tail_never_sends_a_callers_control_characters_to_the_terminal(busy.server)
+
+
+def _tail_follow_prints_new_events_with_their_outcome(server: KhoaServer) -> None:
     args = [sys.executable, "-m", "khoa", "audit", "tail", "-f", "-n", "1", "--interval", "0.2"]
     process = subprocess.Popen(
-        [*args, "--filter", "kms", "--data-dir", str(busy.data_dir)],
+        [*args, "--filter", "kms", "--data-dir", str(server.data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**busy.env(), "COLUMNS": "80"},
+        env={**server.env(), "COLUMNS": "80"},
     )
     lines: queue.Queue[str] = queue.Queue()
 
@@ -90,10 +137,10 @@ def test_tail_follow_prints_new_events_with_their_outcome(busy: KhoaServer) -> N
 
     try:
         assert "kms:DescribeKey  NotFoundException" in next_line()
-        kms = busy.client("kms")
+        kms = server.client("kms")
         key = kms.create_key(Description="followed")["KeyMetadata"]
         kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
-        busy.client("ssm").put_parameter(Name="/tail/param", Value="v", Type="String")  # filtered out
+        server.client("ssm").put_parameter(Name="/tail/param", Value="v", Type="String")  # filtered out
         with pytest.raises(ClientError):
             kms.cancel_key_deletion(KeyId="alias/none")
         assert f"kms:CreateKey  OK  {key['Arn']}" in next_line()
@@ -108,6 +155,21 @@ def test_tail_follow_prints_new_events_with_their_outcome(busy: KhoaServer) -> N
         process.wait(timeout=10)
 
 
+def refusals_recorded(server: KhoaServer, count: int, seconds: float = 10.0) -> None:
+    """Wait until ``count`` refused GetCallerIdentity calls are in the trail (a refusal's record may
+    be committed after its answer)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with sqlite3.connect(server.data_dir / "khoa.db") as db:
+            found = db.execute(
+                "SELECT count(*) FROM audit_events WHERE event_name LIKE '%GetCallerIdentity'"
+            ).fetchone()[0]
+        if found >= count:
+            return
+        assert time.monotonic() < deadline, f"{found} of {count} refusals recorded"
+        time.sleep(0.05)
+
+
 def test_tail_reports_an_unreadable_trail(tmp_path: Any) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "khoa", "audit", "tail", "--data-dir", str(tmp_path)],
@@ -120,7 +182,7 @@ def test_tail_reports_an_unreadable_trail(tmp_path: Any) -> None:
     assert "cannot read the audit trail" in done.stderr
 
 
-def test_tail_never_sends_a_callers_control_characters_to_the_terminal(busy: KhoaServer) -> None:
+def _tail_never_sends_a_callers_control_characters_to_the_terminal(server: KhoaServer) -> None:
     """An unauthenticated caller chose the access key id (a presigned URL's X-Amz-Credential is
     percent-decoded) and the operation name (a query API's Action) of a refused call; neither may
     carry an escape sequence to the operator's terminal (erase lines above, hide text, set the title)."""
@@ -138,16 +200,16 @@ def test_tail_never_sends_a_callers_control_characters_to_the_terminal(busy: Kho
         }
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{busy.endpoint}/?{query}", timeout=10)
+        urllib.request.urlopen(f"{server.endpoint}/?{query}", timeout=10)
     assert refused.value.code == 403
     form = urllib.parse.urlencode({"Action": erase + "GetCallerIdentity", "Version": "2011-06-15"}).encode()
     request = urllib.request.Request(
-        busy.endpoint, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        server.endpoint, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(request, timeout=10)
     # A database writer can put anything in any field; tail shows it escaped all the same.
-    with sqlite3.connect(busy.data_dir / "khoa.db") as db:
+    with sqlite3.connect(server.data_dir / "khoa.db") as db:
         row = db.execute("SELECT * FROM audit_events WHERE event_name = 'CreateKey'").fetchone()
         columns = [c[1] for c in db.execute("PRAGMA table_info(audit_events)")]
         values = dict(zip(columns, row, strict=True))
@@ -168,8 +230,8 @@ def test_tail_never_sends_a_callers_control_characters_to_the_terminal(busy: Kho
             tuple(values.values()),
         )
 
-    time.sleep(1)  # the refusals' records are committed in the background
-    done = khoa(busy, "tail", "-n", "50", "--data-dir", str(busy.data_dir))
+    refusals_recorded(server, 2)
+    done = khoa(server, "tail", "-n", "50", "--data-dir", str(server.data_dir))
     assert done.returncode == 0, done.stderr
     assert not any(c in done.stdout for c in "\x1b\x07\x9b\u202e"), repr(done.stdout)
     lines = done.stdout.splitlines()
@@ -187,7 +249,7 @@ def test_tail_never_sends_a_callers_control_characters_to_the_terminal(busy: Kho
     ):
         assert shown in forged, forged
     # The trail itself records no claimed key id that is not one.
-    events = busy.client("cloudtrail").lookup_events(
+    events = server.client("cloudtrail").lookup_events(
         LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "GetCallerIdentity"}]
     )["Events"]
     identities = [json.loads(e["CloudTrailEvent"])["userIdentity"] for e in events]

@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,13 +34,14 @@ from botocore.exceptions import ClientError
 from khoa.client import SecretReader, connect_postgres
 from khoa.client.leaks import leaks_client
 from tests.support import mariadb, pgcluster
+from tests.support.cli_here import khoa_here, register
 from tests.support.iam import allow, document
 from tests.support.identity import Caller
 from tests.support.khoa_cli import run_khoa
 from tests.support.mariadb import MariaDatabase
 from tests.support.names import secret_name, unique
 from tests.support.pgcluster import PgDatabase
-from tests.support.rotation import holder, register, stages_of, value_of
+from tests.support.rotation import holder, stages_of, value_of
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 # the database fixtures (pytest finds fixtures among a module's names)
@@ -51,9 +53,14 @@ QUARANTINE = "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"
 REFUSED_KEY = {"InvalidClientTokenId", "UnrecognizedClientException", "AccessDenied", "AccessDeniedException"}
 
 
+@functools.cache
+def _session(key: str, secret: str) -> Any:
+    """One boto3 session per credential pair: a new session reads botocore's data files again."""
+    return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=REGION)
+
+
 def leaks(server: KhoaServer, key: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY) -> Any:
-    session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=REGION)
-    return leaks_client(session, server.endpoint, REGION)
+    return leaks_client(_session(key, secret), server.endpoint, REGION)
 
 
 def report(server: KhoaServer, *values: str) -> dict[str, Any]:
@@ -74,20 +81,10 @@ def events(server: KhoaServer, name: str, since: datetime) -> list[dict[str, Any
 
 def leak_alerts(server: KhoaServer) -> list[dict[str, Any]]:
     server.run_jobs()  # the alert rules run on the job pass
-    listed = run_khoa(
-        {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_"))},
-        "alerts",
-        "list",
-        "--json",
-        "--since",
-        "2000-01-01T00:00:00Z",
-        "--limit",
-        "10000",
-        "--data-dir",
-        str(server.data_dir),
+    listed = khoa_here(
+        server, "alerts", "list", "--json", "--since", "2000-01-01T00:00:00Z", "--limit", "10000"
     )
-    assert listed.returncode == 0, listed.stderr
-    return [a for a in json.loads(listed.stdout) if a["rule"] == "secret-leaked"]
+    return [a for a in json.loads(listed) if a["rule"] == "secret-leaked"]
 
 
 def assert_no_value(text: str, *values: str) -> None:
@@ -326,6 +323,14 @@ def pg_functions(server: KhoaServer) -> dict[str, str]:
     }
 
 
+def wait_until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Poll ``condition`` until it holds (instead of sleeping a fixed time that should be enough)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not true in time"
+        time.sleep(0.02)
+
+
 class Application:
     """Threads querying PostgreSQL through Khoa's client (a new connection each time) until stopped."""
 
@@ -398,9 +403,11 @@ def test_a_leaked_postgres_password_is_emergency_rotated(
     assert json.loads(plain_cache.get_secret_string(name)) == leaked
 
     with Application(server, name) as app:
-        time.sleep(0.3)
+        # querying before the leak is reported, and still querying after its emergency rotation
+        wait_until(lambda: app.ok >= 3 or bool(app.failed))
         result = report(server, leaked["password"])
-        time.sleep(0.5)
+        after = app.ok
+        wait_until(lambda: app.ok >= after + 6 or bool(app.failed))
     [match] = result["Matches"]
     assert (match["Status"], match["ResourceType"], match.get("Field")) == ("live", "secret", "password")
     [response] = result["Responses"]
@@ -418,7 +425,7 @@ def test_a_leaked_postgres_password_is_emergency_rotated(
 
     # applications kept working: Khoa's client throughout, a plain cache once it refreshes
     assert app.ok > 0 and app.failed == [], f"{app.ok} ok, failures: {app.failed}"
-    time.sleep(1.1)
+    wait_until(lambda: json.loads(plain_cache.get_secret_string(name)) != leaked)  # its 1 s refresh
     cached = json.loads(plain_cache.get_secret_string(name))
     assert cached == current and pg_database.can_login(cached["username"], cached["password"])
 

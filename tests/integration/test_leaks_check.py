@@ -5,6 +5,7 @@ in any response, trail record or log line."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import sqlite3
@@ -36,11 +37,37 @@ def _leaks_model() -> None:
     add_models(boto3._get_default_session())
 
 
+@functools.cache
+def _session(key: str, secret: str, token: str | None = None) -> Any:
+    """One boto3 session per credential: a new session reads botocore's data files again."""
+    return boto3.Session(aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token)
+
+
 def client_for(
     server: KhoaServer, key: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY, token: str | None = None
 ) -> Any:
-    session = boto3.Session(aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token)
-    return leaks_client(session, server.endpoint, REGION, config=Config(retries={"max_attempts": 1}))
+    return leaks_client(
+        _session(key, secret, token), server.endpoint, REGION, config=Config(retries={"max_attempts": 1})
+    )
+
+
+def unchecked_client(server: KhoaServer) -> Any:
+    """The account root's client without botocore's parameter validation (the server's answers)."""
+    return leaks_client(
+        _session(ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+        server.endpoint,
+        REGION,
+        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
+    )
+
+
+@pytest.fixture(scope="module")
+def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaServer]:
+    """A server of this module's own, for the tests that move its clock or restart it (each start
+    begins at the wall clock again)."""
+    instance = KhoaServer(tmp_path_factory.mktemp("leaks") / "data").start()
+    yield instance
+    instance.stop()
 
 
 @pytest.fixture
@@ -193,17 +220,16 @@ def _role(iam: Any) -> str:
     )
 
 
-def test_sts_credential_live_until_it_expires(fresh_server: KhoaServer) -> None:
-    fresh_server.start()
-    iam = fresh_server.client("iam")
+def test_sts_credential_live_until_it_expires(private_server: KhoaServer) -> None:
+    iam = private_server.client("iam")
     role_arn = _role(iam)
     assumer = new_user(
-        fresh_server, iam, {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}
+        private_server, iam, {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}
     )
     credentials = assumer.client("sts").assume_role(
         RoleArn=role_arn, RoleSessionName="leak", DurationSeconds=900
     )["Credentials"]
-    leaks = client_for(fresh_server)
+    leaks = client_for(private_server)
     secret, key_id = credentials["SecretAccessKey"], credentials["AccessKeyId"]
     found = check(leaks, secret, key_id)
     for candidate in (secret, key_id):
@@ -214,7 +240,7 @@ def test_sts_credential_live_until_it_expires(fresh_server: KhoaServer) -> None:
             role_arn,
             key_id,
         )
-    fresh_server.advance_clock(1000)
+    private_server.advance_clock(1000)
     expired = one(check(leaks, secret)[secret])
     assert expired["Status"] == "former"
     assert abs(expired["InvalidSince"].timestamp() - credentials["Expiration"].timestamp()) < 1
@@ -223,11 +249,10 @@ def test_sts_credential_live_until_it_expires(fresh_server: KhoaServer) -> None:
 # -- backfill -------------------------------------------------------------------------------------
 
 
-def test_values_stored_before_fingerprints_are_backfilled(fresh_server: KhoaServer) -> None:
+def test_values_stored_before_fingerprints_are_backfilled(private_server: KhoaServer) -> None:
     """An installation upgraded to fingerprints: its values are fingerprinted by the backfill job
     after the (re)start, with the right status."""
-    fresh_server.start()
-    sm, ssm = fresh_server.client("secretsmanager"), fresh_server.client("ssm")
+    sm, ssm = private_server.client("secretsmanager"), private_server.client("ssm")
     name = unique("leak-backfill")
     first, password, param_old, param_new = value("first"), value("pw"), value("p1"), value("p2")
     current = json.dumps({"password": password})
@@ -236,17 +261,17 @@ def test_values_stored_before_fingerprints_are_backfilled(fresh_server: KhoaServ
     latest = sm.put_secret_value(SecretId=name, SecretString=current)["VersionId"]
     ssm.put_parameter(Name="/backfill/p", Value=param_old, Type="SecureString")
     ssm.put_parameter(Name="/backfill/p", Value=param_new, Type="SecureString", Overwrite=True)
-    with sqlite3.connect(fresh_server.data_dir / "khoa.db") as conn:  # as if they predated the table
+    with sqlite3.connect(private_server.data_dir / "khoa.db") as conn:  # as if they predated the table
         conn.execute("DELETE FROM leak_fingerprints")
-    leaks = client_for(fresh_server)
+    leaks = client_for(private_server)
     assert check(leaks, first, password) == {first: [], password: []}
-    fresh_server.stop()
-    fresh_server.start()
-    leaks = client_for(fresh_server)
+    private_server.stop()
+    private_server.start()
+    leaks = client_for(private_server)
     deadline = time.monotonic() + 30
     while not all(check(leaks, first, password, param_old, param_new).values()):
         assert time.monotonic() < deadline, "the backfill job did not fingerprint the values"
-        fresh_server.run_jobs()
+        private_server.run_jobs()
         time.sleep(0.2)
     found = check(leaks, first, password, current, param_old, param_new)
     old = one(found[first])
@@ -393,13 +418,7 @@ def test_checks_are_rate_limited_per_principal(server: KhoaServer, iam: Any) -> 
 def test_bad_input_is_a_validation_error(
     server: KhoaServer, candidates: list[dict[str, str]], needle: str
 ) -> None:
-    unchecked = boto3.Session(aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
-    client = leaks_client(
-        unchecked,
-        server.endpoint,
-        REGION,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
+    client = unchecked_client(server)
     error = expect_error("ValidationException", client.check_leaked_values, Candidates=candidates)
     assert needle in error["Message"]
     assert "abc" not in error["Message"] and "xxxx" not in error["Message"]
@@ -412,12 +431,7 @@ def test_duplicate_ids_and_wrong_types_are_refused(leaks: Any, server: KhoaServe
         Candidates=[{"Id": "same", "Value": "one-value"}, {"Id": "same", "Value": "two-value"}],
     )
     assert "same" in error["Message"] and "one-value" not in error["Message"]
-    unchecked = leaks_client(
-        boto3.Session(aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY),
-        server.endpoint,
-        REGION,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
-    )
+    unchecked = unchecked_client(server)
     expect_error(
         "ValidationException", unchecked.report_leaked_values, Candidates=[{"Id": "1", "Value": "v"}]
     )

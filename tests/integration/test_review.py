@@ -22,7 +22,8 @@ import pytest
 
 from khoa.cli.main import run
 from khoa.review.rules import RULES
-from tests.support.identity import Caller, create_account, new_user
+from tests.support.cli_here import create_account, khoa_here
+from tests.support.identity import Caller, new_user
 from tests.support.rotation import ROTATION_ACTIONS
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
@@ -91,10 +92,11 @@ def _rotator(server: KhoaServer, iam: Any, account: str) -> tuple[str, str]:
             }
         ),
     )
-    function = server.register_function(
-        "review-rotator", "tests.support.rotators:noop", "python", "--role", role, account=account
-    )
-    return function, role
+    khoa_here(
+        server, "functions", "register", "review-rotator", "--account", account, "--region", REGION,
+        "--python", "tests.support.rotators:noop", "--role", role,
+    )  # fmt: skip
+    return f"arn:aws:lambda:{REGION}:{account}:function:review-rotator", role
 
 
 def _misconfigure(server: KhoaServer) -> tuple[list[tuple[str, str]], Caller]:

@@ -1,7 +1,9 @@
 """The runbooks' commands work as written: each ```sh block of docs/runbooks/*.md runs, in order, in a
-POSIX shell (``sh -e``) against a real server, with the runbook's ``$CAPITALS`` set by the test to a
-situation made for it (here: a repository holding a leaked database password, an access key pair and a
-SecureString value). After the last block the test checks that the runbook did what it says.
+POSIX shell (``sh -e``) against a real server, with the installed ``aws`` and ``khoa`` commands on its
+PATH (each run forked from an interpreter that imported them once: see "started warm" below) and the
+runbook's ``$CAPITALS`` set by the test to a situation made for it (here: a repository holding a
+leaked database password, an access key pair and a SecureString value). After the last block the test
+checks that the runbook did what it says.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +24,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support import pgcluster
-from tests.support.identity import Caller, create_account, eventually, new_user
+from tests.support.cli_here import create_account, register
+from tests.support.identity import Caller, eventually, new_user
 from tests.support.pgcluster import PgDatabase
-from tests.support.rotation import holder, register, rotate_now, stages_of, value_of
+from tests.support.rotation import holder, rotate_now, stages_of, value_of
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 
 pg_cluster = pgcluster.pg_cluster
@@ -31,6 +36,137 @@ pg_database = pgcluster.pg_database
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
 EMERGENCY = RUNBOOKS / "secret-rotation-emergency.md"
 _BLOCK = re.compile(r"^```sh\n(.*?)^```", re.M | re.S)
+
+
+# -- `aws` and `khoa` in the blocks: the installed commands, started warm -----------------------------
+# The runbooks run some fifty `aws` and `khoa` commands, and an interpreter importing a command line
+# costs each about half a second of CPU, most of the blocks' time. So on the blocks' PATH, `aws` and
+# `khoa` are launchers (an interpreter without site-packages) that hand their arguments, environment,
+# working directory and standard streams to a process that has imported both command lines once; it
+# forks, and the child runs the installed script's entry point as the script does, in that
+# environment, and exits with its status.
+
+_BIN = Path(sys.executable).parent
+
+_FORKER = r"""
+import importlib, json, os, socket, sys, traceback
+
+if os.environ.get("LC_CTYPE", "") == "UTF-8":  # what the aws script does before importing the CLI
+    os.environ["LC_CTYPE"] = "en_US.UTF-8"
+import awscli
+import awscli.clidriver
+import awscli.handlers  # the plugins every aws command loads
+import khoa.console
+import khoa.cli.main
+for module in ("scan", "secrets", "functions", "access"):  # the khoa commands the runbooks run
+    importlib.import_module(f"khoa.cli.{module}")
+
+
+def aws():  # the installed aws script
+    if os.environ.get("LC_CTYPE", "") == "UTF-8":
+        os.environ["LC_CTYPE"] = "en_US.UTF-8"
+    importlib.reload(awscli)  # its import reads AWS_DATA_PATH: this command's
+    return awscli.clidriver.main()
+
+
+def khoa_script():  # the installed khoa script
+    sys.argv[0] = sys.argv[0].removesuffix(".exe")
+    return khoa.console.main()
+
+
+SCRIPTS = {"aws": aws, "khoa": khoa_script}
+
+
+def run(connection):
+    _, fds, _, _ = socket.recv_fds(connection, 1, 3)
+    request = json.loads(b"".join(iter(lambda: connection.recv(1 << 16), b"")))
+    for number, fd in enumerate(fds):
+        os.dup2(fd, number)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = request["argv"]
+    try:  # as the script's sys.exit(main()) ends the process
+        status = SCRIPTS[os.path.basename(sys.argv[0])]()
+    except SystemExit as stop:
+        status = stop.code
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    if not isinstance(status, int):
+        if status is not None:
+            print(status, file=sys.stderr)
+        status = 0 if status is None else 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    connection.sendall(str(status).encode())
+    os._exit(status)
+
+
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(16)
+print("ready", flush=True)
+while True:
+    connection, _ = listener.accept()
+    child = os.fork()
+    if child == 0:  # a grandchild runs the command, so that nothing waits for it here
+        listener.close()
+        if os.fork() == 0:
+            run(connection)
+        os._exit(0)
+    connection.close()
+    os.waitpid(child, 0)
+"""
+
+_LAUNCHER = """#!{python} -S
+import json, os, socket, sys
+
+connection = socket.socket(socket.AF_UNIX)
+connection.connect({socket!r})
+socket.send_fds(connection, [b"-"], [0, 1, 2])
+request = {{"argv": [{script!r}, *sys.argv[1:]], "env": dict(os.environ), "cwd": os.getcwd()}}
+connection.sendall(json.dumps(request).encode())
+connection.shutdown(socket.SHUT_WR)
+status = connection.recv(16)
+if not status:
+    sys.exit("{name}: the command ended without an exit status")
+sys.exit(int(status))
+"""
+
+
+@pytest.fixture(scope="module")
+def launchers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A directory holding the `aws` and `khoa` launchers, to put first on the blocks' PATH."""
+    directory = tmp_path_factory.mktemp("bin")
+    socket_path = Path(tempfile.mkdtemp(prefix="cli-")) / "forker.sock"  # AF_UNIX: 107 bytes at most
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_"))}
+    forker = subprocess.Popen(
+        [sys.executable, "-c", _FORKER, str(socket_path)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert forker.stdout is not None and forker.stdout.readline() == "ready\n"
+        for name in ("aws", "khoa"):
+            launcher = directory / name
+            launcher.write_text(
+                _LAUNCHER.format(
+                    python=sys.executable, socket=str(socket_path), script=str(_BIN / name), name=name
+                )
+            )
+            launcher.chmod(0o755)
+        yield directory
+    finally:
+        forker.terminate()
+        forker.wait(timeout=30)
+        shutil.rmtree(socket_path.parent, ignore_errors=True)
 
 
 def sh_blocks(path: Path) -> list[str]:
@@ -72,7 +208,7 @@ def git(repo: Path, *args: str) -> None:
 
 @pytest.mark.postgres
 def test_the_emergency_runbook_runs(
-    server: KhoaServer, sm: Any, ssm: Any, iam: Any, pg_database: PgDatabase, tmp_path: Path
+    server: KhoaServer, sm: Any, ssm: Any, iam: Any, pg_database: PgDatabase, launchers: Path, tmp_path: Path
 ) -> None:
     # the situation: a database secret with rotation, an IAM user's key and a SecureString, all in a
     # repository that was pushed somewhere public
@@ -111,7 +247,7 @@ def test_the_emergency_runbook_runs(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_"))}
     env.update(
         {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "PATH": os.pathsep.join([str(launchers), str(Path(sys.executable).parent), env.get("PATH", "")]),
             "AWS_ENDPOINT_URL": server.endpoint,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
@@ -186,13 +322,13 @@ def runbook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KhoaSer
     instance.stop()
 
 
-def runbook_env(server: KhoaServer, **variables: str) -> dict[str, str]:
+def runbook_env(server: KhoaServer, launchers: Path, **variables: str) -> dict[str, str]:
     """A shell that reaches ``server`` as its first account's root (as `eval "$(khoa env)"` makes one),
     with the runbook's ``$CAPITALS``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KHOA_", "AWS_"))}
     env.update(
         {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "PATH": os.pathsep.join([str(launchers), str(Path(sys.executable).parent), env.get("PATH", "")]),
             "AWS_ENDPOINT_URL": server.endpoint,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
@@ -213,7 +349,9 @@ def output_of(results: list[subprocess.CompletedProcess[str]]) -> str:
     return "\n".join(r.stdout + r.stderr for r in results)
 
 
-def test_the_rotation_troubleshooting_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+def test_the_rotation_troubleshooting_runbook_runs(
+    runbook_server: KhoaServer, launchers: Path, tmp_path: Path
+) -> None:
     server = runbook_server
     sm = server.client("secretsmanager")
     suffix = os.urandom(4).hex()
@@ -228,7 +366,7 @@ def test_the_rotation_troubleshooting_runbook_runs(runbook_server: KhoaServer, t
 
     results = run_blocks(
         sh_blocks(ROTATION_TROUBLESHOOTING),
-        runbook_env(server, SECRET_ID=name, FUNCTION_ARN=fixed),
+        runbook_env(server, launchers, SECRET_ID=name, FUNCTION_ARN=fixed),
         tmp_path,
     )
 
@@ -243,7 +381,9 @@ def test_the_rotation_troubleshooting_runbook_runs(runbook_server: KhoaServer, t
     assert password not in output and value_of(sm, name)["password"] not in output
 
 
-def test_the_kms_key_recovery_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+def test_the_kms_key_recovery_runbook_runs(
+    runbook_server: KhoaServer, launchers: Path, tmp_path: Path
+) -> None:
     server = runbook_server
     kms, sm = server.client("kms"), server.client("secretsmanager")
     organizations = server.client("organizations")
@@ -265,6 +405,7 @@ def test_the_kms_key_recovery_runbook_runs(runbook_server: KhoaServer, tmp_path:
         sh_blocks(KMS_KEY_RECOVERY),
         runbook_env(
             server,
+            launchers,
             KEY_ID=key,
             CIPHERTEXT_FILE=str(ciphertext),
             NEW_KEY_ID=new_key,
@@ -290,7 +431,9 @@ def test_the_kms_key_recovery_runbook_runs(runbook_server: KhoaServer, tmp_path:
     assert "explicit deny in a service control policy" in error.value.response["Error"]["Message"]
 
 
-def test_the_secrets_cross_account_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+def test_the_secrets_cross_account_runbook_runs(
+    runbook_server: KhoaServer, launchers: Path, tmp_path: Path
+) -> None:
     server = runbook_server
     sm = server.client("secretsmanager")
     consumer = create_account(server)
@@ -304,6 +447,7 @@ def test_the_secrets_cross_account_runbook_runs(runbook_server: KhoaServer, tmp_
         sh_blocks(SECRETS_CROSS_ACCOUNT),
         runbook_env(
             server,
+            launchers,
             SECRET_ID=name,
             CONSUMER_ACCOUNT_ID=consumer.account_id,
             CONSUMER_ACCESS_KEY_ID=consumer.access_key_id,
@@ -320,7 +464,9 @@ def test_the_secrets_cross_account_runbook_runs(runbook_server: KhoaServer, tmp_
     assert value not in output_of(results)
 
 
-def test_the_secret_access_debug_runbook_runs(runbook_server: KhoaServer, tmp_path: Path) -> None:
+def test_the_secret_access_debug_runbook_runs(
+    runbook_server: KhoaServer, launchers: Path, tmp_path: Path
+) -> None:
     server = runbook_server
     sm, iam = server.client("secretsmanager"), server.client("iam")
     name = f"runbook/debug/{os.urandom(4).hex()}"
@@ -341,7 +487,7 @@ def test_the_secret_access_debug_runbook_runs(runbook_server: KhoaServer, tmp_pa
 
     results = run_blocks(
         sh_blocks(SECRET_ACCESS_DEBUG),
-        runbook_env(server, SECRET_ID=name, PRINCIPAL_ARN=user.arn, USER_NAME=user.name),
+        runbook_env(server, launchers, SECRET_ID=name, PRINCIPAL_ARN=user.arn, USER_NAME=user.name),
         tmp_path,
     )
 

@@ -7,6 +7,8 @@ can neither match them nor be matched by them.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -14,11 +16,14 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from khoa.cli.main import run
 from tests.support.identity import Caller, new_user
@@ -350,6 +355,42 @@ def test_caller_without_permission_exits_2(
     assert {f["status"] for f in findings(result)} == {"live", "former", "pattern"}
 
 
+def installed_server_dependencies(view: Path) -> Path:
+    """``view``, made a directory of links to this environment's installed copies of what the hook's
+    ``additional_dependencies: [".[server]"]`` brings: ``khoa[server]``'s requirements as pyproject.toml
+    declares them, and theirs (with their extras and markers). On PYTHONPATH, pip finds them installed and
+    installs the hook's own package only, built from the hook repository; nothing else of this
+    environment (no test tool) is there, so the hook still runs on what ``.[server]`` declares."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in (*project["dependencies"], *project["optional-dependencies"]["server"])]
+    extras: dict[str, set[str]] = {}
+    while wanted:
+        requirement = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        if name in extras and set(requirement.extras) <= extras[name]:
+            continue
+        extras[name] = extras.get(name, set()) | set(requirement.extras)
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here: pip installs it from the index, as it would have
+        for spec in distribution.requires or []:
+            needed = Requirement(spec)
+            if needed.marker is None or any(
+                needed.marker.evaluate({"extra": extra}) for extra in {"", *extras[name]}
+            ):
+                wanted.append(needed)
+    view.mkdir()
+    for name in extras:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            distribution = importlib.metadata.distribution(name)
+            site = Path(str(distribution.locate_file("")))
+            for top in {f.parts[0] for f in distribution.files or []} - {"..", "__pycache__"}:
+                if not (view / top).exists():
+                    (view / top).symlink_to(site / top)
+    return view
+
+
 @pytest.mark.slow
 def test_pre_commit_try_repo_runs_the_khoa_scan_hook(
     server: KhoaServer, account_b: Caller, held: Held, tmp_path: Path
@@ -374,6 +415,10 @@ def test_pre_commit_try_repo_runs_the_khoa_scan_hook(
         **scan_env(server, account_b, tmp_path),
         "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
         "PIP_CONSTRAINT": str(ROOT / "requirements" / "server.lock"),
+        # The hook's dependencies as this environment installed them (pip would download and unpack the
+        # same pinned releases, most of the test's time); the hook's package is still built and
+        # installed by pre-commit from the hook repository.
+        "PYTHONPATH": str(installed_server_dependencies(tmp_path / "server-dependencies")),
     }
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
 
