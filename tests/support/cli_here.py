@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 
 import pytest
 
 from khoa.cli.main import run
-from tests.support.identity import Caller
+from tests.support.identity import Caller, account_root
 from tests.support.rotation import rotation_role
 from tests.support.server import ACCOUNT_ID, REGION, KhoaServer
 
@@ -36,16 +35,7 @@ def khoa_here(server: KhoaServer, *args: str) -> str:
 def create_account(server: KhoaServer) -> Caller:
     """A new account made with ``khoa account create --json`` (as tests.support.identity.create_account
     makes one, in this process)."""
-    created = json.loads(khoa_here(server, "account", "create", "--json"))
-    assert set(created) == {"AccountId", "AccessKeyId", "SecretAccessKey"}
-    account = created["AccountId"]
-    return Caller(
-        server,
-        f"arn:aws:iam::{account}:root",
-        created["AccessKeyId"],
-        created["SecretAccessKey"],
-        account_id=account,
-    )
+    return account_root(server, khoa_here(server, "account", "create", "--json"))
 
 
 def register(server: KhoaServer, name: str, target: str, kind: str = "python") -> str:

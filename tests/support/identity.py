@@ -137,7 +137,12 @@ def create_account(server: KhoaServer) -> Caller:
         timeout=60,
         check=True,
     )
-    created = json.loads(done.stdout)
+    return account_root(server, done.stdout)
+
+
+def account_root(server: KhoaServer, created_json: str) -> Caller:
+    """The root of the account ``khoa account create --json`` printed."""
+    created = json.loads(created_json)
     assert set(created) == {"AccountId", "AccessKeyId", "SecretAccessKey"}
     account = created["AccountId"]
     return Caller(
