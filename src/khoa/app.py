@@ -85,7 +85,8 @@ class KhoaApp:
                 initializer=affinity.keep_thread_to,
                 initargs=(affinity.allowed_cpus(),),
             ),
-            every_call_off_loop=not settings.effective_database_url.startswith("sqlite"),
+            statements=runtime.statements,
+            stuck_after_seconds=runtime.stuck_after_seconds,
         )
         self.change_stream = ChangeStreamEndpoint(
             service=runtime.services["secretsmanager"],
@@ -99,6 +100,8 @@ class KhoaApp:
             recheck_seconds=settings.stream_recheck_seconds,
             revocation_epoch=runtime.revocations.current,
             limits=SubscriptionLimits.from_settings(settings),
+            statements=runtime.statements,
+            stuck_after_seconds=runtime.stuck_after_seconds,
         )
         self.admin = AdminRoutes(runtime, self.metrics)
         self.console = WebConsole(runtime, self.pipeline.handle, self.pipeline.network)

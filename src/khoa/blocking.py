@@ -17,9 +17,10 @@ import asyncio
 import concurrent.futures
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -54,6 +55,94 @@ def refuse_on_the_loop(what: str) -> None:
     wait (for logs and tests)."""
     if _ON_THE_LOOP.get():
         raise WouldBlock(what)
+
+
+class DatabaseStuck(Exception):
+    """A thread has been inside one database statement longer than any bound allows: the file system
+    under an SQLite database stopped answering (frozen, a hung network mount), where the kernel holds
+    the thread and no timeout of SQLite's reaches it. The call is answered 503 and its thread is left
+    to finish when the storage comes back (khoa.storage.database.is_unavailable)."""
+
+
+class StatementClock:
+    """When the database statement each thread is running began (SQLite's, khoa.storage.turn).
+
+    A waiter on a thread's work asks it whether that thread is stuck, so that it can stop waiting on
+    storage that no longer answers while a merely long call (many statements, each within its bound)
+    is waited for. Only threads doing waited-on work (:func:`run_unless_stuck`) count: a background
+    job's long statement holds no caller. Each thread writes only its own entries, so no lock."""
+
+    def __init__(self) -> None:
+        self._began: dict[int, float] = {}
+        self._serving: set[int] = set()
+
+    def begin(self) -> None:
+        self._began[threading.get_ident()] = time.monotonic()
+
+    def end(self) -> None:
+        self._began.pop(threading.get_ident(), None)
+
+    @contextmanager
+    def serving(self) -> Iterator[int]:
+        """Mark the calling thread as doing work somebody waits on; yields its identity."""
+        thread = threading.get_ident()
+        self._serving.add(thread)
+        try:
+            yield thread
+        finally:
+            self._serving.discard(thread)
+
+    def stuck(self, thread: int | None, bound: float) -> bool:
+        """Whether ``thread`` (None: any thread doing waited-on work) has been in one statement for
+        more than ``bound`` seconds."""
+        now = time.monotonic()
+        threads = (thread,) if thread is not None else tuple(self._serving)
+        began = [self._began.get(each) for each in threads]
+        return any(start is not None and now - start > bound for start in began)
+
+
+async def run_unless_stuck(
+    executor: concurrent.futures.Executor | None,
+    clock: StatementClock,
+    bound: float,
+    work: Callable[..., T],
+    *args: object,
+) -> T:
+    """``work(*args)`` on ``executor`` (None: the loop's default), given up with
+    :class:`DatabaseStuck` once the thread running it has spent more than ``bound`` in one statement,
+    or, before it starts, once any thread doing such work has.
+
+    Refused at once while a thread is stuck: work queued behind stuck threads would only wait for
+    them. Work given up before it starts never runs; work given up while running finishes (or fails)
+    when the storage answers again, and nobody waits for it."""
+    if clock.stuck(None, bound):
+        raise DatabaseStuck(f"a database statement has not returned in {bound:.1f} s")
+    runner: list[int] = []
+    abandoned = threading.Event()
+
+    def tracked() -> T:
+        if abandoned.is_set():
+            raise DatabaseStuck("given up before it started")
+        with clock.serving() as thread:
+            runner.append(thread)
+            return work(*args)
+
+    future = asyncio.get_running_loop().run_in_executor(executor, tracked)
+    poll = min(0.25, bound / 4)
+    while True:
+        done, _ = await asyncio.wait((future,), timeout=poll)
+        if done:
+            return future.result()
+        if clock.stuck(runner[0] if runner else None, bound):
+            abandoned.set()
+            future.add_done_callback(_consume)
+            raise DatabaseStuck(f"a database statement has not returned in {bound:.1f} s")
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned run's outcome (so that asyncio does not log it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class SingleFlight(Generic[T]):

@@ -40,6 +40,7 @@ from khoa.affinity import run_thread_on
 from khoa.clock import Clock
 from khoa.lease import Lease, LeaseLost, WriteFence
 from khoa.logs import LogLimiter
+from khoa.storage.database import is_unavailable
 
 log = logging.getLogger("khoa.jobs")
 
@@ -176,8 +177,11 @@ class JobRunner:
             try:
                 if not self.acquire_lease():  # outside the fence: taking the lease is not job work
                     break
-            except Exception:  # noqa: BLE001 - logged (rate-limited)
-                self._logs.exception("lease", "could not renew the jobs lease")
+            except Exception as exc:  # noqa: BLE001 - logged (rate-limited)
+                if is_unavailable(exc):  # an outage: its name is enough, not a traceback
+                    self._logs.warning("lease", "could not renew the jobs lease (%s)", type(exc).__name__)
+                else:
+                    self._logs.exception("lease", "could not renew the jobs lease")
                 break
             try:
                 with self.fence.active():

@@ -25,6 +25,7 @@ from khoa.audit.usage import UsageTracker
 from khoa.auth.credentials import CredentialStore
 from khoa.auth.revocation import RevocationEpoch, open_epoch
 from khoa.auth.sigv4 import SigV4Verifier
+from khoa.blocking import StatementClock
 from khoa.bootstrap import first_account_id, load_barrier
 from khoa.changes.webhooks import WebhookDeliverer
 from khoa.clock import Clock
@@ -129,6 +130,8 @@ class Runtime:
 
     settings: Settings
     engine: Engine
+    statements: StatementClock
+    stuck_after_seconds: float
     barrier: Barrier
     clock: Clock
     credentials: CredentialStore
@@ -160,11 +163,11 @@ class Runtime:
             if database_url.get_backend_name() == "sqlite"
             else None
         )
-        engine = create_database_engine(
-            settings.effective_database_url,
-            DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds),
-            turn,
-        )
+        # Times each SQLite statement, so that a call whose thread the kernel holds (a frozen file
+        # system) is answered 503 without waiting for it (khoa.blocking.run_unless_stuck).
+        statements = StatementClock()
+        bounds = DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds)
+        engine = create_database_engine(settings.effective_database_url, bounds, turn, statements)
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
         dev_account_id = first_account_id(engine) or ""
@@ -177,6 +180,8 @@ class Runtime:
             turn=turn,
             trail=trail_health,
             turn_seconds=settings.database_timeout_seconds,
+            statements=statements,
+            stuck_after_seconds=bounds.stuck_after_seconds,
         )
         audit.enabled = settings.audit_enabled
         if settings.audit_enabled:
@@ -354,6 +359,8 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
+            statements=statements,
+            stuck_after_seconds=bounds.stuck_after_seconds,
             barrier=barrier,
             clock=clock,
             credentials=credentials,

@@ -6,13 +6,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from khoa import outbound
-from khoa.blocking import SingleFlight, WouldBlock, on_the_loop, refuse_on_the_loop
-from khoa.storage.database import create_database_engine
+from khoa.blocking import (
+    DatabaseStuck,
+    SingleFlight,
+    StatementClock,
+    WouldBlock,
+    on_the_loop,
+    refuse_on_the_loop,
+    run_unless_stuck,
+)
+from khoa.storage.database import DatabaseBounds, create_database_engine, is_unavailable
+from khoa.storage.turn import WriterTurn
 
 
 def test_only_a_call_tried_on_the_loop_is_refused() -> None:
@@ -46,13 +56,124 @@ def test_a_network_database_is_not_asked_for_a_connection_on_the_loop() -> None:
         engine.dispose()
 
 
-def test_sqlite_is_read_on_the_loop(tmp_path: object) -> None:
+def test_a_tools_sqlite_engine_is_read_on_the_loop(tmp_path: object) -> None:
     engine = create_database_engine(f"sqlite:///{tmp_path}/k.db")
     try:
         with on_the_loop(), engine.connect():
             pass
     finally:
         engine.dispose()
+
+
+def test_a_servers_sqlite_engine_is_never_used_on_the_loop(tmp_path: object) -> None:
+    """A frozen file system holds an SQLite call in the kernel: on the loop, it would freeze the worker."""
+    engine = create_database_engine(f"sqlite:///{tmp_path}/k.db", DatabaseBounds(), WriterTurn())
+    try:
+        with pytest.raises(WouldBlock), on_the_loop(), engine.connect():
+            pass
+        assert engine.pool.checkedout() == 0
+        with engine.connect():  # on a thread (here: outside the loop's block) it is used as ever
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_the_statement_clock_times_sqlite_statements(tmp_path: object) -> None:
+    clock = StatementClock()
+    engine = create_database_engine(f"sqlite:///{tmp_path}/k.db", DatabaseBounds(), WriterTurn(), clock)
+    seen: list[bool] = []
+
+    def peek() -> int:
+        seen.append(clock.stuck(None, -1.0))
+        return 1
+
+    try:
+        with engine.connect() as conn, clock.serving():
+            # a function the statement calls looks at the clock while the statement runs
+            conn.connection.dbapi_connection.create_function("peek", 0, peek)  # type: ignore[union-attr]
+            conn.exec_driver_sql("SELECT peek()").all()
+            assert not clock.stuck(None, -1.0)  # the statement is over
+    finally:
+        engine.dispose()
+    assert seen == [True]
+
+
+def _stuck_statement(clock: StatementClock, seconds: float, result: str = "late") -> str:
+    """A statement the kernel holds for ``seconds`` (as a frozen file system holds SQLite's)."""
+    clock.begin()
+    try:
+        time.sleep(seconds)
+    finally:
+        clock.end()
+    return result
+
+
+def test_a_call_held_in_one_statement_is_given_up_and_later_ones_are_refused_at_once() -> None:
+    clock = StatementClock()
+    bound = 0.3
+
+    async def main() -> None:
+        with ThreadPoolExecutor(2) as threads:
+            started = time.monotonic()
+            with pytest.raises(DatabaseStuck) as given_up:
+                await run_unless_stuck(threads, clock, bound, _stuck_statement, clock, 1.5)
+            assert bound < time.monotonic() - started < bound + 0.6
+            assert is_unavailable(given_up.value)  # answered 503, as any database outage
+            started = time.monotonic()
+            with pytest.raises(DatabaseStuck):  # while it is held, a new call is not even queued
+                await run_unless_stuck(threads, clock, bound, lambda: "never")
+            assert time.monotonic() - started < 0.1
+            await asyncio.sleep(1.5)  # the storage answers again: so do calls
+            assert await run_unless_stuck(threads, clock, bound, lambda: "now") == "now"
+
+    asyncio.run(main())
+
+
+def test_work_queued_behind_a_stuck_thread_is_given_up_and_never_runs() -> None:
+    clock = StatementClock()
+    ran: list[str] = []
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as threads:
+            first = asyncio.ensure_future(run_unless_stuck(threads, clock, 0.3, _stuck_statement, clock, 1.0))
+            await asyncio.sleep(0.05)
+            with pytest.raises(DatabaseStuck):  # it waits in the queue until the thread is judged stuck
+                await run_unless_stuck(threads, clock, 0.3, ran.append, "queued")
+            with pytest.raises(DatabaseStuck):
+                await first
+        assert ran == []  # given up before it started: it never ran once the thread came back
+
+    asyncio.run(main())
+
+
+def test_a_long_call_of_short_statements_is_waited_for() -> None:
+    clock = StatementClock()
+
+    def many_statements() -> str:
+        for _ in range(10):
+            _stuck_statement(clock, 0.08)
+        return "done"
+
+    async def main() -> str:
+        with ThreadPoolExecutor(1) as threads:
+            return await run_unless_stuck(threads, clock, 0.3, many_statements)
+
+    assert asyncio.run(main()) == "done"  # 0.8 s in all, no statement near the bound
+
+
+def test_a_background_threads_long_statement_holds_no_caller() -> None:
+    clock = StatementClock()
+    background = threading.Thread(target=_stuck_statement, args=(clock, 0.8))
+    background.start()
+    try:
+        time.sleep(0.4)  # past the bound, but not on a thread anybody waits on
+
+        async def main() -> str:
+            return await run_unless_stuck(None, clock, 0.3, lambda: "served")
+
+        assert asyncio.run(main()) == "served"
+    finally:
+        background.join()
 
 
 def test_outbound_calls_are_refused_on_the_loop() -> None:

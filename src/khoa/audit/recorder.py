@@ -32,6 +32,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from khoa.audit.events import AuditEvent
 from khoa.audit.health import TrailHealth
 from khoa.audit.outcomes import Writer, mark_lost_outcomes
+from khoa.blocking import DatabaseStuck, StatementClock, run_unless_stuck
 from khoa.logs import LogLimiter
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
@@ -231,15 +232,21 @@ class AuditRecorder:
         turn: WriterTurn | None = None,
         trail: TrailHealth | None = None,
         turn_seconds: float = TURN_SECONDS,
+        statements: StatementClock | None = None,
+        stuck_after_seconds: float = TURN_SECONDS,
     ) -> None:
         """``turn``: the queue of the database's writers (:mod:`khoa.storage.turn`; the node's, which
         its other writers take too; None: one of the recorder's own). ``trail``: whether the trail's
         log files can be delivered (readiness asks the recorder about the whole trail).
         ``turn_seconds``: how long a batch waits for its turn before its requests are refused (the
         database bound: a sibling process stopped while holding it must not hold every request of
-        this one)."""
+        this one). ``statements`` (the engine's statement clock): a batch whose commit the kernel
+        holds (a frozen file system) is refused once it has been in one statement for
+        ``stuck_after_seconds``, and later batches at once until it returns (khoa.blocking)."""
         self.engine = engine
         self._turn_seconds = turn_seconds
+        self._statements_clock = statements if statements is not None else StatementClock()
+        self._stuck_after_seconds = stuck_after_seconds
         self.trail = trail
         self.writer = Writer.this_process()
         self._logs = LogLimiter(log)
@@ -384,6 +391,10 @@ class AuditRecorder:
                 # only then takes the batch: the events that came while the other process committed
                 # go in this commit, not the next (taken before the wait, each process's batches
                 # were a few events, and the commits' fixed cost per event several times as high).
+                if self._statements_clock.stuck(None, self._stuck_after_seconds):
+                    # the writer thread is held in a commit: nothing queued behind it can commit
+                    self._refuse(self._next_batch(), DatabaseStuck("the audit writer is stuck"))
+                    continue
                 queued = self.turn.shared
                 if queued:
                     try:
@@ -422,7 +433,9 @@ class AuditRecorder:
         try:
             inserts = [event for kind, event, _ in batch if kind == "insert"]
             updates = [event for kind, event, _ in batch if kind == "update"]
-            await loop.run_in_executor(self._executor, write, inserts, updates)
+            await run_unless_stuck(
+                self._executor, self._statements_clock, self._stuck_after_seconds, write, inserts, updates
+            )
         except Exception as exc:  # noqa: BLE001 - any sink failure refuses the whole batch
             self._refuse(batch, exc)
             return

@@ -3,7 +3,6 @@ each call recorded in the trail (``recording``) and counted in the metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +11,7 @@ from typing import Any, TypeVar
 
 from khoa.audit.events import is_read_only
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
-from khoa.blocking import WouldBlock, on_the_loop
+from khoa.blocking import StatementClock, WouldBlock, on_the_loop, run_unless_stuck
 from khoa.clock import Clock
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
@@ -163,19 +162,21 @@ class Pipeline:
         revoked: Callable[[], None],
         request_threads: Executor,
         heavy_threads: Executor,
-        every_call_off_loop: bool,
+        statements: StatementClock,
+        stuck_after_seconds: float,
     ) -> None:
         """``services`` by X-Amz-Target prefix (awsJson), ``query_services`` by signing name (awsQuery);
         ``revoked`` tells every process of the node that access may have been taken away.
 
-        A write's blocking work (authentication, authorisation and its handler, which read and write
-        the database) runs on ``request_threads`` when ``every_call_off_loop`` (a database across the
-        network, where a slow or silent server would otherwise hold the event loop, and with it every
-        other request and probe, for up to the database bound), as do writes that call an external
-        key store; CPU-heavy calls run on ``heavy_threads``, which may use every CPU of the process
-        even when the worker keeps to one; other calls run on the event loop, which saves the
-        hand-off between threads. A read runs on the loop until it would wait on a peer, and then on
-        a request thread (``_read_on_the_loop_first``).
+        A write's checks (authentication, validation, authorisation) run on the event loop until they
+        would wait on the database or a peer, and its handler, which writes, on ``request_threads``:
+        the database, SQLite's file included, is never waited on by the loop, where a silent server
+        or a frozen file system would hold every other request and the probes with it. CPU-heavy
+        calls run on ``heavy_threads``, which may use every CPU of the process even when the worker
+        keeps to one, and writes that call out (an external key store) on request threads from the
+        start. A read runs on the loop until it would wait on a peer, and then on a request thread
+        (``_read_on_the_loop_first``). A call whose thread has spent ``stuck_after_seconds`` in one
+        database statement (``statements`` times them) is answered 503 without waiting further.
         """
         self.services = services
         # rest-json services (Access Analyzer) are addressed by method and path (see _rest_service)
@@ -190,7 +191,8 @@ class Pipeline:
         self.revoked = revoked
         self.request_threads = request_threads
         self.heavy_threads = heavy_threads
-        self.every_call_off_loop = every_call_off_loop
+        self.statements = statements
+        self.stuck_after_seconds = stuck_after_seconds
         # During an outage every request fails the same way: one line (and traceback) per interval.
         self._logs = LogLimiter(log)
 
@@ -224,16 +226,12 @@ class Pipeline:
         try:
             if service is None:
                 raise AWSError("UnknownOperationException", "")
-            threads: Executor | None = None  # None: on the event loop
             heavy = (
                 large
                 or call.operation in _CPU_HEAVY.get(service.name, ())
                 or (call.operation in _RSA_PRIVATE and service.name == "kms" and _RSA_ALGORITHM in body)
             )
-            if heavy:
-                threads = self.heavy_threads
-            elif self.every_call_off_loop or call.operation in _CALLS_OUT.get(service.name, ()):
-                threads = self.request_threads
+            threads = self.heavy_threads if heavy else self.request_threads
             if is_read_only(call.operation):
                 # Nothing to record before a read runs: the whole call at once, on the loop until it
                 # would wait on a peer (a refusal, from the checks or the handler, is recorded by
@@ -247,10 +245,10 @@ class Pipeline:
                     result = await self._read_on_the_loop_first(request)
             else:
                 prepared = (scope, headers, body, form, service, call)
-                if threads is None:
-                    ctx, params, handler = await self._prepare_on_the_loop_first(prepared)
-                else:
+                if heavy or call.operation in _CALLS_OUT.get(service.name, ()):
                     ctx, params, handler = await self._run(threads, self._prepare, *prepared)
+                else:
+                    ctx, params, handler = await self._prepare_on_the_loop_first(prepared)
                 await self.recorder.record_before(call)
                 try:
                     result = await self._run(threads, handler, ctx, params)
@@ -299,11 +297,8 @@ class Pipeline:
         except WouldBlock:
             return await self._run(self.request_threads, self._prepare, *prepared)
 
-    @staticmethod
-    async def _run(threads: Executor | None, work: Callable[..., _T], *args: Any) -> _T:
-        if threads is None:
-            return work(*args)
-        return await asyncio.get_running_loop().run_in_executor(threads, work, *args)
+    async def _run(self, threads: Executor, work: Callable[..., _T], *args: Any) -> _T:
+        return await run_unless_stuck(threads, self.statements, self.stuck_after_seconds, work, *args)
 
     def addressed(self, scope: Scope) -> Service | None:
         """The service a request is for, judged from its headers alone (as ``handle`` dispatches)."""

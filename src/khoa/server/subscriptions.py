@@ -13,7 +13,6 @@ Every stream of the process is fed by one poller (:class:`khoa.changes.stream.Ch
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Hashable
@@ -25,6 +24,7 @@ from sqlalchemy import Engine
 
 from khoa.audit.recorder import AuditUnavailable, unavailable_error
 from khoa.auth.principal import Principal
+from khoa.blocking import StatementClock, run_unless_stuck
 from khoa.changes import stream as change_stream
 from khoa.ids import IdSource
 from khoa.logs import LogLimiter
@@ -38,6 +38,7 @@ from khoa.server.pipeline import request_origin
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
 from khoa.settings import Settings
+from khoa.storage.database import DEFAULT_TIMEOUT_SECONDS
 
 log = logging.getLogger("khoa")
 
@@ -98,10 +99,13 @@ class ChangeStreamEndpoint:
         recheck_seconds: float,
         revocation_epoch: Callable[[], int],
         limits: SubscriptionLimits | None = None,
+        statements: StatementClock | None = None,
+        stuck_after_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         """``service`` is Secrets Manager's (its model and name shape the records and errors);
         ``network`` says where a request comes from, as for the API's calls; ``limits`` default to
-        the settings' defaults."""
+        the settings' defaults. A subscription whose checks' thread has spent ``stuck_after_seconds``
+        in one database statement (``statements`` times them) is answered 503 without waiting."""
         self.service = service
         self.network = network
         self.authorize = authorize
@@ -113,6 +117,8 @@ class ChangeStreamEndpoint:
         self.recheck_seconds = recheck_seconds
         self.revocation_epoch = revocation_epoch
         self.limits = limits or SubscriptionLimits.from_settings(Settings())
+        self.statements = statements if statements is not None else StatementClock()
+        self.stuck_after_seconds = stuck_after_seconds
         self.hub = change_stream.ChangeHub(engine, revocation_epoch=revocation_epoch)
         self._open = 0
         self._open_by_owner: dict[tuple[str, str], int] = {}
@@ -130,8 +136,15 @@ class ChangeStreamEndpoint:
         try:
             # Off the event loop: the credential, the secret and the stream's start may be read from
             # the database, and a silent one would hold every request of the worker meanwhile.
-            secret_id, arn, start, extras = await asyncio.get_running_loop().run_in_executor(
-                None, self._subscribe, scope, headers, call, secret_ref
+            secret_id, arn, start, extras = await run_unless_stuck(
+                None,  # the loop's default executor
+                self.statements,
+                self.stuck_after_seconds,
+                self._subscribe,
+                scope,
+                headers,
+                call,
+                secret_ref,
             )
             owner = self._take_slot(call)
             try:

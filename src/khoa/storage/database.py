@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
 
-from khoa.blocking import refuse_on_the_loop
+from khoa.blocking import DatabaseStuck, StatementClock, refuse_on_the_loop
 from khoa.protocol.errors import AWSError
 from khoa.storage import schema
 from khoa.storage.turn import WriterTurn, connection_class
@@ -81,6 +81,12 @@ class DatabaseBounds:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
 
+    @property
+    def stuck_after_seconds(self) -> float:
+        """How long a thread may stay in one statement before its caller stops waiting: past the
+        statement bound, only a storage that stopped answering holds it (khoa.blocking.DatabaseStuck)."""
+        return self.timeout_seconds + WATCHDOG_GRACE_SECONDS
+
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     def apply(dbapi_connection: Any, _record: Any) -> None:
@@ -132,7 +138,7 @@ def mysql_connect_args(bounds: DatabaseBounds | None) -> dict[str, Any]:
 
 
 def _refuse_on_the_loop(engine: Engine) -> None:
-    """A network database is never waited on by a call tried on the event loop (khoa.blocking): the
+    """A server's database is never waited on by a call tried on the event loop (khoa.blocking): the
     request for a connection raises WouldBlock before anything is taken from the pool."""
     checkout = engine.raw_connection
 
@@ -184,16 +190,24 @@ def in_chunks(values: Iterable[_T], size: int = MAX_IN) -> list[list[_T]]:
 
 
 def create_database_engine(
-    url: str, bounds: DatabaseBounds | None = None, turn: WriterTurn | None = None
+    url: str,
+    bounds: DatabaseBounds | None = None,
+    turn: WriterTurn | None = None,
+    clock: StatementClock | None = None,
 ) -> Engine:
     """An engine for ``url``; with ``bounds`` (a server's engine) every wait on the database is bounded.
     On SQLite, ``turn`` (the node's writers' turn, khoa.storage.turn) is taken by every writing
-    transaction of the engine's connections."""
+    transaction of the engine's connections, and ``clock`` times their statements.
+
+    A server's engine (``bounds``) is never used on the event loop, SQLite's included: a file system
+    that stops answering (frozen, a hung network mount) holds the thread in the kernel, where no
+    timeout reaches, so the loop, the probes with it, would freeze. Threads that wait on it are given
+    up on by the clock (khoa.blocking.run_unless_stuck)."""
     timeout = bounds.timeout_seconds if bounds else DEFAULT_TIMEOUT_SECONDS
     if url.startswith("sqlite"):
         sqlite_args: dict[str, Any] = {"check_same_thread": False, "timeout": timeout}
         if turn is not None:
-            sqlite_args["factory"] = connection_class(turn, timeout)
+            sqlite_args["factory"] = connection_class(turn, timeout, clock)
         engine = create_engine(
             url,
             connect_args=sqlite_args,
@@ -202,6 +216,8 @@ def create_database_engine(
             pool_timeout=timeout,
         )
         event.listen(engine, "connect", _sqlite_pragmas(math.ceil(timeout * 1000)))
+        if bounds is not None:
+            _refuse_on_the_loop(engine)
         _refuse_statements_too_large(engine)
         return engine
     backend = make_url(url).get_backend_name()
@@ -239,7 +255,7 @@ def is_unavailable(exc: BaseException) -> bool:
     too large (:func:`too_large`) is not: retrying it fails the same way."""
     if too_large(exc):
         return False
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError | DatabaseStuck):
         return True
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
 

@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from khoa.blocking import StatementClock
+
 # Statements that make SQLite take its write lock (the first of them in a transaction).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _WRITING_BEGINS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
@@ -165,10 +167,15 @@ class WriterTurn:
         self._depth = 1
 
 
-def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connection]:
+def connection_class(
+    turn: WriterTurn, seconds: float, clock: StatementClock | None = None
+) -> type[sqlite3.Connection]:
     """An sqlite3 connection class (``sqlite3.connect(factory=...)``) whose writing transactions
     take ``turn`` (waiting at most ``seconds``) at their first write statement and end it at their
-    commit or rollback. A connection whose owner takes the turn itself sets ``manages_turn``."""
+    commit or rollback. A connection whose owner takes the turn itself sets ``manages_turn``.
+    ``clock`` hears when each statement, commit and rollback begins and ends: a thread the kernel
+    holds in one (a frozen file system) is told from a busy one (khoa.blocking.run_unless_stuck)."""
+    timed = clock if clock is not None else StatementClock()
 
     class TurnCursor(sqlite3.Cursor):
         def execute(self, sql: str, parameters: Any = (), /) -> TurnCursor:
@@ -181,9 +188,11 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
             connection = self.connection
             assert isinstance(connection, TurnConnection)
             connection.before(sql)
+            timed.begin()
             try:
                 run(sql, parameters)
             finally:
+                timed.end()
                 connection.after()
             return self
 
@@ -213,15 +222,19 @@ def connection_class(turn: WriterTurn, seconds: float) -> type[sqlite3.Connectio
                 turn.end()
 
         def commit(self) -> None:
+            timed.begin()
             try:
                 super().commit()
             finally:
+                timed.end()
                 self.let_go()
 
         def rollback(self) -> None:
+            timed.begin()
             try:
                 super().rollback()
             finally:
+                timed.end()
                 self.let_go()
 
         def close(self) -> None:

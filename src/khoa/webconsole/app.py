@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from khoa.blocking import DatabaseStuck, run_unless_stuck
 from khoa.logs import LogLimiter
 from khoa.network import NetworkMap
 from khoa.runtime import Runtime
@@ -140,13 +141,33 @@ class WebConsole:
 
     async def answer(self, scope: Scope, body: bytes) -> Response:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, self._answer, scope, body, loop)
+        runtime = self.runtime
+        try:
+            return await run_unless_stuck(
+                self.threads, runtime.statements, runtime.stuck_after_seconds, self._answer, scope, body, loop
+            )
+        except DatabaseStuck as exc:  # the page's thread is held by storage that stopped answering
+            tools = self._tools(scope, header_map(scope), loop)
+            return self._finish(self._unavailable(exc, tools), tools.secure)
 
     def _answer(self, scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop) -> Response:
         headers = header_map(scope)
-        secure = self._is_tls(scope, headers)
+        tools = self._tools(scope, headers, loop)
+        try:
+            response = self._route(scope, body, headers, tools)
+        except Exception as exc:  # noqa: BLE001 - answered as a page, logged without its text
+            if is_unavailable(exc):  # the session store's database did not answer in time
+                response = self._unavailable(exc, tools)
+            else:
+                self._logs.exception(
+                    f"console:{type(exc).__name__}", "console page %s failed", _area(scope["path"])
+                )
+                response = self._error(500, "Error", "The console could not show this page.", None, tools)
+        return self._finish(response, tools.secure)
+
+    def _tools(self, scope: Scope, headers: dict[str, list[str]], loop: asyncio.AbstractEventLoop) -> Tools:
         forwarded = headers.get("x-forwarded-for")
-        tools = Tools(
+        return Tools(
             runtime=self.runtime,
             sessions=self.sessions,
             core=self.core,
@@ -157,28 +178,23 @@ class WebConsole:
                 scheme=scope.get("scheme", "http"),
                 forwarded_for=",".join(forwarded).encode("latin-1") if forwarded else None,
             ),
-            secure=secure,
+            secure=self._is_tls(scope, headers),
             client_address=self.network.client_address(
                 (scope.get("client") or ("", 0))[0], ",".join(forwarded) if forwarded else None
             ),
             failed_sign_ins=self.failed_sign_ins,
         )
-        try:
-            response = self._route(scope, body, headers, tools)
-        except Exception as exc:  # noqa: BLE001 - answered as a page, logged without its text
-            if is_unavailable(exc):  # the session store's database did not answer in time
-                self._logs.warning(
-                    "console database", "console: database unavailable (%s)", type(exc).__name__
-                )
-                response = self._error(
-                    503, "Unavailable", "Khoa's database did not answer. Try again.", None, tools
-                )
-                response.headers.append((b"retry-after", b"5"))
-            else:
-                self._logs.exception(
-                    f"console:{type(exc).__name__}", "console page %s failed", _area(scope["path"])
-                )
-                response = self._error(500, "Error", "The console could not show this page.", None, tools)
+
+    def _unavailable(self, exc: Exception, tools: Tools) -> Response:
+        """The page for a database that did not answer in time (its error's name is logged, never
+        its text, which may carry the database's address)."""
+        self._logs.warning("console database", "console: database unavailable (%s)", type(exc).__name__)
+        response = self._error(503, "Unavailable", "Khoa's database did not answer. Try again.", None, tools)
+        response.headers.append((b"retry-after", b"5"))
+        return response
+
+    @staticmethod
+    def _finish(response: Response, secure: bool) -> Response:
         response.headers.extend(_security_headers(secure))
         if not any(name == b"cache-control" for name, _ in response.headers):
             response.headers.append((b"cache-control", b"no-store"))

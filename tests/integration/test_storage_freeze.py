@@ -1,0 +1,236 @@
+"""A node on SQLite whose file system stops answering (``fsfreeze``): it fails closed in time.
+
+A frozen file system (as a snapshot tool freezes one, or a hung network mount behaves) holds every
+write, and a read that must note itself in SQLite's shared memory, in the kernel, where no timeout of
+SQLite's reaches. The node must not freeze with it: its event loop never touches the database, so
+``/_khoa/health`` answers at once and ``/_khoa/ready`` says 503 within a second; a call whose thread is
+held in one statement past the database bound is answered an AWS-shaped 503, and once one is, later
+calls are refused at once instead of queueing behind it. When the file system thaws, the node recovers
+by itself and everything it acknowledged is there.
+
+The data directory is an ext4 image mounted on a loop device, so the test needs root, a loop device
+and util-linux's ``fsfreeze``; it skips, saying which is missing, where they are not. A timer thaws the
+file system whatever happens to the test. The bounds asserted are correctness bounds (a call must not
+hang), not performance targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.console import ConsoleClient
+from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 1.0  # KHOA_DATABASE_TIMEOUT_SECONDS
+GRACE = 0.5  # khoa.storage.database.WATCHDOG_GRACE_SECONDS: a thread is stuck after TIMEOUT + GRACE
+# A call waits at most until its thread (its handler's, or the audit writer's) is judged stuck, looked
+# at every 0.25 s; a write waits for its record made before it runs, then for its handler. Slack for
+# a loaded two-core box.
+CALL_BOUND = 2 * (TIMEOUT + GRACE + 0.25) + 2.0
+PROMPT_BOUND = 1.0  # once a thread is known stuck, later calls are refused without waiting
+READY_BOUND = 1.5
+SCRAPE_BOUND = 3.0
+RECOVERY_BOUND = 15.0
+FROZEN_AT_MOST = 90.0  # the dead man's switch: thawed after this long whatever the test does
+_T = TypeVar("_T")
+
+
+def _missing() -> str | None:
+    """Why this machine cannot freeze a file system for the test (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root to mount and freeze a file system"
+    for tool in ("fsfreeze", "mkfs.ext4", "mount", "umount", "losetup"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (util-linux / e2fsprogs)"
+    if not Path("/dev/loop-control").exists():
+        return "needs a loop device (/dev/loop-control)"
+    return None
+
+
+class FrozenDisk:
+    """An ext4 image mounted on a loop device, which the test freezes and thaws."""
+
+    def __init__(self, root: Path) -> None:
+        self.image = root / "disk.img"
+        self.mount = root / "disk"
+        self.mount.mkdir()
+        with self.image.open("wb") as image:
+            image.truncate(128 * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
+        mounted = subprocess.run(
+            ["mount", "-o", "loop", str(self.image), str(self.mount)], capture_output=True, text=True
+        )
+        if mounted.returncode != 0:  # a container without loop devices it may use
+            pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
+        self._lock = threading.Lock()
+        self._frozen = False
+        self._switch: threading.Timer | None = None
+
+    def freeze(self) -> None:
+        with self._lock:
+            subprocess.run(["fsfreeze", "--freeze", str(self.mount)], check=True)
+            self._frozen = True
+            self._switch = threading.Timer(FROZEN_AT_MOST, self.thaw)
+            self._switch.daemon = True
+            self._switch.start()
+
+    def thaw(self) -> None:
+        with self._lock:
+            if self._switch is not None:
+                self._switch.cancel()
+                self._switch = None
+            if self._frozen:
+                subprocess.run(["fsfreeze", "--unfreeze", str(self.mount)], check=False)
+                self._frozen = False
+
+    def close(self) -> None:
+        self.thaw()
+        subprocess.run(["umount", "--lazy", str(self.mount)], check=False)
+        self.image.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenDisk]:
+    missing = _missing()
+    if missing is not None:
+        pytest.skip(missing)
+    frozen = FrozenDisk(tmp_path_factory.mktemp("freeze"))
+    try:
+        yield frozen
+    finally:
+        frozen.close()
+
+
+@pytest.fixture(scope="module")
+def server(disk: FrozenDisk) -> Iterator[KhoaServer]:
+    # The data directory is the mount itself: the server's log goes beside it (KhoaServer writes it
+    # to the data directory's parent), off the disk that freezes, as a journal or a pipe would be.
+    node = KhoaServer(disk.mount, extra_env={"KHOA_DATABASE_TIMEOUT_SECONDS": str(TIMEOUT)})
+    node.start()
+    try:
+        yield node
+    finally:
+        disk.thaw()
+        node.stop()
+
+
+def _get(server: KhoaServer, path: str) -> tuple[int, bytes, float]:
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{server.endpoint}{path}", timeout=30) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return status, body, time.monotonic() - started
+
+
+def _refused(call: Callable[[], Any]) -> float:
+    """Run ``call``: it must be refused with the AWS-shaped 503 within CALL_BOUND; returns how long."""
+    started = time.monotonic()
+    with pytest.raises(ClientError) as refused:
+        call()
+    took = time.monotonic() - started
+    response = refused.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 503, response
+    assert response["Error"]["Code"] == "ServiceUnavailableException", response
+    assert took <= CALL_BOUND, f"{took:.1f} s > {CALL_BOUND} s"
+    return took
+
+
+def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
+    disk: FrozenDisk, server: KhoaServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sm = server.client("secretsmanager")
+    kms = server.client("kms")
+    acknowledged = {"kept": "v0"}
+    sm.create_secret(Name="kept", SecretString="v0")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"sealed")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"sealed"
+    assert sm.get_secret_value(SecretId="kept")["SecretString"] == "v0"  # cached from here on
+    console = ConsoleClient(server.endpoint)
+    assert console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status == 200
+
+    disk.freeze()
+    try:
+        # Side by side: a read served from the caches (its record cannot commit), a write, a
+        # decryption and a console page. While they wait, liveness answers at once; once they are
+        # refused, readiness says 503 with its reason, and a scrape answers.
+        with ThreadPoolExecutor(4) as threads:
+            calls: list[Future[Any]] = [
+                threads.submit(_refused, lambda: sm.get_secret_value(SecretId="kept")),
+                threads.submit(_refused, lambda: sm.put_secret_value(SecretId="kept", SecretString="v1")),
+                threads.submit(_refused, lambda: kms.decrypt(CiphertextBlob=blob)),
+                threads.submit(_timed, lambda: console.get("/console/secrets")),
+            ]
+            time.sleep(0.2)
+            health, _, health_took = _get(server, "/_khoa/health")
+            read, write, decrypt, (page, page_took) = (call.result() for call in calls)
+        assert health == 200 and health_took <= READY_BOUND, health_took
+        assert page.status == 503 and "did not answer" in page.plain, page.plain[:300]
+        assert page_took <= CALL_BOUND, page_took
+        ready, ready_body, ready_took = _get(server, "/_khoa/ready")
+        assert ready == 503 and ready_took <= READY_BOUND, (ready, ready_took)
+        assert json.loads(ready_body)["reason"], ready_body
+        scrape, scraped, scrape_took = _get(server, "/metrics")
+        assert scrape == 200 and b"khoa_requests_total" in scraped
+        assert scrape_took <= SCRAPE_BOUND, f"/metrics took {scrape_took:.2f} s"
+
+        # The node knows its storage is stuck: a call now is refused without waiting for it again.
+        prompt = _refused(lambda: sm.get_secret_value(SecretId="kept"))
+        assert prompt <= PROMPT_BOUND, f"refused after {prompt:.2f} s while the storage was known stuck"
+        status, _, took = _get(server, "/_khoa/health")
+        assert status == 200 and took <= READY_BOUND
+    finally:
+        disk.thaw()
+
+    # Thawed: the node takes a write again by itself, and holds what it acknowledged (the write refused
+    # above may have landed once the disk thawed: its outcome was never acknowledged either way).
+    started = time.monotonic()
+    while True:
+        try:
+            sm.create_secret(Name="after-thaw", SecretString="recovered")
+            acknowledged["after-thaw"] = "recovered"
+            break
+        except ClientError as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error.response
+            assert time.monotonic() - started < RECOVERY_BOUND, "no recovery after the thaw"
+            time.sleep(0.2)
+    recovered = time.monotonic() - started
+    assert sm.get_secret_value(SecretId="after-thaw")["SecretString"] == "recovered"
+    assert sm.get_secret_value(SecretId="kept")["SecretString"] in ("v0", "v1")
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"sealed"
+    deadline = time.monotonic() + RECOVERY_BOUND
+    ready, ready_body, _ = _get(server, "/_khoa/ready")
+    while ready != 200 and time.monotonic() < deadline:  # a failed audit commit keeps it unready a while
+        time.sleep(0.5)
+        ready, ready_body, _ = _get(server, "/_khoa/ready")
+    assert ready == 200, ready_body
+    with capsys.disabled():
+        print(
+            f"\n[fsfreeze] read 503 in {read:.2f} s, write 503 in {write:.2f} s, decrypt 503 in"
+            f" {decrypt:.2f} s, console 503 in {page_took:.2f} s, ready 503 in {ready_took:.2f} s,"
+            f" health {health_took:.3f} s, then refused in {prompt:.2f} s; recovered in {recovered:.2f} s"
+        )
