@@ -42,6 +42,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.console import ConsoleClient
+from tests.support.errors import unavailable_within
 from tests.support.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, KhoaServer
 from tests.support.tcpproxy import TcpProxy
 
@@ -142,15 +143,7 @@ def node(postgres_admin: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def expect_503(call: Any) -> float:
     """Run ``call``; it must fail with the AWS-shaped 503 within CALL_BOUND. Returns its duration."""
-    started = time.monotonic()
-    with pytest.raises(ClientError) as refused:
-        call()
-    elapsed = time.monotonic() - started
-    response = refused.value.response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 503, response
-    assert response["Error"]["Code"] == "ServiceUnavailableException", response
-    assert elapsed <= CALL_BOUND, f"{elapsed:.1f} s > {CALL_BOUND} s"
-    return elapsed
+    return unavailable_within(CALL_BOUND, call)
 
 
 def recover(node: Node, fault: str) -> float:

@@ -33,6 +33,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.console import ConsoleClient
+from tests.support.errors import unavailable_within
 from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
 
 pytestmark = pytest.mark.slow
@@ -142,15 +143,7 @@ def _get(server: KhoaServer, path: str) -> tuple[int, bytes, float]:
 
 def _refused(call: Callable[[], Any]) -> float:
     """Run ``call``: it must be refused with the AWS-shaped 503 within CALL_BOUND; returns how long."""
-    started = time.monotonic()
-    with pytest.raises(ClientError) as refused:
-        call()
-    took = time.monotonic() - started
-    response = refused.value.response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 503, response
-    assert response["Error"]["Code"] == "ServiceUnavailableException", response
-    assert took <= CALL_BOUND, f"{took:.1f} s > {CALL_BOUND} s"
-    return took
+    return unavailable_within(CALL_BOUND, call)
 
 
 def _timed(call: Callable[[], _T]) -> tuple[_T, float]:

@@ -7,6 +7,7 @@ names what it hands back, so a test reads as the assertion it makes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,3 +74,15 @@ def raised_code(call: Callable[..., Any], /, *args: Any) -> str:
     with pytest.raises(AWSError) as caught:
         call(*args)
     return caught.value.code
+
+
+def unavailable_within(bound: float, call: Callable[[], Any]) -> float:
+    """Run ``call``: it must be refused with the AWS-shaped 503 (``ServiceUnavailableException``)
+    within ``bound`` seconds, as a call on a database that does not answer is. Returns how long."""
+    started = time.monotonic()
+    response = error_response(call)
+    took = time.monotonic() - started
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 503, response
+    assert response["Error"]["Code"] == "ServiceUnavailableException", response
+    assert took <= bound, f"{took:.1f} s > {bound} s"
+    return took
