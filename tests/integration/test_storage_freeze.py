@@ -118,11 +118,16 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenDisk]:
         frozen.close()
 
 
-@pytest.fixture(scope="module")
-def server(disk: FrozenDisk) -> Iterator[KhoaServer]:
-    # The data directory is the mount itself: the server's log goes beside it (KhoaServer writes it
-    # to the data directory's parent), off the disk that freezes, as a journal or a pipe would be.
-    node = KhoaServer(disk.mount, extra_env={"KHOA_DATABASE_TIMEOUT_SECONDS": str(TIMEOUT)})
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def server(disk: FrozenDisk, request: pytest.FixtureRequest) -> Iterator[KhoaServer]:
+    """A node on the disk, with one worker or two (whose audit writers queue for the file's turn),
+    one after the other on the same installation. The data directory is the mount itself: the
+    server's log goes beside it (KhoaServer writes it to the data directory's parent), off the disk
+    that freezes, as a journal or a pipe would be."""
+    node = KhoaServer(
+        disk.mount,
+        extra_env={"KHOA_DATABASE_TIMEOUT_SECONDS": str(TIMEOUT), "KHOA_WORKERS": str(request.param)},
+    )
     node.start()
     try:
         yield node
@@ -157,12 +162,12 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
 ) -> None:
     sm = server.client("secretsmanager")
     kms = server.client("kms")
-    acknowledged = {"kept": "v0"}
-    sm.create_secret(Name="kept", SecretString="v0")
+    kept, after = f"kept-{server.port}", f"after-thaw-{server.port}"  # the two nodes share the disk
+    sm.create_secret(Name=kept, SecretString="v0")
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = kms.encrypt(KeyId=key_id, Plaintext=b"sealed")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"sealed"
-    assert sm.get_secret_value(SecretId="kept")["SecretString"] == "v0"  # cached from here on
+    assert sm.get_secret_value(SecretId=kept)["SecretString"] == "v0"  # cached from here on
     console = ConsoleClient(server.endpoint)
     assert console.sign_in(ACCESS_KEY_ID, SECRET_ACCESS_KEY).status == 200
 
@@ -173,8 +178,8 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
         # refused, readiness says 503 with its reason, and a scrape answers.
         with ThreadPoolExecutor(4) as threads:
             calls: list[Future[Any]] = [
-                threads.submit(_refused, lambda: sm.get_secret_value(SecretId="kept")),
-                threads.submit(_refused, lambda: sm.put_secret_value(SecretId="kept", SecretString="v1")),
+                threads.submit(_refused, lambda: sm.get_secret_value(SecretId=kept)),
+                threads.submit(_refused, lambda: sm.put_secret_value(SecretId=kept, SecretString="v1")),
                 threads.submit(_refused, lambda: kms.decrypt(CiphertextBlob=blob)),
                 threads.submit(_timed, lambda: console.get("/console/secrets")),
             ]
@@ -182,7 +187,7 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
             health, _, health_took = _get(server, "/_khoa/health")
             read, write, decrypt, (page, page_took) = (call.result() for call in calls)
         assert health == 200 and health_took <= READY_BOUND, health_took
-        assert page.status == 503 and "did not answer" in page.plain, page.plain[:300]
+        assert page.status == 503, page.plain[:300]  # its API call refused, or its own query
         assert page_took <= CALL_BOUND, page_took
         ready, ready_body, ready_took = _get(server, "/_khoa/ready")
         assert ready == 503 and ready_took <= READY_BOUND, (ready, ready_took)
@@ -191,9 +196,11 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
         assert scrape == 200 and b"khoa_requests_total" in scraped
         assert scrape_took <= SCRAPE_BOUND, f"/metrics took {scrape_took:.2f} s"
 
-        # The node knows its storage is stuck: a call now is refused without waiting for it again.
-        prompt = _refused(lambda: sm.get_secret_value(SecretId="kept"))
-        assert prompt <= PROMPT_BOUND, f"refused after {prompt:.2f} s while the storage was known stuck"
+        # The node knows its storage is stuck: a call now is refused without waiting for it again
+        # (with two workers, on the worker that has seen it: the call may reach the other).
+        prompt = _refused(lambda: sm.get_secret_value(SecretId=kept))
+        if server.extra_env["KHOA_WORKERS"] == "1":
+            assert prompt <= PROMPT_BOUND, f"refused after {prompt:.2f} s while the storage was stuck"
         status, _, took = _get(server, "/_khoa/health")
         assert status == 200 and took <= READY_BOUND
     finally:
@@ -204,16 +211,15 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
     started = time.monotonic()
     while True:
         try:
-            sm.create_secret(Name="after-thaw", SecretString="recovered")
-            acknowledged["after-thaw"] = "recovered"
+            sm.create_secret(Name=after, SecretString="recovered")
             break
         except ClientError as error:
             assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error.response
             assert time.monotonic() - started < RECOVERY_BOUND, "no recovery after the thaw"
             time.sleep(0.2)
     recovered = time.monotonic() - started
-    assert sm.get_secret_value(SecretId="after-thaw")["SecretString"] == "recovered"
-    assert sm.get_secret_value(SecretId="kept")["SecretString"] in ("v0", "v1")
+    assert sm.get_secret_value(SecretId=after)["SecretString"] == "recovered"
+    assert sm.get_secret_value(SecretId=kept)["SecretString"] in ("v0", "v1")
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"sealed"
     deadline = time.monotonic() + RECOVERY_BOUND
     ready, ready_body, _ = _get(server, "/_khoa/ready")
