@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, func, insert, select, update
 
-from khoa.alerts.config import AUDIT_DELIVERY_FAILING, AlertSettings
+from khoa.alerts.config import AUDIT_DELIVERY_FAILING, STORAGE_LOW, AlertSettings
 from khoa.alerts.context import PassContext
-from khoa.alerts.rules import AuditDeliveryFailing
+from khoa.alerts.rules import AuditDeliveryFailing, StorageLow
 from khoa.audit import delivery as delivery_module
 from khoa.audit.delivery import GAP_SECONDS, Delivery
 from khoa.audit.events import AuditEvent, build
@@ -177,6 +177,50 @@ def test_delivery_failing_rule_raises_once_per_cooldown(engine: Engine) -> None:
     assert tick(400.0, "still") == [AUDIT_DELIVERY_FAILING]
     assert tick(410.0, None) == []
     assert tick(420.0, "again") == [AUDIT_DELIVERY_FAILING]  # a new failure alerts at once
+
+
+def _disk(free: int, size: int) -> os.statvfs_result:
+    """What os.statvfs answers for a file system of ``size`` bytes with ``free`` available."""
+    return os.statvfs_result((4096, 4096, size // 4096, free // 4096, free // 4096, 0, 0, 0, 0, 255))
+
+
+def test_free_space_is_measured_and_low_space_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    health = TrailHealth(tmp_path / "audit", tmp_path, probe_seconds=0.0)
+    gib = 1024**3
+    disks = {"small": _disk(5 * 1024**2, 100 * 1024**2), "large": _disk(3 * gib, 10_000 * gib)}
+    shown = {"now": _disk(50 * 1024**2, 100 * 1024**2)}
+    monkeypatch.setattr(os, "statvfs", lambda _path: shown["now"])
+    assert health.low_space() is None  # half free
+    assert health.space() == {
+        "audit": (50 * 1024**2, 100 * 1024**2),
+        "database": (50 * 1024**2, 100 * 1024**2),
+    }
+    metrics = Metrics(trail=health)
+    assert b'khoa_storage_free_bytes{directory="database"} 5.24288e+07' in metrics.render()
+    shown["now"] = disks["small"]  # 5 % of a small disk: under a tenth
+    low = health.low_space()
+    assert low is not None and "5.0 MiB free of 100.0 MiB" in low and "database" in low
+    shown["now"] = disks["large"]  # 3 GiB of 10 TB: under a tenth, but more than 2 GiB
+    assert health.low_space() is None
+    shown["now"] = _disk(gib, 10_000 * gib)
+    assert health.low_space() is not None
+
+
+def test_storage_low_rule_raises_once_an_hour_while_it_lasts(engine: Engine) -> None:
+    settings = AlertSettings()
+    rule = StorageLow(settings)
+
+    def tick(at: float, low: str | None) -> list[tuple[str, str]]:
+        ctx = PassContext(engine, at, settings, "111122223333", "us-east-1", storage_low=low)
+        rule.tick(ctx)
+        return [(alert.rule, alert.severity) for alert in ctx.alerts]
+
+    assert tick(0.0, None) == []
+    assert tick(10.0, "the database directory's file system has 5.0 MiB free") == [(STORAGE_LOW, "high")]
+    assert tick(20.0, "still") == []
+    assert tick(3700.0, "still") == [(STORAGE_LOW, "high")]
+    assert tick(3710.0, None) == []
+    assert tick(3720.0, "again") == [(STORAGE_LOW, "high")]  # a new shortage alerts at once
 
 
 # -- outcomes lost to a crash ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ ACCESS_DENIED_SPIKE = "access-denied-spike"
 DECRYPTION_FAILURE_BURST = "decryption-failure-burst"
 AUDIT_SINK_ERRORS = "audit-sink-errors"
 AUDIT_DELIVERY_FAILING = "audit-delivery-failing"
+STORAGE_LOW = "storage-low"
 UNEXPECTED_NETWORK = "unexpected-network"
 LEAK_CHECK_BURST = "leak-check-burst"
 SECRET_LEAKED = "secret-leaked"
@@ -35,6 +36,7 @@ RULES = (
     DECRYPTION_FAILURE_BURST,
     AUDIT_SINK_ERRORS,
     AUDIT_DELIVERY_FAILING,
+    STORAGE_LOW,
     UNEXPECTED_NETWORK,
     LEAK_CHECK_BURST,
     SECRET_LEAKED,

@@ -35,6 +35,7 @@ class PassContext:
     default_region: str
     audit_failures: int = 0
     audit_delivery_problem: str | None = None  # why the trail's log files cannot be delivered
+    storage_low: str | None = None  # why the audit or database directory's disk is nearly full
     watch_started_at: float = 0.0  # when the engine started reading the trail (its first cursor)
     learn_only: bool = False  # learning from history: raise nothing
     alerts: list[Alert] = field(default_factory=list)

@@ -78,10 +78,13 @@ class AlertAudit(Protocol):
 
 
 class DeliveryHealth(Protocol):
-    """Whether the trail's log files can be delivered (:class:`khoa.audit.health.TrailHealth`): the
-    audit-delivery-failing rule watches it."""
+    """Whether the trail's log files can be delivered and their disk has room
+    (:class:`khoa.audit.health.TrailHealth`): the audit-delivery-failing and storage-low rules watch
+    it."""
 
     def problem(self) -> str | None: ...
+
+    def low_space(self) -> str | None: ...
 
 
 class StateConflict(Exception):
@@ -255,7 +258,9 @@ class AlertEngine:
 
     def _tick(self, at: float) -> None:
         ctx = self._context(at)
-        ctx.audit_delivery_problem = self.delivery.problem() if self.delivery is not None else None
+        if self.delivery is not None:
+            ctx.audit_delivery_problem = self.delivery.problem()
+            ctx.storage_low = self.delivery.low_space()
         for rule in self.rules:
             rule.tick(ctx)
         if not ctx.alerts:

@@ -32,6 +32,10 @@ What rules look up beyond their batch (secrets, rotation roles, key use, error c
 ``audit-delivery-failing``
     This process cannot deliver the trail's log files (its audit directory is full or unwritable,
     or the leader's delivery pass failed); again every cooldown while it lasts.
+``storage-low``
+    The file system of the audit directory or of the SQLite database has less free than a tenth of
+    its size or 2 GiB, whichever is smaller (khoa.audit.health): calls still succeed, but once it is
+    full every call whose record cannot commit is refused. Again every hour while it lasts.
 ``unexpected-network``
     An authenticated call whose ``sourceIPAddress`` is outside ``KHOA_ALERT_ALLOWED_NETWORKS``; once
     per (access key, address) per window.
@@ -499,6 +503,43 @@ class AuditDeliveryFailing(Rule):
         )
 
 
+# -- storage-low ----------------------------------------------------------------------------------
+
+STORAGE_LOW_REPEAT_SECONDS = 3600.0
+
+
+class StorageLow(Rule):
+    """Process-local, like audit-delivery-failing: what this process's probe read of the disks.
+    Raised before the disk is full, while an operator can still act without refused calls."""
+
+    name = config.STORAGE_LOW
+
+    def __init__(self, settings: AlertSettings) -> None:
+        super().__init__(settings)
+        self.last_raised = -math.inf
+
+    def tick(self, ctx: PassContext) -> None:
+        low = ctx.storage_low
+        if low is None:
+            self.last_raised = -math.inf  # room again: the next shortage alerts at once
+            return
+        if ctx.now - self.last_raised < STORAGE_LOW_REPEAT_SECONDS:
+            return
+        self.last_raised = ctx.now
+        ctx.raise_alert(
+            Alert(
+                rule=self.name,
+                severity="high",
+                account_id=ctx.default_account,
+                region=ctx.default_region,
+                summary=f"Disk space is running out: {_short(low)}",
+                dedupe_key="storage-low",
+                suppress_seconds=0.0,  # the rule's own repeat interval applies
+                details={"reason": _short(low)},
+            )
+        )
+
+
 # -- unexpected-network ---------------------------------------------------------------------------
 
 
@@ -746,6 +787,7 @@ def build_rules(settings: AlertSettings) -> list[Rule]:
         DecryptionFailureBurst(settings),
         AuditSinkErrors(settings),
         AuditDeliveryFailing(settings),
+        StorageLow(settings),
         UnexpectedNetwork(settings),
         LeakCheckBurst(settings),
         SecretLeaked(settings),

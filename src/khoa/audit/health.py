@@ -20,6 +20,19 @@ from khoa.audit.files import STAGING_DIR, probe_directory
 
 # A probe's answer is reused this long: readiness may be asked several times a second.
 PROBE_SECONDS = 5.0
+# Space is low (the storage-low alert) below the smaller of these: a tenth of a small disk, or
+# 2 GiB of a large one (a tenth of 10 TB is more than a node writes in months).
+LOW_SPACE_FRACTION = 0.10
+LOW_SPACE_BYTES = 2 * 1024**3
+
+
+def _size(count: float) -> str:
+    """``count`` bytes for a person: 3.1 MiB, 12.0 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
 
 
 class TrailHealth:
@@ -42,6 +55,8 @@ class TrailHealth:
         self._probed_at = -float("inf")
         self._probe_problem: str | None = None
         self._delivery_problem: str | None = None
+        # what the latest probe read of each directory's file system: name -> (free, size) in bytes
+        self._space: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()  # one probe at a time; the others use its answer
         self._probe_name = f".khoa-probe-{os.getpid()}"
@@ -60,12 +75,29 @@ class TrailHealth:
                 problem = probe_directory(self.database_directory, self._probe_name)
                 if problem is not None:
                     problem = f"the database directory {problem}"
+            space = self._measure()
             with self._lock:
                 if problem is not None and self._probe_problem is None:
                     self.failures += 1
                 self._probe_problem = problem
                 self._probed_at = self.clock()
+                self._space = space
             return problem
+
+    def _measure(self) -> dict[str, tuple[int, int]]:
+        """Free and total bytes of the file systems holding the audit and database directories
+        (free as an unprivileged writer sees it: what ``df`` calls available)."""
+        space: dict[str, tuple[int, int]] = {}
+        directories = {"audit": self.directory, "database": self.database_directory}
+        for name, directory in directories.items():
+            if directory is None:
+                continue
+            try:
+                found = os.statvfs(directory)
+            except OSError:
+                continue  # missing or unreadable: the write probe says so
+            space[name] = (found.f_bavail * found.f_frsize, found.f_blocks * found.f_frsize)
+        return space
 
     # -- what delivery saw -----------------------------------------------------------------------
     def delivery_failed(self, reason: str) -> None:
@@ -82,6 +114,24 @@ class TrailHealth:
     def writable(self) -> bool:
         """The latest probe's answer (probing first when it is stale)."""
         return self.probe() is None
+
+    def space(self) -> dict[str, tuple[int, int]]:
+        """(free, size) in bytes by directory (``audit``, ``database``), as the latest probe read
+        them (no probe: for scrapes, which run on the event loop)."""
+        with self._lock:
+            return dict(self._space)
+
+    def low_space(self) -> str | None:
+        """Why space is running out (probing first when the latest probe is stale), or None: a
+        directory's file system has less free than the smaller of :data:`LOW_SPACE_FRACTION` of its
+        size and :data:`LOW_SPACE_BYTES`. Calls still succeed; once it is full, writes and every
+        call whose record cannot commit are refused."""
+        self.probe()
+        low = []
+        for name, (free, size) in sorted(self.space().items()):
+            if size and free < min(size * LOW_SPACE_FRACTION, LOW_SPACE_BYTES):
+                low.append(f"the {name} directory's file system has {_size(free)} free of {_size(size)}")
+        return "; ".join(low) or None
 
     def known_problem(self) -> str | None:
         """Like :meth:`problem` from what was last seen, without probing (for metrics scrapes, which

@@ -53,12 +53,14 @@ def readiness(engine: Engine, audit: AuditHealth) -> tuple[int, dict[str, Any]]:
             conn.execute(select(schema.audit_events.c.seq).limit(1)).all()
     except Exception as exc:  # noqa: BLE001 - the trail's table cannot be read: the sink is down
         return _unavailable(report, f"audit table unreadable ({type(exc).__name__})", audit="down")
+    # The trail's files: a write probe of the audit directory (and a SQLite database's, reading their
+    # free space for the metrics), and what the latest delivery pass saw. Probed even when a failed
+    # commit decides the answer: a full disk is when an operator reads the free space.
+    problem = audit.trail_problem()
     if audit.failed_within(AUDIT_FAILURE_WINDOW_SECONDS):
         reason = f"an audit commit failed in the last {AUDIT_FAILURE_WINDOW_SECONDS:.0f} s"
         return _unavailable(report, reason, audit="failing")
-    # The trail's files: a write probe of the audit directory (and a SQLite database's), and what
-    # the latest delivery pass saw. Events still commit meanwhile, but the trail is not written.
-    problem = audit.trail_problem()
+    # Events still commit meanwhile, but the trail is not written.
     if problem is not None:
         return _unavailable(report, problem, audit="delivery-failing")
     return 200, report

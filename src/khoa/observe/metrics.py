@@ -79,6 +79,8 @@ class TrailState(Protocol):
 
     def known_problem(self) -> str | None: ...
 
+    def space(self) -> dict[str, tuple[int, int]]: ...
+
 
 class Metrics:
     """The registry ``/metrics`` renders.
@@ -249,6 +251,22 @@ class TrailDelivery(Collector):
             "Failed log file deliveries and audit directory write probes",
             value=self.trail.failures,
         )
+        free = GaugeMetricFamily(
+            "khoa_storage_free_bytes",
+            "Bytes free (to an unprivileged writer) on the file system of the audit trail's and the "
+            "SQLite database's directories, as the latest probe read them",
+            labels=["directory"],
+        )
+        size = GaugeMetricFamily(
+            "khoa_storage_size_bytes",
+            "Size of the file system of the audit trail's and the SQLite database's directories",
+            labels=["directory"],
+        )
+        for directory, (free_bytes, size_bytes) in sorted(self.trail.space().items()):
+            free.add_metric([directory], float(free_bytes))
+            size.add_metric([directory], float(size_bytes))
+        yield free
+        yield size
 
 
 class StoredResources(Collector):

@@ -1,4 +1,4 @@
-"""A node on SQLite whose file system stops answering (``fsfreeze``): it fails closed in time.
+"""A node on SQLite whose file system stops answering (``fsfreeze``) or fills up: it fails closed.
 
 A frozen file system (as a snapshot tool freezes one, or a hung network mount behaves) holds every
 write, and a read that must note itself in SQLite's shared memory, in the kernel, where no timeout of
@@ -7,6 +7,11 @@ SQLite's reaches. The node must not freeze with it: its event loop never touches
 held in one statement past the database bound is answered an AWS-shaped 503, and once one is, later
 calls are refused at once instead of queueing behind it. When the file system thaws, the node recovers
 by itself and everything it acknowledged is there.
+
+A full disk refuses what cannot be recorded, with a 503, never a 500: writes, and any call whose
+audit record cannot commit. The probes answer (readiness 503 with its reason), the metrics show the
+disk's free space, and once space is freed the node takes writes again by itself, its database intact
+and every acknowledged write in it.
 
 The data directory is an ext4 image mounted on a loop device, so the test needs root, a loop device
 and util-linux's ``fsfreeze``; it skips, saying which is missing, where they are not. A timer thaws the
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -32,6 +38,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
+from khoa.audit.health import PROBE_SECONDS
 from tests.support.console import ConsoleClient
 from tests.support.errors import unavailable_within
 from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
@@ -65,7 +72,7 @@ def _missing() -> str | None:
 
 
 class FrozenDisk:
-    """An ext4 image mounted on a loop device, which the test freezes and thaws."""
+    """An ext4 image mounted on a loop device, which the test freezes and thaws, or fills."""
 
     def __init__(self, root: Path) -> None:
         self.image = root / "disk.img"
@@ -99,6 +106,16 @@ class FrozenDisk:
             if self._frozen:
                 subprocess.run(["fsfreeze", "--unfreeze", str(self.mount)], check=False)
                 self._frozen = False
+
+    def fill(self) -> Path:
+        """Take every free block, those reserved for root included (the test runs as root, as the
+        server does): returns the file that holds them."""
+        filler = self.mount / "filler"
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "status=none"], check=False, capture_output=True
+        )
+        os.sync()
+        return filler
 
     def close(self) -> None:
         self.thaw()
@@ -233,3 +250,83 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
             f" {decrypt:.2f} s, console 503 in {page_took:.2f} s, ready 503 in {ready_took:.2f} s,"
             f" health {health_took:.3f} s, then refused in {prompt:.2f} s; recovered in {recovered:.2f} s"
         )
+
+
+def _metric(text: bytes, name: str) -> float | None:
+    for line in text.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
+    disk: FrozenDisk, tmp_path: Path
+) -> None:
+    node = KhoaServer(disk.mount, extra_env={"KHOA_DATABASE_TIMEOUT_SECONDS": str(TIMEOUT)})
+    node.start()
+    try:
+        sm = node.client("secretsmanager")
+        name = f"full-{node.port}"
+        sm.create_secret(Name=name, SecretString="v0")
+        acknowledged = "v0"
+        status, _, _ = _get(node, "/_khoa/ready")
+        assert status == 200
+        filler = disk.fill()
+        try:
+            # Writes go on until the database's file cannot grow: each acknowledged one must survive;
+            # the first refused is a 503 (SDKs retry it), never a 500.
+            refusal: dict[str, Any] | None = None
+            for attempt in range(2000):
+                value = f"v{attempt + 1}-" + "x" * 4000
+                try:
+                    sm.put_secret_value(SecretId=name, SecretString=value)
+                except ClientError as error:
+                    refusal = error.response
+                    break
+                acknowledged = value
+            assert refusal is not None, "a full disk never refused a write"
+            assert refusal["ResponseMetadata"]["HTTPStatusCode"] == 503, refusal
+            assert refusal["Error"]["Code"] == "ServiceUnavailableException", refusal
+            # A read is answered or refused with a 503 (its record may still fit), never a 500.
+            try:
+                assert sm.get_secret_value(SecretId=name)["SecretString"] == acknowledged
+            except ClientError as error:
+                assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error.response
+            status, _, took = _get(node, "/_khoa/health")
+            assert status == 200 and took <= READY_BOUND
+            time.sleep(PROBE_SECONDS)  # the directories' probe is reused this long
+            ready, ready_body, took = _get(node, "/_khoa/ready")
+            assert ready == 503 and took <= READY_BOUND, ready_body
+            assert json.loads(ready_body)["reason"], ready_body
+            _, scraped, _ = _get(node, "/metrics")  # what readiness's probe read
+            free = _metric(scraped, 'khoa_storage_free_bytes{directory="database"}')
+            assert free is not None and free < 1024 * 1024, scraped[-2000:]
+            assert (_metric(scraped, "khoa_audit_sink_errors_total") or 0) >= 1
+        finally:
+            filler.unlink()
+            os.sync()
+
+        started = time.monotonic()
+        while True:
+            try:
+                sm.put_secret_value(SecretId=name, SecretString="after")
+                break
+            except ClientError as error:
+                assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error.response
+                assert time.monotonic() - started < RECOVERY_BOUND, "no recovery once space was freed"
+                time.sleep(0.2)
+        versions = sm.list_secret_version_ids(SecretId=name, IncludeDeprecated=True)["Versions"]
+        values = {
+            sm.get_secret_value(SecretId=name, VersionId=v["VersionId"])["SecretString"] for v in versions
+        }
+        assert {"v0", acknowledged, "after"} <= values
+        copy = tmp_path / "khoa.db"
+        with (
+            sqlite3.connect(f"file:{disk.mount / 'khoa.db'}?mode=ro", uri=True) as source,
+            sqlite3.connect(copy) as target,
+        ):
+            source.backup(target)
+        with sqlite3.connect(copy) as check:
+            assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        node.stop()
