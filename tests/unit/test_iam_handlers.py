@@ -279,6 +279,51 @@ def test_create_attach_and_delete_a_managed_policy(iam: Env) -> None:
     assert iam.error("GetPolicy", PolicyArn=arn) == "NoSuchEntity"
 
 
+def test_a_policy_deleted_while_it_is_attached_or_made_a_boundary_is_never_left_in_use(
+    store_engine: Engine,
+) -> None:
+    """DeletePolicy committed between an attachment's checks and its write: the attachment is refused
+    (it would outlive the policy, and a policy created again under the same name would apply to the
+    user unasked); committed the other way round, the deletion counts the use and refuses. On SQLite
+    and PostgreSQL."""
+    iam = Env(store_engine)
+    iam.call("CreateUser", UserName="alice")
+    iam.call("CreateRole", RoleName="ops", AssumeRolePolicyDocument=TRUST)
+
+    def policy(name: str) -> str:
+        made = iam.call("CreatePolicy", PolicyName=name, PolicyDocument=allow("s3:GetObject"))
+        return str(made["Policy"]["Arn"])
+
+    def delete(arn: str) -> Callable[[], dict[str, Any]]:
+        return lambda: iam.call("DeletePolicy", PolicyArn=arn)
+
+    uses: list[tuple[str, dict[str, Any]]] = [
+        ("AttachUserPolicy", {"UserName": "alice"}),
+        ("AttachRolePolicy", {"RoleName": "ops"}),
+        ("PutUserPermissionsBoundary", {"UserName": "alice"}),
+        ("PutRolePermissionsBoundary", {"RoleName": "ops"}),
+        ("CreateUser", {"UserName": "bob"}),
+    ]
+    for operation, params in uses:
+        arn = policy(f"gone-{operation}")
+        field = "PermissionsBoundary" if "Boundary" in operation or operation == "CreateUser" else "PolicyArn"
+        with before_first_write(iam.engine, delete(arn)) as inner:
+            assert iam.error(operation, **params, **{field: arn}) == "NoSuchEntity", operation
+        assert inner == [{}]  # the deletion went through; the use did not
+        assert iam.error("GetPolicy", PolicyArn=arn) == "NoSuchEntity"
+        assert iam.call("ListEntitiesForPolicy", PolicyArn=ADMIN)["PolicyUsers"] == []
+        # The other order: the use commits first, the deletion that started earlier is refused.
+        arn = policy(f"kept-{operation}")
+        with before_first_write(iam.engine, lambda: iam.call(operation, **params, **{field: arn})) as inner:
+            assert _fails(delete(arn)) == "DeleteConflict", operation
+        assert inner == [{}] or "User" in inner[0], inner
+    attached = iam.call("ListAttachedUserPolicies", UserName="alice")["AttachedPolicies"]
+    assert [p["PolicyName"] for p in attached] == ["kept-AttachUserPolicy"]
+    assert iam.call("GetUser", UserName="bob")["User"]["PermissionsBoundary"][
+        "PermissionsBoundaryArn"
+    ].endswith("kept-CreateUser")
+
+
 def test_policy_errors(iam: Env) -> None:
     iam.call("CreatePolicy", PolicyName="p", PolicyDocument=allow("s3:GetObject"))
     assert (

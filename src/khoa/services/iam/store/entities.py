@@ -13,6 +13,7 @@ from khoa.access.forgotten import follow_rename, forget_principal, names_role, n
 from khoa.protocol.errors import AWSError
 from khoa.services.iam import errors
 from khoa.services.iam.names import GROUP, LABEL, ROLE, USER
+from khoa.services.iam.store.policies import hold_in_use
 from khoa.services.iam.store.tables import (
     ACCESS_KEYS,
     ACCOUNTS,
@@ -78,6 +79,8 @@ class EntityStore:
         quota, limit = QUOTAS[kind]
         try:
             with self._engine.begin() as conn:
+                if attributes.get("permissions_boundary"):
+                    hold_in_use(conn, attributes["permissions_boundary"])
                 if _find(conn, account_id, kind, name) is not None:
                     raise _exists(kind, name)
                 if _count(conn, account_id, kind) >= limit:
@@ -129,6 +132,8 @@ class EntityStore:
     def set_boundary(self, principal_id: str, policy_arn: str | None) -> None:
         """Set (or with None remove) a user's or role's permissions boundary."""
         with self._engine.begin() as conn:
+            if policy_arn is not None:
+                hold_in_use(conn, policy_arn)  # not deleted meanwhile, nor while this commits
             conn.execute(
                 update(PRINCIPALS)
                 .where(PRINCIPALS.c.principal_id == principal_id)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, Row, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from khoa.services.iam import documents, errors
+from khoa.services.iam.store.policies import hold_in_use
 from khoa.services.iam.store.tables import ATTACHMENTS, INLINE, MANAGED, PRINCIPALS, lock_principal
 
 MAX_ATTACHED = 10
@@ -73,6 +74,7 @@ class PermissionStore:
         try:
             with self._engine.begin() as conn:
                 lock_principal(conn, owner_id)
+                hold_in_use(conn, policy_arn)  # not deleted meanwhile, nor while this commits
                 conn.execute(insert(ATTACHMENTS).values(owner_id=owner_id, policy_arn=policy_arn))
                 attached = conn.execute(
                     select(func.count()).select_from(ATTACHMENTS).where(ATTACHMENTS.c.owner_id == owner_id)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from khoa.access import aws_managed
+from khoa.protocol.errors import AWSError
 from khoa.services.iam import errors
+from khoa.services.iam.names import parse_policy_arn
 from khoa.services.iam.store.tables import (
     ATTACHMENTS,
     MANAGED,
@@ -239,12 +242,29 @@ def _lock(conn: Connection, arn: str) -> Row[Any]:
     concurrent writers of the same policy wait here (a row lock on PostgreSQL; on SQLite the write lock
     and the writers' turn, which a transaction takes at its first write, not at a read), so what is
     read next is current. The policy as it is now; NoSuchEntity if it was deleted."""
+    return lock_policy(conn, arn, errors.policy_not_found)
+
+
+def hold_in_use(conn: Connection, arn: str) -> None:
+    """In a transaction that starts to use the managed policy ``arn`` (attaching it, making it a
+    boundary): a customer-managed one is locked (:func:`lock_policy`), so a DeletePolicy either
+    finished first (NoSuchEntity, "does not exist or is not attachable") or counts the new use and
+    refuses with DeleteConflict. Without it both committed, and the use outlived the policy: a policy
+    created again under the same name later applied to whoever still named it."""
+    if parse_policy_arn(arn)[0] != aws_managed.ACCOUNT:
+        lock_policy(conn, arn, errors.policy_not_attachable)
+
+
+def lock_policy(conn: Connection, arn: str, missing: Callable[[str], AWSError]) -> Row[Any]:
+    """:func:`_lock` for a transaction that starts to use a customer-managed policy (attaching it,
+    making it a boundary): a DeletePolicy either finishes first (``missing`` is raised) or counts
+    the new use and refuses. AWS-managed policies are never deleted and need no lock."""
     locked = conn.execute(
         update(MANAGED).where(MANAGED.c.arn == arn).values(next_version=MANAGED.c.next_version)
     )
     current = _find(conn, arn) if locked.rowcount == 1 else None
     if current is None:
-        raise errors.policy_not_found(arn)
+        raise missing(arn)
     return current
 
 
