@@ -9,9 +9,9 @@ calls are refused at once instead of queueing behind it. When the file system th
 by itself and everything it acknowledged is there.
 
 A full disk refuses what cannot be recorded, with a 503, never a 500: writes, and any call whose
-audit record cannot commit. The probes answer (readiness 503 with its reason), the metrics show the
-disk's free space, and once space is freed the node takes writes again by itself, its database intact
-and every acknowledged write in it.
+audit record cannot commit. The probes answer (readiness 503 with its reason, from the first answer
+of a node restarted on the full disk), the metrics show the disk's free space, and once space is
+freed the node takes writes again by itself, its database intact and every acknowledged write in it.
 
 The data directory is an ext4 image mounted on a loop device, so the test needs root, a loop device
 and util-linux's ``fsfreeze``; it skips, saying which is missing, where they are not. A timer thaws the
@@ -302,6 +302,14 @@ def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
             free = _metric(scraped, 'khoa_storage_free_bytes{directory="database"}')
             assert free is not None and free < 1024 * 1024, scraped[-2000:]
             assert (_metric(scraped, "khoa_audit_sink_errors_total") or 0) >= 1
+            # Restarted on the full disk: unready from its first answer, saying why, not ready until
+            # its first commit fails.
+            node.stop()
+            node.start()
+            ready, ready_body, _ = _get(node, "/_khoa/ready")
+            assert ready == 503, ready_body
+            reason = json.loads(ready_body)["reason"]
+            assert "is full" in reason or "No space left" in reason, reason
         finally:
             filler.unlink()
             os.sync()

@@ -24,6 +24,9 @@ PROBE_SECONDS = 5.0
 # 2 GiB of a large one (a tenth of 10 TB is more than a node writes in months).
 LOW_SPACE_FRACTION = 0.10
 LOW_SPACE_BYTES = 2 * 1024**3
+# Below this much room a file system counts as full: the probe's byte may still fit, in a block the
+# file system had left, where SQLite's next commit (a few pages of WAL) no longer does.
+FULL_BYTES = 1024 * 1024
 
 
 def _size(count: float) -> str:
@@ -63,8 +66,9 @@ class TrailHealth:
 
     # -- the write probe -------------------------------------------------------------------------
     def probe(self, force: bool = False) -> str | None:
-        """Why the audit directory cannot take a file now (None when it can): writes, syncs and
-        removes a small file, at most once per ``probe_seconds`` unless ``force``."""
+        """Why the audit directory (or the database's) cannot take a file now (None when it can):
+        writes, syncs and removes a small file, and counts a file system with less than
+        :data:`FULL_BYTES` of room as full; at most once per ``probe_seconds`` unless ``force``."""
         with self._probe_lock:
             if not force and self.clock() - self._probed_at < self.probe_seconds:
                 return self._probe_problem
@@ -76,6 +80,13 @@ class TrailHealth:
                 if problem is not None:
                     problem = f"the database directory {problem}"
             space = self._measure()
+            if problem is None:
+                full = [
+                    (name, free) for name, (free, _size_bytes) in sorted(space.items()) if free < FULL_BYTES
+                ]
+                if full:
+                    name, free = full[0]
+                    problem = f"the {name} directory's file system is full ({_size(free)} free)"
             with self._lock:
                 if problem is not None and self._probe_problem is None:
                     self.failures += 1
@@ -85,8 +96,10 @@ class TrailHealth:
             return problem
 
     def _measure(self) -> dict[str, tuple[int, int]]:
-        """Free and total bytes of the file systems holding the audit and database directories
-        (free as an unprivileged writer sees it: what ``df`` calls available)."""
+        """Free and total bytes of the file systems holding the audit and database directories.
+        Free is what an unprivileged writer may use (what ``df`` calls available), whoever runs the
+        server: root may still write the blocks kept for it, but ext4 also keeps blocks from root,
+        so at the margin a free count that includes them promised room SQLite no longer found."""
         space: dict[str, tuple[int, int]] = {}
         directories = {"audit": self.directory, "database": self.database_directory}
         for name, directory in directories.items():
