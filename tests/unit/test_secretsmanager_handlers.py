@@ -387,6 +387,27 @@ def test_an_access_counts_once_the_trail_recorded_its_read_and_never_if_refused(
     assert version["LastAccessedDate"] == day
 
 
+def test_an_access_counts_while_reads_keep_coming(sm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under steady reads, a note's newest reads (all it keeps) were newer than a pass's query by the
+    time it answered: judged by those, the note was never confirmed, so the day was never written and
+    the log's thread looked for records again and again for as long as the reads went on."""
+    sm.call("CreateSecret", Name="busy", SecretString="v")
+    access = sm.backend.store.access
+    recorded, _ = _read(sm, "00000000-0000-4000-8000-0000000000a0", SecretId="busy")
+    _record(sm, recorded, {"SecretId": "busy"})
+    looked_up = access._recorded
+
+    def while_reads_come(notes: Any) -> set[str]:
+        found = looked_up(notes)
+        for n in range(2 * access_module.READS_PER_NOTE):  # newer reads push the looked-for ones out
+            _read(sm, f"00000000-0000-4000-8000-0000000001{n:02x}", SecretId="busy")
+        return found
+
+    monkeypatch.setattr(access, "_recorded", while_reads_come)
+    assert not access.flush()  # written, though the reads the pass looked for are no longer kept
+    assert sm.call("DescribeSecret", SecretId="busy")["LastAccessedDate"].date() == recorded.now.date()
+
+
 def test_notes_of_reads_never_recorded_are_given_up(sm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     sm.call("CreateSecret", Name="never", SecretString="v")
     ctx, _ = _read(sm, "00000000-0000-4000-8000-00000000000e", SecretId="never")

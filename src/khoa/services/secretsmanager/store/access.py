@@ -128,7 +128,11 @@ class AccessLog:
             now = time.monotonic()
             with self._lock:
                 for access, note in list(self._notes.items()):
-                    if recorded.intersection(note.reads):
+                    # Judged by the reads looked for: under steady reads a note's newest reads (all
+                    # it keeps) are newer than the query by the time it answers, so judged by those
+                    # it was never confirmed, and the day never written, however long the reads went on.
+                    looked_for = notes.get(access)
+                    if looked_for is not None and recorded.intersection(looked_for.reads):
                         del self._notes[access]
                         self._confirmed.add(access)
                     elif now - note.last_noted > GIVE_UP_SECONDS:
