@@ -387,14 +387,14 @@ class AuditRecorder:
                     await asyncio.sleep(0)
                     if len(self._pending) == size or len(self._pending) >= _MAX_BATCH:
                         break
-                # With several processes, the writer first waits for its turn at the database and
-                # only then takes the batch: the events that came while the other process committed
-                # go in this commit, not the next (taken before the wait, each process's batches
-                # were a few events, and the commits' fixed cost per event several times as high).
                 if self._statements_clock.stuck(None, self._stuck_after_seconds):
                     # the writer thread is held in a commit: nothing queued behind it can commit
                     self._refuse(self._next_batch(), DatabaseStuck("the audit writer is stuck"))
                     continue
+                # With several processes, the writer first waits for its turn at the database and
+                # only then takes the batch: the events that came while the other process committed
+                # go in this commit, not the next (taken before the wait, each process's batches
+                # were a few events, and the commits' fixed cost per event several times as high).
                 queued = self.turn.shared
                 if queued:
                     try:
