@@ -161,6 +161,7 @@ class Pipeline:
         clock: Clock,
         revoked: Callable[[], None],
         request_threads: Executor,
+        write_threads: Executor,
         heavy_threads: Executor,
         statements: StatementClock,
         stuck_after_seconds: float,
@@ -169,7 +170,8 @@ class Pipeline:
         ``revoked`` tells every process of the node that access may have been taken away.
 
         A write's checks (authentication, validation, authorisation) run on the event loop until they
-        would wait on the database or a peer, and its handler, which writes, on ``request_threads``:
+        would wait on the database or a peer, and its handler, which writes, on ``write_threads``
+        (one, on SQLite, which writes one transaction at a time; the request threads otherwise):
         the database, SQLite's file included, is never waited on by the loop, where a silent server
         or a frozen file system would hold every other request and the probes with it. CPU-heavy
         calls run on ``heavy_threads``, which may use every CPU of the process even when the worker
@@ -190,6 +192,7 @@ class Pipeline:
         self.clock = clock
         self.revoked = revoked
         self.request_threads = request_threads
+        self.write_threads = write_threads
         self.heavy_threads = heavy_threads
         self.statements = statements
         self.stuck_after_seconds = stuck_after_seconds
@@ -249,6 +252,7 @@ class Pipeline:
                     ctx, params, handler = await self._run(threads, self._prepare, *prepared)
                 else:
                     ctx, params, handler = await self._prepare_on_the_loop_first(prepared)
+                    threads = self.write_threads
                 await self.recorder.record_before(call)
                 try:
                     result = await self._run(threads, handler, ctx, params)
