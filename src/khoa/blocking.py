@@ -69,12 +69,14 @@ class StatementClock:
 
     A waiter on a thread's work asks it whether that thread is stuck, so that it can stop waiting on
     storage that no longer answers while a merely long call (many statements, each within its bound)
-    is waited for. Only threads doing waited-on work (:func:`run_unless_stuck`) count: a background
-    job's long statement holds no caller. Each thread writes only its own entries, so no lock."""
+    is waited for. Only threads doing waited-on work (:func:`run_unless_stuck`) count, each for the
+    executor it serves: a background job's long statement holds no caller, and one stuck request
+    thread does not turn away work its sibling threads are free to do. Each thread writes only its
+    own entries, so no lock."""
 
     def __init__(self) -> None:
         self._began: dict[int, float] = {}
-        self._serving: set[int] = set()
+        self._serving: dict[int, int] = {}  # thread -> id() of the executor it serves
 
     def begin(self) -> None:
         self._began[threading.get_ident()] = time.monotonic()
@@ -83,22 +85,28 @@ class StatementClock:
         self._began.pop(threading.get_ident(), None)
 
     @contextmanager
-    def serving(self) -> Iterator[int]:
-        """Mark the calling thread as doing work somebody waits on; yields its identity."""
+    def serving(self, executor: object) -> Iterator[int]:
+        """Mark the calling thread as doing ``executor``'s work somebody waits on; yields its
+        identity."""
         thread = threading.get_ident()
-        self._serving.add(thread)
+        self._serving[thread] = id(executor)
         try:
             yield thread
         finally:
-            self._serving.discard(thread)
+            self._serving.pop(thread, None)
 
-    def stuck(self, thread: int | None, bound: float) -> bool:
-        """Whether ``thread`` (None: any thread doing waited-on work) has been in one statement for
-        more than ``bound`` seconds."""
-        now = time.monotonic()
-        threads = (thread,) if thread is not None else tuple(self._serving)
-        began = [self._began.get(each) for each in threads]
-        return any(start is not None and now - start > bound for start in began)
+    def stuck(self, thread: int, bound: float) -> bool:
+        """Whether ``thread`` has been in one statement for more than ``bound`` seconds."""
+        began = self._began.get(thread)
+        return began is not None and time.monotonic() - began > bound
+
+    def stuck_serving(self, executor: object, bound: float) -> bool:
+        """Whether a thread doing ``executor``'s waited-on work has been in one statement for more
+        than ``bound`` seconds (its queue then waits on storage that stopped answering)."""
+        key = id(executor)
+        return any(
+            self.stuck(thread, bound) for thread, serves in list(self._serving.items()) if serves == key
+        )
 
 
 async def run_unless_stuck(
@@ -110,12 +118,12 @@ async def run_unless_stuck(
 ) -> T:
     """``work(*args)`` on ``executor`` (None: the loop's default), given up with
     :class:`DatabaseStuck` once the thread running it has spent more than ``bound`` in one statement,
-    or, before it starts, once any thread doing such work has.
+    or, before it starts, once a thread doing the executor's work has.
 
-    Refused at once while a thread is stuck: work queued behind stuck threads would only wait for
-    them. Work given up before it starts never runs; work given up while running finishes (or fails)
-    when the storage answers again, and nobody waits for it."""
-    if clock.stuck(None, bound):
+    Refused at once while one of the executor's threads is stuck: work queued behind stuck threads
+    would only wait for them. Work given up before it starts never runs; work given up while running
+    finishes (or fails) when the storage answers again, and nobody waits for it."""
+    if clock.stuck_serving(executor, bound):
         raise DatabaseStuck(f"a database statement has not returned in {bound:.1f} s")
     runner: list[int] = []
     abandoned = threading.Event()
@@ -123,7 +131,7 @@ async def run_unless_stuck(
     def tracked() -> T:
         if abandoned.is_set():
             raise DatabaseStuck("given up before it started")
-        with clock.serving() as thread:
+        with clock.serving(executor) as thread:
             runner.append(thread)
             return work(*args)
 
@@ -133,7 +141,7 @@ async def run_unless_stuck(
         done, _ = await asyncio.wait((future,), timeout=poll)
         if done:
             return future.result()
-        if clock.stuck(runner[0] if runner else None, bound):
+        if clock.stuck(runner[0], bound) if runner else clock.stuck_serving(executor, bound):
             abandoned.set()
             future.add_done_callback(_consume)
             raise DatabaseStuck(f"a database statement has not returned in {bound:.1f} s")

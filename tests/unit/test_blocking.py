@@ -84,15 +84,15 @@ def test_the_statement_clock_times_sqlite_statements(tmp_path: object) -> None:
     seen: list[bool] = []
 
     def peek() -> int:
-        seen.append(clock.stuck(None, -1.0))
+        seen.append(clock.stuck(threading.get_ident(), -1.0))
         return 1
 
     try:
-        with engine.connect() as conn, clock.serving():
+        with engine.connect() as conn:
             # a function the statement calls looks at the clock while the statement runs
             conn.connection.dbapi_connection.create_function("peek", 0, peek)  # type: ignore[union-attr]
             conn.exec_driver_sql("SELECT peek()").all()
-            assert not clock.stuck(None, -1.0)  # the statement is over
+            assert not clock.stuck(threading.get_ident(), -1.0)  # the statement is over
     finally:
         engine.dispose()
     assert seen == [True]
@@ -217,3 +217,21 @@ def test_single_flight_raises_the_runs_error_to_its_callers() -> None:
             flight.result_within(5)
     finally:
         flight.close()
+
+
+def test_a_stuck_thread_turns_away_only_its_own_executors_work() -> None:
+    """One request thread held by the storage (or by a long statement) leaves its siblings' and other
+    executors' work alone: only work that would queue behind it is refused at once."""
+    clock = StatementClock()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as writes, ThreadPoolExecutor(2) as reads:
+            held = asyncio.ensure_future(run_unless_stuck(writes, clock, 0.2, _stuck_statement, clock, 1.0))
+            await asyncio.sleep(0.4)  # past the bound: the write thread is stuck
+            assert await run_unless_stuck(reads, clock, 0.2, lambda: "read") == "read"
+            with pytest.raises(DatabaseStuck):
+                await run_unless_stuck(writes, clock, 0.2, lambda: "never")
+            with pytest.raises(DatabaseStuck):
+                await held
+
+    asyncio.run(main())

@@ -387,7 +387,7 @@ class AuditRecorder:
                     await asyncio.sleep(0)
                     if len(self._pending) == size or len(self._pending) >= _MAX_BATCH:
                         break
-                if self._statements_clock.stuck(None, self._stuck_after_seconds):
+                if self._statements_clock.stuck_serving(self._executor, self._stuck_after_seconds):
                     # the writer thread is held in a commit: nothing queued behind it can commit
                     self._refuse(self._next_batch(), DatabaseStuck("the audit writer is stuck"))
                     continue
