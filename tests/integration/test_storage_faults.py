@@ -8,10 +8,11 @@ held in one statement past the database bound is answered an AWS-shaped 503, and
 calls are refused at once instead of queueing behind it. When the file system thaws, the node recovers
 by itself and everything it acknowledged is there.
 
-A full disk refuses what cannot be recorded, with a 503, never a 500: writes, and any call whose
-audit record cannot commit. The probes answer (readiness 503 with its reason, from the first answer
-of a node restarted on the full disk), the metrics show the disk's free space, and once space is
-freed the node takes writes again by itself, its database intact and every acknowledged write in it.
+A nearly full disk raises the storage-low alert while calls still succeed. A full disk refuses what
+cannot be recorded, with a 503, never a 500: writes, and any call whose audit record cannot commit.
+The probes answer (readiness 503 with its reason, from the first answer of a node restarted on the
+full disk), the metrics show the disk's free space, and once space is freed the node takes writes
+again by itself, its database intact and every acknowledged write in it.
 
 The data directory is an ext4 image mounted on a loop device, so the test needs root, a loop device
 and util-linux's ``fsfreeze``; it skips, saying which is missing, where they are not. A timer thaws the
@@ -39,6 +40,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from khoa.audit.health import PROBE_SECONDS
+from tests.support.cli_here import khoa_here
 from tests.support.console import ConsoleClient
 from tests.support.errors import unavailable_within
 from tests.support.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, KhoaServer
@@ -107,13 +109,29 @@ class FrozenDisk:
                 subprocess.run(["fsfreeze", "--unfreeze", str(self.mount)], check=False)
                 self._frozen = False
 
-    def fill(self) -> Path:
-        """Take every free block, those reserved for root included (the test runs as root, as the
-        server does): returns the file that holds them."""
+    def fill(self, leave: int = 0) -> Path:
+        """Take the free blocks but ``leave`` bytes of what an unprivileged writer may use (0: every
+        block, those reserved for root included: the test runs as root, as the server does); returns
+        the file that holds them."""
         filler = self.mount / "filler"
-        subprocess.run(
-            ["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "status=none"], check=False, capture_output=True
-        )
+        if leave:
+            found = os.statvfs(self.mount)
+            take = found.f_bavail * found.f_frsize - leave
+            subprocess.run(["fallocate", "-l", str(take), str(filler)], check=True)
+        else:
+            subprocess.run(
+                [
+                    "dd",
+                    "if=/dev/zero",
+                    f"of={filler}",
+                    "bs=1M",
+                    "status=none",
+                    "oflag=append",
+                    "conv=notrunc",
+                ],
+                check=False,
+                capture_output=True,
+            )
         os.sync()
         return filler
 
@@ -271,8 +289,20 @@ def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
         acknowledged = "v0"
         status, _, _ = _get(node, "/_khoa/ready")
         assert status == 200
-        filler = disk.fill()
+        # Nearly full first: calls still succeed, and the storage-low alert warns (a tenth of the
+        # disk is left no longer), the metric showing what is left.
+        filler = disk.fill(leave=4 * 1024 * 1024)
         try:
+            time.sleep(PROBE_SECONDS)  # the directories' probe is reused this long
+            status, _, _ = _get(node, "/_khoa/ready")
+            assert status == 200  # 4 MiB is little, but not full
+            assert node.run_jobs() > 0  # the leader's pass: the alert engine reads the probe
+            raised = khoa_here(node, "alerts", "list", "--json")
+            assert any(alert["rule"] == "storage-low" for alert in json.loads(raised)), raised
+            _, scraped, _ = _get(node, "/metrics")
+            free = _metric(scraped, 'khoa_storage_free_bytes{directory="database"}')
+            assert free is not None and free < 5 * 1024 * 1024, free
+            filler = disk.fill()  # and now the rest
             # Writes go on until the database's file cannot grow: each acknowledged one must survive;
             # the first refused is a 503 (SDKs retry it), never a 500.
             refusal: dict[str, Any] | None = None
