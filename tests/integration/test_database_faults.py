@@ -105,13 +105,7 @@ class Node:
         return {"status": status, "body": body, "took": time.monotonic() - started}
 
     def get_raw(self, path: str) -> tuple[int, bytes, float]:
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(f"{self.server.endpoint}{path}", timeout=30) as response:
-                status, body = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, body = error.code, error.read()
-        return status, body, time.monotonic() - started
+        return self.server.timed_get(path)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -171,16 +169,6 @@ def server(disk: FrozenDisk, request: pytest.FixtureRequest) -> Iterator[KhoaSer
         node.stop()
 
 
-def _get(server: KhoaServer, path: str) -> tuple[int, bytes, float]:
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(f"{server.endpoint}{path}", timeout=30) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
-    return status, body, time.monotonic() - started
-
-
 def _refused(call: Callable[[], Any]) -> float:
     """Run ``call``: it must be refused with the AWS-shaped 503 within CALL_BOUND; returns how long."""
     return unavailable_within(CALL_BOUND, call)
@@ -219,15 +207,15 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
                 threads.submit(_timed, lambda: console.get("/console/secrets")),
             ]
             time.sleep(0.2)
-            health, _, health_took = _get(server, "/_khoa/health")
+            health, _, health_took = server.timed_get("/_khoa/health")
             read, write, decrypt, (page, page_took) = (call.result() for call in calls)
         assert health == 200 and health_took <= READY_BOUND, health_took
         assert page.status == 503, page.plain[:300]  # its API call refused, or its own query
         assert page_took <= CALL_BOUND, page_took
-        ready, ready_body, ready_took = _get(server, "/_khoa/ready")
+        ready, ready_body, ready_took = server.timed_get("/_khoa/ready")
         assert ready == 503 and ready_took <= READY_BOUND, (ready, ready_took)
         assert json.loads(ready_body)["reason"], ready_body
-        scrape, scraped, scrape_took = _get(server, "/metrics")
+        scrape, scraped, scrape_took = server.timed_get("/metrics")
         assert scrape == 200 and b"khoa_requests_total" in scraped
         assert scrape_took <= SCRAPE_BOUND, f"/metrics took {scrape_took:.2f} s"
 
@@ -236,7 +224,7 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
         prompt = _refused(lambda: sm.get_secret_value(SecretId=kept))
         if server.extra_env["KHOA_WORKERS"] == "1":
             assert prompt <= PROMPT_BOUND, f"refused after {prompt:.2f} s while the storage was stuck"
-        status, _, took = _get(server, "/_khoa/health")
+        status, _, took = server.timed_get("/_khoa/health")
         assert status == 200 and took <= READY_BOUND
     finally:
         disk.thaw()
@@ -257,10 +245,10 @@ def test_a_frozen_file_system_is_refused_in_time_and_the_node_recovers(
     assert sm.get_secret_value(SecretId=kept)["SecretString"] in ("v0", "v1")
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"sealed"
     deadline = time.monotonic() + RECOVERY_BOUND
-    ready, ready_body, _ = _get(server, "/_khoa/ready")
+    ready, ready_body, _ = server.timed_get("/_khoa/ready")
     while ready != 200 and time.monotonic() < deadline:  # a failed audit commit keeps it unready a while
         time.sleep(0.5)
-        ready, ready_body, _ = _get(server, "/_khoa/ready")
+        ready, ready_body, _ = server.timed_get("/_khoa/ready")
     assert ready == 200, ready_body
     with capsys.disabled():
         print(
@@ -287,19 +275,19 @@ def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
         name = f"full-{node.port}"
         sm.create_secret(Name=name, SecretString="v0")
         acknowledged = "v0"
-        status, _, _ = _get(node, "/_khoa/ready")
+        status, _, _ = node.timed_get("/_khoa/ready")
         assert status == 200
         # Nearly full first: calls still succeed, and the storage-low alert warns (a tenth of the
         # disk is left no longer), the metric showing what is left.
         filler = disk.fill(leave=4 * 1024 * 1024)
         try:
             time.sleep(PROBE_SECONDS)  # the directories' probe is reused this long
-            status, _, _ = _get(node, "/_khoa/ready")
+            status, _, _ = node.timed_get("/_khoa/ready")
             assert status == 200  # 4 MiB is little, but not full
             assert node.run_jobs() > 0  # the leader's pass: the alert engine reads the probe
             raised = khoa_here(node, "alerts", "list", "--json")
             assert any(alert["rule"] == "storage-low" for alert in json.loads(raised)), raised
-            _, scraped, _ = _get(node, "/metrics")
+            _, scraped, _ = node.timed_get("/metrics")
             free = _metric(scraped, 'khoa_storage_free_bytes{directory="database"}')
             assert free is not None and free < 5 * 1024 * 1024, free
             filler = disk.fill()  # and now the rest
@@ -322,13 +310,13 @@ def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
                 assert sm.get_secret_value(SecretId=name)["SecretString"] == acknowledged
             except ClientError as error:
                 assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error.response
-            status, _, took = _get(node, "/_khoa/health")
+            status, _, took = node.timed_get("/_khoa/health")
             assert status == 200 and took <= READY_BOUND
             time.sleep(PROBE_SECONDS)  # the directories' probe is reused this long
-            ready, ready_body, took = _get(node, "/_khoa/ready")
+            ready, ready_body, took = node.timed_get("/_khoa/ready")
             assert ready == 503 and took <= READY_BOUND, ready_body
             assert json.loads(ready_body)["reason"], ready_body
-            _, scraped, _ = _get(node, "/metrics")  # what readiness's probe read
+            _, scraped, _ = node.timed_get("/metrics")  # what readiness's probe read
             free = _metric(scraped, 'khoa_storage_free_bytes{directory="database"}')
             assert free is not None and free < 1024 * 1024, scraped[-2000:]
             assert (_metric(scraped, "khoa_audit_sink_errors_total") or 0) >= 1
@@ -336,7 +324,7 @@ def test_a_full_disk_refuses_what_it_cannot_record_and_the_node_recovers(
             # its first commit fails.
             node.stop()
             node.start()
-            ready, ready_body, _ = _get(node, "/_khoa/ready")
+            ready, ready_body, _ = node.timed_get("/_khoa/ready")
             assert ready == 503, ready_body
             reason = json.loads(ready_body)["reason"]
             assert "is full" in reason or "No space left" in reason, reason

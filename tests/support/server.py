@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,6 +144,17 @@ class KhoaServer:
             config=Config(retries={"max_attempts": 1}, parameter_validation=validate),
             **kwargs,
         )
+
+    def timed_get(self, path: str) -> tuple[int, bytes, float]:
+        """GET ``path`` (a probe, a scrape): its status, body and how long it took, an error status
+        included (a probe's 503 is an answer, not a failure)."""
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}{path}", timeout=30) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        return status, body, time.monotonic() - started
 
     def post(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(

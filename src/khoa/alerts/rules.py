@@ -467,77 +467,84 @@ class AuditSinkErrors(Rule):
         )
 
 
-# -- audit-delivery-failing -----------------------------------------------------------------------
+# -- audit-delivery-failing, storage-low ----------------------------------------------------------
 
 
-class AuditDeliveryFailing(Rule):
-    """Process-local, like audit-sink-errors: the trail's health as this process's delivery saw it.
-    Events keep being recorded in the database meanwhile (no call is refused), but the log files -
-    the trail that outlives the retention - are not written."""
+class StandingCondition(Rule):
+    """Process-local, like audit-sink-errors: a condition this process sees (its reason, while it
+    lasts), alerted at once and again every ``repeat_seconds`` while it lasts; once it ends, the next
+    one alerts at once. The rule's own interval replaces the store's suppression (the disk may be
+    what is failing, and the alert's store with it)."""
 
-    name = config.AUDIT_DELIVERY_FAILING
+    severity = "critical"
+    summary = ""
+    dedupe_key = ""
 
     def __init__(self, settings: AlertSettings) -> None:
         super().__init__(settings)
         self.last_raised = -math.inf
 
+    def reason(self, ctx: PassContext) -> str | None:
+        raise NotImplementedError
+
+    def repeat_seconds(self) -> float:
+        raise NotImplementedError
+
     def tick(self, ctx: PassContext) -> None:
-        problem = ctx.audit_delivery_problem
-        if problem is None:
-            self.last_raised = -math.inf  # the next failure alerts at once
+        reason = self.reason(ctx)
+        if reason is None:
+            self.last_raised = -math.inf
             return
-        if ctx.now - self.last_raised < self.settings.audit_delivery_cooldown_seconds:
+        if ctx.now - self.last_raised < self.repeat_seconds():
             return
         self.last_raised = ctx.now
         ctx.raise_alert(
             Alert(
                 rule=self.name,
-                severity="critical",
+                severity=self.severity,
                 account_id=ctx.default_account,
                 region=ctx.default_region,
-                summary=f"Audit log files cannot be delivered: {_short(problem)}",
-                dedupe_key="audit-delivery",
-                suppress_seconds=0.0,  # the rule's own cooldown applies (the disk may be what is failing)
-                details={"reason": _short(problem)},
+                summary=f"{self.summary}: {_short(reason)}",
+                dedupe_key=self.dedupe_key,
+                suppress_seconds=0.0,
+                details={"reason": _short(reason)},
             )
         )
 
 
-# -- storage-low ----------------------------------------------------------------------------------
+class AuditDeliveryFailing(StandingCondition):
+    """The trail's health as this process's delivery saw it. Events keep being recorded in the
+    database meanwhile (no call is refused), but the log files - the trail that outlives the
+    retention - are not written."""
+
+    name = config.AUDIT_DELIVERY_FAILING
+    summary = "Audit log files cannot be delivered"
+    dedupe_key = "audit-delivery"
+
+    def reason(self, ctx: PassContext) -> str | None:
+        return ctx.audit_delivery_problem
+
+    def repeat_seconds(self) -> float:
+        return self.settings.audit_delivery_cooldown_seconds
+
 
 STORAGE_LOW_REPEAT_SECONDS = 3600.0
 
 
-class StorageLow(Rule):
-    """Process-local, like audit-delivery-failing: what this process's probe read of the disks.
-    Raised before the disk is full, while an operator can still act without refused calls."""
+class StorageLow(StandingCondition):
+    """What this process's probe read of the disks: raised before a disk is full, while an operator
+    can still act without refused calls."""
 
     name = config.STORAGE_LOW
+    severity = "high"
+    summary = "Disk space is running out"
+    dedupe_key = "storage-low"
 
-    def __init__(self, settings: AlertSettings) -> None:
-        super().__init__(settings)
-        self.last_raised = -math.inf
+    def reason(self, ctx: PassContext) -> str | None:
+        return ctx.storage_low
 
-    def tick(self, ctx: PassContext) -> None:
-        low = ctx.storage_low
-        if low is None:
-            self.last_raised = -math.inf  # room again: the next shortage alerts at once
-            return
-        if ctx.now - self.last_raised < STORAGE_LOW_REPEAT_SECONDS:
-            return
-        self.last_raised = ctx.now
-        ctx.raise_alert(
-            Alert(
-                rule=self.name,
-                severity="high",
-                account_id=ctx.default_account,
-                region=ctx.default_region,
-                summary=f"Disk space is running out: {_short(low)}",
-                dedupe_key="storage-low",
-                suppress_seconds=0.0,  # the rule's own repeat interval applies
-                details={"reason": _short(low)},
-            )
-        )
+    def repeat_seconds(self) -> float:
+        return STORAGE_LOW_REPEAT_SECONDS
 
 
 # -- unexpected-network ---------------------------------------------------------------------------
