@@ -613,10 +613,12 @@ def real_proxy(tmp_path: Path) -> Iterator[RealProxy]:
 def test_end_to_end_with_khoa_xks_proxy_on_softhsm(server: KhoaServer, real_proxy: RealProxy) -> None:
     kms = server.client("kms", region=E2E_REGION)
     external_id = _name("hsm-key")
-    creating = real_proxy.create_key(external_id)  # in parallel with the proxy's start: both are slow
-    real_proxy.start()
+    # Before the proxy starts, not beside it: SoftHSM's file token, opened by two processes at once
+    # while one writes a key, failed the write now and then (CKR_GENERAL_ERROR).
+    creating = real_proxy.create_key(external_id)
     output, _ = creating.communicate(timeout=60)
     assert creating.returncode == 0, output
+    real_proxy.start()
     store_id = create_store(kms, real_proxy.endpoint, real_proxy.access_key_id, real_proxy.secret)
     kms.connect_custom_key_store(CustomKeyStoreId=store_id)
     assert store_of(kms, store_id)["ConnectionState"] == "CONNECTED"
