@@ -204,6 +204,10 @@ def test_free_space_is_measured_and_low_space_named(tmp_path: Path, monkeypatch:
     assert health.low_space() is None
     shown["now"] = _disk(gib, 10_000 * gib)
     assert health.low_space() is not None
+    shown["now"] = _disk(512 * 1024, 100 * 1024**2)  # under 1 MiB available: full, not ready
+    assert "file system is full" in (health.problem() or "")
+    shown["now"] = _disk(0, 0)  # a file system that reports no size (some FUSE ones): no finding
+    assert health.problem() is None and health.low_space() is None
 
 
 def test_storage_low_rule_raises_once_an_hour_while_it_lasts(engine: Engine) -> None:

@@ -81,8 +81,9 @@ class TrailHealth:
                     problem = f"the database directory {problem}"
             space = self._measure()
             if problem is None:
+                # (a file system that reports no size - some network and FUSE ones - tells nothing)
                 full = [
-                    (name, free) for name, (free, _size_bytes) in sorted(space.items()) if free < FULL_BYTES
+                    (name, free) for name, (free, size) in sorted(space.items()) if size and free < FULL_BYTES
                 ]
                 if full:
                     name, free = full[0]
