@@ -131,7 +131,6 @@ class Runtime:
     settings: Settings
     engine: Engine
     statements: StatementClock
-    stuck_after_seconds: float
     barrier: Barrier
     clock: Clock
     credentials: CredentialStore
@@ -166,8 +165,7 @@ class Runtime:
         # Times each SQLite statement, so that a call whose thread the kernel holds (a frozen file
         # system) is answered 503 without waiting for it (khoa.blocking.run_unless_stuck).
         statements = StatementClock()
-        bounds = DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds)
-        engine = create_database_engine(settings.effective_database_url, bounds, turn, statements)
+        engine = create_database_engine(settings.effective_database_url, _bounds(settings), turn, statements)
         barrier = load_barrier(settings, engine, create=False)
         clock = Clock()
         dev_account_id = first_account_id(engine) or ""
@@ -181,7 +179,7 @@ class Runtime:
             trail=trail_health,
             turn_seconds=settings.database_timeout_seconds,
             statements=statements,
-            stuck_after_seconds=bounds.stuck_after_seconds,
+            stuck_after_seconds=_bounds(settings).stuck_after_seconds,
         )
         audit.enabled = settings.audit_enabled
         if settings.audit_enabled:
@@ -360,7 +358,6 @@ class Runtime:
             settings=settings,
             engine=engine,
             statements=statements,
-            stuck_after_seconds=bounds.stuck_after_seconds,
             barrier=barrier,
             clock=clock,
             credentials=credentials,
@@ -379,6 +376,11 @@ class Runtime:
             subscription_check=subscription_check(secrets),
             dev_account_id=dev_account_id,
         )
+
+    @property
+    def stuck_after_seconds(self) -> float:
+        """How long a caller waits on a thread held in one database statement (khoa.blocking)."""
+        return _bounds(self.settings).stuck_after_seconds
 
     def close(self) -> None:
         """Release the database at shutdown: the audit writer's kept connection, then the pool (the
@@ -431,3 +433,8 @@ def sqlite_directory(engine: Engine) -> Path | None:
 def log_rotations(outcomes: list[RotationOutcome]) -> None:
     for outcome in outcomes:
         log.info("rotation of %s %s", outcome.secret_arn, "succeeded" if outcome.succeeded else "failed")
+
+
+def _bounds(settings: Settings) -> DatabaseBounds:
+    """How long anything may wait on the database, as the settings say."""
+    return DatabaseBounds(settings.database_timeout_seconds, settings.database_connect_timeout_seconds)

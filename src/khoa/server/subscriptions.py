@@ -38,7 +38,7 @@ from khoa.server.pipeline import request_origin
 from khoa.server.recording import Call, CallRecorder
 from khoa.services.base import Service
 from khoa.settings import Settings
-from khoa.storage.database import DEFAULT_TIMEOUT_SECONDS
+from khoa.storage.database import DatabaseBounds
 
 log = logging.getLogger("khoa")
 
@@ -100,7 +100,7 @@ class ChangeStreamEndpoint:
         revocation_epoch: Callable[[], int],
         limits: SubscriptionLimits | None = None,
         statements: StatementClock | None = None,
-        stuck_after_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        stuck_after_seconds: float = DatabaseBounds().stuck_after_seconds,
     ) -> None:
         """``service`` is Secrets Manager's (its model and name shape the records and errors);
         ``network`` says where a request comes from, as for the API's calls; ``limits`` default to

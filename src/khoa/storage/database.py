@@ -208,8 +208,8 @@ def create_database_engine(
         sqlite_args: dict[str, Any] = {"check_same_thread": False, "timeout": timeout}
         if turn is not None:
             sqlite_args["factory"] = connection_class(turn, timeout, clock)
-        # As many as PostgreSQL's: a worker's 8 request threads (writes run there too) may each hold
-        # one while the audit writer, the jobs and the probes hold theirs.
+        # As many as PostgreSQL's: a worker's 8 request threads and its write thread may each hold one
+        # while the audit writer, the jobs and the probes hold theirs.
         engine = create_engine(
             url,
             connect_args=sqlite_args,
