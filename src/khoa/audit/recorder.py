@@ -356,24 +356,29 @@ class AuditRecorder:
         with contextlib.suppress(Exception):
             connection.invalidate()
 
-    async def record(self, event: AuditEvent) -> None:
-        """Return once ``event`` is durable; raise AuditUnavailable if it cannot be."""
-        await self._submit("insert", event)
+    def record(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Queue ``event`` for the next commit; await the answer, done once the event is durable
+        (AuditUnavailable if it cannot be). A plain function handing back the batch's future, not a
+        coroutine: every request awaits one, and each coroutine layer between it and the future costs
+        a frame on every step of the event loop that resumes it."""
+        return self._submit("insert", event)
 
-    async def finalize(self, event: AuditEvent) -> None:
-        """Replace an event recorded before its call ran with the call's outcome."""
-        await self._submit("update", event)
+    def finalize(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Queue the replacement of an event recorded before its call ran with the call's outcome
+        (awaited as :meth:`record`)."""
+        return self._submit("update", event)
 
-    async def _submit(self, kind: str, event: AuditEvent) -> None:
-        if not self.enabled:
-            return
+    def _submit(self, kind: str, event: AuditEvent) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        if not self.enabled:
+            future.set_result(None)
+            return future
         self._pending.append((kind, event, future))
         if not self._flushing:
             self._flushing = True
             self._task = loop.create_task(self._flush_loop())
-        await future
+        return future
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from khoa.auth.regions import AWS_COMMERCIAL_REGIONS
@@ -37,8 +38,7 @@ SIGNATURE_MISMATCH = (
 )
 
 
-@dataclass(frozen=True)
-class SignedRequest:
+class SignedRequest(NamedTuple):
     """The parts of an HTTP request that SigV4 covers."""
 
     method: str
@@ -48,8 +48,7 @@ class SignedRequest:
     body: bytes
 
 
-@dataclass(frozen=True)
-class VerifiedSignature:
+class VerifiedSignature(NamedTuple):
     access_key_id: str
     region: str
     service: str

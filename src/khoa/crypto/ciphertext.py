@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,8 +30,7 @@ class InvalidCiphertext(Exception):
     """The blob is not a Khoa ciphertext, or it does not authenticate."""
 
 
-@dataclass(frozen=True)
-class ParsedBlob:
+class ParsedBlob(NamedTuple):
     key_id: str
     material_id: str
     header: bytes

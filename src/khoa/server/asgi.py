@@ -115,10 +115,10 @@ class BodyDeadlines:
         ``scope`` announces (its Content-Length) larger than ``limit`` and not sent by the deadline is
         answered 413, not 408. It is not refused before it is read: a client still sending its body
         (http.client, the SDKs) would see a broken pipe instead of the answer."""
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None:  # ASGI servers run every request in a task; a deadline needs one
             raise RuntimeError("request bodies are read inside a task")
-        loop = asyncio.get_running_loop()
         self._reading[task] = loop.time() + self.timeout
         if self._sweeper is None or self._sweeping is not loop:  # none yet, or on a loop now gone
             self._sweeping = loop

@@ -177,7 +177,7 @@ class Pipeline:
         calls run on ``heavy_threads``, which may use every CPU of the process even when the worker
         keeps to one, and writes that call out (an external key store) on request threads from the
         start. A read runs on the loop until it would wait on a peer, and then on a request thread
-        (``_read_on_the_loop_first``). A call whose thread has spent ``stuck_after_seconds`` in one
+        (``handle``). A call whose thread has spent ``stuck_after_seconds`` in one
         database statement (``statements`` times them) is answered 503 without waiting further.
         """
         self.services = services
@@ -245,7 +245,15 @@ class Pipeline:
                 elif call.operation in _SCANS.get(service.name, ()):
                     result = await self._run(self.request_threads, self._read, request)
                 else:
-                    result = await self._read_on_the_loop_first(request)
+                    # On the event loop unless it comes to wait on a peer (the network database,
+                    # an external key store's proxy): then again, from the start, on a request
+                    # thread (khoa.blocking). Reads served from the caches, nearly all of them,
+                    # never pay for the hand-off (inline: this is every read's path).
+                    try:
+                        with on_the_loop():
+                            result = self._read(request)
+                    except WouldBlock:
+                        result = await self._run(self.request_threads, self._read, request)
             else:
                 prepared = (scope, headers, body, form, service, call)
                 if heavy or call.operation in _CALLS_OUT.get(service.name, ()):
@@ -278,16 +286,6 @@ class Pipeline:
         self.metrics.count_request(service_name, label, response.outcome)
         self.metrics.latency.labels(service_name, label).observe(time.perf_counter() - started)
         return response
-
-    async def _read_on_the_loop_first(self, request: tuple[Any, ...]) -> dict[str, Any]:
-        """A read, run on the event loop unless it comes to wait on a peer (the network database, an
-        external key store's proxy): then again, from the start, on a request thread (khoa.blocking).
-        Reads served from the caches, nearly all of them, never pay for the hand-off."""
-        try:
-            with on_the_loop():
-                return self._read(request)
-        except WouldBlock:
-            return await self._run(self.request_threads, self._read, request)
 
     async def _prepare_on_the_loop_first(
         self, prepared: tuple[Any, ...]

@@ -114,8 +114,12 @@ class CallRecorder:
             call.recorded = True
             if copies:  # (gather costs a task per record: not on the common path)
                 await asyncio.gather(*(self._record(e) for e in (event, *copies)))
-            else:
-                await self._record(event)
+                return
+            try:  # (what _record does, without a coroutine of its own: every read comes here)
+                await self.audit.record(event)
+            except AuditUnavailable:
+                self.metrics.audit_failures.inc()
+                raise
             return
         # the outcome completes the record made before the call ran: under its event ID
         event = self.event(call, result, error, pre_event.event_id, shared=shared)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from khoa.access.authorize import access_denied
 from khoa.access.directory import parsed as parsed_policy
@@ -318,8 +318,7 @@ def _parse_grant(operations: Any, constraints: Any) -> tuple[frozenset[str], gra
     return frozenset(listed), grant_rules.parse_constraint(stored)
 
 
-@dataclass(frozen=True)
-class Basis:
+class Basis(NamedTuple):
     """How an action on a key was allowed: by policy (``grants`` empty), or only by these grants."""
 
     action: str

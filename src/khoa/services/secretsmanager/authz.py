@@ -278,11 +278,13 @@ def authorize_request(sm: SecretsBackend, ctx: RequestContext, params: dict[str,
     if ctx.operation == "CreateSecret":
         _authorize_create(sm, ctx, params)
         return {}
-    record = names.find(ctx, sm.store, params.get("SecretId", ""))
+    secret_id = params.get("SecretId", "")
+    record = names.find(ctx, sm.store, secret_id)
     if record is None:
         sm.authorizer.authorize(ctx, action, "*")
         return {}
     authorize_secret(sm, ctx, action, record, params)
+    names.note_found(ctx, secret_id, record)
     if ctx.operation in ("TagResource", "UntagResource"):
         _refuse_lockout(sm, ctx, action, record, params)
     if ctx.operation == "RotateSecret":

@@ -12,6 +12,8 @@ from khoa.services.secretsmanager.store import SecretRecord, SecretStore
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
 _SUFFIX_ALPHABET = string.ascii_letters + string.digits
+# ctx.extras: (SecretId, the secret) the request's authorisation found (see note_found)
+_FOUND = "secretsmanager:found"
 
 
 _INVALID_NAME = (
@@ -65,9 +67,27 @@ def name_from_id(secret_id: str) -> str:
 def require(
     ctx: RequestContext, store: SecretStore, secret_id: str, *, allow_deleted: bool = False
 ) -> SecretRecord:
-    record = find(ctx, store, secret_id)
+    return _present(find(ctx, store, secret_id), allow_deleted)
+
+
+def _present(record: SecretRecord | None, allow_deleted: bool = False) -> SecretRecord:
     if record is None:
         raise errors.not_found()
     if record.deleted_at is not None and not allow_deleted:
         raise errors.marked_for_deletion()
     return record
+
+
+def note_found(ctx: RequestContext, secret_id: str, record: SecretRecord) -> None:
+    """Remember, for this request's handler, the secret its authorisation found by ``secret_id``."""
+    ctx.extras[_FOUND] = (secret_id, record)
+
+
+def require_for_read(ctx: RequestContext, store: SecretStore, secret_id: str) -> SecretRecord:
+    """:func:`require` for a read-only handler: the secret its authorisation found (:func:`note_found`)
+    by the same SecretId moments before, in the same call with nothing written between, else found
+    now. A write finds its secret afresh when its handler runs (later, on another thread)."""
+    noted = ctx.extras.get(_FOUND)
+    if noted is not None and noted[0] == secret_id:
+        return _present(noted[1])
+    return require(ctx, store, secret_id)
