@@ -72,8 +72,10 @@ def parse(blob: bytes) -> ParsedBlob:
     )
 
 
-def decrypt(material: bytes, parsed: ParsedBlob, context: dict[str, str] | None) -> bytes:
+def decrypt(material: bytes | AESGCM, parsed: ParsedBlob, context: dict[str, str] | None) -> bytes:
+    """The plaintext of ``parsed`` under ``material`` (its bytes, or a cipher made of them once)."""
+    cipher = material if isinstance(material, AESGCM) else AESGCM(material)
     try:
-        return AESGCM(material).decrypt(parsed.nonce, parsed.body, parsed.header + canonical_context(context))
+        return cipher.decrypt(parsed.nonce, parsed.body, parsed.header + canonical_context(context))
     except InvalidTag:
         raise InvalidCiphertext("ciphertext failed authentication") from None

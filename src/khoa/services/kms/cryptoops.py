@@ -132,14 +132,17 @@ def _decrypt(
     require_usable(key, "ENCRYPT_DECRYPT", operation)
     if key.key_spec != specs.SYMMETRIC:
         raise errors.invalid_key_usage(f"{key.arn} does not support the encryption algorithm {algorithm}.")
-    material = kms.store.keys.material(key.key_id, parsed.material_id)
-    if material is None:
+    cipher = kms.store.keys.cipher(key.key_id, parsed.material_id)
+    if cipher is None:
         raise errors.invalid_ciphertext()
     try:
-        opened = ciphertext.decrypt(material, parsed, context)
+        opened = ciphertext.decrypt(cipher, parsed, context)
     except ciphertext.InvalidCiphertext:
         raise errors.invalid_ciphertext() from None
     if key.origin == external.ORIGIN:
+        material = kms.store.keys.material(key.key_id, parsed.material_id)
+        if material is None:  # (deleted since the cipher was made)
+            raise errors.invalid_ciphertext()
         opened = external.decrypt(kms, ctx, key, material, parsed.material_id, opened, context)
     return key, opened, parsed.material_id
 

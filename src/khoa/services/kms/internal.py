@@ -185,11 +185,14 @@ class InternalKms:
             raise errors.key_not_found(key_arn(ctx.region, ctx.account_id, parsed.key_id))
         authorize_key(self.kms, kms_ctx, "kms:Decrypt", key, {}, context)
         require_usable(key, "ENCRYPT_DECRYPT", "Decrypt")
-        material = _material(self.kms, key, parsed.material_id)
+        cipher = self.kms.store.keys.cipher(key.key_id, parsed.material_id)
+        if cipher is None:
+            raise errors.invalid_ciphertext()
         try:
-            opened = ciphertext.decrypt(material, parsed, context)
+            opened = ciphertext.decrypt(cipher, parsed, context)
         except ciphertext.InvalidCiphertext:
             raise errors.invalid_ciphertext() from None
         if key.origin == external.ORIGIN:
+            material = _material(self.kms, key, parsed.material_id)
             opened = external.decrypt(self.kms, kms_ctx, key, material, parsed.material_id, opened, context)
         return key, opened
