@@ -25,7 +25,7 @@ from khoa.services.kms.internal import InternalKms, via
 from khoa.services.kms.key_rotation import rotate_due_keys
 from khoa.services.kms.keys import destroy_due_keys
 from khoa.storage import schema
-from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, authorizer, barrier, context, database
+from tests.support.handlers import ACCOUNT, OTHER_ACCOUNT, REGION, authorizer, barrier, context, database
 from tests.support.interleave import before_first_write
 
 
@@ -552,3 +552,35 @@ def test_concurrent_tag_resource_keeps_the_tag_quota(
     assert inner == [{}] and refused == "TagException"
     listed = call(service, "ListResourceTags", {"KeyId": key_id, "Limit": 50})["Tags"]
     assert sorted(t["TagKey"] for t in listed) == sorted(t["TagKey"] for t in tags("a"))
+
+
+# -- the kept AES-GCM ciphers ------------------------------------------------------------------------
+
+
+def test_a_kept_cipher_is_the_material_s_and_goes_with_it(kms: KmsBackend, service: Service) -> None:
+    """The cipher kept for a key version decrypts what the version encrypted, is made once, and is
+    forgotten whenever the opened material is: material dropped (DeleteImportedKeyMaterial) or a
+    destroyed key leaves no cipher behind to decrypt with."""
+    key_id = new_key(service)["KeyId"]
+    blob = call(service, "Encrypt", {"KeyId": key_id, "Plaintext": b"kept"})["CiphertextBlob"]
+    version_id = _current_version(kms, key_id)
+    cipher = kms.store.keys.cipher(key_id, version_id)
+    assert cipher is not None and kms.store.keys.cipher(key_id, version_id) is cipher
+    assert call(service, "Decrypt", {"CiphertextBlob": blob})["Plaintext"] == b"kept"
+    assert kms.store.keys.cipher(key_id, "0" * 64) is None  # no such version: no cipher
+
+    assert kms.store.keys.drop_imported_material(key_id)  # (as DeleteImportedKeyMaterial stores it)
+    assert kms.store.keys.cipher(key_id, version_id) is None
+    assert kms.store.keys.material(key_id, version_id) is None
+
+    other = new_key(service)["KeyId"]
+    other_version = _current_version(kms, other)
+    assert kms.store.keys.cipher(other, other_version) is not None
+    assert kms.store.keys.destroy(other)
+    assert kms.store.keys.cipher(other, other_version) is None
+
+
+def _current_version(kms: KmsBackend, key_id: str) -> str:
+    record = kms.store.keys.get(ACCOUNT, REGION, key_id)
+    assert record is not None and record.current_version_id is not None
+    return record.current_version_id

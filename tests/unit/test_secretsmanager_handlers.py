@@ -27,7 +27,7 @@ from khoa.secret_rotation import functions
 from khoa.services.base import Service
 from khoa.services.kms.backend import KmsBackend
 from khoa.services.kms.internal import InternalKms
-from khoa.services.secretsmanager import build_service, versions
+from khoa.services.secretsmanager import authz, build_service, versions
 from khoa.services.secretsmanager import store as store_package
 from khoa.services.secretsmanager.backend import SecretsBackend
 from khoa.services.secretsmanager.store import SecretStore
@@ -760,3 +760,23 @@ def test_only_the_store_runs_sql() -> None:
         if sql.search(line)
     ]
     assert offenders == []
+
+
+def test_a_read_takes_the_secret_its_authorisation_found_and_no_other(sm: Harness) -> None:
+    """GetSecretValue's handler reads the secret the request's authorisation found, by the same
+    SecretId, with that secret's deletion still refused; a SecretId its authorisation did not find is
+    looked up afresh, never answered with the secret noted for another."""
+    sm.call("CreateSecret", Name="first", SecretString="one")
+    sm.call("CreateSecret", Name="second", SecretString="two")
+    ctx = context("secretsmanager", "GetSecretValue")
+    authz.authorize_request(sm.backend, ctx, {"SecretId": "first"})
+    read = sm.service.handlers["GetSecretValue"]
+    assert read(ctx, {"SecretId": "first"})["SecretString"] == "one"
+    assert read(ctx, {"SecretId": "second"})["SecretString"] == "two"  # not the noted one
+
+    sm.call("DeleteSecret", SecretId="first", RecoveryWindowInDays=7)
+    ctx = context("secretsmanager", "GetSecretValue")
+    with pytest.raises(AWSError) as caught:
+        authz.authorize_request(sm.backend, ctx, {"SecretId": "first"})
+        read(ctx, {"SecretId": "first"})
+    assert caught.value.code == "InvalidRequestException"
