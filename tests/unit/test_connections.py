@@ -161,3 +161,26 @@ def test_a_head_over_the_limit_is_refused_431_though_it_arrives_in_one_read(
     assert over_transport.written.startswith(b"HTTP/1.1 431 ") and over_transport.closed
     assert over_transport.written.count(b"HTTP/1.1") == 1  # not uvicorn's 400 as well
     assert over.cycle is None
+
+
+def test_headers_reach_the_application_as_uvicorn_gives_them(
+    connection: tuple[HeadDeadlineProtocol, Any],
+) -> None:
+    """The protocol handles each header itself (without calling uvicorn's on_header, which it
+    replaces): names lower-cased, values as sent, repeated names kept in order, and an
+    ``Expect: 100-continue`` noted so that uvicorn answers it before the body is read."""
+    protocol, transport = connection
+    protocol.data_received(
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Svc.Op\r\nX-Twice: a\r\nx-twice: B\r\n"
+        b"Expect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert protocol.cycle is not None
+    assert protocol.cycle.scope["headers"] == [
+        (b"host", b"x"),
+        (b"x-amz-target", b"Svc.Op"),
+        (b"x-twice", b"a"),
+        (b"x-twice", b"B"),
+        (b"expect", b"100-Continue"),
+        (b"content-length", b"2"),
+    ]
+    assert protocol.expect_100_continue and not transport.closed

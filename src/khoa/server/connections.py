@@ -64,7 +64,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_since: float | None = None
         self.head_started = False
         self.head_bytes = 0  # received while the head was incomplete (an upper bound of its size)
-        self.head_parsed = 0  # the header names and values the parser has given (a lower bound)
+        # the request-target, header names and values the parser has given (a lower bound)
+        self.head_parsed = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -89,17 +90,25 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         # Called for each piece of the target as it arrives, before anything parses it.
         super().on_url(url)
+        self.head_parsed += len(url)
         if len(self.url) > MAX_TARGET_BYTES:
             self.refuse_head(_URI_TOO_LONG)
             raise _HeadRefused
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_started:  # not a chunked body's trailer
-            self.head_parsed += len(name) + len(value) + _HEADER_LINE_BYTES
-            if len(self.url) + self.head_parsed > MAX_HEAD_BYTES:
+            parsed = self.head_parsed + len(name) + len(value) + _HEADER_LINE_BYTES
+            self.head_parsed = parsed
+            if parsed > MAX_HEAD_BYTES:
                 self.refuse_head(_TOO_LARGE)
                 raise _HeadRefused
-        super().on_header(name, value)
+        # What uvicorn's on_header does (uvicorn is pinned; tests/unit/test_connections.py checks
+        # both), without a second call: this runs for every header of every request, and calling
+        # through cost as much again as the header's own handling.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_since = None
