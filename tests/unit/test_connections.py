@@ -184,3 +184,33 @@ def test_headers_reach_the_application_as_uvicorn_gives_them(
         (b"content-length", b"2"),
     ]
     assert protocol.expect_100_continue and not transport.closed
+
+
+def test_what_a_response_writes_in_one_pass_leaves_in_one_write(
+    connection: tuple[HeadDeadlineProtocol, Any],
+) -> None:
+    """A response's head and body (two ASGI messages, two writes by uvicorn) reach the socket as one
+    write at the end of the event loop's pass; a write alone is not held longer than that, and a
+    close sends what is held before it closes."""
+    protocol, transport = connection
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert protocol.cycle is not None
+    response = protocol.cycle.transport
+    response.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    response.write(b"ok")
+    assert writes == []  # (until the pass ends)
+    protocol.loop.run_until_complete(asyncio.sleep(0))
+    assert writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+
+    response.write(b"streamed")
+    protocol.loop.run_until_complete(asyncio.sleep(0))
+    assert writes[-1] == b"streamed"
+
+    response.write(b"last words")
+    response.close()
+    assert writes[-1] == b"last words" and transport.closed
+    sent = len(writes)
+    protocol.loop.run_until_complete(asyncio.sleep(0))
+    assert len(writes) == sent  # (sent once)

@@ -115,6 +115,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_started = False
         self.head_bytes = 0
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # (the request just begun)
+            cycle.transport = _PassWrites(self.transport, self.loop)  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer when the parser stops on an error (it has logged "Invalid HTTP request
@@ -149,6 +152,46 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if answer:
             self.transport.write(answer)
         self.transport.close()
+
+
+class _PassWrites:
+    """The connection as one request's response sees it: what is written to it in one pass of the
+    event loop leaves in one write, at the end of the pass.
+
+    uvicorn writes a response's head on ``http.response.start`` and its body on
+    ``http.response.body``, each straight to the socket: two system calls and two TCP segments per
+    answer, and for the client two reads. An answer's two messages are sent one after the other
+    (khoa.server.asgi.send_response), so they go out as one; a streamed body (the change stream) is
+    held no longer than the rest of the pass. A close sends what is held first."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self._send)
+        else:
+            self._held += data
+
+    def _send(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 class _Sweeper:
