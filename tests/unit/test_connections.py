@@ -214,3 +214,21 @@ def test_what_a_response_writes_in_one_pass_leaves_in_one_write(
     sent = len(writes)
     protocol.loop.run_until_complete(asyncio.sleep(0))
     assert len(writes) == sent  # (sent once)
+
+
+def test_a_refusal_never_overtakes_an_answer_still_held(
+    connection: tuple[HeadDeadlineProtocol, Any],
+) -> None:
+    """An answer written in this pass and a refusal of the next head (a pipelined request too
+    large) leave in the order they were written, the answer whole, before the connection closes."""
+    protocol, transport = connection
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert protocol.cycle is not None
+    protocol.cycle.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    protocol.refuse_head(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n")
+    assert b"".join(writes) == (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 431 Request Header Fields Too Large\r\n\r\n"
+    )
+    assert transport.closed

@@ -21,7 +21,7 @@ than :data:`MAX_TARGET_BYTES` is answered ``414`` and a head larger than :data:`
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -68,7 +68,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_parsed = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Every write of the connection (responses, refusals of heads, uvicorn's own 400) through
+        # one _PassWrites, so they leave in the order they were made.
+        super().connection_made(cast(asyncio.Transport, _PassWrites(transport, self.loop)))
         self.head_since = self.loop.time()
         _Sweeper.watch(self)
 
@@ -115,9 +117,6 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.head_started = False
         self.head_bytes = 0
         super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.transport is self.transport:  # (the request just begun)
-            cycle.transport = _PassWrites(self.transport, self.loop)  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer when the parser stops on an error (it has logged "Invalid HTTP request
@@ -155,14 +154,15 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
 
 class _PassWrites:
-    """The connection as one request's response sees it: what is written to it in one pass of the
-    event loop leaves in one write, at the end of the pass.
+    """The connection's transport, as uvicorn and this protocol use it: what is written to it in one
+    pass of the event loop leaves in one write, at the end of the pass.
 
     uvicorn writes a response's head on ``http.response.start`` and its body on
     ``http.response.body``, each straight to the socket: two system calls and two TCP segments per
     answer, and for the client two reads. An answer's two messages are sent one after the other
     (khoa.server.asgi.send_response), so they go out as one; a streamed body (the change stream) is
-    held no longer than the rest of the pass. A close sends what is held first."""
+    held no longer than the rest of the pass. Everything written goes out in the order it was
+    written, and a close sends what is held first; the rest of the transport is the socket's own."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -192,6 +192,15 @@ class _PassWrites:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:  # anything else (abort, set_protocol): the socket's
+        return getattr(self._transport, name)
 
 
 class _Sweeper:
