@@ -53,12 +53,15 @@ async def send_response(send: Send, response: Response) -> None:
 def header_map(scope: Scope) -> dict[str, list[str]]:
     """The request's headers by lower-case name (a name may repeat)."""
     headers: dict[str, list[str]] = {}
+    known = _KNOWN_NAMES.get
     for raw_name, raw_value in scope["headers"]:
-        name = _header_name(raw_name)
-        if name in headers:
-            headers[name].append(raw_value.decode("latin-1"))
+        name = known(raw_name) or _header_name(raw_name)
+        value = raw_value.decode("latin-1")
+        values = headers.get(name)
+        if values is None:
+            headers[name] = [value]
         else:
-            headers[name] = [raw_value.decode("latin-1")]
+            values.append(value)
     return headers
 
 
@@ -67,6 +70,28 @@ def _header_name(raw: bytes) -> str:
     """A header name as header_map spells it (the same few dozen names arrive on every request;
     bounded, so names a client makes up cannot grow it)."""
     return raw.decode("latin-1").lower()
+
+
+# The names every SDK request carries, looked up without a call (as uvicorn gives them: lower case).
+_KNOWN_NAMES: dict[bytes, str] = {
+    name.encode(): name
+    for name in (
+        "host",
+        "content-type",
+        "content-length",
+        "user-agent",
+        "accept-encoding",
+        "authorization",
+        "x-amz-date",
+        "x-amz-target",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
+        "amz-sdk-invocation-id",
+        "amz-sdk-request",
+        "connection",
+        "accept",
+    )
+}
 
 
 class ClientGone(Exception):
@@ -124,7 +149,16 @@ class BodyDeadlines:
             self._sweeping = loop
             self._sweeper = loop.call_later(self._tick, self._sweep, loop)
         try:
-            return await _read_all(receive, limit)
+            # (what _read_all does, without a coroutine of its own: every request comes here)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            body: bytes = message.get("body", b"")
+            if len(body) > limit:
+                raise BodyRefused(_too_large())
+            if message.get("more_body", False):
+                body += await _read_all(receive, limit - len(body))
+            return body
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise  # cancelled by someone else
