@@ -53,6 +53,11 @@ class on_the_loop:  # (lower case: used as a function, ``with on_the_loop():``)
         _ON_THE_LOOP.reset(self._token)
 
 
+def is_on_the_loop() -> bool:
+    """Whether the caller is a call tried on the event loop (:class:`on_the_loop`)."""
+    return _ON_THE_LOOP.get()
+
+
 def refuse_on_the_loop(what: str) -> None:
     """Raise :class:`WouldBlock` if the caller is a call tried on the event loop; ``what`` names the
     wait (for logs and tests)."""

@@ -18,6 +18,7 @@ from khoa.access.directory import CallerPolicies, Directory
 from khoa.access.evaluate import Decision
 from khoa.auth.credentials import Credential, CredentialStore
 from khoa.auth.principal import Principal
+from khoa.blocking import WouldBlock, on_the_loop
 from khoa.bootstrap import load_barrier
 from khoa.cache import MISSING, TTLCache
 from khoa.crypto.barrier import Barrier
@@ -53,6 +54,63 @@ def test_entries_live_for_the_lifetime(clock: FakeMonotonic) -> None:
     assert entries.get("a") is MISSING and entries.get("gone") is MISSING
     entries.put("a", 2)
     assert entries.get("a") == 2
+
+
+def test_an_entry_is_refreshed_ahead_by_one_read_on_the_loop(clock: FakeMonotonic) -> None:
+    """In the last quarter of its life an entry is refreshed by one call: the first read on the event
+    loop misses (and so loads on a request thread, where its read misses again and stores), while
+    the other reads go on with the entry; off the loop an unclaimed entry is used as it is, and
+    nothing is ever used past its lifetime."""
+    entries: TTLCache[str, int] = TTLCache(2.0)  # refreshed in its last 0.5 s
+    entries.put("a", 1)
+    clock.now += 1.4
+    with on_the_loop():
+        assert entries.get("a") == 1  # 0.6 s left: not yet
+    clock.now += 0.2
+    with on_the_loop():
+        assert entries.get("a") is MISSING  # this read claims the refresh
+        assert entries.get("a") == 1  # the others go on with the entry
+    assert entries.get("a") is MISSING  # the claiming call, run again off the loop
+    entries.put("a", 2)
+    with on_the_loop():
+        assert entries.get("a") == 2  # young again, nothing claimed
+    clock.now += 1.6
+    assert entries.get("a") == 2  # off the loop and unclaimed: as it is
+    clock.now += 0.4
+    assert entries.get("a") is MISSING  # expired, for every read
+    with on_the_loop():
+        assert entries.get("a") is MISSING
+
+
+def test_load_refreshes_ahead_and_a_failed_refresh_lapses(clock: FakeMonotonic) -> None:
+    entries: TTLCache[str, int] = TTLCache(2.0)
+    loads: list[int] = []
+
+    def loader() -> int:
+        loads.append(1)
+        return len(loads)
+
+    def blocked() -> int:  # a read of the database tried on the event loop
+        raise WouldBlock("a database read")
+
+    assert entries.load("k", loader) == 1
+    clock.now += 1.6
+    with on_the_loop():
+        with pytest.raises(WouldBlock):
+            entries.load("k", blocked)  # claims the refresh: the call moves to a request thread
+        assert entries.load("k", blocked) == 1  # the others use the entry meanwhile
+    assert entries.load("k", loader) == 2  # the claimed refresh, run again off the loop
+    with on_the_loop():
+        assert entries.load("k", blocked) == 2  # stored young: no refresh claimed
+    clock.now += 1.6
+    with on_the_loop(), pytest.raises(WouldBlock):
+        entries.load("k", blocked)
+    clock.now += 0.3  # the claim's refresh never came (0.1 s left, its window 0.5 s not over)
+    with on_the_loop():
+        assert entries.load("k", blocked) == 2
+    entries.invalidate("k")  # an invalidation forgets the claim with the entry
+    with on_the_loop():
+        assert entries.load("k", loader) == 3
 
 
 def test_zero_lifetime_keeps_nothing(clock: FakeMonotonic) -> None:
