@@ -186,31 +186,33 @@ def test_headers_reach_the_application_as_uvicorn_gives_them(
     assert protocol.expect_100_continue and not transport.closed
 
 
-def test_what_a_response_writes_in_one_pass_leaves_in_one_write(
+def test_a_response_head_leaves_with_its_body_in_one_write(
     connection: tuple[HeadDeadlineProtocol, Any],
 ) -> None:
-    """A response's head and body (two ASGI messages, two writes by uvicorn) reach the socket as one
-    write at the end of the event loop's pass; a write alone is not held longer than that, and a
-    close sends what is held before it closes."""
+    """A response's head (uvicorn's write for http.response.start) is held until the next write,
+    which sends both as one, at once; a head with nothing after it in the pass leaves at the end of
+    the pass; anything else is written at once, and a close sends what is held first."""
     protocol, transport = connection
     writes: list[bytes] = []
     transport.write = writes.append  # type: ignore[method-assign]
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert protocol.cycle is not None
     response = protocol.cycle.transport
-    response.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+    response.write(head)
+    assert writes == []
     response.write(b"ok")
-    assert writes == []  # (until the pass ends)
-    protocol.loop.run_until_complete(asyncio.sleep(0))
-    assert writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    assert writes == [head + b"ok"]  # whole, without waiting for the pass to end
 
     response.write(b"streamed")
-    protocol.loop.run_until_complete(asyncio.sleep(0))
     assert writes[-1] == b"streamed"
+    response.write(head)  # a head with no body yet (a stream that has nothing to send)
+    protocol.loop.run_until_complete(asyncio.sleep(0))
+    assert writes[-1] == head
 
-    response.write(b"last words")
+    response.write(head)
     response.close()
-    assert writes[-1] == b"last words" and transport.closed
+    assert writes[-1] == head and transport.closed
     sent = len(writes)
     protocol.loop.run_until_complete(asyncio.sleep(0))
     assert len(writes) == sent  # (sent once)

@@ -154,15 +154,17 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
 
 class _PassWrites:
-    """The connection's transport, as uvicorn and this protocol use it: what is written to it in one
-    pass of the event loop leaves in one write, at the end of the pass.
+    """The connection's transport, as uvicorn and this protocol use it: a response head leaves with
+    the body written after it, in one write.
 
     uvicorn writes a response's head on ``http.response.start`` and its body on
     ``http.response.body``, each straight to the socket: two system calls and two TCP segments per
-    answer, and for the client two reads. An answer's two messages are sent one after the other
-    (khoa.server.asgi.send_response), so they go out as one; a streamed body (the change stream) is
-    held no longer than the rest of the pass. Everything written goes out in the order it was
-    written, and a close sends what is held first; the rest of the transport is the socket's own."""
+    answer, and for the client two reads. A head is held until the next write, which sends both at
+    once: Khoa sends an answer's two messages one after the other (khoa.server.asgi.send_response),
+    so an answer leaves whole, with no delay. A head with no write after it in the same pass of the
+    event loop (a streamed body that has nothing yet, a HEAD request) is sent at the end of that pass,
+    and a close sends what is held first; anything else is written at once. Everything leaves in the
+    order it was written; the rest of the transport is the socket's own."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -172,11 +174,15 @@ class _PassWrites:
         self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data[:9] == b"HTTP/1.1 " and data[-4:] == b"\r\n\r\n":  # a head: its body comes next
             self._held = bytes(data)
             self._loop.call_soon(self._send)
         else:
-            self._held += data
+            self._transport.write(data)
 
     def _send(self) -> None:
         held, self._held = self._held, None
