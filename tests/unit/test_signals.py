@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,6 +130,23 @@ def test_probe_finds_an_unwritable_audit_directory(tmp_path: Path) -> None:
     assert health.problem() is None
     assert health.known_problem() is None
     assert not (audit_dir / ".staging").exists() or not any((audit_dir / ".staging").iterdir())
+
+
+def test_readiness_probes_the_disk_afresh(tmp_path: Path) -> None:
+    """The trail's probe answers from its latest finding for a while (alerts, metrics), but readiness
+    asks the disk now: a probe from before a disk froze or filled must not answer for it."""
+    audit_dir = tmp_path / "audit"
+    health = TrailHealth(audit_dir, probe_seconds=3600.0)
+    recorder = AuditRecorder(create_engine("sqlite://"), trail=health)
+    try:
+        assert health.problem() is None
+        shutil.rmtree(audit_dir)
+        audit_dir.write_text("a file where the directory should be")  # fails even for root
+        assert health.problem() is None  # the latest probe's finding, within its hour
+        problem = recorder.trail_problem()
+        assert problem is not None and str(audit_dir) in problem
+    finally:
+        recorder.close()
 
 
 def test_probe_covers_the_sqlite_directory(tmp_path: Path) -> None:

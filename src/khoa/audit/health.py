@@ -153,10 +153,12 @@ class TrailHealth:
         with self._lock:
             return self._probe_problem or self._delivery_problem
 
-    def problem(self) -> str | None:
+    def problem(self, fresh: bool = False) -> str | None:
         """Why log files cannot be delivered now, or None: the probe's finding, else the latest
-        delivery pass's failure (delivery may fail where a small probe succeeds: a nearly full disk)."""
-        probed = self.probe()
+        delivery pass's failure (delivery may fail where a small probe succeeds: a nearly full disk).
+        ``fresh``: probe now, whenever the latest probe was (readiness: a probe from before the disk
+        froze or filled must not answer for it)."""
+        probed = self.probe(force=fresh)
         if probed is not None:
             return probed
         with self._lock:

@@ -478,8 +478,10 @@ class AuditRecorder:
         )
 
     def trail_problem(self) -> str | None:
-        """Why the trail's log files cannot be delivered now (None when they can, or nobody said)."""
-        return self.trail.problem() if self.trail is not None else None
+        """Why the trail's log files cannot be delivered now (None when they can, or nobody said),
+        from a write probe made now: readiness asks, and with several workers the one it reaches may
+        have served nothing since the disk froze or filled (its last probe said all was well)."""
+        return self.trail.problem(fresh=True) if self.trail is not None else None
 
     def mark_pending(self, event: AuditEvent) -> None:
         """Mark a write's first record, made before its call runs, as waiting for the outcome (so a
